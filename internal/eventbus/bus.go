@@ -1,0 +1,262 @@
+package eventbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/hodei-dev/hodei/internal/store/db"
+)
+
+// Handler handles one event. It must be idempotent.
+type Handler func(ctx context.Context, e Event) error
+
+// Config configures a Bus. Zero values take the documented defaults.
+type Config struct {
+	// SafetyPoll is how often subscribers re-read without a wake-up, to
+	// cover a lost notification. Default 30s; negative disables it.
+	SafetyPoll time.Duration
+	// ReconnectMin and ReconnectMax bound the listener's reconnect backoff
+	// (default 100ms and 5s).
+	ReconnectMin, ReconnectMax time.Duration
+	Logger                     *slog.Logger
+	Metrics                    *Metrics // nil = no metrics
+	// UnsafeNoGapGuard delivers events without waiting for older
+	// transactions. Only the test that proves the guard is needed sets it.
+	UnsafeNoGapGuard bool
+}
+
+// SubscriberConfig configures a durable subscriber.
+type SubscriberConfig struct {
+	Name string
+	// Types filters the delivered events by type; empty = all. Filtered
+	// events still advance the cursor.
+	Types []string
+	// StartAtNow makes a subscriber that has no cursor yet start at the
+	// current position instead of the beginning of the log.
+	StartAtNow bool
+	BatchSize  int // events read per query; default 500
+	// MaxAttempts is how often a failing handler is called for one event
+	// before the event is dead-lettered; default 5.
+	MaxAttempts int
+	// InitialBackoff doubles per failed attempt up to MaxBackoff, with
+	// +/-25% jitter. Defaults 100ms and 10s.
+	InitialBackoff, MaxBackoff time.Duration
+}
+
+// Bus connects publishers' NOTIFYs to subscribers. Register subscribers
+// with Subscribe before Run.
+type Bus struct {
+	pool *pgxpool.Pool
+	q    *db.Queries
+	cfg  Config
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	subs    []*subscriber
+	byName  map[string]*subscriber
+	wakers  map[chan struct{}]struct{}
+	running bool
+}
+
+// NewBus returns a bus on pool.
+func NewBus(pool *pgxpool.Pool, cfg Config) *Bus {
+	if cfg.SafetyPoll == 0 {
+		cfg.SafetyPoll = 30 * time.Second
+	}
+	if cfg.ReconnectMin <= 0 {
+		cfg.ReconnectMin = 100 * time.Millisecond
+	}
+	if cfg.ReconnectMax <= 0 {
+		cfg.ReconnectMax = 5 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Bus{pool: pool, q: db.New(pool), cfg: cfg, log: log, byName: map[string]*subscriber{}, wakers: map[chan struct{}]struct{}{}}
+}
+
+// Subscribe registers a durable subscriber. It panics after Run started or
+// on a duplicate name: both are wiring bugs.
+func (b *Bus) Subscribe(cfg SubscriberConfig, h Handler) {
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 500
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 5
+	}
+	if cfg.InitialBackoff <= 0 {
+		cfg.InitialBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 10 * time.Second
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.running {
+		panic("eventbus: Subscribe after Run")
+	}
+	if _, dup := b.byName[cfg.Name]; dup || cfg.Name == "" {
+		panic(fmt.Sprintf("eventbus: bad or duplicate subscriber name %q", cfg.Name))
+	}
+	s := &subscriber{bus: b, cfg: cfg, h: h, wake: make(chan struct{}, 1)}
+	if len(cfg.Types) > 0 {
+		s.types = map[string]bool{}
+		for _, t := range cfg.Types {
+			s.types[t] = true
+		}
+	}
+	b.subs = append(b.subs, s)
+	b.byName[cfg.Name] = s
+	b.wakers[s.wake] = struct{}{}
+}
+
+// Run listens for notifications and runs every subscriber until ctx ends.
+func (b *Bus) Run(ctx context.Context) error {
+	b.mu.Lock()
+	b.running = true
+	subs := b.subs
+	b.mu.Unlock()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return b.listen(ctx) })
+	for _, s := range subs {
+		g.Go(func() error { return s.run(ctx) })
+	}
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// Wake wakes every subscriber and tail of this process, as a notification
+// would.
+func (b *Bus) Wake() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for w := range b.wakers {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (b *Bus) addWaker(w chan struct{}) {
+	b.mu.Lock()
+	b.wakers[w] = struct{}{}
+	b.mu.Unlock()
+}
+
+func (b *Bus) removeWaker(w chan struct{}) {
+	b.mu.Lock()
+	delete(b.wakers, w)
+	b.mu.Unlock()
+}
+
+// listen holds the LISTEN connection, reconnecting with backoff; every
+// (re)connect wakes everyone so that they catch up.
+func (b *Bus) listen(ctx context.Context) error {
+	delay := b.cfg.ReconnectMin
+	for {
+		err := b.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		b.cfg.Metrics.reconnect()
+		b.log.Warn("event listener lost its connection", "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(jitter(delay)):
+		}
+		delay = min(delay*2, b.cfg.ReconnectMax)
+	}
+}
+
+func (b *Bus) listenOnce(ctx context.Context) error {
+	conn, err := b.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// The connection carries LISTEN state: never hand it back to the pool.
+	defer conn.Hijack().Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+		return err
+	}
+	b.Wake()
+	for {
+		if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
+			return err
+		}
+		b.Wake()
+	}
+}
+
+// read returns the next events after (xid, id) that may be passed, and
+// whether more events exist that are held back by older transactions.
+func (b *Bus) read(ctx context.Context, xid, id int64, limit int) ([]Event, bool, error) {
+	rows, err := b.q.ReadEvents(ctx, db.ReadEventsParams{AfterXid: strconv.FormatInt(xid, 10), AfterID: id, MaxEvents: int32(limit)})
+	if err != nil {
+		return nil, false, fmt.Errorf("read events: %w", err)
+	}
+	out := make([]Event, 0, len(rows))
+	for _, r := range rows {
+		if r.Xid >= r.Xmin && !b.cfg.UnsafeNoGapGuard {
+			return out, true, nil
+		}
+		e, err := decode(r)
+		if err != nil {
+			return nil, false, err
+		}
+		out = append(out, e)
+	}
+	return out, false, nil
+}
+
+// Position returns the current end of the log as a cursor: events read
+// after it are the ones published from now on (plus possibly a few that
+// committed just before).
+func (b *Bus) Position(ctx context.Context) (xid, id int64, err error) {
+	xid, err = b.q.CurrentEventPosition(ctx)
+	return xid, 1<<63 - 1, err
+}
+
+// PositionOf returns the cursor of an event id, for starting after it.
+func (b *Bus) PositionOf(ctx context.Context, id int64) (xid int64, err error) {
+	return b.q.EventPosition(ctx, id)
+}
+
+func jitter(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * (0.75 + 0.5*rand.Float64()))
+}
+
+// heldBackDelay is the re-read schedule while older transactions hold
+// events back.
+func heldBackDelay(prev time.Duration) time.Duration {
+	if prev == 0 {
+		return time.Millisecond
+	}
+	return min(prev*2, 50*time.Millisecond)
+}
+
+func pgxBeginFunc(ctx context.Context, b *Bus, fn func(q *db.Queries) error) error {
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
+	if err := fn(db.New(tx)); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}

@@ -1,0 +1,55 @@
+// Package eventbus is Hodei's durable event bus on PostgreSQL: an outbox
+// table (events) written in the caller's transaction, LISTEN/NOTIFY as a
+// wake-up hint, and named subscribers whose cursors live in the database.
+//
+// # Publishing
+//
+// Publish inserts events with the caller's transaction and issues a NOTIFY
+// on the channel "hodei_events" with an empty payload. PostgreSQL delivers
+// the NOTIFY only on commit, so a rolled-back transaction publishes
+// nothing; identical NOTIFYs of one transaction are folded into one.
+//
+// # Order
+//
+// Every event records the id of its transaction (pg_current_xact_id()).
+// Subscribers read in (xid, id) order and only pass an event once its xid
+// is below the xmin of the reading snapshot, i.e. once every transaction
+// that could still add an event before it has finished. A cursor therefore
+// never moves past an event that is not committed yet (gap safety), and
+// all subscribers see the same total order. Events of one transaction are
+// in publish order; events of one aggregate are in publish order whenever
+// the publishing transaction's first write is the aggregate's own row,
+// which is how every Hodei state change is written (the row write assigns
+// the xid, and the row lock orders the transactions).
+//
+// A transaction that stays open holds back delivery of every event
+// published after it started (not of its own events only); keep
+// transactions that publish short. While events are held back the
+// subscriber re-reads after a short, growing delay (1 ms to 50 ms), so a
+// transaction that writes without publishing cannot stall delivery.
+//
+// # Delivery
+//
+// At least once, in order, per subscriber. A subscriber handles a batch,
+// then stores its cursor; after a crash the batch since the last stored
+// cursor is delivered again, so handlers must be idempotent. A handler
+// that returns an error is retried with exponential backoff and jitter;
+// after MaxAttempts failures the event is parked in event_dead_letters
+// (ListDeadLetters, Replay) and the subscriber moves on. Handlers run one
+// at a time per subscriber: a slow handler slows only its subscriber
+// (backpressure is the subscriber's lag, exported as a metric), never the
+// publishers.
+//
+// # Wake-ups
+//
+// One connection per Bus LISTENs. A notification wakes every subscriber
+// and live tail of the process. If the connection drops it reconnects
+// with backoff and wakes everyone, who catch up from their cursors. A slow
+// safety poll (Config.SafetyPoll) covers anything missed; correctness
+// never depends on it.
+//
+// # Handlers must
+//
+// be idempotent, return promptly (use ctx), and not publish from outside
+// a transaction that also records the state they derive.
+package eventbus

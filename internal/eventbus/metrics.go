@@ -1,0 +1,75 @@
+package eventbus
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the bus's Prometheus series. A nil *Metrics records nothing.
+type Metrics struct {
+	published     *prometheus.CounterVec
+	delivered     *prometheus.CounterVec
+	failures      *prometheus.CounterVec
+	deadLetters   *prometheus.CounterVec
+	latency       *prometheus.HistogramVec
+	reconnects    prometheus.Counter
+	subscriberLag *prometheus.GaugeVec
+}
+
+// NewMetrics creates the series and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		published:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_events_published_total", Help: "Events published, by type."}, []string{"type"}),
+		delivered:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_events_delivered_total", Help: "Events handled successfully, by subscriber and type."}, []string{"subscriber", "type"}),
+		failures:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_event_handler_failures_total", Help: "Handler calls that returned an error."}, []string{"subscriber", "type"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_events_dead_lettered_total", Help: "Events parked after MaxAttempts failures."}, []string{"subscriber", "type"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "hodei_event_handler_seconds", Help: "Handler latency.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"subscriber"}),
+		reconnects:    prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_event_listener_reconnects_total", Help: "Reconnects of the LISTEN connection."}),
+		subscriberLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "hodei_event_subscriber_lag", Help: "Events not yet handled, by subscriber."}, []string{"subscriber"}),
+	}
+	reg.MustRegister(m.published, m.delivered, m.failures, m.deadLetters, m.latency, m.reconnects, m.subscriberLag)
+	return m
+}
+
+// Published counts events published by a committed transaction. Callers
+// count after commit, so rolled-back events are not counted.
+func (m *Metrics) Published(events []Event) {
+	if m == nil {
+		return
+	}
+	for _, e := range events {
+		m.published.WithLabelValues(e.Type).Inc()
+	}
+}
+
+func (m *Metrics) handled(sub string, e Event, d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	m.latency.WithLabelValues(sub).Observe(d.Seconds())
+	if err != nil {
+		m.failures.WithLabelValues(sub, e.Type).Inc()
+		return
+	}
+	m.delivered.WithLabelValues(sub, e.Type).Inc()
+}
+
+func (m *Metrics) deadLettered(sub string, e Event) {
+	if m != nil {
+		m.deadLetters.WithLabelValues(sub, e.Type).Inc()
+	}
+}
+
+func (m *Metrics) reconnect() {
+	if m != nil {
+		m.reconnects.Inc()
+	}
+}
+
+func (m *Metrics) lag(sub string, n int64) {
+	if m != nil {
+		m.subscriberLag.WithLabelValues(sub).Set(float64(n))
+	}
+}

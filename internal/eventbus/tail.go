@@ -1,0 +1,150 @@
+package eventbus
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hodei-dev/hodei/internal/store/db"
+)
+
+// Filter selects events of a live tail; empty fields match everything.
+type Filter struct {
+	Types         []string
+	AggregateKind string
+	AggregateID   string
+}
+
+func (f Filter) match(e Event) bool {
+	if f.AggregateKind != "" && f.AggregateKind != e.AggregateKind {
+		return false
+	}
+	if f.AggregateID != "" && f.AggregateID != e.AggregateID {
+		return false
+	}
+	if len(f.Types) == 0 {
+		return true
+	}
+	for _, t := range f.Types {
+		if t == e.Type {
+			return true
+		}
+	}
+	return false
+}
+
+// Tail calls fn for every event matching f, live, starting after event
+// afterID (0 = now), until ctx ends or fn returns an error. Nothing is
+// stored: a tail is for people and dashboards, not for work.
+func (b *Bus) Tail(ctx context.Context, afterID int64, f Filter, fn func(Event) error) error {
+	wake := make(chan struct{}, 1)
+	b.addWaker(wake)
+	defer b.removeWaker(wake)
+	var xid, id int64
+	var err error
+	if afterID > 0 {
+		id = afterID
+		if xid, err = b.PositionOf(ctx, afterID); err != nil {
+			return fmt.Errorf("tail: event %d: %w", afterID, err)
+		}
+	} else if xid, id, err = b.Position(ctx); err != nil {
+		return fmt.Errorf("tail: %w", err)
+	}
+	var heldBack time.Duration
+	for {
+		events, held, err := b.read(ctx, xid, id, 500)
+		if err != nil {
+			return err
+		}
+		for _, e := range events {
+			xid, id = e.XID, e.ID
+			if f.match(e) {
+				if err := fn(e); err != nil {
+					return err
+				}
+			}
+		}
+		if len(events) == 500 {
+			continue
+		}
+		var retry <-chan time.Time
+		if held {
+			heldBack = heldBackDelay(heldBack)
+			retry = time.After(heldBack)
+		} else {
+			heldBack = 0
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case <-retry:
+		}
+	}
+}
+
+// DeadLetter is a parked event.
+type DeadLetter struct {
+	ID         int64
+	Subscriber string
+	Event      Event
+	Attempts   int
+	LastError  string
+	ParkedAt   time.Time
+}
+
+// ListDeadLetters lists parked events, oldest first; subscriber "" = all.
+func (b *Bus) ListDeadLetters(ctx context.Context, subscriber string, limit int) ([]DeadLetter, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	rows, err := b.q.ListDeadLetters(ctx, db.ListDeadLettersParams{Subscriber: subscriber, MaxRows: int32(limit)})
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	out := make([]DeadLetter, 0, len(rows))
+	for _, r := range rows {
+		e, err := decode(db.ReadEventsRow{ID: r.EventID, Xid: r.Xid, Type: r.Type, AggregateKind: r.AggregateKind,
+			AggregateID: r.AggregateID, CorrelationID: r.CorrelationID, CreatedAt: r.CreatedAt, Payload: r.Payload})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, DeadLetter{ID: r.ID, Subscriber: r.Subscriber, Event: e, Attempts: int(r.Attempts), LastError: r.LastError, ParkedAt: r.ParkedAt})
+	}
+	return out, nil
+}
+
+// ErrUnknownSubscriber is returned by Replay when the dead letter's
+// subscriber is not registered on this bus.
+var ErrUnknownSubscriber = fmt.Errorf("subscriber not registered in this process")
+
+// Replay re-delivers a parked event to its subscriber's handler, with the
+// subscriber's retry policy; if it fails again it is parked again.
+func (b *Bus) Replay(ctx context.Context, deadLetterID int64) error {
+	b.mu.Lock()
+	byName := b.byName
+	b.mu.Unlock()
+	var sub *subscriber
+	var ev Event
+	err := pgxBeginFunc(ctx, b, func(q *db.Queries) error {
+		now := time.Now()
+		r, err := q.TakeDeadLetter(ctx, db.TakeDeadLetterParams{ID: deadLetterID, Now: &now})
+		if err != nil {
+			return fmt.Errorf("dead letter %d: %w", deadLetterID, err)
+		}
+		if sub = byName[r.Subscriber]; sub == nil {
+			return fmt.Errorf("dead letter %d: %q: %w", deadLetterID, r.Subscriber, ErrUnknownSubscriber)
+		}
+		row, err := q.GetEvent(ctx, r.EventID)
+		if err != nil {
+			return fmt.Errorf("dead letter %d: event %d: %w", deadLetterID, r.EventID, err)
+		}
+		ev, err = decode(db.ReadEventsRow{ID: row.ID, Xid: row.Xid, Type: row.Type, AggregateKind: row.AggregateKind,
+			AggregateID: row.AggregateID, CorrelationID: row.CorrelationID, CreatedAt: row.CreatedAt, Payload: row.Payload})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return sub.deliver(ctx, ev)
+}

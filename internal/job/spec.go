@@ -1,0 +1,287 @@
+package job
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Spec is everything a user says about a job. The JSON form is how the
+// store keeps it.
+type Spec struct {
+	Name           string            `json:"name,omitempty"`
+	Command        []string          `json:"command,omitempty"`
+	Script         string            `json:"script,omitempty"`
+	Interpreter    string            `json:"interpreter,omitempty"`
+	Image          string            `json:"image,omitempty"`
+	Env            map[string]string `json:"env,omitempty"`
+	Workdir        string            `json:"workdir,omitempty"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	CPUMillis      int64             `json:"cpu_millis,omitempty"`
+	MemoryMiB      int64             `json:"memory_mib,omitempty"`
+	Timeout        time.Duration     `json:"timeout,omitempty"`
+	Priority       int32             `json:"priority,omitempty"`
+	Type           string            `json:"type,omitempty"`
+	Retry          RetryPolicy       `json:"retry,omitzero"`
+	IdempotencyKey string            `json:"idempotency_key,omitempty"`
+	Tags           map[string]string `json:"tags,omitempty"`
+}
+
+// RetryPolicy decides whether and when a failed attempt is retried. Zero
+// fields take the defaults below.
+type RetryPolicy struct {
+	MaxAttempts        int            `json:"max_attempts,omitempty"`
+	InitialBackoff     time.Duration  `json:"initial_backoff,omitempty"`
+	MaxBackoff         time.Duration  `json:"max_backoff,omitempty"`
+	Jitter             float64        `json:"jitter,omitempty"`
+	RetryableClasses   []FailureClass `json:"retryable_classes,omitempty"`
+	RetryableExitCodes []int32        `json:"retryable_exit_codes,omitempty"`
+}
+
+// Defaults and limits. They are part of the API contract (docs/jobs.md).
+const (
+	DefaultInterpreter    = "/bin/sh"
+	DefaultInitialBackoff = time.Second
+	DefaultMaxBackoff     = 32 * time.Second
+	DefaultJitter         = 0.25
+
+	MaxNameLen        = 200
+	MaxArgs           = 1000
+	MaxCommandBytes   = 128 << 10
+	MaxScriptBytes    = 1 << 20
+	MaxEnvVars        = 256
+	MaxEnvBytes       = 128 << 10
+	MaxLabels         = 32
+	MaxLabelKeyLen    = 63
+	MaxLabelValueLen  = 255
+	MaxImageLen       = 255
+	MaxTypeLen        = 63
+	MaxIdempotencyLen = 255
+	MaxTimeout        = 7 * 24 * time.Hour
+	MaxPriority       = 1000
+	MaxAttemptsLimit  = 100
+	MaxBackoffLimit   = time.Hour
+	MaxCPUMillis      = 1_000_000
+	MaxMemoryMiB      = 1 << 20
+)
+
+var (
+	envKeyRe   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	labelKeyRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$`)
+	imageRe    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:@-]*$`)
+	typeRe     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+)
+
+// Validate checks every rule and returns the first broken one as a
+// *FieldError (which wraps ErrInvalidSpec). Field names are the JSON/proto
+// names, so users can find them in their input.
+func (s *Spec) Validate() error {
+	bad := func(field, format string, args ...any) error {
+		return &FieldError{Field: field, Rule: fmt.Sprintf(format, args...)}
+	}
+	if len(s.Name) > MaxNameLen {
+		return bad("name", "must be at most %d bytes, got %d", MaxNameLen, len(s.Name))
+	}
+	if !utf8.ValidString(s.Name) {
+		return bad("name", "must be valid UTF-8")
+	}
+	switch {
+	case len(s.Command) == 0 && s.Script == "":
+		return bad("command", "is required (or give a script)")
+	case len(s.Command) > 0 && s.Script != "":
+		return bad("command", "give either a command or a script, not both")
+	}
+	if len(s.Command) > 0 {
+		if s.Command[0] == "" {
+			return bad("command[0]", "must not be empty")
+		}
+		if len(s.Command) > MaxArgs {
+			return bad("command", "must have at most %d arguments, got %d", MaxArgs, len(s.Command))
+		}
+		n := 0
+		for i, a := range s.Command {
+			if strings.IndexByte(a, 0) >= 0 {
+				return bad(fmt.Sprintf("command[%d]", i), "must not contain a NUL byte")
+			}
+			n += len(a)
+		}
+		if n > MaxCommandBytes {
+			return bad("command", "must be at most %d bytes in total, got %d", MaxCommandBytes, n)
+		}
+	}
+	if len(s.Script) > MaxScriptBytes {
+		return bad("script", "must be at most %d bytes, got %d", MaxScriptBytes, len(s.Script))
+	}
+	if s.Interpreter != "" && s.Script == "" {
+		return bad("interpreter", "only applies to a script")
+	}
+	if strings.IndexByte(s.Interpreter, 0) >= 0 {
+		return bad("interpreter", "must not contain a NUL byte")
+	}
+	if s.Image != "" && (len(s.Image) > MaxImageLen || !imageRe.MatchString(s.Image)) {
+		return bad("image", "must be an image reference of at most %d characters [A-Za-z0-9._/:@-]", MaxImageLen)
+	}
+	if len(s.Env) > MaxEnvVars {
+		return bad("env", "must have at most %d variables, got %d", MaxEnvVars, len(s.Env))
+	}
+	n := 0
+	for _, k := range sortedKeys(s.Env) {
+		v := s.Env[k]
+		if !envKeyRe.MatchString(k) {
+			return bad("env", "name %q must match [A-Za-z_][A-Za-z0-9_]*", k)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return bad("env."+k, "must not contain a NUL byte")
+		}
+		n += len(k) + len(v)
+	}
+	if n > MaxEnvBytes {
+		return bad("env", "must be at most %d bytes in total, got %d", MaxEnvBytes, n)
+	}
+	if s.Workdir != "" && (!strings.HasPrefix(s.Workdir, "/") || strings.IndexByte(s.Workdir, 0) >= 0) {
+		return bad("workdir", "must be an absolute path")
+	}
+	if err := validateLabels("labels", s.Labels); err != nil {
+		return err
+	}
+	if err := validateLabels("tags", s.Tags); err != nil {
+		return err
+	}
+	if s.CPUMillis < 0 || s.CPUMillis > MaxCPUMillis {
+		return bad("resources.cpu_millis", "must be between 0 and %d", MaxCPUMillis)
+	}
+	if s.MemoryMiB < 0 || s.MemoryMiB > MaxMemoryMiB {
+		return bad("resources.memory_mib", "must be between 0 and %d", MaxMemoryMiB)
+	}
+	if s.Timeout < 0 || s.Timeout > MaxTimeout {
+		return bad("timeout", "must be between 0 (none) and %s", MaxTimeout)
+	}
+	if s.Priority < -MaxPriority || s.Priority > MaxPriority {
+		return bad("priority", "must be between %d and %d", -MaxPriority, MaxPriority)
+	}
+	if s.Type != "" && (len(s.Type) > MaxTypeLen || !typeRe.MatchString(s.Type)) {
+		return bad("type", "must be at most %d characters [A-Za-z0-9._-]", MaxTypeLen)
+	}
+	if len(s.IdempotencyKey) > MaxIdempotencyLen || !utf8.ValidString(s.IdempotencyKey) {
+		return bad("idempotency_key", "must be valid UTF-8 of at most %d bytes", MaxIdempotencyLen)
+	}
+	return s.Retry.validate()
+}
+
+func (r *RetryPolicy) validate() error {
+	bad := func(field, format string, args ...any) error {
+		return &FieldError{Field: "retry." + field, Rule: fmt.Sprintf(format, args...)}
+	}
+	if r.MaxAttempts < 0 || r.MaxAttempts > MaxAttemptsLimit {
+		return bad("max_attempts", "must be between 0 (default) and %d", MaxAttemptsLimit)
+	}
+	if r.InitialBackoff < 0 || r.InitialBackoff > MaxBackoffLimit {
+		return bad("initial_backoff", "must be between 0 (default) and %s", MaxBackoffLimit)
+	}
+	if r.MaxBackoff < 0 || r.MaxBackoff > MaxBackoffLimit {
+		return bad("max_backoff", "must be between 0 (default) and %s", MaxBackoffLimit)
+	}
+	if r.MaxBackoff != 0 && r.MaxBackoff < r.InitialBackoff {
+		return bad("max_backoff", "must not be below initial_backoff")
+	}
+	if r.Jitter < 0 || r.Jitter > 1 || math.IsNaN(r.Jitter) {
+		return bad("jitter", "must be between 0 and 1")
+	}
+	for _, c := range r.RetryableClasses {
+		switch c {
+		case FailureExitCode, FailureTimeout, FailureWorkerLost, FailureProvisioning:
+		default:
+			return bad("retryable_classes", "%q is not a retryable failure class", c)
+		}
+	}
+	for _, c := range r.RetryableExitCodes {
+		if c < 1 || c > 255 {
+			return bad("retryable_exit_codes", "exit code %d must be between 1 and 255", c)
+		}
+	}
+	return nil
+}
+
+func validateLabels(field string, m map[string]string) error {
+	if len(m) > MaxLabels {
+		return &FieldError{Field: field, Rule: fmt.Sprintf("must have at most %d entries, got %d", MaxLabels, len(m))}
+	}
+	for _, k := range sortedKeys(m) {
+		if len(k) > MaxLabelKeyLen || !labelKeyRe.MatchString(k) {
+			return &FieldError{Field: field, Rule: fmt.Sprintf("key %q must be 1-%d characters [A-Za-z0-9._/-], starting and ending alphanumeric", k, MaxLabelKeyLen)}
+		}
+		if v := m[k]; len(v) > MaxLabelValueLen || !utf8.ValidString(v) {
+			return &FieldError{Field: field + "." + k, Rule: fmt.Sprintf("value must be valid UTF-8 of at most %d bytes", MaxLabelValueLen)}
+		}
+	}
+	return nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// Argv is the process argv the agent runs: the command, or the interpreter
+// with the script as its -c argument.
+func (s *Spec) Argv() []string {
+	if s.Script == "" {
+		return s.Command
+	}
+	interp := s.Interpreter
+	if interp == "" {
+		interp = DefaultInterpreter
+	}
+	return []string{interp, "-c", s.Script}
+}
+
+// Retryable reports whether an attempt that failed with class and exit code
+// may be retried under r. Validation and cancellation never are.
+func (r *RetryPolicy) Retryable(class FailureClass, exitCode int) bool {
+	switch class {
+	case FailureInvalid, FailureCancelled, FailureNone:
+		return false
+	case FailureExitCode:
+		return slices.Contains(r.RetryableExitCodes, int32(exitCode)) || slices.Contains(r.RetryableClasses, FailureExitCode)
+	}
+	if len(r.RetryableClasses) == 0 {
+		return class == FailureWorkerLost || class == FailureProvisioning || class == FailureTimeout
+	}
+	return slices.Contains(r.RetryableClasses, class)
+}
+
+// Backoff returns the delay before attempt failed+1, after `failed`
+// attempts have failed (failed >= 1): initial * 2^(failed-1), capped at max,
+// then scaled by a uniform factor in [1-jitter, 1+jitter]. rnd returns a
+// float in [0,1); nil uses math/rand/v2.
+func (r *RetryPolicy) Backoff(failed int, rnd func() float64) time.Duration {
+	initial, maxB, jitter := r.InitialBackoff, r.MaxBackoff, r.Jitter
+	if initial == 0 {
+		initial = DefaultInitialBackoff
+	}
+	if maxB == 0 {
+		maxB = DefaultMaxBackoff
+	}
+	if jitter == 0 {
+		jitter = DefaultJitter
+	}
+	if rnd == nil {
+		rnd = rand.Float64
+	}
+	d := initial
+	for i := 1; i < failed && d < maxB; i++ {
+		d *= 2
+	}
+	d = min(d, maxB)
+	f := 1 + jitter*(2*rnd()-1)
+	return time.Duration(float64(d) * f)
+}

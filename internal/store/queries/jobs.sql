@@ -1,0 +1,85 @@
+-- name: InsertJob :exec
+INSERT INTO jobs (id, name, type, spec, state, priority, image, labels, idempotency_key, max_attempts, created_at, updated_at)
+VALUES (@id, @name, @type, @spec, 'queued', @priority, @image, @labels, sqlc.narg(idempotency_key), @max_attempts, @now, @now);
+
+-- name: EnqueueJob :exec
+INSERT INTO job_queue (job_id, priority, image, labels, cpu_millis, memory_mib, run_at)
+VALUES (@job_id, @priority, @image, @labels, @cpu_millis, @memory_mib, @run_at);
+
+-- name: GetJob :one
+SELECT * FROM jobs WHERE id = @id;
+
+-- name: GetJobForUpdate :one
+SELECT * FROM jobs WHERE id = @id FOR UPDATE;
+
+-- name: GetJobByIdempotencyKey :one
+SELECT * FROM jobs WHERE idempotency_key = @idempotency_key;
+
+-- name: ListAttempts :many
+SELECT * FROM job_attempts WHERE job_id = @job_id ORDER BY number;
+
+-- name: ListJobs :many
+-- Newest first; the cursor is the (created_at, id) of the last row seen.
+SELECT * FROM jobs
+WHERE (cardinality(@states::text[]) = 0 OR state = ANY (@states::text[]))
+  AND labels @> @labels::jsonb
+  AND (@type::text = '' OR type = @type::text)
+  AND (sqlc.narg(created_after)::timestamptz IS NULL OR created_at >= sqlc.narg(created_after)::timestamptz)
+  AND (sqlc.narg(created_before)::timestamptz IS NULL OR created_at < sqlc.narg(created_before)::timestamptz)
+  AND (sqlc.narg(cursor_time)::timestamptz IS NULL OR (created_at, id) < (sqlc.narg(cursor_time)::timestamptz, @cursor_id::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT @max_rows;
+
+-- name: ClaimJobs :many
+-- Claims up to max_jobs queued jobs that the worker can run, priority then
+-- FIFO, and creates their attempts with fresh fencing tokens.
+WITH picked AS (
+    SELECT q.job_id FROM job_queue q
+    WHERE q.run_at <= @now
+      AND q.labels <@ @worker_labels::jsonb
+      AND (q.image = '' OR q.image = @worker_image::text)
+    ORDER BY q.priority DESC, q.seq
+    LIMIT @max_jobs
+    FOR UPDATE SKIP LOCKED
+), dequeued AS (
+    DELETE FROM job_queue q USING picked WHERE q.job_id = picked.job_id
+    RETURNING q.job_id, q.priority, q.seq
+), assigned AS (
+    UPDATE jobs j SET state = 'assigned', attempt = j.attempt + 1, updated_at = @now, run_at = NULL
+    FROM dequeued d WHERE j.id = d.job_id AND j.state = 'queued'
+    RETURNING j.id, j.attempt, j.spec
+), attempts AS (
+    INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at)
+    SELECT a.id, a.attempt, nextval('fencing_token_seq'), @worker_id, 'assigned', @now FROM assigned a
+    RETURNING job_id, number, token
+)
+SELECT a.id, a.attempt, a.spec, t.token, d.priority, d.seq
+FROM assigned a JOIN attempts t ON t.job_id = a.id JOIN dequeued d ON d.job_id = a.id
+ORDER BY d.priority DESC, d.seq;
+
+-- name: GetAttemptByToken :one
+SELECT a.*, j.state AS job_state, j.attempt AS job_attempt
+FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.token = @token
+FOR UPDATE OF j;
+
+-- name: MarkAttemptRunning :exec
+UPDATE job_attempts SET state = 'running', started_at = @now WHERE token = @token AND state = 'assigned';
+
+-- name: FinishAttempt :exec
+UPDATE job_attempts
+SET state = @state, finished_at = @now, exit_code = sqlc.narg(exit_code), signal = @signal,
+    failure_class = sqlc.narg(failure_class), message = @message
+WHERE token = @token AND finished_at IS NULL;
+
+-- name: UpdateJobState :exec
+UPDATE jobs
+SET state = @state, updated_at = @now, finished_at = sqlc.narg(finished_at), run_at = sqlc.narg(run_at),
+    exit_code = sqlc.narg(exit_code), failure_class = sqlc.narg(failure_class), message = @message
+WHERE id = @id;
+
+-- name: DequeueJob :exec
+DELETE FROM job_queue WHERE job_id = @job_id;
+
+-- name: ListRunningAttemptsOfWorker :many
+SELECT * FROM job_attempts WHERE worker_id = @worker_id AND finished_at IS NULL ORDER BY job_id, number;

@@ -1,0 +1,35 @@
+-- name: InsertWorker :exec
+INSERT INTO workers (id, provider, state, labels, slots, image, handle, created_at, updated_at)
+VALUES (@id, @provider, 'provisioning', @labels, @slots, @image, @handle, @now, @now);
+
+-- name: InsertBootstrapToken :exec
+INSERT INTO bootstrap_tokens (hash, worker_id, expires_at) VALUES (@hash, @worker_id, @expires_at);
+
+-- name: UseBootstrapToken :one
+UPDATE bootstrap_tokens SET used_at = @now
+WHERE hash = @hash AND used_at IS NULL AND expires_at > @now
+RETURNING worker_id;
+
+-- name: EnrollWorker :one
+UPDATE workers SET credential_hash = @credential_hash, hostname = @hostname, version = @version,
+    labels = labels || @labels::jsonb, slots = @slots, updated_at = @now
+WHERE id = @id
+RETURNING *;
+
+-- name: GetWorker :one
+SELECT * FROM workers WHERE id = @id;
+
+-- name: ConnectWorker :one
+UPDATE workers SET state = 'connected', replica_id = @replica_id, last_seen = @now, updated_at = @now
+WHERE id = @id AND credential_hash = @credential_hash AND state <> 'terminated'
+RETURNING *;
+
+-- name: SetWorkerState :exec
+UPDATE workers SET state = @state, updated_at = @now WHERE id = @id;
+
+-- name: TouchWorkers :exec
+-- One write for many heartbeats.
+UPDATE workers SET last_seen = @now WHERE id = ANY (@ids::uuid[]);
+
+-- name: ListWorkers :many
+SELECT * FROM workers WHERE (@provider::text = '' OR provider = @provider::text) ORDER BY created_at;
