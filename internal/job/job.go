@@ -61,7 +61,8 @@ var transitions = map[State][]State{
 	StateQueued:   {StateAssigned, StateCancelled},
 	StateAssigned: {StateRunning, StateSucceeded, StateFailed, StateTimedOut, StateCancelled, StateRetrying, StateQueued},
 	StateRunning:  {StateSucceeded, StateFailed, StateTimedOut, StateCancelled, StateRetrying},
-	StateRetrying: {StateQueued, StateCancelled},
+	// A retrying job whose backoff elapsed is claimed directly (queued in all but name).
+	StateRetrying: {StateQueued, StateAssigned, StateCancelled},
 }
 
 // CanTransition reports whether from -> to is an allowed automatic transition.

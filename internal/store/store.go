@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -31,6 +32,9 @@ type Store struct {
 	Q    *db.Queries
 	log  *slog.Logger
 	now  func() time.Time
+
+	createHook   createHook
+	staleReports atomic.Int64
 }
 
 // Config configures Open.

@@ -26,7 +26,7 @@ WITH picked AS (
     RETURNING q.job_id, q.priority, q.seq
 ), assigned AS (
     UPDATE jobs j SET state = 'assigned', attempt = j.attempt + 1, updated_at = $1, run_at = NULL
-    FROM dequeued d WHERE j.id = d.job_id AND j.state = 'queued'
+    FROM dequeued d WHERE j.id = d.job_id AND j.state IN ('queued', 'retrying')
     RETURNING j.id, j.attempt, j.spec
 ), attempts AS (
     INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at)
@@ -485,6 +485,35 @@ type MarkAttemptRunningParams struct {
 func (q *Queries) MarkAttemptRunning(ctx context.Context, arg MarkAttemptRunningParams) error {
 	_, err := q.db.Exec(ctx, markAttemptRunning, arg.Now, arg.Token)
 	return err
+}
+
+const nextRunAt = `-- name: NextRunAt :one
+SELECT coalesce(min(run_at), '9999-01-01T00:00:00Z')::timestamptz AS run_at FROM job_queue WHERE run_at > $1
+`
+
+// The earliest future run_at in the queue (a retry backoff), for the
+// dispatcher's timer.
+func (q *Queries) NextRunAt(ctx context.Context, now time.Time) (time.Time, error) {
+	row := q.db.QueryRow(ctx, nextRunAt, now)
+	var run_at time.Time
+	err := row.Scan(&run_at)
+	return run_at, err
+}
+
+const queueStats = `-- name: QueueStats :one
+SELECT count(*) FILTER (WHERE run_at <= $1)::bigint AS ready, count(*)::bigint AS total FROM job_queue
+`
+
+type QueueStatsRow struct {
+	Ready int64
+	Total int64
+}
+
+func (q *Queries) QueueStats(ctx context.Context, now time.Time) (QueueStatsRow, error) {
+	row := q.db.QueryRow(ctx, queueStats, now)
+	var i QueueStatsRow
+	err := row.Scan(&i.Ready, &i.Total)
+	return i, err
 }
 
 const updateJobState = `-- name: UpdateJobState :exec

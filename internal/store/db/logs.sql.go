@@ -12,6 +12,17 @@ import (
 	"github.com/google/uuid"
 )
 
+const attemptIsLatest = `-- name: AttemptIsLatest :one
+SELECT EXISTS (SELECT 1 FROM job_attempts a JOIN jobs j ON j.id = a.job_id WHERE a.token = $1 AND j.attempt = a.number)
+`
+
+func (q *Queries) AttemptIsLatest(ctx context.Context, token int64) (bool, error) {
+	row := q.db.QueryRow(ctx, attemptIsLatest, token)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
+}
+
 const insertLogBatch = `-- name: InsertLogBatch :execrows
 INSERT INTO job_logs (job_id, attempt, seq, lines, bytes, data, created_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -37,6 +48,40 @@ func (q *Queries) InsertLogBatch(ctx context.Context, arg InsertLogBatchParams) 
 		arg.Bytes,
 		arg.Data,
 		arg.Now,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const insertLogBatchFenced = `-- name: InsertLogBatchFenced :execrows
+INSERT INTO job_logs (job_id, attempt, seq, lines, bytes, data, created_at)
+SELECT a.job_id, a.number, $1, $2, $3, $4, $5
+FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.token = $6 AND j.attempt = a.number
+ON CONFLICT DO NOTHING
+`
+
+type InsertLogBatchFencedParams struct {
+	Seq   int64
+	Lines int32
+	Bytes int32
+	Data  []byte
+	Now   time.Time
+	Token int64
+}
+
+// Stores a batch only while its attempt is the job's latest one; a batch
+// seen before (same job, attempt, seq) is ignored.
+func (q *Queries) InsertLogBatchFenced(ctx context.Context, arg InsertLogBatchFencedParams) (int64, error) {
+	result, err := q.db.Exec(ctx, insertLogBatchFenced,
+		arg.Seq,
+		arg.Lines,
+		arg.Bytes,
+		arg.Data,
+		arg.Now,
+		arg.Token,
 	)
 	if err != nil {
 		return 0, err

@@ -46,7 +46,7 @@ WITH picked AS (
     RETURNING q.job_id, q.priority, q.seq
 ), assigned AS (
     UPDATE jobs j SET state = 'assigned', attempt = j.attempt + 1, updated_at = @now, run_at = NULL
-    FROM dequeued d WHERE j.id = d.job_id AND j.state = 'queued'
+    FROM dequeued d WHERE j.id = d.job_id AND j.state IN ('queued', 'retrying')
     RETURNING j.id, j.attempt, j.spec
 ), attempts AS (
     INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at)
@@ -83,3 +83,11 @@ DELETE FROM job_queue WHERE job_id = @job_id;
 
 -- name: ListRunningAttemptsOfWorker :many
 SELECT * FROM job_attempts WHERE worker_id = @worker_id AND finished_at IS NULL ORDER BY job_id, number;
+
+-- name: NextRunAt :one
+-- The earliest future run_at in the queue (a retry backoff), for the
+-- dispatcher's timer.
+SELECT coalesce(min(run_at), '9999-01-01T00:00:00Z')::timestamptz AS run_at FROM job_queue WHERE run_at > @now;
+
+-- name: QueueStats :one
+SELECT count(*) FILTER (WHERE run_at <= @now)::bigint AS ready, count(*)::bigint AS total FROM job_queue;

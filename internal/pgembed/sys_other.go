@@ -1,0 +1,20 @@
+//go:build unix && !linux
+
+package pgembed
+
+import "syscall"
+
+// serverSysProcAttr puts postgres in its own process group and runs it as
+// cred (when non-nil). Parent-death signals are Linux-only, so on other
+// systems postgres can outlive a killed parent.
+func serverSysProcAttr(cred *syscall.Credential) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+}
+
+// toolSysProcAttr is used for short-lived helpers such as initdb.
+func toolSysProcAttr(cred *syscall.Credential) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+}
+
+// childPIDs is not implemented outside Linux.
+func childPIDs(int) []int { return nil }

@@ -1,0 +1,375 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/store/db"
+)
+
+// Assignment is a job claimed for a worker: the attempt to run.
+type Assignment struct {
+	JobID   string
+	Attempt int
+	Token   int64
+	Spec    job.Spec
+}
+
+// WorkerMatch is what a claim knows about the worker.
+type WorkerMatch struct {
+	ID     string
+	Labels map[string]string
+	Image  string
+}
+
+// Claim takes up to n ready jobs the worker can run (priority, then FIFO),
+// creates their attempts and publishes JobAssigned, in one transaction.
+// Concurrent claims never take the same job (FOR UPDATE SKIP LOCKED).
+func (s *Store) Claim(ctx context.Context, w WorkerMatch, n int) ([]Assignment, error) {
+	wid, err := uuid.Parse(w.ID)
+	if err != nil {
+		return nil, fmt.Errorf("claim: worker id: %w", err)
+	}
+	labels, _ := json.Marshal(nonNil(w.Labels))
+	var out []Assignment
+	err = s.InTx(ctx, func(tx pgx.Tx) error {
+		out = out[:0]
+		rows, err := db.New(tx).ClaimJobs(ctx, db.ClaimJobsParams{Now: s.now(), WorkerLabels: labels, WorkerImage: w.Image, MaxJobs: int32(n), WorkerID: wid})
+		if err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		events := make([]eventbus.Event, 0, len(rows))
+		for _, r := range rows {
+			a := Assignment{JobID: r.ID.String(), Attempt: int(r.Attempt), Token: r.Token}
+			if err := json.Unmarshal(r.Spec, &a.Spec); err != nil {
+				return fmt.Errorf("decode spec of job %s: %w", r.ID, err)
+			}
+			out = append(out, a)
+			events = append(events, eventbus.New("job", a.JobID, &hodeiv1.JobAssigned{JobId: a.JobID, Attempt: int32(a.Attempt), WorkerId: w.ID, FencingToken: a.Token}))
+		}
+		_, err = eventbus.Publish(ctx, tx, events...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim jobs: %w", err)
+	}
+	return out, nil
+}
+
+// lockAttempt loads the attempt of token with its job locked, and says
+// whether the token is still current (the job's latest attempt, not final).
+func lockAttempt(ctx context.Context, q *db.Queries, token int64) (db.GetAttemptByTokenRow, bool, error) {
+	a, err := q.GetAttemptByToken(ctx, token)
+	if err != nil {
+		if IsNoRows(err) {
+			return a, false, fmt.Errorf("attempt token %d: %w", token, job.ErrStale)
+		}
+		return a, false, err
+	}
+	st := job.State(a.JobState)
+	current := a.JobAttempt == a.Number && (st == job.StateAssigned || st == job.StateRunning)
+	return a, current, nil
+}
+
+// StartAttempt records that the agent started the attempt of token.
+func (s *Store) StartAttempt(ctx context.Context, token int64) error {
+	return s.InTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		a, current, err := lockAttempt(ctx, q, token)
+		if err != nil {
+			return err
+		}
+		if !current {
+			return fmt.Errorf("start attempt %d of job %s: %w", a.Number, a.JobID, job.ErrStale)
+		}
+		if a.State != "assigned" {
+			return nil // repeated report
+		}
+		now := s.now()
+		if err := q.MarkAttemptRunning(ctx, db.MarkAttemptRunningParams{Now: &now, Token: token}); err != nil {
+			return err
+		}
+		if err := q.UpdateJobState(ctx, db.UpdateJobStateParams{ID: a.JobID, State: string(job.StateRunning), Now: now}); err != nil {
+			return err
+		}
+		_, err = eventbus.Publish(ctx, tx, eventbus.New("job", a.JobID.String(), &hodeiv1.JobStarted{JobId: a.JobID.String(), Attempt: a.Number, WorkerId: a.WorkerID.String()}))
+		return err
+	})
+}
+
+// Result is how an attempt ended.
+type Result struct {
+	ExitCode int
+	Signal   string
+	Class    job.FailureClass // FailureNone for a process that ran to its end
+	Message  string
+}
+
+// Outcome is what FinishAttempt decided.
+type Outcome struct {
+	JobID     string
+	State     job.State
+	Duplicate bool      // the attempt had already finished: nothing changed
+	RunAt     time.Time // when State is retrying
+}
+
+// FinishAttempt records the end of the attempt of token and applies the
+// retry policy: the job succeeds, retries after a backoff, or fails. A
+// token that is no longer current is rejected with job.ErrStale; a
+// repeated report of a finished attempt returns Duplicate.
+func (s *Store) FinishAttempt(ctx context.Context, token int64, r Result) (Outcome, error) {
+	var out Outcome
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		a, current, err := lockAttempt(ctx, q, token)
+		if err != nil {
+			return err
+		}
+		out = Outcome{JobID: a.JobID.String()}
+		if a.FinishedAt != nil {
+			out.Duplicate, out.State = true, job.State(a.State)
+			return nil
+		}
+		if !current {
+			s.staleReports.Add(1)
+			return fmt.Errorf("finish attempt %d of job %s: %w", a.Number, a.JobID, job.ErrStale)
+		}
+		row, err := q.GetJobForUpdate(ctx, a.JobID)
+		if err != nil {
+			return err
+		}
+		j, err := fromRow(row)
+		if err != nil {
+			return err
+		}
+		return s.finish(ctx, q, tx, j, a.Number, token, r, &out)
+	})
+	return out, err
+}
+
+// finish ends the current attempt of j (locked) and moves the job on.
+func (s *Store) finish(ctx context.Context, q *db.Queries, tx pgx.Tx, j job.Job, number int32, token int64, r Result, out *Outcome) error {
+	now := s.now()
+	if r.Class == job.FailureNone && r.ExitCode != 0 {
+		r.Class = job.FailureExitCode
+	}
+	attemptState := job.StateSucceeded
+	switch r.Class {
+	case job.FailureNone:
+	case job.FailureTimeout:
+		attemptState = job.StateTimedOut
+	case job.FailureCancelled:
+		attemptState = job.StateCancelled
+	default:
+		attemptState = job.StateFailed
+	}
+	var class *string
+	if r.Class != job.FailureNone {
+		class = ptr(string(r.Class))
+	}
+	exit := ptr(int32(r.ExitCode))
+	if err := q.FinishAttempt(ctx, db.FinishAttemptParams{State: string(attemptState), Now: &now, ExitCode: exit, Signal: r.Signal,
+		FailureClass: class, Message: r.Message, Token: token}); err != nil {
+		return err
+	}
+	id := j.ID
+	var events []eventbus.Event
+	next := attemptState
+	upd := db.UpdateJobStateParams{ID: uuid.MustParse(id), Now: now, ExitCode: exit, FailureClass: class, Message: r.Message}
+	if attemptState != job.StateSucceeded && attemptState != job.StateCancelled {
+		retry := j.Spec.Retry.Retryable(r.Class, r.ExitCode)
+		switch {
+		case retry && j.Attempt < j.MaxAttempts:
+			next = job.StateRetrying
+			delay := j.Spec.Retry.Backoff(j.Attempt, nil)
+			runAt := now.Add(delay)
+			upd.RunAt, out.RunAt = &runAt, runAt
+			labels, _ := json.Marshal(nonNil(j.Spec.Labels))
+			if err := q.EnqueueJob(ctx, db.EnqueueJobParams{JobID: upd.ID, Priority: j.Spec.Priority, Image: j.Spec.Image, Labels: labels,
+				CpuMillis: j.Spec.CPUMillis, MemoryMib: j.Spec.MemoryMiB, RunAt: runAt}); err != nil {
+				return err
+			}
+			events = append(events, eventbus.New("job", id, &hodeiv1.JobRetryScheduled{JobId: id, NextAttempt: int32(j.Attempt + 1),
+				RunAt: timestamppb.New(runAt), Delay: durationpb.New(delay)}))
+		case retry:
+			events = append(events, eventbus.New("job", id, &hodeiv1.JobRetryExhausted{JobId: id, Attempts: int32(j.Attempt)}))
+		}
+	}
+	if err := job.CheckTransition(j.State, next); err != nil {
+		return err
+	}
+	upd.State = string(next)
+	if next.Final() {
+		upd.FinishedAt = &now
+	}
+	if err := q.UpdateJobState(ctx, upd); err != nil {
+		return err
+	}
+	switch attemptState {
+	case job.StateSucceeded:
+		events = append([]eventbus.Event{eventbus.New("job", id, &hodeiv1.JobCompleted{JobId: id, Attempt: number})}, events...)
+	case job.StateCancelled:
+		events = append([]eventbus.Event{eventbus.New("job", id, &hodeiv1.JobCancelled{JobId: id, Attempt: number, Reason: r.Message})}, events...)
+	default:
+		events = append([]eventbus.Event{eventbus.New("job", id, &hodeiv1.JobFailed{JobId: id, Attempt: number, FailureClass: hodeiv1.FailureClass(failureClassNumber(r.Class)),
+			ExitCode: int32(r.ExitCode), Message: r.Message, Final: next.Final(), State: hodeiv1.JobState(stateNumber(next))})}, events...)
+	}
+	if _, err := eventbus.Publish(ctx, tx, events...); err != nil {
+		return err
+	}
+	out.State = next
+	return nil
+}
+
+// CancelResult says what a cancel has to stop.
+type CancelResult struct {
+	Job      job.Job
+	Token    int64  // the running attempt to stop, 0 if none
+	WorkerID string // its worker
+}
+
+// CancelJob cancels a job in any non-final state. A queued job leaves the
+// queue; an assigned or running one has its attempt ended as cancelled,
+// and the caller must tell the worker (Token, WorkerID) to stop it.
+func (s *Store) CancelJob(ctx context.Context, id, reason string) (CancelResult, error) {
+	uid, err := uuid.Parse(id)
+	if err != nil {
+		return CancelResult{}, &job.FieldError{Field: "id", Rule: "must be a job id (UUID)"}
+	}
+	var res CancelResult
+	err = s.InTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		row, err := q.GetJobForUpdate(ctx, uid)
+		if err != nil {
+			if IsNoRows(err) {
+				return fmt.Errorf("job %s: %w", id, job.ErrNotFound)
+			}
+			return err
+		}
+		j, err := fromRow(row)
+		if err != nil {
+			return err
+		}
+		if err := job.CheckTransition(j.State, job.StateCancelled); err != nil {
+			return err
+		}
+		switch j.State {
+		case job.StateQueued, job.StateRetrying:
+			if err := q.DequeueJob(ctx, uid); err != nil {
+				return err
+			}
+			now := s.now()
+			if err := q.UpdateJobState(ctx, db.UpdateJobStateParams{ID: uid, State: string(job.StateCancelled), Now: now, FinishedAt: &now,
+				FailureClass: ptr(string(job.FailureCancelled)), Message: reason}); err != nil {
+				return err
+			}
+			_, err = eventbus.Publish(ctx, tx, eventbus.New("job", id, &hodeiv1.JobCancelled{JobId: id, Attempt: int32(j.Attempt), Reason: reason}))
+			return err
+		default:
+			attempts, err := q.ListAttempts(ctx, uid)
+			if err != nil {
+				return err
+			}
+			cur := attempts[len(attempts)-1]
+			res.Token, res.WorkerID = cur.Token, cur.WorkerID.String()
+			var out Outcome
+			return s.finish(ctx, q, tx, j, cur.Number, cur.Token, Result{ExitCode: -1, Class: job.FailureCancelled, Message: reason}, &out)
+		}
+	})
+	if err != nil {
+		return CancelResult{}, fmt.Errorf("cancel job %s: %w", id, err)
+	}
+	res.Job, err = s.GetJob(ctx, id)
+	return res, err
+}
+
+// AppendLogs stores one log batch of the attempt of token. It returns
+// job.ErrStale when a newer attempt of the job exists; a batch stored
+// before is accepted again without change.
+func (s *Store) AppendLogs(ctx context.Context, token, seq int64, lines, size int, data []byte) error {
+	n, err := s.Q.InsertLogBatchFenced(ctx, db.InsertLogBatchFencedParams{Seq: seq, Lines: int32(lines), Bytes: int32(size), Data: data, Now: s.now(), Token: token})
+	if err != nil {
+		return fmt.Errorf("append logs: %w", err)
+	}
+	if n == 0 {
+		latest, err := s.Q.AttemptIsLatest(ctx, token)
+		if err != nil {
+			return fmt.Errorf("append logs: %w", err)
+		}
+		if !latest {
+			s.staleReports.Add(1)
+			return fmt.Errorf("logs of attempt token %d: %w", token, job.ErrStale)
+		}
+	}
+	return nil
+}
+
+// LogRecord is one stored batch.
+type LogRecord struct {
+	Attempt int
+	Seq     int64
+	Data    []byte
+	Time    time.Time
+}
+
+// ReadLogs returns stored batches after (attempt, seq), in order.
+func (s *Store) ReadLogs(ctx context.Context, jobID string, onlyAttempt, afterAttempt int, afterSeq int64, limit int) ([]LogRecord, error) {
+	uid, err := uuid.Parse(jobID)
+	if err != nil {
+		return nil, &job.FieldError{Field: "id", Rule: "must be a job id (UUID)"}
+	}
+	rows, err := s.Q.ReadLogs(ctx, db.ReadLogsParams{JobID: uid, OnlyAttempt: int32(onlyAttempt), AfterAttempt: int32(afterAttempt), AfterSeq: afterSeq, MaxRows: int32(limit)})
+	if err != nil {
+		return nil, fmt.Errorf("read logs: %w", err)
+	}
+	out := make([]LogRecord, len(rows))
+	for i, r := range rows {
+		out[i] = LogRecord{Attempt: int(r.Attempt), Seq: r.Seq, Data: r.Data, Time: r.CreatedAt}
+	}
+	return out, nil
+}
+
+// StaleReports counts reports rejected for a stale fencing token.
+func (s *Store) StaleReports() int64 { return s.staleReports.Load() }
+
+func failureClassNumber(c job.FailureClass) int32 {
+	switch c {
+	case job.FailureExitCode:
+		return 1
+	case job.FailureTimeout:
+		return 2
+	case job.FailureWorkerLost:
+		return 3
+	case job.FailureProvisioning:
+		return 4
+	case job.FailureCancelled:
+		return 5
+	case job.FailureInvalid:
+		return 6
+	}
+	return 0
+}
+
+func stateNumber(s job.State) int32 {
+	for i, st := range job.States {
+		if st == s {
+			return int32(i + 1)
+		}
+	}
+	return 0
+}
+
+var _ = pgx.ErrNoRows

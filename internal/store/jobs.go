@@ -1,0 +1,233 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/store/db"
+)
+
+// createHook, when set (tests only), runs inside CreateJob's transaction
+// after each stage ("job", "queue", "event"); an error aborts it.
+type createHook func(stage string) error
+
+// CreateJob validates spec and stores the job, its queue row and its
+// JobCreated event in one transaction. With an idempotency key that was
+// used before, it returns the earlier job and existing=true.
+func (s *Store) CreateJob(ctx context.Context, spec job.Spec, defaultMaxAttempts int) (j job.Job, existing bool, err error) {
+	if err := spec.Validate(); err != nil {
+		return job.Job{}, false, err
+	}
+	if spec.IdempotencyKey != "" {
+		if j, err := s.jobByKey(ctx, spec.IdempotencyKey); err == nil {
+			return j, true, nil
+		} else if !errors.Is(err, job.ErrNotFound) {
+			return job.Job{}, false, err
+		}
+	}
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return job.Job{}, false, err
+	}
+	labels, _ := json.Marshal(nonNil(spec.Labels))
+	id := uuid.Must(uuid.NewV7())
+	now := s.now().UTC().Truncate(time.Microsecond)
+	maxAttempts := spec.Retry.MaxAttempts
+	if maxAttempts == 0 {
+		maxAttempts = max(defaultMaxAttempts, 1)
+	}
+	var key *string
+	if spec.IdempotencyKey != "" {
+		key = &spec.IdempotencyKey
+	}
+	hook := s.createHook
+	step := func(stage string) error {
+		if hook != nil {
+			return hook(stage)
+		}
+		return nil
+	}
+	ev := eventbus.New("job", id.String(), &hodeiv1.JobCreated{
+		JobId: id.String(), Name: spec.Name, Type: spec.Type, Priority: spec.Priority, Image: spec.Image, Labels: spec.Labels,
+	})
+	err = s.InTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		if err := q.InsertJob(ctx, db.InsertJobParams{ID: id, Name: spec.Name, Type: spec.Type, Spec: specJSON, Priority: spec.Priority,
+			Image: spec.Image, Labels: labels, IdempotencyKey: key, MaxAttempts: int32(maxAttempts), Now: now}); err != nil {
+			return fmt.Errorf("insert job: %w", err)
+		}
+		if err := step("job"); err != nil {
+			return err
+		}
+		if err := q.EnqueueJob(ctx, db.EnqueueJobParams{JobID: id, Priority: spec.Priority, Image: spec.Image, Labels: labels,
+			CpuMillis: spec.CPUMillis, MemoryMib: spec.MemoryMiB, RunAt: now}); err != nil {
+			return fmt.Errorf("enqueue job: %w", err)
+		}
+		if err := step("queue"); err != nil {
+			return err
+		}
+		if _, err := eventbus.Publish(ctx, tx, ev); err != nil {
+			return err
+		}
+		return step("event")
+	})
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if key != nil && errors.As(err, &pgErr) && pgErr.Code == "23505" {
+			// A concurrent submission with the same key won the race.
+			j, err := s.jobByKey(ctx, *key)
+			return j, err == nil, err
+		}
+		return job.Job{}, false, fmt.Errorf("create job: %w", err)
+	}
+	s.log.Debug("job created", "job_id", id, "name", spec.Name)
+	return job.Job{ID: id.String(), Spec: spec, State: job.StateQueued, MaxAttempts: maxAttempts, CreatedAt: now, UpdatedAt: now}, false, nil
+}
+
+func (s *Store) jobByKey(ctx context.Context, key string) (job.Job, error) {
+	row, err := s.Q.GetJobByIdempotencyKey(ctx, &key)
+	if err != nil {
+		if IsNoRows(err) {
+			return job.Job{}, job.ErrNotFound
+		}
+		return job.Job{}, err
+	}
+	return s.withAttempts(ctx, row)
+}
+
+// GetJob returns a job with its attempts.
+func (s *Store) GetJob(ctx context.Context, id string) (job.Job, error) {
+	uid, err := uuid.Parse(id)
+	if err != nil {
+		return job.Job{}, &job.FieldError{Field: "id", Rule: "must be a job id (UUID)"}
+	}
+	row, err := s.Q.GetJob(ctx, uid)
+	if err != nil {
+		if IsNoRows(err) {
+			return job.Job{}, fmt.Errorf("job %s: %w", id, job.ErrNotFound)
+		}
+		return job.Job{}, fmt.Errorf("get job %s: %w", id, err)
+	}
+	return s.withAttempts(ctx, row)
+}
+
+func (s *Store) withAttempts(ctx context.Context, row db.Job) (job.Job, error) {
+	j, err := fromRow(row)
+	if err != nil {
+		return j, err
+	}
+	attempts, err := s.Q.ListAttempts(ctx, row.ID)
+	if err != nil {
+		return j, fmt.Errorf("list attempts: %w", err)
+	}
+	for _, a := range attempts {
+		j.Attempts = append(j.Attempts, attemptFromRow(a))
+	}
+	return j, nil
+}
+
+// ListFilter selects jobs for ListJobs.
+type ListFilter struct {
+	States        []job.State
+	Labels        map[string]string
+	Type          string
+	CreatedAfter  time.Time
+	CreatedBefore time.Time
+	// After is the cursor: the last job of the previous page.
+	AfterTime time.Time
+	AfterID   string
+	Limit     int
+}
+
+// ListJobs returns one page of jobs, newest first; attempts are not loaded.
+func (s *Store) ListJobs(ctx context.Context, f ListFilter) ([]job.Job, error) {
+	p := db.ListJobsParams{Type: f.Type, MaxRows: int32(f.Limit), States: []string{}}
+	for _, st := range f.States {
+		p.States = append(p.States, string(st))
+	}
+	p.Labels, _ = json.Marshal(nonNil(f.Labels))
+	if !f.CreatedAfter.IsZero() {
+		p.CreatedAfter = &f.CreatedAfter
+	}
+	if !f.CreatedBefore.IsZero() {
+		p.CreatedBefore = &f.CreatedBefore
+	}
+	if f.AfterID != "" {
+		id, err := uuid.Parse(f.AfterID)
+		if err != nil {
+			return nil, &job.FieldError{Field: "page_token", Rule: "is not a valid page token"}
+		}
+		p.CursorTime, p.CursorID = &f.AfterTime, id
+	}
+	rows, err := s.Q.ListJobs(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	out := make([]job.Job, 0, len(rows))
+	for _, r := range rows {
+		j, err := fromRow(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, j)
+	}
+	return out, nil
+}
+
+func fromRow(r db.Job) (job.Job, error) {
+	j := job.Job{ID: r.ID.String(), State: job.State(r.State), Attempt: int(r.Attempt), MaxAttempts: int(r.MaxAttempts),
+		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Message: r.Message}
+	if err := json.Unmarshal(r.Spec, &j.Spec); err != nil {
+		return j, fmt.Errorf("decode spec of job %s: %w", r.ID, err)
+	}
+	if r.FinishedAt != nil {
+		j.FinishedAt = *r.FinishedAt
+	}
+	if r.RunAt != nil {
+		j.RunAt = *r.RunAt
+	}
+	if r.ExitCode != nil {
+		j.ExitCode = int(*r.ExitCode)
+	}
+	if r.FailureClass != nil {
+		j.FailureClass = job.FailureClass(*r.FailureClass)
+	}
+	return j, nil
+}
+
+func attemptFromRow(a db.JobAttempt) job.Attempt {
+	out := job.Attempt{Number: int(a.Number), WorkerID: a.WorkerID.String(), Token: a.Token, State: job.State(a.State),
+		AssignedAt: a.AssignedAt, Signal: a.Signal, Message: a.Message}
+	if a.StartedAt != nil {
+		out.StartedAt = *a.StartedAt
+	}
+	if a.FinishedAt != nil {
+		out.FinishedAt = *a.FinishedAt
+	}
+	if a.ExitCode != nil {
+		out.ExitCode = int(*a.ExitCode)
+	}
+	if a.FailureClass != nil {
+		out.FailureClass = job.FailureClass(*a.FailureClass)
+	}
+	return out
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+func ptr[T any](v T) *T { return &v }
