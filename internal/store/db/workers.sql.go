@@ -99,6 +99,32 @@ func (q *Queries) EnrollWorker(ctx context.Context, arg EnrollWorkerParams) (Wor
 	return i, err
 }
 
+const expiredWorkers = `-- name: ExpiredWorkers :many
+SELECT id FROM workers WHERE state IN ('connected', 'disconnected', 'draining') AND last_seen < $1
+`
+
+// Workers that were connected or disconnected and have not been seen
+// since before the lease cutoff.
+func (q *Queries) ExpiredWorkers(ctx context.Context, cutoff *time.Time) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, expiredWorkers, cutoff)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const getWorker = `-- name: GetWorker :one
 SELECT id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at FROM workers WHERE id = $1
 `

@@ -33,3 +33,8 @@ UPDATE workers SET last_seen = @now WHERE id = ANY (@ids::uuid[]);
 
 -- name: ListWorkers :many
 SELECT * FROM workers WHERE (@provider::text = '' OR provider = @provider::text) ORDER BY created_at;
+
+-- name: ExpiredWorkers :many
+-- Workers that were connected or disconnected and have not been seen
+-- since before the lease cutoff.
+SELECT id FROM workers WHERE state IN ('connected', 'disconnected', 'draining') AND last_seen < @cutoff;

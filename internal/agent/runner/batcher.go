@@ -1,0 +1,332 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"time"
+)
+
+// Line is one line of output.
+type Line struct {
+	Stream Stream
+	// Data is the line without its trailing newline. It is owned by the
+	// Line (never aliases a buffer passed to Write).
+	Data []byte
+	// Partial reports that the line does not end with a newline: it was
+	// split because it exceeded BatcherConfig.MaxLine (every piece but the
+	// last is Partial), or the stream ended without a final newline.
+	Partial bool
+	// Time is when the first byte of the line was written.
+	Time time.Time
+}
+
+// Batch is a group of lines handed to the send function.
+type Batch struct {
+	// Seq numbers the batches of a Batcher 1, 2, 3, ... with no gaps. A
+	// retried batch keeps its Seq and content.
+	Seq   int64
+	Lines []Line
+	// Dropped is the number of lines dropped, because the buffer was full,
+	// between the previous batch and this one.
+	Dropped int64
+}
+
+// BatcherConfig configures a Batcher. Zero values select the defaults.
+type BatcherConfig struct {
+	// MaxLines is the maximum number of lines in a batch; a batch is sent
+	// as soon as this many lines are buffered. Default 100. It is capped
+	// at BufferLines.
+	MaxLines int
+	// FlushInterval is the longest time a line waits for more lines
+	// before a non-full batch is sent. Default 250ms.
+	FlushInterval time.Duration
+	// MaxLine is the maximum length of a line in bytes; longer lines are
+	// split into pieces of MaxLine bytes. Default 64 KiB.
+	MaxLine int
+	// BufferLines is the maximum number of complete lines waiting to be
+	// taken into a batch. When it is exceeded the oldest waiting lines
+	// are dropped. Default 10,000.
+	BufferLines int
+	// Now is the clock used for Line.Time. Default time.Now. Flush timing
+	// always uses the real clock.
+	Now func() time.Time
+}
+
+// Batcher groups the output of a process into lines and the lines into
+// batches for a send function.
+//
+// Write never waits for sending: lines wait in a bounded buffer, and when
+// that is full the oldest waiting lines are dropped and counted. Run is the
+// single sender loop; Close marks the end of input.
+type Batcher struct {
+	cfg  BatcherConfig
+	send func(ctx context.Context, b Batch) error
+
+	// wake tells Run that the buffer changed in a way that may make a
+	// batch ready.
+	wake chan struct{}
+
+	mu       sync.Mutex
+	partials []partialLine // per stream, in order of first use
+	queue    []Line        // complete lines not yet taken into a batch
+	queuedAt time.Time     // real time the queue last became non-empty
+	closed   bool
+	dropped  int64 // dropped since the last batch was taken
+	seq      int64 // Seq of the last batch taken
+	sentN    int64 // lines in batches whose send succeeded
+	droppedN int64 // lines dropped in total
+}
+
+// partialLine is the unterminated end of a stream seen so far.
+type partialLine struct {
+	stream Stream
+	data   []byte // at most cfg.MaxLine bytes
+	time   time.Time
+}
+
+// NewBatcher returns a Batcher that delivers batches to send once Run is
+// called. send is only ever called from Run, one call at a time; it must not
+// modify the batch, which is resent as is if send fails.
+func NewBatcher(cfg BatcherConfig, send func(ctx context.Context, b Batch) error) *Batcher {
+	if cfg.MaxLines <= 0 {
+		cfg.MaxLines = 100
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 250 * time.Millisecond
+	}
+	if cfg.MaxLine <= 0 {
+		cfg.MaxLine = 64 << 10
+	}
+	if cfg.BufferLines <= 0 {
+		cfg.BufferLines = 10_000
+	}
+	cfg.MaxLines = min(cfg.MaxLines, cfg.BufferLines)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Batcher{cfg: cfg, send: send, wake: make(chan struct{}, 1)}
+}
+
+// Write splits p into lines of stream s, keeping an unterminated end per
+// stream until more bytes or Close complete it. It copies what it keeps, so
+// p may be reused after Write returns. Write does not block on sending; it
+// is safe for concurrent use and has the signature Run's out callback
+// needs. Writes after Close are ignored.
+func (b *Batcher) Write(s Stream, p []byte) {
+	if len(p) == 0 {
+		return
+	}
+	now := b.cfg.Now()
+
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	before := len(b.queue)
+	pl := b.partial(s)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		chunk := p
+		if i >= 0 {
+			chunk = p[:i]
+		}
+		// Split only once the line is known to exceed MaxLine, so that a
+		// line of exactly k*MaxLine bytes gives k pieces, not k+1.
+		for len(pl.data)+len(chunk) > b.cfg.MaxLine {
+			if len(pl.data) == 0 {
+				pl.time = now
+			}
+			k := b.cfg.MaxLine - len(pl.data)
+			piece := append(pl.data, chunk[:k]...)
+			chunk = chunk[k:]
+			b.push(Line{Stream: s, Data: piece, Partial: true, Time: pl.time})
+			pl.data = nil
+		}
+		if len(chunk) > 0 {
+			if len(pl.data) == 0 {
+				pl.time = now
+			}
+			pl.data = append(pl.data, chunk...)
+		}
+		if i < 0 {
+			break
+		}
+		data, t := pl.data, pl.time
+		if len(data) == 0 {
+			data, t = []byte{}, now
+		}
+		b.push(Line{Stream: s, Data: data, Time: t})
+		pl.data = nil
+		p = p[i+1:]
+	}
+	n := len(b.queue)
+	b.mu.Unlock()
+
+	if (before == 0 && n > 0) || n >= b.cfg.MaxLines {
+		b.signal()
+	}
+}
+
+// partial returns the partial line of stream s. b.mu must be held.
+func (b *Batcher) partial(s Stream) *partialLine {
+	for i := range b.partials {
+		if b.partials[i].stream == s {
+			return &b.partials[i]
+		}
+	}
+	b.partials = append(b.partials, partialLine{stream: s})
+	return &b.partials[len(b.partials)-1]
+}
+
+// push appends l to the queue, dropping the oldest queued line if the
+// queue is full. b.mu must be held.
+func (b *Batcher) push(l Line) {
+	if len(b.queue) >= b.cfg.BufferLines {
+		b.queue[0] = Line{}
+		b.queue = b.queue[1:]
+		b.dropped++
+		b.droppedN++
+	}
+	if len(b.queue) == 0 {
+		b.queuedAt = time.Now()
+	}
+	b.queue = append(b.queue, l)
+}
+
+func (b *Batcher) signal() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Close ends the input: unterminated lines are queued with Partial set,
+// later Writes are ignored, and Run returns nil once everything queued has
+// been sent. Close does not wait for that. It may be called more than once.
+func (b *Batcher) Close() {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	for i := range b.partials {
+		pl := &b.partials[i]
+		if len(pl.data) > 0 {
+			b.push(Line{Stream: pl.stream, Data: pl.data, Partial: true, Time: pl.time})
+			pl.data = nil
+		}
+	}
+	b.closed = true
+	b.mu.Unlock()
+	b.signal()
+}
+
+// Stats returns the number of lines sent successfully and the number of
+// lines dropped so far.
+func (b *Batcher) Stats() (sent, dropped int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.sentN, b.droppedN
+}
+
+const (
+	retryMin = 100 * time.Millisecond
+	retryMax = 2 * time.Second
+)
+
+// Run sends batches until ctx is done, returning ctx.Err(), or until Close
+// has been called and every queued line has been sent, returning nil.
+//
+// A batch is sent when MaxLines lines are queued, when FlushInterval has
+// passed since the queue became non-empty, or after Close. If send fails the
+// same batch is retried after 100ms, doubling up to 2s, until it succeeds or
+// ctx is done; lines queued meanwhile wait (or are dropped if the buffer
+// fills up). Run must not be called more than once.
+func (b *Batcher) Run(ctx context.Context) error {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		batch, ok, done, wait := b.next()
+		if done {
+			return nil
+		}
+		if ok {
+			if err := b.sendRetry(ctx, batch); err != nil {
+				return err
+			}
+			continue
+		}
+		var timeout <-chan time.Time
+		if wait > 0 {
+			timer.Reset(wait)
+			timeout = timer.C
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-b.wake:
+		case <-timeout:
+		}
+		timer.Stop() // since Go 1.23 no stale tick survives Stop or Reset
+	}
+}
+
+// next takes the next batch if one is ready. Otherwise it reports whether
+// Run is done, or how long to wait for the flush interval (0: until woken).
+func (b *Batcher) next() (batch Batch, ok, done bool, wait time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := len(b.queue)
+	if n == 0 {
+		return Batch{}, false, b.closed, 0
+	}
+	if n < b.cfg.MaxLines && !b.closed {
+		if wait = time.Until(b.queuedAt.Add(b.cfg.FlushInterval)); wait > 0 {
+			return Batch{}, false, false, wait
+		}
+	}
+	k := min(n, b.cfg.MaxLines)
+	lines := make([]Line, k)
+	copy(lines, b.queue)
+	clear(b.queue[:k])
+	b.queue = b.queue[k:]
+	b.seq++
+	batch = Batch{Seq: b.seq, Lines: lines, Dropped: b.dropped}
+	b.dropped = 0
+	// Lines left over keep the old queuedAt: they have waited since then
+	// at most, and go out with the next batch at the latest when the
+	// original interval ends.
+	return batch, true, false, 0
+}
+
+// sendRetry sends batch until it succeeds or ctx is done.
+func (b *Batcher) sendRetry(ctx context.Context, batch Batch) error {
+	backoff := retryMin
+	for {
+		err := b.send(ctx, batch)
+		if err == nil {
+			b.mu.Lock()
+			b.sentN += int64(len(batch.Lines))
+			b.mu.Unlock()
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, retryMax)
+	}
+}

@@ -1,0 +1,255 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/store/db"
+)
+
+// ErrUnauthenticated is returned for an unknown, used or expired token or
+// a wrong credential.
+var ErrUnauthenticated = errors.New("unauthenticated")
+
+// Worker is a registry entry.
+type Worker struct {
+	ID        string
+	Provider  string
+	State     string
+	Labels    map[string]string
+	Slots     int
+	Image     string
+	ReplicaID string
+	Handle    []byte
+	LastSeen  time.Time
+}
+
+func workerFromRow(r db.Worker) Worker {
+	w := Worker{ID: r.ID.String(), Provider: r.Provider, State: r.State, Slots: int(r.Slots), Image: r.Image, ReplicaID: r.ReplicaID, Handle: r.Handle}
+	_ = json.Unmarshal(r.Labels, &w.Labels)
+	if r.LastSeen != nil {
+		w.LastSeen = *r.LastSeen
+	}
+	return w
+}
+
+// NewWorker registers a worker a provider is about to start and returns
+// its id and a one-time bootstrap token (stored hashed) valid for ttl.
+func (s *Store) NewWorker(ctx context.Context, provider, image string, labels map[string]string, ttl time.Duration) (id, token string, err error) {
+	wid := uuid.Must(uuid.NewV7())
+	token = randomToken()
+	l, _ := json.Marshal(nonNil(labels))
+	now := s.now()
+	err = s.InTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		if err := q.InsertWorker(ctx, db.InsertWorkerParams{ID: wid, Provider: provider, Labels: l, Slots: 1, Image: image, Now: now}); err != nil {
+			return err
+		}
+		return q.InsertBootstrapToken(ctx, db.InsertBootstrapTokenParams{Hash: hash(token), WorkerID: wid, ExpiresAt: now.Add(ttl)})
+	})
+	if err != nil {
+		return "", "", fmt.Errorf("new worker: %w", err)
+	}
+	return wid.String(), token, nil
+}
+
+// WorkerProvisioned records that the provider started the worker.
+func (s *Store) WorkerProvisioned(ctx context.Context, id, provider, image string, handle []byte) error {
+	return s.InTx(ctx, func(tx pgx.Tx) error {
+		_, err := eventbus.Publish(ctx, tx, eventbus.New("worker", id, &hodeiv1.WorkerProvisioned{WorkerId: id, Provider: provider, Image: image}))
+		return err
+	})
+}
+
+// Enroll trades a bootstrap token for the worker's identity and a stream
+// credential (returned once, stored hashed).
+func (s *Store) Enroll(ctx context.Context, token, hostname, version string, labels map[string]string, slots int) (Worker, string, error) {
+	now := s.now()
+	cred := randomToken()
+	l, _ := json.Marshal(nonNil(labels))
+	var w Worker
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		id, err := q.UseBootstrapToken(ctx, db.UseBootstrapTokenParams{Now: &now, Hash: hash(token)})
+		if err != nil {
+			if IsNoRows(err) {
+				return fmt.Errorf("bootstrap token: %w", ErrUnauthenticated)
+			}
+			return err
+		}
+		row, err := q.EnrollWorker(ctx, db.EnrollWorkerParams{CredentialHash: hash(cred), Hostname: hostname, Version: version, Labels: l,
+			Slots: int32(max(slots, 1)), Now: now, ID: id})
+		if err != nil {
+			return err
+		}
+		w = workerFromRow(row)
+		return nil
+	})
+	if err != nil {
+		return Worker{}, "", fmt.Errorf("enroll: %w", err)
+	}
+	return w, cred, nil
+}
+
+// ConnectWorker authenticates a worker's stream on replica and publishes
+// WorkerRegistered (first connection) or WorkerReconnected.
+func (s *Store) ConnectWorker(ctx context.Context, id, credential, replica string) (Worker, error) {
+	uid, err := uuid.Parse(id)
+	if err != nil {
+		return Worker{}, fmt.Errorf("worker id: %w", ErrUnauthenticated)
+	}
+	now := s.now()
+	var w Worker
+	err = s.InTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		before, err := q.GetWorker(ctx, uid)
+		if err != nil {
+			if IsNoRows(err) {
+				return fmt.Errorf("worker %s: %w", id, ErrUnauthenticated)
+			}
+			return err
+		}
+		row, err := q.ConnectWorker(ctx, db.ConnectWorkerParams{ReplicaID: replica, Now: &now, ID: uid, CredentialHash: hash(credential)})
+		if err != nil {
+			if IsNoRows(err) {
+				return fmt.Errorf("worker %s: %w", id, ErrUnauthenticated)
+			}
+			return err
+		}
+		w = workerFromRow(row)
+		var ev eventbus.Event
+		if before.LastSeen == nil {
+			ev = eventbus.New("worker", id, &hodeiv1.WorkerRegistered{WorkerId: id, Provider: w.Provider, Labels: w.Labels, Slots: int32(w.Slots), Image: w.Image, ReplicaId: replica})
+		} else {
+			ev = eventbus.New("worker", id, &hodeiv1.WorkerReconnected{WorkerId: id, ReplicaId: replica})
+		}
+		_, err = eventbus.Publish(ctx, tx, ev)
+		return err
+	})
+	return w, err
+}
+
+// TouchWorkers records heartbeats of many workers in one write.
+func (s *Store) TouchWorkers(ctx context.Context, ids []string) error {
+	uids := make([]uuid.UUID, 0, len(ids))
+	for _, id := range ids {
+		if u, err := uuid.Parse(id); err == nil {
+			uids = append(uids, u)
+		}
+	}
+	now := s.now()
+	return s.Q.TouchWorkers(ctx, db.TouchWorkersParams{Now: &now, Ids: uids})
+}
+
+// WorkerGone marks a worker disconnected (or terminated) and fails its
+// unfinished attempts as worker_lost, applying their retry policies. It
+// returns the ids of the affected jobs.
+func (s *Store) WorkerGone(ctx context.Context, id, state, reason string, expected bool) ([]string, error) {
+	uid, err := uuid.Parse(id)
+	if err != nil {
+		return nil, err
+	}
+	var jobs []string
+	err = s.InTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		w, err := q.GetWorker(ctx, uid)
+		if err != nil {
+			return err
+		}
+		if err := q.SetWorkerState(ctx, db.SetWorkerStateParams{State: state, Now: s.now(), ID: uid}); err != nil {
+			return err
+		}
+		attempts, err := q.ListRunningAttemptsOfWorker(ctx, uid)
+		if err != nil {
+			return err
+		}
+		for _, a := range attempts {
+			row, err := q.GetJobForUpdate(ctx, a.JobID)
+			if err != nil {
+				return err
+			}
+			j, err := fromRow(row)
+			if err != nil {
+				return err
+			}
+			if j.Attempt != int(a.Number) || j.State.Final() {
+				continue
+			}
+			var out Outcome
+			if err := s.finish(ctx, q, tx, j, a.Number, a.Token, Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "worker lost: " + reason}, &out); err != nil {
+				return err
+			}
+			jobs = append(jobs, j.ID)
+		}
+		_, err = eventbus.Publish(ctx, tx, eventbus.New("worker", id, &hodeiv1.WorkerDisconnected{WorkerId: id, Reason: reason, Expected: expected, Provider: w.Provider}))
+		return err
+	})
+	return jobs, err
+}
+
+// GetWorker returns a worker.
+func (s *Store) GetWorker(ctx context.Context, id string) (Worker, error) {
+	uid, err := uuid.Parse(id)
+	if err != nil {
+		return Worker{}, err
+	}
+	r, err := s.Q.GetWorker(ctx, uid)
+	if err != nil {
+		return Worker{}, err
+	}
+	return workerFromRow(r), nil
+}
+
+// ListWorkers lists workers of a provider ("" = all).
+func (s *Store) ListWorkers(ctx context.Context, provider string) ([]Worker, error) {
+	rows, err := s.Q.ListWorkers(ctx, provider)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Worker, len(rows))
+	for i, r := range rows {
+		out[i] = workerFromRow(r)
+	}
+	return out, nil
+}
+
+// OwnsAttempt reports whether the attempt of token is the current one of
+// its job and belongs to worker id.
+func (s *Store) OwnsAttempt(ctx context.Context, token int64, workerID string) (bool, error) {
+	var owned bool
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		a, current, err := lockAttempt(ctx, db.New(tx), token)
+		if errors.Is(err, job.ErrStale) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		owned = current && a.WorkerID.String() == workerID
+		return nil
+	})
+	return owned, err
+}
+
+func randomToken() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func hash(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
