@@ -568,3 +568,9 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// ThrowawaySettings turn durability off: for clusters whose data is thrown
+// away (tests), never for dev or benchmarks.
+func ThrowawaySettings() map[string]string {
+	return map[string]string{"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "500"}
+}

@@ -253,3 +253,11 @@ func hash(s string) []byte {
 	h := sha256.Sum256([]byte(s))
 	return h[:]
 }
+
+// PublishWorkerEvent publishes a worker event on its own.
+func (s *Store) PublishWorkerEvent(ctx context.Context, id string, e eventbus.Event) error {
+	return s.InTx(ctx, func(tx pgx.Tx) error {
+		_, err := eventbus.Publish(ctx, tx, e)
+		return err
+	})
+}

@@ -26,6 +26,24 @@ func (q *Queries) AdvanceCursor(ctx context.Context, arg AdvanceCursorParams) er
 	return err
 }
 
+const countEventsAfter = `-- name: CountEventsAfter :one
+SELECT count(*)::bigint AS lag FROM events
+WHERE (xid, id) > (CAST($1::text AS xid8), $2::bigint)
+`
+
+type CountEventsAfterParams struct {
+	AfterXid string
+	AfterID  int64
+}
+
+// The number of events after a cursor: a subscriber's lag.
+func (q *Queries) CountEventsAfter(ctx context.Context, arg CountEventsAfterParams) (int64, error) {
+	row := q.db.QueryRow(ctx, countEventsAfter, arg.AfterXid, arg.AfterID)
+	var lag int64
+	err := row.Scan(&lag)
+	return lag, err
+}
+
 const currentEventPosition = `-- name: CurrentEventPosition :one
 SELECT (pg_snapshot_xmin(pg_current_snapshot())::text::bigint - 1)::bigint AS xid
 `
@@ -291,8 +309,8 @@ const readEvents = `-- name: ReadEvents :many
 SELECT id, xid::text::bigint AS xid, type, aggregate_kind, aggregate_id, correlation_id, created_at, payload,
        pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
 FROM events
-WHERE (xid, id) > (CAST($1::text AS xid8), $2::bigint)
-ORDER BY xid, id
+WHERE (events.xid, events.id) > (CAST($1::text AS xid8), $2::bigint)
+ORDER BY events.xid, events.id
 LIMIT $3
 `
 
@@ -316,7 +334,9 @@ type ReadEventsRow struct {
 
 // Events after the cursor in (xid, id) order, with the xmin of the same
 // snapshot: the reader may only pass events whose xid is below it, since a
-// transaction still running could yet add an event before them.
+// transaction still running could yet add an event before them. ORDER BY
+// names the table's columns: a bare "xid" would be the bigint output
+// column, which events_order_idx cannot serve (a sort of the whole table).
 func (q *Queries) ReadEvents(ctx context.Context, arg ReadEventsParams) ([]ReadEventsRow, error) {
 	rows, err := q.db.Query(ctx, readEvents, arg.AfterXid, arg.AfterID, arg.MaxEvents)
 	if err != nil {

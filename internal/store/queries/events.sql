@@ -11,12 +11,14 @@ SELECT pg_notify(@channel::text, @payload::text);
 -- name: ReadEvents :many
 -- Events after the cursor in (xid, id) order, with the xmin of the same
 -- snapshot: the reader may only pass events whose xid is below it, since a
--- transaction still running could yet add an event before them.
+-- transaction still running could yet add an event before them. ORDER BY
+-- names the table's columns: a bare "xid" would be the bigint output
+-- column, which events_order_idx cannot serve (a sort of the whole table).
 SELECT id, xid::text::bigint AS xid, type, aggregate_kind, aggregate_id, correlation_id, created_at, payload,
        pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
 FROM events
-WHERE (xid, id) > (CAST(sqlc.arg(after_xid)::text AS xid8), @after_id::bigint)
-ORDER BY xid, id
+WHERE (events.xid, events.id) > (CAST(sqlc.arg(after_xid)::text AS xid8), @after_id::bigint)
+ORDER BY events.xid, events.id
 LIMIT @max_events;
 
 -- name: CurrentEventPosition :one
@@ -76,3 +78,8 @@ DELETE FROM events WHERE id IN (
 -- name: SubscriberLag :many
 SELECT c.subscriber, (SELECT count(*) FROM events e WHERE (e.xid, e.id) > (c.xid, c.event_id))::bigint AS lag
 FROM event_cursors c;
+
+-- name: CountEventsAfter :one
+-- The number of events after a cursor: a subscriber's lag.
+SELECT count(*)::bigint AS lag FROM events
+WHERE (xid, id) > (CAST(sqlc.arg(after_xid)::text AS xid8), @after_id::bigint);

@@ -83,9 +83,7 @@ func setup() {
 // TestConfig is the cluster configuration for tests: durability off,
 // since a test cluster's data is thrown away.
 func TestConfig() pgembed.Config {
-	return pgembed.Config{Settings: map[string]string{
-		"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "500",
-	}}
+	return pgembed.Config{Settings: pgembed.ThrowawaySettings()}
 }
 
 // URL returns the URL of a fresh, migrated database dropped after the test.

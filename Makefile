@@ -1,0 +1,39 @@
+# Hodei. `make help` lists the targets.
+GO      ?= go
+TOOL    := $(GO) tool -modfile=tools/go.mod
+BIN     := bin/hodei
+
+.PHONY: help build run test bench generate verify lint deps clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+deps: ## install what the platform and tests need from Debian when missing (PostgreSQL)
+	@scripts/deps.sh
+
+build: ## build bin/hodei (static)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/hodei
+
+run: deps build ## start hodei dev (embedded PostgreSQL) and run a first job
+	@scripts/run-demo.sh
+
+test: deps build lint verify ## vet, verify generated code, and run every test with -race on a shared embedded PostgreSQL
+	@scripts/test.sh
+
+bench: deps build ## run the benchmarks; each prints a final `result name=...` line
+	$(BIN) bench startup
+	$(BIN) bench events
+
+generate: ## regenerate protobuf/Connect and sqlc code
+	$(TOOL) buf generate
+	$(TOOL) sqlc generate
+
+verify: ## fail when generated code drifts from its sources, or protos break lint/compat
+	@scripts/verify.sh
+
+lint: ## go vet and gofmt
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^api/gen/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+clean: ## remove build output
+	rm -rf bin

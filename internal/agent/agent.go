@@ -1,0 +1,452 @@
+// Package agent is the worker runtime: it enrolls with a one-time token,
+// holds one Connect stream to a server, runs the attempts it is sent as
+// process groups, batches their output, and reports results. Reports
+// (log batches, results) stay in an outbox until the server acknowledges
+// them and are re-sent after a reconnect, so none is lost. The agent never
+// touches the database.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/agent/runner"
+)
+
+// Config configures an agent.
+type Config struct {
+	Servers        []string // host:port or URLs; tried in turn
+	BootstrapToken string
+	Labels         map[string]string
+	Slots          int           // concurrent attempts; default 1
+	BatchLines     int           // HODEI_LOG_BATCH_SIZE; default 100
+	FlushInterval  time.Duration // HODEI_LOG_FLUSH_INTERVAL; default 250ms
+	Grace          time.Duration // SIGTERM -> SIGKILL for cancelled jobs; default 10s
+	DrainTimeout   time.Duration // on shutdown, how long running jobs may finish; default 30s
+	HardTimeout    time.Duration // on shutdown, when everything is killed; default DrainTimeout+Grace+10s
+	MaxBackoff     time.Duration // reconnect backoff cap; default 60s
+	Version        string
+	Logger         *slog.Logger
+	// NoopExec skips the process and reports exit 0: a benchmark-only mode
+	// that measures the control plane. Never the default.
+	NoopExec bool
+}
+
+// Agent is one worker.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	workerID   string
+	credential string
+	box        *outbox
+
+	mu       sync.Mutex
+	attempts map[int64]*attempt
+	draining bool
+	stream   *connect.BidiStreamForClient[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse]
+	sendMu   sync.Mutex
+	wg       sync.WaitGroup
+}
+
+type attempt struct {
+	jobID  string
+	number int32
+	token  int64
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+}
+
+// New returns an agent.
+func New(cfg Config) (*Agent, error) {
+	if len(cfg.Servers) == 0 {
+		return nil, errors.New("agent: no server address")
+	}
+	if cfg.BootstrapToken == "" {
+		return nil, errors.New("agent: bootstrap token is required")
+	}
+	if cfg.Slots <= 0 {
+		cfg.Slots = 1
+	}
+	if cfg.BatchLines <= 0 {
+		cfg.BatchLines = 100
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 250 * time.Millisecond
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 10 * time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
+	if cfg.HardTimeout <= 0 {
+		cfg.HardTimeout = cfg.DrainTimeout + cfg.Grace + 10*time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 60 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Agent{cfg: cfg, log: cfg.Logger, box: newOutbox(64), attempts: map[int64]*attempt{}}, nil
+}
+
+func baseURL(addr string) string {
+	if strings.Contains(addr, "://") {
+		return addr
+	}
+	return "http://" + addr
+}
+
+// HTTPClient is an h2c client for plaintext gRPC.
+func HTTPClient() *http.Client {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: p}}
+}
+
+// Run enrolls and serves until ctx ends (a graceful shutdown follows) or
+// the shutdown is forced. It returns ErrForced when it had to kill jobs
+// past the hard deadline.
+func (a *Agent) Run(ctx context.Context) error {
+	hc := HTTPClient()
+	if err := a.enroll(ctx, hc); err != nil {
+		return err
+	}
+	a.log = a.log.With("worker_id", a.workerID)
+	connCtx, stopConn := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopConn()
+	connDone := make(chan struct{})
+	go func() {
+		defer close(connDone)
+		a.connectLoop(connCtx, hc)
+	}()
+	<-ctx.Done()
+	err := a.shutdown()
+	stopConn()
+	<-connDone
+	return err
+}
+
+// ErrForced is returned by Run when the shutdown had to kill jobs.
+var ErrForced = errors.New("shutdown forced: jobs killed past the hard deadline")
+
+func (a *Agent) enroll(ctx context.Context, hc *http.Client) error {
+	host, _ := os.Hostname()
+	var lastErr error
+	for _, s := range a.cfg.Servers {
+		c := hodeiv1connect.NewWorkerServiceClient(hc, baseURL(s), connect.WithGRPC())
+		resp, err := c.Enroll(ctx, connect.NewRequest(&hodeiv1.EnrollRequest{BootstrapToken: a.cfg.BootstrapToken, Hostname: host,
+			Version: a.cfg.Version, Labels: a.cfg.Labels, Slots: int32(a.cfg.Slots)}))
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		a.workerID, a.credential = resp.Msg.WorkerId, resp.Msg.Credential
+		return nil
+	}
+	return fmt.Errorf("enroll: %w", lastErr)
+}
+
+// connectLoop keeps a stream open, reconnecting with backoff 1, 2, 4 ...
+// MaxBackoff seconds (with jitter), cycling through the servers.
+func (a *Agent) connectLoop(ctx context.Context, hc *http.Client) {
+	backoff := time.Second
+	for gen := 1; ; gen++ {
+		server := a.cfg.Servers[(gen-1)%len(a.cfg.Servers)]
+		connected, err := a.session(ctx, hc, server, gen)
+		if ctx.Err() != nil {
+			return
+		}
+		if connected {
+			backoff = time.Second
+		}
+		a.log.Warn("stream to server lost; reconnecting", "server", server, "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64()))):
+		}
+		if !connected {
+			backoff = min(backoff*2, a.cfg.MaxBackoff)
+		}
+	}
+}
+
+// session runs one stream until it breaks.
+func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen int) (connected bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c := hodeiv1connect.NewWorkerServiceClient(hc, baseURL(server), connect.WithGRPC())
+	stream := c.Connect(ctx)
+	defer stream.CloseRequest()
+	hello := &hodeiv1.Hello{WorkerId: a.workerID, Credential: a.credential, FreeSlots: int32(a.free())}
+	a.mu.Lock()
+	for _, at := range a.attempts {
+		hello.Running = append(hello.Running, &hodeiv1.RunningAttempt{JobId: at.jobID, Attempt: at.number, FencingToken: at.token})
+	}
+	a.mu.Unlock()
+	if err := stream.Send(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Hello{Hello: hello}}); err != nil {
+		return false, err
+	}
+	first, err := stream.Receive()
+	if err != nil {
+		return false, err
+	}
+	a.mu.Lock()
+	a.stream = stream
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.stream = nil
+		a.mu.Unlock()
+	}()
+	a.log.Info("connected", "server", server)
+	interval := 2 * time.Second
+	if s := first.GetSettings(); s != nil && s.HeartbeatInterval != nil {
+		interval = s.HeartbeatInterval.AsDuration()
+	}
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- a.sender(ctx, stream, gen, interval) }()
+	a.handle(first)
+	for {
+		m, err := stream.Receive()
+		if err != nil {
+			cancel()
+			<-sendErr
+			return true, err
+		}
+		a.handle(m)
+	}
+}
+
+// sender sends unsent reports of the outbox and heartbeats.
+func (a *Agent) sender(ctx context.Context, stream *connect.BidiStreamForClient[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse], gen int, interval time.Duration) error {
+	hb := time.NewTicker(interval)
+	defer hb.Stop()
+	for {
+		for _, m := range a.box.unsent(gen) {
+			if err := a.send(stream, m); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.box.notify:
+		case <-hb.C:
+			if err := a.send(stream, &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Heartbeat{Heartbeat: &hodeiv1.Heartbeat{FreeSlots: int32(a.free())}}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (a *Agent) send(stream *connect.BidiStreamForClient[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse], m *hodeiv1.ConnectRequest) error {
+	a.sendMu.Lock()
+	defer a.sendMu.Unlock()
+	return stream.Send(m)
+}
+
+// sendNow sends a best-effort message on the current stream, if any.
+func (a *Agent) sendNow(m *hodeiv1.ConnectRequest) {
+	a.mu.Lock()
+	s := a.stream
+	a.mu.Unlock()
+	if s != nil {
+		_ = a.send(s, m)
+	}
+}
+
+func (a *Agent) free() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg.Slots - len(a.attempts)
+}
+
+func (a *Agent) handle(m *hodeiv1.ConnectResponse) {
+	switch msg := m.Msg.(type) {
+	case *hodeiv1.ConnectResponse_Run:
+		a.start(msg.Run)
+	case *hodeiv1.ConnectResponse_Cancel:
+		a.stop(msg.Cancel.FencingToken, errors.New(msg.Cancel.Reason))
+	case *hodeiv1.ConnectResponse_Ack:
+		a.box.ack(msg.Ack)
+		if msg.Ack.Stale {
+			a.stop(msg.Ack.FencingToken, errors.New("attempt is stale"))
+		}
+	case *hodeiv1.ConnectResponse_Drain:
+		a.mu.Lock()
+		a.draining = true
+		a.mu.Unlock()
+	case *hodeiv1.ConnectResponse_Settings:
+	}
+}
+
+func (a *Agent) stop(token int64, cause error) {
+	a.mu.Lock()
+	at := a.attempts[token]
+	a.mu.Unlock()
+	if at != nil {
+		at.cancel(cause)
+	}
+}
+
+// start runs an attempt in its own goroutine.
+func (a *Agent) start(r *hodeiv1.RunJob) {
+	a.mu.Lock()
+	if _, dup := a.attempts[r.FencingToken]; dup {
+		a.mu.Unlock()
+		return
+	}
+	if a.draining {
+		a.mu.Unlock()
+		a.box.add(&pending{token: r.FencingToken, finished: true, msg: finishedMsg(r.FencingToken, -1, "", hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, "worker is shutting down", 0, 0, 0)})
+		return
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	at := &attempt{jobID: r.JobId, number: r.Attempt, token: r.FencingToken, cancel: cancel, done: make(chan struct{})}
+	a.attempts[r.FencingToken] = at
+	a.wg.Add(1)
+	a.mu.Unlock()
+	go func() {
+		defer a.wg.Done()
+		defer close(at.done)
+		a.execute(ctx, at, r.Spec)
+		a.mu.Lock()
+		delete(a.attempts, at.token)
+		a.mu.Unlock()
+	}()
+}
+
+func finishedMsg(token int64, exit int32, signal string, class hodeiv1.FailureClass, message string, lastSeq, sent, dropped int64) *hodeiv1.ConnectRequest {
+	return &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Finished{Finished: &hodeiv1.AttemptFinished{
+		FencingToken: token, ExitCode: exit, Signal: signal, FailureClass: class, Message: message, Time: timestamppb.Now(),
+		LastLogSeq: lastSeq, LinesSent: sent, LinesDropped: dropped}}}
+}
+
+// execute runs the process, streams its logs through the batcher into the
+// outbox, and queues the result after the last batch.
+func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec) {
+	log := a.log.With("job_id", at.jobID, "attempt", at.number)
+	a.sendNow(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Started{Started: &hodeiv1.AttemptStarted{FencingToken: at.token, Time: timestamppb.Now()}}})
+	if a.cfg.NoopExec {
+		a.box.add(&pending{token: at.token, finished: true, msg: finishedMsg(at.token, 0, "", 0, "noop execution (benchmark mode)", 0, 0, 0)})
+		return
+	}
+	var lastSeq int64
+	batcher := runner.NewBatcher(runner.BatcherConfig{MaxLines: a.cfg.BatchLines, FlushInterval: a.cfg.FlushInterval}, func(ctx context.Context, b runner.Batch) error {
+		for a.box.full() {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-a.box.space:
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		lines := make([]*hodeiv1.LogLine, len(b.Lines))
+		for i, l := range b.Lines {
+			lines[i] = &hodeiv1.LogLine{Stream: hodeiv1.LogStream(l.Stream), Data: l.Data, Partial: l.Partial, Time: timestamppb.New(l.Time)}
+		}
+		a.box.add(&pending{token: at.token, seq: b.Seq, msg: &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Logs{Logs: &hodeiv1.LogBatch{
+			FencingToken: at.token, Seq: b.Seq, Lines: lines, Dropped: b.Dropped}}}})
+		lastSeq = b.Seq
+		return nil
+	})
+	bctx, stopBatcher := context.WithCancel(context.Background())
+	defer stopBatcher()
+	batchDone := make(chan error, 1)
+	go func() { batchDone <- batcher.Run(bctx) }()
+
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "HODEI_JOB_ID=" + at.jobID, fmt.Sprintf("HODEI_ATTEMPT=%d", at.number)}
+	for k, v := range spec.GetEnv() {
+		env = append(env, k+"="+v)
+	}
+	argv := spec.GetCommand()
+	if spec.GetScript() != "" {
+		interp := spec.GetInterpreter()
+		if interp == "" {
+			interp = "/bin/sh"
+		}
+		argv = []string{interp, "-c", spec.GetScript()}
+	}
+	res := runner.Run(ctx, runner.Spec{Argv: argv, Env: env, Dir: spec.GetWorkdir(), Timeout: spec.GetTimeout().AsDuration(), Grace: a.cfg.Grace}, batcher.Write)
+	batcher.Close()
+	<-batchDone
+	sent, dropped := batcher.Stats()
+
+	class := hodeiv1.FailureClass_FAILURE_CLASS_UNSPECIFIED
+	msg := ""
+	switch {
+	case res.Err != nil && !res.Cancelled:
+		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_INVALID, res.Err.Error()
+	case res.TimedOut:
+		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_TIMEOUT, fmt.Sprintf("timed out after %s", spec.GetTimeout().AsDuration())
+	case res.Cancelled:
+		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_CANCELLED, context.Cause(ctx).Error()
+	case res.ExitCode != 0:
+		class = hodeiv1.FailureClass_FAILURE_CLASS_EXIT_CODE
+	}
+	log.Info("attempt finished", "exit_code", res.ExitCode, "signal", res.Signal, "class", class, "lines", sent, "dropped", dropped)
+	a.box.add(&pending{token: at.token, finished: true, msg: finishedMsg(at.token, int32(res.ExitCode), res.Signal, class, msg, lastSeq, sent, dropped)})
+}
+
+// shutdown drains: announce, stop taking jobs, let running jobs finish
+// until the drain deadline, cancel the rest, flush reports (at most 5 s),
+// say goodbye. Past the hard deadline it kills everything.
+func (a *Agent) shutdown() error {
+	start := time.Now()
+	a.mu.Lock()
+	a.draining = true
+	n := len(a.attempts)
+	a.mu.Unlock()
+	a.log.Info("shutting down", "running", n)
+	a.sendNow(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Shutdown{Shutdown: &hodeiv1.ShutdownNotice{}}})
+
+	done := make(chan struct{})
+	go func() { a.wg.Wait(); close(done) }()
+	forced := false
+	select {
+	case <-done:
+	case <-time.After(a.cfg.DrainTimeout):
+		a.mu.Lock()
+		for _, at := range a.attempts {
+			at.cancel(errors.New("worker shutting down"))
+		}
+		a.mu.Unlock()
+		select {
+		case <-done:
+		case <-time.After(max(a.cfg.HardTimeout-time.Since(start), 0)):
+			forced = true
+		}
+	}
+	flushBy := time.Now().Add(5 * time.Second)
+	for a.box.len() > 0 && time.Now().Before(flushBy) {
+		select {
+		case <-a.box.space:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if forced {
+		a.sendNow(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Shutdown{Shutdown: &hodeiv1.ShutdownNotice{Forced: true}}})
+	}
+	a.sendNow(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Shutdown{Shutdown: &hodeiv1.ShutdownNotice{Final: true, Forced: forced}}})
+	if forced {
+		return ErrForced
+	}
+	return nil
+}

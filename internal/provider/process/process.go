@@ -1,0 +1,137 @@
+// Package process is the provider that runs workers as local `hodei agent`
+// subprocesses, each in its own process group, killed with the server.
+package process
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hodei-dev/hodei/internal/provider"
+)
+
+// Config configures the provider.
+type Config struct {
+	Name   string   // default "process"
+	Binary string   // the hodei binary; default os.Executable()
+	Server string   // address agents dial
+	Args   []string // extra agent arguments
+	Env    []string // extra environment
+	Grace  time.Duration
+	Stderr io.Writer // agents' stderr; default discarded
+}
+
+// Provider starts agents as subprocesses.
+type Provider struct {
+	cfg  Config
+	mu   sync.Mutex
+	cmds map[int]*exec.Cmd
+}
+
+type handle struct {
+	PID int `json:"pid"`
+}
+
+// New returns the provider.
+func New(cfg Config) (*Provider, error) {
+	if cfg.Name == "" {
+		cfg.Name = "process"
+	}
+	if cfg.Binary == "" {
+		b, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("process provider: %w", err)
+		}
+		cfg.Binary = b
+	}
+	if cfg.Server == "" {
+		return nil, errors.New("process provider: Server is required")
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 10 * time.Second
+	}
+	return &Provider{cfg: cfg, cmds: map[int]*exec.Cmd{}}, nil
+}
+
+func (p *Provider) Name() string { return p.cfg.Name }
+func (p *Provider) Kind() string { return "process" }
+
+// Health checks that the binary can be executed.
+func (p *Provider) Health(context.Context) error {
+	st, err := os.Stat(p.cfg.Binary)
+	if err != nil {
+		return err
+	}
+	if st.Mode()&0o111 == 0 {
+		return fmt.Errorf("%s is not executable", p.cfg.Binary)
+	}
+	return nil
+}
+
+// Provision starts `hodei agent`; the token travels in the environment,
+// not in argv.
+func (p *Provider) Provision(ctx context.Context, workerID, token string, spec provider.Spec) ([]byte, error) {
+	args := append([]string{"agent", "--server", p.cfg.Server}, p.cfg.Args...)
+	cmd := exec.Command(p.cfg.Binary, args...)
+	cmd.Env = append(append(os.Environ(), p.cfg.Env...), "HODEI_BOOTSTRAP_TOKEN="+token, "HODEI_WORKER_ID="+workerID)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.Stdout = p.cfg.Stderr
+	cmd.Stderr = p.cfg.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start agent: %w", err)
+	}
+	p.mu.Lock()
+	p.cmds[cmd.Process.Pid] = cmd
+	p.mu.Unlock()
+	go func() {
+		cmd.Wait() //nolint:errcheck // the exit is seen as a stream end
+		p.mu.Lock()
+		delete(p.cmds, cmd.Process.Pid)
+		p.mu.Unlock()
+	}()
+	return json.Marshal(handle{PID: cmd.Process.Pid})
+}
+
+// Terminate sends SIGTERM to the agent (which drains), then SIGKILL to its
+// group after the grace period.
+func (p *Provider) Terminate(ctx context.Context, h []byte) error {
+	var hd handle
+	if err := json.Unmarshal(h, &hd); err != nil || hd.PID <= 0 {
+		return fmt.Errorf("bad handle %q", h)
+	}
+	p.mu.Lock()
+	cmd := p.cmds[hd.PID]
+	p.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	_ = syscall.Kill(hd.PID, syscall.SIGTERM)
+	deadline := time.After(p.cfg.Grace)
+	for {
+		p.mu.Lock()
+		_, alive := p.cmds[hd.PID]
+		p.mu.Unlock()
+		if !alive {
+			return nil
+		}
+		select {
+		case <-deadline:
+			_ = syscall.Kill(-hd.PID, syscall.SIGKILL)
+			return nil
+		case <-ctx.Done():
+			_ = syscall.Kill(-hd.PID, syscall.SIGKILL)
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+var _ = strconv.Itoa

@@ -1,0 +1,146 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/job"
+)
+
+type eventService struct{ s *Server }
+
+func eventToProto(e eventbus.Event) *hodeiv1.Event {
+	return &hodeiv1.Event{Id: e.ID, Type: e.Type, AggregateKind: e.AggregateKind, AggregateId: e.AggregateID,
+		Time: timestamppb.New(e.Time), CorrelationId: e.CorrelationID, Payload: e.Payload}
+}
+
+func (h eventService) Subscribe(ctx context.Context, req *connect.Request[hodeiv1.SubscribeRequest], stream *connect.ServerStream[hodeiv1.SubscribeResponse]) error {
+	m := req.Msg
+	known := map[string]bool{}
+	for _, t := range eventbus.Types() {
+		known[t] = true
+	}
+	for _, t := range m.Types {
+		if !known[t] {
+			return connectError(&job.FieldError{Field: "types", Rule: fmt.Sprintf("%q is not an event type", t)})
+		}
+	}
+	f := eventbus.Filter{Types: m.Types, AggregateKind: m.AggregateKind, AggregateID: m.AggregateId}
+	err := h.s.bus.Tail(ctx, m.AfterId, f, func(e eventbus.Event) error {
+		return stream.Send(&hodeiv1.SubscribeResponse{Event: eventToProto(e)})
+	})
+	if err != nil && ctx.Err() == nil {
+		return connectError(err)
+	}
+	return nil
+}
+
+func (h eventService) ListDeadLetters(ctx context.Context, req *connect.Request[hodeiv1.ListDeadLettersRequest]) (*connect.Response[hodeiv1.ListDeadLettersResponse], error) {
+	dls, err := h.s.bus.ListDeadLetters(ctx, req.Msg.Subscriber, int(req.Msg.Limit))
+	if err != nil {
+		return nil, connectError(err)
+	}
+	resp := &hodeiv1.ListDeadLettersResponse{}
+	for _, d := range dls {
+		resp.DeadLetters = append(resp.DeadLetters, &hodeiv1.DeadLetter{Id: d.ID, Subscriber: d.Subscriber, Event: eventToProto(d.Event),
+			Attempts: int32(d.Attempts), LastError: d.LastError, ParkedAt: timestamppb.New(d.ParkedAt)})
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func (h eventService) ReplayDeadLetter(ctx context.Context, req *connect.Request[hodeiv1.ReplayDeadLetterRequest]) (*connect.Response[hodeiv1.ReplayDeadLetterResponse], error) {
+	if err := h.s.bus.Replay(ctx, req.Msg.Id); err != nil {
+		if errors.Is(err, eventbus.ErrUnknownSubscriber) {
+			return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+		}
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hodeiv1.ReplayDeadLetterResponse{}), nil
+}
+
+type providerService struct{ s *Server }
+
+func (h providerService) ListProviders(ctx context.Context, req *connect.Request[hodeiv1.ListProvidersRequest]) (*connect.Response[hodeiv1.ListProvidersResponse], error) {
+	workers, err := h.s.store.ListWorkers(ctx, "")
+	if err != nil {
+		return nil, connectError(err)
+	}
+	count := map[string]int32{}
+	for _, w := range workers {
+		if w.State != "terminated" {
+			count[w.Provider]++
+		}
+	}
+	resp := &hodeiv1.ListProvidersResponse{}
+	for _, p := range h.s.cfg.Providers {
+		resp.Providers = append(resp.Providers, &hodeiv1.Provider{Name: p.Name, Kind: p.Kind, Enabled: true, Healthy: true,
+			MaxWorkers: int32(p.MaxWorkers), Workers: count[p.Name]})
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// Run does this replica's background duties until ctx ends: one write for
+// all heartbeats per interval, lease expiry of silent streams, and
+// forwarding JobCancelled to the worker running the job.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() {
+		errc <- s.bus.Tail(ctx, 0, eventbus.Filter{Types: []string{"JobCancelled"}}, func(e eventbus.Event) error {
+			id := e.Payload.GetJobCancelled().GetJobId()
+			for _, c := range s.workers.all() {
+				c.mu.Lock()
+				var tokens []int64
+				for t, j := range c.running {
+					if j == id {
+						tokens = append(tokens, t)
+					}
+				}
+				c.mu.Unlock()
+				for _, t := range tokens {
+					c.send(cancelMsg(t, e.Payload.GetJobCancelled().GetReason()))
+				}
+			}
+			return nil
+		})
+	}()
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			<-errc
+			return nil
+		case err := <-errc:
+			return fmt.Errorf("cancel forwarder: %w", err)
+		case <-t.C:
+		}
+		var ids []string
+		now := time.Now()
+		for _, c := range s.workers.all() {
+			c.mu.Lock()
+			seen := c.lastSeen
+			c.mu.Unlock()
+			if now.Sub(seen) > s.cfg.Lease {
+				s.log.Warn("worker silent past its lease; closing its stream", "worker_id", c.id)
+				c.mu.Lock()
+				c.expired = true
+				c.mu.Unlock()
+				c.close()
+				continue
+			}
+			ids = append(ids, c.id)
+		}
+		if len(ids) > 0 {
+			if err := s.store.TouchWorkers(ctx, ids); err != nil && ctx.Err() == nil {
+				s.log.Warn("record heartbeats", "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,237 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/store"
+)
+
+type jobService struct{ s *Server }
+
+func (h jobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1.SubmitJobRequest]) (*connect.Response[hodeiv1.SubmitJobResponse], error) {
+	spec, err := specFromProto(req.Msg.Spec)
+	if err != nil {
+		return nil, connectError(err)
+	}
+	j, existing, err := h.s.store.CreateJob(ctx, spec, h.s.cfg.DefaultMaxAttempts)
+	if err != nil {
+		return nil, connectError(err)
+	}
+	h.s.metrics.jobsCreated.WithLabelValues(spec.Type).Inc()
+	return connect.NewResponse(&hodeiv1.SubmitJobResponse{Job: jobToProto(j), Existing: existing}), nil
+}
+
+func (h jobService) GetJob(ctx context.Context, req *connect.Request[hodeiv1.GetJobRequest]) (*connect.Response[hodeiv1.GetJobResponse], error) {
+	j, err := h.s.store.GetJob(ctx, req.Msg.Id)
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hodeiv1.GetJobResponse{Job: jobToProto(j)}), nil
+}
+
+func (h jobService) ListJobs(ctx context.Context, req *connect.Request[hodeiv1.ListJobsRequest]) (*connect.Response[hodeiv1.ListJobsResponse], error) {
+	m := req.Msg
+	f := store.ListFilter{Labels: m.Labels, Type: m.Type, Limit: int(m.PageSize)}
+	if f.Limit <= 0 || f.Limit > 1000 {
+		f.Limit = 100
+	}
+	for _, st := range m.States {
+		s, ok := stateFromProto(st)
+		if !ok {
+			return nil, connectError(&job.FieldError{Field: "states", Rule: fmt.Sprintf("%v is not a job state", st)})
+		}
+		f.States = append(f.States, s)
+	}
+	if m.CreatedAfter != nil {
+		f.CreatedAfter = m.CreatedAfter.AsTime()
+	}
+	if m.CreatedBefore != nil {
+		f.CreatedBefore = m.CreatedBefore.AsTime()
+	}
+	if m.PageToken != "" {
+		t, id, err := decodePageToken(m.PageToken)
+		if err != nil {
+			return nil, connectError(&job.FieldError{Field: "page_token", Rule: "is not a token returned by ListJobs"})
+		}
+		f.AfterTime, f.AfterID = t, id
+	}
+	jobs, err := h.s.store.ListJobs(ctx, f)
+	if err != nil {
+		return nil, connectError(err)
+	}
+	resp := &hodeiv1.ListJobsResponse{}
+	for _, j := range jobs {
+		resp.Jobs = append(resp.Jobs, jobToProto(j))
+	}
+	if len(jobs) == f.Limit {
+		last := jobs[len(jobs)-1]
+		resp.NextPageToken = encodePageToken(last.CreatedAt, last.ID)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func encodePageToken(t time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(t.UTC().Format(time.RFC3339Nano) + "|" + id))
+}
+
+func decodePageToken(s string) (time.Time, string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return time.Time{}, "", err
+	}
+	ts, id, ok := strings.Cut(string(b), "|")
+	if !ok {
+		return time.Time{}, "", fmt.Errorf("bad token")
+	}
+	t, err := time.Parse(time.RFC3339Nano, ts)
+	return t, id, err
+}
+
+func (h jobService) CancelJob(ctx context.Context, req *connect.Request[hodeiv1.CancelJobRequest]) (*connect.Response[hodeiv1.CancelJobResponse], error) {
+	res, err := h.s.store.CancelJob(ctx, req.Msg.Id, "cancelled by user")
+	if err != nil {
+		return nil, connectError(err)
+	}
+	// The worker running it hears of the JobCancelled event (Server.Run).
+	return connect.NewResponse(&hodeiv1.CancelJobResponse{Job: jobToProto(res.Job)}), nil
+}
+
+func (h jobService) RetryJob(ctx context.Context, req *connect.Request[hodeiv1.RetryJobRequest]) (*connect.Response[hodeiv1.RetryJobResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, fmt.Errorf("RetryJob is not implemented yet"))
+}
+
+func (h jobService) ExplainJob(ctx context.Context, req *connect.Request[hodeiv1.ExplainJobRequest]) (*connect.Response[hodeiv1.ExplainJobResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, fmt.Errorf("ExplainJob is not implemented yet"))
+}
+
+// WatchJob sends the job now and again after every event about it.
+func (h jobService) WatchJob(ctx context.Context, req *connect.Request[hodeiv1.WatchJobRequest], stream *connect.ServerStream[hodeiv1.WatchJobResponse]) error {
+	j, err := h.s.store.GetJob(ctx, req.Msg.Id)
+	if err != nil {
+		return connectError(err)
+	}
+	if err := stream.Send(&hodeiv1.WatchJobResponse{Job: jobToProto(j)}); err != nil {
+		return err
+	}
+	if j.State.Final() {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	last := j.State
+	errDone := fmt.Errorf("done")
+	err = h.s.bus.Tail(ctx, 0, eventbus.Filter{AggregateKind: "job", AggregateID: j.ID}, func(eventbus.Event) error {
+		j, err := h.s.store.GetJob(ctx, j.ID)
+		if err != nil {
+			return err
+		}
+		if j.State != last {
+			last = j.State
+			if err := stream.Send(&hodeiv1.WatchJobResponse{Job: jobToProto(j)}); err != nil {
+				return err
+			}
+		}
+		if j.State.Final() {
+			return errDone
+		}
+		return nil
+	})
+	if err == errDone {
+		return nil
+	}
+	return err
+}
+
+// GetJobLogs sends the stored history, then (follow) new batches as they
+// are stored, reading the table after the last (attempt, seq) sent so that
+// nothing is skipped or repeated. It ends when the job is final.
+func (h jobService) GetJobLogs(ctx context.Context, req *connect.Request[hodeiv1.GetJobLogsRequest], stream *connect.ServerStream[hodeiv1.GetJobLogsResponse]) error {
+	id := req.Msg.Id
+	if _, err := h.s.store.GetJob(ctx, id); err != nil {
+		return connectError(err)
+	}
+	wake, unsubscribe := h.s.logs.subscribe(id)
+	defer unsubscribe()
+	var attempt int
+	var seq int64
+	for {
+		// Check the state before reading: logs stored before the job
+		// turned final are then certainly in the read that follows.
+		j, err := h.s.store.GetJob(ctx, id)
+		if err != nil {
+			return connectError(err)
+		}
+		for {
+			recs, err := h.s.store.ReadLogs(ctx, id, int(req.Msg.Attempt), attempt, seq, 200)
+			if err != nil {
+				return connectError(err)
+			}
+			if len(recs) == 0 {
+				break
+			}
+			resp := &hodeiv1.GetJobLogsResponse{}
+			for _, r := range recs {
+				chunks, err := batchToChunks(r)
+				if err != nil {
+					return connectError(err)
+				}
+				resp.Chunks = append(resp.Chunks, chunks...)
+				attempt, seq = r.Attempt, r.Seq
+			}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+		}
+		if !req.Msg.Follow {
+			return nil
+		}
+		if j.State.Final() {
+			return stream.Send(&hodeiv1.GetJobLogsResponse{Job: jobToProto(j)})
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		}
+	}
+}
+
+// batchToChunks turns a stored batch into chunks of consecutive lines of
+// one stream, with newlines restored.
+func batchToChunks(r store.LogRecord) ([]*hodeiv1.LogChunk, error) {
+	var b hodeiv1.LogBatch
+	if err := proto.Unmarshal(r.Data, &b); err != nil {
+		return nil, fmt.Errorf("decode log batch %d: %w", r.Seq, err)
+	}
+	var out []*hodeiv1.LogChunk
+	var cur *hodeiv1.LogChunk
+	for _, l := range b.Lines {
+		if cur == nil || cur.Stream != l.Stream {
+			cur = &hodeiv1.LogChunk{Attempt: int32(r.Attempt), Seq: r.Seq, Stream: l.Stream, Time: l.Time}
+			if cur.Time == nil {
+				cur.Time = timestamppb.New(r.Time)
+			}
+			out = append(out, cur)
+		}
+		cur.Data = append(cur.Data, l.Data...)
+		if !l.Partial {
+			cur.Data = append(cur.Data, '\n')
+		}
+	}
+	if b.Dropped > 0 {
+		out = append(out, &hodeiv1.LogChunk{Attempt: int32(r.Attempt), Seq: r.Seq, Stream: hodeiv1.LogStream_LOG_STREAM_SYSTEM,
+			Data: fmt.Appendf(nil, "%d log lines dropped by the agent (backpressure)\n", b.Dropped), Time: timestamppb.New(r.Time)})
+	}
+	return out, nil
+}

@@ -1,0 +1,181 @@
+package server
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/store"
+)
+
+// Registry holds the workers connected to this replica. The scheduler
+// dispatches only to them.
+type Registry struct {
+	mu    sync.Mutex
+	conns map[string]*workerConn
+	kick  func()
+}
+
+func newRegistry() *Registry { return &Registry{conns: map[string]*workerConn{}, kick: func() {}} }
+
+// OnCapacity sets the function called when a worker connects or a slot
+// frees up (the scheduler's wake-up).
+func (r *Registry) OnCapacity(f func()) {
+	r.mu.Lock()
+	r.kick = f
+	r.mu.Unlock()
+}
+
+func (r *Registry) capacity() {
+	r.mu.Lock()
+	k := r.kick
+	r.mu.Unlock()
+	k()
+}
+
+// Slot is a connected worker with free capacity.
+type Slot struct {
+	Worker store.WorkerMatch
+	Free   int
+}
+
+// Free lists connected, non-draining workers with free slots.
+func (r *Registry) Free() []Slot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Slot
+	for _, c := range r.conns {
+		c.mu.Lock()
+		free := c.slots - len(c.running)
+		draining := c.draining
+		c.mu.Unlock()
+		if free > 0 && !draining {
+			out = append(out, Slot{Worker: store.WorkerMatch{ID: c.id, Labels: c.labels, Image: c.image}, Free: free})
+		}
+	}
+	return out
+}
+
+// Len is the number of connected workers.
+func (r *Registry) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.conns)
+}
+
+// Deliver sends claimed attempts to their worker's stream. It returns the
+// attempts it could not deliver (the worker is gone).
+func (r *Registry) Deliver(workerID string, as []store.Assignment) []store.Assignment {
+	r.mu.Lock()
+	c := r.conns[workerID]
+	r.mu.Unlock()
+	if c == nil {
+		return as
+	}
+	for i, a := range as {
+		msg := &hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Run{Run: &hodeiv1.RunJob{
+			JobId: a.JobID, Attempt: int32(a.Attempt), FencingToken: a.Token, Spec: specToProto(a.Spec)}}}
+		c.mu.Lock()
+		c.running[a.Token] = a.JobID
+		c.mu.Unlock()
+		if !c.send(msg) {
+			c.mu.Lock()
+			for _, b := range as[i:] {
+				delete(c.running, b.Token)
+			}
+			c.mu.Unlock()
+			return as[i:]
+		}
+	}
+	return nil
+}
+
+func (r *Registry) get(id string) *workerConn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.conns[id]
+}
+
+// add registers c, closing an older stream of the same worker.
+func (r *Registry) add(c *workerConn) {
+	r.mu.Lock()
+	old := r.conns[c.id]
+	r.conns[c.id] = c
+	r.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+}
+
+// remove unregisters c if it is still the worker's current stream.
+func (r *Registry) remove(c *workerConn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.conns[c.id] == c {
+		delete(r.conns, c.id)
+		return true
+	}
+	return false
+}
+
+func (r *Registry) all() []*workerConn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*workerConn, 0, len(r.conns))
+	for _, c := range r.conns {
+		out = append(out, c)
+	}
+	return out
+}
+
+// workerConn is one worker's open stream.
+type workerConn struct {
+	id     string
+	labels map[string]string
+	image  string
+	slots  int
+
+	out    chan *hodeiv1.ConnectResponse
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu       sync.Mutex
+	running  map[int64]string // token -> job id
+	lastSeen time.Time
+	draining bool
+	final    bool // the agent announced its final shutdown
+	expired  bool // closed for silence past the lease
+}
+
+func (c *workerConn) send(m *hodeiv1.ConnectResponse) bool {
+	select {
+	case c.out <- m:
+		return true
+	case <-c.done:
+		return false
+	}
+}
+
+func (c *workerConn) close() { c.cancel() }
+
+func (c *workerConn) touch(now time.Time) {
+	c.mu.Lock()
+	c.lastSeen = now
+	c.mu.Unlock()
+}
+
+func (c *workerConn) release(token int64) {
+	c.mu.Lock()
+	delete(c.running, token)
+	c.mu.Unlock()
+}
+
+func (c *workerConn) jobOf(token int64) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.running[token]
+}
+
+// Connected reports whether worker id has a stream on this replica.
+func (r *Registry) Connected(id string) bool { return r.get(id) != nil }

@@ -1,0 +1,185 @@
+// Package server implements Hodei's RPC services over Connect (gRPC,
+// gRPC-Web and Connect on one port, h2c for plaintext): the only place
+// where proto messages meet the domain, and where domain errors become
+// RPC codes. It also holds this replica's registry of connected workers,
+// which the scheduler dispatches to.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpcreflect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/store"
+)
+
+// Config configures a Server.
+type Config struct {
+	ReplicaID          string        // unique per process; required
+	DefaultMaxAttempts int           // for jobs that set none; default 1
+	Lease              time.Duration // a silent worker's attempts are lost after it; default 10s
+	HeartbeatInterval  time.Duration // asked of agents; default 2s
+	Logger             *slog.Logger
+	Registry           *prometheus.Registry // required: /metrics serves it
+	// Providers lists the configured providers for ProviderService.
+	Providers []ProviderInfo
+}
+
+// ProviderInfo describes a configured provider.
+type ProviderInfo struct {
+	Name, Kind string
+	MaxWorkers int
+}
+
+// Server is one replica's API.
+type Server struct {
+	cfg     Config
+	store   *store.Store
+	bus     *eventbus.Bus
+	log     *slog.Logger
+	metrics *metrics
+	logs    *logHub
+	workers *Registry
+}
+
+// New returns a server. kick is called when capacity appears (a worker
+// connected or a slot freed) so the scheduler runs a dispatch pass.
+func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
+	if cfg.ReplicaID == "" {
+		return nil, errors.New("server: ReplicaID is required")
+	}
+	if cfg.Registry == nil {
+		return nil, errors.New("server: Registry is required")
+	}
+	if cfg.DefaultMaxAttempts <= 0 {
+		cfg.DefaultMaxAttempts = 1
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 10 * time.Second
+	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry),
+		logs: newLogHub(), workers: newRegistry()}, nil
+}
+
+// Workers is this replica's registry of connected workers.
+func (s *Server) Workers() *Registry { return s.workers }
+
+// Handler returns the HTTP handler serving every service, gRPC
+// reflection, /metrics and /healthz.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(hodeiv1connect.NewJobServiceHandler(jobService{s}))
+	mux.Handle(hodeiv1connect.NewWorkerServiceHandler(workerService{s}))
+	mux.Handle(hodeiv1connect.NewEventServiceHandler(eventService{s}))
+	mux.Handle(hodeiv1connect.NewProviderServiceHandler(providerService{s}))
+	reflector := grpcreflect.NewStaticReflector(
+		hodeiv1connect.JobServiceName, hodeiv1connect.WorkerServiceName,
+		hodeiv1connect.EventServiceName, hodeiv1connect.ProviderServiceName,
+	)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.store.Pool.Ping(r.Context()); err != nil {
+			http.Error(w, "database: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// Serve serves on ln until ctx ends, then shuts down (streams are cut).
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	hs := &http.Server{Handler: s.Handler(), Protocols: p, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx }}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	hs.Shutdown(sctx) //nolint:errcheck // streams are long-lived; Close below cuts them
+	hs.Close()
+	<-errc
+	return nil
+}
+
+// logHub wakes log followers of a job on this replica.
+type logHub struct {
+	mu   sync.Mutex
+	subs map[string]map[chan struct{}]struct{}
+}
+
+func newLogHub() *logHub { return &logHub{subs: map[string]map[chan struct{}]struct{}{}} }
+
+func (h *logHub) subscribe(jobID string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	h.mu.Lock()
+	if h.subs[jobID] == nil {
+		h.subs[jobID] = map[chan struct{}]struct{}{}
+	}
+	h.subs[jobID][ch] = struct{}{}
+	h.mu.Unlock()
+	return ch, func() {
+		h.mu.Lock()
+		delete(h.subs[jobID], ch)
+		if len(h.subs[jobID]) == 0 {
+			delete(h.subs, jobID)
+		}
+		h.mu.Unlock()
+	}
+}
+
+func (h *logHub) wake(jobID string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ch := range h.subs[jobID] {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+type metrics struct {
+	jobsCreated *prometheus.CounterVec
+	logLines    prometheus.Counter
+	staleReport prometheus.Counter
+}
+
+func newMetrics(reg *prometheus.Registry) *metrics {
+	m := &metrics{
+		jobsCreated: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_jobs_created_total", Help: "Jobs created, by type."}, []string{"type"}),
+		logLines:    prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_log_lines_stored_total", Help: "Log lines stored."}),
+		staleReport: prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_stale_reports_total", Help: "Worker reports rejected for a stale fencing token."}),
+	}
+	reg.MustRegister(m.jobsCreated, m.logLines, m.staleReport)
+	return m
+}
+
+var _ = connect.CodeInternal

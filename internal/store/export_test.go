@@ -1,0 +1,4 @@
+package store
+
+// SetCreateHook lets tests inject failures inside CreateJob's transaction.
+func SetCreateHook(s *Store, f func(stage string) error) { s.createHook = f }

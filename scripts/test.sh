@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test with -race against one shared embedded PostgreSQL (each
+# test gets its own database on it), unless TEST_DATABASE_URL is set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${TEST_DATABASE_URL:-}" ]; then
+  dir=$(mktemp -d)
+  bin/hodei testdb --url-file "$dir/url" &
+  pid=$!
+  trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+  for _ in $(seq 1 300); do [ -s "$dir/url" ] && break; kill -0 $pid || exit 1; sleep 0.1; done
+  export TEST_DATABASE_URL=$(cat "$dir/url")
+fi
+export HODEI_TEST_BINARY="$PWD/bin/hodei"
+go test -race -count=1 -timeout 15m "$@" ./...
