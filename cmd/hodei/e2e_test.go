@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hodei-dev/hodei/internal/store/storetest"
+)
+
+// These tests run the real binary: `hodei server` on a fresh database,
+// agents as subprocesses, and the CLI and grpcurl as a user would.
+
+var hodeiBin string
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		if b := os.Getenv("HODEI_TEST_BINARY"); b != "" {
+			hodeiBin = b
+		} else {
+			dir, err := os.MkdirTemp("", "hodei-bin")
+			if err != nil {
+				panic(err)
+			}
+			defer os.RemoveAll(dir)
+			hodeiBin = filepath.Join(dir, "hodei")
+			if out, err := exec.Command("go", "build", "-o", hodeiBin, ".").CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build hodei: %v\n%s", err, out)
+				return 1
+			}
+		}
+		return storetest.Main(m)
+	}()
+	os.Exit(code)
+}
+
+type platform struct {
+	addr  string
+	dbURL string
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startServer runs `hodei server` on a fresh database until the test ends.
+func startServer(t *testing.T) platform {
+	t.Helper()
+	p := platform{addr: freeAddr(t), dbURL: storetest.URL(t)}
+	var logs bytes.Buffer
+	cmd := exec.Command(hodeiBin, "server", "--listen", p.addr)
+	cmd.Env = append(os.Environ(), "HODEI_DATABASE_URL="+p.dbURL)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.Dial("tcp", p.addr)
+		if err == nil {
+			c.Close()
+			return p
+		}
+		select {
+		case <-done:
+			t.Fatalf("server exited:\n%s", logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not listening after 20s:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (p platform) hodei(t *testing.T, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, hodeiBin, args...)
+	cmd.Env = append(os.Environ(), "HODEI_SERVER="+p.addr)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("hodei %v: %v", args, err)
+	}
+	return r
+}
+
+func TestRunStreamsOutputAndExitCode(t *testing.T) {
+	t.Parallel()
+	p := startServer(t)
+	for _, tc := range []struct {
+		args           []string
+		stdout, stderr string
+		code           int
+	}{
+		{[]string{"run", "--", "sh", "-c", "echo hello; echo oops >&2; exit 3"}, "hello\n", "oops\n", 3},
+		{[]string{"run", "--", "false"}, "", "", 1},
+		{[]string{"run", "--", "true"}, "", "", 0},
+	} {
+		r := p.hodei(t, tc.args...)
+		if r.stdout != tc.stdout || r.stderr != tc.stderr || r.code != tc.code {
+			t.Errorf("hodei %q: stdout=%q stderr=%q code=%d, want %q %q %d", tc.args, r.stdout, r.stderr, r.code, tc.stdout, tc.stderr, tc.code)
+		}
+	}
+}
+
+func TestEmptyCommandIsRejectedAndWritesNothing(t *testing.T) {
+	t.Parallel()
+	p := startServer(t)
+	r := p.hodei(t, "job", "submit", "-f", writeFile(t, `{"name": "empty"}`))
+	if r.code == 0 || !strings.Contains(r.stderr, "command") {
+		t.Fatalf("submit without command: code=%d stderr=%q, want a failure naming the command field", r.code, r.stderr)
+	}
+	conn, err := pgx.Connect(context.Background(), p.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var jobs, events int
+	if err := conn.QueryRow(context.Background(), "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM events)").Scan(&jobs, &events); err != nil {
+		t.Fatal(err)
+	}
+	if jobs != 0 || events != 0 {
+		t.Fatalf("jobs=%d events=%d after a rejected submit, want 0 and 0", jobs, events)
+	}
+}
+
+func TestGrpcurlListsServicesAndGetsAJob(t *testing.T) {
+	t.Parallel()
+	p := startServer(t)
+	r := p.hodei(t, "job", "submit", "--", "true")
+	if r.code != 0 {
+		t.Fatalf("submit: %+v", r)
+	}
+	id := strings.TrimSpace(r.stdout)
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcurl := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("go", append([]string{"tool", "-modfile=" + filepath.Join(root, "tools/go.mod"), "grpcurl", "-plaintext"}, args...)...)
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("grpcurl %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	list := grpcurl(p.addr, "list")
+	for _, svc := range []string{"hodei.v1.JobService", "hodei.v1.WorkerService", "hodei.v1.EventService", "hodei.v1.ProviderService"} {
+		if !strings.Contains(list, svc) {
+			t.Errorf("grpcurl list lacks %s:\n%s", svc, list)
+		}
+	}
+	out := grpcurl("-d", fmt.Sprintf(`{"id": %q}`, id), p.addr, "hodei.v1.JobService/GetJob")
+	var resp struct {
+		Job struct {
+			ID string `json:"id"`
+		} `json:"job"`
+	}
+	if err := json.Unmarshal([]byte(out), &resp); err != nil || resp.Job.ID != id {
+		t.Fatalf("GetJob via grpcurl: %v\n%s", err, out)
+	}
+}
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "spec.json")
+	if err := os.WriteFile(f, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}

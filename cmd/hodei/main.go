@@ -1,0 +1,73 @@
+// Command hodei is Hodei's single binary: the server, the worker agent,
+// dev mode, benchmarks and the CLI.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/hodei-dev/hodei/internal/cli"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `hodei: a job execution platform
+
+Platform:
+  hodei dev [--listen ADDR] [--data-dir DIR]   server + embedded PostgreSQL + local workers
+  hodei server [--listen ADDR]                 server on HODEI_DATABASE_URL
+  hodei agent --server ADDR                    worker agent (token in HODEI_BOOTSTRAP_TOKEN)
+  hodei bench startup|events                   benchmarks (final line: result name=...)
+  hodei version
+
+Jobs (talk to --server, default $HODEI_SERVER or 127.0.0.1:7070):
+  hodei run [flags] -- CMD [ARGS...]
+  hodei job submit|get|list|cancel|retry|logs|watch|explain ...
+  hodei events tail [--type T] [--aggregate KIND:ID]
+  hodei provider list
+`
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd, args := os.Args[1], os.Args[2:]
+	var err error
+	switch cmd {
+	case "server":
+		err = runServer(ctx, args)
+	case "dev":
+		err = runDev(ctx, args)
+	case "agent":
+		return runAgent(ctx, args)
+	case "testdb":
+		err = runTestDB(ctx, args)
+	case "bench":
+		err = runBench(ctx, args)
+	case "version":
+		fmt.Println("hodei", version)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	case "run", "job", "events", "provider":
+		return cli.Main(ctx, os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Env: os.Getenv})
+	default:
+		fmt.Fprintf(os.Stderr, "hodei: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hodei:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/pgembed"
+	"github.com/hodei-dev/hodei/internal/provider"
+	"github.com/hodei-dev/hodei/internal/provider/process"
+	"github.com/hodei-dev/hodei/internal/scheduler"
+	"github.com/hodei-dev/hodei/internal/server"
+	"github.com/hodei-dev/hodei/internal/store"
+)
+
+func newLogger(w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	if os.Getenv("HODEI_LOG_LEVEL") == "debug" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// platformConfig is what server and dev share.
+type platformConfig struct {
+	listen      string
+	databaseURL string
+	maxWorkers  int
+	agentLog    io.Writer
+	ready       func(addr string) // called once the server listens
+}
+
+// runPlatform runs one server replica with the process provider until ctx
+// ends. Shutdown order: stop accepting (listener), stop dispatch, stop
+// workers we started, close the store.
+func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error {
+	st, err := store.Open(ctx, store.Config{URL: pc.databaseURL, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	bus := eventbus.NewBus(st.Pool, eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
+
+	ln, err := net.Listen("tcp", pc.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	addr := ln.Addr().String()
+	replica := "replica-" + randomHex(6)
+	// Agents drain for 5 s and are killed after 20 s when the server stops.
+	prov, err := process.New(process.Config{Server: addr, Stderr: pc.agentLog, Grace: 20 * time.Second,
+		Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg,
+		Providers: []server.ProviderInfo{{Name: prov.Name(), Kind: prov.Kind(), MaxWorkers: pc.maxWorkers}}}, st, bus)
+	if err != nil {
+		return err
+	}
+	pool := provider.NewPool(provider.PoolConfig{MaxWorkers: pc.maxWorkers, Logger: log}, prov, st,
+		func(id string) bool { return srv.Workers().Connected(id) })
+	disp := scheduler.New(scheduler.Config{Logger: log}, st, bus, srv.Workers(), pool)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return bus.Run(gctx) })
+	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return disp.Run(gctx) })
+	g.Go(func() error { return srv.Serve(gctx, ln) })
+	log.Info("hodei server listening", "addr", addr, "replica_id", replica)
+	if pc.ready != nil {
+		pc.ready(addr)
+	}
+	<-gctx.Done()
+	tctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	pool.Close(tctx)
+	cancel()
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+func runServer(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	listen := fs.String("listen", envOr("HODEI_LISTEN", "127.0.0.1:7070"), "address to serve on")
+	maxWorkers := fs.Int("max-workers", 4, "most workers the process provider runs")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	url := os.Getenv("HODEI_DATABASE_URL")
+	if url == "" {
+		return errors.New("HODEI_DATABASE_URL is not set (use `hodei dev` for an embedded PostgreSQL)")
+	}
+	return runPlatform(ctx, newLogger(os.Stderr), platformConfig{listen: *listen, databaseURL: url, maxWorkers: *maxWorkers, agentLog: os.Stderr})
+}
+
+func runDev(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:7070", "address to serve on")
+	dataDir := fs.String("data-dir", "", "keep the embedded PostgreSQL here (default: a temporary directory)")
+	maxWorkers := fs.Int("max-workers", 4, "most local workers")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := newLogger(os.Stderr)
+	url := os.Getenv("HODEI_DATABASE_URL")
+	if url == "" {
+		start := time.Now()
+		c, err := pgembed.Start(ctx, pgembed.Config{DataDir: *dataDir, Logger: log})
+		if err != nil {
+			return fmt.Errorf("embedded postgres: %w", err)
+		}
+		defer c.Stop(context.Background()) //nolint:errcheck
+		if err := c.CreateDatabase(ctx, "hodei"); err != nil && !strings.Contains(err.Error(), "already exists") {
+			return err
+		}
+		url = c.URL("hodei")
+		log.Info("embedded postgres ready", "url", url, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return runPlatform(ctx, log, platformConfig{listen: *listen, databaseURL: url, maxWorkers: *maxWorkers, agentLog: os.Stderr,
+		ready: func(addr string) {
+			fmt.Fprintf(os.Stderr, "\nHodei is running on %s. Try:\n  hodei run --server %s -- echo hello\n\n", addr, addr)
+		}})
+}
+
+func runAgent(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	servers := fs.String("server", envOr("HODEI_SERVER", "127.0.0.1:7070"), "server addresses, comma separated")
+	slots := fs.Int("slots", 1, "concurrent jobs")
+	noop := fs.Bool("noop-exec", false, "BENCHMARK ONLY: report success without running the process")
+	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long running jobs may finish before they are cancelled")
+	grace := fs.Duration("grace", 10*time.Second, "SIGTERM to SIGKILL grace for cancelled jobs")
+	var labels kvFlag
+	fs.Var(&labels, "label", "worker label K=V (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log := newLogger(os.Stderr)
+	batch, _ := strconv.Atoi(os.Getenv("HODEI_LOG_BATCH_SIZE"))
+	flush, _ := time.ParseDuration(os.Getenv("HODEI_LOG_FLUSH_INTERVAL"))
+	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"),
+		Labels: labels, Slots: *slots, BatchLines: batch, FlushInterval: flush, Version: version, Logger: log, NoopExec: *noop,
+		DrainTimeout: *drain, Grace: *grace})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hodei:", err)
+		return 2
+	}
+	if err := a.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "hodei agent:", err)
+		return 1
+	}
+	return 0
+}
+
+type kvFlag map[string]string
+
+func (k *kvFlag) String() string { return fmt.Sprint(map[string]string(*k)) }
+func (k *kvFlag) Set(s string) error {
+	key, v, ok := strings.Cut(s, "=")
+	if !ok || key == "" {
+		return fmt.Errorf("want K=V, got %q", s)
+	}
+	if *k == nil {
+		*k = kvFlag{}
+	}
+	(*k)[key] = v
+	return nil
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// runTestDB runs a throwaway PostgreSQL for `make test` and writes its URL
+// to a file once it is ready; it stops on SIGINT/SIGTERM.
+func runTestDB(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("testdb", flag.ContinueOnError)
+	urlFile := fs.String("url-file", "", "write the admin URL here when ready")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := pgembed.Start(ctx, pgembed.Config{Settings: pgembed.ThrowawaySettings(), Logger: newLogger(os.Stderr)})
+	if err != nil {
+		return err
+	}
+	defer c.Stop(context.Background()) //nolint:errcheck
+	if *urlFile != "" {
+		if err := os.WriteFile(*urlFile+".tmp", []byte(c.URL("postgres")), 0o600); err != nil {
+			return err
+		}
+		if err := os.Rename(*urlFile+".tmp", *urlFile); err != nil {
+			return err
+		}
+	}
+	<-ctx.Done()
+	return nil
+}
