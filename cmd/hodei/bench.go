@@ -2,18 +2,118 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"os"
+	"slices"
+	"time"
+
+	"connectrpc.com/connect"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/pgembed"
 )
+
+const benchUsage = "usage: hodei bench startup|events [flags]"
 
 func runBench(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return fmt.Errorf("usage: hodei bench startup|events")
+		return errors.New(benchUsage)
 	}
 	switch args[0] {
 	case "startup":
 		return benchStartup(ctx, args[1:])
 	}
-	return fmt.Errorf("unknown benchmark %q", args[0])
+	return fmt.Errorf("unknown benchmark %q; %s", args[0], benchUsage)
 }
 
-func benchStartup(ctx context.Context, args []string) error { return fmt.Errorf("not yet") }
+// benchStartup measures, per run: embedded PostgreSQL start (initdb
+// included) until the server is ready to serve, and then a `true` job
+// from SubmitJob's call until the job is final (a worker process is
+// provisioned for it, since none exists yet). Durability settings are
+// PostgreSQL's defaults (fsync on).
+func benchStartup(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench startup", flag.ContinueOnError)
+	runs := fs.Int("runs", 3, "repetitions; the median is reported")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var ready, first []time.Duration
+	for i := 0; i < *runs; i++ {
+		r, f, err := startupOnce(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("run %d: ready=%s first_job=%s\n", i+1, r.Round(time.Millisecond), f.Round(time.Millisecond))
+		ready, first = append(ready, r), append(first, f)
+	}
+	fmt.Printf("result name=startup ready_ms=%.0f first_job_ms=%.1f runs=%d\n", ms(median(ready)), ms(median(first)), *runs)
+	return nil
+}
+
+func startupOnce(ctx context.Context) (ready, firstJob time.Duration, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	log := newLogger(io.Discard)
+	start := time.Now()
+	c, err := pgembed.Start(ctx, pgembed.Config{Logger: log})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Stop(context.Background()) //nolint:errcheck
+	if err := c.CreateDatabase(ctx, "hodei"); err != nil {
+		return 0, 0, err
+	}
+	readyc := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- runPlatform(ctx, log, platformConfig{listen: "127.0.0.1:0", databaseURL: c.URL("hodei"), maxWorkers: 1, agentLog: io.Discard,
+			ready: func(addr string) { readyc <- addr }})
+	}()
+	var addr string
+	select {
+	case addr = <-readyc:
+	case err := <-errc:
+		return 0, 0, fmt.Errorf("server: %w", err)
+	}
+	ready = time.Since(start)
+	jobs := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	t0 := time.Now()
+	resp, err := jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: &hodeiv1.JobSpec{Command: []string{"true"}}}))
+	if err != nil {
+		return 0, 0, err
+	}
+	w, err := jobs.WatchJob(ctx, connect.NewRequest(&hodeiv1.WatchJobRequest{Id: resp.Msg.Job.Id}))
+	if err != nil {
+		return 0, 0, err
+	}
+	for w.Receive() {
+		if st := w.Msg().Job.State; st == hodeiv1.JobState_JOB_STATE_SUCCEEDED {
+			firstJob = time.Since(t0)
+			break
+		} else if st >= hodeiv1.JobState_JOB_STATE_FAILED && st <= hodeiv1.JobState_JOB_STATE_TIMED_OUT {
+			return 0, 0, fmt.Errorf("first job ended %s", st)
+		}
+	}
+	w.Close()
+	if firstJob == 0 {
+		return 0, 0, fmt.Errorf("watch ended: %v", w.Err())
+	}
+	cancel()
+	<-errc
+	return ready, firstJob, nil
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+var _ = os.Stdout
