@@ -1,0 +1,275 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+)
+
+// IO bundles the process's streams so tests can capture them.
+type IO struct {
+	In       io.Reader
+	Out, Err io.Writer
+	// Env looks up an environment variable; nil means none is set.
+	Env func(string) string
+}
+
+// Exit codes returned by Main.
+const (
+	ExitOK    = 0 // success
+	ExitError = 1 // a command failed (server error, not found, ...)
+	ExitUsage = 2 // bad command line: unknown command, bad flag value, missing argument
+
+	// run only: besides the job's own exit code.
+	ExitTimedOut  = 124 // the job timed out
+	ExitPlatform  = 125 // worker lost, provisioning failed, invalid spec, server unreachable or error
+	ExitCancelled = 130 // the job was cancelled, or the command was interrupted
+)
+
+// DefaultServer is the server address used when neither --server nor
+// HODEI_SERVER is given.
+const DefaultServer = "127.0.0.1:7070"
+
+// Usage lists every command.
+const Usage = `usage: hodei <command> [flags] [args]
+
+Commands:
+  run [job flags] [--] CMD [ARGS...]   submit a job, stream its output, exit with its exit code
+  run [job flags] --script FILE
+  job submit [job flags] [--] CMD [ARGS...]
+  job submit -f FILE [job flags]       submit a JobSpec (YAML or JSON, proto JSON names; - is stdin);
+                                       prints the job id; flags override fields of the file
+  job get ID                           show a job and its attempts
+  job list [--state S]... [--label K=V]... [--type T] [--limit N] [--all]
+                                       list jobs, newest first (--limit: page size, --all: every page)
+  job cancel ID                        cancel a job that is not final
+  job retry ID                         start a new attempt of a final job
+  job logs ID [-f] [--attempt N]       print a job's output (-f: follow until the job is final)
+  job watch ID                         print each state change until the job is final
+  job explain ID                       say why a job is where it is
+  events tail [--type T]... [--aggregate KIND[:ID]] [--after ID]
+                                       print events as they happen
+  provider list                        list providers and their health
+
+Flags on every command:
+  --server ADDR   host:port or http://host:port (default $HODEI_SERVER, else 127.0.0.1:7070)
+  -o FORMAT       table (default), json or yaml; on get, list, cancel, retry, watch, explain,
+                  provider list; table or json on events tail; ignored by job submit
+
+Job flags (run, job submit):
+  --name NAME              --image IMAGE             --type TYPE
+  --env K=V (repeatable)   --label K=V (repeatable)  --tag K=V (repeatable)
+  --cpu Q                  millicores: 500m, 0.5, 2
+  --memory Q               MiB: 256, 512Mi, 1Gi
+  --timeout D              Go duration: 30s, 5m, 1h30m
+  --max-attempts N         --retry-exit-code N (repeatable)
+  --priority N             --idempotency-key KEY     --workdir DIR
+  --script FILE            run FILE with /bin/sh instead of a command
+
+Exit codes:
+  0 success, 1 command failed, 2 usage error.
+  run: the job's exit code; 124 timed out; 125 platform failure (worker lost,
+  provisioning, invalid spec, server unreachable or rejecting the job);
+  130 cancelled or interrupted.
+`
+
+// env is what every command gets: the process streams plus the knobs
+// tests may turn.
+type env struct {
+	IO
+	now func() time.Time
+	loc *time.Location
+	// readFile reads --script and -f files.
+	readFile func(string) ([]byte, error)
+	// Reconnect policy of following streams.
+	retryMin, retryMax time.Duration
+	// giveUp is how long a stream may fail without any progress.
+	giveUp time.Duration
+	// submitGrace is how long an interrupted run still waits for its
+	// SubmitJob answer, so it can cancel the job it created.
+	submitGrace time.Duration
+	// cancelTimeout bounds the CancelJob sent after an interrupt.
+	cancelTimeout time.Duration
+}
+
+func newEnv(streams IO) *env {
+	if streams.In == nil {
+		streams.In = strings.NewReader("")
+	}
+	if streams.Out == nil {
+		streams.Out = io.Discard
+	}
+	if streams.Err == nil {
+		streams.Err = io.Discard
+	}
+	if streams.Env == nil {
+		streams.Env = func(string) string { return "" }
+	}
+	return &env{
+		IO:            streams,
+		now:           time.Now,
+		loc:           time.Local,
+		readFile:      readFileOS,
+		retryMin:      250 * time.Millisecond,
+		retryMax:      5 * time.Second,
+		giveUp:        2 * time.Minute,
+		submitGrace:   5 * time.Second,
+		cancelTimeout: 10 * time.Second,
+	}
+}
+
+// Main runs a CLI subcommand: args[0] is the subcommand word ("run",
+// "job", "events", "provider") and the rest its arguments. It returns the
+// process exit code.
+func Main(ctx context.Context, args []string, streams IO) int {
+	return newEnv(streams).main(ctx, args)
+}
+
+func (e *env) main(ctx context.Context, args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(e.Err, Usage)
+		return ExitUsage
+	}
+	var err error
+	switch args[0] {
+	case "run":
+		err = e.run(ctx, args[1:])
+	case "job":
+		err = e.job(ctx, args[1:])
+	case "events":
+		err = e.events(ctx, args[1:])
+	case "provider":
+		err = e.provider(ctx, args[1:])
+	default:
+		if isHelp(args[0]) {
+			fmt.Fprint(e.Out, Usage)
+			return ExitOK
+		}
+		err = usagef("unknown command %q", args[0])
+	}
+	return e.exit(ctx, err)
+}
+
+// usageError is a bad command line (exit 2).
+type usageError struct{ msg string }
+
+func (u *usageError) Error() string { return u.msg }
+
+func usagef(format string, args ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+// exitError ends a command with a given exit code. err, when set, is
+// printed first.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (x *exitError) Error() string {
+	if x.err == nil {
+		return fmt.Sprintf("exit %d", x.code)
+	}
+	return x.err.Error()
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "help", "-h", "-help", "--help":
+		return true
+	}
+	return false
+}
+
+// errHelpShown ends a command after -h printed its help (exit 0).
+var errHelpShown = errors.New("help shown")
+
+// exit prints err and maps it to an exit code.
+func (e *env) exit(ctx context.Context, err error) int {
+	if err == nil {
+		return ExitOK
+	}
+	if errors.Is(err, errHelpShown) {
+		return ExitOK
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(e.Err, "hodei: %s\n", ue.msg)
+		fmt.Fprintln(e.Err, "run 'hodei help' for usage")
+		return ExitUsage
+	}
+	var xe *exitError
+	if errors.As(err, &xe) {
+		if xe.err != nil {
+			e.printErr(xe.err)
+		}
+		return xe.code
+	}
+	if ctx.Err() != nil {
+		// Interrupted: the error is only the echo of the cancellation.
+		return ExitCancelled
+	}
+	e.printErr(err)
+	return ExitError
+}
+
+// printErr prints "hodei: <message>"; errors from the server as
+// "code: message".
+func (e *env) printErr(err error) {
+	fmt.Fprintf(e.Err, "hodei: %s\n", errorText(err))
+}
+
+func errorText(err error) string {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		msg := ce.Message()
+		if msg == "" {
+			return ce.Code().String()
+		}
+		return ce.Code().String() + ": " + msg
+	}
+	return err.Error()
+}
+
+// flagSet makes the FlagSet of one command; name is the command words
+// ("job get"). Errors are printed by parse, not by the flag package.
+func (e *env) flagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+// parse parses args with fs and turns flag errors into usage errors;
+// -h prints the command's help to Out. synopsis follows the command name
+// in messages. With interspersed, flags may follow positional arguments
+// (job get ID -o json); "--" ends flags either way.
+func (e *env) parse(fs *flag.FlagSet, synopsis string, args []string, interspersed bool) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintf(e.Out, "usage: hodei %s %s\n\nFlags:\n", fs.Name(), synopsis)
+				fs.SetOutput(e.Out)
+				fs.PrintDefaults()
+				return nil, errHelpShown
+			}
+			return nil, usagef("%s: %v\nusage: hodei %s %s", fs.Name(), err, fs.Name(), synopsis)
+		}
+		rest := fs.Args()
+		if !interspersed || len(rest) == 0 {
+			return append(pos, rest...), nil
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}

@@ -1,0 +1,59 @@
+package cli
+
+import (
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+)
+
+// clients are the service clients of one server, over one h2c transport.
+type clients struct {
+	addr      string
+	http      *http.Client
+	jobs      hodeiv1connect.JobServiceClient
+	events    hodeiv1connect.EventServiceClient
+	providers hodeiv1connect.ProviderServiceClient
+}
+
+// dial builds gRPC clients for addr (host:port) over cleartext HTTP/2. It
+// does not connect; the first call does.
+func dial(addr string) *clients {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	transport := &http.Transport{
+		Protocols:   p,
+		DialContext: (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		// Pings find a dead connection under a long-lived stream.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
+	}
+	hc := &http.Client{Transport: transport}
+	base := "http://" + addr
+	return &clients{
+		addr:      addr,
+		http:      hc,
+		jobs:      hodeiv1connect.NewJobServiceClient(hc, base, connect.WithGRPC()),
+		events:    hodeiv1connect.NewEventServiceClient(hc, base, connect.WithGRPC()),
+		providers: hodeiv1connect.NewProviderServiceClient(hc, base, connect.WithGRPC()),
+	}
+}
+
+func (c *clients) close() { c.http.CloseIdleConnections() }
+
+// transient reports whether a stream that failed with err is worth
+// re-opening: the server went away or broke the connection, rather than
+// answering.
+func transient(err error) bool {
+	if err == nil {
+		return false
+	}
+	switch connect.CodeOf(err) {
+	case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeInternal,
+		connect.CodeAborted, connect.CodeDeadlineExceeded, connect.CodeResourceExhausted:
+		return true
+	}
+	return false
+}
