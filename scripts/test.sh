@@ -12,4 +12,7 @@ if [ -z "${TEST_DATABASE_URL:-}" ]; then
   export TEST_DATABASE_URL=$(cat "$dir/url")
 fi
 export HODEI_TEST_BINARY="$PWD/bin/hodei"
-go test -race -count=1 -timeout 15m "$@" ./...
+# A short fuzz budget over spec validation; its corpus lives in internal/job/testdata.
+if [ $# -eq 0 ]; then go test -run '^$' -fuzz '^FuzzValidate$' -fuzztime "${HODEI_FUZZTIME:-10s}" ./internal/job; fi
+pkgs=("$@"); [ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
+go test -race -count=1 -timeout 15m "${pkgs[@]}"

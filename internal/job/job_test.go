@@ -1,0 +1,122 @@
+package job
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTransitions(t *testing.T) {
+	allowed := map[[2]State]bool{}
+	for _, p := range [][2]State{
+		{StateQueued, StateAssigned}, {StateQueued, StateCancelled},
+		{StateAssigned, StateRunning}, {StateAssigned, StateSucceeded}, {StateAssigned, StateFailed}, {StateAssigned, StateTimedOut},
+		{StateAssigned, StateCancelled}, {StateAssigned, StateRetrying}, {StateAssigned, StateQueued},
+		{StateRunning, StateSucceeded}, {StateRunning, StateFailed}, {StateRunning, StateTimedOut}, {StateRunning, StateCancelled}, {StateRunning, StateRetrying},
+		{StateRetrying, StateQueued}, {StateRetrying, StateAssigned}, {StateRetrying, StateCancelled},
+	} {
+		allowed[p] = true
+	}
+	for _, from := range States {
+		for _, to := range States {
+			want := allowed[[2]State{from, to}]
+			if got := CanTransition(from, to); got != want {
+				t.Errorf("CanTransition(%s, %s) = %v, want %v", from, to, got, want)
+			}
+			err := CheckTransition(from, to)
+			if want != (err == nil) || (err != nil && !errors.Is(err, ErrConflict)) {
+				t.Errorf("CheckTransition(%s, %s) = %v", from, to, err)
+			}
+		}
+	}
+	for _, s := range States {
+		if s.Final() && len(transitions[s]) > 0 {
+			t.Errorf("final state %s has transitions", s)
+		}
+	}
+}
+
+func TestBackoffSchedule(t *testing.T) {
+	var p RetryPolicy
+	want := []time.Duration{1, 2, 4, 8, 16, 32, 32, 32}
+	for i, w := range want {
+		w *= time.Second
+		lo, hi := time.Duration(float64(w)*0.75), time.Duration(float64(w)*1.25)
+		for _, r := range []float64{0, 0.5, 0.999999} {
+			got := p.Backoff(i+1, func() float64 { return r })
+			if got < lo || got > hi {
+				t.Errorf("Backoff(%d, rnd=%v) = %s, want within [%s, %s]", i+1, r, got, lo, hi)
+			}
+		}
+		if got := p.Backoff(i+1, func() float64 { return 0.5 }); got != w {
+			t.Errorf("Backoff(%d) without jitter = %s, want %s", i+1, got, w)
+		}
+		for n := 0; n < 200; n++ { // real randomness stays in bounds
+			if got := p.Backoff(i+1, nil); got < lo || got > hi {
+				t.Fatalf("Backoff(%d) = %s, outside [%s, %s]", i+1, got, lo, hi)
+			}
+		}
+	}
+}
+
+func TestRetryable(t *testing.T) {
+	def := RetryPolicy{}
+	codes := RetryPolicy{RetryableExitCodes: []int32{7}}
+	for _, tc := range []struct {
+		p     RetryPolicy
+		class FailureClass
+		code  int
+		want  bool
+	}{
+		{def, FailureWorkerLost, -1, true},
+		{def, FailureProvisioning, -1, true},
+		{def, FailureTimeout, -1, true},
+		{def, FailureExitCode, 1, false},
+		{def, FailureInvalid, -1, false},
+		{def, FailureCancelled, -1, false},
+		{codes, FailureExitCode, 7, true},
+		{codes, FailureExitCode, 8, false},
+		{RetryPolicy{RetryableClasses: []FailureClass{FailureExitCode}}, FailureExitCode, 9, true},
+		{RetryPolicy{RetryableClasses: []FailureClass{FailureTimeout}}, FailureWorkerLost, -1, false},
+	} {
+		if got := tc.p.Retryable(tc.class, tc.code); got != tc.want {
+			t.Errorf("%+v.Retryable(%s, %d) = %v, want %v", tc.p, tc.class, tc.code, got, tc.want)
+		}
+	}
+}
+
+func TestValidateNamesTheField(t *testing.T) {
+	ok := func() Spec { return Spec{Command: []string{"true"}} }
+	for _, tc := range []struct {
+		field string
+		edit  func(*Spec)
+	}{
+		{"command", func(s *Spec) { s.Command = nil }},
+		{"command", func(s *Spec) { s.Script = "echo" }},
+		{"command[0]", func(s *Spec) { s.Command = []string{""} }},
+		{"name", func(s *Spec) { s.Name = strings.Repeat("x", MaxNameLen+1) }},
+		{"env", func(s *Spec) { s.Env = map[string]string{"1BAD": "x"} }},
+		{"workdir", func(s *Spec) { s.Workdir = "relative" }},
+		{"labels", func(s *Spec) { s.Labels = map[string]string{"-bad": "x"} }},
+		{"timeout", func(s *Spec) { s.Timeout = -time.Second }},
+		{"priority", func(s *Spec) { s.Priority = MaxPriority + 1 }},
+		{"resources.memory_mib", func(s *Spec) { s.MemoryMiB = -1 }},
+		{"retry.max_attempts", func(s *Spec) { s.Retry.MaxAttempts = MaxAttemptsLimit + 1 }},
+		{"retry.retryable_exit_codes", func(s *Spec) { s.Retry.RetryableExitCodes = []int32{0} }},
+		{"retry.jitter", func(s *Spec) { s.Retry.Jitter = 2 }},
+		{"image", func(s *Spec) { s.Image = "bad image" }},
+	} {
+		s := ok()
+		tc.edit(&s)
+		err := s.Validate()
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field || !errors.Is(err, ErrInvalidSpec) {
+			t.Errorf("field %s: Validate() = %v, want a FieldError on %s", tc.field, err, tc.field)
+		}
+	}
+	s := ok()
+	if err := s.Validate(); err != nil {
+		t.Errorf("valid spec: %v", err)
+	}
+}
