@@ -102,7 +102,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger, box: newOutbox(64), attempts: map[int64]*attempt{}}, nil
+	return &Agent{cfg: cfg, log: cfg.Logger, box: newOutbox(512), attempts: map[int64]*attempt{}}, nil
 }
 
 func baseURL(addr string) string {
@@ -141,6 +141,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	<-connDone
 	return err
 }
+
+// logBlockFor is how long a job's output may wait for room in the log
+// buffer (slowing the job through its pipe) before the oldest lines are
+// dropped.
+const logBlockFor = 5 * time.Second
 
 // ErrForced is returned by Run when the shutdown had to kill jobs.
 var ErrForced = errors.New("shutdown forced: jobs killed past the hard deadline")
@@ -349,7 +354,7 @@ func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec)
 		return
 	}
 	var lastSeq int64
-	batcher := runner.NewBatcher(runner.BatcherConfig{MaxLines: a.cfg.BatchLines, FlushInterval: a.cfg.FlushInterval}, func(ctx context.Context, b runner.Batch) error {
+	batcher := runner.NewBatcher(runner.BatcherConfig{MaxLines: a.cfg.BatchLines, FlushInterval: a.cfg.FlushInterval, BlockFor: logBlockFor}, func(ctx context.Context, b runner.Batch) error {
 		for a.box.full() {
 			select {
 			case <-ctx.Done():

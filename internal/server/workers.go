@@ -101,7 +101,7 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	log.Info("worker connected", "kept_attempts", len(c.running), "cancelled_attempts", len(cancels))
 	s.workers.capacity()
 
-	msgs := make(chan *hodeiv1.ConnectRequest)
+	msgs := make(chan *hodeiv1.ConnectRequest, 1024)
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -129,8 +129,32 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 			return err
 		case m := <-msgs:
 			c.touch(time.Now())
-			if err := s.handleReport(ctx, c, m); err != nil {
-				log.Warn("worker report failed", "err", err)
+			// Reports are applied in order. Log batches waiting together
+			// are stored in one statement (group commit).
+			var logs []*hodeiv1.LogBatch
+			for m != nil {
+				if l := m.GetLogs(); l != nil && len(logs) < maxGroup {
+					logs = append(logs, l)
+					select {
+					case m = <-msgs:
+					default:
+						m = nil
+					}
+					continue
+				}
+				if err := s.storeLogs(ctx, c, logs); err != nil {
+					log.Warn("store logs failed", "err", err)
+					return connectError(err)
+				}
+				logs = logs[:0]
+				if err := s.handleReport(ctx, c, m); err != nil {
+					log.Warn("worker report failed", "err", err)
+					return connectError(err)
+				}
+				m = nil
+			}
+			if err := s.storeLogs(ctx, c, logs); err != nil {
+				log.Warn("store logs failed", "err", err)
 				return connectError(err)
 			}
 		}
@@ -138,6 +162,44 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 }
 
 func isEOF(err error) bool { return errors.Is(err, io.EOF) }
+
+// maxGroup bounds the log batches stored in one statement.
+const maxGroup = 256
+
+// storeLogs stores log batches in one statement, acknowledges each (stale
+// ones as stale, which stops their attempt) and wakes followers.
+func (s *Server) storeLogs(ctx context.Context, c *workerConn, batches []*hodeiv1.LogBatch) error {
+	if len(batches) == 0 {
+		return nil
+	}
+	in := make([]store.LogBatchIn, len(batches))
+	for i, b := range batches {
+		data, err := proto.Marshal(&hodeiv1.LogBatch{Lines: b.Lines, Dropped: b.Dropped})
+		if err != nil {
+			return err
+		}
+		in[i] = store.LogBatchIn{Token: b.FencingToken, Seq: b.Seq, Lines: len(b.Lines), Data: data}
+	}
+	stale, err := s.store.AppendLogBatches(ctx, in)
+	if err != nil {
+		return err
+	}
+	woken := map[string]bool{}
+	for _, b := range batches {
+		if stale[b.FencingToken] {
+			s.metrics.staleReport.Inc()
+			c.send(ackMsg(&hodeiv1.Ack{FencingToken: b.FencingToken, LogSeq: b.Seq, Stale: true}))
+			continue
+		}
+		s.metrics.logLines.Add(float64(len(b.Lines)))
+		if id := c.jobOf(b.FencingToken); id != "" && !woken[id] {
+			woken[id] = true
+			s.logs.wake(id)
+		}
+		c.send(ackMsg(&hodeiv1.Ack{FencingToken: b.FencingToken, LogSeq: b.Seq}))
+	}
+	return nil
+}
 
 func cancelMsg(token int64, reason string) *hodeiv1.ConnectResponse {
 	return &hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Cancel{Cancel: &hodeiv1.CancelAttempt{FencingToken: token, Reason: reason}}}
@@ -162,26 +224,7 @@ func (s *Server) handleReport(ctx context.Context, c *workerConn, m *hodeiv1.Con
 		}
 		return err
 	case *hodeiv1.ConnectRequest_Logs:
-		b := msg.Logs
-		data, err := proto.Marshal(&hodeiv1.LogBatch{Lines: b.Lines, Dropped: b.Dropped})
-		if err != nil {
-			return err
-		}
-		err = s.store.AppendLogs(ctx, b.FencingToken, b.Seq, len(b.Lines), len(data), data)
-		if errors.Is(err, job.ErrStale) {
-			s.metrics.staleReport.Inc()
-			c.send(ackMsg(&hodeiv1.Ack{FencingToken: b.FencingToken, LogSeq: b.Seq, Stale: true}))
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		s.metrics.logLines.Add(float64(len(b.Lines)))
-		if id := c.jobOf(b.FencingToken); id != "" {
-			s.logs.wake(id)
-		}
-		c.send(ackMsg(&hodeiv1.Ack{FencingToken: b.FencingToken, LogSeq: b.Seq}))
-		return nil
+		return s.storeLogs(ctx, c, []*hodeiv1.LogBatch{msg.Logs})
 	case *hodeiv1.ConnectRequest_Finished:
 		f := msg.Finished
 		jobID := c.jobOf(f.FencingToken)

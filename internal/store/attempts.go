@@ -296,27 +296,6 @@ func (s *Store) CancelJob(ctx context.Context, id, reason string) (CancelResult,
 	return res, err
 }
 
-// AppendLogs stores one log batch of the attempt of token. It returns
-// job.ErrStale when a newer attempt of the job exists; a batch stored
-// before is accepted again without change.
-func (s *Store) AppendLogs(ctx context.Context, token, seq int64, lines, size int, data []byte) error {
-	n, err := s.Q.InsertLogBatchFenced(ctx, db.InsertLogBatchFencedParams{Seq: seq, Lines: int32(lines), Bytes: int32(size), Data: data, Now: s.now(), Token: token})
-	if err != nil {
-		return fmt.Errorf("append logs: %w", err)
-	}
-	if n == 0 {
-		latest, err := s.Q.AttemptIsLatest(ctx, token)
-		if err != nil {
-			return fmt.Errorf("append logs: %w", err)
-		}
-		if !latest {
-			s.staleReports.Add(1)
-			return fmt.Errorf("logs of attempt token %d: %w", token, job.ErrStale)
-		}
-	}
-	return nil
-}
-
 // LogRecord is one stored batch.
 type LogRecord struct {
 	Attempt int
@@ -373,3 +352,53 @@ func stateNumber(s job.State) int32 {
 }
 
 var _ = pgx.ErrNoRows
+
+// LogBatchIn is one log batch to store.
+type LogBatchIn struct {
+	Token int64
+	Seq   int64
+	Lines int
+	Data  []byte
+}
+
+// AppendLogBatches stores many batches in one statement and commit (group
+// commit). Batches of attempts that are no longer their job's latest are
+// not stored; their tokens are returned as stale. Batches stored before
+// are accepted again without change.
+func (s *Store) AppendLogBatches(ctx context.Context, in []LogBatchIn) (stale map[int64]bool, err error) {
+	p := db.InsertLogBatchesParams{Now: s.now()}
+	for _, b := range in {
+		p.Tokens = append(p.Tokens, b.Token)
+		p.Seqs = append(p.Seqs, b.Seq)
+		p.Lines = append(p.Lines, int32(b.Lines))
+		p.Sizes = append(p.Sizes, int32(len(b.Data)))
+		p.Datas = append(p.Datas, b.Data)
+	}
+	rows, err := s.Q.InsertLogBatches(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("append logs: %w", err)
+	}
+	if len(rows) == len(in) {
+		return nil, nil
+	}
+	// Some were duplicates or stale: tell them apart per token.
+	checked := map[int64]bool{}
+	for _, b := range in {
+		if _, ok := checked[b.Token]; ok {
+			continue
+		}
+		latest, err := s.Q.AttemptIsLatest(ctx, b.Token)
+		if err != nil {
+			return nil, fmt.Errorf("append logs: %w", err)
+		}
+		checked[b.Token] = latest
+		if !latest {
+			if stale == nil {
+				stale = map[int64]bool{}
+			}
+			stale[b.Token] = true
+			s.staleReports.Add(1)
+		}
+	}
+	return stale, nil
+}

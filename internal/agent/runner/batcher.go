@@ -48,6 +48,12 @@ type BatcherConfig struct {
 	// taken into a batch. When it is exceeded the oldest waiting lines
 	// are dropped. Default 10,000.
 	BufferLines int
+	// BlockFor is how long Write may wait for room when the buffer is
+	// full, slowing the process down through its pipe instead of dropping
+	// its output. After a wait that timed out, Write drops the oldest
+	// lines without waiting until the buffer has drained to half. Default
+	// 0: never wait.
+	BlockFor time.Duration
 	// Now is the clock used for Line.Time. Default time.Now. Flush timing
 	// always uses the real clock.
 	Now func() time.Time
@@ -56,7 +62,7 @@ type BatcherConfig struct {
 // Batcher groups the output of a process into lines and the lines into
 // batches for a send function.
 //
-// Write never waits for sending: lines wait in a bounded buffer, and when
+// Write waits at most BlockFor for sending: lines wait in a bounded buffer, and when
 // that is full the oldest waiting lines are dropped and counted. Run is the
 // single sender loop; Close marks the end of input.
 type Batcher struct {
@@ -72,10 +78,12 @@ type Batcher struct {
 	queue    []Line        // complete lines not yet taken into a batch
 	queuedAt time.Time     // real time the queue last became non-empty
 	closed   bool
-	dropped  int64 // dropped since the last batch was taken
-	seq      int64 // Seq of the last batch taken
-	sentN    int64 // lines in batches whose send succeeded
-	droppedN int64 // lines dropped in total
+	space    chan struct{} // closed and replaced when lines leave the queue
+	overflow bool          // a wait for room timed out; drop without waiting
+	dropped  int64         // dropped since the last batch was taken
+	seq      int64         // Seq of the last batch taken
+	sentN    int64         // lines in batches whose send succeeded
+	droppedN int64         // lines dropped in total
 }
 
 // partialLine is the unterminated end of a stream seen so far.
@@ -105,12 +113,14 @@ func NewBatcher(cfg BatcherConfig, send func(ctx context.Context, b Batch) error
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Batcher{cfg: cfg, send: send, wake: make(chan struct{}, 1)}
+	// partials has room for every stream, so that pointers into it stay
+	// valid while push waits with the lock released.
+	return &Batcher{cfg: cfg, send: send, wake: make(chan struct{}, 1), space: make(chan struct{}), partials: make([]partialLine, 0, 8)}
 }
 
 // Write splits p into lines of stream s, keeping an unterminated end per
 // stream until more bytes or Close complete it. It copies what it keeps, so
-// p may be reused after Write returns. Write does not block on sending; it
+// p may be reused after Write returns. Write waits for room at most BlockFor; it
 // is safe for concurrent use and has the signature Run's out callback
 // needs. Writes after Close are ignored.
 func (b *Batcher) Write(s Stream, p []byte) {
@@ -169,6 +179,33 @@ func (b *Batcher) Write(s Stream, p []byte) {
 	}
 }
 
+// waitForRoom waits, up to BlockFor, while the queue is full. b.mu must be
+// held; it is released while waiting.
+func (b *Batcher) waitForRoom() {
+	if b.cfg.BlockFor <= 0 || b.overflow {
+		return
+	}
+	var deadline <-chan time.Time
+	for len(b.queue) >= b.cfg.BufferLines && !b.closed {
+		if deadline == nil {
+			t := time.NewTimer(b.cfg.BlockFor)
+			defer t.Stop()
+			deadline = t.C
+		}
+		space := b.space
+		b.mu.Unlock()
+		b.signal()
+		select {
+		case <-space:
+			b.mu.Lock()
+		case <-deadline:
+			b.mu.Lock()
+			b.overflow = true
+			return
+		}
+	}
+}
+
 // partial returns the partial line of stream s. b.mu must be held.
 func (b *Batcher) partial(s Stream) *partialLine {
 	for i := range b.partials {
@@ -180,9 +217,14 @@ func (b *Batcher) partial(s Stream) *partialLine {
 	return &b.partials[len(b.partials)-1]
 }
 
-// push appends l to the queue, dropping the oldest queued line if the
-// queue is full. b.mu must be held.
+// push appends l to the queue. If the queue is full it first waits for
+// room (BlockFor), then drops the oldest queued line. b.mu must be held; it
+// may be released while waiting, so callers keep no pointers into b across
+// push except into partials, which never reallocates (see NewBatcher).
 func (b *Batcher) push(l Line) {
+	if len(b.queue) >= b.cfg.BufferLines {
+		b.waitForRoom()
+	}
 	if len(b.queue) >= b.cfg.BufferLines {
 		b.queue[0] = Line{}
 		b.queue = b.queue[1:]
@@ -211,6 +253,7 @@ func (b *Batcher) Close() {
 		b.mu.Unlock()
 		return
 	}
+	b.closed = true // first: push must not wait for room from here on
 	for i := range b.partials {
 		pl := &b.partials[i]
 		if len(pl.data) > 0 {
@@ -218,7 +261,6 @@ func (b *Batcher) Close() {
 			pl.data = nil
 		}
 	}
-	b.closed = true
 	b.mu.Unlock()
 	b.signal()
 }
@@ -298,6 +340,11 @@ func (b *Batcher) next() (batch Batch, ok, done bool, wait time.Duration) {
 	clear(b.queue[:k])
 	b.queue = b.queue[k:]
 	b.seq++
+	close(b.space)
+	b.space = make(chan struct{})
+	if len(b.queue) <= b.cfg.BufferLines/2 {
+		b.overflow = false
+	}
 	batch = Batch{Seq: b.seq, Lines: lines, Dropped: b.dropped}
 	b.dropped = 0
 	// Lines left over keep the old queuedAt: they have waited since then

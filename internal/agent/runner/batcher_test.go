@@ -454,3 +454,62 @@ func TestBatcherRunStopsWhileRetrying(t *testing.T) {
 		t.Errorf("sent = %d, want 0", sent)
 	}
 }
+
+// TestBatcherBlockForSlowsTheWriterInsteadOfDropping: with BlockFor set, a
+// full buffer makes Write wait for the sender rather than drop lines.
+func TestBatcherBlockForSlowsTheWriterInsteadOfDropping(t *testing.T) {
+	r := recorder{gate: make(chan struct{})}
+	b := NewBatcher(BatcherConfig{BufferLines: 100, MaxLines: 10, FlushInterval: time.Hour, BlockFor: time.Minute}, r.send)
+	errc := startRun(t.Context(), b)
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		for i := 1; i <= 1000; i++ {
+			b.Write(StreamStdout, fmt.Appendf(nil, "line %d\n", i))
+		}
+	}()
+	// The sender is held: the writer must be blocked, not racing ahead.
+	select {
+	case <-wrote:
+		t.Fatal("1000 lines written into a buffer of 100 while the sender was held")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(r.gate)
+	<-wrote
+	b.Close()
+	waitRun(t, errc)
+	_, batches := r.result()
+	var got []int
+	for _, batch := range batches {
+		got = append(got, lineNumbers(t, batch.Lines)...)
+	}
+	if sent, dropped := b.Stats(); dropped != 0 || sent != 1000 || len(got) != 1000 || got[999] != 1000 {
+		t.Fatalf("sent=%d dropped=%d received=%d, want 1000 sent, none dropped", sent, dropped, len(got))
+	}
+}
+
+// TestBatcherBlockForIsBounded: once a wait times out, Write drops the
+// oldest lines instead of blocking the process forever.
+func TestBatcherBlockForIsBounded(t *testing.T) {
+	r := recorder{gate: make(chan struct{})}
+	b := NewBatcher(BatcherConfig{BufferLines: 100, MaxLines: 10, FlushInterval: time.Hour, BlockFor: 50 * time.Millisecond}, r.send)
+	errc := startRun(t.Context(), b)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i <= 1000; i++ {
+			b.Write(StreamStdout, fmt.Appendf(nil, "line %d\n", i))
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Write blocked far past BlockFor")
+	}
+	if _, dropped := b.Stats(); dropped == 0 {
+		t.Error("no line dropped although the sender was held")
+	}
+	close(r.gate)
+	b.Close()
+	waitRun(t, errc)
+}

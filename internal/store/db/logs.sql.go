@@ -23,70 +23,61 @@ func (q *Queries) AttemptIsLatest(ctx context.Context, token int64) (bool, error
 	return exists, err
 }
 
-const insertLogBatch = `-- name: InsertLogBatch :execrows
+const insertLogBatches = `-- name: InsertLogBatches :many
+WITH input AS (
+    SELECT unnest($2::bigint[]) AS token, unnest($3::bigint[]) AS seq, unnest($4::integer[]) AS lines,
+           unnest($5::integer[]) AS bytes, unnest($6::bytea[]) AS data
+)
 INSERT INTO job_logs (job_id, attempt, seq, lines, bytes, data, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+SELECT a.job_id, a.number, i.seq, i.lines, i.bytes, i.data, $1
+FROM input i JOIN job_attempts a ON a.token = i.token JOIN jobs j ON j.id = a.job_id
+WHERE j.attempt = a.number
 ON CONFLICT DO NOTHING
+RETURNING job_id, attempt, seq
 `
 
-type InsertLogBatchParams struct {
+type InsertLogBatchesParams struct {
+	Now    time.Time
+	Tokens []int64
+	Seqs   []int64
+	Lines  []int32
+	Sizes  []int32
+	Datas  [][]byte
+}
+
+type InsertLogBatchesRow struct {
 	JobID   uuid.UUID
 	Attempt int32
 	Seq     int64
-	Lines   int32
-	Bytes   int32
-	Data    []byte
-	Now     time.Time
 }
 
-func (q *Queries) InsertLogBatch(ctx context.Context, arg InsertLogBatchParams) (int64, error) {
-	result, err := q.db.Exec(ctx, insertLogBatch,
-		arg.JobID,
-		arg.Attempt,
-		arg.Seq,
-		arg.Lines,
-		arg.Bytes,
-		arg.Data,
+// Stores many batches in one statement (group commit), each only while its
+// attempt is the job's latest; returns the (token, seq) pairs stored now.
+func (q *Queries) InsertLogBatches(ctx context.Context, arg InsertLogBatchesParams) ([]InsertLogBatchesRow, error) {
+	rows, err := q.db.Query(ctx, insertLogBatches,
 		arg.Now,
+		arg.Tokens,
+		arg.Seqs,
+		arg.Lines,
+		arg.Sizes,
+		arg.Datas,
 	)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return result.RowsAffected(), nil
-}
-
-const insertLogBatchFenced = `-- name: InsertLogBatchFenced :execrows
-INSERT INTO job_logs (job_id, attempt, seq, lines, bytes, data, created_at)
-SELECT a.job_id, a.number, $1, $2, $3, $4, $5
-FROM job_attempts a JOIN jobs j ON j.id = a.job_id
-WHERE a.token = $6 AND j.attempt = a.number
-ON CONFLICT DO NOTHING
-`
-
-type InsertLogBatchFencedParams struct {
-	Seq   int64
-	Lines int32
-	Bytes int32
-	Data  []byte
-	Now   time.Time
-	Token int64
-}
-
-// Stores a batch only while its attempt is the job's latest one; a batch
-// seen before (same job, attempt, seq) is ignored.
-func (q *Queries) InsertLogBatchFenced(ctx context.Context, arg InsertLogBatchFencedParams) (int64, error) {
-	result, err := q.db.Exec(ctx, insertLogBatchFenced,
-		arg.Seq,
-		arg.Lines,
-		arg.Bytes,
-		arg.Data,
-		arg.Now,
-		arg.Token,
-	)
-	if err != nil {
-		return 0, err
+	defer rows.Close()
+	var items []InsertLogBatchesRow
+	for rows.Next() {
+		var i InsertLogBatchesRow
+		if err := rows.Scan(&i.JobID, &i.Attempt, &i.Seq); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
 	}
-	return result.RowsAffected(), nil
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const readLogs = `-- name: ReadLogs :many
