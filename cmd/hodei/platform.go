@@ -80,8 +80,13 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 		func(id string) bool { return srv.Workers().Connected(id) })
 	disp := scheduler.New(scheduler.Config{Logger: log}, st, bus, srv.Workers(), pool)
 
+	leader := &scheduler.Leader{Pool: st.Pool, Logger: log, Duties: []scheduler.Duty{
+		scheduler.Reaper(st, srv.Lease(), srv.Lease()/2, log, disp.Kick),
+	}}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return bus.Run(gctx) })
+	g.Go(func() error { return leader.Run(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error { return disp.Run(gctx) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })

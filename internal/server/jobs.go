@@ -108,7 +108,11 @@ func (h jobService) CancelJob(ctx context.Context, req *connect.Request[hodeiv1.
 }
 
 func (h jobService) RetryJob(ctx context.Context, req *connect.Request[hodeiv1.RetryJobRequest]) (*connect.Response[hodeiv1.RetryJobResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, fmt.Errorf("RetryJob is not implemented yet"))
+	j, err := h.s.store.RetryJob(ctx, req.Msg.Id)
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hodeiv1.RetryJobResponse{Job: jobToProto(j)}), nil
 }
 
 func (h jobService) ExplainJob(ctx context.Context, req *connect.Request[hodeiv1.ExplainJobRequest]) (*connect.Response[hodeiv1.ExplainJobResponse], error) {

@@ -74,7 +74,7 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry),
+	return &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st),
 		logs: newLogHub(), workers: newRegistry()}, nil
 }
 
@@ -169,17 +169,20 @@ func (h *logHub) wake(jobID string) {
 type metrics struct {
 	jobsCreated *prometheus.CounterVec
 	logLines    prometheus.Counter
-	staleReport prometheus.Counter
 }
 
-func newMetrics(reg *prometheus.Registry) *metrics {
+func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
 	m := &metrics{
 		jobsCreated: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_jobs_created_total", Help: "Jobs created, by type."}, []string{"type"}),
 		logLines:    prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_log_lines_stored_total", Help: "Log lines stored."}),
-		staleReport: prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_stale_reports_total", Help: "Worker reports rejected for a stale fencing token."}),
 	}
-	reg.MustRegister(m.jobsCreated, m.logLines, m.staleReport)
+	stale := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hodei_stale_reports_total",
+		Help: "Worker reports (start, logs, result) rejected for a stale fencing token."}, func() float64 { return float64(st.StaleReports()) })
+	reg.MustRegister(m.jobsCreated, m.logLines, stale)
 	return m
 }
 
 var _ = connect.CodeInternal
+
+// Lease is how long a silent worker keeps its attempts.
+func (s *Server) Lease() time.Duration { return s.cfg.Lease }

@@ -187,7 +187,6 @@ func (s *Server) storeLogs(ctx context.Context, c *workerConn, batches []*hodeiv
 	woken := map[string]bool{}
 	for _, b := range batches {
 		if stale[b.FencingToken] {
-			s.metrics.staleReport.Inc()
 			c.send(ackMsg(&hodeiv1.Ack{FencingToken: b.FencingToken, LogSeq: b.Seq, Stale: true}))
 			continue
 		}
@@ -218,7 +217,6 @@ func (s *Server) handleReport(ctx context.Context, c *workerConn, m *hodeiv1.Con
 	case *hodeiv1.ConnectRequest_Started:
 		err := s.store.StartAttempt(ctx, msg.Started.FencingToken)
 		if errors.Is(err, job.ErrStale) {
-			s.metrics.staleReport.Inc()
 			c.send(ackMsg(&hodeiv1.Ack{FencingToken: msg.Started.FencingToken, Stale: true}))
 			return nil
 		}
@@ -235,7 +233,6 @@ func (s *Server) handleReport(ctx context.Context, c *workerConn, m *hodeiv1.Con
 			return err
 		}
 		if stale {
-			s.metrics.staleReport.Inc()
 		}
 		c.release(f.FencingToken)
 		c.send(ackMsg(&hodeiv1.Ack{FencingToken: f.FencingToken, Finished: true, Stale: stale}))

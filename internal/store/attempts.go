@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -93,6 +94,7 @@ func (s *Store) StartAttempt(ctx context.Context, token int64) error {
 			return err
 		}
 		if !current {
+			s.staleReports.Add(1)
 			return fmt.Errorf("start attempt %d of job %s: %w", a.Number, a.JobID, job.ErrStale)
 		}
 		if a.State != "assigned" {
@@ -139,6 +141,11 @@ func (s *Store) FinishAttempt(ctx context.Context, token int64, r Result) (Outco
 			return err
 		}
 		out = Outcome{JobID: a.JobID.String()}
+		if a.FinishedAt != nil && a.FailureClass != nil && *a.FailureClass == string(job.FailureWorkerLost) {
+			// The server gave up on this worker: its late result is stale.
+			s.staleReports.Add(1)
+			return fmt.Errorf("finish attempt %d of job %s: lost by its worker earlier: %w", a.Number, a.JobID, job.ErrStale)
+		}
 		if a.FinishedAt != nil {
 			out.Duplicate, out.State = true, job.State(a.State)
 			return nil
@@ -401,4 +408,84 @@ func (s *Store) AppendLogBatches(ctx context.Context, in []LogBatchIn) (stale ma
 		}
 	}
 	return stale, nil
+}
+
+// RetryJob starts a new attempt of a job in a final state: the job is
+// queued again with room for as many attempts as its policy allows.
+func (s *Store) RetryJob(ctx context.Context, id string) (job.Job, error) {
+	uid, err := uuid.Parse(id)
+	if err != nil {
+		return job.Job{}, &job.FieldError{Field: "id", Rule: "must be a job id (UUID)"}
+	}
+	err = s.InTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		row, err := q.GetJobForUpdate(ctx, uid)
+		if err != nil {
+			if IsNoRows(err) {
+				return fmt.Errorf("job %s: %w", id, job.ErrNotFound)
+			}
+			return err
+		}
+		j, err := fromRow(row)
+		if err != nil {
+			return err
+		}
+		if !j.State.Final() {
+			return fmt.Errorf("%w: job is %s; only a finished job can be retried", job.ErrConflict, j.State)
+		}
+		more := max(j.Spec.Retry.MaxAttempts, 1)
+		now := s.now()
+		if err := q.RequeueJob(ctx, db.RequeueJobParams{Now: now, MaxAttempts: int32(j.Attempt + more), ID: uid}); err != nil {
+			return err
+		}
+		labels, _ := json.Marshal(nonNil(j.Spec.Labels))
+		if err := q.EnqueueJob(ctx, db.EnqueueJobParams{JobID: uid, Priority: j.Spec.Priority, Image: j.Spec.Image, Labels: labels,
+			CpuMillis: j.Spec.CPUMillis, MemoryMib: j.Spec.MemoryMiB, RunAt: now}); err != nil {
+			return err
+		}
+		_, err = eventbus.Publish(ctx, tx, eventbus.New("job", id, &hodeiv1.JobRetryScheduled{JobId: id, NextAttempt: int32(j.Attempt + 1),
+			RunAt: timestamppb.New(now), Delay: durationpb.New(0)}))
+		return err
+	})
+	if err != nil {
+		return job.Job{}, fmt.Errorf("retry job %s: %w", id, err)
+	}
+	return s.GetJob(ctx, id)
+}
+
+// FailOverdueAttempts ends, as timed out, started attempts whose job
+// timeout plus margin has passed without a result (their worker went
+// silent); it returns how many.
+func (s *Store) FailOverdueAttempts(ctx context.Context, margin time.Duration) (int, error) {
+	now := s.now()
+	tokens, err := s.Q.OverdueAttempts(ctx, db.OverdueAttemptsParams{MarginSeconds: margin.Seconds(), Now: &now})
+	if err != nil {
+		return 0, fmt.Errorf("overdue attempts: %w", err)
+	}
+	n := 0
+	for _, t := range tokens {
+		_, err := s.FinishAttempt(ctx, t, Result{ExitCode: -1, Class: job.FailureTimeout, Message: "timed out: no result from the worker within the job's timeout"})
+		if err != nil && !errors.Is(err, job.ErrStale) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// ExpireSilentWorkers fails the attempts of workers not seen since before
+// cutoff (their replica died, or they vanished) as worker_lost.
+func (s *Store) ExpireSilentWorkers(ctx context.Context, cutoff time.Time) ([]string, error) {
+	ids, err := s.Q.ExpiredWorkers(ctx, &cutoff)
+	if err != nil {
+		return nil, fmt.Errorf("expired workers: %w", err)
+	}
+	var out []string
+	for _, id := range ids {
+		if _, err := s.WorkerGone(ctx, id.String(), "disconnected", "no heartbeat within the lease", false); err != nil {
+			return out, err
+		}
+		out = append(out, id.String())
+	}
+	return out, nil
 }

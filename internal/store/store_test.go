@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
@@ -88,4 +89,127 @@ func TestIdempotencyKeyReturnsTheSameJob(t *testing.T) {
 	if j, _, _ := counts(t, s); j != 1 {
 		t.Fatalf("jobs=%d, want 1", j)
 	}
+}
+
+func TestStaleResultIsRejected(t *testing.T) {
+	t.Parallel()
+	s := storetest.Open(t)
+	ctx := context.Background()
+	j, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}, Retry: job.RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w1, _, _ := s.NewWorker(ctx, "test", "", nil, time.Minute)
+	w2, _, _ := s.NewWorker(ctx, "test", "", nil, time.Minute)
+	a1, err := s.Claim(ctx, store.WorkerMatch{ID: w1}, 1)
+	if err != nil || len(a1) != 1 {
+		t.Fatalf("claim 1: %v %v", a1, err)
+	}
+	if err := s.StartAttempt(ctx, a1[0].Token); err != nil {
+		t.Fatal(err)
+	}
+	// Worker 1 is lost; the job is retried on worker 2.
+	if _, err := s.WorkerGone(ctx, w1, "disconnected", "test", false); err != nil {
+		t.Fatal(err)
+	}
+	var a2 []store.Assignment
+	deadline := time.Now().Add(5 * time.Second)
+	for len(a2) == 0 && time.Now().Before(deadline) { // backoff of 1ms
+		if a2, err = s.Claim(ctx, store.WorkerMatch{ID: w2}, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(a2) != 1 || a2[0].Attempt != 2 || a2[0].Token == a1[0].Token {
+		t.Fatalf("second claim = %+v, want attempt 2 with a new token", a2)
+	}
+	// Worker 1's late reports are all rejected.
+	if err := s.StartAttempt(ctx, a1[0].Token); !errors.Is(err, job.ErrStale) {
+		t.Errorf("late start: %v, want ErrStale", err)
+	}
+	stale, err := s.AppendLogBatches(ctx, []store.LogBatchIn{{Token: a1[0].Token, Seq: 1, Lines: 1, Data: []byte("x")}})
+	if err != nil || !stale[a1[0].Token] {
+		t.Errorf("late logs: stale=%v err=%v, want stale", stale, err)
+	}
+	if out, err := s.FinishAttempt(ctx, a1[0].Token, store.Result{ExitCode: 0}); !errors.Is(err, job.ErrStale) {
+		t.Errorf("late finish: %+v %v, want ErrStale", out, err)
+	}
+	if n := s.StaleReports(); n != 3 {
+		t.Errorf("StaleReports() = %d, want 3", n)
+	}
+	got, err := s.GetJob(ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != job.StateAssigned || got.Attempt != 2 {
+		t.Fatalf("job after late reports: state=%s attempt=%d, want assigned/2", got.State, got.Attempt)
+	}
+	if got.Attempts[0].FailureClass != job.FailureWorkerLost {
+		t.Errorf("attempt 1 class = %q, want worker_lost", got.Attempts[0].FailureClass)
+	}
+	// The current attempt's result is accepted.
+	if out, err := s.FinishAttempt(ctx, a2[0].Token, store.Result{ExitCode: 0}); err != nil || out.State != job.StateSucceeded {
+		t.Fatalf("current finish: %+v %v", out, err)
+	}
+}
+
+// TestListJobsPagesWithoutGapsUnderInserts pages through 1,000 jobs while
+// other jobs are inserted: every job that existed before is seen exactly
+// once.
+func TestListJobsPagesWithoutGapsUnderInserts(t *testing.T) {
+	t.Parallel()
+	s := storetest.Open(t)
+	ctx := context.Background()
+	want := map[string]bool{}
+	for i := 0; i < 1000; i++ {
+		j, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[j.ID] = true
+	}
+	stop := make(chan struct{})
+	inserted := make(chan int)
+	go func() {
+		n := 0
+		defer func() { inserted <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1); err != nil {
+				t.Error(err)
+				return
+			}
+			n++
+		}
+	}()
+	seen := map[string]bool{}
+	f := store.ListFilter{Limit: 37}
+	for pages := 0; ; pages++ {
+		page, err := s.ListJobs(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range page {
+			if seen[j.ID] {
+				t.Fatalf("job %s listed twice", j.ID)
+			}
+			seen[j.ID] = true
+		}
+		if len(page) < f.Limit {
+			break
+		}
+		last := page[len(page)-1]
+		f.AfterTime, f.AfterID = last.CreatedAt, last.ID
+	}
+	close(stop)
+	n := <-inserted
+	for id := range want {
+		if !seen[id] {
+			t.Fatalf("job %s missing from the listing", id)
+		}
+	}
+	t.Logf("listed %d jobs while %d were inserted", len(seen), n)
 }

@@ -168,11 +168,14 @@ func (s *Store) WorkerGone(ctx context.Context, id, state, reason string, expect
 		if err != nil {
 			return err
 		}
-		if err := q.SetWorkerState(ctx, db.SetWorkerStateParams{State: state, Now: s.now(), ID: uid}); err != nil {
-			return err
-		}
 		attempts, err := q.ListRunningAttemptsOfWorker(ctx, uid)
 		if err != nil {
+			return err
+		}
+		if w.State == state && len(attempts) == 0 {
+			return nil // already recorded (another replica or the leader got here first)
+		}
+		if err := q.SetWorkerState(ctx, db.SetWorkerStateParams{State: state, Now: s.now(), ID: uid}); err != nil {
 			return err
 		}
 		for _, a := range attempts {

@@ -500,6 +500,40 @@ func (q *Queries) NextRunAt(ctx context.Context, now time.Time) (time.Time, erro
 	return run_at, err
 }
 
+const overdueAttempts = `-- name: OverdueAttempts :many
+SELECT a.token FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.finished_at IS NULL AND a.started_at IS NOT NULL
+  AND coalesce((j.spec->>'timeout')::bigint, 0) > 0
+  AND a.started_at + make_interval(secs => (j.spec->>'timeout')::bigint / 1e9) + make_interval(secs => $1::double precision) < $2
+`
+
+type OverdueAttemptsParams struct {
+	MarginSeconds float64
+	Now           *time.Time
+}
+
+// Started attempts whose job timeout (spec.timeout, nanoseconds) plus a
+// margin has passed without a result: their worker went silent.
+func (q *Queries) OverdueAttempts(ctx context.Context, arg OverdueAttemptsParams) ([]int64, error) {
+	rows, err := q.db.Query(ctx, overdueAttempts, arg.MarginSeconds, arg.Now)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []int64
+	for rows.Next() {
+		var token int64
+		if err := rows.Scan(&token); err != nil {
+			return nil, err
+		}
+		items = append(items, token)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const queueStats = `-- name: QueueStats :one
 SELECT count(*) FILTER (WHERE run_at <= $1)::bigint AS ready, count(*)::bigint AS total FROM job_queue
 `
@@ -514,6 +548,24 @@ func (q *Queries) QueueStats(ctx context.Context, now time.Time) (QueueStatsRow,
 	var i QueueStatsRow
 	err := row.Scan(&i.Ready, &i.Total)
 	return i, err
+}
+
+const requeueJob = `-- name: RequeueJob :exec
+UPDATE jobs SET state = 'queued', updated_at = $1, finished_at = NULL, run_at = NULL, exit_code = NULL,
+    failure_class = NULL, message = '', max_attempts = $2
+WHERE id = $3
+`
+
+type RequeueJobParams struct {
+	Now         time.Time
+	MaxAttempts int32
+	ID          uuid.UUID
+}
+
+// A manual retry: back to queued for more attempts.
+func (q *Queries) RequeueJob(ctx context.Context, arg RequeueJobParams) error {
+	_, err := q.db.Exec(ctx, requeueJob, arg.Now, arg.MaxAttempts, arg.ID)
+	return err
 }
 
 const updateJobState = `-- name: UpdateJobState :exec

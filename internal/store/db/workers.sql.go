@@ -100,7 +100,7 @@ func (q *Queries) EnrollWorker(ctx context.Context, arg EnrollWorkerParams) (Wor
 }
 
 const expiredWorkers = `-- name: ExpiredWorkers :many
-SELECT id FROM workers WHERE state IN ('connected', 'disconnected', 'draining') AND last_seen < $1
+SELECT id FROM workers WHERE state IN ('connected', 'draining') AND last_seen < $1
 `
 
 // Workers that were connected or disconnected and have not been seen

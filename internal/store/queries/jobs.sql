@@ -91,3 +91,17 @@ SELECT coalesce(min(run_at), '9999-01-01T00:00:00Z')::timestamptz AS run_at FROM
 
 -- name: QueueStats :one
 SELECT count(*) FILTER (WHERE run_at <= @now)::bigint AS ready, count(*)::bigint AS total FROM job_queue;
+
+-- name: RequeueJob :exec
+-- A manual retry: back to queued for more attempts.
+UPDATE jobs SET state = 'queued', updated_at = @now, finished_at = NULL, run_at = NULL, exit_code = NULL,
+    failure_class = NULL, message = '', max_attempts = @max_attempts
+WHERE id = @id;
+
+-- name: OverdueAttempts :many
+-- Started attempts whose job timeout (spec.timeout, nanoseconds) plus a
+-- margin has passed without a result: their worker went silent.
+SELECT a.token FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.finished_at IS NULL AND a.started_at IS NOT NULL
+  AND coalesce((j.spec->>'timeout')::bigint, 0) > 0
+  AND a.started_at + make_interval(secs => (j.spec->>'timeout')::bigint / 1e9) + make_interval(secs => @margin_seconds::double precision) < @now;

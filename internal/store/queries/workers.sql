@@ -37,4 +37,4 @@ SELECT * FROM workers WHERE (@provider::text = '' OR provider = @provider::text)
 -- name: ExpiredWorkers :many
 -- Workers that were connected or disconnected and have not been seen
 -- since before the lease cutoff.
-SELECT id FROM workers WHERE state IN ('connected', 'disconnected', 'draining') AND last_seen < @cutoff;
+SELECT id FROM workers WHERE state IN ('connected', 'draining') AND last_seen < @cutoff;

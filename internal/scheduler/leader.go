@@ -1,0 +1,137 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/hodei-dev/hodei/internal/store"
+)
+
+// leaderLock is the advisory lock key whose holder runs the singleton
+// duties.
+const leaderLock = 0x686f6465696c // "hodeil"
+
+// Duty is a singleton task; it runs until ctx ends.
+type Duty func(ctx context.Context) error
+
+// Leader runs the singleton duties on the one replica that holds a
+// PostgreSQL session-level advisory lock. The lock lives with the session:
+// when the leader dies, PostgreSQL releases it and another replica takes
+// over at its next try (every Retry).
+type Leader struct {
+	Pool   *pgxpool.Pool
+	Retry  time.Duration // how often a follower tries to take the lock; default 2s
+	Logger *slog.Logger
+	Duties []Duty
+	// OnChange, if set, is told when this replica gains or loses leadership.
+	OnChange func(leader bool)
+}
+
+// Run campaigns for leadership until ctx ends.
+func (l *Leader) Run(ctx context.Context) error {
+	retry := l.Retry
+	if retry <= 0 {
+		retry = 2 * time.Second
+	}
+	log := l.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for {
+		err := l.term(ctx, log)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			log.Warn("leadership", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(retry):
+		}
+	}
+}
+
+// term takes the lock if it is free and runs the duties while the session
+// holding it is alive.
+func (l *Leader) term(ctx context.Context, log *slog.Logger) error {
+	conn, err := l.Pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// The lock belongs to this session: never give it back to the pool.
+	c := conn.Hijack()
+	defer c.Close(context.WithoutCancel(ctx)) //nolint:errcheck
+	var got bool
+	if err := c.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", int64(leaderLock)).Scan(&got); err != nil {
+		return err
+	}
+	if !got {
+		return nil
+	}
+	log.Info("this replica is the leader")
+	if l.OnChange != nil {
+		l.OnChange(true)
+		defer l.OnChange(false)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, d := range l.Duties {
+		g.Go(func() error { return d(gctx) })
+	}
+	// Watch the session: if it dies, the lock is gone and so is leadership.
+	g.Go(func() error {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+				if err := c.Ping(gctx); err != nil && gctx.Err() == nil {
+					return fmt.Errorf("leader session lost: %w", err)
+				}
+			}
+		}
+	})
+	err = g.Wait()
+	log.Info("leadership ended", "err", err)
+	return err
+}
+
+// Reaper returns the duty that fails what silent workers left behind:
+// attempts of workers unseen for the lease (their replica died) and
+// started attempts past their timeout with no result. It runs every
+// interval; it is a safety net for dead processes, not a dispatch path.
+func Reaper(st *store.Store, lease, interval time.Duration, log *slog.Logger, after func()) Duty {
+	return func(ctx context.Context) error {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+			workers, err := st.ExpireSilentWorkers(ctx, st.Now().Add(-lease))
+			if err != nil && ctx.Err() == nil {
+				log.Warn("reaper: expire workers", "err", err)
+			}
+			n, err := st.FailOverdueAttempts(ctx, 2*lease)
+			if err != nil && ctx.Err() == nil {
+				log.Warn("reaper: overdue attempts", "err", err)
+			}
+			if len(workers) > 0 || n > 0 {
+				log.Warn("reaper", "expired_workers", len(workers), "timed_out_attempts", n)
+				if after != nil {
+					after()
+				}
+			}
+		}
+	}
+}
