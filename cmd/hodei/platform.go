@@ -43,6 +43,8 @@ type platformConfig struct {
 	databaseURL string
 	maxWorkers  int
 	agentLog    io.Writer
+	agentBinary string            // default: this executable
+	lease       time.Duration     // default: the server's
 	ready       func(addr string) // called once the server listens
 }
 
@@ -66,12 +68,12 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 	addr := ln.Addr().String()
 	replica := "replica-" + randomHex(6)
 	// Agents drain for 5 s and are killed after 20 s when the server stops.
-	prov, err := process.New(process.Config{Server: addr, Stderr: pc.agentLog, Grace: 20 * time.Second,
+	prov, err := process.New(process.Config{Server: addr, Stderr: pc.agentLog, Grace: 20 * time.Second, Binary: pc.agentBinary,
 		Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg,
+	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.lease,
 		Providers: []server.ProviderInfo{{Name: prov.Name(), Kind: prov.Kind(), MaxWorkers: pc.maxWorkers}}}, st, bus)
 	if err != nil {
 		return err

@@ -24,6 +24,8 @@ type Provider interface {
 	Kind() string
 	// Provision starts a worker that will enroll with token.
 	Provision(ctx context.Context, workerID, token string, spec Spec) (handle []byte, err error)
+	// Inspect reports whether the worker is still running.
+	Inspect(ctx context.Context, handle []byte) (running bool, err error)
 	// Terminate stops a worker (grace, then force). Terminating a worker
 	// that is gone is not an error.
 	Terminate(ctx context.Context, handle []byte) error
@@ -76,6 +78,7 @@ func NewPool(cfg PoolConfig, p Provider, reg Registrar, connected func(string) b
 
 // Ensure starts workers for waiting jobs that no starting worker will take.
 func (pl *Pool) Ensure(ctx context.Context, waiting int) {
+	pl.reap(ctx)
 	pl.mu.Lock()
 	starting := 0
 	for id, t := range pl.workers {
@@ -108,6 +111,21 @@ func (pl *Pool) start(ctx context.Context) error {
 	pl.mu.Unlock()
 	pl.log.Info("worker provisioned", "provider", pl.p.Name(), "worker_id", id)
 	return pl.reg.WorkerProvisioned(ctx, id, pl.p.Name(), "", h)
+}
+
+// reap forgets workers whose process (container, pod) has ended.
+func (pl *Pool) reap(ctx context.Context) {
+	pl.mu.Lock()
+	handles := make(map[string][]byte, len(pl.handles))
+	for id, h := range pl.handles {
+		handles[id] = h
+	}
+	pl.mu.Unlock()
+	for id, h := range handles {
+		if running, err := pl.p.Inspect(ctx, h); err == nil && !running {
+			pl.Forget(id)
+		}
+	}
 }
 
 // Forget drops a worker that ended (so its slot in MaxWorkers frees up).

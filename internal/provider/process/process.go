@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -100,6 +99,18 @@ func (p *Provider) Provision(ctx context.Context, workerID, token string, spec p
 	return json.Marshal(handle{PID: cmd.Process.Pid})
 }
 
+// Inspect reports whether the agent process is still running.
+func (p *Provider) Inspect(_ context.Context, h []byte) (bool, error) {
+	var hd handle
+	if err := json.Unmarshal(h, &hd); err != nil || hd.PID <= 0 {
+		return false, fmt.Errorf("bad handle %q", h)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.cmds[hd.PID]
+	return ok, nil
+}
+
 // Terminate sends SIGTERM to the agent (which drains), then SIGKILL to its
 // group after the grace period.
 func (p *Provider) Terminate(ctx context.Context, h []byte) error {
@@ -133,5 +144,3 @@ func (p *Provider) Terminate(ctx context.Context, h []byte) error {
 		}
 	}
 }
-
-var _ = strconv.Itoa

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/store/storetest"
+)
+
+// inProcess runs the platform in this test process (agents are real
+// subprocesses of the hodei binary) and returns a job client.
+func inProcess(t *testing.T, lease time.Duration, maxWorkers int) hodeiv1connect.JobServiceClient {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	readyc := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- runPlatform(ctx, storetest.Logger(t), platformConfig{listen: "127.0.0.1:0", databaseURL: storetest.URL(t),
+			maxWorkers: maxWorkers, agentBinary: hodeiBin, lease: lease, ready: func(a string) { readyc <- a }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("platform: %v", err)
+		}
+	})
+	select {
+	case addr := <-readyc:
+		return hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	case err := <-errc:
+		t.Fatalf("platform: %v", err)
+	}
+	return nil
+}
+
+func submit(t *testing.T, c hodeiv1connect.JobServiceClient, spec *hodeiv1.JobSpec) string {
+	t.Helper()
+	r, err := c.SubmitJob(context.Background(), connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Msg.Job.Id
+}
+
+// waitJob waits until cond holds for the job, or fails after timeout.
+func waitJob(t *testing.T, c hodeiv1connect.JobServiceClient, id string, timeout time.Duration, cond func(*hodeiv1.Job) bool) *hodeiv1.Job {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	w, err := c.WatchJob(ctx, connect.NewRequest(&hodeiv1.WatchJobRequest{Id: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var last *hodeiv1.Job
+	for w.Receive() {
+		last = w.Msg().Job
+		if cond(last) {
+			// The watch sends state changes; re-read for the attempts.
+			r, err := c.GetJob(context.Background(), connect.NewRequest(&hodeiv1.GetJobRequest{Id: id}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r.Msg.Job
+		}
+	}
+	t.Fatalf("job %s: condition not met within %s; last state %v (watch: %v)", id, timeout, last.GetState(), w.Err())
+	return nil
+}
+
+func isFinal(j *hodeiv1.Job) bool { return j.FinishedAt != nil }
+
+func TestExitCodeOutsideRetryableSetFailsWithoutRetry(t *testing.T) {
+	t.Parallel()
+	c := inProcess(t, 0, 2)
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", "exit 3"},
+		Retry: &hodeiv1.RetryPolicy{MaxAttempts: 3, RetryableExitCodes: []int32{7}, InitialBackoff: durationpb.New(10 * time.Millisecond)}})
+	j := waitJob(t, c, id, 30*time.Second, isFinal)
+	if j.State != hodeiv1.JobState_JOB_STATE_FAILED || len(j.Attempts) != 1 || j.ExitCode != 3 {
+		t.Fatalf("state=%v attempts=%d exit=%d, want FAILED after 1 attempt with exit 3", j.State, len(j.Attempts), j.ExitCode)
+	}
+}
+
+func TestRetryableExitCodeIsRetriedUntilExhausted(t *testing.T) {
+	t.Parallel()
+	c := inProcess(t, 0, 2)
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", "exit 7"},
+		Retry: &hodeiv1.RetryPolicy{MaxAttempts: 3, RetryableExitCodes: []int32{7}, InitialBackoff: durationpb.New(10 * time.Millisecond)}})
+	j := waitJob(t, c, id, 30*time.Second, isFinal)
+	if j.State != hodeiv1.JobState_JOB_STATE_FAILED || len(j.Attempts) != 3 || j.ExitCode != 7 {
+		t.Fatalf("state=%v attempts=%d exit=%d, want FAILED after 3 attempts with exit 7", j.State, len(j.Attempts), j.ExitCode)
+	}
+	// A manual retry of the failed job runs a fourth attempt.
+	if _, err := c.RetryJob(context.Background(), connect.NewRequest(&hodeiv1.RetryJobRequest{Id: id})); err != nil {
+		t.Fatal(err)
+	}
+	j = waitJob(t, c, id, 30*time.Second, func(j *hodeiv1.Job) bool { return isFinal(j) && j.Attempt == 6 })
+	if len(j.Attempts) != 6 {
+		t.Fatalf("after manual retry: %d attempts, want 6 (3 more)", len(j.Attempts))
+	}
+}
+
+func TestTimeoutEndsTimedOut(t *testing.T) {
+	t.Parallel()
+	c := inProcess(t, 0, 1)
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sleep", "30"}, Timeout: durationpb.New(300 * time.Millisecond)})
+	j := waitJob(t, c, id, 30*time.Second, isFinal)
+	if j.State != hodeiv1.JobState_JOB_STATE_TIMED_OUT || j.FailureClass != hodeiv1.FailureClass_FAILURE_CLASS_TIMEOUT {
+		t.Fatalf("state=%v class=%v, want TIMED_OUT", j.State, j.FailureClass)
+	}
+}
+
+// processGone reports whether pid has exited (or is a zombie nobody reaped).
+func processGone(pid int) bool {
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		return true
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return len(f) > 0 && f[0] == "Z"
+}
+
+func waitFile(t *testing.T, path string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(path); err == nil && strings.HasSuffix(string(b), "\n") {
+			return strings.TrimSpace(string(b))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s not written", path)
+	return ""
+}
+
+func TestCancelStopsTheRunningProcess(t *testing.T) {
+	t.Parallel()
+	c := inProcess(t, 0, 1)
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pid")
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", "echo $$ > " + pidFile + "; exec sleep 600"}})
+	pid, _ := strconv.Atoi(waitFile(t, pidFile))
+	start := time.Now()
+	if _, err := c.CancelJob(context.Background(), connect.NewRequest(&hodeiv1.CancelJobRequest{Id: id})); err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, c, id, 5*time.Second, isFinal)
+	if j.State != hodeiv1.JobState_JOB_STATE_CANCELLED {
+		t.Fatalf("state=%v, want CANCELLED", j.State)
+	}
+	for !processGone(pid) {
+		if time.Since(start) > 10*time.Second { // the agent's grace period
+			t.Fatalf("process %d still running after cancel", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestLostWorkerIsRetriedOnAnotherWorker kills the agent running a job
+// with SIGKILL: after the lease the attempt fails as worker_lost and the
+// retry succeeds on a new worker.
+func TestLostWorkerIsRetriedOnAnotherWorker(t *testing.T) {
+	t.Parallel()
+	c := inProcess(t, time.Second, 2)
+	dir := t.TempDir()
+	marker, ppid, pidFile := filepath.Join(dir, "marker"), filepath.Join(dir, "ppid"), filepath.Join(dir, "pid")
+	script := fmt.Sprintf(`if [ -e %[1]s ]; then exit 0; fi; touch %[1]s; echo $PPID > %[2]s; echo $$ > %[3]s; exec sleep 600`, marker, ppid, pidFile)
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", script},
+		Retry: &hodeiv1.RetryPolicy{MaxAttempts: 2, InitialBackoff: durationpb.New(10 * time.Millisecond)}})
+	agentPID, _ := strconv.Atoi(waitFile(t, ppid))
+	jobPID, _ := strconv.Atoi(waitFile(t, pidFile))
+	t.Cleanup(func() { syscall.Kill(-jobPID, syscall.SIGKILL) }) // the orphaned process group of the killed agent
+	if err := syscall.Kill(agentPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, c, id, 30*time.Second, isFinal)
+	if j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || len(j.Attempts) != 2 {
+		t.Fatalf("state=%v attempts=%d, want SUCCEEDED on attempt 2", j.State, len(j.Attempts))
+	}
+	a1, a2 := j.Attempts[0], j.Attempts[1]
+	if a1.FailureClass != hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST || a1.WorkerId == a2.WorkerId {
+		t.Fatalf("attempt 1: class=%v worker=%s; attempt 2 worker=%s; want worker_lost and another worker", a1.FailureClass, a1.WorkerId, a2.WorkerId)
+	}
+}
