@@ -29,8 +29,18 @@ type Provider interface {
 	// Terminate stops a worker (grace, then force). Terminating a worker
 	// that is gone is not an error.
 	Terminate(ctx context.Context, handle []byte) error
+	// List returns the workers this provider runs for this installation
+	// (including those a previous server process started), for orphan
+	// reconciliation at start.
+	List(ctx context.Context) ([]Instance, error)
 	// Health reports whether the provider can start workers now.
 	Health(ctx context.Context) error
+}
+
+// Instance is a running worker as its provider sees it.
+type Instance struct {
+	WorkerID string
+	Handle   []byte
 }
 
 // Registrar is the part of the store the pool uses.

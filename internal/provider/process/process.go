@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -97,6 +98,29 @@ func (p *Provider) Provision(ctx context.Context, workerID, token string, spec p
 		p.mu.Unlock()
 	}()
 	return json.Marshal(handle{PID: cmd.Process.Pid})
+}
+
+// List returns the agents this provider started. Agents of an earlier
+// server process cannot outlive it (they get SIGTERM when it dies), so
+// there are never orphans to find.
+func (p *Provider) List(context.Context) ([]provider.Instance, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]provider.Instance, 0, len(p.cmds))
+	for pid, cmd := range p.cmds {
+		h, _ := json.Marshal(handle{PID: pid})
+		out = append(out, provider.Instance{WorkerID: workerIDOf(cmd), Handle: h})
+	}
+	return out, nil
+}
+
+func workerIDOf(cmd *exec.Cmd) string {
+	for _, e := range cmd.Env {
+		if v, ok := strings.CutPrefix(e, "HODEI_WORKER_ID="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // Inspect reports whether the agent process is still running.
