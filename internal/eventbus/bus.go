@@ -32,6 +32,9 @@ type Config struct {
 	// UnsafeNoGapGuard delivers events without waiting for older
 	// transactions. Only the test that proves the guard is needed sets it.
 	UnsafeNoGapGuard bool
+	// Now is the clock (dead-letter times, retention cut-off); default
+	// time.Now.
+	Now func() time.Time
 }
 
 // SubscriberConfig configures a durable subscriber.
@@ -77,6 +80,9 @@ func NewBus(pool *pgxpool.Pool, cfg Config) *Bus {
 	}
 	if cfg.ReconnectMax <= 0 {
 		cfg.ReconnectMax = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -164,13 +170,17 @@ func (b *Bus) removeWaker(w chan struct{}) {
 }
 
 // listen holds the LISTEN connection, reconnecting with backoff; every
-// (re)connect wakes everyone so that they catch up.
+// (re)connect wakes everyone so that they catch up. The backoff starts
+// again from ReconnectMin once a connection was established.
 func (b *Bus) listen(ctx context.Context) error {
 	delay := b.cfg.ReconnectMin
 	for {
-		err := b.listenOnce(ctx)
+		connected, err := b.listenOnce(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if connected {
+			delay = b.cfg.ReconnectMin
 		}
 		b.cfg.Metrics.reconnect()
 		b.log.Warn("event listener lost its connection", "err", err, "retry_in", delay)
@@ -183,20 +193,23 @@ func (b *Bus) listen(ctx context.Context) error {
 	}
 }
 
-func (b *Bus) listenOnce(ctx context.Context) error {
-	conn, err := b.pool.Acquire(ctx)
+// listenOnce listens on one connection until it fails; connected reports
+// whether LISTEN succeeded.
+func (b *Bus) listenOnce(ctx context.Context) (connected bool, err error) {
+	pc, err := b.pool.Acquire(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	// The connection carries LISTEN state: never hand it back to the pool.
-	defer conn.Hijack().Close(context.WithoutCancel(ctx))
+	conn := pc.Hijack()
+	defer conn.Close(context.WithoutCancel(ctx)) //nolint:errcheck
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
-		return err
+		return false, err
 	}
 	b.Wake()
 	for {
-		if _, err := conn.Conn().WaitForNotification(ctx); err != nil {
-			return err
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return true, err
 		}
 		b.Wake()
 	}

@@ -35,18 +35,32 @@
 // cursor is delivered again, so handlers must be idempotent. A handler
 // that returns an error is retried with exponential backoff and jitter;
 // after MaxAttempts failures the event is parked in event_dead_letters
-// (ListDeadLetters, Replay) and the subscriber moves on. Handlers run one
-// at a time per subscriber: a slow handler slows only its subscriber
+// (ListDeadLetters, Replay) and the subscriber moves on. Replay calls the
+// handler again with the same policy; if it still fails the event is
+// parked again (ErrStillFailing). Handlers run one at a time per
+// subscriber, Replay included: a slow handler slows only its subscriber
 // (backpressure is the subscriber's lag, exported as a metric), never the
 // publishers.
+//
+// The lag gauge is set to 0 whenever a subscriber has handled everything
+// it may read; while it works through a backlog it counts the events after
+// its cursor at most once a second.
+//
+// # Retention
+//
+// Prune (and RunRetention, periodically) deletes events older than a
+// given age that every cursor in the database has passed and that no
+// pending dead letter refers to.
 //
 // # Wake-ups
 //
 // One connection per Bus LISTENs. A notification wakes every subscriber
 // and live tail of the process. If the connection drops it reconnects
-// with backoff and wakes everyone, who catch up from their cursors. A slow
-// safety poll (Config.SafetyPoll) covers anything missed; correctness
-// never depends on it.
+// with backoff and wakes everyone, who catch up from their cursors. A
+// subscriber whose queries fail (the database restarts, or is not there
+// yet when Run starts) retries with the same backoff. A slow safety poll
+// (Config.SafetyPoll) covers anything missed; correctness never depends
+// on it.
 //
 // # Handlers must
 //

@@ -27,7 +27,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "hodei_event_handler_seconds", Help: "Handler latency.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"subscriber"}),
 		reconnects:    prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_event_listener_reconnects_total", Help: "Reconnects of the LISTEN connection."}),
-		subscriberLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "hodei_event_subscriber_lag", Help: "Events not yet handled, by subscriber."}, []string{"subscriber"}),
+		subscriberLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "hodei_event_subscriber_lag", Help: "Events after the subscriber's cursor; 0 once it has handled all it may read."}, []string{"subscriber"}),
 	}
 	reg.MustRegister(m.published, m.delivered, m.failures, m.deadLetters, m.latency, m.reconnects, m.subscriberLag)
 	return m

@@ -3,6 +3,7 @@ package eventbus
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hodei-dev/hodei/internal/store/db"
@@ -14,14 +15,40 @@ type subscriber struct {
 	h     Handler
 	types map[string]bool
 	wake  chan struct{}
-	xid   int64
-	id    int64
+	// handling serialises handler calls of the run loop and of Replay.
+	handling sync.Mutex
+	// Cursor and lag bookkeeping; owned by run.
+	xid, id int64
+	lagAt   time.Time // last lag count
 }
 
+// lagRefresh is how often a subscriber that is behind counts its lag.
+const lagRefresh = time.Second
+
 func (s *subscriber) run(ctx context.Context) error {
-	if err := s.loadCursor(ctx); err != nil {
-		return err
+	// Database errors are retried with the reconnect backoff, from the
+	// first query on: an outage stalls a subscriber, never ends it.
+	var failing time.Duration
+	backoff := func(err error, msg string) <-chan time.Time {
+		failing = min(max(failing*2, s.bus.cfg.ReconnectMin), s.bus.cfg.ReconnectMax)
+		s.bus.log.Warn(msg, "subscriber", s.cfg.Name, "err", err, "retry_in", failing)
+		return time.After(jitter(failing))
 	}
+	for {
+		err := s.loadCursor(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-backoff(err, "subscriber cannot load its cursor"):
+		}
+	}
+	failing = 0
 	var poll <-chan time.Time
 	if s.bus.cfg.SafetyPoll > 0 {
 		t := time.NewTicker(s.bus.cfg.SafetyPoll)
@@ -37,14 +64,14 @@ func (s *subscriber) run(ctx context.Context) error {
 		var retry <-chan time.Time
 		switch {
 		case err != nil:
-			s.bus.log.Warn("subscriber read failed", "subscriber", s.cfg.Name, "err", err)
-			heldBack = max(heldBackDelay(heldBack), 100*time.Millisecond)
-			retry = time.After(jitter(heldBack))
+			heldBack = 0
+			retry = backoff(err, "subscriber read failed")
 		case held:
+			failing = 0
 			heldBack = heldBackDelay(heldBack)
 			retry = time.After(heldBack)
 		default:
-			heldBack = 0
+			failing, heldBack = 0, 0
 		}
 		select {
 		case <-ctx.Done():
@@ -85,11 +112,12 @@ func (s *subscriber) drain(ctx context.Context) (heldBack bool, err error) {
 			return false, err
 		}
 		if len(events) == 0 {
+			s.bus.cfg.Metrics.lag(s.cfg.Name, 0)
 			return held, nil
 		}
 		for _, e := range events {
 			if s.types == nil || s.types[e.Type] {
-				if err := s.deliver(ctx, e); err != nil {
+				if _, err := s.deliver(ctx, e); err != nil {
 					return false, err
 				}
 			}
@@ -99,45 +127,77 @@ func (s *subscriber) drain(ctx context.Context) (heldBack bool, err error) {
 			return false, fmt.Errorf("advance cursor: %w", err)
 		}
 		if held || len(events) < s.cfg.BatchSize {
+			s.bus.cfg.Metrics.lag(s.cfg.Name, 0)
 			return held, nil
 		}
+		s.countLag(ctx)
 	}
 }
 
-// deliver calls the handler until it succeeds or MaxAttempts is reached,
-// then parks the event. It only returns an error when ctx ends or the
-// dead letter cannot be stored.
-func (s *subscriber) deliver(ctx context.Context, e Event) error {
+// countLag sets the lag gauge of a subscriber that is behind, at most
+// once per lagRefresh. A caught-up subscriber sets it to 0 without a query.
+func (s *subscriber) countLag(ctx context.Context) {
+	if s.bus.cfg.Metrics == nil || time.Since(s.lagAt) < lagRefresh {
+		return
+	}
+	s.lagAt = time.Now()
+	n, err := s.bus.q.CountEventsAfter(ctx, db.CountEventsAfterParams{AfterXid: fmt.Sprint(s.xid), AfterID: s.id})
+	if err != nil {
+		s.bus.log.Debug("count subscriber lag", "subscriber", s.cfg.Name, "err", err)
+		return
+	}
+	s.bus.cfg.Metrics.lag(s.cfg.Name, n)
+}
+
+// deliver calls the handler until it succeeds (handled) or MaxAttempts is
+// reached, then parks the event. It only returns an error when ctx ends or
+// the dead letter cannot be stored.
+func (s *subscriber) deliver(ctx context.Context, e Event) (handled bool, err error) {
 	m := s.bus.cfg.Metrics
 	delay := s.cfg.InitialBackoff
-	var err error
+	var herr error
 	for attempt := 1; attempt <= s.cfg.MaxAttempts; attempt++ {
-		start := time.Now()
-		err = s.h(ctx, e)
-		m.handled(s.cfg.Name, e, time.Since(start), err)
-		if err == nil {
-			return nil
+		if herr = s.call(ctx, e); herr == nil {
+			return true, nil
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return false, ctx.Err()
 		}
-		s.bus.log.Warn("event handler failed", "subscriber", s.cfg.Name, "event_id", e.ID, "type", e.Type, "attempt", attempt, "err", err)
+		s.bus.log.Warn("event handler failed", "subscriber", s.cfg.Name, "event_id", e.ID, "type", e.Type, "attempt", attempt, "err", herr)
 		if attempt == s.cfg.MaxAttempts {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		case <-time.After(jitter(delay)):
 		}
 		delay = min(delay*2, s.cfg.MaxBackoff)
 	}
 	m.deadLettered(s.cfg.Name, e)
-	if perr := s.bus.q.ParkDeadLetter(ctx, db.ParkDeadLetterParams{
-		Subscriber: s.cfg.Name, EventID: e.ID, Attempts: int32(s.cfg.MaxAttempts), LastError: err.Error(), Now: time.Now(),
-	}); perr != nil {
-		return fmt.Errorf("park event %d: %w", e.ID, perr)
+	if err := s.park(ctx, e, s.cfg.MaxAttempts, herr.Error()); err != nil {
+		return false, err
 	}
-	s.bus.log.Error("event dead-lettered", "subscriber", s.cfg.Name, "event_id", e.ID, "type", e.Type, "err", err)
+	s.bus.log.Error("event dead-lettered", "subscriber", s.cfg.Name, "event_id", e.ID, "type", e.Type, "err", herr)
+	return false, nil
+}
+
+// call runs the handler once, never concurrently with another call of the
+// same subscriber.
+func (s *subscriber) call(ctx context.Context, e Event) error {
+	s.handling.Lock()
+	defer s.handling.Unlock()
+	start := time.Now()
+	err := s.h(ctx, e)
+	s.bus.cfg.Metrics.handled(s.cfg.Name, e, time.Since(start), err)
+	return err
+}
+
+func (s *subscriber) park(ctx context.Context, e Event, attempts int, lastErr string) error {
+	if err := s.bus.q.ParkDeadLetter(ctx, db.ParkDeadLetterParams{
+		Subscriber: s.cfg.Name, EventID: e.ID, Attempts: int32(attempts), LastError: lastErr, Now: s.bus.cfg.Now(),
+	}); err != nil {
+		return fmt.Errorf("park event %d: %w", e.ID, err)
+	}
 	return nil
 }

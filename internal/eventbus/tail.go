@@ -2,6 +2,7 @@ package eventbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -34,8 +35,10 @@ func (f Filter) match(e Event) bool {
 }
 
 // Tail calls fn for every event matching f, live, starting after event
-// afterID (0 = now), until ctx ends or fn returns an error. Nothing is
-// stored: a tail is for people and dashboards, not for work.
+// afterID (0 = now), until ctx ends (nil) or fn returns an error. Nothing
+// is stored: a tail is for people, dashboards and wake-ups, not for work.
+// Once started, a tail outlives database outages: failed reads are retried
+// with the reconnect backoff, from where the tail was.
 func (b *Bus) Tail(ctx context.Context, afterID int64, f Filter, fn func(Event) error) error {
 	wake := make(chan struct{}, 1)
 	b.addWaker(wake)
@@ -50,12 +53,23 @@ func (b *Bus) Tail(ctx context.Context, afterID int64, f Filter, fn func(Event) 
 	} else if xid, id, err = b.Position(ctx); err != nil {
 		return fmt.Errorf("tail: %w", err)
 	}
-	var heldBack time.Duration
+	var heldBack, failing time.Duration
 	for {
 		events, held, err := b.read(ctx, xid, id, 500)
 		if err != nil {
-			return err
+			if ctx.Err() != nil {
+				return nil
+			}
+			failing = min(max(failing*2, b.cfg.ReconnectMin), b.cfg.ReconnectMax)
+			b.log.Warn("tail read failed", "err", err, "retry_in", failing)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(jitter(failing)):
+			}
+			continue
 		}
+		failing = 0
 		for _, e := range events {
 			xid, id = e.XID, e.ID
 			if f.match(e) {
@@ -116,10 +130,16 @@ func (b *Bus) ListDeadLetters(ctx context.Context, subscriber string, limit int)
 
 // ErrUnknownSubscriber is returned by Replay when the dead letter's
 // subscriber is not registered on this bus.
-var ErrUnknownSubscriber = fmt.Errorf("subscriber not registered in this process")
+var ErrUnknownSubscriber = errors.New("subscriber not registered in this process")
+
+// ErrStillFailing is returned by Replay when the handler failed again and
+// the event was parked again.
+var ErrStillFailing = errors.New("handler failed again; event parked again")
 
 // Replay re-delivers a parked event to its subscriber's handler, with the
-// subscriber's retry policy; if it fails again it is parked again.
+// subscriber's retry policy; if it fails again it is parked again and
+// Replay returns ErrStillFailing. Replay may run while the bus runs: the
+// subscriber's handler is still called one event at a time.
 func (b *Bus) Replay(ctx context.Context, deadLetterID int64) error {
 	b.mu.Lock()
 	byName := b.byName
@@ -127,7 +147,7 @@ func (b *Bus) Replay(ctx context.Context, deadLetterID int64) error {
 	var sub *subscriber
 	var ev Event
 	err := pgxBeginFunc(ctx, b, func(q *db.Queries) error {
-		now := time.Now()
+		now := b.cfg.Now()
 		r, err := q.TakeDeadLetter(ctx, db.TakeDeadLetterParams{ID: deadLetterID, Now: &now})
 		if err != nil {
 			return fmt.Errorf("dead letter %d: %w", deadLetterID, err)
@@ -146,5 +166,17 @@ func (b *Bus) Replay(ctx context.Context, deadLetterID int64) error {
 	if err != nil {
 		return err
 	}
-	return sub.deliver(ctx, ev)
+	handled, err := sub.deliver(ctx, ev)
+	if err != nil {
+		// Interrupted: the dead letter is already taken, so park it again
+		// rather than lose it.
+		if perr := sub.park(context.WithoutCancel(ctx), ev, 0, "replay interrupted: "+err.Error()); perr != nil {
+			return fmt.Errorf("replay dead letter %d: %w (and %w)", deadLetterID, err, perr)
+		}
+		return fmt.Errorf("replay dead letter %d: %w", deadLetterID, err)
+	}
+	if !handled {
+		return fmt.Errorf("replay dead letter %d: %w", deadLetterID, ErrStillFailing)
+	}
+	return nil
 }

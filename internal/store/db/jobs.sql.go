@@ -550,6 +550,42 @@ func (q *Queries) QueueStats(ctx context.Context, now time.Time) (QueueStatsRow,
 	return i, err
 }
 
+const readyJobs = `-- name: ReadyJobs :many
+SELECT job_id, image, labels FROM job_queue WHERE run_at <= $1 ORDER BY priority DESC, seq LIMIT $2
+`
+
+type ReadyJobsParams struct {
+	Now     time.Time
+	MaxRows int32
+}
+
+type ReadyJobsRow struct {
+	JobID  uuid.UUID
+	Image  string
+	Labels []byte
+}
+
+// Ready queued jobs in dispatch order, for demand and explanations.
+func (q *Queries) ReadyJobs(ctx context.Context, arg ReadyJobsParams) ([]ReadyJobsRow, error) {
+	rows, err := q.db.Query(ctx, readyJobs, arg.Now, arg.MaxRows)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ReadyJobsRow
+	for rows.Next() {
+		var i ReadyJobsRow
+		if err := rows.Scan(&i.JobID, &i.Image, &i.Labels); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const requeueJob = `-- name: RequeueJob :exec
 UPDATE jobs SET state = 'queued', updated_at = $1, finished_at = NULL, run_at = NULL, exit_code = NULL,
     failure_class = NULL, message = '', max_attempts = $2

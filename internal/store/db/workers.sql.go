@@ -280,3 +280,46 @@ func (q *Queries) UseBootstrapToken(ctx context.Context, arg UseBootstrapTokenPa
 	err := row.Scan(&worker_id)
 	return worker_id, err
 }
+
+const workerLoad = `-- name: WorkerLoad :many
+SELECT w.id, w.provider, w.labels, w.image, w.slots,
+       (SELECT count(*) FROM job_attempts a WHERE a.worker_id = w.id AND a.finished_at IS NULL)::integer AS running
+FROM workers w WHERE w.state = 'connected' ORDER BY w.created_at
+`
+
+type WorkerLoadRow struct {
+	ID       uuid.UUID
+	Provider string
+	Labels   []byte
+	Image    string
+	Slots    int32
+	Running  int32
+}
+
+// Connected workers with the number of attempts they are running.
+func (q *Queries) WorkerLoad(ctx context.Context) ([]WorkerLoadRow, error) {
+	rows, err := q.db.Query(ctx, workerLoad)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []WorkerLoadRow
+	for rows.Next() {
+		var i WorkerLoadRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Provider,
+			&i.Labels,
+			&i.Image,
+			&i.Slots,
+			&i.Running,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}

@@ -105,3 +105,7 @@ SELECT a.token FROM job_attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.finished_at IS NULL AND a.started_at IS NOT NULL
   AND coalesce((j.spec->>'timeout')::bigint, 0) > 0
   AND a.started_at + make_interval(secs => (j.spec->>'timeout')::bigint / 1e9) + make_interval(secs => @margin_seconds::double precision) < @now;
+
+-- name: ReadyJobs :many
+-- Ready queued jobs in dispatch order, for demand and explanations.
+SELECT job_id, image, labels FROM job_queue WHERE run_at <= @now ORDER BY priority DESC, seq LIMIT @max_rows;

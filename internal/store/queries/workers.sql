@@ -38,3 +38,9 @@ SELECT * FROM workers WHERE (@provider::text = '' OR provider = @provider::text)
 -- Workers that were connected or disconnected and have not been seen
 -- since before the lease cutoff.
 SELECT id FROM workers WHERE state IN ('connected', 'draining') AND last_seen < @cutoff;
+
+-- name: WorkerLoad :many
+-- Connected workers with the number of attempts they are running.
+SELECT w.id, w.provider, w.labels, w.image, w.slots,
+       (SELECT count(*) FROM job_attempts a WHERE a.worker_id = w.id AND a.finished_at IS NULL)::integer AS running
+FROM workers w WHERE w.state = 'connected' ORDER BY w.created_at;

@@ -1,0 +1,137 @@
+package eventbus_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/store/db"
+	"github.com/hodei-dev/hodei/internal/store/storetest"
+)
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestLagMetric builds a backlog and checks the lag gauge while the
+// subscriber works through it and once it has caught up.
+func TestLagMetric(t *testing.T) {
+	pool := openPool(t, storetest.URL(t))
+	var ids []int64
+	for range 10 {
+		events := make([]eventbus.Event, 100)
+		for i := range events {
+			events[i] = jobEvent("a", len(ids)+i)
+		}
+		ids = append(ids, publish(t, pool, events...)...)
+	}
+
+	reg := prometheus.NewRegistry()
+	cfg := busConfig(t)
+	cfg.Metrics = eventbus.NewMetrics(reg)
+	b := eventbus.NewBus(pool, cfg)
+	blocked, release := make(chan struct{}), make(chan struct{})
+	rec := newRecorder()
+	b.Subscribe(eventbus.SubscriberConfig{Name: "s", BatchSize: 100}, func(ctx context.Context, e eventbus.Event) error {
+		if e.ID == ids[150] {
+			close(blocked)
+			<-release
+		}
+		return rec.handle(ctx, e)
+	})
+	runBus(t, b)
+
+	<-blocked // in the second batch: the lag was counted after the first
+	if got := metricValue(t, reg, "hodei_event_subscriber_lag", "subscriber", "s"); got != 900 {
+		t.Errorf("lag after the first batch = %v, want 900", got)
+	}
+	close(release)
+	rec.waitSeen(t, 10*time.Second, ids...)
+	waitFor(t, 10*time.Second, "lag 0", func() bool { return metricValue(t, reg, "hodei_event_subscriber_lag", "subscriber", "s") == 0 })
+	if got := metricValue(t, reg, "hodei_events_delivered_total", "subscriber", "s"); got != 1000 {
+		t.Errorf("delivered = %v, want 1000", got)
+	}
+}
+
+// TestSafetyPollCoversMissedNotify is the one test with the safety poll
+// on: an event inserted without a NOTIFY is delivered by the poll.
+func TestSafetyPollCoversMissedNotify(t *testing.T) {
+	pool := openPool(t, storetest.URL(t))
+	cfg := busConfig(t)
+	cfg.SafetyPoll = 20 * time.Millisecond
+	b := eventbus.NewBus(pool, cfg)
+	rec := newRecorder()
+	b.Subscribe(eventbus.SubscriberConfig{Name: "s"}, rec.handle)
+	runBus(t, b)
+
+	payload, err := proto.Marshal(jobEvent("a", 1).Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := db.New(pool).InsertEvents(context.Background(), db.InsertEventsParams{
+		Types: []string{"JobCreated"}, AggregateKinds: []string{"job"}, AggregateIds: []string{"a"},
+		CorrelationIds: []string{""}, Payloads: [][]byte{payload},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.waitSeen(t, 10*time.Second, ids...)
+}
+
+func TestTypesFilter(t *testing.T) {
+	pool := openPool(t, storetest.URL(t))
+	b := eventbus.NewBus(pool, busConfig(t))
+	rec := newRecorder()
+	b.Subscribe(eventbus.SubscriberConfig{Name: "s", Types: []string{"JobCancelled"}}, rec.handle)
+	runBus(t, b)
+	publish(t, pool, jobEvent("a", 1))
+	want := publish(t, pool, eventbus.New("job", "a", &hodeiv1.JobCancelled{JobId: "a"}))
+	publish(t, pool, jobEvent("a", 2))
+	last := publish(t, pool, eventbus.New("job", "a", &hodeiv1.JobCancelled{JobId: "a"}))
+	rec.waitSeen(t, 10*time.Second, last...)
+	if got := rec.ids(); !slices.Equal(got, append(want, last...)) {
+		t.Errorf("delivered %v, want %v", got, append(want, last...))
+	}
+	// Filtered events advance the cursor too.
+	waitCursor(t, pool, "s", last[0])
+}
+
+func TestTail(t *testing.T) {
+	pool := openPool(t, storetest.URL(t))
+	b := eventbus.NewBus(pool, busConfig(t))
+	runBus(t, b)
+	start := publish(t, pool, jobEvent("b", 0))[0]
+
+	var got []int64
+	done := errors.New("done")
+	tailed := make(chan error, 1)
+	go func() {
+		tailed <- b.Tail(context.Background(), start, eventbus.Filter{AggregateID: "b"}, func(e eventbus.Event) error {
+			got = append(got, e.ID)
+			if len(got) == 2 {
+				return done
+			}
+			return nil
+		})
+	}()
+	publish(t, pool, jobEvent("a", 1))
+	want := publish(t, pool, jobEvent("b", 1), jobEvent("a", 2))[:1]
+	want = append(want, publish(t, pool, jobEvent("b", 2))...)
+	select {
+	case err := <-tailed:
+		if !errors.Is(err, done) {
+			t.Fatalf("tail: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("tail did not deliver")
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("tail got %v, want %v", got, want)
+	}
+}
