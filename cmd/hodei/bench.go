@@ -15,6 +15,8 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/bench"
+	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/pgembed"
 )
 
@@ -27,6 +29,8 @@ func runBench(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "startup":
 		return benchStartup(ctx, args[1:])
+	case "events":
+		return benchEvents(ctx, args[1:])
 	}
 	return fmt.Errorf("unknown benchmark %q; %s", args[0], benchUsage)
 }
@@ -106,6 +110,55 @@ func startupOnce(ctx context.Context) (ready, firstJob time.Duration, err error)
 	cancel()
 	<-errc
 	return ready, firstJob, nil
+}
+
+// benchEvents runs the event bus benchmark on a fresh embedded
+// PostgreSQL with its default durability (fsync on).
+func benchEvents(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench events", flag.ContinueOnError)
+	var cfg bench.EventsConfig
+	fs.IntVar(&cfg.Total, "total", 100_000, "events of the throughput phase")
+	fs.IntVar(&cfg.Publishers, "publishers", 4, "concurrent publishers")
+	fs.IntVar(&cfg.BatchPerTx, "batch", 50, "events per transaction in the throughput phase")
+	fs.IntVar(&cfg.Rate, "rate", 1000, "events per second of the latency phase (one per transaction)")
+	fs.DurationVar(&cfg.RateDuration, "duration", 5*time.Second, "length of the latency phase")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	url, stop, err := benchDatabase(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	cfg.URL = url
+	res, err := bench.Events(ctx, cfg, newLogger(io.Discard))
+	if err != nil {
+		return err
+	}
+	fmt.Println(res.Line())
+	return nil
+}
+
+// benchDatabase starts an embedded PostgreSQL with default settings and
+// returns the URL of a migrated database on it.
+func benchDatabase(ctx context.Context) (string, func(), error) {
+	c, err := pgembed.Start(ctx, pgembed.Config{Logger: newLogger(io.Discard)})
+	if err != nil {
+		return "", nil, err
+	}
+	stop := func() { c.Stop(context.Background()) } //nolint:errcheck
+	if err := c.CreateDatabase(ctx, "bench"); err != nil {
+		stop()
+		return "", nil, err
+	}
+	url := c.URL("bench")
+	st, err := store.Open(ctx, store.Config{URL: url})
+	if err != nil {
+		stop()
+		return "", nil, err
+	}
+	st.Close()
+	return url, stop, nil
 }
 
 func median(ds []time.Duration) time.Duration {

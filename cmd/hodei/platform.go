@@ -45,6 +45,8 @@ type platformConfig struct {
 	agentLog    io.Writer
 	agentBinary string            // default: this executable
 	lease       time.Duration     // default: the server's
+	// eventRetention is how long delivered events are kept; default 7 days.
+	eventRetention time.Duration
 	ready       func(addr string) // called once the server listens
 }
 
@@ -52,6 +54,9 @@ type platformConfig struct {
 // ends. Shutdown order: stop accepting (listener), stop dispatch, stop
 // workers we started, close the store.
 func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error {
+	if pc.eventRetention <= 0 {
+		pc.eventRetention = 7 * 24 * time.Hour
+	}
 	st, err := store.Open(ctx, store.Config{URL: pc.databaseURL, Logger: log})
 	if err != nil {
 		return err
@@ -84,6 +89,7 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 
 	leader := &scheduler.Leader{Pool: st.Pool, Logger: log, Duties: []scheduler.Duty{
 		scheduler.Reaper(st, srv.Lease(), srv.Lease()/2, log, disp.Kick),
+		func(ctx context.Context) error { return bus.RunRetention(ctx, time.Minute, pc.eventRetention) },
 	}}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -110,6 +116,7 @@ func runServer(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	listen := fs.String("listen", envOr("HODEI_LISTEN", "127.0.0.1:7070"), "address to serve on")
 	maxWorkers := fs.Int("max-workers", 4, "most workers the process provider runs")
+	retention := fs.Duration("event-retention", 7*24*time.Hour, "delivered events older than this are pruned")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -117,7 +124,7 @@ func runServer(ctx context.Context, args []string) error {
 	if url == "" {
 		return errors.New("HODEI_DATABASE_URL is not set (use `hodei dev` for an embedded PostgreSQL)")
 	}
-	return runPlatform(ctx, newLogger(os.Stderr), platformConfig{listen: *listen, databaseURL: url, maxWorkers: *maxWorkers, agentLog: os.Stderr})
+	return runPlatform(ctx, newLogger(os.Stderr), platformConfig{listen: *listen, databaseURL: url, maxWorkers: *maxWorkers, agentLog: os.Stderr, eventRetention: *retention})
 }
 
 func runDev(ctx context.Context, args []string) error {

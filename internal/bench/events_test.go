@@ -14,7 +14,7 @@ import (
 )
 
 // TestEvents runs a small events benchmark on a throwaway cluster. The
-// real run is events_full_test.go (build tag benchevents).
+// real run is `hodei bench events`.
 func TestEvents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("benchmark")

@@ -57,8 +57,11 @@ func (h eventService) ListDeadLetters(ctx context.Context, req *connect.Request[
 
 func (h eventService) ReplayDeadLetter(ctx context.Context, req *connect.Request[hodeiv1.ReplayDeadLetterRequest]) (*connect.Response[hodeiv1.ReplayDeadLetterResponse], error) {
 	if err := h.s.bus.Replay(ctx, req.Msg.Id); err != nil {
-		if errors.Is(err, eventbus.ErrUnknownSubscriber) {
+		switch {
+		case errors.Is(err, eventbus.ErrUnknownSubscriber):
 			return nil, connect.NewError(connect.CodeFailedPrecondition, err)
+		case errors.Is(err, eventbus.ErrStillFailing):
+			return nil, connect.NewError(connect.CodeAborted, err)
 		}
 		return nil, connectError(err)
 	}
