@@ -16,8 +16,8 @@ import (
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/bench"
-	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/pgembed"
+	"github.com/hodei-dev/hodei/internal/store"
 )
 
 const benchUsage = "usage: hodei bench startup|events [flags]"

@@ -43,11 +43,11 @@ type platformConfig struct {
 	databaseURL string
 	maxWorkers  int
 	agentLog    io.Writer
-	agentBinary string            // default: this executable
-	lease       time.Duration     // default: the server's
+	agentBinary string        // default: this executable
+	lease       time.Duration // default: the server's
 	// eventRetention is how long delivered events are kept; default 7 days.
 	eventRetention time.Duration
-	ready       func(addr string) // called once the server listens
+	ready          func(addr string) // called once the server listens
 }
 
 // runPlatform runs one server replica with the process provider until ctx
