@@ -199,3 +199,26 @@ func TestLostWorkerIsRetriedOnAnotherWorker(t *testing.T) {
 		t.Fatalf("attempt 1: class=%v worker=%s; attempt 2 worker=%s; want worker_lost and another worker", a1.FailureClass, a1.WorkerId, a2.WorkerId)
 	}
 }
+
+// TestExplainNamesTheMissingLabel: a job needing a label no worker or
+// provider offers stays queued, gets JobSchedulingFailed, and explain
+// names the label.
+func TestExplainNamesTheMissingLabel(t *testing.T) {
+	t.Parallel()
+	c := inProcess(t, 0, 1)
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}, Labels: map[string]string{"gpu": "true"}})
+	// A job without labels runs meanwhile: the platform is not stuck.
+	ok := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
+	if j := waitJob(t, c, ok, 30*time.Second, isFinal); j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("unlabelled job: %v", j.State)
+	}
+	r, err := c.ExplainJob(context.Background(), connect.NewRequest(&hodeiv1.ExplainJobRequest{Id: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(r.Msg.Reasons, "\n")
+	if r.Msg.State != hodeiv1.JobState_JOB_STATE_QUEUED || !strings.Contains(all, "gpu=true") {
+		t.Fatalf("explain: state=%v reasons=%q, want queued and the label gpu=true named", r.Msg.State, r.Msg.Reasons)
+	}
+	t.Logf("explain: %q", r.Msg.Reasons)
+}

@@ -85,6 +85,7 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 	}
 	pool := provider.NewPool(provider.PoolConfig{MaxWorkers: pc.maxWorkers, Logger: log}, prov, st,
 		func(id string) bool { return srv.Workers().Connected(id) })
+	srv.SetCapabilities(pool)
 	disp := scheduler.New(scheduler.Config{Logger: log}, st, bus, srv.Workers(), pool)
 
 	leader := &scheduler.Leader{Pool: st.Pool, Logger: log, Duties: []scheduler.Duty{

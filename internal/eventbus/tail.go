@@ -40,19 +40,37 @@ func (f Filter) match(e Event) bool {
 // Once started, a tail outlives database outages: failed reads are retried
 // with the reconnect backoff, from where the tail was.
 func (b *Bus) Tail(ctx context.Context, afterID int64, f Filter, fn func(Event) error) error {
+	var c Cursor
+	var err error
+	if afterID > 0 {
+		c.ID = afterID
+		if c.XID, err = b.PositionOf(ctx, afterID); err != nil {
+			return fmt.Errorf("tail: event %d: %w", afterID, err)
+		}
+	} else if c, err = b.Now(ctx); err != nil {
+		return fmt.Errorf("tail: %w", err)
+	}
+	return b.TailFrom(ctx, c, f, fn)
+}
+
+// Cursor is a position in the event log.
+type Cursor struct{ XID, ID int64 }
+
+// Now returns the cursor of "now": a tail from it gets every event
+// committed after Now returned (and possibly a few committed just
+// before). Take it before reading state that the tail keeps up to date,
+// so that no change falls between the read and the tail.
+func (b *Bus) Now(ctx context.Context) (Cursor, error) {
+	xid, id, err := b.Position(ctx)
+	return Cursor{XID: xid, ID: id}, err
+}
+
+// TailFrom is Tail starting after cursor c.
+func (b *Bus) TailFrom(ctx context.Context, c Cursor, f Filter, fn func(Event) error) error {
 	wake := make(chan struct{}, 1)
 	b.addWaker(wake)
 	defer b.removeWaker(wake)
-	var xid, id int64
-	var err error
-	if afterID > 0 {
-		id = afterID
-		if xid, err = b.PositionOf(ctx, afterID); err != nil {
-			return fmt.Errorf("tail: event %d: %w", afterID, err)
-		}
-	} else if xid, id, err = b.Position(ctx); err != nil {
-		return fmt.Errorf("tail: %w", err)
-	}
+	xid, id := c.XID, c.ID
 	var heldBack, failing time.Duration
 	for {
 		events, held, err := b.read(ctx, xid, id, 500)

@@ -285,3 +285,18 @@ func (r *RetryPolicy) Backoff(failed int, rnd func() float64) time.Duration {
 	f := 1 + jitter*(2*rnd()-1)
 	return time.Duration(float64(d) * f)
 }
+
+// MatchedBy reports whether a worker running image with labels can run a
+// job that needs image and labels: it has every required label (equal
+// value) and, when the job names an image, runs that image.
+func MatchedBy(needImage string, needLabels map[string]string, image string, labels map[string]string) bool {
+	if needImage != "" && image != needImage {
+		return false
+	}
+	for k, v := range needLabels {
+		if have, ok := labels[k]; !ok || have != v {
+			return false
+		}
+	}
+	return true
+}

@@ -6,7 +6,10 @@ package provider
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -51,7 +54,13 @@ type Registrar interface {
 
 // PoolConfig configures a Pool.
 type PoolConfig struct {
-	MaxWorkers int           // default 4
+	MaxWorkers int // default 4
+	// Labels are the labels every worker of this pool has; a job needing
+	// other labels cannot be served by it.
+	Labels map[string]string
+	// AnyImage says the provider runs workers of any image (Docker,
+	// Kubernetes); otherwise it serves only jobs that name no image.
+	AnyImage bool
 	StartTTL   time.Duration // how long a started worker may take to connect; default 30s
 	Logger     *slog.Logger
 }
@@ -67,8 +76,14 @@ type Pool struct {
 	log       *slog.Logger
 
 	mu      sync.Mutex
-	workers map[string]time.Time // id -> start time
+	workers map[string]started
 	handles map[string][]byte
+}
+
+// started is a worker the pool started.
+type started struct {
+	at    time.Time
+	image string
 }
 
 // NewPool returns a pool; connected reports whether a worker has
@@ -83,44 +98,85 @@ func NewPool(cfg PoolConfig, p Provider, reg Registrar, connected func(string) b
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Pool{cfg: cfg, p: p, reg: reg, connected: connected, log: cfg.Logger, workers: map[string]time.Time{}, handles: map[string][]byte{}}
+	return &Pool{cfg: cfg, p: p, reg: reg, connected: connected, log: cfg.Logger, workers: map[string]started{}, handles: map[string][]byte{}}
 }
 
-// Ensure starts workers for waiting jobs that no starting worker will take.
-func (pl *Pool) Ensure(ctx context.Context, waiting int) {
+// Demand is a number of ready jobs that found no worker, by what they need.
+type Demand struct {
+	Image  string
+	Labels map[string]string
+	Jobs   []string // their ids, in dispatch order
+	// Reason is set on demands Ensure cannot serve.
+	Reason string
+}
+
+// CanServe says whether this pool can start a worker for a job needing
+// image and labels, and if not, why.
+func (pl *Pool) CanServe(image string, labels map[string]string) (bool, string) {
+	if image != "" && !pl.cfg.AnyImage {
+		return false, fmt.Sprintf("provider %s (%s) cannot run image %q", pl.p.Name(), pl.p.Kind(), image)
+	}
+	var missing []string
+	for k, v := range labels {
+		if have, ok := pl.cfg.Labels[k]; !ok || have != v {
+			missing = append(missing, k+"="+v)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return false, fmt.Sprintf("provider %s starts no worker with label %s", pl.p.Name(), strings.Join(missing, ", "))
+	}
+	return true, ""
+}
+
+// Ensure starts workers for the demands it can serve, counting workers
+// already starting, up to MaxWorkers; it returns the demands it can never
+// serve, with the reason.
+func (pl *Pool) Ensure(ctx context.Context, demands []Demand) (unservable []Demand) {
 	pl.reap(ctx)
 	pl.mu.Lock()
-	starting := 0
-	for id, t := range pl.workers {
-		if !pl.connected(id) && time.Since(t) < pl.cfg.StartTTL {
-			starting++
+	starting := map[string]int{} // by image
+	for id, w := range pl.workers {
+		if !pl.connected(id) && time.Since(w.at) < pl.cfg.StartTTL {
+			starting[w.image]++
 		}
 	}
-	n := min(waiting-starting, pl.cfg.MaxWorkers-len(pl.workers))
+	room := pl.cfg.MaxWorkers - len(pl.workers)
 	pl.mu.Unlock()
-	for i := 0; i < n; i++ {
-		if err := pl.start(ctx); err != nil {
-			pl.log.Error("provision worker", "provider", pl.p.Name(), "err", err)
-			return
+	for _, d := range demands {
+		if ok, why := pl.CanServe(d.Image, d.Labels); !ok {
+			d.Reason = why
+			unservable = append(unservable, d)
+			continue
+		}
+		n := min(len(d.Jobs)-starting[d.Image], room)
+		starting[d.Image] = max(starting[d.Image]-len(d.Jobs), 0)
+		for i := 0; i < n; i++ {
+			if err := pl.start(ctx, d.Image); err != nil {
+				pl.log.Error("provision worker", "provider", pl.p.Name(), "err", err)
+				return unservable
+			}
+			room--
 		}
 	}
+	return unservable
 }
 
-func (pl *Pool) start(ctx context.Context) error {
-	id, token, err := pl.reg.NewWorker(ctx, pl.p.Name(), "", nil, pl.cfg.StartTTL)
+func (pl *Pool) start(ctx context.Context, image string) error {
+	id, token, err := pl.reg.NewWorker(ctx, pl.p.Name(), image, pl.cfg.Labels, pl.cfg.StartTTL)
 	if err != nil {
 		return err
 	}
-	h, err := pl.p.Provision(ctx, id, token, Spec{})
+	h, err := pl.p.Provision(ctx, id, token, Spec{Image: image, Labels: pl.cfg.Labels})
 	if err != nil {
 		return err
 	}
 	pl.mu.Lock()
-	pl.workers[id] = time.Now()
+	pl.workers[id] = started{at: time.Now(), image: image}
 	pl.handles[id] = h
 	pl.mu.Unlock()
 	pl.log.Info("worker provisioned", "provider", pl.p.Name(), "worker_id", id)
-	return pl.reg.WorkerProvisioned(ctx, id, pl.p.Name(), "", h)
+	return pl.reg.WorkerProvisioned(ctx, id, pl.p.Name(), image, h)
 }
 
 // reap forgets workers whose process (container, pod) has ended.

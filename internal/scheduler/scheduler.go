@@ -11,14 +11,18 @@ package scheduler
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
 
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/provider"
 	"github.com/hodei-dev/hodei/internal/server"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/store/db"
 )
 
 // Workers is this replica's set of connected workers.
@@ -30,8 +34,9 @@ type Workers interface {
 
 // Provisioner starts workers when ready jobs found none.
 type Provisioner interface {
-	// Ensure is told how many ready jobs are waiting for a worker.
-	Ensure(ctx context.Context, waiting int)
+	// Ensure asks for workers for the demands and returns those that no
+	// provider can ever serve, with the reason.
+	Ensure(ctx context.Context, demands []provider.Demand) (unservable []provider.Demand)
 }
 
 // Config configures the dispatcher.
@@ -51,6 +56,10 @@ type Dispatcher struct {
 	prov  Provisioner
 	log   *slog.Logger
 	kick  chan struct{}
+
+	// reported holds jobs already given a JobSchedulingFailed, so that a
+	// job waiting for a long time is reported once per replica.
+	reported map[string]bool
 }
 
 // New returns a dispatcher; prov may be nil.
@@ -61,7 +70,7 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus, ws Workers, prov Provis
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	d := &Dispatcher{cfg: cfg, store: st, bus: bus, ws: ws, prov: prov, log: cfg.Logger, kick: make(chan struct{}, 1)}
+	d := &Dispatcher{cfg: cfg, store: st, bus: bus, ws: ws, prov: prov, log: cfg.Logger, kick: make(chan struct{}, 1), reported: map[string]bool{}}
 	ws.OnCapacity(d.Kick)
 	return d
 }
@@ -81,9 +90,15 @@ var triggers = []string{"JobCreated", "WorkerRegistered", "WorkerProvisioned", "
 func (d *Dispatcher) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The position is taken before the first pass: a job created after
+	// the pass read the queue is announced by an event after it.
+	from, err := d.bus.Now(ctx)
+	if err != nil {
+		return fmt.Errorf("dispatch: %w", err)
+	}
 	errc := make(chan error, 1)
 	go func() {
-		errc <- d.bus.Tail(ctx, 0, eventbus.Filter{Types: triggers}, func(eventbus.Event) error {
+		errc <- d.bus.TailFrom(ctx, from, eventbus.Filter{Types: triggers}, func(eventbus.Event) error {
 			d.Kick()
 			return nil
 		})
@@ -154,11 +169,80 @@ func (d *Dispatcher) pass(ctx context.Context) (time.Time, error) {
 			}
 		}
 		if !progress {
-			if d.prov != nil {
-				d.prov.Ensure(ctx, int(stats.Ready))
+			if err := d.provision(ctx, now); err != nil {
+				return now, err
 			}
 			break
 		}
 	}
 	return d.store.Q.NextRunAt(ctx, now)
+}
+
+// provision groups the ready jobs that found no worker by what they need,
+// asks the provisioner for workers, and reports jobs that nothing
+// configured can ever run (JobSchedulingFailed; they stay queued).
+func (d *Dispatcher) provision(ctx context.Context, now time.Time) error {
+	if d.prov == nil {
+		return nil
+	}
+	rows, err := d.store.Q.ReadyJobs(ctx, db.ReadyJobsParams{Now: now, MaxRows: 1000})
+	if err != nil {
+		return err
+	}
+	workers, err := d.store.WorkerLoad(ctx)
+	if err != nil {
+		return err
+	}
+	byNeed := map[string]*provider.Demand{}
+	var demands []provider.Demand
+	var order []string
+	for _, r := range rows {
+		var labels map[string]string
+		_ = json.Unmarshal(r.Labels, &labels)
+		if anyMatch(workers, r.Image, labels) {
+			continue // a connected worker can run it: it waits for capacity
+		}
+		key := r.Image + "\x00" + string(r.Labels)
+		if byNeed[key] == nil {
+			byNeed[key] = &provider.Demand{Image: r.Image, Labels: labels}
+			order = append(order, key)
+		}
+		byNeed[key].Jobs = append(byNeed[key].Jobs, r.JobID.String())
+	}
+	for _, k := range order {
+		demands = append(demands, *byNeed[k])
+	}
+	if len(demands) == 0 {
+		return nil
+	}
+	for _, u := range d.prov.Ensure(ctx, demands) {
+		var events []eventbus.Event
+		for _, id := range u.Jobs {
+			if d.reported[id] {
+				continue
+			}
+			if len(d.reported) > 100_000 {
+				clear(d.reported)
+			}
+			d.reported[id] = true
+			events = append(events, eventbus.New("job", id, &hodeiv1.JobSchedulingFailed{JobId: id, Reason: u.Reason}))
+		}
+		if len(events) > 0 {
+			if err := d.store.PublishEvents(ctx, events...); err != nil {
+				return err
+			}
+			d.log.Warn("jobs cannot be scheduled", "jobs", len(events), "reason", u.Reason)
+		}
+	}
+	return nil
+}
+
+// anyMatch reports whether a connected worker can run the job.
+func anyMatch(workers []store.Worker, image string, labels map[string]string) bool {
+	for _, w := range workers {
+		if job.MatchedBy(image, labels, w.Image, w.Labels) {
+			return true
+		}
+	}
+	return false
 }

@@ -93,9 +93,13 @@ func (h providerService) ListProviders(ctx context.Context, req *connect.Request
 // all heartbeats per interval, lease expiry of silent streams, and
 // forwarding JobCancelled to the worker running the job.
 func (s *Server) Run(ctx context.Context) error {
+	from, err := s.bus.Now(ctx)
+	if err != nil {
+		return fmt.Errorf("cancel forwarder: %w", err)
+	}
 	errc := make(chan error, 1)
 	go func() {
-		errc <- s.bus.Tail(ctx, 0, eventbus.Filter{Types: []string{"JobCancelled"}}, func(e eventbus.Event) error {
+		errc <- s.bus.TailFrom(ctx, from, eventbus.Filter{Types: []string{"JobCancelled"}}, func(e eventbus.Event) error {
 			id := e.Payload.GetJobCancelled().GetJobId()
 			for _, c := range s.workers.all() {
 				c.mu.Lock()

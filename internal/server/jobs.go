@@ -115,12 +115,12 @@ func (h jobService) RetryJob(ctx context.Context, req *connect.Request[hodeiv1.R
 	return connect.NewResponse(&hodeiv1.RetryJobResponse{Job: jobToProto(j)}), nil
 }
 
-func (h jobService) ExplainJob(ctx context.Context, req *connect.Request[hodeiv1.ExplainJobRequest]) (*connect.Response[hodeiv1.ExplainJobResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, fmt.Errorf("ExplainJob is not implemented yet"))
-}
-
 // WatchJob sends the job now and again after every event about it.
 func (h jobService) WatchJob(ctx context.Context, req *connect.Request[hodeiv1.WatchJobRequest], stream *connect.ServerStream[hodeiv1.WatchJobResponse]) error {
+	from, err := h.s.bus.Now(ctx) // before the read: no change falls between
+	if err != nil {
+		return connectError(err)
+	}
 	j, err := h.s.store.GetJob(ctx, req.Msg.Id)
 	if err != nil {
 		return connectError(err)
@@ -135,7 +135,7 @@ func (h jobService) WatchJob(ctx context.Context, req *connect.Request[hodeiv1.W
 	defer cancel()
 	last := j.State
 	errDone := fmt.Errorf("done")
-	err = h.s.bus.Tail(ctx, 0, eventbus.Filter{AggregateKind: "job", AggregateID: j.ID}, func(eventbus.Event) error {
+	err = h.s.bus.TailFrom(ctx, from, eventbus.Filter{AggregateKind: "job", AggregateID: j.ID}, func(eventbus.Event) error {
 		j, err := h.s.store.GetJob(ctx, j.ID)
 		if err != nil {
 			return err

@@ -51,6 +51,7 @@ type Server struct {
 	metrics *metrics
 	logs    *logHub
 	workers *Registry
+	caps    Capabilities
 }
 
 // New returns a server. kick is called when capacity appears (a worker

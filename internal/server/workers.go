@@ -250,7 +250,7 @@ func (s *Server) handleReport(ctx context.Context, c *workerConn, m *hodeiv1.Con
 		c.final = c.final || msg.Shutdown.Final
 		c.mu.Unlock()
 		if !msg.Shutdown.Final {
-			return s.store.PublishWorkerEvent(ctx, c.id, workerShutdownEvent(c, msg.Shutdown.Forced))
+			return s.store.PublishEvents(ctx, workerShutdownEvent(c, msg.Shutdown.Forced))
 		}
 		return nil
 	case *hodeiv1.ConnectRequest_Hello:

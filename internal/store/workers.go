@@ -34,6 +34,7 @@ type Worker struct {
 	ReplicaID string
 	Handle    []byte
 	LastSeen  time.Time
+	Running   int // attempts running (WorkerLoad only)
 }
 
 func workerFromRow(r db.Worker) Worker {
@@ -66,8 +67,16 @@ func (s *Store) NewWorker(ctx context.Context, provider, image string, labels ma
 }
 
 // WorkerProvisioned records that the provider started the worker.
+// The handle is stored with the worker for reconciliation.
 func (s *Store) WorkerProvisioned(ctx context.Context, id, provider, image string, handle []byte) error {
+	uid, err := uuid.Parse(id)
+	if err != nil {
+		return err
+	}
 	return s.InTx(ctx, func(tx pgx.Tx) error {
+		if err := db.New(tx).SetWorkerHandle(ctx, db.SetWorkerHandleParams{Handle: handle, Now: s.now(), ID: uid}); err != nil {
+			return err
+		}
 		_, err := eventbus.Publish(ctx, tx, eventbus.New("worker", id, &hodeiv1.WorkerProvisioned{WorkerId: id, Provider: provider, Image: image}))
 		return err
 	})
@@ -257,10 +266,26 @@ func hash(s string) []byte {
 	return h[:]
 }
 
-// PublishWorkerEvent publishes a worker event on its own.
-func (s *Store) PublishWorkerEvent(ctx context.Context, id string, e eventbus.Event) error {
+
+// WorkerLoad lists connected workers (on any replica) with the number of
+// attempts each runs (in Worker.Running).
+func (s *Store) WorkerLoad(ctx context.Context) ([]Worker, error) {
+	rows, err := s.Q.WorkerLoad(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("worker load: %w", err)
+	}
+	out := make([]Worker, len(rows))
+	for i, r := range rows {
+		out[i] = Worker{ID: r.ID.String(), Provider: r.Provider, State: "connected", Slots: int(r.Slots), Image: r.Image, Running: int(r.Running)}
+		_ = json.Unmarshal(r.Labels, &out[i].Labels)
+	}
+	return out, nil
+}
+
+// PublishEvents publishes events in a transaction of their own.
+func (s *Store) PublishEvents(ctx context.Context, events ...eventbus.Event) error {
 	return s.InTx(ctx, func(tx pgx.Tx) error {
-		_, err := eventbus.Publish(ctx, tx, e)
+		_, err := eventbus.Publish(ctx, tx, events...)
 		return err
 	})
 }

@@ -233,6 +233,21 @@ func (q *Queries) ListWorkers(ctx context.Context, provider string) ([]Worker, e
 	return items, nil
 }
 
+const setWorkerHandle = `-- name: SetWorkerHandle :exec
+UPDATE workers SET handle = $1, updated_at = $2 WHERE id = $3
+`
+
+type SetWorkerHandleParams struct {
+	Handle []byte
+	Now    time.Time
+	ID     uuid.UUID
+}
+
+func (q *Queries) SetWorkerHandle(ctx context.Context, arg SetWorkerHandleParams) error {
+	_, err := q.db.Exec(ctx, setWorkerHandle, arg.Handle, arg.Now, arg.ID)
+	return err
+}
+
 const setWorkerState = `-- name: SetWorkerState :exec
 UPDATE workers SET state = $1, updated_at = $2 WHERE id = $3
 `

@@ -44,3 +44,6 @@ SELECT id FROM workers WHERE state IN ('connected', 'draining') AND last_seen < 
 SELECT w.id, w.provider, w.labels, w.image, w.slots,
        (SELECT count(*) FROM job_attempts a WHERE a.worker_id = w.id AND a.finished_at IS NULL)::integer AS running
 FROM workers w WHERE w.state = 'connected' ORDER BY w.created_at;
+
+-- name: SetWorkerHandle :exec
+UPDATE workers SET handle = @handle, updated_at = @now WHERE id = @id;

@@ -1,0 +1,134 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/store"
+)
+
+// Capabilities says whether some provider can start a worker for a job.
+type Capabilities interface {
+	CanServe(image string, labels map[string]string) (bool, string)
+}
+
+// SetCapabilities tells the server what its providers can start (for
+// ExplainJob). Call before Serve.
+func (s *Server) SetCapabilities(c Capabilities) { s.caps = c }
+
+func (h jobService) ExplainJob(ctx context.Context, req *connect.Request[hodeiv1.ExplainJobRequest]) (*connect.Response[hodeiv1.ExplainJobResponse], error) {
+	j, err := h.s.store.GetJob(ctx, req.Msg.Id)
+	if err != nil {
+		return nil, connectError(err)
+	}
+	reasons, err := h.s.explain(ctx, j)
+	if err != nil {
+		return nil, connectError(err)
+	}
+	return connect.NewResponse(&hodeiv1.ExplainJobResponse{State: stateToProto[j.State], Reasons: reasons}), nil
+}
+
+// explain says, in plain words, why j is where it is.
+func (s *Server) explain(ctx context.Context, j job.Job) ([]string, error) {
+	now := s.store.Now()
+	switch {
+	case j.State.Final():
+		r := fmt.Sprintf("finished %s after %d attempt(s)", j.State, j.Attempt)
+		if j.FailureClass != job.FailureNone {
+			r += fmt.Sprintf(": %s, exit code %d", j.FailureClass, j.ExitCode)
+		}
+		if j.Message != "" {
+			r += ": " + j.Message
+		}
+		return []string{r}, nil
+	case j.State == job.StateAssigned || j.State == job.StateRunning:
+		a := j.Attempts[len(j.Attempts)-1]
+		since := a.AssignedAt
+		if !a.StartedAt.IsZero() {
+			since = a.StartedAt
+		}
+		return []string{fmt.Sprintf("%s on worker %s (attempt %d of %d) for %s", j.State, a.WorkerID, a.Number, j.MaxAttempts, now.Sub(since).Round(time.Millisecond))}, nil
+	}
+	var reasons []string
+	if j.State == job.StateRetrying && j.RunAt.After(now) {
+		reasons = append(reasons, fmt.Sprintf("waiting for retry until %s (in %s; attempt %d of %d next)",
+			j.RunAt.UTC().Format(time.RFC3339), j.RunAt.Sub(now).Round(time.Millisecond), j.Attempt+1, j.MaxAttempts))
+	}
+	workers, err := s.store.WorkerLoad(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var matching []store.Worker
+	for _, w := range workers {
+		if job.MatchedBy(j.Spec.Image, j.Spec.Labels, w.Image, w.Labels) {
+			matching = append(matching, w)
+		}
+	}
+	if len(matching) > 0 {
+		slots, busy := 0, 0
+		for _, w := range matching {
+			slots += w.Slots
+			busy += min(w.Running, w.Slots)
+		}
+		if busy >= slots {
+			reasons = append(reasons, fmt.Sprintf("all %d matching worker(s) are busy (%d of %d slots in use)", len(matching), busy, slots))
+		} else {
+			reasons = append(reasons, fmt.Sprintf("%d matching worker(s) have %d free slot(s); dispatch is due", len(matching), slots-busy))
+		}
+		return reasons, nil
+	}
+	if missing := missingLabels(workers, j.Spec.Labels); len(missing) > 0 {
+		reasons = append(reasons, fmt.Sprintf("waiting for a worker with label %s: no connected worker has it", strings.Join(missing, ", ")))
+	} else if len(j.Spec.Labels) > 0 {
+		reasons = append(reasons, fmt.Sprintf("no connected worker has all of the labels %s", formatLabels(j.Spec.Labels)))
+	}
+	if j.Spec.Image != "" {
+		reasons = append(reasons, fmt.Sprintf("no connected worker runs image %q", j.Spec.Image))
+	}
+	if len(workers) == 0 && len(j.Spec.Labels) == 0 && j.Spec.Image == "" {
+		reasons = append(reasons, "no worker is connected")
+	}
+	if s.caps != nil {
+		if ok, why := s.caps.CanServe(j.Spec.Image, j.Spec.Labels); ok {
+			reasons = append(reasons, "a provider can start a matching worker: waiting for it to be provisioned")
+		} else {
+			reasons = append(reasons, why)
+		}
+	}
+	return reasons, nil
+}
+
+// missingLabels lists the required labels that no worker has at all.
+func missingLabels(workers []store.Worker, labels map[string]string) []string {
+	var out []string
+	for k, v := range labels {
+		found := false
+		for _, w := range workers {
+			if have, ok := w.Labels[k]; ok && have == v {
+				found = true
+				break
+			}
+		}
+		if !found {
+			out = append(out, k+"="+v)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func formatLabels(m map[string]string) string {
+	var parts []string
+	for k, v := range m {
+		parts = append(parts, k+"="+v)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
