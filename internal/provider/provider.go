@@ -61,8 +61,8 @@ type PoolConfig struct {
 	// AnyImage says the provider runs workers of any image (Docker,
 	// Kubernetes); otherwise it serves only jobs that name no image.
 	AnyImage bool
-	StartTTL   time.Duration // how long a started worker may take to connect; default 30s
-	Logger     *slog.Logger
+	StartTTL time.Duration // how long a started worker may take to connect; default 30s
+	Logger   *slog.Logger
 }
 
 // Pool provisions workers for waiting jobs, up to MaxWorkers started and

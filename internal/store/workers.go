@@ -266,7 +266,6 @@ func hash(s string) []byte {
 	return h[:]
 }
 
-
 // WorkerLoad lists connected workers (on any replica) with the number of
 // attempts each runs (in Worker.Running).
 func (s *Store) WorkerLoad(ctx context.Context) ([]Worker, error) {
