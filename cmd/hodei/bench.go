@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -20,7 +21,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
-const benchUsage = "usage: hodei bench startup|events [flags]"
+const benchUsage = "usage: hodei bench startup|events|dispatch|throughput [flags]"
 
 func runBench(ctx context.Context, args []string) error {
 	if len(args) == 0 {
@@ -31,6 +32,10 @@ func runBench(ctx context.Context, args []string) error {
 		return benchStartup(ctx, args[1:])
 	case "events":
 		return benchEvents(ctx, args[1:])
+	case "dispatch":
+		return benchDispatch(ctx, args[1:])
+	case "throughput":
+		return benchThroughput(ctx, args[1:])
 	}
 	return fmt.Errorf("unknown benchmark %q; %s", args[0], benchUsage)
 }
@@ -170,3 +175,5 @@ func median(ds []time.Duration) time.Duration {
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 var _ = os.Stdout
+
+func splitComma(s string) []string { return strings.Split(s, ",") }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,6 +49,7 @@ func TestMain(m *testing.M) {
 type platform struct {
 	addr  string
 	dbURL string
+	cmd   *exec.Cmd
 }
 
 func freeAddr(t *testing.T) string {
@@ -63,9 +65,16 @@ func freeAddr(t *testing.T) string {
 // startServer runs `hodei server` on a fresh database until the test ends.
 func startServer(t *testing.T) platform {
 	t.Helper()
-	p := platform{addr: freeAddr(t), dbURL: storetest.URL(t)}
-	var logs bytes.Buffer
-	cmd := exec.Command(hodeiBin, "server", "--listen", p.addr)
+	return startServerOn(t, storetest.URL(t), freeAddr(t))
+}
+
+// startServerOn runs `hodei server` on dbURL, listening on addr.
+func startServerOn(t *testing.T, dbURL, addr string, args ...string) platform {
+	t.Helper()
+	p := platform{addr: addr, dbURL: dbURL}
+	var logs syncBuffer
+	cmd := exec.Command(hodeiBin, append([]string{"server", "--listen", p.addr}, args...)...)
+	p.cmd = cmd
 	cmd.Env = append(os.Environ(), "HODEI_DATABASE_URL="+p.dbURL)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
@@ -74,7 +83,7 @@ func startServer(t *testing.T) platform {
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-done:
 		case <-time.After(30 * time.Second):
@@ -215,4 +224,22 @@ func writeFile(t *testing.T, content string) string {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// syncBuffer is a bytes.Buffer safe for a process's two output streams.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -83,10 +83,17 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 	if err != nil {
 		return err
 	}
-	pool := provider.NewPool(provider.PoolConfig{MaxWorkers: pc.maxWorkers, Logger: log}, prov, st,
-		func(id string) bool { return srv.Workers().Connected(id) })
-	srv.SetCapabilities(pool)
-	disp := scheduler.New(scheduler.Config{Logger: log}, st, bus, srv.Workers(), pool)
+	// With --max-workers 0 the server starts no workers: agents are
+	// started elsewhere (another host, a test) and connect on their own.
+	var pool *provider.Pool
+	var provisioner scheduler.Provisioner
+	if pc.maxWorkers > 0 {
+		pool = provider.NewPool(provider.PoolConfig{MaxWorkers: pc.maxWorkers, Logger: log}, prov, st,
+			func(id string) bool { return srv.Workers().Connected(id) })
+		srv.SetCapabilities(pool)
+		provisioner = pool
+	}
+	disp := scheduler.New(scheduler.Config{Logger: log}, st, bus, srv.Workers(), provisioner)
 
 	leader := &scheduler.Leader{Pool: st.Pool, Logger: log, Duties: []scheduler.Duty{
 		scheduler.Reaper(st, srv.Lease(), srv.Lease()/2, log, disp.Kick),
@@ -105,7 +112,9 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 	}
 	<-gctx.Done()
 	tctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	pool.Close(tctx)
+	if pool != nil {
+		pool.Close(tctx)
+	}
 	cancel()
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
@@ -116,7 +125,7 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 func runServer(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	listen := fs.String("listen", envOr("HODEI_LISTEN", "127.0.0.1:7070"), "address to serve on")
-	maxWorkers := fs.Int("max-workers", 4, "most workers the process provider runs")
+	maxWorkers := fs.Int("max-workers", 4, "most workers the process provider runs (0: start none; agents connect on their own)")
 	retention := fs.Duration("event-retention", 7*24*time.Hour, "delivered events older than this are pruned")
 	if err := fs.Parse(args); err != nil {
 		return err

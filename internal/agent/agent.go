@@ -43,6 +43,8 @@ type Config struct {
 	// NoopExec skips the process and reports exit 0: a benchmark-only mode
 	// that measures the control plane. Never the default.
 	NoopExec bool
+	// OnRunJob, if set, is called when a RunJob arrives (benchmarks).
+	OnRunJob func(jobID string)
 }
 
 // Agent is one worker.
@@ -200,11 +202,21 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 	stream := c.Connect(ctx)
 	defer stream.CloseRequest()
 	hello := &hodeiv1.Hello{WorkerId: a.workerID, Credential: a.credential, FreeSlots: int32(a.free())}
+	// The hello lists every attempt this agent knows: running ones and
+	// finished ones whose reports wait in the outbox. The server re-sends
+	// attempts it assigned that are not listed (they never arrived).
 	a.mu.Lock()
+	known := map[int64]bool{}
 	for _, at := range a.attempts {
+		known[at.token] = true
 		hello.Running = append(hello.Running, &hodeiv1.RunningAttempt{JobId: at.jobID, Attempt: at.number, FencingToken: at.token})
 	}
 	a.mu.Unlock()
+	for _, t := range a.box.tokens() {
+		if !known[t] {
+			hello.Running = append(hello.Running, &hodeiv1.RunningAttempt{FencingToken: t})
+		}
+	}
 	if err := stream.Send(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Hello{Hello: hello}}); err != nil {
 		return false, err
 	}
@@ -286,6 +298,9 @@ func (a *Agent) free() int {
 func (a *Agent) handle(m *hodeiv1.ConnectResponse) {
 	switch msg := m.Msg.(type) {
 	case *hodeiv1.ConnectResponse_Run:
+		if a.cfg.OnRunJob != nil {
+			a.cfg.OnRunJob(msg.Run.JobId)
+		}
 		a.start(msg.Run)
 	case *hodeiv1.ConnectResponse_Cancel:
 		a.stop(msg.Cancel.FencingToken, errors.New(msg.Cancel.Reason))

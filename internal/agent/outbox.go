@@ -88,3 +88,18 @@ func (o *outbox) len() int {
 	defer o.mu.Unlock()
 	return len(o.items)
 }
+
+// tokens lists the attempts with unacknowledged reports.
+func (o *outbox) tokens() []int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	seen := map[int64]bool{}
+	var out []int64
+	for _, p := range o.items {
+		if !seen[p.token] {
+			seen[p.token] = true
+			out = append(out, p.token)
+		}
+	}
+	return out
+}

@@ -58,7 +58,9 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 
 	// Reconcile: keep attempts that are still this worker's; cancel the rest.
 	var cancels []int64
+	listed := map[int64]bool{}
 	for _, r := range hello.Running {
+		listed[r.FencingToken] = true
 		owned, err := s.store.OwnsAttempt(ctx, r.FencingToken, w.ID)
 		if err != nil {
 			return connectError(err)
@@ -68,6 +70,10 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 		} else {
 			cancels = append(cancels, r.FencingToken)
 		}
+	}
+	resend, err := s.store.UnlistedAttempts(ctx, w.ID, listed)
+	if err != nil {
+		return connectError(err)
 	}
 	s.workers.add(c)
 	defer func() {
@@ -98,7 +104,10 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	for _, t := range cancels {
 		c.send(cancelMsg(t, "attempt is no longer this worker's"))
 	}
-	log.Info("worker connected", "kept_attempts", len(c.running), "cancelled_attempts", len(cancels))
+	if len(resend) > 0 {
+		s.workers.Deliver(c.id, resend)
+	}
+	log.Info("worker connected", "kept_attempts", len(c.running), "cancelled_attempts", len(cancels), "resent_attempts", len(resend))
 	s.workers.capacity()
 
 	msgs := make(chan *hodeiv1.ConnectRequest, 1024)

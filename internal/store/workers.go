@@ -288,3 +288,38 @@ func (s *Store) PublishEvents(ctx context.Context, events ...eventbus.Event) err
 		return err
 	})
 }
+
+// UnlistedAttempts sorts the unfinished attempts of a worker that its
+// agent did not list on reconnect: those never started are returned for
+// re-sending (the RunJob was lost with a server); those started are ended
+// as worker_lost, since the agent no longer has them.
+func (s *Store) UnlistedAttempts(ctx context.Context, workerID string, listed map[int64]bool) ([]Assignment, error) {
+	uid, err := uuid.Parse(workerID)
+	if err != nil {
+		return nil, err
+	}
+	attempts, err := s.Q.ListRunningAttemptsOfWorker(ctx, uid)
+	if err != nil {
+		return nil, fmt.Errorf("attempts of worker %s: %w", workerID, err)
+	}
+	var out []Assignment
+	for _, a := range attempts {
+		if listed[a.Token] {
+			continue
+		}
+		if a.State == string(job.StateAssigned) {
+			j, err := s.GetJob(ctx, a.JobID.String())
+			if err != nil {
+				return nil, err
+			}
+			if j.Attempt == int(a.Number) && j.State == job.StateAssigned {
+				out = append(out, Assignment{JobID: j.ID, Attempt: int(a.Number), Token: a.Token, Spec: j.Spec})
+				continue
+			}
+		}
+		if _, err := s.FinishAttempt(ctx, a.Token, Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "the agent reconnected without this attempt"}); err != nil && !errors.Is(err, job.ErrStale) {
+			return nil, err
+		}
+	}
+	return out, nil
+}

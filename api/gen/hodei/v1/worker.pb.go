@@ -345,7 +345,9 @@ type Hello struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId   string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	Credential string                 `protobuf:"bytes,2,opt,name=credential,proto3" json:"credential,omitempty"`
-	// running lists attempts the agent is still running (after a reconnect).
+	// running lists attempts the agent still runs, or whose reports it has
+	// not had acknowledged, after a reconnect. Attempts assigned to the
+	// worker and not listed are re-sent.
 	Running       []*RunningAttempt `protobuf:"bytes,3,rep,name=running,proto3" json:"running,omitempty"`
 	FreeSlots     int32             `protobuf:"varint,4,opt,name=free_slots,json=freeSlots,proto3" json:"free_slots,omitempty"`
 	unknownFields protoimpl.UnknownFields

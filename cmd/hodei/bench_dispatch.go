@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os/exec"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+	"golang.org/x/sync/errgroup"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/store"
+)
+
+// benchRig is a server on an embedded PostgreSQL (default durability)
+// with in-process agents, for the dispatch benchmarks.
+type benchRig struct {
+	addr  string
+	store *store.Store
+	jobs  hodeiv1connect.JobServiceClient
+	stop  func()
+}
+
+func newBenchRig(ctx context.Context, agents, slots int, noop bool, onRun func(string)) (*benchRig, error) {
+	url, stopDB, err := benchDatabase(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	log := newLogger(io.Discard)
+	readyc := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- runPlatform(ctx, log, platformConfig{listen: "127.0.0.1:0", databaseURL: url, maxWorkers: 0, agentLog: io.Discard,
+			ready: func(a string) { readyc <- a }})
+	}()
+	r := &benchRig{}
+	var g errgroup.Group
+	r.stop = func() {
+		cancel()
+		g.Wait() //nolint:errcheck
+		<-errc
+		if r.store != nil {
+			r.store.Close()
+		}
+		stopDB()
+	}
+	select {
+	case r.addr = <-readyc:
+	case err := <-errc:
+		stopDB()
+		return nil, err
+	}
+	if r.store, err = store.Open(ctx, store.Config{URL: url}); err != nil {
+		r.stop()
+		return nil, err
+	}
+	var connected atomic.Int64
+	for i := 0; i < agents; i++ {
+		_, token, err := r.store.NewWorker(ctx, "bench", "", nil, time.Minute)
+		if err != nil {
+			r.stop()
+			return nil, err
+		}
+		a, err := agent.New(agent.Config{Servers: []string{r.addr}, BootstrapToken: token, Slots: slots, NoopExec: noop, OnRunJob: onRun, Logger: log})
+		if err != nil {
+			r.stop()
+			return nil, err
+		}
+		g.Go(func() error { return a.Run(ctx) })
+	}
+	// Wait until every agent is connected.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ws, err := r.store.WorkerLoad(ctx)
+		if err == nil && len(ws) == agents {
+			break
+		}
+		if time.Now().After(deadline) {
+			r.stop()
+			return nil, fmt.Errorf("agents did not connect (%d of %d)", connected.Load(), agents)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.jobs = hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+r.addr, connect.WithGRPC())
+	return r, nil
+}
+
+// benchDispatch measures dispatch latency: idle agents are connected, jobs
+// are submitted one at a time at a steady rate, and the latency runs from
+// SubmitJob's return to the agent receiving RunJob.
+func benchDispatch(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench dispatch", flag.ContinueOnError)
+	n := fs.Int("jobs", 500, "jobs to submit")
+	rate := fs.Int("rate", 100, "jobs per second")
+	agents := fs.Int("agents", 4, "idle agents")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	returned := map[string]time.Time{}
+	received := map[string]time.Time{}
+	onRun := func(id string) {
+		now := time.Now()
+		mu.Lock()
+		received[id] = now
+		mu.Unlock()
+	}
+	rig, err := newBenchRig(ctx, *agents, 4, true, onRun)
+	if err != nil {
+		return err
+	}
+	defer rig.stop()
+	spec := &hodeiv1.JobSpec{Command: []string{"true"}}
+	tick := time.NewTicker(time.Second / time.Duration(*rate))
+	defer tick.Stop()
+	for i := 0; i < *n; i++ {
+		<-tick.C
+		r, err := rig.jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec}))
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		mu.Lock()
+		returned[r.Msg.Job.Id] = now
+		mu.Unlock()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		done := len(received) >= *n
+		mu.Unlock()
+		if done || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var lat []time.Duration
+	for id, t0 := range returned {
+		if t1, ok := received[id]; ok {
+			lat = append(lat, max(t1.Sub(t0), 0))
+		}
+	}
+	if len(lat) < *n {
+		return fmt.Errorf("only %d of %d jobs reached an agent", len(lat), *n)
+	}
+	slices.Sort(lat)
+	fmt.Printf("result name=dispatch p50_ms=%.2f p99_ms=%.2f jobs=%d rate=%d\n", ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), len(lat), *rate)
+	return nil
+}
+
+// benchThroughput submits jobs in bulk to connected agents and measures
+// jobs/s until all are final: with real `true` processes (mode=process,
+// compared with this machine's raw fork/exec rate at the same
+// concurrency, measured in the same run) and with the agents' no-op mode
+// (mode=noop: benchmark only, the control plane alone).
+func benchThroughput(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench throughput", flag.ContinueOnError)
+	n := fs.Int("jobs", 5000, "jobs per mode")
+	agents := fs.Int("agents", 4, "agents")
+	slots := fs.Int("slots", 8, "slots per agent")
+	submitters := fs.Int("submitters", 8, "concurrent submitters")
+	modes := fs.String("modes", "process,noop", "modes to run")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	for _, mode := range []string{"process", "noop"} {
+		if !slices.Contains(splitComma(*modes), mode) {
+			continue
+		}
+		rate, err := throughputOnce(ctx, mode == "noop", *n, *agents, *slots, *submitters)
+		if err != nil {
+			return err
+		}
+		if mode == "noop" {
+			fmt.Printf("result name=throughput mode=noop jobs_per_sec=%.0f jobs=%d agents=%d\n", rate, *n, *agents)
+			continue
+		}
+		fork, err := forkExecRate(ctx, *n, *agents**slots)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("result name=throughput mode=process jobs_per_sec=%.0f fork_exec_per_sec=%.0f ratio=%.2f jobs=%d agents=%d\n", rate, fork, rate/fork, *n, *agents)
+	}
+	return nil
+}
+
+func throughputOnce(ctx context.Context, noop bool, n, agents, slots, submitters int) (float64, error) {
+	rig, err := newBenchRig(ctx, agents, slots, noop, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer rig.stop()
+	spec := &hodeiv1.JobSpec{Command: []string{"true"}}
+	start := time.Now()
+	var g errgroup.Group
+	for w := 0; w < submitters; w++ {
+		g.Go(func() error {
+			for i := w; i < n; i += submitters {
+				if _, err := rig.jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec})); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		var done int
+		if err := rig.store.Pool.QueryRow(ctx, "SELECT count(*) FROM jobs WHERE state = 'succeeded'").Scan(&done); err != nil {
+			return 0, err
+		}
+		if done >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%d of %d jobs done", done, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// forkExecRate runs n `true` processes with the given concurrency.
+func forkExecRate(ctx context.Context, n, concurrency int) (float64, error) {
+	start := time.Now()
+	var g errgroup.Group
+	g.SetLimit(concurrency)
+	for i := 0; i < n; i++ {
+		g.Go(func() error { return exec.CommandContext(ctx, "true").Run() })
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}

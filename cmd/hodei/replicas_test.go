@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/store/storetest"
+)
+
+// startAgent enrolls a worker in st and runs `hodei agent` against servers
+// until the test ends.
+func startAgent(t *testing.T, st *store.Store, servers []string, slots int) *exec.Cmd {
+	t.Helper()
+	_, token, err := st.NewWorker(context.Background(), "test", "", nil, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	cmd := exec.Command(hodeiBin, "agent", "--server", strings.Join(servers, ","), "--slots", fmt.Sprint(slots), "--drain-timeout", "1s", "--grace", "1s")
+	cmd.Env = append(os.Environ(), "HODEI_BOOTSTRAP_TOKEN="+token)
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("agent %d log:\n%s", cmd.Process.Pid, logs.String())
+		}
+	})
+	return cmd
+}
+
+// TestReplicasSurviveAServerKill: three servers on one database, agents
+// spread across them, 2,000 jobs, and one server killed with SIGKILL in
+// the middle. Every job succeeds and its command runs exactly once (a
+// file per job with one line, and one attempt per job).
+func TestReplicasSurviveAServerKill(t *testing.T) {
+	t.Parallel()
+	jobs := 2000
+	if testing.Short() {
+		jobs = 300
+	}
+	dbURL := storetest.URL(t)
+	var servers []platform
+	var addrs []string
+	for i := 0; i < 3; i++ {
+		p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
+		servers = append(servers, p)
+		addrs = append(addrs, p.addr)
+	}
+	st, err := store.Open(context.Background(), store.Config{URL: dbURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for i := 0; i < 6; i++ { // each agent prefers a different server
+		rot := append(append([]string{}, addrs[i%3:]...), addrs[:i%3]...)
+		startAgent(t, st, rot, 4)
+	}
+
+	dir := t.TempDir()
+	client := func(addr string) hodeiv1connect.JobServiceClient {
+		return hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	}
+	spec := &hodeiv1.JobSpec{Command: []string{"sh", "-c", "echo $HODEI_ATTEMPT >> " + dir + "/$HODEI_JOB_ID"}}
+	var wg sync.WaitGroup
+	ids := make(chan string, jobs)
+	for w := 0; w < 4; w++ {
+		c := client(addrs[1+w%2]) // submit to the servers that stay up
+		wg.Go(func() {
+			for i := w; i < jobs; i += 4 {
+				r, err := c.SubmitJob(context.Background(), connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec}))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				ids <- r.Msg.Job.Id
+			}
+		})
+	}
+	// Kill server 0 once a fair share of the jobs is done.
+	count := func(sql string) int {
+		var n int
+		if err := st.Pool.QueryRow(context.Background(), sql).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for count("SELECT count(*) FROM jobs WHERE state = 'succeeded'") < jobs/4 {
+		if time.Now().After(deadline) {
+			t.Fatal("jobs are not running")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("%d jobs succeeded; killing server %s", count("SELECT count(*) FROM jobs WHERE state = 'succeeded'"), servers[0].addr)
+	if err := servers[0].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(ids)
+	t.Logf("all %d jobs submitted", jobs)
+	deadline = time.Now().Add(120 * time.Second)
+	for count("SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL") < jobs {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d jobs finished", count("SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL"), jobs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("all %d jobs finished", jobs)
+	if n := count("SELECT count(*) FROM jobs WHERE state = 'succeeded'"); n != jobs {
+		t.Errorf("%d of %d jobs succeeded", n, jobs)
+	}
+	if n := count("SELECT count(*) FROM job_attempts"); n != jobs {
+		t.Errorf("%d attempts for %d jobs, want exactly one each", n, jobs)
+	}
+	seen := 0
+	for id := range ids {
+		b, err := os.ReadFile(filepath.Join(dir, id))
+		if err != nil {
+			t.Errorf("job %s left no side effect: %v", id, err)
+			continue
+		}
+		if string(b) != "1\n" {
+			t.Errorf("job %s ran %d times (%q)", id, strings.Count(string(b), "\n"), b)
+		}
+		seen++
+	}
+	if seen != jobs {
+		t.Errorf("%d jobs submitted, want %d", seen, jobs)
+	}
+}
