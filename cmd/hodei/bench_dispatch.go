@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -171,8 +173,20 @@ func benchThroughput(ctx context.Context, args []string) error {
 	slots := fs.Int("slots", 8, "slots per agent")
 	submitters := fs.Int("submitters", 8, "concurrent submitters")
 	modes := fs.String("modes", "process,noop", "modes to run")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run here")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	for _, mode := range []string{"process", "noop"} {
 		if !slices.Contains(splitComma(*modes), mode) {
@@ -231,7 +245,8 @@ func throughputOnce(ctx context.Context, noop bool, n, agents, slots, submitters
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	rate := float64(n) / time.Since(start).Seconds()
+	return rate, nil
 }
 
 // forkExecRate runs n `true` processes with the given concurrency.

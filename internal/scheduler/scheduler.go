@@ -144,38 +144,41 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 func (d *Dispatcher) pass(ctx context.Context) (time.Time, error) {
 	now := d.store.Now()
 	for {
-		stats, err := d.store.Q.QueueStats(ctx, now)
+		progress, err := d.claimAll(ctx)
 		if err != nil {
 			return now, err
 		}
-		if stats.Ready == 0 {
-			break
-		}
-		progress := false
-		for _, slot := range d.ws.Free() {
-			as, err := d.store.Claim(ctx, slot.Worker, slot.Free)
-			if err != nil {
-				return now, err
-			}
-			if len(as) == 0 {
-				continue
-			}
-			progress = true
-			for _, a := range d.ws.Deliver(slot.Worker.ID, as) {
-				// The worker vanished between claim and send.
-				if _, err := d.store.FinishAttempt(ctx, a.Token, store.Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "worker gone before the job was sent"}); err != nil {
-					d.log.Error("undeliverable attempt", "job_id", a.JobID, "err", err)
-				}
-			}
-		}
 		if !progress {
-			if err := d.provision(ctx, now); err != nil {
-				return now, err
-			}
 			break
 		}
 	}
+	// Ready jobs that no worker here took may need a new worker.
+	if err := d.provision(ctx, now); err != nil {
+		return now, err
+	}
 	return d.store.Q.NextRunAt(ctx, now)
+}
+
+// claimAll claims jobs for every worker with free slots; progress says
+// whether any job was claimed.
+func (d *Dispatcher) claimAll(ctx context.Context) (progress bool, err error) {
+	for _, slot := range d.ws.Free() {
+		as, err := d.store.Claim(ctx, slot.Worker, slot.Free)
+		if err != nil {
+			return progress, err
+		}
+		if len(as) == 0 {
+			continue
+		}
+		progress = true
+		for _, a := range d.ws.Deliver(slot.Worker.ID, as) {
+			// The worker vanished between claim and send.
+			if _, err := d.store.FinishAttempt(ctx, a.Token, store.Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "worker gone before the job was sent"}); err != nil {
+				d.log.Error("undeliverable attempt", "job_id", a.JobID, "err", err)
+			}
+		}
+	}
+	return progress, nil
 }
 
 // provision groups the ready jobs that found no worker by what they need,
@@ -186,7 +189,7 @@ func (d *Dispatcher) provision(ctx context.Context, now time.Time) error {
 		return nil
 	}
 	rows, err := d.store.Q.ReadyJobs(ctx, db.ReadyJobsParams{Now: now, MaxRows: 1000})
-	if err != nil {
+	if err != nil || len(rows) == 0 {
 		return err
 	}
 	workers, err := d.store.WorkerLoad(ctx)

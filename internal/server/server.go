@@ -86,10 +86,12 @@ func (s *Server) Workers() *Registry { return s.workers }
 // reflection, /metrics and /healthz.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(hodeiv1connect.NewJobServiceHandler(jobService{s}))
-	mux.Handle(hodeiv1connect.NewWorkerServiceHandler(workerService{s}))
-	mux.Handle(hodeiv1connect.NewEventServiceHandler(eventService{s}))
-	mux.Handle(hodeiv1connect.NewProviderServiceHandler(providerService{s}))
+	// Small messages are not worth compressing (most of ours are small).
+	opt := connect.WithCompressMinBytes(4096)
+	mux.Handle(hodeiv1connect.NewJobServiceHandler(jobService{s}, opt))
+	mux.Handle(hodeiv1connect.NewWorkerServiceHandler(workerService{s}, opt))
+	mux.Handle(hodeiv1connect.NewEventServiceHandler(eventService{s}, opt))
+	mux.Handle(hodeiv1connect.NewProviderServiceHandler(providerService{s}, opt))
 	reflector := grpcreflect.NewStaticReflector(
 		hodeiv1connect.JobServiceName, hodeiv1connect.WorkerServiceName,
 		hodeiv1connect.EventServiceName, hodeiv1connect.ProviderServiceName,
@@ -183,7 +185,6 @@ func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
 	return m
 }
 
-var _ = connect.CodeInternal
 
 // Lease is how long a silent worker keeps its attempts.
 func (s *Server) Lease() time.Duration { return s.cfg.Lease }

@@ -13,7 +13,6 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
-	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
@@ -138,32 +137,20 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 			return err
 		case m := <-msgs:
 			c.touch(time.Now())
-			// Reports are applied in order. Log batches waiting together
-			// are stored in one statement (group commit).
-			var logs []*hodeiv1.LogBatch
-			for m != nil {
-				if l := m.GetLogs(); l != nil && len(logs) < maxGroup {
-					logs = append(logs, l)
-					select {
-					case m = <-msgs:
-					default:
-						m = nil
-					}
-					continue
+			// Every report waiting now is applied in one transaction
+			// (group commit), in order.
+			batch := []*hodeiv1.ConnectRequest{m}
+		more:
+			for len(batch) < maxGroup {
+				select {
+				case m := <-msgs:
+					batch = append(batch, m)
+				default:
+					break more
 				}
-				if err := s.storeLogs(ctx, c, logs); err != nil {
-					log.Warn("store logs failed", "err", err)
-					return connectError(err)
-				}
-				logs = logs[:0]
-				if err := s.handleReport(ctx, c, m); err != nil {
-					log.Warn("worker report failed", "err", err)
-					return connectError(err)
-				}
-				m = nil
 			}
-			if err := s.storeLogs(ctx, c, logs); err != nil {
-				log.Warn("store logs failed", "err", err)
+			if err := s.applyReports(ctx, c, batch); err != nil {
+				log.Warn("worker reports failed", "err", err)
 				return connectError(err)
 			}
 		}
@@ -172,42 +159,8 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 
 func isEOF(err error) bool { return errors.Is(err, io.EOF) }
 
-// maxGroup bounds the log batches stored in one statement.
-const maxGroup = 256
-
-// storeLogs stores log batches in one statement, acknowledges each (stale
-// ones as stale, which stops their attempt) and wakes followers.
-func (s *Server) storeLogs(ctx context.Context, c *workerConn, batches []*hodeiv1.LogBatch) error {
-	if len(batches) == 0 {
-		return nil
-	}
-	in := make([]store.LogBatchIn, len(batches))
-	for i, b := range batches {
-		data, err := proto.Marshal(&hodeiv1.LogBatch{Lines: b.Lines, Dropped: b.Dropped})
-		if err != nil {
-			return err
-		}
-		in[i] = store.LogBatchIn{Token: b.FencingToken, Seq: b.Seq, Lines: len(b.Lines), Data: data}
-	}
-	stale, err := s.store.AppendLogBatches(ctx, in)
-	if err != nil {
-		return err
-	}
-	woken := map[string]bool{}
-	for _, b := range batches {
-		if stale[b.FencingToken] {
-			c.send(ackMsg(&hodeiv1.Ack{FencingToken: b.FencingToken, LogSeq: b.Seq, Stale: true}))
-			continue
-		}
-		s.metrics.logLines.Add(float64(len(b.Lines)))
-		if id := c.jobOf(b.FencingToken); id != "" && !woken[id] {
-			woken[id] = true
-			s.logs.wake(id)
-		}
-		c.send(ackMsg(&hodeiv1.Ack{FencingToken: b.FencingToken, LogSeq: b.Seq}))
-	}
-	return nil
-}
+// maxGroup bounds the reports applied in one transaction.
+const maxGroup = 512
 
 func cancelMsg(token int64, reason string) *hodeiv1.ConnectResponse {
 	return &hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Cancel{Cancel: &hodeiv1.CancelAttempt{FencingToken: token, Reason: reason}}}
@@ -217,55 +170,91 @@ func ackMsg(a *hodeiv1.Ack) *hodeiv1.ConnectResponse {
 	return &hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Ack{Ack: a}}
 }
 
-// handleReport applies one agent message. Stale reports are answered with
-// a stale ack (the agent stops the attempt), not with an error.
-func (s *Server) handleReport(ctx context.Context, c *workerConn, m *hodeiv1.ConnectRequest) error {
-	switch msg := m.Msg.(type) {
-	case *hodeiv1.ConnectRequest_Heartbeat:
-		return nil
-	case *hodeiv1.ConnectRequest_Started:
-		err := s.store.StartAttempt(ctx, msg.Started.FencingToken)
-		if errors.Is(err, job.ErrStale) {
-			c.send(ackMsg(&hodeiv1.Ack{FencingToken: msg.Started.FencingToken, Stale: true}))
-			return nil
+// applyReports applies agent messages in order: attempt reports (start,
+// logs, finish) in one transaction, then their acknowledgements and
+// wake-ups. Stale reports are answered with a stale ack (the agent stops
+// the attempt), not with an error.
+func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv1.ConnectRequest) error {
+	var reports []store.Report
+	var lines []int // log lines per report, for the metric
+	for _, m := range msgs {
+		switch msg := m.Msg.(type) {
+		case *hodeiv1.ConnectRequest_Heartbeat:
+		case *hodeiv1.ConnectRequest_Started:
+			reports = append(reports, store.Report{Token: msg.Started.FencingToken, Start: true})
+			lines = append(lines, 0)
+		case *hodeiv1.ConnectRequest_Logs:
+			b := msg.Logs
+			data, err := proto.Marshal(&hodeiv1.LogBatch{Lines: b.Lines, Dropped: b.Dropped})
+			if err != nil {
+				return err
+			}
+			reports = append(reports, store.Report{Token: b.FencingToken, Logs: &store.LogBatchIn{Token: b.FencingToken, Seq: b.Seq, Lines: len(b.Lines), Data: data}})
+			lines = append(lines, len(b.Lines))
+		case *hodeiv1.ConnectRequest_Finished:
+			f := msg.Finished
+			reports = append(reports, store.Report{Token: f.FencingToken, Finish: &store.Result{ExitCode: int(f.ExitCode), Signal: f.Signal,
+				Class: classFromProto(f.FailureClass), Message: f.Message}})
+			lines = append(lines, 0)
+		case *hodeiv1.ConnectRequest_Shutdown:
+			c.mu.Lock()
+			c.draining = true
+			c.final = c.final || msg.Shutdown.Final
+			c.mu.Unlock()
+			if !msg.Shutdown.Final {
+				if err := s.store.PublishEvents(ctx, workerShutdownEvent(c, msg.Shutdown.Forced)); err != nil {
+					return err
+				}
+			}
+		case *hodeiv1.ConnectRequest_Hello:
+			return fmt.Errorf("hello sent twice")
+		default:
+			return fmt.Errorf("unknown message %T", m.Msg)
 		}
-		return err
-	case *hodeiv1.ConnectRequest_Logs:
-		return s.storeLogs(ctx, c, []*hodeiv1.LogBatch{msg.Logs})
-	case *hodeiv1.ConnectRequest_Finished:
-		f := msg.Finished
-		jobID := c.jobOf(f.FencingToken)
-		out, err := s.store.FinishAttempt(ctx, f.FencingToken, store.Result{ExitCode: int(f.ExitCode), Signal: f.Signal,
-			Class: classFromProto(f.FailureClass), Message: f.Message})
-		stale := errors.Is(err, job.ErrStale)
-		if err != nil && !stale {
-			return err
-		}
-		if stale {
-		}
-		c.release(f.FencingToken)
-		c.send(ackMsg(&hodeiv1.Ack{FencingToken: f.FencingToken, Finished: true, Stale: stale}))
-		if jobID == "" {
-			jobID = out.JobID
-		}
-		if jobID != "" {
-			s.logs.wake(jobID)
-		}
-		s.workers.capacity()
-		return nil
-	case *hodeiv1.ConnectRequest_Shutdown:
-		c.mu.Lock()
-		c.draining = true
-		c.final = c.final || msg.Shutdown.Final
-		c.mu.Unlock()
-		if !msg.Shutdown.Final {
-			return s.store.PublishEvents(ctx, workerShutdownEvent(c, msg.Shutdown.Forced))
-		}
-		return nil
-	case *hodeiv1.ConnectRequest_Hello:
-		return fmt.Errorf("hello sent twice")
 	}
-	return fmt.Errorf("unknown message %T", m.Msg)
+	if len(reports) == 0 {
+		return nil
+	}
+	outcomes, err := s.store.ApplyReports(ctx, reports)
+	if err != nil {
+		return err
+	}
+	woken := map[string]bool{}
+	wake := func(id string) {
+		if id != "" && !woken[id] {
+			woken[id] = true
+			s.logs.wake(id)
+		}
+	}
+	freed := false
+	for i, r := range reports {
+		o := outcomes[i]
+		switch {
+		case r.Logs != nil:
+			c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, LogSeq: r.Logs.Seq, Stale: o.Stale}))
+			if !o.Stale {
+				s.metrics.logLines.Add(float64(lines[i]))
+				wake(c.jobOf(r.Token))
+			}
+		case r.Start:
+			if o.Stale {
+				c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Stale: true}))
+			}
+		case r.Finish != nil:
+			jobID := c.jobOf(r.Token)
+			if jobID == "" {
+				jobID = o.Outcome.JobID
+			}
+			c.release(r.Token)
+			freed = true
+			c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Finished: true, Stale: o.Stale}))
+			wake(jobID)
+		}
+	}
+	if freed {
+		s.workers.capacity()
+	}
+	return nil
 }
 
 func workerShutdownEvent(c *workerConn, forced bool) eventbus.Event {

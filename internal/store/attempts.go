@@ -87,29 +87,31 @@ func lockAttempt(ctx context.Context, q *db.Queries, token int64) (db.GetAttempt
 
 // StartAttempt records that the agent started the attempt of token.
 func (s *Store) StartAttempt(ctx context.Context, token int64) error {
-	return s.InTx(ctx, func(tx pgx.Tx) error {
-		q := db.New(tx)
-		a, current, err := lockAttempt(ctx, q, token)
-		if err != nil {
-			return err
-		}
-		if !current {
-			s.staleReports.Add(1)
-			return fmt.Errorf("start attempt %d of job %s: %w", a.Number, a.JobID, job.ErrStale)
-		}
-		if a.State != "assigned" {
-			return nil // repeated report
-		}
-		now := s.now()
-		if err := q.MarkAttemptRunning(ctx, db.MarkAttemptRunningParams{Now: &now, Token: token}); err != nil {
-			return err
-		}
-		if err := q.UpdateJobState(ctx, db.UpdateJobStateParams{ID: a.JobID, State: string(job.StateRunning), Now: now}); err != nil {
-			return err
-		}
-		_, err = eventbus.Publish(ctx, tx, eventbus.New("job", a.JobID.String(), &hodeiv1.JobStarted{JobId: a.JobID.String(), Attempt: a.Number, WorkerId: a.WorkerID.String()}))
+	return s.InTx(ctx, func(tx pgx.Tx) error { return s.startAttempt(ctx, tx, token) })
+}
+
+func (s *Store) startAttempt(ctx context.Context, tx pgx.Tx, token int64) error {
+	q := db.New(tx)
+	a, current, err := lockAttempt(ctx, q, token)
+	if err != nil {
 		return err
-	})
+	}
+	if !current {
+		s.staleReports.Add(1)
+		return fmt.Errorf("start attempt %d of job %s: %w", a.Number, a.JobID, job.ErrStale)
+	}
+	if a.State != "assigned" {
+		return nil // repeated report
+	}
+	now := s.now()
+	if err := q.MarkAttemptRunning(ctx, db.MarkAttemptRunningParams{Now: &now, Token: token}); err != nil {
+		return err
+	}
+	if err := q.UpdateJobState(ctx, db.UpdateJobStateParams{ID: a.JobID, State: string(job.StateRunning), Now: now}); err != nil {
+		return err
+	}
+	_, err = eventbus.Publish(ctx, tx, eventbus.New("job", a.JobID.String(), &hodeiv1.JobStarted{JobId: a.JobID.String(), Attempt: a.Number, WorkerId: a.WorkerID.String()}))
+	return err
 }
 
 // Result is how an attempt ended.
@@ -135,35 +137,42 @@ type Outcome struct {
 func (s *Store) FinishAttempt(ctx context.Context, token int64, r Result) (Outcome, error) {
 	var out Outcome
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
-		q := db.New(tx)
-		a, current, err := lockAttempt(ctx, q, token)
-		if err != nil {
-			return err
-		}
-		out = Outcome{JobID: a.JobID.String()}
-		if a.FinishedAt != nil && a.FailureClass != nil && *a.FailureClass == string(job.FailureWorkerLost) {
-			// The server gave up on this worker: its late result is stale.
-			s.staleReports.Add(1)
-			return fmt.Errorf("finish attempt %d of job %s: lost by its worker earlier: %w", a.Number, a.JobID, job.ErrStale)
-		}
-		if a.FinishedAt != nil {
-			out.Duplicate, out.State = true, job.State(a.State)
-			return nil
-		}
-		if !current {
-			s.staleReports.Add(1)
-			return fmt.Errorf("finish attempt %d of job %s: %w", a.Number, a.JobID, job.ErrStale)
-		}
-		row, err := q.GetJobForUpdate(ctx, a.JobID)
-		if err != nil {
-			return err
-		}
-		j, err := fromRow(row)
-		if err != nil {
-			return err
-		}
-		return s.finish(ctx, q, tx, j, a.Number, token, r, &out)
+		var err error
+		out, err = s.finishAttempt(ctx, tx, token, r)
+		return err
 	})
+	return out, err
+}
+
+func (s *Store) finishAttempt(ctx context.Context, tx pgx.Tx, token int64, r Result) (Outcome, error) {
+	q := db.New(tx)
+	a, current, err := lockAttempt(ctx, q, token)
+	if err != nil {
+		return Outcome{}, err
+	}
+	out := Outcome{JobID: a.JobID.String()}
+	if a.FinishedAt != nil && a.FailureClass != nil && *a.FailureClass == string(job.FailureWorkerLost) {
+		// The server gave up on this worker: its late result is stale.
+		s.staleReports.Add(1)
+		return out, fmt.Errorf("finish attempt %d of job %s: lost by its worker earlier: %w", a.Number, a.JobID, job.ErrStale)
+	}
+	if a.FinishedAt != nil {
+		out.Duplicate, out.State = true, job.State(a.State)
+		return out, nil
+	}
+	if !current {
+		s.staleReports.Add(1)
+		return out, fmt.Errorf("finish attempt %d of job %s: %w", a.Number, a.JobID, job.ErrStale)
+	}
+	row, err := q.GetJobForUpdate(ctx, a.JobID)
+	if err != nil {
+		return out, err
+	}
+	j, err := fromRow(row)
+	if err != nil {
+		return out, err
+	}
+	err = s.finish(ctx, q, tx, j, a.Number, token, r, &out)
 	return out, err
 }
 
@@ -373,6 +382,10 @@ type LogBatchIn struct {
 // not stored; their tokens are returned as stale. Batches stored before
 // are accepted again without change.
 func (s *Store) AppendLogBatches(ctx context.Context, in []LogBatchIn) (stale map[int64]bool, err error) {
+	return s.appendLogBatches(ctx, s.Q, in)
+}
+
+func (s *Store) appendLogBatches(ctx context.Context, q *db.Queries, in []LogBatchIn) (stale map[int64]bool, err error) {
 	p := db.InsertLogBatchesParams{Now: s.now()}
 	for _, b := range in {
 		p.Tokens = append(p.Tokens, b.Token)
@@ -381,7 +394,7 @@ func (s *Store) AppendLogBatches(ctx context.Context, in []LogBatchIn) (stale ma
 		p.Sizes = append(p.Sizes, int32(len(b.Data)))
 		p.Datas = append(p.Datas, b.Data)
 	}
-	rows, err := s.Q.InsertLogBatches(ctx, p)
+	rows, err := q.InsertLogBatches(ctx, p)
 	if err != nil {
 		return nil, fmt.Errorf("append logs: %w", err)
 	}
@@ -394,7 +407,7 @@ func (s *Store) AppendLogBatches(ctx context.Context, in []LogBatchIn) (stale ma
 		if _, ok := checked[b.Token]; ok {
 			continue
 		}
-		latest, err := s.Q.AttemptIsLatest(ctx, b.Token)
+		latest, err := q.AttemptIsLatest(ctx, b.Token)
 		if err != nil {
 			return nil, fmt.Errorf("append logs: %w", err)
 		}
@@ -408,6 +421,70 @@ func (s *Store) AppendLogBatches(ctx context.Context, in []LogBatchIn) (stale ma
 		}
 	}
 	return stale, nil
+}
+
+// Report is one message of an agent about an attempt: exactly one of
+// Start, Logs and Finish.
+type Report struct {
+	Token  int64
+	Start  bool
+	Logs   *LogBatchIn
+	Finish *Result
+}
+
+// ReportOutcome is what ApplyReports did with a report.
+type ReportOutcome struct {
+	Stale   bool    // the token is no longer current: the report was rejected
+	Outcome Outcome // for Finish
+}
+
+// ApplyReports applies an agent's reports in order in one transaction
+// (group commit): consecutive log batches go in one statement. Stale
+// reports are rejected individually; any other error rolls back all of
+// them (the agent re-sends what was not acknowledged).
+func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOutcome, error) {
+	out := make([]ReportOutcome, len(reports))
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		for i := 0; i < len(reports); {
+			r := reports[i]
+			switch {
+			case r.Logs != nil:
+				j := i
+				var batch []LogBatchIn
+				for ; j < len(reports) && reports[j].Logs != nil; j++ {
+					batch = append(batch, *reports[j].Logs)
+				}
+				stale, err := s.appendLogBatches(ctx, q, batch)
+				if err != nil {
+					return err
+				}
+				for k := i; k < j; k++ {
+					out[k].Stale = stale[reports[k].Token]
+				}
+				i = j
+				continue
+			case r.Start:
+				err := s.startAttempt(ctx, tx, r.Token)
+				if errors.Is(err, job.ErrStale) {
+					out[i].Stale = true
+				} else if err != nil {
+					return err
+				}
+			case r.Finish != nil:
+				o, err := s.finishAttempt(ctx, tx, r.Token, *r.Finish)
+				if errors.Is(err, job.ErrStale) {
+					out[i].Stale = true
+				} else if err != nil {
+					return err
+				}
+				out[i].Outcome = o
+			}
+			i++
+		}
+		return nil
+	})
+	return out, err
 }
 
 // RetryJob starts a new attempt of a job in a final state: the job is

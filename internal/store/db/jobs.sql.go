@@ -534,22 +534,6 @@ func (q *Queries) OverdueAttempts(ctx context.Context, arg OverdueAttemptsParams
 	return items, nil
 }
 
-const queueStats = `-- name: QueueStats :one
-SELECT count(*) FILTER (WHERE run_at <= $1)::bigint AS ready, count(*)::bigint AS total FROM job_queue
-`
-
-type QueueStatsRow struct {
-	Ready int64
-	Total int64
-}
-
-func (q *Queries) QueueStats(ctx context.Context, now time.Time) (QueueStatsRow, error) {
-	row := q.db.QueryRow(ctx, queueStats, now)
-	var i QueueStatsRow
-	err := row.Scan(&i.Ready, &i.Total)
-	return i, err
-}
-
 const readyJobs = `-- name: ReadyJobs :many
 SELECT job_id, image, labels FROM job_queue WHERE run_at <= $1 ORDER BY priority DESC, seq LIMIT $2
 `

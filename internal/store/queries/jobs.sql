@@ -89,9 +89,6 @@ SELECT * FROM job_attempts WHERE worker_id = @worker_id AND finished_at IS NULL 
 -- dispatcher's timer.
 SELECT coalesce(min(run_at), '9999-01-01T00:00:00Z')::timestamptz AS run_at FROM job_queue WHERE run_at > @now;
 
--- name: QueueStats :one
-SELECT count(*) FILTER (WHERE run_at <= @now)::bigint AS ready, count(*)::bigint AS total FROM job_queue;
-
 -- name: RequeueJob :exec
 -- A manual retry: back to queued for more attempts.
 UPDATE jobs SET state = 'queued', updated_at = @now, finished_at = NULL, run_at = NULL, exit_code = NULL,
