@@ -83,6 +83,7 @@ func TestReplicasSurviveAServerKill(t *testing.T) {
 	}
 
 	dir := t.TempDir()
+	t.Logf("%s: start", time.Now().Format("15:04:05.000"))
 	client := func(addr string) hodeiv1connect.JobServiceClient {
 		return hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
 	}
@@ -117,13 +118,13 @@ func TestReplicasSurviveAServerKill(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Logf("%d jobs succeeded; killing server %s", count("SELECT count(*) FROM jobs WHERE state = 'succeeded'"), servers[0].addr)
+	t.Logf("%s: %d jobs succeeded; killing server %s", time.Now().Format("15:04:05.000"), count("SELECT count(*) FROM jobs WHERE state = 'succeeded'"), servers[0].addr)
 	if err := servers[0].cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
 	close(ids)
-	t.Logf("all %d jobs submitted", jobs)
+	t.Logf("%s: all %d jobs submitted", time.Now().Format("15:04:05.000"), jobs)
 	deadline = time.Now().Add(120 * time.Second)
 	for count("SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL") < jobs {
 		if time.Now().After(deadline) {
@@ -131,7 +132,7 @@ func TestReplicasSurviveAServerKill(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Logf("all %d jobs finished", jobs)
+	t.Logf("%s: all %d jobs finished", time.Now().Format("15:04:05.000"), jobs)
 	if n := count("SELECT count(*) FROM jobs WHERE state = 'succeeded'"); n != jobs {
 		t.Errorf("%d of %d jobs succeeded", n, jobs)
 	}

@@ -239,6 +239,15 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 	}
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- a.sender(ctx, stream, gen, interval) }()
+	// Cancelling ctx does not interrupt a Receive on an HTTP/2 stream that
+	// already has its response: closing our side makes the server end the
+	// stream, which ends the Receive.
+	stopClose := context.AfterFunc(ctx, func() {
+		a.sendMu.Lock()
+		defer a.sendMu.Unlock()
+		_ = stream.CloseRequest()
+	})
+	defer stopClose()
 	a.handle(first)
 	for {
 		m, err := stream.Receive()
