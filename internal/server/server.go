@@ -185,6 +185,5 @@ func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
 	return m
 }
 
-
 // Lease is how long a silent worker keeps its attempts.
 func (s *Server) Lease() time.Duration { return s.cfg.Lease }
