@@ -127,6 +127,7 @@ func runServer(ctx context.Context, args []string) error {
 	listen := fs.String("listen", envOr("HODEI_LISTEN", "127.0.0.1:7070"), "address to serve on")
 	maxWorkers := fs.Int("max-workers", 4, "most workers the process provider runs (0: start none; agents connect on their own)")
 	retention := fs.Duration("event-retention", 7*24*time.Hour, "delivered events older than this are pruned")
+	lease := fs.Duration("lease", 10*time.Second, "a worker silent this long loses its attempts (worker_lost)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -134,7 +135,7 @@ func runServer(ctx context.Context, args []string) error {
 	if url == "" {
 		return errors.New("HODEI_DATABASE_URL is not set (use `hodei dev` for an embedded PostgreSQL)")
 	}
-	return runPlatform(ctx, newLogger(os.Stderr), platformConfig{listen: *listen, databaseURL: url, maxWorkers: *maxWorkers, agentLog: os.Stderr, eventRetention: *retention})
+	return runPlatform(ctx, newLogger(os.Stderr), platformConfig{listen: *listen, databaseURL: url, maxWorkers: *maxWorkers, agentLog: os.Stderr, eventRetention: *retention, lease: *lease})
 }
 
 func runDev(ctx context.Context, args []string) error {
@@ -173,6 +174,7 @@ func runAgent(ctx context.Context, args []string) int {
 	noop := fs.Bool("noop-exec", false, "BENCHMARK ONLY: report success without running the process")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long running jobs may finish before they are cancelled")
 	grace := fs.Duration("grace", 10*time.Second, "SIGTERM to SIGKILL grace for cancelled jobs")
+	hard := fs.Duration("hard-timeout", 0, "on SIGTERM, when everything is killed and the agent exits 1 (default drain-timeout + grace + 10s)")
 	var labels kvFlag
 	fs.Var(&labels, "label", "worker label K=V (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -183,7 +185,7 @@ func runAgent(ctx context.Context, args []string) int {
 	flush, _ := time.ParseDuration(os.Getenv("HODEI_LOG_FLUSH_INTERVAL"))
 	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"),
 		Labels: labels, Slots: *slots, BatchLines: batch, FlushInterval: flush, Version: version, Logger: log, NoopExec: *noop,
-		DrainTimeout: *drain, Grace: *grace})
+		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hodei:", err)
 		return 2

@@ -16,6 +16,8 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -70,6 +72,7 @@ type attempt struct {
 	token  int64
 	cancel context.CancelCauseFunc
 	done   chan struct{}
+	pgid   atomic.Int64 // the job's process group, once started
 }
 
 // New returns an agent.
@@ -413,7 +416,8 @@ func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec)
 		}
 		argv = []string{interp, "-c", spec.GetScript()}
 	}
-	res := runner.Run(ctx, runner.Spec{Argv: argv, Env: env, Dir: spec.GetWorkdir(), Timeout: spec.GetTimeout().AsDuration(), Grace: a.cfg.Grace}, batcher.Write)
+	res := runner.Run(ctx, runner.Spec{Argv: argv, Env: env, Dir: spec.GetWorkdir(), Timeout: spec.GetTimeout().AsDuration(), Grace: a.cfg.Grace,
+		Started: func(pid int) { at.pgid.Store(int64(pid)) }}, batcher.Write)
 	batcher.Close()
 	<-batchDone
 	sent, dropped := batcher.Stats()
@@ -460,7 +464,19 @@ func (a *Agent) shutdown() error {
 		select {
 		case <-done:
 		case <-time.After(max(a.cfg.HardTimeout-time.Since(start), 0)):
+			// Past the hard deadline: kill every job's process group now.
 			forced = true
+			a.mu.Lock()
+			for _, at := range a.attempts {
+				if pgid := at.pgid.Load(); pgid > 0 {
+					_ = syscall.Kill(-int(pgid), syscall.SIGKILL)
+				}
+			}
+			a.mu.Unlock()
+			select {
+			case <-done:
+			case <-time.After(time.Second):
+			}
 		}
 	}
 	flushBy := time.Now().Add(5 * time.Second)
