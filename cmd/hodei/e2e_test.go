@@ -243,3 +243,17 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestFollowLogsOnAnotherReplica: the job runs on a worker of server A;
+// `hodei run` talks to server B, which has no workers. B's follower is
+// woken by A's NOTIFY and streams the output live to the end.
+func TestFollowLogsOnAnotherReplica(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	startServerOn(t, dbURL, freeAddr(t), "--max-workers", "1")
+	b := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
+	r := b.hodei(t, "run", "--", "sh", "-c", "echo a; sleep 0.3; echo b >&2; sleep 0.3; echo c")
+	if r.stdout != "a\nc\n" || r.stderr != "b\n" || r.code != 0 {
+		t.Fatalf("via the other replica: stdout=%q stderr=%q code=%d", r.stdout, r.stderr, r.code)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
@@ -68,6 +69,9 @@ type Bus struct {
 	byName  map[string]*subscriber
 	wakers  map[chan struct{}]struct{}
 	running bool
+	// hints are other NOTIFY channels listened to on the same connection
+	// (e.g. new log output); not events, just wake-ups.
+	hints map[string]func(payload string)
 }
 
 // NewBus returns a bus on pool.
@@ -206,13 +210,45 @@ func (b *Bus) listenOnce(ctx context.Context) (connected bool, err error) {
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
 		return false, err
 	}
+	b.mu.Lock()
+	hints := b.hints
+	b.mu.Unlock()
+	for ch := range hints {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+			return false, err
+		}
+	}
+	// Anything may have happened while we were not listening.
 	b.Wake()
+	for _, fn := range hints {
+		fn("")
+	}
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			return true, err
 		}
-		b.Wake()
+		if n.Channel == Channel {
+			b.Wake()
+		} else if fn := hints[n.Channel]; fn != nil {
+			fn(n.Payload)
+		}
 	}
+}
+
+// OnNotify calls fn with the payload of every NOTIFY on channel, and with
+// "" after every (re)connect of the listener (anything may have been
+// missed). It is for wake-up hints that are not events. Call before Run.
+func (b *Bus) OnNotify(channel string, fn func(payload string)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.running {
+		panic("eventbus: OnNotify after Run")
+	}
+	if b.hints == nil {
+		b.hints = map[string]func(string){}
+	}
+	b.hints[channel] = fn
 }
 
 // read returns the next events after (xid, id) that may be passed, and

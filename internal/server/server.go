@@ -75,8 +75,17 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st),
-		logs: newLogHub(), workers: newRegistry()}, nil
+	s := &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st),
+		logs: newLogHub(), workers: newRegistry()}
+	// Log output stored on any replica wakes this replica's followers.
+	bus.OnNotify(store.LogsChannel, func(jobID string) {
+		if jobID == "" {
+			s.logs.wakeAll()
+		} else {
+			s.logs.wake(jobID)
+		}
+	})
+	return s, nil
 }
 
 // Workers is this replica's registry of connected workers.
@@ -155,6 +164,19 @@ func (h *logHub) subscribe(jobID string) (<-chan struct{}, func()) {
 			delete(h.subs, jobID)
 		}
 		h.mu.Unlock()
+	}
+}
+
+func (h *logHub) wakeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, subs := range h.subs {
+		for ch := range subs {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 

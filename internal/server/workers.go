@@ -194,7 +194,7 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 		case *hodeiv1.ConnectRequest_Finished:
 			f := msg.Finished
 			reports = append(reports, store.Report{Token: f.FencingToken, Finish: &store.Result{ExitCode: int(f.ExitCode), Signal: f.Signal,
-				Class: classFromProto(f.FailureClass), Message: f.Message}})
+				Class: classFromProto(f.FailureClass), Message: f.Message, LogBatches: f.LastLogSeq, LogLines: f.LinesSent, LogDropped: f.LinesDropped}})
 			lines = append(lines, 0)
 		case *hodeiv1.ConnectRequest_Shutdown:
 			c.mu.Lock()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -120,6 +121,9 @@ type Result struct {
 	Signal   string
 	Class    job.FailureClass // FailureNone for a process that ran to its end
 	Message  string
+	// Log accounting the agent reports with the result; published as one
+	// LogBatchSent (and LogBatchDropped) event per attempt, never per batch.
+	LogBatches, LogLines, LogDropped int64
 }
 
 // Outcome is what FinishAttempt decided.
@@ -242,6 +246,12 @@ func (s *Store) finish(ctx context.Context, q *db.Queries, tx pgx.Tx, j job.Job,
 	default:
 		events = append([]eventbus.Event{eventbus.New("job", id, &hodeiv1.JobFailed{JobId: id, Attempt: number, FailureClass: hodeiv1.FailureClass(failureClassNumber(r.Class)),
 			ExitCode: int32(r.ExitCode), Message: r.Message, Final: next.Final(), State: hodeiv1.JobState(stateNumber(next))})}, events...)
+	}
+	if r.LogBatches > 0 {
+		events = append(events, eventbus.New("job", id, &hodeiv1.LogBatchSent{JobId: id, Attempt: number, Batches: r.LogBatches, Lines: r.LogLines}))
+	}
+	if r.LogDropped > 0 {
+		events = append(events, eventbus.New("job", id, &hodeiv1.LogBatchDropped{JobId: id, Attempt: number, Lines: r.LogDropped}))
 	}
 	if _, err := eventbus.Publish(ctx, tx, events...); err != nil {
 		return err
@@ -382,10 +392,38 @@ type LogBatchIn struct {
 // not stored; their tokens are returned as stale. Batches stored before
 // are accepted again without change.
 func (s *Store) AppendLogBatches(ctx context.Context, in []LogBatchIn) (stale map[int64]bool, err error) {
-	return s.appendLogBatches(ctx, s.Q, in)
+	err = s.InTx(ctx, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		var jobs map[string]bool
+		if stale, jobs, err = s.appendLogBatches(ctx, q, in); err != nil {
+			return err
+		}
+		return notifyLogs(ctx, q, jobs)
+	})
+	return stale, err
 }
 
-func (s *Store) appendLogBatches(ctx context.Context, q *db.Queries, in []LogBatchIn) (stale map[int64]bool, err error) {
+// LogsChannel is the NOTIFY channel that announces new log output or the
+// end of a job, with the job id as payload: a hint for log followers on
+// every replica.
+const LogsChannel = "hodei_logs"
+
+func notifyLogs(ctx context.Context, q *db.Queries, jobs map[string]bool) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(jobs))
+	for id := range jobs {
+		ids = append(ids, id)
+	}
+	return q.NotifyMany(ctx, db.NotifyManyParams{Channel: LogsChannel, Payloads: ids})
+}
+
+func (s *Store) appendLogBatches(ctx context.Context, q *db.Queries, in []LogBatchIn) (stale map[int64]bool, jobs map[string]bool, err error) {
+	in, jobs, err = s.applyLogCap(ctx, q, in)
+	if err != nil {
+		return nil, nil, err
+	}
 	p := db.InsertLogBatchesParams{Now: s.now()}
 	for _, b := range in {
 		p.Tokens = append(p.Tokens, b.Token)
@@ -396,10 +434,10 @@ func (s *Store) appendLogBatches(ctx context.Context, q *db.Queries, in []LogBat
 	}
 	rows, err := q.InsertLogBatches(ctx, p)
 	if err != nil {
-		return nil, fmt.Errorf("append logs: %w", err)
+		return nil, nil, fmt.Errorf("append logs: %w", err)
 	}
 	if len(rows) == len(in) {
-		return nil, nil
+		return nil, jobs, nil
 	}
 	// Some were duplicates or stale: tell them apart per token.
 	checked := map[int64]bool{}
@@ -409,7 +447,7 @@ func (s *Store) appendLogBatches(ctx context.Context, q *db.Queries, in []LogBat
 		}
 		latest, err := q.AttemptIsLatest(ctx, b.Token)
 		if err != nil {
-			return nil, fmt.Errorf("append logs: %w", err)
+			return nil, nil, fmt.Errorf("append logs: %w", err)
 		}
 		checked[b.Token] = latest
 		if !latest {
@@ -420,7 +458,83 @@ func (s *Store) appendLogBatches(ctx context.Context, q *db.Queries, in []LogBat
 			s.staleReports.Add(1)
 		}
 	}
-	return stale, nil
+	return stale, jobs, nil
+}
+
+// TruncationMarker is the system line stored in place of a job's output
+// past its log size cap.
+func TruncationMarker(limit int64) string {
+	return fmt.Sprintf("hodei: log truncated: the job's output exceeded the limit of %d bytes; later output is discarded", limit)
+}
+
+// applyLogCap enforces the per-job log size cap: batches that would take
+// a job past it are replaced, once, by a truncation marker; later ones are
+// dropped (and still acknowledged). The jobs' byte counts are updated in
+// the same transaction.
+func (s *Store) applyLogCap(ctx context.Context, q *db.Queries, in []LogBatchIn) ([]LogBatchIn, map[string]bool, error) {
+	tokens := make([]int64, len(in))
+	for i, b := range in {
+		tokens[i] = b.Token
+	}
+	rows, err := q.LogBudget(ctx, tokens)
+	if err != nil {
+		return nil, nil, fmt.Errorf("log budget: %w", err)
+	}
+	type budget struct {
+		job       uuid.UUID
+		bytes     int64
+		truncated bool
+		changed   bool
+	}
+	byJob := map[uuid.UUID]*budget{}
+	byToken := map[int64]*budget{}
+	for _, r := range rows {
+		b := byJob[r.JobID]
+		if b == nil {
+			b = &budget{job: r.JobID, bytes: r.LogBytes, truncated: r.LogTruncated}
+			byJob[r.JobID] = b
+		}
+		byToken[r.Token] = b
+	}
+	out := in[:0:0]
+	for _, b := range in {
+		bud := byToken[b.Token]
+		if bud == nil { // unknown token: the insert reports it stale
+			out = append(out, b)
+			continue
+		}
+		switch {
+		case bud.truncated:
+			continue
+		case bud.bytes+int64(len(b.Data)) > s.logCap:
+			marker, err := proto.Marshal(&hodeiv1.LogBatch{Lines: []*hodeiv1.LogLine{{Stream: hodeiv1.LogStream_LOG_STREAM_SYSTEM,
+				Data: []byte(TruncationMarker(s.logCap)), Time: timestamppb.New(s.now())}}})
+			if err != nil {
+				return nil, nil, err
+			}
+			b.Data, b.Lines = marker, 1
+			bud.truncated = true
+		}
+		bud.bytes += int64(len(b.Data))
+		bud.changed = true
+		out = append(out, b)
+	}
+	var p db.SetLogBudgetParams
+	jobs := map[string]bool{}
+	for _, b := range byJob {
+		jobs[b.job.String()] = true
+		if b.changed {
+			p.Ids = append(p.Ids, b.job)
+			p.Bytes = append(p.Bytes, b.bytes)
+			p.Truncated = append(p.Truncated, b.truncated)
+		}
+	}
+	if len(p.Ids) > 0 {
+		if err := q.SetLogBudget(ctx, p); err != nil {
+			return nil, nil, fmt.Errorf("log budget: %w", err)
+		}
+	}
+	return out, jobs, nil
 }
 
 // Report is one message of an agent about an attempt: exactly one of
@@ -446,6 +560,7 @@ func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOut
 	out := make([]ReportOutcome, len(reports))
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
+		touched := map[string]bool{} // jobs with new output or a result
 		for i := 0; i < len(reports); {
 			r := reports[i]
 			switch {
@@ -455,9 +570,12 @@ func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOut
 				for ; j < len(reports) && reports[j].Logs != nil; j++ {
 					batch = append(batch, *reports[j].Logs)
 				}
-				stale, err := s.appendLogBatches(ctx, q, batch)
+				stale, jobs, err := s.appendLogBatches(ctx, q, batch)
 				if err != nil {
 					return err
+				}
+				for id := range jobs {
+					touched[id] = true
 				}
 				for k := i; k < j; k++ {
 					out[k].Stale = stale[reports[k].Token]
@@ -479,10 +597,13 @@ func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOut
 					return err
 				}
 				out[i].Outcome = o
+				if o.JobID != "" {
+					touched[o.JobID] = true
+				}
 			}
 			i++
 		}
-		return nil
+		return notifyLogs(ctx, q, touched)
 	})
 	return out, err
 }

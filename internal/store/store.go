@@ -33,6 +33,7 @@ type Store struct {
 	log  *slog.Logger
 	now  func() time.Time
 
+	logCap       int64
 	createHook   createHook
 	staleReports atomic.Int64
 }
@@ -43,6 +44,9 @@ type Config struct {
 	MaxConns int32            // default 20
 	Logger   *slog.Logger     // nil = discard
 	Now      func() time.Time // clock; default time.Now
+	// LogCapBytes caps the log output stored per job; past it a
+	// truncation marker is stored and the rest is discarded. Default 1 GiB.
+	LogCapBytes int64
 }
 
 // Open connects, applies pending migrations and returns the store.
@@ -72,7 +76,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{Pool: pool, Q: db.New(pool), log: log, now: now}, nil
+	logCap := cfg.LogCapBytes
+	if logCap <= 0 {
+		logCap = 1 << 30
+	}
+	return &Store{Pool: pool, Q: db.New(pool), log: log, now: now, logCap: logCap}, nil
 }
 
 // Close closes the pool.

@@ -204,7 +204,7 @@ func (q *Queries) GetAttemptByToken(ctx context.Context, token int64) (GetAttemp
 }
 
 const getJob = `-- name: GetJob :one
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at FROM jobs WHERE id = $1
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated FROM jobs WHERE id = $1
 `
 
 func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
@@ -229,12 +229,14 @@ func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.FinishedAt,
+		&i.LogBytes,
+		&i.LogTruncated,
 	)
 	return i, err
 }
 
 const getJobByIdempotencyKey = `-- name: GetJobByIdempotencyKey :one
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at FROM jobs WHERE idempotency_key = $1
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated FROM jobs WHERE idempotency_key = $1
 `
 
 func (q *Queries) GetJobByIdempotencyKey(ctx context.Context, idempotencyKey *string) (Job, error) {
@@ -259,12 +261,14 @@ func (q *Queries) GetJobByIdempotencyKey(ctx context.Context, idempotencyKey *st
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.FinishedAt,
+		&i.LogBytes,
+		&i.LogTruncated,
 	)
 	return i, err
 }
 
 const getJobForUpdate = `-- name: GetJobForUpdate :one
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at FROM jobs WHERE id = $1 FOR UPDATE
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated FROM jobs WHERE id = $1 FOR UPDATE
 `
 
 func (q *Queries) GetJobForUpdate(ctx context.Context, id uuid.UUID) (Job, error) {
@@ -289,6 +293,8 @@ func (q *Queries) GetJobForUpdate(ctx context.Context, id uuid.UUID) (Job, error
 		&i.CreatedAt,
 		&i.UpdatedAt,
 		&i.FinishedAt,
+		&i.LogBytes,
+		&i.LogTruncated,
 	)
 	return i, err
 }
@@ -365,7 +371,7 @@ func (q *Queries) ListAttempts(ctx context.Context, jobID uuid.UUID) ([]JobAttem
 }
 
 const listJobs = `-- name: ListJobs :many
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at FROM jobs
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated FROM jobs
 WHERE (cardinality($1::text[]) = 0 OR state = ANY ($1::text[]))
   AND labels @> $2::jsonb
   AND ($3::text = '' OR type = $3::text)
@@ -425,6 +431,8 @@ func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]Job, erro
 			&i.CreatedAt,
 			&i.UpdatedAt,
 			&i.FinishedAt,
+			&i.LogBytes,
+			&i.LogTruncated,
 		); err != nil {
 			return nil, err
 		}

@@ -80,6 +80,61 @@ func (q *Queries) InsertLogBatches(ctx context.Context, arg InsertLogBatchesPara
 	return items, nil
 }
 
+const logBudget = `-- name: LogBudget :many
+SELECT a.token, a.job_id, j.log_bytes, j.log_truncated
+FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.token = ANY ($1::bigint[])
+ORDER BY j.id
+FOR UPDATE OF j
+`
+
+type LogBudgetRow struct {
+	Token        int64
+	JobID        uuid.UUID
+	LogBytes     int64
+	LogTruncated bool
+}
+
+// The log accounting of the jobs of these attempts, locked for update.
+func (q *Queries) LogBudget(ctx context.Context, tokens []int64) ([]LogBudgetRow, error) {
+	rows, err := q.db.Query(ctx, logBudget, tokens)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []LogBudgetRow
+	for rows.Next() {
+		var i LogBudgetRow
+		if err := rows.Scan(
+			&i.Token,
+			&i.JobID,
+			&i.LogBytes,
+			&i.LogTruncated,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const notifyMany = `-- name: NotifyMany :exec
+SELECT pg_notify($1::text, p) FROM unnest($2::text[]) AS p
+`
+
+type NotifyManyParams struct {
+	Channel  string
+	Payloads []string
+}
+
+func (q *Queries) NotifyMany(ctx context.Context, arg NotifyManyParams) error {
+	_, err := q.db.Exec(ctx, notifyMany, arg.Channel, arg.Payloads)
+	return err
+}
+
 const readLogs = `-- name: ReadLogs :many
 SELECT attempt, seq, data, created_at FROM job_logs
 WHERE job_id = $1 AND ($2::integer = 0 OR attempt = $2::integer)
@@ -132,4 +187,21 @@ func (q *Queries) ReadLogs(ctx context.Context, arg ReadLogsParams) ([]ReadLogsR
 		return nil, err
 	}
 	return items, nil
+}
+
+const setLogBudget = `-- name: SetLogBudget :exec
+UPDATE jobs j SET log_bytes = u.log_bytes, log_truncated = u.log_truncated
+FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS log_bytes, unnest($3::boolean[]) AS log_truncated) u
+WHERE j.id = u.id
+`
+
+type SetLogBudgetParams struct {
+	Ids       []uuid.UUID
+	Bytes     []int64
+	Truncated []bool
+}
+
+func (q *Queries) SetLogBudget(ctx context.Context, arg SetLogBudgetParams) error {
+	_, err := q.db.Exec(ctx, setLogBudget, arg.Ids, arg.Bytes, arg.Truncated)
+	return err
 }

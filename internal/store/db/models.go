@@ -65,6 +65,8 @@ type Job struct {
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
 	FinishedAt     *time.Time
+	LogBytes       int64
+	LogTruncated   bool
 }
 
 type JobAttempt struct {

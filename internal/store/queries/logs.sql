@@ -21,3 +21,19 @@ FROM input i JOIN job_attempts a ON a.token = i.token JOIN jobs j ON j.id = a.jo
 WHERE j.attempt = a.number
 ON CONFLICT DO NOTHING
 RETURNING job_id, attempt, seq;
+
+-- name: LogBudget :many
+-- The log accounting of the jobs of these attempts, locked for update.
+SELECT a.token, a.job_id, j.log_bytes, j.log_truncated
+FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.token = ANY (@tokens::bigint[])
+ORDER BY j.id
+FOR UPDATE OF j;
+
+-- name: SetLogBudget :exec
+UPDATE jobs j SET log_bytes = u.log_bytes, log_truncated = u.log_truncated
+FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@bytes::bigint[]) AS log_bytes, unnest(@truncated::boolean[]) AS log_truncated) u
+WHERE j.id = u.id;
+
+-- name: NotifyMany :exec
+SELECT pg_notify(@channel::text, p) FROM unnest(@payloads::text[]) AS p;
