@@ -21,7 +21,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
-const benchUsage = "usage: hodei bench startup|events|dispatch|throughput [flags]"
+const benchUsage = "usage: hodei bench startup|events|dispatch|throughput|logs [flags]"
 
 func runBench(ctx context.Context, args []string) error {
 	if len(args) == 0 {
@@ -36,6 +36,10 @@ func runBench(ctx context.Context, args []string) error {
 		return benchDispatch(ctx, args[1:])
 	case "throughput":
 		return benchThroughput(ctx, args[1:])
+	case "logs":
+		return benchLogs(ctx, args[1:])
+	case "emit": // the load generator that bench logs runs as a job
+		return benchEmit(args[1:])
 	}
 	return fmt.Errorf("unknown benchmark %q; %s", args[0], benchUsage)
 }

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/store"
+)
+
+// benchLogs measures the log pipeline end to end (job process → agent
+// batcher → stream → group-committed inserts): one job printing lines as
+// fast as it can, then one printing at a steady rate below saturation
+// (lost must be 0 there). The server runs in this process, the agent is a
+// subprocess, so server_rss_mib (this process's peak RSS) is the server's.
+func benchLogs(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench logs", flag.ContinueOnError)
+	lines := fs.Int("lines", 1_000_000, "lines of the as-fast-as-possible job")
+	rate := fs.Int("rate", 50_000, "lines per second of the steady job")
+	steady := fs.Duration("steady", 4*time.Second, "length of the steady job")
+	gib := fs.Float64("gib", 0, "also run a job writing this many GiB (1 KiB lines) and report peak RSS")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	url, stopDB, err := benchDatabase(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopDB()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	readyc := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- runPlatform(ctx, newLogger(io.Discard), platformConfig{listen: "127.0.0.1:0", databaseURL: url, maxWorkers: 1, agentLog: io.Discard,
+			ready: func(a string) { readyc <- a }})
+	}()
+	var addr string
+	select {
+	case addr = <-readyc:
+	case err := <-errc:
+		return err
+	}
+	defer func() { cancel(); <-errc }()
+	jobs := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	// Warm up: the first job provisions the worker.
+	if _, err := runToEnd(ctx, jobs, []string{"true"}); err != nil {
+		return err
+	}
+	type run struct {
+		name           string
+		argv           []string
+		want           int64
+		lines, dropped int64
+		bytes          int64
+		truncated      bool
+		took           time.Duration
+	}
+	runs := []*run{
+		{name: "fast", argv: []string{"seq", "1", strconv.Itoa(*lines)}, want: int64(*lines)},
+		{name: "steady", argv: []string{self, "bench", "emit", "--rate", strconv.Itoa(*rate), "--lines", strconv.Itoa(*rate * int(steady.Seconds()))},
+			want: int64(*rate * int(steady.Seconds()))},
+	}
+	if *gib > 0 {
+		n := int64(*gib * (1 << 30) / 1024)
+		runs = append(runs, &run{name: "gib", argv: []string{self, "bench", "emit", "--lines", strconv.FormatInt(n, 10), "--size", "1024"}, want: n})
+	}
+	for _, r := range runs {
+		start := time.Now()
+		j, err := runToEnd(ctx, jobs, r.argv)
+		if err != nil {
+			return err
+		}
+		r.took = time.Since(start)
+		if err := storedLogs(ctx, url, j.Id, &r.lines, &r.bytes, &r.dropped, &r.truncated); err != nil {
+			return err
+		}
+		lost := r.want - r.lines - r.dropped
+		note := ""
+		if r.truncated {
+			lost, note = 0, " (output past the per-job log cap was discarded after the truncation marker)"
+		}
+		fmt.Printf("%s: %d lines (%.1f MiB) stored in %s, dropped %d, lost %d%s\n", r.name, r.lines, float64(r.bytes)/(1<<20), r.took.Round(time.Millisecond), r.dropped, lost, note)
+	}
+	fast, paced := runs[0], runs[1]
+	fmt.Printf("result name=logs lines_per_sec=%.0f mib_per_sec=%.1f lost=%d dropped=%d steady_rate=%d steady_lost=%d steady_dropped=%d server_rss_mib=%.0f\n",
+		float64(fast.lines)/fast.took.Seconds(), float64(fast.bytes)/(1<<20)/fast.took.Seconds(), fast.want-fast.lines-fast.dropped, fast.dropped,
+		*rate, paced.want-paced.lines-paced.dropped, paced.dropped, peakRSSMiB())
+	return nil
+}
+
+// runToEnd submits argv and waits until the job is final.
+func runToEnd(ctx context.Context, jobs hodeiv1connect.JobServiceClient, argv []string) (*hodeiv1.Job, error) {
+	r, err := jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: &hodeiv1.JobSpec{Command: argv}}))
+	if err != nil {
+		return nil, err
+	}
+	w, err := jobs.WatchJob(ctx, connect.NewRequest(&hodeiv1.WatchJobRequest{Id: r.Msg.Job.Id}))
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	for w.Receive() {
+		if j := w.Msg().Job; j.FinishedAt != nil {
+			if j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {
+				return nil, fmt.Errorf("job %v ended %s: %s", argv[0], j.State, j.Message)
+			}
+			return j, nil
+		}
+	}
+	return nil, fmt.Errorf("watch: %w", w.Err())
+}
+
+// storedLogs reads what was stored for a job: lines and bytes of output
+// (the stored batches) and lines the agent dropped (LogBatchDropped).
+func storedLogs(ctx context.Context, url, jobID string, lines, size, dropped *int64, truncated *bool) error {
+	s, err := store.Open(ctx, store.Config{URL: url})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := s.Pool.QueryRow(ctx, "SELECT coalesce(sum(lines), 0), coalesce(sum(bytes), 0) FROM job_logs WHERE job_id = $1", jobID).Scan(lines, size); err != nil {
+		return err
+	}
+	if err := s.Pool.QueryRow(ctx, "SELECT log_truncated FROM jobs WHERE id = $1", jobID).Scan(truncated); err != nil {
+		return err
+	}
+	rows, err := s.Pool.Query(ctx, "SELECT payload FROM events WHERE aggregate_id = $1 AND type = 'LogBatchDropped'", jobID)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	*dropped = 0
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return err
+		}
+		var p hodeiv1.EventPayload
+		if err := proto.Unmarshal(b, &p); err != nil {
+			return err
+		}
+		*dropped += p.GetLogBatchDropped().GetLines()
+	}
+	return rows.Err()
+}
+
+// peakRSSMiB is this process's peak resident set (VmHWM).
+func peakRSSMiB() float64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// benchEmit prints numbered lines, paced at --rate per second (0: as fast
+// as possible), each --size bytes long: the load generator of bench logs.
+func benchEmit(args []string) error {
+	fs := flag.NewFlagSet("bench emit", flag.ContinueOnError)
+	n := fs.Int64("lines", 1000, "lines")
+	rate := fs.Int("rate", 0, "lines per second (0: unpaced)")
+	size := fs.Int("size", 0, "pad lines to this many bytes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(os.Stdout, 64<<10)
+	start := time.Now()
+	pad := bytes.Repeat([]byte("x"), max(*size, 0))
+	var buf []byte
+	for i := int64(1); i <= *n; i++ {
+		buf = strconv.AppendInt(append(buf[:0], "line "...), i, 10)
+		if len(buf) < *size-1 {
+			buf = append(buf, pad[:*size-1-len(buf)]...)
+		}
+		buf = append(buf, '\n')
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+		if *rate > 0 && i%int64(max(*rate/100, 1)) == 0 {
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if d := time.Duration(i) * time.Second / time.Duration(*rate); d > time.Since(start) {
+				time.Sleep(d - time.Since(start))
+			}
+		}
+	}
+	return w.Flush()
+}
+
