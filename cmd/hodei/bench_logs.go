@@ -211,4 +211,3 @@ func benchEmit(args []string) error {
 	}
 	return w.Flush()
 }
-
