@@ -93,11 +93,13 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 		srv.SetCapabilities(pool)
 		provisioner = pool
 	}
-	disp := scheduler.New(scheduler.Config{Logger: log}, st, bus, srv.Workers(), provisioner)
+	smetrics := scheduler.NewMetrics(reg)
+	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics}, st, bus, srv.Workers(), provisioner)
 
 	leader := &scheduler.Leader{Pool: st.Pool, Logger: log, Duties: []scheduler.Duty{
 		scheduler.Reaper(st, srv.Lease(), srv.Lease()/2, log, disp.Kick),
 		func(ctx context.Context) error { return bus.RunRetention(ctx, time.Minute, pc.eventRetention) },
+		scheduler.QueueDepth(st, bus, smetrics, 500*time.Millisecond, log),
 	}}
 
 	g, gctx := errgroup.WithContext(ctx)

@@ -45,6 +45,7 @@ type Config struct {
 	// negative disables it.
 	SafetySweep time.Duration
 	Logger      *slog.Logger
+	Metrics     *Metrics // nil = none
 }
 
 // Dispatcher is the JobController of one replica.
@@ -113,6 +114,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	defer timer.Stop()
 	d.Kick()
 	for {
+		var trigger string
 		select {
 		case <-ctx.Done():
 			<-errc
@@ -123,10 +125,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("dispatch triggers: %w", err)
 		case <-d.kick:
+			trigger = "event"
 		case <-sweep:
+			trigger = "sweep"
 		case <-timer.C:
+			trigger = "timer"
 		}
-		next, err := d.pass(ctx)
+		next, err := d.pass(ctx, trigger)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -141,17 +146,20 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // pass claims jobs for every worker with free slots until nothing more
 // matches, asks for workers if ready jobs remain, and returns when the
 // next delayed job becomes ready.
-func (d *Dispatcher) pass(ctx context.Context) (time.Time, error) {
+func (d *Dispatcher) pass(ctx context.Context, trigger string) (time.Time, error) {
 	now := d.store.Now()
+	claimed := 0
 	for {
-		progress, err := d.claimAll(ctx)
+		n, err := d.claimAll(ctx)
+		claimed += n
 		if err != nil {
 			return now, err
 		}
-		if !progress {
+		if n == 0 {
 			break
 		}
 	}
+	d.cfg.Metrics.pass(trigger, claimed)
 	// Ready jobs that no worker here took may need a new worker.
 	if err := d.provision(ctx, now); err != nil {
 		return now, err
@@ -159,18 +167,21 @@ func (d *Dispatcher) pass(ctx context.Context) (time.Time, error) {
 	return d.store.Q.NextRunAt(ctx, now)
 }
 
-// claimAll claims jobs for every worker with free slots; progress says
-// whether any job was claimed.
-func (d *Dispatcher) claimAll(ctx context.Context) (progress bool, err error) {
+// claimAll claims jobs for every worker with free slots and returns how
+// many it claimed.
+func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 	for _, slot := range d.ws.Free() {
 		as, err := d.store.Claim(ctx, slot.Worker, slot.Free)
 		if err != nil {
-			return progress, err
+			return claimed, err
 		}
-		if len(as) == 0 {
-			continue
+		claimed += len(as)
+		now := time.Now()
+		for _, a := range as {
+			if a.Attempt == 1 {
+				d.cfg.Metrics.assigned(now.Sub(a.CreatedAt).Seconds())
+			}
 		}
-		progress = true
 		for _, a := range d.ws.Deliver(slot.Worker.ID, as) {
 			// The worker vanished between claim and send.
 			if _, err := d.store.FinishAttempt(ctx, a.Token, store.Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "worker gone before the job was sent"}); err != nil {
@@ -178,7 +189,7 @@ func (d *Dispatcher) claimAll(ctx context.Context) (progress bool, err error) {
 			}
 		}
 	}
-	return progress, nil
+	return claimed, nil
 }
 
 // provision groups the ready jobs that found no worker by what they need,

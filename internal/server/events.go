@@ -128,13 +128,13 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("cancel forwarder: %w", err)
 		case <-t.C:
 		}
-		var ids []string
+		seen := map[string]time.Time{}
 		now := time.Now()
 		for _, c := range s.workers.all() {
 			c.mu.Lock()
-			seen := c.lastSeen
+			last := c.lastSeen
 			c.mu.Unlock()
-			if now.Sub(seen) > s.cfg.Lease {
+			if now.Sub(last) > s.cfg.Lease {
 				s.log.Warn("worker silent past its lease; closing its stream", "worker_id", c.id)
 				c.mu.Lock()
 				c.expired = true
@@ -142,10 +142,10 @@ func (s *Server) Run(ctx context.Context) error {
 				c.close()
 				continue
 			}
-			ids = append(ids, c.id)
+			seen[c.id] = last
 		}
-		if len(ids) > 0 {
-			if err := s.store.TouchWorkers(ctx, ids); err != nil && ctx.Err() == nil {
+		if len(seen) > 0 {
+			if err := s.store.TouchWorkers(ctx, seen); err != nil && ctx.Err() == nil {
 				s.log.Warn("record heartbeats", "err", err)
 			}
 		}

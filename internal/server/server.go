@@ -194,16 +194,19 @@ func (h *logHub) wake(jobID string) {
 type metrics struct {
 	jobsCreated *prometheus.CounterVec
 	logLines    prometheus.Counter
+	toStarted   prometheus.Histogram
 }
 
 func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
 	m := &metrics{
 		jobsCreated: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_jobs_created_total", Help: "Jobs created, by type."}, []string{"type"}),
 		logLines:    prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_log_lines_stored_total", Help: "Log lines stored."}),
+		toStarted: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hodei_attempt_assigned_to_started_seconds",
+			Help: "From assignment to the agent's start report.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 	}
 	stale := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hodei_stale_reports_total",
 		Help: "Worker reports (start, logs, result) rejected for a stale fencing token."}, func() float64 { return float64(st.StaleReports()) })
-	reg.MustRegister(m.jobsCreated, m.logLines, stale)
+	reg.MustRegister(m.jobsCreated, m.logLines, m.toStarted, stale)
 	return m
 }
 

@@ -131,6 +131,17 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 		case <-ctx.Done():
 			return nil
 		case err := <-recvErr:
+			// Everything received before the error is queued: apply it
+			// (e.g. the final shutdown notice just before EOF).
+			var rest []*hodeiv1.ConnectRequest
+			for len(msgs) > 0 {
+				rest = append(rest, <-msgs)
+			}
+			if len(rest) > 0 {
+				if aerr := s.applyReports(ctx, c, rest); aerr != nil {
+					log.Warn("worker reports failed", "err", aerr)
+				}
+			}
 			if errors.Is(err, context.Canceled) || isEOF(err) {
 				return nil
 			}
@@ -237,6 +248,9 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 				wake(c.jobOf(r.Token))
 			}
 		case r.Start:
+			if o.StartDelay > 0 {
+				s.metrics.toStarted.Observe(o.StartDelay.Seconds())
+			}
 			if o.Stale {
 				c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Stale: true}))
 			}
@@ -276,7 +290,7 @@ func (s *Server) afterDisconnect(c *workerConn) {
 	c.mu.Unlock()
 	ctx := context.Background()
 	if expired {
-		s.expire(c.id)
+		s.expire(c.id, true)
 		return
 	}
 	if final {
@@ -287,11 +301,13 @@ func (s *Server) afterDisconnect(c *workerConn) {
 		return
 	}
 	s.log.Info("worker stream ended; lease running", "worker_id", c.id, "lease", s.cfg.Lease)
-	time.AfterFunc(s.cfg.Lease, func() { s.expire(c.id) })
+	time.AfterFunc(s.cfg.Lease, func() { s.expire(c.id, false) })
 }
 
-// expire fails a silent worker's attempts unless it came back.
-func (s *Server) expire(id string) {
+// expire fails a silent worker's attempts unless it came back (here, or
+// to another replica). silent says this replica saw the worker silent for
+// the whole lease, so its recorded last contact need not be checked.
+func (s *Server) expire(id string, silent bool) {
 	ctx := context.Background()
 	if s.workers.get(id) != nil {
 		return
@@ -301,7 +317,7 @@ func (s *Server) expire(id string) {
 		s.log.Error("expire worker", "worker_id", id, "err", err)
 		return
 	}
-	if w.ReplicaID != s.cfg.ReplicaID || w.State == "terminated" || time.Since(w.LastSeen) < s.cfg.Lease {
+	if w.ReplicaID != s.cfg.ReplicaID || w.State == "terminated" || (!silent && time.Since(w.LastSeen) < s.cfg.Lease) {
 		return // reconnected elsewhere, already gone, or seen recently
 	}
 	jobs, err := s.store.WorkerGone(ctx, id, "disconnected", "lease expired", false)

@@ -21,10 +21,11 @@ import (
 
 // Assignment is a job claimed for a worker: the attempt to run.
 type Assignment struct {
-	JobID   string
-	Attempt int
-	Token   int64
-	Spec    job.Spec
+	JobID     string
+	Attempt   int
+	Token     int64
+	Spec      job.Spec
+	CreatedAt time.Time // the job's
 }
 
 // WorkerMatch is what a claim knows about the worker.
@@ -55,7 +56,7 @@ func (s *Store) Claim(ctx context.Context, w WorkerMatch, n int) ([]Assignment, 
 		}
 		events := make([]eventbus.Event, 0, len(rows))
 		for _, r := range rows {
-			a := Assignment{JobID: r.ID.String(), Attempt: int(r.Attempt), Token: r.Token}
+			a := Assignment{JobID: r.ID.String(), Attempt: int(r.Attempt), Token: r.Token, CreatedAt: r.CreatedAt}
 			if err := json.Unmarshal(r.Spec, &a.Spec); err != nil {
 				return fmt.Errorf("decode spec of job %s: %w", r.ID, err)
 			}
@@ -88,31 +89,35 @@ func lockAttempt(ctx context.Context, q *db.Queries, token int64) (db.GetAttempt
 
 // StartAttempt records that the agent started the attempt of token.
 func (s *Store) StartAttempt(ctx context.Context, token int64) error {
-	return s.InTx(ctx, func(tx pgx.Tx) error { return s.startAttempt(ctx, tx, token) })
+	return s.InTx(ctx, func(tx pgx.Tx) error {
+		_, err := s.startAttempt(ctx, tx, token)
+		return err
+	})
 }
 
-func (s *Store) startAttempt(ctx context.Context, tx pgx.Tx, token int64) error {
+// startAttempt returns how long the attempt waited from assignment to start.
+func (s *Store) startAttempt(ctx context.Context, tx pgx.Tx, token int64) (time.Duration, error) {
 	q := db.New(tx)
 	a, current, err := lockAttempt(ctx, q, token)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if !current {
 		s.staleReports.Add(1)
-		return fmt.Errorf("start attempt %d of job %s: %w", a.Number, a.JobID, job.ErrStale)
+		return 0, fmt.Errorf("start attempt %d of job %s: %w", a.Number, a.JobID, job.ErrStale)
 	}
 	if a.State != "assigned" {
-		return nil // repeated report
+		return 0, nil // repeated report
 	}
 	now := s.now()
 	if err := q.MarkAttemptRunning(ctx, db.MarkAttemptRunningParams{Now: &now, Token: token}); err != nil {
-		return err
+		return 0, err
 	}
 	if err := q.UpdateJobState(ctx, db.UpdateJobStateParams{ID: a.JobID, State: string(job.StateRunning), Now: now}); err != nil {
-		return err
+		return 0, err
 	}
 	_, err = eventbus.Publish(ctx, tx, eventbus.New("job", a.JobID.String(), &hodeiv1.JobStarted{JobId: a.JobID.String(), Attempt: a.Number, WorkerId: a.WorkerID.String()}))
-	return err
+	return now.Sub(a.AssignedAt), err
 }
 
 // Result is how an attempt ended.
@@ -548,8 +553,9 @@ type Report struct {
 
 // ReportOutcome is what ApplyReports did with a report.
 type ReportOutcome struct {
-	Stale   bool    // the token is no longer current: the report was rejected
-	Outcome Outcome // for Finish
+	Stale      bool          // the token is no longer current: the report was rejected
+	Outcome    Outcome       // for Finish
+	StartDelay time.Duration // for Start: assignment to start
 }
 
 // ApplyReports applies an agent's reports in order in one transaction
@@ -583,7 +589,8 @@ func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOut
 				i = j
 				continue
 			case r.Start:
-				err := s.startAttempt(ctx, tx, r.Token)
+				d, err := s.startAttempt(ctx, tx, r.Token)
+				out[i].StartDelay = d
 				if errors.Is(err, job.ErrStale) {
 					out[i].Stale = true
 				} else if err != nil {

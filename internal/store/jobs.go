@@ -231,3 +231,16 @@ func nonNil(m map[string]string) map[string]string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// CountActiveJobs counts jobs in each non-final state.
+func (s *Store) CountActiveJobs(ctx context.Context) (map[string]int64, error) {
+	rows, err := s.Q.CountActiveJobs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("count jobs: %w", err)
+	}
+	out := map[string]int64{}
+	for _, r := range rows {
+		out[r.State] = r.N
+	}
+	return out, nil
+}

@@ -150,16 +150,17 @@ func (s *Store) ConnectWorker(ctx context.Context, id, credential, replica strin
 	return w, err
 }
 
-// TouchWorkers records heartbeats of many workers in one write.
-func (s *Store) TouchWorkers(ctx context.Context, ids []string) error {
-	uids := make([]uuid.UUID, 0, len(ids))
-	for _, id := range ids {
+// TouchWorkers records when many workers were last heard from, in one
+// write.
+func (s *Store) TouchWorkers(ctx context.Context, seen map[string]time.Time) error {
+	var p db.TouchWorkersParams
+	for id, t := range seen {
 		if u, err := uuid.Parse(id); err == nil {
-			uids = append(uids, u)
+			p.Ids = append(p.Ids, u)
+			p.Seen = append(p.Seen, t)
 		}
 	}
-	now := s.now()
-	return s.Q.TouchWorkers(ctx, db.TouchWorkersParams{Now: &now, Ids: uids})
+	return s.Q.TouchWorkers(ctx, p)
 }
 
 // WorkerGone marks a worker disconnected (or terminated) and fails its

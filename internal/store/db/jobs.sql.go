@@ -27,13 +27,13 @@ WITH picked AS (
 ), assigned AS (
     UPDATE jobs j SET state = 'assigned', attempt = j.attempt + 1, updated_at = $1, run_at = NULL
     FROM dequeued d WHERE j.id = d.job_id AND j.state IN ('queued', 'retrying')
-    RETURNING j.id, j.attempt, j.spec
+    RETURNING j.id, j.attempt, j.spec, j.created_at
 ), attempts AS (
     INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at)
     SELECT a.id, a.attempt, nextval('fencing_token_seq'), $5, 'assigned', $1 FROM assigned a
     RETURNING job_id, number, token
 )
-SELECT a.id, a.attempt, a.spec, t.token, d.priority, d.seq
+SELECT a.id, a.attempt, a.spec, a.created_at, t.token, d.priority, d.seq
 FROM assigned a JOIN attempts t ON t.job_id = a.id JOIN dequeued d ON d.job_id = a.id
 ORDER BY d.priority DESC, d.seq
 `
@@ -47,12 +47,13 @@ type ClaimJobsParams struct {
 }
 
 type ClaimJobsRow struct {
-	ID       uuid.UUID
-	Attempt  int32
-	Spec     []byte
-	Token    int64
-	Priority int32
-	Seq      int64
+	ID        uuid.UUID
+	Attempt   int32
+	Spec      []byte
+	CreatedAt time.Time
+	Token     int64
+	Priority  int32
+	Seq       int64
 }
 
 // Claims up to max_jobs queued jobs that the worker can run, priority then
@@ -76,10 +77,43 @@ func (q *Queries) ClaimJobs(ctx context.Context, arg ClaimJobsParams) ([]ClaimJo
 			&i.ID,
 			&i.Attempt,
 			&i.Spec,
+			&i.CreatedAt,
 			&i.Token,
 			&i.Priority,
 			&i.Seq,
 		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const countActiveJobs = `-- name: CountActiveJobs :many
+SELECT state, count(*)::bigint AS n FROM jobs
+WHERE state IN ('queued', 'assigned', 'running', 'retrying')
+GROUP BY state
+`
+
+type CountActiveJobsRow struct {
+	State string
+	N     int64
+}
+
+// Jobs in each non-final state.
+func (q *Queries) CountActiveJobs(ctx context.Context) ([]CountActiveJobsRow, error) {
+	rows, err := q.db.Query(ctx, countActiveJobs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []CountActiveJobsRow
+	for rows.Next() {
+		var i CountActiveJobsRow
+		if err := rows.Scan(&i.State, &i.N); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

@@ -264,17 +264,19 @@ func (q *Queries) SetWorkerState(ctx context.Context, arg SetWorkerStateParams) 
 }
 
 const touchWorkers = `-- name: TouchWorkers :exec
-UPDATE workers SET last_seen = $1 WHERE id = ANY ($2::uuid[])
+UPDATE workers w SET last_seen = greatest(w.last_seen, u.seen)
+FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::timestamptz[]) AS seen) u
+WHERE w.id = u.id
 `
 
 type TouchWorkersParams struct {
-	Now *time.Time
-	Ids []uuid.UUID
+	Ids  []uuid.UUID
+	Seen []time.Time
 }
 
-// One write for many heartbeats.
+// One write for many heartbeats: each worker's time of last contact.
 func (q *Queries) TouchWorkers(ctx context.Context, arg TouchWorkersParams) error {
-	_, err := q.db.Exec(ctx, touchWorkers, arg.Now, arg.Ids)
+	_, err := q.db.Exec(ctx, touchWorkers, arg.Ids, arg.Seen)
 	return err
 }
 

@@ -47,13 +47,13 @@ WITH picked AS (
 ), assigned AS (
     UPDATE jobs j SET state = 'assigned', attempt = j.attempt + 1, updated_at = @now, run_at = NULL
     FROM dequeued d WHERE j.id = d.job_id AND j.state IN ('queued', 'retrying')
-    RETURNING j.id, j.attempt, j.spec
+    RETURNING j.id, j.attempt, j.spec, j.created_at
 ), attempts AS (
     INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at)
     SELECT a.id, a.attempt, nextval('fencing_token_seq'), @worker_id, 'assigned', @now FROM assigned a
     RETURNING job_id, number, token
 )
-SELECT a.id, a.attempt, a.spec, t.token, d.priority, d.seq
+SELECT a.id, a.attempt, a.spec, a.created_at, t.token, d.priority, d.seq
 FROM assigned a JOIN attempts t ON t.job_id = a.id JOIN dequeued d ON d.job_id = a.id
 ORDER BY d.priority DESC, d.seq;
 
@@ -106,3 +106,9 @@ WHERE a.finished_at IS NULL AND a.started_at IS NOT NULL
 -- name: ReadyJobs :many
 -- Ready queued jobs in dispatch order, for demand and explanations.
 SELECT job_id, image, labels FROM job_queue WHERE run_at <= @now ORDER BY priority DESC, seq LIMIT @max_rows;
+
+-- name: CountActiveJobs :many
+-- Jobs in each non-final state.
+SELECT state, count(*)::bigint AS n FROM jobs
+WHERE state IN ('queued', 'assigned', 'running', 'retrying')
+GROUP BY state;

@@ -28,8 +28,10 @@ RETURNING *;
 UPDATE workers SET state = @state, updated_at = @now WHERE id = @id;
 
 -- name: TouchWorkers :exec
--- One write for many heartbeats.
-UPDATE workers SET last_seen = @now WHERE id = ANY (@ids::uuid[]);
+-- One write for many heartbeats: each worker's time of last contact.
+UPDATE workers w SET last_seen = greatest(w.last_seen, u.seen)
+FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@seen::timestamptz[]) AS seen) u
+WHERE w.id = u.id;
 
 -- name: ListWorkers :many
 SELECT * FROM workers WHERE (@provider::text = '' OR provider = @provider::text) ORDER BY created_at;

@@ -1,0 +1,78 @@
+package scheduler
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/store"
+)
+
+// jobEvents are the events that can change how many jobs wait.
+var jobEvents = []string{"JobCreated", "JobAssigned", "JobStarted", "JobCompleted", "JobFailed", "JobCancelled", "JobRetryScheduled"}
+
+// QueueDepth returns the leader duty that publishes JobQueueDepthChanged
+// when the number of queued or retrying jobs changes, at most once per
+// debounce interval, and keeps the hodei_jobs gauges. It is driven by job
+// events; between them it does nothing.
+func QueueDepth(st *store.Store, bus *eventbus.Bus, m *Metrics, debounce time.Duration, log *slog.Logger) Duty {
+	return func(ctx context.Context) error {
+		from, err := bus.Now(ctx)
+		if err != nil {
+			return err
+		}
+		dirty := make(chan struct{}, 1)
+		mark := func() {
+			select {
+			case dirty <- struct{}{}:
+			default:
+			}
+		}
+		errc := make(chan error, 1)
+		go func() {
+			errc <- bus.TailFrom(ctx, from, eventbus.Filter{Types: jobEvents}, func(eventbus.Event) error {
+				mark()
+				return nil
+			})
+		}()
+		mark() // count once at the start of the term
+		var last map[string]int64
+		for {
+			select {
+			case <-ctx.Done():
+				<-errc
+				return nil
+			case err := <-errc:
+				return err
+			case <-dirty:
+			}
+			counts, err := st.CountActiveJobs(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					continue
+				}
+				log.Warn("queue depth", "err", err)
+			} else {
+				for _, s := range []string{"queued", "assigned", "running", "retrying"} {
+					m.depth(s, counts[s])
+				}
+				// The first count of a term sets the baseline; changes publish.
+				if last == nil {
+					last = counts
+				} else if counts["queued"] != last["queued"] || counts["retrying"] != last["retrying"] {
+					last = counts
+					ev := eventbus.New("queue", "jobs", &hodeiv1.JobQueueDepthChanged{Queued: counts["queued"], Retrying: counts["retrying"]})
+					if err := st.PublishEvents(ctx, ev); err != nil && ctx.Err() == nil {
+						log.Warn("queue depth", "err", err)
+					}
+				}
+			}
+			select { // debounce
+			case <-ctx.Done():
+			case <-time.After(debounce):
+			}
+		}
+	}
+}

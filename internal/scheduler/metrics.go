@@ -1,0 +1,49 @@
+package scheduler
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the dispatcher's series. A nil *Metrics records nothing.
+type Metrics struct {
+	createdToAssigned prometheus.Histogram
+	passes            *prometheus.CounterVec
+	claimsPerPass     prometheus.Histogram
+	queueDepth        *prometheus.GaugeVec
+}
+
+// NewMetrics creates the series and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		createdToAssigned: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hodei_job_created_to_assigned_seconds",
+			Help: "From job creation to its first assignment.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_dispatch_passes_total",
+			Help: "Dispatch passes, by what triggered them."}, []string{"trigger"}),
+		claimsPerPass: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hodei_dispatch_claims_per_pass",
+			Help: "Jobs claimed by one dispatch pass.", Buckets: prometheus.ExponentialBuckets(1, 2, 12)}),
+		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "hodei_jobs",
+			Help: "Jobs in each non-final state (set by the leader)."}, []string{"state"}),
+	}
+	reg.MustRegister(m.createdToAssigned, m.passes, m.claimsPerPass, m.queueDepth)
+	return m
+}
+
+func (m *Metrics) pass(trigger string, claimed int) {
+	if m == nil {
+		return
+	}
+	m.passes.WithLabelValues(trigger).Inc()
+	m.claimsPerPass.Observe(float64(claimed))
+}
+
+func (m *Metrics) assigned(seconds float64) {
+	if m != nil {
+		m.createdToAssigned.Observe(seconds)
+	}
+}
+
+func (m *Metrics) depth(state string, n int64) {
+	if m != nil {
+		m.queueDepth.WithLabelValues(state).Set(float64(n))
+	}
+}
