@@ -75,10 +75,10 @@ type Config struct {
 	Grace time.Duration
 	// Resources limits every container; zero values mean no limit.
 	Resources Resources
-	Args   []string          // extra agent arguments
-	Env    []string          // extra environment (K=V)
-	Labels map[string]string // extra container labels
-	Logger *slog.Logger
+	Args      []string          // extra agent arguments
+	Env       []string          // extra environment (K=V)
+	Labels    map[string]string // extra container labels
+	Logger    *slog.Logger
 }
 
 // Resources limits a worker's container. Zero means no limit.
