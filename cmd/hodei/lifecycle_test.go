@@ -18,6 +18,7 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
@@ -25,13 +26,22 @@ import (
 // subprocesses of the hodei binary) and returns a job client.
 func inProcess(t *testing.T, lease time.Duration, maxWorkers int) hodeiv1connect.JobServiceClient {
 	t.Helper()
+	return inProcessWith(t, platformConfig{maxWorkers: maxWorkers, lease: lease})
+}
+
+// inProcessWith runs the platform with pc (listen address, database,
+// agent binary and readiness are filled in).
+func inProcessWith(t *testing.T, pc platformConfig) hodeiv1connect.JobServiceClient {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	readyc := make(chan string, 1)
 	errc := make(chan error, 1)
-	go func() {
-		errc <- runPlatform(ctx, storetest.Logger(t), platformConfig{listen: "127.0.0.1:0", databaseURL: storetest.URL(t),
-			maxWorkers: maxWorkers, agentBinary: hodeiBin, lease: lease, ready: func(a string) { readyc <- a }})
-	}()
+	if pc.databaseURL == "" {
+		pc.databaseURL = storetest.URL(t)
+	}
+	pc.listen, pc.agentBinary = "127.0.0.1:0", hodeiBin
+	pc.ready = func(a string) { readyc <- a }
+	go func() { errc <- runPlatform(ctx, storetest.Logger(t), pc) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-errc; err != nil {
@@ -221,4 +231,56 @@ func TestExplainNamesTheMissingLabel(t *testing.T) {
 		t.Fatalf("explain: state=%v reasons=%q, want queued and the label gpu=true named", r.Msg.State, r.Msg.Reasons)
 	}
 	t.Logf("explain: %q", r.Msg.Reasons)
+}
+
+// TestAutoscalerStaysWithinMaxWorkersAndScalesDown: from zero workers,
+// 20 jobs with a provider limited to 4 workers: never more than 4 live
+// workers, every job succeeds, idle workers are stopped after the idle
+// timeout and none is left behind.
+func TestAutoscalerStaysWithinMaxWorkersAndScalesDown(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	c := inProcessWith(t, platformConfig{databaseURL: dbURL, maxWorkers: 4, idleTimeout: time.Second})
+	st, err := store.Open(context.Background(), store.Config{URL: dbURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	live := func() int {
+		var n int
+		if err := st.Pool.QueryRow(context.Background(), "SELECT count(*) FROM workers WHERE state <> 'terminated'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	var ids []string
+	for i := 0; i < 20; i++ {
+		ids = append(ids, submit(t, c, &hodeiv1.JobSpec{Command: []string{"sleep", "0.2"}}))
+	}
+	peak := 0
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		peak = max(peak, live())
+		var done int
+		if err := st.Pool.QueryRow(context.Background(), "SELECT count(*) FROM jobs WHERE state = 'succeeded'").Scan(&done); err != nil {
+			t.Fatal(err)
+		}
+		if done == len(ids) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d jobs succeeded", done, len(ids))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if peak > 4 || peak == 0 {
+		t.Fatalf("peak live workers %d, want 1..4", peak)
+	}
+	for live() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d workers still live after the idle timeout", live())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("peak %d workers; all scaled down", peak)
 }

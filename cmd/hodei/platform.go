@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/autoscale"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/pgembed"
 	"github.com/hodei-dev/hodei/internal/provider"
@@ -48,6 +49,11 @@ type platformConfig struct {
 	// eventRetention is how long delivered events are kept; default 7 days.
 	eventRetention time.Duration
 	ready          func(addr string) // called once the server listens
+	// idleTimeout and workerLabels configure the process provider's
+	// workers (defaults 60s, none); healthInterval the health monitor.
+	idleTimeout    time.Duration
+	workerLabels   map[string]string
+	healthInterval time.Duration
 }
 
 // runPlatform runs one server replica with the process provider until ctx
@@ -56,6 +62,9 @@ type platformConfig struct {
 func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error {
 	if pc.eventRetention <= 0 {
 		pc.eventRetention = 7 * 24 * time.Hour
+	}
+	if pc.idleTimeout <= 0 {
+		pc.idleTimeout = time.Minute
 	}
 	st, err := store.Open(ctx, store.Config{URL: pc.databaseURL, Logger: log})
 	if err != nil {
@@ -72,34 +81,38 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 	}
 	addr := ln.Addr().String()
 	replica := "replica-" + randomHex(6)
-	// Agents drain for 5 s and are killed after 20 s when the server stops.
-	prov, err := process.New(process.Config{Server: addr, Stderr: pc.agentLog, Grace: 20 * time.Second, Binary: pc.agentBinary,
-		Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
+	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.lease}, st, bus)
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.lease,
-		Providers: []server.ProviderInfo{{Name: prov.Name(), Kind: prov.Kind(), MaxWorkers: pc.maxWorkers}}}, st, bus)
-	if err != nil {
-		return err
-	}
-	// With --max-workers 0 the server starts no workers: agents are
-	// started elsewhere (another host, a test) and connect on their own.
-	var pool *provider.Pool
-	var provisioner scheduler.Provisioner
+	// Providers. With --max-workers 0 this server starts no workers:
+	// agents are started elsewhere (another host, a test) and connect on
+	// their own.
+	var providers []provider.Provider
+	var local *process.Provider
 	if pc.maxWorkers > 0 {
-		pool = provider.NewPool(provider.PoolConfig{MaxWorkers: pc.maxWorkers, Logger: log}, prov, st,
-			func(id string) bool { return srv.Workers().Connected(id) })
-		srv.SetCapabilities(pool)
-		provisioner = pool
+		// Agents drain for 5 s and are killed after 20 s when the server stops.
+		local, err = process.New(process.Config{Server: addr, Stderr: pc.agentLog, Grace: 20 * time.Second, Binary: pc.agentBinary,
+			Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
+		if err != nil {
+			return err
+		}
+		if err := st.SeedProvider(ctx, store.Provider{Name: local.Name(), Kind: local.Kind(), MaxWorkers: pc.maxWorkers,
+			IdleTimeout: pc.idleTimeout, Labels: pc.workerLabels}); err != nil {
+			return err
+		}
+		providers = append(providers, local)
 	}
 	smetrics := scheduler.NewMetrics(reg)
-	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics}, st, bus, srv.Workers(), provisioner)
+	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics}, st, bus, srv.Workers())
+	scaler := autoscale.New(autoscale.Config{Logger: log, Registry: reg, HealthInterval: pc.healthInterval}, st, bus, providers)
 
 	leader := &scheduler.Leader{Pool: st.Pool, Logger: log, Duties: []scheduler.Duty{
 		scheduler.Reaper(st, srv.Lease(), srv.Lease()/2, log, disp.Kick),
 		func(ctx context.Context) error { return bus.RunRetention(ctx, time.Minute, pc.eventRetention) },
 		scheduler.QueueDepth(st, bus, smetrics, 500*time.Millisecond, log),
+		scaler.Run,
+		scaler.Health,
 	}}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -113,38 +126,47 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 		pc.ready(addr)
 	}
 	<-gctx.Done()
-	tctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	if pool != nil {
-		pool.Close(tctx)
+	if local != nil { // the agents this server started go with it
+		tctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+		local.TerminateAll(tctx)
+		cancel()
 	}
-	cancel()
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
 }
 
+// platformFlags registers the flags server and dev share.
+func platformFlags(fs *flag.FlagSet, pc *platformConfig) {
+	fs.IntVar(&pc.maxWorkers, "max-workers", 4, "most workers the process provider runs (0: start none; agents connect on their own)")
+	fs.DurationVar(&pc.idleTimeout, "idle-timeout", time.Minute, "a process worker idle this long is stopped")
+	fs.Var((*kvFlag)(&pc.workerLabels), "worker-label", "label K=V of the process provider's workers (repeatable)")
+	fs.DurationVar(&pc.eventRetention, "event-retention", 7*24*time.Hour, "delivered events older than this are pruned")
+	fs.DurationVar(&pc.lease, "lease", 10*time.Second, "a worker silent this long loses its attempts (worker_lost)")
+	fs.DurationVar(&pc.healthInterval, "health-interval", 30*time.Second, "time between health checks of each provider")
+}
+
 func runServer(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
-	listen := fs.String("listen", envOr("HODEI_LISTEN", "127.0.0.1:7070"), "address to serve on")
-	maxWorkers := fs.Int("max-workers", 4, "most workers the process provider runs (0: start none; agents connect on their own)")
-	retention := fs.Duration("event-retention", 7*24*time.Hour, "delivered events older than this are pruned")
-	lease := fs.Duration("lease", 10*time.Second, "a worker silent this long loses its attempts (worker_lost)")
+	pc := platformConfig{agentLog: os.Stderr}
+	fs.StringVar(&pc.listen, "listen", envOr("HODEI_LISTEN", "127.0.0.1:7070"), "address to serve on")
+	platformFlags(fs, &pc)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	url := os.Getenv("HODEI_DATABASE_URL")
-	if url == "" {
+	if pc.databaseURL = os.Getenv("HODEI_DATABASE_URL"); pc.databaseURL == "" {
 		return errors.New("HODEI_DATABASE_URL is not set (use `hodei dev` for an embedded PostgreSQL)")
 	}
-	return runPlatform(ctx, newLogger(os.Stderr), platformConfig{listen: *listen, databaseURL: url, maxWorkers: *maxWorkers, agentLog: os.Stderr, eventRetention: *retention, lease: *lease})
+	return runPlatform(ctx, newLogger(os.Stderr), pc)
 }
 
 func runDev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	listen := fs.String("listen", "127.0.0.1:7070", "address to serve on")
+	pc := platformConfig{agentLog: os.Stderr}
+	fs.StringVar(&pc.listen, "listen", "127.0.0.1:7070", "address to serve on")
 	dataDir := fs.String("data-dir", "", "keep the embedded PostgreSQL here (default: a temporary directory)")
-	maxWorkers := fs.Int("max-workers", 4, "most local workers")
+	platformFlags(fs, &pc)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -163,10 +185,11 @@ func runDev(ctx context.Context, args []string) error {
 		url = c.URL("hodei")
 		log.Info("embedded postgres ready", "url", url, "took", time.Since(start).Round(time.Millisecond))
 	}
-	return runPlatform(ctx, log, platformConfig{listen: *listen, databaseURL: url, maxWorkers: *maxWorkers, agentLog: os.Stderr,
-		ready: func(addr string) {
-			fmt.Fprintf(os.Stderr, "\nHodei is running on %s. Try:\n  hodei run --server %s -- echo hello\n\n", addr, addr)
-		}})
+	pc.databaseURL = url
+	pc.ready = func(addr string) {
+		fmt.Fprintf(os.Stderr, "\nHodei is running on %s. Try:\n  hodei run --server %s -- echo hello\n\n", addr, addr)
+	}
+	return runPlatform(ctx, log, pc)
 }
 
 func runAgent(ctx context.Context, args []string) int {

@@ -11,18 +11,15 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
-	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
-	"github.com/hodei-dev/hodei/internal/provider"
 	"github.com/hodei-dev/hodei/internal/server"
 	"github.com/hodei-dev/hodei/internal/store"
-	"github.com/hodei-dev/hodei/internal/store/db"
 )
 
 // Workers is this replica's set of connected workers.
@@ -30,13 +27,6 @@ type Workers interface {
 	Free() []server.Slot
 	Deliver(workerID string, as []store.Assignment) []store.Assignment
 	OnCapacity(func())
-}
-
-// Provisioner starts workers when ready jobs found none.
-type Provisioner interface {
-	// Ensure asks for workers for the demands and returns those that no
-	// provider can ever serve, with the reason.
-	Ensure(ctx context.Context, demands []provider.Demand) (unservable []provider.Demand)
 }
 
 // Config configures the dispatcher.
@@ -54,24 +44,22 @@ type Dispatcher struct {
 	store *store.Store
 	bus   *eventbus.Bus
 	ws    Workers
-	prov  Provisioner
 	log   *slog.Logger
 	kick  chan struct{}
 
-	// reported holds jobs already given a JobSchedulingFailed, so that a
-	// job waiting for a long time is reported once per replica.
-	reported map[string]bool
+	mu        sync.Mutex
+	unhealthy map[string]bool // providers whose workers get no jobs
 }
 
-// New returns a dispatcher; prov may be nil.
-func New(cfg Config, st *store.Store, bus *eventbus.Bus, ws Workers, prov Provisioner) *Dispatcher {
+// New returns a dispatcher.
+func New(cfg Config, st *store.Store, bus *eventbus.Bus, ws Workers) *Dispatcher {
 	if cfg.SafetySweep == 0 {
 		cfg.SafetySweep = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	d := &Dispatcher{cfg: cfg, store: st, bus: bus, ws: ws, prov: prov, log: cfg.Logger, kick: make(chan struct{}, 1), reported: map[string]bool{}}
+	d := &Dispatcher{cfg: cfg, store: st, bus: bus, ws: ws, log: cfg.Logger, kick: make(chan struct{}, 1), unhealthy: map[string]bool{}}
 	ws.OnCapacity(d.Kick)
 	return d
 }
@@ -85,7 +73,7 @@ func (d *Dispatcher) Kick() {
 }
 
 // triggers are the events that can make a job dispatchable.
-var triggers = []string{"JobCreated", "WorkerRegistered", "WorkerProvisioned", "WorkerReconnected", "JobRetryScheduled"}
+var triggers = []string{"JobCreated", "WorkerRegistered", "WorkerProvisioned", "WorkerReconnected", "JobRetryScheduled", "ProviderHealthChanged"}
 
 // Run dispatches until ctx ends.
 func (d *Dispatcher) Run(ctx context.Context) error {
@@ -97,9 +85,23 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
+	provs, err := d.store.ListProviders(ctx)
+	if err != nil {
+		return fmt.Errorf("dispatch: %w", err)
+	}
+	d.mu.Lock()
+	for _, p := range provs {
+		d.unhealthy[p.Name] = !p.Healthy
+	}
+	d.mu.Unlock()
 	errc := make(chan error, 1)
 	go func() {
-		errc <- d.bus.TailFrom(ctx, from, eventbus.Filter{Types: triggers}, func(eventbus.Event) error {
+		errc <- d.bus.TailFrom(ctx, from, eventbus.Filter{Types: triggers}, func(e eventbus.Event) error {
+			if h := e.Payload.GetProviderHealthChanged(); h != nil {
+				d.mu.Lock()
+				d.unhealthy[h.Provider] = !h.Healthy
+				d.mu.Unlock()
+			}
 			d.Kick()
 			return nil
 		})
@@ -160,10 +162,6 @@ func (d *Dispatcher) pass(ctx context.Context, trigger string) (time.Time, error
 		}
 	}
 	d.cfg.Metrics.pass(trigger, claimed)
-	// Ready jobs that no worker here took may need a new worker.
-	if err := d.provision(ctx, now); err != nil {
-		return now, err
-	}
 	return d.store.Q.NextRunAt(ctx, now)
 }
 
@@ -171,6 +169,12 @@ func (d *Dispatcher) pass(ctx context.Context, trigger string) (time.Time, error
 // many it claimed.
 func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 	for _, slot := range d.ws.Free() {
+		d.mu.Lock()
+		sick := d.unhealthy[slot.Worker.Provider]
+		d.mu.Unlock()
+		if sick {
+			continue // its provider is unhealthy: its workers wait
+		}
 		as, err := d.store.Claim(ctx, slot.Worker, slot.Free)
 		if err != nil {
 			return claimed, err
@@ -190,73 +194,4 @@ func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 		}
 	}
 	return claimed, nil
-}
-
-// provision groups the ready jobs that found no worker by what they need,
-// asks the provisioner for workers, and reports jobs that nothing
-// configured can ever run (JobSchedulingFailed; they stay queued).
-func (d *Dispatcher) provision(ctx context.Context, now time.Time) error {
-	if d.prov == nil {
-		return nil
-	}
-	rows, err := d.store.Q.ReadyJobs(ctx, db.ReadyJobsParams{Now: now, MaxRows: 1000})
-	if err != nil || len(rows) == 0 {
-		return err
-	}
-	workers, err := d.store.WorkerLoad(ctx)
-	if err != nil {
-		return err
-	}
-	byNeed := map[string]*provider.Demand{}
-	var demands []provider.Demand
-	var order []string
-	for _, r := range rows {
-		var labels map[string]string
-		_ = json.Unmarshal(r.Labels, &labels)
-		if anyMatch(workers, r.Image, labels) {
-			continue // a connected worker can run it: it waits for capacity
-		}
-		key := r.Image + "\x00" + string(r.Labels)
-		if byNeed[key] == nil {
-			byNeed[key] = &provider.Demand{Image: r.Image, Labels: labels}
-			order = append(order, key)
-		}
-		byNeed[key].Jobs = append(byNeed[key].Jobs, r.JobID.String())
-	}
-	for _, k := range order {
-		demands = append(demands, *byNeed[k])
-	}
-	if len(demands) == 0 {
-		return nil
-	}
-	for _, u := range d.prov.Ensure(ctx, demands) {
-		var events []eventbus.Event
-		for _, id := range u.Jobs {
-			if d.reported[id] {
-				continue
-			}
-			if len(d.reported) > 100_000 {
-				clear(d.reported)
-			}
-			d.reported[id] = true
-			events = append(events, eventbus.New("job", id, &hodeiv1.JobSchedulingFailed{JobId: id, Reason: u.Reason}))
-		}
-		if len(events) > 0 {
-			if err := d.store.PublishEvents(ctx, events...); err != nil {
-				return err
-			}
-			d.log.Warn("jobs cannot be scheduled", "jobs", len(events), "reason", u.Reason)
-		}
-	}
-	return nil
-}
-
-// anyMatch reports whether a connected worker can run the job.
-func anyMatch(workers []store.Worker, image string, labels map[string]string) bool {
-	for _, w := range workers {
-		if job.MatchedBy(image, labels, w.Image, w.Labels) {
-			return true
-		}
-	}
-	return false
 }

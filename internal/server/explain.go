@@ -10,18 +10,10 @@ import (
 	"connectrpc.com/connect"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/autoscale"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
 )
-
-// Capabilities says whether some provider can start a worker for a job.
-type Capabilities interface {
-	CanServe(image string, labels map[string]string) (bool, string)
-}
-
-// SetCapabilities tells the server what its providers can start (for
-// ExplainJob). Call before Serve.
-func (s *Server) SetCapabilities(c Capabilities) { s.caps = c }
 
 func (h jobService) ExplainJob(ctx context.Context, req *connect.Request[hodeiv1.ExplainJobRequest]) (*connect.Response[hodeiv1.ExplainJobResponse], error) {
 	j, err := h.s.store.GetJob(ctx, req.Msg.Id)
@@ -65,9 +57,22 @@ func (s *Server) explain(ctx context.Context, j job.Job) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	provs, err := s.store.ListProviders(ctx)
+	if err != nil {
+		return nil, err
+	}
+	healthy := map[string]store.Provider{}
+	for _, p := range provs {
+		healthy[p.Name] = p
+	}
 	var matching []store.Worker
 	for _, w := range workers {
 		if job.MatchedBy(j.Spec.Image, j.Spec.Labels, w.Image, w.Labels) {
+			if p, ok := healthy[w.Provider]; ok && !p.Healthy {
+				reasons = append(reasons, fmt.Sprintf("worker %s matches, but its provider %s is unhealthy since %s: %s",
+					w.ID, p.Name, p.UnhealthySince.UTC().Format(time.RFC3339), p.HealthMessage))
+				continue
+			}
 			matching = append(matching, w)
 		}
 	}
@@ -95,11 +100,21 @@ func (s *Server) explain(ctx context.Context, j job.Job) ([]string, error) {
 	if len(workers) == 0 && len(j.Spec.Labels) == 0 && j.Spec.Image == "" {
 		reasons = append(reasons, "no worker is connected")
 	}
-	if s.caps != nil {
-		if ok, why := s.caps.CanServe(j.Spec.Image, j.Spec.Labels); ok {
-			reasons = append(reasons, "a provider can start a matching worker: waiting for it to be provisioned")
-		} else {
+	if len(provs) == 0 {
+		reasons = append(reasons, "no provider is configured: workers must connect on their own")
+	}
+	for _, p := range provs {
+		ok, why := autoscale.CanServe(p, j.Spec.Image, j.Spec.Labels)
+		switch {
+		case !ok:
 			reasons = append(reasons, why)
+		case !p.Enabled:
+			reasons = append(reasons, fmt.Sprintf("provider %s could start a matching worker but is disabled", p.Name))
+		case !p.Healthy:
+			reasons = append(reasons, fmt.Sprintf("provider %s could start a matching worker but is unhealthy since %s: %s",
+				p.Name, p.UnhealthySince.UTC().Format(time.RFC3339), p.HealthMessage))
+		default:
+			reasons = append(reasons, fmt.Sprintf("provider %s can start a matching worker (at most %d): waiting for it", p.Name, p.MaxWorkers))
 		}
 	}
 	return reasons, nil

@@ -32,14 +32,6 @@ type Config struct {
 	HeartbeatInterval  time.Duration // asked of agents; default 2s
 	Logger             *slog.Logger
 	Registry           *prometheus.Registry // required: /metrics serves it
-	// Providers lists the configured providers for ProviderService.
-	Providers []ProviderInfo
-}
-
-// ProviderInfo describes a configured provider.
-type ProviderInfo struct {
-	Name, Kind string
-	MaxWorkers int
 }
 
 // Server is one replica's API.
@@ -51,7 +43,6 @@ type Server struct {
 	metrics *metrics
 	logs    *logHub
 	workers *Registry
-	caps    Capabilities
 }
 
 // New returns a server. kick is called when capacity appears (a worker

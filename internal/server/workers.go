@@ -50,7 +50,7 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c := &workerConn{id: w.ID, labels: w.Labels, image: w.Image, slots: w.Slots, out: make(chan *hodeiv1.ConnectResponse, 256),
+	c := &workerConn{id: w.ID, provider: w.Provider, labels: w.Labels, image: w.Image, slots: w.Slots, out: make(chan *hodeiv1.ConnectResponse, 256),
 		cancel: cancel, done: make(chan struct{}), running: map[int64]string{}, lastSeen: time.Now()}
 	defer close(c.done)
 	log := s.log.With("worker_id", w.ID)

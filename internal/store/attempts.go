@@ -30,9 +30,10 @@ type Assignment struct {
 
 // WorkerMatch is what a claim knows about the worker.
 type WorkerMatch struct {
-	ID     string
-	Labels map[string]string
-	Image  string
+	ID       string
+	Labels   map[string]string
+	Image    string
+	Provider string
 }
 
 // Claim takes up to n ready jobs the worker can run (priority, then FIFO),

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
@@ -244,3 +245,5 @@ func (s *Store) CountActiveJobs(ctx context.Context) (map[string]int64, error) {
 	}
 	return out, nil
 }
+
+func durationpbOf(d time.Duration) *durationpb.Duration { return durationpb.New(d) }

@@ -100,8 +100,8 @@ func TestStaleResultIsRejected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w1, _, _ := s.NewWorker(ctx, "test", "", nil, time.Minute)
-	w2, _, _ := s.NewWorker(ctx, "test", "", nil, time.Minute)
+	w1 := connectedWorker(t, s)
+	w2 := connectedWorker(t, s)
 	a1, err := s.Claim(ctx, store.WorkerMatch{ID: w1}, 1)
 	if err != nil || len(a1) != 1 {
 		t.Fatalf("claim 1: %v %v", a1, err)
@@ -228,7 +228,7 @@ func TestLogCapTruncatesWithAMarker(t *testing.T) {
 	if _, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1); err != nil {
 		t.Fatal(err)
 	}
-	w, _, _ := s.NewWorker(ctx, "test", "", nil, time.Minute)
+	w := connectedWorker(t, s)
 	as, err := s.Claim(ctx, store.WorkerMatch{ID: w}, 1)
 	if err != nil || len(as) != 1 {
 		t.Fatalf("claim: %v %v", as, err)
@@ -252,5 +252,39 @@ func TestLogCapTruncatesWithAMarker(t *testing.T) {
 	}
 	if !strings.Contains(string(recs[2].Data), "log truncated") {
 		t.Fatalf("third batch %q is not the truncation marker", recs[2].Data)
+	}
+}
+
+// connectedWorker registers, enrolls and connects a worker.
+func connectedWorker(t *testing.T, s *store.Store) string {
+	t.Helper()
+	ctx := context.Background()
+	id, token, err := s.NewWorker(ctx, "test", "", nil, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cred, err := s.Enroll(ctx, token, "host", "test", nil, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ConnectWorker(ctx, id, cred, "test"); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestClaimSkipsWorkersThatAreNotConnected(t *testing.T) {
+	t.Parallel()
+	s := storetest.Open(t)
+	ctx := context.Background()
+	if _, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	w, _, _ := s.NewWorker(ctx, "test", "", nil, time.Minute) // provisioning, never connected
+	if as, err := s.Claim(ctx, store.WorkerMatch{ID: w}, 1); err != nil || len(as) != 0 {
+		t.Fatalf("claim for a worker that is not connected: %v %v", as, err)
+	}
+	if as, err := s.Claim(ctx, store.WorkerMatch{ID: connectedWorker(t, s)}, 1); err != nil || len(as) != 1 {
+		t.Fatalf("claim for a connected worker: %v %v", as, err)
 	}
 }

@@ -168,3 +168,13 @@ func (p *Provider) Terminate(ctx context.Context, h []byte) error {
 		}
 	}
 }
+
+// TerminateAll terminates every agent this provider started, in parallel.
+func (p *Provider) TerminateAll(ctx context.Context) {
+	insts, _ := p.List(ctx)
+	var wg sync.WaitGroup
+	for _, in := range insts {
+		wg.Go(func() { _ = p.Terminate(ctx, in.Handle) })
+	}
+	wg.Wait()
+}

@@ -13,24 +13,28 @@ import (
 )
 
 const claimJobs = `-- name: ClaimJobs :many
-WITH picked AS (
+WITH worker AS (
+    -- Only a connected worker takes jobs; the share lock orders a claim
+    -- against a concurrent drain of the worker (scale-down).
+    SELECT w.id FROM workers w WHERE w.id = $1 AND w.state = 'connected' FOR SHARE
+), picked AS (
     SELECT q.job_id FROM job_queue q
-    WHERE q.run_at <= $1
-      AND q.labels <@ $2::jsonb
-      AND (q.image = '' OR q.image = $3::text)
+    WHERE EXISTS (SELECT 1 FROM worker) AND q.run_at <= $2
+      AND q.labels <@ $3::jsonb
+      AND (q.image = '' OR q.image = $4::text)
     ORDER BY q.priority DESC, q.seq
-    LIMIT $4
+    LIMIT $5
     FOR UPDATE SKIP LOCKED
 ), dequeued AS (
     DELETE FROM job_queue q USING picked WHERE q.job_id = picked.job_id
     RETURNING q.job_id, q.priority, q.seq
 ), assigned AS (
-    UPDATE jobs j SET state = 'assigned', attempt = j.attempt + 1, updated_at = $1, run_at = NULL
+    UPDATE jobs j SET state = 'assigned', attempt = j.attempt + 1, updated_at = $2, run_at = NULL
     FROM dequeued d WHERE j.id = d.job_id AND j.state IN ('queued', 'retrying')
     RETURNING j.id, j.attempt, j.spec, j.created_at
 ), attempts AS (
     INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at)
-    SELECT a.id, a.attempt, nextval('fencing_token_seq'), $5, 'assigned', $1 FROM assigned a
+    SELECT a.id, a.attempt, nextval('fencing_token_seq'), $1, 'assigned', $2 FROM assigned a
     RETURNING job_id, number, token
 )
 SELECT a.id, a.attempt, a.spec, a.created_at, t.token, d.priority, d.seq
@@ -39,11 +43,11 @@ ORDER BY d.priority DESC, d.seq
 `
 
 type ClaimJobsParams struct {
+	WorkerID     uuid.UUID
 	Now          time.Time
 	WorkerLabels []byte
 	WorkerImage  string
 	MaxJobs      int32
-	WorkerID     uuid.UUID
 }
 
 type ClaimJobsRow struct {
@@ -60,11 +64,11 @@ type ClaimJobsRow struct {
 // FIFO, and creates their attempts with fresh fencing tokens.
 func (q *Queries) ClaimJobs(ctx context.Context, arg ClaimJobsParams) ([]ClaimJobsRow, error) {
 	rows, err := q.db.Query(ctx, claimJobs,
+		arg.WorkerID,
 		arg.Now,
 		arg.WorkerLabels,
 		arg.WorkerImage,
 		arg.MaxJobs,
-		arg.WorkerID,
 	)
 	if err != nil {
 		return nil, err

@@ -105,6 +105,21 @@ type JobQueue struct {
 	RunAt     time.Time
 }
 
+type Provider struct {
+	Name           string
+	Kind           string
+	Enabled        bool
+	MaxWorkers     int32
+	IdleTimeoutMs  int64
+	Ephemeral      bool
+	Labels         []byte
+	AnyImage       bool
+	Healthy        bool
+	UnhealthySince *time.Time
+	HealthMessage  string
+	UpdatedAt      time.Time
+}
+
 type Worker struct {
 	ID             uuid.UUID
 	Provider       string

@@ -33,9 +33,13 @@ LIMIT @max_rows;
 -- name: ClaimJobs :many
 -- Claims up to max_jobs queued jobs that the worker can run, priority then
 -- FIFO, and creates their attempts with fresh fencing tokens.
-WITH picked AS (
+WITH worker AS (
+    -- Only a connected worker takes jobs; the share lock orders a claim
+    -- against a concurrent drain of the worker (scale-down).
+    SELECT w.id FROM workers w WHERE w.id = @worker_id AND w.state = 'connected' FOR SHARE
+), picked AS (
     SELECT q.job_id FROM job_queue q
-    WHERE q.run_at <= @now
+    WHERE EXISTS (SELECT 1 FROM worker) AND q.run_at <= @now
       AND q.labels <@ @worker_labels::jsonb
       AND (q.image = '' OR q.image = @worker_image::text)
     ORDER BY q.priority DESC, q.seq

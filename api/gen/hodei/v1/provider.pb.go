@@ -37,8 +37,12 @@ type Provider struct {
 	Workers        int32                  `protobuf:"varint,8,opt,name=workers,proto3" json:"workers,omitempty"`
 	UnhealthySince *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=unhealthy_since,json=unhealthySince,proto3" json:"unhealthy_since,omitempty"`
 	HealthMessage  string                 `protobuf:"bytes,10,opt,name=health_message,json=healthMessage,proto3" json:"health_message,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// labels every worker of this provider has.
+	Labels map[string]string `protobuf:"bytes,11,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// any_image: the provider runs workers of any image.
+	AnyImage      bool `protobuf:"varint,12,opt,name=any_image,json=anyImage,proto3" json:"any_image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Provider) Reset() {
@@ -141,6 +145,20 @@ func (x *Provider) GetHealthMessage() string {
 	return ""
 }
 
+func (x *Provider) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Provider) GetAnyImage() bool {
+	if x != nil {
+		return x.AnyImage
+	}
+	return false
+}
+
 type ListProvidersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -221,11 +239,220 @@ func (x *ListProvidersResponse) GetProviders() []*Provider {
 	return nil
 }
 
+type GetProviderRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetProviderRequest) Reset() {
+	*x = GetProviderRequest{}
+	mi := &file_hodei_v1_provider_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetProviderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetProviderRequest) ProtoMessage() {}
+
+func (x *GetProviderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_provider_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetProviderRequest.ProtoReflect.Descriptor instead.
+func (*GetProviderRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_provider_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetProviderRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetProviderResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Provider      *Provider              `protobuf:"bytes,1,opt,name=provider,proto3" json:"provider,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetProviderResponse) Reset() {
+	*x = GetProviderResponse{}
+	mi := &file_hodei_v1_provider_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetProviderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetProviderResponse) ProtoMessage() {}
+
+func (x *GetProviderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_provider_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetProviderResponse.ProtoReflect.Descriptor instead.
+func (*GetProviderResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_provider_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetProviderResponse) GetProvider() *Provider {
+	if x != nil {
+		return x.Provider
+	}
+	return nil
+}
+
+type UpdateProviderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Unset fields keep their value.
+	Enabled       *bool                `protobuf:"varint,2,opt,name=enabled,proto3,oneof" json:"enabled,omitempty"`
+	MaxWorkers    *int32               `protobuf:"varint,3,opt,name=max_workers,json=maxWorkers,proto3,oneof" json:"max_workers,omitempty"`
+	IdleTimeout   *durationpb.Duration `protobuf:"bytes,4,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
+	Ephemeral     *bool                `protobuf:"varint,5,opt,name=ephemeral,proto3,oneof" json:"ephemeral,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateProviderRequest) Reset() {
+	*x = UpdateProviderRequest{}
+	mi := &file_hodei_v1_provider_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateProviderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateProviderRequest) ProtoMessage() {}
+
+func (x *UpdateProviderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_provider_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateProviderRequest.ProtoReflect.Descriptor instead.
+func (*UpdateProviderRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_provider_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *UpdateProviderRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UpdateProviderRequest) GetEnabled() bool {
+	if x != nil && x.Enabled != nil {
+		return *x.Enabled
+	}
+	return false
+}
+
+func (x *UpdateProviderRequest) GetMaxWorkers() int32 {
+	if x != nil && x.MaxWorkers != nil {
+		return *x.MaxWorkers
+	}
+	return 0
+}
+
+func (x *UpdateProviderRequest) GetIdleTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.IdleTimeout
+	}
+	return nil
+}
+
+func (x *UpdateProviderRequest) GetEphemeral() bool {
+	if x != nil && x.Ephemeral != nil {
+		return *x.Ephemeral
+	}
+	return false
+}
+
+type UpdateProviderResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Provider      *Provider              `protobuf:"bytes,1,opt,name=provider,proto3" json:"provider,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateProviderResponse) Reset() {
+	*x = UpdateProviderResponse{}
+	mi := &file_hodei_v1_provider_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateProviderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateProviderResponse) ProtoMessage() {}
+
+func (x *UpdateProviderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_provider_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateProviderResponse.ProtoReflect.Descriptor instead.
+func (*UpdateProviderResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_provider_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UpdateProviderResponse) GetProvider() *Provider {
+	if x != nil {
+		return x.Provider
+	}
+	return nil
+}
+
 var File_hodei_v1_provider_proto protoreflect.FileDescriptor
 
 const file_hodei_v1_provider_proto_rawDesc = "" +
 	"\n" +
-	"\x17hodei/v1/provider.proto\x12\bhodei.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x02\n" +
+	"\x17hodei/v1/provider.proto\x12\bhodei.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x03\n" +
 	"\bProvider\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -238,12 +465,37 @@ const file_hodei_v1_provider_proto_rawDesc = "" +
 	"\aworkers\x18\b \x01(\x05R\aworkers\x12C\n" +
 	"\x0funhealthy_since\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0eunhealthySince\x12%\n" +
 	"\x0ehealth_message\x18\n" +
-	" \x01(\tR\rhealthMessage\"\x16\n" +
+	" \x01(\tR\rhealthMessage\x126\n" +
+	"\x06labels\x18\v \x03(\v2\x1e.hodei.v1.Provider.LabelsEntryR\x06labels\x12\x1b\n" +
+	"\tany_image\x18\f \x01(\bR\banyImage\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x16\n" +
 	"\x14ListProvidersRequest\"I\n" +
 	"\x15ListProvidersResponse\x120\n" +
-	"\tproviders\x18\x01 \x03(\v2\x12.hodei.v1.ProviderR\tproviders2c\n" +
+	"\tproviders\x18\x01 \x03(\v2\x12.hodei.v1.ProviderR\tproviders\"(\n" +
+	"\x12GetProviderRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"E\n" +
+	"\x13GetProviderResponse\x12.\n" +
+	"\bprovider\x18\x01 \x01(\v2\x12.hodei.v1.ProviderR\bprovider\"\xfb\x01\n" +
+	"\x15UpdateProviderRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\aenabled\x18\x02 \x01(\bH\x00R\aenabled\x88\x01\x01\x12$\n" +
+	"\vmax_workers\x18\x03 \x01(\x05H\x01R\n" +
+	"maxWorkers\x88\x01\x01\x12<\n" +
+	"\fidle_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12!\n" +
+	"\tephemeral\x18\x05 \x01(\bH\x02R\tephemeral\x88\x01\x01B\n" +
+	"\n" +
+	"\b_enabledB\x0e\n" +
+	"\f_max_workersB\f\n" +
+	"\n" +
+	"_ephemeral\"H\n" +
+	"\x16UpdateProviderResponse\x12.\n" +
+	"\bprovider\x18\x01 \x01(\v2\x12.hodei.v1.ProviderR\bprovider2\x84\x02\n" +
 	"\x0fProviderService\x12P\n" +
-	"\rListProviders\x12\x1e.hodei.v1.ListProvidersRequest\x1a\x1f.hodei.v1.ListProvidersResponseB5Z3github.com/hodei-dev/hodei/api/gen/hodei/v1;hodeiv1b\x06proto3"
+	"\rListProviders\x12\x1e.hodei.v1.ListProvidersRequest\x1a\x1f.hodei.v1.ListProvidersResponse\x12J\n" +
+	"\vGetProvider\x12\x1c.hodei.v1.GetProviderRequest\x1a\x1d.hodei.v1.GetProviderResponse\x12S\n" +
+	"\x0eUpdateProvider\x12\x1f.hodei.v1.UpdateProviderRequest\x1a .hodei.v1.UpdateProviderResponseB5Z3github.com/hodei-dev/hodei/api/gen/hodei/v1;hodeiv1b\x06proto3"
 
 var (
 	file_hodei_v1_provider_proto_rawDescOnce sync.Once
@@ -257,25 +509,38 @@ func file_hodei_v1_provider_proto_rawDescGZIP() []byte {
 	return file_hodei_v1_provider_proto_rawDescData
 }
 
-var file_hodei_v1_provider_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_hodei_v1_provider_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_hodei_v1_provider_proto_goTypes = []any{
-	(*Provider)(nil),              // 0: hodei.v1.Provider
-	(*ListProvidersRequest)(nil),  // 1: hodei.v1.ListProvidersRequest
-	(*ListProvidersResponse)(nil), // 2: hodei.v1.ListProvidersResponse
-	(*durationpb.Duration)(nil),   // 3: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*Provider)(nil),               // 0: hodei.v1.Provider
+	(*ListProvidersRequest)(nil),   // 1: hodei.v1.ListProvidersRequest
+	(*ListProvidersResponse)(nil),  // 2: hodei.v1.ListProvidersResponse
+	(*GetProviderRequest)(nil),     // 3: hodei.v1.GetProviderRequest
+	(*GetProviderResponse)(nil),    // 4: hodei.v1.GetProviderResponse
+	(*UpdateProviderRequest)(nil),  // 5: hodei.v1.UpdateProviderRequest
+	(*UpdateProviderResponse)(nil), // 6: hodei.v1.UpdateProviderResponse
+	nil,                            // 7: hodei.v1.Provider.LabelsEntry
+	(*durationpb.Duration)(nil),    // 8: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 9: google.protobuf.Timestamp
 }
 var file_hodei_v1_provider_proto_depIdxs = []int32{
-	3, // 0: hodei.v1.Provider.idle_timeout:type_name -> google.protobuf.Duration
-	4, // 1: hodei.v1.Provider.unhealthy_since:type_name -> google.protobuf.Timestamp
-	0, // 2: hodei.v1.ListProvidersResponse.providers:type_name -> hodei.v1.Provider
-	1, // 3: hodei.v1.ProviderService.ListProviders:input_type -> hodei.v1.ListProvidersRequest
-	2, // 4: hodei.v1.ProviderService.ListProviders:output_type -> hodei.v1.ListProvidersResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	8,  // 0: hodei.v1.Provider.idle_timeout:type_name -> google.protobuf.Duration
+	9,  // 1: hodei.v1.Provider.unhealthy_since:type_name -> google.protobuf.Timestamp
+	7,  // 2: hodei.v1.Provider.labels:type_name -> hodei.v1.Provider.LabelsEntry
+	0,  // 3: hodei.v1.ListProvidersResponse.providers:type_name -> hodei.v1.Provider
+	0,  // 4: hodei.v1.GetProviderResponse.provider:type_name -> hodei.v1.Provider
+	8,  // 5: hodei.v1.UpdateProviderRequest.idle_timeout:type_name -> google.protobuf.Duration
+	0,  // 6: hodei.v1.UpdateProviderResponse.provider:type_name -> hodei.v1.Provider
+	1,  // 7: hodei.v1.ProviderService.ListProviders:input_type -> hodei.v1.ListProvidersRequest
+	3,  // 8: hodei.v1.ProviderService.GetProvider:input_type -> hodei.v1.GetProviderRequest
+	5,  // 9: hodei.v1.ProviderService.UpdateProvider:input_type -> hodei.v1.UpdateProviderRequest
+	2,  // 10: hodei.v1.ProviderService.ListProviders:output_type -> hodei.v1.ListProvidersResponse
+	4,  // 11: hodei.v1.ProviderService.GetProvider:output_type -> hodei.v1.GetProviderResponse
+	6,  // 12: hodei.v1.ProviderService.UpdateProvider:output_type -> hodei.v1.UpdateProviderResponse
+	10, // [10:13] is the sub-list for method output_type
+	7,  // [7:10] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_provider_proto_init() }
@@ -283,13 +548,14 @@ func file_hodei_v1_provider_proto_init() {
 	if File_hodei_v1_provider_proto != nil {
 		return
 	}
+	file_hodei_v1_provider_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_provider_proto_rawDesc), len(file_hodei_v1_provider_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -36,12 +36,22 @@ const (
 	// ProviderServiceListProvidersProcedure is the fully-qualified name of the ProviderService's
 	// ListProviders RPC.
 	ProviderServiceListProvidersProcedure = "/hodei.v1.ProviderService/ListProviders"
+	// ProviderServiceGetProviderProcedure is the fully-qualified name of the ProviderService's
+	// GetProvider RPC.
+	ProviderServiceGetProviderProcedure = "/hodei.v1.ProviderService/GetProvider"
+	// ProviderServiceUpdateProviderProcedure is the fully-qualified name of the ProviderService's
+	// UpdateProvider RPC.
+	ProviderServiceUpdateProviderProcedure = "/hodei.v1.ProviderService/UpdateProvider"
 )
 
 // ProviderServiceClient is a client for the hodei.v1.ProviderService service.
 type ProviderServiceClient interface {
 	// ListProviders lists configured providers with their health.
 	ListProviders(context.Context, *connect.Request[v1.ListProvidersRequest]) (*connect.Response[v1.ListProvidersResponse], error)
+	// GetProvider returns one provider.
+	GetProvider(context.Context, *connect.Request[v1.GetProviderRequest]) (*connect.Response[v1.GetProviderResponse], error)
+	// UpdateProvider changes a provider's settings: enabled, limits, ephemeral mode.
+	UpdateProvider(context.Context, *connect.Request[v1.UpdateProviderRequest]) (*connect.Response[v1.UpdateProviderResponse], error)
 }
 
 // NewProviderServiceClient constructs a client for the hodei.v1.ProviderService service. By
@@ -61,12 +71,26 @@ func NewProviderServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(providerServiceMethods.ByName("ListProviders")),
 			connect.WithClientOptions(opts...),
 		),
+		getProvider: connect.NewClient[v1.GetProviderRequest, v1.GetProviderResponse](
+			httpClient,
+			baseURL+ProviderServiceGetProviderProcedure,
+			connect.WithSchema(providerServiceMethods.ByName("GetProvider")),
+			connect.WithClientOptions(opts...),
+		),
+		updateProvider: connect.NewClient[v1.UpdateProviderRequest, v1.UpdateProviderResponse](
+			httpClient,
+			baseURL+ProviderServiceUpdateProviderProcedure,
+			connect.WithSchema(providerServiceMethods.ByName("UpdateProvider")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // providerServiceClient implements ProviderServiceClient.
 type providerServiceClient struct {
-	listProviders *connect.Client[v1.ListProvidersRequest, v1.ListProvidersResponse]
+	listProviders  *connect.Client[v1.ListProvidersRequest, v1.ListProvidersResponse]
+	getProvider    *connect.Client[v1.GetProviderRequest, v1.GetProviderResponse]
+	updateProvider *connect.Client[v1.UpdateProviderRequest, v1.UpdateProviderResponse]
 }
 
 // ListProviders calls hodei.v1.ProviderService.ListProviders.
@@ -74,10 +98,24 @@ func (c *providerServiceClient) ListProviders(ctx context.Context, req *connect.
 	return c.listProviders.CallUnary(ctx, req)
 }
 
+// GetProvider calls hodei.v1.ProviderService.GetProvider.
+func (c *providerServiceClient) GetProvider(ctx context.Context, req *connect.Request[v1.GetProviderRequest]) (*connect.Response[v1.GetProviderResponse], error) {
+	return c.getProvider.CallUnary(ctx, req)
+}
+
+// UpdateProvider calls hodei.v1.ProviderService.UpdateProvider.
+func (c *providerServiceClient) UpdateProvider(ctx context.Context, req *connect.Request[v1.UpdateProviderRequest]) (*connect.Response[v1.UpdateProviderResponse], error) {
+	return c.updateProvider.CallUnary(ctx, req)
+}
+
 // ProviderServiceHandler is an implementation of the hodei.v1.ProviderService service.
 type ProviderServiceHandler interface {
 	// ListProviders lists configured providers with their health.
 	ListProviders(context.Context, *connect.Request[v1.ListProvidersRequest]) (*connect.Response[v1.ListProvidersResponse], error)
+	// GetProvider returns one provider.
+	GetProvider(context.Context, *connect.Request[v1.GetProviderRequest]) (*connect.Response[v1.GetProviderResponse], error)
+	// UpdateProvider changes a provider's settings: enabled, limits, ephemeral mode.
+	UpdateProvider(context.Context, *connect.Request[v1.UpdateProviderRequest]) (*connect.Response[v1.UpdateProviderResponse], error)
 }
 
 // NewProviderServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -93,10 +131,26 @@ func NewProviderServiceHandler(svc ProviderServiceHandler, opts ...connect.Handl
 		connect.WithSchema(providerServiceMethods.ByName("ListProviders")),
 		connect.WithHandlerOptions(opts...),
 	)
+	providerServiceGetProviderHandler := connect.NewUnaryHandler(
+		ProviderServiceGetProviderProcedure,
+		svc.GetProvider,
+		connect.WithSchema(providerServiceMethods.ByName("GetProvider")),
+		connect.WithHandlerOptions(opts...),
+	)
+	providerServiceUpdateProviderHandler := connect.NewUnaryHandler(
+		ProviderServiceUpdateProviderProcedure,
+		svc.UpdateProvider,
+		connect.WithSchema(providerServiceMethods.ByName("UpdateProvider")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hodei.v1.ProviderService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ProviderServiceListProvidersProcedure:
 			providerServiceListProvidersHandler.ServeHTTP(w, r)
+		case ProviderServiceGetProviderProcedure:
+			providerServiceGetProviderHandler.ServeHTTP(w, r)
+		case ProviderServiceUpdateProviderProcedure:
+			providerServiceUpdateProviderHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -108,4 +162,12 @@ type UnimplementedProviderServiceHandler struct{}
 
 func (UnimplementedProviderServiceHandler) ListProviders(context.Context, *connect.Request[v1.ListProvidersRequest]) (*connect.Response[v1.ListProvidersResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.ProviderService.ListProviders is not implemented"))
+}
+
+func (UnimplementedProviderServiceHandler) GetProvider(context.Context, *connect.Request[v1.GetProviderRequest]) (*connect.Response[v1.GetProviderResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.ProviderService.GetProvider is not implemented"))
+}
+
+func (UnimplementedProviderServiceHandler) UpdateProvider(context.Context, *connect.Request[v1.UpdateProviderRequest]) (*connect.Response[v1.UpdateProviderResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.ProviderService.UpdateProvider is not implemented"))
 }

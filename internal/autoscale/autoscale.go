@@ -1,0 +1,446 @@
+// Package autoscale decides how many workers each provider runs. It runs
+// on the leader only (scheduler.Leader):
+//
+//   - Scale-up reacts to events (JobCreated, JobQueueDepthChanged, worker
+//     and provider changes): ready jobs that no connected worker has room
+//     for are grouped by what they need (image, labels); workers already
+//     starting count against that demand; the rest is asked of the first
+//     enabled, healthy provider that can run it, up to its max_workers.
+//     Demand nothing configured can serve gets JobSchedulingFailed once.
+//   - Scale-down removes workers idle longer than their provider's idle
+//     timeout. A worker is drained in the database before it is stopped,
+//     which waits for claims in flight, so a busy worker is never removed.
+//   - At the start of a term, workers a provider runs that the database
+//     no longer knows (orphans of an earlier server) are terminated.
+//
+// The health monitor (health.go) keeps each provider's health; the
+// autoscaler and the dispatcher skip unhealthy providers.
+package autoscale
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/provider"
+	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/store/db"
+)
+
+// Config configures the autoscaler and the health monitor.
+type Config struct {
+	// StartTTL is how long a started worker may take to connect before it
+	// is terminated as failed (default 30s).
+	StartTTL time.Duration
+	// HealthInterval is the time between health checks of a provider
+	// (default 30s); HealthTimeout bounds one check (default 5s).
+	HealthInterval, HealthTimeout time.Duration
+	// DisconnectLimit unexpected WorkerDisconnected of one provider within
+	// DisconnectWindow mark it unhealthy (defaults 5 and 1m).
+	DisconnectLimit  int
+	DisconnectWindow time.Duration
+	Logger           *slog.Logger
+	Registry         prometheus.Registerer // nil = no metrics
+}
+
+// Autoscaler owns the providers on the leader.
+type Autoscaler struct {
+	cfg       Config
+	store     *store.Store
+	bus       *eventbus.Bus
+	providers map[string]provider.Provider
+	log       *slog.Logger
+	m         *metrics
+
+	mu       sync.Mutex
+	reported map[string]bool // jobs given JobSchedulingFailed this term
+	kick     chan struct{}
+}
+
+// New returns an autoscaler over the given providers (by name).
+func New(cfg Config, st *store.Store, bus *eventbus.Bus, providers []provider.Provider) *Autoscaler {
+	if cfg.StartTTL <= 0 {
+		cfg.StartTTL = 30 * time.Second
+	}
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = 30 * time.Second
+	}
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = 5 * time.Second
+	}
+	if cfg.DisconnectLimit <= 0 {
+		cfg.DisconnectLimit = 5
+	}
+	if cfg.DisconnectWindow <= 0 {
+		cfg.DisconnectWindow = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &Autoscaler{cfg: cfg, store: st, bus: bus, providers: map[string]provider.Provider{}, log: cfg.Logger,
+		m: newMetrics(cfg.Registry), reported: map[string]bool{}, kick: make(chan struct{}, 1)}
+	for _, p := range providers {
+		a.providers[p.Name()] = p
+	}
+	return a
+}
+
+// scaleTriggers are the events after which demand or capacity may differ.
+var scaleTriggers = []string{"JobCreated", "JobQueueDepthChanged", "JobRetryScheduled", "WorkerRegistered", "WorkerDisconnected",
+	"WorkerTerminated", "JobCompleted", "JobFailed", "JobCancelled", "ProviderHealthChanged"}
+
+// Run is the leader duty: reconcile orphans, then scale on events, with a
+// timer for idle timeouts and start deadlines.
+func (a *Autoscaler) Run(ctx context.Context) error {
+	from, err := a.bus.Now(ctx)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	clear(a.reported)
+	a.mu.Unlock()
+	a.reconcileOrphans(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- a.bus.TailFrom(ctx, from, eventbus.Filter{Types: scaleTriggers}, func(eventbus.Event) error {
+			a.Kick()
+			return nil
+		})
+	}()
+	a.Kick()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			<-errc
+			return nil
+		case err := <-errc:
+			return fmt.Errorf("autoscaler triggers: %w", err)
+		case <-a.kick:
+		case <-timer.C:
+		}
+		next, err := a.pass(ctx)
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("autoscaler pass", "err", err)
+			next = time.Second
+		}
+		timer.Reset(next)
+	}
+}
+
+// Kick asks for a pass.
+func (a *Autoscaler) Kick() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// need is unmet demand of one kind.
+type need struct {
+	image  string
+	labels map[string]string
+	jobs   []string
+}
+
+// pass scales up and down once and returns when it wants to look again
+// (the next idle timeout or start deadline).
+func (a *Autoscaler) pass(ctx context.Context) (time.Duration, error) {
+	now := a.store.Now()
+	provs, err := a.store.ListProviders(ctx)
+	if err != nil {
+		return 0, err
+	}
+	next := time.Hour
+	live := map[string][]store.ProviderWorker{}
+	for _, p := range provs {
+		ws, err := a.store.ProviderWorkers(ctx, p.Name)
+		if err != nil {
+			return 0, err
+		}
+		live[p.Name] = ws
+		if d, err := a.scaleDown(ctx, p, ws, now); err != nil {
+			return 0, err
+		} else {
+			next = min(next, d)
+		}
+	}
+	needs, err := a.demand(ctx, now, live)
+	if err != nil {
+		return 0, err
+	}
+	// A job in retry backoff becomes demand when its run_at comes.
+	if at, err := a.store.Q.NextRunAt(ctx, now); err != nil {
+		return 0, err
+	} else if d := at.Sub(now); d < next {
+		next = d
+	}
+	for _, n := range needs {
+		left := len(n.jobs)
+		reason := "no provider is configured"
+		for _, p := range provs {
+			if left == 0 {
+				break
+			}
+			impl := a.providers[p.Name]
+			ok, why := CanServe(p, n.image, n.labels)
+			switch {
+			case impl == nil:
+				ok, why = false, fmt.Sprintf("provider %s is not available on this server", p.Name)
+			case !p.Enabled:
+				ok, why = false, fmt.Sprintf("provider %s is disabled", p.Name)
+			case !p.Healthy:
+				ok, why = false, fmt.Sprintf("provider %s is unhealthy since %s: %s", p.Name, p.UnhealthySince.UTC().Format(time.RFC3339), p.HealthMessage)
+			}
+			if !ok {
+				reason = why
+				continue
+			}
+			room := p.MaxWorkers - len(live[p.Name])
+			if room <= 0 {
+				reason = "" // it can, once it has room: not a scheduling failure
+				continue
+			}
+			k := min(left, room)
+			started := a.provision(ctx, impl, p, n, k)
+			live[p.Name] = append(live[p.Name], make([]store.ProviderWorker, started)...)
+			left -= started
+			reason = ""
+		}
+		if left > 0 && reason != "" {
+			a.reportUnservable(ctx, n.jobs[len(n.jobs)-left:], reason)
+		}
+	}
+	return max(next, 100*time.Millisecond), nil
+}
+
+// demand returns the ready jobs no connected worker has room for, minus
+// what starting workers will take, grouped by what they need.
+func (a *Autoscaler) demand(ctx context.Context, now time.Time, live map[string][]store.ProviderWorker) ([]need, error) {
+	rows, err := a.store.Q.ReadyJobs(ctx, db.ReadyJobsParams{Now: now, MaxRows: 1000})
+	if err != nil || len(rows) == 0 {
+		return nil, err
+	}
+	workers, err := a.store.WorkerLoad(ctx)
+	if err != nil {
+		return nil, err
+	}
+	free := make([]int, len(workers))
+	for i, w := range workers {
+		free[i] = max(w.Slots-w.Running, 0)
+	}
+	// Workers still starting take the demand of their kind.
+	var starting []store.ProviderWorker
+	for _, ws := range live {
+		for _, w := range ws {
+			if w.State == "provisioning" {
+				starting = append(starting, w)
+			}
+		}
+	}
+	startFree := make([]int, len(starting))
+	for i, w := range starting {
+		startFree[i] = w.Slots
+	}
+	byKey := map[string]*need{}
+	var order []string
+rows:
+	for _, r := range rows {
+		var labels map[string]string
+		_ = json.Unmarshal(r.Labels, &labels)
+		for i, w := range workers {
+			if free[i] > 0 && job.MatchedBy(r.Image, labels, w.Image, w.Labels) {
+				free[i]--
+				continue rows
+			}
+		}
+		for i, w := range starting {
+			if startFree[i] > 0 && job.MatchedBy(r.Image, labels, w.Image, w.Labels) {
+				startFree[i]--
+				continue rows
+			}
+		}
+		key := r.Image + "\x00" + string(r.Labels)
+		if byKey[key] == nil {
+			byKey[key] = &need{image: r.Image, labels: labels}
+			order = append(order, key)
+		}
+		byKey[key].jobs = append(byKey[key].jobs, r.JobID.String())
+	}
+	out := make([]need, 0, len(order))
+	for _, k := range order {
+		out = append(out, *byKey[k])
+	}
+	return out, nil
+}
+
+// provision starts up to k workers of provider p for need n and returns
+// how many started.
+func (a *Autoscaler) provision(ctx context.Context, impl provider.Provider, p store.Provider, n need, k int) int {
+	if err := a.store.PublishEvents(ctx, eventbus.New("provider", p.Name, &hodeiv1.AutoScalingTriggered{Provider: p.Name, Requested: int32(k),
+		Image: n.image, Labels: n.labels, Demand: int64(len(n.jobs))})); err != nil {
+		a.log.Warn("autoscaler", "err", err)
+	}
+	started := 0
+	for i := 0; i < k; i++ {
+		id, token, err := a.store.NewWorker(ctx, p.Name, n.image, p.Labels, a.cfg.StartTTL)
+		if err != nil {
+			a.log.Error("register worker", "provider", p.Name, "err", err)
+			return started
+		}
+		t0 := time.Now()
+		h, err := impl.Provision(ctx, id, token, provider.Spec{Image: n.image, Labels: p.Labels, Ephemeral: p.Ephemeral})
+		if err != nil {
+			a.m.provisionFailed(p.Name)
+			a.log.Error("provision worker", "provider", p.Name, "worker_id", id, "err", err)
+			if _, gerr := a.store.WorkerGone(ctx, id, "terminated", "provisioning failed: "+err.Error(), true); gerr != nil {
+				a.log.Warn("record failed worker", "err", gerr)
+			}
+			return started
+		}
+		a.m.provisioned(p.Name, time.Since(t0))
+		if err := a.store.WorkerProvisioned(ctx, id, p.Name, n.image, h); err != nil {
+			a.log.Warn("record provisioned worker", "err", err)
+		}
+		a.log.Info("worker provisioned", "provider", p.Name, "worker_id", id, "image", n.image)
+		started++
+	}
+	return started
+}
+
+// scaleDown terminates workers idle past the idle timeout (at once for
+// ephemeral providers, after their one job) and workers that did not
+// connect within StartTTL; it returns when to look again.
+func (a *Autoscaler) scaleDown(ctx context.Context, p store.Provider, ws []store.ProviderWorker, now time.Time) (time.Duration, error) {
+	impl := a.providers[p.Name]
+	next := time.Hour
+	if impl == nil {
+		return next, nil
+	}
+	for _, w := range ws {
+		switch w.State {
+		case "provisioning":
+			if left := w.CreatedAt.Add(a.cfg.StartTTL).Sub(now); left > 0 {
+				next = min(next, left)
+				continue
+			}
+			a.terminate(ctx, impl, p, w, "did not connect within "+a.cfg.StartTTL.String())
+		case "connected":
+			if w.Running > 0 {
+				continue
+			}
+			idle := p.IdleTimeout
+			if p.Ephemeral && w.Attempts > 0 {
+				idle = 0
+			}
+			if left := w.IdleSince.Add(idle).Sub(now); left > 0 {
+				next = min(next, left)
+				continue
+			}
+			ok, err := a.store.DrainIfIdle(ctx, w.ID)
+			if err != nil {
+				return next, err
+			}
+			if ok {
+				a.terminate(ctx, impl, p, w, "idle")
+			}
+		}
+	}
+	return next, nil
+}
+
+func (a *Autoscaler) terminate(ctx context.Context, impl provider.Provider, p store.Provider, w store.ProviderWorker, reason string) {
+	a.log.Info("terminating worker", "provider", p.Name, "worker_id", w.ID, "reason", reason)
+	if len(w.Handle) > 0 {
+		if err := impl.Terminate(ctx, w.Handle); err != nil {
+			a.log.Warn("terminate worker", "worker_id", w.ID, "err", err)
+		}
+	}
+	if err := a.store.WorkerTerminated(ctx, w.ID, p.Name, reason); err != nil {
+		a.log.Warn("record terminated worker", "worker_id", w.ID, "err", err)
+	}
+	a.m.terminated(p.Name)
+}
+
+// reconcileOrphans terminates what providers run for workers the
+// database considers gone (or never knew): leftovers of an earlier server.
+func (a *Autoscaler) reconcileOrphans(ctx context.Context) {
+	for name, impl := range a.providers {
+		ws, err := a.store.ProviderWorkers(ctx, name)
+		if err != nil {
+			a.log.Warn("reconcile", "provider", name, "err", err)
+			continue
+		}
+		known := map[string]bool{}
+		for _, w := range ws {
+			known[w.ID] = true
+		}
+		insts, err := impl.List(ctx)
+		if err != nil {
+			a.log.Warn("reconcile: list", "provider", name, "err", err)
+			continue
+		}
+		for _, in := range insts {
+			if known[in.WorkerID] {
+				continue
+			}
+			a.log.Info("terminating orphan worker", "provider", name, "worker_id", in.WorkerID)
+			if err := impl.Terminate(ctx, in.Handle); err != nil {
+				a.log.Warn("terminate orphan", "worker_id", in.WorkerID, "err", err)
+			}
+		}
+	}
+}
+
+func (a *Autoscaler) reportUnservable(ctx context.Context, jobs []string, reason string) {
+	a.mu.Lock()
+	var events []eventbus.Event
+	for _, id := range jobs {
+		if !a.reported[id] {
+			a.reported[id] = true
+			events = append(events, eventbus.New("job", id, &hodeiv1.JobSchedulingFailed{JobId: id, Reason: reason}))
+		}
+	}
+	if len(a.reported) > 100_000 {
+		clear(a.reported)
+	}
+	a.mu.Unlock()
+	if len(events) == 0 {
+		return
+	}
+	if err := a.store.PublishEvents(ctx, events...); err != nil {
+		a.log.Warn("report unschedulable jobs", "err", err)
+		return
+	}
+	a.log.Warn("jobs cannot be scheduled", "jobs", len(events), "reason", reason)
+}
+
+// CanServe says whether provider p can start a worker for a job needing
+// image and labels, and if not, why.
+func CanServe(p store.Provider, image string, labels map[string]string) (bool, string) {
+	if image != "" && !p.AnyImage {
+		return false, fmt.Sprintf("provider %s (%s) cannot run image %q", p.Name, p.Kind, image)
+	}
+	var missing []string
+	for k, v := range labels {
+		if have, ok := p.Labels[k]; !ok || have != v {
+			missing = append(missing, k+"="+v)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return false, fmt.Sprintf("provider %s starts no worker with label %s", p.Name, strings.Join(missing, ", "))
+	}
+	return true, ""
+}
