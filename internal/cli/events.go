@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,7 +16,8 @@ import (
 
 const (
 	eventsUsage   = "usage: hodei events tail [--type T]... [--aggregate KIND[:ID]] [--after ID] [-o table|json]"
-	providerUsage = "usage: hodei provider list [-o table|json|yaml]"
+	providerUsage = `usage: hodei provider list|get NAME|enable NAME|disable NAME [-o table|json|yaml]
+       hodei provider set NAME [--max-workers N] [--idle-timeout D] [--ephemeral=true|false]`
 )
 
 func (e *env) events(ctx context.Context, args []string) error {
@@ -137,18 +139,30 @@ func (e *env) provider(ctx context.Context, args []string) error {
 		fmt.Fprintln(e.Out, providerUsage)
 		return errHelpShown
 	}
-	if len(args) == 0 || args[0] != "list" {
+	if len(args) == 0 {
 		return usagef("%s", providerUsage)
 	}
-	fs := e.flagSet("provider list")
+	verb := args[0]
+	fs := e.flagSet("provider " + verb)
 	server := e.serverFlag(fs)
 	format := outputFlag(fs, formatTable, formatJSON, formatYAML)
-	pos, err := e.parse(fs, "[flags]", args[1:], true)
+	maxWorkers := fs.Int("max-workers", -1, "most workers (set)")
+	idle := fs.Duration("idle-timeout", -1, "stop workers idle this long (set)")
+	ephemeral := fs.String("ephemeral", "", "true: a worker takes one job (set)")
+	var want int
+	switch verb {
+	case "list":
+	case "get", "enable", "disable", "set":
+		want = 1
+	default:
+		return usagef("%s", providerUsage)
+	}
+	pos, err := e.parse(fs, "NAME [flags]", args[1:], true)
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return usagef("provider list: unexpected argument %q", pos[0])
+	if len(pos) != want {
+		return usagef("provider %s: want %d argument(s), got %d\n%s", verb, want, len(pos), providerUsage)
 	}
 	addr, err := serverAddr(*server)
 	if err != nil {
@@ -156,14 +170,60 @@ func (e *env) provider(ctx context.Context, args []string) error {
 	}
 	c := dial(addr)
 	defer c.close()
-	resp, err := c.providers.ListProviders(ctx, connect.NewRequest(&hodeiv1.ListProvidersRequest{}))
-	if err != nil {
-		return err
+	var p *hodeiv1.Provider
+	switch verb {
+	case "list":
+		resp, err := c.providers.ListProviders(ctx, connect.NewRequest(&hodeiv1.ListProvidersRequest{}))
+		if err != nil {
+			return err
+		}
+		if format.value != formatTable {
+			return e.printMessage(format.value, resp.Msg)
+		}
+		e.printProviders(resp.Msg.GetProviders())
+		return nil
+	case "get":
+		resp, err := c.providers.GetProvider(ctx, connect.NewRequest(&hodeiv1.GetProviderRequest{Name: pos[0]}))
+		if err != nil {
+			return err
+		}
+		p = resp.Msg.Provider
+	default:
+		req := &hodeiv1.UpdateProviderRequest{Name: pos[0]}
+		switch verb {
+		case "enable", "disable":
+			on := verb == "enable"
+			req.Enabled = &on
+		case "set":
+			if *maxWorkers >= 0 {
+				n := int32(*maxWorkers)
+				req.MaxWorkers = &n
+			}
+			if *idle >= 0 {
+				req.IdleTimeout = durationpb.New(*idle)
+			}
+			switch *ephemeral {
+			case "":
+			case "true", "false":
+				on := *ephemeral == "true"
+				req.Ephemeral = &on
+			default:
+				return usagef("--ephemeral: want true or false, got %q", *ephemeral)
+			}
+			if req.MaxWorkers == nil && req.IdleTimeout == nil && req.Ephemeral == nil {
+				return usagef("provider set: nothing to set\n%s", providerUsage)
+			}
+		}
+		resp, err := c.providers.UpdateProvider(ctx, connect.NewRequest(req))
+		if err != nil {
+			return err
+		}
+		p = resp.Msg.Provider
 	}
 	if format.value != formatTable {
-		return e.printMessage(format.value, resp.Msg)
+		return e.printMessage(format.value, p)
 	}
-	e.printProviders(resp.Msg.GetProviders())
+	e.printProviders([]*hodeiv1.Provider{p})
 	return nil
 }
 
