@@ -73,7 +73,8 @@ type Config struct {
 	// Grace is how long a stopped agent may drain before SIGKILL; default
 	// 10s. The engine counts whole seconds: it is rounded up.
 	Grace time.Duration
-	// Resources limits every container; zero values mean no limit.
+	// Resources are the limits of a worker whose spec sets none (zero:
+	// no limit).
 	Resources Resources
 	Args      []string          // extra agent arguments
 	Env       []string          // extra environment (K=V)
@@ -178,19 +179,22 @@ func (p *Provider) Health(ctx context.Context) error {
 	return nil
 }
 
-// Provision creates and starts a container of spec.Image (or the default
-// image) running the agent, with Config.Resources.
-func (p *Provider) Provision(ctx context.Context, workerID, token string, spec provider.Spec) ([]byte, error) {
-	return p.ProvisionWith(ctx, workerID, token, spec, p.cfg.Resources)
-}
-
 var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
-// ProvisionWith is Provision with resource limits for this worker.
-func (p *Provider) ProvisionWith(ctx context.Context, workerID, token string, spec provider.Spec, res Resources) ([]byte, error) {
+// Provision creates and starts a container of spec.Image (or the default
+// image) running the agent, limited to spec.CPUMillis and spec.MemoryMiB
+// (each defaulting to Config.Resources).
+func (p *Provider) Provision(ctx context.Context, workerID, token string, spec provider.Spec) ([]byte, error) {
 	image := spec.Image
 	if image == "" {
 		image = p.cfg.DefaultImage
+	}
+	res := Resources{CPUMillis: spec.CPUMillis, MemoryMiB: spec.MemoryMiB}
+	if res.CPUMillis <= 0 {
+		res.CPUMillis = p.cfg.Resources.CPUMillis
+	}
+	if res.MemoryMiB <= 0 {
+		res.MemoryMiB = p.cfg.Resources.MemoryMiB
 	}
 	labels := make(map[string]string, len(p.cfg.Labels)+3)
 	for k, v := range p.cfg.Labels {
