@@ -36,7 +36,9 @@ func TestMain(m *testing.M) {
 			}
 			defer os.RemoveAll(dir)
 			hodeiBin = filepath.Join(dir, "hodei")
-			if out, err := exec.Command("go", "build", "-o", hodeiBin, ".").CombinedOutput(); err != nil {
+			build := exec.Command("go", "build", "-o", hodeiBin, ".")
+			build.Env = append(os.Environ(), "CGO_ENABLED=0") // static: Docker workers mount it
+			if out, err := build.CombinedOutput(); err != nil {
 				fmt.Fprintf(os.Stderr, "build hodei: %v\n%s", err, out)
 				return 1
 			}

@@ -24,6 +24,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/pgembed"
 	"github.com/hodei-dev/hodei/internal/provider"
+	"github.com/hodei-dev/hodei/internal/provider/docker"
 	"github.com/hodei-dev/hodei/internal/provider/process"
 	"github.com/hodei-dev/hodei/internal/scheduler"
 	"github.com/hodei-dev/hodei/internal/server"
@@ -54,6 +55,16 @@ type platformConfig struct {
 	idleTimeout    time.Duration
 	workerLabels   map[string]string
 	healthInterval time.Duration
+	// docker configures the Docker provider; off when maxWorkers is 0.
+	docker dockerConfig
+}
+
+type dockerConfig struct {
+	maxWorkers int
+	image      string // default image of workers whose job names none
+	host       string // engine address; default from DOCKER_HOST, else the local socket
+	binary     string // static hodei binary mounted into containers; default this executable
+	labels     map[string]string
 }
 
 // runPlatform runs one server replica with the process provider until ctx
@@ -103,6 +114,14 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 		}
 		providers = append(providers, local)
 	}
+	if pc.docker.maxWorkers > 0 {
+		d, err := newDockerProvider(ctx, st, addr, pc)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		providers = append(providers, d)
+	}
 	smetrics := scheduler.NewMetrics(reg)
 	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics}, st, bus, srv.Workers())
 	scaler := autoscale.New(autoscale.Config{Logger: log, Registry: reg, HealthInterval: pc.healthInterval}, st, bus, providers)
@@ -145,6 +164,36 @@ func platformFlags(fs *flag.FlagSet, pc *platformConfig) {
 	fs.DurationVar(&pc.eventRetention, "event-retention", 7*24*time.Hour, "delivered events older than this are pruned")
 	fs.DurationVar(&pc.lease, "lease", 10*time.Second, "a worker silent this long loses its attempts (worker_lost)")
 	fs.DurationVar(&pc.healthInterval, "health-interval", 30*time.Second, "time between health checks of each provider")
+	fs.IntVar(&pc.docker.maxWorkers, "docker-max-workers", 0, "most workers the Docker provider runs (0: no Docker provider)")
+	fs.StringVar(&pc.docker.image, "docker-image", "hodei-worker:dev", "image of Docker workers whose job names no image")
+	fs.StringVar(&pc.docker.host, "docker-host", "", "Docker engine address (default: DOCKER_HOST, else the local socket)")
+	fs.StringVar(&pc.docker.binary, "docker-binary", "", "static hodei binary mounted into containers (default: this executable)")
+	fs.Var((*kvFlag)(&pc.docker.labels), "docker-worker-label", "label K=V of the Docker provider's workers (repeatable)")
+}
+
+// newDockerProvider builds the Docker provider and registers it.
+func newDockerProvider(ctx context.Context, st *store.Store, addr string, pc platformConfig) (*docker.Provider, error) {
+	install, err := st.InstallationID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bin := pc.docker.binary
+	if bin == "" {
+		if bin, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	d, err := docker.New(docker.Config{Host: pc.docker.host, Binary: bin, Server: addr, DefaultImage: pc.docker.image, InstallID: install,
+		Grace: 20 * time.Second, Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
+	if err != nil {
+		return nil, fmt.Errorf("docker provider: %w", err)
+	}
+	if err := st.SeedProvider(ctx, store.Provider{Name: d.Name(), Kind: d.Kind(), MaxWorkers: pc.docker.maxWorkers,
+		IdleTimeout: pc.idleTimeout, Labels: pc.docker.labels, AnyImage: true}); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
 }
 
 func runServer(ctx context.Context, args []string) error {

@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -110,6 +111,17 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 	clear(a.reported)
 	a.mu.Unlock()
 	a.reconcileOrphans(ctx)
+	// Providers that report worker deaths (Docker) end those workers at
+	// once instead of after the lease.
+	for _, p := range a.providers {
+		if w, ok := p.(watcher); ok {
+			go func() {
+				if err := w.Events(ctx, func(id string) { a.died(ctx, id) }); err != nil && ctx.Err() == nil {
+					a.log.Warn("provider events", "provider", p.Name(), "err", err)
+				}
+			}()
+		}
+	}
 	errc := make(chan error, 1)
 	go func() {
 		errc <- a.bus.TailFrom(ctx, from, eventbus.Filter{Types: scaleTriggers}, func(eventbus.Event) error {
@@ -137,6 +149,24 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 		}
 		timer.Reset(next)
 	}
+}
+
+// watcher is a provider that reports its workers' deaths.
+type watcher interface {
+	Events(ctx context.Context, died func(workerID string)) error
+}
+
+// died ends a worker whose process (container) died: its attempts fail
+// now as worker_lost. A worker we terminated is already gone: no-op.
+func (a *Autoscaler) died(ctx context.Context, id string) {
+	w, err := a.store.GetWorker(ctx, id)
+	if err != nil || w.State == "terminated" || w.State == "disconnected" || w.State == "draining" {
+		return
+	}
+	if _, err := a.store.WorkerGone(ctx, id, "disconnected", "its container died", false); err != nil {
+		a.log.Warn("record dead worker", "worker_id", id, "err", err)
+	}
+	a.Kick()
 }
 
 // Kick asks for a pass.
@@ -189,7 +219,12 @@ func (a *Autoscaler) pass(ctx context.Context) (time.Duration, error) {
 	for _, n := range needs {
 		left := len(n.jobs)
 		reason := "no provider is configured"
-		for _, p := range provs {
+		order := provs
+		if n.image == "" { // any worker will do: prefer providers without images (cheaper)
+			order = slices.Clone(provs)
+			slices.SortStableFunc(order, func(x, y store.Provider) int { return cmpBool(x.AnyImage, y.AnyImage) })
+		}
+		for _, p := range order {
 			if left == 0 {
 				break
 			}
@@ -336,6 +371,10 @@ func (a *Autoscaler) scaleDown(ctx context.Context, p store.Provider, ws []store
 				continue
 			}
 			a.terminate(ctx, impl, p, w, "did not connect within "+a.cfg.StartTTL.String())
+		case "disconnected":
+			// Its lease expired (its attempts were failed): whatever still
+			// runs of it is an orphan.
+			a.terminate(ctx, impl, p, w, "lost: silent past its lease")
 		case "connected":
 			if w.Running > 0 {
 				continue
@@ -384,7 +423,7 @@ func (a *Autoscaler) reconcileOrphans(ctx context.Context) {
 		}
 		known := map[string]bool{}
 		for _, w := range ws {
-			known[w.ID] = true
+			known[w.ID] = w.State != "disconnected"
 		}
 		insts, err := impl.List(ctx)
 		if err != nil {
@@ -424,6 +463,16 @@ func (a *Autoscaler) reportUnservable(ctx context.Context, jobs []string, reason
 		return
 	}
 	a.log.Warn("jobs cannot be scheduled", "jobs", len(events), "reason", reason)
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case !a:
+		return -1
+	}
+	return 1
 }
 
 // CanServe says whether provider p can start a worker for a job needing

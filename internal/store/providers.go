@@ -167,3 +167,8 @@ func (s *Store) WorkerTerminated(ctx context.Context, id, provider, reason strin
 	}
 	return s.PublishEvents(ctx, eventbus.New("worker", id, &hodeiv1.WorkerTerminated{WorkerId: id, Provider: provider, Reason: reason}))
 }
+
+// InstallationID is this installation's stable id.
+func (s *Store) InstallationID(ctx context.Context) (string, error) {
+	return s.Q.InstallationID(ctx)
+}

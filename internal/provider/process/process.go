@@ -149,7 +149,8 @@ func (p *Provider) Terminate(ctx context.Context, h []byte) error {
 		return nil
 	}
 	_ = syscall.Kill(hd.PID, syscall.SIGTERM)
-	deadline := time.After(p.cfg.Grace)
+	grace := time.After(p.cfg.Grace)
+	var killed <-chan time.Time // after SIGKILL: how long to wait for the exit
 	for {
 		p.mu.Lock()
 		_, alive := p.cmds[hd.PID]
@@ -158,9 +159,11 @@ func (p *Provider) Terminate(ctx context.Context, h []byte) error {
 			return nil
 		}
 		select {
-		case <-deadline:
+		case <-grace:
 			_ = syscall.Kill(-hd.PID, syscall.SIGKILL)
-			return nil
+			grace, killed = nil, time.After(5*time.Second)
+		case <-killed:
+			return fmt.Errorf("agent %d did not exit after SIGKILL", hd.PID)
 		case <-ctx.Done():
 			_ = syscall.Kill(-hd.PID, syscall.SIGKILL)
 			return ctx.Err()

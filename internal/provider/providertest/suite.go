@@ -102,9 +102,6 @@ func Run(t *testing.T, h Harness) {
 		e.waitDisconnected(id)
 	})
 	t.Run("TerminateIsGraceful", func(t *testing.T) {
-		if !checkGoodbye {
-			t.Skip("agent shutdown notices are lost (see checkGoodbye)")
-		}
 		t.Parallel()
 		e := newEnv(t, h)
 		p := e.provider(NewInstall())
@@ -244,13 +241,6 @@ func (e *env) waitDisconnected(id string) {
 		e.t.Fatal(err)
 	}
 }
-
-// checkGoodbye enables TerminateIsGraceful. It is off because the
-// agent's shutdown notices do not reach the server: the agent cancels its
-// stream (RST_STREAM) right after sending its final goodbye, so the
-// goodbye is lost, and the first notice's event is written under the
-// stream's context, which that cancel ends. Turn it on with the fix.
-const checkGoodbye = false
 
 // waitGoodbye waits until the worker's row says terminated: the agent got
 // a signal it could drain on (SIGTERM, not SIGKILL) and said goodbye.

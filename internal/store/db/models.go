@@ -46,6 +46,12 @@ type EventDeadLetter struct {
 	ReplayedAt *time.Time
 }
 
+type Installation struct {
+	ID        string
+	CreatedAt time.Time
+	Singleton bool
+}
+
 type Job struct {
 	ID             uuid.UUID
 	Name           string

@@ -64,6 +64,17 @@ func (q *Queries) GetProvider(ctx context.Context, name string) (Provider, error
 	return i, err
 }
 
+const installationID = `-- name: InstallationID :one
+SELECT id FROM installation
+`
+
+func (q *Queries) InstallationID(ctx context.Context) (string, error) {
+	row := q.db.QueryRow(ctx, installationID)
+	var id string
+	err := row.Scan(&id)
+	return id, err
+}
+
 const listProviders = `-- name: ListProviders :many
 SELECT name, kind, enabled, max_workers, idle_timeout_ms, ephemeral, labels, any_image, healthy, unhealthy_since, health_message, updated_at FROM providers ORDER BY name
 `

@@ -40,3 +40,6 @@ UPDATE workers SET state = 'connected', updated_at = @now WHERE id = @id AND sta
 
 -- name: CountRunningAttempts :one
 SELECT count(*)::integer FROM job_attempts WHERE worker_id = @worker_id AND finished_at IS NULL;
+
+-- name: InstallationID :one
+SELECT id FROM installation;
