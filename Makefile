@@ -3,7 +3,7 @@ GO      ?= go
 TOOL    := $(GO) tool -modfile=tools/go.mod
 BIN     := bin/hodei
 
-.PHONY: help build run test bench generate verify lint deps clean
+.PHONY: help build run test bench generate verify lint deps images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -17,12 +17,19 @@ build: ## build bin/hodei (static)
 run: deps build ## start hodei dev (embedded PostgreSQL) and run a first job
 	@scripts/run-demo.sh
 
-test: deps build lint verify ## vet, verify generated code, and run every test with -race on a shared embedded PostgreSQL
+test: deps build lint verify images ## vet, verify generated code, and run every test with -race on a shared embedded PostgreSQL
 	@scripts/test.sh
 
-bench: deps build ## run the benchmarks; each prints a final `result name=...` line
+images: ## build the local Docker images of the Docker provider and its tests (skipped without an engine)
+	@if docker version >/dev/null 2>&1; then scripts/build-images.sh; else echo "images: no Docker engine reachable; Docker tests will be skipped"; fi
+
+bench: deps build images ## run the benchmarks; each prints a final `result name=...` line
 	$(BIN) bench startup
 	$(BIN) bench events
+	$(BIN) bench dispatch
+	$(BIN) bench throughput
+	$(BIN) bench logs
+	$(BIN) bench provision
 
 generate: ## regenerate protobuf/Connect and sqlc code
 	$(TOOL) buf generate

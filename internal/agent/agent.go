@@ -61,6 +61,7 @@ type Agent struct {
 	mu       sync.Mutex
 	attempts map[int64]*attempt
 	draining bool
+	closing  bool // the final notice is sent: do not reconnect
 	stream   *connect.BidiStreamForClient[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse]
 	sendMu   sync.Mutex
 	wg       sync.WaitGroup
@@ -142,9 +143,38 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	<-ctx.Done()
 	err := a.shutdown()
+	a.goodbye(connDone)
 	stopConn()
 	<-connDone
 	return err
+}
+
+// goodbye ends the stream from our side after the final notice and waits
+// (briefly) for the server to end it. Closing the request side delivers
+// everything sent before it; cancelling the stream's context instead
+// resets the HTTP/2 stream at once and can drop the last messages sent
+// (the shutdown notices), so that the server never learns the worker left.
+func (a *Agent) goodbye(connDone <-chan struct{}) {
+	a.mu.Lock()
+	a.closing = true
+	s := a.stream
+	a.mu.Unlock()
+	if s == nil {
+		return
+	}
+	a.sendMu.Lock()
+	_ = s.CloseRequest()
+	a.sendMu.Unlock()
+	select {
+	case <-connDone:
+	case <-time.After(2 * time.Second):
+	}
+}
+
+func (a *Agent) isClosing() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.closing
 }
 
 // logBlockFor is how long a job's output may wait for room in the log
@@ -154,6 +184,10 @@ const logBlockFor = 5 * time.Second
 
 // ErrForced is returned by Run when the shutdown had to kill jobs.
 var ErrForced = errors.New("shutdown forced: jobs killed past the hard deadline")
+
+// errShuttingDown is the cause of attempts stopped by the agent's own
+// shutdown: they end as worker_lost (retryable), not as cancelled.
+var errShuttingDown = errors.New("worker shutting down")
 
 func (a *Agent) enroll(ctx context.Context, hc *http.Client) error {
 	host, _ := os.Hostname()
@@ -179,7 +213,7 @@ func (a *Agent) connectLoop(ctx context.Context, hc *http.Client) {
 	for gen := 1; ; gen++ {
 		server := a.cfg.Servers[(gen-1)%len(a.cfg.Servers)]
 		connected, err := a.session(ctx, hc, server, gen)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || a.isClosing() {
 			return
 		}
 		if connected {
@@ -429,6 +463,8 @@ func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec)
 		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_INVALID, res.Err.Error()
 	case res.TimedOut:
 		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_TIMEOUT, fmt.Sprintf("timed out after %s", spec.GetTimeout().AsDuration())
+	case res.Cancelled && errors.Is(context.Cause(ctx), errShuttingDown):
+		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, "stopped by the worker's shutdown"
 	case res.Cancelled:
 		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_CANCELLED, context.Cause(ctx).Error()
 	case res.ExitCode != 0:
@@ -458,14 +494,17 @@ func (a *Agent) shutdown() error {
 	case <-time.After(a.cfg.DrainTimeout):
 		a.mu.Lock()
 		for _, at := range a.attempts {
-			at.cancel(errors.New("worker shutting down"))
+			at.cancel(errShuttingDown)
 		}
 		a.mu.Unlock()
 		select {
 		case <-done:
 		case <-time.After(max(a.cfg.HardTimeout-time.Since(start), 0)):
 			// Past the hard deadline: kill every job's process group now.
+			// Announced first, so that the server counts the jobs still
+			// running and applies the notice before the last reports.
 			forced = true
+			a.sendNow(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Shutdown{Shutdown: &hodeiv1.ShutdownNotice{Forced: true}}})
 			a.mu.Lock()
 			for _, at := range a.attempts {
 				if pgid := at.pgid.Load(); pgid > 0 {
@@ -485,9 +524,6 @@ func (a *Agent) shutdown() error {
 		case <-a.box.space:
 		case <-time.After(50 * time.Millisecond):
 		}
-	}
-	if forced {
-		a.sendNow(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Shutdown{Shutdown: &hodeiv1.ShutdownNotice{Forced: true}}})
 	}
 	a.sendNow(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Shutdown{Shutdown: &hodeiv1.ShutdownNotice{Final: true, Forced: forced}}})
 	if forced {

@@ -1,0 +1,609 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/store/storetest"
+)
+
+// These tests run `hodei server` and `hodei agent` as real processes over
+// gRPC on loopback, on a fresh PostgreSQL database each, and check the
+// agent's lifecycle guarantees (ARCHITECTURE.md §7) and log exactness (§9)
+// from the outside: process exit codes, rows, events and the log API.
+
+// agentProc is a `hodei agent` subprocess with its worker identity.
+type agentProc struct {
+	id   string // worker id
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan struct{} // closed when the process has exited (and been reaped)
+}
+
+// spawnAgent enrolls a worker in st and runs `hodei agent --server servers
+// args...` until the test ends. The agent runs in its own process group.
+func spawnAgent(t *testing.T, st *store.Store, servers []string, args ...string) *agentProc {
+	t.Helper()
+	id, token, err := st.NewWorker(context.Background(), "test", "", nil, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &agentProc{id: id, logs: &syncBuffer{}, done: make(chan struct{})}
+	a.cmd = exec.Command(hodeiBin, append([]string{"agent", "--server", strings.Join(servers, ",")}, args...)...)
+	a.cmd.Env = append(os.Environ(), "HODEI_BOOTSTRAP_TOKEN="+token)
+	a.cmd.Stdout, a.cmd.Stderr = a.logs, a.logs
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { a.cmd.Wait(); close(a.done) }()
+	t.Cleanup(func() {
+		pid := a.cmd.Process.Pid
+		_ = syscall.Kill(pid, syscall.SIGCONT) // in case a test left it stopped
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		select {
+		case <-a.done:
+		case <-time.After(20 * time.Second):
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			<-a.done
+		}
+		if t.Failed() {
+			t.Logf("agent %s (pid %d) log:\n%s", a.id, pid, a.logs.String())
+		}
+	})
+	return a
+}
+
+func (a *agentProc) pid() int { return a.cmd.Process.Pid }
+
+// exit waits for the agent to exit and returns its exit code.
+func (a *agentProc) exit(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-a.done:
+		return a.cmd.ProcessState.ExitCode()
+	case <-time.After(timeout):
+		t.Fatalf("agent %s did not exit within %s", a.id, timeout)
+		return -1
+	}
+}
+
+// eventually polls cond every 10 ms until it holds, or fails the test
+// after timeout.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func jobClient(addr string) hodeiv1connect.JobServiceClient {
+	return hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+}
+
+// getJob reads a job, or returns nil while the server does not answer.
+func getJob(c hodeiv1connect.JobServiceClient, id string) *hodeiv1.Job {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := c.GetJob(ctx, connect.NewRequest(&hodeiv1.GetJobRequest{Id: id}))
+	if err != nil {
+		return nil
+	}
+	return r.Msg.Job
+}
+
+// pollJob polls GetJob until cond holds (unlike waitJob it survives a
+// server restart).
+func pollJob(t *testing.T, c hodeiv1connect.JobServiceClient, id string, timeout time.Duration, what string, cond func(*hodeiv1.Job) bool) *hodeiv1.Job {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		j := getJob(c, id)
+		if j != nil && cond(j) {
+			return j
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s: not %s within %s; last: state=%v attempts=%v", id, what, timeout, j.GetState(), j.GetAttempts())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func isRunning(j *hodeiv1.Job) bool { return j.State == hodeiv1.JobState_JOB_STATE_RUNNING }
+
+// jobLogs reads the stored stdout and stderr of a job through GetJobLogs.
+func jobLogs(t *testing.T, c hodeiv1connect.JobServiceClient, id string) (stdout, stderr []byte) {
+	t.Helper()
+	s, err := c.GetJobLogs(context.Background(), connect.NewRequest(&hodeiv1.GetJobLogsRequest{Id: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for s.Receive() {
+		for _, ch := range s.Msg().Chunks {
+			switch ch.Stream {
+			case hodeiv1.LogStream_LOG_STREAM_STDOUT:
+				stdout = append(stdout, ch.Data...)
+			default:
+				stderr = append(stderr, ch.Data...)
+			}
+		}
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return stdout, stderr
+}
+
+// queryOne runs a single-value query.
+func queryOne[T any](t *testing.T, st *store.Store, sql string, args ...any) T {
+	t.Helper()
+	var v T
+	if err := st.Pool.QueryRow(context.Background(), sql, args...).Scan(&v); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return v
+}
+
+// eventTypes lists the types of the events of an aggregate, in order.
+func eventTypes(t *testing.T, st *store.Store, aggregateID string) []string {
+	t.Helper()
+	rows, err := st.Pool.Query(context.Background(), "SELECT type FROM events WHERE aggregate_id = $1 ORDER BY id", aggregateID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func workerState(t *testing.T, st *store.Store, id string) string {
+	return queryOne[string](t, st, "SELECT state FROM workers WHERE id = $1", id)
+}
+
+// openStore opens the database a test's servers use.
+func openStore(t *testing.T, dbURL string) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.Config{URL: dbURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	return st
+}
+
+// groupMembers lists the live (non-zombie) processes of process group pgid.
+func groupMembers(pgid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 3 || f[0] == "Z" {
+			continue
+		}
+		if g, _ := strconv.Atoi(f[2]); g == pgid {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// staleReports reads hodei_stale_reports_total from a server's /metrics.
+func staleReports(t *testing.T, addr string) float64 {
+	t.Helper()
+	resp, err := agent.HTTPClient().Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "hodei_stale_reports_total "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("no hodei_stale_reports_total in /metrics (%v)", sc.Err())
+	return 0
+}
+
+// TestAgentSIGTERMDrainsAndExitsZero: SIGTERM while a job runs → the
+// agent announces the shutdown, takes no new job, lets the running job
+// finish (its result and log are stored), says goodbye and exits 0; the
+// worker ends terminated with a WorkerGracefulShutdown event.
+func TestAgentSIGTERMDrainsAndExitsZero(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
+	st := openStore(t, dbURL)
+	a := spawnAgent(t, st, []string{p.addr}, "--drain-timeout", "20s", "--grace", "1s")
+	c := jobClient(p.addr)
+
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", "sleep 1; echo done"}})
+	pollJob(t, c, id, 15*time.Second, "running", isRunning)
+	term := time.Now()
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Once the shutdown is announced, the worker takes no new job.
+	eventually(t, 5*time.Second, "WorkerGracefulShutdown event", func() bool {
+		return slices.Contains(eventTypes(t, st, a.id), "WorkerGracefulShutdown")
+	})
+	late := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
+
+	if code := a.exit(t, 15*time.Second); code != 0 {
+		t.Fatalf("agent exit code %d after SIGTERM, want 0", code)
+	}
+	t.Logf("agent exited %s after SIGTERM", time.Since(term).Round(time.Millisecond))
+	j := getJob(c, id)
+	if j.GetState() != hodeiv1.JobState_JOB_STATE_SUCCEEDED || len(j.GetAttempts()) != 1 {
+		t.Fatalf("job: state=%v attempts=%d, want SUCCEEDED after 1 attempt (the drain lets it finish)", j.GetState(), len(j.GetAttempts()))
+	}
+	if out, _ := jobLogs(t, c, id); string(out) != "done\n" {
+		t.Errorf("job stdout %q, want %q", out, "done\n")
+	}
+	eventually(t, 5*time.Second, "worker terminated", func() bool { return workerState(t, st, a.id) == "terminated" })
+	evs := eventTypes(t, st, a.id)
+	if slices.Contains(evs, "WorkerShutdownForced") {
+		t.Errorf("worker events %v: a forced shutdown after a drain that finished in time", evs)
+	}
+	if lj := getJob(c, late); lj.GetState() != hodeiv1.JobState_JOB_STATE_QUEUED || len(lj.GetAttempts()) != 0 {
+		t.Errorf("job submitted during the drain: state=%v attempts=%d, want QUEUED and never assigned", lj.GetState(), len(lj.GetAttempts()))
+	}
+	t.Logf("worker events: %v", evs)
+}
+
+// TestAgentSIGTERMKillsJobIgnoringTERMAfterGrace: with the drain deadline
+// past, a job that ignores SIGTERM gets SIGKILL after the grace period;
+// that is within the hard deadline, so the shutdown is graceful: exit 0,
+// no WorkerShutdownForced, and no process of the job left. The attempt
+// was lost to the worker's shutdown (worker_lost), not cancelled by a user.
+func TestAgentSIGTERMKillsJobIgnoringTERMAfterGrace(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
+	st := openStore(t, dbURL)
+	a := spawnAgent(t, st, []string{p.addr}, "--drain-timeout", "1s", "--grace", "1s")
+	c := jobClient(p.addr)
+
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", `trap "" TERM; echo $$ > ` + pidFile + `; while :; do sleep 1; done`}})
+	pgid, _ := strconv.Atoi(waitFile(t, pidFile))
+	t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) })
+	pollJob(t, c, id, 15*time.Second, "running", isRunning)
+	term := time.Now()
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := a.exit(t, 15*time.Second); code != 0 {
+		t.Fatalf("agent exit code %d, want 0 (the job was killed after the grace, before the hard deadline)", code)
+	}
+	took := time.Since(term)
+	t.Logf("agent exited %s after SIGTERM (drain 1s + grace 1s)", took.Round(time.Millisecond))
+	if took < 2*time.Second {
+		t.Errorf("agent exited after %s, before drain + grace", took)
+	}
+	if m := groupMembers(pgid); len(m) > 0 {
+		t.Errorf("processes %v of the job's group %d still alive after the agent exited", m, pgid)
+	}
+	j := pollJob(t, c, id, 5*time.Second, "final", isFinal)
+	if len(j.Attempts) != 1 || j.Attempts[0].FailureClass != hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST || j.Attempts[0].Signal != "SIGKILL" {
+		t.Errorf("job: state=%v attempts=%v, want one attempt failed as worker_lost by SIGKILL", j.State, j.Attempts)
+	}
+	eventually(t, 5*time.Second, "worker terminated", func() bool { return workerState(t, st, a.id) == "terminated" })
+	evs := eventTypes(t, st, a.id)
+	if !slices.Contains(evs, "WorkerGracefulShutdown") || slices.Contains(evs, "WorkerShutdownForced") {
+		t.Errorf("worker events %v, want WorkerGracefulShutdown and no WorkerShutdownForced", evs)
+	}
+}
+
+// TestAgentSIGTERMForcedExitsOne: a job that ignores SIGTERM and a grace
+// longer than the hard deadline: at the hard deadline the agent kills the
+// job's process group, announces WorkerShutdownForced and exits 1.
+func TestAgentSIGTERMForcedExitsOne(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
+	st := openStore(t, dbURL)
+	a := spawnAgent(t, st, []string{p.addr}, "--drain-timeout", "1s", "--grace", "20s", "--hard-timeout", "2s")
+	c := jobClient(p.addr)
+
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", `trap "" TERM; echo $$ > ` + pidFile + `; while :; do sleep 1; done`}})
+	pgid, _ := strconv.Atoi(waitFile(t, pidFile))
+	t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) })
+	pollJob(t, c, id, 15*time.Second, "running", isRunning)
+	term := time.Now()
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := a.exit(t, 15*time.Second); code != 1 {
+		t.Fatalf("agent exit code %d, want 1 (forced shutdown)", code)
+	}
+	took := time.Since(term)
+	t.Logf("agent exited %s after SIGTERM (hard deadline 2s)", took.Round(time.Millisecond))
+	if took < 2*time.Second || took > 10*time.Second {
+		t.Errorf("agent exited after %s; want after the hard deadline (2s) and well before the grace (20s)", took)
+	}
+	if m := groupMembers(pgid); len(m) > 0 {
+		t.Errorf("processes %v of the job's group %d still alive after a forced shutdown", m, pgid)
+	}
+	eventually(t, 5*time.Second, "WorkerShutdownForced event", func() bool {
+		return slices.Contains(eventTypes(t, st, a.id), "WorkerShutdownForced")
+	})
+	j := pollJob(t, c, id, 10*time.Second, "final", isFinal)
+	if len(j.Attempts) != 1 || j.Attempts[0].FailureClass != hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST {
+		t.Errorf("job: state=%v attempts=%v, want its one attempt failed as worker_lost", j.State, j.Attempts)
+	}
+	eventually(t, 5*time.Second, "worker terminated", func() bool { return workerState(t, st, a.id) == "terminated" })
+	t.Logf("worker events: %v", eventTypes(t, st, a.id))
+}
+
+// TestServerKill9WhileJobRuns: the only server is killed with SIGKILL in
+// the middle of a job that prints 300 numbered lines; a new server starts
+// on the same address and database. The agent reconnects within 2 s, the
+// job keeps its one attempt and succeeds, and `hodei job logs` prints
+// lines 1..300 exactly once each, in order.
+func TestServerKill9WhileJobRuns(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	addr := freeAddr(t)
+	p := startServerOn(t, dbURL, addr, "--max-workers", "0")
+	st := openStore(t, dbURL)
+	a := spawnAgent(t, st, []string{addr}, "--drain-timeout", "5s", "--grace", "1s")
+	c := jobClient(addr)
+
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", `for i in $(seq 1 300); do echo line $i; sleep 0.01; done`}})
+	pollJob(t, c, id, 15*time.Second, "running", isRunning)
+	// Kill once some output is stored, well before the end.
+	eventually(t, 10*time.Second, "first log batches stored", func() bool {
+		return queryOne[int64](t, st, "SELECT count(*) FROM job_logs WHERE job_id = $1", id) >= 2
+	})
+	replica := queryOne[string](t, st, "SELECT replica_id FROM workers WHERE id = $1", a.id)
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	eventually(t, 5*time.Second, "killed server gone", func() bool { return processGone(p.cmd.Process.Pid) })
+	if s := queryOne[string](t, st, "SELECT state FROM jobs WHERE id = $1", id); s != "running" {
+		t.Fatalf("job %s when the server was killed; the test needs it running", s)
+	}
+	lines := queryOne[int64](t, st, "SELECT coalesce(sum(lines), 0) FROM job_logs WHERE job_id = $1", id)
+
+	startServerOn(t, dbURL, addr, "--max-workers", "0")
+	back := time.Now()
+	var reconnected time.Duration
+	eventually(t, 10*time.Second, "agent reconnected to the new server", func() bool {
+		r := queryOne[string](t, st, "SELECT replica_id FROM workers WHERE id = $1", a.id)
+		reconnected = time.Since(back)
+		return r != replica
+	})
+	t.Logf("killed with %d lines stored; new server up %s after the kill; agent reconnected %s after that",
+		lines, back.Sub(killed).Round(time.Millisecond), reconnected.Round(time.Millisecond))
+	if reconnected > 2*time.Second {
+		t.Errorf("agent reconnected %s after the server was back, want within 2s", reconnected)
+	}
+
+	j := pollJob(t, c, id, 20*time.Second, "final", isFinal)
+	if j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || len(j.Attempts) != 1 {
+		t.Fatalf("job: state=%v attempts=%d, want SUCCEEDED with its one attempt", j.State, len(j.Attempts))
+	}
+	if n := queryOne[int64](t, st, "SELECT count(*) FROM job_attempts WHERE job_id = $1", id); n != 1 {
+		t.Errorf("%d attempt rows, want 1", n)
+	}
+	if n := queryOne[int64](t, st, "SELECT count(*) FROM events WHERE aggregate_id = $1 AND type IN ('JobCompleted', 'JobFailed')", id); n != 1 {
+		t.Errorf("%d result events for the job, want exactly 1", n)
+	}
+
+	r := platform{addr: addr}.hodei(t, "job", "logs", id)
+	if r.code != 0 {
+		t.Fatalf("hodei job logs: %+v", r)
+	}
+	var want strings.Builder
+	for i := 1; i <= 300; i++ {
+		fmt.Fprintf(&want, "line %d\n", i)
+	}
+	if r.stdout != want.String() {
+		got := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+		t.Errorf("hodei job logs: %d lines, want lines 1..300 exactly once in order; first difference: %s", len(got), firstDiff(got, strings.Split(strings.TrimSuffix(want.String(), "\n"), "\n")))
+	}
+}
+
+func firstDiff(got, want []string) string {
+	for i := range max(len(got), len(want)) {
+		var g, w string
+		if i < len(got) {
+			g = got[i]
+		}
+		if i < len(want) {
+			w = want[i]
+		}
+		if g != w {
+			return fmt.Sprintf("line %d: got %q, want %q", i+1, g, w)
+		}
+	}
+	return "none"
+}
+
+// TestAgentSIGSTOPPastLeaseIsRetriedAndLateResultRejected: the agent
+// running attempt 1 is stopped (SIGSTOP) for longer than the lease. The
+// attempt fails as worker_lost and attempt 2 succeeds on the other agent.
+// When the stopped agent resumes (SIGCONT) it reconnects, is told the
+// attempt is no longer its own and cancels the process; its late result
+// is rejected as stale and changes nothing.
+func TestAgentSIGSTOPPastLeaseIsRetriedAndLateResultRejected(t *testing.T) {
+	t.Parallel()
+	// The lease must be well above the agents' 2 s heartbeat: the leader's
+	// reaper compares it with last_seen, which is written every 2 s with
+	// the time of the last heartbeat, so it lags by up to about 4 s.
+	const lease = 6 * time.Second
+	dbURL := storetest.URL(t)
+	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0", "--lease", lease.String())
+	st := openStore(t, dbURL)
+	agents := map[int]*agentProc{}
+	for range 2 {
+		a := spawnAgent(t, st, []string{p.addr}, "--grace", "1s")
+		agents[a.pid()] = a
+	}
+	c := jobClient(p.addr)
+
+	dir := t.TempDir()
+	marker, ppidFile, pidFile := filepath.Join(dir, "marker"), filepath.Join(dir, "ppid"), filepath.Join(dir, "pid")
+	script := fmt.Sprintf(`if [ -e %[1]s ]; then echo attempt $HODEI_ATTEMPT; exit 0; fi; touch %[1]s; echo $PPID > %[2]s; echo $$ > %[3]s; exec sleep 60`, marker, ppidFile, pidFile)
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", script},
+		Retry: &hodeiv1.RetryPolicy{MaxAttempts: 2, InitialBackoff: durationpb.New(10 * time.Millisecond)}})
+	agentPID, _ := strconv.Atoi(waitFile(t, ppidFile))
+	jobPID, _ := strconv.Atoi(waitFile(t, pidFile))
+	t.Cleanup(func() { syscall.Kill(-jobPID, syscall.SIGKILL) })
+	stopped := agents[agentPID]
+	if stopped == nil {
+		t.Fatalf("attempt 1 runs under pid %d, not one of the agents", agentPID)
+	}
+	pollJob(t, c, id, 10*time.Second, "running", isRunning)
+
+	if err := syscall.Kill(agentPID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopAt := time.Now()
+	t.Cleanup(func() { syscall.Kill(agentPID, syscall.SIGCONT) })
+	j := pollJob(t, c, id, 3*lease, "final", isFinal)
+	retried := time.Since(stopAt)
+	if j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || len(j.Attempts) != 2 {
+		t.Fatalf("job: state=%v attempts=%d, want SUCCEEDED on attempt 2", j.State, len(j.Attempts))
+	}
+	a1, a2 := j.Attempts[0], j.Attempts[1]
+	if a1.FailureClass != hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST || a1.WorkerId != stopped.id || a2.WorkerId == stopped.id {
+		t.Fatalf("attempt 1: class=%v worker=%s; attempt 2 worker=%s; want worker_lost on %s and attempt 2 elsewhere", a1.FailureClass, a1.WorkerId, a2.WorkerId, stopped.id)
+	}
+	lost := a1.FinishedAt.AsTime().Sub(stopAt)
+	t.Logf("lease %s: attempt 1 lost %s after SIGSTOP, job succeeded %s after SIGSTOP", lease, lost.Round(time.Millisecond), retried.Round(time.Millisecond))
+	if lost < lease {
+		t.Errorf("attempt 1 lost %s after the agent stopped, before the lease (%s)", lost, lease)
+	}
+	if out, _ := jobLogs(t, c, id); string(out) != "attempt 2\n" {
+		t.Errorf("job stdout %q, want %q", out, "attempt 2\n")
+	}
+
+	stale := staleReports(t, p.addr)
+	jobEvents := eventTypes(t, st, id)
+	if err := syscall.Kill(agentPID, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	cont := time.Now()
+	// The resumed agent reconnects (backoff about 1 s), is told to cancel,
+	// and its process ends within the grace (1 s; sleep dies on SIGTERM).
+	eventually(t, 6*time.Second, "attempt 1's process cancelled after SIGCONT", func() bool { return processGone(jobPID) })
+	t.Logf("attempt 1's process gone %s after SIGCONT", time.Since(cont).Round(time.Millisecond))
+	eventually(t, 5*time.Second, "the late result counted as stale", func() bool { return staleReports(t, p.addr) > stale })
+
+	after := getJob(c, id)
+	if after.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || after.Attempt != 2 || len(after.Attempts) != 2 ||
+		after.Attempts[0].FailureClass != hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST ||
+		after.Attempts[0].ExitCode != a1.ExitCode || after.Attempts[0].Message != a1.Message ||
+		!after.Attempts[0].FinishedAt.AsTime().Equal(a1.FinishedAt.AsTime()) {
+		t.Errorf("after the late result: job %v attempt %d attempts %v; want it unchanged (SUCCEEDED, attempt 1 worker_lost %v)", after.State, after.Attempt, after.Attempts, a1)
+	}
+	if out, _ := jobLogs(t, c, id); string(out) != "attempt 2\n" {
+		t.Errorf("job stdout after the late result %q, want %q", out, "attempt 2\n")
+	}
+	if evs := eventTypes(t, st, id); !slices.Equal(evs, jobEvents) {
+		t.Errorf("job events after the late result %v, want them unchanged: %v", evs, jobEvents)
+	}
+	// The resumed agent is healthy again: connected, and not lost twice.
+	eventually(t, 5*time.Second, "resumed agent connected", func() bool { return workerState(t, st, stopped.id) == "connected" })
+	t.Logf("stopped worker events: %v", eventTypes(t, st, stopped.id))
+}
+
+// TestBinaryAndLongLineLogsAreExact: output with every byte value,
+// invalid UTF-8, NULs, a 1 MiB line and a final line without newline is
+// stored and read back through GetJobLogs byte for byte.
+func TestBinaryAndLongLineLogsAreExact(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
+	st := openStore(t, dbURL)
+	spawnAgent(t, st, []string{p.addr})
+	c := jobClient(p.addr)
+
+	var data []byte
+	for range 4 {
+		for b := range 256 {
+			data = append(data, byte(b))
+		}
+	}
+	data = append(data, "\xff\xfe\xc3\x28\xa0\xa1\xe2\x28\xa1\xf0\x28\x8c\xbc\x00\x00\x00\r\n\n"...)
+	for i := range 1 << 20 { // one 1 MiB line: no newline inside
+		b := byte(i*7 + i>>8)
+		if b == '\n' {
+			b = 0
+		}
+		data = append(data, b)
+	}
+	data = append(data, '\n')
+	data = append(data, "tail without newline \x00\xff"...)
+	file := filepath.Join(t.TempDir(), "data")
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"cat", file}})
+	j := waitJob(t, c, id, 20*time.Second, isFinal)
+	if j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job %v: %s", j.State, j.Message)
+	}
+	out, errOut := jobLogs(t, c, id)
+	if !bytes.Equal(out, data) {
+		n := 0
+		for n < min(len(out), len(data)) && out[n] == data[n] {
+			n++
+		}
+		t.Errorf("stdout read back: %d bytes, want %d; first difference at byte %d", len(out), len(data), n)
+	}
+	if len(errOut) != 0 {
+		t.Errorf("stderr/system output %q, want none", errOut)
+	}
+}
