@@ -127,7 +127,9 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 	scaler := autoscale.New(autoscale.Config{Logger: log, Registry: reg, HealthInterval: pc.healthInterval}, st, bus, providers)
 
 	leader := &scheduler.Leader{Pool: st.Pool, Logger: log, Duties: []scheduler.Duty{
-		scheduler.Reaper(st, srv.Lease(), srv.Lease()/2, log, disp.Kick),
+		// last_seen lags up to two heartbeat intervals (beat, then the
+		// coalesced write): the reaper allows for that on top of the lease.
+		scheduler.Reaper(st, srv.Lease()+2*srv.HeartbeatInterval(), srv.Lease()/2, log, disp.Kick),
 		func(ctx context.Context) error { return bus.RunRetention(ctx, time.Minute, pc.eventRetention) },
 		scheduler.QueueDepth(st, bus, smetrics, 500*time.Millisecond, log),
 		scaler.Run,

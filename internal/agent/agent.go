@@ -171,6 +171,12 @@ func (a *Agent) goodbye(connDone <-chan struct{}) {
 	}
 }
 
+func (a *Agent) hasStream() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.stream != nil
+}
+
 func (a *Agent) isClosing() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -484,6 +490,11 @@ func (a *Agent) shutdown() error {
 	n := len(a.attempts)
 	a.mu.Unlock()
 	a.log.Info("shutting down", "running", n)
+	// A signal right after start can come before the stream is up: give it
+	// a moment, so that the server hears the notices.
+	for deadline := time.Now().Add(2 * time.Second); !a.hasStream() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	a.sendNow(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Shutdown{Shutdown: &hodeiv1.ShutdownNotice{}}})
 
 	done := make(chan struct{})

@@ -214,8 +214,18 @@ func (s *Server) Run(ctx context.Context) error {
 			seen[c.id] = last
 		}
 		if len(seen) > 0 {
-			if err := s.store.TouchWorkers(ctx, seen); err != nil && ctx.Err() == nil {
+			expired, err := s.store.TouchWorkers(ctx, seen)
+			if err != nil && ctx.Err() == nil {
 				s.log.Warn("record heartbeats", "err", err)
+			}
+			// The leader expired these although their stream lives here
+			// (e.g. a stall longer than the lease): close the stream; the
+			// agent reconnects and reconciles.
+			for _, id := range expired {
+				if c := s.workers.get(id); c != nil {
+					s.log.Warn("worker expired by the leader; closing its stream", "worker_id", id)
+					c.close()
+				}
 			}
 		}
 	}

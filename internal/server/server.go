@@ -61,7 +61,8 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 		cfg.Lease = 10 * time.Second
 	}
 	if cfg.HeartbeatInterval <= 0 {
-		cfg.HeartbeatInterval = 2 * time.Second
+		// Several beats per lease, so that a live worker never looks silent.
+		cfg.HeartbeatInterval = min(2*time.Second, cfg.Lease/4)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -203,3 +204,6 @@ func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
 
 // Lease is how long a silent worker keeps its attempts.
 func (s *Server) Lease() time.Duration { return s.cfg.Lease }
+
+// HeartbeatInterval is how often agents beat (and heartbeats are written).
+func (s *Server) HeartbeatInterval() time.Duration { return s.cfg.HeartbeatInterval }

@@ -152,7 +152,8 @@ func (s *Store) ConnectWorker(ctx context.Context, id, credential, replica strin
 
 // TouchWorkers records when many workers were last heard from, in one
 // write.
-func (s *Store) TouchWorkers(ctx context.Context, seen map[string]time.Time) error {
+// It returns the workers among them whose row says disconnected.
+func (s *Store) TouchWorkers(ctx context.Context, seen map[string]time.Time) (expired []string, err error) {
 	var p db.TouchWorkersParams
 	for id, t := range seen {
 		if u, err := uuid.Parse(id); err == nil {
@@ -160,7 +161,16 @@ func (s *Store) TouchWorkers(ctx context.Context, seen map[string]time.Time) err
 			p.Seen = append(p.Seen, t)
 		}
 	}
-	return s.Q.TouchWorkers(ctx, p)
+	rows, err := s.Q.TouchWorkers(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		if r.State == "disconnected" {
+			expired = append(expired, r.ID.String())
+		}
+	}
+	return expired, nil
 }
 
 // WorkerGone marks a worker disconnected (or terminated) and fails its

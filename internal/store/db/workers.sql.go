@@ -263,10 +263,11 @@ func (q *Queries) SetWorkerState(ctx context.Context, arg SetWorkerStateParams) 
 	return err
 }
 
-const touchWorkers = `-- name: TouchWorkers :exec
+const touchWorkers = `-- name: TouchWorkers :many
 UPDATE workers w SET last_seen = greatest(w.last_seen, u.seen)
 FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::timestamptz[]) AS seen) u
 WHERE w.id = u.id
+RETURNING w.id, w.state
 `
 
 type TouchWorkersParams struct {
@@ -274,10 +275,32 @@ type TouchWorkersParams struct {
 	Seen []time.Time
 }
 
+type TouchWorkersRow struct {
+	ID    uuid.UUID
+	State string
+}
+
 // One write for many heartbeats: each worker's time of last contact.
-func (q *Queries) TouchWorkers(ctx context.Context, arg TouchWorkersParams) error {
-	_, err := q.db.Exec(ctx, touchWorkers, arg.Ids, arg.Seen)
-	return err
+// Returns the workers whose row no longer says connected (the leader
+// expired them): their streams must be re-established.
+func (q *Queries) TouchWorkers(ctx context.Context, arg TouchWorkersParams) ([]TouchWorkersRow, error) {
+	rows, err := q.db.Query(ctx, touchWorkers, arg.Ids, arg.Seen)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []TouchWorkersRow
+	for rows.Next() {
+		var i TouchWorkersRow
+		if err := rows.Scan(&i.ID, &i.State); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const useBootstrapToken = `-- name: UseBootstrapToken :one

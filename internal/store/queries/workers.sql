@@ -27,11 +27,14 @@ RETURNING *;
 -- name: SetWorkerState :exec
 UPDATE workers SET state = @state, updated_at = @now WHERE id = @id;
 
--- name: TouchWorkers :exec
+-- name: TouchWorkers :many
 -- One write for many heartbeats: each worker's time of last contact.
+-- Returns the workers whose row no longer says connected (the leader
+-- expired them): their streams must be re-established.
 UPDATE workers w SET last_seen = greatest(w.last_seen, u.seen)
 FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@seen::timestamptz[]) AS seen) u
-WHERE w.id = u.id;
+WHERE w.id = u.id
+RETURNING w.id, w.state;
 
 -- name: ListWorkers :many
 SELECT * FROM workers WHERE (@provider::text = '' OR provider = @provider::text) ORDER BY created_at;
