@@ -21,7 +21,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
-const benchUsage = "usage: hodei bench startup|events|dispatch|throughput|logs [flags]"
+const benchUsage = "usage: hodei bench startup|events|dispatch|throughput|logs|provision [flags]"
 
 func runBench(ctx context.Context, args []string) error {
 	if len(args) == 0 {
@@ -38,6 +38,8 @@ func runBench(ctx context.Context, args []string) error {
 		return benchThroughput(ctx, args[1:])
 	case "logs":
 		return benchLogs(ctx, args[1:])
+	case "provision":
+		return benchProvision(ctx, args[1:])
 	case "emit": // the load generator that bench logs runs as a job
 		return benchEmit(args[1:])
 	}

@@ -412,18 +412,3 @@ func TestNewRejectsDynamicBinary(t *testing.T) {
 	}
 }
 
-// TestMeasureProvision reports provision → connected for containers
-// (goal: p50 ≤ 1 s; not enforced here).
-func TestMeasureProvision(t *testing.T) {
-	needDocker(t)
-	if testing.Short() {
-		t.Skip("measurement")
-	}
-	plat := providertest.StartPlatform(t)
-	p := newProvider(t, plat.Addr, providertest.NewInstall())
-	r, err := providertest.MeasureProvision(context.Background(), p, provider.Spec{}, plat, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Log(r.Line())
-}

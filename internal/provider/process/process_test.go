@@ -1,7 +1,6 @@
 package process_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -58,17 +57,3 @@ func TestConformance(t *testing.T) {
 	providertest.Run(t, harness())
 }
 
-// TestMeasureProvision reports provision → connected for local agents
-// (goal: p50 ≤ 150 ms on a developer machine; not enforced here).
-func TestMeasureProvision(t *testing.T) {
-	if testing.Short() {
-		t.Skip("measurement")
-	}
-	plat := providertest.StartPlatform(t)
-	p := harness().New(t, plat.Addr, providertest.NewInstall())
-	r, err := providertest.MeasureProvision(context.Background(), p, provider.Spec{}, plat, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Log(r.Line())
-}

@@ -19,9 +19,6 @@ import (
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
-// This file does not import testing: NewPlatform and MeasureProvision
-// serve `hodei bench provision` too.
-
 // PlatformConfig configures NewPlatform.
 type PlatformConfig struct {
 	DatabaseURL string // required; migrated on open

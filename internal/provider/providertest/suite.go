@@ -4,8 +4,7 @@
 // separation and orphan reconciliation) from the outside.
 //
 // It also holds the Platform the suite runs on (a server replica on a
-// loopback listener with its store and event bus) and MeasureProvision,
-// which `hodei bench provision` uses; those two do not depend on testing.
+// loopback listener with its store and event bus).
 //
 // Tests that call Run or StartPlatform need a TestMain that calls
 // storetest.Main.

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"time"
+
+	"github.com/hodei-dev/hodei/internal/provider"
+	"github.com/hodei-dev/hodei/internal/provider/docker"
+	"github.com/hodei-dev/hodei/internal/provider/process"
+	"github.com/hodei-dev/hodei/internal/store"
+)
+
+// benchProvision measures provision request → WorkerRegistered (the agent
+// enrolled and its stream is open) for the process provider and, when an
+// engine is reachable, the Docker provider; workers are started one at a
+// time and terminated between runs (not timed).
+func benchProvision(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench provision", flag.ContinueOnError)
+	runs := fs.Int("runs", 10, "workers per provider; the median is reported")
+	image := fs.String("docker-image", "hodei-worker:dev", "image of the Docker workers")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	url, stopDB, err := benchDatabase(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopDB()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	readyc := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- runPlatform(ctx, newLogger(io.Discard), platformConfig{listen: "127.0.0.1:0", databaseURL: url, agentLog: io.Discard,
+			ready: func(a string) { readyc <- a }})
+	}()
+	var addr string
+	select {
+	case addr = <-readyc:
+	case err := <-errc:
+		return err
+	}
+	defer func() { cancel(); <-errc }()
+	st, err := store.Open(ctx, store.Config{URL: url})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	proc, err := process.New(process.Config{Server: addr, Binary: self})
+	if err != nil {
+		return err
+	}
+	pp50, err := measureProvision(ctx, st, proc, provider.Spec{}, *runs)
+	if err != nil {
+		return fmt.Errorf("process: %w", err)
+	}
+	fmt.Printf("process: p50 %s\n", pp50.Round(100*time.Microsecond))
+	dockerField := "docker_p50_ms=skipped"
+	if exec.Command("docker", "version").Run() == nil {
+		install, err := st.InstallationID(ctx)
+		if err != nil {
+			return err
+		}
+		d, err := docker.New(docker.Config{Binary: self, Server: addr, DefaultImage: *image, InstallID: install, Grace: time.Second})
+		if err != nil {
+			return fmt.Errorf("docker: %w (build a static binary with `make build`, images with `make images`)", err)
+		}
+		defer d.Close()
+		dp50, err := measureProvision(ctx, st, d, provider.Spec{Image: *image}, *runs)
+		if err != nil {
+			return fmt.Errorf("docker: %w", err)
+		}
+		fmt.Printf("docker: p50 %s\n", dp50.Round(100*time.Microsecond))
+		dockerField = fmt.Sprintf("docker_p50_ms=%.1f", ms(dp50))
+	}
+	fmt.Printf("result name=provision process_p50_ms=%.1f %s runs=%d\n", ms(pp50), dockerField, *runs)
+	return nil
+}
+
+func measureProvision(ctx context.Context, st *store.Store, p provider.Provider, spec provider.Spec, runs int) (time.Duration, error) {
+	var took []time.Duration
+	for i := 0; i < runs; i++ {
+		start := time.Now()
+		id, token, err := st.NewWorker(ctx, p.Name(), spec.Image, nil, time.Minute)
+		if err != nil {
+			return 0, err
+		}
+		h, err := p.Provision(ctx, id, token, spec)
+		if err != nil {
+			return 0, err
+		}
+		deadline := time.Now().Add(time.Minute)
+		for {
+			w, err := st.GetWorker(ctx, id)
+			if err != nil {
+				return 0, err
+			}
+			if w.State == "connected" {
+				break
+			}
+			if time.Now().After(deadline) {
+				return 0, fmt.Errorf("worker %s did not connect", id)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		took = append(took, time.Since(start))
+		if err := p.Terminate(ctx, h); err != nil {
+			return 0, err
+		}
+	}
+	slices.Sort(took)
+	return took[len(took)/2], nil
+}
