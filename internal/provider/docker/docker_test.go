@@ -411,4 +411,3 @@ func TestNewRejectsDynamicBinary(t *testing.T) {
 		t.Fatalf("New with a dynamic binary: %v, want an error asking for a static build", err)
 	}
 }
-

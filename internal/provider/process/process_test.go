@@ -56,4 +56,3 @@ func harness() providertest.Harness {
 func TestConformance(t *testing.T) {
 	providertest.Run(t, harness())
 }
-
