@@ -1,0 +1,66 @@
+package job
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/hodei-dev/hodei/"
+
+// deps lists the non-standard packages pkg depends on.
+func deps(t *testing.T, pkg string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{if not .Standard}}{{.ImportPath}}{{end}}", module+pkg).Output()
+	if err != nil {
+		t.Fatalf("go list %s: %v", pkg, err)
+	}
+	return strings.Fields(string(out))
+}
+
+// TestImportRules keeps the layering of STYLE.md: the domain imports
+// nothing; the agent never touches the database; providers do not import
+// each other.
+func TestImportRules(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	for _, rule := range []struct {
+		pkg       string
+		forbidden []string
+	}{
+		{"internal/job", []string{module}},
+		{"internal/agent", []string{module + "internal/store", module + "internal/eventbus", module + "internal/server", "github.com/jackc/pgx"}},
+		{"internal/provider/process", []string{module + "internal/provider/docker"}},
+		{"internal/provider/docker", []string{module + "internal/provider/process"}},
+		{"internal/eventbus", []string{module + "internal/server", module + "internal/scheduler", module + "internal/job"}},
+	} {
+		for _, d := range deps(t, rule.pkg) {
+			if d == module+rule.pkg {
+				continue
+			}
+			for _, f := range rule.forbidden {
+				if strings.HasPrefix(d, f) {
+					t.Errorf("%s depends on %s", rule.pkg, d)
+				}
+			}
+		}
+	}
+}
+
+// TestEveryPackageIsDocumented: each package has a doc comment.
+func TestEveryPackageIsDocumented(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}\t{{.Doc}}", module+"...").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pkg, doc, _ := strings.Cut(line, "\t")
+		if doc == "" && !strings.Contains(pkg, "/api/gen/") && !strings.HasSuffix(pkg, "/store/db") {
+			t.Errorf("package %s has no doc comment", pkg)
+		}
+	}
+}
