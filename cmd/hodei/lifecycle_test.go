@@ -33,6 +33,13 @@ func inProcess(t *testing.T, lease time.Duration, maxWorkers int) hodeiv1connect
 // agent binary and readiness are filled in).
 func inProcessWith(t *testing.T, pc platformConfig) hodeiv1connect.JobServiceClient {
 	t.Helper()
+	c, _ := inProcessAt(t, pc)
+	return c
+}
+
+// inProcessAt is inProcessWith that also returns the server's address.
+func inProcessAt(t *testing.T, pc platformConfig) (hodeiv1connect.JobServiceClient, string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	readyc := make(chan string, 1)
 	errc := make(chan error, 1)
@@ -50,11 +57,11 @@ func inProcessWith(t *testing.T, pc platformConfig) hodeiv1connect.JobServiceCli
 	})
 	select {
 	case addr := <-readyc:
-		return hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+		return hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC()), addr
 	case err := <-errc:
 		t.Fatalf("platform: %v", err)
 	}
-	return nil
+	return nil, ""
 }
 
 func submit(t *testing.T, c hodeiv1connect.JobServiceClient, spec *hodeiv1.JobSpec) string {
@@ -283,4 +290,49 @@ func TestAutoscalerStaysWithinMaxWorkersAndScalesDown(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("peak %d workers; all scaled down", peak)
+}
+
+// TestEphemeralWorkersTakeOneJobEach: with the provider in ephemeral mode
+// every job runs on a worker of its own, which then goes away.
+func TestEphemeralWorkersTakeOneJobEach(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	c, addr := inProcessAt(t, platformConfig{databaseURL: dbURL, maxWorkers: 2, idleTimeout: time.Minute})
+	providers := hodeiv1connect.NewProviderServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	on := true
+	if _, err := providers.UpdateProvider(context.Background(), connect.NewRequest(&hodeiv1.UpdateProviderRequest{Name: "process", Ephemeral: &on})); err != nil {
+		t.Fatal(err)
+	}
+	workers := map[string]bool{}
+	for i := 0; i < 4; i++ {
+		id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
+		j := waitJob(t, c, id, 30*time.Second, isFinal)
+		if j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || len(j.Attempts) != 1 {
+			t.Fatalf("job %d: %v with %d attempts", i, j.State, len(j.Attempts))
+		}
+		w := j.Attempts[0].WorkerId
+		if workers[w] {
+			t.Fatalf("worker %s ran a second job", w)
+		}
+		workers[w] = true
+	}
+	st, err := store.Open(context.Background(), store.Config{URL: dbURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var live int
+		if err := st.Pool.QueryRow(context.Background(), "SELECT count(*) FROM workers WHERE state <> 'terminated'").Scan(&live); err != nil {
+			t.Fatal(err)
+		}
+		if live == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d ephemeral workers still live", live)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -115,7 +115,7 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 		providers = append(providers, local)
 	}
 	if pc.docker.maxWorkers > 0 {
-		d, err := newDockerProvider(ctx, st, addr, pc)
+		d, err := newDockerProvider(ctx, log, st, addr, pc)
 		if err != nil {
 			return err
 		}
@@ -174,7 +174,7 @@ func platformFlags(fs *flag.FlagSet, pc *platformConfig) {
 }
 
 // newDockerProvider builds the Docker provider and registers it.
-func newDockerProvider(ctx context.Context, st *store.Store, addr string, pc platformConfig) (*docker.Provider, error) {
+func newDockerProvider(ctx context.Context, log *slog.Logger, st *store.Store, addr string, pc platformConfig) (*docker.Provider, error) {
 	install, err := st.InstallationID(ctx)
 	if err != nil {
 		return nil, err
@@ -185,7 +185,7 @@ func newDockerProvider(ctx context.Context, st *store.Store, addr string, pc pla
 			return nil, err
 		}
 	}
-	d, err := docker.New(docker.Config{Host: pc.docker.host, Binary: bin, Server: addr, DefaultImage: pc.docker.image, InstallID: install,
+	d, err := docker.New(docker.Config{Host: pc.docker.host, Binary: bin, Server: addr, DefaultImage: pc.docker.image, InstallID: install, Logger: log,
 		Grace: 20 * time.Second, Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
 	if err != nil {
 		return nil, fmt.Errorf("docker provider: %w", err)
@@ -251,6 +251,7 @@ func runAgent(ctx context.Context, args []string) int {
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long running jobs may finish before they are cancelled")
 	grace := fs.Duration("grace", 10*time.Second, "SIGTERM to SIGKILL grace for cancelled jobs")
 	hard := fs.Duration("hard-timeout", 0, "on SIGTERM, when everything is killed and the agent exits 1 (default drain-timeout + grace + 10s)")
+	maxJobs := fs.Int("max-jobs", 0, "retire (exit 0) after running this many jobs; 0: no limit (ephemeral workers use 1)")
 	var labels kvFlag
 	fs.Var(&labels, "label", "worker label K=V (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -261,7 +262,7 @@ func runAgent(ctx context.Context, args []string) int {
 	flush, _ := time.ParseDuration(os.Getenv("HODEI_LOG_FLUSH_INTERVAL"))
 	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"),
 		Labels: labels, Slots: *slots, BatchLines: batch, FlushInterval: flush, Version: version, Logger: log, NoopExec: *noop,
-		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard})
+		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hodei:", err)
 		return 2

@@ -47,6 +47,10 @@ type Config struct {
 	NoopExec bool
 	// OnRunJob, if set, is called when a RunJob arrives (benchmarks).
 	OnRunJob func(jobID string)
+	// MaxJobs > 0 retires the agent after it started that many attempts:
+	// it asks for no more work, finishes what it has, and exits 0
+	// (ephemeral workers: --max-jobs 1).
+	MaxJobs int
 }
 
 // Agent is one worker.
@@ -58,13 +62,17 @@ type Agent struct {
 	credential string
 	box        *outbox
 
-	mu       sync.Mutex
-	attempts map[int64]*attempt
-	draining bool
-	closing  bool // the final notice is sent: do not reconnect
-	stream   *connect.BidiStreamForClient[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse]
-	sendMu   sync.Mutex
-	wg       sync.WaitGroup
+	mu         sync.Mutex
+	attempts   map[int64]*attempt
+	draining   bool
+	closing    bool // the final notice is sent: do not reconnect
+	started    int  // attempts started, for MaxJobs
+	retired    chan struct{}
+	retireOnce sync.Once
+	retiring   bool
+	stream     *connect.BidiStreamForClient[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse]
+	sendMu     sync.Mutex
+	wg         sync.WaitGroup
 }
 
 type attempt struct {
@@ -108,7 +116,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger, box: newOutbox(512), attempts: map[int64]*attempt{}}, nil
+	return &Agent{cfg: cfg, log: cfg.Logger, box: newOutbox(512), attempts: map[int64]*attempt{}, retired: make(chan struct{})}, nil
 }
 
 func baseURL(addr string) string {
@@ -141,7 +149,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer close(connDone)
 		a.connectLoop(connCtx, hc)
 	}()
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-a.retired:
+		a.log.Info("retiring after max jobs", "max_jobs", a.cfg.MaxJobs)
+	}
 	err := a.shutdown()
 	a.goodbye(connDone)
 	stopConn()
@@ -394,14 +406,25 @@ func (a *Agent) start(r *hodeiv1.RunJob) {
 	at := &attempt{jobID: r.JobId, number: r.Attempt, token: r.FencingToken, cancel: cancel, done: make(chan struct{})}
 	a.attempts[r.FencingToken] = at
 	a.wg.Add(1)
+	a.started++
+	retire := a.cfg.MaxJobs > 0 && a.started == a.cfg.MaxJobs
+	a.retiring = a.retiring || retire
 	a.mu.Unlock()
+	if retire {
+		// Ask for no more work; a job already on its way still runs.
+		a.sendNow(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Shutdown{Shutdown: &hodeiv1.ShutdownNotice{}}})
+	}
 	go func() {
 		defer a.wg.Done()
 		defer close(at.done)
 		a.execute(ctx, at, r.Spec)
 		a.mu.Lock()
 		delete(a.attempts, at.token)
+		done := a.retiring && len(a.attempts) == 0
 		a.mu.Unlock()
+		if done {
+			a.retireOnce.Do(func() { close(a.retired) })
+		}
 	}()
 }
 

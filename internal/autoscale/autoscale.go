@@ -156,15 +156,26 @@ type watcher interface {
 	Events(ctx context.Context, died func(workerID string)) error
 }
 
-// died ends a worker whose process (container) died: its attempts fail
-// now as worker_lost. A worker we terminated is already gone: no-op.
+// died handles the death of a worker's container: a worker that was
+// still working fails its attempts now (worker_lost) instead of after the
+// lease; in every case what is left of the container is removed.
 func (a *Autoscaler) died(ctx context.Context, id string) {
 	w, err := a.store.GetWorker(ctx, id)
-	if err != nil || w.State == "terminated" || w.State == "disconnected" || w.State == "draining" {
+	if err != nil {
 		return
 	}
-	if _, err := a.store.WorkerGone(ctx, id, "disconnected", "its container died", false); err != nil {
-		a.log.Warn("record dead worker", "worker_id", id, "err", err)
+	switch w.State {
+	case "draining":
+		return // being terminated by scale-down, which cleans up
+	case "connected", "provisioning":
+		if _, err := a.store.WorkerGone(ctx, id, "disconnected", "its container died", false); err != nil {
+			a.log.Warn("record dead worker", "worker_id", id, "err", err)
+		}
+	}
+	if impl := a.providers[w.Provider]; impl != nil && len(w.Handle) > 0 {
+		if err := impl.Terminate(ctx, w.Handle); err != nil {
+			a.log.Warn("remove dead worker", "worker_id", id, "err", err)
+		}
 	}
 	a.Kick()
 }

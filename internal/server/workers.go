@@ -213,6 +213,10 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 			c.final = c.final || msg.Shutdown.Final
 			c.mu.Unlock()
 			if !msg.Shutdown.Final {
+				// No replica claims for a draining worker.
+				if err := s.store.MarkDraining(ctx, c.id); err != nil {
+					return err
+				}
 				if err := s.store.PublishEvents(ctx, workerShutdownEvent(c, msg.Shutdown.Forced)); err != nil {
 					return err
 				}

@@ -170,5 +170,19 @@ func (s *Store) WorkerTerminated(ctx context.Context, id, provider, reason strin
 
 // InstallationID is this installation's stable id.
 func (s *Store) InstallationID(ctx context.Context) (string, error) {
-	return s.Q.InstallationID(ctx)
+	id, err := s.Q.InstallationID(ctx)
+	if IsNoRows(err) { // another server created it concurrently: read it now
+		id, err = s.Q.InstallationID(ctx)
+	}
+	return id, err
+}
+
+// MarkDraining records that a worker takes no more jobs (claims skip it).
+func (s *Store) MarkDraining(ctx context.Context, id string) error {
+	uid, err := uuid.Parse(id)
+	if err != nil {
+		return err
+	}
+	_, err = s.Q.DrainWorker(ctx, db.DrainWorkerParams{Now: s.now(), ID: uid})
+	return err
 }

@@ -206,11 +206,15 @@ func (p *Provider) Provision(ctx context.Context, workerID, token string, spec p
 	env := append(append([]string{}, p.cfg.Env...), "HODEI_BOOTSTRAP_TOKEN="+token, "HODEI_WORKER_ID="+workerID)
 	stop := int(math.Ceil(p.cfg.Grace.Seconds()))
 	useInit := true
+	cmd := append([]string{"agent", "--server", p.cfg.Server}, p.cfg.Args...)
+	if spec.Ephemeral {
+		cmd = append(cmd, "--max-jobs", "1")
+	}
 	opts := client.ContainerCreateOptions{
 		Image: image,
 		Config: &container.Config{
 			Entrypoint:  []string{agentPath},
-			Cmd:         append([]string{"agent", "--server", p.cfg.Server}, p.cfg.Args...),
+			Cmd:         cmd,
 			Env:         env,
 			Labels:      labels,
 			StopTimeout: &stop,

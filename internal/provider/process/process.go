@@ -80,6 +80,9 @@ func (p *Provider) Health(context.Context) error {
 // not in argv.
 func (p *Provider) Provision(ctx context.Context, workerID, token string, spec provider.Spec) ([]byte, error) {
 	args := append([]string{"agent", "--server", p.cfg.Server}, p.cfg.Args...)
+	if spec.Ephemeral {
+		args = append(args, "--max-jobs", "1")
+	}
 	cmd := exec.Command(p.cfg.Binary, args...)
 	cmd.Env = append(append(os.Environ(), p.cfg.Env...), "HODEI_BOOTSTRAP_TOKEN="+token, "HODEI_WORKER_ID="+workerID)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}

@@ -65,9 +65,18 @@ func (q *Queries) GetProvider(ctx context.Context, name string) (Provider, error
 }
 
 const installationID = `-- name: InstallationID :one
+WITH created AS (
+    INSERT INTO installation (id) VALUES (gen_random_uuid()::text)
+    ON CONFLICT (singleton) DO NOTHING
+    RETURNING id
+)
+SELECT id FROM created
+UNION ALL
 SELECT id FROM installation
+LIMIT 1
 `
 
+// The installation id, created on first use.
 func (q *Queries) InstallationID(ctx context.Context) (string, error) {
 	row := q.db.QueryRow(ctx, installationID)
 	var id string

@@ -42,4 +42,13 @@ UPDATE workers SET state = 'connected', updated_at = @now WHERE id = @id AND sta
 SELECT count(*)::integer FROM job_attempts WHERE worker_id = @worker_id AND finished_at IS NULL;
 
 -- name: InstallationID :one
-SELECT id FROM installation;
+-- The installation id, created on first use.
+WITH created AS (
+    INSERT INTO installation (id) VALUES (gen_random_uuid()::text)
+    ON CONFLICT (singleton) DO NOTHING
+    RETURNING id
+)
+SELECT id FROM created
+UNION ALL
+SELECT id FROM installation
+LIMIT 1;
