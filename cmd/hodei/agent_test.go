@@ -607,3 +607,52 @@ func TestBinaryAndLongLineLogsAreExact(t *testing.T) {
 		t.Errorf("stderr/system output %q, want none", errOut)
 	}
 }
+
+// TestRefusedWorkerExits: a worker that was terminated while it was away
+// is refused when it reconnects (WorkerRecoveryFailed) and its agent
+// exits instead of running anything.
+func TestRefusedWorkerExits(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	addr := freeAddr(t)
+	a := startServerOn(t, dbURL, addr, "--max-workers", "0")
+	st, err := store.Open(context.Background(), store.Config{URL: dbURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	agentCmd := startAgent(t, st, []string{addr}, 1)
+	var id string
+	deadline := time.Now().Add(30 * time.Second)
+	for id == "" {
+		_ = st.Pool.QueryRow(context.Background(), "SELECT id::text FROM workers WHERE state = 'connected'").Scan(&id)
+		if time.Now().After(deadline) {
+			t.Fatal("agent did not connect")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := a.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.WorkerGone(context.Background(), id, "terminated", "test: terminated while away", true); err != nil {
+		t.Fatal(err)
+	}
+	startServerOn(t, dbURL, addr, "--max-workers", "0")
+	exited := make(chan error, 1)
+	go func() { exited <- agentCmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err == nil {
+			t.Fatal("refused agent exited 0, want an error exit")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("refused agent did not exit")
+	}
+	var n int
+	if err := st.Pool.QueryRow(context.Background(), "SELECT count(*) FROM events WHERE type = 'WorkerRecoveryFailed' AND aggregate_id = $1", id).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Fatal("no WorkerRecoveryFailed event")
+	}
+}

@@ -69,6 +69,8 @@ type Agent struct {
 	started    int  // attempts started, for MaxJobs
 	retired    chan struct{}
 	retireOnce sync.Once
+	rejected   chan struct{}
+	rejectOnce sync.Once
 	retiring   bool
 	stream     *connect.BidiStreamForClient[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse]
 	sendMu     sync.Mutex
@@ -116,7 +118,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger, box: newOutbox(512), attempts: map[int64]*attempt{}, retired: make(chan struct{})}, nil
+	return &Agent{cfg: cfg, log: cfg.Logger, box: newOutbox(512), attempts: map[int64]*attempt{}, retired: make(chan struct{}), rejected: make(chan struct{})}, nil
 }
 
 func baseURL(addr string) string {
@@ -153,6 +155,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case <-a.retired:
 		a.log.Info("retiring after max jobs", "max_jobs", a.cfg.MaxJobs)
+	case <-a.rejected:
+		a.mu.Lock()
+		for _, at := range a.attempts {
+			at.cancel(errors.New("the server refused this worker"))
+		}
+		a.mu.Unlock()
+		a.wg.Wait()
+		stopConn()
+		<-connDone
+		return ErrRejected
 	}
 	err := a.shutdown()
 	a.goodbye(connDone)
@@ -200,6 +212,10 @@ func (a *Agent) isClosing() bool {
 // dropped.
 const logBlockFor = 5 * time.Second
 
+// ErrRejected is returned by Run when the server refuses the worker's
+// identity (it was terminated): its jobs are stopped and it exits.
+var ErrRejected = errors.New("the server refused this worker (terminated or unknown)")
+
 // ErrForced is returned by Run when the shutdown had to kill jobs.
 var ErrForced = errors.New("shutdown forced: jobs killed past the hard deadline")
 
@@ -232,6 +248,13 @@ func (a *Agent) connectLoop(ctx context.Context, hc *http.Client) {
 		server := a.cfg.Servers[(gen-1)%len(a.cfg.Servers)]
 		connected, err := a.session(ctx, hc, server, gen)
 		if ctx.Err() != nil || a.isClosing() {
+			return
+		}
+		if connect.CodeOf(err) == connect.CodeUnauthenticated {
+			// The server no longer accepts this worker (terminated): it
+			// must not run anything; exit.
+			a.log.Error("the server refused this worker; exiting", "err", err)
+			a.rejectOnce.Do(func() { close(a.rejected) })
 			return
 		}
 		if connected {

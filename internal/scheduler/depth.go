@@ -11,11 +11,12 @@ import (
 )
 
 // jobEvents are the events that can change how many jobs wait.
-var jobEvents = []string{"JobCreated", "JobAssigned", "JobStarted", "JobCompleted", "JobFailed", "JobCancelled", "JobRetryScheduled"}
+var jobEvents = []string{"JobCreated", "JobAssigned", "JobStarted", "JobCompleted", "JobFailed", "JobCancelled", "JobRetryScheduled", "JobRetryExhausted"}
 
 // QueueDepth returns the leader duty that publishes JobQueueDepthChanged
 // when the number of queued or retrying jobs changes, at most once per
-// debounce interval, and keeps the hodei_jobs gauges. It is driven by job
+// debounce interval, and keeps the hodei_jobs gauges and the retry and
+// attempts-per-job metrics. It is driven by job
 // events; between them it does nothing.
 func QueueDepth(st *store.Store, bus *eventbus.Bus, m *Metrics, debounce time.Duration, log *slog.Logger) Duty {
 	return func(ctx context.Context) error {
@@ -32,7 +33,8 @@ func QueueDepth(st *store.Store, bus *eventbus.Bus, m *Metrics, debounce time.Du
 		}
 		errc := make(chan error, 1)
 		go func() {
-			errc <- bus.TailFrom(ctx, from, eventbus.Filter{Types: jobEvents}, func(eventbus.Event) error {
+			errc <- bus.TailFrom(ctx, from, eventbus.Filter{Types: jobEvents}, func(e eventbus.Event) error {
+				m.jobEvent(e.Payload)
 				mark()
 				return nil
 			})

@@ -2,6 +2,8 @@ package scheduler
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 )
 
 // Metrics are the dispatcher's series. A nil *Metrics records nothing.
@@ -10,6 +12,8 @@ type Metrics struct {
 	passes            *prometheus.CounterVec
 	claimsPerPass     prometheus.Histogram
 	queueDepth        *prometheus.GaugeVec
+	attempts          prometheus.Histogram
+	retries           *prometheus.CounterVec
 }
 
 // NewMetrics creates the series and registers them with reg.
@@ -24,7 +28,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "hodei_jobs",
 			Help: "Jobs in each non-final state (set by the leader)."}, []string{"state"}),
 	}
-	reg.MustRegister(m.createdToAssigned, m.passes, m.claimsPerPass, m.queueDepth)
+	m.attempts = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hodei_job_attempts",
+		Help: "Attempts a job took, observed when it ends (leader).", Buckets: []float64{1, 2, 3, 4, 5, 7, 10, 20, 50, 100}})
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_job_retries_total",
+		Help: "Retry outcomes (leader): scheduled, succeeded (a retried job succeeded), exhausted."}, []string{"outcome"})
+	reg.MustRegister(m.createdToAssigned, m.passes, m.claimsPerPass, m.queueDepth, m.attempts, m.retries)
 	return m
 }
 
@@ -45,5 +53,26 @@ func (m *Metrics) assigned(seconds float64) {
 func (m *Metrics) depth(state string, n int64) {
 	if m != nil {
 		m.queueDepth.WithLabelValues(state).Set(float64(n))
+	}
+}
+
+// jobEvent records retry outcomes and attempts per job from job events.
+func (m *Metrics) jobEvent(e *hodeiv1.EventPayload) {
+	if m == nil {
+		return
+	}
+	switch {
+	case e.GetJobRetryScheduled() != nil:
+		m.retries.WithLabelValues("scheduled").Inc()
+	case e.GetJobRetryExhausted() != nil:
+		m.retries.WithLabelValues("exhausted").Inc()
+	case e.GetJobCompleted() != nil:
+		n := e.GetJobCompleted().GetAttempt()
+		m.attempts.Observe(float64(n))
+		if n > 1 {
+			m.retries.WithLabelValues("succeeded").Inc()
+		}
+	case e.GetJobFailed() != nil && e.GetJobFailed().GetFinal():
+		m.attempts.Observe(float64(e.GetJobFailed().GetAttempt()))
 	}
 }

@@ -121,6 +121,7 @@ func (s *Store) ConnectWorker(ctx context.Context, id, credential, replica strin
 	}
 	now := s.now()
 	var w Worker
+	var refused string // why a known worker could not reconnect
 	err = s.InTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
 		before, err := q.GetWorker(ctx, uid)
@@ -133,6 +134,7 @@ func (s *Store) ConnectWorker(ctx context.Context, id, credential, replica strin
 		row, err := q.ConnectWorker(ctx, db.ConnectWorkerParams{ReplicaID: replica, Now: &now, ID: uid, CredentialHash: hash(credential)})
 		if err != nil {
 			if IsNoRows(err) {
+				refused = fmt.Sprintf("worker is %s or its credential is wrong", before.State)
 				return fmt.Errorf("worker %s: %w", id, ErrUnauthenticated)
 			}
 			return err
@@ -147,6 +149,11 @@ func (s *Store) ConnectWorker(ctx context.Context, id, credential, replica strin
 		_, err = eventbus.Publish(ctx, tx, ev)
 		return err
 	})
+	if refused != "" {
+		if perr := s.PublishEvents(ctx, eventbus.New("worker", id, &hodeiv1.WorkerRecoveryFailed{WorkerId: id, Reason: refused})); perr != nil {
+			s.log.Warn("publish WorkerRecoveryFailed", "worker_id", id, "err", perr)
+		}
+	}
 	return w, err
 }
 
