@@ -183,3 +183,21 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 var _ = os.Stdout
 
 func splitComma(s string) []string { return strings.Split(s, ",") }
+
+// startPlatform runs a quiet platform on a free loopback port until stop
+// is called (benchmarks).
+func startPlatform(ctx context.Context, pc platformConfig) (addr string, stop func(), err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	readyc := make(chan string, 1)
+	errc := make(chan error, 1)
+	pc.listen, pc.agentLog = "127.0.0.1:0", io.Discard
+	pc.ready = func(a string) { readyc <- a }
+	go func() { errc <- runPlatform(ctx, newLogger(io.Discard), pc) }()
+	select {
+	case addr = <-readyc:
+		return addr, func() { cancel(); <-errc }, nil
+	case err := <-errc:
+		cancel()
+		return "", nil, err
+	}
+}

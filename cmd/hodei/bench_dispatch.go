@@ -10,7 +10,6 @@ import (
 	"runtime/pprof"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -36,36 +35,28 @@ func newBenchRig(ctx context.Context, agents, slots int, noop bool, onRun func(s
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(ctx)
 	log := newLogger(io.Discard)
-	readyc := make(chan string, 1)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- runPlatform(ctx, log, platformConfig{listen: "127.0.0.1:0", databaseURL: url, maxWorkers: 0, agentLog: io.Discard,
-			ready: func(a string) { readyc <- a }})
-	}()
-	r := &benchRig{}
+	addr, stopPlatform, err := startPlatform(ctx, platformConfig{databaseURL: url})
+	if err != nil {
+		stopDB()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	r := &benchRig{addr: addr}
 	var g errgroup.Group
 	r.stop = func() {
 		cancel()
 		g.Wait() //nolint:errcheck
-		<-errc
+		stopPlatform()
 		if r.store != nil {
 			r.store.Close()
 		}
 		stopDB()
 	}
-	select {
-	case r.addr = <-readyc:
-	case err := <-errc:
-		stopDB()
-		return nil, err
-	}
 	if r.store, err = store.Open(ctx, store.Config{URL: url}); err != nil {
 		r.stop()
 		return nil, err
 	}
-	var connected atomic.Int64
 	for i := 0; i < agents; i++ {
 		_, token, err := r.store.NewWorker(ctx, "bench", "", nil, time.Minute)
 		if err != nil {
@@ -88,7 +79,7 @@ func newBenchRig(ctx context.Context, agents, slots int, noop bool, onRun func(s
 		}
 		if time.Now().After(deadline) {
 			r.stop()
-			return nil, fmt.Errorf("agents did not connect (%d of %d)", connected.Load(), agents)
+			return nil, fmt.Errorf("agents did not connect (%d of %d)", len(ws), agents)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

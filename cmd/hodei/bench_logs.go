@@ -6,7 +6,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -40,21 +39,11 @@ func benchLogs(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stopDB()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	readyc := make(chan string, 1)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- runPlatform(ctx, newLogger(io.Discard), platformConfig{listen: "127.0.0.1:0", databaseURL: url, maxWorkers: 1, agentLog: io.Discard,
-			ready: func(a string) { readyc <- a }})
-	}()
-	var addr string
-	select {
-	case addr = <-readyc:
-	case err := <-errc:
+	addr, stop, err := startPlatform(ctx, platformConfig{databaseURL: url, maxWorkers: 1})
+	if err != nil {
 		return err
 	}
-	defer func() { cancel(); <-errc }()
+	defer stop()
 	jobs := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
 	self, err := os.Executable()
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"slices"
@@ -32,21 +31,11 @@ func benchProvision(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stopDB()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	readyc := make(chan string, 1)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- runPlatform(ctx, newLogger(io.Discard), platformConfig{listen: "127.0.0.1:0", databaseURL: url, agentLog: io.Discard,
-			ready: func(a string) { readyc <- a }})
-	}()
-	var addr string
-	select {
-	case addr = <-readyc:
-	case err := <-errc:
+	addr, stop, err := startPlatform(ctx, platformConfig{databaseURL: url})
+	if err != nil {
 		return err
 	}
-	defer func() { cancel(); <-errc }()
+	defer stop()
 	st, err := store.Open(ctx, store.Config{URL: url})
 	if err != nil {
 		return err

@@ -174,11 +174,7 @@ func (s *Store) finishAttempt(ctx context.Context, tx pgx.Tx, token int64, r Res
 		s.staleReports.Add(1)
 		return out, fmt.Errorf("finish attempt %d of job %s: %w", a.Number, a.JobID, job.ErrStale)
 	}
-	row, err := q.GetJobForUpdate(ctx, a.JobID)
-	if err != nil {
-		return out, err
-	}
-	j, err := fromRow(row)
+	j, err := lockJob(ctx, q, a.JobID)
 	if err != nil {
 		return out, err
 	}
@@ -223,9 +219,7 @@ func (s *Store) finish(ctx context.Context, q *db.Queries, tx pgx.Tx, j job.Job,
 			delay := j.Spec.Retry.Backoff(j.Attempt, nil)
 			runAt := now.Add(delay)
 			upd.RunAt, out.RunAt = &runAt, runAt
-			labels, _ := json.Marshal(nonNil(j.Spec.Labels))
-			if err := q.EnqueueJob(ctx, db.EnqueueJobParams{JobID: upd.ID, Priority: j.Spec.Priority, Image: j.Spec.Image, Labels: labels,
-				CpuMillis: j.Spec.CPUMillis, MemoryMib: j.Spec.MemoryMiB, RunAt: runAt}); err != nil {
+			if err := enqueue(ctx, q, upd.ID, j.Spec, runAt); err != nil {
 				return err
 			}
 			events = append(events, eventbus.New("job", id, &hodeiv1.JobRetryScheduled{JobId: id, NextAttempt: int32(j.Attempt + 1),
@@ -284,14 +278,7 @@ func (s *Store) CancelJob(ctx context.Context, id, reason string) (CancelResult,
 	var res CancelResult
 	err = s.InTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
-		row, err := q.GetJobForUpdate(ctx, uid)
-		if err != nil {
-			if IsNoRows(err) {
-				return fmt.Errorf("job %s: %w", id, job.ErrNotFound)
-			}
-			return err
-		}
-		j, err := fromRow(row)
+		j, err := lockJob(ctx, q, uid)
 		if err != nil {
 			return err
 		}
@@ -625,14 +612,7 @@ func (s *Store) RetryJob(ctx context.Context, id string) (job.Job, error) {
 	}
 	err = s.InTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
-		row, err := q.GetJobForUpdate(ctx, uid)
-		if err != nil {
-			if IsNoRows(err) {
-				return fmt.Errorf("job %s: %w", id, job.ErrNotFound)
-			}
-			return err
-		}
-		j, err := fromRow(row)
+		j, err := lockJob(ctx, q, uid)
 		if err != nil {
 			return err
 		}
@@ -644,9 +624,7 @@ func (s *Store) RetryJob(ctx context.Context, id string) (job.Job, error) {
 		if err := q.RequeueJob(ctx, db.RequeueJobParams{Now: now, MaxAttempts: int32(j.Attempt + more), ID: uid}); err != nil {
 			return err
 		}
-		labels, _ := json.Marshal(nonNil(j.Spec.Labels))
-		if err := q.EnqueueJob(ctx, db.EnqueueJobParams{JobID: uid, Priority: j.Spec.Priority, Image: j.Spec.Image, Labels: labels,
-			CpuMillis: j.Spec.CPUMillis, MemoryMib: j.Spec.MemoryMiB, RunAt: now}); err != nil {
+		if err := enqueue(ctx, q, uid, j.Spec, now); err != nil {
 			return err
 		}
 		_, err = eventbus.Publish(ctx, tx, eventbus.New("job", id, &hodeiv1.JobRetryScheduled{JobId: id, NextAttempt: int32(j.Attempt + 1),
@@ -694,4 +672,23 @@ func (s *Store) ExpireSilentWorkers(ctx context.Context, cutoff time.Time) ([]st
 		out = append(out, id.String())
 	}
 	return out, nil
+}
+
+// lockJob loads job uid locked for update.
+func lockJob(ctx context.Context, q *db.Queries, uid uuid.UUID) (job.Job, error) {
+	row, err := q.GetJobForUpdate(ctx, uid)
+	if err != nil {
+		if IsNoRows(err) {
+			return job.Job{}, fmt.Errorf("job %s: %w", uid, job.ErrNotFound)
+		}
+		return job.Job{}, err
+	}
+	return fromRow(row)
+}
+
+// enqueue puts a job in the dispatch queue, ready at runAt.
+func enqueue(ctx context.Context, q *db.Queries, id uuid.UUID, spec job.Spec, runAt time.Time) error {
+	labels, _ := json.Marshal(nonNil(spec.Labels))
+	return q.EnqueueJob(ctx, db.EnqueueJobParams{JobID: id, Priority: spec.Priority, Image: spec.Image, Labels: labels,
+		CpuMillis: spec.CPUMillis, MemoryMib: spec.MemoryMiB, RunAt: runAt})
 }

@@ -70,8 +70,7 @@ func (s *Store) CreateJob(ctx context.Context, spec job.Spec, defaultMaxAttempts
 		if err := step("job"); err != nil {
 			return err
 		}
-		if err := q.EnqueueJob(ctx, db.EnqueueJobParams{JobID: id, Priority: spec.Priority, Image: spec.Image, Labels: labels,
-			CpuMillis: spec.CPUMillis, MemoryMib: spec.MemoryMiB, RunAt: now}); err != nil {
+		if err := enqueue(ctx, q, id, spec, now); err != nil {
 			return fmt.Errorf("enqueue job: %w", err)
 		}
 		if err := step("queue"); err != nil {

@@ -206,11 +206,7 @@ func (s *Store) WorkerGone(ctx context.Context, id, state, reason string, expect
 			return err
 		}
 		for _, a := range attempts {
-			row, err := q.GetJobForUpdate(ctx, a.JobID)
-			if err != nil {
-				return err
-			}
-			j, err := fromRow(row)
+			j, err := lockJob(ctx, q, a.JobID)
 			if err != nil {
 				return err
 			}
