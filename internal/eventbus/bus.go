@@ -72,6 +72,7 @@ type Bus struct {
 	// hints are other NOTIFY channels listened to on the same connection
 	// (e.g. new log output); not events, just wake-ups.
 	hints map[string]func(payload string)
+	feed  *feed
 }
 
 // NewBus returns a bus on pool.
@@ -92,7 +93,7 @@ func NewBus(pool *pgxpool.Pool, cfg Config) *Bus {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Bus{pool: pool, q: db.New(pool), cfg: cfg, log: log, byName: map[string]*subscriber{}, wakers: map[chan struct{}]struct{}{}}
+	return &Bus{pool: pool, q: db.New(pool), cfg: cfg, log: log, byName: map[string]*subscriber{}, wakers: map[chan struct{}]struct{}{}, feed: newFeed()}
 }
 
 // Subscribe registers a durable subscriber. It panics after Run started or
@@ -138,6 +139,7 @@ func (b *Bus) Run(ctx context.Context) error {
 	b.mu.Unlock()
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return b.listen(ctx) })
+	g.Go(func() error { return b.runFeed(ctx) })
 	for _, s := range subs {
 		g.Go(func() error { return s.run(ctx) })
 	}

@@ -73,6 +73,26 @@ func (b *Bus) TailFrom(ctx context.Context, c Cursor, f Filter, fn func(Event) e
 	xid, id := c.XID, c.ID
 	var heldBack, failing time.Duration
 	for {
+		// Served by the process's feed when it holds our position.
+		if events, more, ok := b.feed.after(Cursor{XID: xid, ID: id}); ok {
+			for _, e := range events {
+				xid, id = e.XID, e.ID
+				if f.match(e) {
+					if err := fn(e); err != nil {
+						return err
+					}
+				}
+			}
+			if len(events) > 0 {
+				continue
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-more:
+			}
+			continue
+		}
 		events, held, err := b.read(ctx, xid, id, 500)
 		if err != nil {
 			if ctx.Err() != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -130,6 +131,9 @@ type Result struct {
 	// Log accounting the agent reports with the result; published as one
 	// LogBatchSent (and LogBatchDropped) event per attempt, never per batch.
 	LogBatches, LogLines, LogDropped int64
+	// StartedAt, when set, is the start of an attempt whose start report
+	// is applied together with this result (ApplyReports merges them).
+	StartedAt time.Time
 }
 
 // Outcome is what FinishAttempt decided.
@@ -178,12 +182,18 @@ func (s *Store) finishAttempt(ctx context.Context, tx pgx.Tx, token int64, r Res
 	if err != nil {
 		return out, err
 	}
-	err = s.finish(ctx, q, tx, j, a.Number, token, r, &out)
+	var started []eventbus.Event
+	if !r.StartedAt.IsZero() && a.State == string(job.StateAssigned) {
+		started = append(started, eventbus.New("job", a.JobID.String(), &hodeiv1.JobStarted{JobId: a.JobID.String(), Attempt: a.Number, WorkerId: a.WorkerID.String()}))
+	} else {
+		r.StartedAt = time.Time{}
+	}
+	err = s.finish(ctx, q, tx, j, a.Number, token, r, &out, started...)
 	return out, err
 }
 
 // finish ends the current attempt of j (locked) and moves the job on.
-func (s *Store) finish(ctx context.Context, q *db.Queries, tx pgx.Tx, j job.Job, number int32, token int64, r Result, out *Outcome) error {
+func (s *Store) finish(ctx context.Context, q *db.Queries, tx pgx.Tx, j job.Job, number int32, token int64, r Result, out *Outcome, before ...eventbus.Event) error {
 	now := s.now()
 	if r.Class == job.FailureNone && r.ExitCode != 0 {
 		r.Class = job.FailureExitCode
@@ -203,8 +213,12 @@ func (s *Store) finish(ctx context.Context, q *db.Queries, tx pgx.Tx, j job.Job,
 		class = ptr(string(r.Class))
 	}
 	exit := ptr(int32(r.ExitCode))
+	var startedAt *time.Time
+	if !r.StartedAt.IsZero() {
+		startedAt = &r.StartedAt
+	}
 	if err := q.FinishAttempt(ctx, db.FinishAttemptParams{State: string(attemptState), Now: &now, ExitCode: exit, Signal: r.Signal,
-		FailureClass: class, Message: r.Message, Token: token}); err != nil {
+		FailureClass: class, Message: r.Message, StartedAt: startedAt, Token: token}); err != nil {
 		return err
 	}
 	id := j.ID
@@ -247,6 +261,7 @@ func (s *Store) finish(ctx context.Context, q *db.Queries, tx pgx.Tx, j job.Job,
 		events = append([]eventbus.Event{eventbus.New("job", id, &hodeiv1.JobFailed{JobId: id, Attempt: number, FailureClass: hodeiv1.FailureClass(failureClassNumber(r.Class)),
 			ExitCode: int32(r.ExitCode), Message: r.Message, Final: next.Final(), State: hodeiv1.JobState(stateNumber(next))})}, events...)
 	}
+	events = append(before, events...)
 	if r.LogBatches > 0 {
 		events = append(events, eventbus.New("job", id, &hodeiv1.LogBatchSent{JobId: id, Attempt: number, Batches: r.LogBatches, Lines: r.LogLines}))
 	}
@@ -552,6 +567,15 @@ type ReportOutcome struct {
 // them (the agent re-sends what was not acknowledged).
 func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOutcome, error) {
 	out := make([]ReportOutcome, len(reports))
+	// A start whose result is in the same batch is applied with the result
+	// (one write of the attempt and the job instead of two).
+	reports = slices.Clone(reports)
+	finishing := map[int64]int{}
+	for i, r := range reports {
+		if r.Finish != nil {
+			finishing[r.Token] = i
+		}
+	}
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
 		touched := map[string]bool{} // jobs with new output or a result
@@ -576,6 +600,10 @@ func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOut
 				}
 				i = j
 				continue
+			case r.Start && finishing[r.Token] > i:
+				f := *reports[finishing[r.Token]].Finish
+				f.StartedAt = s.now()
+				reports[finishing[r.Token]].Finish = &f
 			case r.Start:
 				d, err := s.startAttempt(ctx, tx, r.Token)
 				out[i].StartDelay = d

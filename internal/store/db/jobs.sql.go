@@ -168,8 +168,9 @@ func (q *Queries) EnqueueJob(ctx context.Context, arg EnqueueJobParams) error {
 const finishAttempt = `-- name: FinishAttempt :exec
 UPDATE job_attempts
 SET state = $1, finished_at = $2, exit_code = $3, signal = $4,
-    failure_class = $5, message = $6
-WHERE token = $7 AND finished_at IS NULL
+    failure_class = $5, message = $6,
+    started_at = coalesce(started_at, $7)
+WHERE token = $8 AND finished_at IS NULL
 `
 
 type FinishAttemptParams struct {
@@ -179,9 +180,11 @@ type FinishAttemptParams struct {
 	Signal       string
 	FailureClass *string
 	Message      string
+	StartedAt    *time.Time
 	Token        int64
 }
 
+// started_at is filled when the start report came with the result.
 func (q *Queries) FinishAttempt(ctx context.Context, arg FinishAttemptParams) error {
 	_, err := q.db.Exec(ctx, finishAttempt,
 		arg.State,
@@ -190,6 +193,7 @@ func (q *Queries) FinishAttempt(ctx context.Context, arg FinishAttemptParams) er
 		arg.Signal,
 		arg.FailureClass,
 		arg.Message,
+		arg.StartedAt,
 		arg.Token,
 	)
 	return err

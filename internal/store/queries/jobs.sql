@@ -71,9 +71,11 @@ FOR UPDATE OF j;
 UPDATE job_attempts SET state = 'running', started_at = @now WHERE token = @token AND state = 'assigned';
 
 -- name: FinishAttempt :exec
+-- started_at is filled when the start report came with the result.
 UPDATE job_attempts
 SET state = @state, finished_at = @now, exit_code = sqlc.narg(exit_code), signal = @signal,
-    failure_class = sqlc.narg(failure_class), message = @message
+    failure_class = sqlc.narg(failure_class), message = @message,
+    started_at = coalesce(started_at, sqlc.narg(started_at))
 WHERE token = @token AND finished_at IS NULL;
 
 -- name: UpdateJobState :exec

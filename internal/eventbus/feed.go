@@ -1,0 +1,134 @@
+package eventbus
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// feed is the one reader of live events in a process: it reads the log
+// after each wake-up and keeps the most recent events in memory, so that
+// any number of tails (dispatch, cancel forwarding, watchers, leader
+// duties) cost one query per wake-up instead of one each. A tail whose
+// cursor is older than what the feed holds reads the database until it
+// catches up.
+type feed struct {
+	mu      sync.Mutex
+	running bool
+	floor   Cursor  // every event after floor up to the last is in events
+	events  []Event // in log order
+	next    chan struct{}
+}
+
+// feedKeep is how many recent events the feed holds.
+const feedKeep = 8192
+
+func newFeed() *feed { return &feed{next: make(chan struct{})} }
+
+func (c Cursor) less(d Cursor) bool { return c.XID < d.XID || (c.XID == d.XID && c.ID < d.ID) }
+
+func cursorOf(e Event) Cursor { return Cursor{XID: e.XID, ID: e.ID} }
+
+// run reads the log from "now" on until ctx ends.
+func (b *Bus) runFeed(ctx context.Context) error {
+	f := b.feed
+	var c Cursor
+	var failing time.Duration
+	for {
+		var err error
+		if c, err = b.Now(ctx); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		failing = min(max(failing*2, b.cfg.ReconnectMin), b.cfg.ReconnectMax)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(jitter(failing)):
+		}
+	}
+	wake := make(chan struct{}, 1)
+	b.addWaker(wake)
+	defer b.removeWaker(wake)
+	f.mu.Lock()
+	f.running, f.floor, f.events = true, c, nil
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.running = false
+		close(f.next)
+		f.next = make(chan struct{})
+		f.mu.Unlock()
+	}()
+	var heldBack time.Duration
+	failing = 0
+	for {
+		events, held, err := b.read(ctx, c.XID, c.ID, 500)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			failing = min(max(failing*2, b.cfg.ReconnectMin), b.cfg.ReconnectMax)
+			b.log.Warn("event feed read failed", "err", err, "retry_in", failing)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(jitter(failing)):
+			}
+			continue
+		}
+		failing = 0
+		if len(events) > 0 {
+			c = cursorOf(events[len(events)-1])
+			f.mu.Lock()
+			f.events = append(f.events, events...)
+			if over := len(f.events) - feedKeep; over > 0 {
+				f.floor = cursorOf(f.events[over-1])
+				f.events = append([]Event(nil), f.events[over:]...)
+			}
+			close(f.next)
+			f.next = make(chan struct{})
+			f.mu.Unlock()
+		}
+		if len(events) == 500 {
+			continue
+		}
+		var retry <-chan time.Time
+		if held {
+			heldBack = heldBackDelay(heldBack)
+			retry = time.After(heldBack)
+		} else {
+			heldBack = 0
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case <-retry:
+		}
+	}
+}
+
+// after returns the events after c that the feed holds, and a channel
+// closed when it has more. ok is false when the feed cannot serve c (not
+// running, or c is older than what it holds).
+func (f *feed) after(c Cursor) (events []Event, more <-chan struct{}, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.running || c.less(f.floor) {
+		return nil, nil, false
+	}
+	// events is sorted: find the first one after c.
+	lo, hi := 0, len(f.events)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if c.less(cursorOf(f.events[m])) {
+			hi = m
+		} else {
+			lo = m + 1
+		}
+	}
+	return f.events[lo:len(f.events):len(f.events)], f.next, true
+}
