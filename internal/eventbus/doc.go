@@ -62,6 +62,16 @@
 // (Config.SafetyPoll) covers anything missed; correctness never depends
 // on it.
 //
+// Live tails (Tail, TailFrom) share one reader per process (the feed,
+// started by Run): it reads after each wake-up, with the same gap guard,
+// and keeps the last 8,192 events in memory; a tail whose cursor is older
+// than that reads the database until it catches up. A tail is for
+// people, dashboards and wake-ups, never for work that must not be
+// missed: use a durable subscriber for that.
+//
+// OnNotify registers other NOTIFY channels on the same connection (wake-up
+// hints that are not events, such as new log output).
+//
 // # Handlers must
 //
 // be idempotent, return promptly (use ctx), and not publish from outside
