@@ -114,12 +114,26 @@ func TestExitCodeOutsideRetryableSetFailsWithoutRetry(t *testing.T) {
 
 func TestRetryableExitCodeIsRetriedUntilExhausted(t *testing.T) {
 	t.Parallel()
-	c := inProcess(t, 0, 2)
+	dbURL := storetest.URL(t)
+	c := inProcessWith(t, platformConfig{databaseURL: dbURL, maxWorkers: 2})
 	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", "exit 7"},
 		Retry: &hodeiv1.RetryPolicy{MaxAttempts: 3, RetryableExitCodes: []int32{7}, InitialBackoff: durationpb.New(10 * time.Millisecond)}})
 	j := waitJob(t, c, id, 30*time.Second, isFinal)
 	if j.State != hodeiv1.JobState_JOB_STATE_FAILED || len(j.Attempts) != 3 || j.ExitCode != 7 {
 		t.Fatalf("state=%v attempts=%d exit=%d, want FAILED after 3 attempts with exit 7", j.State, len(j.Attempts), j.ExitCode)
+	}
+	st, err := store.Open(context.Background(), store.Config{URL: dbURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var scheduled, exhausted int
+	if err := st.Pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE type = 'JobRetryScheduled'),
+		count(*) FILTER (WHERE type = 'JobRetryExhausted') FROM events WHERE aggregate_id = $1`, id).Scan(&scheduled, &exhausted); err != nil {
+		t.Fatal(err)
+	}
+	if scheduled != 2 || exhausted != 1 {
+		t.Fatalf("JobRetryScheduled=%d JobRetryExhausted=%d, want 2 and 1", scheduled, exhausted)
 	}
 	// A manual retry of the failed job runs a fourth attempt.
 	if _, err := c.RetryJob(context.Background(), connect.NewRequest(&hodeiv1.RetryJobRequest{Id: id})); err != nil {
