@@ -67,6 +67,14 @@ func installID(t *testing.T, dbURL string) (*store.Store, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The servers of a test stop, and with them the only server its
+	// workers know: remove what is left of them (they would retry forever).
+	t.Cleanup(func() {
+		out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=dev.hodei.install-id="+id).Output()
+		if ids := strings.Fields(string(out)); len(ids) > 0 {
+			_ = exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+		}
+	})
 	return st, id
 }
 

@@ -57,6 +57,10 @@ type platformConfig struct {
 	healthInterval time.Duration
 	// docker configures the Docker provider; off when maxWorkers is 0.
 	docker dockerConfig
+	// stopAllWorkers terminates every provider's workers on exit (dev mode,
+	// whose database goes with it). A server leaves Docker workers running
+	// so that they reconnect when it is back.
+	stopAllWorkers bool
 }
 
 type dockerConfig struct {
@@ -147,10 +151,24 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 		pc.ready(addr)
 	}
 	<-gctx.Done()
+	tctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
 	if local != nil { // the agents this server started go with it
-		tctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 		local.TerminateAll(tctx)
-		cancel()
+	}
+	if pc.stopAllWorkers {
+		for _, p := range providers {
+			insts, err := p.List(tctx)
+			if err != nil {
+				log.Warn("stop workers", "provider", p.Name(), "err", err)
+				continue
+			}
+			for _, in := range insts {
+				if err := p.Terminate(tctx, in.Handle); err != nil {
+					log.Warn("stop worker", "provider", p.Name(), "worker_id", in.WorkerID, "err", err)
+				}
+			}
+		}
 	}
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
@@ -237,6 +255,7 @@ func runDev(ctx context.Context, args []string) error {
 		log.Info("embedded postgres ready", "url", url, "took", time.Since(start).Round(time.Millisecond))
 	}
 	pc.databaseURL = url
+	pc.stopAllWorkers = true
 	pc.ready = func(addr string) {
 		fmt.Fprintf(os.Stderr, "\nHodei is running on %s. Try:\n  hodei run --server %s -- echo hello\n\n", addr, addr)
 	}
