@@ -163,6 +163,7 @@ func benchThroughput(ctx context.Context, args []string) error {
 	agents := fs.Int("agents", 4, "agents")
 	slots := fs.Int("slots", 8, "slots per agent")
 	submitters := fs.Int("submitters", 8, "concurrent submitters")
+	batch := fs.Int("batch", 100, "jobs per SubmitJobs call (1: SubmitJob one at a time)")
 	modes := fs.String("modes", "process,noop", "modes to run")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run here")
 	if err := fs.Parse(args); err != nil {
@@ -183,24 +184,24 @@ func benchThroughput(ctx context.Context, args []string) error {
 		if !slices.Contains(splitComma(*modes), mode) {
 			continue
 		}
-		rate, err := throughputOnce(ctx, mode == "noop", *n, *agents, *slots, *submitters)
+		rate, err := throughputOnce(ctx, mode == "noop", *n, *agents, *slots, *submitters, *batch)
 		if err != nil {
 			return err
 		}
 		if mode == "noop" {
-			fmt.Printf("result name=throughput mode=noop jobs_per_sec=%.0f jobs=%d agents=%d\n", rate, *n, *agents)
+			fmt.Printf("result name=throughput mode=noop jobs_per_sec=%.0f jobs=%d agents=%d batch=%d\n", rate, *n, *agents, *batch)
 			continue
 		}
 		fork, err := forkExecRate(ctx, *n, *agents**slots)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("result name=throughput mode=process jobs_per_sec=%.0f fork_exec_per_sec=%.0f ratio=%.2f jobs=%d agents=%d\n", rate, fork, rate/fork, *n, *agents)
+		fmt.Printf("result name=throughput mode=process jobs_per_sec=%.0f fork_exec_per_sec=%.0f ratio=%.2f jobs=%d agents=%d batch=%d\n", rate, fork, rate/fork, *n, *agents, *batch)
 	}
 	return nil
 }
 
-func throughputOnce(ctx context.Context, noop bool, n, agents, slots, submitters int) (float64, error) {
+func throughputOnce(ctx context.Context, noop bool, n, agents, slots, submitters, batch int) (float64, error) {
 	rig, err := newBenchRig(ctx, agents, slots, noop, nil)
 	if err != nil {
 		return 0, err
@@ -209,10 +210,26 @@ func throughputOnce(ctx context.Context, noop bool, n, agents, slots, submitters
 	spec := &hodeiv1.JobSpec{Command: []string{"true"}}
 	start := time.Now()
 	var g errgroup.Group
+	batch = max(batch, 1)
+	chunks := make(chan int, n/batch+1) // sizes of the SubmitJobs calls
+	for left := n; left > 0; left -= batch {
+		chunks <- min(batch, left)
+	}
+	close(chunks)
 	for w := 0; w < submitters; w++ {
 		g.Go(func() error {
-			for i := w; i < n; i += submitters {
-				if _, err := rig.jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec})); err != nil {
+			for size := range chunks {
+				if size == 1 {
+					if _, err := rig.jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec})); err != nil {
+						return err
+					}
+					continue
+				}
+				req := &hodeiv1.SubmitJobsRequest{}
+				for i := 0; i < size; i++ {
+					req.Specs = append(req.Specs, spec)
+				}
+				if _, err := rig.jobs.SubmitJobs(ctx, connect.NewRequest(req)); err != nil {
 					return err
 				}
 			}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -30,6 +31,38 @@ func (h jobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1.
 	}
 	h.s.metrics.jobsCreated.WithLabelValues(spec.Type).Inc()
 	return connect.NewResponse(&hodeiv1.SubmitJobResponse{Job: jobToProto(j), Existing: existing}), nil
+}
+
+// maxBatch bounds SubmitJobs.
+const maxBatch = 1000
+
+func (h jobService) SubmitJobs(ctx context.Context, req *connect.Request[hodeiv1.SubmitJobsRequest]) (*connect.Response[hodeiv1.SubmitJobsResponse], error) {
+	if n := len(req.Msg.Specs); n == 0 || n > maxBatch {
+		return nil, connectError(&job.FieldError{Field: "specs", Rule: fmt.Sprintf("must hold 1 to %d specs, got %d", maxBatch, n)})
+	}
+	specs := make([]job.Spec, len(req.Msg.Specs))
+	for i, p := range req.Msg.Specs {
+		sp, err := specFromProto(p)
+		var fe *job.FieldError
+		if errors.As(err, &fe) {
+			return nil, connectError(&job.FieldError{Field: fmt.Sprintf("specs[%d].%s", i, fe.Field), Rule: fe.Rule})
+		} else if err != nil {
+			return nil, connectError(err)
+		}
+		specs[i] = sp
+	}
+	jobs, existing, err := h.s.store.CreateJobs(ctx, specs, h.s.cfg.DefaultMaxAttempts)
+	if err != nil {
+		return nil, connectError(err)
+	}
+	resp := &hodeiv1.SubmitJobsResponse{Existing: existing}
+	for i, j := range jobs {
+		resp.Jobs = append(resp.Jobs, jobToProto(j))
+		if !existing[i] {
+			h.s.metrics.jobsCreated.WithLabelValues(j.Spec.Type).Inc()
+		}
+	}
+	return connect.NewResponse(resp), nil
 }
 
 func (h jobService) GetJob(ctx context.Context, req *connect.Request[hodeiv1.GetJobRequest]) (*connect.Response[hodeiv1.GetJobResponse], error) {

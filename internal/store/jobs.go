@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -25,84 +26,145 @@ type createHook func(stage string) error
 // CreateJob validates spec and stores the job, its queue row and its
 // JobCreated event in one transaction. With an idempotency key that was
 // used before, it returns the earlier job and existing=true.
-func (s *Store) CreateJob(ctx context.Context, spec job.Spec, defaultMaxAttempts int) (j job.Job, existing bool, err error) {
-	if err := spec.Validate(); err != nil {
+func (s *Store) CreateJob(ctx context.Context, spec job.Spec, defaultMaxAttempts int) (job.Job, bool, error) {
+	jobs, existing, err := s.CreateJobs(ctx, []job.Spec{spec}, defaultMaxAttempts)
+	if err != nil {
+		var fe *job.FieldError
+		if errors.As(err, &fe) { // one spec: name its field without the index
+			fe.Field = strings.TrimPrefix(fe.Field, "specs[0].")
+		}
 		return job.Job{}, false, err
 	}
-	if spec.IdempotencyKey != "" {
-		if j, err := s.jobByKey(ctx, spec.IdempotencyKey); err == nil {
-			return j, true, nil
-		} else if !errors.Is(err, job.ErrNotFound) {
-			return job.Job{}, false, err
+	return jobs[0], existing[0], nil
+}
+
+// CreateJobs stores many jobs in one transaction: all rows, queue rows
+// and JobCreated events, in order (FIFO among them). If one spec is
+// invalid nothing is written and the error names it (specs[i].field).
+// Specs with an idempotency key used before (or earlier in the same call)
+// return that job with existing set.
+func (s *Store) CreateJobs(ctx context.Context, specs []job.Spec, defaultMaxAttempts int) ([]job.Job, []bool, error) {
+	for i := range specs {
+		if err := specs[i].Validate(); err != nil {
+			var fe *job.FieldError
+			if errors.As(err, &fe) {
+				return nil, nil, &job.FieldError{Field: fmt.Sprintf("specs[%d].%s", i, fe.Field), Rule: fe.Rule}
+			}
+			return nil, nil, err
 		}
 	}
-	specJSON, err := json.Marshal(spec)
-	if err != nil {
-		return job.Job{}, false, err
+	for try := 0; ; try++ {
+		jobs, existing, err := s.createJobs(ctx, specs, defaultMaxAttempts)
+		var pgErr *pgconn.PgError
+		if try == 0 && errors.As(err, &pgErr) && pgErr.Code == "23505" {
+			continue // a concurrent submission used one of the keys: it is existing now
+		}
+		return jobs, existing, err
 	}
-	labels, _ := json.Marshal(nonNil(spec.Labels))
-	id := uuid.Must(uuid.NewV7())
+}
+
+func (s *Store) createJobs(ctx context.Context, specs []job.Spec, defaultMaxAttempts int) ([]job.Job, []bool, error) {
+	jobs := make([]job.Job, len(specs))
+	existing := make([]bool, len(specs))
+	// Keys used before.
+	var keys []string
+	for _, sp := range specs {
+		if sp.IdempotencyKey != "" {
+			keys = append(keys, sp.IdempotencyKey)
+		}
+	}
+	byKey := map[string]job.Job{}
+	if len(keys) > 0 {
+		rows, err := s.Q.JobsByIdempotencyKeys(ctx, keys)
+		if err != nil {
+			return nil, nil, fmt.Errorf("create jobs: %w", err)
+		}
+		for _, r := range rows {
+			j, err := s.withAttempts(ctx, r)
+			if err != nil {
+				return nil, nil, err
+			}
+			byKey[*r.IdempotencyKey] = j
+		}
+	}
 	now := s.now().UTC().Truncate(time.Microsecond)
-	maxAttempts := spec.Retry.MaxAttempts
-	if maxAttempts == 0 {
-		maxAttempts = max(defaultMaxAttempts, 1)
+	var ins db.InsertJobsParams
+	var enq db.EnqueueJobsParams
+	var events []eventbus.Event
+	ins.Now, enq.RunAt = now, now
+	for i, spec := range specs {
+		if k := spec.IdempotencyKey; k != "" {
+			if j, ok := byKey[k]; ok {
+				jobs[i], existing[i] = j, true
+				continue
+			}
+		}
+		specJSON, err := json.Marshal(spec)
+		if err != nil {
+			return nil, nil, err
+		}
+		labels, _ := json.Marshal(nonNil(spec.Labels))
+		id := uuid.Must(uuid.NewV7())
+		maxAttempts := spec.Retry.MaxAttempts
+		if maxAttempts == 0 {
+			maxAttempts = max(defaultMaxAttempts, 1)
+		}
+		ins.Ids = append(ins.Ids, id)
+		ins.Names = append(ins.Names, spec.Name)
+		ins.Types = append(ins.Types, spec.Type)
+		ins.Specs = append(ins.Specs, specJSON)
+		ins.Priorities = append(ins.Priorities, spec.Priority)
+		ins.Images = append(ins.Images, spec.Image)
+		ins.Labels = append(ins.Labels, labels)
+		ins.Keys = append(ins.Keys, spec.IdempotencyKey)
+		ins.MaxAttempts = append(ins.MaxAttempts, int32(maxAttempts))
+		enq.Ids = append(enq.Ids, id)
+		enq.Priorities = append(enq.Priorities, spec.Priority)
+		enq.Images = append(enq.Images, spec.Image)
+		enq.Labels = append(enq.Labels, labels)
+		enq.CpuMillis = append(enq.CpuMillis, spec.CPUMillis)
+		enq.MemoryMib = append(enq.MemoryMib, spec.MemoryMiB)
+		events = append(events, eventbus.New("job", id.String(), &hodeiv1.JobCreated{
+			JobId: id.String(), Name: spec.Name, Type: spec.Type, Priority: spec.Priority, Image: spec.Image, Labels: spec.Labels,
+		}))
+		jobs[i] = job.Job{ID: id.String(), Spec: spec, State: job.StateQueued, MaxAttempts: maxAttempts, CreatedAt: now, UpdatedAt: now}
+		if spec.IdempotencyKey != "" {
+			byKey[spec.IdempotencyKey] = jobs[i] // a repeat later in this call
+		}
 	}
-	var key *string
-	if spec.IdempotencyKey != "" {
-		key = &spec.IdempotencyKey
+	if len(ins.Ids) == 0 {
+		return jobs, existing, nil
 	}
-	hook := s.createHook
 	step := func(stage string) error {
-		if hook != nil {
-			return hook(stage)
+		if s.createHook != nil {
+			return s.createHook(stage)
 		}
 		return nil
 	}
-	ev := eventbus.New("job", id.String(), &hodeiv1.JobCreated{
-		JobId: id.String(), Name: spec.Name, Type: spec.Type, Priority: spec.Priority, Image: spec.Image, Labels: spec.Labels,
-	})
-	err = s.InTx(ctx, func(tx pgx.Tx) error {
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
-		if err := q.InsertJob(ctx, db.InsertJobParams{ID: id, Name: spec.Name, Type: spec.Type, Spec: specJSON, Priority: spec.Priority,
-			Image: spec.Image, Labels: labels, IdempotencyKey: key, MaxAttempts: int32(maxAttempts), Now: now}); err != nil {
-			return fmt.Errorf("insert job: %w", err)
+		if err := q.InsertJobs(ctx, ins); err != nil {
+			return fmt.Errorf("insert jobs: %w", err)
 		}
 		if err := step("job"); err != nil {
 			return err
 		}
-		if err := enqueue(ctx, q, id, spec, now); err != nil {
-			return fmt.Errorf("enqueue job: %w", err)
+		if err := q.EnqueueJobs(ctx, enq); err != nil {
+			return fmt.Errorf("enqueue jobs: %w", err)
 		}
 		if err := step("queue"); err != nil {
 			return err
 		}
-		if _, err := eventbus.Publish(ctx, tx, ev); err != nil {
+		if _, err := eventbus.Publish(ctx, tx, events...); err != nil {
 			return err
 		}
 		return step("event")
 	})
 	if err != nil {
-		var pgErr *pgconn.PgError
-		if key != nil && errors.As(err, &pgErr) && pgErr.Code == "23505" {
-			// A concurrent submission with the same key won the race.
-			j, err := s.jobByKey(ctx, *key)
-			return j, err == nil, err
-		}
-		return job.Job{}, false, fmt.Errorf("create job: %w", err)
+		return nil, nil, fmt.Errorf("create jobs: %w", err)
 	}
-	s.log.Debug("job created", "job_id", id, "name", spec.Name)
-	return job.Job{ID: id.String(), Spec: spec, State: job.StateQueued, MaxAttempts: maxAttempts, CreatedAt: now, UpdatedAt: now}, false, nil
-}
-
-func (s *Store) jobByKey(ctx context.Context, key string) (job.Job, error) {
-	row, err := s.Q.GetJobByIdempotencyKey(ctx, &key)
-	if err != nil {
-		if IsNoRows(err) {
-			return job.Job{}, job.ErrNotFound
-		}
-		return job.Job{}, err
-	}
-	return s.withAttempts(ctx, row)
+	s.log.Debug("jobs created", "jobs", len(ins.Ids))
+	return jobs, existing, nil
 }
 
 // GetJob returns a job with its attempts.

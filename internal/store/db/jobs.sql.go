@@ -165,6 +165,36 @@ func (q *Queries) EnqueueJob(ctx context.Context, arg EnqueueJobParams) error {
 	return err
 }
 
+const enqueueJobs = `-- name: EnqueueJobs :exec
+INSERT INTO job_queue (job_id, priority, image, labels, cpu_millis, memory_mib, run_at)
+SELECT unnest($1::uuid[]), unnest($2::integer[]), unnest($3::text[]), unnest($4::jsonb[]),
+       unnest($5::bigint[]), unnest($6::bigint[]), $7
+`
+
+type EnqueueJobsParams struct {
+	Ids        []uuid.UUID
+	Priorities []int32
+	Images     []string
+	Labels     [][]byte
+	CpuMillis  []int64
+	MemoryMib  []int64
+	RunAt      time.Time
+}
+
+// Many jobs into the queue in one statement; seq follows the order given.
+func (q *Queries) EnqueueJobs(ctx context.Context, arg EnqueueJobsParams) error {
+	_, err := q.db.Exec(ctx, enqueueJobs,
+		arg.Ids,
+		arg.Priorities,
+		arg.Images,
+		arg.Labels,
+		arg.CpuMillis,
+		arg.MemoryMib,
+		arg.RunAt,
+	)
+	return err
+}
+
 const finishAttempt = `-- name: FinishAttempt :exec
 UPDATE job_attempts
 SET state = $1, finished_at = $2, exit_code = $3, signal = $4,
@@ -277,38 +307,6 @@ func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
 	return i, err
 }
 
-const getJobByIdempotencyKey = `-- name: GetJobByIdempotencyKey :one
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated FROM jobs WHERE idempotency_key = $1
-`
-
-func (q *Queries) GetJobByIdempotencyKey(ctx context.Context, idempotencyKey *string) (Job, error) {
-	row := q.db.QueryRow(ctx, getJobByIdempotencyKey, idempotencyKey)
-	var i Job
-	err := row.Scan(
-		&i.ID,
-		&i.Name,
-		&i.Type,
-		&i.Spec,
-		&i.State,
-		&i.Priority,
-		&i.Image,
-		&i.Labels,
-		&i.IdempotencyKey,
-		&i.Attempt,
-		&i.MaxAttempts,
-		&i.RunAt,
-		&i.ExitCode,
-		&i.FailureClass,
-		&i.Message,
-		&i.CreatedAt,
-		&i.UpdatedAt,
-		&i.FinishedAt,
-		&i.LogBytes,
-		&i.LogTruncated,
-	)
-	return i, err
-}
-
 const getJobForUpdate = `-- name: GetJobForUpdate :one
 SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated FROM jobs WHERE id = $1 FOR UPDATE
 `
@@ -341,38 +339,86 @@ func (q *Queries) GetJobForUpdate(ctx context.Context, id uuid.UUID) (Job, error
 	return i, err
 }
 
-const insertJob = `-- name: InsertJob :exec
+const insertJobs = `-- name: InsertJobs :exec
 INSERT INTO jobs (id, name, type, spec, state, priority, image, labels, idempotency_key, max_attempts, created_at, updated_at)
-VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $10)
+SELECT unnest($1::uuid[]), unnest($2::text[]), unnest($3::text[]), unnest($4::jsonb[]), 'queued',
+       unnest($5::integer[]), unnest($6::text[]), unnest($7::jsonb[]), nullif(unnest($8::text[]), ''),
+       unnest($9::integer[]), $10, $10
 `
 
-type InsertJobParams struct {
-	ID             uuid.UUID
-	Name           string
-	Type           string
-	Spec           []byte
-	Priority       int32
-	Image          string
-	Labels         []byte
-	IdempotencyKey *string
-	MaxAttempts    int32
-	Now            time.Time
+type InsertJobsParams struct {
+	Ids         []uuid.UUID
+	Names       []string
+	Types       []string
+	Specs       [][]byte
+	Priorities  []int32
+	Images      []string
+	Labels      [][]byte
+	Keys        []string
+	MaxAttempts []int32
+	Now         time.Time
 }
 
-func (q *Queries) InsertJob(ctx context.Context, arg InsertJobParams) error {
-	_, err := q.db.Exec(ctx, insertJob,
-		arg.ID,
-		arg.Name,
-		arg.Type,
-		arg.Spec,
-		arg.Priority,
-		arg.Image,
+// Many jobs in one statement, in order.
+func (q *Queries) InsertJobs(ctx context.Context, arg InsertJobsParams) error {
+	_, err := q.db.Exec(ctx, insertJobs,
+		arg.Ids,
+		arg.Names,
+		arg.Types,
+		arg.Specs,
+		arg.Priorities,
+		arg.Images,
 		arg.Labels,
-		arg.IdempotencyKey,
+		arg.Keys,
 		arg.MaxAttempts,
 		arg.Now,
 	)
 	return err
+}
+
+const jobsByIdempotencyKeys = `-- name: JobsByIdempotencyKeys :many
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated FROM jobs WHERE idempotency_key = ANY ($1::text[])
+`
+
+func (q *Queries) JobsByIdempotencyKeys(ctx context.Context, keys []string) ([]Job, error) {
+	rows, err := q.db.Query(ctx, jobsByIdempotencyKeys, keys)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []Job
+	for rows.Next() {
+		var i Job
+		if err := rows.Scan(
+			&i.ID,
+			&i.Name,
+			&i.Type,
+			&i.Spec,
+			&i.State,
+			&i.Priority,
+			&i.Image,
+			&i.Labels,
+			&i.IdempotencyKey,
+			&i.Attempt,
+			&i.MaxAttempts,
+			&i.RunAt,
+			&i.ExitCode,
+			&i.FailureClass,
+			&i.Message,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.FinishedAt,
+			&i.LogBytes,
+			&i.LogTruncated,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const listAttempts = `-- name: ListAttempts :many

@@ -1,7 +1,3 @@
--- name: InsertJob :exec
-INSERT INTO jobs (id, name, type, spec, state, priority, image, labels, idempotency_key, max_attempts, created_at, updated_at)
-VALUES (@id, @name, @type, @spec, 'queued', @priority, @image, @labels, sqlc.narg(idempotency_key), @max_attempts, @now, @now);
-
 -- name: EnqueueJob :exec
 INSERT INTO job_queue (job_id, priority, image, labels, cpu_millis, memory_mib, run_at)
 VALUES (@job_id, @priority, @image, @labels, @cpu_millis, @memory_mib, @run_at);
@@ -11,9 +7,6 @@ SELECT * FROM jobs WHERE id = @id;
 
 -- name: GetJobForUpdate :one
 SELECT * FROM jobs WHERE id = @id FOR UPDATE;
-
--- name: GetJobByIdempotencyKey :one
-SELECT * FROM jobs WHERE idempotency_key = @idempotency_key;
 
 -- name: ListAttempts :many
 SELECT * FROM job_attempts WHERE job_id = @job_id ORDER BY number;
@@ -118,3 +111,19 @@ SELECT job_id, image, labels FROM job_queue WHERE run_at <= @now ORDER BY priori
 SELECT state, count(*)::bigint AS n FROM jobs
 WHERE state IN ('queued', 'assigned', 'running', 'retrying')
 GROUP BY state;
+
+-- name: InsertJobs :exec
+-- Many jobs in one statement, in order.
+INSERT INTO jobs (id, name, type, spec, state, priority, image, labels, idempotency_key, max_attempts, created_at, updated_at)
+SELECT unnest(@ids::uuid[]), unnest(@names::text[]), unnest(@types::text[]), unnest(@specs::jsonb[]), 'queued',
+       unnest(@priorities::integer[]), unnest(@images::text[]), unnest(@labels::jsonb[]), nullif(unnest(@keys::text[]), ''),
+       unnest(@max_attempts::integer[]), @now, @now;
+
+-- name: EnqueueJobs :exec
+-- Many jobs into the queue in one statement; seq follows the order given.
+INSERT INTO job_queue (job_id, priority, image, labels, cpu_millis, memory_mib, run_at)
+SELECT unnest(@ids::uuid[]), unnest(@priorities::integer[]), unnest(@images::text[]), unnest(@labels::jsonb[]),
+       unnest(@cpu_millis::bigint[]), unnest(@memory_mib::bigint[]), @run_at;
+
+-- name: JobsByIdempotencyKeys :many
+SELECT * FROM jobs WHERE idempotency_key = ANY (@keys::text[]);

@@ -877,6 +877,104 @@ func (x *SubmitJobResponse) GetExisting() bool {
 	return false
 }
 
+type SubmitJobsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Specs         []*JobSpec             `protobuf:"bytes,1,rep,name=specs,proto3" json:"specs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitJobsRequest) Reset() {
+	*x = SubmitJobsRequest{}
+	mi := &file_hodei_v1_job_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitJobsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitJobsRequest) ProtoMessage() {}
+
+func (x *SubmitJobsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_job_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitJobsRequest.ProtoReflect.Descriptor instead.
+func (*SubmitJobsRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SubmitJobsRequest) GetSpecs() []*JobSpec {
+	if x != nil {
+		return x.Specs
+	}
+	return nil
+}
+
+type SubmitJobsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// jobs in the order of the specs.
+	Jobs []*Job `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// existing[i] is true when specs[i]'s idempotency key matched an earlier job.
+	Existing      []bool `protobuf:"varint,2,rep,packed,name=existing,proto3" json:"existing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitJobsResponse) Reset() {
+	*x = SubmitJobsResponse{}
+	mi := &file_hodei_v1_job_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitJobsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitJobsResponse) ProtoMessage() {}
+
+func (x *SubmitJobsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_job_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitJobsResponse.ProtoReflect.Descriptor instead.
+func (*SubmitJobsResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SubmitJobsResponse) GetJobs() []*Job {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+func (x *SubmitJobsResponse) GetExisting() []bool {
+	if x != nil {
+		return x.Existing
+	}
+	return nil
+}
+
 type GetJobRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -886,7 +984,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[7]
+	mi := &file_hodei_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +996,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[7]
+	mi := &file_hodei_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1009,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -930,7 +1028,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[8]
+	mi := &file_hodei_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1040,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[8]
+	mi := &file_hodei_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1053,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -981,7 +1079,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[9]
+	mi := &file_hodei_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1091,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[9]
+	mi := &file_hodei_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1104,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListJobsRequest) GetStates() []JobState {
@@ -1068,7 +1166,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[10]
+	mi := &file_hodei_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1178,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[10]
+	mi := &file_hodei_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1191,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1119,7 +1217,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[11]
+	mi := &file_hodei_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1229,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[11]
+	mi := &file_hodei_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1242,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -1163,7 +1261,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[12]
+	mi := &file_hodei_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1273,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[12]
+	mi := &file_hodei_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1286,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -1207,7 +1305,7 @@ type RetryJobRequest struct {
 
 func (x *RetryJobRequest) Reset() {
 	*x = RetryJobRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[13]
+	mi := &file_hodei_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1317,7 @@ func (x *RetryJobRequest) String() string {
 func (*RetryJobRequest) ProtoMessage() {}
 
 func (x *RetryJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[13]
+	mi := &file_hodei_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1330,7 @@ func (x *RetryJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryJobRequest.ProtoReflect.Descriptor instead.
 func (*RetryJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RetryJobRequest) GetId() string {
@@ -1251,7 +1349,7 @@ type RetryJobResponse struct {
 
 func (x *RetryJobResponse) Reset() {
 	*x = RetryJobResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[14]
+	mi := &file_hodei_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1361,7 @@ func (x *RetryJobResponse) String() string {
 func (*RetryJobResponse) ProtoMessage() {}
 
 func (x *RetryJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[14]
+	mi := &file_hodei_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1374,7 @@ func (x *RetryJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryJobResponse.ProtoReflect.Descriptor instead.
 func (*RetryJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RetryJobResponse) GetJob() *Job {
@@ -1295,7 +1393,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[15]
+	mi := &file_hodei_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1405,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[15]
+	mi := &file_hodei_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1418,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WatchJobRequest) GetId() string {
@@ -1339,7 +1437,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[16]
+	mi := &file_hodei_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1449,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[16]
+	mi := &file_hodei_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1462,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchJobResponse) GetJob() *Job {
@@ -1386,7 +1484,7 @@ type GetJobLogsRequest struct {
 
 func (x *GetJobLogsRequest) Reset() {
 	*x = GetJobLogsRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[17]
+	mi := &file_hodei_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1496,7 @@ func (x *GetJobLogsRequest) String() string {
 func (*GetJobLogsRequest) ProtoMessage() {}
 
 func (x *GetJobLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[17]
+	mi := &file_hodei_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1509,7 @@ func (x *GetJobLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetJobLogsRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetJobLogsRequest) GetId() string {
@@ -1449,7 +1547,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_hodei_v1_job_proto_msgTypes[18]
+	mi := &file_hodei_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1559,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[18]
+	mi := &file_hodei_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1572,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LogChunk) GetAttempt() int32 {
@@ -1523,7 +1621,7 @@ type GetJobLogsResponse struct {
 
 func (x *GetJobLogsResponse) Reset() {
 	*x = GetJobLogsResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[19]
+	mi := &file_hodei_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1535,7 +1633,7 @@ func (x *GetJobLogsResponse) String() string {
 func (*GetJobLogsResponse) ProtoMessage() {}
 
 func (x *GetJobLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[19]
+	mi := &file_hodei_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1548,7 +1646,7 @@ func (x *GetJobLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetJobLogsResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetJobLogsResponse) GetChunks() []*LogChunk {
@@ -1574,7 +1672,7 @@ type ExplainJobRequest struct {
 
 func (x *ExplainJobRequest) Reset() {
 	*x = ExplainJobRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[20]
+	mi := &file_hodei_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1684,7 @@ func (x *ExplainJobRequest) String() string {
 func (*ExplainJobRequest) ProtoMessage() {}
 
 func (x *ExplainJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[20]
+	mi := &file_hodei_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1697,7 @@ func (x *ExplainJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainJobRequest.ProtoReflect.Descriptor instead.
 func (*ExplainJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ExplainJobRequest) GetId() string {
@@ -1620,7 +1718,7 @@ type ExplainJobResponse struct {
 
 func (x *ExplainJobResponse) Reset() {
 	*x = ExplainJobResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[21]
+	mi := &file_hodei_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1730,7 @@ func (x *ExplainJobResponse) String() string {
 func (*ExplainJobResponse) ProtoMessage() {}
 
 func (x *ExplainJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[21]
+	mi := &file_hodei_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1743,7 @@ func (x *ExplainJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainJobResponse.ProtoReflect.Descriptor instead.
 func (*ExplainJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExplainJobResponse) GetState() JobState {
@@ -1744,7 +1842,12 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\x04spec\x18\x01 \x01(\v2\x11.hodei.v1.JobSpecR\x04spec\"P\n" +
 	"\x11SubmitJobResponse\x12\x1f\n" +
 	"\x03job\x18\x01 \x01(\v2\r.hodei.v1.JobR\x03job\x12\x1a\n" +
-	"\bexisting\x18\x02 \x01(\bR\bexisting\"\x1f\n" +
+	"\bexisting\x18\x02 \x01(\bR\bexisting\"<\n" +
+	"\x11SubmitJobsRequest\x12'\n" +
+	"\x05specs\x18\x01 \x03(\v2\x11.hodei.v1.JobSpecR\x05specs\"S\n" +
+	"\x12SubmitJobsResponse\x12!\n" +
+	"\x04jobs\x18\x01 \x03(\v2\r.hodei.v1.JobR\x04jobs\x12\x1a\n" +
+	"\bexisting\x18\x02 \x03(\bR\bexisting\"\x1f\n" +
 	"\rGetJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"1\n" +
 	"\x0eGetJobResponse\x12\x1f\n" +
@@ -1816,10 +1919,12 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n" +
 	"\x11LOG_STREAM_STDERR\x10\x02\x12\x15\n" +
-	"\x11LOG_STREAM_SYSTEM\x10\x032\xb4\x04\n" +
+	"\x11LOG_STREAM_SYSTEM\x10\x032\xfd\x04\n" +
 	"\n" +
 	"JobService\x12D\n" +
-	"\tSubmitJob\x12\x1a.hodei.v1.SubmitJobRequest\x1a\x1b.hodei.v1.SubmitJobResponse\x12;\n" +
+	"\tSubmitJob\x12\x1a.hodei.v1.SubmitJobRequest\x1a\x1b.hodei.v1.SubmitJobResponse\x12G\n" +
+	"\n" +
+	"SubmitJobs\x12\x1b.hodei.v1.SubmitJobsRequest\x1a\x1c.hodei.v1.SubmitJobsResponse\x12;\n" +
 	"\x06GetJob\x12\x17.hodei.v1.GetJobRequest\x1a\x18.hodei.v1.GetJobResponse\x12A\n" +
 	"\bListJobs\x12\x19.hodei.v1.ListJobsRequest\x1a\x1a.hodei.v1.ListJobsResponse\x12D\n" +
 	"\tCancelJob\x12\x1a.hodei.v1.CancelJobRequest\x1a\x1b.hodei.v1.CancelJobResponse\x12A\n" +
@@ -1843,7 +1948,7 @@ func file_hodei_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_hodei_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_hodei_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_hodei_v1_job_proto_goTypes = []any{
 	(JobState)(0),                 // 0: hodei.v1.JobState
 	(FailureClass)(0),             // 1: hodei.v1.FailureClass
@@ -1855,88 +1960,94 @@ var file_hodei_v1_job_proto_goTypes = []any{
 	(*Job)(nil),                   // 7: hodei.v1.Job
 	(*SubmitJobRequest)(nil),      // 8: hodei.v1.SubmitJobRequest
 	(*SubmitJobResponse)(nil),     // 9: hodei.v1.SubmitJobResponse
-	(*GetJobRequest)(nil),         // 10: hodei.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 11: hodei.v1.GetJobResponse
-	(*ListJobsRequest)(nil),       // 12: hodei.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 13: hodei.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),      // 14: hodei.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 15: hodei.v1.CancelJobResponse
-	(*RetryJobRequest)(nil),       // 16: hodei.v1.RetryJobRequest
-	(*RetryJobResponse)(nil),      // 17: hodei.v1.RetryJobResponse
-	(*WatchJobRequest)(nil),       // 18: hodei.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),      // 19: hodei.v1.WatchJobResponse
-	(*GetJobLogsRequest)(nil),     // 20: hodei.v1.GetJobLogsRequest
-	(*LogChunk)(nil),              // 21: hodei.v1.LogChunk
-	(*GetJobLogsResponse)(nil),    // 22: hodei.v1.GetJobLogsResponse
-	(*ExplainJobRequest)(nil),     // 23: hodei.v1.ExplainJobRequest
-	(*ExplainJobResponse)(nil),    // 24: hodei.v1.ExplainJobResponse
-	nil,                           // 25: hodei.v1.JobSpec.EnvEntry
-	nil,                           // 26: hodei.v1.JobSpec.LabelsEntry
-	nil,                           // 27: hodei.v1.JobSpec.TagsEntry
-	nil,                           // 28: hodei.v1.ListJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*SubmitJobsRequest)(nil),     // 10: hodei.v1.SubmitJobsRequest
+	(*SubmitJobsResponse)(nil),    // 11: hodei.v1.SubmitJobsResponse
+	(*GetJobRequest)(nil),         // 12: hodei.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 13: hodei.v1.GetJobResponse
+	(*ListJobsRequest)(nil),       // 14: hodei.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 15: hodei.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),      // 16: hodei.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),     // 17: hodei.v1.CancelJobResponse
+	(*RetryJobRequest)(nil),       // 18: hodei.v1.RetryJobRequest
+	(*RetryJobResponse)(nil),      // 19: hodei.v1.RetryJobResponse
+	(*WatchJobRequest)(nil),       // 20: hodei.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),      // 21: hodei.v1.WatchJobResponse
+	(*GetJobLogsRequest)(nil),     // 22: hodei.v1.GetJobLogsRequest
+	(*LogChunk)(nil),              // 23: hodei.v1.LogChunk
+	(*GetJobLogsResponse)(nil),    // 24: hodei.v1.GetJobLogsResponse
+	(*ExplainJobRequest)(nil),     // 25: hodei.v1.ExplainJobRequest
+	(*ExplainJobResponse)(nil),    // 26: hodei.v1.ExplainJobResponse
+	nil,                           // 27: hodei.v1.JobSpec.EnvEntry
+	nil,                           // 28: hodei.v1.JobSpec.LabelsEntry
+	nil,                           // 29: hodei.v1.JobSpec.TagsEntry
+	nil,                           // 30: hodei.v1.ListJobsRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
 }
 var file_hodei_v1_job_proto_depIdxs = []int32{
-	29, // 0: hodei.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
-	29, // 1: hodei.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
+	31, // 0: hodei.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
+	31, // 1: hodei.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
 	1,  // 2: hodei.v1.RetryPolicy.retryable_classes:type_name -> hodei.v1.FailureClass
-	25, // 3: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
-	26, // 4: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
+	27, // 3: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
+	28, // 4: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
 	4,  // 5: hodei.v1.JobSpec.resources:type_name -> hodei.v1.Resources
-	29, // 6: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	31, // 6: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
 	3,  // 7: hodei.v1.JobSpec.retry:type_name -> hodei.v1.RetryPolicy
-	27, // 8: hodei.v1.JobSpec.tags:type_name -> hodei.v1.JobSpec.TagsEntry
+	29, // 8: hodei.v1.JobSpec.tags:type_name -> hodei.v1.JobSpec.TagsEntry
 	0,  // 9: hodei.v1.Attempt.state:type_name -> hodei.v1.JobState
-	30, // 10: hodei.v1.Attempt.assigned_at:type_name -> google.protobuf.Timestamp
-	30, // 11: hodei.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	30, // 12: hodei.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
+	32, // 10: hodei.v1.Attempt.assigned_at:type_name -> google.protobuf.Timestamp
+	32, // 11: hodei.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	32, // 12: hodei.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
 	1,  // 13: hodei.v1.Attempt.failure_class:type_name -> hodei.v1.FailureClass
 	5,  // 14: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
 	0,  // 15: hodei.v1.Job.state:type_name -> hodei.v1.JobState
-	30, // 16: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	30, // 17: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	30, // 18: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	30, // 19: hodei.v1.Job.run_at:type_name -> google.protobuf.Timestamp
+	32, // 16: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	32, // 17: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	32, // 18: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	32, // 19: hodei.v1.Job.run_at:type_name -> google.protobuf.Timestamp
 	1,  // 20: hodei.v1.Job.failure_class:type_name -> hodei.v1.FailureClass
 	6,  // 21: hodei.v1.Job.attempts:type_name -> hodei.v1.Attempt
 	5,  // 22: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
 	7,  // 23: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
-	7,  // 24: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
-	0,  // 25: hodei.v1.ListJobsRequest.states:type_name -> hodei.v1.JobState
-	28, // 26: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
-	30, // 27: hodei.v1.ListJobsRequest.created_after:type_name -> google.protobuf.Timestamp
-	30, // 28: hodei.v1.ListJobsRequest.created_before:type_name -> google.protobuf.Timestamp
-	7,  // 29: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
-	7,  // 30: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
-	7,  // 31: hodei.v1.RetryJobResponse.job:type_name -> hodei.v1.Job
-	7,  // 32: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
-	2,  // 33: hodei.v1.LogChunk.stream:type_name -> hodei.v1.LogStream
-	30, // 34: hodei.v1.LogChunk.time:type_name -> google.protobuf.Timestamp
-	21, // 35: hodei.v1.GetJobLogsResponse.chunks:type_name -> hodei.v1.LogChunk
-	7,  // 36: hodei.v1.GetJobLogsResponse.job:type_name -> hodei.v1.Job
-	0,  // 37: hodei.v1.ExplainJobResponse.state:type_name -> hodei.v1.JobState
-	8,  // 38: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
-	10, // 39: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
-	12, // 40: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
-	14, // 41: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
-	16, // 42: hodei.v1.JobService.RetryJob:input_type -> hodei.v1.RetryJobRequest
-	18, // 43: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
-	20, // 44: hodei.v1.JobService.GetJobLogs:input_type -> hodei.v1.GetJobLogsRequest
-	23, // 45: hodei.v1.JobService.ExplainJob:input_type -> hodei.v1.ExplainJobRequest
-	9,  // 46: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
-	11, // 47: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
-	13, // 48: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
-	15, // 49: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
-	17, // 50: hodei.v1.JobService.RetryJob:output_type -> hodei.v1.RetryJobResponse
-	19, // 51: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
-	22, // 52: hodei.v1.JobService.GetJobLogs:output_type -> hodei.v1.GetJobLogsResponse
-	24, // 53: hodei.v1.JobService.ExplainJob:output_type -> hodei.v1.ExplainJobResponse
-	46, // [46:54] is the sub-list for method output_type
-	38, // [38:46] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	5,  // 24: hodei.v1.SubmitJobsRequest.specs:type_name -> hodei.v1.JobSpec
+	7,  // 25: hodei.v1.SubmitJobsResponse.jobs:type_name -> hodei.v1.Job
+	7,  // 26: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
+	0,  // 27: hodei.v1.ListJobsRequest.states:type_name -> hodei.v1.JobState
+	30, // 28: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
+	32, // 29: hodei.v1.ListJobsRequest.created_after:type_name -> google.protobuf.Timestamp
+	32, // 30: hodei.v1.ListJobsRequest.created_before:type_name -> google.protobuf.Timestamp
+	7,  // 31: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
+	7,  // 32: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
+	7,  // 33: hodei.v1.RetryJobResponse.job:type_name -> hodei.v1.Job
+	7,  // 34: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
+	2,  // 35: hodei.v1.LogChunk.stream:type_name -> hodei.v1.LogStream
+	32, // 36: hodei.v1.LogChunk.time:type_name -> google.protobuf.Timestamp
+	23, // 37: hodei.v1.GetJobLogsResponse.chunks:type_name -> hodei.v1.LogChunk
+	7,  // 38: hodei.v1.GetJobLogsResponse.job:type_name -> hodei.v1.Job
+	0,  // 39: hodei.v1.ExplainJobResponse.state:type_name -> hodei.v1.JobState
+	8,  // 40: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
+	10, // 41: hodei.v1.JobService.SubmitJobs:input_type -> hodei.v1.SubmitJobsRequest
+	12, // 42: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
+	14, // 43: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
+	16, // 44: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
+	18, // 45: hodei.v1.JobService.RetryJob:input_type -> hodei.v1.RetryJobRequest
+	20, // 46: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
+	22, // 47: hodei.v1.JobService.GetJobLogs:input_type -> hodei.v1.GetJobLogsRequest
+	25, // 48: hodei.v1.JobService.ExplainJob:input_type -> hodei.v1.ExplainJobRequest
+	9,  // 49: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
+	11, // 50: hodei.v1.JobService.SubmitJobs:output_type -> hodei.v1.SubmitJobsResponse
+	13, // 51: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
+	15, // 52: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
+	17, // 53: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
+	19, // 54: hodei.v1.JobService.RetryJob:output_type -> hodei.v1.RetryJobResponse
+	21, // 55: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
+	24, // 56: hodei.v1.JobService.GetJobLogs:output_type -> hodei.v1.GetJobLogsResponse
+	26, // 57: hodei.v1.JobService.ExplainJob:output_type -> hodei.v1.ExplainJobResponse
+	49, // [49:58] is the sub-list for method output_type
+	40, // [40:49] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_job_proto_init() }
@@ -1950,7 +2061,7 @@ func file_hodei_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_job_proto_rawDesc), len(file_hodei_v1_job_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,8 @@ const (
 const (
 	// JobServiceSubmitJobProcedure is the fully-qualified name of the JobService's SubmitJob RPC.
 	JobServiceSubmitJobProcedure = "/hodei.v1.JobService/SubmitJob"
+	// JobServiceSubmitJobsProcedure is the fully-qualified name of the JobService's SubmitJobs RPC.
+	JobServiceSubmitJobsProcedure = "/hodei.v1.JobService/SubmitJobs"
 	// JobServiceGetJobProcedure is the fully-qualified name of the JobService's GetJob RPC.
 	JobServiceGetJobProcedure = "/hodei.v1.JobService/GetJob"
 	// JobServiceListJobsProcedure is the fully-qualified name of the JobService's ListJobs RPC.
@@ -56,6 +58,9 @@ type JobServiceClient interface {
 	// SubmitJob validates and stores a job; with an idempotency key, a second
 	// submission returns the first job.
 	SubmitJob(context.Context, *connect.Request[v1.SubmitJobRequest]) (*connect.Response[v1.SubmitJobResponse], error)
+	// SubmitJobs submits up to 1,000 jobs in one transaction: all or none
+	// (an invalid spec is named by its index), in order.
+	SubmitJobs(context.Context, *connect.Request[v1.SubmitJobsRequest]) (*connect.Response[v1.SubmitJobsResponse], error)
 	// GetJob returns a job with its attempts.
 	GetJob(context.Context, *connect.Request[v1.GetJobRequest]) (*connect.Response[v1.GetJobResponse], error)
 	// ListJobs pages through jobs, newest first.
@@ -87,6 +92,12 @@ func NewJobServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			httpClient,
 			baseURL+JobServiceSubmitJobProcedure,
 			connect.WithSchema(jobServiceMethods.ByName("SubmitJob")),
+			connect.WithClientOptions(opts...),
+		),
+		submitJobs: connect.NewClient[v1.SubmitJobsRequest, v1.SubmitJobsResponse](
+			httpClient,
+			baseURL+JobServiceSubmitJobsProcedure,
+			connect.WithSchema(jobServiceMethods.ByName("SubmitJobs")),
 			connect.WithClientOptions(opts...),
 		),
 		getJob: connect.NewClient[v1.GetJobRequest, v1.GetJobResponse](
@@ -137,6 +148,7 @@ func NewJobServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 // jobServiceClient implements JobServiceClient.
 type jobServiceClient struct {
 	submitJob  *connect.Client[v1.SubmitJobRequest, v1.SubmitJobResponse]
+	submitJobs *connect.Client[v1.SubmitJobsRequest, v1.SubmitJobsResponse]
 	getJob     *connect.Client[v1.GetJobRequest, v1.GetJobResponse]
 	listJobs   *connect.Client[v1.ListJobsRequest, v1.ListJobsResponse]
 	cancelJob  *connect.Client[v1.CancelJobRequest, v1.CancelJobResponse]
@@ -149,6 +161,11 @@ type jobServiceClient struct {
 // SubmitJob calls hodei.v1.JobService.SubmitJob.
 func (c *jobServiceClient) SubmitJob(ctx context.Context, req *connect.Request[v1.SubmitJobRequest]) (*connect.Response[v1.SubmitJobResponse], error) {
 	return c.submitJob.CallUnary(ctx, req)
+}
+
+// SubmitJobs calls hodei.v1.JobService.SubmitJobs.
+func (c *jobServiceClient) SubmitJobs(ctx context.Context, req *connect.Request[v1.SubmitJobsRequest]) (*connect.Response[v1.SubmitJobsResponse], error) {
+	return c.submitJobs.CallUnary(ctx, req)
 }
 
 // GetJob calls hodei.v1.JobService.GetJob.
@@ -191,6 +208,9 @@ type JobServiceHandler interface {
 	// SubmitJob validates and stores a job; with an idempotency key, a second
 	// submission returns the first job.
 	SubmitJob(context.Context, *connect.Request[v1.SubmitJobRequest]) (*connect.Response[v1.SubmitJobResponse], error)
+	// SubmitJobs submits up to 1,000 jobs in one transaction: all or none
+	// (an invalid spec is named by its index), in order.
+	SubmitJobs(context.Context, *connect.Request[v1.SubmitJobsRequest]) (*connect.Response[v1.SubmitJobsResponse], error)
 	// GetJob returns a job with its attempts.
 	GetJob(context.Context, *connect.Request[v1.GetJobRequest]) (*connect.Response[v1.GetJobResponse], error)
 	// ListJobs pages through jobs, newest first.
@@ -218,6 +238,12 @@ func NewJobServiceHandler(svc JobServiceHandler, opts ...connect.HandlerOption) 
 		JobServiceSubmitJobProcedure,
 		svc.SubmitJob,
 		connect.WithSchema(jobServiceMethods.ByName("SubmitJob")),
+		connect.WithHandlerOptions(opts...),
+	)
+	jobServiceSubmitJobsHandler := connect.NewUnaryHandler(
+		JobServiceSubmitJobsProcedure,
+		svc.SubmitJobs,
+		connect.WithSchema(jobServiceMethods.ByName("SubmitJobs")),
 		connect.WithHandlerOptions(opts...),
 	)
 	jobServiceGetJobHandler := connect.NewUnaryHandler(
@@ -266,6 +292,8 @@ func NewJobServiceHandler(svc JobServiceHandler, opts ...connect.HandlerOption) 
 		switch r.URL.Path {
 		case JobServiceSubmitJobProcedure:
 			jobServiceSubmitJobHandler.ServeHTTP(w, r)
+		case JobServiceSubmitJobsProcedure:
+			jobServiceSubmitJobsHandler.ServeHTTP(w, r)
 		case JobServiceGetJobProcedure:
 			jobServiceGetJobHandler.ServeHTTP(w, r)
 		case JobServiceListJobsProcedure:
@@ -291,6 +319,10 @@ type UnimplementedJobServiceHandler struct{}
 
 func (UnimplementedJobServiceHandler) SubmitJob(context.Context, *connect.Request[v1.SubmitJobRequest]) (*connect.Response[v1.SubmitJobResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.JobService.SubmitJob is not implemented"))
+}
+
+func (UnimplementedJobServiceHandler) SubmitJobs(context.Context, *connect.Request[v1.SubmitJobsRequest]) (*connect.Response[v1.SubmitJobsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.JobService.SubmitJobs is not implemented"))
 }
 
 func (UnimplementedJobServiceHandler) GetJob(context.Context, *connect.Request[v1.GetJobRequest]) (*connect.Response[v1.GetJobResponse], error) {
