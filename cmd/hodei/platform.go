@@ -130,19 +130,25 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics}, st, bus, srv.Workers())
 	scaler := autoscale.New(autoscale.Config{Logger: log, Registry: reg, HealthInterval: pc.healthInterval}, st, bus, providers)
 
-	leader := &scheduler.Leader{Pool: st.Pool, Logger: log, Duties: []scheduler.Duty{
+	leaders := []*scheduler.Leader{{Pool: st.Pool, Key: scheduler.HousekeepingLock, Name: "housekeeping", Logger: log, Duties: []scheduler.Duty{
 		// last_seen lags up to two heartbeat intervals (beat, then the
 		// coalesced write): the reaper allows for that on top of the lease.
 		scheduler.Reaper(st, srv.Lease()+2*srv.HeartbeatInterval(), srv.Lease()/2, log, disp.Kick),
 		func(ctx context.Context) error { return bus.RunRetention(ctx, time.Minute, pc.eventRetention) },
 		scheduler.QueueDepth(st, bus, smetrics, 500*time.Millisecond, log),
-		scaler.Run,
-		scaler.Health,
-	}}
+	}}}
+	if len(providers) > 0 {
+		// Only replicas with providers campaign for scaling. Replicas that
+		// run providers should configure the same ones.
+		leaders = append(leaders, &scheduler.Leader{Pool: st.Pool, Key: scheduler.ScalingLock, Name: "scaling", Logger: log,
+			Duties: []scheduler.Duty{scaler.Run, scaler.Health}})
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return bus.Run(gctx) })
-	g.Go(func() error { return leader.Run(gctx) })
+	for _, l := range leaders {
+		g.Go(func() error { return l.Run(gctx) })
+	}
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error { return disp.Run(gctx) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })

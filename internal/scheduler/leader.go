@@ -12,9 +12,13 @@ import (
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
-// leaderLock is the advisory lock key whose holder runs the singleton
-// duties.
-const leaderLock = 0x686f6465696c // "hodeil"
+// Advisory lock keys of the two leaderships: housekeeping (every replica
+// campaigns) and scaling (only replicas that run providers campaign, so
+// that the autoscaler always has providers to scale).
+const (
+	HousekeepingLock = 0x686f6465696c // "hodeil"
+	ScalingLock      = 0x686f64656973 // "hodeis"
+)
 
 // Duty is a singleton task; it runs until ctx ends.
 type Duty func(ctx context.Context) error
@@ -25,6 +29,8 @@ type Duty func(ctx context.Context) error
 // over at its next try (every Retry).
 type Leader struct {
 	Pool   *pgxpool.Pool
+	Key    int64 // the advisory lock (HousekeepingLock, ScalingLock)
+	Name   string
 	Retry  time.Duration // how often a follower tries to take the lock; default 2s
 	Logger *slog.Logger
 	Duties []Duty
@@ -69,13 +75,13 @@ func (l *Leader) term(ctx context.Context, log *slog.Logger) error {
 	c := conn.Hijack()
 	defer c.Close(context.WithoutCancel(ctx)) //nolint:errcheck
 	var got bool
-	if err := c.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", int64(leaderLock)).Scan(&got); err != nil {
+	if err := c.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", l.Key).Scan(&got); err != nil {
 		return err
 	}
 	if !got {
 		return nil
 	}
-	log.Info("this replica is the leader")
+	log.Info("this replica is the leader", "leadership", l.Name)
 	if l.OnChange != nil {
 		l.OnChange(true)
 		defer l.OnChange(false)
@@ -100,7 +106,7 @@ func (l *Leader) term(ctx context.Context, log *slog.Logger) error {
 		}
 	})
 	err = g.Wait()
-	log.Info("leadership ended", "err", err)
+	log.Info("leadership ended", "leadership", l.Name, "err", err)
 	return err
 }
 
