@@ -195,84 +195,107 @@ func (s *Store) finishAttempt(ctx context.Context, tx pgx.Tx, token int64, r Res
 // finish ends the current attempt of j (locked) and moves the job on.
 func (s *Store) finish(ctx context.Context, q *db.Queries, tx pgx.Tx, j job.Job, number int32, token int64, r Result, out *Outcome, before ...eventbus.Event) error {
 	now := s.now()
-	if r.Class == job.FailureNone && r.ExitCode != 0 {
-		r.Class = job.FailureExitCode
+	d, err := decide(j, number, r, now)
+	if err != nil {
+		return err
 	}
-	attemptState := job.StateSucceeded
-	switch r.Class {
-	case job.FailureNone:
-	case job.FailureTimeout:
-		attemptState = job.StateTimedOut
-	case job.FailureCancelled:
-		attemptState = job.StateCancelled
-	default:
-		attemptState = job.StateFailed
-	}
-	var class *string
-	if r.Class != job.FailureNone {
-		class = ptr(string(r.Class))
-	}
-	exit := ptr(int32(r.ExitCode))
 	var startedAt *time.Time
 	if !r.StartedAt.IsZero() {
 		startedAt = &r.StartedAt
 	}
-	if err := q.FinishAttempt(ctx, db.FinishAttemptParams{State: string(attemptState), Now: &now, ExitCode: exit, Signal: r.Signal,
-		FailureClass: class, Message: r.Message, StartedAt: startedAt, Token: token}); err != nil {
+	if err := q.FinishAttempt(ctx, db.FinishAttemptParams{State: string(d.attemptState), Now: &now, ExitCode: ptr(int32(d.r.ExitCode)),
+		Signal: d.r.Signal, FailureClass: d.class(), Message: d.r.Message, StartedAt: startedAt, Token: token}); err != nil {
 		return err
 	}
-	id := j.ID
-	var events []eventbus.Event
-	next := attemptState
-	upd := db.UpdateJobStateParams{ID: uuid.MustParse(id), Now: now, ExitCode: exit, FailureClass: class, Message: r.Message}
-	if attemptState != job.StateSucceeded && attemptState != job.StateCancelled {
-		retry := j.Spec.Retry.Retryable(r.Class, r.ExitCode)
-		switch {
-		case retry && j.Attempt < j.MaxAttempts:
-			next = job.StateRetrying
-			delay := j.Spec.Retry.Backoff(j.Attempt, nil)
-			runAt := now.Add(delay)
-			upd.RunAt, out.RunAt = &runAt, runAt
-			if err := enqueue(ctx, q, upd.ID, j.Spec, runAt); err != nil {
-				return err
-			}
-			events = append(events, eventbus.New("job", id, &hodeiv1.JobRetryScheduled{JobId: id, NextAttempt: int32(j.Attempt + 1),
-				RunAt: timestamppb.New(runAt), Delay: durationpb.New(delay)}))
-		case retry:
-			events = append(events, eventbus.New("job", id, &hodeiv1.JobRetryExhausted{JobId: id, Attempts: int32(j.Attempt)}))
+	uid := uuid.MustParse(j.ID)
+	upd := db.UpdateJobStateParams{ID: uid, State: string(d.next), Now: now, ExitCode: ptr(int32(d.r.ExitCode)), FailureClass: d.class(), Message: d.r.Message}
+	if d.next == job.StateRetrying {
+		upd.RunAt, out.RunAt = &d.runAt, d.runAt
+		if err := enqueue(ctx, q, uid, j.Spec, d.runAt); err != nil {
+			return err
 		}
 	}
-	if err := job.CheckTransition(j.State, next); err != nil {
-		return err
-	}
-	upd.State = string(next)
-	if next.Final() {
+	if d.next.Final() {
 		upd.FinishedAt = &now
 	}
 	if err := q.UpdateJobState(ctx, upd); err != nil {
 		return err
 	}
-	switch attemptState {
-	case job.StateSucceeded:
-		events = append([]eventbus.Event{eventbus.New("job", id, &hodeiv1.JobCompleted{JobId: id, Attempt: number})}, events...)
-	case job.StateCancelled:
-		events = append([]eventbus.Event{eventbus.New("job", id, &hodeiv1.JobCancelled{JobId: id, Attempt: number, Reason: r.Message})}, events...)
-	default:
-		events = append([]eventbus.Event{eventbus.New("job", id, &hodeiv1.JobFailed{JobId: id, Attempt: number, FailureClass: hodeiv1.FailureClass(failureClassNumber(r.Class)),
-			ExitCode: int32(r.ExitCode), Message: r.Message, Final: next.Final(), State: hodeiv1.JobState(stateNumber(next))})}, events...)
-	}
-	events = append(before, events...)
-	if r.LogBatches > 0 {
-		events = append(events, eventbus.New("job", id, &hodeiv1.LogBatchSent{JobId: id, Attempt: number, Batches: r.LogBatches, Lines: r.LogLines}))
-	}
-	if r.LogDropped > 0 {
-		events = append(events, eventbus.New("job", id, &hodeiv1.LogBatchDropped{JobId: id, Attempt: number, Lines: r.LogDropped}))
-	}
-	if _, err := eventbus.Publish(ctx, tx, events...); err != nil {
+	if _, err := eventbus.Publish(ctx, tx, append(before, d.events...)...); err != nil {
 		return err
 	}
-	out.State = next
+	out.State = d.next
 	return nil
+}
+
+// decision is what a result does to an attempt and its job.
+type decision struct {
+	r            Result // with the failure class filled in
+	attemptState job.State
+	next         job.State // the job's
+	runAt        time.Time // when next is retrying
+	events       []eventbus.Event
+}
+
+func (d decision) class() *string {
+	if d.r.Class == job.FailureNone {
+		return nil
+	}
+	return ptr(string(d.r.Class))
+}
+
+// decide applies the retry policy of j to the result of its attempt
+// number: the one place that turns a result into states and events.
+func decide(j job.Job, number int32, r Result, now time.Time) (decision, error) {
+	if r.Class == job.FailureNone && r.ExitCode != 0 {
+		r.Class = job.FailureExitCode
+	}
+	d := decision{r: r, attemptState: job.StateSucceeded}
+	switch r.Class {
+	case job.FailureNone:
+	case job.FailureTimeout:
+		d.attemptState = job.StateTimedOut
+	case job.FailureCancelled:
+		d.attemptState = job.StateCancelled
+	default:
+		d.attemptState = job.StateFailed
+	}
+	id := j.ID
+	d.next = d.attemptState
+	var retryEvents []eventbus.Event
+	if d.attemptState != job.StateSucceeded && d.attemptState != job.StateCancelled {
+		retry := j.Spec.Retry.Retryable(r.Class, r.ExitCode)
+		switch {
+		case retry && j.Attempt < j.MaxAttempts:
+			d.next = job.StateRetrying
+			delay := j.Spec.Retry.Backoff(j.Attempt, nil)
+			d.runAt = now.Add(delay)
+			retryEvents = append(retryEvents, eventbus.New("job", id, &hodeiv1.JobRetryScheduled{JobId: id, NextAttempt: int32(j.Attempt + 1),
+				RunAt: timestamppb.New(d.runAt), Delay: durationpb.New(delay)}))
+		case retry:
+			retryEvents = append(retryEvents, eventbus.New("job", id, &hodeiv1.JobRetryExhausted{JobId: id, Attempts: int32(j.Attempt)}))
+		}
+	}
+	if err := job.CheckTransition(j.State, d.next); err != nil {
+		return d, err
+	}
+	switch d.attemptState {
+	case job.StateSucceeded:
+		d.events = append(d.events, eventbus.New("job", id, &hodeiv1.JobCompleted{JobId: id, Attempt: number}))
+	case job.StateCancelled:
+		d.events = append(d.events, eventbus.New("job", id, &hodeiv1.JobCancelled{JobId: id, Attempt: number, Reason: r.Message}))
+	default:
+		d.events = append(d.events, eventbus.New("job", id, &hodeiv1.JobFailed{JobId: id, Attempt: number, FailureClass: hodeiv1.FailureClass(failureClassNumber(r.Class)),
+			ExitCode: int32(r.ExitCode), Message: r.Message, Final: d.next.Final(), State: hodeiv1.JobState(stateNumber(d.next))}))
+	}
+	d.events = append(d.events, retryEvents...)
+	if r.LogBatches > 0 {
+		d.events = append(d.events, eventbus.New("job", id, &hodeiv1.LogBatchSent{JobId: id, Attempt: number, Batches: r.LogBatches, Lines: r.LogLines}))
+	}
+	if r.LogDropped > 0 {
+		d.events = append(d.events, eventbus.New("job", id, &hodeiv1.LogBatchDropped{JobId: id, Attempt: number, Lines: r.LogDropped}))
+	}
+	return d, nil
 }
 
 // CancelResult says what a cancel has to stop.
@@ -613,16 +636,22 @@ func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOut
 					return err
 				}
 			case r.Finish != nil:
-				o, err := s.finishAttempt(ctx, tx, r.Token, *r.Finish)
-				if errors.Is(err, job.ErrStale) {
-					out[i].Stale = true
-				} else if err != nil {
+				// Results in a row (with the starts merged into them) are
+				// applied together.
+				j := i
+				var idx []int
+				for ; j < len(reports); j++ {
+					if reports[j].Finish != nil {
+						idx = append(idx, j)
+					} else if !(reports[j].Start && finishing[reports[j].Token] > j) {
+						break
+					}
+				}
+				if err := s.finishBatch(ctx, tx, q, reports, idx, out, touched); err != nil {
 					return err
 				}
-				out[i].Outcome = o
-				if o.JobID != "" {
-					touched[o.JobID] = true
-				}
+				i = j
+				continue
 			}
 			i++
 		}
@@ -700,6 +729,114 @@ func (s *Store) ExpireSilentWorkers(ctx context.Context, cutoff time.Time) ([]st
 		out = append(out, id.String())
 	}
 	return out, nil
+}
+
+// finishBatch applies the results reports[idx...] with set-based writes
+// (one lock query, one update of the attempts, one of the jobs, one event
+// insert), and those that schedule a retry one by one.
+func (s *Store) finishBatch(ctx context.Context, tx pgx.Tx, q *db.Queries, reports []Report, idx []int, out []ReportOutcome, touched map[string]bool) error {
+	tokens := make([]int64, len(idx))
+	for k, i := range idx {
+		tokens[k] = reports[i].Token
+	}
+	rows, err := q.LockAttempts(ctx, tokens)
+	if err != nil {
+		return fmt.Errorf("lock attempts: %w", err)
+	}
+	byToken := make(map[int64]db.LockAttemptsRow, len(rows))
+	for _, r := range rows {
+		byToken[r.Token] = r
+	}
+	now := s.now()
+	var fa db.FinishAttemptsParams
+	var fj db.FinishJobsParams
+	var events []eventbus.Event
+	var slow []int
+	seen := map[int64]job.State{} // attempts ended in this batch: their new state
+	for _, i := range idx {
+		r := *reports[i].Finish
+		a, ok := byToken[reports[i].Token]
+		switch {
+		case !ok, a.FinishedAt != nil && a.FailureClass != nil && *a.FailureClass == string(job.FailureWorkerLost):
+			s.staleReports.Add(1)
+			out[i].Stale = true
+			continue
+		case a.FinishedAt != nil:
+			out[i].Outcome = Outcome{JobID: a.JobID.String(), Duplicate: true, State: job.State(a.State)}
+			continue
+		case seen[a.Token] != "":
+			out[i].Outcome = Outcome{JobID: a.JobID.String(), Duplicate: true, State: seen[a.Token]}
+			continue
+		}
+		st := job.State(a.JobState)
+		if a.JobAttempt != a.Number || (st != job.StateAssigned && st != job.StateRunning) {
+			s.staleReports.Add(1)
+			out[i].Stale = true
+			continue
+		}
+		j := job.Job{ID: a.JobID.String(), State: st, Attempt: int(a.JobAttempt), MaxAttempts: int(a.MaxAttempts)}
+		if err := json.Unmarshal(a.Spec, &j.Spec); err != nil {
+			return fmt.Errorf("decode spec of job %s: %w", a.JobID, err)
+		}
+		d, err := decide(j, a.Number, r, now)
+		if err != nil {
+			return err
+		}
+		if d.next == job.StateRetrying {
+			slow = append(slow, i) // needs the queue: one by one below
+			continue
+		}
+		seen[a.Token] = d.attemptState
+		if !r.StartedAt.IsZero() && a.State == string(job.StateAssigned) {
+			events = append(events, eventbus.New("job", j.ID, &hodeiv1.JobStarted{JobId: j.ID, Attempt: a.Number, WorkerId: a.WorkerID.String()}))
+		} else {
+			r.StartedAt = time.Time{}
+		}
+		events = append(events, d.events...)
+		class := ""
+		if d.r.Class != job.FailureNone {
+			class = string(d.r.Class)
+		}
+		fa.Tokens = append(fa.Tokens, a.Token)
+		fa.States = append(fa.States, string(d.attemptState))
+		fa.ExitCodes = append(fa.ExitCodes, int32(d.r.ExitCode))
+		fa.Signals = append(fa.Signals, d.r.Signal)
+		fa.Classes = append(fa.Classes, class)
+		fa.Messages = append(fa.Messages, d.r.Message)
+		fa.StartedAts = append(fa.StartedAts, r.StartedAt)
+		fj.Ids = append(fj.Ids, a.JobID)
+		fj.States = append(fj.States, string(d.next))
+		fj.ExitCodes = append(fj.ExitCodes, int32(d.r.ExitCode))
+		fj.Classes = append(fj.Classes, class)
+		fj.Messages = append(fj.Messages, d.r.Message)
+		out[i].Outcome = Outcome{JobID: j.ID, State: d.next}
+		touched[j.ID] = true
+	}
+	if len(fa.Tokens) > 0 {
+		fa.Now, fj.Now = &now, now
+		if err := q.FinishAttempts(ctx, fa); err != nil {
+			return fmt.Errorf("finish attempts: %w", err)
+		}
+		if err := q.FinishJobs(ctx, fj); err != nil {
+			return fmt.Errorf("finish jobs: %w", err)
+		}
+		if _, err := eventbus.Publish(ctx, tx, events...); err != nil {
+			return err
+		}
+	}
+	for _, i := range slow {
+		o, err := s.finishAttempt(ctx, tx, reports[i].Token, *reports[i].Finish)
+		if errors.Is(err, job.ErrStale) {
+			out[i].Stale = true
+		} else if err != nil {
+			return err
+		}
+		out[i].Outcome = o
+		if o.JobID != "" {
+			touched[o.JobID] = true
+		}
+	}
+	return nil
 }
 
 // lockJob loads job uid locked for update.

@@ -288,3 +288,75 @@ func TestClaimSkipsWorkersThatAreNotConnected(t *testing.T) {
 		t.Fatalf("claim for a connected worker: %v %v", as, err)
 	}
 }
+
+// TestApplyReportsBatch: results in one batch are applied together, each
+// with its own outcome: success (with its start merged in), a final
+// failure, a retry (the one-by-one path), a duplicate and a stale token.
+func TestApplyReportsBatch(t *testing.T) {
+	t.Parallel()
+	s := storetest.Open(t)
+	ctx := context.Background()
+	retry := job.RetryPolicy{MaxAttempts: 2, RetryableExitCodes: []int32{7}}
+	var ids []string
+	for i := 0; i < 4; i++ {
+		j, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}, Retry: retry}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+	}
+	w := connectedWorker(t, s)
+	as, err := s.Claim(ctx, store.WorkerMatch{ID: w}, 4)
+	if err != nil || len(as) != 4 {
+		t.Fatalf("claim: %v %v", as, err)
+	}
+	tok := map[string]int64{}
+	for _, a := range as {
+		tok[a.JobID] = a.Token
+	}
+	ok, fail, again := store.Result{}, store.Result{ExitCode: 3}, store.Result{ExitCode: 7}
+	reports := []store.Report{
+		{Token: tok[ids[0]], Start: true},
+		{Token: tok[ids[0]], Finish: &ok},
+		{Token: tok[ids[1]], Finish: &fail},
+		{Token: tok[ids[2]], Finish: &again},
+		{Token: tok[ids[3]], Finish: &ok},
+		{Token: tok[ids[3]], Finish: &ok},
+		{Token: 987654321, Finish: &ok},
+	}
+	out, err := s.ApplyReports(ctx, reports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		stale, dup bool
+		state      job.State
+	}{{}, {state: job.StateSucceeded}, {state: job.StateFailed}, {state: job.StateRetrying}, {state: job.StateSucceeded}, {dup: true, state: job.StateSucceeded}, {stale: true}}
+	for i, w := range want {
+		if out[i].Stale != w.stale || out[i].Outcome.Duplicate != w.dup || out[i].Outcome.State != w.state {
+			t.Errorf("report %d: %+v, want stale=%v duplicate=%v state=%q", i, out[i], w.stale, w.dup, w.state)
+		}
+	}
+	states := []job.State{job.StateSucceeded, job.StateFailed, job.StateRetrying, job.StateSucceeded}
+	for i, id := range ids {
+		j, err := s.GetJob(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State != states[i] {
+			t.Errorf("job %d: %s, want %s", i, j.State, states[i])
+		}
+	}
+	j0, _ := s.GetJob(ctx, ids[0])
+	if j0.Attempts[0].StartedAt.IsZero() || j0.FinishedAt.IsZero() {
+		t.Errorf("job 0: started %v finished %v, want both set", j0.Attempts[0].StartedAt, j0.FinishedAt)
+	}
+	var started, completed, failed, retries int
+	if err := s.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE type = 'JobStarted'), count(*) FILTER (WHERE type = 'JobCompleted'),
+		count(*) FILTER (WHERE type = 'JobFailed'), count(*) FILTER (WHERE type = 'JobRetryScheduled') FROM events`).Scan(&started, &completed, &failed, &retries); err != nil {
+		t.Fatal(err)
+	}
+	if started != 1 || completed != 2 || failed != 2 || retries != 1 {
+		t.Errorf("events: started=%d completed=%d failed=%d retry=%d, want 1, 2, 2, 1", started, completed, failed, retries)
+	}
+}

@@ -229,6 +229,74 @@ func (q *Queries) FinishAttempt(ctx context.Context, arg FinishAttemptParams) er
 	return err
 }
 
+const finishAttempts = `-- name: FinishAttempts :exec
+UPDATE job_attempts a
+SET state = u.state, finished_at = $1, exit_code = u.exit_code, signal = u.signal,
+    failure_class = nullif(u.class, ''), message = u.message,
+    started_at = coalesce(a.started_at, nullif(u.started_at, '0001-01-01T00:00:00Z'::timestamptz))
+FROM (SELECT unnest($2::bigint[]) AS token, unnest($3::text[]) AS state, unnest($4::integer[]) AS exit_code,
+             unnest($5::text[]) AS signal, unnest($6::text[]) AS class, unnest($7::text[]) AS message,
+             unnest($8::timestamptz[]) AS started_at) u
+WHERE a.token = u.token AND a.finished_at IS NULL
+`
+
+type FinishAttemptsParams struct {
+	Now        *time.Time
+	Tokens     []int64
+	States     []string
+	ExitCodes  []int32
+	Signals    []string
+	Classes    []string
+	Messages   []string
+	StartedAts []time.Time
+}
+
+// Ends many attempts at once; empty class means none.
+func (q *Queries) FinishAttempts(ctx context.Context, arg FinishAttemptsParams) error {
+	_, err := q.db.Exec(ctx, finishAttempts,
+		arg.Now,
+		arg.Tokens,
+		arg.States,
+		arg.ExitCodes,
+		arg.Signals,
+		arg.Classes,
+		arg.Messages,
+		arg.StartedAts,
+	)
+	return err
+}
+
+const finishJobs = `-- name: FinishJobs :exec
+UPDATE jobs j
+SET state = u.state, updated_at = $1, finished_at = $1, run_at = NULL, exit_code = u.exit_code,
+    failure_class = nullif(u.class, ''), message = u.message
+FROM (SELECT unnest($2::uuid[]) AS id, unnest($3::text[]) AS state, unnest($4::integer[]) AS exit_code,
+             unnest($5::text[]) AS class, unnest($6::text[]) AS message) u
+WHERE j.id = u.id
+`
+
+type FinishJobsParams struct {
+	Now       time.Time
+	Ids       []uuid.UUID
+	States    []string
+	ExitCodes []int32
+	Classes   []string
+	Messages  []string
+}
+
+// Moves many jobs to a final state at once.
+func (q *Queries) FinishJobs(ctx context.Context, arg FinishJobsParams) error {
+	_, err := q.db.Exec(ctx, finishJobs,
+		arg.Now,
+		arg.Ids,
+		arg.States,
+		arg.ExitCodes,
+		arg.Classes,
+		arg.Messages,
+	)
+	return err
+}
+
 const getAttemptByToken = `-- name: GetAttemptByToken :one
 SELECT a.job_id, a.number, a.token, a.worker_id, a.state, a.assigned_at, a.started_at, a.finished_at, a.exit_code, a.signal, a.failure_class, a.message, j.state AS job_state, j.attempt AS job_attempt
 FROM job_attempts a JOIN jobs j ON j.id = a.job_id
@@ -558,6 +626,63 @@ func (q *Queries) ListRunningAttemptsOfWorker(ctx context.Context, workerID uuid
 			&i.Signal,
 			&i.FailureClass,
 			&i.Message,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const lockAttempts = `-- name: LockAttempts :many
+SELECT a.token, a.job_id, a.number, a.worker_id, a.state, a.finished_at, a.failure_class,
+       j.state AS job_state, j.attempt AS job_attempt, j.max_attempts, j.spec
+FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.token = ANY ($1::bigint[])
+ORDER BY j.id
+FOR UPDATE OF j
+`
+
+type LockAttemptsRow struct {
+	Token        int64
+	JobID        uuid.UUID
+	Number       int32
+	WorkerID     uuid.UUID
+	State        string
+	FinishedAt   *time.Time
+	FailureClass *string
+	JobState     string
+	JobAttempt   int32
+	MaxAttempts  int32
+	Spec         []byte
+}
+
+// The attempts of these tokens with their jobs, the jobs locked (in id
+// order, so that concurrent batches cannot deadlock).
+func (q *Queries) LockAttempts(ctx context.Context, tokens []int64) ([]LockAttemptsRow, error) {
+	rows, err := q.db.Query(ctx, lockAttempts, tokens)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []LockAttemptsRow
+	for rows.Next() {
+		var i LockAttemptsRow
+		if err := rows.Scan(
+			&i.Token,
+			&i.JobID,
+			&i.Number,
+			&i.WorkerID,
+			&i.State,
+			&i.FinishedAt,
+			&i.FailureClass,
+			&i.JobState,
+			&i.JobAttempt,
+			&i.MaxAttempts,
+			&i.Spec,
 		); err != nil {
 			return nil, err
 		}

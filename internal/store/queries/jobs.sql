@@ -127,3 +127,33 @@ SELECT unnest(@ids::uuid[]), unnest(@priorities::integer[]), unnest(@images::tex
 
 -- name: JobsByIdempotencyKeys :many
 SELECT * FROM jobs WHERE idempotency_key = ANY (@keys::text[]);
+
+-- name: LockAttempts :many
+-- The attempts of these tokens with their jobs, the jobs locked (in id
+-- order, so that concurrent batches cannot deadlock).
+SELECT a.token, a.job_id, a.number, a.worker_id, a.state, a.finished_at, a.failure_class,
+       j.state AS job_state, j.attempt AS job_attempt, j.max_attempts, j.spec
+FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+WHERE a.token = ANY (@tokens::bigint[])
+ORDER BY j.id
+FOR UPDATE OF j;
+
+-- name: FinishAttempts :exec
+-- Ends many attempts at once; empty class means none.
+UPDATE job_attempts a
+SET state = u.state, finished_at = @now, exit_code = u.exit_code, signal = u.signal,
+    failure_class = nullif(u.class, ''), message = u.message,
+    started_at = coalesce(a.started_at, nullif(u.started_at, '0001-01-01T00:00:00Z'::timestamptz))
+FROM (SELECT unnest(@tokens::bigint[]) AS token, unnest(@states::text[]) AS state, unnest(@exit_codes::integer[]) AS exit_code,
+             unnest(@signals::text[]) AS signal, unnest(@classes::text[]) AS class, unnest(@messages::text[]) AS message,
+             unnest(@started_ats::timestamptz[]) AS started_at) u
+WHERE a.token = u.token AND a.finished_at IS NULL;
+
+-- name: FinishJobs :exec
+-- Moves many jobs to a final state at once.
+UPDATE jobs j
+SET state = u.state, updated_at = @now, finished_at = @now, run_at = NULL, exit_code = u.exit_code,
+    failure_class = nullif(u.class, ''), message = u.message
+FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@states::text[]) AS state, unnest(@exit_codes::integer[]) AS exit_code,
+             unnest(@classes::text[]) AS class, unnest(@messages::text[]) AS message) u
+WHERE j.id = u.id;
