@@ -602,6 +602,17 @@ func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOut
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
 		touched := map[string]bool{} // jobs with new output or a result
+		// Starts first, together: a start only has to precede its own
+		// attempt's logs and result, which come after it in any case.
+		var starts []int
+		for i, r := range reports {
+			if r.Start && finishing[r.Token] <= i {
+				starts = append(starts, i)
+			}
+		}
+		if err := s.startBatch(ctx, tx, q, reports, starts, out); err != nil {
+			return err
+		}
 		for i := 0; i < len(reports); {
 			r := reports[i]
 			switch {
@@ -628,13 +639,7 @@ func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOut
 				f.StartedAt = s.now()
 				reports[finishing[r.Token]].Finish = &f
 			case r.Start:
-				d, err := s.startAttempt(ctx, tx, r.Token)
-				out[i].StartDelay = d
-				if errors.Is(err, job.ErrStale) {
-					out[i].Stale = true
-				} else if err != nil {
-					return err
-				}
+				// applied before the loop (startBatch)
 			case r.Finish != nil:
 				// Results in a row (with the starts merged into them) are
 				// applied together.
@@ -729,6 +734,56 @@ func (s *Store) ExpireSilentWorkers(ctx context.Context, cutoff time.Time) ([]st
 		out = append(out, id.String())
 	}
 	return out, nil
+}
+
+// startBatch records the starts reports[idx...] with set-based writes.
+func (s *Store) startBatch(ctx context.Context, tx pgx.Tx, q *db.Queries, reports []Report, idx []int, out []ReportOutcome) error {
+	if len(idx) == 0 {
+		return nil
+	}
+	tokens := make([]int64, len(idx))
+	for k, i := range idx {
+		tokens[k] = reports[i].Token
+	}
+	rows, err := q.LockAttempts(ctx, tokens)
+	if err != nil {
+		return fmt.Errorf("lock attempts: %w", err)
+	}
+	byToken := make(map[int64]db.LockAttemptsRow, len(rows))
+	for _, r := range rows {
+		byToken[r.Token] = r
+	}
+	now := s.now()
+	var run []int64
+	var jobs []uuid.UUID
+	var events []eventbus.Event
+	for _, i := range idx {
+		a, ok := byToken[reports[i].Token]
+		st := job.State(a.JobState)
+		if !ok || a.JobAttempt != a.Number || (st != job.StateAssigned && st != job.StateRunning) {
+			s.staleReports.Add(1)
+			out[i].Stale = true
+			continue
+		}
+		if a.State != string(job.StateAssigned) || slices.Contains(run, a.Token) {
+			continue // repeated report
+		}
+		run = append(run, a.Token)
+		jobs = append(jobs, a.JobID)
+		out[i].StartDelay = now.Sub(a.AssignedAt)
+		events = append(events, eventbus.New("job", a.JobID.String(), &hodeiv1.JobStarted{JobId: a.JobID.String(), Attempt: a.Number, WorkerId: a.WorkerID.String()}))
+	}
+	if len(run) == 0 {
+		return nil
+	}
+	if err := q.MarkAttemptsRunning(ctx, db.MarkAttemptsRunningParams{Now: &now, Tokens: run}); err != nil {
+		return err
+	}
+	if err := q.MarkJobsRunning(ctx, db.MarkJobsRunningParams{Now: now, Ids: jobs}); err != nil {
+		return err
+	}
+	_, err = eventbus.Publish(ctx, tx, events...)
+	return err
 }
 
 // finishBatch applies the results reports[idx...] with set-based writes

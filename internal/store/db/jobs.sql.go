@@ -638,7 +638,7 @@ func (q *Queries) ListRunningAttemptsOfWorker(ctx context.Context, workerID uuid
 }
 
 const lockAttempts = `-- name: LockAttempts :many
-SELECT a.token, a.job_id, a.number, a.worker_id, a.state, a.finished_at, a.failure_class,
+SELECT a.token, a.job_id, a.number, a.worker_id, a.state, a.finished_at, a.failure_class, a.assigned_at,
        j.state AS job_state, j.attempt AS job_attempt, j.max_attempts, j.spec
 FROM job_attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.token = ANY ($1::bigint[])
@@ -654,6 +654,7 @@ type LockAttemptsRow struct {
 	State        string
 	FinishedAt   *time.Time
 	FailureClass *string
+	AssignedAt   time.Time
 	JobState     string
 	JobAttempt   int32
 	MaxAttempts  int32
@@ -679,6 +680,7 @@ func (q *Queries) LockAttempts(ctx context.Context, tokens []int64) ([]LockAttem
 			&i.State,
 			&i.FinishedAt,
 			&i.FailureClass,
+			&i.AssignedAt,
 			&i.JobState,
 			&i.JobAttempt,
 			&i.MaxAttempts,
@@ -705,6 +707,34 @@ type MarkAttemptRunningParams struct {
 
 func (q *Queries) MarkAttemptRunning(ctx context.Context, arg MarkAttemptRunningParams) error {
 	_, err := q.db.Exec(ctx, markAttemptRunning, arg.Now, arg.Token)
+	return err
+}
+
+const markAttemptsRunning = `-- name: MarkAttemptsRunning :exec
+UPDATE job_attempts SET state = 'running', started_at = $1 WHERE token = ANY ($2::bigint[]) AND state = 'assigned'
+`
+
+type MarkAttemptsRunningParams struct {
+	Now    *time.Time
+	Tokens []int64
+}
+
+func (q *Queries) MarkAttemptsRunning(ctx context.Context, arg MarkAttemptsRunningParams) error {
+	_, err := q.db.Exec(ctx, markAttemptsRunning, arg.Now, arg.Tokens)
+	return err
+}
+
+const markJobsRunning = `-- name: MarkJobsRunning :exec
+UPDATE jobs SET state = 'running', updated_at = $1 WHERE id = ANY ($2::uuid[]) AND state = 'assigned'
+`
+
+type MarkJobsRunningParams struct {
+	Now time.Time
+	Ids []uuid.UUID
+}
+
+func (q *Queries) MarkJobsRunning(ctx context.Context, arg MarkJobsRunningParams) error {
+	_, err := q.db.Exec(ctx, markJobsRunning, arg.Now, arg.Ids)
 	return err
 }
 

@@ -131,7 +131,7 @@ SELECT * FROM jobs WHERE idempotency_key = ANY (@keys::text[]);
 -- name: LockAttempts :many
 -- The attempts of these tokens with their jobs, the jobs locked (in id
 -- order, so that concurrent batches cannot deadlock).
-SELECT a.token, a.job_id, a.number, a.worker_id, a.state, a.finished_at, a.failure_class,
+SELECT a.token, a.job_id, a.number, a.worker_id, a.state, a.finished_at, a.failure_class, a.assigned_at,
        j.state AS job_state, j.attempt AS job_attempt, j.max_attempts, j.spec
 FROM job_attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.token = ANY (@tokens::bigint[])
@@ -157,3 +157,9 @@ SET state = u.state, updated_at = @now, finished_at = @now, run_at = NULL, exit_
 FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@states::text[]) AS state, unnest(@exit_codes::integer[]) AS exit_code,
              unnest(@classes::text[]) AS class, unnest(@messages::text[]) AS message) u
 WHERE j.id = u.id;
+
+-- name: MarkAttemptsRunning :exec
+UPDATE job_attempts SET state = 'running', started_at = @now WHERE token = ANY (@tokens::bigint[]) AND state = 'assigned';
+
+-- name: MarkJobsRunning :exec
+UPDATE jobs SET state = 'running', updated_at = @now WHERE id = ANY (@ids::uuid[]) AND state = 'assigned';
