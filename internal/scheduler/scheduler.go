@@ -13,6 +13,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -165,9 +167,17 @@ func (d *Dispatcher) pass(ctx context.Context, trigger string) (time.Time, error
 	return d.store.Q.NextRunAt(ctx, now)
 }
 
-// claimAll claims jobs for every worker with free slots and returns how
-// many it claimed.
+// claimAll claims jobs for every worker with free slots, one statement
+// per kind of worker (same labels and image), and returns how many it
+// claimed.
 func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
+	type group struct {
+		labels map[string]string
+		image  string
+		free   []server.Slot
+	}
+	groups := map[string]*group{}
+	var order []string
 	for _, slot := range d.ws.Free() {
 		d.mu.Lock()
 		sick := d.unhealthy[slot.Worker.Provider]
@@ -175,23 +185,62 @@ func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 		if sick {
 			continue // its provider is unhealthy: its workers wait
 		}
-		as, err := d.store.Claim(ctx, slot.Worker, slot.Free)
+		key := labelKey(slot.Worker.Labels) + "\x00" + slot.Worker.Image
+		if groups[key] == nil {
+			groups[key] = &group{labels: slot.Worker.Labels, image: slot.Worker.Image}
+			order = append(order, key)
+		}
+		groups[key].free = append(groups[key].free, slot)
+	}
+	for _, key := range order {
+		g := groups[key]
+		// Round-robin over the workers, so that jobs spread out.
+		var slots []string
+		for left := true; left; {
+			left = false
+			for i := range g.free {
+				if g.free[i].Free > 0 {
+					slots = append(slots, g.free[i].Worker.ID)
+					g.free[i].Free--
+					left = true
+				}
+			}
+		}
+		as, err := d.store.ClaimSlots(ctx, g.labels, g.image, slots)
 		if err != nil {
 			return claimed, err
 		}
 		claimed += len(as)
 		now := time.Now()
+		byWorker := map[string][]store.Assignment{}
 		for _, a := range as {
 			if a.Attempt == 1 {
 				d.cfg.Metrics.assigned(now.Sub(a.CreatedAt).Seconds())
 			}
+			byWorker[a.WorkerID] = append(byWorker[a.WorkerID], a)
 		}
-		for _, a := range d.ws.Deliver(slot.Worker.ID, as) {
-			// The worker vanished between claim and send.
-			if _, err := d.store.FinishAttempt(ctx, a.Token, store.Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "worker gone before the job was sent"}); err != nil {
-				d.log.Error("undeliverable attempt", "job_id", a.JobID, "err", err)
+		for w, as := range byWorker {
+			for _, a := range d.ws.Deliver(w, as) {
+				// The worker vanished between claim and send.
+				if _, err := d.store.FinishAttempt(ctx, a.Token, store.Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "worker gone before the job was sent"}); err != nil {
+					d.log.Error("undeliverable attempt", "job_id", a.JobID, "err", err)
+				}
 			}
 		}
 	}
 	return claimed, nil
+}
+
+// labelKey is a canonical form of a label set.
+func labelKey(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k + "=" + m[k] + "\x00")
+	}
+	return b.String()
 }

@@ -27,6 +27,7 @@ type Assignment struct {
 	Token     int64
 	Spec      job.Spec
 	CreatedAt time.Time // the job's
+	WorkerID  string
 }
 
 // WorkerMatch is what a claim knows about the worker.
@@ -41,15 +42,31 @@ type WorkerMatch struct {
 // creates their attempts and publishes JobAssigned, in one transaction.
 // Concurrent claims never take the same job (FOR UPDATE SKIP LOCKED).
 func (s *Store) Claim(ctx context.Context, w WorkerMatch, n int) ([]Assignment, error) {
-	wid, err := uuid.Parse(w.ID)
-	if err != nil {
-		return nil, fmt.Errorf("claim: worker id: %w", err)
+	slots := make([]string, n)
+	for i := range slots {
+		slots[i] = w.ID
 	}
-	labels, _ := json.Marshal(nonNil(w.Labels))
+	return s.ClaimSlots(ctx, w.Labels, w.Image, slots)
+}
+
+// ClaimSlots claims jobs for a list of free slots (a worker id per slot,
+// in the order jobs should go to them) of workers that share labels and
+// image, in one statement and one transaction. Slots of workers that are
+// no longer connected get nothing.
+func (s *Store) ClaimSlots(ctx context.Context, labels map[string]string, image string, slots []string) ([]Assignment, error) {
+	ids := make([]uuid.UUID, len(slots))
+	for i, id := range slots {
+		u, err := uuid.Parse(id)
+		if err != nil {
+			return nil, fmt.Errorf("claim: worker id: %w", err)
+		}
+		ids[i] = u
+	}
+	l, _ := json.Marshal(nonNil(labels))
 	var out []Assignment
-	err = s.InTx(ctx, func(tx pgx.Tx) error {
+	err := s.InTx(ctx, func(tx pgx.Tx) error {
 		out = out[:0]
-		rows, err := db.New(tx).ClaimJobs(ctx, db.ClaimJobsParams{Now: s.now(), WorkerLabels: labels, WorkerImage: w.Image, MaxJobs: int32(n), WorkerID: wid})
+		rows, err := db.New(tx).ClaimJobs(ctx, db.ClaimJobsParams{WorkerIds: ids, Now: s.now(), WorkerLabels: l, WorkerImage: image})
 		if err != nil {
 			return err
 		}
@@ -58,12 +75,12 @@ func (s *Store) Claim(ctx context.Context, w WorkerMatch, n int) ([]Assignment, 
 		}
 		events := make([]eventbus.Event, 0, len(rows))
 		for _, r := range rows {
-			a := Assignment{JobID: r.ID.String(), Attempt: int(r.Attempt), Token: r.Token, CreatedAt: r.CreatedAt}
+			a := Assignment{JobID: r.ID.String(), Attempt: int(r.Attempt), Token: r.Token, CreatedAt: r.CreatedAt, WorkerID: r.WorkerID.String()}
 			if err := json.Unmarshal(r.Spec, &a.Spec); err != nil {
 				return fmt.Errorf("decode spec of job %s: %w", r.ID, err)
 			}
 			out = append(out, a)
-			events = append(events, eventbus.New("job", a.JobID, &hodeiv1.JobAssigned{JobId: a.JobID, Attempt: int32(a.Attempt), WorkerId: w.ID, FencingToken: a.Token}))
+			events = append(events, eventbus.New("job", a.JobID, &hodeiv1.JobAssigned{JobId: a.JobID, Attempt: int32(a.Attempt), WorkerId: a.WorkerID, FencingToken: a.Token}))
 		}
 		_, err = eventbus.Publish(ctx, tx, events...)
 		return err

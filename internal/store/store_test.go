@@ -360,3 +360,36 @@ func TestApplyReportsBatch(t *testing.T) {
 		t.Errorf("events: started=%d completed=%d failed=%d retry=%d, want 1, 2, 2, 1", started, completed, failed, retries)
 	}
 }
+
+// TestClaimSlotsSpreadsJobsOverConnectedWorkers: one claim fills the slots
+// of several workers in order; a worker that is not connected gets none.
+func TestClaimSlotsSpreadsJobsOverConnectedWorkers(t *testing.T) {
+	t.Parallel()
+	s := storetest.Open(t)
+	ctx := context.Background()
+	for i := 0; i < 5; i++ {
+		if _, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := connectedWorker(t, s), connectedWorker(t, s)
+	gone, _, _ := s.NewWorker(ctx, "test", "", nil, time.Minute)
+	as, err := s.ClaimSlots(ctx, nil, "", []string{a, b, gone, a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, x := range as {
+		got = append(got, x.WorkerID)
+	}
+	if want := []string{a, b, a}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("claimed for %v, want %v (the slot of the worker that is not connected skipped)", got, want)
+	}
+	var queued int
+	if err := s.Pool.QueryRow(ctx, "SELECT count(*) FROM job_queue").Scan(&queued); err != nil {
+		t.Fatal(err)
+	}
+	if queued != 2 {
+		t.Fatalf("%d jobs left in the queue, want 2", queued)
+	}
+}

@@ -13,41 +13,47 @@ import (
 )
 
 const claimJobs = `-- name: ClaimJobs :many
-WITH worker AS (
-    -- Only a connected worker takes jobs; the share lock orders a claim
+WITH slots AS (
+    SELECT s.w, s.n FROM unnest($1::uuid[]) WITH ORDINALITY AS s(w, n)
+), live AS (
+    -- Only connected workers take jobs; the share lock orders a claim
     -- against a concurrent drain of the worker (scale-down).
-    SELECT w.id FROM workers w WHERE w.id = $1 AND w.state = 'connected' FOR SHARE
+    SELECT w.id FROM workers w WHERE w.id = ANY ($1::uuid[]) AND w.state = 'connected' FOR SHARE
+), usable AS (
+    SELECT s.w, row_number() OVER (ORDER BY s.n) AS k FROM slots s JOIN live ON live.id = s.w
 ), picked AS (
     SELECT q.job_id FROM job_queue q
-    WHERE EXISTS (SELECT 1 FROM worker) AND q.run_at <= $2
+    WHERE q.run_at <= $2
       AND q.labels <@ $3::jsonb
       AND (q.image = '' OR q.image = $4::text)
     ORDER BY q.priority DESC, q.seq
-    LIMIT $5
+    LIMIT (SELECT count(*) FROM usable)
     FOR UPDATE SKIP LOCKED
 ), dequeued AS (
     DELETE FROM job_queue q USING picked WHERE q.job_id = picked.job_id
     RETURNING q.job_id, q.priority, q.seq
+), ranked AS (
+    SELECT d.job_id, d.priority, d.seq, row_number() OVER (ORDER BY d.priority DESC, d.seq) AS k FROM dequeued d
 ), assigned AS (
     UPDATE jobs j SET state = 'assigned', attempt = j.attempt + 1, updated_at = $2, run_at = NULL
-    FROM dequeued d WHERE j.id = d.job_id AND j.state IN ('queued', 'retrying')
+    FROM ranked r WHERE j.id = r.job_id AND j.state IN ('queued', 'retrying')
     RETURNING j.id, j.attempt, j.spec, j.created_at
 ), attempts AS (
     INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at)
-    SELECT a.id, a.attempt, nextval('fencing_token_seq'), $1, 'assigned', $2 FROM assigned a
-    RETURNING job_id, number, token
+    SELECT a.id, a.attempt, nextval('fencing_token_seq'), u.w, 'assigned', $2
+    FROM assigned a JOIN ranked r ON r.job_id = a.id JOIN usable u ON u.k = r.k
+    RETURNING job_id, number, token, worker_id
 )
-SELECT a.id, a.attempt, a.spec, a.created_at, t.token, d.priority, d.seq
-FROM assigned a JOIN attempts t ON t.job_id = a.id JOIN dequeued d ON d.job_id = a.id
-ORDER BY d.priority DESC, d.seq
+SELECT a.id, a.attempt, a.spec, a.created_at, t.token, t.worker_id, r.priority, r.seq
+FROM assigned a JOIN attempts t ON t.job_id = a.id JOIN ranked r ON r.job_id = a.id
+ORDER BY r.priority DESC, r.seq
 `
 
 type ClaimJobsParams struct {
-	WorkerID     uuid.UUID
+	WorkerIds    []uuid.UUID
 	Now          time.Time
 	WorkerLabels []byte
 	WorkerImage  string
-	MaxJobs      int32
 }
 
 type ClaimJobsRow struct {
@@ -56,19 +62,21 @@ type ClaimJobsRow struct {
 	Spec      []byte
 	CreatedAt time.Time
 	Token     int64
+	WorkerID  uuid.UUID
 	Priority  int32
 	Seq       int64
 }
 
-// Claims up to max_jobs queued jobs that the worker can run, priority then
-// FIFO, and creates their attempts with fresh fencing tokens.
+// Claims ready jobs for a list of slots (worker ids, one per free slot;
+// all with the same labels and image), priority then FIFO, and creates
+// their attempts with fresh fencing tokens: the k-th job goes to the k-th
+// slot of a worker that is still connected.
 func (q *Queries) ClaimJobs(ctx context.Context, arg ClaimJobsParams) ([]ClaimJobsRow, error) {
 	rows, err := q.db.Query(ctx, claimJobs,
-		arg.WorkerID,
+		arg.WorkerIds,
 		arg.Now,
 		arg.WorkerLabels,
 		arg.WorkerImage,
-		arg.MaxJobs,
 	)
 	if err != nil {
 		return nil, err
@@ -83,6 +91,7 @@ func (q *Queries) ClaimJobs(ctx context.Context, arg ClaimJobsParams) ([]ClaimJo
 			&i.Spec,
 			&i.CreatedAt,
 			&i.Token,
+			&i.WorkerID,
 			&i.Priority,
 			&i.Seq,
 		); err != nil {

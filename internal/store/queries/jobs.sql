@@ -24,35 +24,44 @@ ORDER BY created_at DESC, id DESC
 LIMIT @max_rows;
 
 -- name: ClaimJobs :many
--- Claims up to max_jobs queued jobs that the worker can run, priority then
--- FIFO, and creates their attempts with fresh fencing tokens.
-WITH worker AS (
-    -- Only a connected worker takes jobs; the share lock orders a claim
+-- Claims ready jobs for a list of slots (worker ids, one per free slot;
+-- all with the same labels and image), priority then FIFO, and creates
+-- their attempts with fresh fencing tokens: the k-th job goes to the k-th
+-- slot of a worker that is still connected.
+WITH slots AS (
+    SELECT s.w, s.n FROM unnest(@worker_ids::uuid[]) WITH ORDINALITY AS s(w, n)
+), live AS (
+    -- Only connected workers take jobs; the share lock orders a claim
     -- against a concurrent drain of the worker (scale-down).
-    SELECT w.id FROM workers w WHERE w.id = @worker_id AND w.state = 'connected' FOR SHARE
+    SELECT w.id FROM workers w WHERE w.id = ANY (@worker_ids::uuid[]) AND w.state = 'connected' FOR SHARE
+), usable AS (
+    SELECT s.w, row_number() OVER (ORDER BY s.n) AS k FROM slots s JOIN live ON live.id = s.w
 ), picked AS (
     SELECT q.job_id FROM job_queue q
-    WHERE EXISTS (SELECT 1 FROM worker) AND q.run_at <= @now
+    WHERE q.run_at <= @now
       AND q.labels <@ @worker_labels::jsonb
       AND (q.image = '' OR q.image = @worker_image::text)
     ORDER BY q.priority DESC, q.seq
-    LIMIT @max_jobs
+    LIMIT (SELECT count(*) FROM usable)
     FOR UPDATE SKIP LOCKED
 ), dequeued AS (
     DELETE FROM job_queue q USING picked WHERE q.job_id = picked.job_id
     RETURNING q.job_id, q.priority, q.seq
+), ranked AS (
+    SELECT d.job_id, d.priority, d.seq, row_number() OVER (ORDER BY d.priority DESC, d.seq) AS k FROM dequeued d
 ), assigned AS (
     UPDATE jobs j SET state = 'assigned', attempt = j.attempt + 1, updated_at = @now, run_at = NULL
-    FROM dequeued d WHERE j.id = d.job_id AND j.state IN ('queued', 'retrying')
+    FROM ranked r WHERE j.id = r.job_id AND j.state IN ('queued', 'retrying')
     RETURNING j.id, j.attempt, j.spec, j.created_at
 ), attempts AS (
     INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at)
-    SELECT a.id, a.attempt, nextval('fencing_token_seq'), @worker_id, 'assigned', @now FROM assigned a
-    RETURNING job_id, number, token
+    SELECT a.id, a.attempt, nextval('fencing_token_seq'), u.w, 'assigned', @now
+    FROM assigned a JOIN ranked r ON r.job_id = a.id JOIN usable u ON u.k = r.k
+    RETURNING job_id, number, token, worker_id
 )
-SELECT a.id, a.attempt, a.spec, a.created_at, t.token, d.priority, d.seq
-FROM assigned a JOIN attempts t ON t.job_id = a.id JOIN dequeued d ON d.job_id = a.id
-ORDER BY d.priority DESC, d.seq;
+SELECT a.id, a.attempt, a.spec, a.created_at, t.token, t.worker_id, r.priority, r.seq
+FROM assigned a JOIN attempts t ON t.job_id = a.id JOIN ranked r ON r.job_id = a.id
+ORDER BY r.priority DESC, r.seq;
 
 -- name: GetAttemptByToken :one
 SELECT a.*, j.state AS job_state, j.attempt AS job_attempt
