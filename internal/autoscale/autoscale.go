@@ -199,28 +199,41 @@ type need struct {
 // (the next idle timeout or start deadline).
 func (a *Autoscaler) pass(ctx context.Context) (time.Duration, error) {
 	now := a.store.Now()
-	provs, err := a.store.ListProviders(ctx)
+	// Everything the decision reads comes from one snapshot: read one by
+	// one, a job could look unserved because the worker that just took it
+	// (and drained, being ephemeral) is read after the queue.
+	var provs []store.Provider
+	var ready []db.ReadyJobsRow
+	var connected []store.Worker
+	live := map[string][]store.ProviderWorker{}
+	err := a.store.ReadSnapshot(ctx, func(st *store.Store) error {
+		var err error
+		if provs, err = st.ListProviders(ctx); err != nil {
+			return err
+		}
+		for _, p := range provs {
+			if live[p.Name], err = st.ProviderWorkers(ctx, p.Name); err != nil {
+				return err
+			}
+		}
+		if ready, err = st.Q.ReadyJobs(ctx, db.ReadyJobsParams{Now: now, MaxRows: 1000}); err != nil {
+			return err
+		}
+		connected, err = st.WorkerLoad(ctx)
+		return err
+	})
 	if err != nil {
 		return 0, err
 	}
 	next := time.Hour
-	live := map[string][]store.ProviderWorker{}
 	for _, p := range provs {
-		ws, err := a.store.ProviderWorkers(ctx, p.Name)
-		if err != nil {
-			return 0, err
-		}
-		live[p.Name] = ws
-		if d, err := a.scaleDown(ctx, p, ws, now); err != nil {
+		if d, err := a.scaleDown(ctx, p, live[p.Name], now); err != nil {
 			return 0, err
 		} else {
 			next = min(next, d)
 		}
 	}
-	needs, err := a.demand(ctx, now, live)
-	if err != nil {
-		return 0, err
-	}
+	needs := demand(ready, connected, live)
 	// A job in retry backoff becomes demand when its run_at comes.
 	if at, err := a.store.Q.NextRunAt(ctx, now); err != nil {
 		return 0, err
@@ -273,14 +286,9 @@ func (a *Autoscaler) pass(ctx context.Context) (time.Duration, error) {
 
 // demand returns the ready jobs no connected worker has room for, minus
 // what starting workers will take, grouped by what they need.
-func (a *Autoscaler) demand(ctx context.Context, now time.Time, live map[string][]store.ProviderWorker) ([]need, error) {
-	rows, err := a.store.Q.ReadyJobs(ctx, db.ReadyJobsParams{Now: now, MaxRows: 1000})
-	if err != nil || len(rows) == 0 {
-		return nil, err
-	}
-	workers, err := a.store.WorkerLoad(ctx)
-	if err != nil {
-		return nil, err
+func demand(rows []db.ReadyJobsRow, workers []store.Worker, live map[string][]store.ProviderWorker) []need {
+	if len(rows) == 0 {
+		return nil
 	}
 	free := make([]int, len(workers))
 	for i, w := range workers {
@@ -328,7 +336,7 @@ rows:
 	for _, k := range order {
 		out = append(out, *byKey[k])
 	}
-	return out, nil
+	return out
 }
 
 // provision starts up to k workers of provider p for need n and returns

@@ -151,3 +151,12 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 
 // IsNoRows reports whether err means "no such row".
 func IsNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
+
+// ReadSnapshot runs fn with a store whose queries all read one snapshot
+// (a read-only, repeatable-read transaction).
+func (s *Store) ReadSnapshot(ctx context.Context, fn func(st *Store) error) error {
+	return pgx.BeginTxFunc(ctx, s.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		snap := &Store{Pool: s.Pool, Q: db.New(tx), log: s.log, now: s.now, logCap: s.logCap}
+		return fn(snap)
+	})
+}
