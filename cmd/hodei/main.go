@@ -21,14 +21,15 @@ Platform:
   hodei dev [--listen ADDR] [--data-dir DIR]   server + embedded PostgreSQL + local workers
   hodei server [--listen ADDR]                 server on HODEI_DATABASE_URL
   hodei agent --server ADDR                    worker agent (token in HODEI_BOOTSTRAP_TOKEN)
-  hodei bench startup|events                   benchmarks (final line: result name=...)
+  hodei bench startup|events|dispatch|throughput|logs|provision
+                                               benchmarks (final line: result name=...)
   hodei version
 
 Jobs (talk to --server, default $HODEI_SERVER or 127.0.0.1:7070):
   hodei run [flags] -- CMD [ARGS...]
   hodei job submit|get|list|cancel|retry|logs|watch|explain ...
   hodei events tail [--type T] [--aggregate KIND:ID]
-  hodei provider list
+  hodei provider list|get|enable|disable|set ...
 `
 
 func main() {
