@@ -131,12 +131,7 @@ func TestDockerAutoscaleImageX(t *testing.T) {
 	if !strings.Contains(out.String(), "hodei-test-x") {
 		t.Fatalf("job output %q does not show image X", out.String())
 	}
-	for containers(t, install) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d containers left after the idle timeout", containers(t, install))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	eventually(t, time.Until(deadline), "every container removed after the idle timeout", func() bool { return containers(t, install) == 0 })
 	t.Logf("peak %d containers; all removed after the idle timeout", peak)
 }
 
@@ -165,13 +160,7 @@ func TestDockerOrphansRemovedAfterServerKill(t *testing.T) {
 		}
 		return n
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for running() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("jobs did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually(t, 60*time.Second, "both jobs running", func() bool { return running() == 2 })
 	if n := containers(t, install); n != 2 {
 		t.Fatalf("%d containers, want 2", n)
 	}
@@ -179,12 +168,7 @@ func TestDockerOrphansRemovedAfterServerKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	startServerOn(t, dbURL, freeAddr(t), args...)
-	for containers(t, install) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d orphan containers remain", containers(t, install))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	eventually(t, 60*time.Second, "no orphan container left", func() bool { return containers(t, install) == 0 })
 }
 
 // socketProxy forwards connections on a unix socket to the Docker
@@ -257,12 +241,7 @@ func TestDockerProviderHealth(t *testing.T) {
 		return h
 	}
 	start := time.Now()
-	for healthy() {
-		if time.Since(start) > 10*interval {
-			t.Fatal("provider still healthy with the engine gone")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually(t, 3*interval, "provider marked unhealthy within a check interval (plus start-up)", func() bool { return !healthy() })
 	t.Logf("unhealthy %s after the engine went away (interval %s)", time.Since(start).Round(time.Millisecond), interval)
 	id := submit(t, c, &hodeiv1.JobSpec{Image: "hodei-test-x:dev", Command: []string{"true"}})
 	r, err := c.ExplainJob(context.Background(), connect.NewRequest(&hodeiv1.ExplainJobRequest{Id: id}))

@@ -297,12 +297,7 @@ func TestAutoscalerStaysWithinMaxWorkersAndScalesDown(t *testing.T) {
 	if peak > 4 || peak == 0 {
 		t.Fatalf("peak live workers %d, want 1..4", peak)
 	}
-	for live() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d workers still live after the idle timeout", live())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually(t, time.Until(deadline), "every worker stopped after the idle timeout", func() bool { return live() == 0 })
 	t.Logf("peak %d workers; all scaled down", peak)
 }
 
@@ -335,18 +330,11 @@ func TestEphemeralWorkersTakeOneJobEach(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	eventually(t, 30*time.Second, "every ephemeral worker gone", func() bool {
 		var live int
 		if err := st.Pool.QueryRow(context.Background(), "SELECT count(*) FROM workers WHERE state <> 'terminated'").Scan(&live); err != nil {
 			t.Fatal(err)
 		}
-		if live == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d ephemeral workers still live", live)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return live == 0
+	})
 }

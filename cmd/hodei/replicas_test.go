@@ -111,13 +111,7 @@ func TestReplicasSurviveAServerKill(t *testing.T) {
 		}
 		return n
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for count("SELECT count(*) FROM jobs WHERE state = 'succeeded'") < jobs/4 {
-		if time.Now().After(deadline) {
-			t.Fatal("jobs are not running")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	eventually(t, 60*time.Second, "a quarter of the jobs done", func() bool { return count("SELECT count(*) FROM jobs WHERE state = 'succeeded'") >= jobs/4 })
 	t.Logf("%s: %d jobs succeeded; killing server %s", time.Now().Format("15:04:05.000"), count("SELECT count(*) FROM jobs WHERE state = 'succeeded'"), servers[0].addr)
 	if err := servers[0].cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -125,13 +119,7 @@ func TestReplicasSurviveAServerKill(t *testing.T) {
 	wg.Wait()
 	close(ids)
 	t.Logf("%s: all %d jobs submitted", time.Now().Format("15:04:05.000"), jobs)
-	deadline = time.Now().Add(120 * time.Second)
-	for count("SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL") < jobs {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d jobs finished", count("SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL"), jobs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually(t, 120*time.Second, "every job finished", func() bool { return count("SELECT count(*) FROM jobs WHERE finished_at IS NOT NULL") == jobs })
 	t.Logf("%s: all %d jobs finished", time.Now().Format("15:04:05.000"), jobs)
 	if n := count("SELECT count(*) FROM jobs WHERE state = 'succeeded'"); n != jobs {
 		t.Errorf("%d of %d jobs succeeded", n, jobs)
