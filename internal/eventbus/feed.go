@@ -82,6 +82,7 @@ func (b *Bus) runFeed(ctx context.Context) error {
 		}
 		failing = 0
 		if len(events) > 0 {
+			b.cfg.Metrics.publishedEvents(events)
 			c = cursorOf(events[len(events)-1])
 			f.mu.Lock()
 			f.events = append(f.events, events...)

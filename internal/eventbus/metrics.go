@@ -20,7 +20,7 @@ type Metrics struct {
 // NewMetrics creates the series and registers them with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		published:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_events_published_total", Help: "Events published, by type."}, []string{"type"}),
+		published:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_events_published_total", Help: "Events committed to the log, by type, as this process's feed read them (every replica counts every event: use max across replicas)."}, []string{"type"}),
 		delivered:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_events_delivered_total", Help: "Events handled successfully, by subscriber and type."}, []string{"subscriber", "type"}),
 		failures:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_event_handler_failures_total", Help: "Handler calls that returned an error."}, []string{"subscriber", "type"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_events_dead_lettered_total", Help: "Events parked after MaxAttempts failures."}, []string{"subscriber", "type"}),
@@ -33,9 +33,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// Published counts events published by a committed transaction. Callers
-// count after commit, so rolled-back events are not counted.
-func (m *Metrics) Published(events []Event) {
+// published counts committed events (the feed calls it for what it reads,
+// so rolled-back events are never counted).
+func (m *Metrics) publishedEvents(events []Event) {
 	if m == nil {
 		return
 	}
