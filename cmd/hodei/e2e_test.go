@@ -259,3 +259,35 @@ func TestFollowLogsOnAnotherReplica(t *testing.T) {
 		t.Fatalf("via the other replica: stdout=%q stderr=%q code=%d", r.stdout, r.stderr, r.code)
 	}
 }
+
+// TestRunCtrlCCancelsTheJob: Ctrl-C on `hodei run` cancels the job it
+// submitted and exits 130.
+func TestRunCtrlCCancelsTheJob(t *testing.T) {
+	t.Parallel()
+	p := startServer(t)
+	cmd := exec.Command(hodeiBin, "run", "--", "sleep", "30")
+	cmd.Env = append(os.Environ(), "HODEI_SERVER="+p.addr)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(context.Background(), p.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	state := func() string {
+		var s string
+		_ = conn.QueryRow(context.Background(), "SELECT state FROM jobs LIMIT 1").Scan(&s)
+		return s
+	}
+	eventually(t, 30*time.Second, "job running", func() bool { return state() == "running" })
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("hodei run after Ctrl-C: %v, want exit 130", err)
+	}
+	eventually(t, 10*time.Second, "job cancelled", func() bool { return state() == "cancelled" })
+}
