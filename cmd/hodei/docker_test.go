@@ -264,3 +264,30 @@ func TestDockerProviderHealth(t *testing.T) {
 		t.Fatalf("%d ProviderRecovered events, want 1", recovered)
 	}
 }
+
+// TestDockerWorkerGetsTheJobsResources: a worker started for a job with
+// resources runs with those CPU and memory limits.
+func TestDockerWorkerGetsTheJobsResources(t *testing.T) {
+	needDocker(t)
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	_, install := installID(t, dbURL)
+	c := inProcessWith(t, platformConfig{databaseURL: dbURL, idleTimeout: time.Minute,
+		docker: dockerConfig{maxWorkers: 1, image: "hodei-worker:dev", binary: hodeiBin}})
+	id := submit(t, c, &hodeiv1.JobSpec{Image: "hodei-test-x:dev", Command: []string{"true"},
+		Resources: &hodeiv1.Resources{CpuMillis: 500, MemoryMib: 64}})
+	if j := waitJob(t, c, id, 60*time.Second, isFinal); j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job: %v %s", j.State, j.Message)
+	}
+	out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=dev.hodei.install-id="+install).Output()
+	if err != nil || len(strings.Fields(string(out))) != 1 {
+		t.Fatalf("containers: %q %v, want one", out, err)
+	}
+	limits, err := exec.Command("docker", "inspect", "--format", "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}", strings.TrimSpace(string(out))).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.TrimSpace(string(limits)), fmt.Sprintf("%d %d", 500_000_000, 64<<20); got != want {
+		t.Fatalf("container limits %q, want %q (NanoCpus Memory)", got, want)
+	}
+}

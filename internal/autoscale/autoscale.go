@@ -192,7 +192,10 @@ func (a *Autoscaler) Kick() {
 type need struct {
 	image  string
 	labels map[string]string
-	jobs   []string
+	// cpuMillis and memoryMiB are the jobs' resources: the limits of the
+	// workers started for them, where the provider enforces limits.
+	cpuMillis, memoryMiB int64
+	jobs                 []string
 }
 
 // pass scales up and down once and returns when it wants to look again
@@ -325,9 +328,9 @@ rows:
 				continue rows
 			}
 		}
-		key := r.Image + "\x00" + string(r.Labels)
+		key := fmt.Sprintf("%s\x00%s\x00%d\x00%d", r.Image, r.Labels, r.CpuMillis, r.MemoryMib)
 		if byKey[key] == nil {
-			byKey[key] = &need{image: r.Image, labels: labels}
+			byKey[key] = &need{image: r.Image, labels: labels, cpuMillis: r.CpuMillis, memoryMiB: r.MemoryMib}
 			order = append(order, key)
 		}
 		byKey[key].jobs = append(byKey[key].jobs, r.JobID.String())
@@ -354,7 +357,8 @@ func (a *Autoscaler) provision(ctx context.Context, impl provider.Provider, p st
 			return started
 		}
 		t0 := time.Now()
-		h, err := impl.Provision(ctx, id, token, provider.Spec{Image: n.image, Labels: p.Labels, Ephemeral: p.Ephemeral})
+		h, err := impl.Provision(ctx, id, token, provider.Spec{Image: n.image, Labels: p.Labels, Ephemeral: p.Ephemeral,
+			CPUMillis: n.cpuMillis, MemoryMiB: n.memoryMiB})
 		if err != nil {
 			a.m.provisionFailed(p.Name)
 			a.log.Error("provision worker", "provider", p.Name, "worker_id", id, "err", err)

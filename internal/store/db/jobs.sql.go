@@ -795,7 +795,7 @@ func (q *Queries) OverdueAttempts(ctx context.Context, arg OverdueAttemptsParams
 }
 
 const readyJobs = `-- name: ReadyJobs :many
-SELECT job_id, image, labels FROM job_queue WHERE run_at <= $1 ORDER BY priority DESC, seq LIMIT $2
+SELECT job_id, image, labels, cpu_millis, memory_mib FROM job_queue WHERE run_at <= $1 ORDER BY priority DESC, seq LIMIT $2
 `
 
 type ReadyJobsParams struct {
@@ -804,9 +804,11 @@ type ReadyJobsParams struct {
 }
 
 type ReadyJobsRow struct {
-	JobID  uuid.UUID
-	Image  string
-	Labels []byte
+	JobID     uuid.UUID
+	Image     string
+	Labels    []byte
+	CpuMillis int64
+	MemoryMib int64
 }
 
 // Ready queued jobs in dispatch order, for demand and explanations.
@@ -819,7 +821,13 @@ func (q *Queries) ReadyJobs(ctx context.Context, arg ReadyJobsParams) ([]ReadyJo
 	var items []ReadyJobsRow
 	for rows.Next() {
 		var i ReadyJobsRow
-		if err := rows.Scan(&i.JobID, &i.Image, &i.Labels); err != nil {
+		if err := rows.Scan(
+			&i.JobID,
+			&i.Image,
+			&i.Labels,
+			&i.CpuMillis,
+			&i.MemoryMib,
+		); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

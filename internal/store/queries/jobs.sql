@@ -113,7 +113,7 @@ WHERE a.finished_at IS NULL AND a.started_at IS NOT NULL
 
 -- name: ReadyJobs :many
 -- Ready queued jobs in dispatch order, for demand and explanations.
-SELECT job_id, image, labels FROM job_queue WHERE run_at <= @now ORDER BY priority DESC, seq LIMIT @max_rows;
+SELECT job_id, image, labels, cpu_millis, memory_mib FROM job_queue WHERE run_at <= @now ORDER BY priority DESC, seq LIMIT @max_rows;
 
 -- name: CountActiveJobs :many
 -- Jobs in each non-final state.
