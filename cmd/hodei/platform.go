@@ -277,6 +277,8 @@ func runAgent(ctx context.Context, args []string) int {
 	grace := fs.Duration("grace", 10*time.Second, "SIGTERM to SIGKILL grace for cancelled jobs")
 	hard := fs.Duration("hard-timeout", 0, "on SIGTERM, when everything is killed and the agent exits 1 (default drain-timeout + grace + 10s)")
 	maxJobs := fs.Int("max-jobs", 0, "retire (exit 0) after running this many jobs; 0: no limit (ephemeral workers use 1)")
+	cpu := fs.Int64("cpu-millis", 0, "the most CPU one job may use here, in millicores (0: not stated)")
+	mem := fs.Int64("memory-mib", 0, "the most memory one job may use here, in MiB (0: not stated)")
 	var labels kvFlag
 	fs.Var(&labels, "label", "worker label K=V (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -287,7 +289,7 @@ func runAgent(ctx context.Context, args []string) int {
 	flush, _ := time.ParseDuration(os.Getenv("HODEI_LOG_FLUSH_INTERVAL"))
 	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"),
 		Labels: labels, Slots: *slots, BatchLines: batch, FlushInterval: flush, Version: version, Logger: log, NoopExec: *noop,
-		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs})
+		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hodei:", err)
 		return 2

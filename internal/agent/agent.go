@@ -47,6 +47,9 @@ type Config struct {
 	NoopExec bool
 	// OnRunJob, if set, is called when a RunJob arrives (benchmarks).
 	OnRunJob func(jobID string)
+	// CPUMillis and MemoryMiB are the most one job may use here (0: not
+	// stated); the server gives bigger jobs to other workers.
+	CPUMillis, MemoryMiB int64
 	// MaxJobs > 0 retires the agent after it started that many attempts:
 	// it asks for no more work, finishes what it has, and exits 0
 	// (ephemeral workers: --max-jobs 1).
@@ -229,7 +232,7 @@ func (a *Agent) enroll(ctx context.Context, hc *http.Client) error {
 	for _, s := range a.cfg.Servers {
 		c := hodeiv1connect.NewWorkerServiceClient(hc, baseURL(s), connect.WithGRPC())
 		resp, err := c.Enroll(ctx, connect.NewRequest(&hodeiv1.EnrollRequest{BootstrapToken: a.cfg.BootstrapToken, Hostname: host,
-			Version: a.cfg.Version, Labels: a.cfg.Labels, Slots: int32(a.cfg.Slots)}))
+			Version: a.cfg.Version, Labels: a.cfg.Labels, Slots: int32(a.cfg.Slots), CpuMillis: a.cfg.CPUMillis, MemoryMib: a.cfg.MemoryMiB}))
 		if err != nil {
 			lastErr = err
 			continue

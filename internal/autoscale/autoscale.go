@@ -317,7 +317,7 @@ rows:
 		var labels map[string]string
 		_ = json.Unmarshal(r.Labels, &labels)
 		for i, w := range workers {
-			if free[i] > 0 && job.MatchedBy(r.Image, labels, w.Image, w.Labels) {
+			if free[i] > 0 && job.MatchedBy(r.Image, labels, w.Image, w.Labels) && job.Fits(r.CpuMillis, r.MemoryMib, w.CPUMillis, w.MemoryMiB) {
 				free[i]--
 				continue rows
 			}

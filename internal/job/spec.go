@@ -300,3 +300,9 @@ func MatchedBy(needImage string, needLabels map[string]string, image string, lab
 	}
 	return true
 }
+
+// Fits reports whether a job needing cpuMillis and memoryMiB fits a worker
+// that allows up to maxCPU and maxMemory per job (0: no stated limit).
+func Fits(cpuMillis, memoryMiB, maxCPU, maxMemory int64) bool {
+	return (maxCPU == 0 || cpuMillis <= maxCPU) && (maxMemory == 0 || memoryMiB <= maxMemory)
+}

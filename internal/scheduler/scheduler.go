@@ -172,9 +172,8 @@ func (d *Dispatcher) pass(ctx context.Context, trigger string) (time.Time, error
 // claimed.
 func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 	type group struct {
-		labels map[string]string
-		image  string
-		free   []server.Slot
+		like store.WorkerMatch
+		free []server.Slot
 	}
 	groups := map[string]*group{}
 	var order []string
@@ -185,9 +184,10 @@ func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 		if sick {
 			continue // its provider is unhealthy: its workers wait
 		}
-		key := labelKey(slot.Worker.Labels) + "\x00" + slot.Worker.Image
+		w := slot.Worker
+		key := fmt.Sprintf("%s\x00%s\x00%d\x00%d", labelKey(w.Labels), w.Image, w.CPUMillis, w.MemoryMiB)
 		if groups[key] == nil {
-			groups[key] = &group{labels: slot.Worker.Labels, image: slot.Worker.Image}
+			groups[key] = &group{like: w}
 			order = append(order, key)
 		}
 		groups[key].free = append(groups[key].free, slot)
@@ -206,7 +206,7 @@ func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 				}
 			}
 		}
-		as, err := d.store.ClaimSlots(ctx, g.labels, g.image, slots)
+		as, err := d.store.ClaimSlots(ctx, g.like, slots)
 		if err != nil {
 			return claimed, err
 		}

@@ -67,6 +67,11 @@ func (s *Server) explain(ctx context.Context, j job.Job) ([]string, error) {
 	}
 	var matching []store.Worker
 	for _, w := range workers {
+		if job.MatchedBy(j.Spec.Image, j.Spec.Labels, w.Image, w.Labels) && !job.Fits(j.Spec.CPUMillis, j.Spec.MemoryMiB, w.CPUMillis, w.MemoryMiB) {
+			reasons = append(reasons, fmt.Sprintf("worker %s matches, but allows %s per job and the job needs %s",
+				w.ID, limits(w.CPUMillis, w.MemoryMiB), limits(j.Spec.CPUMillis, j.Spec.MemoryMiB)))
+			continue
+		}
 		if job.MatchedBy(j.Spec.Image, j.Spec.Labels, w.Image, w.Labels) {
 			if p, ok := healthy[w.Provider]; ok && !p.Healthy {
 				reasons = append(reasons, fmt.Sprintf("worker %s matches, but its provider %s is unhealthy since %s: %s",
@@ -118,6 +123,17 @@ func (s *Server) explain(ctx context.Context, j job.Job) ([]string, error) {
 		}
 	}
 	return reasons, nil
+}
+
+func limits(cpu, mem int64) string {
+	c, m := "any CPU", "any memory"
+	if cpu > 0 {
+		c = fmt.Sprintf("%dm CPU", cpu)
+	}
+	if mem > 0 {
+		m = fmt.Sprintf("%d MiB", mem)
+	}
+	return c + " and " + m
 }
 
 // missingLabels lists the required labels that no worker has at all.

@@ -51,7 +51,8 @@ func (r *Registry) Free() []Slot {
 		draining := c.draining
 		c.mu.Unlock()
 		if free > 0 && !draining {
-			out = append(out, Slot{Worker: store.WorkerMatch{ID: c.id, Labels: c.labels, Image: c.image, Provider: c.provider}, Free: free})
+			out = append(out, Slot{Worker: store.WorkerMatch{ID: c.id, Labels: c.labels, Image: c.image, Provider: c.provider,
+				CPUMillis: c.cpuMillis, MemoryMiB: c.memoryMiB}, Free: free})
 		}
 	}
 	return out
@@ -131,11 +132,12 @@ func (r *Registry) all() []*workerConn {
 
 // workerConn is one worker's open stream.
 type workerConn struct {
-	id       string
-	provider string
-	labels   map[string]string
-	image    string
-	slots    int
+	id                   string
+	provider             string
+	cpuMillis, memoryMiB int64
+	labels               map[string]string
+	image                string
+	slots                int
 
 	out    chan *hodeiv1.ConnectResponse
 	cancel context.CancelFunc

@@ -20,7 +20,7 @@ type workerService struct{ s *Server }
 
 func (h workerService) Enroll(ctx context.Context, req *connect.Request[hodeiv1.EnrollRequest]) (*connect.Response[hodeiv1.EnrollResponse], error) {
 	m := req.Msg
-	w, cred, err := h.s.store.Enroll(ctx, m.BootstrapToken, m.Hostname, m.Version, m.Labels, int(m.Slots))
+	w, cred, err := h.s.store.Enroll(ctx, m.BootstrapToken, m.Hostname, m.Version, m.Labels, int(m.Slots), m.CpuMillis, m.MemoryMib)
 	if err != nil {
 		return nil, connectError(err)
 	}
@@ -50,7 +50,7 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c := &workerConn{id: w.ID, provider: w.Provider, labels: w.Labels, image: w.Image, slots: w.Slots, out: make(chan *hodeiv1.ConnectResponse, 256),
+	c := &workerConn{id: w.ID, provider: w.Provider, cpuMillis: w.CPUMillis, memoryMiB: w.MemoryMiB, labels: w.Labels, image: w.Image, slots: w.Slots, out: make(chan *hodeiv1.ConnectResponse, 256),
 		cancel: cancel, done: make(chan struct{}), running: map[int64]string{}, lastSeen: time.Now()}
 	defer close(c.done)
 	log := s.log.With("worker_id", w.ID)

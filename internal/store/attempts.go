@@ -36,6 +36,8 @@ type WorkerMatch struct {
 	Labels   map[string]string
 	Image    string
 	Provider string
+	// CPUMillis and MemoryMiB: the most one job may use (0: not stated).
+	CPUMillis, MemoryMiB int64
 }
 
 // Claim takes up to n ready jobs the worker can run (priority, then FIFO),
@@ -46,14 +48,14 @@ func (s *Store) Claim(ctx context.Context, w WorkerMatch, n int) ([]Assignment, 
 	for i := range slots {
 		slots[i] = w.ID
 	}
-	return s.ClaimSlots(ctx, w.Labels, w.Image, slots)
+	return s.ClaimSlots(ctx, w, slots)
 }
 
 // ClaimSlots claims jobs for a list of free slots (a worker id per slot,
-// in the order jobs should go to them) of workers that share labels and
-// image, in one statement and one transaction. Slots of workers that are
-// no longer connected get nothing.
-func (s *Store) ClaimSlots(ctx context.Context, labels map[string]string, image string, slots []string) ([]Assignment, error) {
+// in the order jobs should go to them) of workers that share labels,
+// image and per-job limits (given by like), in one statement and one
+// transaction. Slots of workers that are no longer connected get nothing.
+func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string) ([]Assignment, error) {
 	ids := make([]uuid.UUID, len(slots))
 	for i, id := range slots {
 		u, err := uuid.Parse(id)
@@ -62,11 +64,12 @@ func (s *Store) ClaimSlots(ctx context.Context, labels map[string]string, image 
 		}
 		ids[i] = u
 	}
-	l, _ := json.Marshal(nonNil(labels))
+	l, _ := json.Marshal(nonNil(like.Labels))
 	var out []Assignment
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
 		out = out[:0]
-		rows, err := db.New(tx).ClaimJobs(ctx, db.ClaimJobsParams{WorkerIds: ids, Now: s.now(), WorkerLabels: l, WorkerImage: image})
+		rows, err := db.New(tx).ClaimJobs(ctx, db.ClaimJobsParams{WorkerIds: ids, Now: s.now(), WorkerLabels: l, WorkerImage: like.Image,
+			WorkerCpuMillis: like.CPUMillis, WorkerMemoryMib: like.MemoryMiB})
 		if err != nil {
 			return err
 		}

@@ -263,7 +263,7 @@ func connectedWorker(t *testing.T, s *store.Store) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, cred, err := s.Enroll(ctx, token, "host", "test", nil, 1)
+	_, cred, err := s.Enroll(ctx, token, "host", "test", nil, 1, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,7 +374,7 @@ func TestClaimSlotsSpreadsJobsOverConnectedWorkers(t *testing.T) {
 	}
 	a, b := connectedWorker(t, s), connectedWorker(t, s)
 	gone, _, _ := s.NewWorker(ctx, "test", "", nil, time.Minute)
-	as, err := s.ClaimSlots(ctx, nil, "", []string{a, b, gone, a})
+	as, err := s.ClaimSlots(ctx, store.WorkerMatch{}, []string{a, b, gone, a})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,5 +391,32 @@ func TestClaimSlotsSpreadsJobsOverConnectedWorkers(t *testing.T) {
 	}
 	if queued != 2 {
 		t.Fatalf("%d jobs left in the queue, want 2", queued)
+	}
+}
+
+// TestClaimRespectsWorkerLimits: a job needing more CPU or memory than a
+// worker allows per job is not given to it.
+func TestClaimRespectsWorkerLimits(t *testing.T) {
+	t.Parallel()
+	s := storetest.Open(t)
+	ctx := context.Background()
+	big, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}, CPUMillis: 2000, MemoryMiB: 64}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}, CPUMillis: 500, MemoryMiB: 64}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := store.WorkerMatch{ID: connectedWorker(t, s), CPUMillis: 1000, MemoryMiB: 128}
+	as, err := s.Claim(ctx, w, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(as) != 1 || as[0].JobID != small.ID {
+		t.Fatalf("claimed %+v, want only the 500m job", as)
+	}
+	if as, err := s.Claim(ctx, store.WorkerMatch{ID: connectedWorker(t, s)}, 2); err != nil || len(as) != 1 || as[0].JobID != big.ID {
+		t.Fatalf("a worker without stated limits claimed %+v (%v), want the 2000m job", as, err)
 	}
 }

@@ -35,10 +35,13 @@ type Worker struct {
 	Handle    []byte
 	LastSeen  time.Time
 	Running   int // attempts running (WorkerLoad only)
+	// CPUMillis and MemoryMiB are the most one job may use (0: not stated).
+	CPUMillis, MemoryMiB int64
 }
 
 func workerFromRow(r db.Worker) Worker {
-	w := Worker{ID: r.ID.String(), Provider: r.Provider, State: r.State, Slots: int(r.Slots), Image: r.Image, ReplicaID: r.ReplicaID, Handle: r.Handle}
+	w := Worker{ID: r.ID.String(), Provider: r.Provider, State: r.State, Slots: int(r.Slots), Image: r.Image, ReplicaID: r.ReplicaID, Handle: r.Handle,
+		CPUMillis: r.CpuMillis, MemoryMiB: r.MemoryMib}
 	_ = json.Unmarshal(r.Labels, &w.Labels)
 	if r.LastSeen != nil {
 		w.LastSeen = *r.LastSeen
@@ -84,7 +87,7 @@ func (s *Store) WorkerProvisioned(ctx context.Context, id, provider, image strin
 
 // Enroll trades a bootstrap token for the worker's identity and a stream
 // credential (returned once, stored hashed).
-func (s *Store) Enroll(ctx context.Context, token, hostname, version string, labels map[string]string, slots int) (Worker, string, error) {
+func (s *Store) Enroll(ctx context.Context, token, hostname, version string, labels map[string]string, slots int, cpuMillis, memoryMiB int64) (Worker, string, error) {
 	now := s.now()
 	cred := randomToken()
 	l, _ := json.Marshal(nonNil(labels))
@@ -99,7 +102,7 @@ func (s *Store) Enroll(ctx context.Context, token, hostname, version string, lab
 			return err
 		}
 		row, err := q.EnrollWorker(ctx, db.EnrollWorkerParams{CredentialHash: hash(cred), Hostname: hostname, Version: version, Labels: l,
-			Slots: int32(max(slots, 1)), Now: now, ID: id})
+			Slots: int32(max(slots, 1)), CpuMillis: max(cpuMillis, 0), MemoryMib: max(memoryMiB, 0), Now: now, ID: id})
 		if err != nil {
 			return err
 		}
@@ -289,7 +292,8 @@ func (s *Store) WorkerLoad(ctx context.Context) ([]Worker, error) {
 	}
 	out := make([]Worker, len(rows))
 	for i, r := range rows {
-		out[i] = Worker{ID: r.ID.String(), Provider: r.Provider, State: "connected", Slots: int(r.Slots), Image: r.Image, Running: int(r.Running)}
+		out[i] = Worker{ID: r.ID.String(), Provider: r.Provider, State: "connected", Slots: int(r.Slots), Image: r.Image, Running: int(r.Running),
+			CPUMillis: r.CpuMillis, MemoryMiB: r.MemoryMib}
 		_ = json.Unmarshal(r.Labels, &out[i].Labels)
 	}
 	return out, nil

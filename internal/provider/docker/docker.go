@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"math"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -209,6 +210,13 @@ func (p *Provider) Provision(ctx context.Context, workerID, token string, spec p
 	cmd := append([]string{"agent", "--server", p.cfg.Server}, p.cfg.Args...)
 	if spec.Ephemeral {
 		cmd = append(cmd, "--max-jobs", "1")
+	}
+	// The agent states its limits, so that bigger jobs go elsewhere.
+	if res.CPUMillis > 0 {
+		cmd = append(cmd, "--cpu-millis", strconv.FormatInt(res.CPUMillis, 10))
+	}
+	if res.MemoryMiB > 0 {
+		cmd = append(cmd, "--memory-mib", strconv.FormatInt(res.MemoryMiB, 10))
 	}
 	opts := client.ContainerCreateOptions{
 		Image: image,

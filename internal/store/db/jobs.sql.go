@@ -26,6 +26,8 @@ WITH slots AS (
     WHERE q.run_at <= $2
       AND q.labels <@ $3::jsonb
       AND (q.image = '' OR q.image = $4::text)
+      AND ($5::bigint = 0 OR q.cpu_millis <= $5::bigint)
+      AND ($6::bigint = 0 OR q.memory_mib <= $6::bigint)
     ORDER BY q.priority DESC, q.seq
     LIMIT (SELECT count(*) FROM usable)
     FOR UPDATE SKIP LOCKED
@@ -50,10 +52,12 @@ ORDER BY r.priority DESC, r.seq
 `
 
 type ClaimJobsParams struct {
-	WorkerIds    []uuid.UUID
-	Now          time.Time
-	WorkerLabels []byte
-	WorkerImage  string
+	WorkerIds       []uuid.UUID
+	Now             time.Time
+	WorkerLabels    []byte
+	WorkerImage     string
+	WorkerCpuMillis int64
+	WorkerMemoryMib int64
 }
 
 type ClaimJobsRow struct {
@@ -77,6 +81,8 @@ func (q *Queries) ClaimJobs(ctx context.Context, arg ClaimJobsParams) ([]ClaimJo
 		arg.Now,
 		arg.WorkerLabels,
 		arg.WorkerImage,
+		arg.WorkerCpuMillis,
+		arg.WorkerMemoryMib,
 	)
 	if err != nil {
 		return nil, err

@@ -141,4 +141,6 @@ type Worker struct {
 	LastSeen       *time.Time
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+	CpuMillis      int64
+	MemoryMib      int64
 }

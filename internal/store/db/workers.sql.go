@@ -15,7 +15,7 @@ import (
 const connectWorker = `-- name: ConnectWorker :one
 UPDATE workers SET state = 'connected', replica_id = $1, last_seen = $2, updated_at = $2
 WHERE id = $3 AND credential_hash = $4 AND state <> 'terminated'
-RETURNING id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at
+RETURNING id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at, cpu_millis, memory_mib
 `
 
 type ConnectWorkerParams struct {
@@ -48,15 +48,17 @@ func (q *Queries) ConnectWorker(ctx context.Context, arg ConnectWorkerParams) (W
 		&i.LastSeen,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CpuMillis,
+		&i.MemoryMib,
 	)
 	return i, err
 }
 
 const enrollWorker = `-- name: EnrollWorker :one
 UPDATE workers SET credential_hash = $1, hostname = $2, version = $3,
-    labels = labels || $4::jsonb, slots = $5, updated_at = $6
-WHERE id = $7
-RETURNING id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at
+    labels = labels || $4::jsonb, slots = $5, cpu_millis = $6, memory_mib = $7, updated_at = $8
+WHERE id = $9
+RETURNING id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at, cpu_millis, memory_mib
 `
 
 type EnrollWorkerParams struct {
@@ -65,6 +67,8 @@ type EnrollWorkerParams struct {
 	Version        string
 	Labels         []byte
 	Slots          int32
+	CpuMillis      int64
+	MemoryMib      int64
 	Now            time.Time
 	ID             uuid.UUID
 }
@@ -76,6 +80,8 @@ func (q *Queries) EnrollWorker(ctx context.Context, arg EnrollWorkerParams) (Wor
 		arg.Version,
 		arg.Labels,
 		arg.Slots,
+		arg.CpuMillis,
+		arg.MemoryMib,
 		arg.Now,
 		arg.ID,
 	)
@@ -95,6 +101,8 @@ func (q *Queries) EnrollWorker(ctx context.Context, arg EnrollWorkerParams) (Wor
 		&i.LastSeen,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CpuMillis,
+		&i.MemoryMib,
 	)
 	return i, err
 }
@@ -126,7 +134,7 @@ func (q *Queries) ExpiredWorkers(ctx context.Context, cutoff *time.Time) ([]uuid
 }
 
 const getWorker = `-- name: GetWorker :one
-SELECT id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at FROM workers WHERE id = $1
+SELECT id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at, cpu_millis, memory_mib FROM workers WHERE id = $1
 `
 
 func (q *Queries) GetWorker(ctx context.Context, id uuid.UUID) (Worker, error) {
@@ -147,6 +155,8 @@ func (q *Queries) GetWorker(ctx context.Context, id uuid.UUID) (Worker, error) {
 		&i.LastSeen,
 		&i.CreatedAt,
 		&i.UpdatedAt,
+		&i.CpuMillis,
+		&i.MemoryMib,
 	)
 	return i, err
 }
@@ -195,7 +205,7 @@ func (q *Queries) InsertWorker(ctx context.Context, arg InsertWorkerParams) erro
 }
 
 const listWorkers = `-- name: ListWorkers :many
-SELECT id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at FROM workers WHERE ($1::text = '' OR provider = $1::text) ORDER BY created_at
+SELECT id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at, cpu_millis, memory_mib FROM workers WHERE ($1::text = '' OR provider = $1::text) ORDER BY created_at
 `
 
 func (q *Queries) ListWorkers(ctx context.Context, provider string) ([]Worker, error) {
@@ -222,6 +232,8 @@ func (q *Queries) ListWorkers(ctx context.Context, provider string) ([]Worker, e
 			&i.LastSeen,
 			&i.CreatedAt,
 			&i.UpdatedAt,
+			&i.CpuMillis,
+			&i.MemoryMib,
 		); err != nil {
 			return nil, err
 		}
@@ -322,18 +334,20 @@ func (q *Queries) UseBootstrapToken(ctx context.Context, arg UseBootstrapTokenPa
 }
 
 const workerLoad = `-- name: WorkerLoad :many
-SELECT w.id, w.provider, w.labels, w.image, w.slots,
+SELECT w.id, w.provider, w.labels, w.image, w.slots, w.cpu_millis, w.memory_mib,
        (SELECT count(*) FROM job_attempts a WHERE a.worker_id = w.id AND a.finished_at IS NULL)::integer AS running
 FROM workers w WHERE w.state = 'connected' ORDER BY w.created_at
 `
 
 type WorkerLoadRow struct {
-	ID       uuid.UUID
-	Provider string
-	Labels   []byte
-	Image    string
-	Slots    int32
-	Running  int32
+	ID        uuid.UUID
+	Provider  string
+	Labels    []byte
+	Image     string
+	Slots     int32
+	CpuMillis int64
+	MemoryMib int64
+	Running   int32
 }
 
 // Connected workers with the number of attempts they are running.
@@ -352,6 +366,8 @@ func (q *Queries) WorkerLoad(ctx context.Context) ([]WorkerLoadRow, error) {
 			&i.Labels,
 			&i.Image,
 			&i.Slots,
+			&i.CpuMillis,
+			&i.MemoryMib,
 			&i.Running,
 		); err != nil {
 			return nil, err

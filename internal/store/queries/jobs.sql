@@ -41,6 +41,8 @@ WITH slots AS (
     WHERE q.run_at <= @now
       AND q.labels <@ @worker_labels::jsonb
       AND (q.image = '' OR q.image = @worker_image::text)
+      AND (@worker_cpu_millis::bigint = 0 OR q.cpu_millis <= @worker_cpu_millis::bigint)
+      AND (@worker_memory_mib::bigint = 0 OR q.memory_mib <= @worker_memory_mib::bigint)
     ORDER BY q.priority DESC, q.seq
     LIMIT (SELECT count(*) FROM usable)
     FOR UPDATE SKIP LOCKED

@@ -12,7 +12,7 @@ RETURNING worker_id;
 
 -- name: EnrollWorker :one
 UPDATE workers SET credential_hash = @credential_hash, hostname = @hostname, version = @version,
-    labels = labels || @labels::jsonb, slots = @slots, updated_at = @now
+    labels = labels || @labels::jsonb, slots = @slots, cpu_millis = @cpu_millis, memory_mib = @memory_mib, updated_at = @now
 WHERE id = @id
 RETURNING *;
 
@@ -46,7 +46,7 @@ SELECT id FROM workers WHERE state IN ('connected', 'draining') AND last_seen < 
 
 -- name: WorkerLoad :many
 -- Connected workers with the number of attempts they are running.
-SELECT w.id, w.provider, w.labels, w.image, w.slots,
+SELECT w.id, w.provider, w.labels, w.image, w.slots, w.cpu_millis, w.memory_mib,
        (SELECT count(*) FROM job_attempts a WHERE a.worker_id = w.id AND a.finished_at IS NULL)::integer AS running
 FROM workers w WHERE w.state = 'connected' ORDER BY w.created_at;
 

@@ -89,8 +89,12 @@ type EnrollRequest struct {
 	Version        string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
 	Labels         map[string]string      `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Slots          int32                  `protobuf:"varint,5,opt,name=slots,proto3" json:"slots,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// cpu_millis and memory_mib: the most one job may use on this worker
+	// (0: not stated); bigger jobs go elsewhere.
+	CpuMillis     int64 `protobuf:"varint,6,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
+	MemoryMib     int64 `protobuf:"varint,7,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EnrollRequest) Reset() {
@@ -154,6 +158,20 @@ func (x *EnrollRequest) GetLabels() map[string]string {
 func (x *EnrollRequest) GetSlots() int32 {
 	if x != nil {
 		return x.Slots
+	}
+	return 0
+}
+
+func (x *EnrollRequest) GetCpuMillis() int64 {
+	if x != nil {
+		return x.CpuMillis
+	}
+	return 0
+}
+
+func (x *EnrollRequest) GetMemoryMib() int64 {
+	if x != nil {
+		return x.MemoryMib
 	}
 	return 0
 }
@@ -1336,6 +1354,8 @@ type Worker struct {
 	Image         string                 `protobuf:"bytes,6,opt,name=image,proto3" json:"image,omitempty"`
 	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
 	Version       string                 `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
+	CpuMillis     int64                  `protobuf:"varint,9,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
+	MemoryMib     int64                  `protobuf:"varint,10,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1426,17 +1446,35 @@ func (x *Worker) GetVersion() string {
 	return ""
 }
 
+func (x *Worker) GetCpuMillis() int64 {
+	if x != nil {
+		return x.CpuMillis
+	}
+	return 0
+}
+
+func (x *Worker) GetMemoryMib() int64 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
 var File_hodei_v1_worker_proto protoreflect.FileDescriptor
 
 const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x15hodei/v1/worker.proto\x12\bhodei.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hodei/v1/job.proto\"\xfc\x01\n" +
+	"\x15hodei/v1/worker.proto\x12\bhodei.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hodei/v1/job.proto\"\xba\x02\n" +
 	"\rEnrollRequest\x12'\n" +
 	"\x0fbootstrap_token\x18\x01 \x01(\tR\x0ebootstrapToken\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12;\n" +
 	"\x06labels\x18\x04 \x03(\v2#.hodei.v1.EnrollRequest.LabelsEntryR\x06labels\x12\x14\n" +
-	"\x05slots\x18\x05 \x01(\x05R\x05slots\x1a9\n" +
+	"\x05slots\x18\x05 \x01(\x05R\x05slots\x12\x1d\n" +
+	"\n" +
+	"cpu_millis\x18\x06 \x01(\x03R\tcpuMillis\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\a \x01(\x03R\tmemoryMib\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x01\n" +
@@ -1522,7 +1560,7 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\x05drain\x18\x03 \x01(\v2\x0f.hodei.v1.DrainH\x00R\x05drain\x126\n" +
 	"\bsettings\x18\x04 \x01(\v2\x18.hodei.v1.WorkerSettingsH\x00R\bsettings\x12!\n" +
 	"\x03ack\x18\x05 \x01(\v2\r.hodei.v1.AckH\x00R\x03ackB\x05\n" +
-	"\x03msg\"\xd1\x02\n" +
+	"\x03msg\"\x8f\x03\n" +
 	"\x06Worker\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12+\n" +
@@ -1531,7 +1569,12 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\x05slots\x18\x05 \x01(\x05R\x05slots\x12\x14\n" +
 	"\x05image\x18\x06 \x01(\tR\x05image\x127\n" +
 	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x18\n" +
-	"\aversion\x18\b \x01(\tR\aversion\x1a9\n" +
+	"\aversion\x18\b \x01(\tR\aversion\x12\x1d\n" +
+	"\n" +
+	"cpu_millis\x18\t \x01(\x03R\tcpuMillis\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\n" +
+	" \x01(\x03R\tmemoryMib\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xbd\x01\n" +
