@@ -86,19 +86,6 @@ func (a *agentProc) exit(t *testing.T, timeout time.Duration) int {
 	}
 }
 
-// eventually polls cond every 10 ms until it holds, or fails the test
-// after timeout.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func jobClient(addr string) hodeiv1connect.JobServiceClient {
 	return hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
 }
@@ -118,17 +105,12 @@ func getJob(c hodeiv1connect.JobServiceClient, id string) *hodeiv1.Job {
 // server restart).
 func pollJob(t *testing.T, c hodeiv1connect.JobServiceClient, id string, timeout time.Duration, what string, cond func(*hodeiv1.Job) bool) *hodeiv1.Job {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		j := getJob(c, id)
-		if j != nil && cond(j) {
-			return j
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s: not %s within %s; last: state=%v attempts=%v", id, what, timeout, j.GetState(), j.GetAttempts())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var j *hodeiv1.Job
+	eventually(t, timeout, "job "+id+" "+what, func() bool {
+		j = getJob(c, id)
+		return j != nil && cond(j)
+	})
+	return j
 }
 
 func isRunning(j *hodeiv1.Job) bool { return j.State == hodeiv1.JobState_JOB_STATE_RUNNING }
@@ -623,14 +605,10 @@ func TestRefusedWorkerExits(t *testing.T) {
 	defer st.Close()
 	agentCmd := startAgent(t, st, []string{addr}, 1)
 	var id string
-	deadline := time.Now().Add(30 * time.Second)
-	for id == "" {
+	eventually(t, 30*time.Second, "agent connected", func() bool {
 		_ = st.Pool.QueryRow(context.Background(), "SELECT id::text FROM workers WHERE state = 'connected'").Scan(&id)
-		if time.Now().After(deadline) {
-			t.Fatal("agent did not connect")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return id != ""
+	})
 	if err := a.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}

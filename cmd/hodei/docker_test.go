@@ -96,23 +96,18 @@ func TestDockerAutoscaleImageX(t *testing.T) {
 	peak := 0
 	deadline := time.Now().Add(90 * time.Second)
 	for _, id := range ids {
-		for {
+		eventually(t, time.Until(deadline), "job "+id+" done", func() bool {
 			peak = max(peak, containers(t, install))
 			r, err := c.GetJob(context.Background(), connect.NewRequest(&hodeiv1.GetJobRequest{Id: id}))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if j := r.Msg.Job; j.FinishedAt != nil {
-				if j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {
-					t.Fatalf("job %s: %v %s", id, j.State, j.Message)
-				}
-				break
+			j := r.Msg.Job
+			if j.FinishedAt != nil && j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {
+				t.Fatalf("job %s: %v %s", id, j.State, j.Message)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("job %s not done", id)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return j.FinishedAt != nil
+		})
 	}
 	if peak > 4 || peak == 0 {
 		t.Fatalf("peak containers %d, want 1..4", peak)

@@ -96,23 +96,20 @@ func startServerOn(t *testing.T, dbURL, addr string, args ...string) platform {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.Dial("tcp", p.addr)
-		if err == nil {
-			c.Close()
-			return p
-		}
+	eventually(t, 20*time.Second, "server listening on "+p.addr, func() bool {
 		select {
 		case <-done:
 			t.Fatalf("server exited:\n%s", logs.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server not listening after 20s:\n%s", logs.String())
+		c, err := net.Dial("tcp", p.addr)
+		if err != nil {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		c.Close()
+		return true
+	})
+	return p
 }
 
 type result struct {

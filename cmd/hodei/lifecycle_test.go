@@ -170,15 +170,13 @@ func processGone(pid int) bool {
 
 func waitFile(t *testing.T, path string) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if b, err := os.ReadFile(path); err == nil && strings.HasSuffix(string(b), "\n") {
-			return strings.TrimSpace(string(b))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("%s not written", path)
-	return ""
+	var b []byte
+	eventually(t, 30*time.Second, path+" written", func() bool {
+		var err error
+		b, err = os.ReadFile(path)
+		return err == nil && strings.HasSuffix(string(b), "\n")
+	})
+	return strings.TrimSpace(string(b))
 }
 
 func TestCancelStopsTheRunningProcess(t *testing.T) {
@@ -188,7 +186,6 @@ func TestCancelStopsTheRunningProcess(t *testing.T) {
 	pidFile := filepath.Join(dir, "pid")
 	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", "echo $$ > " + pidFile + "; exec sleep 600"}})
 	pid, _ := strconv.Atoi(waitFile(t, pidFile))
-	start := time.Now()
 	if _, err := c.CancelJob(context.Background(), connect.NewRequest(&hodeiv1.CancelJobRequest{Id: id})); err != nil {
 		t.Fatal(err)
 	}
@@ -196,12 +193,8 @@ func TestCancelStopsTheRunningProcess(t *testing.T) {
 	if j.State != hodeiv1.JobState_JOB_STATE_CANCELLED {
 		t.Fatalf("state=%v, want CANCELLED", j.State)
 	}
-	for !processGone(pid) {
-		if time.Since(start) > 10*time.Second { // the agent's grace period
-			t.Fatalf("process %d still running after cancel", pid)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	// Within the agent's grace period (10 s).
+	eventually(t, 10*time.Second, "the job's process gone", func() bool { return processGone(pid) })
 }
 
 // TestLostWorkerIsRetriedOnAnotherWorker kills the agent running a job
@@ -280,20 +273,14 @@ func TestAutoscalerStaysWithinMaxWorkersAndScalesDown(t *testing.T) {
 	}
 	peak := 0
 	deadline := time.Now().Add(60 * time.Second)
-	for {
+	eventually(t, time.Until(deadline), "every job succeeded", func() bool {
 		peak = max(peak, live())
 		var done int
 		if err := st.Pool.QueryRow(context.Background(), "SELECT count(*) FROM jobs WHERE state = 'succeeded'").Scan(&done); err != nil {
 			t.Fatal(err)
 		}
-		if done == len(ids) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d jobs succeeded", done, len(ids))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return done == len(ids)
+	})
 	if peak > 4 || peak == 0 {
 		t.Fatalf("peak live workers %d, want 1..4", peak)
 	}

@@ -24,13 +24,6 @@ import (
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
-// Workers is this replica's set of connected workers.
-type Workers interface {
-	Free() []server.Slot
-	Deliver(workerID string, as []store.Assignment) []store.Assignment
-	OnCapacity(func())
-}
-
 // Config configures the dispatcher.
 type Config struct {
 	// SafetySweep runs a pass this often without a wake-up; default 30s,
@@ -45,7 +38,7 @@ type Dispatcher struct {
 	cfg   Config
 	store *store.Store
 	bus   *eventbus.Bus
-	ws    Workers
+	ws    *server.Registry // this replica's connected workers
 	log   *slog.Logger
 	kick  chan struct{}
 
@@ -54,7 +47,7 @@ type Dispatcher struct {
 }
 
 // New returns a dispatcher.
-func New(cfg Config, st *store.Store, bus *eventbus.Bus, ws Workers) *Dispatcher {
+func New(cfg Config, st *store.Store, bus *eventbus.Bus, ws *server.Registry) *Dispatcher {
 	if cfg.SafetySweep == 0 {
 		cfg.SafetySweep = 30 * time.Second
 	}

@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -64,8 +63,6 @@ func stateFromProto(s hodeiv1.JobState) (job.State, bool) {
 	}
 	return "", false
 }
-
-func ts(t interface{ IsZero() bool }) bool { return !t.IsZero() }
 
 // specFromProto converts and validates nothing; job.Spec.Validate does.
 func specFromProto(p *hodeiv1.JobSpec) (job.Spec, error) {
@@ -149,8 +146,4 @@ func jobToProto(j job.Job) *hodeiv1.Job {
 		p.Attempts = append(p.Attempts, pa)
 	}
 	return p
-}
-
-func splitLabel(s string) (string, string, bool) {
-	return strings.Cut(s, "=")
 }

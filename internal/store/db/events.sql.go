@@ -367,36 +367,6 @@ func (q *Queries) ReadEvents(ctx context.Context, arg ReadEventsParams) ([]ReadE
 	return items, nil
 }
 
-const subscriberLag = `-- name: SubscriberLag :many
-SELECT c.subscriber, (SELECT count(*) FROM events e WHERE (e.xid, e.id) > (c.xid, c.event_id))::bigint AS lag
-FROM event_cursors c
-`
-
-type SubscriberLagRow struct {
-	Subscriber string
-	Lag        int64
-}
-
-func (q *Queries) SubscriberLag(ctx context.Context) ([]SubscriberLagRow, error) {
-	rows, err := q.db.Query(ctx, subscriberLag)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []SubscriberLagRow
-	for rows.Next() {
-		var i SubscriberLagRow
-		if err := rows.Scan(&i.Subscriber, &i.Lag); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const takeDeadLetter = `-- name: TakeDeadLetter :one
 UPDATE event_dead_letters SET replayed_at = $1 WHERE id = $2 AND replayed_at IS NULL
 RETURNING subscriber, event_id

@@ -75,10 +75,6 @@ DELETE FROM events WHERE id IN (
     LIMIT @max_rows
 );
 
--- name: SubscriberLag :many
-SELECT c.subscriber, (SELECT count(*) FROM events e WHERE (e.xid, e.id) > (c.xid, c.event_id))::bigint AS lag
-FROM event_cursors c;
-
 -- name: CountEventsAfter :one
 -- The number of events after a cursor: a subscriber's lag.
 SELECT count(*)::bigint AS lag FROM events
