@@ -153,7 +153,21 @@ func benchEvents(ctx context.Context, args []string) error {
 // benchDatabase starts an embedded PostgreSQL with default settings and
 // returns the URL of a migrated database on it.
 func benchDatabase(ctx context.Context) (string, func(), error) {
-	c, err := pgembed.Start(ctx, pgembed.Config{Logger: newLogger(io.Discard)})
+	cfg := pgembed.Config{Logger: newLogger(io.Discard)}
+	if benchPGStats {
+		cfg.Settings = map[string]string{"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
+	}
+	// HODEI_BENCH_PG_SETTINGS="k=v;k=v" adds server settings, for
+	// diagnostics (auto_explain, logging); results with it are not comparable.
+	for _, kv := range strings.Split(os.Getenv("HODEI_BENCH_PG_SETTINGS"), ";") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			if cfg.Settings == nil {
+				cfg.Settings = map[string]string{}
+			}
+			cfg.Settings[strings.TrimSpace(k)] = v
+		}
+	}
+	c, err := pgembed.Start(ctx, cfg)
 	if err != nil {
 		return "", nil, err
 	}
@@ -168,6 +182,13 @@ func benchDatabase(ctx context.Context) (string, func(), error) {
 		stop()
 		return "", nil, err
 	}
+	if benchPGStats {
+		if _, err := st.Pool.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"); err != nil {
+			st.Close()
+			stop()
+			return "", nil, err
+		}
+	}
 	st.Close()
 	return url, stop, nil
 }
@@ -180,7 +201,9 @@ func median(ds []time.Duration) time.Duration {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-var _ = os.Stdout
+// benchPGStats makes benchDatabase load pg_stat_statements, for the
+// diagnostics that `bench throughput --pgstats` prints.
+var benchPGStats bool
 
 func splitComma(s string) []string { return strings.Split(s, ",") }
 

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"runtime/pprof"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -166,6 +168,7 @@ func benchThroughput(ctx context.Context, args []string) error {
 	batch := fs.Int("batch", 100, "jobs per SubmitJobs call (1: SubmitJob one at a time)")
 	modes := fs.String("modes", "process,noop", "modes to run")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run here")
+	fs.BoolVar(&benchPGStats, "pgstats", false, "print to stderr the CPU used by PostgreSQL and by this process, and the costliest statements")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -208,6 +211,8 @@ func throughputOnce(ctx context.Context, noop bool, n, agents, slots, submitters
 	}
 	defer rig.stop()
 	spec := &hodeiv1.JobSpec{Command: []string{"true"}}
+	var cpuStart struct{ self, pg time.Duration }
+	cpuStart.self, cpuStart.pg = cpuTimes()
 	start := time.Now()
 	var g errgroup.Group
 	batch = max(batch, 1)
@@ -241,20 +246,73 @@ func throughputOnce(ctx context.Context, noop bool, n, agents, slots, submitters
 	}
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
-		var done int
-		if err := rig.store.Pool.QueryRow(ctx, "SELECT count(*) FROM jobs WHERE state = 'succeeded'").Scan(&done); err != nil {
+		// Counts the jobs not yet final (a partial index holds just
+		// those), every 20 ms: cheap next to the run it watches.
+		var left int
+		if err := rig.store.Pool.QueryRow(ctx, "SELECT count(*) FROM jobs WHERE state NOT IN ('succeeded', 'failed', 'cancelled', 'timed_out')").Scan(&left); err != nil {
 			return 0, err
 		}
-		if done >= n {
+		if left == 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("%d of %d jobs done", done, n)
+			return 0, fmt.Errorf("%d of %d jobs not done", left, n)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
-	rate := float64(n) / time.Since(start).Seconds()
+	elapsed := time.Since(start)
+	rate := float64(n) / elapsed.Seconds()
+	if benchPGStats {
+		printPGStats(ctx, rig, cpuStart, elapsed)
+	}
 	return rate, nil
+}
+
+// cpuTimes returns the CPU time used so far by this process (agents,
+// server and their reaped children) and by every live postgres process.
+func cpuTimes() (self, pg time.Duration) {
+	tick := func(stat string, children bool) time.Duration {
+		f := strings.Fields(stat[strings.LastIndexByte(stat, ')')+2:])
+		var t int64
+		for i, idx := range []int{11, 12, 13, 14} { // utime stime cutime cstime
+			if i >= 2 && !children {
+				break
+			}
+			v, _ := strconv.ParseInt(f[idx], 10, 64)
+			t += v
+		}
+		return time.Duration(t) * 10 * time.Millisecond // USER_HZ = 100
+	}
+	if b, err := os.ReadFile("/proc/self/stat"); err == nil {
+		self = tick(string(b), true)
+	}
+	ds, _ := os.ReadDir("/proc")
+	for _, d := range ds {
+		if b, err := os.ReadFile("/proc/" + d.Name() + "/stat"); err == nil && strings.Contains(string(b), "(postgres)") {
+			pg += tick(string(b), false)
+		}
+	}
+	return self, pg
+}
+
+func printPGStats(ctx context.Context, rig *benchRig, cpuStart struct{ self, pg time.Duration }, elapsed time.Duration) {
+	self, pg := cpuTimes()
+	fmt.Fprintf(os.Stderr, "cpu over %.1fs: hodei (server+agents+jobs) %.1fs, postgres %.1fs (2 cores = %.1fs)\n",
+		elapsed.Seconds(), (self - cpuStart.self).Seconds(), (pg - cpuStart.pg).Seconds(), 2*elapsed.Seconds())
+	rows, err := rig.store.Pool.Query(ctx, `SELECT calls, round(total_exec_time)::bigint, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15`)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pg_stat_statements:", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var calls, ms, nrows int64
+		var q string
+		if rows.Scan(&calls, &ms, &nrows, &q) == nil {
+			fmt.Fprintf(os.Stderr, "%8d calls %7d ms %8d rows  %s\n", calls, ms, nrows, q)
+		}
+	}
 }
 
 // forkExecRate runs n `true` processes with the given concurrency.

@@ -60,6 +60,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	} else if pcfg.MaxConns < 20 {
 		pcfg.MaxConns = 20
 	}
+	// Every execution is planned for its own parameters and the tables'
+	// current sizes. A cached generic plan is made once per connection,
+	// often while the tables are nearly empty, and then kept: a sequential
+	// scan chosen for 100 attempts was still used at 100,000.
+	if _, ok := pcfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !ok {
+		pcfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)

@@ -31,7 +31,7 @@ WITH input AS (
 INSERT INTO job_logs (job_id, attempt, seq, lines, bytes, data, created_at)
 SELECT a.job_id, a.number, i.seq, i.lines, i.bytes, i.data, $1
 FROM input i JOIN job_attempts a ON a.token = i.token JOIN jobs j ON j.id = a.job_id
-WHERE j.attempt = a.number
+WHERE a.token = ANY ($2::bigint[]) AND j.attempt = a.number
 ON CONFLICT DO NOTHING
 RETURNING job_id, attempt, seq
 `
@@ -192,7 +192,7 @@ func (q *Queries) ReadLogs(ctx context.Context, arg ReadLogsParams) ([]ReadLogsR
 const setLogBudget = `-- name: SetLogBudget :exec
 UPDATE jobs j SET log_bytes = u.log_bytes, log_truncated = u.log_truncated
 FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS log_bytes, unnest($3::boolean[]) AS log_truncated) u
-WHERE j.id = u.id
+WHERE j.id = ANY ($1::uuid[]) AND j.id = u.id
 `
 
 type SetLogBudgetParams struct {

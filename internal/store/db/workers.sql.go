@@ -278,7 +278,7 @@ func (q *Queries) SetWorkerState(ctx context.Context, arg SetWorkerStateParams) 
 const touchWorkers = `-- name: TouchWorkers :many
 UPDATE workers w SET last_seen = greatest(w.last_seen, u.seen)
 FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::timestamptz[]) AS seen) u
-WHERE w.id = u.id
+WHERE w.id = ANY ($1::uuid[]) AND w.id = u.id
 RETURNING w.id, w.state
 `
 

@@ -18,7 +18,7 @@ WITH input AS (
 INSERT INTO job_logs (job_id, attempt, seq, lines, bytes, data, created_at)
 SELECT a.job_id, a.number, i.seq, i.lines, i.bytes, i.data, @now
 FROM input i JOIN job_attempts a ON a.token = i.token JOIN jobs j ON j.id = a.job_id
-WHERE j.attempt = a.number
+WHERE a.token = ANY (@tokens::bigint[]) AND j.attempt = a.number
 ON CONFLICT DO NOTHING
 RETURNING job_id, attempt, seq;
 
@@ -33,7 +33,7 @@ FOR UPDATE OF j;
 -- name: SetLogBudget :exec
 UPDATE jobs j SET log_bytes = u.log_bytes, log_truncated = u.log_truncated
 FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@bytes::bigint[]) AS log_bytes, unnest(@truncated::boolean[]) AS log_truncated) u
-WHERE j.id = u.id;
+WHERE j.id = ANY (@ids::uuid[]) AND j.id = u.id;
 
 -- name: NotifyMany :exec
 SELECT pg_notify(@channel::text, p) FROM unnest(@payloads::text[]) AS p;

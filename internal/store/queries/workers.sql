@@ -33,7 +33,7 @@ UPDATE workers SET state = @state, updated_at = @now WHERE id = @id;
 -- expired them): their streams must be re-established.
 UPDATE workers w SET last_seen = greatest(w.last_seen, u.seen)
 FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@seen::timestamptz[]) AS seen) u
-WHERE w.id = u.id
+WHERE w.id = ANY (@ids::uuid[]) AND w.id = u.id
 RETURNING w.id, w.state;
 
 -- name: ListWorkers :many
