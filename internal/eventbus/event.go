@@ -74,38 +74,60 @@ func Types() []string {
 	return out
 }
 
-// Publish inserts the events in the caller's transaction (tx) and notifies
-// the bus; they become visible to subscribers when tx commits and vanish
-// if it rolls back. It returns the events' ids in order.
+// Publish inserts the events in the caller's transaction (tx); the insert
+// notifies the bus (a trigger on events, migration 0008). They become
+// visible to subscribers when tx commits and vanish if it rolls back. It
+// returns the events' ids in order.
 func Publish(ctx context.Context, tx db.DBTX, events ...Event) ([]int64, error) {
 	if len(events) == 0 {
 		return nil, nil
 	}
+	p, err := insertParams(events)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := db.New(tx).InsertEvents(ctx, db.InsertEventsParams(p))
+	if err != nil {
+		return nil, fmt.Errorf("publish: insert: %w", err)
+	}
+	return ids, nil
+}
+
+// Append is Publish for callers that do not need the ids: its one
+// statement reads nothing back, so tx may queue it in a batch that is sent
+// with the rest of the transaction's writes.
+func Append(ctx context.Context, tx db.DBTX, events ...Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	p, err := insertParams(events)
+	if err != nil {
+		return err
+	}
+	if err := db.New(tx).AppendEvents(ctx, p); err != nil {
+		return fmt.Errorf("publish: insert: %w", err)
+	}
+	return nil
+}
+
+func insertParams(events []Event) (db.AppendEventsParams, error) {
 	n := len(events)
-	p := db.InsertEventsParams{
+	p := db.AppendEventsParams{
 		Types: make([]string, n), AggregateKinds: make([]string, n), AggregateIds: make([]string, n),
 		CorrelationIds: make([]string, n), Payloads: make([][]byte, n),
 	}
 	for i, e := range events {
 		if e.Type == "" || e.Type != TypeOf(e.Payload) {
-			return nil, fmt.Errorf("publish: event %d: type %q does not match its payload", i, e.Type)
+			return p, fmt.Errorf("publish: event %d: type %q does not match its payload", i, e.Type)
 		}
 		b, err := proto.Marshal(e.Payload)
 		if err != nil {
-			return nil, fmt.Errorf("publish: marshal %s: %w", e.Type, err)
+			return p, fmt.Errorf("publish: marshal %s: %w", e.Type, err)
 		}
 		p.Types[i], p.AggregateKinds[i], p.AggregateIds[i] = e.Type, e.AggregateKind, e.AggregateID
 		p.CorrelationIds[i], p.Payloads[i] = e.CorrelationID, b
 	}
-	q := db.New(tx)
-	ids, err := q.InsertEvents(ctx, p)
-	if err != nil {
-		return nil, fmt.Errorf("publish: insert: %w", err)
-	}
-	if err := q.NotifyEvents(ctx, db.NotifyEventsParams{Channel: Channel, Payload: ""}); err != nil {
-		return nil, fmt.Errorf("publish: notify: %w", err)
-	}
-	return ids, nil
+	return p, nil
 }
 
 func decode(r db.ReadEventsRow) (Event, error) {

@@ -66,7 +66,7 @@ func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string
 	}
 	l, _ := json.Marshal(nonNil(like.Labels))
 	var out []Assignment
-	err := s.InTx(ctx, func(tx pgx.Tx) error {
+	err := s.inTxDeferred(ctx, func(tx pgx.Tx, later db.DBTX) error {
 		out = out[:0]
 		rows, err := db.New(tx).ClaimJobs(ctx, db.ClaimJobsParams{WorkerIds: ids, Now: s.now(), WorkerLabels: l, WorkerImage: like.Image,
 			WorkerCpuMillis: like.CPUMillis, WorkerMemoryMib: like.MemoryMiB})
@@ -85,8 +85,7 @@ func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string
 			out = append(out, a)
 			events = append(events, eventbus.New("job", a.JobID, &hodeiv1.JobAssigned{JobId: a.JobID, Attempt: int32(a.Attempt), WorkerId: a.WorkerID, FencingToken: a.Token}))
 		}
-		_, err = eventbus.Publish(ctx, tx, events...)
-		return err
+		return eventbus.Append(ctx, later, events...)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("claim jobs: %w", err)
@@ -619,9 +618,13 @@ func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOut
 			finishing[r.Token] = i
 		}
 	}
-	err := s.InTx(ctx, func(tx pgx.Tx) error {
+	err := s.inTxDeferred(ctx, func(tx pgx.Tx, later db.DBTX) error {
 		q := db.New(tx)
 		touched := map[string]bool{} // jobs with new output or a result
+		// Attempts ended by this batch, with their new state: their
+		// writes are deferred, so a later read in the batch would not
+		// see them yet.
+		seen := map[int64]job.State{}
 		// Starts first, together: a start only has to precede its own
 		// attempt's logs and result, which come after it in any case.
 		var starts []int
@@ -630,7 +633,7 @@ func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOut
 				starts = append(starts, i)
 			}
 		}
-		if err := s.startBatch(ctx, tx, q, reports, starts, out); err != nil {
+		if err := s.startBatch(ctx, q, later, reports, starts, out); err != nil {
 			return err
 		}
 		for i := 0; i < len(reports); {
@@ -672,7 +675,7 @@ func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOut
 						break
 					}
 				}
-				if err := s.finishBatch(ctx, tx, q, reports, idx, out, touched); err != nil {
+				if err := s.finishBatch(ctx, tx, q, later, reports, idx, out, touched, seen); err != nil {
 					return err
 				}
 				i = j
@@ -680,7 +683,7 @@ func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOut
 			}
 			i++
 		}
-		return notifyLogs(ctx, q, touched)
+		return notifyLogs(ctx, db.New(later), touched)
 	})
 	return out, err
 }
@@ -757,7 +760,7 @@ func (s *Store) ExpireSilentWorkers(ctx context.Context, cutoff time.Time) ([]st
 }
 
 // startBatch records the starts reports[idx...] with set-based writes.
-func (s *Store) startBatch(ctx context.Context, tx pgx.Tx, q *db.Queries, reports []Report, idx []int, out []ReportOutcome) error {
+func (s *Store) startBatch(ctx context.Context, q *db.Queries, later db.DBTX, reports []Report, idx []int, out []ReportOutcome) error {
 	if len(idx) == 0 {
 		return nil
 	}
@@ -796,20 +799,20 @@ func (s *Store) startBatch(ctx context.Context, tx pgx.Tx, q *db.Queries, report
 	if len(run) == 0 {
 		return nil
 	}
-	if err := q.MarkAttemptsRunning(ctx, db.MarkAttemptsRunningParams{Now: &now, Tokens: run}); err != nil {
+	w := db.New(later)
+	if err := w.MarkAttemptsRunning(ctx, db.MarkAttemptsRunningParams{Now: &now, Tokens: run}); err != nil {
 		return err
 	}
-	if err := q.MarkJobsRunning(ctx, db.MarkJobsRunningParams{Now: now, Ids: jobs}); err != nil {
+	if err := w.MarkJobsRunning(ctx, db.MarkJobsRunningParams{Now: now, Ids: jobs}); err != nil {
 		return err
 	}
-	_, err = eventbus.Publish(ctx, tx, events...)
-	return err
+	return eventbus.Append(ctx, later, events...)
 }
 
 // finishBatch applies the results reports[idx...] with set-based writes
 // (one lock query, one update of the attempts, one of the jobs, one event
 // insert), and those that schedule a retry one by one.
-func (s *Store) finishBatch(ctx context.Context, tx pgx.Tx, q *db.Queries, reports []Report, idx []int, out []ReportOutcome, touched map[string]bool) error {
+func (s *Store) finishBatch(ctx context.Context, tx pgx.Tx, q *db.Queries, later db.DBTX, reports []Report, idx []int, out []ReportOutcome, touched map[string]bool, seen map[int64]job.State) error {
 	tokens := make([]int64, len(idx))
 	for k, i := range idx {
 		tokens[k] = reports[i].Token
@@ -827,7 +830,6 @@ func (s *Store) finishBatch(ctx context.Context, tx pgx.Tx, q *db.Queries, repor
 	var fj db.FinishJobsParams
 	var events []eventbus.Event
 	var slow []int
-	seen := map[int64]job.State{} // attempts ended in this batch: their new state
 	for _, i := range idx {
 		r := *reports[i].Finish
 		a, ok := byToken[reports[i].Token]
@@ -889,13 +891,14 @@ func (s *Store) finishBatch(ctx context.Context, tx pgx.Tx, q *db.Queries, repor
 	}
 	if len(fa.Tokens) > 0 {
 		fa.Now, fj.Now = &now, now
-		if err := q.FinishAttempts(ctx, fa); err != nil {
+		w := db.New(later)
+		if err := w.FinishAttempts(ctx, fa); err != nil {
 			return fmt.Errorf("finish attempts: %w", err)
 		}
-		if err := q.FinishJobs(ctx, fj); err != nil {
+		if err := w.FinishJobs(ctx, fj); err != nil {
 			return fmt.Errorf("finish jobs: %w", err)
 		}
-		if _, err := eventbus.Publish(ctx, tx, events...); err != nil {
+		if err := eventbus.Append(ctx, later, events...); err != nil {
 			return err
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/hodei-dev/hodei/internal/store/db"
@@ -100,6 +101,51 @@ func (s *Store) Now() time.Time { return s.now() }
 func (s *Store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return pgx.BeginFunc(ctx, s.Pool, fn)
 }
+
+// inTxDeferred is InTx for transactions that end with writes whose results
+// nobody reads: fn runs its reads on tx and queues those writes on later;
+// they are sent together, in order, in one round trip before the commit,
+// instead of one round trip each. An error of any of them rolls back all.
+func (s *Store) inTxDeferred(ctx context.Context, fn func(tx pgx.Tx, later db.DBTX) error) error {
+	return s.InTx(ctx, func(tx pgx.Tx) error {
+		var d deferred
+		if err := fn(tx, &d); err != nil {
+			return err
+		}
+		if d.b.Len() == 0 {
+			return nil
+		}
+		br := tx.SendBatch(ctx, &d.b)
+		for i := 0; i < d.b.Len(); i++ {
+			if _, err := br.Exec(); err != nil {
+				br.Close() //nolint:errcheck
+				return fmt.Errorf("deferred write %d of %d: %w", i+1, d.b.Len(), err)
+			}
+		}
+		return br.Close()
+	})
+}
+
+// deferred is a db.DBTX that queues statements instead of running them.
+// Only statements without results may use it: a query fails at once.
+type deferred struct{ b pgx.Batch }
+
+var errDeferredRead = errors.New("store: a deferred statement cannot return rows")
+
+func (d *deferred) Exec(_ context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	d.b.Queue(sql, args...)
+	return pgconn.CommandTag{}, nil
+}
+
+func (d *deferred) Query(context.Context, string, ...any) (pgx.Rows, error) {
+	return nil, errDeferredRead
+}
+
+func (d *deferred) QueryRow(context.Context, string, ...any) pgx.Row { return errRow{} }
+
+type errRow struct{}
+
+func (errRow) Scan(...any) error { return errDeferredRead }
 
 // migrationLock is the advisory lock key that serialises migrations of
 // concurrently starting servers.

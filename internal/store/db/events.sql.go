@@ -26,6 +26,32 @@ func (q *Queries) AdvanceCursor(ctx context.Context, arg AdvanceCursorParams) er
 	return err
 }
 
+const appendEvents = `-- name: AppendEvents :exec
+INSERT INTO events (type, aggregate_kind, aggregate_id, correlation_id, payload)
+SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]),
+       unnest($4::text[]), unnest($5::bytea[])
+`
+
+type AppendEventsParams struct {
+	Types          []string
+	AggregateKinds []string
+	AggregateIds   []string
+	CorrelationIds []string
+	Payloads       [][]byte
+}
+
+// InsertEvents without the ids, so that it can be queued in a batch.
+func (q *Queries) AppendEvents(ctx context.Context, arg AppendEventsParams) error {
+	_, err := q.db.Exec(ctx, appendEvents,
+		arg.Types,
+		arg.AggregateKinds,
+		arg.AggregateIds,
+		arg.CorrelationIds,
+		arg.Payloads,
+	)
+	return err
+}
+
 const countEventsAfter = `-- name: CountEventsAfter :one
 SELECT count(*)::bigint AS lag FROM events
 WHERE (xid, id) > (CAST($1::text AS xid8), $2::bigint)
@@ -236,20 +262,6 @@ func (q *Queries) ListDeadLetters(ctx context.Context, arg ListDeadLettersParams
 		return nil, err
 	}
 	return items, nil
-}
-
-const notifyEvents = `-- name: NotifyEvents :exec
-SELECT pg_notify($1::text, $2::text)
-`
-
-type NotifyEventsParams struct {
-	Channel string
-	Payload string
-}
-
-func (q *Queries) NotifyEvents(ctx context.Context, arg NotifyEventsParams) error {
-	_, err := q.db.Exec(ctx, notifyEvents, arg.Channel, arg.Payload)
-	return err
 }
 
 const parkDeadLetter = `-- name: ParkDeadLetter :exec

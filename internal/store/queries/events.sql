@@ -5,8 +5,11 @@ SELECT unnest(@types::text[]), unnest(@aggregate_kinds::text[]), unnest(@aggrega
        unnest(@correlation_ids::text[]), unnest(@payloads::bytea[])
 RETURNING id;
 
--- name: NotifyEvents :exec
-SELECT pg_notify(@channel::text, @payload::text);
+-- name: AppendEvents :exec
+-- InsertEvents without the ids, so that it can be queued in a batch.
+INSERT INTO events (type, aggregate_kind, aggregate_id, correlation_id, payload)
+SELECT unnest(@types::text[]), unnest(@aggregate_kinds::text[]), unnest(@aggregate_ids::text[]),
+       unnest(@correlation_ids::text[]), unnest(@payloads::bytea[]);
 
 -- name: ReadEvents :many
 -- Events after the cursor in (xid, id) order, with the xmin of the same
