@@ -32,7 +32,7 @@ type benchRig struct {
 	stop  func()
 }
 
-func newBenchRig(ctx context.Context, agents, slots int, noop bool, onRun func(string)) (*benchRig, error) {
+func newBenchRig(ctx context.Context, agents, slots, prefetch int, noop bool, onRun func(string)) (*benchRig, error) {
 	url, stopDB, err := benchDatabase(ctx)
 	if err != nil {
 		return nil, err
@@ -65,7 +65,7 @@ func newBenchRig(ctx context.Context, agents, slots int, noop bool, onRun func(s
 			r.stop()
 			return nil, err
 		}
-		a, err := agent.New(agent.Config{Servers: []string{r.addr}, BootstrapToken: token, Slots: slots, NoopExec: noop, OnRunJob: onRun, Logger: log})
+		a, err := agent.New(agent.Config{Servers: []string{r.addr}, BootstrapToken: token, Slots: slots, Prefetch: prefetch, NoopExec: noop, OnRunJob: onRun, Logger: log})
 		if err != nil {
 			r.stop()
 			return nil, err
@@ -109,7 +109,7 @@ func benchDispatch(ctx context.Context, args []string) error {
 		received[id] = now
 		mu.Unlock()
 	}
-	rig, err := newBenchRig(ctx, *agents, 4, true, onRun)
+	rig, err := newBenchRig(ctx, *agents, 4, 0, true, onRun)
 	if err != nil {
 		return err
 	}
@@ -164,6 +164,7 @@ func benchThroughput(ctx context.Context, args []string) error {
 	n := fs.Int("jobs", 5000, "jobs per mode")
 	agents := fs.Int("agents", 4, "agents")
 	slots := fs.Int("slots", 8, "slots per agent")
+	prefetch := fs.Int("prefetch", 8, "jobs each agent accepts beyond its slots (agent --prefetch)")
 	submitters := fs.Int("submitters", 8, "concurrent submitters")
 	batch := fs.Int("batch", 100, "jobs per SubmitJobs call (1: SubmitJob one at a time)")
 	modes := fs.String("modes", "process,noop", "modes to run")
@@ -187,25 +188,25 @@ func benchThroughput(ctx context.Context, args []string) error {
 		if !slices.Contains(splitComma(*modes), mode) {
 			continue
 		}
-		rate, err := throughputOnce(ctx, mode == "noop", *n, *agents, *slots, *submitters, *batch)
+		rate, err := throughputOnce(ctx, mode == "noop", *n, *agents, *slots, *prefetch, *submitters, *batch)
 		if err != nil {
 			return err
 		}
 		if mode == "noop" {
-			fmt.Printf("result name=throughput mode=noop jobs_per_sec=%.0f jobs=%d agents=%d batch=%d\n", rate, *n, *agents, *batch)
+			fmt.Printf("result name=throughput mode=noop jobs_per_sec=%.0f jobs=%d agents=%d slots=%d prefetch=%d batch=%d\n", rate, *n, *agents, *slots, *prefetch, *batch)
 			continue
 		}
 		fork, err := forkExecRate(ctx, *n, *agents**slots)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("result name=throughput mode=process jobs_per_sec=%.0f fork_exec_per_sec=%.0f ratio=%.2f jobs=%d agents=%d batch=%d\n", rate, fork, rate/fork, *n, *agents, *batch)
+		fmt.Printf("result name=throughput mode=process jobs_per_sec=%.0f fork_exec_per_sec=%.0f ratio=%.2f jobs=%d agents=%d slots=%d prefetch=%d batch=%d\n", rate, fork, rate/fork, *n, *agents, *slots, *prefetch, *batch)
 	}
 	return nil
 }
 
-func throughputOnce(ctx context.Context, noop bool, n, agents, slots, submitters, batch int) (float64, error) {
-	rig, err := newBenchRig(ctx, agents, slots, noop, nil)
+func throughputOnce(ctx context.Context, noop bool, n, agents, slots, prefetch, submitters, batch int) (float64, error) {
+	rig, err := newBenchRig(ctx, agents, slots, prefetch, noop, nil)
 	if err != nil {
 		return 0, err
 	}

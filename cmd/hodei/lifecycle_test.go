@@ -325,3 +325,55 @@ func TestEphemeralWorkersTakeOneJobEach(t *testing.T) {
 		return live == 0
 	})
 }
+
+// TestPrefetchedJobsWaitForASlot: an agent with one slot and --prefetch 1
+// takes a second job while its first runs. The prefetched job starts only
+// when the slot frees (never two at once), and one cancelled while it
+// waits ends cancelled without ever running.
+func TestPrefetchedJobsWaitForASlot(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
+	st, err := store.Open(context.Background(), store.Config{URL: dbURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	startAgent(t, st, []string{p.addr}, 1, "--prefetch", "1")
+	c := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+p.addr, connect.WithGRPC())
+	dir := t.TempDir()
+	path := func(name string) string { return filepath.Join(dir, name) }
+	sh := func(script string) *hodeiv1.JobSpec { return &hodeiv1.JobSpec{Command: []string{"sh", "-c", script}} }
+	assigned := func(j *hodeiv1.Job) bool { return j.State == hodeiv1.JobState_JOB_STATE_ASSIGNED }
+
+	first := submit(t, c, sh(fmt.Sprintf("echo started > %s; while [ ! -e %s ]; do sleep 0.05; done", path("first.started"), path("release"))))
+	waitFile(t, path("first.started"))
+
+	cancelled := submit(t, c, sh("touch "+path("cancelled.ran")))
+	waitJob(t, c, cancelled, 10*time.Second, assigned)
+	if _, err := c.CancelJob(context.Background(), connect.NewRequest(&hodeiv1.CancelJobRequest{Id: cancelled})); err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, c, cancelled, 10*time.Second, isFinal)
+	if j.State != hodeiv1.JobState_JOB_STATE_CANCELLED || len(j.Attempts) != 1 || j.Attempts[0].StartedAt != nil {
+		t.Fatalf("cancelled while prefetched: state=%v attempts=%v, want CANCELLED with one attempt that never started", j.State, j.Attempts)
+	}
+
+	second := submit(t, c, sh("touch "+path("second.ran")))
+	waitJob(t, c, second, 10*time.Second, assigned)
+	time.Sleep(300 * time.Millisecond) // it would have run by now if it did not wait for the slot
+	if _, err := os.Stat(path("second.ran")); err == nil {
+		t.Fatal("the prefetched job ran while the only slot was busy")
+	}
+	if err := os.WriteFile(path("release"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{first, second} {
+		if j := waitJob(t, c, id, 10*time.Second, isFinal); j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {
+			t.Fatalf("job %s: state=%v, want SUCCEEDED", id, j.State)
+		}
+	}
+	if _, err := os.Stat(path("cancelled.ran")); err == nil {
+		t.Fatal("the cancelled prefetched job ran")
+	}
+}

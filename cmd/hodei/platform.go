@@ -272,6 +272,7 @@ func runAgent(ctx context.Context, args []string) int {
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	servers := fs.String("server", envOr("HODEI_SERVER", "127.0.0.1:7070"), "server addresses, comma separated")
 	slots := fs.Int("slots", 1, "concurrent jobs")
+	prefetch := fs.Int("prefetch", 0, "jobs accepted beyond --slots, started as slots free (short jobs: no idle slot between jobs)")
 	noop := fs.Bool("noop-exec", false, "BENCHMARK ONLY: report success without running the process")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM, how long running jobs may finish before they are cancelled")
 	grace := fs.Duration("grace", 10*time.Second, "SIGTERM to SIGKILL grace for cancelled jobs")
@@ -289,7 +290,7 @@ func runAgent(ctx context.Context, args []string) int {
 	flush, _ := time.ParseDuration(os.Getenv("HODEI_LOG_FLUSH_INTERVAL"))
 	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"),
 		Labels: labels, Slots: *slots, BatchLines: batch, FlushInterval: flush, Version: version, Logger: log, NoopExec: *noop,
-		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem})
+		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem, Prefetch: *prefetch})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hodei:", err)
 		return 2

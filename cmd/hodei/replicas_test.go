@@ -23,14 +23,14 @@ import (
 
 // startAgent enrolls a worker in st and runs `hodei agent` against servers
 // until the test ends.
-func startAgent(t *testing.T, st *store.Store, servers []string, slots int) *exec.Cmd {
+func startAgent(t *testing.T, st *store.Store, servers []string, slots int, args ...string) *exec.Cmd {
 	t.Helper()
 	_, token, err := st.NewWorker(context.Background(), "test", "", nil, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var logs syncBuffer
-	cmd := exec.Command(hodeiBin, "agent", "--server", strings.Join(servers, ","), "--slots", fmt.Sprint(slots), "--drain-timeout", "1s", "--grace", "1s")
+	cmd := exec.Command(hodeiBin, append([]string{"agent", "--server", strings.Join(servers, ","), "--slots", fmt.Sprint(slots), "--drain-timeout", "1s", "--grace", "1s"}, args...)...)
 	cmd.Env = append(os.Environ(), "HODEI_BOOTSTRAP_TOKEN="+token)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -34,6 +34,11 @@ type Config struct {
 	BootstrapToken string
 	Labels         map[string]string
 	Slots          int           // concurrent attempts; default 1
+	// Prefetch is how many attempts beyond Slots the agent accepts; they
+	// wait here and start when a slot frees (no idle slot while the next
+	// job is claimed and sent). 0, the default, suits long jobs: a queued
+	// job cannot move to another worker that becomes free.
+	Prefetch int
 	BatchLines     int           // HODEI_LOG_BATCH_SIZE; default 100
 	FlushInterval  time.Duration // HODEI_LOG_FLUSH_INTERVAL; default 250ms
 	Grace          time.Duration // SIGTERM -> SIGKILL for cancelled jobs; default 10s
@@ -64,6 +69,7 @@ type Agent struct {
 	workerID   string
 	credential string
 	box        *outbox
+	slots      chan struct{} // one token per running attempt (Slots)
 
 	mu         sync.Mutex
 	attempts   map[int64]*attempt
@@ -121,7 +127,10 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger, box: newOutbox(512), attempts: map[int64]*attempt{}, retired: make(chan struct{}), rejected: make(chan struct{})}, nil
+	if cfg.Prefetch < 0 {
+		return nil, fmt.Errorf("agent: prefetch: %d is negative", cfg.Prefetch)
+	}
+	return &Agent{cfg: cfg, log: cfg.Logger, box: newOutbox(512), slots: make(chan struct{}, cfg.Slots), attempts: map[int64]*attempt{}, retired: make(chan struct{}), rejected: make(chan struct{})}, nil
 }
 
 func baseURL(addr string) string {
@@ -282,7 +291,7 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 	c := hodeiv1connect.NewWorkerServiceClient(hc, baseURL(server), connect.WithGRPC())
 	stream := c.Connect(ctx)
 	defer stream.CloseRequest()
-	hello := &hodeiv1.Hello{WorkerId: a.workerID, Credential: a.credential, FreeSlots: int32(a.free())}
+	hello := &hodeiv1.Hello{WorkerId: a.workerID, Credential: a.credential, FreeSlots: int32(a.free()), Prefetch: int32(a.cfg.Prefetch)}
 	// The hello lists every attempt this agent knows: running ones and
 	// finished ones whose reports wait in the outbox. The server re-sends
 	// attempts it assigned that are not listed (they never arrived).
@@ -382,7 +391,7 @@ func (a *Agent) sendNow(m *hodeiv1.ConnectRequest) {
 func (a *Agent) free() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.cfg.Slots - len(a.attempts)
+	return a.cfg.Slots + a.cfg.Prefetch - len(a.attempts)
 }
 
 func (a *Agent) handle(m *hodeiv1.ConnectResponse) {
@@ -443,7 +452,22 @@ func (a *Agent) start(r *hodeiv1.RunJob) {
 	go func() {
 		defer a.wg.Done()
 		defer close(at.done)
-		a.execute(ctx, at, r.Spec)
+		// Wait for a slot (a prefetched attempt); a cancel or shutdown
+		// meanwhile ends it without starting it.
+		acquired := false
+		select {
+		case a.slots <- struct{}{}:
+			acquired = true
+		case <-ctx.Done():
+		}
+		if acquired && ctx.Err() == nil {
+			a.execute(ctx, at, r.Spec)
+		} else {
+			a.notStarted(ctx, at)
+		}
+		if acquired {
+			<-a.slots
+		}
 		a.mu.Lock()
 		delete(a.attempts, at.token)
 		done := a.retiring && len(a.attempts) == 0
@@ -458,6 +482,17 @@ func finishedMsg(token int64, exit int32, signal string, class hodeiv1.FailureCl
 	return &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Finished{Finished: &hodeiv1.AttemptFinished{
 		FencingToken: token, ExitCode: exit, Signal: signal, FailureClass: class, Message: message, Time: timestamppb.Now(),
 		LastLogSeq: lastSeq, LinesSent: sent, LinesDropped: dropped}}}
+}
+
+// notStarted reports an attempt that was cancelled (or stopped by the
+// shutdown) while it waited for a slot: it never started.
+func (a *Agent) notStarted(ctx context.Context, at *attempt) {
+	class, msg := hodeiv1.FailureClass_FAILURE_CLASS_CANCELLED, context.Cause(ctx).Error()
+	if errors.Is(context.Cause(ctx), errShuttingDown) {
+		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, "stopped by the worker's shutdown before it started"
+	}
+	a.log.Info("attempt ended before it started", "job_id", at.jobID, "attempt", at.number, "class", class)
+	a.box.add(&pending{token: at.token, finished: true, msg: finishedMsg(at.token, -1, "", class, msg, 0, 0, 0)})
 }
 
 // execute runs the process, streams its logs through the batcher into the

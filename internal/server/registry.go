@@ -40,14 +40,15 @@ type Slot struct {
 	Free   int
 }
 
-// Free lists connected, non-draining workers with free slots.
+// Free lists connected, non-draining workers with free slots (a worker
+// that prefetches counts its queue as slots).
 func (r *Registry) Free() []Slot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []Slot
 	for _, c := range r.conns {
 		c.mu.Lock()
-		free := c.slots - len(c.running)
+		free := c.slots + c.prefetch - len(c.running)
 		draining := c.draining
 		c.mu.Unlock()
 		if free > 0 && !draining {
@@ -138,6 +139,7 @@ type workerConn struct {
 	labels               map[string]string
 	image                string
 	slots                int
+	prefetch             int // attempts beyond slots the agent queues (Hello.prefetch)
 
 	out    chan *hodeiv1.ConnectResponse
 	cancel context.CancelFunc

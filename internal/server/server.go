@@ -43,6 +43,7 @@ type Server struct {
 	metrics *metrics
 	logs    *logHub
 	workers *Registry
+	commits *groupCommit // every stream's reports, applied together
 }
 
 // New returns a server. kick is called when capacity appears (a worker
@@ -67,7 +68,7 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st),
+	s := &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st), commits: &groupCommit{apply: st.ApplyReports},
 		logs: newLogHub(), workers: newRegistry()}
 	// Log output stored on any replica wakes this replica's followers.
 	bus.OnNotify(store.LogsChannel, func(jobID string) {

@@ -44,13 +44,18 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	if hello == nil {
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("first message must be hello"))
 	}
+	// A bound on Hello.prefetch: beyond it a worker would hoard jobs.
+	const maxPrefetch = 10000
+	if hello.Prefetch < 0 || hello.Prefetch > maxPrefetch {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("hello.prefetch: %d is out of range 0..%d", hello.Prefetch, maxPrefetch))
+	}
 	w, err := s.store.ConnectWorker(ctx, hello.WorkerId, hello.Credential, s.cfg.ReplicaID)
 	if err != nil {
 		return connectError(err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c := &workerConn{id: w.ID, provider: w.Provider, cpuMillis: w.CPUMillis, memoryMiB: w.MemoryMiB, labels: w.Labels, image: w.Image, slots: w.Slots, out: make(chan *hodeiv1.ConnectResponse, 256),
+	c := &workerConn{id: w.ID, provider: w.Provider, cpuMillis: w.CPUMillis, memoryMiB: w.MemoryMiB, labels: w.Labels, image: w.Image, slots: w.Slots, prefetch: int(hello.Prefetch), out: make(chan *hodeiv1.ConnectResponse, 256),
 		cancel: cancel, done: make(chan struct{}), running: map[int64]string{}, lastSeen: time.Now()}
 	defer close(c.done)
 	log := s.log.With("worker_id", w.ID)
@@ -230,7 +235,7 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 	if len(reports) == 0 {
 		return nil
 	}
-	outcomes, err := s.store.ApplyReports(ctx, reports)
+	outcomes, err := s.commits.Apply(ctx, reports)
 	if err != nil {
 		return err
 	}

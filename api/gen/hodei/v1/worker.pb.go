@@ -366,8 +366,12 @@ type Hello struct {
 	// running lists attempts the agent still runs, or whose reports it has
 	// not had acknowledged, after a reconnect. Attempts assigned to the
 	// worker and not listed are re-sent.
-	Running       []*RunningAttempt `protobuf:"bytes,3,rep,name=running,proto3" json:"running,omitempty"`
-	FreeSlots     int32             `protobuf:"varint,4,opt,name=free_slots,json=freeSlots,proto3" json:"free_slots,omitempty"`
+	Running   []*RunningAttempt `protobuf:"bytes,3,rep,name=running,proto3" json:"running,omitempty"`
+	FreeSlots int32             `protobuf:"varint,4,opt,name=free_slots,json=freeSlots,proto3" json:"free_slots,omitempty"`
+	// prefetch is how many attempts beyond its slots the agent accepts: they
+	// wait on the worker and start as soon as a slot frees, so that a slot is
+	// not idle while its next job is claimed and sent (short jobs).
+	Prefetch      int32 `protobuf:"varint,5,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -426,6 +430,13 @@ func (x *Hello) GetRunning() []*RunningAttempt {
 func (x *Hello) GetFreeSlots() int32 {
 	if x != nil {
 		return x.FreeSlots
+	}
+	return 0
+}
+
+func (x *Hello) GetPrefetch() int32 {
+	if x != nil {
+		return x.Prefetch
 	}
 	return 0
 }
@@ -1491,7 +1502,7 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\x0eRunningAttempt\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12#\n" +
-	"\rfencing_token\x18\x03 \x01(\x03R\ffencingToken\"\x97\x01\n" +
+	"\rfencing_token\x18\x03 \x01(\x03R\ffencingToken\"\xb3\x01\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1e\n" +
 	"\n" +
@@ -1499,7 +1510,8 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"credential\x122\n" +
 	"\arunning\x18\x03 \x03(\v2\x18.hodei.v1.RunningAttemptR\arunning\x12\x1d\n" +
 	"\n" +
-	"free_slots\x18\x04 \x01(\x05R\tfreeSlots\"*\n" +
+	"free_slots\x18\x04 \x01(\x05R\tfreeSlots\x12\x1a\n" +
+	"\bprefetch\x18\x05 \x01(\x05R\bprefetch\"*\n" +
 	"\tHeartbeat\x12\x1d\n" +
 	"\n" +
 	"free_slots\x18\x01 \x01(\x05R\tfreeSlots\"e\n" +
