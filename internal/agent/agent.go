@@ -33,20 +33,20 @@ type Config struct {
 	Servers        []string // host:port or URLs; tried in turn
 	BootstrapToken string
 	Labels         map[string]string
-	Slots          int           // concurrent attempts; default 1
+	Slots          int // concurrent attempts; default 1
 	// Prefetch is how many attempts beyond Slots the agent accepts; they
 	// wait here and start when a slot frees (no idle slot while the next
 	// job is claimed and sent). 0, the default, suits long jobs: a queued
 	// job cannot move to another worker that becomes free.
-	Prefetch int
-	BatchLines     int           // HODEI_LOG_BATCH_SIZE; default 100
-	FlushInterval  time.Duration // HODEI_LOG_FLUSH_INTERVAL; default 250ms
-	Grace          time.Duration // SIGTERM -> SIGKILL for cancelled jobs; default 10s
-	DrainTimeout   time.Duration // on shutdown, how long running jobs may finish; default 30s
-	HardTimeout    time.Duration // on shutdown, when everything is killed; default DrainTimeout+Grace+10s
-	MaxBackoff     time.Duration // reconnect backoff cap; default 60s
-	Version        string
-	Logger         *slog.Logger
+	Prefetch      int
+	BatchLines    int           // HODEI_LOG_BATCH_SIZE; default 100
+	FlushInterval time.Duration // HODEI_LOG_FLUSH_INTERVAL; default 250ms
+	Grace         time.Duration // SIGTERM -> SIGKILL for cancelled jobs; default 10s
+	DrainTimeout  time.Duration // on shutdown, how long running jobs may finish; default 30s
+	HardTimeout   time.Duration // on shutdown, when everything is killed; default DrainTimeout+Grace+10s
+	MaxBackoff    time.Duration // reconnect backoff cap; default 60s
+	Version       string
+	Logger        *slog.Logger
 	// NoopExec skips the process and reports exit 0: a benchmark-only mode
 	// that measures the control plane. Never the default.
 	NoopExec bool
