@@ -230,9 +230,6 @@ func (s *Store) finish(ctx context.Context, q *db.Queries, tx pgx.Tx, j job.Job,
 	upd := db.UpdateJobStateParams{ID: uid, State: string(d.next), Now: now, ExitCode: ptr(int32(d.r.ExitCode)), FailureClass: d.class(), Message: d.r.Message}
 	if d.next == job.StateRetrying {
 		upd.RunAt, out.RunAt = &d.runAt, d.runAt
-		if err := enqueue(ctx, q, uid, j.Spec, d.runAt); err != nil {
-			return err
-		}
 	}
 	if d.next.Final() {
 		upd.FinishedAt = &now
@@ -344,9 +341,6 @@ func (s *Store) CancelJob(ctx context.Context, id, reason string) (CancelResult,
 		}
 		switch j.State {
 		case job.StateQueued, job.StateRetrying:
-			if err := q.DequeueJob(ctx, uid); err != nil {
-				return err
-			}
 			now := s.now()
 			if err := q.UpdateJobState(ctx, db.UpdateJobStateParams{ID: uid, State: string(job.StateCancelled), Now: now, FinishedAt: &now,
 				FailureClass: ptr(string(job.FailureCancelled)), Message: reason}); err != nil {
@@ -709,9 +703,6 @@ func (s *Store) RetryJob(ctx context.Context, id string) (job.Job, error) {
 		if err := q.RequeueJob(ctx, db.RequeueJobParams{Now: now, MaxAttempts: int32(j.Attempt + more), ID: uid}); err != nil {
 			return err
 		}
-		if err := enqueue(ctx, q, uid, j.Spec, now); err != nil {
-			return err
-		}
 		_, err = eventbus.Publish(ctx, tx, eventbus.New("job", id, &hodeiv1.JobRetryScheduled{JobId: id, NextAttempt: int32(j.Attempt + 1),
 			RunAt: timestamppb.New(now), Delay: durationpb.New(0)}))
 		return err
@@ -929,9 +920,3 @@ func lockJob(ctx context.Context, q *db.Queries, uid uuid.UUID) (job.Job, error)
 	return fromRow(row)
 }
 
-// enqueue puts a job in the dispatch queue, ready at runAt.
-func enqueue(ctx context.Context, q *db.Queries, id uuid.UUID, spec job.Spec, runAt time.Time) error {
-	labels, _ := json.Marshal(nonNil(spec.Labels))
-	return q.EnqueueJob(ctx, db.EnqueueJobParams{JobID: id, Priority: spec.Priority, Image: spec.Image, Labels: labels,
-		CpuMillis: spec.CPUMillis, MemoryMib: spec.MemoryMiB, RunAt: runAt})
-}

@@ -20,7 +20,7 @@ import (
 )
 
 // createHook, when set (tests only), runs inside CreateJob's transaction
-// after each stage ("job", "queue", "event"); an error aborts it.
+// after each stage ("job", "event"); an error aborts it.
 type createHook func(stage string) error
 
 // CreateJob validates spec and stores the job, its queue row and its
@@ -89,9 +89,8 @@ func (s *Store) createJobs(ctx context.Context, specs []job.Spec, defaultMaxAtte
 	}
 	now := s.now().UTC().Truncate(time.Microsecond)
 	var ins db.InsertJobsParams
-	var enq db.EnqueueJobsParams
 	var events []eventbus.Event
-	ins.Now, enq.RunAt = now, now
+	ins.Now = now
 	for i, spec := range specs {
 		if k := spec.IdempotencyKey; k != "" {
 			if j, ok := byKey[k]; ok {
@@ -118,12 +117,8 @@ func (s *Store) createJobs(ctx context.Context, specs []job.Spec, defaultMaxAtte
 		ins.Labels = append(ins.Labels, labels)
 		ins.Keys = append(ins.Keys, spec.IdempotencyKey)
 		ins.MaxAttempts = append(ins.MaxAttempts, int32(maxAttempts))
-		enq.Ids = append(enq.Ids, id)
-		enq.Priorities = append(enq.Priorities, spec.Priority)
-		enq.Images = append(enq.Images, spec.Image)
-		enq.Labels = append(enq.Labels, labels)
-		enq.CpuMillis = append(enq.CpuMillis, spec.CPUMillis)
-		enq.MemoryMib = append(enq.MemoryMib, spec.MemoryMiB)
+		ins.CpuMillis = append(ins.CpuMillis, spec.CPUMillis)
+		ins.MemoryMib = append(ins.MemoryMib, spec.MemoryMiB)
 		events = append(events, eventbus.New("job", id.String(), &hodeiv1.JobCreated{
 			JobId: id.String(), Name: spec.Name, Type: spec.Type, Priority: spec.Priority, Image: spec.Image, Labels: spec.Labels,
 		}))
@@ -147,12 +142,6 @@ func (s *Store) createJobs(ctx context.Context, specs []job.Spec, defaultMaxAtte
 			return fmt.Errorf("insert jobs: %w", err)
 		}
 		if err := step("job"); err != nil {
-			return err
-		}
-		if err := q.EnqueueJobs(ctx, enq); err != nil {
-			return fmt.Errorf("enqueue jobs: %w", err)
-		}
-		if err := step("queue"); err != nil {
 			return err
 		}
 		if _, err := eventbus.Publish(ctx, tx, events...); err != nil {

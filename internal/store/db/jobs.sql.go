@@ -22,34 +22,33 @@ WITH slots AS (
 ), usable AS (
     SELECT s.w, row_number() OVER (ORDER BY s.n) AS k FROM slots s JOIN live ON live.id = s.w
 ), picked AS (
-    SELECT q.job_id FROM job_queue q
-    WHERE q.run_at <= $2
-      AND hodei_job_fits(q.labels, q.image, q.cpu_millis, q.memory_mib,
+    -- jobs_ready_idx walked in dispatch order; the state test is written
+    -- plainly so that it matches the index's predicate.
+    SELECT j.id AS job_id, j.priority FROM jobs j
+    WHERE j.state IN ('queued', 'retrying')
+      AND (j.run_at IS NULL OR j.run_at <= $2::timestamptz)
+      AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
           $3::jsonb, $4::text, $5::bigint, $6::bigint)
-    ORDER BY q.priority DESC, q.seq
+    ORDER BY j.priority DESC, j.id
     LIMIT (SELECT count(*) FROM usable)
     FOR UPDATE SKIP LOCKED
-), dequeued AS (
-    -- "= ANY (ARRAY(...))" rather than a join, here and below: the
-    -- planner cannot estimate CTE sizes, and a join it guesses wrong reads
-    -- the whole queue (or every queued job) instead of a few index probes.
-    DELETE FROM job_queue q WHERE q.job_id = ANY (ARRAY(SELECT job_id FROM picked))
-    RETURNING q.job_id, q.priority, q.seq
 ), ranked AS (
-    SELECT d.job_id, d.priority, d.seq, row_number() OVER (ORDER BY d.priority DESC, d.seq) AS k FROM dequeued d
+    SELECT p.job_id, row_number() OVER (ORDER BY p.priority DESC, p.job_id) AS k FROM picked p
 ), assigned AS (
+    -- "= ANY (ARRAY(...))" rather than a join: the planner cannot estimate
+    -- CTE sizes, and a join it guesses wrong reads every queued job.
     UPDATE jobs j SET state = 'assigned', attempt = j.attempt + 1, updated_at = $2, run_at = NULL
     WHERE j.id = ANY (ARRAY(SELECT job_id FROM ranked)) AND (j.state IN ('queued', 'retrying')) IS TRUE
-    RETURNING j.id, j.attempt, j.spec, j.created_at
+    RETURNING j.id, j.attempt, j.spec, j.created_at, j.priority
 ), attempts AS (
     INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at)
     SELECT a.id, a.attempt, nextval('fencing_token_seq'), u.w, 'assigned', $2
     FROM assigned a JOIN ranked r ON r.job_id = a.id JOIN usable u ON u.k = r.k
     RETURNING job_id, number, token, worker_id
 )
-SELECT a.id, a.attempt, a.spec, a.created_at, t.token, t.worker_id, r.priority, r.seq
+SELECT a.id, a.attempt, a.spec, a.created_at, t.token, t.worker_id, a.priority
 FROM assigned a JOIN attempts t ON t.job_id = a.id JOIN ranked r ON r.job_id = a.id
-ORDER BY r.priority DESC, r.seq
+ORDER BY r.k
 `
 
 type ClaimJobsParams struct {
@@ -69,7 +68,6 @@ type ClaimJobsRow struct {
 	Token     int64
 	WorkerID  uuid.UUID
 	Priority  int32
-	Seq       int64
 }
 
 // Claims ready jobs for a list of slots (worker ids, one per free slot;
@@ -100,7 +98,6 @@ func (q *Queries) ClaimJobs(ctx context.Context, arg ClaimJobsParams) ([]ClaimJo
 			&i.Token,
 			&i.WorkerID,
 			&i.Priority,
-			&i.Seq,
 		); err != nil {
 			return nil, err
 		}
@@ -142,82 +139,6 @@ func (q *Queries) CountActiveJobs(ctx context.Context) ([]CountActiveJobsRow, er
 		return nil, err
 	}
 	return items, nil
-}
-
-const dequeueJob = `-- name: DequeueJob :exec
-DELETE FROM job_queue WHERE job_id = $1
-`
-
-func (q *Queries) DequeueJob(ctx context.Context, jobID uuid.UUID) error {
-	_, err := q.db.Exec(ctx, dequeueJob, jobID)
-	return err
-}
-
-const enqueueJob = `-- name: EnqueueJob :exec
-
-INSERT INTO job_queue (job_id, priority, image, labels, cpu_millis, memory_mib, run_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-`
-
-type EnqueueJobParams struct {
-	JobID     uuid.UUID
-	Priority  int32
-	Image     string
-	Labels    []byte
-	CpuMillis int64
-	MemoryMib int64
-	RunAt     time.Time
-}
-
-// Statements on the hot path that act on a list of keys say so with
-// "key = ANY (array)" and write every other condition as "(...) IS TRUE".
-// Plans are cached per connection (prepared statements) and are often made
-// while a table is nearly empty and its statistics are stale; a plain
-// "state IN (...)" or "finished_at IS NULL" then matches a partial index
-// that looks tiny, and the cached plan keeps scanning every unfinished job
-// or attempt as the table grows (seen: 8 ms per batch at 10,000 jobs). In
-// the IS TRUE form only the key index is usable.
-func (q *Queries) EnqueueJob(ctx context.Context, arg EnqueueJobParams) error {
-	_, err := q.db.Exec(ctx, enqueueJob,
-		arg.JobID,
-		arg.Priority,
-		arg.Image,
-		arg.Labels,
-		arg.CpuMillis,
-		arg.MemoryMib,
-		arg.RunAt,
-	)
-	return err
-}
-
-const enqueueJobs = `-- name: EnqueueJobs :exec
-INSERT INTO job_queue (job_id, priority, image, labels, cpu_millis, memory_mib, run_at)
-SELECT unnest($1::uuid[]), unnest($2::integer[]), unnest($3::text[]), unnest($4::jsonb[]),
-       unnest($5::bigint[]), unnest($6::bigint[]), $7
-`
-
-type EnqueueJobsParams struct {
-	Ids        []uuid.UUID
-	Priorities []int32
-	Images     []string
-	Labels     [][]byte
-	CpuMillis  []int64
-	MemoryMib  []int64
-	RunAt      time.Time
-}
-
-// Many jobs into the queue in one statement; seq follows the order given.
-func (q *Queries) EnqueueJobs(ctx context.Context, arg EnqueueJobsParams) error {
-	_, err := q.db.Exec(ctx, enqueueJobs,
-		arg.Ids,
-		arg.Priorities,
-		arg.Images,
-		arg.Labels,
-		arg.CpuMillis,
-		arg.MemoryMib,
-		arg.RunAt,
-	)
-	return err
 }
 
 const finishAttempt = `-- name: FinishAttempt :exec
@@ -369,9 +290,18 @@ func (q *Queries) GetAttemptByToken(ctx context.Context, token int64) (GetAttemp
 }
 
 const getJob = `-- name: GetJob :one
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated FROM jobs WHERE id = $1
+
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib FROM jobs WHERE id = $1
 `
 
+// Statements on the hot path that act on a list of keys say so with
+// "key = ANY (array)" and write every other condition as "(...) IS TRUE".
+// Plans are cached per connection (prepared statements) and are often made
+// while a table is nearly empty and its statistics are stale; a plain
+// "state IN (...)" or "finished_at IS NULL" then matches a partial index
+// that looks tiny, and the cached plan keeps scanning every unfinished job
+// or attempt as the table grows (seen: 8 ms per batch at 10,000 jobs). In
+// the IS TRUE form only the key index is usable.
 func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
 	row := q.db.QueryRow(ctx, getJob, id)
 	var i Job
@@ -396,12 +326,14 @@ func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
 		&i.FinishedAt,
 		&i.LogBytes,
 		&i.LogTruncated,
+		&i.CpuMillis,
+		&i.MemoryMib,
 	)
 	return i, err
 }
 
 const getJobForUpdate = `-- name: GetJobForUpdate :one
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated FROM jobs WHERE id = $1 FOR UPDATE
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib FROM jobs WHERE id = $1 FOR UPDATE
 `
 
 func (q *Queries) GetJobForUpdate(ctx context.Context, id uuid.UUID) (Job, error) {
@@ -428,15 +360,17 @@ func (q *Queries) GetJobForUpdate(ctx context.Context, id uuid.UUID) (Job, error
 		&i.FinishedAt,
 		&i.LogBytes,
 		&i.LogTruncated,
+		&i.CpuMillis,
+		&i.MemoryMib,
 	)
 	return i, err
 }
 
 const insertJobs = `-- name: InsertJobs :exec
-INSERT INTO jobs (id, name, type, spec, state, priority, image, labels, idempotency_key, max_attempts, created_at, updated_at)
+INSERT INTO jobs (id, name, type, spec, state, priority, image, labels, idempotency_key, max_attempts, cpu_millis, memory_mib, created_at, updated_at)
 SELECT unnest($1::uuid[]), unnest($2::text[]), unnest($3::text[]), unnest($4::jsonb[]), 'queued',
        unnest($5::integer[]), unnest($6::text[]), unnest($7::jsonb[]), nullif(unnest($8::text[]), ''),
-       unnest($9::integer[]), $10, $10
+       unnest($9::integer[]), unnest($10::bigint[]), unnest($11::bigint[]), $12, $12
 `
 
 type InsertJobsParams struct {
@@ -449,6 +383,8 @@ type InsertJobsParams struct {
 	Labels      [][]byte
 	Keys        []string
 	MaxAttempts []int32
+	CpuMillis   []int64
+	MemoryMib   []int64
 	Now         time.Time
 }
 
@@ -464,13 +400,15 @@ func (q *Queries) InsertJobs(ctx context.Context, arg InsertJobsParams) error {
 		arg.Labels,
 		arg.Keys,
 		arg.MaxAttempts,
+		arg.CpuMillis,
+		arg.MemoryMib,
 		arg.Now,
 	)
 	return err
 }
 
 const jobsByIdempotencyKeys = `-- name: JobsByIdempotencyKeys :many
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated FROM jobs WHERE idempotency_key = ANY ($1::text[])
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib FROM jobs WHERE idempotency_key = ANY ($1::text[])
 `
 
 func (q *Queries) JobsByIdempotencyKeys(ctx context.Context, keys []string) ([]Job, error) {
@@ -503,6 +441,8 @@ func (q *Queries) JobsByIdempotencyKeys(ctx context.Context, keys []string) ([]J
 			&i.FinishedAt,
 			&i.LogBytes,
 			&i.LogTruncated,
+			&i.CpuMillis,
+			&i.MemoryMib,
 		); err != nil {
 			return nil, err
 		}
@@ -552,7 +492,7 @@ func (q *Queries) ListAttempts(ctx context.Context, jobID uuid.UUID) ([]JobAttem
 }
 
 const listJobs = `-- name: ListJobs :many
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated FROM jobs
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib FROM jobs
 WHERE (cardinality($1::text[]) = 0 OR state = ANY ($1::text[]))
   AND labels @> $2::jsonb
   AND ($3::text = '' OR type = $3::text)
@@ -614,6 +554,8 @@ func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]Job, erro
 			&i.FinishedAt,
 			&i.LogBytes,
 			&i.LogTruncated,
+			&i.CpuMillis,
+			&i.MemoryMib,
 		); err != nil {
 			return nil, err
 		}
@@ -764,10 +706,10 @@ func (q *Queries) MarkJobsRunning(ctx context.Context, arg MarkJobsRunningParams
 }
 
 const nextRunAt = `-- name: NextRunAt :one
-SELECT coalesce(min(run_at), '9999-01-01T00:00:00Z')::timestamptz AS run_at FROM job_queue WHERE run_at > $1
+SELECT coalesce(min(run_at), '9999-01-01T00:00:00Z')::timestamptz AS run_at FROM jobs WHERE state = 'retrying' AND run_at > $1::timestamptz
 `
 
-// The earliest future run_at in the queue (a retry backoff), for the
+// The earliest future run_at of a waiting job (a retry backoff), for the
 // dispatcher's timer.
 func (q *Queries) NextRunAt(ctx context.Context, now time.Time) (time.Time, error) {
 	row := q.db.QueryRow(ctx, nextRunAt, now)
@@ -811,7 +753,9 @@ func (q *Queries) OverdueAttempts(ctx context.Context, arg OverdueAttemptsParams
 }
 
 const readyJobs = `-- name: ReadyJobs :many
-SELECT job_id, image, labels, cpu_millis, memory_mib FROM job_queue WHERE run_at <= $1 ORDER BY priority DESC, seq LIMIT $2
+SELECT id AS job_id, image, labels, cpu_millis, memory_mib FROM jobs
+WHERE state IN ('queued', 'retrying') AND (run_at IS NULL OR run_at <= $1::timestamptz)
+ORDER BY priority DESC, id LIMIT $2
 `
 
 type ReadyJobsParams struct {

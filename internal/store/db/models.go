@@ -73,6 +73,8 @@ type Job struct {
 	FinishedAt     *time.Time
 	LogBytes       int64
 	LogTruncated   bool
+	CpuMillis      int64
+	MemoryMib      int64
 }
 
 type JobAttempt struct {
@@ -98,17 +100,6 @@ type JobLog struct {
 	Bytes     int32
 	Data      []byte
 	CreatedAt time.Time
-}
-
-type JobQueue struct {
-	JobID     uuid.UUID
-	Seq       int64
-	Priority  int32
-	Image     string
-	Labels    []byte
-	CpuMillis int64
-	MemoryMib int64
-	RunAt     time.Time
 }
 
 type Provider struct {

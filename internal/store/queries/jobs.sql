@@ -7,10 +7,6 @@
 -- or attempt as the table grows (seen: 8 ms per batch at 10,000 jobs). In
 -- the IS TRUE form only the key index is usable.
 
--- name: EnqueueJob :exec
-INSERT INTO job_queue (job_id, priority, image, labels, cpu_millis, memory_mib, run_at)
-VALUES (@job_id, @priority, @image, @labels, @cpu_millis, @memory_mib, @run_at);
-
 -- name: GetJob :one
 SELECT * FROM jobs WHERE id = @id;
 
@@ -46,34 +42,33 @@ WITH slots AS (
 ), usable AS (
     SELECT s.w, row_number() OVER (ORDER BY s.n) AS k FROM slots s JOIN live ON live.id = s.w
 ), picked AS (
-    SELECT q.job_id FROM job_queue q
-    WHERE q.run_at <= @now
-      AND hodei_job_fits(q.labels, q.image, q.cpu_millis, q.memory_mib,
+    -- jobs_ready_idx walked in dispatch order; the state test is written
+    -- plainly so that it matches the index's predicate.
+    SELECT j.id AS job_id, j.priority FROM jobs j
+    WHERE j.state IN ('queued', 'retrying')
+      AND (j.run_at IS NULL OR j.run_at <= @now::timestamptz)
+      AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
           @worker_labels::jsonb, @worker_image::text, @worker_cpu_millis::bigint, @worker_memory_mib::bigint)
-    ORDER BY q.priority DESC, q.seq
+    ORDER BY j.priority DESC, j.id
     LIMIT (SELECT count(*) FROM usable)
     FOR UPDATE SKIP LOCKED
-), dequeued AS (
-    -- "= ANY (ARRAY(...))" rather than a join, here and below: the
-    -- planner cannot estimate CTE sizes, and a join it guesses wrong reads
-    -- the whole queue (or every queued job) instead of a few index probes.
-    DELETE FROM job_queue q WHERE q.job_id = ANY (ARRAY(SELECT job_id FROM picked))
-    RETURNING q.job_id, q.priority, q.seq
 ), ranked AS (
-    SELECT d.job_id, d.priority, d.seq, row_number() OVER (ORDER BY d.priority DESC, d.seq) AS k FROM dequeued d
+    SELECT p.job_id, row_number() OVER (ORDER BY p.priority DESC, p.job_id) AS k FROM picked p
 ), assigned AS (
+    -- "= ANY (ARRAY(...))" rather than a join: the planner cannot estimate
+    -- CTE sizes, and a join it guesses wrong reads every queued job.
     UPDATE jobs j SET state = 'assigned', attempt = j.attempt + 1, updated_at = @now, run_at = NULL
     WHERE j.id = ANY (ARRAY(SELECT job_id FROM ranked)) AND (j.state IN ('queued', 'retrying')) IS TRUE
-    RETURNING j.id, j.attempt, j.spec, j.created_at
+    RETURNING j.id, j.attempt, j.spec, j.created_at, j.priority
 ), attempts AS (
     INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at)
     SELECT a.id, a.attempt, nextval('fencing_token_seq'), u.w, 'assigned', @now
     FROM assigned a JOIN ranked r ON r.job_id = a.id JOIN usable u ON u.k = r.k
     RETURNING job_id, number, token, worker_id
 )
-SELECT a.id, a.attempt, a.spec, a.created_at, t.token, t.worker_id, r.priority, r.seq
+SELECT a.id, a.attempt, a.spec, a.created_at, t.token, t.worker_id, a.priority
 FROM assigned a JOIN attempts t ON t.job_id = a.id JOIN ranked r ON r.job_id = a.id
-ORDER BY r.priority DESC, r.seq;
+ORDER BY r.k;
 
 -- name: GetAttemptByToken :one
 SELECT a.*, j.state AS job_state, j.attempt AS job_attempt
@@ -98,16 +93,13 @@ SET state = @state, updated_at = @now, finished_at = sqlc.narg(finished_at), run
     exit_code = sqlc.narg(exit_code), failure_class = sqlc.narg(failure_class), message = @message
 WHERE id = @id;
 
--- name: DequeueJob :exec
-DELETE FROM job_queue WHERE job_id = @job_id;
-
 -- name: ListRunningAttemptsOfWorker :many
 SELECT * FROM job_attempts WHERE worker_id = @worker_id AND finished_at IS NULL ORDER BY job_id, number;
 
 -- name: NextRunAt :one
--- The earliest future run_at in the queue (a retry backoff), for the
+-- The earliest future run_at of a waiting job (a retry backoff), for the
 -- dispatcher's timer.
-SELECT coalesce(min(run_at), '9999-01-01T00:00:00Z')::timestamptz AS run_at FROM job_queue WHERE run_at > @now;
+SELECT coalesce(min(run_at), '9999-01-01T00:00:00Z')::timestamptz AS run_at FROM jobs WHERE state = 'retrying' AND run_at > @now::timestamptz;
 
 -- name: RequeueJob :exec
 -- A manual retry: back to queued for more attempts.
@@ -125,7 +117,9 @@ WHERE a.finished_at IS NULL AND a.started_at IS NOT NULL
 
 -- name: ReadyJobs :many
 -- Ready queued jobs in dispatch order, for demand and explanations.
-SELECT job_id, image, labels, cpu_millis, memory_mib FROM job_queue WHERE run_at <= @now ORDER BY priority DESC, seq LIMIT @max_rows;
+SELECT id AS job_id, image, labels, cpu_millis, memory_mib FROM jobs
+WHERE state IN ('queued', 'retrying') AND (run_at IS NULL OR run_at <= @now::timestamptz)
+ORDER BY priority DESC, id LIMIT @max_rows;
 
 -- name: CountActiveJobs :many
 -- Jobs in each non-final state.
@@ -135,16 +129,10 @@ GROUP BY state;
 
 -- name: InsertJobs :exec
 -- Many jobs in one statement, in order.
-INSERT INTO jobs (id, name, type, spec, state, priority, image, labels, idempotency_key, max_attempts, created_at, updated_at)
+INSERT INTO jobs (id, name, type, spec, state, priority, image, labels, idempotency_key, max_attempts, cpu_millis, memory_mib, created_at, updated_at)
 SELECT unnest(@ids::uuid[]), unnest(@names::text[]), unnest(@types::text[]), unnest(@specs::jsonb[]), 'queued',
        unnest(@priorities::integer[]), unnest(@images::text[]), unnest(@labels::jsonb[]), nullif(unnest(@keys::text[]), ''),
-       unnest(@max_attempts::integer[]), @now, @now;
-
--- name: EnqueueJobs :exec
--- Many jobs into the queue in one statement; seq follows the order given.
-INSERT INTO job_queue (job_id, priority, image, labels, cpu_millis, memory_mib, run_at)
-SELECT unnest(@ids::uuid[]), unnest(@priorities::integer[]), unnest(@images::text[]), unnest(@labels::jsonb[]),
-       unnest(@cpu_millis::bigint[]), unnest(@memory_mib::bigint[]), @run_at;
+       unnest(@max_attempts::integer[]), unnest(@cpu_millis::bigint[]), unnest(@memory_mib::bigint[]), @now, @now;
 
 -- name: JobsByIdempotencyKeys :many
 SELECT * FROM jobs WHERE idempotency_key = ANY (@keys::text[]);
