@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -175,6 +176,13 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 
 func isEOF(err error) bool { return errors.Is(err, io.EOF) }
 
+// storableText makes an agent's text storable in PostgreSQL, which refuses
+// NUL bytes and invalid UTF-8: otherwise one odd error message would fail
+// its worker's every report batch, re-sent after each reconnect.
+func storableText(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+}
+
 // maxGroup bounds the reports applied in one transaction.
 const maxGroup = 512
 
@@ -209,8 +217,8 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 			lines = append(lines, len(b.Lines))
 		case *hodeiv1.ConnectRequest_Finished:
 			f := msg.Finished
-			reports = append(reports, store.Report{Token: f.FencingToken, Finish: &store.Result{ExitCode: int(f.ExitCode), Signal: f.Signal,
-				Class: classFromProto(f.FailureClass), Message: f.Message, LogBatches: f.LastLogSeq, LogLines: f.LinesSent, LogDropped: f.LinesDropped}})
+			reports = append(reports, store.Report{Token: f.FencingToken, Finish: &store.Result{ExitCode: int(f.ExitCode), Signal: storableText(f.Signal),
+				Class: classFromProto(f.FailureClass), Message: storableText(f.Message), LogBatches: f.LastLogSeq, LogLines: f.LinesSent, LogDropped: f.LinesDropped}})
 			lines = append(lines, 0)
 		case *hodeiv1.ConnectRequest_Shutdown:
 			c.mu.Lock()

@@ -66,7 +66,7 @@ func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string
 	}
 	l, _ := json.Marshal(nonNil(like.Labels))
 	var out []Assignment
-	err := s.inTxDeferred(ctx, func(tx pgx.Tx, later db.DBTX) error {
+	err := s.inTxDeferred(ctx, func(tx db.DBTX, later db.DBTX) error {
 		out = out[:0]
 		rows, err := db.New(tx).ClaimJobs(ctx, db.ClaimJobsParams{WorkerIds: ids, Now: s.now(), WorkerLabels: l, WorkerImage: like.Image,
 			WorkerCpuMillis: like.CPUMillis, WorkerMemoryMib: like.MemoryMiB})
@@ -177,7 +177,7 @@ func (s *Store) FinishAttempt(ctx context.Context, token int64, r Result) (Outco
 	return out, err
 }
 
-func (s *Store) finishAttempt(ctx context.Context, tx pgx.Tx, token int64, r Result) (Outcome, error) {
+func (s *Store) finishAttempt(ctx context.Context, tx db.DBTX, token int64, r Result) (Outcome, error) {
 	q := db.New(tx)
 	a, current, err := lockAttempt(ctx, q, token)
 	if err != nil {
@@ -212,7 +212,7 @@ func (s *Store) finishAttempt(ctx context.Context, tx pgx.Tx, token int64, r Res
 }
 
 // finish ends the current attempt of j (locked) and moves the job on.
-func (s *Store) finish(ctx context.Context, q *db.Queries, tx pgx.Tx, j job.Job, number int32, token int64, r Result, out *Outcome, before ...eventbus.Event) error {
+func (s *Store) finish(ctx context.Context, q *db.Queries, tx db.DBTX, j job.Job, number int32, token int64, r Result, out *Outcome, before ...eventbus.Event) error {
 	now := s.now()
 	d, err := decide(j, number, r, now)
 	if err != nil {
@@ -612,7 +612,7 @@ func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOut
 			finishing[r.Token] = i
 		}
 	}
-	err := s.inTxDeferred(ctx, func(tx pgx.Tx, later db.DBTX) error {
+	err := s.inTxDeferred(ctx, func(tx db.DBTX, later db.DBTX) error {
 		q := db.New(tx)
 		touched := map[string]bool{} // jobs with new output or a result
 		// Attempts ended by this batch, with their new state: their
@@ -803,7 +803,7 @@ func (s *Store) startBatch(ctx context.Context, q *db.Queries, later db.DBTX, re
 // finishBatch applies the results reports[idx...] with set-based writes
 // (one lock query, one update of the attempts, one of the jobs, one event
 // insert), and those that schedule a retry one by one.
-func (s *Store) finishBatch(ctx context.Context, tx pgx.Tx, q *db.Queries, later db.DBTX, reports []Report, idx []int, out []ReportOutcome, touched map[string]bool, seen map[int64]job.State) error {
+func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, later db.DBTX, reports []Report, idx []int, out []ReportOutcome, touched map[string]bool, seen map[int64]job.State) error {
 	tokens := make([]int64, len(idx))
 	for k, i := range idx {
 		tokens[k] = reports[i].Token

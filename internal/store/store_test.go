@@ -420,3 +420,56 @@ func TestClaimRespectsWorkerLimits(t *testing.T) {
 		t.Fatalf("a worker without stated limits claimed %+v (%v), want the 2000m job", as, err)
 	}
 }
+
+// TestApplyReportsRollsBackAFailedBatch: when one of the writes sent with
+// the commit fails (here PostgreSQL refuses a message that is not UTF-8),
+// nothing of the batch stays: no attempt or job changed, no event; and the
+// next batch on the pool applies normally.
+func TestApplyReportsRollsBackAFailedBatch(t *testing.T) {
+	t.Parallel()
+	s := storetest.Open(t)
+	ctx := context.Background()
+	var ids []string
+	for i := 0; i < 2; i++ {
+		j, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, j.ID)
+	}
+	as, err := s.Claim(ctx, store.WorkerMatch{ID: connectedWorker(t, s)}, 2)
+	if err != nil || len(as) != 2 {
+		t.Fatalf("claim: %v %v", as, err)
+	}
+	_, _, before := counts(t, s)
+	bad := store.Result{ExitCode: 1, Message: "bad \xff byte"}
+	ok := store.Result{}
+	if _, err := s.ApplyReports(ctx, []store.Report{{Token: as[0].Token, Start: true}, {Token: as[1].Token, Finish: &ok}, {Token: as[0].Token, Finish: &bad}}); err == nil {
+		t.Fatal("a batch with a result PostgreSQL cannot store was applied")
+	}
+	if _, _, after := counts(t, s); after != before {
+		t.Fatalf("events: %d after the failed batch, %d before", after, before)
+	}
+	for _, id := range ids {
+		j, err := s.GetJob(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State != job.StateAssigned || !j.Attempts[0].StartedAt.IsZero() {
+			t.Fatalf("job %s: %s started=%v after the failed batch, want assigned and not started", id, j.State, j.Attempts[0].StartedAt)
+		}
+	}
+	for range 10 { // more batches than the pool has connections in use
+		if _, err := s.ApplyReports(ctx, []store.Report{{Token: 987654321, Start: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.ApplyReports(ctx, []store.Report{{Token: as[0].Token, Finish: &ok}, {Token: as[1].Token, Finish: &ok}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if j, _ := s.GetJob(ctx, id); j.State != job.StateSucceeded {
+			t.Fatalf("job %s: %s, want succeeded", id, j.State)
+		}
+	}
+}
