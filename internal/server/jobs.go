@@ -29,7 +29,10 @@ func (h jobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1.
 	if err != nil {
 		return nil, connectError(err)
 	}
-	h.s.metrics.jobsCreated.WithLabelValues(spec.Type).Inc()
+	if !existing {
+		h.s.metrics.jobsCreated.WithLabelValues(spec.Type).Inc()
+		h.s.workers.capacity() // this replica's dispatcher at once; the others by JobCreated
+	}
 	return connect.NewResponse(&hodeiv1.SubmitJobResponse{Job: jobToProto(j), Existing: existing}), nil
 }
 
@@ -56,11 +59,16 @@ func (h jobService) SubmitJobs(ctx context.Context, req *connect.Request[hodeiv1
 		return nil, connectError(err)
 	}
 	resp := &hodeiv1.SubmitJobsResponse{Existing: existing}
+	created := false
 	for i, j := range jobs {
 		resp.Jobs = append(resp.Jobs, jobToProto(j))
 		if !existing[i] {
 			h.s.metrics.jobsCreated.WithLabelValues(j.Spec.Type).Inc()
+			created = true
 		}
+	}
+	if created {
+		h.s.workers.capacity() // this replica's dispatcher at once; the others by JobCreated
 	}
 	return connect.NewResponse(resp), nil
 }

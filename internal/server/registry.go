@@ -19,8 +19,9 @@ type Registry struct {
 
 func newRegistry() *Registry { return &Registry{conns: map[string]*workerConn{}, kick: func() {}} }
 
-// OnCapacity sets the function called when a worker connects or a slot
-// frees up (the scheduler's wake-up).
+// OnCapacity sets the function called when a worker connects, a slot
+// frees up or this replica created jobs (the scheduler's wake-up; other
+// replicas hear of new jobs through JobCreated).
 func (r *Registry) OnCapacity(f func()) {
 	r.mu.Lock()
 	r.kick = f
