@@ -61,17 +61,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	} else if pcfg.MaxConns < 20 {
 		pcfg.MaxConns = 20
 	}
-	// Every query here reads or writes through an index. Prepared
-	// statements get generic plans, made once per connection and often
-	// while the tables are nearly empty: a sequential scan chosen for 100
-	// attempts was still used at 100,000 (8 ms per batch). Without
-	// sequential scans the cached plan is an index plan, which stays right
-	// as the tables grow; where no index applies PostgreSQL still scans.
-	// (Planning every execution instead costs a quarter of PostgreSQL's
-	// CPU at small batches.)
-	if _, ok := pcfg.ConnConfig.RuntimeParams["enable_seqscan"]; !ok {
-		pcfg.ConnConfig.RuntimeParams["enable_seqscan"] = "off"
-	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
@@ -131,7 +120,8 @@ func (s *Store) inTxDeferred(ctx context.Context, fn func(tx db.DBTX, later db.D
 	}
 	b := &pgx.Batch{}
 	if !tx.begun {
-		b.Queue("begin")
+		b.Queue(beginHot)
+		b.Queue(noSeqScan)
 	}
 	for _, q := range d.b.QueuedQueries {
 		b.Queue(q.SQL, q.Arguments...)
@@ -148,6 +138,19 @@ func (s *Store) inTxDeferred(ctx context.Context, fn func(tx db.DBTX, later db.D
 	}
 	return br.Close()
 }
+
+// The hot transactions run without sequential scans. Their statements'
+// plans are cached per connection (generic plans), often made while the
+// tables are nearly empty and their statistics stale: a sequential scan
+// chosen for 100 attempts was still used at 100,000 (8 ms per batch).
+// Every statement here has an index to use, and an index plan stays right
+// as the tables grow. (Planning every execution instead cost a quarter of
+// PostgreSQL's CPU at small batches; turning sequential scans off for the
+// whole pool slowed other, rarer queries.)
+const (
+	beginHot  = "begin"
+	noSeqScan = "set local enable_seqscan = off"
+)
 
 // pipeTx runs a transaction's statements on one connection and sends its
 // BEGIN together with the first of them.
@@ -166,13 +169,16 @@ func (t *pipeTx) rollback(ctx context.Context) {
 // positioned at sql's.
 func (t *pipeTx) first(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
 	b := &pgx.Batch{}
-	b.Queue("begin")
+	b.Queue(beginHot)
+	b.Queue(noSeqScan)
 	b.Queue(sql, args...)
 	br := t.conn.SendBatch(ctx, b)
 	t.begun = true
-	if _, err := br.Exec(); err != nil {
-		br.Close() //nolint:errcheck
-		return nil, err
+	for range 2 {
+		if _, err := br.Exec(); err != nil {
+			br.Close() //nolint:errcheck
+			return nil, err
+		}
 	}
 	return br, nil
 }
