@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 
 	"github.com/hodei-dev/hodei/internal/cli"
@@ -34,13 +33,6 @@ Jobs (talk to --server, default $HODEI_SERVER or 127.0.0.1:7070):
 `
 
 func main() {
-	// The server, agents and benchmarks allocate many short-lived
-	// messages over a small live heap: collecting at 200 % growth instead
-	// of 100 % cuts the process's CPU by about a tenth (bench throughput
-	// --pgstats) for a few more MiB. GOGC still overrides it.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(200)
-	}
 	os.Exit(run())
 }
 
