@@ -919,4 +919,3 @@ func lockJob(ctx context.Context, q *db.Queries, uid uuid.UUID) (job.Job, error)
 	}
 	return fromRow(row)
 }
-
