@@ -15,8 +15,8 @@ import (
 func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }
 
 // TestGroupCommitIsolatesAFailingStream: two streams' reports gathered in
-// one transaction, one of them unstorable (PostgreSQL refuses invalid
-// UTF-8; the server's own handler would have cleaned it). The combined
+// one transaction, one of them unstorable (PostgreSQL refuses a NUL byte
+// in text; the server's own handler would have removed it). The combined
 // transaction fails, each stream is retried alone: the bad one gets the
 // error, the good one its outcome, and nothing of the bad one is stored.
 func TestGroupCommitIsolatesAFailingStream(t *testing.T) {
@@ -76,7 +76,7 @@ func TestGroupCommitIsolatesAFailingStream(t *testing.T) {
 	}
 	opener := apply(store.Report{Token: 987654321, Start: true}) // a stale start, alone
 	<-entered
-	bad := apply(store.Report{Token: tok[ids[0]], Finish: &store.Result{ExitCode: 1, Message: "bad \xff byte"}})
+	bad := apply(store.Report{Token: tok[ids[0]], Finish: &store.Result{ExitCode: 1, Message: "nul \x00 byte"}})
 	good := apply(store.Report{Token: tok[ids[1]], Finish: &store.Result{}})
 	for {
 		g.mu.Lock()
