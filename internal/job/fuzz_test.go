@@ -1,6 +1,7 @@
 package job
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"testing"
@@ -8,7 +9,9 @@ import (
 
 // FuzzValidate feeds arbitrary JSON specs to Validate: it must never
 // panic, must reject with a FieldError naming a field, and a spec it
-// accepts must be runnable (a non-empty argv without NUL bytes).
+// accepts must be runnable (a non-empty argv without NUL bytes) and
+// storable (its JSON, as the store writes it, holds no NUL: PostgreSQL's
+// jsonb refuses \u0000).
 func FuzzValidate(f *testing.F) {
 	for _, seed := range []string{
 		`{"command":["true"]}`,
@@ -17,6 +20,7 @@ func FuzzValidate(f *testing.F) {
 		`{"command":[""]}`,
 		`{"command":["a"],"retry":{"max_attempts":3,"retryable_exit_codes":[7],"jitter":0.5}}`,
 		`{}`,
+		`{"command":["true"],"name":"a\u0000b"}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -36,6 +40,9 @@ func FuzzValidate(f *testing.F) {
 		argv := s.Argv()
 		if len(argv) == 0 || argv[0] == "" {
 			t.Fatalf("accepted spec %s has argv %q", data, argv)
+		}
+		if b, err := json.Marshal(s); err != nil || bytes.Contains(b, []byte(`\u0000`)) {
+			t.Fatalf("accepted spec %s is not storable: %s %v", data, b, err)
 		}
 	})
 }

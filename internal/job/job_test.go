@@ -106,6 +106,14 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"retry.retryable_exit_codes", func(s *Spec) { s.Retry.RetryableExitCodes = []int32{0} }},
 		{"retry.jitter", func(s *Spec) { s.Retry.Jitter = 2 }},
 		{"image", func(s *Spec) { s.Image = "bad image" }},
+		// PostgreSQL stores neither text nor JSON with a NUL in it: every
+		// string field must refuse one here, not fail later in the insert.
+		{"name", func(s *Spec) { s.Name = "a\x00b" }},
+		{"script", func(s *Spec) { s.Command, s.Script = nil, "echo\x00" }},
+		{"workdir", func(s *Spec) { s.Workdir = "/tmp/\x00" }},
+		{"idempotency_key", func(s *Spec) { s.IdempotencyKey = "k\x00" }},
+		{"labels.a", func(s *Spec) { s.Labels = map[string]string{"a": "b\x00"} }},
+		{"tags.a", func(s *Spec) { s.Tags = map[string]string{"a": "b\x00"} }},
 	} {
 		s := ok()
 		tc.edit(&s)

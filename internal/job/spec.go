@@ -87,8 +87,8 @@ func (s *Spec) Validate() error {
 	if len(s.Name) > MaxNameLen {
 		return bad("name", "must be at most %d bytes, got %d", MaxNameLen, len(s.Name))
 	}
-	if !utf8.ValidString(s.Name) {
-		return bad("name", "must be valid UTF-8")
+	if !storable(s.Name) {
+		return bad("name", "must be valid UTF-8 without NUL bytes")
 	}
 	switch {
 	case len(s.Command) == 0 && s.Script == "":
@@ -116,6 +116,9 @@ func (s *Spec) Validate() error {
 	}
 	if len(s.Script) > MaxScriptBytes {
 		return bad("script", "must be at most %d bytes, got %d", MaxScriptBytes, len(s.Script))
+	}
+	if !storable(s.Script) {
+		return bad("script", "must be valid UTF-8 without NUL bytes")
 	}
 	if s.Interpreter != "" && s.Script == "" {
 		return bad("interpreter", "only applies to a script")
@@ -167,8 +170,8 @@ func (s *Spec) Validate() error {
 	if s.Type != "" && (len(s.Type) > MaxTypeLen || !typeRe.MatchString(s.Type)) {
 		return bad("type", "must be at most %d characters [A-Za-z0-9._-]", MaxTypeLen)
 	}
-	if len(s.IdempotencyKey) > MaxIdempotencyLen || !utf8.ValidString(s.IdempotencyKey) {
-		return bad("idempotency_key", "must be valid UTF-8 of at most %d bytes", MaxIdempotencyLen)
+	if len(s.IdempotencyKey) > MaxIdempotencyLen || !storable(s.IdempotencyKey) {
+		return bad("idempotency_key", "must be valid UTF-8 without NUL bytes, of at most %d bytes", MaxIdempotencyLen)
 	}
 	return s.Retry.validate()
 }
@@ -215,12 +218,16 @@ func validateLabels(field string, m map[string]string) error {
 		if len(k) > MaxLabelKeyLen || !labelKeyRe.MatchString(k) {
 			return &FieldError{Field: field, Rule: fmt.Sprintf("key %q must be 1-%d characters [A-Za-z0-9._/-], starting and ending alphanumeric", k, MaxLabelKeyLen)}
 		}
-		if v := m[k]; len(v) > MaxLabelValueLen || !utf8.ValidString(v) {
-			return &FieldError{Field: field + "." + k, Rule: fmt.Sprintf("value must be valid UTF-8 of at most %d bytes", MaxLabelValueLen)}
+		if v := m[k]; len(v) > MaxLabelValueLen || !storable(v) {
+			return &FieldError{Field: field + "." + k, Rule: fmt.Sprintf("value must be valid UTF-8 without NUL bytes, of at most %d bytes", MaxLabelValueLen)}
 		}
 	}
 	return nil
 }
+
+// storable says whether PostgreSQL can keep s as text or in JSON: valid
+// UTF-8 without NUL bytes.
+func storable(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
 
 func sortedKeys(m map[string]string) []string {
 	keys := make([]string, 0, len(m))
