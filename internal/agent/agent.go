@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/protobuf/proto"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -291,7 +292,7 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 	c := hodeiv1connect.NewWorkerServiceClient(hc, baseURL(server), connect.WithGRPC())
 	stream := c.Connect(ctx)
 	defer stream.CloseRequest()
-	hello := &hodeiv1.Hello{WorkerId: a.workerID, Credential: a.credential, FreeSlots: int32(a.free()), Prefetch: int32(a.cfg.Prefetch)}
+	hello := &hodeiv1.Hello{WorkerId: a.workerID, Credential: a.credential, FreeSlots: int32(a.free()), Prefetch: int32(a.cfg.Prefetch), Batches: true}
 	// The hello lists every attempt this agent knows: running ones and
 	// finished ones whose reports wait in the outbox. The server re-sends
 	// attempts it assigned that are not listed (they never arrived).
@@ -327,8 +328,9 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 	if s := first.GetSettings(); s != nil && s.HeartbeatInterval != nil {
 		interval = s.HeartbeatInterval.AsDuration()
 	}
+	batches := first.GetSettings().GetBatches()
 	sendErr := make(chan error, 1)
-	go func() { sendErr <- a.sender(ctx, stream, gen, interval) }()
+	go func() { sendErr <- a.sender(ctx, stream, gen, interval, batches) }()
 	// Cancelling ctx does not interrupt a Receive on an HTTP/2 stream that
 	// already has its response: closing our side makes the server end the
 	// stream, which ends the Receive.
@@ -351,11 +353,13 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 }
 
 // sender sends unsent reports of the outbox and heartbeats.
-func (a *Agent) sender(ctx context.Context, stream *connect.BidiStreamForClient[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse], gen int, interval time.Duration) error {
+// With batches (the server accepts them), the reports waiting together
+// go as RequestBatch frames: one write for many.
+func (a *Agent) sender(ctx context.Context, stream *connect.BidiStreamForClient[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse], gen int, interval time.Duration, batches bool) error {
 	hb := time.NewTicker(interval)
 	defer hb.Stop()
 	for {
-		for _, m := range a.box.unsent(gen) {
+		for _, m := range frames(a.box.unsent(gen), batches) {
 			if err := a.send(stream, m); err != nil {
 				return err
 			}
@@ -371,6 +375,44 @@ func (a *Agent) sender(ctx context.Context, stream *connect.BidiStreamForClient[
 		}
 	}
 }
+
+// frames groups msgs into RequestBatch frames of at most frameMsgs
+// messages that stop growing past frameBytes (a message alone stays
+// unwrapped), or returns them as they are without batches.
+func frames(msgs []*hodeiv1.ConnectRequest, batches bool) []*hodeiv1.ConnectRequest {
+	if !batches || len(msgs) < 2 {
+		return msgs
+	}
+	var out []*hodeiv1.ConnectRequest
+	var cur []*hodeiv1.ConnectRequest
+	size := 0
+	flush := func() {
+		switch len(cur) {
+		case 0:
+		case 1:
+			out = append(out, cur[0])
+		default:
+			out = append(out, &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Batch{Batch: &hodeiv1.RequestBatch{Msgs: cur}}})
+		}
+		cur, size = nil, 0
+	}
+	for _, m := range msgs {
+		cur = append(cur, m)
+		size += proto.Size(m)
+		if len(cur) == frameMsgs || size >= frameBytes {
+			flush()
+		}
+	}
+	flush()
+	return out
+}
+
+// A RequestBatch holds at most frameMsgs messages and stops growing past
+// frameBytes.
+const (
+	frameMsgs  = 128
+	frameBytes = 1 << 20
+)
 
 func (a *Agent) send(stream *connect.BidiStreamForClient[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse], m *hodeiv1.ConnectRequest) error {
 	a.sendMu.Lock()
@@ -413,6 +455,12 @@ func (a *Agent) handle(m *hodeiv1.ConnectResponse) {
 		a.draining = true
 		a.mu.Unlock()
 	case *hodeiv1.ConnectResponse_Settings:
+	case *hodeiv1.ConnectResponse_Batch:
+		for _, m := range msg.Batch.Msgs {
+			if m.GetBatch() == nil {
+				a.handle(m)
+			}
+		}
 	}
 }
 

@@ -140,7 +140,8 @@ type workerConn struct {
 	labels               map[string]string
 	image                string
 	slots                int
-	prefetch             int // attempts beyond slots the agent queues (Hello.prefetch)
+	prefetch             int  // attempts beyond slots the agent queues (Hello.prefetch)
+	batches              bool // the agent accepts ResponseBatch frames
 
 	out    chan *hodeiv1.ConnectResponse
 	cancel context.CancelFunc

@@ -29,7 +29,7 @@ func (h workerService) Enroll(ctx context.Context, req *connect.Request[hodeiv1.
 }
 
 func (s *Server) settings() *hodeiv1.WorkerSettings {
-	return &hodeiv1.WorkerSettings{HeartbeatInterval: durationpb.New(s.cfg.HeartbeatInterval)}
+	return &hodeiv1.WorkerSettings{HeartbeatInterval: durationpb.New(s.cfg.HeartbeatInterval), Batches: true}
 }
 
 // Connect serves one worker's stream: authenticate the hello, reconcile
@@ -56,7 +56,7 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c := &workerConn{id: w.ID, provider: w.Provider, cpuMillis: w.CPUMillis, memoryMiB: w.MemoryMiB, labels: w.Labels, image: w.Image, slots: w.Slots, prefetch: int(hello.Prefetch), out: make(chan *hodeiv1.ConnectResponse, 256),
+	c := &workerConn{id: w.ID, provider: w.Provider, cpuMillis: w.CPUMillis, memoryMiB: w.MemoryMiB, labels: w.Labels, image: w.Image, slots: w.Slots, prefetch: int(hello.Prefetch), batches: hello.Batches, out: make(chan *hodeiv1.ConnectResponse, 256),
 		cancel: cancel, done: make(chan struct{}), running: map[int64]string{}, lastSeen: time.Now()}
 	defer close(c.done)
 	log := s.log.With("worker_id", w.ID)
@@ -92,6 +92,9 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 		for {
 			select {
 			case m := <-c.out:
+				if c.batches {
+					m = gather(m, c.out)
+				}
 				if err := stream.Send(m); err != nil {
 					sendErr <- err
 					cancel()
@@ -124,11 +127,22 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 				recvErr <- err
 				return
 			}
-			select {
-			case msgs <- m:
-			case <-ctx.Done():
-				recvErr <- ctx.Err()
-				return
+			batch := []*hodeiv1.ConnectRequest{m}
+			if b := m.GetBatch(); b != nil {
+				batch = b.Msgs
+			}
+			for _, m := range batch {
+				switch m.Msg.(type) {
+				case *hodeiv1.ConnectRequest_Batch, nil:
+					recvErr <- connect.NewError(connect.CodeInvalidArgument, errors.New("message is empty, or a batch inside a batch"))
+					return
+				}
+				select {
+				case msgs <- m:
+				case <-ctx.Done():
+					recvErr <- ctx.Err()
+					return
+				}
 			}
 		}
 	}()
@@ -182,6 +196,35 @@ func isEOF(err error) bool { return errors.Is(err, io.EOF) }
 func storableText(s string) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
 }
+
+// gather adds to m the messages already waiting in out, as one
+// ResponseBatch frame (one write instead of one per message), up to
+// maxFrameMsgs messages or about maxFrameBytes.
+func gather(m *hodeiv1.ConnectResponse, out chan *hodeiv1.ConnectResponse) *hodeiv1.ConnectResponse {
+	var msgs []*hodeiv1.ConnectResponse
+	size := proto.Size(m)
+	for len(msgs) < maxFrameMsgs-1 && size < maxFrameBytes {
+		select {
+		case next := <-out:
+			msgs = append(msgs, next)
+			size += proto.Size(next)
+			continue
+		default:
+		}
+		break
+	}
+	if len(msgs) == 0 {
+		return m
+	}
+	return &hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Batch{Batch: &hodeiv1.ResponseBatch{Msgs: append([]*hodeiv1.ConnectResponse{m}, msgs...)}}}
+}
+
+// A batch frame holds at most this many messages, and stops growing
+// past this size.
+const (
+	maxFrameMsgs  = 128
+	maxFrameBytes = 1 << 20
+)
 
 // maxGroup bounds the reports applied in one transaction.
 const maxGroup = 512

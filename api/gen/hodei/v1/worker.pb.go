@@ -243,8 +243,10 @@ type WorkerSettings struct {
 	HeartbeatInterval *durationpb.Duration   `protobuf:"bytes,1,opt,name=heartbeat_interval,json=heartbeatInterval,proto3" json:"heartbeat_interval,omitempty"`
 	LogBatchLines     int32                  `protobuf:"varint,2,opt,name=log_batch_lines,json=logBatchLines,proto3" json:"log_batch_lines,omitempty"`
 	LogFlushInterval  *durationpb.Duration   `protobuf:"bytes,3,opt,name=log_flush_interval,json=logFlushInterval,proto3" json:"log_flush_interval,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// batches: the server accepts ConnectRequest.batch.
+	Batches       bool `protobuf:"varint,4,opt,name=batches,proto3" json:"batches,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WorkerSettings) Reset() {
@@ -296,6 +298,13 @@ func (x *WorkerSettings) GetLogFlushInterval() *durationpb.Duration {
 		return x.LogFlushInterval
 	}
 	return nil
+}
+
+func (x *WorkerSettings) GetBatches() bool {
+	if x != nil {
+		return x.Batches
+	}
+	return false
 }
 
 // RunningAttempt identifies an attempt by its fencing token.
@@ -371,7 +380,9 @@ type Hello struct {
 	// prefetch is how many attempts beyond its slots the agent accepts: they
 	// wait on the worker and start as soon as a slot frees, so that a slot is
 	// not idle while its next job is claimed and sent (short jobs).
-	Prefetch      int32 `protobuf:"varint,5,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
+	Prefetch int32 `protobuf:"varint,5,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
+	// batches: the agent accepts ConnectResponse.batch.
+	Batches       bool `protobuf:"varint,6,opt,name=batches,proto3" json:"batches,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -439,6 +450,13 @@ func (x *Hello) GetPrefetch() int32 {
 		return x.Prefetch
 	}
 	return 0
+}
+
+func (x *Hello) GetBatches() bool {
+	if x != nil {
+		return x.Batches
+	}
+	return false
 }
 
 type Heartbeat struct {
@@ -849,6 +867,7 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Logs
 	//	*ConnectRequest_Finished
 	//	*ConnectRequest_Shutdown
+	//	*ConnectRequest_Batch
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -945,6 +964,15 @@ func (x *ConnectRequest) GetShutdown() *ShutdownNotice {
 	return nil
 }
 
+func (x *ConnectRequest) GetBatch() *RequestBatch {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -973,6 +1001,10 @@ type ConnectRequest_Shutdown struct {
 	Shutdown *ShutdownNotice `protobuf:"bytes,6,opt,name=shutdown,proto3,oneof"`
 }
 
+type ConnectRequest_Batch struct {
+	Batch *RequestBatch `protobuf:"bytes,7,opt,name=batch,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
@@ -984,6 +1016,55 @@ func (*ConnectRequest_Logs) isConnectRequest_Msg() {}
 func (*ConnectRequest_Finished) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Shutdown) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_Batch) isConnectRequest_Msg() {}
+
+// RequestBatch carries several agent messages in one frame, in order
+// (never a hello or another batch). Sent only to a server whose
+// WorkerSettings say batches.
+type RequestBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Msgs          []*ConnectRequest      `protobuf:"bytes,1,rep,name=msgs,proto3" json:"msgs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestBatch) Reset() {
+	*x = RequestBatch{}
+	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestBatch) ProtoMessage() {}
+
+func (x *RequestBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestBatch.ProtoReflect.Descriptor instead.
+func (*RequestBatch) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RequestBatch) GetMsgs() []*ConnectRequest {
+	if x != nil {
+		return x.Msgs
+	}
+	return nil
+}
 
 // RunJob tells the agent to start an attempt.
 type RunJob struct {
@@ -999,7 +1080,7 @@ type RunJob struct {
 
 func (x *RunJob) Reset() {
 	*x = RunJob{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	mi := &file_hodei_v1_worker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1092,7 @@ func (x *RunJob) String() string {
 func (*RunJob) ProtoMessage() {}
 
 func (x *RunJob) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	mi := &file_hodei_v1_worker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1105,7 @@ func (x *RunJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJob.ProtoReflect.Descriptor instead.
 func (*RunJob) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{12}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RunJob) GetJobId() string {
@@ -1073,7 +1154,7 @@ type CancelAttempt struct {
 
 func (x *CancelAttempt) Reset() {
 	*x = CancelAttempt{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[13]
+	mi := &file_hodei_v1_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1166,7 @@ func (x *CancelAttempt) String() string {
 func (*CancelAttempt) ProtoMessage() {}
 
 func (x *CancelAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[13]
+	mi := &file_hodei_v1_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1179,7 @@ func (x *CancelAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelAttempt.ProtoReflect.Descriptor instead.
 func (*CancelAttempt) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{13}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CancelAttempt) GetFencingToken() int64 {
@@ -1124,7 +1205,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[14]
+	mi := &file_hodei_v1_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1217,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[14]
+	mi := &file_hodei_v1_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1230,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{14}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{15}
 }
 
 // Ack acknowledges what the server stored durably; the agent may forget it.
@@ -1168,7 +1249,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[15]
+	mi := &file_hodei_v1_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1180,7 +1261,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[15]
+	mi := &file_hodei_v1_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1193,7 +1274,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{15}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Ack) GetFencingToken() int64 {
@@ -1233,6 +1314,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Drain
 	//	*ConnectResponse_Settings
 	//	*ConnectResponse_Ack
+	//	*ConnectResponse_Batch
 	Msg           isConnectResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1240,7 +1322,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[16]
+	mi := &file_hodei_v1_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +1334,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[16]
+	mi := &file_hodei_v1_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +1347,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{16}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -1320,6 +1402,15 @@ func (x *ConnectResponse) GetAck() *Ack {
 	return nil
 }
 
+func (x *ConnectResponse) GetBatch() *ResponseBatch {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Msg interface {
 	isConnectResponse_Msg()
 }
@@ -1344,6 +1435,10 @@ type ConnectResponse_Ack struct {
 	Ack *Ack `protobuf:"bytes,5,opt,name=ack,proto3,oneof"`
 }
 
+type ConnectResponse_Batch struct {
+	Batch *ResponseBatch `protobuf:"bytes,6,opt,name=batch,proto3,oneof"`
+}
+
 func (*ConnectResponse_Run) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_Cancel) isConnectResponse_Msg() {}
@@ -1353,6 +1448,54 @@ func (*ConnectResponse_Drain) isConnectResponse_Msg() {}
 func (*ConnectResponse_Settings) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_Ack) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_Batch) isConnectResponse_Msg() {}
+
+// ResponseBatch carries several server messages in one frame, in order
+// (never another batch). Sent only to an agent whose hello says batches.
+type ResponseBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Msgs          []*ConnectResponse     `protobuf:"bytes,1,rep,name=msgs,proto3" json:"msgs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResponseBatch) Reset() {
+	*x = ResponseBatch{}
+	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResponseBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResponseBatch) ProtoMessage() {}
+
+func (x *ResponseBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResponseBatch.ProtoReflect.Descriptor instead.
+func (*ResponseBatch) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ResponseBatch) GetMsgs() []*ConnectResponse {
+	if x != nil {
+		return x.Msgs
+	}
+	return nil
+}
 
 // Worker is a registry entry.
 type Worker struct {
@@ -1373,7 +1516,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[17]
+	mi := &file_hodei_v1_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1528,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[17]
+	mi := &file_hodei_v1_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1541,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{17}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Worker) GetId() string {
@@ -1494,15 +1637,16 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"credential\x18\x02 \x01(\tR\n" +
 	"credential\x124\n" +
-	"\bsettings\x18\x03 \x01(\v2\x18.hodei.v1.WorkerSettingsR\bsettings\"\xcb\x01\n" +
+	"\bsettings\x18\x03 \x01(\v2\x18.hodei.v1.WorkerSettingsR\bsettings\"\xe5\x01\n" +
 	"\x0eWorkerSettings\x12H\n" +
 	"\x12heartbeat_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12&\n" +
 	"\x0flog_batch_lines\x18\x02 \x01(\x05R\rlogBatchLines\x12G\n" +
-	"\x12log_flush_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x10logFlushInterval\"f\n" +
+	"\x12log_flush_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x10logFlushInterval\x12\x18\n" +
+	"\abatches\x18\x04 \x01(\bR\abatches\"f\n" +
 	"\x0eRunningAttempt\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12#\n" +
-	"\rfencing_token\x18\x03 \x01(\x03R\ffencingToken\"\xb3\x01\n" +
+	"\rfencing_token\x18\x03 \x01(\x03R\ffencingToken\"\xcd\x01\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1e\n" +
 	"\n" +
@@ -1511,7 +1655,8 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\arunning\x18\x03 \x03(\v2\x18.hodei.v1.RunningAttemptR\arunning\x12\x1d\n" +
 	"\n" +
 	"free_slots\x18\x04 \x01(\x05R\tfreeSlots\x12\x1a\n" +
-	"\bprefetch\x18\x05 \x01(\x05R\bprefetch\"*\n" +
+	"\bprefetch\x18\x05 \x01(\x05R\bprefetch\x12\x18\n" +
+	"\abatches\x18\x06 \x01(\bR\abatches\"*\n" +
 	"\tHeartbeat\x12\x1d\n" +
 	"\n" +
 	"free_slots\x18\x01 \x01(\x05R\tfreeSlots\"e\n" +
@@ -1542,15 +1687,18 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\rlines_dropped\x18\t \x01(\x03R\flinesDropped\">\n" +
 	"\x0eShutdownNotice\x12\x16\n" +
 	"\x06forced\x18\x01 \x01(\bR\x06forced\x12\x14\n" +
-	"\x05final\x18\x02 \x01(\bR\x05final\"\xc6\x02\n" +
+	"\x05final\x18\x02 \x01(\bR\x05final\"\xf6\x02\n" +
 	"\x0eConnectRequest\x12'\n" +
 	"\x05hello\x18\x01 \x01(\v2\x0f.hodei.v1.HelloH\x00R\x05hello\x123\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x13.hodei.v1.HeartbeatH\x00R\theartbeat\x124\n" +
 	"\astarted\x18\x03 \x01(\v2\x18.hodei.v1.AttemptStartedH\x00R\astarted\x12(\n" +
 	"\x04logs\x18\x04 \x01(\v2\x12.hodei.v1.LogBatchH\x00R\x04logs\x127\n" +
 	"\bfinished\x18\x05 \x01(\v2\x19.hodei.v1.AttemptFinishedH\x00R\bfinished\x126\n" +
-	"\bshutdown\x18\x06 \x01(\v2\x18.hodei.v1.ShutdownNoticeH\x00R\bshutdownB\x05\n" +
-	"\x03msg\"\xbd\x01\n" +
+	"\bshutdown\x18\x06 \x01(\v2\x18.hodei.v1.ShutdownNoticeH\x00R\bshutdown\x12.\n" +
+	"\x05batch\x18\a \x01(\v2\x16.hodei.v1.RequestBatchH\x00R\x05batchB\x05\n" +
+	"\x03msg\"<\n" +
+	"\fRequestBatch\x12,\n" +
+	"\x04msgs\x18\x01 \x03(\v2\x18.hodei.v1.ConnectRequestR\x04msgs\"\xbd\x01\n" +
 	"\x06RunJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12#\n" +
@@ -1565,14 +1713,17 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\rfencing_token\x18\x01 \x01(\x03R\ffencingToken\x12\x17\n" +
 	"\alog_seq\x18\x02 \x01(\x03R\x06logSeq\x12\x1a\n" +
 	"\bfinished\x18\x03 \x01(\bR\bfinished\x12\x14\n" +
-	"\x05stale\x18\x04 \x01(\bR\x05stale\"\xf5\x01\n" +
+	"\x05stale\x18\x04 \x01(\bR\x05stale\"\xa6\x02\n" +
 	"\x0fConnectResponse\x12$\n" +
 	"\x03run\x18\x01 \x01(\v2\x10.hodei.v1.RunJobH\x00R\x03run\x121\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x17.hodei.v1.CancelAttemptH\x00R\x06cancel\x12'\n" +
 	"\x05drain\x18\x03 \x01(\v2\x0f.hodei.v1.DrainH\x00R\x05drain\x126\n" +
 	"\bsettings\x18\x04 \x01(\v2\x18.hodei.v1.WorkerSettingsH\x00R\bsettings\x12!\n" +
-	"\x03ack\x18\x05 \x01(\v2\r.hodei.v1.AckH\x00R\x03ackB\x05\n" +
-	"\x03msg\"\x8f\x03\n" +
+	"\x03ack\x18\x05 \x01(\v2\r.hodei.v1.AckH\x00R\x03ack\x12/\n" +
+	"\x05batch\x18\x06 \x01(\v2\x17.hodei.v1.ResponseBatchH\x00R\x05batchB\x05\n" +
+	"\x03msg\">\n" +
+	"\rResponseBatch\x12-\n" +
+	"\x04msgs\x18\x01 \x03(\v2\x19.hodei.v1.ConnectResponseR\x04msgs\"\x8f\x03\n" +
 	"\x06Worker\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12+\n" +
@@ -1614,7 +1765,7 @@ func file_hodei_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hodei_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_hodei_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_hodei_v1_worker_proto_goTypes = []any{
 	(WorkerState)(0),              // 0: hodei.v1.WorkerState
 	(*EnrollRequest)(nil),         // 1: hodei.v1.EnrollRequest
@@ -1629,57 +1780,63 @@ var file_hodei_v1_worker_proto_goTypes = []any{
 	(*AttemptFinished)(nil),       // 10: hodei.v1.AttemptFinished
 	(*ShutdownNotice)(nil),        // 11: hodei.v1.ShutdownNotice
 	(*ConnectRequest)(nil),        // 12: hodei.v1.ConnectRequest
-	(*RunJob)(nil),                // 13: hodei.v1.RunJob
-	(*CancelAttempt)(nil),         // 14: hodei.v1.CancelAttempt
-	(*Drain)(nil),                 // 15: hodei.v1.Drain
-	(*Ack)(nil),                   // 16: hodei.v1.Ack
-	(*ConnectResponse)(nil),       // 17: hodei.v1.ConnectResponse
-	(*Worker)(nil),                // 18: hodei.v1.Worker
-	nil,                           // 19: hodei.v1.EnrollRequest.LabelsEntry
-	nil,                           // 20: hodei.v1.Worker.LabelsEntry
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
-	(LogStream)(0),                // 23: hodei.v1.LogStream
-	(FailureClass)(0),             // 24: hodei.v1.FailureClass
-	(*JobSpec)(nil),               // 25: hodei.v1.JobSpec
+	(*RequestBatch)(nil),          // 13: hodei.v1.RequestBatch
+	(*RunJob)(nil),                // 14: hodei.v1.RunJob
+	(*CancelAttempt)(nil),         // 15: hodei.v1.CancelAttempt
+	(*Drain)(nil),                 // 16: hodei.v1.Drain
+	(*Ack)(nil),                   // 17: hodei.v1.Ack
+	(*ConnectResponse)(nil),       // 18: hodei.v1.ConnectResponse
+	(*ResponseBatch)(nil),         // 19: hodei.v1.ResponseBatch
+	(*Worker)(nil),                // 20: hodei.v1.Worker
+	nil,                           // 21: hodei.v1.EnrollRequest.LabelsEntry
+	nil,                           // 22: hodei.v1.Worker.LabelsEntry
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(LogStream)(0),                // 25: hodei.v1.LogStream
+	(FailureClass)(0),             // 26: hodei.v1.FailureClass
+	(*JobSpec)(nil),               // 27: hodei.v1.JobSpec
 }
 var file_hodei_v1_worker_proto_depIdxs = []int32{
-	19, // 0: hodei.v1.EnrollRequest.labels:type_name -> hodei.v1.EnrollRequest.LabelsEntry
+	21, // 0: hodei.v1.EnrollRequest.labels:type_name -> hodei.v1.EnrollRequest.LabelsEntry
 	3,  // 1: hodei.v1.EnrollResponse.settings:type_name -> hodei.v1.WorkerSettings
-	21, // 2: hodei.v1.WorkerSettings.heartbeat_interval:type_name -> google.protobuf.Duration
-	21, // 3: hodei.v1.WorkerSettings.log_flush_interval:type_name -> google.protobuf.Duration
+	23, // 2: hodei.v1.WorkerSettings.heartbeat_interval:type_name -> google.protobuf.Duration
+	23, // 3: hodei.v1.WorkerSettings.log_flush_interval:type_name -> google.protobuf.Duration
 	4,  // 4: hodei.v1.Hello.running:type_name -> hodei.v1.RunningAttempt
-	22, // 5: hodei.v1.AttemptStarted.time:type_name -> google.protobuf.Timestamp
-	23, // 6: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	22, // 7: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	24, // 5: hodei.v1.AttemptStarted.time:type_name -> google.protobuf.Timestamp
+	25, // 6: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
+	24, // 7: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
 	8,  // 8: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	24, // 9: hodei.v1.AttemptFinished.failure_class:type_name -> hodei.v1.FailureClass
-	22, // 10: hodei.v1.AttemptFinished.time:type_name -> google.protobuf.Timestamp
+	26, // 9: hodei.v1.AttemptFinished.failure_class:type_name -> hodei.v1.FailureClass
+	24, // 10: hodei.v1.AttemptFinished.time:type_name -> google.protobuf.Timestamp
 	5,  // 11: hodei.v1.ConnectRequest.hello:type_name -> hodei.v1.Hello
 	6,  // 12: hodei.v1.ConnectRequest.heartbeat:type_name -> hodei.v1.Heartbeat
 	7,  // 13: hodei.v1.ConnectRequest.started:type_name -> hodei.v1.AttemptStarted
 	9,  // 14: hodei.v1.ConnectRequest.logs:type_name -> hodei.v1.LogBatch
 	10, // 15: hodei.v1.ConnectRequest.finished:type_name -> hodei.v1.AttemptFinished
 	11, // 16: hodei.v1.ConnectRequest.shutdown:type_name -> hodei.v1.ShutdownNotice
-	25, // 17: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
-	22, // 18: hodei.v1.RunJob.deadline:type_name -> google.protobuf.Timestamp
-	13, // 19: hodei.v1.ConnectResponse.run:type_name -> hodei.v1.RunJob
-	14, // 20: hodei.v1.ConnectResponse.cancel:type_name -> hodei.v1.CancelAttempt
-	15, // 21: hodei.v1.ConnectResponse.drain:type_name -> hodei.v1.Drain
-	3,  // 22: hodei.v1.ConnectResponse.settings:type_name -> hodei.v1.WorkerSettings
-	16, // 23: hodei.v1.ConnectResponse.ack:type_name -> hodei.v1.Ack
-	0,  // 24: hodei.v1.Worker.state:type_name -> hodei.v1.WorkerState
-	20, // 25: hodei.v1.Worker.labels:type_name -> hodei.v1.Worker.LabelsEntry
-	22, // 26: hodei.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
-	1,  // 27: hodei.v1.WorkerService.Enroll:input_type -> hodei.v1.EnrollRequest
-	12, // 28: hodei.v1.WorkerService.Connect:input_type -> hodei.v1.ConnectRequest
-	2,  // 29: hodei.v1.WorkerService.Enroll:output_type -> hodei.v1.EnrollResponse
-	17, // 30: hodei.v1.WorkerService.Connect:output_type -> hodei.v1.ConnectResponse
-	29, // [29:31] is the sub-list for method output_type
-	27, // [27:29] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	13, // 17: hodei.v1.ConnectRequest.batch:type_name -> hodei.v1.RequestBatch
+	12, // 18: hodei.v1.RequestBatch.msgs:type_name -> hodei.v1.ConnectRequest
+	27, // 19: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
+	24, // 20: hodei.v1.RunJob.deadline:type_name -> google.protobuf.Timestamp
+	14, // 21: hodei.v1.ConnectResponse.run:type_name -> hodei.v1.RunJob
+	15, // 22: hodei.v1.ConnectResponse.cancel:type_name -> hodei.v1.CancelAttempt
+	16, // 23: hodei.v1.ConnectResponse.drain:type_name -> hodei.v1.Drain
+	3,  // 24: hodei.v1.ConnectResponse.settings:type_name -> hodei.v1.WorkerSettings
+	17, // 25: hodei.v1.ConnectResponse.ack:type_name -> hodei.v1.Ack
+	19, // 26: hodei.v1.ConnectResponse.batch:type_name -> hodei.v1.ResponseBatch
+	18, // 27: hodei.v1.ResponseBatch.msgs:type_name -> hodei.v1.ConnectResponse
+	0,  // 28: hodei.v1.Worker.state:type_name -> hodei.v1.WorkerState
+	22, // 29: hodei.v1.Worker.labels:type_name -> hodei.v1.Worker.LabelsEntry
+	24, // 30: hodei.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
+	1,  // 31: hodei.v1.WorkerService.Enroll:input_type -> hodei.v1.EnrollRequest
+	12, // 32: hodei.v1.WorkerService.Connect:input_type -> hodei.v1.ConnectRequest
+	2,  // 33: hodei.v1.WorkerService.Enroll:output_type -> hodei.v1.EnrollResponse
+	18, // 34: hodei.v1.WorkerService.Connect:output_type -> hodei.v1.ConnectResponse
+	33, // [33:35] is the sub-list for method output_type
+	31, // [31:33] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_worker_proto_init() }
@@ -1695,13 +1852,15 @@ func file_hodei_v1_worker_proto_init() {
 		(*ConnectRequest_Logs)(nil),
 		(*ConnectRequest_Finished)(nil),
 		(*ConnectRequest_Shutdown)(nil),
+		(*ConnectRequest_Batch)(nil),
 	}
-	file_hodei_v1_worker_proto_msgTypes[16].OneofWrappers = []any{
+	file_hodei_v1_worker_proto_msgTypes[17].OneofWrappers = []any{
 		(*ConnectResponse_Run)(nil),
 		(*ConnectResponse_Cancel)(nil),
 		(*ConnectResponse_Drain)(nil),
 		(*ConnectResponse_Settings)(nil),
 		(*ConnectResponse_Ack)(nil),
+		(*ConnectResponse_Batch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1709,7 +1868,7 @@ func file_hodei_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_worker_proto_rawDesc), len(file_hodei_v1_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
