@@ -84,6 +84,8 @@ type Agent struct {
 	retiring   bool
 	stream     *connect.BidiStreamForClient[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse]
 	sendMu     sync.Mutex
+	startMu    sync.Mutex
+	starts     []*hodeiv1.ConnectRequest // AttemptStarted notices for the sender
 	wg         sync.WaitGroup
 }
 
@@ -359,7 +361,14 @@ func (a *Agent) sender(ctx context.Context, stream *connect.BidiStreamForClient[
 	hb := time.NewTicker(interval)
 	defer hb.Stop()
 	for {
-		for _, m := range frames(a.box.unsent(gen), batches) {
+		// Starts are taken after the outbox: a result in this round has its
+		// start in it too, and the start goes first.
+		unsent := a.box.unsent(gen)
+		a.startMu.Lock()
+		starts := a.starts
+		a.starts = nil
+		a.startMu.Unlock()
+		for _, m := range frames(append(starts, unsent...), batches) {
 			if err := a.send(stream, m); err != nil {
 				return err
 			}
@@ -428,6 +437,22 @@ func (a *Agent) sendNow(m *hodeiv1.ConnectRequest) {
 	if s != nil {
 		_ = a.send(s, m)
 	}
+}
+
+// sendStarted hands a start notice to the sender, which sends it with
+// whatever else is waiting (best effort, like sendNow: dropped when no
+// stream is up; the hello after a reconnect lists the attempt anyway).
+func (a *Agent) sendStarted(m *hodeiv1.ConnectRequest) {
+	a.mu.Lock()
+	live := a.stream != nil
+	a.mu.Unlock()
+	if !live {
+		return
+	}
+	a.startMu.Lock()
+	a.starts = append(a.starts, m)
+	a.startMu.Unlock()
+	a.box.signal(a.box.notify)
 }
 
 func (a *Agent) free() int {
@@ -547,7 +572,7 @@ func (a *Agent) notStarted(ctx context.Context, at *attempt) {
 // outbox, and queues the result after the last batch.
 func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec) {
 	log := a.log.With("job_id", at.jobID, "attempt", at.number)
-	a.sendNow(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Started{Started: &hodeiv1.AttemptStarted{FencingToken: at.token, Time: timestamppb.Now()}}})
+	a.sendStarted(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Started{Started: &hodeiv1.AttemptStarted{FencingToken: at.token, Time: timestamppb.Now()}}})
 	if a.cfg.NoopExec {
 		a.box.add(&pending{token: at.token, finished: true, msg: finishedMsg(at.token, 0, "", 0, "noop execution (benchmark mode)", 0, 0, 0)})
 		return
