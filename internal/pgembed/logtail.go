@@ -75,11 +75,6 @@ func (t *logTail) String() string {
 	return strings.TrimRight(b.String(), "\n")
 }
 
-// contains reports whether any retained line contains s.
-func (t *logTail) contains(s string) bool {
-	return strings.Contains(t.String(), s)
-}
-
 // discardLogger returns l, or a logger that drops everything when l is nil.
 func discardLogger(l *slog.Logger) *slog.Logger {
 	if l != nil {

@@ -31,7 +31,7 @@ func (h jobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1.
 	}
 	if !existing {
 		h.s.metrics.jobsCreated.WithLabelValues(spec.Type).Inc()
-		h.s.workers.capacity() // this replica's dispatcher at once; the others by JobCreated
+		h.s.workers.wakeDispatch() // this replica's dispatcher at once; the others by JobCreated
 	}
 	return connect.NewResponse(&hodeiv1.SubmitJobResponse{Job: jobToProto(j), Existing: existing}), nil
 }
@@ -68,7 +68,7 @@ func (h jobService) SubmitJobs(ctx context.Context, req *connect.Request[hodeiv1
 		}
 	}
 	if created {
-		h.s.workers.capacity() // this replica's dispatcher at once; the others by JobCreated
+		h.s.workers.wakeDispatch() // this replica's dispatcher at once; the others by JobCreated
 	}
 	return connect.NewResponse(resp), nil
 }

@@ -28,7 +28,8 @@ func (r *Registry) OnCapacity(f func()) {
 	r.mu.Unlock()
 }
 
-func (r *Registry) capacity() {
+// wakeDispatch calls the OnCapacity function.
+func (r *Registry) wakeDispatch() {
 	r.mu.Lock()
 	k := r.kick
 	r.mu.Unlock()

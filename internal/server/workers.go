@@ -116,7 +116,7 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 		s.workers.Deliver(c.id, resend)
 	}
 	log.Info("worker connected", "kept_attempts", len(c.running), "cancelled_attempts", len(cancels), "resent_attempts", len(resend))
-	s.workers.capacity()
+	s.workers.wakeDispatch()
 
 	msgs := make(chan *hodeiv1.ConnectRequest, 1024)
 	recvErr := make(chan error, 1)
@@ -326,7 +326,7 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 		}
 	}
 	if freed {
-		s.workers.capacity()
+		s.workers.wakeDispatch()
 	}
 	return nil
 }
@@ -357,7 +357,7 @@ func (s *Server) afterDisconnect(c *workerConn) {
 		if _, err := s.store.WorkerGone(ctx, c.id, "terminated", "worker shut down", true); err != nil {
 			s.log.Error("worker gone", "worker_id", c.id, "err", err)
 		}
-		s.workers.capacity()
+		s.workers.wakeDispatch()
 		return
 	}
 	s.log.Info("worker stream ended; lease running", "worker_id", c.id, "lease", s.cfg.Lease)
@@ -386,5 +386,5 @@ func (s *Server) expire(id string, silent bool) {
 		return
 	}
 	s.log.Warn("worker lease expired", "worker_id", id, "lost_attempts", len(jobs))
-	s.workers.capacity()
+	s.workers.wakeDispatch()
 }

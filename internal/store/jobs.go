@@ -23,8 +23,8 @@ import (
 // after each stage ("job", "event"); an error aborts it.
 type createHook func(stage string) error
 
-// CreateJob validates spec and stores the job, its queue row and its
-// JobCreated event in one transaction. With an idempotency key that was
+// CreateJob validates spec and stores the job (state queued: that is the
+// dispatch queue) and its JobCreated event in one transaction. With an idempotency key that was
 // used before, it returns the earlier job and existing=true.
 func (s *Store) CreateJob(ctx context.Context, spec job.Spec, defaultMaxAttempts int) (job.Job, bool, error) {
 	jobs, existing, err := s.CreateJobs(ctx, []job.Spec{spec}, defaultMaxAttempts)

@@ -223,29 +223,15 @@ func (t *pipeTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row 
 }
 
 // batchRows are the rows of the first statement: closing them also ends
-// the batch that carried BEGIN.
+// the batch that carried BEGIN (both Closes may be called again).
 type batchRows struct {
 	pgx.Rows
-	br     pgx.BatchResults
-	closed bool
+	br pgx.BatchResults
 }
 
 func (r *batchRows) Close() {
 	r.Rows.Close()
-	if !r.closed {
-		r.closed = true
-		r.br.Close() //nolint:errcheck
-	}
-}
-
-func (r *batchRows) Err() error {
-	if err := r.Rows.Err(); err != nil {
-		return err
-	}
-	if !r.closed {
-		r.Close()
-	}
-	return nil
+	r.br.Close() //nolint:errcheck
 }
 
 // rowOf is QueryRow over Query: the first row, then close.
