@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -223,8 +224,7 @@ func throughputOnce(ctx context.Context, noop bool, n, agents, slots, prefetch, 
 	}
 	defer rig.stop()
 	spec := &hodeiv1.JobSpec{Command: []string{"true"}}
-	var cpuStart struct{ self, pg time.Duration }
-	cpuStart.self, cpuStart.pg = cpuTimes()
+	cpuStart := cpuTimes()
 	start := time.Now()
 	var g errgroup.Group
 	batch = max(batch, 1)
@@ -280,37 +280,64 @@ func throughputOnce(ctx context.Context, noop bool, n, agents, slots, prefetch, 
 	return rate, nil
 }
 
-// cpuTimes returns the CPU time used so far by this process (agents,
-// server and their reaped children) and by every live postgres process.
-func cpuTimes() (self, pg time.Duration) {
-	tick := func(stat string, children bool) time.Duration {
-		f := strings.Fields(stat[strings.LastIndexByte(stat, ')')+2:])
-		var t int64
-		for i, idx := range []int{11, 12, 13, 14} { // utime stime cutime cstime
-			if i >= 2 && !children {
-				break
-			}
-			v, _ := strconv.ParseInt(f[idx], 10, 64)
-			t += v
+// cpuUse is CPU time used so far by this process (server, agents, bench
+// client and their reaped children) and by the PostgreSQL processes it
+// started (the postmaster and its live backends).
+type cpuUse struct{ self, pg time.Duration }
+
+func cpuTimes() cpuUse {
+	// stat returns a process's comm, parent pid and CPU time (user +
+	// system, with its reaped children's when children is set).
+	stat := func(pid string, children bool) (comm string, ppid int, cpu time.Duration, ok bool) {
+		b, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			return "", 0, 0, false
 		}
-		return time.Duration(t) * 10 * time.Millisecond // USER_HZ = 100
+		s := string(b)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		f := strings.Fields(s[end+2:]) // f[0] is the state: field 3
+		ppid, _ = strconv.Atoi(f[1])
+		n := 2 // utime, stime
+		if children {
+			n = 4 // cutime, cstime
+		}
+		var ticks int64
+		for _, v := range f[11 : 11+n] {
+			t, _ := strconv.ParseInt(v, 10, 64)
+			ticks += t
+		}
+		return s[open+1 : end], ppid, time.Duration(ticks) * 10 * time.Millisecond, true // USER_HZ = 100
 	}
-	if b, err := os.ReadFile("/proc/self/stat"); err == nil {
-		self = tick(string(b), true)
+	var u cpuUse
+	_, _, u.self, _ = stat("self", true)
+	type proc struct {
+		ppid int
+		cpu  time.Duration
 	}
+	pg := map[int]proc{}
 	ds, _ := os.ReadDir("/proc")
 	for _, d := range ds {
-		if b, err := os.ReadFile("/proc/" + d.Name() + "/stat"); err == nil && strings.Contains(string(b), "(postgres)") {
-			pg += tick(string(b), false)
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		if comm, ppid, cpu, ok := stat(d.Name(), false); ok && comm == "postgres" {
+			pg[pid] = proc{ppid, cpu}
 		}
 	}
-	return self, pg
+	me := os.Getpid()
+	for _, p := range pg {
+		if p.ppid == me || pg[p.ppid].ppid == me {
+			u.pg += p.cpu
+		}
+	}
+	return u
 }
 
-func printPGStats(ctx context.Context, rig *benchRig, cpuStart struct{ self, pg time.Duration }, elapsed time.Duration) {
-	self, pg := cpuTimes()
-	fmt.Fprintf(os.Stderr, "cpu over %.1fs: hodei (server+agents+jobs) %.1fs, postgres %.1fs (2 cores = %.1fs)\n",
-		elapsed.Seconds(), (self - cpuStart.self).Seconds(), (pg - cpuStart.pg).Seconds(), 2*elapsed.Seconds())
+func printPGStats(ctx context.Context, rig *benchRig, start cpuUse, elapsed time.Duration) {
+	now := cpuTimes()
+	fmt.Fprintf(os.Stderr, "cpu over %.1fs: hodei (server+agents+jobs) %.1fs, postgres %.1fs (%d cores = %.1fs)\n",
+		elapsed.Seconds(), (now.self - start.self).Seconds(), (now.pg - start.pg).Seconds(), runtime.NumCPU(), float64(runtime.NumCPU())*elapsed.Seconds())
 	rows, err := rig.store.Pool.Query(ctx, `SELECT calls, round(total_exec_time)::bigint, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
 		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15`)
 	if err != nil {
