@@ -359,12 +359,21 @@ func TestPrefetchedJobsWaitForASlot(t *testing.T) {
 		t.Fatalf("cancelled while prefetched: state=%v attempts=%v, want CANCELLED with one attempt that never started", j.State, j.Attempts)
 	}
 
-	second := submit(t, c, sh("touch "+path("second.ran")))
+	// The prefetched job notes if it ever runs before the first one was
+	// released; while the first runs, its state must stay assigned.
+	second := submit(t, c, sh(fmt.Sprintf("[ -e %s ] || echo overlap > %s; touch %s", path("release"), path("overlap"), path("second.ran"))))
 	waitJob(t, c, second, 10*time.Second, assigned)
-	time.Sleep(300 * time.Millisecond) // it would have run by now if it did not wait for the slot
-	if _, err := os.Stat(path("second.ran")); err == nil {
-		t.Fatal("the prefetched job ran while the only slot was busy")
+	watchCtx, stopWatch := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	w, err := c.WatchJob(watchCtx, connect.NewRequest(&hodeiv1.WatchJobRequest{Id: second}))
+	if err != nil {
+		t.Fatal(err)
 	}
+	for w.Receive() {
+		if st := w.Msg().Job.State; st != hodeiv1.JobState_JOB_STATE_ASSIGNED {
+			t.Fatalf("the prefetched job went %v while the only slot was busy", st)
+		}
+	}
+	stopWatch()
 	if err := os.WriteFile(path("release"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -375,5 +384,8 @@ func TestPrefetchedJobsWaitForASlot(t *testing.T) {
 	}
 	if _, err := os.Stat(path("cancelled.ran")); err == nil {
 		t.Fatal("the cancelled prefetched job ran")
+	}
+	if _, err := os.Stat(path("overlap")); err == nil {
+		t.Fatal("the prefetched job ran while the only slot was busy")
 	}
 }

@@ -78,14 +78,16 @@ func TestGroupCommitIsolatesAFailingStream(t *testing.T) {
 	<-entered
 	bad := apply(store.Report{Token: tok[ids[0]], Finish: &store.Result{ExitCode: 1, Message: "nul \x00 byte"}})
 	good := apply(store.Report{Token: tok[ids[1]], Finish: &store.Result{}})
-	for {
+	for deadline := time.Now().Add(10 * time.Second); ; runtime.Gosched() {
 		g.mu.Lock()
 		n := len(g.pending)
 		g.mu.Unlock()
 		if n == 2 {
 			break
 		}
-		runtime.Gosched()
+		if time.Now().After(deadline) {
+			t.Fatalf("%d reports pending after 10 s, want 2", n)
+		}
 	}
 	close(gate)
 	if r := <-opener; r.err != nil || !r.out[0].Stale {
