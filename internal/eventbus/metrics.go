@@ -15,6 +15,7 @@ type Metrics struct {
 	latency       *prometheus.HistogramVec
 	reconnects    prometheus.Counter
 	subscriberLag *prometheus.GaugeVec
+	heldBack      *prometheus.CounterVec
 }
 
 // NewMetrics creates the series and registers them with reg.
@@ -28,8 +29,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}, []string{"subscriber"}),
 		reconnects:    prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_event_listener_reconnects_total", Help: "Reconnects of the LISTEN connection."}),
 		subscriberLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "hodei_event_subscriber_lag", Help: "Events after the subscriber's cursor; 0 once it has handled all it may read."}, []string{"subscriber"}),
+		heldBack: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_event_reads_held_back_total",
+			Help: "Subscriber reads that stopped before committed events because a transaction older than them was still open (the gap guard)."}, []string{"subscriber"}),
 	}
-	reg.MustRegister(m.published, m.delivered, m.failures, m.deadLetters, m.latency, m.reconnects, m.subscriberLag)
+	reg.MustRegister(m.published, m.delivered, m.failures, m.deadLetters, m.latency, m.reconnects, m.subscriberLag, m.heldBack)
 	return m
 }
 
@@ -65,6 +68,12 @@ func (m *Metrics) deadLettered(sub string, e Event) {
 func (m *Metrics) reconnect() {
 	if m != nil {
 		m.reconnects.Inc()
+	}
+}
+
+func (m *Metrics) held(sub string) {
+	if m != nil {
+		m.heldBack.WithLabelValues(sub).Inc()
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hodei-dev/hodei/internal/eventbus"
@@ -187,7 +188,10 @@ func firstDifference(a, b []int64) int {
 func TestGapGuardIsNeeded(t *testing.T) {
 	url := storetest.URL(t)
 	pool := openPool(t, url)
-	guarded := eventbus.NewBus(pool, busConfig(t))
+	reg := prometheus.NewRegistry()
+	gcfg := busConfig(t)
+	gcfg.Metrics = eventbus.NewMetrics(reg)
+	guarded := eventbus.NewBus(pool, gcfg)
 	cfg := busConfig(t)
 	cfg.UnsafeNoGapGuard = true
 	unguarded := eventbus.NewBus(openPool(t, url), cfg)
@@ -209,9 +213,11 @@ func TestGapGuardIsNeeded(t *testing.T) {
 	}
 	b := publish(t, pool, jobEvent("b", 1))
 	u.waitSeen(t, 10*time.Second, b...)
-	// Give the guarded subscriber, woken by B's notification too, time to
-	// get it wrong while A is still open.
-	time.Sleep(50 * time.Millisecond)
+	// The guarded subscriber, woken by B's notification too, has read B
+	// while A was still open, and stopped before it.
+	waitFor(t, 10*time.Second, "the guarded subscriber held back", func() bool {
+		return metricValue(t, reg, "hodei_event_reads_held_back_total", "subscriber", "guarded") > 0
+	})
 	if err := txA.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -67,6 +67,7 @@ func (s *subscriber) run(ctx context.Context) error {
 			heldBack = 0
 			retry = backoff(err, "subscriber read failed")
 		case held:
+			s.bus.cfg.Metrics.held(s.cfg.Name)
 			failing = 0
 			heldBack = heldBackDelay(heldBack)
 			retry = time.After(heldBack)
