@@ -155,7 +155,7 @@ func benchEvents(ctx context.Context, args []string) error {
 func benchDatabase(ctx context.Context) (string, func(), error) {
 	cfg := pgembed.Config{Logger: newLogger(io.Discard)}
 	if benchPGStats {
-		cfg.Settings = map[string]string{"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
+		cfg.Settings = map[string]string{"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all", "pg_stat_statements.track_planning": "on"}
 	}
 	// HODEI_BENCH_PG_SETTINGS="k=v;k=v" adds server settings, for
 	// diagnostics (auto_explain, logging); results with it are not comparable.
