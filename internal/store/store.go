@@ -61,6 +61,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	} else if pcfg.MaxConns < 20 {
 		pcfg.MaxConns = 20
 	}
+	pcfg.AfterConnect = registerUUID
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)

@@ -3,10 +3,14 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
@@ -471,5 +475,35 @@ func TestApplyReportsRollsBackAFailedBatch(t *testing.T) {
 		if j, _ := s.GetJob(ctx, id); j.State != job.StateSucceeded {
 			t.Fatalf("job %s: %s, want succeeded", id, j.State)
 		}
+	}
+}
+
+// TestUUIDsAreSentAsBytes: a store connection encodes uuid.UUID values with the binary uuid codec rather than the type's
+// string-producing driver.Valuer, and the values survive the round trip.
+func TestUUIDsAreSentAsBytes(t *testing.T) {
+	s := storetest.Open(t)
+	ctx := context.Background()
+	c, err := s.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Release()
+	m := c.Conn().TypeMap()
+	// Arrays plan their elements through the same map, so the element
+	// plan is what matters.
+	if plan := m.PlanEncode(pgtype.UUIDOID, pgtype.BinaryFormatCode, uuid.New()); plan == nil || strings.Contains(fmt.Sprintf("%T", plan), "DriverValuer") {
+		t.Errorf("uuid.UUID is encoded by %T", plan)
+	}
+	ids := []uuid.UUID{uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())}
+	var got []uuid.UUID
+	if err := c.QueryRow(ctx, "SELECT $1::uuid[]", ids).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	var one string
+	if err := c.QueryRow(ctx, "SELECT $1::uuid::text", ids[0]).Scan(&one); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0] != ids[0] || got[1] != ids[1] || one != ids[0].String() {
+		t.Fatalf("round trip: sent %v, got %v and %s", ids, got, one)
 	}
 }
