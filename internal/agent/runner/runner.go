@@ -146,6 +146,10 @@ func Run(ctx context.Context, spec Spec, out func(s Stream, p []byte)) Result {
 		return Result{ExitCode: -1, Err: fmt.Errorf("start process: %w", err)}
 	}
 
+	stdin, err := devNull()
+	if err != nil {
+		return Result{ExitCode: -1, Err: fmt.Errorf("open %s: %w", os.DevNull, err)}
+	}
 	stdoutR, stdoutW, err := os.Pipe()
 	if err != nil {
 		return Result{ExitCode: -1, Err: fmt.Errorf("create stdout pipe: %w", err)}
@@ -163,7 +167,7 @@ func Run(ctx context.Context, spec Spec, out func(s Stream, p []byte)) Result {
 	cmd.Args = append([]string(nil), spec.Argv...)
 	cmd.Env = append([]string{}, spec.Env...) // non-nil: never inherit
 	cmd.Dir = spec.Dir
-	cmd.Stdin = nil // /dev/null
+	cmd.Stdin = stdin
 	// *os.File values are handed to the child as they are: os/exec starts
 	// no copying goroutines, so Wait returns as soon as the process has
 	// exited and the reading below is entirely ours.
@@ -297,6 +301,12 @@ func drain(f *os.File, s Stream, out func(Stream, []byte), leaderGone <-chan str
 // lookPath resolves file like a shell in the process's environment would:
 // in env's PATH if it sets one, else in the caller's PATH. Relative PATH
 // entries are ignored, as exec.LookPath refuses them too.
+//
+// Like a shell's command hash, it remembers where a name was found in a
+// given PATH: a repeat costs one stat of that file instead of one per PATH
+// entry before it. A remembered file that is gone or no longer executable
+// is looked up again; a newer file of the same name in an earlier PATH
+// entry is not noticed (as in bash).
 func lookPath(file string, env []string) (string, error) {
 	if strings.Contains(file, "/") {
 		return file, nil
@@ -305,17 +315,56 @@ func lookPath(file string, env []string) (string, error) {
 	if !ok {
 		pathList = os.Getenv("PATH")
 	}
+	key := pathList + "\x00" + file
+	if p, ok := pathHash.get(key); ok && isExecutable(p) {
+		return p, nil
+	}
 	for _, dir := range filepath.SplitList(pathList) {
 		if !filepath.IsAbs(dir) {
 			continue
 		}
 		p := filepath.Join(dir, file)
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+		if isExecutable(p) {
+			pathHash.put(key, p)
 			return p, nil
 		}
 	}
 	return "", &exec.Error{Name: file, Err: exec.ErrNotFound}
 }
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+}
+
+// pathHash is lookPath's memory, bounded: when full it starts over.
+var pathHash = hashTable{max: 1024}
+
+type hashTable struct {
+	mu  sync.Mutex
+	m   map[string]string
+	max int
+}
+
+func (h *hashTable) get(k string) (string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, ok := h.m[k]
+	return v, ok
+}
+
+func (h *hashTable) put(k, v string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil || len(h.m) >= h.max {
+		h.m = make(map[string]string)
+	}
+	h.m[k] = v
+}
+
+// devNull is every process's stdin, opened once: os/exec would open and
+// close /dev/null for each process.
+var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNull) })
 
 // envValue returns the value of the last key entry in env, which is the
 // one os/exec passes on.
