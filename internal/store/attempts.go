@@ -244,6 +244,18 @@ func (s *Store) finish(ctx context.Context, q *db.Queries, tx db.DBTX, j job.Job
 	return nil
 }
 
+// needsRetryPolicy says whether deciding on r reads the job's retry
+// policy: only a failure (not a success, not a cancel) can be retried.
+func needsRetryPolicy(r Result) bool {
+	switch r.Class {
+	case job.FailureNone:
+		return r.ExitCode != 0
+	case job.FailureCancelled:
+		return false
+	}
+	return true
+}
+
 // decision is what a result does to an attempt and its job.
 type decision struct {
 	r            Result // with the failure class filled in
@@ -843,8 +855,10 @@ func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, late
 			continue
 		}
 		j := job.Job{ID: a.JobID.String(), State: st, Attempt: int(a.JobAttempt), MaxAttempts: int(a.MaxAttempts)}
-		if err := json.Unmarshal(a.Spec, &j.Spec); err != nil {
-			return fmt.Errorf("decode spec of job %s: %w", a.JobID, err)
+		if needsRetryPolicy(r) {
+			if err := json.Unmarshal(a.Retry, &j.Spec.Retry); err != nil {
+				return fmt.Errorf("decode retry policy of job %s: %w", a.JobID, err)
+			}
 		}
 		d, err := decide(j, a.Number, r, now)
 		if err != nil {

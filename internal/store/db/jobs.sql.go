@@ -606,7 +606,7 @@ func (q *Queries) ListRunningAttemptsOfWorker(ctx context.Context, workerID uuid
 
 const lockAttempts = `-- name: LockAttempts :many
 SELECT a.token, a.job_id, a.number, a.worker_id, a.state, a.finished_at, a.failure_class, a.assigned_at,
-       j.state AS job_state, j.attempt AS job_attempt, j.max_attempts, j.spec
+       j.state AS job_state, j.attempt AS job_attempt, j.max_attempts, coalesce(j.spec->'retry', 'null')::jsonb AS retry
 FROM job_attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.token = ANY ($1::bigint[])
 ORDER BY j.id
@@ -625,11 +625,12 @@ type LockAttemptsRow struct {
 	JobState     string
 	JobAttempt   int32
 	MaxAttempts  int32
-	Spec         []byte
+	Retry        []byte
 }
 
 // The attempts of these tokens with their jobs, the jobs locked (in id
-// order, so that concurrent batches cannot deadlock).
+// order, so that concurrent batches cannot deadlock). Of the spec only the
+// retry policy matters here, and only for failures.
 func (q *Queries) LockAttempts(ctx context.Context, tokens []int64) ([]LockAttemptsRow, error) {
 	rows, err := q.db.Query(ctx, lockAttempts, tokens)
 	if err != nil {
@@ -651,7 +652,7 @@ func (q *Queries) LockAttempts(ctx context.Context, tokens []int64) ([]LockAttem
 			&i.JobState,
 			&i.JobAttempt,
 			&i.MaxAttempts,
-			&i.Spec,
+			&i.Retry,
 		); err != nil {
 			return nil, err
 		}

@@ -139,9 +139,10 @@ SELECT * FROM jobs WHERE idempotency_key = ANY (@keys::text[]);
 
 -- name: LockAttempts :many
 -- The attempts of these tokens with their jobs, the jobs locked (in id
--- order, so that concurrent batches cannot deadlock).
+-- order, so that concurrent batches cannot deadlock). Of the spec only the
+-- retry policy matters here, and only for failures.
 SELECT a.token, a.job_id, a.number, a.worker_id, a.state, a.finished_at, a.failure_class, a.assigned_at,
-       j.state AS job_state, j.attempt AS job_attempt, j.max_attempts, j.spec
+       j.state AS job_state, j.attempt AS job_attempt, j.max_attempts, coalesce(j.spec->'retry', 'null')::jsonb AS retry
 FROM job_attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.token = ANY (@tokens::bigint[])
 ORDER BY j.id
