@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -505,5 +506,33 @@ func TestUUIDsAreSentAsBytes(t *testing.T) {
 	}
 	if len(got) != 2 || got[0] != ids[0] || got[1] != ids[1] || one != ids[0].String() {
 		t.Fatalf("round trip: sent %v, got %v and %s", ids, got, one)
+	}
+}
+
+// TestConcurrentSubmissionsOfOneKeyMakeOneJob: submissions racing with the
+// same idempotency key all get the one job the unique index lets through.
+func TestConcurrentSubmissionsOfOneKeyMakeOneJob(t *testing.T) {
+	t.Parallel()
+	s := storetest.Open(t)
+	spec := job.Spec{Command: []string{"true"}, IdempotencyKey: "race"}
+	const n = 8
+	ids := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			var j job.Job
+			j, _, errs[i] = s.CreateJob(context.Background(), spec, 1)
+			ids[i] = j.ID
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || ids[i] != ids[0] {
+			t.Fatalf("submission %d: id=%s err=%v, want id=%s", i, ids[i], errs[i], ids[0])
+		}
+	}
+	if j, _, _ := counts(t, s); j != 1 {
+		t.Fatalf("jobs=%d, want 1", j)
 	}
 }
