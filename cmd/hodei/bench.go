@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -150,6 +151,15 @@ func benchEvents(ctx context.Context, args []string) error {
 	return nil
 }
 
+// benchLogger is the platform's logger in a bench: discarded, or warnings
+// and errors to stderr with HODEI_BENCH_LOG=1 (to see why a run stalled).
+func benchLogger() *slog.Logger {
+	if os.Getenv("HODEI_BENCH_LOG") == "" {
+		return newLogger(io.Discard)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
 // benchDatabase starts an embedded PostgreSQL with default settings and
 // returns the URL of a migrated database on it.
 func benchDatabase(ctx context.Context) (string, func(), error) {
@@ -215,7 +225,7 @@ func startPlatform(ctx context.Context, pc platformConfig) (addr string, stop fu
 	errc := make(chan error, 1)
 	pc.listen, pc.agentLog = "127.0.0.1:0", io.Discard
 	pc.ready = func(a string) { readyc <- a }
-	go func() { errc <- runPlatform(ctx, newLogger(io.Discard), pc) }()
+	go func() { errc <- runPlatform(ctx, benchLogger(), pc) }()
 	select {
 	case addr = <-readyc:
 		return addr, func() { cancel(); <-errc }, nil

@@ -151,7 +151,7 @@ func benchDispatch(ctx context.Context, args []string) error {
 		return fmt.Errorf("only %d of %d jobs reached an agent", len(lat), *n)
 	}
 	slices.Sort(lat)
-	fmt.Printf("result name=dispatch p50_ms=%.2f p99_ms=%.2f jobs=%d rate=%d\n", ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), len(lat), *rate)
+	fmt.Printf("result name=dispatch p50_ms=%.2f p99_ms=%.2f max_ms=%.2f jobs=%d rate=%d\n", ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), ms(lat[len(lat)-1]), len(lat), *rate)
 	return nil
 }
 
