@@ -286,6 +286,26 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 	if len(reports) == 0 {
 		return nil
 	}
+	// A finished attempt frees its slot on the worker now, not once the
+	// result is committed: the agent counts the slot free as soon as the
+	// process ended, so the next claim for it can overlap this commit. (A
+	// result that fails to commit is sent again by the agent.)
+	finishedJob := map[int64]string{}
+	for _, r := range reports {
+		if r.Finish != nil {
+			finishedJob[r.Token] = c.jobOf(r.Token)
+			c.release(r.Token)
+		}
+	}
+	if len(finishedJob) > 0 {
+		s.workers.wakeDispatch()
+	}
+	jobOf := func(token int64) string {
+		if id, ok := finishedJob[token]; ok {
+			return id
+		}
+		return c.jobOf(token)
+	}
 	outcomes, err := s.commits.Apply(ctx, reports)
 	if err != nil {
 		return err
@@ -297,7 +317,6 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 			s.logs.wake(id)
 		}
 	}
-	freed := false
 	for i, r := range reports {
 		o := outcomes[i]
 		switch {
@@ -305,7 +324,7 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 			c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, LogSeq: r.Logs.Seq, Stale: o.Stale}))
 			if !o.Stale {
 				s.metrics.logLines.Add(float64(lines[i]))
-				wake(c.jobOf(r.Token))
+				wake(jobOf(r.Token))
 			}
 		case r.Start:
 			if o.StartDelay > 0 {
@@ -315,18 +334,13 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 				c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Stale: true}))
 			}
 		case r.Finish != nil:
-			jobID := c.jobOf(r.Token)
+			jobID := jobOf(r.Token)
 			if jobID == "" {
 				jobID = o.Outcome.JobID
 			}
-			c.release(r.Token)
-			freed = true
 			c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Finished: true, Stale: o.Stale}))
 			wake(jobID)
 		}
-	}
-	if freed {
-		s.workers.wakeDispatch()
 	}
 	return nil
 }
