@@ -389,3 +389,71 @@ func TestPrefetchedJobsWaitForASlot(t *testing.T) {
 		t.Fatal("the prefetched job ran while the only slot was busy")
 	}
 }
+
+// TestSlotIsFreeWhenTheResultArrives: a worker's slot is free for the next
+// job as soon as its result reaches the server, not once the result is
+// committed. The first job's row is locked by the test, so its result
+// cannot be committed; the second job must still be claimed for the one
+// slot meanwhile.
+func TestSlotIsFreeWhenTheResultArrives(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
+	st, err := store.Open(context.Background(), store.Config{URL: dbURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	startAgent(t, st, []string{p.addr}, 1)
+	c := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+p.addr, connect.WithGRPC())
+	dir := t.TempDir()
+	release := filepath.Join(dir, "release")
+	running := func(j *hodeiv1.Job) bool { return j.State == hodeiv1.JobState_JOB_STATE_RUNNING }
+
+	first := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done", release)}})
+	waitJob(t, c, first, 10*time.Second, running)
+	ctx := context.Background()
+	tx, err := st.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", first); err != nil {
+		t.Fatal(err)
+	}
+	second := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The first job's result is now stuck behind the lock; the second job
+	// gets an attempt (the claim does not touch the locked row).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var attempts int
+		if err := st.Pool.QueryRow(ctx, "SELECT count(*) FROM job_attempts WHERE job_id = $1", second).Scan(&attempts); err != nil {
+			t.Fatal(err)
+		}
+		if attempts > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second job was not claimed while the first one's result waited to be committed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var firstState string
+	if err := st.Pool.QueryRow(ctx, "SELECT state FROM jobs WHERE id = $1", first).Scan(&firstState); err != nil {
+		t.Fatal(err)
+	}
+	if firstState != "running" {
+		t.Fatalf("first job is %s while its row is locked, want running (the test did not hold its result back)", firstState)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{first, second} {
+		if j := waitJob(t, c, id, 10*time.Second, isFinal); j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {
+			t.Fatalf("job %s: state=%v, want SUCCEEDED", id, j.State)
+		}
+	}
+}

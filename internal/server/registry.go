@@ -149,7 +149,10 @@ type workerConn struct {
 	done   chan struct{}
 
 	mu       sync.Mutex
-	running  map[int64]string // token -> job id
+	running  map[int64]string // token -> job id, attempts holding a slot
+	// finished holds the attempts whose result has arrived but is not yet
+	// applied: their slot is free already (token -> job id).
+	finished map[int64]string
 	lastSeen time.Time
 	draining bool
 	final    bool // the agent announced its final shutdown
@@ -173,16 +176,44 @@ func (c *workerConn) touch(now time.Time) {
 	c.mu.Unlock()
 }
 
-func (c *workerConn) release(token int64) {
+// resultArrived frees the slot of an attempt whose result has just been
+// received: the agent counts it free as soon as the process ended, so the
+// next claim for this worker can overlap the result's commit. (A result
+// that fails to commit is sent again by the agent.)
+func (c *workerConn) resultArrived(token int64) {
 	c.mu.Lock()
-	delete(c.running, token)
-	c.mu.Unlock()
+	defer c.mu.Unlock()
+	if id, ok := c.running[token]; ok {
+		delete(c.running, token)
+		if c.finished == nil {
+			c.finished = map[int64]string{}
+		}
+		c.finished[token] = id
+	}
+}
+
+// resultApplied forgets an attempt whose result is applied, returning its
+// job id if this connection knew it.
+func (c *workerConn) resultApplied(token int64) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id, ok := c.finished[token]
+	if ok {
+		delete(c.finished, token)
+	} else {
+		id = c.running[token]
+		delete(c.running, token)
+	}
+	return id
 }
 
 func (c *workerConn) jobOf(token int64) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.running[token]
+	if id, ok := c.running[token]; ok {
+		return id
+	}
+	return c.finished[token]
 }
 
 // Connected reports whether worker id has a stream on this replica.

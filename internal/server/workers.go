@@ -131,11 +131,15 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 			if b := m.GetBatch(); b != nil {
 				batch = b.Msgs
 			}
+			freed := false
 			for _, m := range batch {
 				switch m.Msg.(type) {
 				case *hodeiv1.ConnectRequest_Batch, nil:
 					recvErr <- connect.NewError(connect.CodeInvalidArgument, errors.New("message is empty, or a batch inside a batch"))
 					return
+				case *hodeiv1.ConnectRequest_Finished:
+					c.resultArrived(m.GetFinished().FencingToken)
+					freed = true
 				}
 				select {
 				case msgs <- m:
@@ -143,6 +147,9 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 					recvErr <- ctx.Err()
 					return
 				}
+			}
+			if freed {
+				s.workers.wakeDispatch()
 			}
 		}
 	}()
@@ -286,26 +293,6 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 	if len(reports) == 0 {
 		return nil
 	}
-	// A finished attempt frees its slot on the worker now, not once the
-	// result is committed: the agent counts the slot free as soon as the
-	// process ended, so the next claim for it can overlap this commit. (A
-	// result that fails to commit is sent again by the agent.)
-	finishedJob := map[int64]string{}
-	for _, r := range reports {
-		if r.Finish != nil {
-			finishedJob[r.Token] = c.jobOf(r.Token)
-			c.release(r.Token)
-		}
-	}
-	if len(finishedJob) > 0 {
-		s.workers.wakeDispatch()
-	}
-	jobOf := func(token int64) string {
-		if id, ok := finishedJob[token]; ok {
-			return id
-		}
-		return c.jobOf(token)
-	}
 	outcomes, err := s.commits.Apply(ctx, reports)
 	if err != nil {
 		return err
@@ -324,7 +311,7 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 			c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, LogSeq: r.Logs.Seq, Stale: o.Stale}))
 			if !o.Stale {
 				s.metrics.logLines.Add(float64(lines[i]))
-				wake(jobOf(r.Token))
+				wake(c.jobOf(r.Token))
 			}
 		case r.Start:
 			if o.StartDelay > 0 {
@@ -334,7 +321,7 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 				c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Stale: true}))
 			}
 		case r.Finish != nil:
-			jobID := jobOf(r.Token)
+			jobID := c.resultApplied(r.Token)
 			if jobID == "" {
 				jobID = o.Outcome.JobID
 			}
