@@ -148,8 +148,8 @@ type workerConn struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu       sync.Mutex
-	running  map[int64]string // token -> job id, attempts holding a slot
+	mu      sync.Mutex
+	running map[int64]string // token -> job id, attempts holding a slot
 	// finished holds the attempts whose result has arrived but is not yet
 	// applied: their slot is free already (token -> job id).
 	finished map[int64]string
