@@ -15,7 +15,6 @@ import (
 
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
-	"github.com/hodei-dev/hodei/internal/store/db"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
@@ -535,58 +534,5 @@ func TestConcurrentSubmissionsOfOneKeyMakeOneJob(t *testing.T) {
 	}
 	if j, _, _ := counts(t, s); j != 1 {
 		t.Fatalf("jobs=%d, want 1", j)
-	}
-}
-
-// TestEventReadsNeverScanTheLog: the event bus's read walks the (xid, id)
-// index even when its plan was cached while the events table was tiny
-// (prepared statements keep a generic plan per connection; one made for a
-// one-row table is a sequential scan and a sort).
-func TestEventReadsNeverScanTheLog(t *testing.T) {
-	s := storetest.Open(t)
-	ctx := context.Background()
-	c, err := s.Pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Release()
-	conn := c.Conn()
-	exec := func(sql string) {
-		t.Helper()
-		if _, err := conn.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
-	exec(`INSERT INTO events (type, aggregate_kind, aggregate_id, payload) VALUES ('T', 'job', 'x', '\x00')`)
-	exec("ANALYZE events")
-	exec("SET plan_cache_mode = force_generic_plan")
-	defer exec("RESET plan_cache_mode")
-	q := db.New(conn)
-	read := func() int {
-		t.Helper()
-		rows, err := q.ReadEvents(ctx, db.ReadEventsParams{AfterXid: "0", AfterID: 0, MaxEvents: 10})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(rows)
-	}
-	read() // the plan is made now, for a one-row table
-	exec(`INSERT INTO events (type, aggregate_kind, aggregate_id, payload) SELECT 'T', 'job', 'x', '\x00' FROM generate_series(1, 5000)`)
-	seqScans := func() int64 {
-		t.Helper()
-		exec("SELECT pg_stat_force_next_flush()")
-		exec("SELECT pg_stat_clear_snapshot()")
-		var n int64
-		if err := conn.QueryRow(ctx, "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'events'").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	before := seqScans()
-	if n := read(); n != 10 {
-		t.Fatalf("read %d events, want 10", n)
-	}
-	if after := seqScans(); after != before {
-		t.Fatalf("the read scanned the whole events table (%d sequential scans)", after-before)
 	}
 }

@@ -53,7 +53,8 @@ func (q *Queries) AppendEvents(ctx context.Context, arg AppendEventsParams) erro
 }
 
 const countEventsAfter = `-- name: CountEventsAfter :one
-SELECT hodei_count_events_after(CAST($1::text AS xid8), $2::bigint)::bigint AS lag
+SELECT count(*)::bigint AS lag FROM events
+WHERE (xid, id) > (CAST($1::text AS xid8), $2::bigint)
 `
 
 type CountEventsAfterParams struct {
@@ -317,10 +318,12 @@ func (q *Queries) PruneEvents(ctx context.Context, arg PruneEventsParams) (int64
 }
 
 const readEvents = `-- name: ReadEvents :many
-SELECT r.id::bigint AS id, r.xid::bigint AS xid, r.type::text AS type, r.aggregate_kind::text AS aggregate_kind,
-       r.aggregate_id::text AS aggregate_id, r.correlation_id::text AS correlation_id,
-       r.created_at::timestamptz AS created_at, r.payload::bytea AS payload, r.xmin::bigint AS xmin
-FROM hodei_read_events(CAST($1::text AS xid8), $2::bigint, $3::integer) r
+SELECT id, xid::text::bigint AS xid, type, aggregate_kind, aggregate_id, correlation_id, created_at, payload,
+       pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
+FROM events
+WHERE (events.xid, events.id) > (CAST($1::text AS xid8), $2::bigint)
+ORDER BY events.xid, events.id
+LIMIT $3
 `
 
 type ReadEventsParams struct {
@@ -343,8 +346,9 @@ type ReadEventsRow struct {
 
 // Events after the cursor in (xid, id) order, with the xmin of the same
 // snapshot: the reader may only pass events whose xid is below it, since a
-// transaction still running could yet add an event before them. The
-// function always walks events_order_idx (migration 0011).
+// transaction still running could yet add an event before them. ORDER BY
+// names the table's columns: a bare "xid" would be the bigint output
+// column, which events_order_idx cannot serve (a sort of the whole table).
 func (q *Queries) ReadEvents(ctx context.Context, arg ReadEventsParams) ([]ReadEventsRow, error) {
 	rows, err := q.db.Query(ctx, readEvents, arg.AfterXid, arg.AfterID, arg.MaxEvents)
 	if err != nil {

@@ -14,12 +14,15 @@ SELECT unnest(@types::text[]), unnest(@aggregate_kinds::text[]), unnest(@aggrega
 -- name: ReadEvents :many
 -- Events after the cursor in (xid, id) order, with the xmin of the same
 -- snapshot: the reader may only pass events whose xid is below it, since a
--- transaction still running could yet add an event before them. The
--- function always walks events_order_idx (migration 0011).
-SELECT r.id::bigint AS id, r.xid::bigint AS xid, r.type::text AS type, r.aggregate_kind::text AS aggregate_kind,
-       r.aggregate_id::text AS aggregate_id, r.correlation_id::text AS correlation_id,
-       r.created_at::timestamptz AS created_at, r.payload::bytea AS payload, r.xmin::bigint AS xmin
-FROM hodei_read_events(CAST(sqlc.arg(after_xid)::text AS xid8), @after_id::bigint, @max_events::integer) r;
+-- transaction still running could yet add an event before them. ORDER BY
+-- names the table's columns: a bare "xid" would be the bigint output
+-- column, which events_order_idx cannot serve (a sort of the whole table).
+SELECT id, xid::text::bigint AS xid, type, aggregate_kind, aggregate_id, correlation_id, created_at, payload,
+       pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
+FROM events
+WHERE (events.xid, events.id) > (CAST(sqlc.arg(after_xid)::text AS xid8), @after_id::bigint)
+ORDER BY events.xid, events.id
+LIMIT @max_events;
 
 -- name: CurrentEventPosition :one
 -- The position "now": everything from transactions that finished before
@@ -77,4 +80,5 @@ DELETE FROM events WHERE id IN (
 
 -- name: CountEventsAfter :one
 -- The number of events after a cursor: a subscriber's lag.
-SELECT hodei_count_events_after(CAST(sqlc.arg(after_xid)::text AS xid8), @after_id::bigint)::bigint AS lag;
+SELECT count(*)::bigint AS lag FROM events
+WHERE (xid, id) > (CAST(sqlc.arg(after_xid)::text AS xid8), @after_id::bigint);
