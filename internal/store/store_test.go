@@ -372,10 +372,13 @@ func TestClaimSlotsSpreadsJobsOverConnectedWorkers(t *testing.T) {
 	t.Parallel()
 	s := storetest.Open(t)
 	ctx := context.Background()
-	for i := 0; i < 5; i++ {
-		if _, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1); err != nil {
+	var ids []string
+	for _, prio := range []int32{0, 5, 0, 9, 0} {
+		j, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}, Priority: prio}, 1)
+		if err != nil {
 			t.Fatal(err)
 		}
+		ids = append(ids, j.ID)
 	}
 	a, b := connectedWorker(t, s), connectedWorker(t, s)
 	gone, _, _ := s.NewWorker(ctx, "test", "", nil, time.Minute)
@@ -383,12 +386,26 @@ func TestClaimSlotsSpreadsJobsOverConnectedWorkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
+	var got, jobs []string
 	for _, x := range as {
 		got = append(got, x.WorkerID)
+		jobs = append(jobs, x.JobID)
+		// The attempt row says the same as the assignment.
+		var worker string
+		var token int64
+		if err := s.Pool.QueryRow(ctx, "SELECT worker_id::text, token FROM job_attempts WHERE job_id = $1", x.JobID).Scan(&worker, &token); err != nil {
+			t.Fatal(err)
+		}
+		if worker != x.WorkerID || token != x.Token {
+			t.Fatalf("job %s: attempt row has worker %s token %d, assignment says %s and %d", x.JobID, worker, token, x.WorkerID, x.Token)
+		}
 	}
 	if want := []string{a, b, a}; strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("claimed for %v, want %v (the slot of the worker that is not connected skipped)", got, want)
+	}
+	// Priority first, then submission order: the k-th job has the k-th slot.
+	if want := []string{ids[3], ids[1], ids[0]}; strings.Join(jobs, ",") != strings.Join(want, ",") {
+		t.Fatalf("claimed jobs %v, want %v", jobs, want)
 	}
 	var queued int
 	if err := s.Pool.QueryRow(ctx, "SELECT count(*) FROM jobs WHERE state IN ('queued', 'retrying')").Scan(&queued); err != nil {

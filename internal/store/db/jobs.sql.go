@@ -13,42 +13,38 @@ import (
 )
 
 const claimJobs = `-- name: ClaimJobs :many
-WITH slots AS (
-    SELECT s.w, s.n FROM unnest($1::uuid[]) WITH ORDINALITY AS s(w, n)
-), live AS (
+WITH live AS (
     -- Only connected workers take jobs; the share lock orders a claim
     -- against a concurrent drain of the worker (scale-down).
     SELECT w.id FROM workers w WHERE w.id = ANY ($1::uuid[]) AND w.state = 'connected' FOR SHARE
 ), usable AS (
-    SELECT s.w, row_number() OVER (ORDER BY s.n) AS k FROM slots s JOIN live ON live.id = s.w
+    SELECT coalesce(array_agg(s.w ORDER BY s.n), '{}') AS ws
+    FROM unnest($1::uuid[]) WITH ORDINALITY AS s(w, n)
+    WHERE s.w IN (SELECT id FROM live)
 ), picked AS (
     -- jobs_ready_idx walked in dispatch order; the state test is written
     -- plainly so that it matches the index's predicate.
-    SELECT j.id AS job_id, j.priority FROM jobs j
+    SELECT j.id FROM jobs j
     WHERE j.state IN ('queued', 'retrying')
       AND (j.run_at IS NULL OR j.run_at <= $2::timestamptz)
       AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
           $3::jsonb, $4::text, $5::bigint, $6::bigint)
     ORDER BY j.priority DESC, j.id
-    LIMIT (SELECT count(*) FROM usable)
+    LIMIT (SELECT cardinality(ws) FROM usable)
     FOR UPDATE SKIP LOCKED
-), ranked AS (
-    SELECT p.job_id, row_number() OVER (ORDER BY p.priority DESC, p.job_id) AS k FROM picked p
 ), assigned AS (
-    -- "= ANY (ARRAY(...))" rather than a join: the planner cannot estimate
-    -- CTE sizes, and a join it guesses wrong reads every queued job.
     UPDATE jobs j SET state = 'assigned', attempt = j.attempt + 1, updated_at = $2, run_at = NULL
-    WHERE j.id = ANY (ARRAY(SELECT job_id FROM ranked)) AND (j.state IN ('queued', 'retrying')) IS TRUE
-    RETURNING j.id, j.attempt, j.spec, j.created_at, j.priority
+    WHERE j.id = ANY (ARRAY(SELECT id FROM picked)) AND (j.state IN ('queued', 'retrying')) IS TRUE
+    RETURNING j.id, j.attempt, j.spec, j.created_at, j.priority, nextval('fencing_token_seq') AS token
+), placed AS (
+    SELECT a.id, a.attempt, a.spec, a.created_at, a.priority, a.token, (SELECT ws FROM usable)[row_number() OVER (ORDER BY a.priority DESC, a.id)] AS worker_id FROM assigned a
 ), attempts AS (
     INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at)
-    SELECT a.id, a.attempt, nextval('fencing_token_seq'), u.w, 'assigned', $2
-    FROM assigned a JOIN ranked r ON r.job_id = a.id JOIN usable u ON u.k = r.k
-    RETURNING job_id, number, token, worker_id
+    SELECT p.id, p.attempt, p.token, p.worker_id, 'assigned', $2 FROM placed p
 )
-SELECT a.id, a.attempt, a.spec, a.created_at, t.token, t.worker_id, a.priority
-FROM assigned a JOIN attempts t ON t.job_id = a.id JOIN ranked r ON r.job_id = a.id
-ORDER BY r.k
+SELECT p.id, p.attempt, p.spec, p.created_at, p.token, p.worker_id::uuid AS worker_id, p.priority
+FROM placed p
+ORDER BY p.priority DESC, p.id
 `
 
 type ClaimJobsParams struct {
@@ -73,7 +69,11 @@ type ClaimJobsRow struct {
 // Claims ready jobs for a list of slots (worker ids, one per free slot;
 // all with the same labels and image), priority then FIFO, and creates
 // their attempts with fresh fencing tokens: the k-th job goes to the k-th
-// slot of a worker that is still connected.
+// slot of a worker that is still connected. No step joins two CTEs: the
+// planner cannot estimate their sizes and joined them by nested loops,
+// a cost that grew with the square of the batch. The slots travel as an
+// array, and a job's rank, its position in it, comes from a window over
+// the claimed rows in dispatch order.
 func (q *Queries) ClaimJobs(ctx context.Context, arg ClaimJobsParams) ([]ClaimJobsRow, error) {
 	rows, err := q.db.Query(ctx, claimJobs,
 		arg.WorkerIds,
