@@ -93,7 +93,7 @@ func NewBus(pool *pgxpool.Pool, cfg Config) *Bus {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Bus{pool: pool, q: db.New(plannedEachTime{pool}), cfg: cfg, log: log, byName: map[string]*subscriber{}, wakers: map[chan struct{}]struct{}{}, feed: newFeed()}
+	return &Bus{pool: pool, q: db.New(indexOnly{pool}), cfg: cfg, log: log, byName: map[string]*subscriber{}, wakers: map[chan struct{}]struct{}{}, feed: newFeed()}
 }
 
 // Subscribe registers a durable subscriber. It panics after Run started or

@@ -1,6 +1,10 @@
 package eventbus
 
-import "github.com/hodei-dev/hodei/internal/store/db"
+import (
+	"github.com/jackc/pgx/v5/pgxpool"
 
-// BusQueries is the bus's way of running its queries, over d.
-func BusQueries(d db.DBTX) *db.Queries { return db.New(plannedEachTime{d}) }
+	"github.com/hodei-dev/hodei/internal/store/db"
+)
+
+// BusQueries is the bus's way of running its queries, over pool.
+func BusQueries(pool *pgxpool.Pool) *db.Queries { return db.New(indexOnly{pool}) }

@@ -2,9 +2,11 @@ package eventbus_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/store/db"
@@ -14,25 +16,30 @@ import (
 // TestEventReadsNeverScanTheLog: the bus's read walks the (xid, id) index
 // even after a read while the events table was tiny (a prepared statement
 // keeps a generic plan per connection; one made for a one-row table is a
-// sequential scan and a sort). The connection prefers generic plans, the
-// worst case.
+// sequential scan and a sort).
 func TestEventReadsNeverScanTheLog(t *testing.T) {
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, storetest.URL(t))
+	// One connection, preferring generic plans: the worst case.
+	cfg, err := pgxpool.ParseConfig(storetest.URL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close(ctx)
+	cfg.MaxConns = 1
+	cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
 	exec := func(sql string) {
 		t.Helper()
-		if _, err := conn.Exec(ctx, sql); err != nil {
+		if _, err := pool.Exec(ctx, sql); err != nil {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
 	exec(`INSERT INTO events (type, aggregate_kind, aggregate_id, payload) VALUES ('T', 'job', 'x', '\x00')`)
 	exec("ANALYZE events")
-	exec("SET plan_cache_mode = force_generic_plan")
-	q := eventbus.BusQueries(conn)
+	q := eventbus.BusQueries(pool)
 	read := func() int {
 		t.Helper()
 		rows, err := q.ReadEvents(ctx, db.ReadEventsParams{AfterXid: "0", AfterID: 0, MaxEvents: 10})
@@ -48,7 +55,7 @@ func TestEventReadsNeverScanTheLog(t *testing.T) {
 		exec("SELECT pg_stat_force_next_flush()")
 		exec("SELECT pg_stat_clear_snapshot()")
 		var n int64
-		if err := conn.QueryRow(ctx, "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'events'").Scan(&n); err != nil {
+		if err := pool.QueryRow(ctx, "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'events'").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -59,5 +66,12 @@ func TestEventReadsNeverScanTheLog(t *testing.T) {
 	}
 	if after := seqScans(); after != before {
 		t.Fatalf("the read scanned the whole events table (%d sequential scans)", after-before)
+	}
+	// Single-row reads go the same way; an unknown event is pgx.ErrNoRows.
+	if n, err := q.CountEventsAfter(ctx, db.CountEventsAfterParams{AfterXid: "0", AfterID: 0}); err != nil || n != 5001 {
+		t.Fatalf("lag = %d, %v; want 5001", n, err)
+	}
+	if _, err := q.EventPosition(ctx, -1); !errors.Is(err, pgx.ErrNoRows) {
+		t.Fatalf("position of an unknown event: err = %v, want pgx.ErrNoRows", err)
 	}
 }
