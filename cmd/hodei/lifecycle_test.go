@@ -330,17 +330,25 @@ func TestEphemeralWorkersTakeOneJobEach(t *testing.T) {
 // takes a second job while its first runs. The prefetched job starts only
 // when the slot frees (never two at once), and one cancelled while it
 // waits ends cancelled without ever running.
-func TestPrefetchedJobsWaitForASlot(t *testing.T) {
-	t.Parallel()
+// oneSlotPlatform starts a server on a fresh database with one agent of
+// one slot (agentArgs added to its command line), and returns the store
+// and a client.
+func oneSlotPlatform(t *testing.T, agentArgs ...string) (*store.Store, hodeiv1connect.JobServiceClient) {
+	t.Helper()
 	dbURL := storetest.URL(t)
 	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
 	st, err := store.Open(context.Background(), store.Config{URL: dbURL})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	startAgent(t, st, []string{p.addr}, 1, "--prefetch", "1")
-	c := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+p.addr, connect.WithGRPC())
+	t.Cleanup(st.Close)
+	startAgent(t, st, []string{p.addr}, 1, agentArgs...)
+	return st, hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+p.addr, connect.WithGRPC())
+}
+
+func TestPrefetchedJobsWaitForASlot(t *testing.T) {
+	t.Parallel()
+	_, c := oneSlotPlatform(t, "--prefetch", "1")
 	dir := t.TempDir()
 	path := func(name string) string { return filepath.Join(dir, name) }
 	sh := func(script string) *hodeiv1.JobSpec { return &hodeiv1.JobSpec{Command: []string{"sh", "-c", script}} }
@@ -397,15 +405,7 @@ func TestPrefetchedJobsWaitForASlot(t *testing.T) {
 // slot meanwhile.
 func TestSlotIsFreeWhenTheResultArrives(t *testing.T) {
 	t.Parallel()
-	dbURL := storetest.URL(t)
-	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
-	st, err := store.Open(context.Background(), store.Config{URL: dbURL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	startAgent(t, st, []string{p.addr}, 1)
-	c := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+p.addr, connect.WithGRPC())
+	st, c := oneSlotPlatform(t)
 	dir := t.TempDir()
 	release := filepath.Join(dir, "release")
 	running := func(j *hodeiv1.Job) bool { return j.State == hodeiv1.JobState_JOB_STATE_RUNNING }
