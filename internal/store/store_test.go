@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -551,5 +553,55 @@ func TestConcurrentSubmissionsOfOneKeyMakeOneJob(t *testing.T) {
 	}
 	if j, _, _ := counts(t, s); j != 1 {
 		t.Fatalf("jobs=%d, want 1", j)
+	}
+}
+
+// TestHeartbeatsAndClaimsDoNotDeadlock: the heartbeat write and a claim
+// lock the same worker rows; taken in different orders, the two deadlock
+// and PostgreSQL breaks it only after deadlock_timeout (a second in which
+// dispatch stands still). Both must lock in id order. Two of each run for
+// two seconds; before the fix this failed in every run.
+func TestHeartbeatsAndClaimsDoNotDeadlock(t *testing.T) {
+	t.Parallel()
+	s := storetest.Open(t)
+	ctx := context.Background()
+	var ids []string
+	for range 8 {
+		ids = append(ids, connectedWorker(t, s))
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 2 {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				seen := map[string]time.Time{}
+				for _, id := range ids {
+					seen[id] = time.Now()
+				}
+				if _, err := s.TouchWorkers(ctx, seen); err != nil {
+					errs <- fmt.Errorf("heartbeats: %w", err)
+					return
+				}
+			}
+		})
+	}
+	for range 2 {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				// Slots in a shuffled order: the claim must not lock in it.
+				slots := slices.Clone(ids)
+				rand.Shuffle(len(slots), func(i, j int) { slots[i], slots[j] = slots[j], slots[i] })
+				if _, err := s.ClaimSlots(ctx, store.WorkerMatch{}, slots); err != nil {
+					errs <- fmt.Errorf("claim: %w", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }

@@ -276,9 +276,12 @@ func (q *Queries) SetWorkerState(ctx context.Context, arg SetWorkerStateParams) 
 }
 
 const touchWorkers = `-- name: TouchWorkers :many
+WITH locked AS (
+    SELECT l.id FROM workers l WHERE l.id = ANY ($1::uuid[]) ORDER BY l.id FOR NO KEY UPDATE
+)
 UPDATE workers w SET last_seen = greatest(w.last_seen, u.seen)
 FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::timestamptz[]) AS seen) u
-WHERE w.id = ANY ($1::uuid[]) AND w.id = u.id
+WHERE w.id IN (SELECT id FROM locked) AND w.id = u.id
 RETURNING w.id, w.state
 `
 
@@ -294,7 +297,9 @@ type TouchWorkersRow struct {
 
 // One write for many heartbeats: each worker's time of last contact.
 // Returns the workers whose row no longer says connected (the leader
-// expired them): their streams must be re-established.
+// expired them): their streams must be re-established. The rows are
+// locked in id order first, as claims lock them: in any other order the
+// two can deadlock, which PostgreSQL breaks only after deadlock_timeout.
 func (q *Queries) TouchWorkers(ctx context.Context, arg TouchWorkersParams) ([]TouchWorkersRow, error) {
 	rows, err := q.db.Query(ctx, touchWorkers, arg.Ids, arg.Seen)
 	if err != nil {

@@ -39,8 +39,9 @@ LIMIT @max_rows;
 -- the claimed rows in dispatch order.
 WITH live AS (
     -- Only connected workers take jobs; the share lock orders a claim
-    -- against a concurrent drain of the worker (scale-down).
-    SELECT w.id FROM workers w WHERE w.id = ANY (@worker_ids::uuid[]) AND w.state = 'connected' FOR SHARE
+    -- against a concurrent drain of the worker (scale-down). Rows are
+    -- locked in id order, as heartbeats lock them (no deadlock).
+    SELECT w.id FROM workers w WHERE w.id = ANY (@worker_ids::uuid[]) AND w.state = 'connected' ORDER BY w.id FOR SHARE
 ), usable AS (
     SELECT coalesce(array_agg(s.w ORDER BY s.n), '{}') AS ws
     FROM unnest(@worker_ids::uuid[]) WITH ORDINALITY AS s(w, n)

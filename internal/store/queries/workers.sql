@@ -30,10 +30,15 @@ UPDATE workers SET state = @state, updated_at = @now WHERE id = @id;
 -- name: TouchWorkers :many
 -- One write for many heartbeats: each worker's time of last contact.
 -- Returns the workers whose row no longer says connected (the leader
--- expired them): their streams must be re-established.
+-- expired them): their streams must be re-established. The rows are
+-- locked in id order first, as claims lock them: in any other order the
+-- two can deadlock, which PostgreSQL breaks only after deadlock_timeout.
+WITH locked AS (
+    SELECT l.id FROM workers l WHERE l.id = ANY (@ids::uuid[]) ORDER BY l.id FOR NO KEY UPDATE
+)
 UPDATE workers w SET last_seen = greatest(w.last_seen, u.seen)
 FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@seen::timestamptz[]) AS seen) u
-WHERE w.id = ANY (@ids::uuid[]) AND w.id = u.id
+WHERE w.id IN (SELECT id FROM locked) AND w.id = u.id
 RETURNING w.id, w.state;
 
 -- name: ListWorkers :many
