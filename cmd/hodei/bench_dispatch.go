@@ -345,7 +345,7 @@ func printPGStats(ctx context.Context, rig *benchRig, start cpuUse, elapsed time
 	now := cpuTimes()
 	fmt.Fprintf(os.Stderr, "cpu over %.1fs: hodei (server+agents+jobs) %.1fs, postgres %.1fs (%d cores = %.1fs)\n",
 		elapsed.Seconds(), (now.self - start.self).Seconds(), (now.pg - start.pg).Seconds(), runtime.NumCPU(), float64(runtime.NumCPU())*elapsed.Seconds())
-	rows, err := rig.store.Pool.Query(ctx, `SELECT calls, round(total_exec_time)::bigint, round(total_plan_time)::bigint, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+	rows, err := rig.store.Pool.Query(ctx, `SELECT calls, round(total_exec_time)::bigint, round(total_plan_time)::bigint, round(max_exec_time)::bigint, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
 		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15`)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pg_stat_statements:", err)
@@ -353,10 +353,10 @@ func printPGStats(ctx context.Context, rig *benchRig, start cpuUse, elapsed time
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var calls, ms, planMS, nrows int64
+		var calls, ms, planMS, maxMS, nrows int64
 		var q string
-		if rows.Scan(&calls, &ms, &planMS, &nrows, &q) == nil {
-			fmt.Fprintf(os.Stderr, "%8d calls %7d ms %6d ms planning %8d rows  %s\n", calls, ms, planMS, nrows, q)
+		if rows.Scan(&calls, &ms, &planMS, &maxMS, &nrows, &q) == nil {
+			fmt.Fprintf(os.Stderr, "%8d calls %7d ms %6d ms planning %5d ms max %8d rows  %s\n", calls, ms, planMS, maxMS, nrows, q)
 		}
 	}
 }
