@@ -214,6 +214,12 @@ func groupMembers(pgid int) []int {
 // staleReports reads hodei_stale_reports_total from a server's /metrics.
 func staleReports(t *testing.T, addr string) float64 {
 	t.Helper()
+	return metricValue(t, addr, "hodei_stale_reports_total")
+}
+
+// metricValue reads an unlabelled series from a server's /metrics.
+func metricValue(t *testing.T, addr, name string) float64 {
+	t.Helper()
 	resp, err := agent.HTTPClient().Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +227,7 @@ func staleReports(t *testing.T, addr string) float64 {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "hodei_stale_reports_total "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
 				t.Fatal(err)
@@ -229,7 +235,7 @@ func staleReports(t *testing.T, addr string) float64 {
 			return f
 		}
 	}
-	t.Fatalf("no hodei_stale_reports_total in /metrics (%v)", sc.Err())
+	t.Fatalf("no %s in /metrics (%v)", name, sc.Err())
 	return 0
 }
 

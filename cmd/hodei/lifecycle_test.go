@@ -331,9 +331,9 @@ func TestEphemeralWorkersTakeOneJobEach(t *testing.T) {
 // when the slot frees (never two at once), and one cancelled while it
 // waits ends cancelled without ever running.
 // oneSlotPlatform starts a server on a fresh database with one agent of
-// one slot (agentArgs added to its command line), and returns the store
-// and a client.
-func oneSlotPlatform(t *testing.T, agentArgs ...string) (*store.Store, hodeiv1connect.JobServiceClient) {
+// one slot (agentArgs added to its command line), and returns the store,
+// a client and the server's address.
+func oneSlotPlatform(t *testing.T, agentArgs ...string) (*store.Store, hodeiv1connect.JobServiceClient, string) {
 	t.Helper()
 	dbURL := storetest.URL(t)
 	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
@@ -343,12 +343,47 @@ func oneSlotPlatform(t *testing.T, agentArgs ...string) (*store.Store, hodeiv1co
 	}
 	t.Cleanup(st.Close)
 	startAgent(t, st, []string{p.addr}, 1, agentArgs...)
-	return st, hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+p.addr, connect.WithGRPC())
+	return st, hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+p.addr, connect.WithGRPC()), p.addr
+}
+
+// TestFailedDispatchPassLeavesNothingAndRecovers: while every claim fails
+// (a constraint refuses new attempt rows), the job stays queued with no
+// attempt, the failures are counted, and once claims work again the job
+// runs without any new trigger (the dispatcher retries on its own).
+func TestFailedDispatchPassLeavesNothingAndRecovers(t *testing.T) {
+	t.Parallel()
+	st, c, addr := oneSlotPlatform(t)
+	ctx := context.Background()
+	if _, err := st.Pool.Exec(ctx, "ALTER TABLE job_attempts ADD CONSTRAINT test_refuse CHECK (number < 0) NOT VALID"); err != nil {
+		t.Fatal(err)
+	}
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
+	deadline := time.Now().Add(10 * time.Second)
+	for metricValue(t, addr, "hodei_dispatch_pass_failures_total") < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("no failed dispatch pass counted")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var state string
+	var attempts int
+	if err := st.Pool.QueryRow(ctx, "SELECT state, (SELECT count(*) FROM job_attempts WHERE job_id = $1) FROM jobs WHERE id = $1", id).Scan(&state, &attempts); err != nil {
+		t.Fatal(err)
+	}
+	if state != "queued" || attempts != 0 {
+		t.Fatalf("after a failed claim: state=%s attempts=%d, want queued with none", state, attempts)
+	}
+	if _, err := st.Pool.Exec(ctx, "ALTER TABLE job_attempts DROP CONSTRAINT test_refuse"); err != nil {
+		t.Fatal(err)
+	}
+	if j := waitJob(t, c, id, 10*time.Second, isFinal); j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("state=%v, want SUCCEEDED", j.State)
+	}
 }
 
 func TestPrefetchedJobsWaitForASlot(t *testing.T) {
 	t.Parallel()
-	_, c := oneSlotPlatform(t, "--prefetch", "1")
+	_, c, _ := oneSlotPlatform(t, "--prefetch", "1")
 	dir := t.TempDir()
 	path := func(name string) string { return filepath.Join(dir, name) }
 	sh := func(script string) *hodeiv1.JobSpec { return &hodeiv1.JobSpec{Command: []string{"sh", "-c", script}} }
@@ -405,7 +440,7 @@ func TestPrefetchedJobsWaitForASlot(t *testing.T) {
 // slot meanwhile.
 func TestSlotIsFreeWhenTheResultArrives(t *testing.T) {
 	t.Parallel()
-	st, c := oneSlotPlatform(t)
+	st, c, _ := oneSlotPlatform(t)
 	dir := t.TempDir()
 	release := filepath.Join(dir, "release")
 	running := func(j *hodeiv1.Job) bool { return j.State == hodeiv1.JobState_JOB_STATE_RUNNING }

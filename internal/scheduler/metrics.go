@@ -10,6 +10,7 @@ import (
 type Metrics struct {
 	createdToAssigned prometheus.Histogram
 	passes            *prometheus.CounterVec
+	passFailures      prometheus.Counter
 	claimsPerPass     prometheus.Histogram
 	queueDepth        *prometheus.GaugeVec
 	attempts          prometheus.Histogram
@@ -23,6 +24,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "From job creation to its first assignment.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_dispatch_passes_total",
 			Help: "Dispatch passes, by what triggered them."}, []string{"trigger"}),
+		passFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_dispatch_pass_failures_total",
+			Help: "Dispatch passes that failed (a database error); the next pass follows a second later."}),
 		claimsPerPass: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hodei_dispatch_claims_per_pass",
 			Help: "Jobs claimed by one dispatch pass.", Buckets: prometheus.ExponentialBuckets(1, 2, 12)}),
 		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "hodei_jobs",
@@ -32,7 +35,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Attempts a job took, observed when it ends (leader).", Buckets: []float64{1, 2, 3, 4, 5, 7, 10, 20, 50, 100}})
 	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_job_retries_total",
 		Help: "Retry outcomes (leader): scheduled, succeeded (a retried job succeeded), exhausted."}, []string{"outcome"})
-	reg.MustRegister(m.createdToAssigned, m.passes, m.claimsPerPass, m.queueDepth, m.attempts, m.retries)
+	reg.MustRegister(m.createdToAssigned, m.passes, m.passFailures, m.claimsPerPass, m.queueDepth, m.attempts, m.retries)
 	return m
 }
 
@@ -42,6 +45,12 @@ func (m *Metrics) pass(trigger string, claimed int) {
 	}
 	m.passes.WithLabelValues(trigger).Inc()
 	m.claimsPerPass.Observe(float64(claimed))
+}
+
+func (m *Metrics) passFailed() {
+	if m != nil {
+		m.passFailures.Inc()
+	}
 }
 
 func (m *Metrics) assigned(seconds float64) {

@@ -134,6 +134,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				return nil
 			}
 			d.log.Error("dispatch pass", "err", err)
+			d.cfg.Metrics.passFailed()
 			next = time.Now().Add(time.Second)
 		}
 		timer.Reset(max(time.Until(next), 0))
