@@ -326,10 +326,6 @@ func TestEphemeralWorkersTakeOneJobEach(t *testing.T) {
 	})
 }
 
-// TestPrefetchedJobsWaitForASlot: an agent with one slot and --prefetch 1
-// takes a second job while its first runs. The prefetched job starts only
-// when the slot frees (never two at once), and one cancelled while it
-// waits ends cancelled without ever running.
 // oneSlotPlatform starts a server on a fresh database with one agent of
 // one slot (agentArgs added to its command line), and returns the store,
 // a client and the server's address.
@@ -337,11 +333,7 @@ func oneSlotPlatform(t *testing.T, agentArgs ...string) (*store.Store, hodeiv1co
 	t.Helper()
 	dbURL := storetest.URL(t)
 	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
-	st, err := store.Open(context.Background(), store.Config{URL: dbURL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
+	st := openStore(t, dbURL)
 	startAgent(t, st, []string{p.addr}, 1, agentArgs...)
 	return st, hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+p.addr, connect.WithGRPC()), p.addr
 }
@@ -358,13 +350,9 @@ func TestFailedDispatchPassLeavesNothingAndRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
-	deadline := time.Now().Add(10 * time.Second)
-	for metricValue(t, addr, "hodei_dispatch_pass_failures_total") < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("no failed dispatch pass counted")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventually(t, 10*time.Second, "a failed dispatch pass counted", func() bool {
+		return metricValue(t, addr, "hodei_dispatch_pass_failures_total") >= 1
+	})
 	var state string
 	var attempts int
 	if err := st.Pool.QueryRow(ctx, "SELECT state, (SELECT count(*) FROM job_attempts WHERE job_id = $1) FROM jobs WHERE id = $1", id).Scan(&state, &attempts); err != nil {
@@ -381,6 +369,10 @@ func TestFailedDispatchPassLeavesNothingAndRecovers(t *testing.T) {
 	}
 }
 
+// TestPrefetchedJobsWaitForASlot: an agent with one slot and --prefetch 1
+// takes a second job while its first runs. The prefetched job starts only
+// when the slot frees (never two at once), and one cancelled while it
+// waits ends cancelled without ever running.
 func TestPrefetchedJobsWaitForASlot(t *testing.T) {
 	t.Parallel()
 	_, c, _ := oneSlotPlatform(t, "--prefetch", "1")
@@ -462,20 +454,13 @@ func TestSlotIsFreeWhenTheResultArrives(t *testing.T) {
 	}
 	// The first job's result is now stuck behind the lock; the second job
 	// gets an attempt (the claim does not touch the locked row).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually(t, 10*time.Second, "the second job claimed while the first one's result waits to be committed", func() bool {
 		var attempts int
 		if err := st.Pool.QueryRow(ctx, "SELECT count(*) FROM job_attempts WHERE job_id = $1", second).Scan(&attempts); err != nil {
 			t.Fatal(err)
 		}
-		if attempts > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the second job was not claimed while the first one's result waited to be committed")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return attempts > 0
+	})
 	var firstState string
 	if err := st.Pool.QueryRow(ctx, "SELECT state FROM jobs WHERE id = $1", first).Scan(&firstState); err != nil {
 		t.Fatal(err)
