@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/hodei-dev/hodei/internal/store/db"
+	"github.com/hodei-dev/hodei/internal/store/pgtx"
 )
 
 //go:embed migrations/*.sql
@@ -121,8 +122,9 @@ func (s *Store) inTxDeferred(ctx context.Context, fn func(tx db.DBTX, later db.D
 	}
 	b := &pgx.Batch{}
 	if !tx.begun {
-		b.Queue(beginHot)
-		b.Queue(noSeqScan)
+		for _, q := range pgtx.Begin {
+			b.Queue(q)
+		}
 	}
 	for _, q := range d.b.QueuedQueries {
 		b.Queue(q.SQL, q.Arguments...)
@@ -140,21 +142,8 @@ func (s *Store) inTxDeferred(ctx context.Context, fn func(tx db.DBTX, later db.D
 	return br.Close()
 }
 
-// The hot transactions run without sequential scans. Their statements'
-// plans are cached per connection (generic plans), often made while the
-// tables are nearly empty and their statistics stale: a sequential scan
-// chosen for 100 attempts was still used at 100,000 (8 ms per batch).
-// Every statement here has an index to use, and an index plan stays right
-// as the tables grow. (Planning every execution instead cost a quarter of
-// PostgreSQL's CPU at small batches; turning sequential scans off for the
-// whole pool slowed other, rarer queries.)
-const (
-	beginHot  = "begin"
-	noSeqScan = "set local enable_seqscan = off"
-)
-
 // pipeTx runs a transaction's statements on one connection and sends its
-// BEGIN together with the first of them.
+// BEGIN together with the first of them (pgtx).
 type pipeTx struct {
 	conn  *pgx.Conn
 	begun bool
@@ -169,19 +158,8 @@ func (t *pipeTx) rollback(ctx context.Context) {
 // first sends BEGIN and sql in one batch and returns the results
 // positioned at sql's.
 func (t *pipeTx) first(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
-	b := &pgx.Batch{}
-	b.Queue(beginHot)
-	b.Queue(noSeqScan)
-	b.Queue(sql, args...)
-	br := t.conn.SendBatch(ctx, b)
 	t.begun = true
-	for range 2 {
-		if _, err := br.Exec(); err != nil {
-			br.Close() //nolint:errcheck
-			return nil, err
-		}
-	}
-	return br, nil
+	return pgtx.Send(ctx, t.conn, pgtx.Begin, sql, args)
 }
 
 func (t *pipeTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
@@ -207,51 +185,11 @@ func (t *pipeTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, 
 	if err != nil {
 		return nil, err
 	}
-	rows, err := br.Query()
-	if err != nil {
-		br.Close() //nolint:errcheck
-		return nil, err
-	}
-	return &batchRows{Rows: rows, br: br}, nil
+	return pgtx.NewRows(br, nil)
 }
 
 func (t *pipeTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	rows, err := t.Query(ctx, sql, args...)
-	if err != nil {
-		return errRow{err}
-	}
-	return rowOf{rows}
-}
-
-// batchRows are the rows of the first statement: closing them also ends
-// the batch that carried BEGIN (both Closes may be called again).
-type batchRows struct {
-	pgx.Rows
-	br pgx.BatchResults
-}
-
-func (r *batchRows) Close() {
-	r.Rows.Close()
-	r.br.Close() //nolint:errcheck
-}
-
-// rowOf is QueryRow over Query: the first row, then close.
-type rowOf struct{ rows pgx.Rows }
-
-func (r rowOf) Scan(dest ...any) error {
-	rows := r.rows
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		return pgx.ErrNoRows
-	}
-	if err := rows.Scan(dest...); err != nil {
-		return err
-	}
-	rows.Close()
-	return rows.Err()
+	return pgtx.Row(t.Query(ctx, sql, args...))
 }
 
 // deferred is a db.DBTX that queues statements instead of running them.
@@ -270,12 +208,8 @@ func (d *deferred) Query(context.Context, string, ...any) (pgx.Rows, error) {
 }
 
 func (d *deferred) QueryRow(context.Context, string, ...any) pgx.Row {
-	return errRow{errDeferredRead}
+	return pgtx.Row(nil, errDeferredRead)
 }
-
-type errRow struct{ err error }
-
-func (r errRow) Scan(...any) error { return r.err }
 
 // migrationLock is the advisory lock key that serialises migrations of
 // concurrently starting servers.
