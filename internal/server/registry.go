@@ -193,17 +193,13 @@ func (c *workerConn) resultArrived(token int64) {
 }
 
 // resultApplied forgets an attempt whose result is applied, returning its
-// job id if this connection knew it.
+// job id if this connection knew it. (Every result passes resultArrived
+// first: the stream's receiver calls it.)
 func (c *workerConn) resultApplied(token int64) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	id, ok := c.finished[token]
-	if ok {
-		delete(c.finished, token)
-	} else {
-		id = c.running[token]
-		delete(c.running, token)
-	}
+	id := c.finished[token]
+	delete(c.finished, token)
 	return id
 }
 

@@ -244,16 +244,20 @@ func (s *Store) finish(ctx context.Context, q *db.Queries, tx db.DBTX, j job.Job
 	return nil
 }
 
+// failureClass is r's class, with a non-zero exit and no class counted as
+// an exit-code failure.
+func (r Result) failureClass() job.FailureClass {
+	if r.Class == job.FailureNone && r.ExitCode != 0 {
+		return job.FailureExitCode
+	}
+	return r.Class
+}
+
 // needsRetryPolicy says whether deciding on r reads the job's retry
 // policy: only a failure (not a success, not a cancel) can be retried.
 func needsRetryPolicy(r Result) bool {
-	switch r.Class {
-	case job.FailureNone:
-		return r.ExitCode != 0
-	case job.FailureCancelled:
-		return false
-	}
-	return true
+	c := r.failureClass()
+	return c != job.FailureNone && c != job.FailureCancelled
 }
 
 // decision is what a result does to an attempt and its job.
@@ -275,9 +279,7 @@ func (d decision) class() *string {
 // decide applies the retry policy of j to the result of its attempt
 // number: the one place that turns a result into states and events.
 func decide(j job.Job, number int32, r Result, now time.Time) (decision, error) {
-	if r.Class == job.FailureNone && r.ExitCode != 0 {
-		r.Class = job.FailureExitCode
-	}
+	r.Class = r.failureClass()
 	d := decision{r: r, attemptState: job.StateSucceeded}
 	switch r.Class {
 	case job.FailureNone:
@@ -291,7 +293,7 @@ func decide(j job.Job, number int32, r Result, now time.Time) (decision, error) 
 	id := j.ID
 	d.next = d.attemptState
 	var retryEvents []eventbus.Event
-	if d.attemptState != job.StateSucceeded && d.attemptState != job.StateCancelled {
+	if needsRetryPolicy(r) {
 		retry := j.Spec.Retry.Retryable(r.Class, r.ExitCode)
 		switch {
 		case retry && j.Attempt < j.MaxAttempts:
