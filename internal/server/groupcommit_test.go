@@ -31,17 +31,7 @@ func TestGroupCommitIsolatesAFailingStream(t *testing.T) {
 		}
 		ids = append(ids, j.ID)
 	}
-	wid, token, err := st.NewWorker(ctx, "test", "", nil, time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, cred, err := st.Enroll(ctx, token, "host", "test", nil, 2, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.ConnectWorker(ctx, wid, cred, "test"); err != nil {
-		t.Fatal(err)
-	}
+	wid := storetest.ConnectedWorker(t, st)
 	as, err := st.Claim(ctx, store.WorkerMatch{ID: wid}, 2)
 	if err != nil || len(as) != 2 {
 		t.Fatalf("claim: %v %v", as, err)

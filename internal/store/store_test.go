@@ -107,8 +107,8 @@ func TestStaleResultIsRejected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w1 := connectedWorker(t, s)
-	w2 := connectedWorker(t, s)
+	w1 := storetest.ConnectedWorker(t, s)
+	w2 := storetest.ConnectedWorker(t, s)
 	a1, err := s.Claim(ctx, store.WorkerMatch{ID: w1}, 1)
 	if err != nil || len(a1) != 1 {
 		t.Fatalf("claim 1: %v %v", a1, err)
@@ -235,7 +235,7 @@ func TestLogCapTruncatesWithAMarker(t *testing.T) {
 	if _, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1); err != nil {
 		t.Fatal(err)
 	}
-	w := connectedWorker(t, s)
+	w := storetest.ConnectedWorker(t, s)
 	as, err := s.Claim(ctx, store.WorkerMatch{ID: w}, 1)
 	if err != nil || len(as) != 1 {
 		t.Fatalf("claim: %v %v", as, err)
@@ -262,24 +262,6 @@ func TestLogCapTruncatesWithAMarker(t *testing.T) {
 	}
 }
 
-// connectedWorker registers, enrolls and connects a worker.
-func connectedWorker(t *testing.T, s *store.Store) string {
-	t.Helper()
-	ctx := context.Background()
-	id, token, err := s.NewWorker(ctx, "test", "", nil, time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, cred, err := s.Enroll(ctx, token, "host", "test", nil, 1, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.ConnectWorker(ctx, id, cred, "test"); err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
 func TestClaimSkipsWorkersThatAreNotConnected(t *testing.T) {
 	t.Parallel()
 	s := storetest.Open(t)
@@ -291,7 +273,7 @@ func TestClaimSkipsWorkersThatAreNotConnected(t *testing.T) {
 	if as, err := s.Claim(ctx, store.WorkerMatch{ID: w}, 1); err != nil || len(as) != 0 {
 		t.Fatalf("claim for a worker that is not connected: %v %v", as, err)
 	}
-	if as, err := s.Claim(ctx, store.WorkerMatch{ID: connectedWorker(t, s)}, 1); err != nil || len(as) != 1 {
+	if as, err := s.Claim(ctx, store.WorkerMatch{ID: storetest.ConnectedWorker(t, s)}, 1); err != nil || len(as) != 1 {
 		t.Fatalf("claim for a connected worker: %v %v", as, err)
 	}
 }
@@ -312,7 +294,7 @@ func TestApplyReportsBatch(t *testing.T) {
 		}
 		ids = append(ids, j.ID)
 	}
-	w := connectedWorker(t, s)
+	w := storetest.ConnectedWorker(t, s)
 	as, err := s.Claim(ctx, store.WorkerMatch{ID: w}, 4)
 	if err != nil || len(as) != 4 {
 		t.Fatalf("claim: %v %v", as, err)
@@ -382,7 +364,7 @@ func TestClaimSlotsSpreadsJobsOverConnectedWorkers(t *testing.T) {
 		}
 		ids = append(ids, j.ID)
 	}
-	a, b := connectedWorker(t, s), connectedWorker(t, s)
+	a, b := storetest.ConnectedWorker(t, s), storetest.ConnectedWorker(t, s)
 	gone, _, _ := s.NewWorker(ctx, "test", "", nil, time.Minute)
 	as, err := s.ClaimSlots(ctx, store.WorkerMatch{}, []string{a, b, gone, a})
 	if err != nil {
@@ -432,7 +414,7 @@ func TestClaimRespectsWorkerLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := store.WorkerMatch{ID: connectedWorker(t, s), CPUMillis: 1000, MemoryMiB: 128}
+	w := store.WorkerMatch{ID: storetest.ConnectedWorker(t, s), CPUMillis: 1000, MemoryMiB: 128}
 	as, err := s.Claim(ctx, w, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -440,7 +422,7 @@ func TestClaimRespectsWorkerLimits(t *testing.T) {
 	if len(as) != 1 || as[0].JobID != small.ID {
 		t.Fatalf("claimed %+v, want only the 500m job", as)
 	}
-	if as, err := s.Claim(ctx, store.WorkerMatch{ID: connectedWorker(t, s)}, 2); err != nil || len(as) != 1 || as[0].JobID != big.ID {
+	if as, err := s.Claim(ctx, store.WorkerMatch{ID: storetest.ConnectedWorker(t, s)}, 2); err != nil || len(as) != 1 || as[0].JobID != big.ID {
 		t.Fatalf("a worker without stated limits claimed %+v (%v), want the 2000m job", as, err)
 	}
 }
@@ -461,7 +443,7 @@ func TestApplyReportsRollsBackAFailedBatch(t *testing.T) {
 		}
 		ids = append(ids, j.ID)
 	}
-	as, err := s.Claim(ctx, store.WorkerMatch{ID: connectedWorker(t, s)}, 2)
+	as, err := s.Claim(ctx, store.WorkerMatch{ID: storetest.ConnectedWorker(t, s)}, 2)
 	if err != nil || len(as) != 2 {
 		t.Fatalf("claim: %v %v", as, err)
 	}
@@ -567,7 +549,7 @@ func TestHeartbeatsAndClaimsDoNotDeadlock(t *testing.T) {
 	ctx := context.Background()
 	var ids []string
 	for range 8 {
-		ids = append(ids, connectedWorker(t, s))
+		ids = append(ids, storetest.ConnectedWorker(t, s))
 	}
 	deadline := time.Now().Add(2 * time.Second)
 	var wg sync.WaitGroup

@@ -117,6 +117,25 @@ func Open(t testing.TB) *store.Store {
 	return s
 }
 
+// ConnectedWorker registers, enrolls (one slot) and connects a worker on
+// s, as the server does for an agent, and returns its id.
+func ConnectedWorker(t testing.TB, s *store.Store) string {
+	t.Helper()
+	ctx := context.Background()
+	id, token, err := s.NewWorker(ctx, "test", "", nil, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cred, err := s.Enroll(ctx, token, "host", "test", nil, 1, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ConnectWorker(ctx, id, cred, "test"); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 // Logger routes slog output to t.Log.
 func Logger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
