@@ -282,19 +282,19 @@ func throughputOnce(ctx context.Context, noop bool, n, agents, slots, prefetch, 
 	elapsed := end.Sub(start)
 	rate := float64(n) / elapsed.Seconds()
 	if benchPGStats {
-		printPGStats(ctx, rig, cpuStart, elapsed)
+		printPGStats(ctx, rig, cpuStart, elapsed, n)
 	}
 	return rate, nil
 }
 
 // cpuUse is CPU time used so far by this process (server, agents, bench
-// client and their reaped children) and by the PostgreSQL processes it
-// started (the postmaster and its live backends).
-type cpuUse struct{ self, pg time.Duration }
+// client), by its reaped children (the jobs' processes) and by the
+// PostgreSQL processes it started (the postmaster and its live backends).
+type cpuUse struct{ self, children, pg time.Duration }
 
 func cpuTimes() cpuUse {
 	// stat returns a process's comm, parent pid and CPU time (user +
-	// system, with its reaped children's when children is set).
+	// system): its own, or its reaped children's when children is set.
 	stat := func(pid string, children bool) (comm string, ppid int, cpu time.Duration, ok bool) {
 		b, err := os.ReadFile("/proc/" + pid + "/stat")
 		if err != nil {
@@ -304,19 +304,20 @@ func cpuTimes() cpuUse {
 		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
 		f := strings.Fields(s[end+2:]) // f[0] is the state: field 3
 		ppid, _ = strconv.Atoi(f[1])
-		n := 2 // utime, stime
+		first := 11 // utime, stime
 		if children {
-			n = 4 // cutime, cstime
+			first = 13 // cutime, cstime
 		}
 		var ticks int64
-		for _, v := range f[11 : 11+n] {
+		for _, v := range f[first : first+2] {
 			t, _ := strconv.ParseInt(v, 10, 64)
 			ticks += t
 		}
 		return s[open+1 : end], ppid, time.Duration(ticks) * 10 * time.Millisecond, true // USER_HZ = 100
 	}
 	var u cpuUse
-	_, _, u.self, _ = stat("self", true)
+	_, _, u.self, _ = stat("self", false)
+	_, _, u.children, _ = stat("self", true)
 	type proc struct {
 		ppid int
 		cpu  time.Duration
@@ -341,10 +342,13 @@ func cpuTimes() cpuUse {
 	return u
 }
 
-func printPGStats(ctx context.Context, rig *benchRig, start cpuUse, elapsed time.Duration) {
+func printPGStats(ctx context.Context, rig *benchRig, start cpuUse, elapsed time.Duration, jobs int) {
 	now := cpuTimes()
-	fmt.Fprintf(os.Stderr, "cpu over %.1fs: hodei (server+agents+jobs) %.1fs, postgres %.1fs (%d cores = %.1fs)\n",
-		elapsed.Seconds(), (now.self - start.self).Seconds(), (now.pg - start.pg).Seconds(), runtime.NumCPU(), float64(runtime.NumCPU())*elapsed.Seconds())
+	perJob := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(jobs) }
+	self, children, pg := now.self-start.self, now.children-start.children, now.pg-start.pg
+	fmt.Fprintf(os.Stderr, "cpu over %.1fs (%d cores = %.1fs): hodei (server, agents, client) %.1fs = %.0f µs/job, job processes %.1fs = %.0f µs/job, postgres %.1fs = %.0f µs/job\n",
+		elapsed.Seconds(), runtime.NumCPU(), float64(runtime.NumCPU())*elapsed.Seconds(),
+		self.Seconds(), perJob(self), children.Seconds(), perJob(children), pg.Seconds(), perJob(pg))
 	rows, err := rig.store.Pool.Query(ctx, `SELECT calls, round(total_exec_time)::bigint, round(total_plan_time)::bigint, round(max_exec_time)::bigint, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
 		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15`)
 	if err != nil {

@@ -278,7 +278,9 @@ func Run(ctx context.Context, spec Spec, out func(s Stream, p []byte)) Result {
 // drain copies f to out until EOF. Once leaderGone is closed, a read that
 // stays idle for drainIdleTimeout ends it too.
 func drain(f *os.File, s Stream, out func(Stream, []byte), leaderGone <-chan struct{}) {
-	buf := make([]byte, readBufferSize)
+	bp := readBuffers.Get().(*[readBufferSize]byte)
+	defer readBuffers.Put(bp)
+	buf := bp[:]
 	for {
 		select {
 		case <-leaderGone:
@@ -297,6 +299,12 @@ func drain(f *os.File, s Stream, out func(Stream, []byte), leaderGone <-chan str
 		}
 	}
 }
+
+// readBuffers holds drain's buffers: a new one per stream of every process
+// was 64 KiB of garbage per job, most of the agent's garbage collection
+// when jobs are short. out never keeps the slice it is given (Run's
+// contract), so a buffer is free again when drain returns.
+var readBuffers = sync.Pool{New: func() any { return new([readBufferSize]byte) }}
 
 // lookPath resolves file like a shell in the process's environment would:
 // in env's PATH if it sets one, else in the caller's PATH. Relative PATH
