@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Alternates `bench throughput --pgstats` between two hodei binaries, N
-# rounds, and prints per run the rate (and ratio) with the CPU used by the
-# hodei process and by PostgreSQL. This machine's speed drifts within
+# rounds, and prints per run the rate (and ratio) with the CPU per job used
+# by the hodei process, by the jobs' processes and by PostgreSQL. This machine's speed drifts within
 # minutes, so builds are compared in alternating runs, not by separate
 # measurements.
 #
@@ -17,7 +17,7 @@ shift 3
 for _ in $(seq "$n"); do
   for bin in "$a" "$b"; do
     out=$("$bin" bench throughput --pgstats "$@" 2>&1)
-    cpu=$(grep '^cpu over' <<<"$out" | sed -E 's/cpu over ([0-9.]+)s: hodei \(server\+agents\+jobs\) ([0-9.]+)s, postgres ([0-9.]+)s.*/hodei_cpu_s=\2 postgres_cpu_s=\3/')
+    cpu=$(grep '^cpu over' <<<"$out" | sed -E 's/.*hodei [^=]*= ([0-9]+) µs\/job, job processes [^=]*= ([0-9]+) µs\/job, postgres [^=]*= ([0-9]+) µs\/job/hodei_us=\1 processes_us=\2 postgres_us=\3/')
     res=$(grep '^result' <<<"$out" | tail -1 | grep -oE 'mode=[a-z]+|jobs_per_sec=[0-9]+|ratio=[0-9.]+' | tr '\n' ' ')
     echo "$bin $res$cpu"
   done

@@ -170,6 +170,7 @@ func benchThroughput(ctx context.Context, args []string) error {
 	batch := fs.Int("batch", 100, "jobs per SubmitJobs call (1: SubmitJob one at a time)")
 	modes := fs.String("modes", "process,noop", "modes to run")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run here")
+	memprofile := fs.String("memprofile", "", "write an allocation profile of the run here (at its end)")
 	fs.BoolVar(&benchPGStats, "pgstats", false, "print to stderr the CPU used by PostgreSQL and by this process, and the costliest statements")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -184,6 +185,14 @@ func benchThroughput(ctx context.Context, args []string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *memprofile != "" {
+		defer func() {
+			if f, err := os.Create(*memprofile); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
 	}
 	for _, mode := range []string{"process", "noop"} {
 		if !slices.Contains(splitComma(*modes), mode) {
