@@ -27,7 +27,7 @@ bench: deps build images ## run the benchmarks; each prints a final `result name
 	$(BIN) bench startup
 	$(BIN) bench events
 	$(BIN) bench dispatch
-	$(BIN) bench throughput
+	$(BIN) bench throughput --jobs 10000 --rounds 3
 	$(BIN) bench logs
 	$(BIN) bench provision
 

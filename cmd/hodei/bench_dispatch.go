@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -169,6 +170,7 @@ func benchThroughput(ctx context.Context, args []string) error {
 	submitters := fs.Int("submitters", 8, "concurrent submitters")
 	batch := fs.Int("batch", 100, "jobs per SubmitJobs call (1: SubmitJob one at a time)")
 	modes := fs.String("modes", "process,noop", "modes to run")
+	rounds := fs.Int("rounds", 1, "runs per mode; the result line is the median run's, with the range over all")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run here")
 	memprofile := fs.String("memprofile", "", "write an allocation profile of the run here (at its end)")
 	fs.BoolVar(&benchPGStats, "pgstats", false, "print to stderr the CPU used by PostgreSQL and by this process, and the costliest statements")
@@ -194,13 +196,19 @@ func benchThroughput(ctx context.Context, args []string) error {
 			}
 		}()
 	}
+	if *rounds < 1 {
+		return fmt.Errorf("bench throughput: rounds: %d is less than 1", *rounds)
+	}
 	for _, mode := range []string{"process", "noop"} {
 		if !slices.Contains(splitComma(*modes), mode) {
 			continue
 		}
-		// The machine's own fork/exec rate is measured right before and
-		// right after the platform run, at the same concurrency, and
-		// averaged: this machine's speed drifts by ±10 % within minutes.
+		// The machine's own fork/exec rate is measured before and after
+		// every platform run, at the same concurrency, and a run is
+		// compared with the mean of the two: this machine's speed drifts
+		// by ±10 % within minutes.
+		type run struct{ rate, fork float64 }
+		var runs []run
 		var forkBefore float64
 		if mode == "process" {
 			var err error
@@ -208,20 +216,46 @@ func benchThroughput(ctx context.Context, args []string) error {
 				return err
 			}
 		}
-		rate, err := throughputOnce(ctx, mode == "noop", *n, *agents, *slots, *prefetch, *submitters, *batch)
-		if err != nil {
-			return err
+		for range *rounds {
+			rate, err := throughputOnce(ctx, mode == "noop", *n, *agents, *slots, *prefetch, *submitters, *batch)
+			if err != nil {
+				return err
+			}
+			r := run{rate: rate}
+			if mode == "process" {
+				forkAfter, err := forkExecRate(ctx, *n/2, *agents**slots)
+				if err != nil {
+					return err
+				}
+				r.fork = (forkBefore + forkAfter) / 2
+				forkBefore = forkAfter
+			}
+			runs = append(runs, r)
+		}
+		// Runs in order of their figure (ratio, or rate for noop); the
+		// median one is reported.
+		figure := func(r run) float64 {
+			if mode == "process" {
+				return r.rate / r.fork
+			}
+			return r.rate
+		}
+		slices.SortFunc(runs, func(a, b run) int { return cmp.Compare(figure(a), figure(b)) })
+		med := runs[len(runs)/2]
+		spread := ""
+		if len(runs) > 1 {
+			name := "jobs_per_sec"
+			format := "%s_min=%.0f %s_max=%.0f rounds=%d "
+			if mode == "process" {
+				name, format = "ratio", "%s_min=%.2f %s_max=%.2f rounds=%d "
+			}
+			spread = fmt.Sprintf(format, name, figure(runs[0]), name, figure(runs[len(runs)-1]), len(runs))
 		}
 		if mode == "noop" {
-			fmt.Printf("result name=throughput mode=noop jobs_per_sec=%.0f jobs=%d agents=%d slots=%d prefetch=%d batch=%d\n", rate, *n, *agents, *slots, *prefetch, *batch)
+			fmt.Printf("result name=throughput mode=noop jobs_per_sec=%.0f %sjobs=%d agents=%d slots=%d prefetch=%d batch=%d\n", med.rate, spread, *n, *agents, *slots, *prefetch, *batch)
 			continue
 		}
-		forkAfter, err := forkExecRate(ctx, *n/2, *agents**slots)
-		if err != nil {
-			return err
-		}
-		fork := (forkBefore + forkAfter) / 2
-		fmt.Printf("result name=throughput mode=process jobs_per_sec=%.0f fork_exec_per_sec=%.0f ratio=%.2f jobs=%d agents=%d slots=%d prefetch=%d batch=%d\n", rate, fork, rate/fork, *n, *agents, *slots, *prefetch, *batch)
+		fmt.Printf("result name=throughput mode=process jobs_per_sec=%.0f fork_exec_per_sec=%.0f ratio=%.2f %sjobs=%d agents=%d slots=%d prefetch=%d batch=%d\n", med.rate, med.fork, med.rate/med.fork, spread, *n, *agents, *slots, *prefetch, *batch)
 	}
 	return nil
 }
