@@ -34,7 +34,7 @@ type benchRig struct {
 	stop  func()
 }
 
-func newBenchRig(ctx context.Context, agents, slots, prefetch int, noop bool, onRun func(string)) (*benchRig, error) {
+func newBenchRig(ctx context.Context, agents, slots int, prefetch prefetchFlag, noop bool, onRun func(string)) (*benchRig, error) {
 	url, stopDB, err := benchDatabase(ctx)
 	if err != nil {
 		return nil, err
@@ -67,7 +67,7 @@ func newBenchRig(ctx context.Context, agents, slots, prefetch int, noop bool, on
 			r.stop()
 			return nil, err
 		}
-		a, err := agent.New(agent.Config{Servers: []string{r.addr}, BootstrapToken: token, Slots: slots, Prefetch: prefetch, NoopExec: noop, OnRunJob: onRun, Logger: log})
+		a, err := agent.New(agent.Config{Servers: []string{r.addr}, BootstrapToken: token, Slots: slots, Prefetch: prefetch.n, AdaptivePrefetch: prefetch.adaptive, NoopExec: noop, OnRunJob: onRun, Logger: log})
 		if err != nil {
 			r.stop()
 			return nil, err
@@ -111,7 +111,7 @@ func benchDispatch(ctx context.Context, args []string) error {
 		received[id] = now
 		mu.Unlock()
 	}
-	rig, err := newBenchRig(ctx, *agents, 4, 0, true, onRun)
+	rig, err := newBenchRig(ctx, *agents, 4, prefetchFlag{}, true, onRun)
 	if err != nil {
 		return err
 	}
@@ -166,7 +166,8 @@ func benchThroughput(ctx context.Context, args []string) error {
 	n := fs.Int("jobs", 5000, "jobs per mode")
 	agents := fs.Int("agents", 4, "agents")
 	slots := fs.Int("slots", 8, "slots per agent")
-	prefetch := fs.Int("prefetch", 8, "jobs each agent accepts beyond its slots (agent --prefetch)")
+	prefetch := prefetchFlag{adaptive: true, n: autoPrefetch}
+	fs.Var(&prefetch, "prefetch", "jobs each agent accepts beyond its slots, or auto (agent --prefetch, whose default is auto)")
 	submitters := fs.Int("submitters", 8, "concurrent submitters")
 	batch := fs.Int("batch", 100, "jobs per SubmitJobs call (1: SubmitJob one at a time)")
 	modes := fs.String("modes", "process,noop", "modes to run")
@@ -217,7 +218,7 @@ func benchThroughput(ctx context.Context, args []string) error {
 			}
 		}
 		for range *rounds {
-			rate, err := throughputOnce(ctx, mode == "noop", *n, *agents, *slots, *prefetch, *submitters, *batch)
+			rate, err := throughputOnce(ctx, mode == "noop", *n, *agents, *slots, prefetch, *submitters, *batch)
 			if err != nil {
 				return err
 			}
@@ -252,15 +253,15 @@ func benchThroughput(ctx context.Context, args []string) error {
 			spread = fmt.Sprintf(format, name, figure(runs[0]), name, figure(runs[len(runs)-1]), len(runs))
 		}
 		if mode == "noop" {
-			fmt.Printf("result name=throughput mode=noop jobs_per_sec=%.0f %sjobs=%d agents=%d slots=%d prefetch=%d batch=%d\n", med.rate, spread, *n, *agents, *slots, *prefetch, *batch)
+			fmt.Printf("result name=throughput mode=noop jobs_per_sec=%.0f %sjobs=%d agents=%d slots=%d prefetch=%s batch=%d\n", med.rate, spread, *n, *agents, *slots, &prefetch, *batch)
 			continue
 		}
-		fmt.Printf("result name=throughput mode=process jobs_per_sec=%.0f fork_exec_per_sec=%.0f ratio=%.2f %sjobs=%d agents=%d slots=%d prefetch=%d batch=%d\n", med.rate, med.fork, med.rate/med.fork, spread, *n, *agents, *slots, *prefetch, *batch)
+		fmt.Printf("result name=throughput mode=process jobs_per_sec=%.0f fork_exec_per_sec=%.0f ratio=%.2f %sjobs=%d agents=%d slots=%d prefetch=%s batch=%d\n", med.rate, med.fork, med.rate/med.fork, spread, *n, *agents, *slots, &prefetch, *batch)
 	}
 	return nil
 }
 
-func throughputOnce(ctx context.Context, noop bool, n, agents, slots, prefetch, submitters, batch int) (float64, error) {
+func throughputOnce(ctx context.Context, noop bool, n, agents, slots int, prefetch prefetchFlag, submitters, batch int) (float64, error) {
 	rig, err := newBenchRig(ctx, agents, slots, prefetch, noop, nil)
 	if err != nil {
 		return 0, err

@@ -425,6 +425,39 @@ func TestPrefetchedJobsWaitForASlot(t *testing.T) {
 	}
 }
 
+// TestAdaptivePrefetchHoldsBackLongJobs: an agent with --prefetch auto
+// (the default) whose one slot runs a long job is sent no second job: it
+// stays queued, free to go to any worker, until the slot frees. (With a
+// fixed prefetch it would be assigned to this worker at once.)
+func TestAdaptivePrefetchHoldsBackLongJobs(t *testing.T) {
+	t.Parallel()
+	_, c, _ := oneSlotPlatform(t, "--prefetch", "auto")
+	dir := t.TempDir()
+	started, release := filepath.Join(dir, "started"), filepath.Join(dir, "release")
+	first := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", fmt.Sprintf("echo started > %s; while [ ! -e %s ]; do sleep 0.05; done", started, release)}})
+	waitFile(t, started)
+	second := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
+	watchCtx, stopWatch := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	w, err := c.WatchJob(watchCtx, connect.NewRequest(&hodeiv1.WatchJobRequest{Id: second}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for w.Receive() {
+		if st := w.Msg().Job.State; st != hodeiv1.JobState_JOB_STATE_QUEUED {
+			t.Fatalf("the second job went %v while the only slot ran a long job", st)
+		}
+	}
+	stopWatch()
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{first, second} {
+		if j := waitJob(t, c, id, 10*time.Second, isFinal); j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {
+			t.Fatalf("job %s: state=%v, want SUCCEEDED", id, j.State)
+		}
+	}
+}
+
 // TestSlotIsFreeWhenTheResultArrives: a worker's slot is free for the next
 // job as soon as its result reaches the server, not once the result is
 // committed. The first job's row is locked by the test, so its result

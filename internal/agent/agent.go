@@ -39,15 +39,19 @@ type Config struct {
 	// wait here and start when a slot frees (no idle slot while the next
 	// job is claimed and sent). 0, the default, suits long jobs: a queued
 	// job cannot move to another worker that becomes free.
-	Prefetch      int
-	BatchLines    int           // HODEI_LOG_BATCH_SIZE; default 100
-	FlushInterval time.Duration // HODEI_LOG_FLUSH_INTERVAL; default 250ms
-	Grace         time.Duration // SIGTERM -> SIGKILL for cancelled jobs; default 10s
-	DrainTimeout  time.Duration // on shutdown, how long running jobs may finish; default 30s
-	HardTimeout   time.Duration // on shutdown, when everything is killed; default DrainTimeout+Grace+10s
-	MaxBackoff    time.Duration // reconnect backoff cap; default 60s
-	Version       string
-	Logger        *slog.Logger
+	Prefetch int
+	// AdaptivePrefetch makes Prefetch a bound: the server queues here only
+	// about as many jobs as this worker finished in the last 50 ms, so
+	// short jobs get a queue (and large batches) and long ones none.
+	AdaptivePrefetch bool
+	BatchLines       int           // HODEI_LOG_BATCH_SIZE; default 100
+	FlushInterval    time.Duration // HODEI_LOG_FLUSH_INTERVAL; default 250ms
+	Grace            time.Duration // SIGTERM -> SIGKILL for cancelled jobs; default 10s
+	DrainTimeout     time.Duration // on shutdown, how long running jobs may finish; default 30s
+	HardTimeout      time.Duration // on shutdown, when everything is killed; default DrainTimeout+Grace+10s
+	MaxBackoff       time.Duration // reconnect backoff cap; default 60s
+	Version          string
+	Logger           *slog.Logger
 	// NoopExec skips the process and reports exit 0: a benchmark-only mode
 	// that measures the control plane. Never the default.
 	NoopExec bool
@@ -294,7 +298,7 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 	c := hodeiv1connect.NewWorkerServiceClient(hc, baseURL(server), connect.WithGRPC())
 	stream := c.Connect(ctx)
 	defer stream.CloseRequest()
-	hello := &hodeiv1.Hello{WorkerId: a.workerID, Credential: a.credential, FreeSlots: int32(a.free()), Prefetch: int32(a.cfg.Prefetch), Batches: true}
+	hello := &hodeiv1.Hello{WorkerId: a.workerID, Credential: a.credential, FreeSlots: int32(a.free()), Prefetch: int32(a.cfg.Prefetch), AdaptivePrefetch: a.cfg.AdaptivePrefetch, Batches: true}
 	// The hello lists every attempt this agent knows: running ones and
 	// finished ones whose reports wait in the outbox. The server re-sends
 	// attempts it assigned that are not listed (they never arrived).

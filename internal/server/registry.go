@@ -47,10 +47,11 @@ type Slot struct {
 func (r *Registry) Free() []Slot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	now := time.Now()
 	var out []Slot
 	for _, c := range r.conns {
 		c.mu.Lock()
-		free := c.slots + c.prefetch - len(c.running)
+		free := c.slots + c.queueLimit(now) - len(c.running)
 		draining := c.draining
 		c.mu.Unlock()
 		if free > 0 && !draining {
@@ -142,6 +143,7 @@ type workerConn struct {
 	image                string
 	slots                int
 	prefetch             int  // attempts beyond slots the agent queues (Hello.prefetch)
+	adaptive             bool // queue only what the worker finishes in paceWindow/2 (Hello.adaptive_prefetch)
 	batches              bool // the agent accepts ResponseBatch frames
 
 	out    chan *hodeiv1.ConnectResponse
@@ -154,9 +156,40 @@ type workerConn struct {
 	// applied: their slot is free already (token -> job id).
 	finished map[int64]string
 	lastSeen time.Time
+	// results holds when the latest results arrived, a ring of
+	// len(results) entries from resultAt: the worker's pace.
+	results  [2 * maxAdaptivePrefetch]time.Time
+	resultAt int
 	draining bool
 	final    bool // the agent announced its final shutdown
 	expired  bool // closed for silence past the lease
+}
+
+// An adaptive worker's queue holds as many jobs as it finished in the last
+// paceWindow/2 (measured over paceWindow), at most its prefetch and at most
+// maxAdaptivePrefetch. Jobs that take a while get no queue, as without
+// prefetch: a job queued behind a long one could not move to a worker that
+// frees up meanwhile, and the autoscaler would not see it waiting. Short
+// jobs get a queue deep enough to keep the slots busy until the next claim,
+// and are then claimed, sent and reported in large batches.
+const (
+	paceWindow          = 100 * time.Millisecond
+	maxAdaptivePrefetch = 64
+)
+
+// queueLimit is how many attempts beyond its slots the worker may hold.
+// c.mu must be held.
+func (c *workerConn) queueLimit(now time.Time) int {
+	if !c.adaptive {
+		return c.prefetch
+	}
+	recent := 0
+	for _, t := range c.results {
+		if now.Sub(t) < paceWindow {
+			recent++
+		}
+	}
+	return min(c.prefetch, maxAdaptivePrefetch, recent/2)
 }
 
 func (c *workerConn) send(m *hodeiv1.ConnectResponse) bool {
@@ -183,6 +216,8 @@ func (c *workerConn) touch(now time.Time) {
 func (c *workerConn) resultArrived(token int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.results[c.resultAt] = time.Now()
+	c.resultAt = (c.resultAt + 1) % len(c.results)
 	if id, ok := c.running[token]; ok {
 		delete(c.running, token)
 		if c.finished == nil {

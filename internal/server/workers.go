@@ -56,7 +56,7 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c := &workerConn{id: w.ID, provider: w.Provider, cpuMillis: w.CPUMillis, memoryMiB: w.MemoryMiB, labels: w.Labels, image: w.Image, slots: w.Slots, prefetch: int(hello.Prefetch), batches: hello.Batches, out: make(chan *hodeiv1.ConnectResponse, 256),
+	c := &workerConn{id: w.ID, provider: w.Provider, cpuMillis: w.CPUMillis, memoryMiB: w.MemoryMiB, labels: w.Labels, image: w.Image, slots: w.Slots, prefetch: int(hello.Prefetch), adaptive: hello.AdaptivePrefetch, batches: hello.Batches, out: make(chan *hodeiv1.ConnectResponse, 256),
 		cancel: cancel, done: make(chan struct{}), running: map[int64]string{}, lastSeen: time.Now()}
 	defer close(c.done)
 	log := s.log.With("worker_id", w.ID)

@@ -382,9 +382,13 @@ type Hello struct {
 	// not idle while its next job is claimed and sent (short jobs).
 	Prefetch int32 `protobuf:"varint,5,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
 	// batches: the agent accepts ConnectResponse.batch.
-	Batches       bool `protobuf:"varint,6,opt,name=batches,proto3" json:"batches,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Batches bool `protobuf:"varint,6,opt,name=batches,proto3" json:"batches,omitempty"`
+	// adaptive_prefetch: prefetch is only a bound; the server queues on the
+	// worker about as many jobs as it finished in the last 50 ms (none for
+	// jobs that take longer than that).
+	AdaptivePrefetch bool `protobuf:"varint,7,opt,name=adaptive_prefetch,json=adaptivePrefetch,proto3" json:"adaptive_prefetch,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -455,6 +459,13 @@ func (x *Hello) GetPrefetch() int32 {
 func (x *Hello) GetBatches() bool {
 	if x != nil {
 		return x.Batches
+	}
+	return false
+}
+
+func (x *Hello) GetAdaptivePrefetch() bool {
+	if x != nil {
+		return x.AdaptivePrefetch
 	}
 	return false
 }
@@ -1646,7 +1657,7 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\x0eRunningAttempt\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12#\n" +
-	"\rfencing_token\x18\x03 \x01(\x03R\ffencingToken\"\xcd\x01\n" +
+	"\rfencing_token\x18\x03 \x01(\x03R\ffencingToken\"\xfa\x01\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1e\n" +
 	"\n" +
@@ -1656,7 +1667,8 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"free_slots\x18\x04 \x01(\x05R\tfreeSlots\x12\x1a\n" +
 	"\bprefetch\x18\x05 \x01(\x05R\bprefetch\x12\x18\n" +
-	"\abatches\x18\x06 \x01(\bR\abatches\"*\n" +
+	"\abatches\x18\x06 \x01(\bR\abatches\x12+\n" +
+	"\x11adaptive_prefetch\x18\a \x01(\bR\x10adaptivePrefetch\"*\n" +
 	"\tHeartbeat\x12\x1d\n" +
 	"\n" +
 	"free_slots\x18\x01 \x01(\x05R\tfreeSlots\"e\n" +
