@@ -398,17 +398,7 @@ func TestPrefetchedJobsWaitForASlot(t *testing.T) {
 	// released; while the first runs, its state must stay assigned.
 	second := submit(t, c, sh(fmt.Sprintf("[ -e %s ] || echo overlap > %s; touch %s", path("release"), path("overlap"), path("second.ran"))))
 	waitJob(t, c, second, 10*time.Second, assigned)
-	watchCtx, stopWatch := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	w, err := c.WatchJob(watchCtx, connect.NewRequest(&hodeiv1.WatchJobRequest{Id: second}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for w.Receive() {
-		if st := w.Msg().Job.State; st != hodeiv1.JobState_JOB_STATE_ASSIGNED {
-			t.Fatalf("the prefetched job went %v while the only slot was busy", st)
-		}
-	}
-	stopWatch()
+	stateStays(t, c, second, hodeiv1.JobState_JOB_STATE_ASSIGNED, "the prefetched job, while the only slot was busy,")
 	if err := os.WriteFile(path("release"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -425,6 +415,23 @@ func TestPrefetchedJobsWaitForASlot(t *testing.T) {
 	}
 }
 
+// stateStays watches job id for half a second and fails if it leaves
+// state want meanwhile; what names the job and the situation.
+func stateStays(t *testing.T, c hodeiv1connect.JobServiceClient, id string, want hodeiv1.JobState, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	w, err := c.WatchJob(ctx, connect.NewRequest(&hodeiv1.WatchJobRequest{Id: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for w.Receive() {
+		if st := w.Msg().Job.State; st != want {
+			t.Fatalf("%s went %v", what, st)
+		}
+	}
+}
+
 // TestAdaptivePrefetchHoldsBackLongJobs: an agent with --prefetch auto
 // (the default) whose one slot runs a long job is sent no second job: it
 // stays queued, free to go to any worker, until the slot frees. (With a
@@ -437,17 +444,7 @@ func TestAdaptivePrefetchHoldsBackLongJobs(t *testing.T) {
 	first := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", fmt.Sprintf("echo started > %s; while [ ! -e %s ]; do sleep 0.05; done", started, release)}})
 	waitFile(t, started)
 	second := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
-	watchCtx, stopWatch := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	w, err := c.WatchJob(watchCtx, connect.NewRequest(&hodeiv1.WatchJobRequest{Id: second}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for w.Receive() {
-		if st := w.Msg().Job.State; st != hodeiv1.JobState_JOB_STATE_QUEUED {
-			t.Fatalf("the second job went %v while the only slot ran a long job", st)
-		}
-	}
-	stopWatch()
+	stateStays(t, c, second, hodeiv1.JobState_JOB_STATE_QUEUED, "the second job, while the only slot ran a long job,")
 	if err := os.WriteFile(release, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
