@@ -37,8 +37,9 @@ type Config struct {
 	Slots          int // concurrent attempts; default 1
 	// Prefetch is how many attempts beyond Slots the agent accepts; they
 	// wait here and start when a slot frees (no idle slot while the next
-	// job is claimed and sent). 0, the default, suits long jobs: a queued
-	// job cannot move to another worker that becomes free.
+	// job is claimed and sent). 0 suits long jobs: a queued job cannot
+	// move to another worker that becomes free. (`hodei agent` defaults to
+	// AdaptivePrefetch with a bound of 32.)
 	Prefetch int
 	// AdaptivePrefetch makes Prefetch a bound: the server queues here only
 	// about as many jobs as this worker finished in the last 50 ms, so
