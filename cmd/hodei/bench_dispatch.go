@@ -174,7 +174,7 @@ func benchThroughput(ctx context.Context, args []string) error {
 	rounds := fs.Int("rounds", 1, "runs per mode; the result line is the median run's, with the range over all")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run here")
 	memprofile := fs.String("memprofile", "", "write an allocation profile of the run here (at its end)")
-	fs.BoolVar(&benchPGStats, "pgstats", false, "print to stderr the CPU used by PostgreSQL and by this process, and the costliest statements")
+	fs.BoolVar(&benchPGStats, "pgstats", false, "print to stderr the CPU used by this process, its job processes and PostgreSQL (in all and per job), and the costliest statements")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

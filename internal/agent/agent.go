@@ -21,12 +21,12 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/agent/runner"
+	"github.com/hodei-dev/hodei/internal/frame"
 )
 
 // Config configures an agent.
@@ -390,43 +390,16 @@ func (a *Agent) sender(ctx context.Context, stream *connect.BidiStreamForClient[
 	}
 }
 
-// frames groups msgs into RequestBatch frames of at most frameMsgs
-// messages that stop growing past frameBytes (a message alone stays
-// unwrapped), or returns them as they are without batches.
+// frames groups msgs into RequestBatch frames (frame.Group), or returns
+// them as they are to a server that does not accept batches.
 func frames(msgs []*hodeiv1.ConnectRequest, batches bool) []*hodeiv1.ConnectRequest {
-	if !batches || len(msgs) < 2 {
+	if !batches {
 		return msgs
 	}
-	var out []*hodeiv1.ConnectRequest
-	var cur []*hodeiv1.ConnectRequest
-	size := 0
-	flush := func() {
-		switch len(cur) {
-		case 0:
-		case 1:
-			out = append(out, cur[0])
-		default:
-			out = append(out, &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Batch{Batch: &hodeiv1.RequestBatch{Msgs: cur}}})
-		}
-		cur, size = nil, 0
-	}
-	for _, m := range msgs {
-		cur = append(cur, m)
-		size += proto.Size(m)
-		if len(cur) == frameMsgs || size >= frameBytes {
-			flush()
-		}
-	}
-	flush()
-	return out
+	return frame.Group(msgs, func(ms []*hodeiv1.ConnectRequest) *hodeiv1.ConnectRequest {
+		return &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Batch{Batch: &hodeiv1.RequestBatch{Msgs: ms}}}
+	})
 }
-
-// A RequestBatch holds at most frameMsgs messages and stops growing past
-// frameBytes.
-const (
-	frameMsgs  = 128
-	frameBytes = 1 << 20
-)
 
 func (a *Agent) send(stream *connect.BidiStreamForClient[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse], m *hodeiv1.ConnectRequest) error {
 	a.sendMu.Lock()

@@ -14,6 +14,7 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/frame"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
@@ -92,13 +93,16 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 		for {
 			select {
 			case m := <-c.out:
+				msgs := []*hodeiv1.ConnectResponse{m}
 				if c.batches {
-					m = gather(m, c.out)
+					msgs = frame.Group(waiting(msgs, c.out), batchResponse)
 				}
-				if err := stream.Send(m); err != nil {
-					sendErr <- err
-					cancel()
-					return
+				for _, m := range msgs {
+					if err := stream.Send(m); err != nil {
+						sendErr <- err
+						cancel()
+						return
+					}
 				}
 			case <-ctx.Done():
 				sendErr <- nil
@@ -204,34 +208,23 @@ func storableText(s string) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
 }
 
-// gather adds to m the messages already waiting in out, as one
-// ResponseBatch frame (one write instead of one per message), up to
-// maxFrameMsgs messages or about maxFrameBytes.
-func gather(m *hodeiv1.ConnectResponse, out chan *hodeiv1.ConnectResponse) *hodeiv1.ConnectResponse {
-	var msgs []*hodeiv1.ConnectResponse
-	size := proto.Size(m)
-	for len(msgs) < maxFrameMsgs-1 && size < maxFrameBytes {
+// waiting adds to msgs the messages already waiting in out, up to
+// frame.MaxMsgs in all: what one ResponseBatch frame can carry.
+func waiting(msgs []*hodeiv1.ConnectResponse, out chan *hodeiv1.ConnectResponse) []*hodeiv1.ConnectResponse {
+	for len(msgs) < frame.MaxMsgs {
 		select {
-		case next := <-out:
-			msgs = append(msgs, next)
-			size += proto.Size(next)
-			continue
+		case m := <-out:
+			msgs = append(msgs, m)
 		default:
+			return msgs
 		}
-		break
 	}
-	if len(msgs) == 0 {
-		return m
-	}
-	return &hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Batch{Batch: &hodeiv1.ResponseBatch{Msgs: append([]*hodeiv1.ConnectResponse{m}, msgs...)}}}
+	return msgs
 }
 
-// A batch frame holds at most this many messages, and stops growing
-// past this size.
-const (
-	maxFrameMsgs  = 128
-	maxFrameBytes = 1 << 20
-)
+func batchResponse(msgs []*hodeiv1.ConnectResponse) *hodeiv1.ConnectResponse {
+	return &hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Batch{Batch: &hodeiv1.ResponseBatch{Msgs: msgs}}}
+}
 
 // maxGroup bounds the reports applied in one transaction.
 const maxGroup = 512

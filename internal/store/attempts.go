@@ -914,7 +914,7 @@ func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, late
 		if err := w.FinishJobs(ctx, fj); err != nil {
 			return fmt.Errorf("finish jobs: %w", err)
 		}
-		if _, err := later.Exec(ctx, "set local enable_nestloop = on"); err != nil {
+		if _, err := later.Exec(ctx, "set local enable_nestloop = default"); err != nil {
 			return err
 		}
 		if err := eventbus.Append(ctx, later, events...); err != nil {
