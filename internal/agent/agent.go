@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -549,7 +550,6 @@ func (a *Agent) notStarted(ctx context.Context, at *attempt) {
 // execute runs the process, streams its logs through the batcher into the
 // outbox, and queues the result after the last batch.
 func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec) {
-	log := a.log.With("job_id", at.jobID, "attempt", at.number)
 	a.sendStarted(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Started{Started: &hodeiv1.AttemptStarted{FencingToken: at.token, Time: timestamppb.Now()}}})
 	if a.cfg.NoopExec {
 		a.box.add(&pending{token: at.token, finished: true, msg: finishedMsg(at.token, 0, "", 0, "noop execution (benchmark mode)", 0, 0, 0)})
@@ -574,12 +574,27 @@ func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec)
 		lastSeq = b.Seq
 		return nil
 	})
-	bctx, stopBatcher := context.WithCancel(context.Background())
-	defer stopBatcher()
-	batchDone := make(chan error, 1)
-	go func() { batchDone <- batcher.Run(bctx) }()
+	// The batcher's loop starts with the first output: most short jobs
+	// print nothing, and a goroutine, a context and a timer per job were
+	// a visible part of the agent's CPU with them.
+	var (
+		batchOnce   sync.Once
+		batchDone   chan error
+		stopBatcher context.CancelFunc = func() {}
+	)
+	defer func() { stopBatcher() }()
+	write := func(s runner.Stream, p []byte) {
+		batchOnce.Do(func() {
+			var bctx context.Context
+			bctx, stopBatcher = context.WithCancel(context.Background())
+			batchDone = make(chan error, 1)
+			go func() { batchDone <- batcher.Run(bctx) }()
+		})
+		batcher.Write(s, p)
+	}
 
-	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "HODEI_JOB_ID=" + at.jobID, fmt.Sprintf("HODEI_ATTEMPT=%d", at.number)}
+	env := make([]string, 0, 4+len(spec.GetEnv()))
+	env = append(env, "PATH="+os.Getenv("PATH"), "HOME="+os.Getenv("HOME"), "HODEI_JOB_ID="+at.jobID, "HODEI_ATTEMPT="+strconv.Itoa(int(at.number)))
 	for k, v := range spec.GetEnv() {
 		env = append(env, k+"="+v)
 	}
@@ -592,9 +607,12 @@ func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec)
 		argv = []string{interp, "-c", spec.GetScript()}
 	}
 	res := runner.Run(ctx, runner.Spec{Argv: argv, Env: env, Dir: spec.GetWorkdir(), Timeout: spec.GetTimeout().AsDuration(), Grace: a.cfg.Grace,
-		Started: func(pid int) { at.pgid.Store(int64(pid)) }}, batcher.Write)
+		Started: func(pid int) { at.pgid.Store(int64(pid)) }}, write)
+	batchOnce.Do(func() {}) // no loop starts after this
 	batcher.Close()
-	<-batchDone
+	if batchDone != nil {
+		<-batchDone
+	}
 	sent, dropped := batcher.Stats()
 
 	class := hodeiv1.FailureClass_FAILURE_CLASS_UNSPECIFIED
@@ -611,7 +629,14 @@ func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec)
 	case res.ExitCode != 0:
 		class = hodeiv1.FailureClass_FAILURE_CLASS_EXIT_CODE
 	}
-	log.Info("attempt finished", "exit_code", res.ExitCode, "signal", res.Signal, "class", class, "lines", sent, "dropped", dropped)
+	// One line per job is the server's record (events, attempts), not the
+	// agent's log: here it is a debug line, except when the agent could
+	// not run the command at all.
+	level := slog.LevelDebug
+	if res.Err != nil && !res.Cancelled {
+		level = slog.LevelWarn
+	}
+	a.log.Log(ctx, level, "attempt finished", "job_id", at.jobID, "attempt", at.number, "exit_code", res.ExitCode, "signal", res.Signal, "class", class, "lines", sent, "dropped", dropped)
 	a.box.add(&pending{token: at.token, finished: true, msg: finishedMsg(at.token, int32(res.ExitCode), res.Signal, class, msg, lastSeq, sent, dropped)})
 }
 
