@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -141,80 +142,77 @@ func Run(ctx context.Context, spec Spec, out func(s Stream, p []byte)) Result {
 		}
 	}
 
-	path, err := lookPath(spec.Argv[0], spec.Env)
-	if err != nil {
-		return Result{ExitCode: -1, Err: fmt.Errorf("start process: %w", err)}
-	}
-
 	stdin, err := devNull()
 	if err != nil {
 		return Result{ExitCode: -1, Err: fmt.Errorf("open %s: %w", os.DevNull, err)}
 	}
-	stdoutR, stdoutW, err := os.Pipe()
+	stdoutR, stdoutW, err := outputPipe()
 	if err != nil {
 		return Result{ExitCode: -1, Err: fmt.Errorf("create stdout pipe: %w", err)}
 	}
-	stderrR, stderrW, err := os.Pipe()
+	stderrR, stderrW, err := outputPipe()
 	if err != nil {
 		stdoutR.Close()
-		stdoutW.Close()
+		syscall.Close(stdoutW)
 		return Result{ExitCode: -1, Err: fmt.Errorf("create stderr pipe: %w", err)}
 	}
 	defer stdoutR.Close()
 	defer stderrR.Close()
 
-	cmd := exec.CommandContext(runCtx, path)
-	cmd.Args = append([]string(nil), spec.Argv...)
-	cmd.Env = append([]string{}, spec.Env...) // non-nil: never inherit
-	cmd.Dir = spec.Dir
-	cmd.Stdin = stdin
-	// *os.File values are handed to the child as they are: os/exec starts
-	// no copying goroutines, so Wait returns as soon as the process has
-	// exited and the reading below is entirely ours.
-	cmd.Stdout = stdoutW
-	cmd.Stderr = stderrW
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// syscall.ForkExec, not os/exec or os.StartProcess: waiting and
+	// stopping are Run's own, and those added a goroutine watching ctx, a
+	// pidfd and a copy of the environment per process. A nil Env is an
+	// empty environment at this level.
+	attr := &syscall.ProcAttr{Dir: spec.Dir, Env: dedupEnv(spec.Env), Files: []uintptr{uintptr(stdin), uintptr(stdoutW), uintptr(stderrW)},
+		Sys: &syscall.SysProcAttr{Setpgid: true}}
+	pid, err := startProcess(spec.Argv, attr)
+	syscall.Close(stdoutW)
+	syscall.Close(stderrW)
+	if err != nil {
+		return Result{ExitCode: -1, Err: fmt.Errorf("start process: %w", err)}
+	}
 
-	// mu orders Cancel's SIGTERM against the leader's exit: once exited is
-	// set the leader may be reaped and its pid (= pgid) reused, so the
-	// group must no longer be signalled.
+	// mu orders the stop signals against the leader's exit: once exited
+	// is set the leader may be reaped and its pid (= pgid) reused, so
+	// neither the group nor the leader may be signalled any more.
 	var (
 		mu        sync.Mutex
 		exited    bool
 		cancelled bool
 		timedOut  bool
+		killTimer *time.Timer
 	)
-	cmd.Cancel = func() error {
+	// When runCtx ends: SIGTERM to the group, and Grace later SIGKILL to
+	// the leader if it still runs; its exit then brings the SIGKILL to the
+	// whole group below. So the group gets SIGTERM, Grace, SIGKILL.
+	stopWatching := context.AfterFunc(runCtx, func() {
 		mu.Lock()
 		defer mu.Unlock()
 		if exited {
-			return os.ErrProcessDone
+			return
 		}
 		if ctx.Err() != nil {
 			cancelled = true
 		} else {
 			timedOut = true
 		}
-		if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM); err != nil {
-			if errors.Is(err, syscall.ESRCH) {
-				return os.ErrProcessDone
+		_ = syscall.Kill(-pid, syscall.SIGTERM)
+		killTimer = time.AfterFunc(grace, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if !exited {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
-			return fmt.Errorf("signal process group: %w", err)
+		})
+	})
+	defer func() {
+		stopWatching()
+		mu.Lock()
+		if killTimer != nil {
+			killTimer.Stop()
 		}
-		return nil
-	}
-	// Grace after Cancel, os/exec sends SIGKILL to the leader if it is
-	// still running; its exit then triggers the SIGKILL to the whole group
-	// below. So the group gets SIGTERM, Grace, SIGKILL.
-	cmd.WaitDelay = grace
-
-	err = cmd.Start()
-	stdoutW.Close()
-	stderrW.Close()
-	if err != nil {
-		return Result{ExitCode: -1, Err: fmt.Errorf("start process: %w", err)}
-	}
-	pid := cmd.Process.Pid
+		mu.Unlock()
+	}()
 
 	leaderGone := make(chan struct{})
 	var wg sync.WaitGroup
@@ -239,16 +237,19 @@ func Run(ctx context.Context, spec Spec, out func(s Stream, p []byte)) Result {
 		_ = stderrR.SetReadDeadline(deadline)
 	}
 
-	var waitErr error
+	var (
+		ws      syscall.WaitStatus
+		waitErr error
+	)
 	if waitExitedNoReap(pid) == nil {
 		killGroup()
-		waitErr = cmd.Wait()
+		ws, waitErr = reap(pid)
 	} else {
 		// No way to wait without reaping: kill the group right after.
 		// The pgid stays reserved as long as any member lives, so this
 		// can only misfire if the group is already empty and the number
 		// was reused in between.
-		waitErr = cmd.Wait()
+		ws, waitErr = reap(pid)
 		killGroup()
 	}
 	wg.Wait()
@@ -257,22 +258,56 @@ func Run(ctx context.Context, spec Spec, out func(s Stream, p []byte)) Result {
 	mu.Lock()
 	res.Cancelled, res.TimedOut = cancelled, timedOut
 	mu.Unlock()
-	if ps := cmd.ProcessState; ps != nil {
-		res.ExitCode = ps.ExitCode()
-		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			res.Signal = signalName(ws.Signal())
-		}
-	}
-	var exitErr *exec.ExitError
 	switch {
-	case waitErr == nil, errors.As(waitErr, &exitErr):
-	case errors.Is(waitErr, context.Canceled), errors.Is(waitErr, context.DeadlineExceeded):
-		// The process exited successfully after being asked to stop;
-		// Cancelled/TimedOut already say so.
-	default:
+	case waitErr != nil:
 		res.Err = fmt.Errorf("wait process: %w", waitErr)
+	case ws.Exited():
+		res.ExitCode = ws.ExitStatus()
+	case ws.Signaled():
+		res.Signal = signalName(ws.Signal())
 	}
 	return res
+}
+
+// reap waits for the child pid to exit and collects its status.
+func reap(pid int) (syscall.WaitStatus, error) {
+	var ws syscall.WaitStatus
+	for {
+		_, err := syscall.Wait4(pid, &ws, 0, nil)
+		if err != syscall.EINTR {
+			return ws, err
+		}
+	}
+}
+
+// startProcess starts argv[0], resolved by lookPath in attr's environment.
+// A file lookPath remembered is used without a check; if it cannot be
+// executed any more (gone, or no longer executable), the name is looked
+// up afresh and started once more.
+func startProcess(argv []string, attr *syscall.ProcAttr) (int, error) {
+	path, remembered, err := lookPath(argv[0], attr.Env)
+	if err != nil {
+		return 0, err
+	}
+	pid, err := forkExec(path, argv, attr)
+	if err != nil && remembered && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.EACCES)) {
+		forgetPath(argv[0], attr.Env)
+		if path, _, err = lookPath(argv[0], attr.Env); err != nil {
+			return 0, err
+		}
+		pid, err = forkExec(path, argv, attr)
+	}
+	return pid, err
+}
+
+// forkExec is syscall.ForkExec with its error naming the file, as
+// os.StartProcess does.
+func forkExec(path string, argv []string, attr *syscall.ProcAttr) (int, error) {
+	pid, err := syscall.ForkExec(path, argv, attr)
+	if err != nil {
+		return 0, &os.PathError{Op: "fork/exec", Path: path, Err: err}
+	}
+	return pid, nil
 }
 
 // drain copies f to out until EOF. Once leaderGone is closed, a read that
@@ -311,33 +346,41 @@ var readBuffers = sync.Pool{New: func() any { return new([readBufferSize]byte) }
 // entries are ignored, as exec.LookPath refuses them too.
 //
 // Like a shell's command hash, it remembers where a name was found in a
-// given PATH: a repeat costs one stat of that file instead of one per PATH
-// entry before it. A remembered file that is gone or no longer executable
-// is looked up again; a newer file of the same name in an earlier PATH
-// entry is not noticed (as in bash).
-func lookPath(file string, env []string) (string, error) {
+// given PATH and returns that again without looking (remembered is then
+// true): a caller that finds the file gone or no longer executable calls
+// forgetPath and looks again. A newer file of the same name in an earlier
+// PATH entry is not noticed (as in bash).
+func lookPath(file string, env []string) (path string, remembered bool, err error) {
 	if strings.Contains(file, "/") {
-		return file, nil
+		return file, false, nil
 	}
-	pathList, ok := envValue(env, "PATH")
-	if !ok {
-		pathList = os.Getenv("PATH")
+	key := pathKey(file, env)
+	if p, ok := pathHash.get(key); ok {
+		return p, true, nil
 	}
-	key := pathList + "\x00" + file
-	if p, ok := pathHash.get(key); ok && isExecutable(p) {
-		return p, nil
-	}
-	for _, dir := range filepath.SplitList(pathList) {
+	for _, dir := range filepath.SplitList(key[:strings.IndexByte(key, 0)]) {
 		if !filepath.IsAbs(dir) {
 			continue
 		}
 		p := filepath.Join(dir, file)
 		if isExecutable(p) {
 			pathHash.put(key, p)
-			return p, nil
+			return p, false, nil
 		}
 	}
-	return "", &exec.Error{Name: file, Err: exec.ErrNotFound}
+	return "", false, &exec.Error{Name: file, Err: exec.ErrNotFound}
+}
+
+// forgetPath drops what lookPath remembers for file in env.
+func forgetPath(file string, env []string) { pathHash.del(pathKey(file, env)) }
+
+// pathKey is the PATH file is looked up in, a NUL, and file.
+func pathKey(file string, env []string) string {
+	pathList, ok := envValue(env, "PATH")
+	if !ok {
+		pathList = os.Getenv("PATH")
+	}
+	return pathList + "\x00" + file
 }
 
 func isExecutable(p string) bool {
@@ -361,6 +404,12 @@ func (h *hashTable) get(k string) (string, bool) {
 	return v, ok
 }
 
+func (h *hashTable) del(k string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.m, k)
+}
+
 func (h *hashTable) put(k, v string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -372,10 +421,57 @@ func (h *hashTable) put(k, v string) {
 
 // devNull is every process's stdin, opened once: os/exec would open and
 // close /dev/null for each process.
-var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNull) })
+var devNull = sync.OnceValues(func() (int, error) {
+	return syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+})
+
+// dedupEnv returns env without the entries a later entry of the same key
+// overrides (a process's getenv would see the first one), as os/exec
+// does. Without duplicates, the common case, it returns env itself.
+func dedupEnv(env []string) []string {
+	if !hasDuplicateKeys(env) {
+		return env
+	}
+	out := make([]string, 0, len(env))
+	seen := make(map[string]struct{}, len(env))
+	for i := len(env) - 1; i >= 0; i-- {
+		k, _, _ := strings.Cut(env[i], "=")
+		if _, ok := seen[k]; ok {
+			continue
+		}
+		seen[k] = struct{}{}
+		out = append(out, env[i])
+	}
+	slices.Reverse(out)
+	return out
+}
+
+func hasDuplicateKeys(env []string) bool {
+	if len(env) > 32 {
+		seen := make(map[string]struct{}, len(env))
+		for _, e := range env {
+			k, _, _ := strings.Cut(e, "=")
+			if _, ok := seen[k]; ok {
+				return true
+			}
+			seen[k] = struct{}{}
+		}
+		return false
+	}
+	// A short environment, the usual one, is compared pairwise: no map.
+	for i, e := range env {
+		k, _, _ := strings.Cut(e, "=")
+		for _, later := range env[i+1:] {
+			if lk, _, _ := strings.Cut(later, "="); lk == k {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // envValue returns the value of the last key entry in env, which is the
-// one os/exec passes on.
+// one a process sees after dedupEnv.
 func envValue(env []string, key string) (string, bool) {
 	for i := len(env) - 1; i >= 0; i-- {
 		if k, v, ok := strings.Cut(env[i], "="); ok && k == key {

@@ -7,10 +7,12 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -232,6 +234,57 @@ func TestRunEnvAndDir(t *testing.T) {
 	}
 	if got := strings.TrimSpace(out.get(StreamStdout)); got != dir {
 		t.Errorf("working directory = %q, want %q", got, dir)
+	}
+}
+
+// TestRunLaterEnvEntryWins: a job's env may set a key the agent sets too
+// (PATH, HOME); the process gets one entry per key, the last one, as with
+// os/exec (a process's getenv would find the first).
+func TestRunLaterEnvEntryWins(t *testing.T) {
+	env := append(baseEnv(), "HODEI_TEST=first", "HODEI_OTHER=x", "HODEI_TEST=second")
+	out := newOutput()
+	res := Run(t.Context(), Spec{Argv: []string{"env"}, Env: env}, out.write)
+	if res.Err != nil || res.ExitCode != 0 {
+		t.Fatalf("env: %+v", res)
+	}
+	want := strings.Join(append(baseEnv(), "HODEI_OTHER=x", "HODEI_TEST=second"), "\n") + "\n"
+	if got := out.get(StreamStdout); got != want {
+		t.Errorf("environment = %q, want %q", got, want)
+	}
+
+	// A long environment takes the other path.
+	var long []string
+	for i := range 40 {
+		long = append(long, fmt.Sprintf("K%d=%d", i, i))
+	}
+	long = append(long, "K3=again")
+	got := dedupEnv(long)
+	if len(got) != 40 || got[len(got)-1] != "K3=again" || slices.Contains(got, "K3=3") {
+		t.Errorf("dedupEnv of 41 entries with K3 twice = %q", got)
+	}
+	if short := []string{"A=1", "B=2"}; &dedupEnv(short)[0] != &short[0] {
+		t.Errorf("dedupEnv copied an environment without duplicates")
+	}
+}
+
+// TestRunSlowReaderBlocksTheWriter: the process's end of an output pipe
+// is blocking, so a process writing faster than out consumes waits in
+// write instead of failing with EAGAIN.
+func TestRunSlowReaderBlocksTheWriter(t *testing.T) {
+	const size = 1 << 20
+	var mu sync.Mutex
+	n := 0
+	res := Run(t.Context(), Spec{Argv: []string{"head", "-c", strconv.Itoa(size), "/dev/zero"}, Env: baseEnv()}, func(s Stream, p []byte) {
+		time.Sleep(time.Millisecond)
+		mu.Lock()
+		n += len(p)
+		mu.Unlock()
+	})
+	if res.Err != nil || res.ExitCode != 0 {
+		t.Fatalf("head: %+v", res)
+	}
+	if n != size {
+		t.Errorf("read %d bytes, want %d", n, size)
 	}
 }
 
