@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/hodei-dev/hodei/internal/cli"
@@ -36,7 +37,18 @@ func main() {
 	os.Exit(run())
 }
 
+// gcPercent is the garbage collector's target when GOGC is not set: the
+// server, its agents and the benches allocate much short-lived garbage
+// per job over a small live heap, and collecting at 300 % instead of
+// 100 % cut the control plane's CPU per job by about a tenth (bench
+// throughput --modes noop, alternating runs: 94/86/86 against 78/79/78 µs
+// per job) for about 20 MB more memory.
+const gcPercent = 300
+
 func run() int {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		return 2
