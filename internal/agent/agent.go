@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -383,6 +384,11 @@ func (a *Agent) sender(ctx context.Context, stream *connect.BidiStreamForClient[
 		case <-ctx.Done():
 			return nil
 		case <-a.box.notify:
+			// Let the goroutines that are ready add their reports first:
+			// jobs started from one frame of the server report together.
+			// Agent frames per 10,000 jobs: no-op mode 8,944 → 503,
+			// process mode 5,338 → 2,159.
+			runtime.Gosched()
 		case <-hb.C:
 			if err := a.send(stream, &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Heartbeat{Heartbeat: &hodeiv1.Heartbeat{FreeSlots: int32(a.free())}}}); err != nil {
 				return err
