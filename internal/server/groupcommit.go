@@ -3,43 +3,44 @@ package server
 import (
 	"context"
 	"sync"
-
-	"github.com/hodei-dev/hodei/internal/store"
 )
 
-// groupCommit applies the reports of every worker stream of this replica
-// together: while one transaction runs, the reports that arrive from any
-// stream wait, and the next transaction takes all of them. Under load that
-// means few, large transactions instead of one per stream per message;
-// when idle a report goes alone and at once (no timer, no added latency).
+// groupCommit applies the items of concurrent callers together: while one
+// transaction runs, the items that arrive from any caller wait, and the
+// next transaction takes all of them. Under load that means few, large
+// transactions instead of one per caller; when idle an item goes alone
+// and at once (no timer, no added latency). It serves the reports of
+// every worker stream of this replica and the job submissions.
 //
 // There is no goroutine of its own: the caller that finds no transaction
-// running becomes the committer until its own reports are applied, and
+// running becomes the committer until its own items are applied, and
 // hands what is still waiting to a new goroutine.
-type groupCommit struct {
-	apply func(ctx context.Context, reports []store.Report) ([]store.ReportOutcome, error)
+type groupCommit[In, Out any] struct {
+	// apply stores items in one transaction and returns one outcome per
+	// item, in order.
+	apply func(ctx context.Context, items []In) ([]Out, error)
+	// max bounds the items of one combined transaction (a caller's own
+	// items always go together).
+	max int
 
 	mu      sync.Mutex
-	pending []*commitReq
+	pending []*commitReq[In, Out]
 	running bool
 }
 
-type commitReq struct {
-	reports []store.Report
-	out     []store.ReportOutcome
-	err     error
-	done    chan struct{}
+type commitReq[In, Out any] struct {
+	items []In
+	out   []Out
+	err   error
+	done  chan struct{}
 }
 
-// maxCommit bounds the reports of one combined transaction.
-const maxCommit = 2048
-
-// Apply applies reports, in order, in one transaction with whatever else
+// Apply applies items, in order, in one transaction with whatever else
 // is waiting, and returns their outcomes. A transaction that fails is
-// retried one stream at a time, so that one stream's bad report fails
-// only that stream.
-func (g *groupCommit) Apply(ctx context.Context, reports []store.Report) ([]store.ReportOutcome, error) {
-	req := &commitReq{reports: reports, done: make(chan struct{})}
+// retried one caller at a time, so that one caller's bad item fails only
+// that caller.
+func (g *groupCommit[In, Out]) Apply(ctx context.Context, items []In) ([]Out, error) {
+	req := &commitReq[In, Out]{items: items, done: make(chan struct{})}
 	g.mu.Lock()
 	g.pending = append(g.pending, req)
 	if g.running {
@@ -55,7 +56,7 @@ func (g *groupCommit) Apply(ctx context.Context, reports []store.Report) ([]stor
 
 // commitUntil commits waiting batches until mine is done, then leaves the
 // rest to another goroutine.
-func (g *groupCommit) commitUntil(ctx context.Context, mine *commitReq) {
+func (g *groupCommit[In, Out]) commitUntil(ctx context.Context, mine *commitReq[In, Out]) {
 	for {
 		g.mu.Lock()
 		if len(g.pending) == 0 {
@@ -68,10 +69,10 @@ func (g *groupCommit) commitUntil(ctx context.Context, mine *commitReq) {
 			go g.commitUntil(ctx, nil)
 			return
 		}
-		var batch []*commitReq
+		var batch []*commitReq[In, Out]
 		n := 0
-		for len(g.pending) > 0 && (n == 0 || n+len(g.pending[0].reports) <= maxCommit) {
-			n += len(g.pending[0].reports)
+		for len(g.pending) > 0 && (n == 0 || n+len(g.pending[0].items) <= g.max) {
+			n += len(g.pending[0].items)
 			batch = append(batch, g.pending[0])
 			g.pending = g.pending[1:]
 		}
@@ -80,29 +81,29 @@ func (g *groupCommit) commitUntil(ctx context.Context, mine *commitReq) {
 	}
 }
 
-func (g *groupCommit) commit(ctx context.Context, batch []*commitReq) {
+func (g *groupCommit[In, Out]) commit(ctx context.Context, batch []*commitReq[In, Out]) {
 	defer func() {
 		for _, r := range batch {
 			close(r.done)
 		}
 	}()
 	if len(batch) == 1 {
-		batch[0].out, batch[0].err = g.apply(ctx, batch[0].reports)
+		batch[0].out, batch[0].err = g.apply(ctx, batch[0].items)
 		return
 	}
-	var all []store.Report
+	var all []In
 	for _, r := range batch {
-		all = append(all, r.reports...)
+		all = append(all, r.items...)
 	}
 	out, err := g.apply(ctx, all)
 	if err != nil {
 		for _, r := range batch {
-			r.out, r.err = g.apply(ctx, r.reports)
+			r.out, r.err = g.apply(ctx, r.items)
 		}
 		return
 	}
 	for _, r := range batch {
-		r.out, out = out[:len(r.reports)], out[len(r.reports):]
+		r.out, out = out[:len(r.items):len(r.items)], out[len(r.items):]
 	}
 }
 
