@@ -3,44 +3,43 @@ package server
 import (
 	"context"
 	"sync"
+
+	"github.com/hodei-dev/hodei/internal/store"
 )
 
-// groupCommit applies the items of concurrent callers together: while one
-// transaction runs, the items that arrive from any caller wait, and the
-// next transaction takes all of them. Under load that means few, large
-// transactions instead of one per caller; when idle an item goes alone
-// and at once (no timer, no added latency). It serves the reports of
-// every worker stream of this replica and the job submissions.
+// groupCommit applies the reports of every worker stream of this replica
+// together: while one transaction runs, the reports that arrive from any
+// stream wait, and the next transaction takes all of them. Under load that
+// means few, large transactions instead of one per stream per message;
+// when idle a report goes alone and at once (no timer, no added latency).
 //
 // There is no goroutine of its own: the caller that finds no transaction
-// running becomes the committer until its own items are applied, and
+// running becomes the committer until its own reports are applied, and
 // hands what is still waiting to a new goroutine.
-type groupCommit[In, Out any] struct {
-	// apply stores items in one transaction and returns one outcome per
-	// item, in order.
-	apply func(ctx context.Context, items []In) ([]Out, error)
-	// max bounds the items of one combined transaction (a caller's own
-	// items always go together).
-	max int
+type groupCommit struct {
+	apply func(ctx context.Context, reports []store.Report) ([]store.ReportOutcome, error)
 
 	mu      sync.Mutex
-	pending []*commitReq[In, Out]
+	pending []*commitReq
 	running bool
 }
 
-type commitReq[In, Out any] struct {
-	items []In
-	out   []Out
-	err   error
-	done  chan struct{}
+type commitReq struct {
+	reports []store.Report
+	out     []store.ReportOutcome
+	err     error
+	done    chan struct{}
 }
 
-// Apply applies items, in order, in one transaction with whatever else
+// maxCommit bounds the reports of one combined transaction.
+const maxCommit = 2048
+
+// Apply applies reports, in order, in one transaction with whatever else
 // is waiting, and returns their outcomes. A transaction that fails is
-// retried one caller at a time, so that one caller's bad item fails only
-// that caller.
-func (g *groupCommit[In, Out]) Apply(ctx context.Context, items []In) ([]Out, error) {
-	req := &commitReq[In, Out]{items: items, done: make(chan struct{})}
+// retried one stream at a time, so that one stream's bad report fails
+// only that stream.
+func (g *groupCommit) Apply(ctx context.Context, reports []store.Report) ([]store.ReportOutcome, error) {
+	req := &commitReq{reports: reports, done: make(chan struct{})}
 	g.mu.Lock()
 	g.pending = append(g.pending, req)
 	if g.running {
@@ -56,7 +55,7 @@ func (g *groupCommit[In, Out]) Apply(ctx context.Context, items []In) ([]Out, er
 
 // commitUntil commits waiting batches until mine is done, then leaves the
 // rest to another goroutine.
-func (g *groupCommit[In, Out]) commitUntil(ctx context.Context, mine *commitReq[In, Out]) {
+func (g *groupCommit) commitUntil(ctx context.Context, mine *commitReq) {
 	for {
 		g.mu.Lock()
 		if len(g.pending) == 0 {
@@ -69,10 +68,10 @@ func (g *groupCommit[In, Out]) commitUntil(ctx context.Context, mine *commitReq[
 			go g.commitUntil(ctx, nil)
 			return
 		}
-		var batch []*commitReq[In, Out]
+		var batch []*commitReq
 		n := 0
-		for len(g.pending) > 0 && (n == 0 || n+len(g.pending[0].items) <= g.max) {
-			n += len(g.pending[0].items)
+		for len(g.pending) > 0 && (n == 0 || n+len(g.pending[0].reports) <= maxCommit) {
+			n += len(g.pending[0].reports)
 			batch = append(batch, g.pending[0])
 			g.pending = g.pending[1:]
 		}
@@ -81,29 +80,29 @@ func (g *groupCommit[In, Out]) commitUntil(ctx context.Context, mine *commitReq[
 	}
 }
 
-func (g *groupCommit[In, Out]) commit(ctx context.Context, batch []*commitReq[In, Out]) {
+func (g *groupCommit) commit(ctx context.Context, batch []*commitReq) {
 	defer func() {
 		for _, r := range batch {
 			close(r.done)
 		}
 	}()
 	if len(batch) == 1 {
-		batch[0].out, batch[0].err = g.apply(ctx, batch[0].items)
+		batch[0].out, batch[0].err = g.apply(ctx, batch[0].reports)
 		return
 	}
-	var all []In
+	var all []store.Report
 	for _, r := range batch {
-		all = append(all, r.items...)
+		all = append(all, r.reports...)
 	}
 	out, err := g.apply(ctx, all)
 	if err != nil {
 		for _, r := range batch {
-			r.out, r.err = g.apply(ctx, r.items)
+			r.out, r.err = g.apply(ctx, r.reports)
 		}
 		return
 	}
 	for _, r := range batch {
-		r.out, out = out[:len(r.items):len(r.items)], out[len(r.items):]
+		r.out, out = out[:len(r.reports)], out[len(r.reports):]
 	}
 }
 

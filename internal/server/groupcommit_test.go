@@ -43,7 +43,7 @@ func TestGroupCommitIsolatesAFailingStream(t *testing.T) {
 	entered, gate := make(chan struct{}), make(chan struct{})
 	var calls [][]store.Report
 	first := true
-	g := &groupCommit[store.Report, store.ReportOutcome]{max: 2048, apply: func(ctx context.Context, r []store.Report) ([]store.ReportOutcome, error) {
+	g := &groupCommit{apply: func(ctx context.Context, r []store.Report) ([]store.ReportOutcome, error) {
 		if first {
 			first = false
 			close(entered)
@@ -95,94 +95,6 @@ func TestGroupCommitIsolatesAFailingStream(t *testing.T) {
 	for i, want := range []job.State{job.StateAssigned, job.StateSucceeded} {
 		if j, _ := st.GetJob(ctx, ids[i]); j.State != want {
 			t.Fatalf("job %d: %s, want %s", i, j.State, want)
-		}
-	}
-}
-
-// TestConcurrentSubmissionsShareATransaction: submissions waiting while
-// another one commits are stored together, each gets its own jobs back in
-// order, and an idempotency key repeated across them makes one job.
-func TestConcurrentSubmissionsShareATransaction(t *testing.T) {
-	t.Parallel()
-	st := storetest.Open(t)
-	ctx := context.Background()
-	entered, gate := make(chan struct{}), make(chan struct{})
-	var calls [][]job.Spec
-	storeFn := storeJobs(st, 1)
-	first := true
-	g := &groupCommit[job.Spec, createdJob]{max: 2000, apply: func(ctx context.Context, specs []job.Spec) ([]createdJob, error) {
-		if first {
-			first = false
-			close(entered)
-			<-gate
-		}
-		calls = append(calls, specs)
-		return storeFn(ctx, specs)
-	}}
-	type result struct {
-		out []createdJob
-		err error
-	}
-	submit := func(specs ...job.Spec) chan result {
-		c := make(chan result, 1)
-		go func() {
-			out, err := g.Apply(ctx, specs)
-			c <- result{out, err}
-		}()
-		return c
-	}
-	spec := func(name, key string) job.Spec {
-		return job.Spec{Name: name, Command: []string{"true"}, IdempotencyKey: key}
-	}
-	opener := submit(spec("opener", ""))
-	<-entered
-	a := submit(spec("a0", "k1"), spec("a1", ""))
-	for deadline := time.Now().Add(10 * time.Second); ; runtime.Gosched() {
-		g.mu.Lock()
-		n := len(g.pending)
-		g.mu.Unlock()
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("submission a not pending after 10 s")
-		}
-	}
-	b := submit(spec("b0", "k1"), spec("b1", "k2"))
-	for deadline := time.Now().Add(10 * time.Second); ; runtime.Gosched() {
-		g.mu.Lock()
-		n := len(g.pending)
-		g.mu.Unlock()
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("submission b not pending after 10 s")
-		}
-	}
-	close(gate)
-	if r := <-opener; r.err != nil || len(r.out) != 1 || r.out[0].existing {
-		t.Fatalf("opener: %+v %v", r.out, r.err)
-	}
-	ra, rb := <-a, <-b
-	if ra.err != nil || rb.err != nil {
-		t.Fatalf("a: %v, b: %v", ra.err, rb.err)
-	}
-	if len(calls) != 2 || len(calls[1]) != 4 {
-		t.Fatalf("apply calls %v, want the opener, then a and b together", calls)
-	}
-	if got := []string{ra.out[0].job.Spec.Name, ra.out[1].job.Spec.Name, rb.out[1].job.Spec.Name}; got[0] != "a0" || got[1] != "a1" || got[2] != "b1" {
-		t.Errorf("jobs out of order: %v", got)
-	}
-	if ra.out[0].existing || ra.out[1].existing || rb.out[1].existing {
-		t.Errorf("new jobs reported as existing: a %+v, b %+v", ra.out, rb.out)
-	}
-	if !rb.out[0].existing || rb.out[0].job.ID != ra.out[0].job.ID {
-		t.Errorf("b0 repeats a0's key: got job %s existing=%v, want a0's job %s", rb.out[0].job.ID, rb.out[0].existing, ra.out[0].job.ID)
-	}
-	for _, c := range []createdJob{ra.out[0], ra.out[1], rb.out[1]} {
-		if j, err := st.GetJob(ctx, c.job.ID); err != nil || j.State != job.StateQueued {
-			t.Errorf("job %s: %+v %v, want stored and queued", c.job.ID, j, err)
 		}
 	}
 }

@@ -25,14 +25,10 @@ func (h jobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1.
 	if err != nil {
 		return nil, connectError(err)
 	}
-	if err := spec.Validate(); err != nil {
-		return nil, connectError(err)
-	}
-	out, err := h.s.submits.Apply(ctx, []job.Spec{spec})
+	j, existing, err := h.s.store.CreateJob(ctx, spec, h.s.cfg.DefaultMaxAttempts)
 	if err != nil {
 		return nil, connectError(err)
 	}
-	j, existing := out[0].job, out[0].existing
 	if !existing {
 		h.s.metrics.jobsCreated.WithLabelValues(spec.Type).Inc()
 		h.s.workers.wakeDispatch() // this replica's dispatcher at once; the others by JobCreated
@@ -42,32 +38,6 @@ func (h jobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1.
 
 // maxBatch bounds SubmitJobs.
 const maxBatch = 1000
-
-// createdJob is the outcome of one submitted spec.
-type createdJob struct {
-	job      job.Job
-	existing bool // an earlier job with the same idempotency key
-}
-
-// storeJobs returns the function that stores the specs of concurrent
-// submissions (each validated already) in one transaction
-// (Server.submits): with many clients submitting at once, one writer
-// instead of one per client inserting into the same index pages. A spec
-// repeating an idempotency key of an earlier one, from any of the
-// submissions, gets that job back as existing.
-func storeJobs(st *store.Store, defaultMaxAttempts int) func(ctx context.Context, specs []job.Spec) ([]createdJob, error) {
-	return func(ctx context.Context, specs []job.Spec) ([]createdJob, error) {
-		jobs, existing, err := st.CreateJobs(ctx, specs, defaultMaxAttempts)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]createdJob, len(jobs))
-		for i := range jobs {
-			out[i] = createdJob{job: jobs[i], existing: existing[i]}
-		}
-		return out, nil
-	}
-}
 
 func (h jobService) SubmitJobs(ctx context.Context, req *connect.Request[hodeiv1.SubmitJobsRequest]) (*connect.Response[hodeiv1.SubmitJobsResponse], error) {
 	if n := len(req.Msg.Specs); n == 0 || n > maxBatch {
@@ -84,20 +54,15 @@ func (h jobService) SubmitJobs(ctx context.Context, req *connect.Request[hodeiv1
 		}
 		specs[i] = sp
 	}
-	if err := store.ValidateSpecs(specs); err != nil {
-		return nil, connectError(err)
-	}
-	out, err := h.s.submits.Apply(ctx, specs)
+	jobs, existing, err := h.s.store.CreateJobs(ctx, specs, h.s.cfg.DefaultMaxAttempts)
 	if err != nil {
 		return nil, connectError(err)
 	}
-	resp := &hodeiv1.SubmitJobsResponse{Existing: make([]bool, len(out))}
+	resp := &hodeiv1.SubmitJobsResponse{Existing: existing}
 	created := false
-	for i, c := range out {
-		j := c.job
+	for i, j := range jobs {
 		resp.Jobs = append(resp.Jobs, jobToProto(j))
-		resp.Existing[i] = c.existing
-		if !c.existing {
+		if !existing[i] {
 			h.s.metrics.jobsCreated.WithLabelValues(j.Spec.Type).Inc()
 			created = true
 		}

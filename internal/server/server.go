@@ -21,7 +21,6 @@ import (
 
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/eventbus"
-	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
@@ -44,8 +43,7 @@ type Server struct {
 	metrics *metrics
 	logs    *logHub
 	workers *Registry
-	commits *groupCommit[store.Report, store.ReportOutcome] // every stream's reports, applied together
-	submits *groupCommit[job.Spec, createdJob]              // every client's submissions, stored together
+	commits *groupCommit // every stream's reports, applied together
 }
 
 // New returns a server. kick is called when capacity appears (a worker
@@ -70,9 +68,8 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st), commits: &groupCommit[store.Report, store.ReportOutcome]{apply: st.ApplyReports, max: 2048},
+	s := &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st), commits: &groupCommit{apply: st.ApplyReports},
 		logs: newLogHub(), workers: newRegistry()}
-	s.submits = &groupCommit[job.Spec, createdJob]{apply: storeJobs(st, cfg.DefaultMaxAttempts), max: 2 * maxBatch}
 	// Log output stored on any replica wakes this replica's followers.
 	bus.OnNotify(store.LogsChannel, func(jobID string) {
 		if jobID == "" {

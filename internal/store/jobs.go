@@ -44,8 +44,14 @@ func (s *Store) CreateJob(ctx context.Context, spec job.Spec, defaultMaxAttempts
 // Specs with an idempotency key used before (or earlier in the same call)
 // return that job with existing set.
 func (s *Store) CreateJobs(ctx context.Context, specs []job.Spec, defaultMaxAttempts int) ([]job.Job, []bool, error) {
-	if err := ValidateSpecs(specs); err != nil {
-		return nil, nil, err
+	for i := range specs {
+		if err := specs[i].Validate(); err != nil {
+			var fe *job.FieldError
+			if errors.As(err, &fe) {
+				return nil, nil, &job.FieldError{Field: fmt.Sprintf("specs[%d].%s", i, fe.Field), Rule: fe.Rule}
+			}
+			return nil, nil, err
+		}
 	}
 	for try := 0; ; try++ {
 		jobs, existing, err := s.createJobs(ctx, specs, defaultMaxAttempts)
@@ -55,21 +61,6 @@ func (s *Store) CreateJobs(ctx context.Context, specs []job.Spec, defaultMaxAtte
 		}
 		return jobs, existing, err
 	}
-}
-
-// ValidateSpecs validates specs as CreateJobs does; an error names the
-// spec (specs[i].field).
-func ValidateSpecs(specs []job.Spec) error {
-	for i := range specs {
-		if err := specs[i].Validate(); err != nil {
-			var fe *job.FieldError
-			if errors.As(err, &fe) {
-				return &job.FieldError{Field: fmt.Sprintf("specs[%d].%s", i, fe.Field), Rule: fe.Rule}
-			}
-			return err
-		}
-	}
-	return nil
 }
 
 func (s *Store) createJobs(ctx context.Context, specs []job.Spec, defaultMaxAttempts int) ([]job.Job, []bool, error) {
