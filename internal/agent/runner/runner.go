@@ -354,11 +354,12 @@ func lookPath(file string, env []string) (path string, remembered bool, err erro
 	if strings.Contains(file, "/") {
 		return file, false, nil
 	}
-	key := pathKey(file, env)
+	pathList := searchPath(env)
+	key := pathList + "\x00" + file
 	if p, ok := pathHash.get(key); ok {
 		return p, true, nil
 	}
-	for _, dir := range filepath.SplitList(key[:strings.IndexByte(key, 0)]) {
+	for _, dir := range filepath.SplitList(pathList) {
 		if !filepath.IsAbs(dir) {
 			continue
 		}
@@ -372,15 +373,14 @@ func lookPath(file string, env []string) (path string, remembered bool, err erro
 }
 
 // forgetPath drops what lookPath remembers for file in env.
-func forgetPath(file string, env []string) { pathHash.del(pathKey(file, env)) }
+func forgetPath(file string, env []string) { pathHash.del(searchPath(env) + "\x00" + file) }
 
-// pathKey is the PATH file is looked up in, a NUL, and file.
-func pathKey(file string, env []string) string {
-	pathList, ok := envValue(env, "PATH")
-	if !ok {
-		pathList = os.Getenv("PATH")
+// searchPath is the PATH a command is looked up in: env's, else ours.
+func searchPath(env []string) string {
+	if p, ok := envValue(env, "PATH"); ok {
+		return p
 	}
-	return pathList + "\x00" + file
+	return os.Getenv("PATH")
 }
 
 func isExecutable(p string) bool {

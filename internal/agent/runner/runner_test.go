@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -269,16 +270,42 @@ func TestRunLaterEnvEntryWins(t *testing.T) {
 
 // TestRunSlowReaderBlocksTheWriter: the process's end of an output pipe
 // is blocking, so a process writing faster than out consumes waits in
-// write instead of failing with EAGAIN.
+// write instead of failing with EAGAIN. out holds its first chunk until
+// the kernel shows the writer asleep in a pipe write (Linux's
+// /proc/PID/wchan), then takes the rest.
 func TestRunSlowReaderBlocksTheWriter(t *testing.T) {
+	if _, err := os.Stat("/proc/self/wchan"); err != nil {
+		t.Skip("no /proc/PID/wchan here:", err)
+	}
 	const size = 1 << 20
-	var mu sync.Mutex
-	n := 0
-	res := Run(t.Context(), Spec{Argv: []string{"head", "-c", strconv.Itoa(size), "/dev/zero"}, Env: baseEnv()}, func(s Stream, p []byte) {
-		time.Sleep(time.Millisecond)
+	var (
+		mu    sync.Mutex
+		n     int
+		pid   atomic.Int64 // Started may come after the first output
+		first = true
+	)
+	res := Run(t.Context(), Spec{Argv: []string{"head", "-c", strconv.Itoa(size), "/dev/zero"}, Env: baseEnv(),
+		Started: func(p int) { pid.Store(int64(p)) }}, func(s Stream, p []byte) {
 		mu.Lock()
+		defer mu.Unlock()
 		n += len(p)
-		mu.Unlock()
+		if !first {
+			return
+		}
+		first = false
+		wchan := ""
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); runtime.Gosched() {
+			if pid.Load() == 0 {
+				continue
+			}
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", pid.Load()))
+			if wchan = string(b); err != nil || strings.Contains(wchan, "pipe") {
+				break
+			}
+		}
+		if !strings.Contains(wchan, "pipe") {
+			t.Errorf("the writer never waited in a pipe write (wchan %q)", wchan)
+		}
 	})
 	if res.Err != nil || res.ExitCode != 0 {
 		t.Fatalf("head: %+v", res)
