@@ -420,7 +420,7 @@ func TestServerKill9WhileJobRuns(t *testing.T) {
 	if j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || len(j.Attempts) != 1 {
 		t.Fatalf("job: state=%v attempts=%d, want SUCCEEDED with its one attempt", j.State, len(j.Attempts))
 	}
-	if n := queryOne[int64](t, st, "SELECT count(*) FROM job_attempts WHERE job_id = $1", id); n != 1 {
+	if n := queryOne[int64](t, st, "SELECT count(*) FROM attempts WHERE job_id = $1", id); n != 1 {
 		t.Errorf("%d attempt rows, want 1", n)
 	}
 	if n := queryOne[int64](t, st, "SELECT count(*) FROM events WHERE aggregate_id = $1 AND type IN ('JobCompleted', 'JobFailed')", id); n != 1 {

@@ -339,14 +339,14 @@ func oneSlotPlatform(t *testing.T, agentArgs ...string) (*store.Store, hodeiv1co
 }
 
 // TestFailedDispatchPassLeavesNothingAndRecovers: while every claim fails
-// (a constraint refuses new attempt rows), the job stays queued with no
+// (a constraint refuses to start an attempt on a job row), the job stays queued with no
 // attempt, the failures are counted, and once claims work again the job
 // runs without any new trigger (the dispatcher retries on its own).
 func TestFailedDispatchPassLeavesNothingAndRecovers(t *testing.T) {
 	t.Parallel()
 	st, c, addr := oneSlotPlatform(t)
 	ctx := context.Background()
-	if _, err := st.Pool.Exec(ctx, "ALTER TABLE job_attempts ADD CONSTRAINT test_refuse CHECK (number < 0) NOT VALID"); err != nil {
+	if _, err := st.Pool.Exec(ctx, "ALTER TABLE jobs ADD CONSTRAINT test_refuse CHECK (attempt_token IS NULL) NOT VALID"); err != nil {
 		t.Fatal(err)
 	}
 	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
@@ -355,13 +355,13 @@ func TestFailedDispatchPassLeavesNothingAndRecovers(t *testing.T) {
 	})
 	var state string
 	var attempts int
-	if err := st.Pool.QueryRow(ctx, "SELECT state, (SELECT count(*) FROM job_attempts WHERE job_id = $1) FROM jobs WHERE id = $1", id).Scan(&state, &attempts); err != nil {
+	if err := st.Pool.QueryRow(ctx, "SELECT state, (SELECT count(*) FROM attempts WHERE job_id = $1) FROM jobs WHERE id = $1", id).Scan(&state, &attempts); err != nil {
 		t.Fatal(err)
 	}
 	if state != "queued" || attempts != 0 {
 		t.Fatalf("after a failed claim: state=%s attempts=%d, want queued with none", state, attempts)
 	}
-	if _, err := st.Pool.Exec(ctx, "ALTER TABLE job_attempts DROP CONSTRAINT test_refuse"); err != nil {
+	if _, err := st.Pool.Exec(ctx, "ALTER TABLE jobs DROP CONSTRAINT test_refuse"); err != nil {
 		t.Fatal(err)
 	}
 	if j := waitJob(t, c, id, 10*time.Second, isFinal); j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {
@@ -486,7 +486,7 @@ func TestSlotIsFreeWhenTheResultArrives(t *testing.T) {
 	// gets an attempt (the claim does not touch the locked row).
 	eventually(t, 10*time.Second, "the second job claimed while the first one's result waits to be committed", func() bool {
 		var attempts int
-		if err := st.Pool.QueryRow(ctx, "SELECT count(*) FROM job_attempts WHERE job_id = $1", second).Scan(&attempts); err != nil {
+		if err := st.Pool.QueryRow(ctx, "SELECT count(*) FROM attempts WHERE job_id = $1", second).Scan(&attempts); err != nil {
 			t.Fatal(err)
 		}
 		return attempts > 0

@@ -124,7 +124,7 @@ func TestReplicasSurviveAServerKill(t *testing.T) {
 	if n := count("SELECT count(*) FROM jobs WHERE state = 'succeeded'"); n != jobs {
 		t.Errorf("%d of %d jobs succeeded", n, jobs)
 	}
-	if n := count("SELECT count(*) FROM job_attempts"); n != jobs {
+	if n := count("SELECT count(*) FROM attempts"); n != jobs {
 		t.Errorf("%d attempts for %d jobs, want exactly one each", n, jobs)
 	}
 	seen := 0

@@ -131,10 +131,7 @@ func (s *Store) startAttempt(ctx context.Context, tx pgx.Tx, token int64) (time.
 		return 0, nil // repeated report
 	}
 	now := s.now()
-	if err := q.MarkAttemptRunning(ctx, db.MarkAttemptRunningParams{Now: &now, Token: token}); err != nil {
-		return 0, err
-	}
-	if err := q.UpdateJobState(ctx, db.UpdateJobStateParams{ID: a.JobID, State: string(job.StateRunning), Now: now}); err != nil {
+	if err := q.StartJobAttempt(ctx, db.StartJobAttemptParams{Now: now, Token: token}); err != nil {
 		return 0, err
 	}
 	_, err = eventbus.Publish(ctx, tx, eventbus.New("job", a.JobID.String(), &hodeiv1.JobStarted{JobId: a.JobID.String(), Attempt: a.Number, WorkerId: a.WorkerID.String()}))
@@ -222,19 +219,15 @@ func (s *Store) finish(ctx context.Context, q *db.Queries, tx db.DBTX, j job.Job
 	if !r.StartedAt.IsZero() {
 		startedAt = &r.StartedAt
 	}
-	if err := q.FinishAttempt(ctx, db.FinishAttemptParams{State: string(d.attemptState), Now: &now, ExitCode: ptr(int32(d.r.ExitCode)),
-		Signal: d.r.Signal, FailureClass: d.class(), Message: d.r.Message, StartedAt: startedAt, Token: token}); err != nil {
-		return err
-	}
-	uid := uuid.MustParse(j.ID)
-	upd := db.UpdateJobStateParams{ID: uid, State: string(d.next), Now: now, ExitCode: ptr(int32(d.r.ExitCode)), FailureClass: d.class(), Message: d.r.Message}
+	upd := db.FinishJobAttemptParams{AttemptState: string(d.attemptState), Now: now, ExitCode: ptr(int32(d.r.ExitCode)),
+		Signal: d.r.Signal, FailureClass: d.class(), Message: d.r.Message, StartedAt: startedAt, State: string(d.next), Token: token}
 	if d.next == job.StateRetrying {
 		upd.RunAt, out.RunAt = &d.runAt, d.runAt
 	}
 	if d.next.Final() {
 		upd.FinishedAt = &now
 	}
-	if err := q.UpdateJobState(ctx, upd); err != nil {
+	if err := q.FinishJobAttempt(ctx, upd); err != nil {
 		return err
 	}
 	if _, err := eventbus.Publish(ctx, tx, append(before, d.events...)...); err != nil {
@@ -783,12 +776,11 @@ func (s *Store) startBatch(ctx context.Context, q *db.Queries, later db.DBTX, re
 	}
 	now := s.now()
 	var run []int64
-	var jobs []uuid.UUID
 	var events []eventbus.Event
 	for _, i := range idx {
-		a, ok := byToken[reports[i].Token]
+		a, ok := byToken[reports[i].Token] // only a job's latest attempt can start
 		st := job.State(a.JobState)
-		if !ok || a.JobAttempt != a.Number || (st != job.StateAssigned && st != job.StateRunning) {
+		if !ok || (st != job.StateAssigned && st != job.StateRunning) {
 			s.staleReports.Add(1)
 			out[i].Stale = true
 			continue
@@ -797,18 +789,13 @@ func (s *Store) startBatch(ctx context.Context, q *db.Queries, later db.DBTX, re
 			continue // repeated report
 		}
 		run = append(run, a.Token)
-		jobs = append(jobs, a.JobID)
 		out[i].StartDelay = now.Sub(a.AssignedAt)
 		events = append(events, eventbus.New("job", a.JobID.String(), &hodeiv1.JobStarted{JobId: a.JobID.String(), Attempt: a.Number, WorkerId: a.WorkerID.String()}))
 	}
 	if len(run) == 0 {
 		return nil
 	}
-	w := db.New(later)
-	if err := w.MarkAttemptsRunning(ctx, db.MarkAttemptsRunningParams{Now: &now, Tokens: run}); err != nil {
-		return err
-	}
-	if err := w.MarkJobsRunning(ctx, db.MarkJobsRunningParams{Now: now, Ids: jobs}); err != nil {
+	if err := db.New(later).StartJobAttempts(ctx, db.StartJobAttemptsParams{Now: now, Tokens: run}); err != nil {
 		return err
 	}
 	return eventbus.Append(ctx, later, events...)
@@ -830,14 +817,41 @@ func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, late
 	for _, r := range rows {
 		byToken[r.Token] = r
 	}
+	// Tokens that are no job's latest attempt: an earlier one (its result
+	// again, or a stale one) or none at all.
+	var missing []int64
+	for _, t := range tokens {
+		if _, ok := byToken[t]; !ok {
+			missing = append(missing, t)
+		}
+	}
+	earlier := map[int64]db.EarlierAttemptsRow{}
+	if len(missing) > 0 {
+		rows, err := q.EarlierAttempts(ctx, missing)
+		if err != nil {
+			return fmt.Errorf("earlier attempts: %w", err)
+		}
+		for _, r := range rows {
+			earlier[r.Token] = r
+		}
+	}
 	now := s.now()
-	var fa db.FinishAttemptsParams
 	var fj db.FinishJobsParams
 	var events []eventbus.Event
 	var slow []int
 	for _, i := range idx {
 		r := *reports[i].Finish
 		a, ok := byToken[reports[i].Token]
+		if e, was := earlier[reports[i].Token]; !ok && was {
+			// An earlier attempt, finished before a later one replaced it.
+			if e.FailureClass != nil && *e.FailureClass == string(job.FailureWorkerLost) {
+				s.staleReports.Add(1)
+				out[i].Stale = true
+			} else {
+				out[i].Outcome = Outcome{JobID: e.JobID.String(), Duplicate: true, State: job.State(e.State)}
+			}
+			continue
+		}
 		switch {
 		case !ok, a.FinishedAt != nil && a.FailureClass != nil && *a.FailureClass == string(job.FailureWorkerLost):
 			s.staleReports.Add(1)
@@ -851,12 +865,12 @@ func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, late
 			continue
 		}
 		st := job.State(a.JobState)
-		if a.JobAttempt != a.Number || (st != job.StateAssigned && st != job.StateRunning) {
+		if st != job.StateAssigned && st != job.StateRunning {
 			s.staleReports.Add(1)
 			out[i].Stale = true
 			continue
 		}
-		j := job.Job{ID: a.JobID.String(), State: st, Attempt: int(a.JobAttempt), MaxAttempts: int(a.MaxAttempts)}
+		j := job.Job{ID: a.JobID.String(), State: st, Attempt: int(a.Number), MaxAttempts: int(a.MaxAttempts)}
 		if needsRetryPolicy(r) {
 			if err := json.Unmarshal(a.Retry, &j.Spec.Retry); err != nil {
 				return fmt.Errorf("decode retry policy of job %s: %w", a.JobID, err)
@@ -881,25 +895,20 @@ func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, late
 		if d.r.Class != job.FailureNone {
 			class = string(d.r.Class)
 		}
-		fa.Tokens = append(fa.Tokens, a.Token)
-		fa.States = append(fa.States, string(d.attemptState))
-		fa.ExitCodes = append(fa.ExitCodes, int32(d.r.ExitCode))
-		fa.Signals = append(fa.Signals, d.r.Signal)
-		fa.Classes = append(fa.Classes, class)
-		fa.Messages = append(fa.Messages, d.r.Message)
-		fa.StartedAts = append(fa.StartedAts, r.StartedAt)
-		fj.Ids = append(fj.Ids, a.JobID)
-		fj.States = append(fj.States, string(d.next))
+		fj.Tokens = append(fj.Tokens, a.Token)
+		fj.States = append(fj.States, string(d.next)) // the attempt's state too: not a retry
 		fj.ExitCodes = append(fj.ExitCodes, int32(d.r.ExitCode))
+		fj.Signals = append(fj.Signals, d.r.Signal)
 		fj.Classes = append(fj.Classes, class)
 		fj.Messages = append(fj.Messages, d.r.Message)
+		fj.StartedAts = append(fj.StartedAts, r.StartedAt)
 		out[i].Outcome = Outcome{JobID: j.ID, State: d.next}
 		touched[j.ID] = true
 	}
-	if len(fa.Tokens) > 0 {
-		fa.Now, fj.Now = &now, now
+	if len(fj.Tokens) > 0 {
+		fj.Now = now
 		w := db.New(later)
-		// Both statements join their rows with the batch. A nested loop
+		// The statement joins the rows with the batch. A nested loop
 		// would rescan the whole batch for each row: quadratic, and it is
 		// the plan PostgreSQL caches for a table that was nearly empty and
 		// never analyzed when the statement was first planned (a fresh
@@ -907,9 +916,6 @@ func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, late
 		// join is a hash join, whatever the statistics say.
 		if _, err := later.Exec(ctx, "set local enable_nestloop = off"); err != nil {
 			return err
-		}
-		if err := w.FinishAttempts(ctx, fa); err != nil {
-			return fmt.Errorf("finish attempts: %w", err)
 		}
 		if err := w.FinishJobs(ctx, fj); err != nil {
 			return fmt.Errorf("finish jobs: %w", err)

@@ -2,3 +2,6 @@ package store
 
 // SetCreateHook lets tests inject failures inside CreateJob's transaction.
 func SetCreateHook(s *Store, f func(stage string) error) { s.createHook = f }
+
+// MigrateTo applies the migrations up to version last.
+var MigrateTo = migrateTo

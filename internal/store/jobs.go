@@ -256,7 +256,7 @@ func fromRow(r db.Job) (job.Job, error) {
 	return j, nil
 }
 
-func attemptFromRow(a db.JobAttempt) job.Attempt {
+func attemptFromRow(a db.Attempt) job.Attempt {
 	out := job.Attempt{Number: int(a.Number), WorkerID: a.WorkerID.String(), Token: a.Token, State: job.State(a.State),
 		AssignedAt: a.AssignedAt, Signal: a.Signal, Message: a.Message}
 	if a.StartedAt != nil {

@@ -379,7 +379,7 @@ func TestClaimSlotsSpreadsJobsOverConnectedWorkers(t *testing.T) {
 		// The attempt row says the same as the assignment.
 		var worker string
 		var token int64
-		if err := s.Pool.QueryRow(ctx, "SELECT worker_id::text, token FROM job_attempts WHERE job_id = $1", x.JobID).Scan(&worker, &token); err != nil {
+		if err := s.Pool.QueryRow(ctx, "SELECT worker_id::text, token FROM attempts WHERE job_id = $1", x.JobID).Scan(&worker, &token); err != nil {
 			t.Fatal(err)
 		}
 		if worker != x.WorkerID || token != x.Token {
@@ -637,7 +637,7 @@ func TestResultBatchesNeverRescanTheBatch(t *testing.T) {
 			t.Fatalf("report %d: %+v, want succeeded", i, o)
 		}
 	}
-	for _, name := range []string{"FinishAttempts", "FinishJobs"} {
+	for _, name := range []string{"FinishJobs"} {
 		var stmt string
 		var params int
 		if err := s.Pool.QueryRow(ctx, `SELECT name, cardinality(parameter_types) FROM pg_prepared_statements WHERE statement LIKE '%name: ' || $1 || ' %'`, name).Scan(&stmt, &params); err != nil {

@@ -17,40 +17,44 @@ WITH live AS (
     -- Only connected workers take jobs; the share lock orders a claim
     -- against a concurrent drain of the worker (scale-down). Rows are
     -- locked in id order, as heartbeats lock them (no deadlock).
-    SELECT w.id FROM workers w WHERE w.id = ANY ($1::uuid[]) AND w.state = 'connected' ORDER BY w.id FOR SHARE
+    SELECT w.id FROM workers w WHERE w.id = ANY ($2::uuid[]) AND w.state = 'connected' ORDER BY w.id FOR SHARE
 ), usable AS (
     SELECT coalesce(array_agg(s.w ORDER BY s.n), '{}') AS ws
-    FROM unnest($1::uuid[]) WITH ORDINALITY AS s(w, n)
+    FROM unnest($2::uuid[]) WITH ORDINALITY AS s(w, n)
     WHERE s.w IN (SELECT id FROM live)
 ), picked AS (
-    -- jobs_ready_idx walked in dispatch order; the state test is written
-    -- plainly so that it matches the index's predicate.
-    SELECT j.id FROM jobs j
-    WHERE j.state IN ('queued', 'retrying')
-      AND (j.run_at IS NULL OR j.run_at <= $2::timestamptz)
-      AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
-          $3::jsonb, $4::text, $5::bigint, $6::bigint)
-    ORDER BY j.priority DESC, j.id
-    LIMIT (SELECT cardinality(ws) FROM usable)
-    FOR UPDATE SKIP LOCKED
-), assigned AS (
-    UPDATE jobs j SET state = 'assigned', attempt = j.attempt + 1, updated_at = $2, run_at = NULL
-    WHERE j.id = ANY (ARRAY(SELECT id FROM picked)) AND (j.state IN ('queued', 'retrying')) IS TRUE
-    RETURNING j.id, j.attempt, j.spec, j.created_at, j.priority, nextval('fencing_token_seq') AS token
-), placed AS (
-    SELECT a.id, a.attempt, a.spec, a.created_at, a.priority, a.token, (SELECT ws FROM usable)[row_number() OVER (ORDER BY a.priority DESC, a.id)] AS worker_id FROM assigned a
-), attempts AS (
-    INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at)
-    SELECT p.id, p.attempt, p.token, p.worker_id, 'assigned', $2 FROM placed p
+    SELECT r.id, r.attempt, row_number() OVER (ORDER BY r.priority DESC, r.id) AS rank FROM (
+        -- jobs_ready_idx walked in dispatch order; the state test is
+        -- written plainly so that it matches the index's predicate.
+        SELECT j.id, j.attempt, j.priority FROM jobs j
+        WHERE j.state IN ('queued', 'retrying')
+          AND (j.run_at IS NULL OR j.run_at <= $1::timestamptz)
+          AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
+              $3::jsonb, $4::text, $5::bigint, $6::bigint)
+        ORDER BY j.priority DESC, j.id
+        LIMIT (SELECT cardinality(ws) FROM usable)
+        FOR UPDATE SKIP LOCKED
+    ) r
+), archived AS (
+    INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at, started_at, finished_at, exit_code, signal, failure_class, message)
+    SELECT j.id, j.attempt, j.attempt_token, j.attempt_worker_id, j.attempt_state, j.attempt_assigned_at, j.attempt_started_at,
+           j.attempt_finished_at, j.attempt_exit_code, j.attempt_signal, j.attempt_failure_class, j.attempt_message
+    FROM jobs j
+    WHERE j.id = ANY (ARRAY(SELECT id FROM picked WHERE attempt > 0))
 )
-SELECT p.id, p.attempt, p.spec, p.created_at, p.token, p.worker_id::uuid AS worker_id, p.priority
-FROM placed p
-ORDER BY p.priority DESC, p.id
+UPDATE jobs j
+SET state = 'assigned', attempt = j.attempt + 1, updated_at = $1, run_at = NULL,
+    attempt_token = nextval('fencing_token_seq'), attempt_worker_id = (SELECT ws FROM usable)[p.rank],
+    attempt_state = 'assigned', attempt_assigned_at = $1, attempt_started_at = NULL, attempt_finished_at = NULL,
+    attempt_exit_code = NULL, attempt_signal = '', attempt_failure_class = NULL, attempt_message = ''
+FROM picked p
+WHERE j.id = p.id AND (j.state IN ('queued', 'retrying')) IS TRUE
+RETURNING j.id, j.attempt, j.spec, j.created_at, j.attempt_token::bigint AS token, j.attempt_worker_id::uuid AS worker_id, j.priority
 `
 
 type ClaimJobsParams struct {
-	WorkerIds       []uuid.UUID
 	Now             time.Time
+	WorkerIds       []uuid.UUID
 	WorkerLabels    []byte
 	WorkerImage     string
 	WorkerCpuMillis int64
@@ -68,17 +72,18 @@ type ClaimJobsRow struct {
 }
 
 // Claims ready jobs for a list of slots (worker ids, one per free slot;
-// all with the same labels and image), priority then FIFO, and creates
-// their attempts with fresh fencing tokens: the k-th job goes to the k-th
-// slot of a worker that is still connected. No step joins two CTEs: the
-// planner cannot estimate their sizes and joined them by nested loops,
-// a cost that grew with the square of the batch. The slots travel as an
-// array, and a job's rank, its position in it, comes from a window over
-// the claimed rows in dispatch order.
+// all with the same labels and image), priority then FIFO, and starts
+// their attempts on the job rows with fresh fencing tokens: the k-th job
+// goes to the k-th slot of a worker that is still connected. A job's
+// previous attempt, if any, moves to job_attempts first. No step joins
+// two CTEs: the planner cannot estimate their sizes and joined them by
+// nested loops, a cost that grew with the square of the batch. The slots
+// travel as an array, and a job's rank, its position in it, comes from a
+// window over the claimed rows in dispatch order.
 func (q *Queries) ClaimJobs(ctx context.Context, arg ClaimJobsParams) ([]ClaimJobsRow, error) {
 	rows, err := q.db.Query(ctx, claimJobs,
-		arg.WorkerIds,
 		arg.Now,
+		arg.WorkerIds,
 		arg.WorkerLabels,
 		arg.WorkerImage,
 		arg.WorkerCpuMillis,
@@ -142,53 +147,104 @@ func (q *Queries) CountActiveJobs(ctx context.Context) ([]CountActiveJobsRow, er
 	return items, nil
 }
 
-const finishAttempt = `-- name: FinishAttempt :exec
-UPDATE job_attempts
-SET state = $1, finished_at = $2, exit_code = $3, signal = $4,
-    failure_class = $5, message = $6,
-    started_at = coalesce(started_at, $7)
-WHERE token = $8 AND finished_at IS NULL
+const earlierAttempts = `-- name: EarlierAttempts :many
+SELECT token, job_id, number, state, failure_class FROM job_attempts WHERE token = ANY ($1::bigint[])
 `
 
-type FinishAttemptParams struct {
+type EarlierAttemptsRow struct {
+	Token        int64
+	JobID        uuid.UUID
+	Number       int32
 	State        string
-	Now          *time.Time
+	FailureClass *string
+}
+
+// Attempts of these tokens that a later one replaced (all finished).
+func (q *Queries) EarlierAttempts(ctx context.Context, tokens []int64) ([]EarlierAttemptsRow, error) {
+	rows, err := q.db.Query(ctx, earlierAttempts, tokens)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []EarlierAttemptsRow
+	for rows.Next() {
+		var i EarlierAttemptsRow
+		if err := rows.Scan(
+			&i.Token,
+			&i.JobID,
+			&i.Number,
+			&i.State,
+			&i.FailureClass,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const finishJobAttempt = `-- name: FinishJobAttempt :exec
+UPDATE jobs
+SET attempt_state = $1::text, attempt_finished_at = $2::timestamptz, attempt_exit_code = $3, attempt_signal = $4,
+    attempt_failure_class = $5, attempt_message = $6,
+    attempt_started_at = coalesce(attempt_started_at, $7),
+    state = $8, updated_at = $2, finished_at = $9, run_at = $10,
+    exit_code = $3, failure_class = $5, message = $6
+WHERE attempt_token = $11::bigint AND (attempt_finished_at IS NULL) IS TRUE
+`
+
+type FinishJobAttemptParams struct {
+	AttemptState string
+	Now          time.Time
 	ExitCode     *int32
 	Signal       string
 	FailureClass *string
 	Message      string
 	StartedAt    *time.Time
+	State        string
+	FinishedAt   *time.Time
+	RunAt        *time.Time
 	Token        int64
 }
 
-// started_at is filled when the start report came with the result.
-func (q *Queries) FinishAttempt(ctx context.Context, arg FinishAttemptParams) error {
-	_, err := q.db.Exec(ctx, finishAttempt,
-		arg.State,
+// Ends the job's latest attempt (of token) and moves the job on, in one
+// write of its row. attempt_started_at is filled when the start report
+// came with the result.
+func (q *Queries) FinishJobAttempt(ctx context.Context, arg FinishJobAttemptParams) error {
+	_, err := q.db.Exec(ctx, finishJobAttempt,
+		arg.AttemptState,
 		arg.Now,
 		arg.ExitCode,
 		arg.Signal,
 		arg.FailureClass,
 		arg.Message,
 		arg.StartedAt,
+		arg.State,
+		arg.FinishedAt,
+		arg.RunAt,
 		arg.Token,
 	)
 	return err
 }
 
-const finishAttempts = `-- name: FinishAttempts :exec
-UPDATE job_attempts a
-SET state = u.state, finished_at = $1, exit_code = u.exit_code, signal = u.signal,
-    failure_class = nullif(u.class, ''), message = u.message,
-    started_at = coalesce(a.started_at, nullif(u.started_at, '0001-01-01T00:00:00Z'::timestamptz))
+const finishJobs = `-- name: FinishJobs :exec
+UPDATE jobs j
+SET attempt_state = u.state, attempt_finished_at = $1::timestamptz, attempt_exit_code = u.exit_code, attempt_signal = u.signal,
+    attempt_failure_class = nullif(u.class, ''), attempt_message = u.message,
+    attempt_started_at = coalesce(j.attempt_started_at, nullif(u.started_at, '0001-01-01T00:00:00Z'::timestamptz)),
+    state = u.state, updated_at = $1, finished_at = $1, run_at = NULL, exit_code = u.exit_code,
+    failure_class = nullif(u.class, ''), message = u.message
 FROM (SELECT unnest($2::bigint[]) AS token, unnest($3::text[]) AS state, unnest($4::integer[]) AS exit_code,
              unnest($5::text[]) AS signal, unnest($6::text[]) AS class, unnest($7::text[]) AS message,
              unnest($8::timestamptz[]) AS started_at) u
-WHERE a.token = ANY ($2::bigint[]) AND a.token = u.token AND (a.finished_at IS NULL) IS TRUE
+WHERE j.attempt_token = ANY ($2::bigint[]) AND j.attempt_token = u.token AND (j.attempt_finished_at IS NULL) IS TRUE
 `
 
-type FinishAttemptsParams struct {
-	Now        *time.Time
+type FinishJobsParams struct {
+	Now        time.Time
 	Tokens     []int64
 	States     []string
 	ExitCodes  []int32
@@ -198,9 +254,11 @@ type FinishAttemptsParams struct {
 	StartedAts []time.Time
 }
 
-// Ends many attempts at once; empty class means none.
-func (q *Queries) FinishAttempts(ctx context.Context, arg FinishAttemptsParams) error {
-	_, err := q.db.Exec(ctx, finishAttempts,
+// Ends the latest attempts of many jobs and moves the jobs to a final
+// state (the attempt's: a result that schedules a retry is applied one by
+// one), in one write of each row; empty class means none.
+func (q *Queries) FinishJobs(ctx context.Context, arg FinishJobsParams) error {
+	_, err := q.db.Exec(ctx, finishJobs,
 		arg.Now,
 		arg.Tokens,
 		arg.States,
@@ -213,40 +271,10 @@ func (q *Queries) FinishAttempts(ctx context.Context, arg FinishAttemptsParams) 
 	return err
 }
 
-const finishJobs = `-- name: FinishJobs :exec
-UPDATE jobs j
-SET state = u.state, updated_at = $1, finished_at = $1, run_at = NULL, exit_code = u.exit_code,
-    failure_class = nullif(u.class, ''), message = u.message
-FROM (SELECT unnest($2::uuid[]) AS id, unnest($3::text[]) AS state, unnest($4::integer[]) AS exit_code,
-             unnest($5::text[]) AS class, unnest($6::text[]) AS message) u
-WHERE j.id = ANY ($2::uuid[]) AND j.id = u.id
-`
-
-type FinishJobsParams struct {
-	Now       time.Time
-	Ids       []uuid.UUID
-	States    []string
-	ExitCodes []int32
-	Classes   []string
-	Messages  []string
-}
-
-// Moves many jobs to a final state at once.
-func (q *Queries) FinishJobs(ctx context.Context, arg FinishJobsParams) error {
-	_, err := q.db.Exec(ctx, finishJobs,
-		arg.Now,
-		arg.Ids,
-		arg.States,
-		arg.ExitCodes,
-		arg.Classes,
-		arg.Messages,
-	)
-	return err
-}
-
 const getAttemptByToken = `-- name: GetAttemptByToken :one
-SELECT a.job_id, a.number, a.token, a.worker_id, a.state, a.assigned_at, a.started_at, a.finished_at, a.exit_code, a.signal, a.failure_class, a.message, j.state AS job_state, j.attempt AS job_attempt
-FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+SELECT a.job_id, a.number, a.token, a.worker_id, a.state, a.assigned_at, a.started_at, a.finished_at, a.failure_class,
+       j.state AS job_state, j.attempt AS job_attempt
+FROM attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.token = $1
 FOR UPDATE OF j
 `
@@ -260,14 +288,13 @@ type GetAttemptByTokenRow struct {
 	AssignedAt   time.Time
 	StartedAt    *time.Time
 	FinishedAt   *time.Time
-	ExitCode     *int32
-	Signal       string
 	FailureClass *string
-	Message      string
 	JobState     string
 	JobAttempt   int32
 }
 
+// The attempt of a token (a job's latest or an earlier one) with its job
+// locked.
 func (q *Queries) GetAttemptByToken(ctx context.Context, token int64) (GetAttemptByTokenRow, error) {
 	row := q.db.QueryRow(ctx, getAttemptByToken, token)
 	var i GetAttemptByTokenRow
@@ -280,10 +307,7 @@ func (q *Queries) GetAttemptByToken(ctx context.Context, token int64) (GetAttemp
 		&i.AssignedAt,
 		&i.StartedAt,
 		&i.FinishedAt,
-		&i.ExitCode,
-		&i.Signal,
 		&i.FailureClass,
-		&i.Message,
 		&i.JobState,
 		&i.JobAttempt,
 	)
@@ -292,7 +316,7 @@ func (q *Queries) GetAttemptByToken(ctx context.Context, token int64) (GetAttemp
 
 const getJob = `-- name: GetJob :one
 
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib FROM jobs WHERE id = $1
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib, attempt_token, attempt_worker_id, attempt_state, attempt_assigned_at, attempt_started_at, attempt_finished_at, attempt_exit_code, attempt_signal, attempt_failure_class, attempt_message FROM jobs WHERE id = $1
 `
 
 // Statements on the hot path that act on a list of keys say so with
@@ -329,12 +353,22 @@ func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
 		&i.LogTruncated,
 		&i.CpuMillis,
 		&i.MemoryMib,
+		&i.AttemptToken,
+		&i.AttemptWorkerID,
+		&i.AttemptState,
+		&i.AttemptAssignedAt,
+		&i.AttemptStartedAt,
+		&i.AttemptFinishedAt,
+		&i.AttemptExitCode,
+		&i.AttemptSignal,
+		&i.AttemptFailureClass,
+		&i.AttemptMessage,
 	)
 	return i, err
 }
 
 const getJobForUpdate = `-- name: GetJobForUpdate :one
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib FROM jobs WHERE id = $1 FOR UPDATE
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib, attempt_token, attempt_worker_id, attempt_state, attempt_assigned_at, attempt_started_at, attempt_finished_at, attempt_exit_code, attempt_signal, attempt_failure_class, attempt_message FROM jobs WHERE id = $1 FOR UPDATE
 `
 
 func (q *Queries) GetJobForUpdate(ctx context.Context, id uuid.UUID) (Job, error) {
@@ -363,6 +397,16 @@ func (q *Queries) GetJobForUpdate(ctx context.Context, id uuid.UUID) (Job, error
 		&i.LogTruncated,
 		&i.CpuMillis,
 		&i.MemoryMib,
+		&i.AttemptToken,
+		&i.AttemptWorkerID,
+		&i.AttemptState,
+		&i.AttemptAssignedAt,
+		&i.AttemptStartedAt,
+		&i.AttemptFinishedAt,
+		&i.AttemptExitCode,
+		&i.AttemptSignal,
+		&i.AttemptFailureClass,
+		&i.AttemptMessage,
 	)
 	return i, err
 }
@@ -409,7 +453,7 @@ func (q *Queries) InsertJobs(ctx context.Context, arg InsertJobsParams) error {
 }
 
 const jobsByIdempotencyKeys = `-- name: JobsByIdempotencyKeys :many
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib FROM jobs WHERE idempotency_key = ANY ($1::text[])
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib, attempt_token, attempt_worker_id, attempt_state, attempt_assigned_at, attempt_started_at, attempt_finished_at, attempt_exit_code, attempt_signal, attempt_failure_class, attempt_message FROM jobs WHERE idempotency_key = ANY ($1::text[])
 `
 
 func (q *Queries) JobsByIdempotencyKeys(ctx context.Context, keys []string) ([]Job, error) {
@@ -444,6 +488,16 @@ func (q *Queries) JobsByIdempotencyKeys(ctx context.Context, keys []string) ([]J
 			&i.LogTruncated,
 			&i.CpuMillis,
 			&i.MemoryMib,
+			&i.AttemptToken,
+			&i.AttemptWorkerID,
+			&i.AttemptState,
+			&i.AttemptAssignedAt,
+			&i.AttemptStartedAt,
+			&i.AttemptFinishedAt,
+			&i.AttemptExitCode,
+			&i.AttemptSignal,
+			&i.AttemptFailureClass,
+			&i.AttemptMessage,
 		); err != nil {
 			return nil, err
 		}
@@ -456,18 +510,18 @@ func (q *Queries) JobsByIdempotencyKeys(ctx context.Context, keys []string) ([]J
 }
 
 const listAttempts = `-- name: ListAttempts :many
-SELECT job_id, number, token, worker_id, state, assigned_at, started_at, finished_at, exit_code, signal, failure_class, message FROM job_attempts WHERE job_id = $1 ORDER BY number
+SELECT job_id, number, token, worker_id, state, assigned_at, started_at, finished_at, exit_code, signal, failure_class, message FROM attempts WHERE job_id = $1 ORDER BY number
 `
 
-func (q *Queries) ListAttempts(ctx context.Context, jobID uuid.UUID) ([]JobAttempt, error) {
+func (q *Queries) ListAttempts(ctx context.Context, jobID uuid.UUID) ([]Attempt, error) {
 	rows, err := q.db.Query(ctx, listAttempts, jobID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []JobAttempt
+	var items []Attempt
 	for rows.Next() {
-		var i JobAttempt
+		var i Attempt
 		if err := rows.Scan(
 			&i.JobID,
 			&i.Number,
@@ -493,7 +547,7 @@ func (q *Queries) ListAttempts(ctx context.Context, jobID uuid.UUID) ([]JobAttem
 }
 
 const listJobs = `-- name: ListJobs :many
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib FROM jobs
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib, attempt_token, attempt_worker_id, attempt_state, attempt_assigned_at, attempt_started_at, attempt_finished_at, attempt_exit_code, attempt_signal, attempt_failure_class, attempt_message FROM jobs
 WHERE (cardinality($1::text[]) = 0 OR state = ANY ($1::text[]))
   AND labels @> $2::jsonb
   AND ($3::text = '' OR type = $3::text)
@@ -557,6 +611,16 @@ func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]Job, erro
 			&i.LogTruncated,
 			&i.CpuMillis,
 			&i.MemoryMib,
+			&i.AttemptToken,
+			&i.AttemptWorkerID,
+			&i.AttemptState,
+			&i.AttemptAssignedAt,
+			&i.AttemptStartedAt,
+			&i.AttemptFinishedAt,
+			&i.AttemptExitCode,
+			&i.AttemptSignal,
+			&i.AttemptFailureClass,
+			&i.AttemptMessage,
 		); err != nil {
 			return nil, err
 		}
@@ -569,31 +633,35 @@ func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]Job, erro
 }
 
 const listRunningAttemptsOfWorker = `-- name: ListRunningAttemptsOfWorker :many
-SELECT job_id, number, token, worker_id, state, assigned_at, started_at, finished_at, exit_code, signal, failure_class, message FROM job_attempts WHERE worker_id = $1 AND finished_at IS NULL ORDER BY job_id, number
+SELECT j.id AS job_id, j.attempt AS number, j.attempt_token::bigint AS token, j.attempt_state::text AS state
+FROM jobs j
+WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = $1::uuid
+ORDER BY j.id
 `
 
-func (q *Queries) ListRunningAttemptsOfWorker(ctx context.Context, workerID uuid.UUID) ([]JobAttempt, error) {
+type ListRunningAttemptsOfWorkerRow struct {
+	JobID  uuid.UUID
+	Number int32
+	Token  int64
+	State  string
+}
+
+// Only a job's latest attempt can be unfinished, and only while the job
+// is assigned or running (jobs_state_idx).
+func (q *Queries) ListRunningAttemptsOfWorker(ctx context.Context, workerID uuid.UUID) ([]ListRunningAttemptsOfWorkerRow, error) {
 	rows, err := q.db.Query(ctx, listRunningAttemptsOfWorker, workerID)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []JobAttempt
+	var items []ListRunningAttemptsOfWorkerRow
 	for rows.Next() {
-		var i JobAttempt
+		var i ListRunningAttemptsOfWorkerRow
 		if err := rows.Scan(
 			&i.JobID,
 			&i.Number,
 			&i.Token,
-			&i.WorkerID,
 			&i.State,
-			&i.AssignedAt,
-			&i.StartedAt,
-			&i.FinishedAt,
-			&i.ExitCode,
-			&i.Signal,
-			&i.FailureClass,
-			&i.Message,
 		); err != nil {
 			return nil, err
 		}
@@ -606,10 +674,12 @@ func (q *Queries) ListRunningAttemptsOfWorker(ctx context.Context, workerID uuid
 }
 
 const lockAttempts = `-- name: LockAttempts :many
-SELECT a.token, a.job_id, a.number, a.worker_id, a.state, a.finished_at, a.failure_class, a.assigned_at,
-       j.state AS job_state, j.attempt AS job_attempt, j.max_attempts, coalesce(j.spec->'retry', 'null')::jsonb AS retry
-FROM job_attempts a JOIN jobs j ON j.id = a.job_id
-WHERE a.token = ANY ($1::bigint[])
+SELECT j.attempt_token::bigint AS token, j.id AS job_id, j.attempt AS number, j.attempt_worker_id::uuid AS worker_id,
+       j.attempt_state::text AS state, j.attempt_finished_at AS finished_at, j.attempt_failure_class AS failure_class,
+       j.attempt_assigned_at::timestamptz AS assigned_at, j.state AS job_state, j.max_attempts,
+       coalesce(j.spec->'retry', 'null')::jsonb AS retry
+FROM jobs j
+WHERE j.attempt_token = ANY ($1::bigint[])
 ORDER BY j.id
 FOR UPDATE OF j
 `
@@ -624,14 +694,13 @@ type LockAttemptsRow struct {
 	FailureClass *string
 	AssignedAt   time.Time
 	JobState     string
-	JobAttempt   int32
 	MaxAttempts  int32
 	Retry        []byte
 }
 
-// The attempts of these tokens with their jobs, the jobs locked (in id
-// order, so that concurrent batches cannot deadlock). Of the spec only the
-// retry policy matters here, and only for failures.
+// The latest attempts of these tokens with their jobs, the jobs locked (in
+// id order, so that concurrent batches cannot deadlock). Of the spec only
+// the retry policy matters here, and only for failures.
 func (q *Queries) LockAttempts(ctx context.Context, tokens []int64) ([]LockAttemptsRow, error) {
 	rows, err := q.db.Query(ctx, lockAttempts, tokens)
 	if err != nil {
@@ -651,7 +720,6 @@ func (q *Queries) LockAttempts(ctx context.Context, tokens []int64) ([]LockAttem
 			&i.FailureClass,
 			&i.AssignedAt,
 			&i.JobState,
-			&i.JobAttempt,
 			&i.MaxAttempts,
 			&i.Retry,
 		); err != nil {
@@ -663,48 +731,6 @@ func (q *Queries) LockAttempts(ctx context.Context, tokens []int64) ([]LockAttem
 		return nil, err
 	}
 	return items, nil
-}
-
-const markAttemptRunning = `-- name: MarkAttemptRunning :exec
-UPDATE job_attempts SET state = 'running', started_at = $1 WHERE token = $2 AND state = 'assigned'
-`
-
-type MarkAttemptRunningParams struct {
-	Now   *time.Time
-	Token int64
-}
-
-func (q *Queries) MarkAttemptRunning(ctx context.Context, arg MarkAttemptRunningParams) error {
-	_, err := q.db.Exec(ctx, markAttemptRunning, arg.Now, arg.Token)
-	return err
-}
-
-const markAttemptsRunning = `-- name: MarkAttemptsRunning :exec
-UPDATE job_attempts SET state = 'running', started_at = $1 WHERE token = ANY ($2::bigint[]) AND state = 'assigned'
-`
-
-type MarkAttemptsRunningParams struct {
-	Now    *time.Time
-	Tokens []int64
-}
-
-func (q *Queries) MarkAttemptsRunning(ctx context.Context, arg MarkAttemptsRunningParams) error {
-	_, err := q.db.Exec(ctx, markAttemptsRunning, arg.Now, arg.Tokens)
-	return err
-}
-
-const markJobsRunning = `-- name: MarkJobsRunning :exec
-UPDATE jobs SET state = 'running', updated_at = $1 WHERE id = ANY ($2::uuid[]) AND (state = 'assigned') IS TRUE
-`
-
-type MarkJobsRunningParams struct {
-	Now time.Time
-	Ids []uuid.UUID
-}
-
-func (q *Queries) MarkJobsRunning(ctx context.Context, arg MarkJobsRunningParams) error {
-	_, err := q.db.Exec(ctx, markJobsRunning, arg.Now, arg.Ids)
-	return err
 }
 
 const nextRunAt = `-- name: NextRunAt :one
@@ -721,10 +747,10 @@ func (q *Queries) NextRunAt(ctx context.Context, now time.Time) (time.Time, erro
 }
 
 const overdueAttempts = `-- name: OverdueAttempts :many
-SELECT a.token FROM job_attempts a JOIN jobs j ON j.id = a.job_id
-WHERE a.finished_at IS NULL AND a.started_at IS NOT NULL
+SELECT j.attempt_token::bigint AS token FROM jobs j
+WHERE j.state = 'running'
   AND coalesce((j.spec->>'timeout')::bigint, 0) > 0
-  AND a.started_at + make_interval(secs => (j.spec->>'timeout')::bigint / 1e9) + make_interval(secs => $1::double precision) < $2
+  AND j.attempt_started_at + make_interval(secs => (j.spec->>'timeout')::bigint / 1e9) + make_interval(secs => $1::double precision) < $2
 `
 
 type OverdueAttemptsParams struct {
@@ -815,6 +841,36 @@ type RequeueJobParams struct {
 // A manual retry: back to queued for more attempts.
 func (q *Queries) RequeueJob(ctx context.Context, arg RequeueJobParams) error {
 	_, err := q.db.Exec(ctx, requeueJob, arg.Now, arg.MaxAttempts, arg.ID)
+	return err
+}
+
+const startJobAttempt = `-- name: StartJobAttempt :exec
+UPDATE jobs SET state = 'running', updated_at = $1, attempt_state = 'running', attempt_started_at = $1
+WHERE attempt_token = $2::bigint AND (attempt_state = 'assigned') IS TRUE
+`
+
+type StartJobAttemptParams struct {
+	Now   time.Time
+	Token int64
+}
+
+func (q *Queries) StartJobAttempt(ctx context.Context, arg StartJobAttemptParams) error {
+	_, err := q.db.Exec(ctx, startJobAttempt, arg.Now, arg.Token)
+	return err
+}
+
+const startJobAttempts = `-- name: StartJobAttempts :exec
+UPDATE jobs SET state = 'running', updated_at = $1, attempt_state = 'running', attempt_started_at = $1
+WHERE attempt_token = ANY ($2::bigint[]) AND (attempt_state = 'assigned') IS TRUE
+`
+
+type StartJobAttemptsParams struct {
+	Now    time.Time
+	Tokens []int64
+}
+
+func (q *Queries) StartJobAttempts(ctx context.Context, arg StartJobAttemptsParams) error {
+	_, err := q.db.Exec(ctx, startJobAttempts, arg.Now, arg.Tokens)
 	return err
 }
 

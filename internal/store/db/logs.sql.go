@@ -13,7 +13,7 @@ import (
 )
 
 const attemptIsLatest = `-- name: AttemptIsLatest :one
-SELECT EXISTS (SELECT 1 FROM job_attempts a JOIN jobs j ON j.id = a.job_id WHERE a.token = $1 AND j.attempt = a.number)
+SELECT EXISTS (SELECT 1 FROM jobs WHERE attempt_token = $1::bigint)
 `
 
 func (q *Queries) AttemptIsLatest(ctx context.Context, token int64) (bool, error) {
@@ -29,9 +29,9 @@ WITH input AS (
            unnest($5::integer[]) AS bytes, unnest($6::bytea[]) AS data
 )
 INSERT INTO job_logs (job_id, attempt, seq, lines, bytes, data, created_at)
-SELECT a.job_id, a.number, i.seq, i.lines, i.bytes, i.data, $1
-FROM input i JOIN job_attempts a ON a.token = i.token JOIN jobs j ON j.id = a.job_id
-WHERE a.token = ANY ($2::bigint[]) AND j.attempt = a.number
+SELECT j.id, j.attempt, i.seq, i.lines, i.bytes, i.data, $1
+FROM input i JOIN jobs j ON j.attempt_token = i.token
+WHERE j.attempt_token = ANY ($2::bigint[])
 ON CONFLICT DO NOTHING
 RETURNING job_id, attempt, seq
 `
@@ -81,9 +81,9 @@ func (q *Queries) InsertLogBatches(ctx context.Context, arg InsertLogBatchesPara
 }
 
 const logBudget = `-- name: LogBudget :many
-SELECT a.token, a.job_id, j.log_bytes, j.log_truncated
-FROM job_attempts a JOIN jobs j ON j.id = a.job_id
-WHERE a.token = ANY ($1::bigint[])
+SELECT j.attempt_token::bigint AS token, j.id AS job_id, j.log_bytes, j.log_truncated
+FROM jobs j
+WHERE j.attempt_token = ANY ($1::bigint[])
 ORDER BY j.id
 FOR UPDATE OF j
 `

@@ -11,6 +11,21 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type Attempt struct {
+	JobID        uuid.UUID
+	Number       int32
+	Token        int64
+	WorkerID     uuid.UUID
+	State        string
+	AssignedAt   time.Time
+	StartedAt    *time.Time
+	FinishedAt   *time.Time
+	ExitCode     *int32
+	Signal       string
+	FailureClass *string
+	Message      string
+}
+
 type BootstrapToken struct {
 	Hash      []byte
 	WorkerID  uuid.UUID
@@ -53,28 +68,38 @@ type Installation struct {
 }
 
 type Job struct {
-	ID             uuid.UUID
-	Name           string
-	Type           string
-	Spec           []byte
-	State          string
-	Priority       int32
-	Image          string
-	Labels         []byte
-	IdempotencyKey *string
-	Attempt        int32
-	MaxAttempts    int32
-	RunAt          *time.Time
-	ExitCode       *int32
-	FailureClass   *string
-	Message        string
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
-	FinishedAt     *time.Time
-	LogBytes       int64
-	LogTruncated   bool
-	CpuMillis      int64
-	MemoryMib      int64
+	ID                  uuid.UUID
+	Name                string
+	Type                string
+	Spec                []byte
+	State               string
+	Priority            int32
+	Image               string
+	Labels              []byte
+	IdempotencyKey      *string
+	Attempt             int32
+	MaxAttempts         int32
+	RunAt               *time.Time
+	ExitCode            *int32
+	FailureClass        *string
+	Message             string
+	CreatedAt           time.Time
+	UpdatedAt           time.Time
+	FinishedAt          *time.Time
+	LogBytes            int64
+	LogTruncated        bool
+	CpuMillis           int64
+	MemoryMib           int64
+	AttemptToken        *int64
+	AttemptWorkerID     pgtype.UUID
+	AttemptState        *string
+	AttemptAssignedAt   *time.Time
+	AttemptStartedAt    *time.Time
+	AttemptFinishedAt   *time.Time
+	AttemptExitCode     *int32
+	AttemptSignal       string
+	AttemptFailureClass *string
+	AttemptMessage      string
 }
 
 type JobAttempt struct {

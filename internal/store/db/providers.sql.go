@@ -13,7 +13,7 @@ import (
 )
 
 const countRunningAttempts = `-- name: CountRunningAttempts :one
-SELECT count(*)::integer FROM job_attempts WHERE worker_id = $1 AND finished_at IS NULL
+SELECT count(*)::integer FROM jobs WHERE state IN ('assigned', 'running') AND attempt_worker_id = $1::uuid
 `
 
 func (q *Queries) CountRunningAttempts(ctx context.Context, workerID uuid.UUID) (int32, error) {
@@ -123,9 +123,9 @@ func (q *Queries) ListProviders(ctx context.Context) ([]Provider, error) {
 
 const providerWorkers = `-- name: ProviderWorkers :many
 SELECT w.id, w.state, w.image, w.labels, w.slots, w.handle, w.created_at,
-       (SELECT count(*) FROM job_attempts a WHERE a.worker_id = w.id AND a.finished_at IS NULL)::integer AS running,
-       (SELECT count(*) FROM job_attempts a WHERE a.worker_id = w.id)::integer AS attempts,
-       coalesce((SELECT max(a.finished_at) FROM job_attempts a WHERE a.worker_id = w.id), w.last_seen, w.created_at)::timestamptz AS idle_since
+       (SELECT count(*) FROM jobs j WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = w.id)::integer AS running,
+       (SELECT count(*) FROM attempts a WHERE a.worker_id = w.id)::integer AS attempts,
+       coalesce((SELECT max(a.finished_at) FROM attempts a WHERE a.worker_id = w.id), w.last_seen, w.created_at)::timestamptz AS idle_since
 FROM workers w
 WHERE w.provider = $1 AND w.state IN ('provisioning', 'connected', 'draining', 'disconnected')
 ORDER BY w.created_at

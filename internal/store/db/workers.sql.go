@@ -340,7 +340,7 @@ func (q *Queries) UseBootstrapToken(ctx context.Context, arg UseBootstrapTokenPa
 
 const workerLoad = `-- name: WorkerLoad :many
 SELECT w.id, w.provider, w.labels, w.image, w.slots, w.cpu_millis, w.memory_mib,
-       (SELECT count(*) FROM job_attempts a WHERE a.worker_id = w.id AND a.finished_at IS NULL)::integer AS running
+       (SELECT count(*) FROM jobs j WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = w.id)::integer AS running
 FROM workers w WHERE w.state = 'connected' ORDER BY w.created_at
 `
 

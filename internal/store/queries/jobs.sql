@@ -14,7 +14,7 @@ SELECT * FROM jobs WHERE id = @id;
 SELECT * FROM jobs WHERE id = @id FOR UPDATE;
 
 -- name: ListAttempts :many
-SELECT * FROM job_attempts WHERE job_id = @job_id ORDER BY number;
+SELECT * FROM attempts WHERE job_id = @job_id ORDER BY number;
 
 -- name: ListJobs :many
 -- Newest first; the cursor is the (created_at, id) of the last row seen.
@@ -30,13 +30,14 @@ LIMIT @max_rows;
 
 -- name: ClaimJobs :many
 -- Claims ready jobs for a list of slots (worker ids, one per free slot;
--- all with the same labels and image), priority then FIFO, and creates
--- their attempts with fresh fencing tokens: the k-th job goes to the k-th
--- slot of a worker that is still connected. No step joins two CTEs: the
--- planner cannot estimate their sizes and joined them by nested loops,
--- a cost that grew with the square of the batch. The slots travel as an
--- array, and a job's rank, its position in it, comes from a window over
--- the claimed rows in dispatch order.
+-- all with the same labels and image), priority then FIFO, and starts
+-- their attempts on the job rows with fresh fencing tokens: the k-th job
+-- goes to the k-th slot of a worker that is still connected. A job's
+-- previous attempt, if any, moves to job_attempts first. No step joins
+-- two CTEs: the planner cannot estimate their sizes and joined them by
+-- nested loops, a cost that grew with the square of the batch. The slots
+-- travel as an array, and a job's rank, its position in it, comes from a
+-- window over the claimed rows in dispatch order.
 WITH live AS (
     -- Only connected workers take jobs; the share lock orders a claim
     -- against a concurrent drain of the worker (scale-down). Rows are
@@ -47,46 +48,58 @@ WITH live AS (
     FROM unnest(@worker_ids::uuid[]) WITH ORDINALITY AS s(w, n)
     WHERE s.w IN (SELECT id FROM live)
 ), picked AS (
-    -- jobs_ready_idx walked in dispatch order; the state test is written
-    -- plainly so that it matches the index's predicate.
-    SELECT j.id FROM jobs j
-    WHERE j.state IN ('queued', 'retrying')
-      AND (j.run_at IS NULL OR j.run_at <= @now::timestamptz)
-      AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
-          @worker_labels::jsonb, @worker_image::text, @worker_cpu_millis::bigint, @worker_memory_mib::bigint)
-    ORDER BY j.priority DESC, j.id
-    LIMIT (SELECT cardinality(ws) FROM usable)
-    FOR UPDATE SKIP LOCKED
-), assigned AS (
-    UPDATE jobs j SET state = 'assigned', attempt = j.attempt + 1, updated_at = @now, run_at = NULL
-    WHERE j.id = ANY (ARRAY(SELECT id FROM picked)) AND (j.state IN ('queued', 'retrying')) IS TRUE
-    RETURNING j.id, j.attempt, j.spec, j.created_at, j.priority, nextval('fencing_token_seq') AS token
-), placed AS (
-    SELECT a.*, (SELECT ws FROM usable)[row_number() OVER (ORDER BY a.priority DESC, a.id)] AS worker_id FROM assigned a
-), attempts AS (
-    INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at)
-    SELECT p.id, p.attempt, p.token, p.worker_id, 'assigned', @now FROM placed p
+    SELECT r.id, r.attempt, row_number() OVER (ORDER BY r.priority DESC, r.id) AS rank FROM (
+        -- jobs_ready_idx walked in dispatch order; the state test is
+        -- written plainly so that it matches the index's predicate.
+        SELECT j.id, j.attempt, j.priority FROM jobs j
+        WHERE j.state IN ('queued', 'retrying')
+          AND (j.run_at IS NULL OR j.run_at <= @now::timestamptz)
+          AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
+              @worker_labels::jsonb, @worker_image::text, @worker_cpu_millis::bigint, @worker_memory_mib::bigint)
+        ORDER BY j.priority DESC, j.id
+        LIMIT (SELECT cardinality(ws) FROM usable)
+        FOR UPDATE SKIP LOCKED
+    ) r
+), archived AS (
+    INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at, started_at, finished_at, exit_code, signal, failure_class, message)
+    SELECT j.id, j.attempt, j.attempt_token, j.attempt_worker_id, j.attempt_state, j.attempt_assigned_at, j.attempt_started_at,
+           j.attempt_finished_at, j.attempt_exit_code, j.attempt_signal, j.attempt_failure_class, j.attempt_message
+    FROM jobs j
+    WHERE j.id = ANY (ARRAY(SELECT id FROM picked WHERE attempt > 0))
 )
-SELECT p.id, p.attempt, p.spec, p.created_at, p.token, p.worker_id::uuid AS worker_id, p.priority
-FROM placed p
-ORDER BY p.priority DESC, p.id;
+UPDATE jobs j
+SET state = 'assigned', attempt = j.attempt + 1, updated_at = @now, run_at = NULL,
+    attempt_token = nextval('fencing_token_seq'), attempt_worker_id = (SELECT ws FROM usable)[p.rank],
+    attempt_state = 'assigned', attempt_assigned_at = @now, attempt_started_at = NULL, attempt_finished_at = NULL,
+    attempt_exit_code = NULL, attempt_signal = '', attempt_failure_class = NULL, attempt_message = ''
+FROM picked p
+WHERE j.id = p.id AND (j.state IN ('queued', 'retrying')) IS TRUE
+RETURNING j.id, j.attempt, j.spec, j.created_at, j.attempt_token::bigint AS token, j.attempt_worker_id::uuid AS worker_id, j.priority;
 
 -- name: GetAttemptByToken :one
-SELECT a.*, j.state AS job_state, j.attempt AS job_attempt
-FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+-- The attempt of a token (a job's latest or an earlier one) with its job
+-- locked.
+SELECT a.job_id, a.number, a.token, a.worker_id, a.state, a.assigned_at, a.started_at, a.finished_at, a.failure_class,
+       j.state AS job_state, j.attempt AS job_attempt
+FROM attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.token = @token
 FOR UPDATE OF j;
 
--- name: MarkAttemptRunning :exec
-UPDATE job_attempts SET state = 'running', started_at = @now WHERE token = @token AND state = 'assigned';
+-- name: StartJobAttempt :exec
+UPDATE jobs SET state = 'running', updated_at = @now, attempt_state = 'running', attempt_started_at = @now
+WHERE attempt_token = @token::bigint AND (attempt_state = 'assigned') IS TRUE;
 
--- name: FinishAttempt :exec
--- started_at is filled when the start report came with the result.
-UPDATE job_attempts
-SET state = @state, finished_at = @now, exit_code = sqlc.narg(exit_code), signal = @signal,
-    failure_class = sqlc.narg(failure_class), message = @message,
-    started_at = coalesce(started_at, sqlc.narg(started_at))
-WHERE token = @token AND finished_at IS NULL;
+-- name: FinishJobAttempt :exec
+-- Ends the job's latest attempt (of token) and moves the job on, in one
+-- write of its row. attempt_started_at is filled when the start report
+-- came with the result.
+UPDATE jobs
+SET attempt_state = @attempt_state::text, attempt_finished_at = @now::timestamptz, attempt_exit_code = sqlc.narg(exit_code), attempt_signal = @signal,
+    attempt_failure_class = sqlc.narg(failure_class), attempt_message = @message,
+    attempt_started_at = coalesce(attempt_started_at, sqlc.narg(started_at)),
+    state = @state, updated_at = @now, finished_at = sqlc.narg(finished_at), run_at = sqlc.narg(run_at),
+    exit_code = sqlc.narg(exit_code), failure_class = sqlc.narg(failure_class), message = @message
+WHERE attempt_token = @token::bigint AND (attempt_finished_at IS NULL) IS TRUE;
 
 -- name: UpdateJobState :exec
 UPDATE jobs
@@ -95,7 +108,12 @@ SET state = @state, updated_at = @now, finished_at = sqlc.narg(finished_at), run
 WHERE id = @id;
 
 -- name: ListRunningAttemptsOfWorker :many
-SELECT * FROM job_attempts WHERE worker_id = @worker_id AND finished_at IS NULL ORDER BY job_id, number;
+-- Only a job's latest attempt can be unfinished, and only while the job
+-- is assigned or running (jobs_state_idx).
+SELECT j.id AS job_id, j.attempt AS number, j.attempt_token::bigint AS token, j.attempt_state::text AS state
+FROM jobs j
+WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = @worker_id::uuid
+ORDER BY j.id;
 
 -- name: NextRunAt :one
 -- The earliest future run_at of a waiting job (a retry backoff), for the
@@ -111,10 +129,10 @@ WHERE id = @id;
 -- name: OverdueAttempts :many
 -- Started attempts whose job timeout (spec.timeout, nanoseconds) plus a
 -- margin has passed without a result: their worker went silent.
-SELECT a.token FROM job_attempts a JOIN jobs j ON j.id = a.job_id
-WHERE a.finished_at IS NULL AND a.started_at IS NOT NULL
+SELECT j.attempt_token::bigint AS token FROM jobs j
+WHERE j.state = 'running'
   AND coalesce((j.spec->>'timeout')::bigint, 0) > 0
-  AND a.started_at + make_interval(secs => (j.spec->>'timeout')::bigint / 1e9) + make_interval(secs => @margin_seconds::double precision) < @now;
+  AND j.attempt_started_at + make_interval(secs => (j.spec->>'timeout')::bigint / 1e9) + make_interval(secs => @margin_seconds::double precision) < @now;
 
 -- name: ReadyJobs :many
 -- Ready queued jobs in dispatch order, for demand and explanations.
@@ -139,38 +157,37 @@ SELECT unnest(@ids::uuid[]), unnest(@names::text[]), unnest(@types::text[]), unn
 SELECT * FROM jobs WHERE idempotency_key = ANY (@keys::text[]);
 
 -- name: LockAttempts :many
--- The attempts of these tokens with their jobs, the jobs locked (in id
--- order, so that concurrent batches cannot deadlock). Of the spec only the
--- retry policy matters here, and only for failures.
-SELECT a.token, a.job_id, a.number, a.worker_id, a.state, a.finished_at, a.failure_class, a.assigned_at,
-       j.state AS job_state, j.attempt AS job_attempt, j.max_attempts, coalesce(j.spec->'retry', 'null')::jsonb AS retry
-FROM job_attempts a JOIN jobs j ON j.id = a.job_id
-WHERE a.token = ANY (@tokens::bigint[])
+-- The latest attempts of these tokens with their jobs, the jobs locked (in
+-- id order, so that concurrent batches cannot deadlock). Of the spec only
+-- the retry policy matters here, and only for failures.
+SELECT j.attempt_token::bigint AS token, j.id AS job_id, j.attempt AS number, j.attempt_worker_id::uuid AS worker_id,
+       j.attempt_state::text AS state, j.attempt_finished_at AS finished_at, j.attempt_failure_class AS failure_class,
+       j.attempt_assigned_at::timestamptz AS assigned_at, j.state AS job_state, j.max_attempts,
+       coalesce(j.spec->'retry', 'null')::jsonb AS retry
+FROM jobs j
+WHERE j.attempt_token = ANY (@tokens::bigint[])
 ORDER BY j.id
 FOR UPDATE OF j;
 
--- name: FinishAttempts :exec
--- Ends many attempts at once; empty class means none.
-UPDATE job_attempts a
-SET state = u.state, finished_at = @now, exit_code = u.exit_code, signal = u.signal,
-    failure_class = nullif(u.class, ''), message = u.message,
-    started_at = coalesce(a.started_at, nullif(u.started_at, '0001-01-01T00:00:00Z'::timestamptz))
+-- name: EarlierAttempts :many
+-- Attempts of these tokens that a later one replaced (all finished).
+SELECT token, job_id, number, state, failure_class FROM job_attempts WHERE token = ANY (@tokens::bigint[]);
+
+-- name: FinishJobs :exec
+-- Ends the latest attempts of many jobs and moves the jobs to a final
+-- state (the attempt's: a result that schedules a retry is applied one by
+-- one), in one write of each row; empty class means none.
+UPDATE jobs j
+SET attempt_state = u.state, attempt_finished_at = @now::timestamptz, attempt_exit_code = u.exit_code, attempt_signal = u.signal,
+    attempt_failure_class = nullif(u.class, ''), attempt_message = u.message,
+    attempt_started_at = coalesce(j.attempt_started_at, nullif(u.started_at, '0001-01-01T00:00:00Z'::timestamptz)),
+    state = u.state, updated_at = @now, finished_at = @now, run_at = NULL, exit_code = u.exit_code,
+    failure_class = nullif(u.class, ''), message = u.message
 FROM (SELECT unnest(@tokens::bigint[]) AS token, unnest(@states::text[]) AS state, unnest(@exit_codes::integer[]) AS exit_code,
              unnest(@signals::text[]) AS signal, unnest(@classes::text[]) AS class, unnest(@messages::text[]) AS message,
              unnest(@started_ats::timestamptz[]) AS started_at) u
-WHERE a.token = ANY (@tokens::bigint[]) AND a.token = u.token AND (a.finished_at IS NULL) IS TRUE;
+WHERE j.attempt_token = ANY (@tokens::bigint[]) AND j.attempt_token = u.token AND (j.attempt_finished_at IS NULL) IS TRUE;
 
--- name: FinishJobs :exec
--- Moves many jobs to a final state at once.
-UPDATE jobs j
-SET state = u.state, updated_at = @now, finished_at = @now, run_at = NULL, exit_code = u.exit_code,
-    failure_class = nullif(u.class, ''), message = u.message
-FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@states::text[]) AS state, unnest(@exit_codes::integer[]) AS exit_code,
-             unnest(@classes::text[]) AS class, unnest(@messages::text[]) AS message) u
-WHERE j.id = ANY (@ids::uuid[]) AND j.id = u.id;
-
--- name: MarkAttemptsRunning :exec
-UPDATE job_attempts SET state = 'running', started_at = @now WHERE token = ANY (@tokens::bigint[]) AND state = 'assigned';
-
--- name: MarkJobsRunning :exec
-UPDATE jobs SET state = 'running', updated_at = @now WHERE id = ANY (@ids::uuid[]) AND (state = 'assigned') IS TRUE;
+-- name: StartJobAttempts :exec
+UPDATE jobs SET state = 'running', updated_at = @now, attempt_state = 'running', attempt_started_at = @now
+WHERE attempt_token = ANY (@tokens::bigint[]) AND (attempt_state = 'assigned') IS TRUE;

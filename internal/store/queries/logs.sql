@@ -6,7 +6,7 @@ ORDER BY attempt, seq
 LIMIT @max_rows;
 
 -- name: AttemptIsLatest :one
-SELECT EXISTS (SELECT 1 FROM job_attempts a JOIN jobs j ON j.id = a.job_id WHERE a.token = @token AND j.attempt = a.number);
+SELECT EXISTS (SELECT 1 FROM jobs WHERE attempt_token = @token::bigint);
 
 -- name: InsertLogBatches :many
 -- Stores many batches in one statement (group commit), each only while its
@@ -16,17 +16,17 @@ WITH input AS (
            unnest(@sizes::integer[]) AS bytes, unnest(@datas::bytea[]) AS data
 )
 INSERT INTO job_logs (job_id, attempt, seq, lines, bytes, data, created_at)
-SELECT a.job_id, a.number, i.seq, i.lines, i.bytes, i.data, @now
-FROM input i JOIN job_attempts a ON a.token = i.token JOIN jobs j ON j.id = a.job_id
-WHERE a.token = ANY (@tokens::bigint[]) AND j.attempt = a.number
+SELECT j.id, j.attempt, i.seq, i.lines, i.bytes, i.data, @now
+FROM input i JOIN jobs j ON j.attempt_token = i.token
+WHERE j.attempt_token = ANY (@tokens::bigint[])
 ON CONFLICT DO NOTHING
 RETURNING job_id, attempt, seq;
 
 -- name: LogBudget :many
 -- The log accounting of the jobs of these attempts, locked for update.
-SELECT a.token, a.job_id, j.log_bytes, j.log_truncated
-FROM job_attempts a JOIN jobs j ON j.id = a.job_id
-WHERE a.token = ANY (@tokens::bigint[])
+SELECT j.attempt_token::bigint AS token, j.id AS job_id, j.log_bytes, j.log_truncated
+FROM jobs j
+WHERE j.attempt_token = ANY (@tokens::bigint[])
 ORDER BY j.id
 FOR UPDATE OF j;
 

@@ -25,9 +25,9 @@ WHERE name = @name;
 -- A provider's live workers with their load and when they last finished
 -- a job (or connected), for scale-down.
 SELECT w.id, w.state, w.image, w.labels, w.slots, w.handle, w.created_at,
-       (SELECT count(*) FROM job_attempts a WHERE a.worker_id = w.id AND a.finished_at IS NULL)::integer AS running,
-       (SELECT count(*) FROM job_attempts a WHERE a.worker_id = w.id)::integer AS attempts,
-       coalesce((SELECT max(a.finished_at) FROM job_attempts a WHERE a.worker_id = w.id), w.last_seen, w.created_at)::timestamptz AS idle_since
+       (SELECT count(*) FROM jobs j WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = w.id)::integer AS running,
+       (SELECT count(*) FROM attempts a WHERE a.worker_id = w.id)::integer AS attempts,
+       coalesce((SELECT max(a.finished_at) FROM attempts a WHERE a.worker_id = w.id), w.last_seen, w.created_at)::timestamptz AS idle_since
 FROM workers w
 WHERE w.provider = @provider AND w.state IN ('provisioning', 'connected', 'draining', 'disconnected')
 ORDER BY w.created_at;
@@ -39,7 +39,7 @@ UPDATE workers SET state = 'draining', updated_at = @now WHERE id = @id AND stat
 UPDATE workers SET state = 'connected', updated_at = @now WHERE id = @id AND state = 'draining';
 
 -- name: CountRunningAttempts :one
-SELECT count(*)::integer FROM job_attempts WHERE worker_id = @worker_id AND finished_at IS NULL;
+SELECT count(*)::integer FROM jobs WHERE state IN ('assigned', 'running') AND attempt_worker_id = @worker_id::uuid;
 
 -- name: InstallationID :one
 -- The installation id, created on first use.

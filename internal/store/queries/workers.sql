@@ -52,7 +52,7 @@ SELECT id FROM workers WHERE state IN ('connected', 'draining') AND last_seen < 
 -- name: WorkerLoad :many
 -- Connected workers with the number of attempts they are running.
 SELECT w.id, w.provider, w.labels, w.image, w.slots, w.cpu_millis, w.memory_mib,
-       (SELECT count(*) FROM job_attempts a WHERE a.worker_id = w.id AND a.finished_at IS NULL)::integer AS running
+       (SELECT count(*) FROM jobs j WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = w.id)::integer AS running
 FROM workers w WHERE w.state = 'connected' ORDER BY w.created_at;
 
 -- name: SetWorkerHandle :exec
