@@ -143,7 +143,7 @@ type workerConn struct {
 	image                string
 	slots                int
 	prefetch             int  // attempts beyond slots the agent queues (Hello.prefetch)
-	adaptive             bool // queue only what the worker finishes in paceWindow/2 (Hello.adaptive_prefetch)
+	adaptive             bool // queue only what the worker finished in the last paceWindow (Hello.adaptive_prefetch)
 	batches              bool // the agent accepts ResponseBatch frames
 
 	out    chan *hodeiv1.ConnectResponse
@@ -166,8 +166,9 @@ type workerConn struct {
 }
 
 // An adaptive worker's queue holds as many jobs as it finished in the last
-// paceWindow/2 (measured over paceWindow), at most its prefetch and at most
-// maxAdaptivePrefetch. Jobs that take a while get no queue, as without
+// paceWindow, at most its prefetch and at most maxAdaptivePrefetch (the
+// ring of result times holds twice that). Jobs that take a while get no
+// queue, as without
 // prefetch: a job queued behind a long one could not move to a worker that
 // frees up meanwhile, and the autoscaler would not see it waiting. Short
 // jobs get a queue deep enough to keep the slots busy until the next claim,
@@ -189,7 +190,7 @@ func (c *workerConn) queueLimit(now time.Time) int {
 			recent++
 		}
 	}
-	return min(c.prefetch, maxAdaptivePrefetch, recent/2)
+	return min(c.prefetch, maxAdaptivePrefetch, recent)
 }
 
 func (c *workerConn) send(m *hodeiv1.ConnectResponse) bool {

@@ -6,7 +6,7 @@ import (
 )
 
 // TestAdaptiveQueueFollowsThePace: a worker with adaptive prefetch may
-// hold beyond its slots half as many jobs as it finished in the last
+// hold beyond its slots as many jobs as it finished in the last
 // paceWindow, within its prefetch; nothing when its jobs take longer, and
 // a fixed prefetch is held whatever the pace.
 func TestAdaptiveQueueFollowsThePace(t *testing.T) {
@@ -18,8 +18,8 @@ func TestAdaptiveQueueFollowsThePace(t *testing.T) {
 	for i := int64(0); i < 10; i++ {
 		c.resultArrived(i)
 	}
-	if n := c.queueLimit(time.Now()); n != 5 {
-		t.Fatalf("after 10 results at once: %d, want 5", n)
+	if n := c.queueLimit(time.Now()); n != 10 {
+		t.Fatalf("after 10 results at once: %d, want 10", n)
 	}
 	if n := c.queueLimit(time.Now().Add(paceWindow)); n != 0 {
 		t.Fatalf("a window later: %d, want 0 (the jobs now take longer than the window)", n)

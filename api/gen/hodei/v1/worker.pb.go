@@ -384,7 +384,7 @@ type Hello struct {
 	// batches: the agent accepts ConnectResponse.batch.
 	Batches bool `protobuf:"varint,6,opt,name=batches,proto3" json:"batches,omitempty"`
 	// adaptive_prefetch: prefetch is only a bound; the server queues on the
-	// worker about as many jobs as it finished in the last 50 ms (none for
+	// worker about as many jobs as it finished in the last 100 ms (none for
 	// jobs that take longer than that).
 	AdaptivePrefetch bool `protobuf:"varint,7,opt,name=adaptive_prefetch,json=adaptivePrefetch,proto3" json:"adaptive_prefetch,omitempty"`
 	unknownFields    protoimpl.UnknownFields
