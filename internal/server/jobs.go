@@ -101,11 +101,13 @@ func (h jobService) ListJobs(ctx context.Context, req *connect.Request[hodeiv1.L
 		f.CreatedBefore = m.CreatedBefore.AsTime()
 	}
 	if m.PageToken != "" {
-		t, id, err := decodePageToken(m.PageToken)
+		// The token's time is no longer used (jobs are listed by id); it
+		// stays in the format so that earlier tokens remain valid.
+		_, id, err := decodePageToken(m.PageToken)
 		if err != nil {
 			return nil, connectError(&job.FieldError{Field: "page_token", Rule: "is not a token returned by ListJobs"})
 		}
-		f.AfterTime, f.AfterID = t, id
+		f.AfterID = id
 	}
 	jobs, err := h.s.store.ListJobs(ctx, f)
 	if err != nil {

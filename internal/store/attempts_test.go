@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,6 +195,79 @@ func TestApplyReportsClassifiesEarlierAttempts(t *testing.T) {
 		}
 		if j.State != job.StateSucceeded || len(j.Attempts) != 2 || j.Attempts[1].State != job.StateSucceeded || j.Attempts[0].State != job.StateFailed {
 			t.Errorf("job %s: state %s, attempts %+v; want succeeded with a failed then a succeeded attempt", id, j.State, j.Attempts)
+		}
+	}
+}
+
+// TestJobIDsCarryTheCreationTime: a job's id is a UUIDv7 of its
+// created_at's millisecond, ids increase in creation order (also within a
+// millisecond and when the clock goes back, where the creation time stays
+// at the latest millisecond), and listing by creation time returns exactly
+// the jobs created in the window, newest first.
+func TestJobIDsCarryTheCreationTime(t *testing.T) {
+	t.Parallel()
+	s := storetest.Open(t)
+	ctx := context.Background()
+	t0 := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := t0
+	store.SetNow(s, func() time.Time { return at })
+	var jobs []job.Job
+	create := func(n int) {
+		specs := make([]job.Spec, n)
+		for i := range specs {
+			specs[i] = job.Spec{Command: []string{"true"}}
+		}
+		js, _, err := s.CreateJobs(ctx, specs, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, js...)
+	}
+	create(3)                            // t0
+	at = t0.Add(300 * time.Microsecond)  // the same millisecond
+	create(2)                            //
+	at = t0.Add(1500 * time.Microsecond) // the next one
+	create(1)                            //
+	at = t0.Add(2 * time.Second)         // later
+	create(2)                            //
+	at = t0.Add(time.Second)             // the clock goes back
+	create(1)                            // recorded at t0+2s
+	for i, j := range jobs {
+		u := uuid.MustParse(j.ID)
+		sec, nsec := u.Time().UnixTime()
+		if u.Version() != 7 || time.Unix(sec, nsec).UnixMilli() != j.CreatedAt.UnixMilli() {
+			t.Fatalf("job %d: id %s (version %d, %d ms) for created_at %s", i, j.ID, u.Version(), time.Unix(sec, nsec).UnixMilli(), j.CreatedAt)
+		}
+		if i > 0 && j.ID <= jobs[i-1].ID {
+			t.Fatalf("job %d: id %s not after %s", i, j.ID, jobs[i-1].ID)
+		}
+	}
+	if got := jobs[8].CreatedAt; !got.Equal(t0.Add(2 * time.Second)) {
+		t.Fatalf("created while the clock went back: %s, want %s", got, t0.Add(2*time.Second))
+	}
+	for _, w := range []struct {
+		after, before time.Time
+		want          []int // indexes into jobs, newest first
+	}{
+		{t0, t0.Add(time.Millisecond), []int{4, 3, 2, 1, 0}},
+		{t0.Add(time.Microsecond), t0.Add(time.Millisecond), []int{4, 3}},
+		{t0.Add(time.Millisecond), t0.Add(time.Second), []int{5}},
+		{t0.Add(time.Second), time.Time{}, []int{8, 7, 6}},
+		{time.Time{}, t0.Add(300 * time.Microsecond), []int{2, 1, 0}},
+	} {
+		got, err := s.ListJobs(ctx, store.ListFilter{CreatedAfter: w.after, CreatedBefore: w.before, Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids, want []string
+		for _, j := range got {
+			ids = append(ids, j.ID)
+		}
+		for _, i := range w.want {
+			want = append(want, jobs[i].ID)
+		}
+		if strings.Join(ids, ",") != strings.Join(want, ",") {
+			t.Errorf("created in [%s, %s): %v, want %v", w.after, w.before, ids, want)
 		}
 	}
 }

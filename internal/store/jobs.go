@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -87,7 +88,7 @@ func (s *Store) createJobs(ctx context.Context, specs []job.Spec, defaultMaxAtte
 			byKey[*r.IdempotencyKey] = j
 		}
 	}
-	now := s.now().UTC().Truncate(time.Microsecond)
+	now, ids := s.ids.next(s.now().UTC().Truncate(time.Microsecond), len(specs))
 	var ins db.InsertJobsParams
 	var events []eventbus.Event
 	ins.Now = now
@@ -103,7 +104,7 @@ func (s *Store) createJobs(ctx context.Context, specs []job.Spec, defaultMaxAtte
 			return nil, nil, err
 		}
 		labels, _ := json.Marshal(nonNil(spec.Labels))
-		id := uuid.Must(uuid.NewV7())
+		id := ids[i]
 		maxAttempts := spec.Retry.MaxAttempts
 		if maxAttempts == 0 {
 			maxAttempts = max(defaultMaxAttempts, 1)
@@ -194,10 +195,9 @@ type ListFilter struct {
 	Type          string
 	CreatedAfter  time.Time
 	CreatedBefore time.Time
-	// After is the cursor: the last job of the previous page.
-	AfterTime time.Time
-	AfterID   string
-	Limit     int
+	// AfterID is the cursor: the last job of the previous page.
+	AfterID string
+	Limit   int
 }
 
 // ListJobs returns one page of jobs, newest first; attempts are not loaded.
@@ -213,12 +213,25 @@ func (s *Store) ListJobs(ctx context.Context, f ListFilter) ([]job.Job, error) {
 	if !f.CreatedBefore.IsZero() {
 		p.CreatedBefore = &f.CreatedBefore
 	}
+	// Bounds on the id for the creation-time filters (a job's id carries
+	// its creation's millisecond, jobIDs; ids of jobs created before
+	// migration 12 were drawn microseconds after it, hence the second of
+	// slack above), and the cursor.
+	p.MinID, p.BeforeID = uuid.UUID{}, uuid.Max
+	if !f.CreatedAfter.IsZero() {
+		p.MinID = uuidV7Floor(f.CreatedAfter.UnixMilli())
+	}
+	if !f.CreatedBefore.IsZero() {
+		p.BeforeID = uuidV7Floor(f.CreatedBefore.UnixMilli() + 1000)
+	}
 	if f.AfterID != "" {
 		id, err := uuid.Parse(f.AfterID)
 		if err != nil {
 			return nil, &job.FieldError{Field: "page_token", Rule: "is not a valid page token"}
 		}
-		p.CursorTime, p.CursorID = &f.AfterTime, id
+		if bytes.Compare(id[:], p.BeforeID[:]) < 0 {
+			p.BeforeID = id
+		}
 	}
 	rows, err := s.Q.ListJobs(ctx, p)
 	if err != nil {

@@ -39,6 +39,7 @@ type Store struct {
 	logCap       int64
 	createHook   createHook
 	staleReports atomic.Int64
+	ids          jobIDs
 }
 
 // Config configures Open.

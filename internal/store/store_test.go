@@ -212,7 +212,7 @@ func TestListJobsPagesWithoutGapsUnderInserts(t *testing.T) {
 			break
 		}
 		last := page[len(page)-1]
-		f.AfterTime, f.AfterID = last.CreatedAt, last.ID
+		f.AfterID = last.ID
 	}
 	close(stop)
 	n := <-inserted

@@ -551,10 +551,10 @@ SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, at
 WHERE (cardinality($1::text[]) = 0 OR state = ANY ($1::text[]))
   AND labels @> $2::jsonb
   AND ($3::text = '' OR type = $3::text)
-  AND ($4::timestamptz IS NULL OR created_at >= $4::timestamptz)
-  AND ($5::timestamptz IS NULL OR created_at < $5::timestamptz)
-  AND ($6::timestamptz IS NULL OR (created_at, id) < ($6::timestamptz, $7::uuid))
-ORDER BY created_at DESC, id DESC
+  AND id >= $4::uuid AND id < $5::uuid
+  AND ($6::timestamptz IS NULL OR created_at >= $6::timestamptz)
+  AND ($7::timestamptz IS NULL OR created_at < $7::timestamptz)
+ORDER BY id DESC
 LIMIT $8
 `
 
@@ -562,23 +562,25 @@ type ListJobsParams struct {
 	States        []string
 	Labels        []byte
 	Type          string
+	MinID         uuid.UUID
+	BeforeID      uuid.UUID
 	CreatedAfter  *time.Time
 	CreatedBefore *time.Time
-	CursorTime    *time.Time
-	CursorID      uuid.UUID
 	MaxRows       int32
 }
 
-// Newest first; the cursor is the (created_at, id) of the last row seen.
+// Newest first: by id, a UUIDv7 that carries the creation's millisecond
+// (jobIDs in uuid.go), so that the primary key serves the order, the
+// cursor (ids below before_id) and, as a range, the creation-time filters.
 func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]Job, error) {
 	rows, err := q.db.Query(ctx, listJobs,
 		arg.States,
 		arg.Labels,
 		arg.Type,
+		arg.MinID,
+		arg.BeforeID,
 		arg.CreatedAfter,
 		arg.CreatedBefore,
-		arg.CursorTime,
-		arg.CursorID,
 		arg.MaxRows,
 	)
 	if err != nil {

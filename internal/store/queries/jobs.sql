@@ -17,15 +17,17 @@ SELECT * FROM jobs WHERE id = @id FOR UPDATE;
 SELECT * FROM attempts WHERE job_id = @job_id ORDER BY number;
 
 -- name: ListJobs :many
--- Newest first; the cursor is the (created_at, id) of the last row seen.
+-- Newest first: by id, a UUIDv7 that carries the creation's millisecond
+-- (jobIDs in uuid.go), so that the primary key serves the order, the
+-- cursor (ids below before_id) and, as a range, the creation-time filters.
 SELECT * FROM jobs
 WHERE (cardinality(@states::text[]) = 0 OR state = ANY (@states::text[]))
   AND labels @> @labels::jsonb
   AND (@type::text = '' OR type = @type::text)
+  AND id >= @min_id::uuid AND id < @before_id::uuid
   AND (sqlc.narg(created_after)::timestamptz IS NULL OR created_at >= sqlc.narg(created_after)::timestamptz)
   AND (sqlc.narg(created_before)::timestamptz IS NULL OR created_at < sqlc.narg(created_before)::timestamptz)
-  AND (sqlc.narg(cursor_time)::timestamptz IS NULL OR (created_at, id) < (sqlc.narg(cursor_time)::timestamptz, @cursor_id::uuid))
-ORDER BY created_at DESC, id DESC
+ORDER BY id DESC
 LIMIT @max_rows;
 
 -- name: ClaimJobs :many
