@@ -175,7 +175,7 @@ type workerConn struct {
 // and are then claimed, sent and reported in large batches.
 const (
 	paceWindow          = 100 * time.Millisecond
-	maxAdaptivePrefetch = 64
+	maxAdaptivePrefetch = 128
 )
 
 // queueLimit is how many attempts beyond its slots the worker may hold.
