@@ -41,10 +41,10 @@ type Config struct {
 	// wait here and start when a slot frees (no idle slot while the next
 	// job is claimed and sent). 0 suits long jobs: a queued job cannot
 	// move to another worker that becomes free. (`hodei agent` defaults to
-	// AdaptivePrefetch with a bound of 32.)
+	// AdaptivePrefetch with a bound of 128.)
 	Prefetch int
 	// AdaptivePrefetch makes Prefetch a bound: the server queues here only
-	// about as many jobs as this worker finished in the last 50 ms, so
+	// about as many jobs as this worker finished in the last 100 ms, so
 	// short jobs get a queue (and large batches) and long ones none.
 	AdaptivePrefetch bool
 	BatchLines       int           // HODEI_LOG_BATCH_SIZE; default 100

@@ -156,9 +156,9 @@ type workerConn struct {
 	// applied: their slot is free already (token -> job id).
 	finished map[int64]string
 	lastSeen time.Time
-	// results holds when the latest results arrived, a ring of
-	// len(results) entries from resultAt: the worker's pace.
-	results  [2 * maxAdaptivePrefetch]time.Time
+	// results holds when the latest results arrived, a ring whose next
+	// entry to overwrite is resultAt: the worker's pace.
+	results  [maxAdaptivePrefetch]time.Time
 	resultAt int
 	draining bool
 	final    bool // the agent announced its final shutdown
@@ -166,13 +166,12 @@ type workerConn struct {
 }
 
 // An adaptive worker's queue holds as many jobs as it finished in the last
-// paceWindow, at most its prefetch and at most maxAdaptivePrefetch (the
-// ring of result times holds twice that). Jobs that take a while get no
-// queue, as without
-// prefetch: a job queued behind a long one could not move to a worker that
-// frees up meanwhile, and the autoscaler would not see it waiting. Short
-// jobs get a queue deep enough to keep the slots busy until the next claim,
-// and are then claimed, sent and reported in large batches.
+// paceWindow, at most its prefetch and at most maxAdaptivePrefetch. Jobs
+// that take a while get no queue, as without prefetch: a job queued behind
+// a long one could not move to a worker that frees up meanwhile, and the
+// autoscaler would not see it waiting. Short jobs get a queue deep enough
+// to keep the slots busy until the next claim, and are then claimed, sent
+// and reported in large batches.
 const (
 	paceWindow          = 100 * time.Millisecond
 	maxAdaptivePrefetch = 128

@@ -131,7 +131,7 @@ func (s *Store) startAttempt(ctx context.Context, tx pgx.Tx, token int64) (time.
 		return 0, nil // repeated report
 	}
 	now := s.now()
-	if err := q.StartJobAttempt(ctx, db.StartJobAttemptParams{Now: now, Token: token}); err != nil {
+	if err := q.StartJobAttempts(ctx, db.StartJobAttemptsParams{Now: now, Tokens: []int64{token}}); err != nil {
 		return 0, err
 	}
 	_, err = eventbus.Publish(ctx, tx, eventbus.New("job", a.JobID.String(), &hodeiv1.JobStarted{JobId: a.JobID.String(), Attempt: a.Number, WorkerId: a.WorkerID.String()}))
@@ -817,22 +817,22 @@ func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, late
 	for _, r := range rows {
 		byToken[r.Token] = r
 	}
-	// Tokens that are no job's latest attempt: an earlier one (its result
-	// again, or a stale one) or none at all.
+	// A token that is no job's latest attempt may be an earlier one,
+	// finished before a later one replaced it: its result again (a
+	// duplicate) or a late one of a lost attempt (stale), told below.
 	var missing []int64
 	for _, t := range tokens {
 		if _, ok := byToken[t]; !ok {
 			missing = append(missing, t)
 		}
 	}
-	earlier := map[int64]db.EarlierAttemptsRow{}
 	if len(missing) > 0 {
 		rows, err := q.EarlierAttempts(ctx, missing)
 		if err != nil {
 			return fmt.Errorf("earlier attempts: %w", err)
 		}
-		for _, r := range rows {
-			earlier[r.Token] = r
+		for _, e := range rows {
+			byToken[e.Token] = db.LockAttemptsRow{Token: e.Token, JobID: e.JobID, Number: e.Number, State: e.State, FinishedAt: e.FinishedAt, FailureClass: e.FailureClass}
 		}
 	}
 	now := s.now()
@@ -842,16 +842,6 @@ func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, late
 	for _, i := range idx {
 		r := *reports[i].Finish
 		a, ok := byToken[reports[i].Token]
-		if e, was := earlier[reports[i].Token]; !ok && was {
-			// An earlier attempt, finished before a later one replaced it.
-			if e.FailureClass != nil && *e.FailureClass == string(job.FailureWorkerLost) {
-				s.staleReports.Add(1)
-				out[i].Stale = true
-			} else {
-				out[i].Outcome = Outcome{JobID: e.JobID.String(), Duplicate: true, State: job.State(e.State)}
-			}
-			continue
-		}
 		switch {
 		case !ok, a.FinishedAt != nil && a.FailureClass != nil && *a.FailureClass == string(job.FailureWorkerLost):
 			s.staleReports.Add(1)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/hodei-dev/hodei/internal/job"
@@ -92,17 +93,13 @@ func TestUpgradeMovesEachJobsLatestAttemptToItsRow(t *testing.T) {
 	if r := onRow[fresh]; r != nil {
 		t.Errorf("unclaimed job's row holds %+v, want no attempt", r)
 	}
-	var left []int64
 	rows, err := pool.Query(ctx, "SELECT token FROM job_attempts ORDER BY token")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for rows.Next() {
-		var tok int64
-		if err := rows.Scan(&tok); err != nil {
-			t.Fatal(err)
-		}
-		left = append(left, tok)
+	left, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(left) != 1 || left[0] != 21 {
 		t.Errorf("job_attempts holds tokens %v, want just the replaced attempt 21", left)

@@ -215,8 +215,8 @@ func (s *Store) ListJobs(ctx context.Context, f ListFilter) ([]job.Job, error) {
 	}
 	// Bounds on the id for the creation-time filters (a job's id carries
 	// its creation's millisecond, jobIDs; ids of jobs created before
-	// migration 12 were drawn microseconds after it, hence the second of
-	// slack above), and the cursor.
+	// migration 12 were drawn microseconds after it, hence a second of
+	// slack on the upper bound), and the cursor.
 	p.MinID, p.BeforeID = uuid.UUID{}, uuid.Max
 	if !f.CreatedAfter.IsZero() {
 		p.MinID = uuidV7Floor(f.CreatedAfter.UnixMilli())

@@ -590,8 +590,8 @@ func TestHeartbeatsAndClaimsDoNotDeadlock(t *testing.T) {
 	}
 }
 
-// TestResultBatchesNeverRescanTheBatch: the statements that end a batch of
-// attempts join their rows with the batch by hash (or merge), never by a
+// TestResultBatchesNeverRescanTheBatch: the statement that ends a batch of
+// attempts joins its rows with the batch by hash (or merge), never by a
 // nested loop, which rescans the whole batch for every row it updates.
 // That quadratic plan is what PostgreSQL caches for a table that was
 // nearly empty and never analyzed when the statement was first planned (a
@@ -637,24 +637,23 @@ func TestResultBatchesNeverRescanTheBatch(t *testing.T) {
 			t.Fatalf("report %d: %+v, want succeeded", i, o)
 		}
 	}
-	for _, name := range []string{"FinishJobs"} {
-		var stmt string
-		var params int
-		if err := s.Pool.QueryRow(ctx, `SELECT name, cardinality(parameter_types) FROM pg_prepared_statements WHERE statement LIKE '%name: ' || $1 || ' %'`, name).Scan(&stmt, &params); err != nil {
-			t.Fatalf("%s: the prepared statement: %v", name, err)
-		}
-		args := strings.TrimSuffix(strings.Repeat("NULL, ", params), ", ")
-		rows, err := s.Pool.Query(ctx, fmt.Sprintf("EXPLAIN EXECUTE %s(%s)", pgx.Identifier{stmt}.Sanitize(), args))
-		if err != nil {
-			t.Fatal(err)
-		}
-		plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
-		text := strings.Join(plan, "\n")
-		if strings.Contains(text, "Nested Loop") {
-			t.Errorf("%s joins its batch by a nested loop:\n%s", name, text)
-		}
+	const name = "FinishJobs"
+	var stmt string
+	var params int
+	if err := s.Pool.QueryRow(ctx, `SELECT name, cardinality(parameter_types) FROM pg_prepared_statements WHERE statement LIKE '%name: ' || $1 || ' %'`, name).Scan(&stmt, &params); err != nil {
+		t.Fatalf("%s: the prepared statement: %v", name, err)
+	}
+	args := strings.TrimSuffix(strings.Repeat("NULL, ", params), ", ")
+	rows, err := s.Pool.Query(ctx, fmt.Sprintf("EXPLAIN EXECUTE %s(%s)", pgx.Identifier{stmt}.Sanitize(), args))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(plan, "\n")
+	if strings.Contains(text, "Nested Loop") {
+		t.Errorf("%s joins its batch by a nested loop:\n%s", name, text)
 	}
 }

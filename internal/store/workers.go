@@ -326,14 +326,14 @@ func (s *Store) UnlistedAttempts(ctx context.Context, workerID string, listed ma
 			continue
 		}
 		if a.State == string(job.StateAssigned) {
-			j, err := s.GetJob(ctx, a.JobID.String())
-			if err != nil {
-				return nil, err
+			// The row is the job's latest attempt, read with the job:
+			// assigned to this worker and never started.
+			as := Assignment{JobID: a.JobID.String(), Attempt: int(a.Number), Token: a.Token}
+			if err := json.Unmarshal(a.Spec, &as.Spec); err != nil {
+				return nil, fmt.Errorf("decode spec of job %s: %w", a.JobID, err)
 			}
-			if j.Attempt == int(a.Number) && j.State == job.StateAssigned {
-				out = append(out, Assignment{JobID: j.ID, Attempt: int(a.Number), Token: a.Token, Spec: j.Spec})
-				continue
-			}
+			out = append(out, as)
+			continue
 		}
 		if _, err := s.FinishAttempt(ctx, a.Token, Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "the agent reconnected without this attempt"}); err != nil && !errors.Is(err, job.ErrStale) {
 			return nil, err

@@ -427,9 +427,10 @@ var devNull = sync.OnceValues(func() (int, error) {
 
 // dedupEnv returns env without the entries a later entry of the same key
 // overrides (a process's getenv would see the first one), as os/exec
-// does. Without duplicates, the common case, it returns env itself.
+// does. A short environment without duplicates, the common case, is
+// returned as it is.
 func dedupEnv(env []string) []string {
-	if !hasDuplicateKeys(env) {
+	if len(env) <= 32 && !hasDuplicateKeys(env) {
 		return env
 	}
 	out := make([]string, 0, len(env))
@@ -446,19 +447,9 @@ func dedupEnv(env []string) []string {
 	return out
 }
 
+// hasDuplicateKeys compares env's keys pairwise: no map, for a short
+// environment.
 func hasDuplicateKeys(env []string) bool {
-	if len(env) > 32 {
-		seen := make(map[string]struct{}, len(env))
-		for _, e := range env {
-			k, _, _ := strings.Cut(e, "=")
-			if _, ok := seen[k]; ok {
-				return true
-			}
-			seen[k] = struct{}{}
-		}
-		return false
-	}
-	// A short environment, the usual one, is compared pairwise: no map.
 	for i, e := range env {
 		k, _, _ := strings.Cut(e, "=")
 		for _, later := range env[i+1:] {

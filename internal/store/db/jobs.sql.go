@@ -148,7 +148,7 @@ func (q *Queries) CountActiveJobs(ctx context.Context) ([]CountActiveJobsRow, er
 }
 
 const earlierAttempts = `-- name: EarlierAttempts :many
-SELECT token, job_id, number, state, failure_class FROM job_attempts WHERE token = ANY ($1::bigint[])
+SELECT token, job_id, number, state, finished_at, failure_class FROM job_attempts WHERE token = ANY ($1::bigint[])
 `
 
 type EarlierAttemptsRow struct {
@@ -156,6 +156,7 @@ type EarlierAttemptsRow struct {
 	JobID        uuid.UUID
 	Number       int32
 	State        string
+	FinishedAt   *time.Time
 	FailureClass *string
 }
 
@@ -174,6 +175,7 @@ func (q *Queries) EarlierAttempts(ctx context.Context, tokens []int64) ([]Earlie
 			&i.JobID,
 			&i.Number,
 			&i.State,
+			&i.FinishedAt,
 			&i.FailureClass,
 		); err != nil {
 			return nil, err
@@ -635,7 +637,7 @@ func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]Job, erro
 }
 
 const listRunningAttemptsOfWorker = `-- name: ListRunningAttemptsOfWorker :many
-SELECT j.id AS job_id, j.attempt AS number, j.attempt_token::bigint AS token, j.attempt_state::text AS state
+SELECT j.id AS job_id, j.attempt AS number, j.attempt_token::bigint AS token, j.attempt_state::text AS state, j.spec
 FROM jobs j
 WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = $1::uuid
 ORDER BY j.id
@@ -646,6 +648,7 @@ type ListRunningAttemptsOfWorkerRow struct {
 	Number int32
 	Token  int64
 	State  string
+	Spec   []byte
 }
 
 // Only a job's latest attempt can be unfinished, and only while the job
@@ -664,6 +667,7 @@ func (q *Queries) ListRunningAttemptsOfWorker(ctx context.Context, workerID uuid
 			&i.Number,
 			&i.Token,
 			&i.State,
+			&i.Spec,
 		); err != nil {
 			return nil, err
 		}
@@ -843,21 +847,6 @@ type RequeueJobParams struct {
 // A manual retry: back to queued for more attempts.
 func (q *Queries) RequeueJob(ctx context.Context, arg RequeueJobParams) error {
 	_, err := q.db.Exec(ctx, requeueJob, arg.Now, arg.MaxAttempts, arg.ID)
-	return err
-}
-
-const startJobAttempt = `-- name: StartJobAttempt :exec
-UPDATE jobs SET state = 'running', updated_at = $1, attempt_state = 'running', attempt_started_at = $1
-WHERE attempt_token = $2::bigint AND (attempt_state = 'assigned') IS TRUE
-`
-
-type StartJobAttemptParams struct {
-	Now   time.Time
-	Token int64
-}
-
-func (q *Queries) StartJobAttempt(ctx context.Context, arg StartJobAttemptParams) error {
-	_, err := q.db.Exec(ctx, startJobAttempt, arg.Now, arg.Token)
 	return err
 }
 

@@ -87,10 +87,6 @@ FROM attempts a JOIN jobs j ON j.id = a.job_id
 WHERE a.token = @token
 FOR UPDATE OF j;
 
--- name: StartJobAttempt :exec
-UPDATE jobs SET state = 'running', updated_at = @now, attempt_state = 'running', attempt_started_at = @now
-WHERE attempt_token = @token::bigint AND (attempt_state = 'assigned') IS TRUE;
-
 -- name: FinishJobAttempt :exec
 -- Ends the job's latest attempt (of token) and moves the job on, in one
 -- write of its row. attempt_started_at is filled when the start report
@@ -112,7 +108,7 @@ WHERE id = @id;
 -- name: ListRunningAttemptsOfWorker :many
 -- Only a job's latest attempt can be unfinished, and only while the job
 -- is assigned or running (jobs_state_idx).
-SELECT j.id AS job_id, j.attempt AS number, j.attempt_token::bigint AS token, j.attempt_state::text AS state
+SELECT j.id AS job_id, j.attempt AS number, j.attempt_token::bigint AS token, j.attempt_state::text AS state, j.spec
 FROM jobs j
 WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = @worker_id::uuid
 ORDER BY j.id;
@@ -173,7 +169,7 @@ FOR UPDATE OF j;
 
 -- name: EarlierAttempts :many
 -- Attempts of these tokens that a later one replaced (all finished).
-SELECT token, job_id, number, state, failure_class FROM job_attempts WHERE token = ANY (@tokens::bigint[]);
+SELECT token, job_id, number, state, finished_at, failure_class FROM job_attempts WHERE token = ANY (@tokens::bigint[]);
 
 -- name: FinishJobs :exec
 -- Ends the latest attempts of many jobs and moves the jobs to a final
