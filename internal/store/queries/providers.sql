@@ -26,9 +26,10 @@ WHERE name = @name;
 -- a job (or connected), for scale-down.
 SELECT w.id, w.state, w.image, w.labels, w.slots, w.handle, w.created_at,
        (SELECT count(*) FROM jobs j WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = w.id)::integer AS running,
-       (SELECT count(*) FROM attempts a WHERE a.worker_id = w.id)::integer AS attempts,
-       coalesce((SELECT max(a.finished_at) FROM attempts a WHERE a.worker_id = w.id), w.last_seen, w.created_at)::timestamptz AS idle_since
+       a.n::integer AS attempts,
+       coalesce(a.last, w.last_seen, w.created_at)::timestamptz AS idle_since
 FROM workers w
+CROSS JOIN LATERAL (SELECT count(*) AS n, max(finished_at) AS last FROM attempts WHERE worker_id = w.id) a
 WHERE w.provider = @provider AND w.state IN ('provisioning', 'connected', 'draining', 'disconnected')
 ORDER BY w.created_at;
 
