@@ -398,7 +398,12 @@ func printPGStats(ctx context.Context, rig *benchRig, start cpuUse, elapsed time
 	fmt.Fprintf(os.Stderr, "cpu over %.1fs (%d cores = %.1fs): hodei (server, agents, client) %.1fs = %.0f µs/job, job processes %.1fs = %.0f µs/job, postgres %.1fs = %.0f µs/job\n",
 		elapsed.Seconds(), runtime.NumCPU(), float64(runtime.NumCPU())*elapsed.Seconds(),
 		self.Seconds(), perJob(self), children.Seconds(), perJob(children), pg.Seconds(), perJob(pg))
-	rows, err := rig.store.Pool.Query(ctx, `SELECT calls, round(total_exec_time)::bigint, round(total_plan_time)::bigint, round(max_exec_time)::bigint, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+	var walRecords, walFPI, walBytes int64
+	if rig.store.Pool.QueryRow(ctx, `SELECT wal_records, wal_fpi, wal_bytes::bigint FROM pg_stat_wal`).Scan(&walRecords, &walFPI, &walBytes) == nil {
+		fmt.Fprintf(os.Stderr, "wal since the cluster started: %.1f records/job, %.2f full pages/job, %.0f bytes/job\n",
+			float64(walRecords)/float64(jobs), float64(walFPI)/float64(jobs), float64(walBytes)/float64(jobs))
+	}
+	rows, err := rig.store.Pool.Query(ctx, `SELECT calls, round(total_exec_time)::bigint, round(total_plan_time)::bigint, round(max_exec_time)::bigint, rows, wal_bytes::bigint, left(regexp_replace(query, '\s+', ' ', 'g'), 100)
 		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15`)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pg_stat_statements:", err)
@@ -406,10 +411,10 @@ func printPGStats(ctx context.Context, rig *benchRig, start cpuUse, elapsed time
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var calls, ms, planMS, maxMS, nrows int64
+		var calls, ms, planMS, maxMS, nrows, wal int64
 		var q string
-		if rows.Scan(&calls, &ms, &planMS, &maxMS, &nrows, &q) == nil {
-			fmt.Fprintf(os.Stderr, "%8d calls %7d ms %6d ms planning %5d ms max %8d rows  %s\n", calls, ms, planMS, maxMS, nrows, q)
+		if rows.Scan(&calls, &ms, &planMS, &maxMS, &nrows, &wal, &q) == nil {
+			fmt.Fprintf(os.Stderr, "%8d calls %7d ms %6d ms planning %5d ms max %8d rows %6d KiB wal  %s\n", calls, ms, planMS, maxMS, nrows, wal>>10, q)
 		}
 	}
 }

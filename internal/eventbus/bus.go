@@ -253,25 +253,41 @@ func (b *Bus) OnNotify(channel string, fn func(payload string)) {
 	b.hints[channel] = fn
 }
 
-// read returns the next events after (xid, id) that may be passed, and
-// whether more events exist that are held back by older transactions.
-func (b *Bus) read(ctx context.Context, xid, id int64, limit int) ([]Event, bool, error) {
-	rows, err := b.q.ReadEvents(ctx, db.ReadEventsParams{AfterXid: strconv.FormatInt(xid, 10), AfterID: id, MaxEvents: int32(limit)})
+// maxRowsPerRead bounds the rows of event_batches one read fetches.
+const maxRowsPerRead = 64
+
+// read returns at most limit events after (xid, id) that may be passed;
+// more reports that the log may hold more after them that may be passed
+// too (read again), held that events exist that are held back by older
+// transactions.
+func (b *Bus) read(ctx context.Context, xid, id int64, limit int) (events []Event, more, held bool, err error) {
+	maxRows := min(limit, maxRowsPerRead)
+	rows, err := b.q.ReadEvents(ctx, db.ReadEventsParams{AfterXid: strconv.FormatInt(xid, 10), AfterID: id, MaxRows: int32(maxRows)})
 	if err != nil {
-		return nil, false, fmt.Errorf("read events: %w", err)
+		return nil, false, false, fmt.Errorf("read events: %w", err)
 	}
-	out := make([]Event, 0, len(rows))
 	for _, r := range rows {
 		if r.Xid >= r.Xmin && !b.cfg.UnsafeNoGapGuard {
-			return out, true, nil
+			return events, false, true, nil
 		}
-		e, err := decode(r)
-		if err != nil {
-			return nil, false, err
+		er := row{FirstID: r.FirstID, Xid: r.Xid, Types: r.Types, AggregateKinds: r.AggregateKinds, AggregateIds: r.AggregateIds,
+			CorrelationIds: r.CorrelationIds, CreatedAt: r.CreatedAt, Payloads: r.Payloads}
+		next := r.FirstID
+		if r.Xid == xid && id >= next {
+			next = id + 1 // the cursor's own row: resume after the cursor
 		}
-		out = append(out, e)
+		for eid := next; eid < r.FirstID+int64(len(r.Types)); eid++ {
+			if len(events) == limit {
+				return events, true, false, nil
+			}
+			e, err := er.event(eid)
+			if err != nil {
+				return nil, false, false, err
+			}
+			events = append(events, e)
+		}
 	}
-	return out, false, nil
+	return events, len(rows) == maxRows, false, nil
 }
 
 // Position returns the current end of the log as a cursor: events read

@@ -1,11 +1,15 @@
 // Package eventbus is Hodei's durable event bus on PostgreSQL: an outbox
-// table (events) written in the caller's transaction, LISTEN/NOTIFY as a
-// wake-up hint, and named subscribers whose cursors live in the database.
+// written in the caller's transaction, LISTEN/NOTIFY as a wake-up hint,
+// and named subscribers whose cursors live in the database.
 //
 // # Publishing
 //
 // Publish inserts events with the caller's transaction and issues a NOTIFY
-// on the channel "hodei_events" with an empty payload. PostgreSQL delivers
+// on the channel "hodei_events" with an empty payload. The events of one
+// Publish (up to 65,536) are one row of event_batches, each event an
+// element of its arrays with its own id (first_id, first_id + 1, ...); the
+// view "events" lists one row per event. One row per publish instead of
+// one per event cut PostgreSQL's CPU per no-op job by about a fifth. PostgreSQL delivers
 // the NOTIFY only on commit, so a rolled-back transaction publishes
 // nothing; identical NOTIFYs of one transaction are folded into one.
 //

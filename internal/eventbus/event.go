@@ -3,6 +3,7 @@ package eventbus
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -74,38 +75,44 @@ func Types() []string {
 	return out
 }
 
+// maxPerRow is the most events one row of event_batches holds (the step
+// of the event_ids sequence).
+const maxPerRow = 1 << 16
+
 // Publish inserts the events in the caller's transaction (tx); the insert
-// notifies the bus (a trigger on events, migration 0008). They become
-// visible to subscribers when tx commits and vanish if it rolls back. It
-// returns the events' ids in order.
+// notifies the bus (a trigger on event_batches, migrations 0008 and 0013).
+// They become visible to subscribers when tx commits and vanish if it
+// rolls back. It returns the events' ids in order.
 func Publish(ctx context.Context, tx db.DBTX, events ...Event) ([]int64, error) {
-	if len(events) == 0 {
-		return nil, nil
-	}
-	p, err := insertParams(events)
-	if err != nil {
-		return nil, err
-	}
-	ids, err := db.New(tx).InsertEvents(ctx, db.InsertEventsParams(p))
-	if err != nil {
-		return nil, fmt.Errorf("publish: insert: %w", err)
+	ids := make([]int64, 0, len(events))
+	for chunk := range slices.Chunk(events, maxPerRow) {
+		p, err := insertParams(chunk)
+		if err != nil {
+			return nil, err
+		}
+		first, err := db.New(tx).InsertEvents(ctx, db.InsertEventsParams(p))
+		if err != nil {
+			return nil, fmt.Errorf("publish: insert: %w", err)
+		}
+		for i := range chunk {
+			ids = append(ids, first+int64(i))
+		}
 	}
 	return ids, nil
 }
 
-// Append is Publish for callers that do not need the ids: its one
-// statement reads nothing back, so tx may queue it in a batch that is sent
-// with the rest of the transaction's writes.
+// Append is Publish for callers that do not need the ids: its statements
+// read nothing back, so tx may queue them in a batch that is sent with the
+// rest of the transaction's writes.
 func Append(ctx context.Context, tx db.DBTX, events ...Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	p, err := insertParams(events)
-	if err != nil {
-		return err
-	}
-	if err := db.New(tx).AppendEvents(ctx, p); err != nil {
-		return fmt.Errorf("publish: insert: %w", err)
+	for chunk := range slices.Chunk(events, maxPerRow) {
+		p, err := insertParams(chunk)
+		if err != nil {
+			return err
+		}
+		if err := db.New(tx).AppendEvents(ctx, p); err != nil {
+			return fmt.Errorf("publish: insert: %w", err)
+		}
 	}
 	return nil
 }
@@ -130,11 +137,26 @@ func insertParams(events []Event) (db.AppendEventsParams, error) {
 	return p, nil
 }
 
-func decode(r db.ReadEventsRow) (Event, error) {
-	p := &hodeiv1.EventPayload{}
-	if err := proto.Unmarshal(r.Payload, p); err != nil {
-		return Event{}, fmt.Errorf("decode event %d: %w", r.ID, err)
+// row is one row of event_batches: the events of one publish.
+type row db.GetEventRow
+
+// valid reports whether the row's arrays are as long as each other (the
+// table's CHECK holds them to it; a reader never indexes past them).
+func (r row) valid() bool {
+	n := len(r.Types)
+	return n > 0 && len(r.AggregateKinds) == n && len(r.AggregateIds) == n && len(r.CorrelationIds) == n && len(r.Payloads) == n
+}
+
+// event decodes the row's event with the given id.
+func (r row) event(id int64) (Event, error) {
+	i := id - r.FirstID
+	if !r.valid() || i < 0 || i >= int64(len(r.Types)) {
+		return Event{}, fmt.Errorf("decode event %d: not in the row of events %d to %d", id, r.FirstID, r.FirstID+int64(len(r.Types))-1)
 	}
-	return Event{ID: r.ID, XID: r.Xid, Type: r.Type, AggregateKind: r.AggregateKind, AggregateID: r.AggregateID,
-		CorrelationID: r.CorrelationID, Time: r.CreatedAt, Payload: p}, nil
+	p := &hodeiv1.EventPayload{}
+	if err := proto.Unmarshal(r.Payloads[i], p); err != nil {
+		return Event{}, fmt.Errorf("decode event %d: %w", id, err)
+	}
+	return Event{ID: id, XID: r.Xid, Type: r.Types[i], AggregateKind: r.AggregateKinds[i], AggregateID: r.AggregateIds[i],
+		CorrelationID: r.CorrelationIds[i], Time: r.CreatedAt, Payload: p}, nil
 }

@@ -66,7 +66,7 @@ func (b *Bus) runFeed(ctx context.Context) error {
 	var heldBack time.Duration
 	failing = 0
 	for {
-		events, held, err := b.read(ctx, c.XID, c.ID, 500)
+		events, more, held, err := b.read(ctx, c.XID, c.ID, 4096)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -96,7 +96,7 @@ func (b *Bus) runFeed(ctx context.Context) error {
 			f.next = make(chan struct{})
 			f.mu.Unlock()
 		}
-		if len(events) == 500 {
+		if more {
 			continue
 		}
 		var retry <-chan time.Time

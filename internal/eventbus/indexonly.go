@@ -22,7 +22,25 @@ type indexOnly struct{ pool *pgxpool.Pool }
 var _ db.DBTX = indexOnly{}
 
 func (p indexOnly) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	return planEach(p).Exec(ctx, sql, args...)
+}
+
+// planEach runs statements planned at each execution (pruning: a write
+// that reads rows back).
+type planEach struct{ pool *pgxpool.Pool }
+
+var _ db.DBTX = planEach{}
+
+func (p planEach) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	return p.pool.Exec(ctx, sql, append([]any{pgx.QueryExecModeCacheDescribe}, args...)...)
+}
+
+func (p planEach) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return p.pool.Query(ctx, sql, append([]any{pgx.QueryExecModeCacheDescribe}, args...)...)
+}
+
+func (p planEach) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return p.pool.QueryRow(ctx, sql, append([]any{pgx.QueryExecModeCacheDescribe}, args...)...)
 }
 
 func (p indexOnly) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {

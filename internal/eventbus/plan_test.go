@@ -3,6 +3,7 @@ package eventbus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -13,7 +14,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
-// TestEventReadsNeverScanTheLog: the bus's read walks the (xid, id) index
+// TestEventReadsNeverScanTheLog: the bus's read walks the (xid, first_id) index
 // even after a read while the events table was tiny (a prepared statement
 // keeps a generic plan per connection; one made for a one-row table is a
 // sequential scan and a sort).
@@ -37,39 +38,41 @@ func TestEventReadsNeverScanTheLog(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	exec(`INSERT INTO events (type, aggregate_kind, aggregate_id, payload) VALUES ('T', 'job', 'x', '\x00')`)
-	exec("ANALYZE events")
+	const insert = `INSERT INTO event_batches (types, aggregate_kinds, aggregate_ids, correlation_ids, payloads)
+		SELECT '{T,T}', '{job,job}', '{x,x}', '{"",""}', '{"\\\\x00","\\\\x00"}' FROM generate_series(1, %d)`
+	exec(fmt.Sprintf(insert, 1))
+	exec("ANALYZE event_batches")
 	q := eventbus.BusQueries(pool)
 	read := func() int {
 		t.Helper()
-		rows, err := q.ReadEvents(ctx, db.ReadEventsParams{AfterXid: "0", AfterID: 0, MaxEvents: 10})
+		rows, err := q.ReadEvents(ctx, db.ReadEventsParams{AfterXid: "0", AfterID: 0, MaxRows: 10})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return len(rows)
 	}
 	read() // the plan is made now, for a one-row table
-	exec(`INSERT INTO events (type, aggregate_kind, aggregate_id, payload) SELECT 'T', 'job', 'x', '\x00' FROM generate_series(1, 5000)`)
+	exec(fmt.Sprintf(insert, 5000))
 	seqScans := func() int64 {
 		t.Helper()
 		exec("SELECT pg_stat_force_next_flush()")
 		exec("SELECT pg_stat_clear_snapshot()")
 		var n int64
-		if err := pool.QueryRow(ctx, "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'events'").Scan(&n); err != nil {
+		if err := pool.QueryRow(ctx, "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'event_batches'").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
 	}
 	before := seqScans()
 	if n := read(); n != 10 {
-		t.Fatalf("read %d events, want 10", n)
+		t.Fatalf("read %d rows, want 10", n)
 	}
 	if after := seqScans(); after != before {
 		t.Fatalf("the read scanned the whole events table (%d sequential scans)", after-before)
 	}
 	// Single-row reads go the same way; an unknown event is pgx.ErrNoRows.
-	if n, err := q.CountEventsAfter(ctx, db.CountEventsAfterParams{AfterXid: "0", AfterID: 0}); err != nil || n != 5001 {
-		t.Fatalf("lag = %d, %v; want 5001", n, err)
+	if n, err := q.CountEventsAfter(ctx, db.CountEventsAfterParams{AfterXid: "0", AfterID: 0}); err != nil || n != 10002 {
+		t.Fatalf("lag = %d, %v; want 10002", n, err)
 	}
 	if _, err := q.EventPosition(ctx, -1); !errors.Is(err, pgx.ErrNoRows) {
 		t.Fatalf("position of an unknown event: err = %v, want pgx.ErrNoRows", err)

@@ -9,12 +9,14 @@ import (
 	"github.com/hodei-dev/hodei/internal/store/db"
 )
 
-// pruneBatch is the number of events RunRetention deletes per statement.
+// pruneBatch is the number of event rows (publishes) RunRetention deletes
+// per statement.
 const pruneBatch = 1000
 
 // Prune deletes events created more than olderThan ago that every
-// subscriber's cursor has passed and no pending dead letter refers to,
-// batch rows per statement (default 1000) until a statement deletes fewer.
+// subscriber's cursor has passed and no pending dead letter refers to, in
+// statements that delete batch rows of event_batches (the events of one
+// publish; default 1000) until a statement deletes fewer.
 // It returns the number of events deleted, also when it fails part-way.
 //
 // "Every subscriber" means every cursor in the database: a subscriber that
@@ -27,12 +29,12 @@ func (b *Bus) Prune(ctx context.Context, olderThan time.Duration, batch int) (in
 	before := b.cfg.Now().Add(-olderThan)
 	var total int64
 	for {
-		n, err := b.q.PruneEvents(ctx, db.PruneEventsParams{Before: before, MaxRows: int32(batch)})
-		total += n
+		n, err := db.New(planEach{b.pool}).PruneEvents(ctx, db.PruneEventsParams{Before: before, MaxRows: int32(batch)})
+		total += n.Events
 		if err != nil {
 			return total, fmt.Errorf("prune events: %w", err)
 		}
-		if n < int64(batch) {
+		if n.Batches < int64(batch) {
 			return total, nil
 		}
 	}

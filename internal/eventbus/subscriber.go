@@ -108,7 +108,7 @@ func (s *subscriber) loadCursor(ctx context.Context) error {
 // drain handles everything readable, storing the cursor after each batch.
 func (s *subscriber) drain(ctx context.Context) (heldBack bool, err error) {
 	for {
-		events, held, err := s.bus.read(ctx, s.xid, s.id, s.cfg.BatchSize)
+		events, more, held, err := s.bus.read(ctx, s.xid, s.id, s.cfg.BatchSize)
 		if err != nil {
 			return false, err
 		}
@@ -127,7 +127,7 @@ func (s *subscriber) drain(ctx context.Context) (heldBack bool, err error) {
 		if err := s.bus.q.AdvanceCursor(ctx, db.AdvanceCursorParams{Subscriber: s.cfg.Name, Xid: fmt.Sprint(s.xid), EventID: s.id}); err != nil {
 			return false, fmt.Errorf("advance cursor: %w", err)
 		}
-		if held || len(events) < s.cfg.BatchSize {
+		if held || !more {
 			s.bus.cfg.Metrics.lag(s.cfg.Name, 0)
 			return held, nil
 		}

@@ -93,7 +93,7 @@ func (b *Bus) TailFrom(ctx context.Context, c Cursor, f Filter, fn func(Event) e
 			}
 			continue
 		}
-		events, held, err := b.read(ctx, xid, id, 500)
+		events, more, held, err := b.read(ctx, xid, id, 4096)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -116,7 +116,7 @@ func (b *Bus) TailFrom(ctx context.Context, c Cursor, f Filter, fn func(Event) e
 				}
 			}
 		}
-		if len(events) == 500 {
+		if more {
 			continue
 		}
 		var retry <-chan time.Time
@@ -156,8 +156,8 @@ func (b *Bus) ListDeadLetters(ctx context.Context, subscriber string, limit int)
 	}
 	out := make([]DeadLetter, 0, len(rows))
 	for _, r := range rows {
-		e, err := decode(db.ReadEventsRow{ID: r.EventID, Xid: r.Xid, Type: r.Type, AggregateKind: r.AggregateKind,
-			AggregateID: r.AggregateID, CorrelationID: r.CorrelationID, CreatedAt: r.CreatedAt, Payload: r.Payload})
+		e, err := row{FirstID: r.FirstID, Xid: r.Xid, Types: r.Types, AggregateKinds: r.AggregateKinds, AggregateIds: r.AggregateIds,
+			CorrelationIds: r.CorrelationIds, CreatedAt: r.CreatedAt, Payloads: r.Payloads}.event(r.EventID)
 		if err != nil {
 			return nil, err
 		}
@@ -193,12 +193,11 @@ func (b *Bus) Replay(ctx context.Context, deadLetterID int64) error {
 		if sub = byName[r.Subscriber]; sub == nil {
 			return fmt.Errorf("dead letter %d: %q: %w", deadLetterID, r.Subscriber, ErrUnknownSubscriber)
 		}
-		row, err := q.GetEvent(ctx, r.EventID)
+		er, err := q.GetEvent(ctx, r.EventID)
 		if err != nil {
 			return fmt.Errorf("dead letter %d: event %d: %w", deadLetterID, r.EventID, err)
 		}
-		ev, err = decode(db.ReadEventsRow{ID: row.ID, Xid: row.Xid, Type: row.Type, AggregateKind: row.AggregateKind,
-			AggregateID: row.AggregateID, CorrelationID: row.CorrelationID, CreatedAt: row.CreatedAt, Payload: row.Payload})
+		ev, err = row(er).event(r.EventID)
 		return err
 	})
 	if err != nil {

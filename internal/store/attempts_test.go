@@ -16,12 +16,10 @@ import (
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
-// TestUpgradeMovesEachJobsLatestAttemptToItsRow migrates a database that
-// has attempts in the schema before migration 11 (every attempt a row of
-// job_attempts): each job's latest attempt moves to the job's row, the
-// earlier ones stay, and the attempts view lists all of them as before.
-func TestUpgradeMovesEachJobsLatestAttemptToItsRow(t *testing.T) {
-	t.Parallel()
+// databaseAt returns a pool on a new database migrated up to the given
+// schema version, dropped at the end of the test.
+func databaseAt(t *testing.T, version int) *pgxpool.Pool {
+	t.Helper()
 	ctx := context.Background()
 	s := storetest.Open(t)
 	name := "upgrade_" + uuid.NewString()[:8]
@@ -38,10 +36,21 @@ func TestUpgradeMovesEachJobsLatestAttemptToItsRow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
-	if err := store.MigrateTo(ctx, pool, 10); err != nil {
+	t.Cleanup(pool.Close)
+	if err := store.MigrateTo(ctx, pool, version); err != nil {
 		t.Fatal(err)
 	}
+	return pool
+}
+
+// TestUpgradeMovesEachJobsLatestAttemptToItsRow migrates a database that
+// has attempts in the schema before migration 11 (every attempt a row of
+// job_attempts): each job's latest attempt moves to the job's row, the
+// earlier ones stay, and the attempts view lists all of them as before.
+func TestUpgradeMovesEachJobsLatestAttemptToItsRow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := databaseAt(t, 10)
 	done, retried, fresh := uuid.New(), uuid.New(), uuid.New()
 	worker := uuid.New()
 	setup := []string{

@@ -27,9 +27,8 @@ func (q *Queries) AdvanceCursor(ctx context.Context, arg AdvanceCursorParams) er
 }
 
 const appendEvents = `-- name: AppendEvents :exec
-INSERT INTO events (type, aggregate_kind, aggregate_id, correlation_id, payload)
-SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]),
-       unnest($4::text[]), unnest($5::bytea[])
+INSERT INTO event_batches (types, aggregate_kinds, aggregate_ids, correlation_ids, payloads)
+VALUES ($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
 `
 
 type AppendEventsParams struct {
@@ -53,8 +52,10 @@ func (q *Queries) AppendEvents(ctx context.Context, arg AppendEventsParams) erro
 }
 
 const countEventsAfter = `-- name: CountEventsAfter :one
-SELECT count(*)::bigint AS lag FROM events
-WHERE (xid, id) > (CAST($1::text AS xid8), $2::bigint)
+SELECT coalesce(sum(CASE WHEN b.xid > CAST($1::text AS xid8) THEN cardinality(b.types)
+                         ELSE greatest(0, least(cardinality(b.types), b.first_id + cardinality(b.types) - 1 - $2::bigint)) END), 0)::bigint AS lag
+FROM event_batches b
+WHERE (b.xid, b.first_id) > (CAST($1::text AS xid8), ($2::bigint) - 65536)
 `
 
 type CountEventsAfterParams struct {
@@ -100,7 +101,10 @@ func (q *Queries) EnsureCursor(ctx context.Context, arg EnsureCursorParams) erro
 }
 
 const eventPosition = `-- name: EventPosition :one
-SELECT xid::text::bigint AS xid FROM events WHERE id = $1
+SELECT r.xid::text::bigint AS xid FROM (
+    SELECT b.xid, b.first_id, cardinality(b.types) AS n FROM event_batches b
+    WHERE b.first_id <= $1::bigint ORDER BY b.first_id DESC LIMIT 1
+) r WHERE $1::bigint < r.first_id + r.n
 `
 
 func (q *Queries) EventPosition(ctx context.Context, id int64) (int64, error) {
@@ -127,42 +131,43 @@ func (q *Queries) GetCursor(ctx context.Context, subscriber string) (GetCursorRo
 }
 
 const getEvent = `-- name: GetEvent :one
-SELECT id, xid::text::bigint AS xid, type, aggregate_kind, aggregate_id, correlation_id, created_at, payload
-FROM events WHERE id = $1
+SELECT r.first_id, r.xid::text::bigint AS xid, r.types, r.aggregate_kinds, r.aggregate_ids, r.correlation_ids, r.created_at, r.payloads
+FROM (
+    SELECT b.first_id, b.xid, b.created_at, b.types, b.aggregate_kinds, b.aggregate_ids, b.correlation_ids, b.payloads FROM event_batches b WHERE b.first_id <= $1::bigint ORDER BY b.first_id DESC LIMIT 1
+) r WHERE $1::bigint < r.first_id + cardinality(r.types)
 `
 
 type GetEventRow struct {
-	ID            int64
-	Xid           int64
-	Type          string
-	AggregateKind string
-	AggregateID   string
-	CorrelationID string
-	CreatedAt     time.Time
-	Payload       []byte
+	FirstID        int64
+	Xid            int64
+	Types          []string
+	AggregateKinds []string
+	AggregateIds   []string
+	CorrelationIds []string
+	CreatedAt      time.Time
+	Payloads       [][]byte
 }
 
 func (q *Queries) GetEvent(ctx context.Context, id int64) (GetEventRow, error) {
 	row := q.db.QueryRow(ctx, getEvent, id)
 	var i GetEventRow
 	err := row.Scan(
-		&i.ID,
+		&i.FirstID,
 		&i.Xid,
-		&i.Type,
-		&i.AggregateKind,
-		&i.AggregateID,
-		&i.CorrelationID,
+		&i.Types,
+		&i.AggregateKinds,
+		&i.AggregateIds,
+		&i.CorrelationIds,
 		&i.CreatedAt,
-		&i.Payload,
+		&i.Payloads,
 	)
 	return i, err
 }
 
-const insertEvents = `-- name: InsertEvents :many
-INSERT INTO events (type, aggregate_kind, aggregate_id, correlation_id, payload)
-SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]),
-       unnest($4::text[]), unnest($5::bytea[])
-RETURNING id
+const insertEvents = `-- name: InsertEvents :one
+INSERT INTO event_batches (types, aggregate_kinds, aggregate_ids, correlation_ids, payloads)
+VALUES ($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+RETURNING first_id
 `
 
 type InsertEventsParams struct {
@@ -173,38 +178,30 @@ type InsertEventsParams struct {
 	Payloads       [][]byte
 }
 
-// Inserts a batch of events in the caller's transaction, in order.
-func (q *Queries) InsertEvents(ctx context.Context, arg InsertEventsParams) ([]int64, error) {
-	rows, err := q.db.Query(ctx, insertEvents,
+// Inserts a batch of events (at most 65536) as one row in the caller's
+// transaction; their ids are first_id, first_id + 1, ... in order.
+func (q *Queries) InsertEvents(ctx context.Context, arg InsertEventsParams) (int64, error) {
+	row := q.db.QueryRow(ctx, insertEvents,
 		arg.Types,
 		arg.AggregateKinds,
 		arg.AggregateIds,
 		arg.CorrelationIds,
 		arg.Payloads,
 	)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		items = append(items, id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
+	var first_id int64
+	err := row.Scan(&first_id)
+	return first_id, err
 }
 
 const listDeadLetters = `-- name: ListDeadLetters :many
 SELECT d.id, d.subscriber, d.event_id, d.attempts, d.last_error, d.parked_at,
-       e.xid::text::bigint AS xid, e.type, e.aggregate_kind, e.aggregate_id, e.correlation_id, e.created_at, e.payload
-FROM event_dead_letters d JOIN events e ON e.id = d.event_id
+       e.first_id, e.xid::text::bigint AS xid, e.types, e.aggregate_kinds, e.aggregate_ids, e.correlation_ids, e.created_at, e.payloads
+FROM event_dead_letters d
+CROSS JOIN LATERAL (
+    SELECT b.first_id, b.xid, b.created_at, b.types, b.aggregate_kinds, b.aggregate_ids, b.correlation_ids, b.payloads FROM event_batches b WHERE b.first_id <= d.event_id ORDER BY b.first_id DESC LIMIT 1
+) e
 WHERE d.replayed_at IS NULL AND ($1::text = '' OR d.subscriber = $1::text)
+  AND d.event_id < e.first_id + cardinality(e.types)
 ORDER BY d.id
 LIMIT $2
 `
@@ -215,19 +212,20 @@ type ListDeadLettersParams struct {
 }
 
 type ListDeadLettersRow struct {
-	ID            int64
-	Subscriber    string
-	EventID       int64
-	Attempts      int32
-	LastError     string
-	ParkedAt      time.Time
-	Xid           int64
-	Type          string
-	AggregateKind string
-	AggregateID   string
-	CorrelationID string
-	CreatedAt     time.Time
-	Payload       []byte
+	ID             int64
+	Subscriber     string
+	EventID        int64
+	Attempts       int32
+	LastError      string
+	ParkedAt       time.Time
+	FirstID        int64
+	Xid            int64
+	Types          []string
+	AggregateKinds []string
+	AggregateIds   []string
+	CorrelationIds []string
+	CreatedAt      time.Time
+	Payloads       [][]byte
 }
 
 func (q *Queries) ListDeadLetters(ctx context.Context, arg ListDeadLettersParams) ([]ListDeadLettersRow, error) {
@@ -246,13 +244,14 @@ func (q *Queries) ListDeadLetters(ctx context.Context, arg ListDeadLettersParams
 			&i.Attempts,
 			&i.LastError,
 			&i.ParkedAt,
+			&i.FirstID,
 			&i.Xid,
-			&i.Type,
-			&i.AggregateKind,
-			&i.AggregateID,
-			&i.CorrelationID,
+			&i.Types,
+			&i.AggregateKinds,
+			&i.AggregateIds,
+			&i.CorrelationIds,
 			&i.CreatedAt,
-			&i.Payload,
+			&i.Payloads,
 		); err != nil {
 			return nil, err
 		}
@@ -291,15 +290,21 @@ func (q *Queries) ParkDeadLetter(ctx context.Context, arg ParkDeadLetterParams) 
 	return err
 }
 
-const pruneEvents = `-- name: PruneEvents :execrows
-DELETE FROM events WHERE id IN (
-    SELECT e.id FROM events e
-    WHERE e.created_at < $1
-      AND e.xid < (SELECT coalesce(min(c.xid), '0'::xid8) FROM event_cursors c)
-      AND NOT EXISTS (SELECT 1 FROM event_dead_letters d WHERE d.event_id = e.id AND d.replayed_at IS NULL)
-    ORDER BY e.id
-    LIMIT $2
+const pruneEvents = `-- name: PruneEvents :one
+WITH gone AS (
+    DELETE FROM event_batches WHERE first_id IN (
+        SELECT b.first_id FROM event_batches b
+        WHERE b.created_at < $1
+          AND b.xid < (SELECT coalesce(min(c.xid), '0'::xid8) FROM event_cursors c)
+          AND NOT EXISTS (SELECT 1 FROM event_dead_letters d
+                          WHERE d.event_id >= b.first_id AND d.event_id < b.first_id + cardinality(b.types)
+                            AND d.replayed_at IS NULL)
+        ORDER BY b.first_id
+        LIMIT $2
+    )
+    RETURNING cardinality(types) AS n
 )
+SELECT count(*)::bigint AS batches, coalesce(sum(n), 0)::bigint AS events FROM gone
 `
 
 type PruneEventsParams struct {
@@ -307,50 +312,68 @@ type PruneEventsParams struct {
 	MaxRows int32
 }
 
-// Deletes a batch of old events that every subscriber has passed and no
-// pending dead letter refers to.
-func (q *Queries) PruneEvents(ctx context.Context, arg PruneEventsParams) (int64, error) {
-	result, err := q.db.Exec(ctx, pruneEvents, arg.Before, arg.MaxRows)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+type PruneEventsRow struct {
+	Batches int64
+	Events  int64
+}
+
+// Deletes a batch of old event rows that every subscriber has passed and
+// no pending dead letter refers to; returns the rows and the events
+// deleted.
+func (q *Queries) PruneEvents(ctx context.Context, arg PruneEventsParams) (PruneEventsRow, error) {
+	row := q.db.QueryRow(ctx, pruneEvents, arg.Before, arg.MaxRows)
+	var i PruneEventsRow
+	err := row.Scan(&i.Batches, &i.Events)
+	return i, err
 }
 
 const readEvents = `-- name: ReadEvents :many
-SELECT id, xid::text::bigint AS xid, type, aggregate_kind, aggregate_id, correlation_id, created_at, payload,
+SELECT r.first_id, r.xid, r.types, r.aggregate_kinds, r.aggregate_ids, r.correlation_ids, r.created_at, r.payloads,
        pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
-FROM events
-WHERE (events.xid, events.id) > (CAST($1::text AS xid8), $2::bigint)
-ORDER BY events.xid, events.id
-LIMIT $3
+FROM (
+    (SELECT b.first_id, b.xid::text::bigint AS xid, b.types, b.aggregate_kinds, b.aggregate_ids, b.correlation_ids, b.created_at, b.payloads
+     FROM event_batches b
+     WHERE b.xid = CAST($1::text AS xid8) AND b.first_id <= $2::bigint
+     ORDER BY b.first_id DESC
+     LIMIT 1)
+    UNION ALL
+    (SELECT b.first_id, b.xid::text::bigint AS xid, b.types, b.aggregate_kinds, b.aggregate_ids, b.correlation_ids, b.created_at, b.payloads
+     FROM event_batches b
+     WHERE (b.xid, b.first_id) > (CAST($1::text AS xid8), $2::bigint)
+     ORDER BY b.xid, b.first_id
+     LIMIT $3)
+) r
+WHERE r.first_id + cardinality(r.types) - 1 > $2::bigint OR r.xid > $1::text::bigint
 `
 
 type ReadEventsParams struct {
-	AfterXid  string
-	AfterID   int64
-	MaxEvents int32
+	AfterXid string
+	AfterID  int64
+	MaxRows  int32
 }
 
 type ReadEventsRow struct {
-	ID            int64
-	Xid           int64
-	Type          string
-	AggregateKind string
-	AggregateID   string
-	CorrelationID string
-	CreatedAt     time.Time
-	Payload       []byte
-	Xmin          int64
+	FirstID        int64
+	Xid            int64
+	Types          []string
+	AggregateKinds []string
+	AggregateIds   []string
+	CorrelationIds []string
+	CreatedAt      time.Time
+	Payloads       [][]byte
+	Xmin           int64
 }
 
-// Events after the cursor in (xid, id) order, with the xmin of the same
-// snapshot: the reader may only pass events whose xid is below it, since a
-// transaction still running could yet add an event before them. ORDER BY
-// names the table's columns: a bare "xid" would be the bigint output
-// column, which events_order_idx cannot serve (a sort of the whole table).
+// The event rows holding events after the cursor, in (xid, first_id)
+// order: the row holding the cursor's event itself when it has events
+// after it (the caller skips those up to the cursor), then the rows after
+// it. With them the xmin of the same snapshot: the reader may only pass
+// rows whose xid is below it, since a transaction still running could yet
+// add events before them. ORDER BY names the table's columns: a bare
+// "xid" would be the bigint output column, which event_batches_order_idx
+// cannot serve (a sort of the whole table).
 func (q *Queries) ReadEvents(ctx context.Context, arg ReadEventsParams) ([]ReadEventsRow, error) {
-	rows, err := q.db.Query(ctx, readEvents, arg.AfterXid, arg.AfterID, arg.MaxEvents)
+	rows, err := q.db.Query(ctx, readEvents, arg.AfterXid, arg.AfterID, arg.MaxRows)
 	if err != nil {
 		return nil, err
 	}
@@ -359,14 +382,14 @@ func (q *Queries) ReadEvents(ctx context.Context, arg ReadEventsParams) ([]ReadE
 	for rows.Next() {
 		var i ReadEventsRow
 		if err := rows.Scan(
-			&i.ID,
+			&i.FirstID,
 			&i.Xid,
-			&i.Type,
-			&i.AggregateKind,
-			&i.AggregateID,
-			&i.CorrelationID,
+			&i.Types,
+			&i.AggregateKinds,
+			&i.AggregateIds,
+			&i.CorrelationIds,
 			&i.CreatedAt,
-			&i.Payload,
+			&i.Payloads,
 			&i.Xmin,
 		); err != nil {
 			return nil, err

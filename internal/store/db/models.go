@@ -34,14 +34,25 @@ type BootstrapToken struct {
 }
 
 type Event struct {
-	ID            int64
+	ID            int32
 	Xid           pgtype.Uint64
-	Type          string
-	AggregateKind string
-	AggregateID   string
-	CorrelationID string
+	Type          interface{}
+	AggregateKind interface{}
+	AggregateID   interface{}
+	CorrelationID interface{}
 	CreatedAt     time.Time
-	Payload       []byte
+	Payload       interface{}
+}
+
+type EventBatch struct {
+	FirstID        int64
+	Xid            pgtype.Uint64
+	CreatedAt      time.Time
+	Types          []string
+	AggregateKinds []string
+	AggregateIds   []string
+	CorrelationIds []string
+	Payloads       [][]byte
 }
 
 type EventCursor struct {
