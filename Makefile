@@ -31,6 +31,10 @@ bench: deps build images ## run the benchmarks; each prints a final `result name
 	$(BIN) bench logs
 	$(BIN) bench provision
 
+.PHONY: bench-river
+bench-river: deps ## River's no-op throughput here (tools/riverbench, own module), to compare with bench throughput; ARGS="--jobs 20000 --rounds 3"
+	cd tools/riverbench && $(GO) run . $(ARGS)
+
 generate: ## regenerate protobuf/Connect and sqlc code
 	$(TOOL) buf generate
 	$(TOOL) sqlc generate
