@@ -1,0 +1,388 @@
+// Command riverbench measures the no-op job throughput of River
+// (github.com/riverqueue/river) on this machine, on a private embedded
+// PostgreSQL with default durability (fsync on), the way `river bench
+// --num-total-jobs N` does, so that Hodei's `bench throughput` mode=noop can
+// be compared with it on the same machine in the same minute.
+//
+// Each round, like River's benchmarker in its fixed-total-jobs mode:
+// truncates and VACUUM FULLs river_job; inserts every job with
+// Client.InsertMany in batches of 5,000 before the client starts (not timed);
+// starts a client with FetchCooldown 2ms, FetchPollInterval 20ms and the
+// default queue's MaxWorkers at 2,000; and counts finished jobs through a
+// client subscription (completed, cancelled and failed events), the rate
+// being the jobs over the time from Client.Start's return to the last event.
+// The client is then stopped.
+//
+// It prints one line per round and a final
+//
+//	result name=river mode=noop jobs_per_sec=N jobs_per_sec_min=N jobs_per_sec_max=N with_insert_jobs_per_sec=N rounds=N jobs=N workers=N
+//
+// line (the median round, and the range over all rounds; with_insert counts
+// the insert's time too, the median over rounds); CPU use per job of this
+// process and of PostgreSQL goes to stderr.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/hodei-dev/hodei/internal/pgembed"
+)
+
+// Settings of `river bench` (cmd/river/riverbench/river_bench.go).
+const (
+	insertBatchSize   = 5_000 // jobs per InsertMany
+	defaultMaxWorkers = 2_000 // MaxWorkers of the default queue
+	fetchCooldown     = 2 * time.Millisecond
+	fetchPollInterval = 20 * time.Millisecond
+	subscribeChanSize = 75_000 // river bench's minJobs, used as the subscription buffer
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "riverbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("riverbench", flag.ContinueOnError)
+	jobs := fs.Int("jobs", 20_000, "jobs inserted before each round's client starts and worked down")
+	rounds := fs.Int("rounds", 1, "rounds; the result line is the median round's, with the range over all")
+	workers := fs.Int("workers", defaultMaxWorkers, "MaxWorkers of the default queue (river bench: 2000)")
+	verbose := fs.Bool("v", false, "River's and PostgreSQL's log at info level to stderr")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *jobs < 1 || *rounds < 1 || *workers < 1 || *workers > river.QueueNumWorkersMax {
+		return fmt.Errorf("--jobs and --rounds must be at least 1 and --workers within 1..%d", river.QueueNumWorkersMax)
+	}
+	logLevel := slog.LevelWarn
+	if *verbose {
+		logLevel = slog.LevelInfo
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel}))
+
+	// Durable defaults (fsync on), as `hodei bench` runs its benchmarks.
+	pgLog := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if *verbose {
+		pgLog = logger
+	}
+	cluster, err := pgembed.Start(ctx, pgembed.Config{Logger: pgLog})
+	if err != nil {
+		return err
+	}
+	defer cluster.Stop(context.Background()) //nolint:errcheck
+	if err := cluster.CreateDatabase(ctx, "riverbench"); err != nil {
+		return err
+	}
+	pool, err := openPool(ctx, cluster.URL("riverbench"))
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	driver := riverpgxv5.New(pool)
+	migrator, err := rivermigrate.New(driver, &rivermigrate.Config{Logger: logger})
+	if err != nil {
+		return err
+	}
+	res, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil)
+	if err != nil {
+		return fmt.Errorf("river migrations: %w", err)
+	}
+	var pgVersion, fsync, syncCommit string
+	if err := pool.QueryRow(ctx, "SELECT current_setting('server_version'), current_setting('fsync'), current_setting('synchronous_commit')").
+		Scan(&pgVersion, &fsync, &syncCommit); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "river %s (%d migrations applied), PostgreSQL %s (fsync=%s synchronous_commit=%s), pool max_conns=%d, %d cores, GOMAXPROCS %d\n",
+		riverVersion(), len(res.Versions), pgVersion, fsync, syncCommit, pool.Config().MaxConns, runtime.NumCPU(), runtime.GOMAXPROCS(0))
+
+	rates := make([]float64, 0, *rounds)
+	var withInsert []float64
+	for i := range *rounds {
+		r, err := roundOnce(ctx, pool, driver, logger, *jobs, *workers)
+		if err != nil {
+			return fmt.Errorf("round %d: %w", i+1, err)
+		}
+		fmt.Printf("round %d: jobs_per_sec=%.0f worked=%d elapsed=%s start_call=%s insert=%s\n",
+			i+1, r.rate, r.worked, r.elapsed.Round(time.Millisecond), r.startCall.Round(time.Millisecond), r.insert.Round(time.Millisecond))
+		r.cpu.print(os.Stderr, i+1, r.cpuWall, *jobs)
+		rates = append(rates, r.rate)
+		withInsert = append(withInsert, float64(r.worked)/(r.insert+r.elapsed).Seconds())
+	}
+	slices.Sort(rates)
+	slices.Sort(withInsert)
+	// with_insert_jobs_per_sec counts the insert's time too, as hodei's
+	// bench throughput does (its clock starts before the first submission).
+	fmt.Printf("result name=river mode=noop jobs_per_sec=%.0f jobs_per_sec_min=%.0f jobs_per_sec_max=%.0f with_insert_jobs_per_sec=%.0f rounds=%d jobs=%d workers=%d\n",
+		rates[len(rates)/2], rates[0], rates[len(rates)-1], withInsert[len(withInsert)/2], *rounds, *jobs, *workers)
+	return nil
+}
+
+// riverVersion is the version of River this binary was built with.
+func riverVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, m := range bi.Deps {
+			if m.Path == "github.com/riverqueue/river" {
+				return m.Version
+			}
+		}
+	}
+	return "(unknown version)"
+}
+
+// openPool opens a pool the way the river CLI does: pgxpool's defaults
+// (MaxConns max(4, NumCPU)) plus its session settings.
+func openPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	params := cfg.ConnConfig.RuntimeParams
+	params["application_name"] = "riverbench"
+	params["idle_in_transaction_session_timeout"] = strconv.Itoa(11_000)
+	params["statement_timeout"] = strconv.Itoa(10_000)
+	return pgxpool.NewWithConfig(ctx, cfg)
+}
+
+type roundResult struct {
+	rate      float64
+	worked    int64
+	elapsed   time.Duration // Start's return to the last finished-job event (river bench's period)
+	startCall time.Duration // how long Client.Start took (not in elapsed)
+	insert    time.Duration
+	cpu       cpuUse        // used from just before Client.Start until every job finished
+	cpuWall   time.Duration // the wall time of that window
+}
+
+// noopArgs is river bench's BenchmarkArgs.
+type noopArgs struct {
+	Num int `json:"num"`
+}
+
+func (noopArgs) Kind() string { return "benchmark" }
+
+type noopWorker struct {
+	river.WorkerDefaults[noopArgs]
+}
+
+func (noopWorker) Work(context.Context, *river.Job[noopArgs]) error { return nil }
+
+func roundOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.Driver, logger *slog.Logger, jobs, maxWorkers int) (roundResult, error) {
+	var r roundResult
+	// river bench's resetJobsTable.
+	for _, q := range []string{"TRUNCATE river_job", "VACUUM FULL river_job"} {
+		if _, err := pool.Exec(ctx, q); err != nil {
+			return r, fmt.Errorf("%s: %w", q, err)
+		}
+	}
+
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &noopWorker{})
+	client, err := river.NewClient(driver, &river.Config{
+		FetchCooldown:     fetchCooldown,
+		FetchPollInterval: fetchPollInterval,
+		Logger:            logger,
+		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: maxWorkers}},
+		Workers:           workers,
+	})
+	if err != nil {
+		return r, err
+	}
+
+	events, cancelSub := client.SubscribeConfig(&river.SubscribeConfig{
+		ChanSize: max(subscribeChanSize, jobs),
+		Kinds:    []river.EventKind{river.EventKindJobCancelled, river.EventKindJobCompleted, river.EventKindJobFailed},
+	})
+	defer cancelSub()
+	var (
+		worked   atomic.Int64
+		unwanted atomic.Int64 // cancelled or discarded: never expected
+		lastAt   atomic.Int64 // unix nanoseconds of the last finished-job event
+	)
+	allDone := make(chan struct{})
+	subDone := make(chan struct{})
+	go func() {
+		defer close(subDone)
+		for ev := range events {
+			switch {
+			case ev.Kind == river.EventKindJobCompleted:
+			case ev.Kind == river.EventKindJobFailed && ev.Job.State != rivertype.JobStateDiscarded:
+				continue // will be retried; counted when it finishes
+			default:
+				unwanted.Add(1)
+			}
+			lastAt.Store(time.Now().UnixNano())
+			if worked.Add(1) == int64(jobs) {
+				close(allDone)
+			}
+		}
+	}()
+
+	// Insert every job before the client starts, as river bench -n does.
+	t0 := time.Now()
+	batch := make([]river.InsertManyParams, 0, insertBatchSize)
+	for n := 0; n < jobs; {
+		batch = batch[:0]
+		for ; n < jobs && len(batch) < insertBatchSize; n++ {
+			batch = append(batch, river.InsertManyParams{Args: noopArgs{Num: n + 1}})
+		}
+		if _, err := client.InsertMany(ctx, batch); err != nil {
+			return r, fmt.Errorf("insert: %w", err)
+		}
+	}
+	r.insert = time.Since(t0)
+
+	cpu0 := cpuNow()
+	beforeStart := time.Now()
+	if err := client.Start(ctx); err != nil {
+		return r, err
+	}
+	start := time.Now() // river bench starts its clock after Start returns
+	r.startCall = start.Sub(beforeStart)
+
+	stopClient := func() error {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return client.Stop(sctx)
+	}
+	timeout := time.NewTimer(10 * time.Minute)
+	defer timeout.Stop()
+	select {
+	case <-allDone:
+	case <-ctx.Done():
+		_ = stopClient()
+		return r, ctx.Err()
+	case <-timeout.C:
+		_ = stopClient()
+		return r, fmt.Errorf("only %d of %d jobs finished in 10 minutes", worked.Load(), jobs)
+	}
+	r.cpu, r.cpuWall = cpuNow().sub(cpu0), time.Since(beforeStart)
+	if err := stopClient(); err != nil {
+		return r, fmt.Errorf("stop client: %w", err)
+	}
+	if n := unwanted.Load(); n > 0 {
+		return r, fmt.Errorf("%d jobs were cancelled or discarded", n)
+	}
+	// Cross-check the event count with the table.
+	var completed int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM river_job WHERE state = 'completed'").Scan(&completed); err != nil {
+		return r, err
+	}
+	if completed != jobs {
+		return r, fmt.Errorf("%d of %d jobs completed in river_job", completed, jobs)
+	}
+	r.worked = worked.Load()
+	r.elapsed = time.Unix(0, lastAt.Load()).Sub(start)
+	if r.elapsed <= 0 {
+		return r, errors.New("all jobs finished before Client.Start returned")
+	}
+	r.rate = float64(r.worked) / r.elapsed.Seconds()
+	return r, nil
+}
+
+// cpuUse is CPU time (user + system) used so far by this process, by the
+// PostgreSQL processes it started that are alive (the postmaster and its
+// children, as `hodei bench throughput --pgstats` counts), and by the
+// postmaster's children that have exited (autovacuum workers, ...).
+type cpuUse struct{ self, pg, pgReaped time.Duration }
+
+func (u cpuUse) sub(v cpuUse) cpuUse {
+	return cpuUse{u.self - v.self, u.pg - v.pg, u.pgReaped - v.pgReaped}
+}
+
+// procStat holds what cpuNow reads from /proc/<pid>/stat.
+type procStat struct {
+	comm             string
+	ppid             int
+	cpu, childrenCPU time.Duration
+}
+
+func readStat(pid string) (procStat, bool) {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return procStat{}, false
+	}
+	s := string(b)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open || end+2 > len(s) {
+		return procStat{}, false
+	}
+	f := strings.Fields(s[end+2:]) // f[0] is field 3 (state)
+	if len(f) < 15 {
+		return procStat{}, false
+	}
+	ticks := func(fields ...string) time.Duration {
+		var t int64
+		for _, v := range fields {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			t += n
+		}
+		return time.Duration(t) * 10 * time.Millisecond // USER_HZ = 100
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	// utime, stime, cutime, cstime are fields 14-17: f[11..14].
+	return procStat{comm: s[open+1 : end], ppid: ppid, cpu: ticks(f[11], f[12]), childrenCPU: ticks(f[13], f[14])}, true
+}
+
+func cpuNow() cpuUse {
+	var u cpuUse
+	if st, ok := readStat("self"); ok {
+		u.self = st.cpu
+	}
+	pg := map[int]procStat{}
+	ds, _ := os.ReadDir("/proc")
+	for _, d := range ds {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		if st, ok := readStat(d.Name()); ok && st.comm == "postgres" {
+			pg[pid] = st
+		}
+	}
+	me := os.Getpid()
+	for _, p := range pg {
+		switch {
+		case p.ppid == me: // the postmaster
+			u.pg += p.cpu
+			u.pgReaped += p.childrenCPU
+		case pg[p.ppid].ppid == me: // a backend or auxiliary process
+			u.pg += p.cpu
+		}
+	}
+	return u
+}
+
+// print writes the CPU used over wall, in all and per job.
+func (d cpuUse) print(w io.Writer, round int, wall time.Duration, jobs int) {
+	perJob := func(t time.Duration) float64 { return float64(t.Microseconds()) / float64(jobs) }
+	cores := runtime.NumCPU()
+	fmt.Fprintf(w, "round %d cpu over %.2fs (Client.Start to the last job; %d cores = %.2fs): riverbench (River client) %.2fs = %.0f µs/job, postgres %.2fs = %.0f µs/job (+ exited postgres children %.2fs = %.0f µs/job), total %.0f µs/job\n",
+		round, wall.Seconds(), cores, float64(cores)*wall.Seconds(),
+		d.self.Seconds(), perJob(d.self), d.pg.Seconds(), perJob(d.pg),
+		d.pgReaped.Seconds(), perJob(d.pgReaped), perJob(d.self+d.pg+d.pgReaped))
+}
