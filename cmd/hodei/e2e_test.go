@@ -245,7 +245,9 @@ func (s *syncBuffer) String() string {
 
 // TestFollowLogsOnAnotherReplica: the job runs on a worker of server A;
 // `hodei run` talks to server B, which has no workers. B's follower is
-// woken by A's NOTIFY and streams the output live to the end.
+// woken by A's NOTIFY and streams the output live to the end; a job that
+// ends well after its last output ends the follow through its final
+// event.
 func TestFollowLogsOnAnotherReplica(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
@@ -254,6 +256,11 @@ func TestFollowLogsOnAnotherReplica(t *testing.T) {
 	r := b.hodei(t, "run", "--", "sh", "-c", "echo a; sleep 0.3; echo b >&2; sleep 0.3; echo c")
 	if r.stdout != "a\nc\n" || r.stderr != "b\n" || r.code != 0 {
 		t.Fatalf("via the other replica: stdout=%q stderr=%q code=%d", r.stdout, r.stderr, r.code)
+	}
+	start := time.Now()
+	r = b.hodei(t, "run", "--", "sh", "-c", "echo a; sleep 1; exit 3")
+	if r.stdout != "a\n" || r.code != 3 || time.Since(start) > 30*time.Second {
+		t.Fatalf("a job silent at its end, via the other replica: stdout=%q stderr=%q code=%d after %v", r.stdout, r.stderr, r.code, time.Since(start))
 	}
 }
 

@@ -9,14 +9,23 @@ import (
 )
 
 // Run does this replica's background duties until ctx ends: one write for
-// all heartbeats per interval, lease expiry of silent streams, and
-// forwarding JobCancelled to the worker running the job.
+// all heartbeats per interval, lease expiry of silent streams, forwarding
+// JobCancelled to the worker running the job, and waking the log followers
+// of a job that ended.
 func (s *Server) Run(ctx context.Context) error {
 	from, err := s.bus.Now(ctx)
 	if err != nil {
 		return fmt.Errorf("cancel forwarder: %w", err)
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
+	go func() {
+		// A job's end: JobFailed also ends an attempt that is retried (the
+		// follower wakes, finds the job not final and goes on waiting).
+		errc <- s.bus.TailFrom(ctx, from, eventbus.Filter{Types: []string{"JobCompleted", "JobFailed", "JobCancelled"}}, func(e eventbus.Event) error {
+			s.logs.wake(e.AggregateID)
+			return nil
+		})
+	}()
 	go func() {
 		errc <- s.bus.TailFrom(ctx, from, eventbus.Filter{Types: []string{"JobCancelled"}}, func(e eventbus.Event) error {
 			id := e.Payload.GetJobCancelled().GetJobId()
@@ -42,9 +51,10 @@ func (s *Server) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			<-errc
+			<-errc
 			return nil
 		case err := <-errc:
-			return fmt.Errorf("cancel forwarder: %w", err)
+			return fmt.Errorf("event tails: %w", err)
 		case <-t.C:
 		}
 		seen := map[string]time.Time{}

@@ -454,9 +454,11 @@ func (s *Store) AppendLogBatches(ctx context.Context, in []LogBatchIn) (stale ma
 	return stale, err
 }
 
-// LogsChannel is the NOTIFY channel that announces new log output or the
-// end of a job, with the job id as payload: a hint for log followers on
-// every replica.
+// LogsChannel is the NOTIFY channel that announces new log output, with
+// the job id as payload: a hint for log followers on every replica. The
+// end of a job is not announced here: followers learn it from the job's
+// final event (one NOTIFY per finished job cost every replica's listener
+// a message per job).
 const LogsChannel = "hodei_logs"
 
 func notifyLogs(ctx context.Context, q *db.Queries, jobs map[string]bool) error {
@@ -621,7 +623,7 @@ func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOut
 	}
 	err := s.inTxDeferred(ctx, func(tx db.DBTX, later db.DBTX) error {
 		q := db.New(tx)
-		touched := map[string]bool{} // jobs with new output or a result
+		touched := map[string]bool{} // jobs with new output
 		// Attempts ended by this batch, with their new state: their
 		// writes are deferred, so a later read in the batch would not
 		// see them yet.
@@ -676,7 +678,7 @@ func (s *Store) ApplyReports(ctx context.Context, reports []Report) ([]ReportOut
 						break
 					}
 				}
-				if err := s.finishBatch(ctx, tx, q, later, reports, idx, out, touched, seen); err != nil {
+				if err := s.finishBatch(ctx, tx, q, later, reports, idx, out, seen); err != nil {
 					return err
 				}
 				i = j
@@ -804,7 +806,7 @@ func (s *Store) startBatch(ctx context.Context, q *db.Queries, later db.DBTX, re
 // finishBatch applies the results reports[idx...] with set-based writes
 // (one lock query, one update of the attempts, one of the jobs, one event
 // insert), and those that schedule a retry one by one.
-func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, later db.DBTX, reports []Report, idx []int, out []ReportOutcome, touched map[string]bool, seen map[int64]job.State) error {
+func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, later db.DBTX, reports []Report, idx []int, out []ReportOutcome, seen map[int64]job.State) error {
 	tokens := make([]int64, len(idx))
 	for k, i := range idx {
 		tokens[k] = reports[i].Token
@@ -893,7 +895,6 @@ func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, late
 		fj.Messages = append(fj.Messages, d.r.Message)
 		fj.StartedAts = append(fj.StartedAts, r.StartedAt)
 		out[i].Outcome = Outcome{JobID: j.ID, State: d.next}
-		touched[j.ID] = true
 	}
 	if len(fj.Tokens) > 0 {
 		fj.Now = now
@@ -925,9 +926,6 @@ func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, late
 			return err
 		}
 		out[i].Outcome = o
-		if o.JobID != "" {
-			touched[o.JobID] = true
-		}
 	}
 	return nil
 }
