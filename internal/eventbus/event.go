@@ -3,6 +3,7 @@ package eventbus
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"time"
 
@@ -38,31 +39,49 @@ func New(aggregateKind, aggregateID string, payload proto.Message) Event {
 
 var payloadOneof = (&hodeiv1.EventPayload{}).ProtoReflect().Descriptor().Oneofs().ByName("kind")
 
+// The catalog's Go types, found once through protobuf reflection: wrapping
+// a payload and naming its type are then a map lookup (protobuf's oneof
+// reflection cost about 5 % of the server's CPU per job).
+var (
+	wrapperOf = map[reflect.Type]reflect.Type{} // *JobCreated -> *EventPayload_JobCreated
+	typeNames = map[reflect.Type]string{}       // *EventPayload_JobCreated -> "JobCreated"
+)
+
+func init() {
+	fields := payloadOneof.Fields()
+	for i := 0; i < fields.Len(); i++ {
+		f := fields.Get(i)
+		p := &hodeiv1.EventPayload{}
+		m := p.ProtoReflect().NewField(f).Message()
+		p.ProtoReflect().Set(f, protoreflect.ValueOfMessage(m))
+		kind := reflect.TypeOf(p.Kind)
+		wrapperOf[reflect.TypeOf(m.Interface())] = kind
+		typeNames[kind] = string(f.Message().Name())
+	}
+}
+
 // wrap puts a payload message into its EventPayload field.
 func wrap(m proto.Message) *hodeiv1.EventPayload {
 	if p, ok := m.(*hodeiv1.EventPayload); ok {
 		return p
 	}
-	p := &hodeiv1.EventPayload{}
-	name := m.ProtoReflect().Descriptor().FullName()
-	fields := payloadOneof.Fields()
-	for i := 0; i < fields.Len(); i++ {
-		f := fields.Get(i)
-		if f.Message().FullName() == name {
-			p.ProtoReflect().Set(f, protoreflect.ValueOfMessage(m.ProtoReflect()))
-			return p
-		}
+	kind, ok := wrapperOf[reflect.TypeOf(m)]
+	if !ok {
+		panic(fmt.Sprintf("eventbus: %s is not an event payload", m.ProtoReflect().Descriptor().FullName()))
 	}
-	panic(fmt.Sprintf("eventbus: %s is not an event payload", name))
+	w := reflect.New(kind.Elem())
+	w.Elem().Field(0).Set(reflect.ValueOf(m))
+	p := &hodeiv1.EventPayload{}
+	reflect.ValueOf(&p.Kind).Elem().Set(w)
+	return p
 }
 
 // TypeOf returns the event type name of a payload ("" when empty).
 func TypeOf(p *hodeiv1.EventPayload) string {
-	f := p.ProtoReflect().WhichOneof(payloadOneof)
-	if f == nil {
+	if p == nil || p.Kind == nil {
 		return ""
 	}
-	return string(f.Message().Name())
+	return typeNames[reflect.TypeOf(p.Kind)]
 }
 
 // Types lists every event type of the catalog.
