@@ -52,4 +52,3 @@ func TestNewWrapsEveryCatalogType(t *testing.T) {
 	}()
 	eventbus.New("job", "a", &hodeiv1.LogLine{})
 }
-
