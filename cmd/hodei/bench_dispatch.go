@@ -169,7 +169,7 @@ func benchThroughput(ctx context.Context, args []string) error {
 	prefetch := prefetchFlag{adaptive: true, n: autoPrefetch}
 	fs.Var(&prefetch, "prefetch", "jobs each agent accepts beyond its slots, or auto (agent --prefetch, whose default is auto)")
 	submitters := fs.Int("submitters", 8, "concurrent submitters")
-	batch := fs.Int("batch", 100, "jobs per SubmitJobs call (1: SubmitJob one at a time)")
+	batch := fs.Int("batch", 1000, "jobs per SubmitJobs call (at most 1000, the API's limit; 1: SubmitJob one at a time)")
 	modes := fs.String("modes", "process,noop", "modes to run")
 	rounds := fs.Int("rounds", 1, "runs per mode; the result line is the median run's, with the range over all")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the run here")
