@@ -12,6 +12,7 @@ package scheduler
 import (
 	"context"
 	"fmt"
+	"github.com/google/uuid"
 	"log/slog"
 	"sort"
 	"strings"
@@ -216,7 +217,11 @@ func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 		for w, as := range byWorker {
 			for _, a := range d.ws.Deliver(w, as) {
 				// The worker vanished between claim and send.
-				if _, err := d.store.FinishAttempt(ctx, a.Token, store.Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "worker gone before the job was sent"}); err != nil {
+				jobID, err := uuid.Parse(a.JobID)
+				if err == nil {
+					_, err = d.store.FinishAttempt(ctx, jobID, a.Token, store.Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "worker gone before the job was sent"})
+				}
+				if err != nil {
 					d.log.Error("undeliverable attempt", "job_id", a.JobID, "err", err)
 				}
 			}

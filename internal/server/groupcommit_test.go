@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
@@ -64,10 +66,10 @@ func TestGroupCommitIsolatesAFailingStream(t *testing.T) {
 		}()
 		return c
 	}
-	opener := apply(store.Report{Token: 987654321, Start: true}) // a stale start, alone
+	opener := apply(store.Report{JobID: uuid.New(), Token: 987654321, Start: true}) // a stale start, alone
 	<-entered
-	bad := apply(store.Report{Token: tok[ids[0]], Finish: &store.Result{ExitCode: 1, Message: "nul \x00 byte"}})
-	good := apply(store.Report{Token: tok[ids[1]], Finish: &store.Result{}})
+	bad := apply(store.Report{JobID: uuid.MustParse(ids[0]), Token: tok[ids[0]], Finish: &store.Result{ExitCode: 1, Message: "nul \x00 byte"}})
+	good := apply(store.Report{JobID: uuid.MustParse(ids[1]), Token: tok[ids[1]], Finish: &store.Result{}})
 	for deadline := time.Now().Add(10 * time.Second); ; runtime.Gosched() {
 		g.mu.Lock()
 		n := len(g.pending)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/google/uuid"
 	"io"
 	"strings"
 	"time"
@@ -65,9 +66,13 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	// Reconcile: keep attempts that are still this worker's; cancel the rest.
 	var cancels []int64
 	listed := map[int64]bool{}
-	for _, r := range hello.Running {
+	for i, r := range hello.Running {
+		jobID, err := uuid.Parse(r.JobId)
+		if err != nil {
+			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("hello.running[%d].job_id: not a job id: %q", i, r.JobId))
+		}
 		listed[r.FencingToken] = true
-		owned, err := s.store.OwnsAttempt(ctx, r.FencingToken, w.ID)
+		owned, err := s.store.OwnsAttempt(ctx, jobID, r.FencingToken, w.ID)
 		if err != nil {
 			return connectError(err)
 		}
@@ -245,35 +250,26 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 	var reports []store.Report
 	var lines []int // log lines per report, for the metric
 	for _, m := range msgs {
-		switch msg := m.Msg.(type) {
+		switch m.Msg.(type) {
 		case *hodeiv1.ConnectRequest_Heartbeat:
-		case *hodeiv1.ConnectRequest_Started:
-			reports = append(reports, store.Report{Token: msg.Started.FencingToken, Start: true})
-			lines = append(lines, 0)
-		case *hodeiv1.ConnectRequest_Logs:
-			b := msg.Logs
-			data, err := proto.Marshal(&hodeiv1.LogBatch{Lines: b.Lines, Dropped: b.Dropped})
+		case *hodeiv1.ConnectRequest_Started, *hodeiv1.ConnectRequest_Logs, *hodeiv1.ConnectRequest_Finished:
+			r, n, err := toReport(m)
 			if err != nil {
 				return err
 			}
-			reports = append(reports, store.Report{Token: b.FencingToken, Logs: &store.LogBatchIn{Token: b.FencingToken, Seq: b.Seq, Lines: len(b.Lines), Data: data}})
-			lines = append(lines, len(b.Lines))
-		case *hodeiv1.ConnectRequest_Finished:
-			f := msg.Finished
-			reports = append(reports, store.Report{Token: f.FencingToken, Finish: &store.Result{ExitCode: int(f.ExitCode), Signal: storableText(f.Signal),
-				Class: classFromProto(f.FailureClass), Message: storableText(f.Message), LogBatches: f.LastLogSeq, LogLines: f.LinesSent, LogDropped: f.LinesDropped}})
-			lines = append(lines, 0)
+			reports, lines = append(reports, r), append(lines, n)
 		case *hodeiv1.ConnectRequest_Shutdown:
+			msg := m.GetShutdown()
 			c.mu.Lock()
 			c.draining = true
-			c.final = c.final || msg.Shutdown.Final
+			c.final = c.final || msg.Final
 			c.mu.Unlock()
-			if !msg.Shutdown.Final {
+			if !msg.Final {
 				// No replica claims for a draining worker.
 				if err := s.store.MarkDraining(ctx, c.id); err != nil {
 					return err
 				}
-				if err := s.store.PublishEvents(ctx, workerShutdownEvent(c, msg.Shutdown.Forced)); err != nil {
+				if err := s.store.PublishEvents(ctx, workerShutdownEvent(c, msg.Forced)); err != nil {
 					return err
 				}
 			}
@@ -323,6 +319,42 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 		}
 	}
 	return nil
+}
+
+// toReport converts an agent's report about an attempt (started, logs or
+// finished) into the store's form; n is its number of log lines. A report
+// names its attempt by job id and fencing token.
+func toReport(m *hodeiv1.ConnectRequest) (r store.Report, n int, err error) {
+	jobOf := func(field, id string) (uuid.UUID, error) {
+		u, err := uuid.Parse(id)
+		if err != nil {
+			return u, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s.job_id: not a job id: %q", field, id))
+		}
+		return u, nil
+	}
+	switch msg := m.Msg.(type) {
+	case *hodeiv1.ConnectRequest_Started:
+		r = store.Report{Token: msg.Started.FencingToken, Start: true}
+		r.JobID, err = jobOf("started", msg.Started.JobId)
+	case *hodeiv1.ConnectRequest_Logs:
+		b := msg.Logs
+		if r.JobID, err = jobOf("logs", b.JobId); err != nil {
+			return r, 0, err
+		}
+		data, err := proto.Marshal(&hodeiv1.LogBatch{Lines: b.Lines, Dropped: b.Dropped})
+		if err != nil {
+			return r, 0, err
+		}
+		r.Token, r.Logs, n = b.FencingToken, &store.LogBatchIn{JobID: r.JobID, Token: b.FencingToken, Seq: b.Seq, Lines: len(b.Lines), Data: data}, len(b.Lines)
+	case *hodeiv1.ConnectRequest_Finished:
+		f := msg.Finished
+		r = store.Report{Token: f.FencingToken, Finish: &store.Result{ExitCode: int(f.ExitCode), Signal: storableText(f.Signal),
+			Class: classFromProto(f.FailureClass), Message: storableText(f.Message), LogBatches: f.LastLogSeq, LogLines: f.LinesSent, LogDropped: f.LinesDropped}}
+		r.JobID, err = jobOf("finished", f.JobId)
+	default:
+		err = fmt.Errorf("not an attempt report: %T", m.Msg)
+	}
+	return r, n, err
 }
 
 func workerShutdownEvent(c *workerConn, forced bool) eventbus.Event {

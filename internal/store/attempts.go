@@ -93,13 +93,14 @@ func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string
 	return out, nil
 }
 
-// lockAttempt loads the attempt of token with its job locked, and says
-// whether the token is still current (the job's latest attempt, not final).
-func lockAttempt(ctx context.Context, q *db.Queries, token int64) (db.GetAttemptByTokenRow, bool, error) {
-	a, err := q.GetAttemptByToken(ctx, token)
+// lockAttempt loads the attempt of job jobID with token, with the job
+// locked, and says whether the token is still current (the job's latest
+// attempt, not final).
+func lockAttempt(ctx context.Context, q *db.Queries, jobID uuid.UUID, token int64) (db.GetAttemptRow, bool, error) {
+	a, err := q.GetAttempt(ctx, db.GetAttemptParams{JobID: jobID, Token: token})
 	if err != nil {
 		if IsNoRows(err) {
-			return a, false, fmt.Errorf("attempt token %d: %w", token, job.ErrStale)
+			return a, false, fmt.Errorf("attempt token %d of job %s: %w", token, jobID, job.ErrStale)
 		}
 		return a, false, err
 	}
@@ -108,18 +109,19 @@ func lockAttempt(ctx context.Context, q *db.Queries, token int64) (db.GetAttempt
 	return a, current, nil
 }
 
-// StartAttempt records that the agent started the attempt of token.
-func (s *Store) StartAttempt(ctx context.Context, token int64) error {
+// StartAttempt records that the agent started the attempt of job jobID
+// with token.
+func (s *Store) StartAttempt(ctx context.Context, jobID uuid.UUID, token int64) error {
 	return s.InTx(ctx, func(tx pgx.Tx) error {
-		_, err := s.startAttempt(ctx, tx, token)
+		_, err := s.startAttempt(ctx, tx, jobID, token)
 		return err
 	})
 }
 
 // startAttempt returns how long the attempt waited from assignment to start.
-func (s *Store) startAttempt(ctx context.Context, tx pgx.Tx, token int64) (time.Duration, error) {
+func (s *Store) startAttempt(ctx context.Context, tx pgx.Tx, jobID uuid.UUID, token int64) (time.Duration, error) {
 	q := db.New(tx)
-	a, current, err := lockAttempt(ctx, q, token)
+	a, current, err := lockAttempt(ctx, q, jobID, token)
 	if err != nil {
 		return 0, err
 	}
@@ -131,7 +133,7 @@ func (s *Store) startAttempt(ctx context.Context, tx pgx.Tx, token int64) (time.
 		return 0, nil // repeated report
 	}
 	now := s.now()
-	if err := q.StartJobAttempts(ctx, db.StartJobAttemptsParams{Now: now, Tokens: []int64{token}}); err != nil {
+	if err := q.StartJobAttempts(ctx, db.StartJobAttemptsParams{Now: now, JobIds: []uuid.UUID{jobID}, Tokens: []int64{token}}); err != nil {
 		return 0, err
 	}
 	_, err = eventbus.Publish(ctx, tx, eventbus.New("job", a.JobID.String(), &hodeiv1.JobStarted{JobId: a.JobID.String(), Attempt: a.Number, WorkerId: a.WorkerID.String()}))
@@ -160,23 +162,23 @@ type Outcome struct {
 	RunAt     time.Time // when State is retrying
 }
 
-// FinishAttempt records the end of the attempt of token and applies the
-// retry policy: the job succeeds, retries after a backoff, or fails. A
-// token that is no longer current is rejected with job.ErrStale; a
-// repeated report of a finished attempt returns Duplicate.
-func (s *Store) FinishAttempt(ctx context.Context, token int64, r Result) (Outcome, error) {
+// FinishAttempt records the end of the attempt of job jobID with token
+// and applies the retry policy: the job succeeds, retries after a
+// backoff, or fails. A token that is no longer current is rejected with
+// job.ErrStale; a repeated report of a finished attempt returns Duplicate.
+func (s *Store) FinishAttempt(ctx context.Context, jobID uuid.UUID, token int64, r Result) (Outcome, error) {
 	var out Outcome
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
 		var err error
-		out, err = s.finishAttempt(ctx, tx, token, r)
+		out, err = s.finishAttempt(ctx, tx, jobID, token, r)
 		return err
 	})
 	return out, err
 }
 
-func (s *Store) finishAttempt(ctx context.Context, tx db.DBTX, token int64, r Result) (Outcome, error) {
+func (s *Store) finishAttempt(ctx context.Context, tx db.DBTX, jobID uuid.UUID, token int64, r Result) (Outcome, error) {
 	q := db.New(tx)
-	a, current, err := lockAttempt(ctx, q, token)
+	a, current, err := lockAttempt(ctx, q, jobID, token)
 	if err != nil {
 		return Outcome{}, err
 	}
@@ -215,12 +217,16 @@ func (s *Store) finish(ctx context.Context, q *db.Queries, tx db.DBTX, j job.Job
 	if err != nil {
 		return err
 	}
+	jobID, err := uuid.Parse(j.ID)
+	if err != nil {
+		return fmt.Errorf("finish attempt %d of job %q: %w", number, j.ID, err)
+	}
 	var startedAt *time.Time
 	if !r.StartedAt.IsZero() {
 		startedAt = &r.StartedAt
 	}
 	upd := db.FinishJobAttemptParams{AttemptState: string(d.attemptState), Now: now, ExitCode: ptr(int32(d.r.ExitCode)),
-		Signal: d.r.Signal, FailureClass: d.class(), Message: d.r.Message, StartedAt: startedAt, State: string(d.next), Token: token}
+		Signal: d.r.Signal, FailureClass: d.class(), Message: d.r.Message, StartedAt: startedAt, State: string(d.next), JobID: jobID, Token: token}
 	if d.next == job.StateRetrying {
 		upd.RunAt, out.RunAt = &d.runAt, d.runAt
 	}
@@ -432,6 +438,7 @@ var _ = pgx.ErrNoRows
 
 // LogBatchIn is one log batch to store.
 type LogBatchIn struct {
+	JobID uuid.UUID
 	Token int64
 	Seq   int64
 	Lines int
@@ -479,6 +486,7 @@ func (s *Store) appendLogBatches(ctx context.Context, q *db.Queries, in []LogBat
 	}
 	p := db.InsertLogBatchesParams{Now: s.now()}
 	for _, b := range in {
+		p.JobIds = append(p.JobIds, b.JobID)
 		p.Tokens = append(p.Tokens, b.Token)
 		p.Seqs = append(p.Seqs, b.Seq)
 		p.Lines = append(p.Lines, int32(b.Lines))
@@ -498,7 +506,7 @@ func (s *Store) appendLogBatches(ctx context.Context, q *db.Queries, in []LogBat
 		if _, ok := checked[b.Token]; ok {
 			continue
 		}
-		latest, err := q.AttemptIsLatest(ctx, b.Token)
+		latest, err := q.AttemptIsLatest(ctx, db.AttemptIsLatestParams{JobID: b.JobID, Token: b.Token})
 		if err != nil {
 			return nil, nil, fmt.Errorf("append logs: %w", err)
 		}
@@ -525,11 +533,11 @@ func TruncationMarker(limit int64) string {
 // dropped (and still acknowledged). The jobs' byte counts are updated in
 // the same transaction.
 func (s *Store) applyLogCap(ctx context.Context, q *db.Queries, in []LogBatchIn) ([]LogBatchIn, map[string]bool, error) {
-	tokens := make([]int64, len(in))
+	ids := make([]uuid.UUID, len(in))
 	for i, b := range in {
-		tokens[i] = b.Token
+		ids[i] = b.JobID
 	}
-	rows, err := q.LogBudget(ctx, tokens)
+	rows, err := q.LogBudget(ctx, ids)
 	if err != nil {
 		return nil, nil, fmt.Errorf("log budget: %w", err)
 	}
@@ -552,7 +560,7 @@ func (s *Store) applyLogCap(ctx context.Context, q *db.Queries, in []LogBatchIn)
 	out := in[:0:0]
 	for _, b := range in {
 		bud := byToken[b.Token]
-		if bud == nil { // unknown token: the insert reports it stale
+		if bud == nil || bud.job != b.JobID { // not the job's latest attempt: the insert reports it stale
 			out = append(out, b)
 			continue
 		}
@@ -593,6 +601,7 @@ func (s *Store) applyLogCap(ctx context.Context, q *db.Queries, in []LogBatchIn)
 // Report is one message of an agent about an attempt: exactly one of
 // Start, Logs and Finish.
 type Report struct {
+	JobID  uuid.UUID
 	Token  int64
 	Start  bool
 	Logs   *LogBatchIn
@@ -727,13 +736,13 @@ func (s *Store) RetryJob(ctx context.Context, id string) (job.Job, error) {
 // silent); it returns how many.
 func (s *Store) FailOverdueAttempts(ctx context.Context, margin time.Duration) (int, error) {
 	now := s.now()
-	tokens, err := s.Q.OverdueAttempts(ctx, db.OverdueAttemptsParams{MarginSeconds: margin.Seconds(), Now: &now})
+	overdue, err := s.Q.OverdueAttempts(ctx, db.OverdueAttemptsParams{MarginSeconds: margin.Seconds(), Now: &now})
 	if err != nil {
 		return 0, fmt.Errorf("overdue attempts: %w", err)
 	}
 	n := 0
-	for _, t := range tokens {
-		_, err := s.FinishAttempt(ctx, t, Result{ExitCode: -1, Class: job.FailureTimeout, Message: "timed out: no result from the worker within the job's timeout"})
+	for _, a := range overdue {
+		_, err := s.FinishAttempt(ctx, a.JobID, a.Token, Result{ExitCode: -1, Class: job.FailureTimeout, Message: "timed out: no result from the worker within the job's timeout"})
 		if err != nil && !errors.Is(err, job.ErrStale) {
 			return n, err
 		}
@@ -759,16 +768,21 @@ func (s *Store) ExpireSilentWorkers(ctx context.Context, cutoff time.Time) ([]st
 	return out, nil
 }
 
+// reportJobs lists the jobs of reports[idx...].
+func reportJobs(reports []Report, idx []int) []uuid.UUID {
+	ids := make([]uuid.UUID, len(idx))
+	for k, i := range idx {
+		ids[k] = reports[i].JobID
+	}
+	return ids
+}
+
 // startBatch records the starts reports[idx...] with set-based writes.
 func (s *Store) startBatch(ctx context.Context, q *db.Queries, later db.DBTX, reports []Report, idx []int, out []ReportOutcome) error {
 	if len(idx) == 0 {
 		return nil
 	}
-	tokens := make([]int64, len(idx))
-	for k, i := range idx {
-		tokens[k] = reports[i].Token
-	}
-	rows, err := q.LockAttempts(ctx, tokens)
+	rows, err := q.LockAttempts(ctx, reportJobs(reports, idx))
 	if err != nil {
 		return fmt.Errorf("lock attempts: %w", err)
 	}
@@ -778,11 +792,12 @@ func (s *Store) startBatch(ctx context.Context, q *db.Queries, later db.DBTX, re
 	}
 	now := s.now()
 	var run []int64
+	var runJobs []uuid.UUID
 	var events []eventbus.Event
 	for _, i := range idx {
 		a, ok := byToken[reports[i].Token] // only a job's latest attempt can start
 		st := job.State(a.JobState)
-		if !ok || (st != job.StateAssigned && st != job.StateRunning) {
+		if !ok || a.JobID != reports[i].JobID || (st != job.StateAssigned && st != job.StateRunning) {
 			s.staleReports.Add(1)
 			out[i].Stale = true
 			continue
@@ -790,14 +805,14 @@ func (s *Store) startBatch(ctx context.Context, q *db.Queries, later db.DBTX, re
 		if a.State != string(job.StateAssigned) || slices.Contains(run, a.Token) {
 			continue // repeated report
 		}
-		run = append(run, a.Token)
+		run, runJobs = append(run, a.Token), append(runJobs, a.JobID)
 		out[i].StartDelay = now.Sub(a.AssignedAt)
 		events = append(events, eventbus.New("job", a.JobID.String(), &hodeiv1.JobStarted{JobId: a.JobID.String(), Attempt: a.Number, WorkerId: a.WorkerID.String()}))
 	}
 	if len(run) == 0 {
 		return nil
 	}
-	if err := db.New(later).StartJobAttempts(ctx, db.StartJobAttemptsParams{Now: now, Tokens: run}); err != nil {
+	if err := db.New(later).StartJobAttempts(ctx, db.StartJobAttemptsParams{Now: now, JobIds: runJobs, Tokens: run}); err != nil {
 		return err
 	}
 	return eventbus.Append(ctx, later, events...)
@@ -807,11 +822,7 @@ func (s *Store) startBatch(ctx context.Context, q *db.Queries, later db.DBTX, re
 // (one lock query, one update of the attempts, one of the jobs, one event
 // insert), and those that schedule a retry one by one.
 func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, later db.DBTX, reports []Report, idx []int, out []ReportOutcome, seen map[int64]job.State) error {
-	tokens := make([]int64, len(idx))
-	for k, i := range idx {
-		tokens[k] = reports[i].Token
-	}
-	rows, err := q.LockAttempts(ctx, tokens)
+	rows, err := q.LockAttempts(ctx, reportJobs(reports, idx))
 	if err != nil {
 		return fmt.Errorf("lock attempts: %w", err)
 	}
@@ -819,13 +830,13 @@ func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, late
 	for _, r := range rows {
 		byToken[r.Token] = r
 	}
-	// A token that is no job's latest attempt may be an earlier one,
+	// A token that is not its job's latest attempt may be an earlier one,
 	// finished before a later one replaced it: its result again (a
 	// duplicate) or a late one of a lost attempt (stale), told below.
 	var missing []int64
-	for _, t := range tokens {
-		if _, ok := byToken[t]; !ok {
-			missing = append(missing, t)
+	for _, i := range idx {
+		if _, ok := byToken[reports[i].Token]; !ok {
+			missing = append(missing, reports[i].Token)
 		}
 	}
 	if len(missing) > 0 {
@@ -845,7 +856,7 @@ func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, late
 		r := *reports[i].Finish
 		a, ok := byToken[reports[i].Token]
 		switch {
-		case !ok, a.FinishedAt != nil && a.FailureClass != nil && *a.FailureClass == string(job.FailureWorkerLost):
+		case !ok, a.JobID != reports[i].JobID, a.FinishedAt != nil && a.FailureClass != nil && *a.FailureClass == string(job.FailureWorkerLost):
 			s.staleReports.Add(1)
 			out[i].Stale = true
 			continue
@@ -887,6 +898,7 @@ func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, late
 		if d.r.Class != job.FailureNone {
 			class = string(d.r.Class)
 		}
+		fj.JobIds = append(fj.JobIds, a.JobID)
 		fj.Tokens = append(fj.Tokens, a.Token)
 		fj.States = append(fj.States, string(d.next)) // the attempt's state too: not a retry
 		fj.ExitCodes = append(fj.ExitCodes, int32(d.r.ExitCode))
@@ -919,7 +931,7 @@ func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, late
 		}
 	}
 	for _, i := range slow {
-		o, err := s.finishAttempt(ctx, tx, reports[i].Token, *reports[i].Finish)
+		o, err := s.finishAttempt(ctx, tx, reports[i].JobID, reports[i].Token, *reports[i].Finish)
 		if errors.Is(err, job.ErrStale) {
 			out[i].Stale = true
 		} else if err != nil {

@@ -157,7 +157,7 @@ func TestApplyReportsClassifiesEarlierAttempts(t *testing.T) {
 	}
 	first := claim(failed.ID)
 	exit1 := store.Result{ExitCode: 1}
-	out, err := s.ApplyReports(ctx, []store.Report{{Token: first.Token, Finish: &exit1}})
+	out, err := s.ApplyReports(ctx, []store.Report{{JobID: jid(first), Token: first.Token, Finish: &exit1}})
 	if err != nil || out[0].Stale || out[0].Outcome.State != job.StateRetrying {
 		t.Fatalf("first result: %+v %v, want retrying", out, err)
 	}
@@ -168,17 +168,17 @@ func TestApplyReportsClassifiesEarlierAttempts(t *testing.T) {
 		t.Fatal(err)
 	}
 	lostFirst := claim(lost.ID)
-	if _, err := s.FinishAttempt(ctx, lostFirst.Token, store.Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "lost"}); err != nil {
+	if _, err := s.FinishAttempt(ctx, jid(lostFirst), lostFirst.Token, store.Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "lost"}); err != nil {
 		t.Fatal(err)
 	}
 	lostSecond := claim(lost.ID)
 
 	ok := store.Result{}
 	out, err = s.ApplyReports(ctx, []store.Report{
-		{Token: first.Token, Finish: &exit1},   // re-sent: a duplicate
-		{Token: lostFirst.Token, Finish: &ok},  // given up as lost: stale
-		{Token: second.Token, Finish: &ok},     // current
-		{Token: lostSecond.Token, Finish: &ok}, // current
+		{JobID: jid(first), Token: first.Token, Finish: &exit1},        // re-sent: a duplicate
+		{JobID: jid(lostFirst), Token: lostFirst.Token, Finish: &ok},   // given up as lost: stale
+		{JobID: jid(second), Token: second.Token, Finish: &ok},         // current
+		{JobID: jid(lostSecond), Token: lostSecond.Token, Finish: &ok}, // current
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -115,7 +115,7 @@ func TestStaleResultIsRejected(t *testing.T) {
 	if err != nil || len(a1) != 1 {
 		t.Fatalf("claim 1: %v %v", a1, err)
 	}
-	if err := s.StartAttempt(ctx, a1[0].Token); err != nil {
+	if err := s.StartAttempt(ctx, jid(a1[0]), a1[0].Token); err != nil {
 		t.Fatal(err)
 	}
 	// Worker 1 is lost; the job is retried on worker 2.
@@ -133,14 +133,14 @@ func TestStaleResultIsRejected(t *testing.T) {
 		t.Fatalf("second claim = %+v, want attempt 2 with a new token", a2)
 	}
 	// Worker 1's late reports are all rejected.
-	if err := s.StartAttempt(ctx, a1[0].Token); !errors.Is(err, job.ErrStale) {
+	if err := s.StartAttempt(ctx, jid(a1[0]), a1[0].Token); !errors.Is(err, job.ErrStale) {
 		t.Errorf("late start: %v, want ErrStale", err)
 	}
-	stale, err := s.AppendLogBatches(ctx, []store.LogBatchIn{{Token: a1[0].Token, Seq: 1, Lines: 1, Data: []byte("x")}})
+	stale, err := s.AppendLogBatches(ctx, []store.LogBatchIn{{JobID: jid(a1[0]), Token: a1[0].Token, Seq: 1, Lines: 1, Data: []byte("x")}})
 	if err != nil || !stale[a1[0].Token] {
 		t.Errorf("late logs: stale=%v err=%v, want stale", stale, err)
 	}
-	if out, err := s.FinishAttempt(ctx, a1[0].Token, store.Result{ExitCode: 0}); !errors.Is(err, job.ErrStale) {
+	if out, err := s.FinishAttempt(ctx, jid(a1[0]), a1[0].Token, store.Result{ExitCode: 0}); !errors.Is(err, job.ErrStale) {
 		t.Errorf("late finish: %+v %v, want ErrStale", out, err)
 	}
 	if n := s.StaleReports(); n != 3 {
@@ -157,7 +157,7 @@ func TestStaleResultIsRejected(t *testing.T) {
 		t.Errorf("attempt 1 class = %q, want worker_lost", got.Attempts[0].FailureClass)
 	}
 	// The current attempt's result is accepted.
-	if out, err := s.FinishAttempt(ctx, a2[0].Token, store.Result{ExitCode: 0}); err != nil || out.State != job.StateSucceeded {
+	if out, err := s.FinishAttempt(ctx, jid(a2[0]), a2[0].Token, store.Result{ExitCode: 0}); err != nil || out.State != job.StateSucceeded {
 		t.Fatalf("current finish: %+v %v", out, err)
 	}
 }
@@ -244,7 +244,7 @@ func TestLogCapTruncatesWithAMarker(t *testing.T) {
 	}
 	tok := as[0].Token
 	batch := func(seq int64) store.LogBatchIn {
-		return store.LogBatchIn{Token: tok, Seq: seq, Lines: 1, Data: []byte(strings.Repeat("x", 40))}
+		return store.LogBatchIn{JobID: jid(as[0]), Token: tok, Seq: seq, Lines: 1, Data: []byte(strings.Repeat("x", 40))}
 	}
 	for seq := int64(1); seq <= 5; seq++ {
 		if stale, err := s.AppendLogBatches(ctx, []store.LogBatchIn{batch(seq)}); err != nil || len(stale) > 0 {
@@ -307,13 +307,14 @@ func TestApplyReportsBatch(t *testing.T) {
 	}
 	ok, fail, again := store.Result{}, store.Result{ExitCode: 3}, store.Result{ExitCode: 7}
 	reports := []store.Report{
-		{Token: tok[ids[0]], Start: true},
-		{Token: tok[ids[0]], Finish: &ok},
-		{Token: tok[ids[1]], Finish: &fail},
-		{Token: tok[ids[2]], Finish: &again},
-		{Token: tok[ids[3]], Finish: &ok},
-		{Token: tok[ids[3]], Finish: &ok},
-		{Token: 987654321, Finish: &ok},
+		{JobID: uuid.MustParse(ids[0]), Token: tok[ids[0]], Start: true},
+		{JobID: uuid.MustParse(ids[0]), Token: tok[ids[0]], Finish: &ok},
+		{JobID: uuid.MustParse(ids[1]), Token: tok[ids[1]], Finish: &fail},
+		{JobID: uuid.MustParse(ids[2]), Token: tok[ids[2]], Finish: &again},
+		{JobID: uuid.MustParse(ids[3]), Token: tok[ids[3]], Finish: &ok},
+		{JobID: uuid.MustParse(ids[3]), Token: tok[ids[3]], Finish: &ok},
+		{JobID: uuid.New(), Token: 987654321, Finish: &ok},
+		{JobID: uuid.MustParse(ids[0]), Token: tok[ids[1]], Finish: &ok}, // a token of another job
 	}
 	out, err := s.ApplyReports(ctx, reports)
 	if err != nil {
@@ -322,7 +323,7 @@ func TestApplyReportsBatch(t *testing.T) {
 	want := []struct {
 		stale, dup bool
 		state      job.State
-	}{{}, {state: job.StateSucceeded}, {state: job.StateFailed}, {state: job.StateRetrying}, {state: job.StateSucceeded}, {dup: true, state: job.StateSucceeded}, {stale: true}}
+	}{{}, {state: job.StateSucceeded}, {state: job.StateFailed}, {state: job.StateRetrying}, {state: job.StateSucceeded}, {dup: true, state: job.StateSucceeded}, {stale: true}, {stale: true}}
 	for i, w := range want {
 		if out[i].Stale != w.stale || out[i].Outcome.Duplicate != w.dup || out[i].Outcome.State != w.state {
 			t.Errorf("report %d: %+v, want stale=%v duplicate=%v state=%q", i, out[i], w.stale, w.dup, w.state)
@@ -452,7 +453,7 @@ func TestApplyReportsRollsBackAFailedBatch(t *testing.T) {
 	_, _, before := counts(t, s)
 	bad := store.Result{ExitCode: 1, Message: "nul \x00 byte"}
 	ok := store.Result{}
-	if _, err := s.ApplyReports(ctx, []store.Report{{Token: as[0].Token, Start: true}, {Token: as[1].Token, Finish: &ok}, {Token: as[0].Token, Finish: &bad}}); err == nil || !strings.Contains(err.Error(), "transaction write") {
+	if _, err := s.ApplyReports(ctx, []store.Report{{JobID: jid(as[0]), Token: as[0].Token, Start: true}, {JobID: jid(as[1]), Token: as[1].Token, Finish: &ok}, {JobID: jid(as[0]), Token: as[0].Token, Finish: &bad}}); err == nil || !strings.Contains(err.Error(), "transaction write") {
 		t.Fatalf("got %v, want the error of a write sent with the commit", err)
 	}
 	if _, _, after := counts(t, s); after != before {
@@ -468,11 +469,11 @@ func TestApplyReportsRollsBackAFailedBatch(t *testing.T) {
 		}
 	}
 	for range 10 { // more batches than the pool has connections in use
-		if _, err := s.ApplyReports(ctx, []store.Report{{Token: 987654321, Start: true}}); err != nil {
+		if _, err := s.ApplyReports(ctx, []store.Report{{JobID: uuid.New(), Token: 987654321, Start: true}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.ApplyReports(ctx, []store.Report{{Token: as[0].Token, Finish: &ok}, {Token: as[1].Token, Finish: &ok}}); err != nil {
+	if _, err := s.ApplyReports(ctx, []store.Report{{JobID: jid(as[0]), Token: as[0].Token, Finish: &ok}, {JobID: jid(as[1]), Token: as[1].Token, Finish: &ok}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range ids {
@@ -626,7 +627,7 @@ func TestResultBatchesNeverRescanTheBatch(t *testing.T) {
 	ok := store.Result{}
 	var reports []store.Report
 	for _, a := range as {
-		reports = append(reports, store.Report{Token: a.Token, Finish: &ok})
+		reports = append(reports, store.Report{JobID: jid(a), Token: a.Token, Finish: &ok})
 	}
 	out, err := s.ApplyReports(ctx, reports)
 	if err != nil {

@@ -254,12 +254,12 @@ func (s *Store) ListWorkers(ctx context.Context, provider string) ([]Worker, err
 	return out, nil
 }
 
-// OwnsAttempt reports whether the attempt of token is the current one of
-// its job and belongs to worker id.
-func (s *Store) OwnsAttempt(ctx context.Context, token int64, workerID string) (bool, error) {
+// OwnsAttempt reports whether the attempt of job jobID with token is the
+// job's current one and belongs to worker id.
+func (s *Store) OwnsAttempt(ctx context.Context, jobID uuid.UUID, token int64, workerID string) (bool, error) {
 	var owned bool
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
-		a, current, err := lockAttempt(ctx, db.New(tx), token)
+		a, current, err := lockAttempt(ctx, db.New(tx), jobID, token)
 		if errors.Is(err, job.ErrStale) {
 			return nil
 		}
@@ -335,7 +335,7 @@ func (s *Store) UnlistedAttempts(ctx context.Context, workerID string, listed ma
 			out = append(out, as)
 			continue
 		}
-		if _, err := s.FinishAttempt(ctx, a.Token, Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "the agent reconnected without this attempt"}); err != nil && !errors.Is(err, job.ErrStale) {
+		if _, err := s.FinishAttempt(ctx, a.JobID, a.Token, Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "the agent reconnected without this attempt"}); err != nil && !errors.Is(err, job.ErrStale) {
 			return nil, err
 		}
 	}

@@ -195,7 +195,7 @@ SET attempt_state = $1::text, attempt_finished_at = $2::timestamptz, attempt_exi
     attempt_started_at = coalesce(attempt_started_at, $7),
     state = $8, updated_at = $2, finished_at = $9, run_at = $10,
     exit_code = $3, failure_class = $5, message = $6
-WHERE attempt_token = $11::bigint AND (attempt_finished_at IS NULL) IS TRUE
+WHERE id = $11 AND attempt_token = $12::bigint AND (attempt_finished_at IS NULL) IS TRUE
 `
 
 type FinishJobAttemptParams struct {
@@ -209,6 +209,7 @@ type FinishJobAttemptParams struct {
 	State        string
 	FinishedAt   *time.Time
 	RunAt        *time.Time
+	JobID        uuid.UUID
 	Token        int64
 }
 
@@ -227,6 +228,7 @@ func (q *Queries) FinishJobAttempt(ctx context.Context, arg FinishJobAttemptPara
 		arg.State,
 		arg.FinishedAt,
 		arg.RunAt,
+		arg.JobID,
 		arg.Token,
 	)
 	return err
@@ -239,14 +241,15 @@ SET attempt_state = u.state, attempt_finished_at = $1::timestamptz, attempt_exit
     attempt_started_at = coalesce(j.attempt_started_at, nullif(u.started_at, '0001-01-01T00:00:00Z'::timestamptz)),
     state = u.state, updated_at = $1, finished_at = $1, run_at = NULL, exit_code = u.exit_code,
     failure_class = nullif(u.class, ''), message = u.message
-FROM (SELECT unnest($2::bigint[]) AS token, unnest($3::text[]) AS state, unnest($4::integer[]) AS exit_code,
-             unnest($5::text[]) AS signal, unnest($6::text[]) AS class, unnest($7::text[]) AS message,
-             unnest($8::timestamptz[]) AS started_at) u
-WHERE j.attempt_token = ANY ($2::bigint[]) AND j.attempt_token = u.token AND (j.attempt_finished_at IS NULL) IS TRUE
+FROM (SELECT unnest($2::uuid[]) AS job_id, unnest($3::bigint[]) AS token, unnest($4::text[]) AS state,
+             unnest($5::integer[]) AS exit_code, unnest($6::text[]) AS signal, unnest($7::text[]) AS class,
+             unnest($8::text[]) AS message, unnest($9::timestamptz[]) AS started_at) u
+WHERE j.id = ANY ($2::uuid[]) AND j.id = u.job_id AND j.attempt_token = u.token AND (j.attempt_finished_at IS NULL) IS TRUE
 `
 
 type FinishJobsParams struct {
 	Now        time.Time
+	JobIds     []uuid.UUID
 	Tokens     []int64
 	States     []string
 	ExitCodes  []int32
@@ -262,6 +265,7 @@ type FinishJobsParams struct {
 func (q *Queries) FinishJobs(ctx context.Context, arg FinishJobsParams) error {
 	_, err := q.db.Exec(ctx, finishJobs,
 		arg.Now,
+		arg.JobIds,
 		arg.Tokens,
 		arg.States,
 		arg.ExitCodes,
@@ -273,15 +277,20 @@ func (q *Queries) FinishJobs(ctx context.Context, arg FinishJobsParams) error {
 	return err
 }
 
-const getAttemptByToken = `-- name: GetAttemptByToken :one
+const getAttempt = `-- name: GetAttempt :one
 SELECT a.job_id, a.number, a.token, a.worker_id, a.state, a.assigned_at, a.started_at, a.finished_at, a.failure_class,
        j.state AS job_state, j.attempt AS job_attempt
 FROM attempts a JOIN jobs j ON j.id = a.job_id
-WHERE a.token = $1
+WHERE a.job_id = $1 AND a.token = $2
 FOR UPDATE OF j
 `
 
-type GetAttemptByTokenRow struct {
+type GetAttemptParams struct {
+	JobID uuid.UUID
+	Token int64
+}
+
+type GetAttemptRow struct {
 	JobID        uuid.UUID
 	Number       int32
 	Token        int64
@@ -295,11 +304,11 @@ type GetAttemptByTokenRow struct {
 	JobAttempt   int32
 }
 
-// The attempt of a token (a job's latest or an earlier one) with its job
-// locked.
-func (q *Queries) GetAttemptByToken(ctx context.Context, token int64) (GetAttemptByTokenRow, error) {
-	row := q.db.QueryRow(ctx, getAttemptByToken, token)
-	var i GetAttemptByTokenRow
+// The attempt of a job with this token (the job's latest or an earlier
+// one) with the job locked.
+func (q *Queries) GetAttempt(ctx context.Context, arg GetAttemptParams) (GetAttemptRow, error) {
+	row := q.db.QueryRow(ctx, getAttempt, arg.JobID, arg.Token)
+	var i GetAttemptRow
 	err := row.Scan(
 		&i.JobID,
 		&i.Number,
@@ -685,7 +694,7 @@ SELECT j.attempt_token::bigint AS token, j.id AS job_id, j.attempt AS number, j.
        j.attempt_assigned_at::timestamptz AS assigned_at, j.state AS job_state, j.max_attempts,
        coalesce(j.spec->'retry', 'null')::jsonb AS retry
 FROM jobs j
-WHERE j.attempt_token = ANY ($1::bigint[])
+WHERE j.id = ANY ($1::uuid[])
 ORDER BY j.id
 FOR UPDATE OF j
 `
@@ -704,11 +713,11 @@ type LockAttemptsRow struct {
 	Retry        []byte
 }
 
-// The latest attempts of these tokens with their jobs, the jobs locked (in
-// id order, so that concurrent batches cannot deadlock). Of the spec only
-// the retry policy matters here, and only for failures.
-func (q *Queries) LockAttempts(ctx context.Context, tokens []int64) ([]LockAttemptsRow, error) {
-	rows, err := q.db.Query(ctx, lockAttempts, tokens)
+// The latest attempts of these jobs, the jobs locked (in id order, so that
+// concurrent batches cannot deadlock). Of the spec only the retry policy
+// matters here, and only for failures.
+func (q *Queries) LockAttempts(ctx context.Context, jobIds []uuid.UUID) ([]LockAttemptsRow, error) {
+	rows, err := q.db.Query(ctx, lockAttempts, jobIds)
 	if err != nil {
 		return nil, err
 	}
@@ -753,7 +762,7 @@ func (q *Queries) NextRunAt(ctx context.Context, now time.Time) (time.Time, erro
 }
 
 const overdueAttempts = `-- name: OverdueAttempts :many
-SELECT j.attempt_token::bigint AS token FROM jobs j
+SELECT j.id AS job_id, j.attempt_token::bigint AS token FROM jobs j
 WHERE j.state = 'running'
   AND coalesce((j.spec->>'timeout')::bigint, 0) > 0
   AND j.attempt_started_at + make_interval(secs => (j.spec->>'timeout')::bigint / 1e9) + make_interval(secs => $1::double precision) < $2
@@ -764,21 +773,26 @@ type OverdueAttemptsParams struct {
 	Now           *time.Time
 }
 
+type OverdueAttemptsRow struct {
+	JobID uuid.UUID
+	Token int64
+}
+
 // Started attempts whose job timeout (spec.timeout, nanoseconds) plus a
 // margin has passed without a result: their worker went silent.
-func (q *Queries) OverdueAttempts(ctx context.Context, arg OverdueAttemptsParams) ([]int64, error) {
+func (q *Queries) OverdueAttempts(ctx context.Context, arg OverdueAttemptsParams) ([]OverdueAttemptsRow, error) {
 	rows, err := q.db.Query(ctx, overdueAttempts, arg.MarginSeconds, arg.Now)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var items []int64
+	var items []OverdueAttemptsRow
 	for rows.Next() {
-		var token int64
-		if err := rows.Scan(&token); err != nil {
+		var i OverdueAttemptsRow
+		if err := rows.Scan(&i.JobID, &i.Token); err != nil {
 			return nil, err
 		}
-		items = append(items, token)
+		items = append(items, i)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
@@ -851,17 +865,19 @@ func (q *Queries) RequeueJob(ctx context.Context, arg RequeueJobParams) error {
 }
 
 const startJobAttempts = `-- name: StartJobAttempts :exec
-UPDATE jobs SET state = 'running', updated_at = $1, attempt_state = 'running', attempt_started_at = $1
-WHERE attempt_token = ANY ($2::bigint[]) AND (attempt_state = 'assigned') IS TRUE
+UPDATE jobs j SET state = 'running', updated_at = $1, attempt_state = 'running', attempt_started_at = $1
+FROM (SELECT unnest($2::uuid[]) AS job_id, unnest($3::bigint[]) AS token) u
+WHERE j.id = ANY ($2::uuid[]) AND j.id = u.job_id AND j.attempt_token = u.token AND (j.attempt_state = 'assigned') IS TRUE
 `
 
 type StartJobAttemptsParams struct {
 	Now    time.Time
+	JobIds []uuid.UUID
 	Tokens []int64
 }
 
 func (q *Queries) StartJobAttempts(ctx context.Context, arg StartJobAttemptsParams) error {
-	_, err := q.db.Exec(ctx, startJobAttempts, arg.Now, arg.Tokens)
+	_, err := q.db.Exec(ctx, startJobAttempts, arg.Now, arg.JobIds, arg.Tokens)
 	return err
 }
 

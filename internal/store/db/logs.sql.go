@@ -13,11 +13,16 @@ import (
 )
 
 const attemptIsLatest = `-- name: AttemptIsLatest :one
-SELECT EXISTS (SELECT 1 FROM jobs WHERE attempt_token = $1::bigint)
+SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND attempt_token = $2::bigint)
 `
 
-func (q *Queries) AttemptIsLatest(ctx context.Context, token int64) (bool, error) {
-	row := q.db.QueryRow(ctx, attemptIsLatest, token)
+type AttemptIsLatestParams struct {
+	JobID uuid.UUID
+	Token int64
+}
+
+func (q *Queries) AttemptIsLatest(ctx context.Context, arg AttemptIsLatestParams) (bool, error) {
+	row := q.db.QueryRow(ctx, attemptIsLatest, arg.JobID, arg.Token)
 	var exists bool
 	err := row.Scan(&exists)
 	return exists, err
@@ -25,19 +30,20 @@ func (q *Queries) AttemptIsLatest(ctx context.Context, token int64) (bool, error
 
 const insertLogBatches = `-- name: InsertLogBatches :many
 WITH input AS (
-    SELECT unnest($2::bigint[]) AS token, unnest($3::bigint[]) AS seq, unnest($4::integer[]) AS lines,
-           unnest($5::integer[]) AS bytes, unnest($6::bytea[]) AS data
+    SELECT unnest($2::uuid[]) AS job_id, unnest($3::bigint[]) AS token, unnest($4::bigint[]) AS seq,
+           unnest($5::integer[]) AS lines, unnest($6::integer[]) AS bytes, unnest($7::bytea[]) AS data
 )
 INSERT INTO job_logs (job_id, attempt, seq, lines, bytes, data, created_at)
 SELECT j.id, j.attempt, i.seq, i.lines, i.bytes, i.data, $1
-FROM input i JOIN jobs j ON j.attempt_token = i.token
-WHERE j.attempt_token = ANY ($2::bigint[])
+FROM input i JOIN jobs j ON j.id = i.job_id AND j.attempt_token = i.token
+WHERE j.id = ANY ($2::uuid[])
 ON CONFLICT DO NOTHING
 RETURNING job_id, attempt, seq
 `
 
 type InsertLogBatchesParams struct {
 	Now    time.Time
+	JobIds []uuid.UUID
 	Tokens []int64
 	Seqs   []int64
 	Lines  []int32
@@ -56,6 +62,7 @@ type InsertLogBatchesRow struct {
 func (q *Queries) InsertLogBatches(ctx context.Context, arg InsertLogBatchesParams) ([]InsertLogBatchesRow, error) {
 	rows, err := q.db.Query(ctx, insertLogBatches,
 		arg.Now,
+		arg.JobIds,
 		arg.Tokens,
 		arg.Seqs,
 		arg.Lines,
@@ -83,7 +90,7 @@ func (q *Queries) InsertLogBatches(ctx context.Context, arg InsertLogBatchesPara
 const logBudget = `-- name: LogBudget :many
 SELECT j.attempt_token::bigint AS token, j.id AS job_id, j.log_bytes, j.log_truncated
 FROM jobs j
-WHERE j.attempt_token = ANY ($1::bigint[])
+WHERE j.id = ANY ($1::uuid[])
 ORDER BY j.id
 FOR UPDATE OF j
 `
@@ -95,9 +102,10 @@ type LogBudgetRow struct {
 	LogTruncated bool
 }
 
-// The log accounting of the jobs of these attempts, locked for update.
-func (q *Queries) LogBudget(ctx context.Context, tokens []int64) ([]LogBudgetRow, error) {
-	rows, err := q.db.Query(ctx, logBudget, tokens)
+// The log accounting of these jobs, with their latest attempts' tokens,
+// locked for update.
+func (q *Queries) LogBudget(ctx context.Context, jobIds []uuid.UUID) ([]LogBudgetRow, error) {
+	rows, err := q.db.Query(ctx, logBudget, jobIds)
 	if err != nil {
 		return nil, err
 	}

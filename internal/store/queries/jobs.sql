@@ -78,13 +78,13 @@ FROM picked p
 WHERE j.id = p.id AND (j.state IN ('queued', 'retrying')) IS TRUE
 RETURNING j.id, j.attempt, j.spec, j.created_at, j.attempt_token::bigint AS token, j.attempt_worker_id::uuid AS worker_id, j.priority;
 
--- name: GetAttemptByToken :one
--- The attempt of a token (a job's latest or an earlier one) with its job
--- locked.
+-- name: GetAttempt :one
+-- The attempt of a job with this token (the job's latest or an earlier
+-- one) with the job locked.
 SELECT a.job_id, a.number, a.token, a.worker_id, a.state, a.assigned_at, a.started_at, a.finished_at, a.failure_class,
        j.state AS job_state, j.attempt AS job_attempt
 FROM attempts a JOIN jobs j ON j.id = a.job_id
-WHERE a.token = @token
+WHERE a.job_id = @job_id AND a.token = @token
 FOR UPDATE OF j;
 
 -- name: FinishJobAttempt :exec
@@ -97,7 +97,7 @@ SET attempt_state = @attempt_state::text, attempt_finished_at = @now::timestampt
     attempt_started_at = coalesce(attempt_started_at, sqlc.narg(started_at)),
     state = @state, updated_at = @now, finished_at = sqlc.narg(finished_at), run_at = sqlc.narg(run_at),
     exit_code = sqlc.narg(exit_code), failure_class = sqlc.narg(failure_class), message = @message
-WHERE attempt_token = @token::bigint AND (attempt_finished_at IS NULL) IS TRUE;
+WHERE id = @job_id AND attempt_token = @token::bigint AND (attempt_finished_at IS NULL) IS TRUE;
 
 -- name: UpdateJobState :exec
 UPDATE jobs
@@ -127,7 +127,7 @@ WHERE id = @id;
 -- name: OverdueAttempts :many
 -- Started attempts whose job timeout (spec.timeout, nanoseconds) plus a
 -- margin has passed without a result: their worker went silent.
-SELECT j.attempt_token::bigint AS token FROM jobs j
+SELECT j.id AS job_id, j.attempt_token::bigint AS token FROM jobs j
 WHERE j.state = 'running'
   AND coalesce((j.spec->>'timeout')::bigint, 0) > 0
   AND j.attempt_started_at + make_interval(secs => (j.spec->>'timeout')::bigint / 1e9) + make_interval(secs => @margin_seconds::double precision) < @now;
@@ -155,15 +155,15 @@ SELECT unnest(@ids::uuid[]), unnest(@names::text[]), unnest(@types::text[]), unn
 SELECT * FROM jobs WHERE idempotency_key = ANY (@keys::text[]);
 
 -- name: LockAttempts :many
--- The latest attempts of these tokens with their jobs, the jobs locked (in
--- id order, so that concurrent batches cannot deadlock). Of the spec only
--- the retry policy matters here, and only for failures.
+-- The latest attempts of these jobs, the jobs locked (in id order, so that
+-- concurrent batches cannot deadlock). Of the spec only the retry policy
+-- matters here, and only for failures.
 SELECT j.attempt_token::bigint AS token, j.id AS job_id, j.attempt AS number, j.attempt_worker_id::uuid AS worker_id,
        j.attempt_state::text AS state, j.attempt_finished_at AS finished_at, j.attempt_failure_class AS failure_class,
        j.attempt_assigned_at::timestamptz AS assigned_at, j.state AS job_state, j.max_attempts,
        coalesce(j.spec->'retry', 'null')::jsonb AS retry
 FROM jobs j
-WHERE j.attempt_token = ANY (@tokens::bigint[])
+WHERE j.id = ANY (@job_ids::uuid[])
 ORDER BY j.id
 FOR UPDATE OF j;
 
@@ -181,11 +181,12 @@ SET attempt_state = u.state, attempt_finished_at = @now::timestamptz, attempt_ex
     attempt_started_at = coalesce(j.attempt_started_at, nullif(u.started_at, '0001-01-01T00:00:00Z'::timestamptz)),
     state = u.state, updated_at = @now, finished_at = @now, run_at = NULL, exit_code = u.exit_code,
     failure_class = nullif(u.class, ''), message = u.message
-FROM (SELECT unnest(@tokens::bigint[]) AS token, unnest(@states::text[]) AS state, unnest(@exit_codes::integer[]) AS exit_code,
-             unnest(@signals::text[]) AS signal, unnest(@classes::text[]) AS class, unnest(@messages::text[]) AS message,
-             unnest(@started_ats::timestamptz[]) AS started_at) u
-WHERE j.attempt_token = ANY (@tokens::bigint[]) AND j.attempt_token = u.token AND (j.attempt_finished_at IS NULL) IS TRUE;
+FROM (SELECT unnest(@job_ids::uuid[]) AS job_id, unnest(@tokens::bigint[]) AS token, unnest(@states::text[]) AS state,
+             unnest(@exit_codes::integer[]) AS exit_code, unnest(@signals::text[]) AS signal, unnest(@classes::text[]) AS class,
+             unnest(@messages::text[]) AS message, unnest(@started_ats::timestamptz[]) AS started_at) u
+WHERE j.id = ANY (@job_ids::uuid[]) AND j.id = u.job_id AND j.attempt_token = u.token AND (j.attempt_finished_at IS NULL) IS TRUE;
 
 -- name: StartJobAttempts :exec
-UPDATE jobs SET state = 'running', updated_at = @now, attempt_state = 'running', attempt_started_at = @now
-WHERE attempt_token = ANY (@tokens::bigint[]) AND (attempt_state = 'assigned') IS TRUE;
+UPDATE jobs j SET state = 'running', updated_at = @now, attempt_state = 'running', attempt_started_at = @now
+FROM (SELECT unnest(@job_ids::uuid[]) AS job_id, unnest(@tokens::bigint[]) AS token) u
+WHERE j.id = ANY (@job_ids::uuid[]) AND j.id = u.job_id AND j.attempt_token = u.token AND (j.attempt_state = 'assigned') IS TRUE;

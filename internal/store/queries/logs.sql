@@ -6,27 +6,28 @@ ORDER BY attempt, seq
 LIMIT @max_rows;
 
 -- name: AttemptIsLatest :one
-SELECT EXISTS (SELECT 1 FROM jobs WHERE attempt_token = @token::bigint);
+SELECT EXISTS (SELECT 1 FROM jobs WHERE id = @job_id AND attempt_token = @token::bigint);
 
 -- name: InsertLogBatches :many
 -- Stores many batches in one statement (group commit), each only while its
 -- attempt is the job's latest; returns the (token, seq) pairs stored now.
 WITH input AS (
-    SELECT unnest(@tokens::bigint[]) AS token, unnest(@seqs::bigint[]) AS seq, unnest(@lines::integer[]) AS lines,
-           unnest(@sizes::integer[]) AS bytes, unnest(@datas::bytea[]) AS data
+    SELECT unnest(@job_ids::uuid[]) AS job_id, unnest(@tokens::bigint[]) AS token, unnest(@seqs::bigint[]) AS seq,
+           unnest(@lines::integer[]) AS lines, unnest(@sizes::integer[]) AS bytes, unnest(@datas::bytea[]) AS data
 )
 INSERT INTO job_logs (job_id, attempt, seq, lines, bytes, data, created_at)
 SELECT j.id, j.attempt, i.seq, i.lines, i.bytes, i.data, @now
-FROM input i JOIN jobs j ON j.attempt_token = i.token
-WHERE j.attempt_token = ANY (@tokens::bigint[])
+FROM input i JOIN jobs j ON j.id = i.job_id AND j.attempt_token = i.token
+WHERE j.id = ANY (@job_ids::uuid[])
 ON CONFLICT DO NOTHING
 RETURNING job_id, attempt, seq;
 
 -- name: LogBudget :many
--- The log accounting of the jobs of these attempts, locked for update.
+-- The log accounting of these jobs, with their latest attempts' tokens,
+-- locked for update.
 SELECT j.attempt_token::bigint AS token, j.id AS job_id, j.log_bytes, j.log_truncated
 FROM jobs j
-WHERE j.attempt_token = ANY (@tokens::bigint[])
+WHERE j.id = ANY (@job_ids::uuid[])
 ORDER BY j.id
 FOR UPDATE OF j;
 

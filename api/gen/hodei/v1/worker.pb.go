@@ -515,9 +515,12 @@ func (x *Heartbeat) GetFreeSlots() int32 {
 }
 
 type AttemptStarted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FencingToken  int64                  `protobuf:"varint,1,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
-	Time          *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	FencingToken int64                  `protobuf:"varint,1,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
+	Time         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// job_id is the job of the attempt (RunJob.job_id): reports find it by
+	// job id and token. Required, as in LogBatch and AttemptFinished.
+	JobId         string `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -564,6 +567,13 @@ func (x *AttemptStarted) GetTime() *timestamppb.Timestamp {
 		return x.Time
 	}
 	return nil
+}
+
+func (x *AttemptStarted) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
 }
 
 type LogLine struct {
@@ -642,7 +652,8 @@ type LogBatch struct {
 	Seq   int64      `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	Lines []*LogLine `protobuf:"bytes,3,rep,name=lines,proto3" json:"lines,omitempty"`
 	// dropped counts lines dropped by backpressure since the previous batch.
-	Dropped       int64 `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	Dropped       int64  `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	JobId         string `protobuf:"bytes,5,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -705,6 +716,13 @@ func (x *LogBatch) GetDropped() int64 {
 	return 0
 }
 
+func (x *LogBatch) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
 type AttemptFinished struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	FencingToken int64                  `protobuf:"varint,1,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
@@ -714,9 +732,10 @@ type AttemptFinished struct {
 	Message      string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
 	Time         *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
 	// last_log_seq is the seq of the attempt's last log batch (0 if none).
-	LastLogSeq    int64 `protobuf:"varint,7,opt,name=last_log_seq,json=lastLogSeq,proto3" json:"last_log_seq,omitempty"`
-	LinesSent     int64 `protobuf:"varint,8,opt,name=lines_sent,json=linesSent,proto3" json:"lines_sent,omitempty"`
-	LinesDropped  int64 `protobuf:"varint,9,opt,name=lines_dropped,json=linesDropped,proto3" json:"lines_dropped,omitempty"`
+	LastLogSeq    int64  `protobuf:"varint,7,opt,name=last_log_seq,json=lastLogSeq,proto3" json:"last_log_seq,omitempty"`
+	LinesSent     int64  `protobuf:"varint,8,opt,name=lines_sent,json=linesSent,proto3" json:"lines_sent,omitempty"`
+	LinesDropped  int64  `protobuf:"varint,9,opt,name=lines_dropped,json=linesDropped,proto3" json:"lines_dropped,omitempty"`
+	JobId         string `protobuf:"bytes,10,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -812,6 +831,13 @@ func (x *AttemptFinished) GetLinesDropped() int64 {
 		return x.LinesDropped
 	}
 	return 0
+}
+
+func (x *AttemptFinished) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
 }
 
 type ShutdownNotice struct {
@@ -1671,20 +1697,22 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\x11adaptive_prefetch\x18\a \x01(\bR\x10adaptivePrefetch\"*\n" +
 	"\tHeartbeat\x12\x1d\n" +
 	"\n" +
-	"free_slots\x18\x01 \x01(\x05R\tfreeSlots\"e\n" +
+	"free_slots\x18\x01 \x01(\x05R\tfreeSlots\"|\n" +
 	"\x0eAttemptStarted\x12#\n" +
 	"\rfencing_token\x18\x01 \x01(\x03R\ffencingToken\x12.\n" +
-	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x94\x01\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x15\n" +
+	"\x06job_id\x18\x03 \x01(\tR\x05jobId\"\x94\x01\n" +
 	"\aLogLine\x12+\n" +
 	"\x06stream\x18\x01 \x01(\x0e2\x13.hodei.v1.LogStreamR\x06stream\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x18\n" +
 	"\apartial\x18\x03 \x01(\bR\apartial\x12.\n" +
-	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x84\x01\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x9b\x01\n" +
 	"\bLogBatch\x12#\n" +
 	"\rfencing_token\x18\x01 \x01(\x03R\ffencingToken\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12'\n" +
 	"\x05lines\x18\x03 \x03(\v2\x11.hodei.v1.LogLineR\x05lines\x12\x18\n" +
-	"\adropped\x18\x04 \x01(\x03R\adropped\"\xd8\x02\n" +
+	"\adropped\x18\x04 \x01(\x03R\adropped\x12\x15\n" +
+	"\x06job_id\x18\x05 \x01(\tR\x05jobId\"\xef\x02\n" +
 	"\x0fAttemptFinished\x12#\n" +
 	"\rfencing_token\x18\x01 \x01(\x03R\ffencingToken\x12\x1b\n" +
 	"\texit_code\x18\x02 \x01(\x05R\bexitCode\x12\x16\n" +
@@ -1696,7 +1724,9 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"lastLogSeq\x12\x1d\n" +
 	"\n" +
 	"lines_sent\x18\b \x01(\x03R\tlinesSent\x12#\n" +
-	"\rlines_dropped\x18\t \x01(\x03R\flinesDropped\">\n" +
+	"\rlines_dropped\x18\t \x01(\x03R\flinesDropped\x12\x15\n" +
+	"\x06job_id\x18\n" +
+	" \x01(\tR\x05jobId\">\n" +
 	"\x0eShutdownNotice\x12\x16\n" +
 	"\x06forced\x18\x01 \x01(\bR\x06forced\x12\x14\n" +
 	"\x05final\x18\x02 \x01(\bR\x05final\"\xf6\x02\n" +
