@@ -312,9 +312,9 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 		hello.Running = append(hello.Running, &hodeiv1.RunningAttempt{JobId: at.jobID, Attempt: at.number, FencingToken: at.token})
 	}
 	a.mu.Unlock()
-	for _, t := range a.box.tokens() {
-		if !known[t] {
-			hello.Running = append(hello.Running, &hodeiv1.RunningAttempt{FencingToken: t})
+	for _, ra := range a.box.attempts() {
+		if !known[ra.FencingToken] {
+			hello.Running = append(hello.Running, ra)
 		}
 	}
 	if err := stream.Send(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Hello{Hello: hello}}); err != nil {
@@ -492,7 +492,7 @@ func (a *Agent) start(r *hodeiv1.RunJob) {
 	}
 	if a.draining {
 		a.mu.Unlock()
-		a.box.add(&pending{token: r.FencingToken, finished: true, msg: finishedMsg(r.JobId, r.FencingToken, -1, "", hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, "worker is shutting down", 0, 0, 0)})
+		a.box.add(&pending{jobID: r.JobId, token: r.FencingToken, finished: true, msg: finishedMsg(r.JobId, r.FencingToken, -1, "", hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, "worker is shutting down", 0, 0, 0)})
 		return
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -550,7 +550,7 @@ func (a *Agent) notStarted(ctx context.Context, at *attempt) {
 		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, "stopped by the worker's shutdown before it started"
 	}
 	a.log.Info("attempt ended before it started", "job_id", at.jobID, "attempt", at.number, "class", class)
-	a.box.add(&pending{token: at.token, finished: true, msg: finishedMsg(at.jobID, at.token, -1, "", class, msg, 0, 0, 0)})
+	a.box.add(&pending{jobID: at.jobID, token: at.token, finished: true, msg: finishedMsg(at.jobID, at.token, -1, "", class, msg, 0, 0, 0)})
 }
 
 // execute runs the process, streams its logs through the batcher into the
@@ -558,7 +558,7 @@ func (a *Agent) notStarted(ctx context.Context, at *attempt) {
 func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec) {
 	a.sendStarted(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Started{Started: &hodeiv1.AttemptStarted{JobId: at.jobID, FencingToken: at.token, Time: timestamppb.Now()}}})
 	if a.cfg.NoopExec {
-		a.box.add(&pending{token: at.token, finished: true, msg: finishedMsg(at.jobID, at.token, 0, "", 0, "noop execution (benchmark mode)", 0, 0, 0)})
+		a.box.add(&pending{jobID: at.jobID, token: at.token, finished: true, msg: finishedMsg(at.jobID, at.token, 0, "", 0, "noop execution (benchmark mode)", 0, 0, 0)})
 		return
 	}
 	var lastSeq int64
@@ -575,7 +575,7 @@ func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec)
 		for i, l := range b.Lines {
 			lines[i] = &hodeiv1.LogLine{Stream: hodeiv1.LogStream(l.Stream), Data: l.Data, Partial: l.Partial, Time: timestamppb.New(l.Time)}
 		}
-		a.box.add(&pending{token: at.token, seq: b.Seq, msg: &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Logs{Logs: &hodeiv1.LogBatch{
+		a.box.add(&pending{jobID: at.jobID, token: at.token, seq: b.Seq, msg: &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Logs{Logs: &hodeiv1.LogBatch{
 			JobId: at.jobID, FencingToken: at.token, Seq: b.Seq, Lines: lines, Dropped: b.Dropped}}}})
 		lastSeq = b.Seq
 		return nil
@@ -643,7 +643,7 @@ func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec)
 		level = slog.LevelWarn
 	}
 	a.log.Log(ctx, level, "attempt finished", "job_id", at.jobID, "attempt", at.number, "exit_code", res.ExitCode, "signal", res.Signal, "class", class, "lines", sent, "dropped", dropped)
-	a.box.add(&pending{token: at.token, finished: true, msg: finishedMsg(at.jobID, at.token, int32(res.ExitCode), res.Signal, class, msg, lastSeq, sent, dropped)})
+	a.box.add(&pending{jobID: at.jobID, token: at.token, finished: true, msg: finishedMsg(at.jobID, at.token, int32(res.ExitCode), res.Signal, class, msg, lastSeq, sent, dropped)})
 }
 
 // shutdown drains: announce, stop taking jobs, let running jobs finish

@@ -19,6 +19,7 @@ type outbox struct {
 }
 
 type pending struct {
+	jobID    string
 	token    int64
 	seq      int64 // log batch seq; 0 for the finish report
 	finished bool
@@ -89,16 +90,17 @@ func (o *outbox) len() int {
 	return len(o.items)
 }
 
-// tokens lists the attempts with unacknowledged reports.
-func (o *outbox) tokens() []int64 {
+// attempts lists the attempts with unacknowledged reports (job id and
+// token; their number is not kept).
+func (o *outbox) attempts() []*hodeiv1.RunningAttempt {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	seen := map[int64]bool{}
-	var out []int64
+	var out []*hodeiv1.RunningAttempt
 	for _, p := range o.items {
 		if !seen[p.token] {
 			seen[p.token] = true
-			out = append(out, p.token)
+			out = append(out, &hodeiv1.RunningAttempt{JobId: p.jobID, FencingToken: p.token})
 		}
 	}
 	return out
