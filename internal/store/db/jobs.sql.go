@@ -116,9 +116,9 @@ func (q *Queries) ClaimJobs(ctx context.Context, arg ClaimJobsParams) ([]ClaimJo
 }
 
 const countActiveJobs = `-- name: CountActiveJobs :many
-SELECT state, count(*)::bigint AS n FROM jobs
-WHERE state IN ('queued', 'assigned', 'running', 'retrying')
-GROUP BY state
+SELECT state, count(*)::bigint AS n FROM jobs WHERE state IN ('queued', 'retrying') GROUP BY state
+UNION ALL
+SELECT state, count(*)::bigint AS n FROM jobs WHERE state IN ('assigned', 'running') GROUP BY state
 `
 
 type CountActiveJobsRow struct {
@@ -126,7 +126,8 @@ type CountActiveJobsRow struct {
 	N     int64
 }
 
-// Jobs in each non-final state.
+// Jobs in each non-final state: the waiting ones through jobs_ready_idx,
+// the ones on a worker through jobs_live_idx.
 func (q *Queries) CountActiveJobs(ctx context.Context) ([]CountActiveJobsRow, error) {
 	rows, err := q.db.Query(ctx, countActiveJobs)
 	if err != nil {
@@ -661,7 +662,7 @@ type ListRunningAttemptsOfWorkerRow struct {
 }
 
 // Only a job's latest attempt can be unfinished, and only while the job
-// is assigned or running (jobs_state_idx).
+// is assigned or running (jobs_live_idx).
 func (q *Queries) ListRunningAttemptsOfWorker(ctx context.Context, workerID uuid.UUID) ([]ListRunningAttemptsOfWorkerRow, error) {
 	rows, err := q.db.Query(ctx, listRunningAttemptsOfWorker, workerID)
 	if err != nil {

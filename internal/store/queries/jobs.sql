@@ -107,7 +107,7 @@ WHERE id = @id;
 
 -- name: ListRunningAttemptsOfWorker :many
 -- Only a job's latest attempt can be unfinished, and only while the job
--- is assigned or running (jobs_state_idx).
+-- is assigned or running (jobs_live_idx).
 SELECT j.id AS job_id, j.attempt AS number, j.attempt_token::bigint AS token, j.attempt_state::text AS state, j.spec
 FROM jobs j
 WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = @worker_id::uuid
@@ -139,10 +139,11 @@ WHERE state IN ('queued', 'retrying') AND (run_at IS NULL OR run_at <= @now::tim
 ORDER BY priority DESC, id LIMIT @max_rows;
 
 -- name: CountActiveJobs :many
--- Jobs in each non-final state.
-SELECT state, count(*)::bigint AS n FROM jobs
-WHERE state IN ('queued', 'assigned', 'running', 'retrying')
-GROUP BY state;
+-- Jobs in each non-final state: the waiting ones through jobs_ready_idx,
+-- the ones on a worker through jobs_live_idx.
+SELECT state, count(*)::bigint AS n FROM jobs WHERE state IN ('queued', 'retrying') GROUP BY state
+UNION ALL
+SELECT state, count(*)::bigint AS n FROM jobs WHERE state IN ('assigned', 'running') GROUP BY state;
 
 -- name: InsertJobs :exec
 -- Many jobs in one statement, in order.
