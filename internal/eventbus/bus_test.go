@@ -122,11 +122,13 @@ func TestTail(t *testing.T) {
 	start := publish(t, pool, jobEvent("b", 0))[0]
 
 	var got []int64
+	var names []string
 	done := errors.New("done")
 	tailed := make(chan error, 1)
 	go func() {
 		tailed <- b.Tail(context.Background(), start, eventbus.Filter{AggregateID: "b"}, func(e eventbus.Event) error {
 			got = append(got, e.ID)
+			names = append(names, e.Payload.GetJobCreated().GetName()) // the payload arrives decoded
 			if len(got) == 2 {
 				return done
 			}
@@ -144,7 +146,7 @@ func TestTail(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("tail did not deliver")
 	}
-	if !slices.Equal(got, want) {
-		t.Errorf("tail got %v, want %v", got, want)
+	if !slices.Equal(got, want) || !slices.Equal(names, []string{"1", "2"}) {
+		t.Errorf("tail got %v (payloads %q), want %v (1, 2)", got, names, want)
 	}
 }

@@ -28,6 +28,23 @@ type Event struct {
 	CorrelationID string
 	Time          time.Time
 	Payload       *hodeiv1.EventPayload
+	// raw is the encoded payload of an event read from the log, decoded
+	// into Payload only when the event is handed to a handler or tail
+	// (decoded): most events the feed reads match no tail.
+	raw []byte
+}
+
+// decoded returns e with its payload decoded.
+func (e Event) decoded() (Event, error) {
+	if e.Payload != nil || e.raw == nil {
+		return e, nil
+	}
+	p := &hodeiv1.EventPayload{}
+	if err := proto.Unmarshal(e.raw, p); err != nil {
+		return e, fmt.Errorf("decode event %d: %w", e.ID, err)
+	}
+	e.Payload, e.raw = p, nil
+	return e, nil
 }
 
 // New returns an event about an aggregate with the given payload; the
@@ -166,16 +183,22 @@ func (r row) valid() bool {
 	return n > 0 && len(r.AggregateKinds) == n && len(r.AggregateIds) == n && len(r.CorrelationIds) == n && len(r.Payloads) == n
 }
 
-// event decodes the row's event with the given id.
+// event returns the row's event with the given id, its payload still
+// encoded (see Event.decoded).
 func (r row) event(id int64) (Event, error) {
 	i := id - r.FirstID
 	if !r.valid() || i < 0 || i >= int64(len(r.Types)) {
 		return Event{}, fmt.Errorf("decode event %d: not in the row of events %d to %d", id, r.FirstID, r.FirstID+int64(len(r.Types))-1)
 	}
-	p := &hodeiv1.EventPayload{}
-	if err := proto.Unmarshal(r.Payloads[i], p); err != nil {
-		return Event{}, fmt.Errorf("decode event %d: %w", id, err)
-	}
 	return Event{ID: id, XID: r.Xid, Type: r.Types[i], AggregateKind: r.AggregateKinds[i], AggregateID: r.AggregateIds[i],
-		CorrelationID: r.CorrelationIds[i], Time: r.CreatedAt, Payload: p}, nil
+		CorrelationID: r.CorrelationIds[i], Time: r.CreatedAt, raw: r.Payloads[i]}, nil
+}
+
+// decodedEvent is event with the payload decoded.
+func (r row) decodedEvent(id int64) (Event, error) {
+	e, err := r.event(id)
+	if err != nil {
+		return e, err
+	}
+	return e.decoded()
 }

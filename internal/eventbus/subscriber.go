@@ -118,6 +118,10 @@ func (s *subscriber) drain(ctx context.Context) (heldBack bool, err error) {
 		}
 		for _, e := range events {
 			if s.types == nil || s.types[e.Type] {
+				e, err := e.decoded()
+				if err != nil {
+					return false, err
+				}
 				if _, err := s.deliver(ctx, e); err != nil {
 					return false, err
 				}

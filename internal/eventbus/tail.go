@@ -78,7 +78,7 @@ func (b *Bus) TailFrom(ctx context.Context, c Cursor, f Filter, fn func(Event) e
 			for _, e := range events {
 				xid, id = e.XID, e.ID
 				if f.match(e) {
-					if err := fn(e); err != nil {
+					if err := deliverTo(fn, e); err != nil {
 						return err
 					}
 				}
@@ -111,7 +111,7 @@ func (b *Bus) TailFrom(ctx context.Context, c Cursor, f Filter, fn func(Event) e
 		for _, e := range events {
 			xid, id = e.XID, e.ID
 			if f.match(e) {
-				if err := fn(e); err != nil {
+				if err := deliverTo(fn, e); err != nil {
 					return err
 				}
 			}
@@ -157,7 +157,7 @@ func (b *Bus) ListDeadLetters(ctx context.Context, subscriber string, limit int)
 	out := make([]DeadLetter, 0, len(rows))
 	for _, r := range rows {
 		e, err := row{FirstID: r.FirstID, Xid: r.Xid, Types: r.Types, AggregateKinds: r.AggregateKinds, AggregateIds: r.AggregateIds,
-			CorrelationIds: r.CorrelationIds, CreatedAt: r.CreatedAt, Payloads: r.Payloads}.event(r.EventID)
+			CorrelationIds: r.CorrelationIds, CreatedAt: r.CreatedAt, Payloads: r.Payloads}.decodedEvent(r.EventID)
 		if err != nil {
 			return nil, err
 		}
@@ -197,7 +197,7 @@ func (b *Bus) Replay(ctx context.Context, deadLetterID int64) error {
 		if err != nil {
 			return fmt.Errorf("dead letter %d: event %d: %w", deadLetterID, r.EventID, err)
 		}
-		ev, err = row(er).event(r.EventID)
+		ev, err = row(er).decodedEvent(r.EventID)
 		return err
 	})
 	if err != nil {
@@ -216,4 +216,13 @@ func (b *Bus) Replay(ctx context.Context, deadLetterID int64) error {
 		return fmt.Errorf("replay dead letter %d: %w", deadLetterID, ErrStillFailing)
 	}
 	return nil
+}
+
+// deliverTo hands a tail's matching event to fn with its payload decoded.
+func deliverTo(fn func(Event) error, e Event) error {
+	e, err := e.decoded()
+	if err != nil {
+		return err
+	}
+	return fn(e)
 }
