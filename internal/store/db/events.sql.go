@@ -328,22 +328,13 @@ func (q *Queries) PruneEvents(ctx context.Context, arg PruneEventsParams) (Prune
 }
 
 const readEvents = `-- name: ReadEvents :many
-SELECT r.first_id, r.xid, r.types, r.aggregate_kinds, r.aggregate_ids, r.correlation_ids, r.created_at, r.payloads,
+SELECT b.first_id, b.xid::text::bigint AS xid, b.types, b.aggregate_kinds, b.aggregate_ids, b.correlation_ids, b.created_at, b.payloads,
        pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
-FROM (
-    (SELECT b.first_id, b.xid::text::bigint AS xid, b.types, b.aggregate_kinds, b.aggregate_ids, b.correlation_ids, b.created_at, b.payloads
-     FROM event_batches b
-     WHERE b.xid = CAST($1::text AS xid8) AND b.first_id <= $2::bigint
-     ORDER BY b.first_id DESC
-     LIMIT 1)
-    UNION ALL
-    (SELECT b.first_id, b.xid::text::bigint AS xid, b.types, b.aggregate_kinds, b.aggregate_ids, b.correlation_ids, b.created_at, b.payloads
-     FROM event_batches b
-     WHERE (b.xid, b.first_id) > (CAST($1::text AS xid8), $2::bigint)
-     ORDER BY b.xid, b.first_id
-     LIMIT $3)
-) r
-WHERE r.first_id + cardinality(r.types) - 1 > $2::bigint OR r.xid > $1::text::bigint
+FROM event_batches b
+WHERE (b.xid, b.first_id) > (CAST($1::text AS xid8), ($2::bigint) - 65536)
+  AND (b.xid > CAST($1::text AS xid8) OR b.first_id + cardinality(b.types) - 1 > $2::bigint)
+ORDER BY b.xid, b.first_id
+LIMIT $3
 `
 
 type ReadEventsParams struct {
@@ -365,13 +356,15 @@ type ReadEventsRow struct {
 }
 
 // The event rows holding events after the cursor, in (xid, first_id)
-// order: the row holding the cursor's event itself when it has events
-// after it (the caller skips those up to the cursor), then the rows after
-// it. With them the xmin of the same snapshot: the reader may only pass
-// rows whose xid is below it, since a transaction still running could yet
-// add events before them. ORDER BY names the table's columns: a bare
-// "xid" would be the bigint output column, which event_batches_order_idx
-// cannot serve (a sort of the whole table).
+// order, from the row holding the cursor's event when it has events after
+// it (the caller skips those up to the cursor): a row's events are at most
+// 65536 ids from its first_id, so the scan of event_batches_order_idx
+// starts 65536 ids below the cursor and skips the rows that end before it.
+// With them the xmin of the same snapshot: the reader may only pass rows
+// whose xid is below it, since a transaction still running could yet add
+// events before them. ORDER BY names the table's columns: a bare "xid"
+// would be the bigint output column, which the index cannot serve (a sort
+// of the whole table).
 func (q *Queries) ReadEvents(ctx context.Context, arg ReadEventsParams) ([]ReadEventsRow, error) {
 	rows, err := q.db.Query(ctx, readEvents, arg.AfterXid, arg.AfterID, arg.MaxRows)
 	if err != nil {

@@ -12,29 +12,22 @@ VALUES (@types::text[], @aggregate_kinds::text[], @aggregate_ids::text[], @corre
 
 -- name: ReadEvents :many
 -- The event rows holding events after the cursor, in (xid, first_id)
--- order: the row holding the cursor's event itself when it has events
--- after it (the caller skips those up to the cursor), then the rows after
--- it. With them the xmin of the same snapshot: the reader may only pass
--- rows whose xid is below it, since a transaction still running could yet
--- add events before them. ORDER BY names the table's columns: a bare
--- "xid" would be the bigint output column, which event_batches_order_idx
--- cannot serve (a sort of the whole table).
-SELECT r.first_id, r.xid, r.types, r.aggregate_kinds, r.aggregate_ids, r.correlation_ids, r.created_at, r.payloads,
+-- order, from the row holding the cursor's event when it has events after
+-- it (the caller skips those up to the cursor): a row's events are at most
+-- 65536 ids from its first_id, so the scan of event_batches_order_idx
+-- starts 65536 ids below the cursor and skips the rows that end before it.
+-- With them the xmin of the same snapshot: the reader may only pass rows
+-- whose xid is below it, since a transaction still running could yet add
+-- events before them. ORDER BY names the table's columns: a bare "xid"
+-- would be the bigint output column, which the index cannot serve (a sort
+-- of the whole table).
+SELECT b.first_id, b.xid::text::bigint AS xid, b.types, b.aggregate_kinds, b.aggregate_ids, b.correlation_ids, b.created_at, b.payloads,
        pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin
-FROM (
-    (SELECT b.first_id, b.xid::text::bigint AS xid, b.types, b.aggregate_kinds, b.aggregate_ids, b.correlation_ids, b.created_at, b.payloads
-     FROM event_batches b
-     WHERE b.xid = CAST(sqlc.arg(after_xid)::text AS xid8) AND b.first_id <= @after_id::bigint
-     ORDER BY b.first_id DESC
-     LIMIT 1)
-    UNION ALL
-    (SELECT b.first_id, b.xid::text::bigint AS xid, b.types, b.aggregate_kinds, b.aggregate_ids, b.correlation_ids, b.created_at, b.payloads
-     FROM event_batches b
-     WHERE (b.xid, b.first_id) > (CAST(sqlc.arg(after_xid)::text AS xid8), @after_id::bigint)
-     ORDER BY b.xid, b.first_id
-     LIMIT @max_rows)
-) r
-WHERE r.first_id + cardinality(r.types) - 1 > @after_id::bigint OR r.xid > sqlc.arg(after_xid)::text::bigint;
+FROM event_batches b
+WHERE (b.xid, b.first_id) > (CAST(sqlc.arg(after_xid)::text AS xid8), (@after_id::bigint) - 65536)
+  AND (b.xid > CAST(sqlc.arg(after_xid)::text AS xid8) OR b.first_id + cardinality(b.types) - 1 > @after_id::bigint)
+ORDER BY b.xid, b.first_id
+LIMIT @max_rows;
 
 -- name: CurrentEventPosition :one
 -- The position "now": everything from transactions that finished before
