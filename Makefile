@@ -6,7 +6,7 @@ BIN     := bin/hodei
 .PHONY: help build run test bench generate verify lint deps images clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
 deps: ## install what the platform and tests need from Debian when missing (PostgreSQL)
 	@scripts/deps.sh
