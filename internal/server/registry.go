@@ -150,11 +150,8 @@ type workerConn struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu      sync.Mutex
-	running map[int64]string // token -> job id, attempts holding a slot
-	// finished holds the attempts whose result has arrived but is not yet
-	// applied: their slot is free already (token -> job id).
-	finished map[int64]string
+	mu       sync.Mutex
+	running  map[int64]string // token -> job id, attempts holding a slot
 	lastSeen time.Time
 	// results holds when the latest results arrived, a ring whose next
 	// entry to overwrite is resultAt: the worker's pace.
@@ -218,33 +215,7 @@ func (c *workerConn) resultArrived(token int64) {
 	defer c.mu.Unlock()
 	c.results[c.resultAt] = time.Now()
 	c.resultAt = (c.resultAt + 1) % len(c.results)
-	if id, ok := c.running[token]; ok {
-		delete(c.running, token)
-		if c.finished == nil {
-			c.finished = map[int64]string{}
-		}
-		c.finished[token] = id
-	}
-}
-
-// resultApplied forgets an attempt whose result is applied, returning its
-// job id if this connection knew it. (Every result passes resultArrived
-// first: the stream's receiver calls it.)
-func (c *workerConn) resultApplied(token int64) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	id := c.finished[token]
-	delete(c.finished, token)
-	return id
-}
-
-func (c *workerConn) jobOf(token int64) string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if id, ok := c.running[token]; ok {
-		return id
-	}
-	return c.finished[token]
+	delete(c.running, token)
 }
 
 // Connected reports whether worker id has a stream on this replica.

@@ -67,9 +67,9 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	var cancels []int64
 	listed := map[int64]bool{}
 	for i, r := range hello.Running {
-		jobID, err := uuid.Parse(r.JobId)
+		jobID, err := parseJobID(fmt.Sprintf("hello.running[%d]", i), r.JobId)
 		if err != nil {
-			return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("hello.running[%d].job_id: not a job id: %q", i, r.JobId))
+			return err
 		}
 		listed[r.FencingToken] = true
 		owned, err := s.store.OwnsAttempt(ctx, jobID, r.FencingToken, w.ID)
@@ -288,7 +288,7 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 	}
 	woken := map[string]bool{}
 	wake := func(id string) {
-		if id != "" && !woken[id] {
+		if !woken[id] {
 			woken[id] = true
 			s.logs.wake(id)
 		}
@@ -300,7 +300,7 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 			c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, LogSeq: r.Logs.Seq, Stale: o.Stale}))
 			if !o.Stale {
 				s.metrics.logLines.Add(float64(lines[i]))
-				wake(c.jobOf(r.Token))
+				wake(r.JobID.String())
 			}
 		case r.Start:
 			if o.StartDelay > 0 {
@@ -310,12 +310,9 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 				c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Stale: true}))
 			}
 		case r.Finish != nil:
-			jobID := c.resultApplied(r.Token)
-			if jobID == "" {
-				jobID = o.Outcome.JobID
-			}
+			// Log followers learn the job's end from its final event
+			// (Server.Run), on every replica.
 			c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Finished: true, Stale: o.Stale}))
-			wake(jobID)
 		}
 	}
 	return nil
@@ -325,20 +322,13 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 // finished) into the store's form; n is its number of log lines. A report
 // names its attempt by job id and fencing token.
 func toReport(m *hodeiv1.ConnectRequest) (r store.Report, n int, err error) {
-	jobOf := func(field, id string) (uuid.UUID, error) {
-		u, err := uuid.Parse(id)
-		if err != nil {
-			return u, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s.job_id: not a job id: %q", field, id))
-		}
-		return u, nil
-	}
 	switch msg := m.Msg.(type) {
 	case *hodeiv1.ConnectRequest_Started:
 		r = store.Report{Token: msg.Started.FencingToken, Start: true}
-		r.JobID, err = jobOf("started", msg.Started.JobId)
+		r.JobID, err = parseJobID("started", msg.Started.JobId)
 	case *hodeiv1.ConnectRequest_Logs:
 		b := msg.Logs
-		if r.JobID, err = jobOf("logs", b.JobId); err != nil {
+		if r.JobID, err = parseJobID("logs", b.JobId); err != nil {
 			return r, 0, err
 		}
 		data, err := proto.Marshal(&hodeiv1.LogBatch{Lines: b.Lines, Dropped: b.Dropped})
@@ -350,11 +340,21 @@ func toReport(m *hodeiv1.ConnectRequest) (r store.Report, n int, err error) {
 		f := msg.Finished
 		r = store.Report{Token: f.FencingToken, Finish: &store.Result{ExitCode: int(f.ExitCode), Signal: storableText(f.Signal),
 			Class: classFromProto(f.FailureClass), Message: storableText(f.Message), LogBatches: f.LastLogSeq, LogLines: f.LinesSent, LogDropped: f.LinesDropped}}
-		r.JobID, err = jobOf("finished", f.JobId)
+		r.JobID, err = parseJobID("finished", f.JobId)
 	default:
 		err = fmt.Errorf("not an attempt report: %T", m.Msg)
 	}
 	return r, n, err
+}
+
+// parseJobID reads the job_id of an agent's message; field names the
+// message in the error.
+func parseJobID(field, id string) (uuid.UUID, error) {
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return u, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s.job_id: not a job id: %q", field, id))
+	}
+	return u, nil
 }
 
 func workerShutdownEvent(c *workerConn, forced bool) eventbus.Event {
