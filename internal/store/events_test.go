@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -93,12 +92,9 @@ func TestUpgradeKeepsEventIDsAndCursors(t *testing.T) {
 	}
 
 	bus := eventbus.NewBus(pool, eventbus.Config{Logger: slog.New(slog.DiscardHandler), SafetyPoll: -1})
-	var mu sync.Mutex
-	var seen []string
+	handled := make(chan string, 16)
 	bus.Subscribe(eventbus.SubscriberConfig{Name: "s", BatchSize: 1}, func(_ context.Context, e eventbus.Event) error {
-		mu.Lock()
-		defer mu.Unlock()
-		seen = append(seen, e.AggregateID)
+		handled <- e.AggregateID
 		return nil
 	})
 	runCtx, cancel := context.WithCancel(ctx)
@@ -109,16 +105,18 @@ func TestUpgradeKeepsEventIDsAndCursors(t *testing.T) {
 		<-done
 	}()
 	want := []string{"b", "c", "d", "e"}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		mu.Lock()
-		s := slices.Clone(seen)
-		mu.Unlock()
-		if slices.Equal(s, want) {
-			break
+	var seen []string
+	timeout := time.After(10 * time.Second)
+	for len(seen) < len(want) {
+		select {
+		case id := <-handled:
+			seen = append(seen, id)
+		case <-timeout:
+			t.Fatalf("subscriber s after the upgrade handled %v in 10 s, want %v", seen, want)
 		}
-		if len(s) >= len(want) || time.Now().After(deadline) {
-			t.Fatalf("subscriber s after the upgrade handled %v, want %v", s, want)
-		}
+	}
+	if !slices.Equal(seen, want) {
+		t.Fatalf("subscriber s after the upgrade handled %v, want %v", seen, want)
 	}
 
 	dls, err := bus.ListDeadLetters(ctx, "parked", 0)
