@@ -11,8 +11,6 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/bench/cpu"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
@@ -268,7 +267,7 @@ func throughputOnce(ctx context.Context, noop bool, n, agents, slots int, prefet
 	}
 	defer rig.stop()
 	spec := &hodeiv1.JobSpec{Command: []string{"true"}}
-	cpuStart := cpuTimes()
+	cpuStart := cpu.Now()
 	start := time.Now()
 	var g errgroup.Group
 	batch = max(batch, 1)
@@ -336,65 +335,10 @@ func throughputOnce(ctx context.Context, noop bool, n, agents, slots int, prefet
 	return rate, nil
 }
 
-// cpuUse is CPU time used so far by this process (server, agents, bench
-// client), by its reaped children (the jobs' processes) and by the
-// PostgreSQL processes it started (the postmaster and its live backends).
-type cpuUse struct{ self, children, pg time.Duration }
-
-func cpuTimes() cpuUse {
-	// stat returns a process's comm, parent pid and CPU time (user +
-	// system): its own, or its reaped children's when children is set.
-	stat := func(pid string, children bool) (comm string, ppid int, cpu time.Duration, ok bool) {
-		b, err := os.ReadFile("/proc/" + pid + "/stat")
-		if err != nil {
-			return "", 0, 0, false
-		}
-		s := string(b)
-		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		f := strings.Fields(s[end+2:]) // f[0] is the state: field 3
-		ppid, _ = strconv.Atoi(f[1])
-		first := 11 // utime, stime
-		if children {
-			first = 13 // cutime, cstime
-		}
-		var ticks int64
-		for _, v := range f[first : first+2] {
-			t, _ := strconv.ParseInt(v, 10, 64)
-			ticks += t
-		}
-		return s[open+1 : end], ppid, time.Duration(ticks) * 10 * time.Millisecond, true // USER_HZ = 100
-	}
-	var u cpuUse
-	_, _, u.self, _ = stat("self", false)
-	_, _, u.children, _ = stat("self", true)
-	type proc struct {
-		ppid int
-		cpu  time.Duration
-	}
-	pg := map[int]proc{}
-	ds, _ := os.ReadDir("/proc")
-	for _, d := range ds {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		if comm, ppid, cpu, ok := stat(d.Name(), false); ok && comm == "postgres" {
-			pg[pid] = proc{ppid, cpu}
-		}
-	}
-	me := os.Getpid()
-	for _, p := range pg {
-		if p.ppid == me || pg[p.ppid].ppid == me {
-			u.pg += p.cpu
-		}
-	}
-	return u
-}
-
-func printPGStats(ctx context.Context, rig *benchRig, start cpuUse, elapsed time.Duration, jobs int) {
-	now := cpuTimes()
+func printPGStats(ctx context.Context, rig *benchRig, start cpu.Use, elapsed time.Duration, jobs int) {
+	used := cpu.Now().Sub(start)
 	perJob := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(jobs) }
-	self, children, pg := now.self-start.self, now.children-start.children, now.pg-start.pg
+	self, children, pg := used.Self, used.Children, used.Postgres
 	fmt.Fprintf(os.Stderr, "cpu over %.1fs (%d cores = %.1fs): hodei (server, agents, client) %.1fs = %.0f µs/job, job processes %.1fs = %.0f µs/job, postgres %.1fs = %.0f µs/job\n",
 		elapsed.Seconds(), runtime.NumCPU(), float64(runtime.NumCPU())*elapsed.Seconds(),
 		self.Seconds(), perJob(self), children.Seconds(), perJob(children), pg.Seconds(), perJob(pg))

@@ -35,7 +35,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -46,6 +45,7 @@ import (
 	"github.com/riverqueue/river/rivermigrate"
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/hodei-dev/hodei/internal/bench/cpu"
 	"github.com/hodei-dev/hodei/internal/pgembed"
 )
 
@@ -129,7 +129,7 @@ func run(ctx context.Context, args []string) error {
 		}
 		fmt.Printf("round %d: jobs_per_sec=%.0f worked=%d elapsed=%s start_call=%s insert=%s\n",
 			i+1, r.rate, r.worked, r.elapsed.Round(time.Millisecond), r.startCall.Round(time.Millisecond), r.insert.Round(time.Millisecond))
-		r.cpu.print(os.Stderr, i+1, r.cpuWall, *jobs)
+		printCPU(os.Stderr, r.cpu, i+1, r.cpuWall, *jobs)
 		rates = append(rates, r.rate)
 		withInsert = append(withInsert, float64(r.worked)/(r.insert+r.elapsed).Seconds())
 	}
@@ -174,7 +174,7 @@ type roundResult struct {
 	elapsed   time.Duration // Start's return to the last finished-job event (river bench's period)
 	startCall time.Duration // how long Client.Start took (not in elapsed)
 	insert    time.Duration
-	cpu       cpuUse        // used from just before Client.Start until every job finished
+	cpu       cpu.Use       // used from just before Client.Start until every job finished
 	cpuWall   time.Duration // the wall time of that window
 }
 
@@ -256,7 +256,7 @@ func roundOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.Drive
 	}
 	r.insert = time.Since(t0)
 
-	cpu0 := cpuNow()
+	cpu0 := cpu.Now()
 	beforeStart := time.Now()
 	if err := client.Start(ctx); err != nil {
 		return r, err
@@ -280,7 +280,7 @@ func roundOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.Drive
 		_ = stopClient()
 		return r, fmt.Errorf("only %d of %d jobs finished in 10 minutes", worked.Load(), jobs)
 	}
-	r.cpu, r.cpuWall = cpuNow().sub(cpu0), time.Since(beforeStart)
+	r.cpu, r.cpuWall = cpu.Now().Sub(cpu0), time.Since(beforeStart)
 	if err := stopClient(); err != nil {
 		return r, fmt.Errorf("stop client: %w", err)
 	}
@@ -304,85 +304,11 @@ func roundOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.Drive
 	return r, nil
 }
 
-// cpuUse is CPU time (user + system) used so far by this process, by the
-// PostgreSQL processes it started that are alive (the postmaster and its
-// children, as `hodei bench throughput --pgstats` counts), and by the
-// postmaster's children that have exited (autovacuum workers, ...).
-type cpuUse struct{ self, pg, pgReaped time.Duration }
-
-func (u cpuUse) sub(v cpuUse) cpuUse {
-	return cpuUse{u.self - v.self, u.pg - v.pg, u.pgReaped - v.pgReaped}
-}
-
-// procStat holds what cpuNow reads from /proc/<pid>/stat.
-type procStat struct {
-	comm             string
-	ppid             int
-	cpu, childrenCPU time.Duration
-}
-
-func readStat(pid string) (procStat, bool) {
-	b, err := os.ReadFile("/proc/" + pid + "/stat")
-	if err != nil {
-		return procStat{}, false
-	}
-	s := string(b)
-	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || end < open || end+2 > len(s) {
-		return procStat{}, false
-	}
-	f := strings.Fields(s[end+2:]) // f[0] is field 3 (state)
-	if len(f) < 15 {
-		return procStat{}, false
-	}
-	ticks := func(fields ...string) time.Duration {
-		var t int64
-		for _, v := range fields {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			t += n
-		}
-		return time.Duration(t) * 10 * time.Millisecond // USER_HZ = 100
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	// utime, stime, cutime, cstime are fields 14-17: f[11..14].
-	return procStat{comm: s[open+1 : end], ppid: ppid, cpu: ticks(f[11], f[12]), childrenCPU: ticks(f[13], f[14])}, true
-}
-
-func cpuNow() cpuUse {
-	var u cpuUse
-	if st, ok := readStat("self"); ok {
-		u.self = st.cpu
-	}
-	pg := map[int]procStat{}
-	ds, _ := os.ReadDir("/proc")
-	for _, d := range ds {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		if st, ok := readStat(d.Name()); ok && st.comm == "postgres" {
-			pg[pid] = st
-		}
-	}
-	me := os.Getpid()
-	for _, p := range pg {
-		switch {
-		case p.ppid == me: // the postmaster
-			u.pg += p.cpu
-			u.pgReaped += p.childrenCPU
-		case pg[p.ppid].ppid == me: // a backend or auxiliary process
-			u.pg += p.cpu
-		}
-	}
-	return u
-}
-
-// print writes the CPU used over wall, in all and per job.
-func (d cpuUse) print(w io.Writer, round int, wall time.Duration, jobs int) {
+// printCPU writes the CPU used over wall, in all and per job.
+func printCPU(w io.Writer, d cpu.Use, round int, wall time.Duration, jobs int) {
 	perJob := func(t time.Duration) float64 { return float64(t.Microseconds()) / float64(jobs) }
 	cores := runtime.NumCPU()
-	fmt.Fprintf(w, "round %d cpu over %.2fs (Client.Start to the last job; %d cores = %.2fs): riverbench (River client) %.2fs = %.0f µs/job, postgres %.2fs = %.0f µs/job (+ exited postgres children %.2fs = %.0f µs/job), total %.0f µs/job\n",
+	fmt.Fprintf(w, "round %d cpu over %.2fs (Client.Start to the last job; %d cores = %.2fs): riverbench (River client) %.2fs = %.0f µs/job, postgres %.2fs = %.0f µs/job, total %.0f µs/job\n",
 		round, wall.Seconds(), cores, float64(cores)*wall.Seconds(),
-		d.self.Seconds(), perJob(d.self), d.pg.Seconds(), perJob(d.pg),
-		d.pgReaped.Seconds(), perJob(d.pgReaped), perJob(d.self+d.pg+d.pgReaped))
+		d.Self.Seconds(), perJob(d.Self), d.Postgres.Seconds(), perJob(d.Postgres), perJob(d.Self+d.Postgres))
 }
