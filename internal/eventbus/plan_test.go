@@ -53,15 +53,19 @@ func TestEventReadsNeverScanTheLog(t *testing.T) {
 	}
 	read() // the plan is made now, for a one-row table
 	exec(fmt.Sprintf(insert, 5000))
-	seqScans := func() int64 {
+	// counter reads a statistics counter of event_batches, fresh.
+	counter := func(query string) int64 {
 		t.Helper()
 		exec("SELECT pg_stat_force_next_flush()")
 		exec("SELECT pg_stat_clear_snapshot()")
 		var n int64
-		if err := pool.QueryRow(ctx, "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'event_batches'").Scan(&n); err != nil {
+		if err := pool.QueryRow(ctx, query).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
+	}
+	seqScans := func() int64 {
+		return counter("SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'event_batches'")
 	}
 	before := seqScans()
 	if n := read(); n != 10 {
@@ -74,14 +78,7 @@ func TestEventReadsNeverScanTheLog(t *testing.T) {
 	// with no events, the largest event id) walks no index either: it
 	// touches a few index entries, not every row.
 	tuplesRead := func() int64 {
-		t.Helper()
-		exec("SELECT pg_stat_force_next_flush()")
-		exec("SELECT pg_stat_clear_snapshot()")
-		var n int64
-		if err := pool.QueryRow(ctx, "SELECT coalesce(sum(idx_tup_read), 0)::bigint FROM pg_stat_user_indexes WHERE relname = 'event_batches'").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
+		return counter("SELECT coalesce(sum(idx_tup_read), 0)::bigint FROM pg_stat_user_indexes WHERE relname = 'event_batches'")
 	}
 	var lastXID int64
 	if err := pool.QueryRow(ctx, "SELECT max(xid)::text::bigint FROM event_batches").Scan(&lastXID); err != nil {
