@@ -13,7 +13,17 @@
 // being the jobs over the time from Client.Start's return to the last event.
 // The client is then stopped.
 //
-// It prints one line per round and a final
+// With --duration D it runs River's default shape instead (`river bench
+// --duration D`, its continuous mode): every 250 ms an inserter tops the
+// backlog up in batches of 5,000 until at least 75,000 jobs wait; the client
+// starts once the first top-up is in, and the rate is the jobs worked over
+// the time from Client.Start's return to the last finished job before D
+// ended. The insert runs while jobs are worked, in the same process, as in
+// river bench, so its CPU is in the figure. It prints
+//
+//	result name=river mode=noop-continuous jobs_per_sec=N jobs_per_sec_min=N jobs_per_sec_max=N rounds=N duration=D workers=N
+//
+// In the fixed-total mode it prints one line per round and a final
 //
 //	result name=river mode=noop jobs_per_sec=N jobs_per_sec_min=N jobs_per_sec_max=N with_insert_jobs_per_sec=N rounds=N jobs=N workers=N
 //
@@ -39,6 +49,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
@@ -56,6 +67,8 @@ const (
 	fetchCooldown     = 2 * time.Millisecond
 	fetchPollInterval = 20 * time.Millisecond
 	subscribeChanSize = 75_000 // river bench's minJobs, used as the subscription buffer
+	minJobs           = 75_000 // river bench's continuous mode keeps at least this many jobs inserted and not yet worked
+	topUpInterval     = 250 * time.Millisecond
 )
 
 func main() {
@@ -72,9 +85,13 @@ func run(ctx context.Context, args []string) error {
 	jobs := fs.Int("jobs", 20_000, "jobs inserted before each round's client starts and worked down")
 	rounds := fs.Int("rounds", 1, "rounds; the result line is the median round's, with the range over all")
 	workers := fs.Int("workers", defaultMaxWorkers, "MaxWorkers of the default queue (river bench: 2000)")
+	duration := fs.Duration("duration", 0, "run river bench's continuous mode (insert while working) for this long instead of working down --jobs")
 	verbose := fs.Bool("v", false, "River's and PostgreSQL's log at info level to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *duration < 0 {
+		return errors.New("--duration must not be negative")
 	}
 	if *jobs < 1 || *rounds < 1 || *workers < 1 || *workers > river.QueueNumWorkersMax {
 		return fmt.Errorf("--jobs and --rounds must be at least 1 and --workers within 1..%d", river.QueueNumWorkersMax)
@@ -121,6 +138,22 @@ func run(ctx context.Context, args []string) error {
 		riverVersion(), len(res.Versions), pgVersion, fsync, syncCommit, pool.Config().MaxConns, runtime.NumCPU(), runtime.GOMAXPROCS(0))
 
 	rates := make([]float64, 0, *rounds)
+	if *duration > 0 {
+		for i := range *rounds {
+			r, err := continuousOnce(ctx, pool, driver, logger, *duration, *workers)
+			if err != nil {
+				return fmt.Errorf("round %d: %w", i+1, err)
+			}
+			fmt.Printf("round %d: jobs_per_sec=%.0f worked=%d inserted=%d elapsed=%s start_call=%s\n",
+				i+1, r.rate, r.worked, r.inserted, r.elapsed.Round(time.Millisecond), r.startCall.Round(time.Millisecond))
+			printCPU(os.Stderr, r.cpu, i+1, r.cpuWall, int(r.worked), "Client.Start to the end, inserts included")
+			rates = append(rates, r.rate)
+		}
+		slices.Sort(rates)
+		fmt.Printf("result name=river mode=noop-continuous jobs_per_sec=%.0f jobs_per_sec_min=%.0f jobs_per_sec_max=%.0f rounds=%d duration=%s workers=%d\n",
+			rates[len(rates)/2], rates[0], rates[len(rates)-1], *rounds, *duration, *workers)
+		return nil
+	}
 	var withInsert []float64
 	for i := range *rounds {
 		r, err := roundOnce(ctx, pool, driver, logger, *jobs, *workers)
@@ -129,7 +162,7 @@ func run(ctx context.Context, args []string) error {
 		}
 		fmt.Printf("round %d: jobs_per_sec=%.0f worked=%d elapsed=%s start_call=%s insert=%s\n",
 			i+1, r.rate, r.worked, r.elapsed.Round(time.Millisecond), r.startCall.Round(time.Millisecond), r.insert.Round(time.Millisecond))
-		printCPU(os.Stderr, r.cpu, i+1, r.cpuWall, *jobs)
+		printCPU(os.Stderr, r.cpu, i+1, r.cpuWall, *jobs, "Client.Start to the last job")
 		rates = append(rates, r.rate)
 		withInsert = append(withInsert, float64(r.worked)/(r.insert+r.elapsed).Seconds())
 	}
@@ -171,10 +204,11 @@ func openPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 type roundResult struct {
 	rate      float64
 	worked    int64
+	inserted  int64         // continuous mode
 	elapsed   time.Duration // Start's return to the last finished-job event (river bench's period)
 	startCall time.Duration // how long Client.Start took (not in elapsed)
 	insert    time.Duration
-	cpu       cpu.Use       // used from just before Client.Start until every job finished
+	cpu       cpu.Use       // used from just before Client.Start until every job finished (continuous: until the client stopped)
 	cpuWall   time.Duration // the wall time of that window
 }
 
@@ -305,10 +339,139 @@ func roundOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.Drive
 }
 
 // printCPU writes the CPU used over wall, in all and per job.
-func printCPU(w io.Writer, d cpu.Use, round int, wall time.Duration, jobs int) {
+func printCPU(w io.Writer, d cpu.Use, round int, wall time.Duration, jobs int, window string) {
 	perJob := func(t time.Duration) float64 { return float64(t.Microseconds()) / float64(jobs) }
 	cores := runtime.NumCPU()
-	fmt.Fprintf(w, "round %d cpu over %.2fs (Client.Start to the last job; %d cores = %.2fs): riverbench (River client) %.2fs = %.0f µs/job, postgres %.2fs = %.0f µs/job, total %.0f µs/job\n",
-		round, wall.Seconds(), cores, float64(cores)*wall.Seconds(),
+	fmt.Fprintf(w, "round %d cpu over %.2fs (%s; %d cores = %.2fs): riverbench (River client) %.2fs = %.0f µs/job, postgres %.2fs = %.0f µs/job, total %.0f µs/job\n",
+		round, wall.Seconds(), window, cores, float64(cores)*wall.Seconds(),
 		d.Self.Seconds(), perJob(d.Self), d.Postgres.Seconds(), perJob(d.Postgres), perJob(d.Self+d.Postgres))
+}
+
+// continuousOnce runs river bench's default, continuous mode for d: jobs are
+// inserted while the client works them, the backlog topped up to minJobs.
+func continuousOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.Driver, logger *slog.Logger, d time.Duration, maxWorkers int) (roundResult, error) {
+	var r roundResult
+	for _, q := range []string{"TRUNCATE river_job", "VACUUM FULL river_job"} {
+		if _, err := pool.Exec(ctx, q); err != nil {
+			return r, fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &noopWorker{})
+	client, err := river.NewClient(driver, &river.Config{
+		FetchCooldown:     fetchCooldown,
+		FetchPollInterval: fetchPollInterval,
+		Logger:            logger,
+		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: maxWorkers}},
+		Workers:           workers,
+	})
+	if err != nil {
+		return r, err
+	}
+	events, cancelSub := client.SubscribeConfig(&river.SubscribeConfig{
+		ChanSize: subscribeChanSize,
+		Kinds:    []river.EventKind{river.EventKindJobCancelled, river.EventKindJobCompleted, river.EventKindJobFailed},
+	})
+	defer cancelSub()
+	var worked, unwanted, lastAt, left, inserted atomic.Int64
+	go func() {
+		for ev := range events {
+			switch {
+			case ev.Kind == river.EventKindJobCompleted:
+			case ev.Kind == river.EventKindJobFailed && ev.Job.State != rivertype.JobStateDiscarded:
+				continue
+			default:
+				unwanted.Add(1)
+			}
+			lastAt.Store(time.Now().UnixNano())
+			worked.Add(1)
+			left.Add(-1)
+		}
+	}()
+
+	insCtx, stopInserter := context.WithCancel(ctx)
+	defer stopInserter()
+	ready := make(chan struct{})
+	insErr := make(chan error, 1)
+	go func() { insErr <- topUp(insCtx, client, ready, &inserted, &left) }()
+	select {
+	case <-ready:
+	case err := <-insErr:
+		return r, fmt.Errorf("insert: %w", err)
+	case <-ctx.Done():
+		return r, ctx.Err()
+	}
+
+	cpu0 := cpu.Now()
+	beforeStart := time.Now()
+	if err := client.Start(ctx); err != nil {
+		return r, err
+	}
+	start := time.Now()
+	r.startCall = start.Sub(beforeStart)
+	select {
+	case <-time.After(d):
+	case err := <-insErr:
+		stopInserter()
+		_ = client.Stop(context.WithoutCancel(ctx))
+		return r, fmt.Errorf("insert: %w", err)
+	case <-ctx.Done():
+		return r, ctx.Err()
+	}
+	r.worked = worked.Load()
+	r.elapsed = time.Unix(0, lastAt.Load()).Sub(start)
+	r.cpu, r.cpuWall = cpu.Now().Sub(cpu0), time.Since(beforeStart)
+	stopInserter()
+	if err := <-insErr; err != nil {
+		return r, fmt.Errorf("insert: %w", err)
+	}
+	r.inserted = inserted.Load()
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := client.Stop(sctx); err != nil {
+		return r, fmt.Errorf("stop client: %w", err)
+	}
+	if n := unwanted.Load(); n > 0 {
+		return r, fmt.Errorf("%d jobs were cancelled or discarded", n)
+	}
+	if r.worked == 0 || r.elapsed <= 0 {
+		return r, errors.New("no job finished")
+	}
+	r.rate = float64(r.worked) / r.elapsed.Seconds()
+	return r, nil
+}
+
+// topUp is river bench's insertJobsContinuously: every 250 ms, insert
+// batches of 5,000 until at least minJobs wait; ready closes after the first
+// top-up. It returns nil once ctx ends.
+func topUp(ctx context.Context, client *river.Client[pgx.Tx], ready chan struct{}, inserted, left *atomic.Int64) error {
+	batch := make([]river.InsertManyParams, insertBatchSize)
+	n := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(topUpInterval):
+		}
+		for {
+			for i := range batch {
+				n++
+				batch[i].Args = noopArgs{Num: n}
+			}
+			if _, err := client.InsertMany(ctx, batch); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			inserted.Add(int64(len(batch)))
+			if left.Add(int64(len(batch))) >= minJobs {
+				break
+			}
+		}
+		if ready != nil {
+			close(ready)
+			ready = nil
+		}
+	}
 }
