@@ -115,7 +115,7 @@ func TestExitCodeOutsideRetryableSetFailsWithoutRetry(t *testing.T) {
 func TestRetryableExitCodeIsRetriedUntilExhausted(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
-	c := inProcessWith(t, platformConfig{databaseURL: dbURL, maxWorkers: 2})
+	c, addr := inProcessAt(t, platformConfig{databaseURL: dbURL, maxWorkers: 2})
 	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", "exit 7"},
 		Retry: &hodeiv1.RetryPolicy{MaxAttempts: 3, RetryableExitCodes: []int32{7}, InitialBackoff: durationpb.New(10 * time.Millisecond)}})
 	j := waitJob(t, c, id, 30*time.Second, isFinal)
@@ -135,6 +135,18 @@ func TestRetryableExitCodeIsRetriedUntilExhausted(t *testing.T) {
 	if scheduled != 2 || exhausted != 1 {
 		t.Fatalf("JobRetryScheduled=%d JobRetryExhausted=%d, want 2 and 1", scheduled, exhausted)
 	}
+	// The leader's metrics, from the job events its lazy tail decodes
+	// only for JobCompleted and JobFailed.
+	metricsAre := func(scheduled, exhausted, ended, attempts float64) {
+		t.Helper()
+		eventually(t, 10*time.Second, "retry and attempt metrics", func() bool {
+			return metricValue(t, addr, `hodei_job_retries_total{outcome="scheduled"}`) == scheduled &&
+				metricValue(t, addr, `hodei_job_retries_total{outcome="exhausted"}`) == exhausted &&
+				metricValue(t, addr, "hodei_job_attempts_count") == ended &&
+				metricValue(t, addr, "hodei_job_attempts_sum") == attempts
+		})
+	}
+	metricsAre(2, 1, 1, 3)
 	// A manual retry of the failed job runs a fourth attempt.
 	if _, err := c.RetryJob(context.Background(), connect.NewRequest(&hodeiv1.RetryJobRequest{Id: id})); err != nil {
 		t.Fatal(err)
@@ -143,6 +155,7 @@ func TestRetryableExitCodeIsRetriedUntilExhausted(t *testing.T) {
 	if len(j.Attempts) != 6 {
 		t.Fatalf("after manual retry: %d attempts, want 6 (3 more)", len(j.Attempts))
 	}
+	metricsAre(2+1+2, 2, 2, 3+6) // the manual retry is a JobRetryScheduled too
 }
 
 func TestTimeoutEndsTimedOut(t *testing.T) {

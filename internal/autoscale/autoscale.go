@@ -124,7 +124,7 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 	}
 	errc := make(chan error, 1)
 	go func() {
-		errc <- a.bus.TailFrom(ctx, from, eventbus.Filter{Types: scaleTriggers}, func(eventbus.Event) error {
+		errc <- a.bus.TailFrom(ctx, from, eventbus.Filter{Types: scaleTriggers, Lazy: true}, func(eventbus.Event) error {
 			a.Kick()
 			return nil
 		})

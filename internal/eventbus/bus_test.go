@@ -3,6 +3,7 @@ package eventbus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"testing"
@@ -121,32 +122,50 @@ func TestTail(t *testing.T) {
 	runBus(t, b)
 	start := publish(t, pool, jobEvent("b", 0))[0]
 
-	var got []int64
-	var names []string
+	// Two tails of the same events: one gets the payloads decoded, the
+	// lazy one gets them encoded (Payload nil) and decodes them itself.
+	type tailed struct {
+		ids   []int64
+		names []string
+		err   chan error
+	}
 	done := errors.New("done")
-	tailed := make(chan error, 1)
-	go func() {
-		tailed <- b.Tail(context.Background(), start, eventbus.Filter{AggregateID: "b"}, func(e eventbus.Event) error {
-			got = append(got, e.ID)
-			names = append(names, e.Payload.GetJobCreated().GetName()) // the payload arrives decoded
-			if len(got) == 2 {
-				return done
-			}
-			return nil
-		})
-	}()
+	tail := func(lazy bool) *tailed {
+		r := &tailed{err: make(chan error, 1)}
+		go func() {
+			r.err <- b.Tail(context.Background(), start, eventbus.Filter{AggregateID: "b", Lazy: lazy}, func(e eventbus.Event) error {
+				r.ids = append(r.ids, e.ID)
+				if lazy != (e.Payload == nil) {
+					return fmt.Errorf("lazy=%v tail: event %d arrived with payload %v", lazy, e.ID, e.Payload)
+				}
+				p, err := e.Decode()
+				if err != nil {
+					return err
+				}
+				r.names = append(r.names, p.GetJobCreated().GetName())
+				if len(r.ids) == 2 {
+					return done
+				}
+				return nil
+			})
+		}()
+		return r
+	}
+	tails := []*tailed{tail(false), tail(true)}
 	publish(t, pool, jobEvent("a", 1))
 	want := publish(t, pool, jobEvent("b", 1), jobEvent("a", 2))[:1]
 	want = append(want, publish(t, pool, jobEvent("b", 2))...)
-	select {
-	case err := <-tailed:
-		if !errors.Is(err, done) {
-			t.Fatalf("tail: %v", err)
+	for i, r := range tails {
+		select {
+		case err := <-r.err:
+			if !errors.Is(err, done) {
+				t.Fatalf("tail %d: %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("tail %d did not deliver", i)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("tail did not deliver")
-	}
-	if !slices.Equal(got, want) || !slices.Equal(names, []string{"1", "2"}) {
-		t.Errorf("tail got %v (payloads %q), want %v (1, 2)", got, names, want)
+		if !slices.Equal(r.ids, want) || !slices.Equal(r.names, []string{"1", "2"}) {
+			t.Errorf("tail %d got %v (payloads %q), want %v (1, 2)", i, r.ids, r.names, want)
+		}
 	}
 }

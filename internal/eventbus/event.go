@@ -29,9 +29,16 @@ type Event struct {
 	Time          time.Time
 	Payload       *hodeiv1.EventPayload
 	// raw is the encoded payload of an event read from the log, decoded
-	// into Payload only when the event is handed to a handler or tail
-	// (decoded): most events the feed reads match no tail.
+	// into Payload only when the event is handed to a handler or a tail
+	// that is not lazy (decoded): most events the feed reads match no tail.
 	raw []byte
+}
+
+// Decode returns the event's payload, decoding it when a lazy tail
+// (Filter.Lazy) handed the event over still encoded.
+func (e Event) Decode() (*hodeiv1.EventPayload, error) {
+	d, err := e.decoded()
+	return d.Payload, err
 }
 
 // decoded returns e with its payload decoded.

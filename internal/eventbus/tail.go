@@ -14,6 +14,10 @@ type Filter struct {
 	Types         []string
 	AggregateKind string
 	AggregateID   string
+	// Lazy hands fn its events with the payload still encoded: Payload is
+	// nil and Decode decodes it. For a tail that reads the payload of few
+	// of its events or none (decoding is most of what a tail costs).
+	Lazy bool
 }
 
 func (f Filter) match(e Event) bool {
@@ -78,7 +82,7 @@ func (b *Bus) TailFrom(ctx context.Context, c Cursor, f Filter, fn func(Event) e
 			for _, e := range events {
 				xid, id = e.XID, e.ID
 				if f.match(e) {
-					if err := deliverTo(fn, e); err != nil {
+					if err := deliverTo(fn, e, f.Lazy); err != nil {
 						return err
 					}
 				}
@@ -111,7 +115,7 @@ func (b *Bus) TailFrom(ctx context.Context, c Cursor, f Filter, fn func(Event) e
 		for _, e := range events {
 			xid, id = e.XID, e.ID
 			if f.match(e) {
-				if err := deliverTo(fn, e); err != nil {
+				if err := deliverTo(fn, e, f.Lazy); err != nil {
 					return err
 				}
 			}
@@ -218,11 +222,14 @@ func (b *Bus) Replay(ctx context.Context, deadLetterID int64) error {
 	return nil
 }
 
-// deliverTo hands a tail's matching event to fn with its payload decoded.
-func deliverTo(fn func(Event) error, e Event) error {
-	e, err := e.decoded()
-	if err != nil {
-		return err
+// deliverTo hands a tail's matching event to fn, with its payload decoded
+// unless the tail is lazy.
+func deliverTo(fn func(Event) error, e Event, lazy bool) error {
+	if !lazy {
+		var err error
+		if e, err = e.decoded(); err != nil {
+			return err
+		}
 	}
 	return fn(e)
 }

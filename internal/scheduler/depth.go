@@ -33,8 +33,10 @@ func QueueDepth(st *store.Store, bus *eventbus.Bus, m *Metrics, debounce time.Du
 		}
 		errc := make(chan error, 1)
 		go func() {
-			errc <- bus.TailFrom(ctx, from, eventbus.Filter{Types: jobEvents}, func(e eventbus.Event) error {
-				m.jobEvent(e.Payload)
+			errc <- bus.TailFrom(ctx, from, eventbus.Filter{Types: jobEvents, Lazy: true}, func(e eventbus.Event) error {
+				if err := m.jobEvent(e); err != nil {
+					return err
+				}
 				mark()
 				return nil
 			})

@@ -3,7 +3,7 @@ package scheduler
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/eventbus"
 )
 
 // Metrics are the dispatcher's series. A nil *Metrics records nothing.
@@ -65,23 +65,30 @@ func (m *Metrics) depth(state string, n int64) {
 	}
 }
 
-// jobEvent records retry outcomes and attempts per job from job events.
-func (m *Metrics) jobEvent(e *hodeiv1.EventPayload) {
+// jobEvent records retry outcomes and attempts per job from job events;
+// it decodes the payload of only the events that end a job.
+func (m *Metrics) jobEvent(e eventbus.Event) error {
 	if m == nil {
-		return
+		return nil
 	}
-	switch {
-	case e.GetJobRetryScheduled() != nil:
+	switch e.Type {
+	case "JobRetryScheduled":
 		m.retries.WithLabelValues("scheduled").Inc()
-	case e.GetJobRetryExhausted() != nil:
+	case "JobRetryExhausted":
 		m.retries.WithLabelValues("exhausted").Inc()
-	case e.GetJobCompleted() != nil:
-		n := e.GetJobCompleted().GetAttempt()
-		m.attempts.Observe(float64(n))
-		if n > 1 {
-			m.retries.WithLabelValues("succeeded").Inc()
+	case "JobCompleted", "JobFailed":
+		p, err := e.Decode()
+		if err != nil {
+			return err
 		}
-	case e.GetJobFailed() != nil && e.GetJobFailed().GetFinal():
-		m.attempts.Observe(float64(e.GetJobFailed().GetAttempt()))
+		if c := p.GetJobCompleted(); c != nil {
+			m.attempts.Observe(float64(c.GetAttempt()))
+			if c.GetAttempt() > 1 {
+				m.retries.WithLabelValues("succeeded").Inc()
+			}
+		} else if f := p.GetJobFailed(); f.GetFinal() {
+			m.attempts.Observe(float64(f.GetAttempt()))
+		}
 	}
+	return nil
 }

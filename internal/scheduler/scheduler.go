@@ -92,8 +92,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	d.mu.Unlock()
 	errc := make(chan error, 1)
 	go func() {
-		errc <- d.bus.TailFrom(ctx, from, eventbus.Filter{Types: triggers}, func(e eventbus.Event) error {
-			if h := e.Payload.GetProviderHealthChanged(); h != nil {
+		errc <- d.bus.TailFrom(ctx, from, eventbus.Filter{Types: triggers, Lazy: true}, func(e eventbus.Event) error {
+			if e.Type == "ProviderHealthChanged" {
+				p, err := e.Decode()
+				if err != nil {
+					return err
+				}
+				h := p.GetProviderHealthChanged()
 				d.mu.Lock()
 				d.unhealthy[h.Provider] = !h.Healthy
 				d.mu.Unlock()

@@ -21,7 +21,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() {
 		// A job's end: JobFailed also ends an attempt that is retried (the
 		// follower wakes, finds the job not final and goes on waiting).
-		errc <- s.bus.TailFrom(ctx, from, eventbus.Filter{Types: []string{"JobCompleted", "JobFailed", "JobCancelled"}}, func(e eventbus.Event) error {
+		errc <- s.bus.TailFrom(ctx, from, eventbus.Filter{Types: []string{"JobCompleted", "JobFailed", "JobCancelled"}, Lazy: true}, func(e eventbus.Event) error {
 			s.logs.wake(e.AggregateID)
 			return nil
 		})
