@@ -266,6 +266,11 @@ func (b *Bus) read(ctx context.Context, xid, id int64, limit int) (events []Even
 	if err != nil {
 		return nil, false, false, fmt.Errorf("read events: %w", err)
 	}
+	n := 0
+	for _, r := range rows {
+		n += len(r.Types)
+	}
+	events = make([]Event, 0, min(n, limit))
 	for _, r := range rows {
 		if r.Xid >= r.Xmin && !b.cfg.UnsafeNoGapGuard {
 			return events, false, true, nil

@@ -169,3 +169,58 @@ func TestTail(t *testing.T) {
 		}
 	}
 }
+
+// TestTailsAcrossFeedTrims: many more events than the process's feed holds
+// (the last 8,192 to about three times as many), in batches of varied
+// size. A tail running while they are published and one started after
+// (behind the feed: read from the database, then served by the feed) each
+// get every event exactly once, in log order.
+func TestTailsAcrossFeedTrims(t *testing.T) {
+	pool := openPool(t, storetest.URL(t))
+	b := eventbus.NewBus(pool, busConfig(t))
+	runBus(t, b)
+	start := publish(t, pool, jobEvent("other", 0))[0]
+	const total = 60_000
+	tail := func() chan []int64 {
+		got := make(chan []int64, 1)
+		go func() {
+			var ids []int64
+			done := errors.New("done")
+			err := b.Tail(context.Background(), start, eventbus.Filter{AggregateID: "t", Lazy: true}, func(e eventbus.Event) error {
+				ids = append(ids, e.ID)
+				if len(ids) == total {
+					return done
+				}
+				return nil
+			})
+			if !errors.Is(err, done) {
+				t.Errorf("tail: %v", err)
+			}
+			got <- ids
+		}()
+		return got
+	}
+	live := tail()
+	var want []int64
+	for n, size := 0, 1; n < total; size = size*3%2_999 + 1 {
+		size = min(size, total-n)
+		events := make([]eventbus.Event, 0, size+1)
+		for i := range size {
+			events = append(events, jobEvent("t", n+i))
+		}
+		events = append(events, jobEvent("other", n)) // not for the tails
+		want = append(want, publish(t, pool, events...)[:size]...)
+		n += size
+	}
+	late := tail()
+	for name, c := range map[string]chan []int64{"live": live, "late": late} {
+		select {
+		case got := <-c:
+			if i := firstDifference(got, want); i >= 0 {
+				t.Errorf("%s tail: %d events, first difference at %d", name, len(got), i)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatalf("%s tail: not every event within a minute", name)
+		}
+	}
+}

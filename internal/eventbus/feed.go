@@ -21,7 +21,7 @@ type feed struct {
 }
 
 // feedKeep is how many recent events the feed holds at least (at most
-// twice as many).
+// about three times as many).
 const feedKeep = 8192
 
 func newFeed() *feed { return &feed{next: make(chan struct{})} }
@@ -85,13 +85,19 @@ func (b *Bus) runFeed(ctx context.Context) error {
 			b.cfg.Metrics.publishedEvents(events)
 			c = cursorOf(events[len(events)-1])
 			f.mu.Lock()
-			f.events = append(f.events, events...)
-			// Trim in one copy once twice as many are held: amortised O(1)
-			// per event, and slices handed to tails are never written.
-			if over := len(f.events) - feedKeep; over > feedKeep {
-				f.floor = cursorOf(f.events[over-1])
-				f.events = append(make([]Event, 0, 2*feedKeep), f.events[over:]...)
+			// When the new events do not fit, the last feedKeep events and
+			// the new ones move to a fresh array with room for as many
+			// again: one copy per feedKeep events or so, and slices handed
+			// to tails are never written.
+			if len(f.events)+len(events) > cap(f.events) {
+				over := max(len(f.events)-feedKeep, 0)
+				if over > 0 {
+					f.floor = cursorOf(f.events[over-1])
+				}
+				fresh := make([]Event, 0, len(f.events)-over+len(events)+2*feedKeep)
+				f.events = append(fresh, f.events[over:]...)
 			}
+			f.events = append(f.events, events...)
 			close(f.next)
 			f.next = make(chan struct{})
 			f.mu.Unlock()

@@ -67,7 +67,7 @@ func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string
 	l, _ := json.Marshal(nonNil(like.Labels))
 	var out []Assignment
 	err := s.inTxDeferred(ctx, func(tx db.DBTX, later db.DBTX) error {
-		out = out[:0]
+		out = nil
 		rows, err := db.New(tx).ClaimJobs(ctx, db.ClaimJobsParams{WorkerIds: ids, Now: s.now(), WorkerLabels: l, WorkerImage: like.Image,
 			WorkerCpuMillis: like.CPUMillis, WorkerMemoryMib: like.MemoryMiB})
 		if err != nil {
@@ -77,12 +77,13 @@ func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string
 			return nil
 		}
 		events := make([]eventbus.Event, 0, len(rows))
+		out = make([]Assignment, 0, len(rows))
 		for _, r := range rows {
-			a := Assignment{JobID: r.ID.String(), Attempt: int(r.Attempt), Token: r.Token, CreatedAt: r.CreatedAt, WorkerID: r.WorkerID.String()}
+			out = append(out, Assignment{JobID: r.ID.String(), Attempt: int(r.Attempt), Token: r.Token, CreatedAt: r.CreatedAt, WorkerID: r.WorkerID.String()})
+			a := &out[len(out)-1]
 			if err := json.Unmarshal(r.Spec, &a.Spec); err != nil {
 				return fmt.Errorf("decode spec of job %s: %w", r.ID, err)
 			}
-			out = append(out, a)
 			events = append(events, eventbus.New("job", a.JobID, &hodeiv1.JobAssigned{JobId: a.JobID, Attempt: int32(a.Attempt), WorkerId: a.WorkerID, FencingToken: a.Token}))
 		}
 		return eventbus.Append(ctx, later, events...)
@@ -875,9 +876,12 @@ func (s *Store) finishBatch(ctx context.Context, tx db.DBTX, q *db.Queries, late
 		}
 		j := job.Job{ID: a.JobID.String(), State: st, Attempt: int(a.Number), MaxAttempts: int(a.MaxAttempts)}
 		if needsRetryPolicy(r) {
-			if err := json.Unmarshal(a.Retry, &j.Spec.Retry); err != nil {
+			// Decoded apart so that j stays off the heap when it is not.
+			rp := new(job.RetryPolicy)
+			if err := json.Unmarshal(a.Retry, rp); err != nil {
 				return fmt.Errorf("decode retry policy of job %s: %w", a.JobID, err)
 			}
+			j.Spec.Retry = *rp
 		}
 		d, err := decide(j, a.Number, r, now)
 		if err != nil {
