@@ -28,6 +28,7 @@ bench: deps build images ## run the benchmarks; each prints a final `result name
 	$(BIN) bench events
 	$(BIN) bench dispatch
 	$(BIN) bench throughput --jobs 10000 --rounds 3
+	$(BIN) bench throughput --modes noop --jobs 30000 --rounds 3 --presubmit
 	$(BIN) bench logs
 	$(BIN) bench provision
 
