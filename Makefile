@@ -33,7 +33,7 @@ bench: deps build images ## run the benchmarks; each prints a final `result name
 	$(BIN) bench provision
 
 .PHONY: bench-river
-bench-river: deps ## River's no-op throughput here (tools/riverbench, own module), to compare with bench throughput; ARGS="--jobs 20000 --rounds 3"
+bench-river: deps ## River's no-op throughput here (tools/riverbench, own module), to compare with bench throughput; ARGS="--jobs 30000 --rounds 3" (work only) or ARGS="--duration 10s" (continuous)
 	cd tools/riverbench && $(GO) run . $(ARGS)
 
 generate: ## regenerate protobuf/Connect and sqlc code
