@@ -225,18 +225,19 @@ type noopWorker struct {
 
 func (noopWorker) Work(context.Context, *river.Job[noopArgs]) error { return nil }
 
-func roundOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.Driver, logger *slog.Logger, jobs, maxWorkers int) (roundResult, error) {
-	var r roundResult
-	// river bench's resetJobsTable.
+// freshClient empties river_job as river bench's resetJobsTable does and
+// returns a client with river bench's settings, not started, subscribed to
+// the events of finished jobs (cancel ends the subscription).
+func freshClient(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.Driver, logger *slog.Logger, maxWorkers, chanSize int) (
+	client *river.Client[pgx.Tx], events <-chan *river.Event, cancel func(), err error) {
 	for _, q := range []string{"TRUNCATE river_job", "VACUUM FULL river_job"} {
 		if _, err := pool.Exec(ctx, q); err != nil {
-			return r, fmt.Errorf("%s: %w", q, err)
+			return nil, nil, nil, fmt.Errorf("%s: %w", q, err)
 		}
 	}
-
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &noopWorker{})
-	client, err := river.NewClient(driver, &river.Config{
+	client, err = river.NewClient(driver, &river.Config{
 		FetchCooldown:     fetchCooldown,
 		FetchPollInterval: fetchPollInterval,
 		Logger:            logger,
@@ -244,13 +245,21 @@ func roundOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.Drive
 		Workers:           workers,
 	})
 	if err != nil {
-		return r, err
+		return nil, nil, nil, err
 	}
-
-	events, cancelSub := client.SubscribeConfig(&river.SubscribeConfig{
-		ChanSize: max(subscribeChanSize, jobs),
+	events, cancel = client.SubscribeConfig(&river.SubscribeConfig{
+		ChanSize: chanSize,
 		Kinds:    []river.EventKind{river.EventKindJobCancelled, river.EventKindJobCompleted, river.EventKindJobFailed},
 	})
+	return client, events, cancel, nil
+}
+
+func roundOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.Driver, logger *slog.Logger, jobs, maxWorkers int) (roundResult, error) {
+	var r roundResult
+	client, events, cancelSub, err := freshClient(ctx, pool, driver, logger, maxWorkers, max(subscribeChanSize, jobs))
+	if err != nil {
+		return r, err
+	}
 	defer cancelSub()
 	var (
 		worked   atomic.Int64
@@ -351,27 +360,10 @@ func printCPU(w io.Writer, d cpu.Use, round int, wall time.Duration, jobs int, w
 // inserted while the client works them, the backlog topped up to minJobs.
 func continuousOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.Driver, logger *slog.Logger, d time.Duration, maxWorkers int) (roundResult, error) {
 	var r roundResult
-	for _, q := range []string{"TRUNCATE river_job", "VACUUM FULL river_job"} {
-		if _, err := pool.Exec(ctx, q); err != nil {
-			return r, fmt.Errorf("%s: %w", q, err)
-		}
-	}
-	workers := river.NewWorkers()
-	river.AddWorker(workers, &noopWorker{})
-	client, err := river.NewClient(driver, &river.Config{
-		FetchCooldown:     fetchCooldown,
-		FetchPollInterval: fetchPollInterval,
-		Logger:            logger,
-		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: maxWorkers}},
-		Workers:           workers,
-	})
+	client, events, cancelSub, err := freshClient(ctx, pool, driver, logger, maxWorkers, subscribeChanSize)
 	if err != nil {
 		return r, err
 	}
-	events, cancelSub := client.SubscribeConfig(&river.SubscribeConfig{
-		ChanSize: subscribeChanSize,
-		Kinds:    []river.EventKind{river.EventKindJobCancelled, river.EventKindJobCompleted, river.EventKindJobFailed},
-	})
 	defer cancelSub()
 	var worked, unwanted, lastAt, left, inserted atomic.Int64
 	go func() {
