@@ -181,22 +181,25 @@ func TestTailsAcrossFeedTrims(t *testing.T) {
 	runBus(t, b)
 	start := publish(t, pool, jobEvent("other", 0))[0]
 	const total = 60_000
-	tail := func() chan []int64 {
-		got := make(chan []int64, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	type tailed struct {
+		ids []int64
+		err error
+	}
+	done := errors.New("done")
+	tail := func() chan tailed {
+		got := make(chan tailed, 1)
 		go func() {
-			var ids []int64
-			done := errors.New("done")
-			err := b.Tail(context.Background(), start, eventbus.Filter{AggregateID: "t", Lazy: true}, func(e eventbus.Event) error {
-				ids = append(ids, e.ID)
-				if len(ids) == total {
+			var r tailed
+			r.err = b.Tail(ctx, start, eventbus.Filter{AggregateID: "t", Lazy: true}, func(e eventbus.Event) error {
+				r.ids = append(r.ids, e.ID)
+				if len(r.ids) == total {
 					return done
 				}
 				return nil
 			})
-			if !errors.Is(err, done) {
-				t.Errorf("tail: %v", err)
-			}
-			got <- ids
+			got <- r
 		}()
 		return got
 	}
@@ -213,11 +216,14 @@ func TestTailsAcrossFeedTrims(t *testing.T) {
 		n += size
 	}
 	late := tail()
-	for name, c := range map[string]chan []int64{"live": live, "late": late} {
+	for name, c := range map[string]chan tailed{"live": live, "late": late} {
 		select {
-		case got := <-c:
-			if i := firstDifference(got, want); i >= 0 {
-				t.Errorf("%s tail: %d events, first difference at %d", name, len(got), i)
+		case r := <-c:
+			if !errors.Is(r.err, done) {
+				t.Errorf("%s tail: %v", name, r.err)
+			}
+			if i := firstDifference(r.ids, want); i >= 0 {
+				t.Errorf("%s tail: %d events, first difference at %d", name, len(r.ids), i)
 			}
 		case <-time.After(60 * time.Second):
 			t.Fatalf("%s tail: not every event within a minute", name)
