@@ -69,9 +69,11 @@
 // Live tails (Tail, TailFrom) share one reader per process (the feed,
 // started by Run): it reads after each wake-up, with the same gap guard,
 // and keeps the last 8,192 events in memory; a tail whose cursor is older
-// than that reads the database until it catches up. A tail is for
-// people, dashboards and wake-ups, never for work that must not be
-// missed: use a durable subscriber for that.
+// than that reads the database until it catches up. A lazy tail
+// (Filter.Lazy) gets its events with the payload still encoded and decodes
+// only those it reads (Event.Decode): tails that only wake something up
+// should be lazy. A tail is for people, dashboards and wake-ups, never for
+// work that must not be missed: use a durable subscriber for that.
 //
 // OnNotify registers other NOTIFY channels on the same connection (wake-up
 // hints that are not events, such as new log output).
