@@ -867,8 +867,7 @@ func (q *Queries) RequeueJob(ctx context.Context, arg RequeueJobParams) error {
 
 const startJobAttempts = `-- name: StartJobAttempts :exec
 UPDATE jobs j SET state = 'running', updated_at = $1, attempt_state = 'running', attempt_started_at = $1
-FROM (SELECT unnest($2::uuid[]) AS job_id, unnest($3::bigint[]) AS token) u
-WHERE j.id = ANY ($2::uuid[]) AND j.id = u.job_id AND j.attempt_token = u.token AND (j.attempt_state = 'assigned') IS TRUE
+WHERE j.id = ANY ($2::uuid[]) AND j.attempt_token = ANY ($3::bigint[]) AND (j.attempt_state = 'assigned') IS TRUE
 `
 
 type StartJobAttemptsParams struct {
@@ -877,6 +876,12 @@ type StartJobAttemptsParams struct {
 	Tokens []int64
 }
 
+// Starts these jobs' attempts (of these tokens). Fencing tokens are unique,
+// so a job whose token is in the list holds the attempt that token names:
+// no join of the two arrays is needed. With one (a join on job and token),
+// the planner took the few assigned attempts of a table of finished jobs
+// for one row and ran the arrays' unnest again for each job: 30-40 ms for
+// 300 starts.
 func (q *Queries) StartJobAttempts(ctx context.Context, arg StartJobAttemptsParams) error {
 	_, err := q.db.Exec(ctx, startJobAttempts, arg.Now, arg.JobIds, arg.Tokens)
 	return err
