@@ -245,7 +245,13 @@ SET attempt_state = u.state, attempt_finished_at = $1::timestamptz, attempt_exit
 FROM (SELECT unnest($2::uuid[]) AS job_id, unnest($3::bigint[]) AS token, unnest($4::text[]) AS state,
              unnest($5::integer[]) AS exit_code, unnest($6::text[]) AS signal, unnest($7::text[]) AS class,
              unnest($8::text[]) AS message, unnest($9::timestamptz[]) AS started_at) u
-WHERE j.id = ANY ($2::uuid[]) AND j.id = u.job_id AND j.attempt_token = u.token AND (j.attempt_finished_at IS NULL) IS TRUE
+WHERE j.id = ANY ($2::uuid[]) AND j.id = u.job_id AND j.attempt_token = u.token
+  -- The attempt is not finished yet. Written as a join clause (u.token is
+  -- never null) so that the planner does not count the few unfinished jobs
+  -- of a table of finished ones as one row: with one row it may join the
+  -- batch by a nested loop, running the unnest again for every job, as the
+  -- start statement once did.
+  AND (j.attempt_finished_at IS NULL OR u.token IS NULL) IS TRUE
 `
 
 type FinishJobsParams struct {

@@ -185,7 +185,13 @@ SET attempt_state = u.state, attempt_finished_at = @now::timestamptz, attempt_ex
 FROM (SELECT unnest(@job_ids::uuid[]) AS job_id, unnest(@tokens::bigint[]) AS token, unnest(@states::text[]) AS state,
              unnest(@exit_codes::integer[]) AS exit_code, unnest(@signals::text[]) AS signal, unnest(@classes::text[]) AS class,
              unnest(@messages::text[]) AS message, unnest(@started_ats::timestamptz[]) AS started_at) u
-WHERE j.id = ANY (@job_ids::uuid[]) AND j.id = u.job_id AND j.attempt_token = u.token AND (j.attempt_finished_at IS NULL) IS TRUE;
+WHERE j.id = ANY (@job_ids::uuid[]) AND j.id = u.job_id AND j.attempt_token = u.token
+  -- The attempt is not finished yet. Written as a join clause (u.token is
+  -- never null) so that the planner does not count the few unfinished jobs
+  -- of a table of finished ones as one row: with one row it may join the
+  -- batch by a nested loop, running the unnest again for every job, as the
+  -- start statement once did.
+  AND (j.attempt_finished_at IS NULL OR u.token IS NULL) IS TRUE;
 
 -- name: StartJobAttempts :exec
 -- Starts these jobs' attempts (of these tokens). Fencing tokens are unique,
