@@ -261,29 +261,13 @@ func roundOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.Drive
 		return r, err
 	}
 	defer cancelSub()
-	var (
-		worked   atomic.Int64
-		unwanted atomic.Int64 // cancelled or discarded: never expected
-		lastAt   atomic.Int64 // unix nanoseconds of the last finished-job event
-	)
+	var t tally
 	allDone := make(chan struct{})
-	subDone := make(chan struct{})
-	go func() {
-		defer close(subDone)
-		for ev := range events {
-			switch {
-			case ev.Kind == river.EventKindJobCompleted:
-			case ev.Kind == river.EventKindJobFailed && ev.Job.State != rivertype.JobStateDiscarded:
-				continue // will be retried; counted when it finishes
-			default:
-				unwanted.Add(1)
-			}
-			lastAt.Store(time.Now().UnixNano())
-			if worked.Add(1) == int64(jobs) {
-				close(allDone)
-			}
+	go t.run(events, func(worked int64) {
+		if worked == int64(jobs) {
+			close(allDone)
 		}
-	}()
+	})
 
 	// Insert every job before the client starts, as river bench -n does.
 	t0 := time.Now()
@@ -321,13 +305,13 @@ func roundOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.Drive
 		return r, ctx.Err()
 	case <-timeout.C:
 		_ = stopClient()
-		return r, fmt.Errorf("only %d of %d jobs finished in 10 minutes", worked.Load(), jobs)
+		return r, fmt.Errorf("only %d of %d jobs finished in 10 minutes", t.worked.Load(), jobs)
 	}
 	r.cpu, r.cpuWall = cpu.Now().Sub(cpu0), time.Since(beforeStart)
 	if err := stopClient(); err != nil {
 		return r, fmt.Errorf("stop client: %w", err)
 	}
-	if n := unwanted.Load(); n > 0 {
+	if n := t.unwanted.Load(); n > 0 {
 		return r, fmt.Errorf("%d jobs were cancelled or discarded", n)
 	}
 	// Cross-check the event count with the table.
@@ -338,8 +322,8 @@ func roundOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.Drive
 	if completed != jobs {
 		return r, fmt.Errorf("%d of %d jobs completed in river_job", completed, jobs)
 	}
-	r.worked = worked.Load()
-	r.elapsed = time.Unix(0, lastAt.Load()).Sub(start)
+	r.worked = t.worked.Load()
+	r.elapsed = time.Unix(0, t.lastAt.Load()).Sub(start)
 	if r.elapsed <= 0 {
 		return r, errors.New("all jobs finished before Client.Start returned")
 	}
@@ -365,27 +349,15 @@ func continuousOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.
 		return r, err
 	}
 	defer cancelSub()
-	var worked, unwanted, lastAt, left, inserted atomic.Int64
-	go func() {
-		for ev := range events {
-			switch {
-			case ev.Kind == river.EventKindJobCompleted:
-			case ev.Kind == river.EventKindJobFailed && ev.Job.State != rivertype.JobStateDiscarded:
-				continue
-			default:
-				unwanted.Add(1)
-			}
-			lastAt.Store(time.Now().UnixNano())
-			worked.Add(1)
-			left.Add(-1)
-		}
-	}()
+	var t tally
+	var inserted atomic.Int64
+	go t.run(events, func(int64) {})
 
 	insCtx, stopInserter := context.WithCancel(ctx)
 	defer stopInserter()
 	ready := make(chan struct{})
 	insErr := make(chan error, 1)
-	go func() { insErr <- topUp(insCtx, client, ready, &inserted, &left) }()
+	go func() { insErr <- topUp(insCtx, client, ready, &inserted, &t.worked) }()
 	select {
 	case <-ready:
 	case err := <-insErr:
@@ -410,8 +382,8 @@ func continuousOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.
 	case <-ctx.Done():
 		return r, ctx.Err()
 	}
-	r.worked = worked.Load()
-	r.elapsed = time.Unix(0, lastAt.Load()).Sub(start)
+	r.worked = t.worked.Load()
+	r.elapsed = time.Unix(0, t.lastAt.Load()).Sub(start)
 	r.cpu, r.cpuWall = cpu.Now().Sub(cpu0), time.Since(beforeStart)
 	stopInserter()
 	if err := <-insErr; err != nil {
@@ -423,7 +395,7 @@ func continuousOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.
 	if err := client.Stop(sctx); err != nil {
 		return r, fmt.Errorf("stop client: %w", err)
 	}
-	if n := unwanted.Load(); n > 0 {
+	if n := t.unwanted.Load(); n > 0 {
 		return r, fmt.Errorf("%d jobs were cancelled or discarded", n)
 	}
 	if r.worked == 0 || r.elapsed <= 0 {
@@ -433,10 +405,35 @@ func continuousOnce(ctx context.Context, pool *pgxpool.Pool, driver *riverpgxv5.
 	return r, nil
 }
 
+// tally counts a client's finished jobs from its subscription, as river
+// bench does.
+type tally struct {
+	worked   atomic.Int64
+	unwanted atomic.Int64 // cancelled or discarded: never expected
+	lastAt   atomic.Int64 // unix nanoseconds of the last finished job
+}
+
+// run reads events until the subscription ends, calling each with the
+// number of jobs worked after every finished one. A failure that will be
+// retried is counted when the job finishes.
+func (t *tally) run(events <-chan *river.Event, each func(worked int64)) {
+	for ev := range events {
+		switch {
+		case ev.Kind == river.EventKindJobCompleted:
+		case ev.Kind == river.EventKindJobFailed && ev.Job.State != rivertype.JobStateDiscarded:
+			continue
+		default:
+			t.unwanted.Add(1)
+		}
+		t.lastAt.Store(time.Now().UnixNano())
+		each(t.worked.Add(1))
+	}
+}
+
 // topUp is river bench's insertJobsContinuously: every 250 ms, insert
-// batches of 5,000 until at least minJobs wait; ready closes after the first
-// top-up. It returns nil once ctx ends.
-func topUp(ctx context.Context, client *river.Client[pgx.Tx], ready chan struct{}, inserted, left *atomic.Int64) error {
+// batches of 5,000 until at least minJobs inserted jobs are not yet worked;
+// ready closes after the first top-up. It returns nil once ctx ends.
+func topUp(ctx context.Context, client *river.Client[pgx.Tx], ready chan struct{}, inserted, worked *atomic.Int64) error {
 	batch := make([]river.InsertManyParams, insertBatchSize)
 	n := 0
 	for {
@@ -456,8 +453,7 @@ func topUp(ctx context.Context, client *river.Client[pgx.Tx], ready chan struct{
 				}
 				return err
 			}
-			inserted.Add(int64(len(batch)))
-			if left.Add(int64(len(batch))) >= minJobs {
+			if inserted.Add(int64(len(batch)))-worked.Load() >= minJobs {
 				break
 			}
 		}
