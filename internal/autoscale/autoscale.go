@@ -23,8 +23,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -256,7 +254,7 @@ func (a *Autoscaler) pass(ctx context.Context) (time.Duration, error) {
 				break
 			}
 			impl := a.providers[p.Name]
-			ok, why := CanServe(p, n.image, n.labels)
+			ok, why := p.CanServe(n.image, n.labels)
 			switch {
 			case impl == nil:
 				ok, why = false, fmt.Sprintf("provider %s is not available on this server", p.Name)
@@ -496,23 +494,4 @@ func cmpBool(a, b bool) int {
 		return -1
 	}
 	return 1
-}
-
-// CanServe says whether provider p can start a worker for a job needing
-// image and labels, and if not, why.
-func CanServe(p store.Provider, image string, labels map[string]string) (bool, string) {
-	if image != "" && !p.AnyImage {
-		return false, fmt.Sprintf("provider %s (%s) cannot run image %q", p.Name, p.Kind, image)
-	}
-	var missing []string
-	for k, v := range labels {
-		if have, ok := p.Labels[k]; !ok || have != v {
-			missing = append(missing, k+"="+v)
-		}
-	}
-	if len(missing) > 0 {
-		sort.Strings(missing)
-		return false, fmt.Sprintf("provider %s starts no worker with label %s", p.Name, strings.Join(missing, ", "))
-	}
-	return true, ""
 }

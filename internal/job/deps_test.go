@@ -34,6 +34,10 @@ func TestImportRules(t *testing.T) {
 		{"internal/provider/process", []string{module + "internal/provider/docker"}},
 		{"internal/provider/docker", []string{module + "internal/provider/process"}},
 		{"internal/eventbus", []string{module + "internal/server", module + "internal/scheduler", module + "internal/job"}},
+		// Dispatch declares what it needs of the worker streams; cmd wires
+		// the server's worker set into it.
+		{"internal/scheduler", []string{module + "internal/server"}},
+		{"internal/server", []string{module + "internal/autoscale", module + "internal/scheduler"}},
 	} {
 		for _, d := range deps(t, rule.pkg) {
 			if d == module+rule.pkg {

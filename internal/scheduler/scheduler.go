@@ -22,7 +22,6 @@ import (
 
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
-	"github.com/hodei-dev/hodei/internal/server"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
@@ -35,12 +34,25 @@ type Config struct {
 	Metrics     *Metrics // nil = none
 }
 
+// Workers is what the dispatcher needs of the workers connected to its
+// replica (the server's WorkerSet).
+type Workers interface {
+	// Free lists the connected workers with room for more attempts.
+	Free() []store.Slot
+	// Deliver sends claimed attempts to their worker and returns those it
+	// could not send (the worker is gone).
+	Deliver(workerID string, as []store.Assignment) []store.Assignment
+	// Capacity receives when a pass may claim something: a worker
+	// connected, a slot freed up, or this replica created jobs.
+	Capacity() <-chan struct{}
+}
+
 // Dispatcher is the JobController of one replica.
 type Dispatcher struct {
 	cfg   Config
 	store *store.Store
 	bus   *eventbus.Bus
-	ws    *server.Registry // this replica's connected workers
+	ws    Workers // this replica's connected workers
 	log   *slog.Logger
 	kick  chan struct{}
 
@@ -49,16 +61,14 @@ type Dispatcher struct {
 }
 
 // New returns a dispatcher.
-func New(cfg Config, st *store.Store, bus *eventbus.Bus, ws *server.Registry) *Dispatcher {
+func New(cfg Config, st *store.Store, bus *eventbus.Bus, ws Workers) *Dispatcher {
 	if cfg.SafetySweep == 0 {
 		cfg.SafetySweep = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	d := &Dispatcher{cfg: cfg, store: st, bus: bus, ws: ws, log: cfg.Logger, kick: make(chan struct{}, 1), unhealthy: map[string]bool{}}
-	ws.OnCapacity(d.Kick)
-	return d
+	return &Dispatcher{cfg: cfg, store: st, bus: bus, ws: ws, log: cfg.Logger, kick: make(chan struct{}, 1), unhealthy: map[string]bool{}}
 }
 
 // Kick asks for a dispatch pass.
@@ -130,6 +140,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			return fmt.Errorf("dispatch triggers: %w", err)
 		case <-d.kick:
 			trigger = "event"
+		case <-d.ws.Capacity():
+			trigger = "event"
 		case <-sweep:
 			trigger = "sweep"
 		case <-timer.C:
@@ -174,7 +186,7 @@ func (d *Dispatcher) pass(ctx context.Context, trigger string) (time.Time, error
 func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 	type group struct {
 		like store.WorkerMatch
-		free []server.Slot
+		free []store.Slot
 	}
 	groups := map[string]*group{}
 	var order []string

@@ -10,7 +10,6 @@ import (
 	"connectrpc.com/connect"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
-	"github.com/hodei-dev/hodei/internal/autoscale"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
 )
@@ -109,7 +108,7 @@ func (s *Server) explain(ctx context.Context, j job.Job) ([]string, error) {
 		reasons = append(reasons, "no provider is configured: workers must connect on their own")
 	}
 	for _, p := range provs {
-		ok, why := autoscale.CanServe(p, j.Spec.Image, j.Spec.Labels)
+		ok, why := p.CanServe(j.Spec.Image, j.Spec.Labels)
 		switch {
 		case !ok:
 			reasons = append(reasons, why)

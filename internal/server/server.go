@@ -1,8 +1,8 @@
 // Package server implements Hodei's RPC services over Connect (gRPC,
 // gRPC-Web and Connect on one port, h2c for plaintext): the only place
 // where proto messages meet the domain, and where domain errors become
-// RPC codes. It also holds this replica's registry of connected workers,
-// which the scheduler dispatches to.
+// RPC codes. It also holds the set of workers connected to this replica
+// (WorkerSet), which the scheduler dispatches to.
 package server
 
 import (
@@ -43,12 +43,11 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	logs    *logHub
-	workers *Registry
+	workers *WorkerSet
 	commits *groupCommit // every stream's reports, applied together
 }
 
-// New returns a server. kick is called when capacity appears (a worker
-// connected or a slot freed) so the scheduler runs a dispatch pass.
+// New returns a server.
 func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 	if cfg.ReplicaID == "" {
 		return nil, errors.New("server: ReplicaID is required")
@@ -70,7 +69,7 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st), commits: &groupCommit{apply: st.ApplyReports},
-		logs: newLogHub(), workers: newRegistry()}
+		logs: newLogHub(), workers: newWorkerSet()}
 	// Log output stored on any replica wakes this replica's followers.
 	bus.OnNotify(store.LogsChannel, func(jobID string) {
 		if jobID == "" {
@@ -82,8 +81,8 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 	return s, nil
 }
 
-// Workers is this replica's registry of connected workers.
-func (s *Server) Workers() *Registry { return s.workers }
+// Workers is the set of workers connected to this replica.
+func (s *Server) Workers() *WorkerSet { return s.workers }
 
 // Handler returns the HTTP handler serving every service, gRPC
 // reflection, /metrics and /healthz.

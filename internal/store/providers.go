@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -28,6 +30,25 @@ type Provider struct {
 	Healthy        bool
 	UnhealthySince time.Time
 	HealthMessage  string
+}
+
+// CanServe says whether the provider can start a worker for a job needing
+// image and labels, and if not, why.
+func (p Provider) CanServe(image string, labels map[string]string) (bool, string) {
+	if image != "" && !p.AnyImage {
+		return false, fmt.Sprintf("provider %s (%s) cannot run image %q", p.Name, p.Kind, image)
+	}
+	var missing []string
+	for k, v := range labels {
+		if have, ok := p.Labels[k]; !ok || have != v {
+			missing = append(missing, k+"="+v)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return false, fmt.Sprintf("provider %s starts no worker with label %s", p.Name, strings.Join(missing, ", "))
+	}
+	return true, ""
 }
 
 func providerFromRow(r db.Provider) Provider {

@@ -65,11 +65,20 @@ func NewPlatform(ctx context.Context, cfg PlatformConfig) (*Platform, error) {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	p := &Platform{Addr: ln.Addr().String(), Store: st, srv: srv, wake: make(chan struct{})}
-	// Called after the worker's stream is registered, which is after its
-	// WorkerRegistered event committed.
-	srv.Workers().OnCapacity(p.kick)
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	g, gctx := errgroup.WithContext(rctx)
+	// Capacity receives after a worker's stream is registered, which is
+	// after its WorkerRegistered event committed.
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-srv.Workers().Capacity():
+				p.kick()
+			}
+		}
+	})
 	g.Go(func() error { return bus.Run(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })

@@ -9,53 +9,46 @@ import (
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
-// Registry holds the workers connected to this replica. The scheduler
-// dispatches only to them.
-type Registry struct {
-	mu    sync.Mutex
-	conns map[string]*workerConn
-	kick  func()
+// WorkerSet holds the workers whose streams are open on this replica: the
+// only workers this replica's dispatcher claims jobs for.
+type WorkerSet struct {
+	mu       sync.Mutex
+	conns    map[string]*workerConn
+	capacity chan struct{}
 }
 
-func newRegistry() *Registry { return &Registry{conns: map[string]*workerConn{}, kick: func() {}} }
-
-// OnCapacity sets the function called when a worker connects, a slot
-// frees up or this replica created jobs (the scheduler's wake-up; other
-// replicas hear of new jobs through JobCreated).
-func (r *Registry) OnCapacity(f func()) {
-	r.mu.Lock()
-	r.kick = f
-	r.mu.Unlock()
+func newWorkerSet() *WorkerSet {
+	return &WorkerSet{conns: map[string]*workerConn{}, capacity: make(chan struct{}, 1)}
 }
 
-// wakeDispatch calls the OnCapacity function.
-func (r *Registry) wakeDispatch() {
-	r.mu.Lock()
-	k := r.kick
-	r.mu.Unlock()
-	k()
-}
+// Capacity receives when a worker connected, a slot freed up or this
+// replica created jobs: a dispatch pass may claim something. (Other
+// replicas hear of new jobs through JobCreated.) Wake-ups fold: one
+// pending receive stands for any number of them.
+func (r *WorkerSet) Capacity() <-chan struct{} { return r.capacity }
 
-// Slot is a connected worker with free capacity.
-type Slot struct {
-	Worker store.WorkerMatch
-	Free   int
+// wakeDispatch signals Capacity.
+func (r *WorkerSet) wakeDispatch() {
+	select {
+	case r.capacity <- struct{}{}:
+	default:
+	}
 }
 
 // Free lists connected, non-draining workers with free slots (a worker
 // that prefetches counts its queue as slots).
-func (r *Registry) Free() []Slot {
+func (r *WorkerSet) Free() []store.Slot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := time.Now()
-	var out []Slot
+	var out []store.Slot
 	for _, c := range r.conns {
 		c.mu.Lock()
 		free := c.slots + c.queueLimit(now) - len(c.running)
 		draining := c.draining
 		c.mu.Unlock()
 		if free > 0 && !draining {
-			out = append(out, Slot{Worker: store.WorkerMatch{ID: c.id, Labels: c.labels, Image: c.image, Provider: c.provider,
+			out = append(out, store.Slot{Worker: store.WorkerMatch{ID: c.id, Labels: c.labels, Image: c.image, Provider: c.provider,
 				CPUMillis: c.cpuMillis, MemoryMiB: c.memoryMiB}, Free: free})
 		}
 	}
@@ -63,7 +56,7 @@ func (r *Registry) Free() []Slot {
 }
 
 // Len is the number of connected workers.
-func (r *Registry) Len() int {
+func (r *WorkerSet) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.conns)
@@ -71,7 +64,7 @@ func (r *Registry) Len() int {
 
 // Deliver sends claimed attempts to their worker's stream. It returns the
 // attempts it could not deliver (the worker is gone).
-func (r *Registry) Deliver(workerID string, as []store.Assignment) []store.Assignment {
+func (r *WorkerSet) Deliver(workerID string, as []store.Assignment) []store.Assignment {
 	r.mu.Lock()
 	c := r.conns[workerID]
 	r.mu.Unlock()
@@ -96,14 +89,14 @@ func (r *Registry) Deliver(workerID string, as []store.Assignment) []store.Assig
 	return nil
 }
 
-func (r *Registry) get(id string) *workerConn {
+func (r *WorkerSet) get(id string) *workerConn {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.conns[id]
 }
 
 // add registers c, closing an older stream of the same worker.
-func (r *Registry) add(c *workerConn) {
+func (r *WorkerSet) add(c *workerConn) {
 	r.mu.Lock()
 	old := r.conns[c.id]
 	r.conns[c.id] = c
@@ -114,7 +107,7 @@ func (r *Registry) add(c *workerConn) {
 }
 
 // remove unregisters c if it is still the worker's current stream.
-func (r *Registry) remove(c *workerConn) bool {
+func (r *WorkerSet) remove(c *workerConn) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.conns[c.id] == c {
@@ -124,7 +117,7 @@ func (r *Registry) remove(c *workerConn) bool {
 	return false
 }
 
-func (r *Registry) all() []*workerConn {
+func (r *WorkerSet) all() []*workerConn {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]*workerConn, 0, len(r.conns))
@@ -219,4 +212,4 @@ func (c *workerConn) resultArrived(token int64) {
 }
 
 // Connected reports whether worker id has a stream on this replica.
-func (r *Registry) Connected(id string) bool { return r.get(id) != nil }
+func (r *WorkerSet) Connected(id string) bool { return r.get(id) != nil }
