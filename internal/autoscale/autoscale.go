@@ -120,23 +120,20 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 			}()
 		}
 	}
-	errc := make(chan error, 1)
-	go func() {
-		errc <- a.bus.TailFrom(ctx, from, eventbus.Filter{Types: scaleTriggers, Lazy: true}, func(eventbus.Event) error {
-			a.Kick()
-			return nil
-		})
-	}()
+	tail := a.bus.Watch(ctx, from, eventbus.Filter{Types: scaleTriggers, Lazy: true}, func(eventbus.Event) error {
+		a.Kick()
+		return nil
+	})
 	a.Kick()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		select {
-		case <-ctx.Done():
-			<-errc
+		case err := <-tail:
+			if err != nil {
+				return fmt.Errorf("autoscaler triggers: %w", err)
+			}
 			return nil
-		case err := <-errc:
-			return fmt.Errorf("autoscaler triggers: %w", err)
 		case <-a.kick:
 		case <-timer.C:
 		}

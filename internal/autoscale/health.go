@@ -19,30 +19,27 @@ func (a *Autoscaler) Health(ctx context.Context) error {
 		return err
 	}
 	disconnects := make(chan string, 64)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- a.bus.TailFrom(ctx, from, eventbus.Filter{Types: []string{"WorkerDisconnected"}}, func(e eventbus.Event) error {
-			d := e.Payload.GetWorkerDisconnected()
-			if !d.GetExpected() && d.GetProvider() != "" {
-				select {
-				case disconnects <- d.GetProvider():
-				case <-ctx.Done():
-				}
+	tail := a.bus.Watch(ctx, from, eventbus.Filter{Types: []string{"WorkerDisconnected"}}, func(e eventbus.Event) error {
+		d := e.Payload.GetWorkerDisconnected()
+		if !d.GetExpected() && d.GetProvider() != "" {
+			select {
+			case disconnects <- d.GetProvider():
+			case <-ctx.Done():
 			}
-			return nil
-		})
-	}()
+		}
+		return nil
+	})
 	recent := map[string][]time.Time{}
 	tick := time.NewTicker(a.cfg.HealthInterval)
 	defer tick.Stop()
 	a.checkAll(ctx)
 	for {
 		select {
-		case <-ctx.Done():
-			<-errc
+		case err := <-tail:
+			if err != nil {
+				return fmt.Errorf("health monitor: %w", err)
+			}
 			return nil
-		case err := <-errc:
-			return fmt.Errorf("health monitor: %w", err)
 		case name := <-disconnects:
 			now := time.Now()
 			ts := append(recent[name], now)

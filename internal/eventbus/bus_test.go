@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -228,5 +229,55 @@ func TestTailsAcrossFeedTrims(t *testing.T) {
 		case <-time.After(60 * time.Second):
 			t.Fatalf("%s tail: not every event within a minute", name)
 		}
+	}
+}
+
+// TestWatch: a watch delivers like a tail, reports an unknown type in its
+// filter at once instead of matching nothing, and ends with nil when its
+// context ends.
+func TestWatch(t *testing.T) {
+	pool := openPool(t, storetest.URL(t))
+	b := eventbus.NewBus(pool, busConfig(t))
+	runBus(t, b)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	from, err := b.Now(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	select {
+	case err := <-b.Watch(ctx, from, eventbus.Filter{Types: []string{"JobCreated", "JobCreatd"}}, func(eventbus.Event) error { return nil }):
+		if !errors.Is(err, eventbus.ErrUnknownType) || !strings.Contains(err.Error(), `"JobCreatd"`) {
+			t.Fatalf("watch with a misspelt type: %v, want ErrUnknownType naming it", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a watch with an unknown type did not end")
+	}
+
+	got := make(chan int64, 10)
+	w := b.Watch(ctx, from, eventbus.Filter{Types: []string{"JobCreated"}}, func(e eventbus.Event) error {
+		got <- e.ID
+		return nil
+	})
+	id := publish(t, pool, jobEvent("w", 0))[0]
+	select {
+	case g := <-got:
+		if g != id {
+			t.Fatalf("watch got event %d, want %d", g, id)
+		}
+	case err := <-w:
+		t.Fatalf("watch ended: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch did not deliver")
+	}
+	cancel()
+	select {
+	case err := <-w:
+		if err != nil {
+			t.Fatalf("watch ended with %v after its context, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch did not end with its context")
 	}
 }

@@ -3,7 +3,6 @@ package eventbus
 import (
 	"context"
 	"sync"
-	"time"
 )
 
 // feed is the one reader of live events in a process: it reads the log
@@ -33,21 +32,15 @@ func cursorOf(e Event) Cursor { return Cursor{XID: e.XID, ID: e.ID} }
 // run reads the log from "now" on until ctx ends.
 func (b *Bus) runFeed(ctx context.Context) error {
 	f := b.feed
+	p := pace{bus: b}
 	var c Cursor
-	var failing time.Duration
 	for {
 		var err error
 		if c, err = b.Now(ctx); err == nil {
 			break
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !wait(ctx, p.failed("event feed cannot read the position", err), nil) {
 			return nil
-		}
-		failing = min(max(failing*2, b.cfg.ReconnectMin), b.cfg.ReconnectMax)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(jitter(failing)):
 		}
 	}
 	wake := make(chan struct{}, 1)
@@ -63,62 +56,48 @@ func (b *Bus) runFeed(ctx context.Context) error {
 		f.next = make(chan struct{})
 		f.mu.Unlock()
 	}()
-	var heldBack time.Duration
-	failing = 0
+	p = pace{bus: b}
 	for {
 		events, more, held, err := b.read(ctx, c.XID, c.ID, 4096)
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || !wait(ctx, p.failed("event feed read failed", err), nil) {
 				return nil
-			}
-			failing = min(max(failing*2, b.cfg.ReconnectMin), b.cfg.ReconnectMax)
-			b.log.Warn("event feed read failed", "err", err, "retry_in", failing)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(jitter(failing)):
 			}
 			continue
 		}
-		failing = 0
+		retry := p.read(held && !more)
 		if len(events) > 0 {
 			b.cfg.Metrics.publishedEvents(events)
 			c = cursorOf(events[len(events)-1])
-			f.mu.Lock()
-			// When the new events do not fit, the last feedKeep events and
-			// the new ones move to a fresh array with room for as many
-			// again: one copy per feedKeep events or so, and slices handed
-			// to tails are never written.
-			if len(f.events)+len(events) > cap(f.events) {
-				over := max(len(f.events)-feedKeep, 0)
-				if over > 0 {
-					f.floor = cursorOf(f.events[over-1])
-				}
-				fresh := make([]Event, 0, len(f.events)-over+len(events)+2*feedKeep)
-				f.events = append(fresh, f.events[over:]...)
-			}
-			f.events = append(f.events, events...)
-			close(f.next)
-			f.next = make(chan struct{})
-			f.mu.Unlock()
+			f.add(events)
 		}
 		if more {
 			continue
 		}
-		var retry <-chan time.Time
-		if held {
-			heldBack = heldBackDelay(heldBack)
-			retry = time.After(heldBack)
-		} else {
-			heldBack = 0
-		}
-		select {
-		case <-ctx.Done():
+		if !wait(ctx, retry, wake) {
 			return nil
-		case <-wake:
-		case <-retry:
 		}
 	}
+}
+
+// add appends newly read events and wakes the tails waiting for them.
+// When they do not fit, the last feedKeep events and the new ones move to
+// a fresh array with room for as many again: one copy per feedKeep events
+// or so, and slices handed to tails are never written.
+func (f *feed) add(events []Event) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.events)+len(events) > cap(f.events) {
+		over := max(len(f.events)-feedKeep, 0)
+		if over > 0 {
+			f.floor = cursorOf(f.events[over-1])
+		}
+		fresh := make([]Event, 0, len(f.events)-over+len(events)+2*feedKeep)
+		f.events = append(fresh, f.events[over:]...)
+	}
+	f.events = append(f.events, events...)
+	close(f.next)
+	f.next = make(chan struct{})
 }
 
 // after returns the events after c that the feed holds, and a channel

@@ -28,51 +28,36 @@ const lagRefresh = time.Second
 func (s *subscriber) run(ctx context.Context) error {
 	// Database errors are retried with the reconnect backoff, from the
 	// first query on: an outage stalls a subscriber, never ends it.
-	var failing time.Duration
-	backoff := func(err error, msg string) <-chan time.Time {
-		failing = min(max(failing*2, s.bus.cfg.ReconnectMin), s.bus.cfg.ReconnectMax)
-		s.bus.log.Warn(msg, "subscriber", s.cfg.Name, "err", err, "retry_in", failing)
-		return time.After(jitter(failing))
-	}
+	p := pace{bus: s.bus}
 	for {
 		err := s.loadCursor(ctx)
 		if err == nil {
 			break
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !wait(ctx, p.failed("subscriber cannot load its cursor", err, "subscriber", s.cfg.Name), nil) {
 			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-backoff(err, "subscriber cannot load its cursor"):
 		}
 	}
-	failing = 0
+	p = pace{bus: s.bus}
 	var poll <-chan time.Time
 	if s.bus.cfg.SafetyPoll > 0 {
 		t := time.NewTicker(s.bus.cfg.SafetyPoll)
 		defer t.Stop()
 		poll = t.C
 	}
-	var heldBack time.Duration
 	for {
 		held, err := s.drain(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		var retry <-chan time.Time
-		switch {
-		case err != nil:
-			heldBack = 0
-			retry = backoff(err, "subscriber read failed")
-		case held:
-			s.bus.cfg.Metrics.held(s.cfg.Name)
-			failing = 0
-			heldBack = heldBackDelay(heldBack)
-			retry = time.After(heldBack)
-		default:
-			failing, heldBack = 0, 0
+		if err != nil {
+			retry = p.failed("subscriber read failed", err, "subscriber", s.cfg.Name)
+		} else {
+			if held {
+				s.bus.cfg.Metrics.held(s.cfg.Name)
+			}
+			retry = p.read(held)
 		}
 		select {
 		case <-ctx.Done():

@@ -20,6 +20,28 @@ type Filter struct {
 	Lazy bool
 }
 
+// ErrUnknownType is returned for a filter naming a type that is not in
+// the catalog (Types): such a filter would silently match nothing.
+var ErrUnknownType = errors.New("unknown event type")
+
+var knownTypes = func() map[string]bool {
+	m := map[string]bool{}
+	for _, t := range Types() {
+		m[t] = true
+	}
+	return m
+}()
+
+// Validate reports a type name that is not an event type of the catalog.
+func (f Filter) Validate() error {
+	for _, t := range f.Types {
+		if !knownTypes[t] {
+			return fmt.Errorf("%w %q", ErrUnknownType, t)
+		}
+	}
+	return nil
+}
+
 func (f Filter) match(e Event) bool {
 	if f.AggregateKind != "" && f.AggregateKind != e.AggregateKind {
 		return false
@@ -71,72 +93,68 @@ func (b *Bus) Now(ctx context.Context) (Cursor, error) {
 
 // TailFrom is Tail starting after cursor c.
 func (b *Bus) TailFrom(ctx context.Context, c Cursor, f Filter, fn func(Event) error) error {
+	if err := f.Validate(); err != nil {
+		return err
+	}
 	wake := make(chan struct{}, 1)
 	b.addWaker(wake)
 	defer b.removeWaker(wake)
-	xid, id := c.XID, c.ID
-	var heldBack, failing time.Duration
+	p := pace{bus: b}
 	for {
 		// Served by the process's feed when it holds our position.
-		if events, more, ok := b.feed.after(Cursor{XID: xid, ID: id}); ok {
-			for _, e := range events {
-				xid, id = e.XID, e.ID
-				if f.match(e) {
-					if err := deliverTo(fn, e, f.Lazy); err != nil {
-						return err
-					}
-				}
+		if events, more, ok := b.feed.after(c); ok {
+			if err := f.deliver(events, &c, fn); err != nil {
+				return err
 			}
-			if len(events) > 0 {
-				continue
-			}
-			select {
-			case <-ctx.Done():
+			if len(events) == 0 && !wait(ctx, nil, more) {
 				return nil
-			case <-more:
 			}
 			continue
 		}
-		events, more, held, err := b.read(ctx, xid, id, 4096)
+		events, more, held, err := b.read(ctx, c.XID, c.ID, 4096)
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || !wait(ctx, p.failed("tail read failed", err), nil) {
 				return nil
-			}
-			failing = min(max(failing*2, b.cfg.ReconnectMin), b.cfg.ReconnectMax)
-			b.log.Warn("tail read failed", "err", err, "retry_in", failing)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(jitter(failing)):
 			}
 			continue
 		}
-		failing = 0
-		for _, e := range events {
-			xid, id = e.XID, e.ID
-			if f.match(e) {
-				if err := deliverTo(fn, e, f.Lazy); err != nil {
-					return err
-				}
-			}
+		retry := p.read(held && !more)
+		if err := f.deliver(events, &c, fn); err != nil {
+			return err
 		}
-		if more {
-			continue
-		}
-		var retry <-chan time.Time
-		if held {
-			heldBack = heldBackDelay(heldBack)
-			retry = time.After(heldBack)
-		} else {
-			heldBack = 0
-		}
-		select {
-		case <-ctx.Done():
+		if !more && !wait(ctx, retry, wake) {
 			return nil
-		case <-wake:
-		case <-retry:
 		}
 	}
+}
+
+// Watch runs TailFrom in a goroutine, for a component whose loop waits on
+// other things too. The channel receives once, when the tail ends: its
+// error (an invalid filter at once), or nil once ctx ended. A component
+// returns only after that receive, so the goroutine never outlives it.
+func (b *Bus) Watch(ctx context.Context, c Cursor, f Filter, fn func(Event) error) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		err := b.TailFrom(ctx, c, f, fn)
+		if ctx.Err() != nil {
+			err = nil
+		}
+		done <- err
+	}()
+	return done
+}
+
+// deliver hands fn the events that match f, moving c past each.
+func (f Filter) deliver(events []Event, c *Cursor, fn func(Event) error) error {
+	for _, e := range events {
+		*c = cursorOf(e)
+		if f.match(e) {
+			if err := deliverTo(fn, e, f.Lazy); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // DeadLetter is a parked event.

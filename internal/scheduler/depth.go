@@ -44,24 +44,18 @@ func QueueDepth(st *store.Store, bus *eventbus.Bus, m *Metrics, debounce time.Du
 			default:
 			}
 		}
-		errc := make(chan error, 1)
-		go func() {
-			errc <- bus.TailFrom(ctx, from, eventbus.Filter{Types: jobEvents, Lazy: true}, func(e eventbus.Event) error {
-				if err := m.jobEvent(e); err != nil {
-					return err
-				}
-				mark()
-				return nil
-			})
-		}()
+		tail := bus.Watch(ctx, from, eventbus.Filter{Types: jobEvents, Lazy: true}, func(e eventbus.Event) error {
+			if err := m.jobEvent(e); err != nil {
+				return err
+			}
+			mark()
+			return nil
+		})
 		mark() // count once at the start of the term
 		var last map[string]int64
 		for {
 			select {
-			case <-ctx.Done():
-				<-errc
-				return nil
-			case err := <-errc:
+			case err := <-tail:
 				return err
 			case <-dirty:
 			}

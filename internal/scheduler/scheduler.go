@@ -84,8 +84,6 @@ var triggers = []string{"JobCreated", "WorkerRegistered", "WorkerProvisioned", "
 
 // Run dispatches until ctx ends.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	// The position is taken before the first pass: a job created after
 	// the pass read the queue is announced by an event after it.
 	from, err := d.bus.Now(ctx)
@@ -101,23 +99,20 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.unhealthy[p.Name] = !p.Healthy
 	}
 	d.mu.Unlock()
-	errc := make(chan error, 1)
-	go func() {
-		errc <- d.bus.TailFrom(ctx, from, eventbus.Filter{Types: triggers, Lazy: true}, func(e eventbus.Event) error {
-			if e.Type == "ProviderHealthChanged" {
-				p, err := e.Decode()
-				if err != nil {
-					return err
-				}
-				h := p.GetProviderHealthChanged()
-				d.mu.Lock()
-				d.unhealthy[h.Provider] = !h.Healthy
-				d.mu.Unlock()
+	tail := d.bus.Watch(ctx, from, eventbus.Filter{Types: triggers, Lazy: true}, func(e eventbus.Event) error {
+		if e.Type == "ProviderHealthChanged" {
+			p, err := e.Decode()
+			if err != nil {
+				return err
 			}
-			d.Kick()
-			return nil
-		})
-	}()
+			h := p.GetProviderHealthChanged()
+			d.mu.Lock()
+			d.unhealthy[h.Provider] = !h.Healthy
+			d.mu.Unlock()
+		}
+		d.Kick()
+		return nil
+	})
 	var sweep <-chan time.Time
 	if d.cfg.SafetySweep > 0 {
 		t := time.NewTicker(d.cfg.SafetySweep)
@@ -130,14 +125,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	for {
 		var trigger string
 		select {
-		case <-ctx.Done():
-			<-errc
-			return nil
-		case err := <-errc:
-			if ctx.Err() != nil {
-				return nil
+		case err := <-tail:
+			if err != nil {
+				return fmt.Errorf("dispatch triggers: %w", err)
 			}
-			return fmt.Errorf("dispatch triggers: %w", err)
+			return nil
 		case <-d.kick:
 			trigger = "event"
 		case <-d.ws.Capacity():

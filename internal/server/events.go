@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -22,16 +21,10 @@ func eventToProto(e eventbus.Event) *hodeiv1.Event {
 
 func (h eventService) Subscribe(ctx context.Context, req *connect.Request[hodeiv1.SubscribeRequest], stream *connect.ServerStream[hodeiv1.SubscribeResponse]) error {
 	m := req.Msg
-	known := map[string]bool{}
-	for _, t := range eventbus.Types() {
-		known[t] = true
-	}
-	for _, t := range m.Types {
-		if !known[t] {
-			return connectError(&job.FieldError{Field: "types", Rule: fmt.Sprintf("%q is not an event type", t)})
-		}
-	}
 	f := eventbus.Filter{Types: m.Types, AggregateKind: m.AggregateKind, AggregateID: m.AggregateId}
+	if err := f.Validate(); err != nil {
+		return connectError(&job.FieldError{Field: "types", Rule: err.Error()})
+	}
 	err := h.s.bus.Tail(ctx, m.AfterId, f, func(e eventbus.Event) error {
 		return stream.Send(&hodeiv1.SubscribeResponse{Event: eventToProto(e)})
 	})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 )
 
@@ -17,76 +18,91 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cancel forwarder: %w", err)
 	}
-	errc := make(chan error, 2)
-	go func() {
-		// A job's end: JobFailed also ends an attempt that is retried (the
-		// follower wakes, finds the job not final and goes on waiting).
-		errc <- s.bus.TailFrom(ctx, from, eventbus.Filter{Types: []string{"JobCompleted", "JobFailed", "JobCancelled"}, Lazy: true}, func(e eventbus.Event) error {
-			s.logs.wake(e.AggregateID)
-			return nil
-		})
-	}()
-	go func() {
-		errc <- s.bus.TailFrom(ctx, from, eventbus.Filter{Types: []string{"JobCancelled"}}, func(e eventbus.Event) error {
-			id := e.Payload.GetJobCancelled().GetJobId()
-			for _, c := range s.workers.all() {
-				c.mu.Lock()
-				var tokens []int64
-				for t, j := range c.running {
-					if j == id {
-						tokens = append(tokens, t)
-					}
-				}
-				c.mu.Unlock()
-				for _, t := range tokens {
-					c.send(cancelMsg(t, e.Payload.GetJobCancelled().GetReason()))
-				}
-			}
-			return nil
-		})
-	}()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// A job's end: JobFailed also ends an attempt that is retried (the
+	// follower wakes, finds the job not final and goes on waiting).
+	ends := s.bus.Watch(ctx, from, eventbus.Filter{Types: []string{"JobCompleted", "JobFailed", "JobCancelled"}, Lazy: true}, func(e eventbus.Event) error {
+		s.logs.wake(e.AggregateID)
+		return nil
+	})
+	cancels := s.bus.Watch(ctx, from, eventbus.Filter{Types: []string{"JobCancelled"}}, func(e eventbus.Event) error {
+		s.forwardCancel(e.Payload.GetJobCancelled())
+		return nil
+	})
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
+		var err error
 		select {
-		case <-ctx.Done():
-			<-errc
-			<-errc
-			return nil
-		case err := <-errc:
-			return fmt.Errorf("event tails: %w", err)
+		case err = <-ends:
+			cancel()
+			<-cancels
+		case err = <-cancels:
+			cancel()
+			<-ends
 		case <-t.C:
+			s.beat(ctx)
+			continue
 		}
-		seen := map[string]time.Time{}
-		now := time.Now()
-		for _, c := range s.workers.all() {
+		if err != nil {
+			return fmt.Errorf("event tails: %w", err)
+		}
+		return nil
+	}
+}
+
+// forwardCancel sends a cancelled job's attempts on this replica's
+// streams their cancel message.
+func (s *Server) forwardCancel(m *hodeiv1.JobCancelled) {
+	for _, c := range s.workers.all() {
+		c.mu.Lock()
+		var tokens []int64
+		for t, j := range c.running {
+			if j == m.GetJobId() {
+				tokens = append(tokens, t)
+			}
+		}
+		c.mu.Unlock()
+		for _, t := range tokens {
+			c.send(cancelMsg(t, m.GetReason()))
+		}
+	}
+}
+
+// beat closes the streams of workers silent past their lease and records
+// the others' last contact, one write for all.
+func (s *Server) beat(ctx context.Context) {
+	seen := map[string]time.Time{}
+	now := time.Now()
+	for _, c := range s.workers.all() {
+		c.mu.Lock()
+		last := c.lastSeen
+		c.mu.Unlock()
+		if now.Sub(last) > s.cfg.Lease {
+			s.log.Warn("worker silent past its lease; closing its stream", "worker_id", c.id)
 			c.mu.Lock()
-			last := c.lastSeen
+			c.expired = true
 			c.mu.Unlock()
-			if now.Sub(last) > s.cfg.Lease {
-				s.log.Warn("worker silent past its lease; closing its stream", "worker_id", c.id)
-				c.mu.Lock()
-				c.expired = true
-				c.mu.Unlock()
-				c.close()
-				continue
-			}
-			seen[c.id] = last
+			c.close()
+			continue
 		}
-		if len(seen) > 0 {
-			expired, err := s.store.TouchWorkers(ctx, seen)
-			if err != nil && ctx.Err() == nil {
-				s.log.Warn("record heartbeats", "err", err)
-			}
-			// The leader expired these although their stream lives here
-			// (e.g. a stall longer than the lease): close the stream; the
-			// agent reconnects and reconciles.
-			for _, id := range expired {
-				if c := s.workers.get(id); c != nil {
-					s.log.Warn("worker expired by the leader; closing its stream", "worker_id", id)
-					c.close()
-				}
-			}
+		seen[c.id] = last
+	}
+	if len(seen) == 0 {
+		return
+	}
+	expired, err := s.store.TouchWorkers(ctx, seen)
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("record heartbeats", "err", err)
+	}
+	// The leader expired these although their stream lives here (e.g. a
+	// stall longer than the lease): close the stream; the agent
+	// reconnects and reconciles.
+	for _, id := range expired {
+		if c := s.workers.get(id); c != nil {
+			s.log.Warn("worker expired by the leader; closing its stream", "worker_id", id)
+			c.close()
 		}
 	}
 }
