@@ -5,16 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/google/uuid"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
-	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/frame"
 	"github.com/hodei-dev/hodei/internal/store"
 )
@@ -39,18 +37,9 @@ func (s *Server) settings() *hodeiv1.WorkerSettings {
 // stream ends. Reports are fenced by their attempt's token.
 func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse]) error {
 	s := h.s
-	first, err := stream.Receive()
+	hello, err := receiveHello(stream)
 	if err != nil {
 		return err
-	}
-	hello := first.GetHello()
-	if hello == nil {
-		return connect.NewError(connect.CodeInvalidArgument, errors.New("first message must be hello"))
-	}
-	// A bound on Hello.prefetch: beyond it a worker would hoard jobs.
-	const maxPrefetch = 10000
-	if hello.Prefetch < 0 || hello.Prefetch > maxPrefetch {
-		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("hello.prefetch: %d is out of range 0..%d", hello.Prefetch, maxPrefetch))
 	}
 	w, err := s.store.ConnectWorker(ctx, hello.WorkerId, hello.Credential, s.cfg.ReplicaID)
 	if err != nil {
@@ -63,28 +52,9 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	defer close(c.done)
 	log := s.log.With("worker_id", w.ID)
 
-	// Reconcile: keep attempts that are still this worker's; cancel the rest.
-	var cancels []int64
-	listed := map[int64]bool{}
-	for i, r := range hello.Running {
-		jobID, err := parseJobID(fmt.Sprintf("hello.running[%d]", i), r.JobId)
-		if err != nil {
-			return err
-		}
-		listed[r.FencingToken] = true
-		owned, err := s.store.OwnsAttempt(ctx, jobID, r.FencingToken, w.ID)
-		if err != nil {
-			return connectError(err)
-		}
-		if owned {
-			c.running[r.FencingToken] = r.JobId
-		} else {
-			cancels = append(cancels, r.FencingToken)
-		}
-	}
-	resend, err := s.store.UnlistedAttempts(ctx, w.ID, listed)
+	cancels, resend, err := s.reconcile(ctx, c, hello.Running)
 	if err != nil {
-		return connectError(err)
+		return err
 	}
 	s.workers.add(c)
 	defer func() {
@@ -92,29 +62,7 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 			s.afterDisconnect(c)
 		}
 	}()
-
-	sendErr := make(chan error, 1)
-	go func() {
-		for {
-			select {
-			case m := <-c.out:
-				msgs := []*hodeiv1.ConnectResponse{m}
-				if c.batches {
-					msgs = frame.Group(waiting(msgs, c.out), batchResponse)
-				}
-				for _, m := range msgs {
-					if err := stream.Send(m); err != nil {
-						sendErr <- err
-						cancel()
-						return
-					}
-				}
-			case <-ctx.Done():
-				sendErr <- nil
-				return
-			}
-		}
-	}()
+	sendErr := c.sendLoop(ctx, stream)
 	defer func() { cancel(); <-sendErr }()
 
 	c.send(&hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Settings{Settings: s.settings()}})
@@ -127,6 +75,90 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	log.Info("worker connected", "kept_attempts", len(c.running), "cancelled_attempts", len(cancels), "resent_attempts", len(resend))
 	s.workers.wakeDispatch()
 
+	msgs, recvErr := s.receiveLoop(ctx, c, stream)
+	return s.serveReports(ctx, c, msgs, recvErr, log)
+}
+
+// receiveHello reads and checks the stream's first message.
+func receiveHello(stream *connect.BidiStream[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse]) (*hodeiv1.Hello, error) {
+	first, err := stream.Receive()
+	if err != nil {
+		return nil, err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("first message must be hello"))
+	}
+	// A bound on Hello.prefetch: beyond it a worker would hoard jobs.
+	const maxPrefetch = 10000
+	if hello.Prefetch < 0 || hello.Prefetch > maxPrefetch {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("hello.prefetch: %d is out of range 0..%d", hello.Prefetch, maxPrefetch))
+	}
+	return hello, nil
+}
+
+// reconcile keeps the attempts the agent runs that are still this
+// worker's (in c.running), returns the tokens of those that are not (to
+// cancel), and the worker's attempts the agent did not list (to send
+// again).
+func (s *Server) reconcile(ctx context.Context, c *workerConn, running []*hodeiv1.RunningAttempt) (cancels []int64, resend []store.Assignment, err error) {
+	listed := map[int64]bool{}
+	for i, r := range running {
+		jobID, err := parseJobID(fmt.Sprintf("hello.running[%d]", i), r.JobId)
+		if err != nil {
+			return nil, nil, err
+		}
+		listed[r.FencingToken] = true
+		owned, err := s.store.OwnsAttempt(ctx, jobID, r.FencingToken, c.id)
+		if err != nil {
+			return nil, nil, connectError(err)
+		}
+		if owned {
+			c.running[r.FencingToken] = r.JobId
+		} else {
+			cancels = append(cancels, r.FencingToken)
+		}
+	}
+	resend, err = s.store.UnlistedAttempts(ctx, c.id, listed)
+	if err != nil {
+		return nil, nil, connectError(err)
+	}
+	return cancels, resend, nil
+}
+
+// sendLoop sends what is queued for the worker (grouped into batch frames
+// when the agent takes them) until ctx ends or a send fails, which
+// cancels the stream. The channel receives once, when it is done.
+func (c *workerConn) sendLoop(ctx context.Context, stream *connect.BidiStream[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse]) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case m := <-c.out:
+				msgs := []*hodeiv1.ConnectResponse{m}
+				if c.batches {
+					msgs = frame.Group(waiting(msgs, c.out), batchResponse)
+				}
+				for _, m := range msgs {
+					if err := stream.Send(m); err != nil {
+						done <- err
+						c.cancel()
+						return
+					}
+				}
+			case <-ctx.Done():
+				done <- nil
+				return
+			}
+		}
+	}()
+	return done
+}
+
+// receiveLoop reads the worker's messages (unpacking batch frames) into
+// msgs until the stream ends; recvErr receives why. A result frees its
+// slot at once and wakes the dispatcher.
+func (s *Server) receiveLoop(ctx context.Context, c *workerConn, stream *connect.BidiStream[hodeiv1.ConnectRequest, hodeiv1.ConnectResponse]) (<-chan *hodeiv1.ConnectRequest, <-chan error) {
 	msgs := make(chan *hodeiv1.ConnectRequest, 1024)
 	recvErr := make(chan error, 1)
 	go func() {
@@ -162,6 +194,13 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 			}
 		}
 	}()
+	return msgs, recvErr
+}
+
+// serveReports applies the worker's messages as they arrive, every
+// report waiting at that moment in one transaction (group commit), in
+// order, until the stream ends.
+func (s *Server) serveReports(ctx context.Context, c *workerConn, msgs <-chan *hodeiv1.ConnectRequest, recvErr <-chan error, log *slog.Logger) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -184,8 +223,6 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 			return err
 		case m := <-msgs:
 			c.touch(time.Now())
-			// Every report waiting now is applied in one transaction
-			// (group commit), in order.
 			batch := []*hodeiv1.ConnectRequest{m}
 		more:
 			for len(batch) < maxGroup {
@@ -240,177 +277,4 @@ func cancelMsg(token int64, reason string) *hodeiv1.ConnectResponse {
 
 func ackMsg(a *hodeiv1.Ack) *hodeiv1.ConnectResponse {
 	return &hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Ack{Ack: a}}
-}
-
-// applyReports applies agent messages in order: attempt reports (start,
-// logs, finish) in one transaction, then their acknowledgements and
-// wake-ups. Stale reports are answered with a stale ack (the agent stops
-// the attempt), not with an error.
-func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv1.ConnectRequest) error {
-	var reports []store.Report
-	var lines []int // log lines per report, for the metric
-	for _, m := range msgs {
-		switch m.Msg.(type) {
-		case *hodeiv1.ConnectRequest_Heartbeat:
-		case *hodeiv1.ConnectRequest_Started, *hodeiv1.ConnectRequest_Logs, *hodeiv1.ConnectRequest_Finished:
-			r, n, err := toReport(m)
-			if err != nil {
-				return err
-			}
-			reports, lines = append(reports, r), append(lines, n)
-		case *hodeiv1.ConnectRequest_Shutdown:
-			msg := m.GetShutdown()
-			c.mu.Lock()
-			c.draining = true
-			c.final = c.final || msg.Final
-			c.mu.Unlock()
-			if !msg.Final {
-				// No replica claims for a draining worker.
-				if err := s.store.MarkDraining(ctx, c.id); err != nil {
-					return err
-				}
-				if err := s.store.PublishEvents(ctx, workerShutdownEvent(c, msg.Forced)); err != nil {
-					return err
-				}
-			}
-		case *hodeiv1.ConnectRequest_Hello:
-			return fmt.Errorf("hello sent twice")
-		default:
-			return fmt.Errorf("unknown message %T", m.Msg)
-		}
-	}
-	if len(reports) == 0 {
-		return nil
-	}
-	outcomes, err := s.commits.Apply(ctx, reports)
-	if err != nil {
-		return err
-	}
-	woken := map[string]bool{}
-	wake := func(id string) {
-		if !woken[id] {
-			woken[id] = true
-			s.logs.wake(id)
-		}
-	}
-	for i, r := range reports {
-		o := outcomes[i]
-		switch {
-		case r.Logs != nil:
-			c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, LogSeq: r.Logs.Seq, Stale: o.Stale}))
-			if !o.Stale {
-				s.metrics.logLines.Add(float64(lines[i]))
-				wake(r.JobID.String())
-			}
-		case r.Start:
-			if o.StartDelay > 0 {
-				s.metrics.toStarted.Observe(o.StartDelay.Seconds())
-			}
-			if o.Stale {
-				c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Stale: true}))
-			}
-		case r.Finish != nil:
-			// Log followers learn the job's end from its final event
-			// (Server.Run), on every replica.
-			c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Finished: true, Stale: o.Stale}))
-		}
-	}
-	return nil
-}
-
-// toReport converts an agent's report about an attempt (started, logs or
-// finished) into the store's form; n is its number of log lines. A report
-// names its attempt by job id and fencing token.
-func toReport(m *hodeiv1.ConnectRequest) (r store.Report, n int, err error) {
-	switch msg := m.Msg.(type) {
-	case *hodeiv1.ConnectRequest_Started:
-		r = store.Report{Token: msg.Started.FencingToken, Start: true}
-		r.JobID, err = parseJobID("started", msg.Started.JobId)
-	case *hodeiv1.ConnectRequest_Logs:
-		b := msg.Logs
-		if r.JobID, err = parseJobID("logs", b.JobId); err != nil {
-			return r, 0, err
-		}
-		data, err := proto.Marshal(&hodeiv1.LogBatch{Lines: b.Lines, Dropped: b.Dropped})
-		if err != nil {
-			return r, 0, err
-		}
-		r.Token, r.Logs, n = b.FencingToken, &store.LogBatchIn{JobID: r.JobID, Token: b.FencingToken, Seq: b.Seq, Lines: len(b.Lines), Data: data}, len(b.Lines)
-	case *hodeiv1.ConnectRequest_Finished:
-		f := msg.Finished
-		r = store.Report{Token: f.FencingToken, Finish: &store.Result{ExitCode: int(f.ExitCode), Signal: storableText(f.Signal),
-			Class: classFromProto(f.FailureClass), Message: storableText(f.Message), LogBatches: f.LastLogSeq, LogLines: f.LinesSent, LogDropped: f.LinesDropped}}
-		r.JobID, err = parseJobID("finished", f.JobId)
-	default:
-		err = fmt.Errorf("not an attempt report: %T", m.Msg)
-	}
-	return r, n, err
-}
-
-// parseJobID reads the job_id of an agent's message; field names the
-// message in the error.
-func parseJobID(field, id string) (uuid.UUID, error) {
-	u, err := uuid.Parse(id)
-	if err != nil {
-		return u, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s.job_id: not a job id: %q", field, id))
-	}
-	return u, nil
-}
-
-func workerShutdownEvent(c *workerConn, forced bool) eventbus.Event {
-	c.mu.Lock()
-	n := len(c.running)
-	c.mu.Unlock()
-	if forced {
-		return eventbus.New("worker", c.id, &hodeiv1.WorkerShutdownForced{WorkerId: c.id, KilledJobs: int32(n)})
-	}
-	return eventbus.New("worker", c.id, &hodeiv1.WorkerGracefulShutdown{WorkerId: c.id, RunningJobs: int32(n)})
-}
-
-// afterDisconnect handles a stream that ended: a worker that said goodbye
-// is terminated at once; otherwise its attempts are kept for the lease, so
-// that it can reconnect (here or to another replica) and carry on.
-func (s *Server) afterDisconnect(c *workerConn) {
-	c.mu.Lock()
-	final, expired := c.final, c.expired
-	c.mu.Unlock()
-	ctx := context.Background()
-	if expired {
-		s.expire(c.id, true)
-		return
-	}
-	if final {
-		if _, err := s.store.WorkerGone(ctx, c.id, "terminated", "worker shut down", true); err != nil {
-			s.log.Error("worker gone", "worker_id", c.id, "err", err)
-		}
-		s.workers.wakeDispatch()
-		return
-	}
-	s.log.Info("worker stream ended; lease running", "worker_id", c.id, "lease", s.cfg.Lease)
-	time.AfterFunc(s.cfg.Lease, func() { s.expire(c.id, false) })
-}
-
-// expire fails a silent worker's attempts unless it came back (here, or
-// to another replica). silent says this replica saw the worker silent for
-// the whole lease, so its recorded last contact need not be checked.
-func (s *Server) expire(id string, silent bool) {
-	ctx := context.Background()
-	if s.workers.get(id) != nil {
-		return
-	}
-	w, err := s.store.GetWorker(ctx, id)
-	if err != nil {
-		s.log.Error("expire worker", "worker_id", id, "err", err)
-		return
-	}
-	if w.ReplicaID != s.cfg.ReplicaID || w.State == "terminated" || (!silent && time.Since(w.LastSeen) < s.cfg.Lease) {
-		return // reconnected elsewhere, already gone, or seen recently
-	}
-	jobs, err := s.store.WorkerGone(ctx, id, "disconnected", "lease expired", false)
-	if err != nil {
-		s.log.Error("expire worker", "worker_id", id, "err", err)
-		return
-	}
-	s.log.Warn("worker lease expired", "worker_id", id, "lost_attempts", len(jobs))
-	s.workers.wakeDispatch()
 }

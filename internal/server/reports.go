@@ -1,0 +1,139 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/store"
+)
+
+// applyReports applies agent messages in order: attempt reports (start,
+// logs, finish) in one transaction, then their acknowledgements and
+// wake-ups. Stale reports are answered with a stale ack (the agent stops
+// the attempt), not with an error.
+func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv1.ConnectRequest) error {
+	var reports []store.Report
+	var lines []int // log lines per report, for the metric
+	for _, m := range msgs {
+		switch m.Msg.(type) {
+		case *hodeiv1.ConnectRequest_Heartbeat:
+		case *hodeiv1.ConnectRequest_Started, *hodeiv1.ConnectRequest_Logs, *hodeiv1.ConnectRequest_Finished:
+			r, n, err := toReport(m)
+			if err != nil {
+				return err
+			}
+			reports, lines = append(reports, r), append(lines, n)
+		case *hodeiv1.ConnectRequest_Shutdown:
+			msg := m.GetShutdown()
+			c.mu.Lock()
+			c.draining = true
+			c.final = c.final || msg.Final
+			c.mu.Unlock()
+			if !msg.Final {
+				// No replica claims for a draining worker.
+				if err := s.store.MarkDraining(ctx, c.id); err != nil {
+					return err
+				}
+				if err := s.store.PublishEvents(ctx, workerShutdownEvent(c, msg.Forced)); err != nil {
+					return err
+				}
+			}
+		case *hodeiv1.ConnectRequest_Hello:
+			return fmt.Errorf("hello sent twice")
+		default:
+			return fmt.Errorf("unknown message %T", m.Msg)
+		}
+	}
+	if len(reports) == 0 {
+		return nil
+	}
+	outcomes, err := s.commits.Apply(ctx, reports)
+	if err != nil {
+		return err
+	}
+	woken := map[string]bool{}
+	wake := func(id string) {
+		if !woken[id] {
+			woken[id] = true
+			s.logs.wake(id)
+		}
+	}
+	for i, r := range reports {
+		o := outcomes[i]
+		switch {
+		case r.Logs != nil:
+			c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, LogSeq: r.Logs.Seq, Stale: o.Stale}))
+			if !o.Stale {
+				s.metrics.logLines.Add(float64(lines[i]))
+				wake(r.JobID.String())
+			}
+		case r.Start:
+			if o.StartDelay > 0 {
+				s.metrics.toStarted.Observe(o.StartDelay.Seconds())
+			}
+			if o.Stale {
+				c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Stale: true}))
+			}
+		case r.Finish != nil:
+			// Log followers learn the job's end from its final event
+			// (Server.Run), on every replica.
+			c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Finished: true, Stale: o.Stale}))
+		}
+	}
+	return nil
+}
+
+// toReport converts an agent's report about an attempt (started, logs or
+// finished) into the store's form; n is its number of log lines. A report
+// names its attempt by job id and fencing token.
+func toReport(m *hodeiv1.ConnectRequest) (r store.Report, n int, err error) {
+	switch msg := m.Msg.(type) {
+	case *hodeiv1.ConnectRequest_Started:
+		r = store.Report{Token: msg.Started.FencingToken, Start: true}
+		r.JobID, err = parseJobID("started", msg.Started.JobId)
+	case *hodeiv1.ConnectRequest_Logs:
+		b := msg.Logs
+		if r.JobID, err = parseJobID("logs", b.JobId); err != nil {
+			return r, 0, err
+		}
+		data, err := proto.Marshal(&hodeiv1.LogBatch{Lines: b.Lines, Dropped: b.Dropped})
+		if err != nil {
+			return r, 0, err
+		}
+		r.Token, r.Logs, n = b.FencingToken, &store.LogBatchIn{JobID: r.JobID, Token: b.FencingToken, Seq: b.Seq, Lines: len(b.Lines), Data: data}, len(b.Lines)
+	case *hodeiv1.ConnectRequest_Finished:
+		f := msg.Finished
+		r = store.Report{Token: f.FencingToken, Finish: &store.Result{ExitCode: int(f.ExitCode), Signal: storableText(f.Signal),
+			Class: classFromProto(f.FailureClass), Message: storableText(f.Message), LogBatches: f.LastLogSeq, LogLines: f.LinesSent, LogDropped: f.LinesDropped}}
+		r.JobID, err = parseJobID("finished", f.JobId)
+	default:
+		err = fmt.Errorf("not an attempt report: %T", m.Msg)
+	}
+	return r, n, err
+}
+
+// parseJobID reads the job_id of an agent's message; field names the
+// message in the error.
+func parseJobID(field, id string) (uuid.UUID, error) {
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return u, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s.job_id: not a job id: %q", field, id))
+	}
+	return u, nil
+}
+
+func workerShutdownEvent(c *workerConn, forced bool) eventbus.Event {
+	c.mu.Lock()
+	n := len(c.running)
+	c.mu.Unlock()
+	if forced {
+		return eventbus.New("worker", c.id, &hodeiv1.WorkerShutdownForced{WorkerId: c.id, KilledJobs: int32(n)})
+	}
+	return eventbus.New("worker", c.id, &hodeiv1.WorkerGracefulShutdown{WorkerId: c.id, RunningJobs: int32(n)})
+}
