@@ -27,8 +27,9 @@ import (
 
 // These tests run `hodei server` and `hodei agent` as real processes over
 // gRPC on loopback, on a fresh PostgreSQL database each, and check the
-// agent's lifecycle guarantees (ARCHITECTURE.md §7) and log exactness (§9)
-// from the outside: process exit codes, rows, events and the log API.
+// agent's lifecycle guarantees (drain, grace, kill, lease, fencing) and
+// log exactness from the outside: process exit codes, rows, events and
+// the log API.
 
 // agentProc is a `hodei agent` subprocess with its worker identity.
 type agentProc struct {
