@@ -56,6 +56,7 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	if err != nil {
 		return err
 	}
+	kept := len(c.running) // c is shared once added
 	s.workers.add(c)
 	defer func() {
 		if s.workers.remove(c) {
@@ -72,7 +73,7 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	if len(resend) > 0 {
 		s.workers.Deliver(c.id, resend)
 	}
-	log.Info("worker connected", "kept_attempts", len(c.running), "cancelled_attempts", len(cancels), "resent_attempts", len(resend))
+	log.Info("worker connected", "kept_attempts", kept, "cancelled_attempts", len(cancels), "resent_attempts", len(resend))
 	s.workers.wakeDispatch()
 
 	msgs, recvErr := s.receiveLoop(ctx, c, stream)
