@@ -9,8 +9,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
@@ -91,7 +89,7 @@ func (s *Store) finishAttempt(ctx context.Context, tx db.DBTX, jobID uuid.UUID, 
 // finish ends the current attempt of j (locked) and moves the job on.
 func (s *Store) finish(ctx context.Context, q *db.Queries, tx db.DBTX, j job.Job, number int32, token int64, r Result, out *Outcome, before ...eventbus.Event) error {
 	now := s.now()
-	d, err := decide(j, number, r, now)
+	d, err := job.Decide(j, job.Result{ExitCode: r.ExitCode, Class: r.Class}, now, nil)
 	if err != nil {
 		return err
 	}
@@ -103,106 +101,31 @@ func (s *Store) finish(ctx context.Context, q *db.Queries, tx db.DBTX, j job.Job
 	if !r.StartedAt.IsZero() {
 		startedAt = &r.StartedAt
 	}
-	upd := db.FinishJobAttemptParams{AttemptState: string(d.attemptState), Now: now, ExitCode: ptr(int32(d.r.ExitCode)),
-		Signal: d.r.Signal, FailureClass: d.class(), Message: d.r.Message, StartedAt: startedAt, State: string(d.next), JobID: jobID, Token: token}
-	if d.next == job.StateRetrying {
-		upd.RunAt, out.RunAt = &d.runAt, d.runAt
+	upd := db.FinishJobAttemptParams{AttemptState: string(d.Attempt), Now: now, ExitCode: ptr(int32(r.ExitCode)),
+		Signal: r.Signal, FailureClass: classColumn(d.Class), Message: r.Message, StartedAt: startedAt, State: string(d.Next), JobID: jobID, Token: token}
+	if d.Next == job.StateRetrying {
+		upd.RunAt, out.RunAt = &d.RetryAt, d.RetryAt
 	}
-	if d.next.Final() {
+	if d.Final() {
 		upd.FinishedAt = &now
 	}
 	if err := q.FinishJobAttempt(ctx, upd); err != nil {
 		return err
 	}
-	if _, err := eventbus.Publish(ctx, tx, append(before, d.events...)...); err != nil {
+	if _, err := eventbus.Publish(ctx, tx, appendResultEvents(before, &j, number, &r, &d)...); err != nil {
 		return err
 	}
-	out.State = d.next
+	out.State = d.Next
 	return nil
 }
 
-// failureClass is r's class, with a non-zero exit and no class counted as
-// an exit-code failure.
-func (r Result) failureClass() job.FailureClass {
-	if r.Class == job.FailureNone && r.ExitCode != 0 {
-		return job.FailureExitCode
-	}
-	return r.Class
-}
-
-// needsRetryPolicy says whether deciding on r reads the job's retry
-// policy: only a failure (not a success, not a cancel) can be retried.
-func needsRetryPolicy(r Result) bool {
-	c := r.failureClass()
-	return c != job.FailureNone && c != job.FailureCancelled
-}
-
-// decision is what a result does to an attempt and its job.
-type decision struct {
-	r            Result // with the failure class filled in
-	attemptState job.State
-	next         job.State // the job's
-	runAt        time.Time // when next is retrying
-	events       []eventbus.Event
-}
-
-func (d decision) class() *string {
-	if d.r.Class == job.FailureNone {
+// classColumn is a failure class as the attempts and jobs tables keep it:
+// NULL for none.
+func classColumn(c job.FailureClass) *string {
+	if c == job.FailureNone {
 		return nil
 	}
-	return ptr(string(d.r.Class))
-}
-
-// decide applies the retry policy of j to the result of its attempt
-// number: the one place that turns a result into states and events.
-func decide(j job.Job, number int32, r Result, now time.Time) (decision, error) {
-	r.Class = r.failureClass()
-	d := decision{r: r, attemptState: job.StateSucceeded}
-	switch r.Class {
-	case job.FailureNone:
-	case job.FailureTimeout:
-		d.attemptState = job.StateTimedOut
-	case job.FailureCancelled:
-		d.attemptState = job.StateCancelled
-	default:
-		d.attemptState = job.StateFailed
-	}
-	id := j.ID
-	d.next = d.attemptState
-	var retryEvents []eventbus.Event
-	if needsRetryPolicy(r) {
-		retry := j.Spec.Retry.Retryable(r.Class, r.ExitCode)
-		switch {
-		case retry && j.Attempt < j.MaxAttempts:
-			d.next = job.StateRetrying
-			delay := j.Spec.Retry.Backoff(j.Attempt, nil)
-			d.runAt = now.Add(delay)
-			retryEvents = append(retryEvents, eventbus.New("job", id, &hodeiv1.JobRetryScheduled{JobId: id, NextAttempt: int32(j.Attempt + 1),
-				RunAt: timestamppb.New(d.runAt), Delay: durationpb.New(delay)}))
-		case retry:
-			retryEvents = append(retryEvents, eventbus.New("job", id, &hodeiv1.JobRetryExhausted{JobId: id, Attempts: int32(j.Attempt)}))
-		}
-	}
-	if err := job.CheckTransition(j.State, d.next); err != nil {
-		return d, err
-	}
-	switch d.attemptState {
-	case job.StateSucceeded:
-		d.events = append(d.events, eventbus.New("job", id, &hodeiv1.JobCompleted{JobId: id, Attempt: number}))
-	case job.StateCancelled:
-		d.events = append(d.events, eventbus.New("job", id, &hodeiv1.JobCancelled{JobId: id, Attempt: number, Reason: r.Message}))
-	default:
-		d.events = append(d.events, eventbus.New("job", id, &hodeiv1.JobFailed{JobId: id, Attempt: number, FailureClass: hodeiv1.FailureClass(failureClassNumber(r.Class)),
-			ExitCode: int32(r.ExitCode), Message: r.Message, Final: d.next.Final(), State: hodeiv1.JobState(stateNumber(d.next))}))
-	}
-	d.events = append(d.events, retryEvents...)
-	if r.LogBatches > 0 {
-		d.events = append(d.events, eventbus.New("job", id, &hodeiv1.LogBatchSent{JobId: id, Attempt: number, Batches: r.LogBatches, Lines: r.LogLines}))
-	}
-	if r.LogDropped > 0 {
-		d.events = append(d.events, eventbus.New("job", id, &hodeiv1.LogBatchDropped{JobId: id, Attempt: number, Lines: r.LogDropped}))
-	}
-	return d, nil
+	return ptr(string(c))
 }
 
 // finishBatch applies the results reports[idx...] with set-based writes
@@ -302,7 +225,8 @@ func (s *Store) addResult(b *resultBatch, reports []Report, i int, byToken map[i
 		return false, nil
 	}
 	j := job.Job{ID: a.JobID.String(), State: st, Attempt: int(a.Number), MaxAttempts: int(a.MaxAttempts)}
-	if needsRetryPolicy(r) {
+	res := job.Result{ExitCode: r.ExitCode, Class: r.Class}
+	if res.NeedsRetryPolicy() {
 		// Decoded apart so that j stays off the heap when it is not.
 		rp := new(job.RetryPolicy)
 		if err := json.Unmarshal(a.Retry, rp); err != nil {
@@ -310,34 +234,31 @@ func (s *Store) addResult(b *resultBatch, reports []Report, i int, byToken map[i
 		}
 		j.Spec.Retry = *rp
 	}
-	d, err := decide(j, a.Number, r, b.now)
+	d, err := job.Decide(j, res, b.now, nil)
 	if err != nil {
 		return false, err
 	}
-	if d.next == job.StateRetrying {
+	if d.Next == job.StateRetrying {
 		return true, nil
 	}
-	seen[a.Token] = d.attemptState
+	seen[a.Token] = d.Attempt
 	if !r.StartedAt.IsZero() && a.State == string(job.StateAssigned) {
 		b.events = append(b.events, eventbus.New("job", j.ID, &hodeiv1.JobStarted{JobId: j.ID, Attempt: a.Number, WorkerId: a.WorkerID.String()}))
 	} else {
 		r.StartedAt = time.Time{}
 	}
-	b.events = append(b.events, d.events...)
-	class := ""
-	if d.r.Class != job.FailureNone {
-		class = string(d.r.Class)
-	}
+	b.events = appendResultEvents(b.events, &j, a.Number, &r, &d)
+	class := string(d.Class) // "" for none
 	fj := &b.fj
 	fj.JobIds = append(fj.JobIds, a.JobID)
 	fj.Tokens = append(fj.Tokens, a.Token)
-	fj.States = append(fj.States, string(d.next)) // the attempt's state too: not a retry
-	fj.ExitCodes = append(fj.ExitCodes, int32(d.r.ExitCode))
-	fj.Signals = append(fj.Signals, d.r.Signal)
+	fj.States = append(fj.States, string(d.Next)) // the attempt's state too: not a retry
+	fj.ExitCodes = append(fj.ExitCodes, int32(r.ExitCode))
+	fj.Signals = append(fj.Signals, r.Signal)
 	fj.Classes = append(fj.Classes, class)
-	fj.Messages = append(fj.Messages, d.r.Message)
+	fj.Messages = append(fj.Messages, r.Message)
 	fj.StartedAts = append(fj.StartedAts, r.StartedAt)
-	out[i].Outcome = Outcome{JobID: j.ID, State: d.next}
+	out[i].Outcome = Outcome{JobID: j.ID, State: d.Next}
 	return false, nil
 }
 
@@ -399,7 +320,7 @@ func (s *Store) CancelJob(ctx context.Context, id, reason string) (CancelResult,
 				FailureClass: ptr(string(job.FailureCancelled)), Message: reason}); err != nil {
 				return err
 			}
-			_, err = eventbus.Publish(ctx, tx, eventbus.New("job", id, &hodeiv1.JobCancelled{JobId: id, Attempt: int32(j.Attempt), Reason: reason}))
+			_, err = eventbus.Publish(ctx, tx, jobCancelled(id, int32(j.Attempt), reason))
 			return err
 		default:
 			attempts, err := q.ListAttempts(ctx, uid)
@@ -440,8 +361,7 @@ func (s *Store) RetryJob(ctx context.Context, id string) (job.Job, error) {
 		if err := q.RequeueJob(ctx, db.RequeueJobParams{Now: now, MaxAttempts: int32(j.Attempt + more), ID: uid}); err != nil {
 			return err
 		}
-		_, err = eventbus.Publish(ctx, tx, eventbus.New("job", id, &hodeiv1.JobRetryScheduled{JobId: id, NextAttempt: int32(j.Attempt + 1),
-			RunAt: timestamppb.New(now), Delay: durationpb.New(0)}))
+		_, err = eventbus.Publish(ctx, tx, jobRetryScheduled(id, j.Attempt+1, now, 0))
 		return err
 	})
 	if err != nil {
