@@ -8,7 +8,6 @@ import (
 
 	"github.com/google/uuid"
 
-	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store/db"
@@ -78,7 +77,7 @@ func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string
 			if err := json.Unmarshal(r.Spec, &a.Spec); err != nil {
 				return fmt.Errorf("decode spec of job %s: %w", r.ID, err)
 			}
-			events = append(events, eventbus.New("job", a.JobID, &hodeiv1.JobAssigned{JobId: a.JobID, Attempt: int32(a.Attempt), WorkerId: a.WorkerID, FencingToken: a.Token}))
+			events = append(events, jobAssigned(a))
 		}
 		return eventbus.Append(ctx, later, events...)
 	})

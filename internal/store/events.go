@@ -9,7 +9,23 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/jobpb"
 )
+
+// The events of a job that the store publishes, each built here and
+// written in the transaction of the change it describes.
+
+func jobCreated(id string, spec *job.Spec) eventbus.Event {
+	return eventbus.New("job", id, &hodeiv1.JobCreated{JobId: id, Name: spec.Name, Type: spec.Type, Priority: spec.Priority, Image: spec.Image, Labels: spec.Labels})
+}
+
+func jobAssigned(a *Assignment) eventbus.Event {
+	return eventbus.New("job", a.JobID, &hodeiv1.JobAssigned{JobId: a.JobID, Attempt: int32(a.Attempt), WorkerId: a.WorkerID, FencingToken: a.Token})
+}
+
+func jobStarted(id string, attempt int32, workerID string) eventbus.Event {
+	return eventbus.New("job", id, &hodeiv1.JobStarted{JobId: id, Attempt: attempt, WorkerId: workerID})
+}
 
 // appendResultEvents appends to evs the events of the end of attempt
 // number of job j, as d decided it with result r: how the attempt ended,
@@ -49,8 +65,8 @@ func jobCancelled(id string, attempt int32, reason string) eventbus.Event {
 }
 
 func jobFailed(id string, attempt int32, d *job.Decision, exitCode int, message string) eventbus.Event {
-	return eventbus.New("job", id, &hodeiv1.JobFailed{JobId: id, Attempt: attempt, FailureClass: hodeiv1.FailureClass(failureClassNumber(d.Class)),
-		ExitCode: int32(exitCode), Message: message, Final: d.Final(), State: hodeiv1.JobState(stateNumber(d.Next))})
+	return eventbus.New("job", id, &hodeiv1.JobFailed{JobId: id, Attempt: attempt, FailureClass: jobpb.ClassToProto(d.Class),
+		ExitCode: int32(exitCode), Message: message, Final: d.Final(), State: jobpb.StateToProto(d.Next)})
 }
 
 // jobRetryScheduled announces attempt next of job id, at runAt after delay.

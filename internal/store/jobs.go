@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store/db"
@@ -120,9 +119,7 @@ func (s *Store) createJobs(ctx context.Context, specs []job.Spec, defaultMaxAtte
 		ins.MaxAttempts = append(ins.MaxAttempts, int32(maxAttempts))
 		ins.CpuMillis = append(ins.CpuMillis, spec.CPUMillis)
 		ins.MemoryMib = append(ins.MemoryMib, spec.MemoryMiB)
-		events = append(events, eventbus.New("job", id.String(), &hodeiv1.JobCreated{
-			JobId: id.String(), Name: spec.Name, Type: spec.Type, Priority: spec.Priority, Image: spec.Image, Labels: spec.Labels,
-		}))
+		events = append(events, jobCreated(id.String(), &spec))
 		jobs[i] = job.Job{ID: id.String(), Spec: spec, State: job.StateQueued, MaxAttempts: maxAttempts, CreatedAt: now, UpdatedAt: now}
 		if spec.IdempotencyKey != "" {
 			byKey[spec.IdempotencyKey] = jobs[i] // a repeat later in this call

@@ -9,7 +9,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store/db"
@@ -156,7 +155,7 @@ func (s *Store) startBatch(ctx context.Context, q *db.Queries, later db.DBTX, re
 		}
 		run, runJobs = append(run, a.Token), append(runJobs, a.JobID)
 		out[i].StartDelay = now.Sub(a.AssignedAt)
-		events = append(events, eventbus.New("job", a.JobID.String(), &hodeiv1.JobStarted{JobId: a.JobID.String(), Attempt: a.Number, WorkerId: a.WorkerID.String()}))
+		events = append(events, jobStarted(a.JobID.String(), a.Number, a.WorkerID.String()))
 	}
 	if len(run) == 0 {
 		return nil
@@ -210,7 +209,7 @@ func (s *Store) startAttempt(ctx context.Context, tx pgx.Tx, jobID uuid.UUID, to
 	if err := q.StartJobAttempts(ctx, db.StartJobAttemptsParams{Now: now, JobIds: []uuid.UUID{jobID}, Tokens: []int64{token}}); err != nil {
 		return 0, err
 	}
-	_, err = eventbus.Publish(ctx, tx, eventbus.New("job", a.JobID.String(), &hodeiv1.JobStarted{JobId: a.JobID.String(), Attempt: a.Number, WorkerId: a.WorkerID.String()}))
+	_, err = eventbus.Publish(ctx, tx, jobStarted(a.JobID.String(), a.Number, a.WorkerID.String()))
 	return now.Sub(a.AssignedAt), err
 }
 

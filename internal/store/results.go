@@ -10,7 +10,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store/db"
@@ -78,7 +77,7 @@ func (s *Store) finishAttempt(ctx context.Context, tx db.DBTX, jobID uuid.UUID, 
 	}
 	var started []eventbus.Event
 	if !r.StartedAt.IsZero() && a.State == string(job.StateAssigned) {
-		started = append(started, eventbus.New("job", a.JobID.String(), &hodeiv1.JobStarted{JobId: a.JobID.String(), Attempt: a.Number, WorkerId: a.WorkerID.String()}))
+		started = append(started, jobStarted(a.JobID.String(), a.Number, a.WorkerID.String()))
 	} else {
 		r.StartedAt = time.Time{}
 	}
@@ -243,7 +242,7 @@ func (s *Store) addResult(b *resultBatch, reports []Report, i int, byToken map[i
 	}
 	seen[a.Token] = d.Attempt
 	if !r.StartedAt.IsZero() && a.State == string(job.StateAssigned) {
-		b.events = append(b.events, eventbus.New("job", j.ID, &hodeiv1.JobStarted{JobId: j.ID, Attempt: a.Number, WorkerId: a.WorkerID.String()}))
+		b.events = append(b.events, jobStarted(j.ID, a.Number, a.WorkerID.String()))
 	} else {
 		r.StartedAt = time.Time{}
 	}
@@ -417,31 +416,4 @@ func lockJob(ctx context.Context, q *db.Queries, uid uuid.UUID) (job.Job, error)
 		return job.Job{}, err
 	}
 	return fromRow(row)
-}
-
-func failureClassNumber(c job.FailureClass) int32 {
-	switch c {
-	case job.FailureExitCode:
-		return 1
-	case job.FailureTimeout:
-		return 2
-	case job.FailureWorkerLost:
-		return 3
-	case job.FailureProvisioning:
-		return 4
-	case job.FailureCancelled:
-		return 5
-	case job.FailureInvalid:
-		return 6
-	}
-	return 0
-}
-
-func stateNumber(s job.State) int32 {
-	for i, st := range job.States {
-		if st == s {
-			return int32(i + 1)
-		}
-	}
-	return 0
 }
