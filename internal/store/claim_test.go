@@ -58,7 +58,7 @@ func TestClaimSlotsSpreadsJobsOverConnectedWorkers(t *testing.T) {
 		// The attempt row says the same as the assignment.
 		var worker string
 		var token int64
-		if err := s.Pool.QueryRow(ctx, "SELECT worker_id::text, token FROM attempts WHERE job_id = $1", x.JobID).Scan(&worker, &token); err != nil {
+		if err := s.SQLForTests().QueryRow(ctx, "SELECT worker_id::text, token FROM attempts WHERE job_id = $1", x.JobID).Scan(&worker, &token); err != nil {
 			t.Fatal(err)
 		}
 		if worker != x.WorkerID || token != x.Token {
@@ -73,7 +73,7 @@ func TestClaimSlotsSpreadsJobsOverConnectedWorkers(t *testing.T) {
 		t.Fatalf("claimed jobs %v, want %v", jobs, want)
 	}
 	var queued int
-	if err := s.Pool.QueryRow(ctx, "SELECT count(*) FROM jobs WHERE state IN ('queued', 'retrying')").Scan(&queued); err != nil {
+	if err := s.SQLForTests().QueryRow(ctx, "SELECT count(*) FROM jobs WHERE state IN ('queued', 'retrying')").Scan(&queued); err != nil {
 		t.Fatal(err)
 	}
 	if queued != 2 {

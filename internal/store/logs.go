@@ -29,7 +29,7 @@ func (s *Store) ReadLogs(ctx context.Context, jobID string, onlyAttempt, afterAt
 	if err != nil {
 		return nil, &job.FieldError{Field: "id", Rule: "must be a job id (UUID)"}
 	}
-	rows, err := s.Q.ReadLogs(ctx, db.ReadLogsParams{JobID: uid, OnlyAttempt: int32(onlyAttempt), AfterAttempt: int32(afterAttempt), AfterSeq: afterSeq, MaxRows: int32(limit)})
+	rows, err := s.q.ReadLogs(ctx, db.ReadLogsParams{JobID: uid, OnlyAttempt: int32(onlyAttempt), AfterAttempt: int32(afterAttempt), AfterSeq: afterSeq, MaxRows: int32(limit)})
 	if err != nil {
 		return nil, fmt.Errorf("read logs: %w", err)
 	}

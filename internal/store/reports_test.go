@@ -142,7 +142,7 @@ func TestApplyReportsBatch(t *testing.T) {
 		t.Errorf("job 0: started %v finished %v, want both set", j0.Attempts[0].StartedAt, j0.FinishedAt)
 	}
 	var started, completed, failed, retries int
-	if err := s.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE type = 'JobStarted'), count(*) FILTER (WHERE type = 'JobCompleted'),
+	if err := s.SQLForTests().QueryRow(ctx, `SELECT count(*) FILTER (WHERE type = 'JobStarted'), count(*) FILTER (WHERE type = 'JobCompleted'),
 		count(*) FILTER (WHERE type = 'JobFailed'), count(*) FILTER (WHERE type = 'JobRetryScheduled') FROM events`).Scan(&started, &completed, &failed, &retries); err != nil {
 		t.Fatal(err)
 	}
@@ -266,11 +266,11 @@ func TestResultBatchesNeverRescanTheBatch(t *testing.T) {
 	for _, name := range []string{"StartJobAttempts", "FinishJobs"} {
 		var stmt string
 		var params int
-		if err := s.Pool.QueryRow(ctx, `SELECT name, cardinality(parameter_types) FROM pg_prepared_statements WHERE statement LIKE '%name: ' || $1 || ' %'`, name).Scan(&stmt, &params); err != nil {
+		if err := s.SQLForTests().QueryRow(ctx, `SELECT name, cardinality(parameter_types) FROM pg_prepared_statements WHERE statement LIKE '%name: ' || $1 || ' %'`, name).Scan(&stmt, &params); err != nil {
 			t.Fatalf("%s: the prepared statement: %v", name, err)
 		}
 		args := strings.TrimSuffix(strings.Repeat("NULL, ", params), ", ")
-		rows, err := s.Pool.Query(ctx, fmt.Sprintf("EXPLAIN EXECUTE %s(%s)", pgx.Identifier{stmt}.Sanitize(), args))
+		rows, err := s.SQLForTests().Query(ctx, fmt.Sprintf("EXPLAIN EXECUTE %s(%s)", pgx.Identifier{stmt}.Sanitize(), args))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -374,7 +374,7 @@ func (s *Store) RetryJob(ctx context.Context, id string) (job.Job, error) {
 // silent); it returns how many.
 func (s *Store) FailOverdueAttempts(ctx context.Context, margin time.Duration) (int, error) {
 	now := s.now()
-	overdue, err := s.Q.OverdueAttempts(ctx, db.OverdueAttemptsParams{MarginSeconds: margin.Seconds(), Now: &now})
+	overdue, err := s.q.OverdueAttempts(ctx, db.OverdueAttemptsParams{MarginSeconds: margin.Seconds(), Now: &now})
 	if err != nil {
 		return 0, fmt.Errorf("overdue attempts: %w", err)
 	}
@@ -392,7 +392,7 @@ func (s *Store) FailOverdueAttempts(ctx context.Context, margin time.Duration) (
 // ExpireSilentWorkers fails the attempts of workers not seen since before
 // cutoff (their replica died, or they vanished) as worker_lost.
 func (s *Store) ExpireSilentWorkers(ctx context.Context, cutoff time.Time) ([]string, error) {
-	ids, err := s.Q.ExpiredWorkers(ctx, &cutoff)
+	ids, err := s.q.ExpiredWorkers(ctx, &cutoff)
 	if err != nil {
 		return nil, fmt.Errorf("expired workers: %w", err)
 	}

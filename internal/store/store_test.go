@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -27,7 +29,7 @@ func counts(t *testing.T, s *store.Store) (jobs, queue, events int) {
 		sql string
 		n   *int
 	}{{"SELECT count(*) FROM jobs", &jobs}, {"SELECT count(*) FROM jobs WHERE state IN ('queued', 'retrying')", &queue}, {"SELECT count(*) FROM events", &events}} {
-		if err := s.Pool.QueryRow(ctx, q.sql).Scan(q.n); err != nil {
+		if err := s.SQLForTests().QueryRow(ctx, q.sql).Scan(q.n); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -164,7 +166,7 @@ func TestListJobsPagesWithoutGapsUnderInserts(t *testing.T) {
 func TestUUIDsAreSentAsBytes(t *testing.T) {
 	s := storetest.Open(t)
 	ctx := context.Background()
-	c, err := s.Pool.Acquire(ctx)
+	c, err := s.SQLForTests().Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,5 +289,38 @@ func TestJobIDsCarryTheCreationTime(t *testing.T) {
 		if strings.Join(ids, ",") != strings.Join(want, ",") {
 			t.Errorf("created in [%s, %s): %v, want %v", w.after, w.before, ids, want)
 		}
+	}
+}
+
+// TestSQLForTestsStaysInTests: only tests and the packages that serve
+// them (storetest, providertest) reach behind the store.
+func TestSQLForTestsStaysInTests(t *testing.T) {
+	root := filepath.Join("..", "..")
+	var found int
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "tools" || d.Name() == "gen" || strings.HasPrefix(d.Name(), ".")) && path != root {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") || strings.HasSuffix(filepath.Dir(path), "test") {
+			return nil
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(src), ".SQLForTests()") {
+			t.Errorf("%s calls SQLForTests outside a test", path)
+		}
+		found++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if found < 50 {
+		t.Fatalf("looked at %d Go files only: is %s the repository?", found, root)
 	}
 }

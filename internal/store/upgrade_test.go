@@ -20,11 +20,11 @@ func databaseAt(t *testing.T, version int) *pgxpool.Pool {
 	ctx := context.Background()
 	s := storetest.Open(t)
 	name := "upgrade_" + uuid.NewString()[:8]
-	if _, err := s.Pool.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+	if _, err := s.SQLForTests().Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Pool.Exec(context.Background(), "DROP DATABASE "+name+" WITH (FORCE)") }) //nolint:errcheck
-	u, err := url.Parse(s.Pool.Config().ConnString())
+	t.Cleanup(func() { s.SQLForTests().Exec(context.Background(), "DROP DATABASE "+name+" WITH (FORCE)") }) //nolint:errcheck
+	u, err := url.Parse(s.SQLForTests().Config().ConnString())
 	if err != nil {
 		t.Fatal(err)
 	}
