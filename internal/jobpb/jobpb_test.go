@@ -18,60 +18,46 @@ import (
 // TestStatesRoundTrip: every state has an enum of its own, and every enum
 // but UNSPECIFIED names a state.
 func TestStatesRoundTrip(t *testing.T) {
-	seen := map[hodeiv1.JobState]job.State{}
-	for _, s := range job.States {
-		p := StateToProto(s)
-		if p == hodeiv1.JobState_JOB_STATE_UNSPECIFIED {
-			t.Errorf("state %s maps to %s", s, p)
-		}
-		if other, ok := seen[p]; ok {
-			t.Errorf("states %s and %s both map to %s", other, s, p)
-		}
-		seen[p] = s
-		if back, ok := StateFromProto(p); !ok || back != s {
-			t.Errorf("state %s -> %s -> %q, %v", s, p, back, ok)
-		}
-	}
-	for n := range hodeiv1.JobState_name {
-		p := hodeiv1.JobState(n)
-		s, ok := StateFromProto(p)
-		if want := p != hodeiv1.JobState_JOB_STATE_UNSPECIFIED; ok != want {
-			t.Errorf("StateFromProto(%s) = %q, %v; want a state: %v", p, s, ok, want)
-		}
-	}
-	if p := StateToProto(""); p != hodeiv1.JobState_JOB_STATE_UNSPECIFIED {
-		t.Errorf("no state maps to %s", p)
-	}
+	roundTrip(t, job.States, "", hodeiv1.JobState_name, StateToProto, StateFromProto)
 }
 
 // TestFailureClassesRoundTrip: every failure class has an enum of its own,
 // FailureNone is UNSPECIFIED, and every other enum names a class.
 func TestFailureClassesRoundTrip(t *testing.T) {
-	seen := map[hodeiv1.FailureClass]job.FailureClass{}
-	for _, c := range job.FailureClasses {
-		p := ClassToProto(c)
-		if p == hodeiv1.FailureClass_FAILURE_CLASS_UNSPECIFIED {
-			t.Errorf("class %s maps to %s", c, p)
+	fromProto := func(p hodeiv1.FailureClass) (job.FailureClass, bool) {
+		c := ClassFromProto(p)
+		return c, c != job.FailureNone
+	}
+	roundTrip(t, job.FailureClasses, job.FailureNone, hodeiv1.FailureClass_name, ClassToProto, fromProto)
+}
+
+// roundTrip checks a domain enumeration (every value, and none, its zero
+// value) against its proto enum (every name, 0 being UNSPECIFIED).
+func roundTrip[D ~string, P ~int32](t *testing.T, values []D, none D, names map[int32]string, toProto func(D) P, fromProto func(P) (D, bool)) {
+	t.Helper()
+	seen := map[P]D{}
+	for _, v := range values {
+		p := toProto(v)
+		if p == 0 {
+			t.Errorf("%q maps to UNSPECIFIED", v)
 		}
 		if other, ok := seen[p]; ok {
-			t.Errorf("classes %s and %s both map to %s", other, c, p)
+			t.Errorf("%q and %q both map to %v", other, v, p)
 		}
-		seen[p] = c
-		if back := ClassFromProto(p); back != c {
-			t.Errorf("class %s -> %s -> %q", c, p, back)
-		}
-	}
-	for n := range hodeiv1.FailureClass_name {
-		p := hodeiv1.FailureClass(n)
-		if _, ok := seen[p]; !ok && p != hodeiv1.FailureClass_FAILURE_CLASS_UNSPECIFIED {
-			t.Errorf("%s names no failure class", p)
+		seen[p] = v
+		if back, ok := fromProto(p); !ok || back != v {
+			t.Errorf("%q -> %v -> %q, %v", v, p, back, ok)
 		}
 	}
-	if p := ClassToProto(job.FailureNone); p != hodeiv1.FailureClass_FAILURE_CLASS_UNSPECIFIED {
-		t.Errorf("FailureNone maps to %s", p)
+	for n := range names {
+		p := P(n)
+		v, ok := fromProto(p)
+		if want := p != 0; ok != want {
+			t.Errorf("%s maps to %q, %v; want a value: %v", names[n], v, ok, want)
+		}
 	}
-	if c := ClassFromProto(hodeiv1.FailureClass_FAILURE_CLASS_UNSPECIFIED); c != job.FailureNone {
-		t.Errorf("UNSPECIFIED maps to %q", c)
+	if p := toProto(none); p != 0 {
+		t.Errorf("%q maps to %v, not UNSPECIFIED", none, p)
 	}
 }
 
