@@ -144,7 +144,7 @@ func jobLogs(t *testing.T, c hodeiv1connect.JobServiceClient, id string) (stdout
 func queryOne[T any](t *testing.T, st *store.Store, sql string, args ...any) T {
 	t.Helper()
 	var v T
-	if err := st.Pool.QueryRow(context.Background(), sql, args...).Scan(&v); err != nil {
+	if err := st.SQLForTests().QueryRow(context.Background(), sql, args...).Scan(&v); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
 	return v
@@ -153,7 +153,7 @@ func queryOne[T any](t *testing.T, st *store.Store, sql string, args ...any) T {
 // eventTypes lists the types of the events of an aggregate, in order.
 func eventTypes(t *testing.T, st *store.Store, aggregateID string) []string {
 	t.Helper()
-	rows, err := st.Pool.Query(context.Background(), "SELECT type FROM events WHERE aggregate_id = $1 ORDER BY id", aggregateID)
+	rows, err := st.SQLForTests().Query(context.Background(), "SELECT type FROM events WHERE aggregate_id = $1 ORDER BY id", aggregateID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -613,7 +613,7 @@ func TestRefusedWorkerExits(t *testing.T) {
 	agentCmd := startAgent(t, st, []string{addr}, 1)
 	var id string
 	eventually(t, 30*time.Second, "agent connected", func() bool {
-		_ = st.Pool.QueryRow(context.Background(), "SELECT id::text FROM workers WHERE state = 'connected'").Scan(&id)
+		_ = st.SQLForTests().QueryRow(context.Background(), "SELECT id::text FROM workers WHERE state = 'connected'").Scan(&id)
 		return id != ""
 	})
 	if err := a.cmd.Process.Kill(); err != nil {
@@ -634,7 +634,7 @@ func TestRefusedWorkerExits(t *testing.T) {
 		t.Fatal("refused agent did not exit")
 	}
 	var n int
-	if err := st.Pool.QueryRow(context.Background(), "SELECT count(*) FROM events WHERE type = 'WorkerRecoveryFailed' AND aggregate_id = $1", id).Scan(&n); err != nil {
+	if err := st.SQLForTests().QueryRow(context.Background(), "SELECT count(*) FROM events WHERE type = 'WorkerRecoveryFailed' AND aggregate_id = $1", id).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n == 0 {

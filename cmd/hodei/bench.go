@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
@@ -193,7 +194,7 @@ func benchDatabase(ctx context.Context) (string, func(), error) {
 		return "", nil, err
 	}
 	if benchPGStats {
-		if _, err := st.Pool.Exec(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"); err != nil {
+		if err := execSQL(ctx, url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"); err != nil {
 			st.Close()
 			stop()
 			return "", nil, err
@@ -201,6 +202,18 @@ func benchDatabase(ctx context.Context) (string, func(), error) {
 	}
 	st.Close()
 	return url, stop, nil
+}
+
+// execSQL runs one statement on the database at url, on a connection of
+// its own: the benchmarks' set-up, outside the store.
+func execSQL(ctx context.Context, url, sql string) error {
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.WithoutCancel(ctx)) //nolint:errcheck
+	_, err = c.Exec(ctx, sql)
+	return err
 }
 
 func median(ds []time.Duration) time.Duration {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
@@ -29,6 +30,7 @@ import (
 type benchRig struct {
 	addr   string
 	store  *store.Store
+	db     *pgxpool.Pool // what the benchmark reads in the database itself
 	jobs   hodeiv1connect.JobServiceClient
 	agents []*agent.Agent
 	run    func(*agent.Agent) // starts an agent
@@ -60,9 +62,16 @@ func newBenchRig(ctx context.Context, agents, slots int, prefetch prefetchFlag, 
 		if r.store != nil {
 			r.store.Close()
 		}
+		if r.db != nil {
+			r.db.Close()
+		}
 		stopDB()
 	}
 	if r.store, err = store.Open(ctx, store.Config{URL: url}); err != nil {
+		r.stop()
+		return nil, err
+	}
+	if r.db, err = pgxpool.New(ctx, url); err != nil {
 		r.stop()
 		return nil, err
 	}
@@ -334,7 +343,7 @@ func throughputOnce(ctx context.Context, noop bool, n, agents, slots int, prefet
 		// last job's finish time, not the moment the poll noticed it.
 		const unfinished = "FROM jobs WHERE state IN ('queued', 'assigned', 'running', 'retrying')"
 		var busy bool
-		if err := rig.store.Pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 "+unfinished+")").Scan(&busy); err != nil {
+		if err := rig.db.QueryRow(ctx, "SELECT EXISTS (SELECT 1 "+unfinished+")").Scan(&busy); err != nil {
 			return 0, err
 		}
 		if !busy {
@@ -342,7 +351,7 @@ func throughputOnce(ctx context.Context, noop bool, n, agents, slots int, prefet
 		}
 		if time.Now().After(deadline) {
 			var left int
-			if err := rig.store.Pool.QueryRow(ctx, "SELECT count(*) "+unfinished).Scan(&left); err != nil {
+			if err := rig.db.QueryRow(ctx, "SELECT count(*) "+unfinished).Scan(&left); err != nil {
 				return 0, err
 			}
 			return 0, fmt.Errorf("%d of %d jobs not done", left, n)
@@ -350,7 +359,7 @@ func throughputOnce(ctx context.Context, noop bool, n, agents, slots int, prefet
 		time.Sleep(250 * time.Millisecond)
 	}
 	var end time.Time
-	if err := rig.store.Pool.QueryRow(ctx, "SELECT max(finished_at) FROM jobs").Scan(&end); err != nil {
+	if err := rig.db.QueryRow(ctx, "SELECT max(finished_at) FROM jobs").Scan(&end); err != nil {
 		return 0, err
 	}
 	elapsed := end.Sub(start)
@@ -369,11 +378,11 @@ func printPGStats(ctx context.Context, rig *benchRig, start cpu.Use, elapsed tim
 		elapsed.Seconds(), runtime.NumCPU(), float64(runtime.NumCPU())*elapsed.Seconds(),
 		self.Seconds(), perJob(self), children.Seconds(), perJob(children), pg.Seconds(), perJob(pg))
 	var walRecords, walFPI, walBytes int64
-	if rig.store.Pool.QueryRow(ctx, `SELECT wal_records, wal_fpi, wal_bytes::bigint FROM pg_stat_wal`).Scan(&walRecords, &walFPI, &walBytes) == nil {
+	if rig.db.QueryRow(ctx, `SELECT wal_records, wal_fpi, wal_bytes::bigint FROM pg_stat_wal`).Scan(&walRecords, &walFPI, &walBytes) == nil {
 		fmt.Fprintf(os.Stderr, "wal since the cluster started: %.1f records/job, %.2f full pages/job, %.0f bytes/job\n",
 			float64(walRecords)/float64(jobs), float64(walFPI)/float64(jobs), float64(walBytes)/float64(jobs))
 	}
-	rows, err := rig.store.Pool.Query(ctx, `SELECT calls, round(total_exec_time)::bigint, round(total_plan_time)::bigint, round(max_exec_time)::bigint, rows, wal_bytes::bigint, left(regexp_replace(query, '\s+', ' ', 'g'), 100)
+	rows, err := rig.db.Query(ctx, `SELECT calls, round(total_exec_time)::bigint, round(total_plan_time)::bigint, round(max_exec_time)::bigint, rows, wal_bytes::bigint, left(regexp_replace(query, '\s+', ' ', 'g'), 100)
 		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15`)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "pg_stat_statements:", err)

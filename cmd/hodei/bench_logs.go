@@ -12,12 +12,12 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/proto"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/agent"
-	"github.com/hodei-dev/hodei/internal/store"
 )
 
 // benchLogs measures the log pipeline end to end (job process → agent
@@ -120,18 +120,18 @@ func runToEnd(ctx context.Context, jobs hodeiv1connect.JobServiceClient, argv []
 // storedLogs reads what was stored for a job: lines and bytes of output
 // (the stored batches) and lines the agent dropped (LogBatchDropped).
 func storedLogs(ctx context.Context, url, jobID string, lines, size, dropped *int64, truncated *bool) error {
-	s, err := store.Open(ctx, store.Config{URL: url})
+	s, err := pgxpool.New(ctx, url)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
-	if err := s.Pool.QueryRow(ctx, "SELECT coalesce(sum(lines), 0), coalesce(sum(bytes), 0) FROM job_logs WHERE job_id = $1", jobID).Scan(lines, size); err != nil {
+	if err := s.QueryRow(ctx, "SELECT coalesce(sum(lines), 0), coalesce(sum(bytes), 0) FROM job_logs WHERE job_id = $1", jobID).Scan(lines, size); err != nil {
 		return err
 	}
-	if err := s.Pool.QueryRow(ctx, "SELECT log_truncated FROM jobs WHERE id = $1", jobID).Scan(truncated); err != nil {
+	if err := s.QueryRow(ctx, "SELECT log_truncated FROM jobs WHERE id = $1", jobID).Scan(truncated); err != nil {
 		return err
 	}
-	rows, err := s.Pool.Query(ctx, "SELECT payload FROM events WHERE aggregate_id = $1 AND type = 'LogBatchDropped'", jobID)
+	rows, err := s.Query(ctx, "SELECT payload FROM events WHERE aggregate_id = $1 AND type = 'LogBatchDropped'", jobID)
 	if err != nil {
 		return err
 	}

@@ -150,7 +150,7 @@ func TestDockerOrphansRemovedAfterServerKill(t *testing.T) {
 	st, _ := installID(t, dbURL)
 	running := func() int {
 		var n int
-		if err := st.Pool.QueryRow(context.Background(), "SELECT count(*) FROM jobs WHERE state = 'running'").Scan(&n); err != nil {
+		if err := st.SQLForTests().QueryRow(context.Background(), "SELECT count(*) FROM jobs WHERE state = 'running'").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -230,7 +230,7 @@ func TestDockerProviderHealth(t *testing.T) {
 	proxy.stop()
 	healthy := func() bool {
 		var h bool
-		if err := st.Pool.QueryRow(context.Background(), "SELECT healthy FROM providers WHERE name = 'docker'").Scan(&h); err != nil {
+		if err := st.SQLForTests().QueryRow(context.Background(), "SELECT healthy FROM providers WHERE name = 'docker'").Scan(&h); err != nil {
 			t.Fatal(err)
 		}
 		return h
@@ -252,7 +252,7 @@ func TestDockerProviderHealth(t *testing.T) {
 		t.Fatalf("job after recovery: %v %s", j.State, j.Message)
 	}
 	var recovered int
-	if err := st.Pool.QueryRow(context.Background(), "SELECT count(*) FROM events WHERE type = 'ProviderRecovered' AND aggregate_id = 'docker'").Scan(&recovered); err != nil {
+	if err := st.SQLForTests().QueryRow(context.Background(), "SELECT count(*) FROM events WHERE type = 'ProviderRecovered' AND aggregate_id = 'docker'").Scan(&recovered); err != nil {
 		t.Fatal(err)
 	}
 	if recovered != 1 {

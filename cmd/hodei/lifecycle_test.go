@@ -128,7 +128,7 @@ func TestRetryableExitCodeIsRetriedUntilExhausted(t *testing.T) {
 	}
 	defer st.Close()
 	var scheduled, exhausted int
-	if err := st.Pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE type = 'JobRetryScheduled'),
+	if err := st.SQLForTests().QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE type = 'JobRetryScheduled'),
 		count(*) FILTER (WHERE type = 'JobRetryExhausted') FROM events WHERE aggregate_id = $1`, id).Scan(&scheduled, &exhausted); err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestAutoscalerStaysWithinMaxWorkersAndScalesDown(t *testing.T) {
 	defer st.Close()
 	live := func() int {
 		var n int
-		if err := st.Pool.QueryRow(context.Background(), "SELECT count(*) FROM workers WHERE state <> 'terminated'").Scan(&n); err != nil {
+		if err := st.SQLForTests().QueryRow(context.Background(), "SELECT count(*) FROM workers WHERE state <> 'terminated'").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -289,7 +289,7 @@ func TestAutoscalerStaysWithinMaxWorkersAndScalesDown(t *testing.T) {
 	eventually(t, time.Until(deadline), "every job succeeded", func() bool {
 		peak = max(peak, live())
 		var done int
-		if err := st.Pool.QueryRow(context.Background(), "SELECT count(*) FROM jobs WHERE state = 'succeeded'").Scan(&done); err != nil {
+		if err := st.SQLForTests().QueryRow(context.Background(), "SELECT count(*) FROM jobs WHERE state = 'succeeded'").Scan(&done); err != nil {
 			t.Fatal(err)
 		}
 		return done == len(ids)
@@ -332,7 +332,7 @@ func TestEphemeralWorkersTakeOneJobEach(t *testing.T) {
 	defer st.Close()
 	eventually(t, 30*time.Second, "every ephemeral worker gone", func() bool {
 		var live int
-		if err := st.Pool.QueryRow(context.Background(), "SELECT count(*) FROM workers WHERE state <> 'terminated'").Scan(&live); err != nil {
+		if err := st.SQLForTests().QueryRow(context.Background(), "SELECT count(*) FROM workers WHERE state <> 'terminated'").Scan(&live); err != nil {
 			t.Fatal(err)
 		}
 		return live == 0
@@ -359,7 +359,7 @@ func TestFailedDispatchPassLeavesNothingAndRecovers(t *testing.T) {
 	t.Parallel()
 	st, c, addr := oneSlotPlatform(t)
 	ctx := context.Background()
-	if _, err := st.Pool.Exec(ctx, "ALTER TABLE jobs ADD CONSTRAINT test_refuse CHECK (attempt_token IS NULL) NOT VALID"); err != nil {
+	if _, err := st.SQLForTests().Exec(ctx, "ALTER TABLE jobs ADD CONSTRAINT test_refuse CHECK (attempt_token IS NULL) NOT VALID"); err != nil {
 		t.Fatal(err)
 	}
 	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
@@ -368,13 +368,13 @@ func TestFailedDispatchPassLeavesNothingAndRecovers(t *testing.T) {
 	})
 	var state string
 	var attempts int
-	if err := st.Pool.QueryRow(ctx, "SELECT state, (SELECT count(*) FROM attempts WHERE job_id = $1) FROM jobs WHERE id = $1", id).Scan(&state, &attempts); err != nil {
+	if err := st.SQLForTests().QueryRow(ctx, "SELECT state, (SELECT count(*) FROM attempts WHERE job_id = $1) FROM jobs WHERE id = $1", id).Scan(&state, &attempts); err != nil {
 		t.Fatal(err)
 	}
 	if state != "queued" || attempts != 0 {
 		t.Fatalf("after a failed claim: state=%s attempts=%d, want queued with none", state, attempts)
 	}
-	if _, err := st.Pool.Exec(ctx, "ALTER TABLE jobs DROP CONSTRAINT test_refuse"); err != nil {
+	if _, err := st.SQLForTests().Exec(ctx, "ALTER TABLE jobs DROP CONSTRAINT test_refuse"); err != nil {
 		t.Fatal(err)
 	}
 	if j := waitJob(t, c, id, 10*time.Second, isFinal); j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {
@@ -483,7 +483,7 @@ func TestSlotIsFreeWhenTheResultArrives(t *testing.T) {
 	first := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done", release)}})
 	waitJob(t, c, first, 10*time.Second, running)
 	ctx := context.Background()
-	tx, err := st.Pool.Begin(ctx)
+	tx, err := st.SQLForTests().Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -499,13 +499,13 @@ func TestSlotIsFreeWhenTheResultArrives(t *testing.T) {
 	// gets an attempt (the claim does not touch the locked row).
 	eventually(t, 10*time.Second, "the second job claimed while the first one's result waits to be committed", func() bool {
 		var attempts int
-		if err := st.Pool.QueryRow(ctx, "SELECT count(*) FROM attempts WHERE job_id = $1", second).Scan(&attempts); err != nil {
+		if err := st.SQLForTests().QueryRow(ctx, "SELECT count(*) FROM attempts WHERE job_id = $1", second).Scan(&attempts); err != nil {
 			t.Fatal(err)
 		}
 		return attempts > 0
 	})
 	var firstState string
-	if err := st.Pool.QueryRow(ctx, "SELECT state FROM jobs WHERE id = $1", first).Scan(&firstState); err != nil {
+	if err := st.SQLForTests().QueryRow(ctx, "SELECT state FROM jobs WHERE id = $1", first).Scan(&firstState); err != nil {
 		t.Fatal(err)
 	}
 	if firstState != "running" {

@@ -88,7 +88,7 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 	defer st.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	bus := eventbus.NewBus(st.Pool, eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
+	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
 
 	ln, err := net.Listen("tcp", pc.listen)
 	if err != nil {
@@ -130,7 +130,7 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics}, st, bus, srv.Workers())
 	scaler := autoscale.New(autoscale.Config{Logger: log, Registry: reg, HealthInterval: pc.healthInterval}, st, bus, providers)
 
-	leaders := []*scheduler.Leader{{Pool: st.Pool, Key: scheduler.HousekeepingLock, Name: "housekeeping", Logger: log, Duties: []scheduler.Duty{
+	leaders := []*scheduler.Leader{{Store: st, Key: scheduler.HousekeepingLock, Name: "housekeeping", Logger: log, Duties: []scheduler.Duty{
 		// last_seen lags up to two heartbeat intervals (beat, then the
 		// coalesced write): the reaper allows for that on top of the lease.
 		scheduler.Reaper(st, srv.Lease()+2*srv.HeartbeatInterval(), srv.Lease()/2, log, disp.Kick),
@@ -140,7 +140,7 @@ func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error
 	if len(providers) > 0 {
 		// Only replicas with providers campaign for scaling. Replicas that
 		// run providers should configure the same ones.
-		leaders = append(leaders, &scheduler.Leader{Pool: st.Pool, Key: scheduler.ScalingLock, Name: "scaling", Logger: log,
+		leaders = append(leaders, &scheduler.Leader{Store: st, Key: scheduler.ScalingLock, Name: "scaling", Logger: log,
 			Duties: []scheduler.Duty{scaler.Run, scaler.Health}})
 	}
 

@@ -106,7 +106,7 @@ func TestReplicasSurviveAServerKill(t *testing.T) {
 	// Kill server 0 once a fair share of the jobs is done.
 	count := func(sql string) int {
 		var n int
-		if err := st.Pool.QueryRow(context.Background(), sql).Scan(&n); err != nil {
+		if err := st.SQLForTests().QueryRow(context.Background(), sql).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		return n

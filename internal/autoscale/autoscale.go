@@ -214,7 +214,7 @@ func (a *Autoscaler) pass(ctx context.Context) (time.Duration, error) {
 				return err
 			}
 		}
-		if ready, err = st.Q.ReadyJobs(ctx, db.ReadyJobsParams{Now: now, MaxRows: 1000}); err != nil {
+		if ready, err = st.ReadyJobs(ctx, now, 1000); err != nil {
 			return err
 		}
 		connected, err = st.WorkerLoad(ctx)
@@ -233,7 +233,7 @@ func (a *Autoscaler) pass(ctx context.Context) (time.Duration, error) {
 	}
 	needs := demand(ready, connected, live)
 	// A job in retry backoff becomes demand when its run_at comes.
-	if at, err := a.store.Q.NextRunAt(ctx, now); err != nil {
+	if at, err := a.store.NextRunAt(ctx, now); err != nil {
 		return 0, err
 	} else if d := at.Sub(now); d < next {
 		next = d

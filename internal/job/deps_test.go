@@ -30,6 +30,7 @@ func TestImportRules(t *testing.T) {
 		forbidden []string
 	}{
 		{"internal/job", []string{module}},
+		{"internal/jobpb", []string{module + "internal/store", module + "internal/server", module + "internal/eventbus"}},
 		{"internal/agent", []string{module + "internal/store", module + "internal/eventbus", module + "internal/server", "github.com/jackc/pgx"}},
 		{"internal/provider/process", []string{module + "internal/provider/docker"}},
 		{"internal/provider/docker", []string{module + "internal/provider/process"}},

@@ -96,6 +96,9 @@ const (
 	FailureInvalid      FailureClass = "invalid"
 )
 
+// FailureClasses lists every failure class but FailureNone.
+var FailureClasses = []FailureClass{FailureExitCode, FailureTimeout, FailureWorkerLost, FailureProvisioning, FailureCancelled, FailureInvalid}
+
 // Job is a stored job.
 type Job struct {
 	ID           string

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hodei-dev/hodei/internal/store"
@@ -28,8 +27,8 @@ type Duty func(ctx context.Context) error
 // when the leader dies, PostgreSQL releases it and another replica takes
 // over at its next try (every Retry).
 type Leader struct {
-	Pool   *pgxpool.Pool
-	Key    int64 // the advisory lock (HousekeepingLock, ScalingLock)
+	Store  *store.Store // whose database holds the lock
+	Key    int64        // the advisory lock (HousekeepingLock, ScalingLock)
 	Name   string
 	Retry  time.Duration // how often a follower tries to take the lock; default 2s
 	Logger *slog.Logger
@@ -67,20 +66,11 @@ func (l *Leader) Run(ctx context.Context) error {
 // term takes the lock if it is free and runs the duties while the session
 // holding it is alive.
 func (l *Leader) term(ctx context.Context, log *slog.Logger) error {
-	conn, err := l.Pool.Acquire(ctx)
-	if err != nil {
+	c, err := l.Store.LockSession(ctx, l.Key)
+	if err != nil || c == nil {
 		return err
 	}
-	// The lock belongs to this session: never give it back to the pool.
-	c := conn.Hijack()
 	defer c.Close(context.WithoutCancel(ctx)) //nolint:errcheck
-	var got bool
-	if err := c.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", l.Key).Scan(&got); err != nil {
-		return err
-	}
-	if !got {
-		return nil
-	}
 	log.Info("this replica is the leader", "leadership", l.Name)
 	if l.OnChange != nil {
 		l.OnChange(true)

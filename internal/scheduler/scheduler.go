@@ -169,7 +169,7 @@ func (d *Dispatcher) pass(ctx context.Context, trigger string) (time.Time, error
 		}
 	}
 	d.cfg.Metrics.pass(trigger, claimed)
-	return d.store.Q.NextRunAt(ctx, now)
+	return d.store.NextRunAt(ctx, now)
 }
 
 // claimAll claims jobs for every worker with free slots, one statement

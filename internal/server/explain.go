@@ -11,6 +11,7 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/jobpb"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
@@ -23,7 +24,7 @@ func (h jobService) ExplainJob(ctx context.Context, req *connect.Request[hodeiv1
 	if err != nil {
 		return nil, connectError(err)
 	}
-	return connect.NewResponse(&hodeiv1.ExplainJobResponse{State: stateToProto[j.State], Reasons: reasons}), nil
+	return connect.NewResponse(&hodeiv1.ExplainJobResponse{State: jobpb.StateToProto(j.State), Reasons: reasons}), nil
 }
 
 // explain says, in plain words, why j is where it is.

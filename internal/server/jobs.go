@@ -15,13 +15,14 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/jobpb"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
 type jobService struct{ s *Server }
 
 func (h jobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1.SubmitJobRequest]) (*connect.Response[hodeiv1.SubmitJobResponse], error) {
-	spec, err := specFromProto(req.Msg.Spec)
+	spec, err := jobpb.SpecFromProto(req.Msg.Spec)
 	if err != nil {
 		return nil, connectError(err)
 	}
@@ -33,7 +34,7 @@ func (h jobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1.
 		h.s.metrics.jobsCreated.WithLabelValues(spec.Type).Inc()
 		h.s.workers.wakeDispatch() // this replica's dispatcher at once; the others by JobCreated
 	}
-	return connect.NewResponse(&hodeiv1.SubmitJobResponse{Job: jobToProto(j), Existing: existing}), nil
+	return connect.NewResponse(&hodeiv1.SubmitJobResponse{Job: jobpb.JobToProto(j), Existing: existing}), nil
 }
 
 // maxBatch bounds SubmitJobs.
@@ -45,7 +46,7 @@ func (h jobService) SubmitJobs(ctx context.Context, req *connect.Request[hodeiv1
 	}
 	specs := make([]job.Spec, len(req.Msg.Specs))
 	for i, p := range req.Msg.Specs {
-		sp, err := specFromProto(p)
+		sp, err := jobpb.SpecFromProto(p)
 		var fe *job.FieldError
 		if errors.As(err, &fe) {
 			return nil, connectError(&job.FieldError{Field: fmt.Sprintf("specs[%d].%s", i, fe.Field), Rule: fe.Rule})
@@ -61,7 +62,7 @@ func (h jobService) SubmitJobs(ctx context.Context, req *connect.Request[hodeiv1
 	resp := &hodeiv1.SubmitJobsResponse{Existing: existing}
 	created := false
 	for i, j := range jobs {
-		resp.Jobs = append(resp.Jobs, jobToProto(j))
+		resp.Jobs = append(resp.Jobs, jobpb.JobToProto(j))
 		if !existing[i] {
 			h.s.metrics.jobsCreated.WithLabelValues(j.Spec.Type).Inc()
 			created = true
@@ -78,7 +79,7 @@ func (h jobService) GetJob(ctx context.Context, req *connect.Request[hodeiv1.Get
 	if err != nil {
 		return nil, connectError(err)
 	}
-	return connect.NewResponse(&hodeiv1.GetJobResponse{Job: jobToProto(j)}), nil
+	return connect.NewResponse(&hodeiv1.GetJobResponse{Job: jobpb.JobToProto(j)}), nil
 }
 
 func (h jobService) ListJobs(ctx context.Context, req *connect.Request[hodeiv1.ListJobsRequest]) (*connect.Response[hodeiv1.ListJobsResponse], error) {
@@ -88,7 +89,7 @@ func (h jobService) ListJobs(ctx context.Context, req *connect.Request[hodeiv1.L
 		f.Limit = 100
 	}
 	for _, st := range m.States {
-		s, ok := stateFromProto(st)
+		s, ok := jobpb.StateFromProto(st)
 		if !ok {
 			return nil, connectError(&job.FieldError{Field: "states", Rule: fmt.Sprintf("%v is not a job state", st)})
 		}
@@ -115,7 +116,7 @@ func (h jobService) ListJobs(ctx context.Context, req *connect.Request[hodeiv1.L
 	}
 	resp := &hodeiv1.ListJobsResponse{}
 	for _, j := range jobs {
-		resp.Jobs = append(resp.Jobs, jobToProto(j))
+		resp.Jobs = append(resp.Jobs, jobpb.JobToProto(j))
 	}
 	if len(jobs) == f.Limit {
 		last := jobs[len(jobs)-1]
@@ -147,7 +148,7 @@ func (h jobService) CancelJob(ctx context.Context, req *connect.Request[hodeiv1.
 		return nil, connectError(err)
 	}
 	// The worker running it hears of the JobCancelled event (Server.Run).
-	return connect.NewResponse(&hodeiv1.CancelJobResponse{Job: jobToProto(res.Job)}), nil
+	return connect.NewResponse(&hodeiv1.CancelJobResponse{Job: jobpb.JobToProto(res.Job)}), nil
 }
 
 func (h jobService) RetryJob(ctx context.Context, req *connect.Request[hodeiv1.RetryJobRequest]) (*connect.Response[hodeiv1.RetryJobResponse], error) {
@@ -155,7 +156,7 @@ func (h jobService) RetryJob(ctx context.Context, req *connect.Request[hodeiv1.R
 	if err != nil {
 		return nil, connectError(err)
 	}
-	return connect.NewResponse(&hodeiv1.RetryJobResponse{Job: jobToProto(j)}), nil
+	return connect.NewResponse(&hodeiv1.RetryJobResponse{Job: jobpb.JobToProto(j)}), nil
 }
 
 // WatchJob sends the job now and again after every event about it.
@@ -168,7 +169,7 @@ func (h jobService) WatchJob(ctx context.Context, req *connect.Request[hodeiv1.W
 	if err != nil {
 		return connectError(err)
 	}
-	if err := stream.Send(&hodeiv1.WatchJobResponse{Job: jobToProto(j)}); err != nil {
+	if err := stream.Send(&hodeiv1.WatchJobResponse{Job: jobpb.JobToProto(j)}); err != nil {
 		return err
 	}
 	if j.State.Final() {
@@ -185,7 +186,7 @@ func (h jobService) WatchJob(ctx context.Context, req *connect.Request[hodeiv1.W
 		}
 		if j.State != last {
 			last = j.State
-			if err := stream.Send(&hodeiv1.WatchJobResponse{Job: jobToProto(j)}); err != nil {
+			if err := stream.Send(&hodeiv1.WatchJobResponse{Job: jobpb.JobToProto(j)}); err != nil {
 				return err
 			}
 		}
@@ -244,7 +245,7 @@ func (h jobService) GetJobLogs(ctx context.Context, req *connect.Request[hodeiv1
 			return nil
 		}
 		if j.State.Final() {
-			return stream.Send(&hodeiv1.GetJobLogsResponse{Job: jobToProto(j)})
+			return stream.Send(&hodeiv1.GetJobLogsResponse{Job: jobpb.JobToProto(j)})
 		}
 		select {
 		case <-ctx.Done():

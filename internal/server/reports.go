@@ -10,6 +10,7 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/jobpb"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
@@ -110,7 +111,7 @@ func toReport(m *hodeiv1.ConnectRequest) (r store.Report, n int, err error) {
 	case *hodeiv1.ConnectRequest_Finished:
 		f := msg.Finished
 		r = store.Report{Token: f.FencingToken, Finish: &store.Result{ExitCode: int(f.ExitCode), Signal: storableText(f.Signal),
-			Class: classFromProto(f.FailureClass), Message: storableText(f.Message), LogBatches: f.LastLogSeq, LogLines: f.LinesSent, LogDropped: f.LinesDropped}}
+			Class: jobpb.ClassFromProto(f.FailureClass), Message: storableText(f.Message), LogBatches: f.LastLogSeq, LogLines: f.LinesSent, LogDropped: f.LinesDropped}}
 		r.JobID, err = parseJobID("finished", f.JobId)
 	default:
 		err = fmt.Errorf("not an attempt report: %T", m.Msg)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/jobpb"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
@@ -73,7 +74,7 @@ func (r *WorkerSet) Deliver(workerID string, as []store.Assignment) []store.Assi
 	}
 	for i, a := range as {
 		msg := &hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Run{Run: &hodeiv1.RunJob{
-			JobId: a.JobID, Attempt: int32(a.Attempt), FencingToken: a.Token, Spec: specToProto(a.Spec)}}}
+			JobId: a.JobID, Attempt: int32(a.Attempt), FencingToken: a.Token, Spec: jobpb.SpecToProto(a.Spec)}}}
 		c.mu.Lock()
 		c.running[a.Token] = a.JobID
 		c.mu.Unlock()

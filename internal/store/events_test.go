@@ -105,17 +105,7 @@ func TestUpgradeKeepsEventIDsAndCursors(t *testing.T) {
 		<-done
 	}()
 	want := []string{"b", "c", "d", "e"}
-	var seen []string
-	timeout := time.After(10 * time.Second)
-	for len(seen) < len(want) {
-		select {
-		case id := <-handled:
-			seen = append(seen, id)
-		case <-timeout:
-			t.Fatalf("subscriber s after the upgrade handled %v in 10 s, want %v", seen, want)
-		}
-	}
-	if !slices.Equal(seen, want) {
+	if seen := receive(t, handled, len(want)); !slices.Equal(seen, want) {
 		t.Fatalf("subscriber s after the upgrade handled %v, want %v", seen, want)
 	}
 
@@ -123,4 +113,20 @@ func TestUpgradeKeepsEventIDsAndCursors(t *testing.T) {
 	if err != nil || len(dls) != 1 || dls[0].Event.ID != old[1] || dls[0].Event.AggregateID != "b" || dls[0].Event.Type != "JobCreated" {
 		t.Fatalf("dead letters after the upgrade = %+v, %v; want event %d of job b", dls, err, old[1])
 	}
+}
+
+// receive takes n values from c, failing the test if they take over 10 s.
+func receive(t *testing.T, c <-chan string, n int) []string {
+	t.Helper()
+	var seen []string
+	timeout := time.After(10 * time.Second)
+	for len(seen) < n {
+		select {
+		case v := <-c:
+			seen = append(seen, v)
+		case <-timeout:
+			t.Fatalf("received %v in 10 s, want %d values", seen, n)
+		}
+	}
+	return seen
 }

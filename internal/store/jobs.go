@@ -14,7 +14,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store/db"
@@ -76,7 +75,7 @@ func (s *Store) createJobs(ctx context.Context, specs []job.Spec, defaultMaxAtte
 	}
 	byKey := map[string]job.Job{}
 	if len(keys) > 0 {
-		rows, err := s.Q.JobsByIdempotencyKeys(ctx, keys)
+		rows, err := s.q.JobsByIdempotencyKeys(ctx, keys)
 		if err != nil {
 			return nil, nil, fmt.Errorf("create jobs: %w", err)
 		}
@@ -120,9 +119,7 @@ func (s *Store) createJobs(ctx context.Context, specs []job.Spec, defaultMaxAtte
 		ins.MaxAttempts = append(ins.MaxAttempts, int32(maxAttempts))
 		ins.CpuMillis = append(ins.CpuMillis, spec.CPUMillis)
 		ins.MemoryMib = append(ins.MemoryMib, spec.MemoryMiB)
-		events = append(events, eventbus.New("job", id.String(), &hodeiv1.JobCreated{
-			JobId: id.String(), Name: spec.Name, Type: spec.Type, Priority: spec.Priority, Image: spec.Image, Labels: spec.Labels,
-		}))
+		events = append(events, jobCreated(id.String(), &spec))
 		jobs[i] = job.Job{ID: id.String(), Spec: spec, State: job.StateQueued, MaxAttempts: maxAttempts, CreatedAt: now, UpdatedAt: now}
 		if spec.IdempotencyKey != "" {
 			byKey[spec.IdempotencyKey] = jobs[i] // a repeat later in this call
@@ -163,7 +160,7 @@ func (s *Store) GetJob(ctx context.Context, id string) (job.Job, error) {
 	if err != nil {
 		return job.Job{}, &job.FieldError{Field: "id", Rule: "must be a job id (UUID)"}
 	}
-	row, err := s.Q.GetJob(ctx, uid)
+	row, err := s.q.GetJob(ctx, uid)
 	if err != nil {
 		if IsNoRows(err) {
 			return job.Job{}, fmt.Errorf("job %s: %w", id, job.ErrNotFound)
@@ -178,7 +175,7 @@ func (s *Store) withAttempts(ctx context.Context, row db.Job) (job.Job, error) {
 	if err != nil {
 		return j, err
 	}
-	attempts, err := s.Q.ListAttempts(ctx, row.ID)
+	attempts, err := s.q.ListAttempts(ctx, row.ID)
 	if err != nil {
 		return j, fmt.Errorf("list attempts: %w", err)
 	}
@@ -233,7 +230,7 @@ func (s *Store) ListJobs(ctx context.Context, f ListFilter) ([]job.Job, error) {
 			p.BeforeID = id
 		}
 	}
-	rows, err := s.Q.ListJobs(ctx, p)
+	rows, err := s.q.ListJobs(ctx, p)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
@@ -298,7 +295,7 @@ func ptr[T any](v T) *T { return &v }
 
 // CountActiveJobs counts jobs in each non-final state.
 func (s *Store) CountActiveJobs(ctx context.Context) (map[string]int64, error) {
-	rows, err := s.Q.CountActiveJobs(ctx)
+	rows, err := s.q.CountActiveJobs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("count jobs: %w", err)
 	}
@@ -307,6 +304,25 @@ func (s *Store) CountActiveJobs(ctx context.Context) (map[string]int64, error) {
 		out[r.State] = r.N
 	}
 	return out, nil
+}
+
+// NextRunAt is when the earliest job waiting out a retry's backoff after
+// now becomes ready (the year 9999 when none is waiting).
+func (s *Store) NextRunAt(ctx context.Context, now time.Time) (time.Time, error) {
+	at, err := s.q.NextRunAt(ctx, now)
+	if err != nil {
+		return at, fmt.Errorf("next run time: %w", err)
+	}
+	return at, nil
+}
+
+// ReadyJobs lists up to limit jobs ready to run at now, in dispatch order.
+func (s *Store) ReadyJobs(ctx context.Context, now time.Time, limit int) ([]db.ReadyJobsRow, error) {
+	rows, err := s.q.ReadyJobs(ctx, db.ReadyJobsParams{Now: now, MaxRows: int32(limit)})
+	if err != nil {
+		return nil, fmt.Errorf("ready jobs: %w", err)
+	}
+	return rows, nil
 }
 
 func durationpbOf(d time.Duration) *durationpb.Duration { return durationpb.New(d) }

@@ -65,13 +65,13 @@ func providerFromRow(r db.Provider) Provider {
 // the API since are kept; kind, labels and image support are refreshed.
 func (s *Store) SeedProvider(ctx context.Context, p Provider) error {
 	labels, _ := json.Marshal(nonNil(p.Labels))
-	return s.Q.SeedProvider(ctx, db.SeedProviderParams{Name: p.Name, Kind: p.Kind, MaxWorkers: int32(p.MaxWorkers),
+	return s.q.SeedProvider(ctx, db.SeedProviderParams{Name: p.Name, Kind: p.Kind, MaxWorkers: int32(p.MaxWorkers),
 		IdleTimeoutMs: p.IdleTimeout.Milliseconds(), Ephemeral: p.Ephemeral, Labels: labels, AnyImage: p.AnyImage, Now: s.now()})
 }
 
 // ListProviders returns every provider.
 func (s *Store) ListProviders(ctx context.Context) ([]Provider, error) {
-	rows, err := s.Q.ListProviders(ctx)
+	rows, err := s.q.ListProviders(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list providers: %w", err)
 	}
@@ -84,7 +84,7 @@ func (s *Store) ListProviders(ctx context.Context) ([]Provider, error) {
 
 // GetProvider returns one provider.
 func (s *Store) GetProvider(ctx context.Context, name string) (Provider, error) {
-	r, err := s.Q.GetProvider(ctx, name)
+	r, err := s.q.GetProvider(ctx, name)
 	if err != nil {
 		if IsNoRows(err) {
 			return Provider{}, fmt.Errorf("provider %q: %w", name, job.ErrNotFound)
@@ -96,7 +96,7 @@ func (s *Store) GetProvider(ctx context.Context, name string) (Provider, error) 
 
 // UpdateProvider stores new settings (enabled, limits) of a provider.
 func (s *Store) UpdateProvider(ctx context.Context, p Provider) (Provider, error) {
-	r, err := s.Q.UpdateProviderSettings(ctx, db.UpdateProviderSettingsParams{Enabled: p.Enabled, MaxWorkers: int32(p.MaxWorkers),
+	r, err := s.q.UpdateProviderSettings(ctx, db.UpdateProviderSettingsParams{Enabled: p.Enabled, MaxWorkers: int32(p.MaxWorkers),
 		IdleTimeoutMs: p.IdleTimeout.Milliseconds(), Ephemeral: p.Ephemeral, Now: s.now(), Name: p.Name})
 	if err != nil {
 		if IsNoRows(err) {
@@ -144,7 +144,7 @@ type ProviderWorker struct {
 
 // ProviderWorkers lists a provider's live workers.
 func (s *Store) ProviderWorkers(ctx context.Context, provider string) ([]ProviderWorker, error) {
-	rows, err := s.Q.ProviderWorkers(ctx, provider)
+	rows, err := s.q.ProviderWorkers(ctx, provider)
 	if err != nil {
 		return nil, fmt.Errorf("workers of %s: %w", provider, err)
 	}
@@ -167,16 +167,16 @@ func (s *Store) DrainIfIdle(ctx context.Context, id string) (bool, error) {
 		return false, err
 	}
 	now := s.now()
-	n, err := s.Q.DrainWorker(ctx, db.DrainWorkerParams{Now: now, ID: uid})
+	n, err := s.q.DrainWorker(ctx, db.DrainWorkerParams{Now: now, ID: uid})
 	if err != nil || n == 0 {
 		return false, err
 	}
-	running, err := s.Q.CountRunningAttempts(ctx, uid)
+	running, err := s.q.CountRunningAttempts(ctx, uid)
 	if err != nil {
 		return false, err
 	}
 	if running > 0 {
-		return false, s.Q.UndrainWorker(ctx, db.UndrainWorkerParams{Now: now, ID: uid})
+		return false, s.q.UndrainWorker(ctx, db.UndrainWorkerParams{Now: now, ID: uid})
 	}
 	return true, nil
 }
@@ -191,9 +191,9 @@ func (s *Store) WorkerTerminated(ctx context.Context, id, provider, reason strin
 
 // InstallationID is this installation's stable id.
 func (s *Store) InstallationID(ctx context.Context) (string, error) {
-	id, err := s.Q.InstallationID(ctx)
+	id, err := s.q.InstallationID(ctx)
 	if IsNoRows(err) { // another server created it concurrently: read it now
-		id, err = s.Q.InstallationID(ctx)
+		id, err = s.q.InstallationID(ctx)
 	}
 	return id, err
 }
@@ -204,6 +204,6 @@ func (s *Store) MarkDraining(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.Q.DrainWorker(ctx, db.DrainWorkerParams{Now: s.now(), ID: uid})
+	_, err = s.q.DrainWorker(ctx, db.DrainWorkerParams{Now: s.now(), ID: uid})
 	return err
 }

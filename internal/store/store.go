@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/store/db"
 	"github.com/hodei-dev/hodei/internal/store/pgtx"
 )
@@ -31,8 +32,8 @@ var migrations embed.FS
 
 // Store is the handle on the database.
 type Store struct {
-	Pool *pgxpool.Pool
-	Q    *db.Queries
+	pool *pgxpool.Pool
+	q    *db.Queries
 	log  *slog.Logger
 	now  func() time.Time
 
@@ -85,18 +86,18 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if logCap <= 0 {
 		logCap = 1 << 30
 	}
-	return &Store{Pool: pool, Q: db.New(pool), log: log, now: now, logCap: logCap}, nil
+	return &Store{pool: pool, q: db.New(pool), log: log, now: now, logCap: logCap}, nil
 }
 
 // Close closes the pool.
-func (s *Store) Close() { s.Pool.Close() }
+func (s *Store) Close() { s.pool.Close() }
 
 // Now is the store's clock.
 func (s *Store) Now() time.Time { return s.now() }
 
 // InTx runs fn in a transaction, committing when it returns nil.
 func (s *Store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, s.Pool, fn)
+	return pgx.BeginFunc(ctx, s.pool, fn)
 }
 
 // inTxDeferred is InTx for the hot transactions (claims, reports), in as
@@ -106,7 +107,7 @@ func (s *Store) InTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 // is thus two round trips instead of four or more. Any error rolls back
 // everything.
 func (s *Store) inTxDeferred(ctx context.Context, fn func(tx db.DBTX, later db.DBTX) error) error {
-	c, err := s.Pool.Acquire(ctx)
+	c, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
@@ -278,8 +279,39 @@ func IsNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
 // ReadSnapshot runs fn with a store whose queries all read one snapshot
 // (a read-only, repeatable-read transaction).
 func (s *Store) ReadSnapshot(ctx context.Context, fn func(st *Store) error) error {
-	return pgx.BeginTxFunc(ctx, s.Pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		snap := &Store{Pool: s.Pool, Q: db.New(tx), log: s.log, now: s.now, logCap: s.logCap}
+	return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		snap := &Store{pool: s.pool, q: db.New(tx), log: s.log, now: s.now, logCap: s.logCap}
 		return fn(snap)
 	})
 }
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// NewBus returns an event bus on the store's database: the events the
+// store publishes in its transactions are the bus's.
+func (s *Store) NewBus(cfg eventbus.Config) *eventbus.Bus { return eventbus.NewBus(s.pool, cfg) }
+
+// LockSession takes the session-level advisory lock key on a connection
+// of its own, out of the pool, and returns that connection; nil, without
+// an error, when another session holds the lock. The lock lives as long
+// as the connection: the caller closes it to give the lock up.
+func (s *Store) LockSession(ctx context.Context, key int64) (*pgx.Conn, error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// The lock belongs to this session: never give it back to the pool.
+	c := conn.Hijack()
+	var got bool
+	if err := c.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&got); err != nil || !got {
+		c.Close(context.WithoutCancel(ctx)) //nolint:errcheck
+		return nil, err
+	}
+	return c, nil
+}
+
+// SQLForTests is the store's connection pool, for tests that read or
+// alter the database behind the store's back (counting rows, breaking a
+// constraint). Everything else goes through the store's methods.
+func (s *Store) SQLForTests() *pgxpool.Pool { return s.pool }

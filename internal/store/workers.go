@@ -171,7 +171,7 @@ func (s *Store) TouchWorkers(ctx context.Context, seen map[string]time.Time) (ex
 			p.Seen = append(p.Seen, t)
 		}
 	}
-	rows, err := s.Q.TouchWorkers(ctx, p)
+	rows, err := s.q.TouchWorkers(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +234,7 @@ func (s *Store) GetWorker(ctx context.Context, id string) (Worker, error) {
 	if err != nil {
 		return Worker{}, err
 	}
-	r, err := s.Q.GetWorker(ctx, uid)
+	r, err := s.q.GetWorker(ctx, uid)
 	if err != nil {
 		return Worker{}, err
 	}
@@ -243,7 +243,7 @@ func (s *Store) GetWorker(ctx context.Context, id string) (Worker, error) {
 
 // ListWorkers lists workers of a provider ("" = all).
 func (s *Store) ListWorkers(ctx context.Context, provider string) ([]Worker, error) {
-	rows, err := s.Q.ListWorkers(ctx, provider)
+	rows, err := s.q.ListWorkers(ctx, provider)
 	if err != nil {
 		return nil, err
 	}
@@ -286,7 +286,7 @@ func hash(s string) []byte {
 // WorkerLoad lists connected workers (on any replica) with the number of
 // attempts each runs (in Worker.Running).
 func (s *Store) WorkerLoad(ctx context.Context) ([]Worker, error) {
-	rows, err := s.Q.WorkerLoad(ctx)
+	rows, err := s.q.WorkerLoad(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("worker load: %w", err)
 	}
@@ -316,7 +316,7 @@ func (s *Store) UnlistedAttempts(ctx context.Context, workerID string, listed ma
 	if err != nil {
 		return nil, err
 	}
-	attempts, err := s.Q.ListRunningAttemptsOfWorker(ctx, uid)
+	attempts, err := s.q.ListRunningAttemptsOfWorker(ctx, uid)
 	if err != nil {
 		return nil, fmt.Errorf("attempts of worker %s: %w", workerID, err)
 	}

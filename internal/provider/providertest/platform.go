@@ -51,7 +51,7 @@ func NewPlatform(ctx context.Context, cfg PlatformConfig) (*Platform, error) {
 	if err != nil {
 		return nil, err
 	}
-	bus := eventbus.NewBus(st.Pool, eventbus.Config{Logger: cfg.Logger})
+	bus := st.NewBus(eventbus.Config{Logger: cfg.Logger})
 	b := make([]byte, 4)
 	rand.Read(b)
 	srv, err := server.New(server.Config{ReplicaID: "providertest-" + hex.EncodeToString(b), Logger: cfg.Logger, Registry: prometheus.NewRegistry()}, st, bus)
@@ -148,7 +148,7 @@ func (p *Platform) WaitDisconnected(ctx context.Context, id string) error {
 
 // WorkerEvents returns the types of the events of a worker, oldest first.
 func (p *Platform) WorkerEvents(ctx context.Context, id string) ([]string, error) {
-	rows, err := p.Store.Pool.Query(ctx, "SELECT type FROM events WHERE aggregate_kind = 'worker' AND aggregate_id = $1 ORDER BY id", id)
+	rows, err := p.Store.SQLForTests().Query(ctx, "SELECT type FROM events WHERE aggregate_kind = 'worker' AND aggregate_id = $1 ORDER BY id", id)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,88 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/store/db"
+)
+
+// Assignment is a job claimed for a worker: the attempt to run.
+type Assignment struct {
+	JobID     string
+	Attempt   int
+	Token     int64
+	Spec      job.Spec
+	CreatedAt time.Time // the job's
+	WorkerID  string
+}
+
+// WorkerMatch is what a claim knows about the worker.
+type WorkerMatch struct {
+	ID       string
+	Labels   map[string]string
+	Image    string
+	Provider string
+	// CPUMillis and MemoryMiB: the most one job may use (0: not stated).
+	CPUMillis, MemoryMiB int64
+}
+
+// Claim takes up to n ready jobs the worker can run (priority, then FIFO),
+// creates their attempts and publishes JobAssigned, in one transaction.
+// Concurrent claims never take the same job (FOR UPDATE SKIP LOCKED).
+func (s *Store) Claim(ctx context.Context, w WorkerMatch, n int) ([]Assignment, error) {
+	slots := make([]string, n)
+	for i := range slots {
+		slots[i] = w.ID
+	}
+	return s.ClaimSlots(ctx, w, slots)
+}
+
+// ClaimSlots claims jobs for a list of free slots (a worker id per slot,
+// in the order jobs should go to them) of workers that share labels,
+// image and per-job limits (given by like), in one statement and one
+// transaction. Slots of workers that are no longer connected get nothing.
+func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string) ([]Assignment, error) {
+	ids := make([]uuid.UUID, len(slots))
+	for i, id := range slots {
+		u, err := uuid.Parse(id)
+		if err != nil {
+			return nil, fmt.Errorf("claim: worker id: %w", err)
+		}
+		ids[i] = u
+	}
+	l, _ := json.Marshal(nonNil(like.Labels))
+	var out []Assignment
+	err := s.inTxDeferred(ctx, func(tx db.DBTX, later db.DBTX) error {
+		out = nil
+		rows, err := db.New(tx).ClaimJobs(ctx, db.ClaimJobsParams{WorkerIds: ids, Now: s.now(), WorkerLabels: l, WorkerImage: like.Image,
+			WorkerCpuMillis: like.CPUMillis, WorkerMemoryMib: like.MemoryMiB})
+		if err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		events := make([]eventbus.Event, 0, len(rows))
+		out = make([]Assignment, 0, len(rows))
+		for _, r := range rows {
+			out = append(out, Assignment{JobID: r.ID.String(), Attempt: int(r.Attempt), Token: r.Token, CreatedAt: r.CreatedAt, WorkerID: r.WorkerID.String()})
+			a := &out[len(out)-1]
+			if err := json.Unmarshal(r.Spec, &a.Spec); err != nil {
+				return fmt.Errorf("decode spec of job %s: %w", r.ID, err)
+			}
+			events = append(events, jobAssigned(a))
+		}
+		return eventbus.Append(ctx, later, events...)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim jobs: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,51 @@
+package store_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/store/storetest"
+)
+
+// TestLogCapTruncatesWithAMarker: past the per-job cap, one truncation
+// marker is stored and later batches are dropped (but accepted).
+func TestLogCapTruncatesWithAMarker(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, err := store.Open(ctx, store.Config{URL: storetest.URL(t), LogCapBytes: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	w := storetest.ConnectedWorker(t, s)
+	as, err := s.Claim(ctx, store.WorkerMatch{ID: w}, 1)
+	if err != nil || len(as) != 1 {
+		t.Fatalf("claim: %v %v", as, err)
+	}
+	tok := as[0].Token
+	batch := func(seq int64) store.LogBatchIn {
+		return store.LogBatchIn{JobID: jid(as[0]), Token: tok, Seq: seq, Lines: 1, Data: []byte(strings.Repeat("x", 40))}
+	}
+	for seq := int64(1); seq <= 5; seq++ {
+		if stale, err := s.AppendLogBatches(ctx, []store.LogBatchIn{batch(seq)}); err != nil || len(stale) > 0 {
+			t.Fatalf("batch %d: stale=%v err=%v", seq, stale, err)
+		}
+	}
+	recs, err := s.ReadLogs(ctx, as[0].JobID, 0, 0, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 40 + 40 fit in 100; the third is replaced by the marker; 4 and 5 are dropped.
+	if len(recs) != 3 || string(recs[0].Data) != strings.Repeat("x", 40) {
+		t.Fatalf("stored %d batches, want 2 of output and the marker", len(recs))
+	}
+	if !strings.Contains(string(recs[2].Data), "log truncated") {
+		t.Fatalf("third batch %q is not the truncation marker", recs[2].Data)
+	}
+}
