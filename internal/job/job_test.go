@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestTransitions(t *testing.T) {
@@ -126,5 +128,36 @@ func TestValidateNamesTheField(t *testing.T) {
 	s := ok()
 	if err := s.Validate(); err != nil {
 		t.Errorf("valid spec: %v", err)
+	}
+}
+
+// TestArgv: a script runs through its interpreter (DefaultInterpreter when
+// none is given) and wins over a command; a command is used as it is, an
+// empty one included. Spec.Argv and Argv agree on every case.
+func TestArgv(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		command             []string
+		script, interpreter string
+		want                []string
+	}{
+		{"command", []string{"echo", "a b", ""}, "", "", []string{"echo", "a b", ""}},
+		{"command without args", []string{"true"}, "", "", []string{"true"}},
+		{"empty command", []string{}, "", "", []string{}},
+		{"nothing", nil, "", "", nil},
+		{"script", nil, "echo hi; exit 3", "", []string{DefaultInterpreter, "-c", "echo hi; exit 3"}},
+		{"script with interpreter", nil, "echo hi", "/bin/bash", []string{"/bin/bash", "-c", "echo hi"}},
+		{"script over command", []string{"true"}, "false", "", []string{DefaultInterpreter, "-c", "false"}},
+		{"interpreter without script", []string{"true"}, "", "/bin/bash", []string{"true"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, Argv(tc.command, tc.script, tc.interpreter)); diff != "" {
+				t.Errorf("Argv (-want +got):\n%s", diff)
+			}
+			s := Spec{Command: tc.command, Script: tc.script, Interpreter: tc.interpreter}
+			if diff := cmp.Diff(tc.want, s.Argv()); diff != "" {
+				t.Errorf("Spec.Argv (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -240,15 +240,21 @@ func sortedKeys(m map[string]string) []string {
 
 // Argv is the process argv the agent runs: the command, or the interpreter
 // with the script as its -c argument.
-func (s *Spec) Argv() []string {
-	if s.Script == "" {
-		return s.Command
+func (s *Spec) Argv() []string { return Argv(s.Command, s.Script, s.Interpreter) }
+
+// Argv builds a job's process argv from the fields of its spec that decide
+// it, for callers holding the spec in another form (the agent receives a
+// protobuf message): with a script, the interpreter (DefaultInterpreter
+// when empty) with the script as its -c argument; otherwise command as it
+// is, even when empty.
+func Argv(command []string, script, interpreter string) []string {
+	if script == "" {
+		return command
 	}
-	interp := s.Interpreter
-	if interp == "" {
-		interp = DefaultInterpreter
+	if interpreter == "" {
+		interpreter = DefaultInterpreter
 	}
-	return []string{interp, "-c", s.Script}
+	return []string{interpreter, "-c", script}
 }
 
 // Retryable reports whether an attempt that failed with class and exit code
