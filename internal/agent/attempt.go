@@ -1,0 +1,224 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/agent/runner"
+	"github.com/hodei-dev/hodei/internal/job"
+)
+
+// attempt is one attempt the agent holds, from its RunJob until its
+// result is in the outbox.
+type attempt struct {
+	jobID  string
+	number int32
+	token  int64
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+	pgid   atomic.Int64 // the job's process group, once started
+}
+
+// logBlockFor is how long a job's output may wait for room in the log
+// buffer (slowing the job through its pipe) before the oldest lines are
+// dropped.
+const logBlockFor = 5 * time.Second
+
+// start runs an attempt in its own goroutine.
+func (a *Agent) start(r *hodeiv1.RunJob) {
+	a.mu.Lock()
+	if _, dup := a.attempts[r.FencingToken]; dup {
+		a.mu.Unlock()
+		return
+	}
+	if a.draining {
+		a.mu.Unlock()
+		a.box.add(&pending{jobID: r.JobId, token: r.FencingToken, finished: true, msg: finishedMsg(r.JobId, r.FencingToken, -1, "", hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, "worker is shutting down", 0, 0, 0)})
+		return
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	at := &attempt{jobID: r.JobId, number: r.Attempt, token: r.FencingToken, cancel: cancel, done: make(chan struct{})}
+	a.attempts[r.FencingToken] = at
+	a.wg.Add(1)
+	a.started++
+	retire := a.cfg.MaxJobs > 0 && a.started == a.cfg.MaxJobs
+	a.retiring = a.retiring || retire
+	a.mu.Unlock()
+	if retire {
+		// Ask for no more work; a job already on its way still runs.
+		a.sendNow(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Shutdown{Shutdown: &hodeiv1.ShutdownNotice{}}})
+	}
+	go a.run(ctx, at, r.Spec)
+}
+
+// run waits for a slot and executes the attempt; a cancel or shutdown
+// meanwhile (a prefetched attempt) ends it without starting it. The last
+// attempt of a retiring agent retires it.
+func (a *Agent) run(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec) {
+	defer a.wg.Done()
+	defer close(at.done)
+	acquired := false
+	select {
+	case a.slots <- struct{}{}:
+		acquired = true
+	case <-ctx.Done():
+	}
+	if acquired && ctx.Err() == nil {
+		a.execute(ctx, at, spec)
+	} else {
+		a.notStarted(ctx, at)
+	}
+	if acquired {
+		<-a.slots
+	}
+	a.mu.Lock()
+	delete(a.attempts, at.token)
+	done := a.retiring && len(a.attempts) == 0
+	a.mu.Unlock()
+	if done {
+		a.retireOnce.Do(func() { close(a.retired) })
+	}
+}
+
+// stop cancels the attempt holding token, if the agent still runs it.
+func (a *Agent) stop(token int64, cause error) {
+	a.mu.Lock()
+	at := a.attempts[token]
+	a.mu.Unlock()
+	if at != nil {
+		at.cancel(cause)
+	}
+}
+
+// finishedMsg is the AttemptFinished report of an attempt.
+func finishedMsg(jobID string, token int64, exit int32, signal string, class hodeiv1.FailureClass, message string, lastSeq, sent, dropped int64) *hodeiv1.ConnectRequest {
+	return &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Finished{Finished: &hodeiv1.AttemptFinished{
+		JobId: jobID, FencingToken: token, ExitCode: exit, Signal: signal, FailureClass: class, Message: message, Time: timestamppb.Now(),
+		LastLogSeq: lastSeq, LinesSent: sent, LinesDropped: dropped}}}
+}
+
+// notStarted reports an attempt that was cancelled (or stopped by the
+// shutdown) while it waited for a slot: it never started.
+func (a *Agent) notStarted(ctx context.Context, at *attempt) {
+	class, msg := hodeiv1.FailureClass_FAILURE_CLASS_CANCELLED, context.Cause(ctx).Error()
+	if errors.Is(context.Cause(ctx), errShuttingDown) {
+		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, "stopped by the worker's shutdown before it started"
+	}
+	a.log.Info("attempt ended before it started", "job_id", at.jobID, "attempt", at.number, "class", class)
+	a.box.add(&pending{jobID: at.jobID, token: at.token, finished: true, msg: finishedMsg(at.jobID, at.token, -1, "", class, msg, 0, 0, 0)})
+}
+
+// execute runs the process, streams its logs through the batcher into the
+// outbox, and queues the result after the last batch.
+func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec) {
+	a.sendStarted(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Started{Started: &hodeiv1.AttemptStarted{JobId: at.jobID, FencingToken: at.token, Time: timestamppb.Now()}}})
+	if a.cfg.NoopExec {
+		a.box.add(&pending{jobID: at.jobID, token: at.token, finished: true, msg: finishedMsg(at.jobID, at.token, 0, "", 0, "noop execution (benchmark mode)", 0, 0, 0)})
+		return
+	}
+	var lastSeq int64
+	batcher := a.logBatcher(at, &lastSeq)
+	// The batcher's loop starts with the first output: most short jobs
+	// print nothing, and a goroutine, a context and a timer per job were
+	// a visible part of the agent's CPU with them.
+	var (
+		batchOnce   sync.Once
+		batchDone   chan error
+		stopBatcher context.CancelFunc = func() {}
+	)
+	defer func() { stopBatcher() }()
+	write := func(s runner.Stream, p []byte) {
+		batchOnce.Do(func() {
+			var bctx context.Context
+			bctx, stopBatcher = context.WithCancel(context.Background())
+			batchDone = make(chan error, 1)
+			go func() { batchDone <- batcher.Run(bctx) }()
+		})
+		batcher.Write(s, p)
+	}
+	res := a.runProcess(ctx, at, spec, write)
+	batchOnce.Do(func() {}) // no loop starts after this
+	batcher.Close()
+	if batchDone != nil {
+		<-batchDone
+	}
+	sent, dropped := batcher.Stats()
+
+	class, msg := outcome(ctx, spec, res)
+	// One line per job is the server's record (events, attempts), not the
+	// agent's log: here it is a debug line, except when the agent could
+	// not run the command at all.
+	level := slog.LevelDebug
+	if res.Err != nil && !res.Cancelled {
+		level = slog.LevelWarn
+	}
+	a.log.Log(ctx, level, "attempt finished", "job_id", at.jobID, "attempt", at.number, "exit_code", res.ExitCode, "signal", res.Signal, "class", class, "lines", sent, "dropped", dropped)
+	a.box.add(&pending{jobID: at.jobID, token: at.token, finished: true, msg: finishedMsg(at.jobID, at.token, int32(res.ExitCode), res.Signal, class, msg, lastSeq, sent, dropped)})
+}
+
+// logBatcher returns the batcher of at's output: each batch goes to the
+// outbox as a LogBatch report once the outbox has room, and *lastSeq
+// follows the last one.
+func (a *Agent) logBatcher(at *attempt, lastSeq *int64) *runner.Batcher {
+	return runner.NewBatcher(runner.BatcherConfig{MaxLines: a.cfg.BatchLines, FlushInterval: a.cfg.FlushInterval, BlockFor: logBlockFor}, func(ctx context.Context, b runner.Batch) error {
+		for a.box.full() {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-a.box.space:
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		lines := make([]*hodeiv1.LogLine, len(b.Lines))
+		for i, l := range b.Lines {
+			lines[i] = &hodeiv1.LogLine{Stream: hodeiv1.LogStream(l.Stream), Data: l.Data, Partial: l.Partial, Time: timestamppb.New(l.Time)}
+		}
+		a.box.add(&pending{jobID: at.jobID, token: at.token, seq: b.Seq, msg: &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Logs{Logs: &hodeiv1.LogBatch{
+			JobId: at.jobID, FencingToken: at.token, Seq: b.Seq, Lines: lines, Dropped: b.Dropped}}}})
+		*lastSeq = b.Seq
+		return nil
+	})
+}
+
+// runProcess runs the job's process with the agent's environment and the
+// job's, its output going to write.
+func (a *Agent) runProcess(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec, write func(runner.Stream, []byte)) runner.Result {
+	env := make([]string, 0, 4+len(spec.GetEnv()))
+	env = append(env, "PATH="+os.Getenv("PATH"), "HOME="+os.Getenv("HOME"), "HODEI_JOB_ID="+at.jobID, "HODEI_ATTEMPT="+strconv.Itoa(int(at.number)))
+	for k, v := range spec.GetEnv() {
+		env = append(env, k+"="+v)
+	}
+	argv := job.Argv(spec.GetCommand(), spec.GetScript(), spec.GetInterpreter())
+	return runner.Run(ctx, runner.Spec{Argv: argv, Env: env, Dir: spec.GetWorkdir(), Timeout: spec.GetTimeout().AsDuration(), Grace: a.cfg.Grace,
+		Started: func(pid int) { at.pgid.Store(int64(pid)) }}, write)
+}
+
+// outcome classifies a finished process: the failure class and message of
+// its result.
+func outcome(ctx context.Context, spec *hodeiv1.JobSpec, res runner.Result) (hodeiv1.FailureClass, string) {
+	class := hodeiv1.FailureClass_FAILURE_CLASS_UNSPECIFIED
+	msg := ""
+	switch {
+	case res.Err != nil && !res.Cancelled:
+		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_INVALID, res.Err.Error()
+	case res.TimedOut:
+		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_TIMEOUT, fmt.Sprintf("timed out after %s", spec.GetTimeout().AsDuration())
+	case res.Cancelled && errors.Is(context.Cause(ctx), errShuttingDown):
+		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, "stopped by the worker's shutdown"
+	case res.Cancelled:
+		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_CANCELLED, context.Cause(ctx).Error()
+	case res.ExitCode != 0:
+		class = hodeiv1.FailureClass_FAILURE_CLASS_EXIT_CODE
+	}
+	return class, msg
+}
