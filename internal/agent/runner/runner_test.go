@@ -544,49 +544,6 @@ func TestRunToBatcher(t *testing.T) {
 	}
 }
 
-// TestRunLooksUpAMovedCommandAgain: lookPath remembers where a name was
-// found, and a remembered file that has gone is looked up again.
-func TestRunLooksUpAMovedCommandAgain(t *testing.T) {
-	first, second := t.TempDir(), t.TempDir()
-	write := func(dir, word string) {
-		t.Helper()
-		if err := os.WriteFile(filepath.Join(dir, "hodei-moved"), []byte("#!/bin/sh\necho "+word+"\n"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	env := []string{"PATH=" + first + ":" + second + ":/usr/bin:/bin"}
-	run := func() string {
-		t.Helper()
-		out := newOutput()
-		res := Run(t.Context(), Spec{Argv: []string{"hodei-moved"}, Env: env}, out.write)
-		if res.Err != nil || res.ExitCode != 0 {
-			t.Fatalf("run: %+v", res)
-		}
-		return strings.TrimSpace(out.get(StreamStdout))
-	}
-	write(first, "first")
-	if got := run(); got != "first" {
-		t.Fatalf("output = %q, want first", got)
-	}
-	if got := run(); got != "first" { // remembered
-		t.Fatalf("output = %q, want first", got)
-	}
-	if err := os.Remove(filepath.Join(first, "hodei-moved")); err != nil {
-		t.Fatal(err)
-	}
-	write(second, "second")
-	if got := run(); got != "second" {
-		t.Fatalf("after the move: output = %q, want second", got)
-	}
-	if err := os.Chmod(filepath.Join(second, "hodei-moved"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	res := Run(t.Context(), Spec{Argv: []string{"hodei-moved"}, Env: env}, nil)
-	if !errors.Is(res.Err, exec.ErrNotFound) {
-		t.Errorf("no longer executable: Err = %v, want exec.ErrNotFound", res.Err)
-	}
-}
-
 // TestRunReusesItsReadBuffers: a short process costs far less garbage than
 // the two 32 KiB buffers its output streams are read with. With a new
 // buffer per stream every run allocated more than 64 KiB, and an agent
