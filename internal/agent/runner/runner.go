@@ -140,22 +140,65 @@ func Run(ctx context.Context, spec Spec, out func(s Stream, p []byte)) Result {
 		}
 	}
 
+	p, err := start(spec)
+	if err != nil {
+		return Result{ExitCode: -1, Err: err}
+	}
+	defer p.stdout.Close()
+	defer p.stderr.Close()
+	p.stopWatching = context.AfterFunc(runCtx, func() { p.terminate(ctx, grace) })
+	defer p.unwatch()
+
+	var wg sync.WaitGroup
+	wg.Go(func() { drain(p.stdout, StreamStdout, out, p.leaderGone) })
+	wg.Go(func() { drain(p.stderr, StreamStderr, out, p.leaderGone) })
+
+	if spec.Started != nil {
+		spec.Started(p.pid)
+	}
+
+	ws, waitErr := p.wait()
+	wg.Wait()
+	return p.result(ws, waitErr)
+}
+
+// process is a started process group: the leader's pid (= pgid), the read
+// ends of its output pipes, and what Run knows about stopping it.
+type process struct {
+	pid            int
+	stdout, stderr *os.File
+	leaderGone     chan struct{} // closed once the leader has exited
+
+	// stopWatching ends the watch of Run's context (context.AfterFunc).
+	stopWatching func() bool
+
+	// mu orders the stop signals against the leader's exit: once exited
+	// is set the leader may be reaped and its pid (= pgid) reused, so
+	// neither the group nor the leader may be signalled any more.
+	mu        sync.Mutex
+	exited    bool
+	cancelled bool
+	timedOut  bool
+	killTimer *time.Timer
+}
+
+// start opens the process's stdin and output pipes and starts it as the
+// leader of a new process group.
+func start(spec Spec) (*process, error) {
 	stdin, err := devNull()
 	if err != nil {
-		return Result{ExitCode: -1, Err: fmt.Errorf("open %s: %w", os.DevNull, err)}
+		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
 	}
 	stdoutR, stdoutW, err := outputPipe()
 	if err != nil {
-		return Result{ExitCode: -1, Err: fmt.Errorf("create stdout pipe: %w", err)}
+		return nil, fmt.Errorf("create stdout pipe: %w", err)
 	}
 	stderrR, stderrW, err := outputPipe()
 	if err != nil {
 		stdoutR.Close()
 		syscall.Close(stdoutW)
-		return Result{ExitCode: -1, Err: fmt.Errorf("create stderr pipe: %w", err)}
+		return nil, fmt.Errorf("create stderr pipe: %w", err)
 	}
-	defer stdoutR.Close()
-	defer stderrR.Close()
 
 	// syscall.ForkExec, not os/exec or os.StartProcess: waiting and
 	// stopping are Run's own, and those added a goroutine watching ctx, a
@@ -167,95 +210,90 @@ func Run(ctx context.Context, spec Spec, out func(s Stream, p []byte)) Result {
 	syscall.Close(stdoutW)
 	syscall.Close(stderrW)
 	if err != nil {
-		return Result{ExitCode: -1, Err: fmt.Errorf("start process: %w", err)}
+		stdoutR.Close()
+		stderrR.Close()
+		return nil, fmt.Errorf("start process: %w", err)
 	}
+	return &process{pid: pid, stdout: stdoutR, stderr: stderrR, leaderGone: make(chan struct{})}, nil
+}
 
-	// mu orders the stop signals against the leader's exit: once exited
-	// is set the leader may be reaped and its pid (= pgid) reused, so
-	// neither the group nor the leader may be signalled any more.
-	var (
-		mu        sync.Mutex
-		exited    bool
-		cancelled bool
-		timedOut  bool
-		killTimer *time.Timer
-	)
-	// When runCtx ends: SIGTERM to the group, and Grace later SIGKILL to
-	// the leader if it still runs; its exit then brings the SIGKILL to the
-	// whole group below. So the group gets SIGTERM, Grace, SIGKILL.
-	stopWatching := context.AfterFunc(runCtx, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if exited {
-			return
-		}
-		if ctx.Err() != nil {
-			cancelled = true
-		} else {
-			timedOut = true
-		}
-		_ = syscall.Kill(-pid, syscall.SIGTERM)
-		killTimer = time.AfterFunc(grace, func() {
-			mu.Lock()
-			defer mu.Unlock()
-			if !exited {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		})
-	})
-	defer func() {
-		stopWatching()
-		mu.Lock()
-		if killTimer != nil {
-			killTimer.Stop()
-		}
-		mu.Unlock()
-	}()
-
-	leaderGone := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() { drain(stdoutR, StreamStdout, out, leaderGone) })
-	wg.Go(func() { drain(stderrR, StreamStderr, out, leaderGone) })
-
-	if spec.Started != nil {
-		spec.Started(pid)
+// terminate stops the group when Run's context ends (ctx, the caller's,
+// tells a cancellation from a timeout): SIGTERM to the group, and grace
+// later SIGKILL to the leader if it still runs; its exit then brings the
+// SIGKILL to the whole group (killGroup). So the group gets SIGTERM,
+// grace, SIGKILL.
+func (p *process) terminate(ctx context.Context, grace time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exited {
+		return
 	}
-
-	killGroup := func() {
-		mu.Lock()
-		exited = true
-		// ESRCH is expected when the group is already empty.
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		mu.Unlock()
-		close(leaderGone)
-		// Wake readers blocked on a silent pipe; they re-arm the deadline
-		// themselves after every chunk.
-		deadline := time.Now().Add(drainIdleTimeout)
-		_ = stdoutR.SetReadDeadline(deadline)
-		_ = stderrR.SetReadDeadline(deadline)
-	}
-
-	var (
-		ws      syscall.WaitStatus
-		waitErr error
-	)
-	if waitExitedNoReap(pid) == nil {
-		killGroup()
-		ws, waitErr = reap(pid)
+	if ctx.Err() != nil {
+		p.cancelled = true
 	} else {
-		// No way to wait without reaping: kill the group right after.
-		// The pgid stays reserved as long as any member lives, so this
-		// can only misfire if the group is already empty and the number
-		// was reused in between.
-		ws, waitErr = reap(pid)
-		killGroup()
+		p.timedOut = true
 	}
-	wg.Wait()
+	_ = syscall.Kill(-p.pid, syscall.SIGTERM)
+	p.killTimer = time.AfterFunc(grace, p.killLeader)
+}
 
+// killLeader sends SIGKILL to the group leader unless it has exited.
+func (p *process) killLeader() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.exited {
+		_ = syscall.Kill(p.pid, syscall.SIGKILL)
+	}
+}
+
+// unwatch ends the watch of Run's context and a pending SIGKILL.
+func (p *process) unwatch() {
+	p.stopWatching()
+	p.mu.Lock()
+	if p.killTimer != nil {
+		p.killTimer.Stop()
+	}
+	p.mu.Unlock()
+}
+
+// wait waits for the group leader to exit, kills what it left in its
+// group, and reaps it.
+func (p *process) wait() (syscall.WaitStatus, error) {
+	if waitExitedNoReap(p.pid) == nil {
+		p.killGroup()
+		return reap(p.pid)
+	}
+	// No way to wait without reaping: kill the group right after.
+	// The pgid stays reserved as long as any member lives, so this
+	// can only misfire if the group is already empty and the number
+	// was reused in between.
+	ws, err := reap(p.pid)
+	p.killGroup()
+	return ws, err
+}
+
+// killGroup sends SIGKILL to the process group once the leader has
+// exited, and bounds the drain of output pipes that stay silent.
+func (p *process) killGroup() {
+	p.mu.Lock()
+	p.exited = true
+	// ESRCH is expected when the group is already empty.
+	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	p.mu.Unlock()
+	close(p.leaderGone)
+	// Wake readers blocked on a silent pipe; they re-arm the deadline
+	// themselves after every chunk.
+	deadline := time.Now().Add(drainIdleTimeout)
+	_ = p.stdout.SetReadDeadline(deadline)
+	_ = p.stderr.SetReadDeadline(deadline)
+}
+
+// result is Run's Result for the leader's wait status.
+func (p *process) result(ws syscall.WaitStatus, waitErr error) Result {
 	res := Result{ExitCode: -1}
-	mu.Lock()
-	res.Cancelled, res.TimedOut = cancelled, timedOut
-	mu.Unlock()
+	p.mu.Lock()
+	res.Cancelled, res.TimedOut = p.cancelled, p.timedOut
+	p.mu.Unlock()
 	switch {
 	case waitErr != nil:
 		res.Err = fmt.Errorf("wait process: %w", waitErr)
