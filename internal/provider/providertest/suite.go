@@ -50,121 +50,140 @@ func Run(t *testing.T, h Harness) {
 	if h.ConnectTimeout <= 0 {
 		h.ConnectTimeout = 30 * time.Second
 	}
-	t.Run("Health", func(t *testing.T) {
-		t.Parallel()
-		e := newEnv(t, h)
-		if err := e.provider(NewInstall()).Health(context.Background()); err != nil {
-			t.Fatalf("Health: %v", err)
-		}
-	})
-	t.Run("ProvisionConnectsAndTerminateRemoves", func(t *testing.T) {
-		t.Parallel()
-		e := newEnv(t, h)
-		p := e.provider(NewInstall())
-		id, hd := e.provision(p)
-		e.waitConnected(id)
-		if w, err := e.plat.Store.GetWorker(context.Background(), id); err != nil || w.State != "connected" {
-			t.Fatalf("worker %s: state %q (err %v), want connected", id, w.State, err)
-		}
-		e.mustRun(p, hd, true)
-		if got := e.list(p); !got[id] {
-			t.Fatalf("List = %v, want it to have %s", got, id)
-		}
-		if err := p.Terminate(context.Background(), hd); err != nil {
-			t.Fatalf("Terminate: %v", err)
-		}
-		e.mustRun(p, hd, false)
-		if got := e.list(p); got[id] {
-			t.Fatalf("List after Terminate = %v, still has %s", got, id)
-		}
-		e.waitDisconnected(id)
-	})
-	t.Run("TerminateIsIdempotent", func(t *testing.T) {
-		t.Parallel()
-		e := newEnv(t, h)
-		p := e.provider(NewInstall())
-		id, hd := e.provision(p)
-		e.waitConnected(id)
-		var wg sync.WaitGroup
-		errs := make([]error, 2)
-		for i := range errs {
-			wg.Go(func() { errs[i] = p.Terminate(context.Background(), hd) })
-		}
-		wg.Wait()
-		errs = append(errs, p.Terminate(context.Background(), hd))
-		for i, err := range errs {
-			if err != nil {
-				t.Errorf("Terminate #%d: %v", i+1, err)
-			}
-		}
-		e.mustRun(p, hd, false)
-		e.waitDisconnected(id)
-	})
-	t.Run("TerminateIsGraceful", func(t *testing.T) {
-		t.Parallel()
-		e := newEnv(t, h)
-		p := e.provider(NewInstall())
-		id, hd := e.provision(p)
-		e.waitConnected(id)
-		if err := p.Terminate(context.Background(), hd); err != nil {
-			t.Fatalf("Terminate: %v", err)
-		}
-		e.waitGoodbye(id)
-	})
-	t.Run("ListSeparatesInstallations", func(t *testing.T) {
-		t.Parallel()
-		e := newEnv(t, h)
-		a, b := e.provider(NewInstall()), e.provider(NewInstall())
-		var wg sync.WaitGroup
-		ids := make([]string, 3)
-		for i, p := range []provider.Provider{a, a, b} {
-			wg.Go(func() { ids[i], _ = e.provision(p) })
-		}
-		wg.Wait()
-		for _, id := range ids {
-			if id == "" {
-				t.FailNow() // provision reported the error
-			}
-			e.waitConnected(id)
-		}
-		if got, want := e.list(a), map[string]bool{ids[0]: true, ids[1]: true}; !sameSet(got, want) {
-			t.Errorf("List of installation a = %v, want %v", got, want)
-		}
-		if got, want := e.list(b), map[string]bool{ids[2]: true}; !sameSet(got, want) {
-			t.Errorf("List of installation b = %v, want %v", got, want)
-		}
-	})
-	t.Run("OrphansAreListedAndTerminated", func(t *testing.T) {
-		if h.NoOrphans != "" {
-			t.Skip(h.NoOrphans)
-		}
-		t.Parallel()
-		e := newEnv(t, h)
-		install := NewInstall()
-		old := e.provider(install)
-		id, _ := e.provision(old) // the handle is forgotten, as by a server that died
-		e.waitConnected(id)
+	for _, c := range []struct {
+		name string
+		test func(*testing.T, Harness)
+	}{
+		{"Health", testHealth},
+		{"ProvisionConnectsAndTerminateRemoves", testProvisionConnectsAndTerminateRemoves},
+		{"TerminateIsIdempotent", testTerminateIsIdempotent},
+		{"TerminateIsGraceful", testTerminateIsGraceful},
+		{"ListSeparatesInstallations", testListSeparatesInstallations},
+		{"OrphansAreListedAndTerminated", testOrphansAreListedAndTerminated},
+	} {
+		t.Run(c.name, func(t *testing.T) { c.test(t, h) })
+	}
+}
 
-		p := e.provider(install) // the next server run
-		var orphan []byte
-		for _, in := range e.listInstances(p) {
-			if in.WorkerID == id {
-				orphan = in.Handle
-			}
+func testHealth(t *testing.T, h Harness) {
+	t.Parallel()
+	e := newEnv(t, h)
+	if err := e.provider(NewInstall()).Health(context.Background()); err != nil {
+		t.Fatalf("Health: %v", err)
+	}
+}
+
+func testProvisionConnectsAndTerminateRemoves(t *testing.T, h Harness) {
+	t.Parallel()
+	e := newEnv(t, h)
+	p := e.provider(NewInstall())
+	id, hd := e.provision(p)
+	e.waitConnected(id)
+	if w, err := e.plat.Store.GetWorker(context.Background(), id); err != nil || w.State != "connected" {
+		t.Fatalf("worker %s: state %q (err %v), want connected", id, w.State, err)
+	}
+	e.mustRun(p, hd, true)
+	if got := e.list(p); !got[id] {
+		t.Fatalf("List = %v, want it to have %s", got, id)
+	}
+	if err := p.Terminate(context.Background(), hd); err != nil {
+		t.Fatalf("Terminate: %v", err)
+	}
+	e.mustRun(p, hd, false)
+	if got := e.list(p); got[id] {
+		t.Fatalf("List after Terminate = %v, still has %s", got, id)
+	}
+	e.waitDisconnected(id)
+}
+
+func testTerminateIsIdempotent(t *testing.T, h Harness) {
+	t.Parallel()
+	e := newEnv(t, h)
+	p := e.provider(NewInstall())
+	id, hd := e.provision(p)
+	e.waitConnected(id)
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Go(func() { errs[i] = p.Terminate(context.Background(), hd) })
+	}
+	wg.Wait()
+	errs = append(errs, p.Terminate(context.Background(), hd))
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Terminate #%d: %v", i+1, err)
 		}
-		if orphan == nil {
-			t.Fatalf("List of a new instance lacks the orphan %s", id)
+	}
+	e.mustRun(p, hd, false)
+	e.waitDisconnected(id)
+}
+
+func testTerminateIsGraceful(t *testing.T, h Harness) {
+	t.Parallel()
+	e := newEnv(t, h)
+	p := e.provider(NewInstall())
+	id, hd := e.provision(p)
+	e.waitConnected(id)
+	if err := p.Terminate(context.Background(), hd); err != nil {
+		t.Fatalf("Terminate: %v", err)
+	}
+	e.waitGoodbye(id)
+}
+
+func testListSeparatesInstallations(t *testing.T, h Harness) {
+	t.Parallel()
+	e := newEnv(t, h)
+	a, b := e.provider(NewInstall()), e.provider(NewInstall())
+	var wg sync.WaitGroup
+	ids := make([]string, 3)
+	for i, p := range []provider.Provider{a, a, b} {
+		wg.Go(func() { ids[i], _ = e.provision(p) })
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id == "" {
+			t.FailNow() // provision reported the error
 		}
-		e.mustRun(p, orphan, true)
-		if err := p.Terminate(context.Background(), orphan); err != nil {
-			t.Fatalf("Terminate orphan: %v", err)
+		e.waitConnected(id)
+	}
+	if got, want := e.list(a), map[string]bool{ids[0]: true, ids[1]: true}; !sameSet(got, want) {
+		t.Errorf("List of installation a = %v, want %v", got, want)
+	}
+	if got, want := e.list(b), map[string]bool{ids[2]: true}; !sameSet(got, want) {
+		t.Errorf("List of installation b = %v, want %v", got, want)
+	}
+}
+
+func testOrphansAreListedAndTerminated(t *testing.T, h Harness) {
+	if h.NoOrphans != "" {
+		t.Skip(h.NoOrphans)
+	}
+	t.Parallel()
+	e := newEnv(t, h)
+	install := NewInstall()
+	old := e.provider(install)
+	id, _ := e.provision(old) // the handle is forgotten, as by a server that died
+	e.waitConnected(id)
+
+	p := e.provider(install) // the next server run
+	var orphan []byte
+	for _, in := range e.listInstances(p) {
+		if in.WorkerID == id {
+			orphan = in.Handle
 		}
-		e.mustRun(p, orphan, false)
-		if got := e.list(p); got[id] {
-			t.Fatalf("List after Terminate = %v, still has %s", got, id)
-		}
-		e.waitDisconnected(id)
-	})
+	}
+	if orphan == nil {
+		t.Fatalf("List of a new instance lacks the orphan %s", id)
+	}
+	e.mustRun(p, orphan, true)
+	if err := p.Terminate(context.Background(), orphan); err != nil {
+		t.Fatalf("Terminate orphan: %v", err)
+	}
+	e.mustRun(p, orphan, false)
+	if got := e.list(p); got[id] {
+		t.Fatalf("List after Terminate = %v, still has %s", got, id)
+	}
+	e.waitDisconnected(id)
 }
 
 // NewInstall returns a fresh installation name.
