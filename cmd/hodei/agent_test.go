@@ -214,7 +214,7 @@ func TestServerKill9WhileJobRuns(t *testing.T) {
 		t.Errorf("%d result events for the job, want exactly 1", n)
 	}
 
-	r := platform{addr: addr}.hodei(t, "job", "logs", id)
+	r := serverProc{addr: addr}.hodei(t, "job", "logs", id)
 	if r.code != 0 {
 		t.Fatalf("hodei job logs: %+v", r)
 	}

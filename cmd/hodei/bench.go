@@ -20,6 +20,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/bench"
 	"github.com/hodei-dev/hodei/internal/pgembed"
+	"github.com/hodei-dev/hodei/internal/platform"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
@@ -75,7 +76,7 @@ func benchStartup(ctx context.Context, args []string) error {
 func startupOnce(ctx context.Context) (ready, firstJob time.Duration, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	log := newLogger(io.Discard)
+	log := platform.NewLogger(io.Discard)
 	start := time.Now()
 	c, err := pgembed.Start(ctx, pgembed.Config{Logger: log})
 	if err != nil {
@@ -88,8 +89,8 @@ func startupOnce(ctx context.Context) (ready, firstJob time.Duration, err error)
 	readyc := make(chan string, 1)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- runPlatform(ctx, log, platformConfig{listen: "127.0.0.1:0", databaseURL: c.URL("hodei"), maxWorkers: 1, agentLog: io.Discard,
-			ready: func(addr string) { readyc <- addr }})
+		errc <- platform.Run(ctx, log, platform.Config{Listen: "127.0.0.1:0", DatabaseURL: c.URL("hodei"), MaxWorkers: 1, AgentLog: io.Discard,
+			Ready: func(addr string) { readyc <- addr }})
 	}()
 	var addr string
 	select {
@@ -144,7 +145,7 @@ func benchEvents(ctx context.Context, args []string) error {
 	}
 	defer stop()
 	cfg.URL = url
-	res, err := bench.Events(ctx, cfg, newLogger(io.Discard))
+	res, err := bench.Events(ctx, cfg, platform.NewLogger(io.Discard))
 	if err != nil {
 		return err
 	}
@@ -156,7 +157,7 @@ func benchEvents(ctx context.Context, args []string) error {
 // and errors to stderr with HODEI_BENCH_LOG=1 (to see why a run stalled).
 func benchLogger() *slog.Logger {
 	if os.Getenv("HODEI_BENCH_LOG") == "" {
-		return newLogger(io.Discard)
+		return platform.NewLogger(io.Discard)
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
@@ -164,7 +165,7 @@ func benchLogger() *slog.Logger {
 // benchDatabase starts an embedded PostgreSQL with default settings and
 // returns the URL of a migrated database on it.
 func benchDatabase(ctx context.Context) (string, func(), error) {
-	cfg := pgembed.Config{Logger: newLogger(io.Discard)}
+	cfg := pgembed.Config{Logger: platform.NewLogger(io.Discard)}
 	if benchPGStats {
 		cfg.Settings = map[string]string{"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all", "pg_stat_statements.track_planning": "on"}
 	}
@@ -232,13 +233,13 @@ func splitComma(s string) []string { return strings.Split(s, ",") }
 
 // startPlatform runs a quiet platform on a free loopback port until stop
 // is called (benchmarks).
-func startPlatform(ctx context.Context, pc platformConfig) (addr string, stop func(), err error) {
+func startPlatform(ctx context.Context, pc platform.Config) (addr string, stop func(), err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	readyc := make(chan string, 1)
 	errc := make(chan error, 1)
-	pc.listen, pc.agentLog = "127.0.0.1:0", io.Discard
-	pc.ready = func(a string) { readyc <- a }
-	go func() { errc <- runPlatform(ctx, benchLogger(), pc) }()
+	pc.Listen, pc.AgentLog = "127.0.0.1:0", io.Discard
+	pc.Ready = func(a string) { readyc <- a }
+	go func() { errc <- platform.Run(ctx, benchLogger(), pc) }()
 	select {
 	case addr = <-readyc:
 		return addr, func() { cancel(); <-errc }, nil

@@ -22,6 +22,7 @@ import (
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/bench/cpu"
+	"github.com/hodei-dev/hodei/internal/platform"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
@@ -45,8 +46,8 @@ func newBenchRig(ctx context.Context, agents, slots int, prefetch prefetchFlag, 
 	if err != nil {
 		return nil, err
 	}
-	log := newLogger(io.Discard)
-	addr, stopPlatform, err := startPlatform(ctx, platformConfig{databaseURL: url})
+	log := platform.NewLogger(io.Discard)
+	addr, stopPlatform, err := startPlatform(ctx, platform.Config{DatabaseURL: url})
 	if err != nil {
 		stopDB()
 		return nil, err

@@ -18,6 +18,7 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/platform"
 )
 
 // benchLogs measures the log pipeline end to end (job process → agent
@@ -39,7 +40,7 @@ func benchLogs(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stopDB()
-	addr, stop, err := startPlatform(ctx, platformConfig{databaseURL: url, maxWorkers: 1})
+	addr, stop, err := startPlatform(ctx, platform.Config{DatabaseURL: url, MaxWorkers: 1})
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/hodei-dev/hodei/internal/platform"
 	"github.com/hodei-dev/hodei/internal/provider"
 	"github.com/hodei-dev/hodei/internal/provider/docker"
 	"github.com/hodei-dev/hodei/internal/provider/process"
@@ -31,7 +32,7 @@ func benchProvision(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stopDB()
-	addr, stop, err := startPlatform(ctx, platformConfig{databaseURL: url})
+	addr, stop, err := startPlatform(ctx, platform.Config{DatabaseURL: url})
 	if err != nil {
 		return err
 	}

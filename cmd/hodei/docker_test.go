@@ -16,6 +16,7 @@ import (
 	"connectrpc.com/connect"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/platform"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
@@ -87,8 +88,8 @@ func TestDockerAutoscaleImageX(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
 	_, install := installID(t, dbURL)
-	c := inProcessWith(t, platformConfig{databaseURL: dbURL, idleTimeout: time.Second,
-		docker: dockerConfig{maxWorkers: 4, image: "hodei-worker:dev", binary: hodeiBin}})
+	c := inProcessWith(t, platform.Config{DatabaseURL: dbURL, IdleTimeout: time.Second,
+		Docker: platform.DockerConfig{MaxWorkers: 4, Image: "hodei-worker:dev", Binary: hodeiBin}})
 	var ids []string
 	for i := 0; i < 20; i++ {
 		ids = append(ids, submit(t, c, &hodeiv1.JobSpec{Image: "hodei-test-x:dev", Command: []string{"sh", "-c", "cat /etc/hodei-image; sleep 0.2"}}))
@@ -225,8 +226,8 @@ func TestDockerProviderHealth(t *testing.T) {
 	proxy.start(t) // up at start: the provider is built against a live engine
 	t.Cleanup(proxy.stop)
 	interval := 500 * time.Millisecond
-	c := inProcessWith(t, platformConfig{databaseURL: dbURL, idleTimeout: time.Second, healthInterval: interval,
-		docker: dockerConfig{maxWorkers: 2, image: "hodei-worker:dev", binary: hodeiBin, host: "unix://" + proxy.path}})
+	c := inProcessWith(t, platform.Config{DatabaseURL: dbURL, IdleTimeout: time.Second, HealthInterval: interval,
+		Docker: platform.DockerConfig{MaxWorkers: 2, Image: "hodei-worker:dev", Binary: hodeiBin, Host: "unix://" + proxy.path}})
 	proxy.stop()
 	healthy := func() bool {
 		var h bool
@@ -267,8 +268,8 @@ func TestDockerWorkerGetsTheJobsResources(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
 	_, install := installID(t, dbURL)
-	c := inProcessWith(t, platformConfig{databaseURL: dbURL, idleTimeout: time.Minute,
-		docker: dockerConfig{maxWorkers: 1, image: "hodei-worker:dev", binary: hodeiBin}})
+	c := inProcessWith(t, platform.Config{DatabaseURL: dbURL, IdleTimeout: time.Minute,
+		Docker: platform.DockerConfig{MaxWorkers: 1, Image: "hodei-worker:dev", Binary: hodeiBin}})
 	id := submit(t, c, &hodeiv1.JobSpec{Image: "hodei-test-x:dev", Command: []string{"true"},
 		Resources: &hodeiv1.Resources{CpuMillis: 500, MemoryMib: 64}})
 	if j := waitJob(t, c, id, 60*time.Second, isFinal); j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {

@@ -48,7 +48,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-type platform struct {
+// serverProc is a `hodei server` subprocess on its database.
+type serverProc struct {
 	addr  string
 	dbURL string
 	cmd   *exec.Cmd
@@ -65,15 +66,15 @@ func freeAddr(t *testing.T) string {
 }
 
 // startServer runs `hodei server` on a fresh database until the test ends.
-func startServer(t *testing.T) platform {
+func startServer(t *testing.T) serverProc {
 	t.Helper()
 	return startServerOn(t, storetest.URL(t), freeAddr(t))
 }
 
 // startServerOn runs `hodei server` on dbURL, listening on addr.
-func startServerOn(t *testing.T, dbURL, addr string, args ...string) platform {
+func startServerOn(t *testing.T, dbURL, addr string, args ...string) serverProc {
 	t.Helper()
-	p := platform{addr: addr, dbURL: dbURL}
+	p := serverProc{addr: addr, dbURL: dbURL}
 	var logs syncBuffer
 	cmd := exec.Command(hodeiBin, append([]string{"server", "--listen", p.addr}, args...)...)
 	p.cmd = cmd
@@ -117,7 +118,7 @@ type result struct {
 	code           int
 }
 
-func (p platform) hodei(t *testing.T, args ...string) result {
+func (p serverProc) hodei(t *testing.T, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -18,6 +18,7 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/platform"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
@@ -26,29 +27,29 @@ import (
 // subprocesses of the hodei binary) and returns a job client.
 func inProcess(t *testing.T, lease time.Duration, maxWorkers int) hodeiv1connect.JobServiceClient {
 	t.Helper()
-	return inProcessWith(t, platformConfig{maxWorkers: maxWorkers, lease: lease})
+	return inProcessWith(t, platform.Config{MaxWorkers: maxWorkers, Lease: lease})
 }
 
 // inProcessWith runs the platform with pc (listen address, database,
 // agent binary and readiness are filled in).
-func inProcessWith(t *testing.T, pc platformConfig) hodeiv1connect.JobServiceClient {
+func inProcessWith(t *testing.T, pc platform.Config) hodeiv1connect.JobServiceClient {
 	t.Helper()
 	c, _ := inProcessAt(t, pc)
 	return c
 }
 
 // inProcessAt is inProcessWith that also returns the server's address.
-func inProcessAt(t *testing.T, pc platformConfig) (hodeiv1connect.JobServiceClient, string) {
+func inProcessAt(t *testing.T, pc platform.Config) (hodeiv1connect.JobServiceClient, string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	readyc := make(chan string, 1)
 	errc := make(chan error, 1)
-	if pc.databaseURL == "" {
-		pc.databaseURL = storetest.URL(t)
+	if pc.DatabaseURL == "" {
+		pc.DatabaseURL = storetest.URL(t)
 	}
-	pc.listen, pc.agentBinary = "127.0.0.1:0", hodeiBin
-	pc.ready = func(a string) { readyc <- a }
-	go func() { errc <- runPlatform(ctx, storetest.Logger(t), pc) }()
+	pc.Listen, pc.AgentBinary = "127.0.0.1:0", hodeiBin
+	pc.Ready = func(a string) { readyc <- a }
+	go func() { errc <- platform.Run(ctx, storetest.Logger(t), pc) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-errc; err != nil {
@@ -115,7 +116,7 @@ func TestExitCodeOutsideRetryableSetFailsWithoutRetry(t *testing.T) {
 func TestRetryableExitCodeIsRetriedUntilExhausted(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
-	c, addr := inProcessAt(t, platformConfig{databaseURL: dbURL, maxWorkers: 2})
+	c, addr := inProcessAt(t, platform.Config{DatabaseURL: dbURL, MaxWorkers: 2})
 	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", "exit 7"},
 		Retry: &hodeiv1.RetryPolicy{MaxAttempts: 3, RetryableExitCodes: []int32{7}, InitialBackoff: durationpb.New(10 * time.Millisecond)}})
 	j := waitJob(t, c, id, 30*time.Second, isFinal)
@@ -267,7 +268,7 @@ func TestExplainNamesTheMissingLabel(t *testing.T) {
 func TestAutoscalerStaysWithinMaxWorkersAndScalesDown(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
-	c := inProcessWith(t, platformConfig{databaseURL: dbURL, maxWorkers: 4, idleTimeout: time.Second})
+	c := inProcessWith(t, platform.Config{DatabaseURL: dbURL, MaxWorkers: 4, IdleTimeout: time.Second})
 	st, err := store.Open(context.Background(), store.Config{URL: dbURL})
 	if err != nil {
 		t.Fatal(err)
@@ -306,7 +307,7 @@ func TestAutoscalerStaysWithinMaxWorkersAndScalesDown(t *testing.T) {
 func TestEphemeralWorkersTakeOneJobEach(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
-	c, addr := inProcessAt(t, platformConfig{databaseURL: dbURL, maxWorkers: 2, idleTimeout: time.Minute})
+	c, addr := inProcessAt(t, platform.Config{DatabaseURL: dbURL, MaxWorkers: 2, IdleTimeout: time.Minute})
 	providers := hodeiv1connect.NewProviderServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
 	on := true
 	if _, err := providers.UpdateProvider(context.Background(), connect.NewRequest(&hodeiv1.UpdateProviderRequest{Name: "process", Ephemeral: &on})); err != nil {

@@ -2,250 +2,58 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/sync/errgroup"
-
 	"github.com/hodei-dev/hodei/internal/agent"
-	"github.com/hodei-dev/hodei/internal/autoscale"
-	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/pgembed"
-	"github.com/hodei-dev/hodei/internal/provider"
-	"github.com/hodei-dev/hodei/internal/provider/docker"
-	"github.com/hodei-dev/hodei/internal/provider/process"
-	"github.com/hodei-dev/hodei/internal/scheduler"
-	"github.com/hodei-dev/hodei/internal/server"
-	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/platform"
 )
 
-func newLogger(w io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	if os.Getenv("HODEI_LOG_LEVEL") == "debug" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-// platformConfig is what server and dev share.
-type platformConfig struct {
-	listen      string
-	databaseURL string
-	maxWorkers  int
-	agentLog    io.Writer
-	agentBinary string        // default: this executable
-	lease       time.Duration // default: the server's
-	// eventRetention is how long delivered events are kept; default 7 days.
-	eventRetention time.Duration
-	ready          func(addr string) // called once the server listens
-	// idleTimeout and workerLabels configure the process provider's
-	// workers (defaults 60s, none); healthInterval the health monitor.
-	idleTimeout    time.Duration
-	workerLabels   map[string]string
-	healthInterval time.Duration
-	// docker configures the Docker provider; off when maxWorkers is 0.
-	docker dockerConfig
-	// stopAllWorkers terminates every provider's workers on exit (dev mode,
-	// whose database goes with it). A server leaves Docker workers running
-	// so that they reconnect when it is back.
-	stopAllWorkers bool
-}
-
-type dockerConfig struct {
-	maxWorkers int
-	image      string // default image of workers whose job names none
-	host       string // engine address; default from DOCKER_HOST, else the local socket
-	binary     string // static hodei binary mounted into containers; default this executable
-	labels     map[string]string
-}
-
-// runPlatform runs one server replica with the process provider until ctx
-// ends. Shutdown order: stop accepting (listener), stop dispatch, stop
-// workers we started, close the store.
-func runPlatform(ctx context.Context, log *slog.Logger, pc platformConfig) error {
-	if pc.eventRetention <= 0 {
-		pc.eventRetention = 7 * 24 * time.Hour
-	}
-	if pc.idleTimeout <= 0 {
-		pc.idleTimeout = time.Minute
-	}
-	st, err := store.Open(ctx, store.Config{URL: pc.databaseURL, Logger: log})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
-
-	ln, err := net.Listen("tcp", pc.listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	addr := ln.Addr().String()
-	replica := "replica-" + randomHex(6)
-	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.lease}, st, bus)
-	if err != nil {
-		return err
-	}
-	// Providers. With --max-workers 0 this server starts no workers:
-	// agents are started elsewhere (another host, a test) and connect on
-	// their own.
-	var providers []provider.Provider
-	var local *process.Provider
-	if pc.maxWorkers > 0 {
-		// Agents drain for 5 s and are killed after 20 s when the server stops.
-		local, err = process.New(process.Config{Server: addr, Stderr: pc.agentLog, Grace: 20 * time.Second, Binary: pc.agentBinary,
-			Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
-		if err != nil {
-			return err
-		}
-		if err := st.SeedProvider(ctx, store.Provider{Name: local.Name(), Kind: local.Kind(), MaxWorkers: pc.maxWorkers,
-			IdleTimeout: pc.idleTimeout, Labels: pc.workerLabels}); err != nil {
-			return err
-		}
-		providers = append(providers, local)
-	}
-	if pc.docker.maxWorkers > 0 {
-		d, err := newDockerProvider(ctx, log, st, addr, pc)
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		providers = append(providers, d)
-	}
-	smetrics := scheduler.NewMetrics(reg)
-	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics}, st, bus, srv.Workers())
-	scaler := autoscale.New(autoscale.Config{Logger: log, Registry: reg, HealthInterval: pc.healthInterval}, st, bus, providers)
-
-	leaders := []*scheduler.Leader{{Store: st, Key: scheduler.HousekeepingLock, Name: "housekeeping", Logger: log, Duties: []scheduler.Duty{
-		// last_seen lags up to two heartbeat intervals (beat, then the
-		// coalesced write): the reaper allows for that on top of the lease.
-		scheduler.Reaper(st, srv.Lease()+2*srv.HeartbeatInterval(), srv.Lease()/2, log, disp.Kick),
-		func(ctx context.Context) error { return bus.RunRetention(ctx, time.Minute, pc.eventRetention) },
-		scheduler.QueueDepth(st, bus, smetrics, 500*time.Millisecond, log),
-	}}}
-	if len(providers) > 0 {
-		// Only replicas with providers campaign for scaling. Replicas that
-		// run providers should configure the same ones.
-		leaders = append(leaders, &scheduler.Leader{Store: st, Key: scheduler.ScalingLock, Name: "scaling", Logger: log,
-			Duties: []scheduler.Duty{scaler.Run, scaler.Health}})
-	}
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return bus.Run(gctx) })
-	for _, l := range leaders {
-		g.Go(func() error { return l.Run(gctx) })
-	}
-	g.Go(func() error { return srv.Run(gctx) })
-	g.Go(func() error { return disp.Run(gctx) })
-	g.Go(func() error { return srv.Serve(gctx, ln) })
-	log.Info("hodei server listening", "addr", addr, "replica_id", replica)
-	if pc.ready != nil {
-		pc.ready(addr)
-	}
-	<-gctx.Done()
-	tctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
-	defer cancel()
-	if local != nil { // the agents this server started go with it
-		local.TerminateAll(tctx)
-	}
-	if pc.stopAllWorkers {
-		for _, p := range providers {
-			insts, err := p.List(tctx)
-			if err != nil {
-				log.Warn("stop workers", "provider", p.Name(), "err", err)
-				continue
-			}
-			for _, in := range insts {
-				if err := p.Terminate(tctx, in.Handle); err != nil {
-					log.Warn("stop worker", "provider", p.Name(), "worker_id", in.WorkerID, "err", err)
-				}
-			}
-		}
-	}
-	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
-}
-
 // platformFlags registers the flags server and dev share.
-func platformFlags(fs *flag.FlagSet, pc *platformConfig) {
-	fs.IntVar(&pc.maxWorkers, "max-workers", 4, "most workers the process provider runs (0: start none; agents connect on their own)")
-	fs.DurationVar(&pc.idleTimeout, "idle-timeout", time.Minute, "a process worker idle this long is stopped")
-	fs.Var((*kvFlag)(&pc.workerLabels), "worker-label", "label K=V of the process provider's workers (repeatable)")
-	fs.DurationVar(&pc.eventRetention, "event-retention", 7*24*time.Hour, "delivered events older than this are pruned")
-	fs.DurationVar(&pc.lease, "lease", 10*time.Second, "a worker silent this long loses its attempts (worker_lost)")
-	fs.DurationVar(&pc.healthInterval, "health-interval", 30*time.Second, "time between health checks of each provider")
-	fs.IntVar(&pc.docker.maxWorkers, "docker-max-workers", 0, "most workers the Docker provider runs (0: no Docker provider)")
-	fs.StringVar(&pc.docker.image, "docker-image", "hodei-worker:dev", "image of Docker workers whose job names no image")
-	fs.StringVar(&pc.docker.host, "docker-host", "", "Docker engine address (default: DOCKER_HOST, else the local socket)")
-	fs.StringVar(&pc.docker.binary, "docker-binary", "", "static hodei binary mounted into containers (default: this executable)")
-	fs.Var((*kvFlag)(&pc.docker.labels), "docker-worker-label", "label K=V of the Docker provider's workers (repeatable)")
-}
-
-// newDockerProvider builds the Docker provider and registers it.
-func newDockerProvider(ctx context.Context, log *slog.Logger, st *store.Store, addr string, pc platformConfig) (*docker.Provider, error) {
-	install, err := st.InstallationID(ctx)
-	if err != nil {
-		return nil, err
-	}
-	bin := pc.docker.binary
-	if bin == "" {
-		if bin, err = os.Executable(); err != nil {
-			return nil, err
-		}
-	}
-	d, err := docker.New(docker.Config{Host: pc.docker.host, Binary: bin, Server: addr, DefaultImage: pc.docker.image, InstallID: install, Logger: log,
-		Grace: 20 * time.Second, Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
-	if err != nil {
-		return nil, fmt.Errorf("docker provider: %w", err)
-	}
-	if err := st.SeedProvider(ctx, store.Provider{Name: d.Name(), Kind: d.Kind(), MaxWorkers: pc.docker.maxWorkers,
-		IdleTimeout: pc.idleTimeout, Labels: pc.docker.labels, AnyImage: true}); err != nil {
-		d.Close()
-		return nil, err
-	}
-	return d, nil
+func platformFlags(fs *flag.FlagSet, pc *platform.Config) {
+	fs.IntVar(&pc.MaxWorkers, "max-workers", 4, "most workers the process provider runs (0: start none; agents connect on their own)")
+	fs.DurationVar(&pc.IdleTimeout, "idle-timeout", time.Minute, "a process worker idle this long is stopped")
+	fs.Var((*kvFlag)(&pc.WorkerLabels), "worker-label", "label K=V of the process provider's workers (repeatable)")
+	fs.DurationVar(&pc.EventRetention, "event-retention", 7*24*time.Hour, "delivered events older than this are pruned")
+	fs.DurationVar(&pc.Lease, "lease", 10*time.Second, "a worker silent this long loses its attempts (worker_lost)")
+	fs.DurationVar(&pc.HealthInterval, "health-interval", 30*time.Second, "time between health checks of each provider")
+	fs.IntVar(&pc.Docker.MaxWorkers, "docker-max-workers", 0, "most workers the Docker provider runs (0: no Docker provider)")
+	fs.StringVar(&pc.Docker.Image, "docker-image", "hodei-worker:dev", "image of Docker workers whose job names no image")
+	fs.StringVar(&pc.Docker.Host, "docker-host", "", "Docker engine address (default: DOCKER_HOST, else the local socket)")
+	fs.StringVar(&pc.Docker.Binary, "docker-binary", "", "static hodei binary mounted into containers (default: this executable)")
+	fs.Var((*kvFlag)(&pc.Docker.Labels), "docker-worker-label", "label K=V of the Docker provider's workers (repeatable)")
 }
 
 func runServer(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
-	pc := platformConfig{agentLog: os.Stderr}
-	fs.StringVar(&pc.listen, "listen", envOr("HODEI_LISTEN", "127.0.0.1:7070"), "address to serve on")
+	pc := platform.Config{AgentLog: os.Stderr}
+	fs.StringVar(&pc.Listen, "listen", envOr("HODEI_LISTEN", "127.0.0.1:7070"), "address to serve on")
 	platformFlags(fs, &pc)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if pc.databaseURL = os.Getenv("HODEI_DATABASE_URL"); pc.databaseURL == "" {
+	if pc.DatabaseURL = os.Getenv("HODEI_DATABASE_URL"); pc.DatabaseURL == "" {
 		return errors.New("HODEI_DATABASE_URL is not set (use `hodei dev` for an embedded PostgreSQL)")
 	}
-	return runPlatform(ctx, newLogger(os.Stderr), pc)
+	return platform.Run(ctx, platform.NewLogger(os.Stderr), pc)
 }
 
 func runDev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	pc := platformConfig{agentLog: os.Stderr}
-	fs.StringVar(&pc.listen, "listen", "127.0.0.1:7070", "address to serve on")
+	pc := platform.Config{AgentLog: os.Stderr}
+	fs.StringVar(&pc.Listen, "listen", "127.0.0.1:7070", "address to serve on")
 	dataDir := fs.String("data-dir", "", "keep the embedded PostgreSQL here (default: a temporary directory)")
 	platformFlags(fs, &pc)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log := newLogger(os.Stderr)
+	log := platform.NewLogger(os.Stderr)
 	url := os.Getenv("HODEI_DATABASE_URL")
 	if url == "" {
 		start := time.Now()
@@ -260,12 +68,12 @@ func runDev(ctx context.Context, args []string) error {
 		url = c.URL("hodei")
 		log.Info("embedded postgres ready", "url", url, "took", time.Since(start).Round(time.Millisecond))
 	}
-	pc.databaseURL = url
-	pc.stopAllWorkers = true
-	pc.ready = func(addr string) {
+	pc.DatabaseURL = url
+	pc.StopAllWorkers = true
+	pc.Ready = func(addr string) {
 		fmt.Fprintf(os.Stderr, "\nHodei is running on %s. Try:\n  hodei run --server %s -- echo hello\n\n", addr, addr)
 	}
-	return runPlatform(ctx, log, pc)
+	return platform.Run(ctx, log, pc)
 }
 
 // autoPrefetch bounds an adaptive prefetch (--prefetch auto). With a queue
@@ -323,7 +131,7 @@ func runAgent(ctx context.Context, args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	log := newLogger(os.Stderr)
+	log := platform.NewLogger(os.Stderr)
 	batch, _ := strconv.Atoi(os.Getenv("HODEI_LOG_BATCH_SIZE"))
 	flush, _ := time.ParseDuration(os.Getenv("HODEI_LOG_FLUSH_INTERVAL"))
 	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"),
@@ -362,12 +170,6 @@ func envOr(k, def string) string {
 	return def
 }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
 // runTestDB runs a throwaway PostgreSQL for `make test` and writes its URL
 // to a file once it is ready; it stops on SIGINT/SIGTERM.
 func runTestDB(ctx context.Context, args []string) error {
@@ -376,7 +178,7 @@ func runTestDB(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	c, err := pgembed.Start(ctx, pgembed.Config{Settings: pgembed.ThrowawaySettings(), Logger: newLogger(os.Stderr)})
+	c, err := pgembed.Start(ctx, pgembed.Config{Settings: pgembed.ThrowawaySettings(), Logger: platform.NewLogger(os.Stderr)})
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ func TestReplicasSurviveAServerKill(t *testing.T) {
 		jobs = 300
 	}
 	dbURL := storetest.URL(t)
-	var servers []platform
+	var servers []serverProc
 	var addrs []string
 	for i := 0; i < 3; i++ {
 		p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")

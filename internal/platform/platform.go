@@ -1,0 +1,216 @@
+// Package platform assembles one server replica: the store, the event
+// bus, the RPC server, the scheduler, the autoscaler and the providers it
+// runs. The hodei binary runs it for `server` and `dev`; benchmarks and
+// tests run it in their own process.
+package platform
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/hodei-dev/hodei/internal/autoscale"
+	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/provider"
+	"github.com/hodei-dev/hodei/internal/provider/docker"
+	"github.com/hodei-dev/hodei/internal/provider/process"
+	"github.com/hodei-dev/hodei/internal/scheduler"
+	"github.com/hodei-dev/hodei/internal/server"
+	"github.com/hodei-dev/hodei/internal/store"
+)
+
+// NewLogger is the platform's logger: text lines on w, at debug level
+// with HODEI_LOG_LEVEL=debug, else info.
+func NewLogger(w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	if os.Getenv("HODEI_LOG_LEVEL") == "debug" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// Config configures a replica: what server and dev share.
+type Config struct {
+	Listen      string
+	DatabaseURL string
+	MaxWorkers  int
+	AgentLog    io.Writer
+	AgentBinary string        // default: this executable
+	Lease       time.Duration // default: the server's
+	// EventRetention is how long delivered events are kept; default 7 days.
+	EventRetention time.Duration
+	Ready          func(addr string) // called once the server listens
+	// IdleTimeout and WorkerLabels configure the process provider's
+	// workers (defaults 60s, none); HealthInterval the health monitor.
+	IdleTimeout    time.Duration
+	WorkerLabels   map[string]string
+	HealthInterval time.Duration
+	// Docker configures the Docker provider; off when its MaxWorkers is 0.
+	Docker DockerConfig
+	// StopAllWorkers terminates every provider's workers on exit (dev mode,
+	// whose database goes with it). A server leaves Docker workers running
+	// so that they reconnect when it is back.
+	StopAllWorkers bool
+}
+
+// DockerConfig configures the Docker provider.
+type DockerConfig struct {
+	MaxWorkers int
+	Image      string // default image of workers whose job names none
+	Host       string // engine address; default from DOCKER_HOST, else the local socket
+	Binary     string // static hodei binary mounted into containers; default this executable
+	Labels     map[string]string
+}
+
+// Run runs one server replica with the process provider until ctx
+// ends. Shutdown order: stop accepting (listener), stop dispatch, stop
+// workers we started, close the store.
+func Run(ctx context.Context, log *slog.Logger, pc Config) error {
+	if pc.EventRetention <= 0 {
+		pc.EventRetention = 7 * 24 * time.Hour
+	}
+	if pc.IdleTimeout <= 0 {
+		pc.IdleTimeout = time.Minute
+	}
+	st, err := store.Open(ctx, store.Config{URL: pc.DatabaseURL, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
+
+	ln, err := net.Listen("tcp", pc.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	addr := ln.Addr().String()
+	replica := "replica-" + randomHex(6)
+	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease}, st, bus)
+	if err != nil {
+		return err
+	}
+	// Providers. With --max-workers 0 this server starts no workers:
+	// agents are started elsewhere (another host, a test) and connect on
+	// their own.
+	var providers []provider.Provider
+	var local *process.Provider
+	if pc.MaxWorkers > 0 {
+		// Agents drain for 5 s and are killed after 20 s when the server stops.
+		local, err = process.New(process.Config{Server: addr, Stderr: pc.AgentLog, Grace: 20 * time.Second, Binary: pc.AgentBinary,
+			Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
+		if err != nil {
+			return err
+		}
+		if err := st.SeedProvider(ctx, store.Provider{Name: local.Name(), Kind: local.Kind(), MaxWorkers: pc.MaxWorkers,
+			IdleTimeout: pc.IdleTimeout, Labels: pc.WorkerLabels}); err != nil {
+			return err
+		}
+		providers = append(providers, local)
+	}
+	if pc.Docker.MaxWorkers > 0 {
+		d, err := newDockerProvider(ctx, log, st, addr, pc)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		providers = append(providers, d)
+	}
+	smetrics := scheduler.NewMetrics(reg)
+	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics}, st, bus, srv.Workers())
+	scaler := autoscale.New(autoscale.Config{Logger: log, Registry: reg, HealthInterval: pc.HealthInterval}, st, bus, providers)
+
+	leaders := []*scheduler.Leader{{Store: st, Key: scheduler.HousekeepingLock, Name: "housekeeping", Logger: log, Duties: []scheduler.Duty{
+		// last_seen lags up to two heartbeat intervals (beat, then the
+		// coalesced write): the reaper allows for that on top of the lease.
+		scheduler.Reaper(st, srv.Lease()+2*srv.HeartbeatInterval(), srv.Lease()/2, log, disp.Kick),
+		func(ctx context.Context) error { return bus.RunRetention(ctx, time.Minute, pc.EventRetention) },
+		scheduler.QueueDepth(st, bus, smetrics, 500*time.Millisecond, log),
+	}}}
+	if len(providers) > 0 {
+		// Only replicas with providers campaign for scaling. Replicas that
+		// run providers should configure the same ones.
+		leaders = append(leaders, &scheduler.Leader{Store: st, Key: scheduler.ScalingLock, Name: "scaling", Logger: log,
+			Duties: []scheduler.Duty{scaler.Run, scaler.Health}})
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return bus.Run(gctx) })
+	for _, l := range leaders {
+		g.Go(func() error { return l.Run(gctx) })
+	}
+	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return disp.Run(gctx) })
+	g.Go(func() error { return srv.Serve(gctx, ln) })
+	log.Info("hodei server listening", "addr", addr, "replica_id", replica)
+	if pc.Ready != nil {
+		pc.Ready(addr)
+	}
+	<-gctx.Done()
+	tctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	defer cancel()
+	if local != nil { // the agents this server started go with it
+		local.TerminateAll(tctx)
+	}
+	if pc.StopAllWorkers {
+		for _, p := range providers {
+			insts, err := p.List(tctx)
+			if err != nil {
+				log.Warn("stop workers", "provider", p.Name(), "err", err)
+				continue
+			}
+			for _, in := range insts {
+				if err := p.Terminate(tctx, in.Handle); err != nil {
+					log.Warn("stop worker", "provider", p.Name(), "worker_id", in.WorkerID, "err", err)
+				}
+			}
+		}
+	}
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// newDockerProvider builds the Docker provider and registers it.
+func newDockerProvider(ctx context.Context, log *slog.Logger, st *store.Store, addr string, pc Config) (*docker.Provider, error) {
+	install, err := st.InstallationID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bin := pc.Docker.Binary
+	if bin == "" {
+		if bin, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	d, err := docker.New(docker.Config{Host: pc.Docker.Host, Binary: bin, Server: addr, DefaultImage: pc.Docker.Image, InstallID: install, Logger: log,
+		Grace: 20 * time.Second, Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
+	if err != nil {
+		return nil, fmt.Errorf("docker provider: %w", err)
+	}
+	if err := st.SeedProvider(ctx, store.Provider{Name: d.Name(), Kind: d.Kind(), MaxWorkers: pc.Docker.MaxWorkers,
+		IdleTimeout: pc.IdleTimeout, Labels: pc.Docker.Labels, AnyImage: true}); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,79 @@
+package platform_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/go-cmp/cmp"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/platform"
+	"github.com/hodei-dev/hodei/internal/store/storetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(storetest.Main(m)) }
+
+// TestRun starts a replica, checks that it serves and seeded the process
+// provider it was given, and that it stops cleanly when its context ends.
+func TestRun(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	readyc := make(chan string, 1)
+	errc := make(chan error, 1)
+	pc := platform.Config{Listen: "127.0.0.1:0", DatabaseURL: storetest.URL(t), MaxWorkers: 3, AgentLog: io.Discard,
+		WorkerLabels: map[string]string{"zone": "a"}, Ready: func(addr string) { readyc <- addr }}
+	go func() { errc <- platform.Run(ctx, storetest.Logger(t), pc) }()
+	var addr string
+	select {
+	case addr = <-readyc:
+	case err := <-errc:
+		t.Fatalf("run: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("not ready after 30s")
+	}
+
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/readyz: %s", resp.Status)
+	}
+	providers := hodeiv1connect.NewProviderServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	list, err := providers.ListProviders(ctx, connect.NewRequest(&hodeiv1.ListProvidersRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type seeded struct {
+		Name, Kind string
+		MaxWorkers int32
+		Labels     map[string]string
+	}
+	var got []seeded
+	for _, p := range list.Msg.Providers {
+		got = append(got, seeded{p.Name, p.Kind, p.MaxWorkers, p.Labels})
+	}
+	want := []seeded{{"process", "process", 3, map[string]string{"zone": "a"}}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("providers (-want +got):\n%s", diff)
+	}
+
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Errorf("run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("still running 30s after its context ended")
+	}
+}
