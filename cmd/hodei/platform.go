@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/cli"
 	"github.com/hodei-dev/hodei/internal/pgembed"
 	"github.com/hodei-dev/hodei/internal/platform"
 )
@@ -19,7 +20,7 @@ import (
 func platformFlags(fs *flag.FlagSet, pc *platform.Config) {
 	fs.IntVar(&pc.MaxWorkers, "max-workers", 4, "most workers the process provider runs (0: start none; agents connect on their own)")
 	fs.DurationVar(&pc.IdleTimeout, "idle-timeout", time.Minute, "a process worker idle this long is stopped")
-	fs.Var((*kvFlag)(&pc.WorkerLabels), "worker-label", "label K=V of the process provider's workers (repeatable)")
+	fs.Var((*cli.KVFlag)(&pc.WorkerLabels), "worker-label", "label K=V of the process provider's workers (repeatable)")
 	fs.DurationVar(&pc.EventRetention, "event-retention", 7*24*time.Hour, "delivered events older than this are pruned")
 	fs.DurationVar(&pc.Lease, "lease", 10*time.Second, "a worker silent this long loses its attempts (worker_lost)")
 	fs.DurationVar(&pc.HealthInterval, "health-interval", 30*time.Second, "time between health checks of each provider")
@@ -27,7 +28,7 @@ func platformFlags(fs *flag.FlagSet, pc *platform.Config) {
 	fs.StringVar(&pc.Docker.Image, "docker-image", "hodei-worker:dev", "image of Docker workers whose job names no image")
 	fs.StringVar(&pc.Docker.Host, "docker-host", "", "Docker engine address (default: DOCKER_HOST, else the local socket)")
 	fs.StringVar(&pc.Docker.Binary, "docker-binary", "", "static hodei binary mounted into containers (default: this executable)")
-	fs.Var((*kvFlag)(&pc.Docker.Labels), "docker-worker-label", "label K=V of the Docker provider's workers (repeatable)")
+	fs.Var((*cli.KVFlag)(&pc.Docker.Labels), "docker-worker-label", "label K=V of the Docker provider's workers (repeatable)")
 }
 
 func runServer(ctx context.Context, args []string) error {
@@ -126,7 +127,7 @@ func runAgent(ctx context.Context, args []string) int {
 	maxJobs := fs.Int("max-jobs", 0, "retire (exit 0) after running this many jobs; 0: no limit (ephemeral workers use 1)")
 	cpu := fs.Int64("cpu-millis", 0, "the most CPU one job may use here, in millicores (0: not stated)")
 	mem := fs.Int64("memory-mib", 0, "the most memory one job may use here, in MiB (0: not stated)")
-	var labels kvFlag
+	var labels cli.KVFlag
 	fs.Var(&labels, "label", "worker label K=V (repeatable)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -146,21 +147,6 @@ func runAgent(ctx context.Context, args []string) int {
 		return 1
 	}
 	return 0
-}
-
-type kvFlag map[string]string
-
-func (k *kvFlag) String() string { return fmt.Sprint(map[string]string(*k)) }
-func (k *kvFlag) Set(s string) error {
-	key, v, ok := strings.Cut(s, "=")
-	if !ok || key == "" {
-		return fmt.Errorf("want K=V, got %q", s)
-	}
-	if *k == nil {
-		*k = kvFlag{}
-	}
-	(*k)[key] = v
-	return nil
 }
 
 func envOr(k, def string) string {

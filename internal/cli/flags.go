@@ -80,10 +80,11 @@ func outputFlag(fs *flag.FlagSet, formats ...string) *formatFlag {
 	return f
 }
 
-// kvFlag is a repeatable KEY=VALUE flag; a later key wins.
-type kvFlag map[string]string
+// KVFlag is a repeatable KEY=VALUE flag; a later key wins. The hodei
+// binary's server and agent labels use it too.
+type KVFlag map[string]string
 
-func (k *kvFlag) String() string {
+func (k *KVFlag) String() string {
 	if k == nil || *k == nil {
 		return ""
 	}
@@ -94,7 +95,7 @@ func (k *kvFlag) String() string {
 	return strings.Join(parts, ",")
 }
 
-func (k *kvFlag) Set(s string) error {
+func (k *KVFlag) Set(s string) error {
 	key, value, ok := strings.Cut(s, "=")
 	if !ok || key == "" {
 		return errors.New("want KEY=VALUE")

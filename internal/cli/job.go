@@ -215,7 +215,7 @@ func (e *env) jobList(ctx context.Context, args []string) error {
 	server := e.serverFlag(fs)
 	format := outputFlag(fs, formatTable, formatJSON, formatYAML)
 	var states statesFlag
-	var labels kvFlag
+	var labels KVFlag
 	var limit int32Flag
 	fs.Var(&states, "state", "only jobs in this `state`: queued, running, failed, ... (repeatable)")
 	fs.Var(&labels, "label", "only jobs requiring label `K=V` (repeatable)")

@@ -22,7 +22,7 @@ type jobFlags struct {
 	name, image, workdir  string
 	typ, idempotencyKey   string
 	script                string
-	env, labels, tags     kvFlag
+	env, labels, tags     KVFlag
 	cpu                   cpuFlag
 	memory                memoryFlag
 	timeout               durationFlag
@@ -185,7 +185,7 @@ func specFromFlags(f *jobFlags, base *hodeiv1.JobSpec, command []string, readFil
 	return spec, nil
 }
 
-func mergeMap(dst map[string]string, src kvFlag) map[string]string {
+func mergeMap(dst map[string]string, src KVFlag) map[string]string {
 	if len(src) == 0 {
 		return dst
 	}

@@ -200,7 +200,7 @@ func TestServerFromEnv(t *testing.T) {
 
 func TestSpecFromFlagsDoesNotModifyBase(t *testing.T) {
 	base := &hodeiv1.JobSpec{Command: []string{"a"}, Labels: map[string]string{"k": "v"}}
-	f := &jobFlags{labels: kvFlag{"x": "y"}, set: map[string]bool{"label": true}}
+	f := &jobFlags{labels: KVFlag{"x": "y"}, set: map[string]bool{"label": true}}
 	got, err := specFromFlags(f, base, nil, nil)
 	if err != nil {
 		t.Fatal(err)
