@@ -1,6 +1,7 @@
-// Package bench measures Hodei's building blocks against a real
-// PostgreSQL and reports one "result name=... key=value" line per
-// benchmark.
+// Package bench holds the benchmarks of `hodei bench`: the event bus, and
+// a platform run in this process (startup, dispatch latency, throughput,
+// logs, provisioning), each on an embedded PostgreSQL with its default
+// durability. Each reports a final "result name=... key=value" line.
 package bench
 
 import (
@@ -24,7 +25,8 @@ import (
 
 // EventsConfig configures Events. Zero values take the defaults.
 type EventsConfig struct {
-	// URL is the database, fresh and migrated: the caller creates it.
+	// URL is the database, fresh and migrated; empty: one on an embedded
+	// PostgreSQL with default settings, started for the run.
 	URL string
 	// Total is the number of events of the throughput phase, published as
 	// fast as Publishers can in transactions of BatchPerTx events
@@ -76,6 +78,14 @@ func Events(ctx context.Context, cfg EventsConfig, log *slog.Logger) (EventsResu
 	cfg.CatchUp = cmp.Or(cfg.CatchUp, 60*time.Second)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.URL == "" {
+		url, stop, err := benchDatabase(ctx, false)
+		if err != nil {
+			return EventsResult{}, err
+		}
+		defer stop()
+		cfg.URL = url
 	}
 	pcfg, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {

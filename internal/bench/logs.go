@@ -1,11 +1,9 @@
-package main
+package bench
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -21,35 +19,40 @@ import (
 	"github.com/hodei-dev/hodei/internal/platform"
 )
 
-// benchLogs measures the log pipeline end to end (job process → agent
+// LogsConfig configures Logs.
+type LogsConfig struct {
+	Lines  int           // lines of the as-fast-as-possible job
+	Rate   int           // lines per second of the steady job
+	Steady time.Duration // length of the steady job
+	// GiB, when above 0, adds a job writing this many GiB (1 KiB lines).
+	GiB float64
+	// Binary is the hodei binary, run as the worker and, with `bench
+	// emit`, as the steady and GiB jobs; default this executable.
+	Binary string
+}
+
+// Logs measures the log pipeline end to end (job process → agent
 // batcher → stream → group-committed inserts): one job printing lines as
 // fast as it can, then one printing at a steady rate below saturation
 // (lost must be 0 there). The server runs in this process, the agent is a
 // subprocess, so server_rss_mib (this process's peak RSS) is the server's.
-func benchLogs(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("bench logs", flag.ContinueOnError)
-	lines := fs.Int("lines", 1_000_000, "lines of the as-fast-as-possible job")
-	rate := fs.Int("rate", 50_000, "lines per second of the steady job")
-	steady := fs.Duration("steady", 4*time.Second, "length of the steady job")
-	gib := fs.Float64("gib", 0, "also run a job writing this many GiB (1 KiB lines) and report peak RSS")
-	if err := fs.Parse(args); err != nil {
+// It writes a line per job and the result line to out.
+func Logs(ctx context.Context, out io.Writer, cfg LogsConfig) error {
+	self, err := hodeiBinary(cfg.Binary)
+	if err != nil {
 		return err
 	}
-	url, stopDB, err := benchDatabase(ctx)
+	url, stopDB, err := benchDatabase(ctx, false)
 	if err != nil {
 		return err
 	}
 	defer stopDB()
-	addr, stop, err := startPlatform(ctx, platform.Config{DatabaseURL: url, MaxWorkers: 1})
+	addr, stop, err := startPlatform(ctx, platform.Config{DatabaseURL: url, MaxWorkers: 1, AgentBinary: self})
 	if err != nil {
 		return err
 	}
 	defer stop()
 	jobs := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	// Warm up: the first job provisions the worker.
 	if _, err := runToEnd(ctx, jobs, []string{"true"}); err != nil {
 		return err
@@ -64,12 +67,12 @@ func benchLogs(ctx context.Context, args []string) error {
 		took           time.Duration
 	}
 	runs := []*run{
-		{name: "fast", argv: []string{"seq", "1", strconv.Itoa(*lines)}, want: int64(*lines)},
-		{name: "steady", argv: []string{self, "bench", "emit", "--rate", strconv.Itoa(*rate), "--lines", strconv.Itoa(*rate * int(steady.Seconds()))},
-			want: int64(*rate * int(steady.Seconds()))},
+		{name: "fast", argv: []string{"seq", "1", strconv.Itoa(cfg.Lines)}, want: int64(cfg.Lines)},
+		{name: "steady", argv: []string{self, "bench", "emit", "--rate", strconv.Itoa(cfg.Rate), "--lines", strconv.Itoa(cfg.Rate * int(cfg.Steady.Seconds()))},
+			want: int64(cfg.Rate * int(cfg.Steady.Seconds()))},
 	}
-	if *gib > 0 {
-		n := int64(*gib * (1 << 30) / 1024)
+	if cfg.GiB > 0 {
+		n := int64(cfg.GiB * (1 << 30) / 1024)
 		runs = append(runs, &run{name: "gib", argv: []string{self, "bench", "emit", "--lines", strconv.FormatInt(n, 10), "--size", "1024"}, want: n})
 	}
 	for _, r := range runs {
@@ -87,12 +90,12 @@ func benchLogs(ctx context.Context, args []string) error {
 		if r.truncated {
 			lost, note = 0, " (output past the per-job log cap was discarded after the truncation marker)"
 		}
-		fmt.Printf("%s: %d lines (%.1f MiB) stored in %s, dropped %d, lost %d%s\n", r.name, r.lines, float64(r.bytes)/(1<<20), r.took.Round(time.Millisecond), r.dropped, lost, note)
+		fmt.Fprintf(out, "%s: %d lines (%.1f MiB) stored in %s, dropped %d, lost %d%s\n", r.name, r.lines, float64(r.bytes)/(1<<20), r.took.Round(time.Millisecond), r.dropped, lost, note)
 	}
 	fast, paced := runs[0], runs[1]
-	fmt.Printf("result name=logs lines_per_sec=%.0f mib_per_sec=%.1f lost=%d dropped=%d steady_rate=%d steady_lost=%d steady_dropped=%d server_rss_mib=%.0f\n",
+	fmt.Fprintf(out, "result name=logs lines_per_sec=%.0f mib_per_sec=%.1f lost=%d dropped=%d steady_rate=%d steady_lost=%d steady_dropped=%d server_rss_mib=%.0f\n",
 		float64(fast.lines)/fast.took.Seconds(), float64(fast.bytes)/(1<<20)/fast.took.Seconds(), fast.want-fast.lines-fast.dropped, fast.dropped,
-		*rate, paced.want-paced.lines-paced.dropped, paced.dropped, peakRSSMiB())
+		cfg.Rate, paced.want-paced.lines-paced.dropped, paced.dropped, peakRSSMiB())
 	return nil
 }
 
@@ -165,39 +168,4 @@ func peakRSSMiB() float64 {
 		}
 	}
 	return 0
-}
-
-// benchEmit prints numbered lines, paced at --rate per second (0: as fast
-// as possible), each --size bytes long: the load generator of bench logs.
-func benchEmit(args []string) error {
-	fs := flag.NewFlagSet("bench emit", flag.ContinueOnError)
-	n := fs.Int64("lines", 1000, "lines")
-	rate := fs.Int("rate", 0, "lines per second (0: unpaced)")
-	size := fs.Int("size", 0, "pad lines to this many bytes")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	w := bufio.NewWriterSize(os.Stdout, 64<<10)
-	start := time.Now()
-	pad := bytes.Repeat([]byte("x"), max(*size, 0))
-	var buf []byte
-	for i := int64(1); i <= *n; i++ {
-		buf = strconv.AppendInt(append(buf[:0], "line "...), i, 10)
-		if len(buf) < *size-1 {
-			buf = append(buf, pad[:*size-1-len(buf)]...)
-		}
-		buf = append(buf, '\n')
-		if _, err := w.Write(buf); err != nil {
-			return err
-		}
-		if *rate > 0 && i%int64(max(*rate/100, 1)) == 0 {
-			if err := w.Flush(); err != nil {
-				return err
-			}
-			if d := time.Duration(i) * time.Second / time.Duration(*rate); d > time.Since(start) {
-				time.Sleep(d - time.Since(start))
-			}
-		}
-	}
-	return w.Flush()
 }

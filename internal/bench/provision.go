@@ -1,10 +1,9 @@
-package main
+package bench
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"os"
+	"io"
 	"os/exec"
 	"slices"
 	"time"
@@ -16,18 +15,26 @@ import (
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
-// benchProvision measures provision request → WorkerRegistered (the agent
+// ProvisionConfig configures Provision.
+type ProvisionConfig struct {
+	Runs        int    // workers per provider; the median is reported
+	DockerImage string // image of the Docker workers
+	// Binary is the hodei binary the workers run (static for Docker);
+	// default this executable.
+	Binary string
+}
+
+// Provision measures provision request → WorkerRegistered (the agent
 // enrolled and its stream is open) for the process provider and, when an
 // engine is reachable, the Docker provider; workers are started one at a
-// time and terminated between runs (not timed).
-func benchProvision(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("bench provision", flag.ContinueOnError)
-	runs := fs.Int("runs", 10, "workers per provider; the median is reported")
-	image := fs.String("docker-image", "hodei-worker:dev", "image of the Docker workers")
-	if err := fs.Parse(args); err != nil {
+// time and terminated between runs (not timed). It writes a line per
+// provider and the result line to out.
+func Provision(ctx context.Context, out io.Writer, cfg ProvisionConfig) error {
+	self, err := hodeiBinary(cfg.Binary)
+	if err != nil {
 		return err
 	}
-	url, stopDB, err := benchDatabase(ctx)
+	url, stopDB, err := benchDatabase(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -42,38 +49,34 @@ func benchProvision(ctx context.Context, args []string) error {
 		return err
 	}
 	defer st.Close()
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	proc, err := process.New(process.Config{Server: addr, Binary: self})
 	if err != nil {
 		return err
 	}
-	pp50, err := measureProvision(ctx, st, proc, provider.Spec{}, *runs)
+	pp50, err := measureProvision(ctx, st, proc, provider.Spec{}, cfg.Runs)
 	if err != nil {
 		return fmt.Errorf("process: %w", err)
 	}
-	fmt.Printf("process: p50 %s\n", pp50.Round(100*time.Microsecond))
+	fmt.Fprintf(out, "process: p50 %s\n", pp50.Round(100*time.Microsecond))
 	dockerField := "docker_p50_ms=skipped"
 	if exec.Command("docker", "version").Run() == nil {
 		install, err := st.InstallationID(ctx)
 		if err != nil {
 			return err
 		}
-		d, err := docker.New(docker.Config{Binary: self, Server: addr, DefaultImage: *image, InstallID: install, Grace: time.Second})
+		d, err := docker.New(docker.Config{Binary: self, Server: addr, DefaultImage: cfg.DockerImage, InstallID: install, Grace: time.Second})
 		if err != nil {
 			return fmt.Errorf("docker: %w (build a static binary with `make build`, images with `make images`)", err)
 		}
 		defer d.Close()
-		dp50, err := measureProvision(ctx, st, d, provider.Spec{Image: *image}, *runs)
+		dp50, err := measureProvision(ctx, st, d, provider.Spec{Image: cfg.DockerImage}, cfg.Runs)
 		if err != nil {
 			return fmt.Errorf("docker: %w", err)
 		}
-		fmt.Printf("docker: p50 %s\n", dp50.Round(100*time.Microsecond))
+		fmt.Fprintf(out, "docker: p50 %s\n", dp50.Round(100*time.Microsecond))
 		dockerField = fmt.Sprintf("docker_p50_ms=%.1f", ms(dp50))
 	}
-	fmt.Printf("result name=provision process_p50_ms=%.1f %s runs=%d\n", ms(pp50), dockerField, *runs)
+	fmt.Fprintf(out, "result name=provision process_p50_ms=%.1f %s runs=%d\n", ms(pp50), dockerField, cfg.Runs)
 	return nil
 }
 

@@ -1,0 +1,199 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hodei-dev/hodei/internal/bench"
+)
+
+// hodeiBin is the hodei binary the benches run as workers and jobs:
+// HODEI_TEST_BINARY, or built once here (static: Docker workers mount it).
+var hodeiBin string
+
+func TestMain(m *testing.M) {
+	os.Exit(func() int {
+		if b := os.Getenv("HODEI_TEST_BINARY"); b != "" {
+			hodeiBin = b
+		} else {
+			dir, err := os.MkdirTemp("", "hodei-bin")
+			if err != nil {
+				panic(err)
+			}
+			defer os.RemoveAll(dir)
+			hodeiBin = filepath.Join(dir, "hodei")
+			build := exec.Command("go", "build", "-o", hodeiBin, "github.com/hodei-dev/hodei/cmd/hodei")
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := build.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build hodei: %v\n%s", err, out)
+				return 1
+			}
+		}
+		return m.Run()
+	}())
+}
+
+// checkLines fails unless out has exactly one line per pattern, each
+// matching its pattern in order.
+func checkLines(t *testing.T, out string, patterns ...string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != len(patterns) {
+		t.Fatalf("%d lines, want %d:\n%s", len(lines), len(patterns), out)
+	}
+	for i, p := range patterns {
+		if !regexp.MustCompile("^" + p + "$").MatchString(lines[i]) {
+			t.Errorf("line %d %q does not match %q", i+1, lines[i], p)
+		}
+	}
+}
+
+// The benches below run small versions of `hodei bench ...` and check
+// their report lines, which scripts and the docs read.
+
+func TestStartup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("benchmark")
+	}
+	t.Parallel()
+	var out bytes.Buffer
+	if err := bench.Startup(context.Background(), &out, bench.StartupConfig{Runs: 1, Binary: hodeiBin}); err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, out.String(),
+		`run 1: ready=\S+s first_job=\S+s`,
+		`result name=startup ready_ms=\d+ first_job_ms=\d+\.\d runs=1`)
+}
+
+func TestDispatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("benchmark")
+	}
+	t.Parallel()
+	var out bytes.Buffer
+	if err := bench.Dispatch(context.Background(), &out, bench.DispatchConfig{Jobs: 20, Rate: 200, Agents: 2}); err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, out.String(), `result name=dispatch p50_ms=\d+\.\d\d p99_ms=\d+\.\d\d max_ms=\d+\.\d\d jobs=20 rate=200`)
+}
+
+func TestThroughput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("benchmark")
+	}
+	t.Parallel()
+	var out bytes.Buffer
+	cfg := bench.ThroughputConfig{Jobs: 300, Agents: 2, Slots: 4, Prefetch: 128, AdaptivePrefetch: true, Submitters: 2, Batch: 100,
+		Modes: []string{"noop", "process"}, Rounds: 1}
+	if err := bench.Throughput(context.Background(), &out, cfg); err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, out.String(),
+		`result name=throughput mode=process jobs_per_sec=\d+ fork_exec_per_sec=\d+ ratio=\d+\.\d\d jobs=300 agents=2 slots=4 prefetch=auto batch=100 presubmit=false`,
+		`result name=throughput mode=noop jobs_per_sec=\d+ jobs=300 agents=2 slots=4 prefetch=auto batch=100 presubmit=false`)
+}
+
+// TestThroughputRounds: several rounds report the median with the
+// range; a fixed prefetch is printed as its number.
+func TestThroughputRounds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("benchmark")
+	}
+	t.Parallel()
+	var out bytes.Buffer
+	cfg := bench.ThroughputConfig{Jobs: 200, Agents: 1, Slots: 2, Prefetch: 3, Submitters: 1, Batch: 1,
+		Modes: []string{"noop"}, Rounds: 2, Presubmit: true}
+	if err := bench.Throughput(context.Background(), &out, cfg); err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, out.String(),
+		`result name=throughput mode=noop jobs_per_sec=\d+ jobs_per_sec_min=\d+ jobs_per_sec_max=\d+ rounds=2 jobs=200 agents=1 slots=2 prefetch=3 batch=1 presubmit=true`)
+	if err := bench.Throughput(context.Background(), &out, bench.ThroughputConfig{Modes: []string{"noop"}}); err == nil {
+		t.Error("no error for 0 rounds")
+	}
+}
+
+func TestLogs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("benchmark")
+	}
+	t.Parallel()
+	var out bytes.Buffer
+	if err := bench.Logs(context.Background(), &out, bench.LogsConfig{Lines: 5000, Rate: 2000, Steady: time.Second, Binary: hodeiBin}); err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, out.String(),
+		`fast: 5000 lines \(\d+\.\d MiB\) stored in \S+s, dropped 0, lost 0`,
+		`steady: 2000 lines \(\d+\.\d MiB\) stored in \S+s, dropped 0, lost 0`,
+		`result name=logs lines_per_sec=\d+ mib_per_sec=\d+\.\d lost=0 dropped=0 steady_rate=2000 steady_lost=0 steady_dropped=0 server_rss_mib=\d+`)
+}
+
+// TestProvision covers the Docker provider too when an engine is
+// reachable (it needs `make images`).
+func TestProvision(t *testing.T) {
+	if testing.Short() {
+		t.Skip("benchmark")
+	}
+	t.Parallel()
+	var out bytes.Buffer
+	if err := bench.Provision(context.Background(), &out, bench.ProvisionConfig{Runs: 2, DockerImage: "hodei-worker:dev", Binary: hodeiBin}); err != nil {
+		t.Fatal(err)
+	}
+	if exec.Command("docker", "version").Run() != nil {
+		t.Log("no Docker engine: only the process provider was measured")
+		checkLines(t, out.String(),
+			`process: p50 \S+s`,
+			`result name=provision process_p50_ms=\d+\.\d docker_p50_ms=skipped runs=2`)
+		return
+	}
+	checkLines(t, out.String(),
+		`process: p50 \S+s`,
+		`docker: p50 \S+s`,
+		`result name=provision process_p50_ms=\d+\.\d docker_p50_ms=\d+\.\d runs=2`)
+}
+
+func TestEmit(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		cfg  bench.EmitConfig
+		want string
+	}{
+		{"plain", bench.EmitConfig{Lines: 3}, "line 1\nline 2\nline 3\n"},
+		{"padded", bench.EmitConfig{Lines: 2, Size: 10}, "line 1xxx\nline 2xxx\n"},
+		{"shorter than a line", bench.EmitConfig{Lines: 1, Size: 3}, "line 1\n"},
+	} {
+		var out bytes.Buffer
+		if err := bench.Emit(&out, tc.cfg); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != tc.want {
+			t.Errorf("%s: got %q, want %q", tc.name, out.String(), tc.want)
+		}
+	}
+}
+
+// TestEmitPaced: a paced run takes about lines/rate seconds.
+func TestEmitPaced(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	start := time.Now()
+	if err := bench.Emit(&out, bench.EmitConfig{Lines: 500, Rate: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if n := strings.Count(out.String(), "\n"); n != 500 {
+		t.Errorf("%d lines, want 500", n)
+	}
+	if took < 490*time.Millisecond {
+		t.Errorf("500 lines at 1000/s took %s, want about 500ms", took)
+	}
+}

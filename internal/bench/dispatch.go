@@ -1,0 +1,80 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+)
+
+// DispatchConfig configures Dispatch.
+type DispatchConfig struct {
+	Jobs   int // jobs to submit
+	Rate   int // jobs per second
+	Agents int // idle agents
+}
+
+// Dispatch measures dispatch latency: idle agents are connected, jobs
+// are submitted one at a time at a steady rate, and the latency runs from
+// SubmitJob's return to the agent receiving RunJob. It writes the result
+// line to out.
+func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
+	var mu sync.Mutex
+	returned := map[string]time.Time{}
+	received := map[string]time.Time{}
+	onRun := func(id string) {
+		now := time.Now()
+		mu.Lock()
+		received[id] = now
+		mu.Unlock()
+	}
+	rig, err := newBenchRig(ctx, rigConfig{agents: cfg.Agents, slots: 4, noop: true, onRun: onRun})
+	if err != nil {
+		return err
+	}
+	defer rig.stop()
+	spec := &hodeiv1.JobSpec{Command: []string{"true"}}
+	tick := time.NewTicker(time.Second / time.Duration(cfg.Rate))
+	defer tick.Stop()
+	for i := 0; i < cfg.Jobs; i++ {
+		<-tick.C
+		r, err := rig.jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec}))
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		mu.Lock()
+		returned[r.Msg.Job.Id] = now
+		mu.Unlock()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		done := len(received) >= cfg.Jobs
+		mu.Unlock()
+		if done || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var lat []time.Duration
+	for id, t0 := range returned {
+		if t1, ok := received[id]; ok {
+			lat = append(lat, max(t1.Sub(t0), 0))
+		}
+	}
+	if len(lat) < cfg.Jobs {
+		return fmt.Errorf("only %d of %d jobs reached an agent", len(lat), cfg.Jobs)
+	}
+	slices.Sort(lat)
+	fmt.Fprintf(out, "result name=dispatch p50_ms=%.2f p99_ms=%.2f max_ms=%.2f jobs=%d rate=%d\n", ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), ms(lat[len(lat)-1]), len(lat), cfg.Rate)
+	return nil
+}

@@ -1,0 +1,97 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"connectrpc.com/connect"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/pgembed"
+	"github.com/hodei-dev/hodei/internal/platform"
+)
+
+// StartupConfig configures Startup.
+type StartupConfig struct {
+	// Runs is the number of repetitions; the median is reported.
+	Runs int
+	// Binary is the hodei binary the worker runs; default this executable.
+	Binary string
+}
+
+// Startup measures, per run: embedded PostgreSQL start (initdb
+// included) until the server is ready to serve, and then a `true` job
+// from SubmitJob's call until the job is final (a worker process is
+// provisioned for it, since none exists yet). Durability settings are
+// PostgreSQL's defaults (fsync on). It writes a line per run and the
+// result line to out.
+func Startup(ctx context.Context, out io.Writer, cfg StartupConfig) error {
+	var ready, first []time.Duration
+	for i := 0; i < cfg.Runs; i++ {
+		r, f, err := startupOnce(ctx, cfg.Binary)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "run %d: ready=%s first_job=%s\n", i+1, r.Round(time.Millisecond), f.Round(time.Millisecond))
+		ready, first = append(ready, r), append(first, f)
+	}
+	fmt.Fprintf(out, "result name=startup ready_ms=%.0f first_job_ms=%.1f runs=%d\n", ms(median(ready)), ms(median(first)), cfg.Runs)
+	return nil
+}
+
+func startupOnce(ctx context.Context, binary string) (ready, firstJob time.Duration, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	log := platform.NewLogger(io.Discard)
+	start := time.Now()
+	c, err := pgembed.Start(ctx, pgembed.Config{Logger: log})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.Stop(context.Background()) //nolint:errcheck
+	if err := c.CreateDatabase(ctx, "hodei"); err != nil {
+		return 0, 0, err
+	}
+	readyc := make(chan string, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- platform.Run(ctx, log, platform.Config{Listen: "127.0.0.1:0", DatabaseURL: c.URL("hodei"), MaxWorkers: 1, AgentLog: io.Discard,
+			AgentBinary: binary, Ready: func(addr string) { readyc <- addr }})
+	}()
+	var addr string
+	select {
+	case addr = <-readyc:
+	case err := <-errc:
+		return 0, 0, fmt.Errorf("server: %w", err)
+	}
+	ready = time.Since(start)
+	jobs := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	t0 := time.Now()
+	resp, err := jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: &hodeiv1.JobSpec{Command: []string{"true"}}}))
+	if err != nil {
+		return 0, 0, err
+	}
+	w, err := jobs.WatchJob(ctx, connect.NewRequest(&hodeiv1.WatchJobRequest{Id: resp.Msg.Job.Id}))
+	if err != nil {
+		return 0, 0, err
+	}
+	for w.Receive() {
+		if st := w.Msg().Job.State; st == hodeiv1.JobState_JOB_STATE_SUCCEEDED {
+			firstJob = time.Since(t0)
+			break
+		} else if st >= hodeiv1.JobState_JOB_STATE_FAILED && st <= hodeiv1.JobState_JOB_STATE_TIMED_OUT {
+			return 0, 0, fmt.Errorf("first job ended %s", st)
+		}
+	}
+	w.Close()
+	if firstJob == 0 {
+		return 0, 0, fmt.Errorf("watch ended: %v", w.Err())
+	}
+	cancel()
+	<-errc
+	return ready, firstJob, nil
+}

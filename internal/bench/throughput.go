@@ -1,0 +1,292 @@
+package bench
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"time"
+
+	"connectrpc.com/connect"
+	"golang.org/x/sync/errgroup"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/bench/cpu"
+)
+
+// ThroughputConfig configures Throughput.
+type ThroughputConfig struct {
+	Jobs   int // jobs per mode
+	Agents int // in-process agents
+	Slots  int // slots per agent
+	// Prefetch and AdaptivePrefetch are the agents' (agent --prefetch:
+	// a number of jobs, or auto, a bound).
+	Prefetch         int
+	AdaptivePrefetch bool
+	Submitters       int // concurrent submitters
+	// Batch is the number of jobs per SubmitJobs call (at most 1000, the
+	// API's limit; 1: SubmitJob one at a time).
+	Batch int
+	// Modes are the modes to run: process, noop, or both.
+	Modes []string
+	// Rounds is the number of runs per mode; the result line is the
+	// median run's, with the range over all.
+	Rounds int
+	// CPUProfile and MemProfile name files for Go profiles of the run
+	// (the allocation profile is written at its end); empty: none.
+	CPUProfile, MemProfile string
+	// PGStats prints to stderr the CPU used by this process, its job
+	// processes and PostgreSQL (in all and per job), and the costliest
+	// statements.
+	PGStats bool
+	// Presubmit submits every job before the agents start and times only
+	// their work, from the agents' start to the last job's end (the shape
+	// of river bench --num-total-jobs); otherwise submission is timed and
+	// runs while agents work.
+	Presubmit bool
+}
+
+// Throughput submits jobs in bulk to connected agents and measures
+// jobs/s until all are final: with real `true` processes (mode=process,
+// compared with this machine's raw fork/exec rate at the same
+// concurrency, measured in the same run) and with the agents' no-op mode
+// (mode=noop: benchmark only, the control plane alone). It writes a
+// result line per mode to out.
+func Throughput(ctx context.Context, out io.Writer, cfg ThroughputConfig) error {
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if cfg.MemProfile != "" {
+		defer func() {
+			if f, err := os.Create(cfg.MemProfile); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
+	if cfg.Rounds < 1 {
+		return fmt.Errorf("bench throughput: rounds: %d is less than 1", cfg.Rounds)
+	}
+	for _, mode := range []string{"process", "noop"} {
+		if !slices.Contains(cfg.Modes, mode) {
+			continue
+		}
+		if err := throughputMode(ctx, out, cfg, mode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// throughputMode makes cfg.Rounds runs of one mode and writes its result
+// line.
+func throughputMode(ctx context.Context, out io.Writer, cfg ThroughputConfig, mode string) error {
+	// The machine's own fork/exec rate is measured before and after
+	// every platform run, at the same concurrency, and a run is
+	// compared with the mean of the two: this machine's speed drifts
+	// by ±25 % within minutes.
+	type run struct{ rate, fork float64 }
+	var runs []run
+	var forkBefore float64
+	if mode == "process" {
+		var err error
+		if forkBefore, err = forkExecRate(ctx, cfg.Jobs/2, cfg.Agents*cfg.Slots); err != nil {
+			return err
+		}
+	}
+	for range cfg.Rounds {
+		rate, err := throughputOnce(ctx, cfg, mode == "noop")
+		if err != nil {
+			return err
+		}
+		r := run{rate: rate}
+		if mode == "process" {
+			forkAfter, err := forkExecRate(ctx, cfg.Jobs/2, cfg.Agents*cfg.Slots)
+			if err != nil {
+				return err
+			}
+			r.fork = (forkBefore + forkAfter) / 2
+			forkBefore = forkAfter
+		}
+		runs = append(runs, r)
+	}
+	// Runs in order of their figure (ratio, or rate for noop); the
+	// median one is reported.
+	figure := func(r run) float64 {
+		if mode == "process" {
+			return r.rate / r.fork
+		}
+		return r.rate
+	}
+	slices.SortFunc(runs, func(a, b run) int { return cmp.Compare(figure(a), figure(b)) })
+	med := runs[len(runs)/2]
+	spread := ""
+	if len(runs) > 1 {
+		name := "jobs_per_sec"
+		format := "%s_min=%.0f %s_max=%.0f rounds=%d "
+		if mode == "process" {
+			name, format = "ratio", "%s_min=%.2f %s_max=%.2f rounds=%d "
+		}
+		spread = fmt.Sprintf(format, name, figure(runs[0]), name, figure(runs[len(runs)-1]), len(runs))
+	}
+	prefetch := strconv.Itoa(cfg.Prefetch)
+	if cfg.AdaptivePrefetch {
+		prefetch = "auto"
+	}
+	if mode == "noop" {
+		fmt.Fprintf(out, "result name=throughput mode=noop jobs_per_sec=%.0f %sjobs=%d agents=%d slots=%d prefetch=%s batch=%d presubmit=%t\n", med.rate, spread, cfg.Jobs, cfg.Agents, cfg.Slots, prefetch, cfg.Batch, cfg.Presubmit)
+		return nil
+	}
+	fmt.Fprintf(out, "result name=throughput mode=process jobs_per_sec=%.0f fork_exec_per_sec=%.0f ratio=%.2f %sjobs=%d agents=%d slots=%d prefetch=%s batch=%d presubmit=%t\n", med.rate, med.fork, med.rate/med.fork, spread, cfg.Jobs, cfg.Agents, cfg.Slots, prefetch, cfg.Batch, cfg.Presubmit)
+	return nil
+}
+
+func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop bool) (float64, error) {
+	n, submitters, batch, presubmit := cfg.Jobs, cfg.Submitters, cfg.Batch, cfg.Presubmit
+	rig, err := newBenchRig(ctx, rigConfig{agents: cfg.Agents, slots: cfg.Slots, prefetch: cfg.Prefetch, adaptive: cfg.AdaptivePrefetch,
+		noop: noop, hold: presubmit, pgStats: cfg.PGStats})
+	if err != nil {
+		return 0, err
+	}
+	defer rig.stop()
+	spec := &hodeiv1.JobSpec{Command: []string{"true"}}
+	cpuStart := cpu.Now()
+	start := time.Now()
+	var g errgroup.Group
+	batch = max(batch, 1)
+	chunks := make(chan int, n/batch+1) // sizes of the SubmitJobs calls
+	for left := n; left > 0; left -= batch {
+		chunks <- min(batch, left)
+	}
+	close(chunks)
+	for w := 0; w < submitters; w++ {
+		g.Go(func() error {
+			for size := range chunks {
+				if size == 1 {
+					if _, err := rig.jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec})); err != nil {
+						return err
+					}
+					continue
+				}
+				req := &hodeiv1.SubmitJobsRequest{}
+				for i := 0; i < size; i++ {
+					req.Specs = append(req.Specs, spec)
+				}
+				if _, err := rig.jobs.SubmitJobs(ctx, connect.NewRequest(req)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	if presubmit {
+		// Every job is in; the clock starts with the agents.
+		cpuStart, start = cpu.Now(), time.Now()
+		if err := rig.startAgents(ctx); err != nil {
+			return 0, err
+		}
+	}
+	end, err := awaitFinished(ctx, rig, n)
+	if err != nil {
+		return 0, err
+	}
+	elapsed := end.Sub(start)
+	rate := float64(n) / elapsed.Seconds()
+	if cfg.PGStats {
+		printPGStats(ctx, rig, cpuStart, elapsed, n)
+	}
+	return rate, nil
+}
+
+// awaitFinished waits until every one of the n jobs is final and returns
+// the last one's finish time.
+func awaitFinished(ctx context.Context, rig *benchRig, n int) (time.Time, error) {
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		// Asks whether any job is not yet final (a partial index holds
+		// just those), four times a second: the first one found answers,
+		// where a count read every unfinished job and, polled faster,
+		// loaded the database being measured. The end of the run is the
+		// last job's finish time, not the moment the poll noticed it.
+		const unfinished = "FROM jobs WHERE state IN ('queued', 'assigned', 'running', 'retrying')"
+		var busy bool
+		if err := rig.db.QueryRow(ctx, "SELECT EXISTS (SELECT 1 "+unfinished+")").Scan(&busy); err != nil {
+			return time.Time{}, err
+		}
+		if !busy {
+			break
+		}
+		if time.Now().After(deadline) {
+			var left int
+			if err := rig.db.QueryRow(ctx, "SELECT count(*) "+unfinished).Scan(&left); err != nil {
+				return time.Time{}, err
+			}
+			return time.Time{}, fmt.Errorf("%d of %d jobs not done", left, n)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	var end time.Time
+	if err := rig.db.QueryRow(ctx, "SELECT max(finished_at) FROM jobs").Scan(&end); err != nil {
+		return time.Time{}, err
+	}
+	return end, nil
+}
+
+func printPGStats(ctx context.Context, rig *benchRig, start cpu.Use, elapsed time.Duration, jobs int) {
+	used := cpu.Now().Sub(start)
+	perJob := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(jobs) }
+	self, children, pg := used.Self, used.Children, used.Postgres
+	fmt.Fprintf(os.Stderr, "cpu over %.1fs (%d cores = %.1fs): hodei (server, agents, client) %.1fs = %.0f µs/job, job processes %.1fs = %.0f µs/job, postgres %.1fs = %.0f µs/job\n",
+		elapsed.Seconds(), runtime.NumCPU(), float64(runtime.NumCPU())*elapsed.Seconds(),
+		self.Seconds(), perJob(self), children.Seconds(), perJob(children), pg.Seconds(), perJob(pg))
+	var walRecords, walFPI, walBytes int64
+	if rig.db.QueryRow(ctx, `SELECT wal_records, wal_fpi, wal_bytes::bigint FROM pg_stat_wal`).Scan(&walRecords, &walFPI, &walBytes) == nil {
+		fmt.Fprintf(os.Stderr, "wal since the cluster started: %.1f records/job, %.2f full pages/job, %.0f bytes/job\n",
+			float64(walRecords)/float64(jobs), float64(walFPI)/float64(jobs), float64(walBytes)/float64(jobs))
+	}
+	rows, err := rig.db.Query(ctx, `SELECT calls, round(total_exec_time)::bigint, round(total_plan_time)::bigint, round(max_exec_time)::bigint, rows, wal_bytes::bigint, left(regexp_replace(query, '\s+', ' ', 'g'), 100)
+		FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15`)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pg_stat_statements:", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var calls, ms, planMS, maxMS, nrows, wal int64
+		var q string
+		if rows.Scan(&calls, &ms, &planMS, &maxMS, &nrows, &wal, &q) == nil {
+			fmt.Fprintf(os.Stderr, "%8d calls %7d ms %6d ms planning %5d ms max %8d rows %6d KiB wal  %s\n", calls, ms, planMS, maxMS, nrows, wal>>10, q)
+		}
+	}
+}
+
+// forkExecRate runs n `true` processes with the given concurrency.
+func forkExecRate(ctx context.Context, n, concurrency int) (float64, error) {
+	start := time.Now()
+	var g errgroup.Group
+	g.SetLimit(concurrency)
+	for i := 0; i < n; i++ {
+		g.Go(func() error { return exec.CommandContext(ctx, "true").Run() })
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
