@@ -77,15 +77,7 @@ func runDev(ctx context.Context, args []string) error {
 	return platform.Run(ctx, log, pc)
 }
 
-// autoPrefetch bounds an adaptive prefetch (--prefetch auto). With a queue
-// of what a worker finished in the last 100 ms, at most 64, instead of half
-// that, at most 32, claims and result batches of `true` jobs held about
-// twice as many jobs and PostgreSQL's CPU per job fell by about a sixth
-// (bench throughput, alternating runs). The bound only matters for jobs
-// shorter than 100 ms divided by it (the window already bounds the wait
-// behind a queue); at 128 instead of 64 no-op mode ran about a tenth
-// faster (5 of 6 pairs), `true` jobs (about 50 per worker per 100 ms) the
-// same.
+// autoPrefetch bounds --prefetch auto: deep enough that very short jobs batch their claims and results.
 const autoPrefetch = 128
 
 // prefetchFlag is --prefetch: a number of jobs, or auto.
