@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/hodei-dev/hodei/internal/store/storetest"
+	"github.com/hodei-dev/hodei/internal/testbin"
 )
 
 // These tests run the real binary: `hodei server` on a fresh database,
@@ -25,28 +26,7 @@ import (
 
 var hodeiBin string
 
-func TestMain(m *testing.M) {
-	code := func() int {
-		if b := os.Getenv("HODEI_TEST_BINARY"); b != "" {
-			hodeiBin = b
-		} else {
-			dir, err := os.MkdirTemp("", "hodei-bin")
-			if err != nil {
-				panic(err)
-			}
-			defer os.RemoveAll(dir)
-			hodeiBin = filepath.Join(dir, "hodei")
-			build := exec.Command("go", "build", "-o", hodeiBin, ".")
-			build.Env = append(os.Environ(), "CGO_ENABLED=0") // static: Docker workers mount it
-			if out, err := build.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "build hodei: %v\n%s", err, out)
-				return 1
-			}
-		}
-		return storetest.Main(m)
-	}()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, &hodeiBin, storetest.Main)) }
 
 // serverProc is a `hodei server` subprocess on its database.
 type serverProc struct {

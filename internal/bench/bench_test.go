@@ -3,43 +3,21 @@ package bench_test
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hodei-dev/hodei/internal/bench"
+	"github.com/hodei-dev/hodei/internal/testbin"
 )
 
-// hodeiBin is the hodei binary the benches run as workers and jobs:
-// HODEI_TEST_BINARY, or built once here (static: Docker workers mount it).
+// hodeiBin is the hodei binary the benches run as workers and jobs.
 var hodeiBin string
 
-func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		if b := os.Getenv("HODEI_TEST_BINARY"); b != "" {
-			hodeiBin = b
-		} else {
-			dir, err := os.MkdirTemp("", "hodei-bin")
-			if err != nil {
-				panic(err)
-			}
-			defer os.RemoveAll(dir)
-			hodeiBin = filepath.Join(dir, "hodei")
-			build := exec.Command("go", "build", "-o", hodeiBin, "github.com/hodei-dev/hodei/cmd/hodei")
-			build.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := build.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "build hodei: %v\n%s", err, out)
-				return 1
-			}
-		}
-		return m.Run()
-	}())
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, &hodeiBin, (*testing.M).Run)) }
 
 // checkLines fails unless out has exactly one line per pattern, each
 // matching its pattern in order.

@@ -2,12 +2,10 @@ package docker_test
 
 import (
 	"context"
-	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +23,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/provider/docker"
 	"github.com/hodei-dev/hodei/internal/provider/providertest"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
+	"github.com/hodei-dev/hodei/internal/testbin"
 )
 
 // These tests run real agents in real containers of hodei-worker:dev
@@ -61,35 +60,8 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "build images: %v\n%s", err, out)
 			return 1
 		}
-		dir, err := os.MkdirTemp("", "hodei-bin")
-		if err != nil {
-			panic(err)
-		}
-		defer os.RemoveAll(dir)
-		hodeiBin = filepath.Join(dir, "hodei")
-		if b := os.Getenv("HODEI_TEST_BINARY"); b != "" && isStatic(b) {
-			hodeiBin = b
-		} else {
-			cmd := exec.Command("go", "build", "-o", hodeiBin, "github.com/hodei-dev/hodei/cmd/hodei")
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "build hodei: %v\n%s", err, out)
-				return 1
-			}
-		}
-		return storetest.Main(m)
+		return testbin.Main(m, &hodeiBin, storetest.Main)
 	}())
-}
-
-// isStatic reports whether path is an executable without an ELF
-// interpreter (one that runs in a scratch image).
-func isStatic(path string) bool {
-	f, err := elf.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	return !slices.ContainsFunc(f.Progs, func(p *elf.Prog) bool { return p.Type == elf.PT_INTERP })
 }
 
 // removeLeftovers removes containers of test processes that are gone.

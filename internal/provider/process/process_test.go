@@ -1,10 +1,7 @@
 package process_test
 
 import (
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,31 +9,13 @@ import (
 	"github.com/hodei-dev/hodei/internal/provider/process"
 	"github.com/hodei-dev/hodei/internal/provider/providertest"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
+	"github.com/hodei-dev/hodei/internal/testbin"
 )
 
-// hodeiBin is the agent binary: HODEI_TEST_BINARY, or built once here.
+// hodeiBin is the agent binary.
 var hodeiBin string
 
-func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		if b := os.Getenv("HODEI_TEST_BINARY"); b != "" {
-			hodeiBin = b
-		} else {
-			dir, err := os.MkdirTemp("", "hodei-bin")
-			if err != nil {
-				panic(err)
-			}
-			defer os.RemoveAll(dir)
-			hodeiBin = filepath.Join(dir, "hodei")
-			cmd := exec.Command("go", "build", "-o", hodeiBin, "github.com/hodei-dev/hodei/cmd/hodei")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "build hodei: %v\n%s", err, out)
-				return 1
-			}
-		}
-		return storetest.Main(m)
-	}())
-}
+func TestMain(m *testing.M) { os.Exit(testbin.Main(m, &hodeiBin, storetest.Main)) }
 
 func harness() providertest.Harness {
 	return providertest.Harness{
