@@ -42,12 +42,7 @@ func Logs(ctx context.Context, out io.Writer, cfg LogsConfig) error {
 	if err != nil {
 		return err
 	}
-	url, stopDB, err := benchDatabase(ctx, false)
-	if err != nil {
-		return err
-	}
-	defer stopDB()
-	addr, stop, err := startPlatform(ctx, platform.Config{DatabaseURL: url, MaxWorkers: 1, AgentBinary: self})
+	url, addr, stop, err := startBench(ctx, false, platform.Config{MaxWorkers: 1, AgentBinary: self})
 	if err != nil {
 		return err
 	}

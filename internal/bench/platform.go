@@ -99,6 +99,22 @@ func startPlatform(ctx context.Context, pc platform.Config) (addr string, stop f
 	}
 }
 
+// startBench starts a database (benchDatabase) and a platform on it
+// (startPlatform); stop stops both.
+func startBench(ctx context.Context, pgStats bool, pc platform.Config) (url, addr string, stop func(), err error) {
+	url, stopDB, err := benchDatabase(ctx, pgStats)
+	if err != nil {
+		return "", "", nil, err
+	}
+	pc.DatabaseURL = url
+	addr, stopPlatform, err := startPlatform(ctx, pc)
+	if err != nil {
+		stopDB()
+		return "", "", nil, err
+	}
+	return url, addr, func() { stopPlatform(); stopDB() }, nil
+}
+
 // hodeiBinary is binary, or else this executable: the hodei binary that
 // benches run as workers and jobs.
 func hodeiBinary(binary string) (string, error) {

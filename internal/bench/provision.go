@@ -34,12 +34,7 @@ func Provision(ctx context.Context, out io.Writer, cfg ProvisionConfig) error {
 	if err != nil {
 		return err
 	}
-	url, stopDB, err := benchDatabase(ctx, false)
-	if err != nil {
-		return err
-	}
-	defer stopDB()
-	addr, stop, err := startPlatform(ctx, platform.Config{DatabaseURL: url})
+	url, addr, stop, err := startBench(ctx, false, platform.Config{})
 	if err != nil {
 		return err
 	}

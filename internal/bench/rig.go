@@ -46,16 +46,11 @@ type rigConfig struct {
 // agent is connected; with hold, the agents are registered but not
 // started (startAgents starts them).
 func newBenchRig(ctx context.Context, rc rigConfig) (*benchRig, error) {
-	url, stopDB, err := benchDatabase(ctx, rc.pgStats)
+	url, addr, stopBench, err := startBench(ctx, rc.pgStats, platform.Config{})
 	if err != nil {
 		return nil, err
 	}
 	log := platform.NewLogger(io.Discard)
-	addr, stopPlatform, err := startPlatform(ctx, platform.Config{DatabaseURL: url})
-	if err != nil {
-		stopDB()
-		return nil, err
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	r := &benchRig{addr: addr}
 	var g errgroup.Group
@@ -63,14 +58,13 @@ func newBenchRig(ctx context.Context, rc rigConfig) (*benchRig, error) {
 	r.stop = func() {
 		cancel()
 		g.Wait() //nolint:errcheck
-		stopPlatform()
 		if r.store != nil {
 			r.store.Close()
 		}
 		if r.db != nil {
 			r.db.Close()
 		}
-		stopDB()
+		stopBench()
 	}
 	if r.store, err = store.Open(ctx, store.Config{URL: url}); err != nil {
 		r.stop()
