@@ -165,23 +165,28 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 		local.TerminateAll(tctx)
 	}
 	if pc.StopAllWorkers {
-		for _, p := range providers {
-			insts, err := p.List(tctx)
-			if err != nil {
-				log.Warn("stop workers", "provider", p.Name(), "err", err)
-				continue
-			}
-			for _, in := range insts {
-				if err := p.Terminate(tctx, in.Handle); err != nil {
-					log.Warn("stop worker", "provider", p.Name(), "worker_id", in.WorkerID, "err", err)
-				}
-			}
-		}
+		stopWorkers(tctx, log, providers)
 	}
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
+}
+
+// stopWorkers terminates every worker of the providers.
+func stopWorkers(ctx context.Context, log *slog.Logger, providers []provider.Provider) {
+	for _, p := range providers {
+		insts, err := p.List(ctx)
+		if err != nil {
+			log.Warn("stop workers", "provider", p.Name(), "err", err)
+			continue
+		}
+		for _, in := range insts {
+			if err := p.Terminate(ctx, in.Handle); err != nil {
+				log.Warn("stop worker", "provider", p.Name(), "worker_id", in.WorkerID, "err", err)
+			}
+		}
+	}
 }
 
 // newDockerProvider builds the Docker provider and registers it.
