@@ -8,10 +8,11 @@
 // on the channel "hodei_events" with an empty payload. The events of one
 // Publish (up to 65,536) are one row of event_batches, each event an
 // element of its arrays with its own id (first_id, first_id + 1, ...); the
-// view "events" lists one row per event. One row per publish instead of
-// one per event cut PostgreSQL's CPU per no-op job by about a fifth. PostgreSQL delivers
-// the NOTIFY only on commit, so a rolled-back transaction publishes
-// nothing; identical NOTIFYs of one transaction are folded into one.
+// view "events" lists one row per event. A row per publish, not per
+// event, keeps a claim or a result batch of many jobs at one heap row and
+// one entry per index. PostgreSQL delivers the NOTIFY only on commit, so a
+// rolled-back transaction publishes nothing; identical NOTIFYs of one
+// transaction are folded into one.
 //
 // # Order
 //
