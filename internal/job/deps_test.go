@@ -18,9 +18,11 @@ func deps(t *testing.T, pkg string) []string {
 	return strings.Fields(string(out))
 }
 
-// TestImportRules keeps the layering of STYLE.md: the domain imports
-// nothing; the agent never touches the database; providers do not import
-// each other.
+// TestImportRules keeps the layering: the domain imports nothing of
+// ours and its proto mapping only the generated API; the agent never
+// touches the database, the bus or the server; providers do not import
+// each other; the event bus knows nothing of the server, the scheduler or
+// the domain; the scheduler and the server do not import each other.
 func TestImportRules(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs go list")
