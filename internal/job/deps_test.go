@@ -19,10 +19,11 @@ func deps(t *testing.T, pkg string) []string {
 }
 
 // TestImportRules keeps the layering: the domain imports nothing of
-// ours and its proto mapping only the generated API; the agent never
-// touches the database, the bus or the server; providers do not import
-// each other; the event bus knows nothing of the server, the scheduler or
-// the domain; the scheduler and the server do not import each other.
+// ours, and its proto mapping nothing of the store, the server or the bus;
+// the agent never touches the database, the bus or the server; providers
+// do not import each other; the event bus knows nothing of the server, the
+// scheduler or the domain; the scheduler and the server do not import each
+// other, nor the server the autoscaler.
 func TestImportRules(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs go list")
