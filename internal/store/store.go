@@ -301,7 +301,8 @@ func (s *Store) LockSession(ctx context.Context, key int64) (*pgx.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The lock belongs to this session: never give it back to the pool.
+	// The lock belongs to the connection's PostgreSQL session: the
+	// connection never goes back to the pool.
 	c := conn.Hijack()
 	var got bool
 	if err := c.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", key).Scan(&got); err != nil || !got {
