@@ -13,13 +13,12 @@ import (
 // jobEvents are the events that can change how many jobs wait.
 var jobEvents = []string{"JobCreated", "JobAssigned", "JobStarted", "JobCompleted", "JobFailed", "JobCancelled", "JobRetryScheduled", "JobRetryExhausted"}
 
-// countShare is the most of its time the queue-depth duty spends counting:
-// with a deep queue a count reads every waiting job (100,000 of them took
-// about 120 ms), and counting twice a second then cost a tenth of a core.
+// countShare bounds the share of its time the queue-depth duty spends
+// counting: with a deep queue a count reads every waiting job.
 const countShare = 20
 
-// countPause is how long the queue-depth duty waits after a count that
-// took took before it may count again: the debounce interval, or longer
+// countPause is how long the queue-depth duty waits, after a count that
+// lasted took, before it may count again: the debounce interval, or longer
 // when counts are slow, so that counting takes at most about 1/countShare
 // of the duty's time.
 func countPause(debounce, took time.Duration) time.Duration {

@@ -272,9 +272,8 @@ func (b *resultBatch) write(ctx context.Context, later db.DBTX) error {
 	// The statement joins the rows with the batch. A nested loop
 	// would rescan the whole batch for each row: quadratic, and it is
 	// the plan PostgreSQL caches for a table that was nearly empty and
-	// never analyzed when the statement was first planned (a fresh
-	// install under load: 270 ms for one batch of 744 results). So the
-	// join is a hash join, whatever the statistics say.
+	// never analyzed when the statement was first planned. So the join
+	// is a hash join, whatever the statistics say.
 	if _, err := later.Exec(ctx, "set local enable_nestloop = off"); err != nil {
 		return err
 	}

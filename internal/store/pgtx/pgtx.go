@@ -5,13 +5,11 @@
 // Those transactions run without sequential scans. Their statements' plans
 // are cached per connection (generic plans), often made while the tables
 // are nearly empty and their statistics stale: a sequential scan chosen
-// for 100 attempts was still used at 100,000 (8 ms per batch), and one
-// chosen for a one-row events table read the whole log at every read
-// (233 ms at 200,000 events). Every statement sent this way has an index to
-// use, and a plan made with sequential scans off stays right as the tables
-// grow. (Planning every execution instead cost a quarter of PostgreSQL's
-// CPU at small batches; turning sequential scans off for the whole pool
-// slowed other, rarer queries.)
+// for a hundred rows is still used at a hundred thousand. Every statement
+// sent this way has an index to use, and a plan made with sequential scans
+// off stays right as the tables grow. (Planning every execution instead,
+// or turning sequential scans off for the whole pool, cost more; see
+// docs/performance.md.)
 package pgtx
 
 import (
