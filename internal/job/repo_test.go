@@ -4,8 +4,10 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -75,6 +77,28 @@ func TestNoHubs(t *testing.T) {
 			n := fs.Position(fn.End()).Line - fs.Position(fn.Pos()).Line + 1
 			if n > maxFuncLines && !longFuncs[f+":"+fn.Name.Name] {
 				t.Errorf("%s: func %s is %d lines, more than %d", f, fn.Name.Name, n, maxFuncLines)
+			}
+		}
+	}
+}
+
+// TestTextSpeaksOfTheProduct: no tracked text tells how the code was
+// developed; history lives in git and in docs/performance.md by date and
+// commit.
+func TestTextSpeaksOfTheProduct(t *testing.T) {
+	if testing.Short() {
+		t.Skip("reads the repository")
+	}
+	banned := regexp.MustCompile(`(?i)\bsess[i]on [0-9]|th[i]s session|earlier in the sess[i]on|later [i]ssues?\b`)
+	root, files := repoFiles(t, ".go", ".md", ".sh", ".proto", ".sql", ".yml", ".yaml", "Makefile", ".ci/run")
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			if banned.MatchString(line) {
+				t.Errorf("%s:%d: %s", f, i+1, strings.TrimSpace(line))
 			}
 		}
 	}
