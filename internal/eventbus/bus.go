@@ -57,7 +57,7 @@ type SubscriberConfig struct {
 }
 
 // Bus connects publishers' NOTIFYs to subscribers. Register subscribers
-// with Subscribe before Run.
+// with Subscribe before Run, or run them with RunSubscriber while it runs.
 type Bus struct {
 	pool *pgxpool.Pool
 	q    *db.Queries
@@ -99,6 +99,45 @@ func NewBus(pool *pgxpool.Pool, cfg Config) *Bus {
 // Subscribe registers a durable subscriber. It panics after Run started or
 // on a duplicate name: both are wiring bugs.
 func (b *Bus) Subscribe(cfg SubscriberConfig, h Handler) {
+	s := b.newSubscriber(cfg, h)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.running {
+		panic("eventbus: Subscribe after Run")
+	}
+	if err := b.register(s); err != nil {
+		panic("eventbus: " + err.Error())
+	}
+	b.subs = append(b.subs, s)
+}
+
+// RunSubscriber runs a durable subscriber in the caller's goroutine until
+// ctx ends (then it returns nil): for subscribers that come and go while
+// the bus runs, where Subscribe registers them for the life of Run. Its
+// notifications come from Run's listener, so call it while Run runs. No
+// other subscriber of this bus may have its name while it runs. When it
+// returns, its metric series are removed, so that the series of
+// subscribers that came and went do not pile up.
+func (b *Bus) RunSubscriber(ctx context.Context, cfg SubscriberConfig, h Handler) error {
+	s := b.newSubscriber(cfg, h)
+	b.mu.Lock()
+	err := b.register(s)
+	b.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		b.mu.Lock()
+		delete(b.byName, s.cfg.Name)
+		delete(b.wakers, s.wake)
+		b.mu.Unlock()
+		b.cfg.Metrics.forget(s.cfg.Name)
+	}()
+	return s.run(ctx)
+}
+
+// withDefaults fills in the documented defaults of a SubscriberConfig.
+func (cfg SubscriberConfig) withDefaults() SubscriberConfig {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 500
 	}
@@ -111,24 +150,37 @@ func (b *Bus) Subscribe(cfg SubscriberConfig, h Handler) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 10 * time.Second
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.running {
-		panic("eventbus: Subscribe after Run")
-	}
-	if _, dup := b.byName[cfg.Name]; dup || cfg.Name == "" {
-		panic(fmt.Sprintf("eventbus: bad or duplicate subscriber name %q", cfg.Name))
-	}
-	s := &subscriber{bus: b, cfg: cfg, h: h, wake: make(chan struct{}, 1)}
+	return cfg
+}
+
+func (b *Bus) newSubscriber(cfg SubscriberConfig, h Handler) *subscriber {
+	cfg = cfg.withDefaults()
+	s := &subscriber{bus: b, cfg: cfg, h: h, m: b.cfg.Metrics, wake: make(chan struct{}, 1)}
 	if len(cfg.Types) > 0 {
 		s.types = map[string]bool{}
 		for _, t := range cfg.Types {
 			s.types[t] = true
 		}
 	}
-	b.subs = append(b.subs, s)
-	b.byName[cfg.Name] = s
+	return s
+}
+
+// register names s on the bus and lets notifications wake it; b.mu is
+// held.
+func (b *Bus) register(s *subscriber) error {
+	if _, dup := b.byName[s.cfg.Name]; dup || s.cfg.Name == "" {
+		return fmt.Errorf("bad or duplicate subscriber name %q", s.cfg.Name)
+	}
+	b.byName[s.cfg.Name] = s
 	b.wakers[s.wake] = struct{}{}
+	return nil
+}
+
+// registered returns the subscriber of that name this bus runs, or nil.
+func (b *Bus) registered(name string) *subscriber {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.byName[name]
 }
 
 // Run listens for notifications and runs every subscriber until ctx ends.

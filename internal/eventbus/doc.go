@@ -47,6 +47,12 @@
 // (backpressure is the subscriber's lag, exported as a metric), never the
 // publishers.
 //
+// Subscribe registers subscribers that live as long as Run; RunSubscriber
+// runs one that comes and goes while the bus runs (one per webhook), in
+// the caller's goroutine, and removes its metric series when it stops.
+// ReplayWith replays a dead letter of a subscriber that may run in another
+// process, with the caller's handler and number of attempts.
+//
 // The lag gauge is set to 0 whenever a subscriber has handled everything
 // it may read; while it works through a backlog it counts the events after
 // its cursor at most once a second.

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/store/db"
@@ -52,6 +53,13 @@ func (e Event) decoded() (Event, error) {
 	}
 	e.Payload, e.raw = p, nil
 	return e, nil
+}
+
+// Proto returns the event as its API message, with Payload as it is (a
+// lazy tail's event has none until it is decoded).
+func (e Event) Proto() *hodeiv1.Event {
+	return &hodeiv1.Event{Id: e.ID, Type: e.Type, AggregateKind: e.AggregateKind, AggregateId: e.AggregateID,
+		Time: timestamppb.New(e.Time), CorrelationId: e.CorrelationID, Payload: e.Payload}
 }
 
 // New returns an event about an aggregate with the given payload; the

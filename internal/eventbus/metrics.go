@@ -82,3 +82,17 @@ func (m *Metrics) lag(sub string, n int64) {
 		m.subscriberLag.WithLabelValues(sub).Set(float64(n))
 	}
 }
+
+// forget removes the series of a subscriber that stopped.
+func (m *Metrics) forget(sub string) {
+	if m == nil {
+		return
+	}
+	bySub := prometheus.Labels{"subscriber": sub}
+	m.delivered.DeletePartialMatch(bySub)
+	m.failures.DeletePartialMatch(bySub)
+	m.deadLetters.DeletePartialMatch(bySub)
+	m.latency.DeleteLabelValues(sub)
+	m.subscriberLag.DeleteLabelValues(sub)
+	m.heldBack.DeleteLabelValues(sub)
+}

@@ -13,6 +13,7 @@ type subscriber struct {
 	bus   *Bus
 	cfg   SubscriberConfig
 	h     Handler
+	m     *Metrics // the bus's; nil for a replay of a subscriber run elsewhere
 	types map[string]bool
 	wake  chan struct{}
 	// handling serialises handler calls of the run loop and of Replay.
@@ -55,7 +56,7 @@ func (s *subscriber) run(ctx context.Context) error {
 			retry = p.failed("subscriber read failed", err, "subscriber", s.cfg.Name)
 		} else {
 			if held {
-				s.bus.cfg.Metrics.held(s.cfg.Name)
+				s.m.held(s.cfg.Name)
 			}
 			retry = p.read(held)
 		}
@@ -98,7 +99,7 @@ func (s *subscriber) drain(ctx context.Context) (heldBack bool, err error) {
 			return false, err
 		}
 		if len(events) == 0 {
-			s.bus.cfg.Metrics.lag(s.cfg.Name, 0)
+			s.m.lag(s.cfg.Name, 0)
 			return held, nil
 		}
 		for _, e := range events {
@@ -117,7 +118,7 @@ func (s *subscriber) drain(ctx context.Context) (heldBack bool, err error) {
 			return false, fmt.Errorf("advance cursor: %w", err)
 		}
 		if held || !more {
-			s.bus.cfg.Metrics.lag(s.cfg.Name, 0)
+			s.m.lag(s.cfg.Name, 0)
 			return held, nil
 		}
 		s.countLag(ctx)
@@ -127,7 +128,7 @@ func (s *subscriber) drain(ctx context.Context) (heldBack bool, err error) {
 // countLag sets the lag gauge of a subscriber that is behind, at most
 // once per lagRefresh. A caught-up subscriber sets it to 0 without a query.
 func (s *subscriber) countLag(ctx context.Context) {
-	if s.bus.cfg.Metrics == nil || time.Since(s.lagAt) < lagRefresh {
+	if s.m == nil || time.Since(s.lagAt) < lagRefresh {
 		return
 	}
 	s.lagAt = time.Now()
@@ -136,17 +137,32 @@ func (s *subscriber) countLag(ctx context.Context) {
 		s.bus.log.Debug("count subscriber lag", "subscriber", s.cfg.Name, "err", err)
 		return
 	}
-	s.bus.cfg.Metrics.lag(s.cfg.Name, n)
+	s.m.lag(s.cfg.Name, n)
+}
+
+// retryPolicy is how often and how patiently a handler is called for one
+// event before it is parked.
+type retryPolicy struct {
+	attempts         int
+	initial, maxWait time.Duration
+}
+
+func (cfg SubscriberConfig) policy() retryPolicy {
+	return retryPolicy{attempts: cfg.MaxAttempts, initial: cfg.InitialBackoff, maxWait: cfg.MaxBackoff}
 }
 
 // deliver calls the handler until it succeeds (handled) or MaxAttempts is
 // reached, then parks the event. It only returns an error when ctx ends or
 // the dead letter cannot be stored.
 func (s *subscriber) deliver(ctx context.Context, e Event) (handled bool, err error) {
-	m := s.bus.cfg.Metrics
-	delay := s.cfg.InitialBackoff
+	return s.deliverWith(ctx, e, s.cfg.policy())
+}
+
+// deliverWith is deliver with the given policy.
+func (s *subscriber) deliverWith(ctx context.Context, e Event, p retryPolicy) (handled bool, err error) {
+	delay := p.initial
 	var herr error
-	for attempt := 1; attempt <= s.cfg.MaxAttempts; attempt++ {
+	for attempt := 1; attempt <= p.attempts; attempt++ {
 		if herr = s.call(ctx, e); herr == nil {
 			return true, nil
 		}
@@ -154,7 +170,7 @@ func (s *subscriber) deliver(ctx context.Context, e Event) (handled bool, err er
 			return false, ctx.Err()
 		}
 		s.bus.log.Warn("event handler failed", "subscriber", s.cfg.Name, "event_id", e.ID, "type", e.Type, "attempt", attempt, "err", herr)
-		if attempt == s.cfg.MaxAttempts {
+		if attempt == p.attempts {
 			break
 		}
 		select {
@@ -162,10 +178,10 @@ func (s *subscriber) deliver(ctx context.Context, e Event) (handled bool, err er
 			return false, ctx.Err()
 		case <-time.After(jitter(delay)):
 		}
-		delay = min(delay*2, s.cfg.MaxBackoff)
+		delay = min(delay*2, p.maxWait)
 	}
-	m.deadLettered(s.cfg.Name, e)
-	if err := s.park(ctx, e, s.cfg.MaxAttempts, herr.Error()); err != nil {
+	s.m.deadLettered(s.cfg.Name, e)
+	if err := s.park(ctx, e, p.attempts, herr.Error()); err != nil {
 		return false, err
 	}
 	s.bus.log.Error("event dead-lettered", "subscriber", s.cfg.Name, "event_id", e.ID, "type", e.Type, "err", herr)
@@ -179,7 +195,7 @@ func (s *subscriber) call(ctx context.Context, e Event) error {
 	defer s.handling.Unlock()
 	start := time.Now()
 	err := s.h(ctx, e)
-	s.bus.cfg.Metrics.handled(s.cfg.Name, e, time.Since(start), err)
+	s.m.handled(s.cfg.Name, e, time.Since(start), err)
 	return err
 }
 

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
-
-	"github.com/hodei-dev/hodei/internal/store/db"
 )
 
 // Filter selects events of a live tail; empty fields match everything.
@@ -153,89 +150,6 @@ func (f Filter) deliver(events []Event, c *Cursor, fn func(Event) error) error {
 				return err
 			}
 		}
-	}
-	return nil
-}
-
-// DeadLetter is a parked event.
-type DeadLetter struct {
-	ID         int64
-	Subscriber string
-	Event      Event
-	Attempts   int
-	LastError  string
-	ParkedAt   time.Time
-}
-
-// ListDeadLetters lists parked events, oldest first; subscriber "" = all.
-func (b *Bus) ListDeadLetters(ctx context.Context, subscriber string, limit int) ([]DeadLetter, error) {
-	if limit <= 0 {
-		limit = 100
-	}
-	rows, err := b.q.ListDeadLetters(ctx, db.ListDeadLettersParams{Subscriber: subscriber, MaxRows: int32(limit)})
-	if err != nil {
-		return nil, fmt.Errorf("list dead letters: %w", err)
-	}
-	out := make([]DeadLetter, 0, len(rows))
-	for _, r := range rows {
-		e, err := row{FirstID: r.FirstID, Xid: r.Xid, Types: r.Types, AggregateKinds: r.AggregateKinds, AggregateIds: r.AggregateIds,
-			CorrelationIds: r.CorrelationIds, CreatedAt: r.CreatedAt, Payloads: r.Payloads}.decodedEvent(r.EventID)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, DeadLetter{ID: r.ID, Subscriber: r.Subscriber, Event: e, Attempts: int(r.Attempts), LastError: r.LastError, ParkedAt: r.ParkedAt})
-	}
-	return out, nil
-}
-
-// ErrUnknownSubscriber is returned by Replay when the dead letter's
-// subscriber is not registered on this bus.
-var ErrUnknownSubscriber = errors.New("subscriber not registered in this process")
-
-// ErrStillFailing is returned by Replay when the handler failed again and
-// the event was parked again.
-var ErrStillFailing = errors.New("handler failed again; event parked again")
-
-// Replay re-delivers a parked event to its subscriber's handler, with the
-// subscriber's retry policy; if it fails again it is parked again and
-// Replay returns ErrStillFailing. Replay may run while the bus runs: the
-// subscriber's handler is still called one event at a time.
-func (b *Bus) Replay(ctx context.Context, deadLetterID int64) error {
-	b.mu.Lock()
-	byName := b.byName
-	b.mu.Unlock()
-	var sub *subscriber
-	var ev Event
-	err := pgxBeginFunc(ctx, b, func(q *db.Queries) error {
-		now := b.cfg.Now()
-		r, err := q.TakeDeadLetter(ctx, db.TakeDeadLetterParams{ID: deadLetterID, Now: &now})
-		if err != nil {
-			return fmt.Errorf("dead letter %d: %w", deadLetterID, err)
-		}
-		if sub = byName[r.Subscriber]; sub == nil {
-			return fmt.Errorf("dead letter %d: %q: %w", deadLetterID, r.Subscriber, ErrUnknownSubscriber)
-		}
-		er, err := q.GetEvent(ctx, r.EventID)
-		if err != nil {
-			return fmt.Errorf("dead letter %d: event %d: %w", deadLetterID, r.EventID, err)
-		}
-		ev, err = row(er).decodedEvent(r.EventID)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	handled, err := sub.deliver(ctx, ev)
-	if err != nil {
-		// Interrupted: the dead letter is already taken, so park it again
-		// rather than lose it.
-		if perr := sub.park(context.WithoutCancel(ctx), ev, 0, "replay interrupted: "+err.Error()); perr != nil {
-			return fmt.Errorf("replay dead letter %d: %w (and %w)", deadLetterID, err, perr)
-		}
-		return fmt.Errorf("replay dead letter %d: %w", deadLetterID, err)
-	}
-	if !handled {
-		return fmt.Errorf("replay dead letter %d: %w", deadLetterID, ErrStillFailing)
 	}
 	return nil
 }

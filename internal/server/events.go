@@ -14,11 +14,6 @@ import (
 
 type eventService struct{ s *Server }
 
-func eventToProto(e eventbus.Event) *hodeiv1.Event {
-	return &hodeiv1.Event{Id: e.ID, Type: e.Type, AggregateKind: e.AggregateKind, AggregateId: e.AggregateID,
-		Time: timestamppb.New(e.Time), CorrelationId: e.CorrelationID, Payload: e.Payload}
-}
-
 func (h eventService) Subscribe(ctx context.Context, req *connect.Request[hodeiv1.SubscribeRequest], stream *connect.ServerStream[hodeiv1.SubscribeResponse]) error {
 	m := req.Msg
 	f := eventbus.Filter{Types: m.Types, AggregateKind: m.AggregateKind, AggregateID: m.AggregateId}
@@ -26,7 +21,7 @@ func (h eventService) Subscribe(ctx context.Context, req *connect.Request[hodeiv
 		return connectError(&job.FieldError{Field: "types", Rule: err.Error()})
 	}
 	err := h.s.bus.Tail(ctx, m.AfterId, f, func(e eventbus.Event) error {
-		return stream.Send(&hodeiv1.SubscribeResponse{Event: eventToProto(e)})
+		return stream.Send(&hodeiv1.SubscribeResponse{Event: e.Proto()})
 	})
 	if err != nil && ctx.Err() == nil {
 		return connectError(err)
@@ -41,7 +36,7 @@ func (h eventService) ListDeadLetters(ctx context.Context, req *connect.Request[
 	}
 	resp := &hodeiv1.ListDeadLettersResponse{}
 	for _, d := range dls {
-		resp.DeadLetters = append(resp.DeadLetters, &hodeiv1.DeadLetter{Id: d.ID, Subscriber: d.Subscriber, Event: eventToProto(d.Event),
+		resp.DeadLetters = append(resp.DeadLetters, &hodeiv1.DeadLetter{Id: d.ID, Subscriber: d.Subscriber, Event: d.Event.Proto(),
 			Attempts: int32(d.Attempts), LastError: d.LastError, ParkedAt: timestamppb.New(d.ParkedAt)})
 	}
 	return connect.NewResponse(resp), nil
