@@ -526,6 +526,8 @@ type EventPayload struct {
 	//	*EventPayload_MetricsCollected
 	//	*EventPayload_LogBatchSent
 	//	*EventPayload_LogBatchDropped
+	//	*EventPayload_WebhookCreated
+	//	*EventPayload_WebhookDeleted
 	Kind          isEventPayload_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -847,6 +849,24 @@ func (x *EventPayload) GetLogBatchDropped() *LogBatchDropped {
 	return nil
 }
 
+func (x *EventPayload) GetWebhookCreated() *WebhookCreated {
+	if x != nil {
+		if x, ok := x.Kind.(*EventPayload_WebhookCreated); ok {
+			return x.WebhookCreated
+		}
+	}
+	return nil
+}
+
+func (x *EventPayload) GetWebhookDeleted() *WebhookDeleted {
+	if x != nil {
+		if x, ok := x.Kind.(*EventPayload_WebhookDeleted); ok {
+			return x.WebhookDeleted
+		}
+	}
+	return nil
+}
+
 type isEventPayload_Kind interface {
 	isEventPayload_Kind()
 }
@@ -975,6 +995,14 @@ type EventPayload_LogBatchDropped struct {
 	LogBatchDropped *LogBatchDropped `protobuf:"bytes,31,opt,name=log_batch_dropped,json=logBatchDropped,proto3,oneof"`
 }
 
+type EventPayload_WebhookCreated struct {
+	WebhookCreated *WebhookCreated `protobuf:"bytes,32,opt,name=webhook_created,json=webhookCreated,proto3,oneof"`
+}
+
+type EventPayload_WebhookDeleted struct {
+	WebhookDeleted *WebhookDeleted `protobuf:"bytes,33,opt,name=webhook_deleted,json=webhookDeleted,proto3,oneof"`
+}
+
 func (*EventPayload_JobCreated) isEventPayload_Kind() {}
 
 func (*EventPayload_JobCreateFailed) isEventPayload_Kind() {}
@@ -1036,6 +1064,10 @@ func (*EventPayload_MetricsCollected) isEventPayload_Kind() {}
 func (*EventPayload_LogBatchSent) isEventPayload_Kind() {}
 
 func (*EventPayload_LogBatchDropped) isEventPayload_Kind() {}
+
+func (*EventPayload_WebhookCreated) isEventPayload_Kind() {}
+
+func (*EventPayload_WebhookDeleted) isEventPayload_Kind() {}
 
 type JobCreated struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1121,6 +1153,8 @@ func (x *JobCreated) GetLabels() map[string]string {
 	return nil
 }
 
+// Reserved: not published. A rejected submission writes nothing, events
+// included; its caller gets the error.
 type JobCreateFailed struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Reason         string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -2475,6 +2509,7 @@ func (x *AutoScalingTriggered) GetDemand() int64 {
 	return 0
 }
 
+// Reserved: not published yet; the secrets feature will publish it.
 type SecretInjected struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -2535,6 +2570,7 @@ func (x *SecretInjected) GetNames() []string {
 	return nil
 }
 
+// Reserved: not published yet; the secrets feature will publish it.
 type SecretAccessAudited struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -2595,6 +2631,8 @@ func (x *SecretAccessAudited) GetActor() string {
 	return ""
 }
 
+// Reserved: not published yet; workers enroll with bootstrap tokens, and
+// the certificate rotation of mutual TLS will publish it.
 type CertificateRotated struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
@@ -2647,6 +2685,8 @@ func (x *CertificateRotated) GetNotAfter() *timestamppb.Timestamp {
 	return nil
 }
 
+// Reserved: not published yet; the certificate rotation of mutual TLS will
+// publish it.
 type CertificateExpiring struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
@@ -2699,6 +2739,8 @@ func (x *CertificateExpiring) GetNotAfter() *timestamppb.Timestamp {
 	return nil
 }
 
+// Reserved: not published yet; the certificate rotation of mutual TLS will
+// publish it.
 type RotationFailed struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
@@ -2751,6 +2793,8 @@ func (x *RotationFailed) GetReason() string {
 	return ""
 }
 
+// Reserved: not published. Metrics are scraped from /metrics; nothing
+// collects them into events.
 type MetricsCollected struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Series        int64                  `protobuf:"varint,1,opt,name=series,proto3" json:"series,omitempty"`
@@ -2933,6 +2977,114 @@ func (x *LogBatchDropped) GetLines() int64 {
 	return 0
 }
 
+// WebhookCreated: a webhook was added; its deliveries start after this
+// event.
+type WebhookCreated struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Types         []string               `protobuf:"bytes,2,rep,name=types,proto3" json:"types,omitempty"`
+	Labels        map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebhookCreated) Reset() {
+	*x = WebhookCreated{}
+	mi := &file_hodei_v1_event_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookCreated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookCreated) ProtoMessage() {}
+
+func (x *WebhookCreated) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_event_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookCreated.ProtoReflect.Descriptor instead.
+func (*WebhookCreated) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_event_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *WebhookCreated) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WebhookCreated) GetTypes() []string {
+	if x != nil {
+		return x.Types
+	}
+	return nil
+}
+
+func (x *WebhookCreated) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+// WebhookDeleted: a webhook was removed with its failed deliveries;
+// delivery to it stops.
+type WebhookDeleted struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WebhookDeleted) Reset() {
+	*x = WebhookDeleted{}
+	mi := &file_hodei_v1_event_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WebhookDeleted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WebhookDeleted) ProtoMessage() {}
+
+func (x *WebhookDeleted) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_event_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WebhookDeleted.ProtoReflect.Descriptor instead.
+func (*WebhookDeleted) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_event_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *WebhookDeleted) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 var File_hodei_v1_event_proto protoreflect.FileDescriptor
 
 const file_hodei_v1_event_proto_rawDesc = "" +
@@ -2973,7 +3125,7 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"\faggregate_id\x18\x04 \x01(\tR\vaggregateId\x12.\n" +
 	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12%\n" +
 	"\x0ecorrelation_id\x18\x06 \x01(\tR\rcorrelationId\x120\n" +
-	"\apayload\x18\a \x01(\v2\x16.hodei.v1.EventPayloadR\apayload\"\xd8\x12\n" +
+	"\apayload\x18\a \x01(\v2\x16.hodei.v1.EventPayloadR\apayload\"\xe2\x13\n" +
 	"\fEventPayload\x127\n" +
 	"\vjob_created\x18\x01 \x01(\v2\x14.hodei.v1.JobCreatedH\x00R\n" +
 	"jobCreated\x12G\n" +
@@ -3009,7 +3161,9 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"\x0frotation_failed\x18\x1c \x01(\v2\x18.hodei.v1.RotationFailedH\x00R\x0erotationFailed\x12I\n" +
 	"\x11metrics_collected\x18\x1d \x01(\v2\x1a.hodei.v1.MetricsCollectedH\x00R\x10metricsCollected\x12>\n" +
 	"\x0elog_batch_sent\x18\x1e \x01(\v2\x16.hodei.v1.LogBatchSentH\x00R\flogBatchSent\x12G\n" +
-	"\x11log_batch_dropped\x18\x1f \x01(\v2\x19.hodei.v1.LogBatchDroppedH\x00R\x0flogBatchDroppedB\x06\n" +
+	"\x11log_batch_dropped\x18\x1f \x01(\v2\x19.hodei.v1.LogBatchDroppedH\x00R\x0flogBatchDropped\x12C\n" +
+	"\x0fwebhook_created\x18  \x01(\v2\x18.hodei.v1.WebhookCreatedH\x00R\x0ewebhookCreated\x12C\n" +
+	"\x0fwebhook_deleted\x18! \x01(\v2\x18.hodei.v1.WebhookDeletedH\x00R\x0ewebhookDeletedB\x06\n" +
 	"\x04kind\"\xf2\x01\n" +
 	"\n" +
 	"JobCreated\x12\x15\n" +
@@ -3153,7 +3307,16 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"\x0fLogBatchDropped\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x14\n" +
-	"\x05lines\x18\x03 \x01(\x03R\x05lines2\x89\x02\n" +
+	"\x05lines\x18\x03 \x01(\x03R\x05lines\"\xb3\x01\n" +
+	"\x0eWebhookCreated\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05types\x18\x02 \x03(\tR\x05types\x12<\n" +
+	"\x06labels\x18\x03 \x03(\v2$.hodei.v1.WebhookCreated.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"$\n" +
+	"\x0eWebhookDeleted\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name2\x89\x02\n" +
 	"\fEventService\x12F\n" +
 	"\tSubscribe\x12\x1a.hodei.v1.SubscribeRequest\x1a\x1b.hodei.v1.SubscribeResponse0\x01\x12V\n" +
 	"\x0fListDeadLetters\x12 .hodei.v1.ListDeadLettersRequest\x1a!.hodei.v1.ListDeadLettersResponse\x12Y\n" +
@@ -3171,7 +3334,7 @@ func file_hodei_v1_event_proto_rawDescGZIP() []byte {
 	return file_hodei_v1_event_proto_rawDescData
 }
 
-var file_hodei_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_hodei_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_hodei_v1_event_proto_goTypes = []any{
 	(*SubscribeRequest)(nil),         // 0: hodei.v1.SubscribeRequest
 	(*SubscribeResponse)(nil),        // 1: hodei.v1.SubscribeResponse
@@ -3213,20 +3376,23 @@ var file_hodei_v1_event_proto_goTypes = []any{
 	(*MetricsCollected)(nil),         // 37: hodei.v1.MetricsCollected
 	(*LogBatchSent)(nil),             // 38: hodei.v1.LogBatchSent
 	(*LogBatchDropped)(nil),          // 39: hodei.v1.LogBatchDropped
-	nil,                              // 40: hodei.v1.JobCreated.LabelsEntry
-	nil,                              // 41: hodei.v1.WorkerRegistered.LabelsEntry
-	nil,                              // 42: hodei.v1.AutoScalingTriggered.LabelsEntry
-	(*timestamppb.Timestamp)(nil),    // 43: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 44: google.protobuf.Duration
-	(FailureClass)(0),                // 45: hodei.v1.FailureClass
-	(JobState)(0),                    // 46: hodei.v1.JobState
+	(*WebhookCreated)(nil),           // 40: hodei.v1.WebhookCreated
+	(*WebhookDeleted)(nil),           // 41: hodei.v1.WebhookDeleted
+	nil,                              // 42: hodei.v1.JobCreated.LabelsEntry
+	nil,                              // 43: hodei.v1.WorkerRegistered.LabelsEntry
+	nil,                              // 44: hodei.v1.AutoScalingTriggered.LabelsEntry
+	nil,                              // 45: hodei.v1.WebhookCreated.LabelsEntry
+	(*timestamppb.Timestamp)(nil),    // 46: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 47: google.protobuf.Duration
+	(FailureClass)(0),                // 48: hodei.v1.FailureClass
+	(JobState)(0),                    // 49: hodei.v1.JobState
 }
 var file_hodei_v1_event_proto_depIdxs = []int32{
 	7,  // 0: hodei.v1.SubscribeResponse.event:type_name -> hodei.v1.Event
 	7,  // 1: hodei.v1.DeadLetter.event:type_name -> hodei.v1.Event
-	43, // 2: hodei.v1.DeadLetter.parked_at:type_name -> google.protobuf.Timestamp
+	46, // 2: hodei.v1.DeadLetter.parked_at:type_name -> google.protobuf.Timestamp
 	2,  // 3: hodei.v1.ListDeadLettersResponse.dead_letters:type_name -> hodei.v1.DeadLetter
-	43, // 4: hodei.v1.Event.time:type_name -> google.protobuf.Timestamp
+	46, // 4: hodei.v1.Event.time:type_name -> google.protobuf.Timestamp
 	8,  // 5: hodei.v1.Event.payload:type_name -> hodei.v1.EventPayload
 	9,  // 6: hodei.v1.EventPayload.job_created:type_name -> hodei.v1.JobCreated
 	10, // 7: hodei.v1.EventPayload.job_create_failed:type_name -> hodei.v1.JobCreateFailed
@@ -3259,28 +3425,31 @@ var file_hodei_v1_event_proto_depIdxs = []int32{
 	37, // 34: hodei.v1.EventPayload.metrics_collected:type_name -> hodei.v1.MetricsCollected
 	38, // 35: hodei.v1.EventPayload.log_batch_sent:type_name -> hodei.v1.LogBatchSent
 	39, // 36: hodei.v1.EventPayload.log_batch_dropped:type_name -> hodei.v1.LogBatchDropped
-	40, // 37: hodei.v1.JobCreated.labels:type_name -> hodei.v1.JobCreated.LabelsEntry
-	44, // 38: hodei.v1.JobCompleted.duration:type_name -> google.protobuf.Duration
-	45, // 39: hodei.v1.JobFailed.failure_class:type_name -> hodei.v1.FailureClass
-	46, // 40: hodei.v1.JobFailed.state:type_name -> hodei.v1.JobState
-	43, // 41: hodei.v1.JobRetryScheduled.run_at:type_name -> google.protobuf.Timestamp
-	44, // 42: hodei.v1.JobRetryScheduled.delay:type_name -> google.protobuf.Duration
-	41, // 43: hodei.v1.WorkerRegistered.labels:type_name -> hodei.v1.WorkerRegistered.LabelsEntry
-	44, // 44: hodei.v1.ProviderRecovered.unhealthy_for:type_name -> google.protobuf.Duration
-	42, // 45: hodei.v1.AutoScalingTriggered.labels:type_name -> hodei.v1.AutoScalingTriggered.LabelsEntry
-	43, // 46: hodei.v1.CertificateRotated.not_after:type_name -> google.protobuf.Timestamp
-	43, // 47: hodei.v1.CertificateExpiring.not_after:type_name -> google.protobuf.Timestamp
-	0,  // 48: hodei.v1.EventService.Subscribe:input_type -> hodei.v1.SubscribeRequest
-	3,  // 49: hodei.v1.EventService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
-	5,  // 50: hodei.v1.EventService.ReplayDeadLetter:input_type -> hodei.v1.ReplayDeadLetterRequest
-	1,  // 51: hodei.v1.EventService.Subscribe:output_type -> hodei.v1.SubscribeResponse
-	4,  // 52: hodei.v1.EventService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
-	6,  // 53: hodei.v1.EventService.ReplayDeadLetter:output_type -> hodei.v1.ReplayDeadLetterResponse
-	51, // [51:54] is the sub-list for method output_type
-	48, // [48:51] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	40, // 37: hodei.v1.EventPayload.webhook_created:type_name -> hodei.v1.WebhookCreated
+	41, // 38: hodei.v1.EventPayload.webhook_deleted:type_name -> hodei.v1.WebhookDeleted
+	42, // 39: hodei.v1.JobCreated.labels:type_name -> hodei.v1.JobCreated.LabelsEntry
+	47, // 40: hodei.v1.JobCompleted.duration:type_name -> google.protobuf.Duration
+	48, // 41: hodei.v1.JobFailed.failure_class:type_name -> hodei.v1.FailureClass
+	49, // 42: hodei.v1.JobFailed.state:type_name -> hodei.v1.JobState
+	46, // 43: hodei.v1.JobRetryScheduled.run_at:type_name -> google.protobuf.Timestamp
+	47, // 44: hodei.v1.JobRetryScheduled.delay:type_name -> google.protobuf.Duration
+	43, // 45: hodei.v1.WorkerRegistered.labels:type_name -> hodei.v1.WorkerRegistered.LabelsEntry
+	47, // 46: hodei.v1.ProviderRecovered.unhealthy_for:type_name -> google.protobuf.Duration
+	44, // 47: hodei.v1.AutoScalingTriggered.labels:type_name -> hodei.v1.AutoScalingTriggered.LabelsEntry
+	46, // 48: hodei.v1.CertificateRotated.not_after:type_name -> google.protobuf.Timestamp
+	46, // 49: hodei.v1.CertificateExpiring.not_after:type_name -> google.protobuf.Timestamp
+	45, // 50: hodei.v1.WebhookCreated.labels:type_name -> hodei.v1.WebhookCreated.LabelsEntry
+	0,  // 51: hodei.v1.EventService.Subscribe:input_type -> hodei.v1.SubscribeRequest
+	3,  // 52: hodei.v1.EventService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	5,  // 53: hodei.v1.EventService.ReplayDeadLetter:input_type -> hodei.v1.ReplayDeadLetterRequest
+	1,  // 54: hodei.v1.EventService.Subscribe:output_type -> hodei.v1.SubscribeResponse
+	4,  // 55: hodei.v1.EventService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	6,  // 56: hodei.v1.EventService.ReplayDeadLetter:output_type -> hodei.v1.ReplayDeadLetterResponse
+	54, // [54:57] is the sub-list for method output_type
+	51, // [51:54] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_event_proto_init() }
@@ -3321,6 +3490,8 @@ func file_hodei_v1_event_proto_init() {
 		(*EventPayload_MetricsCollected)(nil),
 		(*EventPayload_LogBatchSent)(nil),
 		(*EventPayload_LogBatchDropped)(nil),
+		(*EventPayload_WebhookCreated)(nil),
+		(*EventPayload_WebhookDeleted)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3328,7 +3499,7 @@ func file_hodei_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_event_proto_rawDesc), len(file_hodei_v1_event_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   43,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
