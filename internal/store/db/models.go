@@ -153,6 +153,17 @@ type Provider struct {
 	UpdatedAt      time.Time
 }
 
+type Webhook struct {
+	ID          int64
+	Name        string
+	Url         string
+	Types       []string
+	Labels      []byte
+	Secret      string
+	MaxAttempts int32
+	CreatedAt   time.Time
+}
+
 type Worker struct {
 	ID             uuid.UUID
 	Provider       string
