@@ -210,6 +210,11 @@ func (r *RetryPolicy) validate() error {
 	return nil
 }
 
+// ValidateLabels checks labels by the rules of a spec's labels, naming
+// field in its errors: what selects jobs by label (a webhook's filter)
+// can only name labels a job may have.
+func ValidateLabels(field string, m map[string]string) error { return validateLabels(field, m) }
+
 func validateLabels(field string, m map[string]string) error {
 	if len(m) > MaxLabels {
 		return &FieldError{Field: field, Rule: fmt.Sprintf("must have at most %d entries, got %d", MaxLabels, len(m))}
