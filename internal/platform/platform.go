@@ -28,6 +28,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/scheduler"
 	"github.com/hodei-dev/hodei/internal/server"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/webhook"
 )
 
 // NewLogger is the platform's logger: text lines on w, at debug level
@@ -138,6 +139,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 		scheduler.Reaper(st, srv.Lease()+2*srv.HeartbeatInterval(), srv.Lease()/2, log, disp.Kick),
 		func(ctx context.Context) error { return bus.RunRetention(ctx, time.Minute, pc.EventRetention) },
 		scheduler.QueueDepth(st, bus, smetrics, 500*time.Millisecond, log),
+		webhook.New(webhook.Config{Logger: log, Metrics: webhook.NewMetrics(reg)}, st, bus).Run,
 	}}}
 	if len(providers) > 0 {
 		// Only replicas with providers campaign for scaling. Replicas that
