@@ -56,11 +56,18 @@ Commands:
   events tail [--type T]... [--aggregate KIND[:ID]] [--after ID]
                                        print events as they happen
   provider list                        list providers and their health
+  webhook add NAME URL --type T... [--label K=V]... [--secret-file F] [--max-attempts N]
+                                       send events of these types to URL, signed (docs/webhooks.md)
+  webhook list | remove NAME           list webhooks; remove one
+  webhook deliveries NAME              its failed deliveries (event, type, attempts, last error)
+  webhook replay NAME (--id ID... | --all)
+                                       send failed deliveries again
 
 Flags on every command:
   --server ADDR   host:port or http://host:port (default $HODEI_SERVER, else 127.0.0.1:7070)
   -o FORMAT       table (default), json or yaml; on get, list, cancel, retry, watch, explain,
-                  provider list; table or json on events tail; ignored by job submit
+                  provider list, webhook add|list|deliveries|replay; table or json on events
+                  tail; ignored by job submit
 
 Job flags (run, job submit):
   --name NAME              --image IMAGE             --type TYPE
@@ -125,8 +132,8 @@ func newEnv(streams IO) *env {
 }
 
 // Main runs a CLI subcommand: args[0] is the subcommand word ("run",
-// "job", "events", "provider") and the rest its arguments. It returns the
-// process exit code.
+// "job", "events", "provider", "webhook") and the rest its arguments. It
+// returns the process exit code.
 func Main(ctx context.Context, args []string, streams IO) int {
 	return newEnv(streams).main(ctx, args)
 }
@@ -146,6 +153,8 @@ func (e *env) main(ctx context.Context, args []string) int {
 		err = e.events(ctx, args[1:])
 	case "provider":
 		err = e.provider(ctx, args[1:])
+	case "webhook":
+		err = e.webhook(ctx, args[1:])
 	default:
 		if isHelp(args[0]) {
 			fmt.Fprint(e.Out, Usage)

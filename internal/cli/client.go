@@ -17,6 +17,7 @@ type clients struct {
 	jobs      hodeiv1connect.JobServiceClient
 	events    hodeiv1connect.EventServiceClient
 	providers hodeiv1connect.ProviderServiceClient
+	webhooks  hodeiv1connect.WebhookServiceClient
 }
 
 // dial builds gRPC clients for addr (host:port) over cleartext HTTP/2. It
@@ -38,6 +39,7 @@ func dial(addr string) *clients {
 		jobs:      hodeiv1connect.NewJobServiceClient(hc, base, connect.WithGRPC()),
 		events:    hodeiv1connect.NewEventServiceClient(hc, base, connect.WithGRPC()),
 		providers: hodeiv1connect.NewProviderServiceClient(hc, base, connect.WithGRPC()),
+		webhooks:  hodeiv1connect.NewWebhookServiceClient(hc, base, connect.WithGRPC()),
 	}
 }
 
