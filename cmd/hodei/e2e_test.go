@@ -181,7 +181,7 @@ func TestGrpcurlListsServicesAndGetsAJob(t *testing.T) {
 		return string(out)
 	}
 	list := grpcurl(p.addr, "list")
-	for _, svc := range []string{"hodei.v1.JobService", "hodei.v1.WorkerService", "hodei.v1.EventService", "hodei.v1.ProviderService"} {
+	for _, svc := range []string{"hodei.v1.JobService", "hodei.v1.WorkerService", "hodei.v1.EventService", "hodei.v1.ProviderService", "hodei.v1.WebhookService"} {
 		if !strings.Contains(list, svc) {
 			t.Errorf("grpcurl list lacks %s:\n%s", svc, list)
 		}
