@@ -66,9 +66,6 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) *Manager {
 		send: NewSender(st, SenderConfig{Timeout: cfg.Timeout, Metrics: cfg.Metrics, Now: cfg.Now})}
 }
 
-// Sender is the manager's sender (its metrics included).
-func (m *Manager) Sender() *Sender { return m.send }
-
 // Run sends every webhook its events until ctx ends: a leader duty. It
 // reads the webhooks, starts a subscriber for each, and reads them again
 // after every WebhookCreated and WebhookDeleted to start and stop
@@ -91,12 +88,10 @@ func (m *Manager) Run(ctx context.Context) error {
 	changed := make(chan struct{}, 1)
 	changed <- struct{}{}
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	tctx, stopTail := context.WithCancel(ctx)
-	defer stopTail()
+	defer wg.Wait() // the tail ends with ctx, as Run does
 	wg.Go(func() {
 		f := eventbus.Filter{Types: []string{"WebhookCreated", "WebhookDeleted"}, Lazy: true}
-		m.bus.TailFrom(tctx, c, f, func(eventbus.Event) error { //nolint:errcheck // fn never fails
+		m.bus.TailFrom(ctx, c, f, func(eventbus.Event) error { //nolint:errcheck // fn never fails
 			select {
 			case changed <- struct{}{}:
 			default:
@@ -104,7 +99,6 @@ func (m *Manager) Run(ctx context.Context) error {
 			return nil
 		})
 	})
-	first := true
 	failing = 0
 	for {
 		select {
@@ -113,7 +107,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		case <-changed:
 		}
 		for {
-			err := m.reconcile(ctx, first)
+			err := m.reconcile(ctx)
 			if err == nil {
 				break
 			}
@@ -121,7 +115,7 @@ func (m *Manager) Run(ctx context.Context) error {
 				return nil
 			}
 		}
-		first, failing = false, 0
+		failing = 0
 	}
 }
 
@@ -142,9 +136,10 @@ func (m *Manager) wait(ctx context.Context, failing *time.Duration, err error, m
 }
 
 // reconcile starts a subscriber for every webhook without one and stops
-// those of removed webhooks; after stopping any (or on the first pass,
-// after another leader), it deletes what stopped subscribers left behind.
-func (m *Manager) reconcile(ctx context.Context, first bool) error {
+// those of removed webhooks, then deletes what stopped subscribers (here,
+// on a former leader, or replaying on another replica) wrote after their
+// webhook was removed. It runs only when webhooks change.
+func (m *Manager) reconcile(ctx context.Context) error {
 	ws, err := m.st.ListWebhooks(ctx)
 	if err != nil {
 		return err
@@ -155,19 +150,15 @@ func (m *Manager) reconcile(ctx context.Context, first bool) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	sweep := first
 	for name, d := range m.running {
 		if w, ok := want[name]; !ok || w.ID != d.id {
 			m.stop(name, d)
-			sweep = true
 		}
 	}
-	if sweep {
-		if n, err := m.st.DeleteOrphanWebhookState(ctx); err != nil {
-			return err
-		} else if n > 0 {
-			m.log.Info("webhooks: deleted what removed webhooks left", "rows", n)
-		}
+	if n, err := m.st.DeleteOrphanWebhookState(ctx); err != nil {
+		return err
+	} else if n > 0 {
+		m.log.Info("webhooks: deleted what removed webhooks left", "rows", n)
 	}
 	for _, w := range ws {
 		if _, ok := m.running[w.Name]; !ok {
