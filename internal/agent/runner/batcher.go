@@ -15,7 +15,10 @@ type Line struct {
 	Data []byte
 	// Partial reports that the line does not end with a newline: it was
 	// split because it exceeded BatcherConfig.MaxLine (every piece but the
-	// last is Partial), or the stream ended without a final newline.
+	// last is Partial), its start waited FlushInterval for its end, another
+	// stream wrote meanwhile, or the stream ended without a final newline.
+	// The stream's bytes are its lines' Data, each followed by a newline
+	// unless Partial, in order.
 	Partial bool
 	// Time is when the first byte of the line was written.
 	Time time.Time
@@ -39,7 +42,9 @@ type BatcherConfig struct {
 	// at BufferLines.
 	MaxLines int
 	// FlushInterval is the longest time a line waits for more lines
-	// before a non-full batch is sent. Default 250ms.
+	// before a non-full batch is sent, and the longest time the start of
+	// a line waits for its end before it is sent as a Partial line.
+	// Default 250ms.
 	FlushInterval time.Duration
 	// MaxLine is the maximum length of a line in bytes; longer lines are
 	// split into pieces of MaxLine bytes. Default 64 KiB.
@@ -89,8 +94,9 @@ type Batcher struct {
 // partialLine is the unterminated end of a stream seen so far.
 type partialLine struct {
 	stream Stream
-	data   []byte // at most cfg.MaxLine bytes
-	time   time.Time
+	data   []byte    // at most cfg.MaxLine bytes
+	time   time.Time // cfg.Now when data's first byte was written
+	since  time.Time // real time data became non-empty; zero when empty
 }
 
 // NewBatcher returns a Batcher that delivers batches to send once Run is
@@ -135,6 +141,7 @@ func (b *Batcher) Write(s Stream, p []byte) {
 		return
 	}
 	before := len(b.queue)
+	b.flushOtherPartials(s)
 	pl := b.partial(s)
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
@@ -151,8 +158,8 @@ func (b *Batcher) Write(s Stream, p []byte) {
 			k := b.cfg.MaxLine - len(pl.data)
 			piece := append(pl.data, chunk[:k]...)
 			chunk = chunk[k:]
+			pl.data, pl.since = nil, time.Time{}
 			b.push(Line{Stream: s, Data: piece, Partial: true, Time: pl.time})
-			pl.data = nil
 		}
 		if len(chunk) > 0 {
 			if len(pl.data) == 0 {
@@ -167,16 +174,45 @@ func (b *Batcher) Write(s Stream, p []byte) {
 		if len(data) == 0 {
 			data, t = []byte{}, now
 		}
+		pl.data, pl.since = nil, time.Time{}
 		b.push(Line{Stream: s, Data: data, Time: t})
-		pl.data = nil
 		p = p[i+1:]
+	}
+	// A line started and not ended: Run sends it at FlushInterval.
+	startedPartial := len(pl.data) > 0 && pl.since.IsZero()
+	if startedPartial {
+		pl.since = time.Now()
 	}
 	n := len(b.queue)
 	b.mu.Unlock()
 
-	if (before == 0 && n > 0) || n >= b.cfg.MaxLines {
+	if (before == 0 && n > 0) || n >= b.cfg.MaxLines || startedPartial {
 		b.signal()
 	}
+}
+
+// flushOtherPartials queues the unterminated lines of streams other than
+// s as Partial lines, so that output of different streams stays in the
+// order it was written in. b.mu must be held.
+func (b *Batcher) flushOtherPartials(s Stream) {
+	for i := range b.partials {
+		if pl := &b.partials[i]; pl.stream != s && len(pl.data) > 0 {
+			b.pushPartial(pl)
+		}
+	}
+}
+
+// pushPartial queues pl's data as a Partial line and empties pl. b.mu
+// must be held; like push, it may release it while waiting for room.
+func (b *Batcher) pushPartial(pl *partialLine) {
+	b.push(pl.take())
+}
+
+// take returns pl's data as a Partial line and empties pl.
+func (pl *partialLine) take() Line {
+	l := Line{Stream: pl.stream, Data: pl.data, Partial: true, Time: pl.time}
+	pl.data, pl.since = nil, time.Time{}
+	return l
 }
 
 // waitForRoom waits, up to BlockFor, while the queue is full. b.mu must be
@@ -225,6 +261,12 @@ func (b *Batcher) push(l Line) {
 	if len(b.queue) >= b.cfg.BufferLines {
 		b.waitForRoom()
 	}
+	b.enqueue(l)
+}
+
+// enqueue appends l to the queue, dropping the oldest queued line if it
+// is full. b.mu must be held.
+func (b *Batcher) enqueue(l Line) {
 	if len(b.queue) >= b.cfg.BufferLines {
 		b.queue[0] = Line{}
 		b.queue = b.queue[1:]
@@ -255,10 +297,8 @@ func (b *Batcher) Close() {
 	}
 	b.closed = true // first: push must not wait for room from here on
 	for i := range b.partials {
-		pl := &b.partials[i]
-		if len(pl.data) > 0 {
-			b.push(Line{Stream: pl.stream, Data: pl.data, Partial: true, Time: pl.time})
-			pl.data = nil
+		if pl := &b.partials[i]; len(pl.data) > 0 {
+			b.pushPartial(pl)
 		}
 	}
 	b.mu.Unlock()
@@ -325,12 +365,18 @@ func (b *Batcher) Run(ctx context.Context) error {
 func (b *Batcher) next() (batch Batch, ok, done bool, wait time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if len(b.queue) < b.cfg.MaxLines && !b.closed {
+		wait = b.flushPartials()
+	}
 	n := len(b.queue)
 	if n == 0 {
-		return Batch{}, false, b.closed, 0
+		return Batch{}, false, b.closed, wait
 	}
 	if n < b.cfg.MaxLines && !b.closed {
-		if wait = time.Until(b.queuedAt.Add(b.cfg.FlushInterval)); wait > 0 {
+		if qwait := time.Until(b.queuedAt.Add(b.cfg.FlushInterval)); qwait > 0 {
+			if wait == 0 || qwait < wait {
+				wait = qwait
+			}
 			return Batch{}, false, false, wait
 		}
 	}
@@ -351,6 +397,31 @@ func (b *Batcher) next() (batch Batch, ok, done bool, wait time.Duration) {
 	// at most, and go out with the next batch at the latest when the
 	// original interval ends.
 	return batch, true, false, 0
+}
+
+// flushPartials queues, as Partial lines, the unterminated lines that have
+// waited FlushInterval for their end, and returns how long until the next
+// other one has (0: none waits). The queue is not full (next checks), so
+// nothing waits for room here. b.mu must be held.
+func (b *Batcher) flushPartials() (wait time.Duration) {
+	for i := range b.partials {
+		pl := &b.partials[i]
+		if len(pl.data) == 0 {
+			continue
+		}
+		if w := time.Until(pl.since.Add(b.cfg.FlushInterval)); w > 0 {
+			if wait == 0 || w < wait {
+				wait = w
+			}
+			continue
+		}
+		empty, since := len(b.queue) == 0, pl.since
+		b.enqueue(pl.take())
+		if empty { // the line has waited since then: it is due now
+			b.queuedAt = since
+		}
+	}
+	return wait
 }
 
 // sendRetry sends batch until it succeeds or ctx is done.

@@ -148,20 +148,12 @@ func TestBatcherFlushInterval(t *testing.T) {
 
 	b.Write(StreamStdout, []byte("a\nb\n"))
 	b.Write(StreamStderr, []byte("c\n"))
+	expectBatch(t, r.sent, 1, "stdout:a", "stdout:b", "stderr:c")
+	// The start of a line goes out after the interval too, before its end.
 	b.Write(StreamStderr, []byte("unterminated"))
-	select {
-	case batch := <-r.sent:
-		var got []string
-		for _, l := range batch.Lines {
-			got = append(got, fmt.Sprintf("%v:%s", l.Stream, l.Data))
-		}
-		want := []string{"stdout:a", "stdout:b", "stderr:c"}
-		if batch.Seq != 1 || !reflect.DeepEqual(got, want) {
-			t.Errorf("batch %d = %q, want 1 %q", batch.Seq, got, want)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no batch sent without Close")
-	}
+	expectBatch(t, r.sent, 2, "stderr:unterminated+")
+	b.Write(StreamStderr, []byte(" until now\n"))
+	expectBatch(t, r.sent, 3, "stderr: until now")
 
 	cancel()
 	select {
@@ -171,6 +163,28 @@ func TestBatcherFlushInterval(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after cancel")
+	}
+}
+
+// expectBatch receives the next batch and checks its Seq and its lines as
+// "stream:data", with "+" appended to Partial lines.
+func expectBatch(t *testing.T, sent <-chan Batch, seq int64, want ...string) {
+	t.Helper()
+	select {
+	case batch := <-sent:
+		var got []string
+		for _, l := range batch.Lines {
+			s := fmt.Sprintf("%v:%s", l.Stream, l.Data)
+			if l.Partial {
+				s += "+"
+			}
+			got = append(got, s)
+		}
+		if batch.Seq != seq || !reflect.DeepEqual(got, want) {
+			t.Errorf("batch %d = %q, want %d %q", batch.Seq, got, seq, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("batch %d not sent without Close", seq)
 	}
 }
 
@@ -261,11 +275,16 @@ func TestBatcherLineSplitting(t *testing.T) {
 			want:   []piece{{1, "ab", false}, {1, "xy", true}},
 		},
 		{
-			name: "streams keep separate partial lines",
+			name: "a write of another stream queues a partial line",
 			writes: []piece{
 				{S: 1, Data: "o-"}, {S: 2, Data: "e-"}, {S: 1, Data: "1\nout"}, {S: 2, Data: "1\n"},
 			},
-			want: []piece{{1, "o-1", false}, {2, "e-1", false}, {1, "out", true}},
+			want: []piece{{1, "o-", true}, {2, "e-", true}, {1, "1", false}, {1, "out", true}, {2, "1", false}},
+		},
+		{
+			name:   "partial line of the same stream continues",
+			writes: []piece{{S: 1, Data: "a"}, {S: 1, Data: "b"}, {S: 1, Data: "\n"}},
+			want:   []piece{{1, "ab", false}},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
