@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -49,5 +50,29 @@ func TestFollowShowsAPartialLineWhileTheJobRuns(t *testing.T) {
 	}
 	if want := "waiting... done\n"; string(out) != want {
 		t.Errorf("followed output %q, want %q", out, want)
+	}
+}
+
+// TestRunNamesAMissingWorkdir: a job whose working directory does not
+// exist fails with the directory named, in `hodei run` and `job get`.
+func TestRunNamesAMissingWorkdir(t *testing.T) {
+	t.Parallel()
+	p := startServer(t)
+	dir := filepath.Join(t.TempDir(), "missing")
+	want := "workdir " + dir + ": no such file or directory"
+
+	r := p.hodei(t, "run", "--workdir", dir, "--", "true")
+	if r.code != 125 || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "fork/exec") {
+		t.Errorf("hodei run: code %d, stderr %q; want 125 and %q", r.code, r.stderr, want)
+	}
+
+	c := jobClient(p.addr)
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}, Workdir: dir})
+	j := waitJob(t, c, id, 30*time.Second, isFinal)
+	if j.State != hodeiv1.JobState_JOB_STATE_FAILED || !strings.Contains(j.Message, want) {
+		t.Errorf("job %v, message %q; want FAILED with %q", j.State, j.Message, want)
+	}
+	if g := p.hodei(t, "job", "get", id); !strings.Contains(g.stdout, want) {
+		t.Errorf("hodei job get:\n%s\nwant %q in it", g.stdout, want)
 	}
 }

@@ -212,6 +212,9 @@ func start(spec Spec) (*process, error) {
 	if err != nil {
 		stdoutR.Close()
 		stderrR.Close()
+		if werr := workdirError(spec.Dir); werr != nil {
+			err = werr
+		}
 		return nil, fmt.Errorf("start process: %w", err)
 	}
 	return &process{pid: pid, stdout: stdoutR, stderr: stderrR, leaderGone: make(chan struct{})}, nil
