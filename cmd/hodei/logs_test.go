@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -74,5 +75,36 @@ func TestRunNamesAMissingWorkdir(t *testing.T) {
 	}
 	if g := p.hodei(t, "job", "get", id); !strings.Contains(g.stdout, want) {
 		t.Errorf("hodei job get:\n%s\nwant %q in it", g.stdout, want)
+	}
+}
+
+// TestLogsKeepTheStartOfALineBeforeAnotherStreamsOutput: the start of a
+// stdout line written before a stderr line reads back before it, not
+// joined to the end of its line after the stderr line.
+func TestLogsKeepTheStartOfALineBeforeAnotherStreamsOutput(t *testing.T) {
+	t.Parallel()
+	p := startServer(t)
+	c := jobClient(p.addr)
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", "printf 'progress: '; sleep 0.2; echo warn >&2; sleep 0.2; echo done"}})
+	if j := waitJob(t, c, id, 30*time.Second, isFinal); j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job %v: %s", j.State, j.Message)
+	}
+	s, err := c.GetJobLogs(context.Background(), connect.NewRequest(&hodeiv1.GetJobLogsRequest{Id: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var got []string
+	for s.Receive() {
+		for _, ch := range s.Msg().Chunks {
+			got = append(got, ch.Stream.String()+":"+string(ch.Data))
+		}
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"LOG_STREAM_STDOUT:progress: ", "LOG_STREAM_STDERR:warn\n", "LOG_STREAM_STDOUT:done\n"}
+	if !slices.Equal(got, want) {
+		t.Errorf("chunks %q, want %q", got, want)
 	}
 }
