@@ -35,6 +35,9 @@ type Decision struct {
 	Backoff time.Duration
 	// Exhausted: the failure was retryable but no attempt is left.
 	Exhausted bool
+	// Platform: the failure was the platform's (FailureClass.Platform),
+	// not the job's, and was judged on the platform's budget.
+	Platform bool
 }
 
 // Final reports whether the job ends with this decision.
@@ -45,6 +48,15 @@ func (d Decision) Final() bool { return d.Next.Final() }
 // one place that turns a result into states. rnd is the jitter's random
 // source (see RetryPolicy.Backoff; nil: math/rand/v2). It fails with
 // ErrConflict when j's state cannot move to the decided one.
+//
+// Attempts are one counter, j.Attempt, against one maximum, j.MaxAttempts,
+// whatever failed. A platform failure (worker lost, provisioning) is
+// retried while attempts are left, unless the policy lists retryable
+// classes without its class. The job's own failures (an exit code, a
+// timeout) are retried only when the policy asks for them and sets its
+// own max_attempts (j.Spec.Retry.MaxAttempts, the spec's or its type's):
+// without one, j.MaxAttempts is the server's default, a budget for
+// platform failures only.
 func Decide(j Job, r Result, now time.Time, rnd func() float64) (Decision, error) {
 	d := Decision{Class: r.FailureClass(), Attempt: StateSucceeded}
 	switch d.Class {
@@ -58,7 +70,8 @@ func Decide(j Job, r Result, now time.Time, rnd func() float64) (Decision, error
 	}
 	d.Next = d.Attempt
 	if r.NeedsRetryPolicy() {
-		retry := j.Spec.Retry.Retryable(d.Class, r.ExitCode)
+		d.Platform = d.Class.Platform()
+		retry := j.Spec.Retry.Retryable(d.Class, r.ExitCode) && (d.Platform || j.Spec.Retry.MaxAttempts > 0)
 		switch {
 		case retry && j.Attempt < j.MaxAttempts:
 			d.Next = StateRetrying

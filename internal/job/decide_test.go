@@ -11,10 +11,18 @@ import (
 func TestDecide(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	half := func() float64 { return 0.5 } // no jitter: the backoff itself
+	// running: attempt of at most max, under a policy that sets its own
+	// max_attempts (the spec's or its type's).
 	running := func(attempt, max int, retry RetryPolicy) Job {
+		retry.MaxAttempts = max
 		return Job{ID: "j", State: StateRunning, Attempt: attempt, MaxAttempts: max, Spec: Spec{Retry: retry}}
 	}
+	// unset: attempt of the server's default, the policy setting no max_attempts.
+	unset := func(attempt int, retry RetryPolicy) Job {
+		return Job{ID: "j", State: StateRunning, Attempt: attempt, MaxAttempts: DefaultMaxAttempts, Spec: Spec{Retry: retry}}
+	}
 	codes := RetryPolicy{RetryableExitCodes: []int32{3}}
+	lost := Result{ExitCode: -1, Class: FailureWorkerLost}
 	for _, c := range []struct {
 		name string
 		job  Job
@@ -33,20 +41,32 @@ func TestDecide(t *testing.T) {
 			Decision{Class: FailureExitCode, Attempt: StateFailed, Next: StateRetrying, RetryAt: now.Add(time.Second), Backoff: time.Second}},
 		{"retryable exit code, exhausted", running(3, 3, codes), Result{ExitCode: 3},
 			Decision{Class: FailureExitCode, Attempt: StateFailed, Next: StateFailed, Exhausted: true}},
+		{"retryable exit code without its own max_attempts: not on the platform's budget", unset(1, codes), Result{ExitCode: 3},
+			Decision{Class: FailureExitCode, Attempt: StateFailed, Next: StateFailed}},
 		{"any exit code when the class is retryable", running(1, 3, RetryPolicy{RetryableClasses: []FailureClass{FailureExitCode}}), Result{ExitCode: 7},
 			Decision{Class: FailureExitCode, Attempt: StateFailed, Next: StateRetrying, RetryAt: now.Add(time.Second), Backoff: time.Second}},
-		{"worker lost is retried by default", running(2, 3, RetryPolicy{}), Result{ExitCode: -1, Class: FailureWorkerLost},
-			Decision{Class: FailureWorkerLost, Attempt: StateFailed, Next: StateRetrying, RetryAt: now.Add(2 * time.Second), Backoff: 2 * time.Second}},
-		{"provisioning is retried by default", running(1, 2, RetryPolicy{}), Result{ExitCode: -1, Class: FailureProvisioning},
-			Decision{Class: FailureProvisioning, Attempt: StateFailed, Next: StateRetrying, RetryAt: now.Add(time.Second), Backoff: time.Second}},
-		{"worker lost, not a listed class", running(1, 3, RetryPolicy{RetryableClasses: []FailureClass{FailureTimeout}}), Result{ExitCode: -1, Class: FailureWorkerLost},
-			Decision{Class: FailureWorkerLost, Attempt: StateFailed, Next: StateFailed}},
+		{"worker lost is retried by default", unset(1, RetryPolicy{}), lost,
+			Decision{Class: FailureWorkerLost, Attempt: StateFailed, Next: StateRetrying, RetryAt: now.Add(time.Second), Backoff: time.Second, Platform: true}},
+		{"worker lost, second of the default attempts", unset(2, RetryPolicy{}), lost,
+			Decision{Class: FailureWorkerLost, Attempt: StateFailed, Next: StateRetrying, RetryAt: now.Add(2 * time.Second), Backoff: 2 * time.Second, Platform: true}},
+		{"worker lost, the default attempts exhausted", unset(DefaultMaxAttempts, RetryPolicy{}), lost,
+			Decision{Class: FailureWorkerLost, Attempt: StateFailed, Next: StateFailed, Exhausted: true, Platform: true}},
+		{"worker lost, the spec's max_attempts wins", running(1, 1, RetryPolicy{}), lost,
+			Decision{Class: FailureWorkerLost, Attempt: StateFailed, Next: StateFailed, Exhausted: true, Platform: true}},
+		{"worker lost shares the counter with the job's own failures", running(3, 4, codes), lost,
+			Decision{Class: FailureWorkerLost, Attempt: StateFailed, Next: StateRetrying, RetryAt: now.Add(4 * time.Second), Backoff: 4 * time.Second, Platform: true}},
+		{"provisioning is retried by default", unset(1, RetryPolicy{}), Result{ExitCode: -1, Class: FailureProvisioning},
+			Decision{Class: FailureProvisioning, Attempt: StateFailed, Next: StateRetrying, RetryAt: now.Add(time.Second), Backoff: time.Second, Platform: true}},
+		{"worker lost, not a listed class", running(1, 3, RetryPolicy{RetryableClasses: []FailureClass{FailureTimeout}}), lost,
+			Decision{Class: FailureWorkerLost, Attempt: StateFailed, Next: StateFailed, Platform: true}},
 		{"invalid is never retried", running(1, 3, RetryPolicy{RetryableClasses: []FailureClass{FailureExitCode}}), Result{ExitCode: -1, Class: FailureInvalid},
 			Decision{Class: FailureInvalid, Attempt: StateFailed, Next: StateFailed}},
 		{"timeout, attempts left", running(1, 3, RetryPolicy{}), Result{ExitCode: -1, Class: FailureTimeout},
 			Decision{Class: FailureTimeout, Attempt: StateTimedOut, Next: StateRetrying, RetryAt: now.Add(time.Second), Backoff: time.Second}},
 		{"timeout, exhausted", running(3, 3, RetryPolicy{}), Result{ExitCode: -1, Class: FailureTimeout},
 			Decision{Class: FailureTimeout, Attempt: StateTimedOut, Next: StateTimedOut, Exhausted: true}},
+		{"timeout without its own max_attempts: the job's failure, not retried", unset(1, RetryPolicy{}), Result{ExitCode: -1, Class: FailureTimeout},
+			Decision{Class: FailureTimeout, Attempt: StateTimedOut, Next: StateTimedOut}},
 		{"cancelled, whatever the policy", running(1, 3, RetryPolicy{RetryableClasses: []FailureClass{FailureExitCode}}), Result{ExitCode: -1, Class: FailureCancelled},
 			Decision{Class: FailureCancelled, Attempt: StateCancelled, Next: StateCancelled}},
 		{"backoff doubles per failed attempt", running(3, 5, RetryPolicy{RetryableExitCodes: []int32{3}, InitialBackoff: time.Second}), Result{ExitCode: 3},

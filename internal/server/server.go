@@ -22,13 +22,14 @@ import (
 
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
 // Config configures a Server.
 type Config struct {
 	ReplicaID          string        // unique per process; required
-	DefaultMaxAttempts int           // for jobs that set none; default 1
+	DefaultMaxAttempts int           // for jobs whose spec and type set none; default job.DefaultMaxAttempts
 	Lease              time.Duration // a silent worker's attempts are lost after it; default 10s
 	HeartbeatInterval  time.Duration // asked of agents; default 2s
 	Logger             *slog.Logger
@@ -56,7 +57,7 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 		return nil, errors.New("server: Registry is required")
 	}
 	if cfg.DefaultMaxAttempts <= 0 {
-		cfg.DefaultMaxAttempts = 1
+		cfg.DefaultMaxAttempts = job.DefaultMaxAttempts
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = 10 * time.Second

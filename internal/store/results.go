@@ -339,7 +339,8 @@ func (s *Store) CancelJob(ctx context.Context, id, reason string) (CancelResult,
 }
 
 // RetryJob starts a new attempt of a job in a final state: the job is
-// queued again with room for as many attempts as its policy allows.
+// queued again with room for as many attempts as its policy allows
+// (job.DefaultMaxAttempts when it sets none).
 func (s *Store) RetryJob(ctx context.Context, id string) (job.Job, error) {
 	uid, err := uuid.Parse(id)
 	if err != nil {
@@ -354,7 +355,10 @@ func (s *Store) RetryJob(ctx context.Context, id string) (job.Job, error) {
 		if !j.State.Final() {
 			return fmt.Errorf("%w: job is %s; only a finished job can be retried", job.ErrConflict, j.State)
 		}
-		more := max(j.Spec.Retry.MaxAttempts, 1)
+		more := j.Spec.Retry.MaxAttempts
+		if more == 0 {
+			more = job.DefaultMaxAttempts
+		}
 		now := s.now()
 		if err := q.RequeueJob(ctx, db.RequeueJobParams{Now: now, MaxAttempts: int32(j.Attempt + more), ID: uid}); err != nil {
 			return err

@@ -1,0 +1,61 @@
+package job
+
+import "slices"
+
+// DefaultMaxAttempts is the attempts a job has in all, the first
+// included, when neither its spec nor its type sets max_attempts. That
+// budget is for platform failures only: the job's own failures are
+// retried only under a max_attempts its spec or its type sets (Decide).
+const DefaultMaxAttempts = 3
+
+// Platform reports whether c is a failure of the platform rather than of
+// the job: its worker was lost (crashed, cut off, shut down, or its
+// server died) or could not be provisioned. Such an attempt says nothing
+// about the job, so it is retried by default.
+func (c FailureClass) Platform() bool {
+	return c == FailureWorkerLost || c == FailureProvisioning
+}
+
+// Or returns r with every field r leaves unset taken from d: the job
+// type's defaults under a spec's own values. The backoff bounds come
+// field by field, but a bound of d that would fall on the wrong side of
+// one r sets is not taken (the server's default applies instead), so
+// that the result is valid whenever r and d are.
+func (r *RetryPolicy) Or(d RetryPolicy) RetryPolicy {
+	out := *r
+	if out.MaxAttempts == 0 {
+		out.MaxAttempts = d.MaxAttempts
+	}
+	if out.Jitter == 0 {
+		out.Jitter = d.Jitter
+	}
+	if len(out.RetryableClasses) == 0 {
+		out.RetryableClasses = slices.Clone(d.RetryableClasses)
+	}
+	if len(out.RetryableExitCodes) == 0 {
+		out.RetryableExitCodes = slices.Clone(d.RetryableExitCodes)
+	}
+	if out.InitialBackoff == 0 && (r.MaxBackoff == 0 || d.InitialBackoff <= r.MaxBackoff) {
+		out.InitialBackoff = d.InitialBackoff
+	}
+	if out.MaxBackoff == 0 && (d.MaxBackoff == 0 || d.MaxBackoff >= r.InitialBackoff) {
+		out.MaxBackoff = d.MaxBackoff
+	}
+	return out
+}
+
+// IsZero reports whether r sets nothing.
+func (r *RetryPolicy) IsZero() bool {
+	return r.MaxAttempts == 0 && r.InitialBackoff == 0 && r.MaxBackoff == 0 && r.Jitter == 0 &&
+		len(r.RetryableClasses) == 0 && len(r.RetryableExitCodes) == 0
+}
+
+// Validate checks r as a job type's defaults: the rules of a spec's retry
+// policy, fields named without the "retry." prefix.
+func (r *RetryPolicy) Validate() error {
+	err := r.validate()
+	if fe, ok := err.(*FieldError); ok {
+		return &FieldError{Field: fe.Field[len("retry."):], Rule: fe.Rule}
+	}
+	return err
+}
