@@ -39,7 +39,8 @@ LIMIT @max_rows;
 -- two CTEs: the planner cannot estimate their sizes and joined them by
 -- nested loops, a cost that grew with the square of the batch. The slots
 -- travel as an array, and a job's rank, its position in it, comes from a
--- window over the claimed rows in dispatch order.
+-- window over the claimed rows in dispatch order. The job's outcome (a
+-- retried attempt's failure) is cleared: it stays on that attempt.
 WITH live AS (
     -- Only connected workers take jobs; the share lock orders a claim
     -- against a concurrent drain of the worker (scale-down). Rows are
@@ -73,7 +74,8 @@ UPDATE jobs j
 SET state = 'assigned', attempt = j.attempt + 1, updated_at = @now, run_at = NULL,
     attempt_token = nextval('fencing_token_seq'), attempt_worker_id = (SELECT ws FROM usable)[p.rank],
     attempt_state = 'assigned', attempt_assigned_at = @now, attempt_started_at = NULL, attempt_finished_at = NULL,
-    attempt_exit_code = NULL, attempt_signal = '', attempt_failure_class = NULL, attempt_message = ''
+    attempt_exit_code = NULL, attempt_signal = '', attempt_failure_class = NULL, attempt_message = '',
+    exit_code = NULL, failure_class = NULL, message = ''
 FROM picked p
 WHERE j.id = p.id AND (j.state IN ('queued', 'retrying')) IS TRUE
 RETURNING j.id, j.attempt, j.spec, j.created_at, j.attempt_token::bigint AS token, j.attempt_worker_id::uuid AS worker_id, j.priority;
