@@ -1,6 +1,9 @@
 package job
 
-import "slices"
+import (
+	"fmt"
+	"slices"
+)
 
 // DefaultMaxAttempts is the attempts a job has in all, the first
 // included, when neither its spec nor its type sets max_attempts. That
@@ -50,12 +53,16 @@ func (r *RetryPolicy) IsZero() bool {
 		len(r.RetryableClasses) == 0 && len(r.RetryableExitCodes) == 0
 }
 
-// Validate checks r as a job type's defaults: the rules of a spec's retry
-// policy, fields named without the "retry." prefix.
-func (r *RetryPolicy) Validate() error {
-	err := r.validate()
-	if fe, ok := err.(*FieldError); ok {
-		return &FieldError{Field: fe.Field[len("retry."):], Rule: fe.Rule}
+// Validate checks r by the rules of a spec's retry policy (a job type's
+// defaults follow them too); errors name the field as in a spec
+// ("retry.max_attempts").
+func (r *RetryPolicy) Validate() error { return r.validate() }
+
+// ValidateTypeName checks name as a job type's, by the rule of a spec's
+// type, naming field in its error.
+func ValidateTypeName(field, name string) error {
+	if name == "" || len(name) > MaxTypeLen || !typeRe.MatchString(name) {
+		return &FieldError{Field: field, Rule: fmt.Sprintf("must be 1-%d characters [A-Za-z0-9._-], starting alphanumeric", MaxTypeLen)}
 	}
-	return err
+	return nil
 }

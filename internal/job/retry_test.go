@@ -45,18 +45,18 @@ func TestRetryPolicyOr(t *testing.T) {
 }
 
 // TestRetryPolicyValidateNamesTheField: a job type's policy is checked
-// by the spec's rules, the field named as the type has it.
+// by the spec's rules, the field named as in a spec.
 func TestRetryPolicyValidateNamesTheField(t *testing.T) {
 	for _, c := range []struct {
 		p     RetryPolicy
 		field string
 	}{
-		{RetryPolicy{MaxAttempts: -1}, "max_attempts"},
-		{RetryPolicy{MaxAttempts: MaxAttemptsLimit + 1}, "max_attempts"},
-		{RetryPolicy{InitialBackoff: 2 * time.Hour}, "initial_backoff"},
-		{RetryPolicy{InitialBackoff: time.Minute, MaxBackoff: time.Second}, "max_backoff"},
-		{RetryPolicy{RetryableExitCodes: []int32{256}}, "retryable_exit_codes"},
-		{RetryPolicy{RetryableClasses: []FailureClass{FailureCancelled}}, "retryable_classes"},
+		{RetryPolicy{MaxAttempts: -1}, "retry.max_attempts"},
+		{RetryPolicy{MaxAttempts: MaxAttemptsLimit + 1}, "retry.max_attempts"},
+		{RetryPolicy{InitialBackoff: 2 * time.Hour}, "retry.initial_backoff"},
+		{RetryPolicy{InitialBackoff: time.Minute, MaxBackoff: time.Second}, "retry.max_backoff"},
+		{RetryPolicy{RetryableExitCodes: []int32{256}}, "retry.retryable_exit_codes"},
+		{RetryPolicy{RetryableClasses: []FailureClass{FailureCancelled}}, "retry.retryable_classes"},
 	} {
 		err := c.p.Validate()
 		var fe *FieldError

@@ -42,7 +42,9 @@ func (s *Store) CreateJob(ctx context.Context, spec job.Spec, defaultMaxAttempts
 // and JobCreated events, in order (FIFO among them). If one spec is
 // invalid nothing is written and the error names it (specs[i].field).
 // Specs with an idempotency key used before (or earlier in the same call)
-// return that job with existing set.
+// return that job with existing set. A spec's retry policy gets the
+// defaults of its type (JobType) for the fields it leaves unset, and
+// max_attempts defaultMaxAttempts when neither sets one.
 func (s *Store) CreateJobs(ctx context.Context, specs []job.Spec, defaultMaxAttempts int) ([]job.Job, []bool, error) {
 	for i := range specs {
 		if err := specs[i].Validate(); err != nil {
@@ -52,6 +54,10 @@ func (s *Store) CreateJobs(ctx context.Context, specs []job.Spec, defaultMaxAtte
 			}
 			return nil, nil, err
 		}
+	}
+	specs, err := s.withTypeDefaults(ctx, specs)
+	if err != nil {
+		return nil, nil, err
 	}
 	for try := 0; ; try++ {
 		jobs, existing, err := s.createJobs(ctx, specs, defaultMaxAttempts)

@@ -138,6 +138,12 @@ type JobLog struct {
 	CreatedAt time.Time
 }
 
+type JobType struct {
+	Name      string
+	Retry     []byte
+	UpdatedAt time.Time
+}
+
 type Provider struct {
 	Name           string
 	Kind           string
