@@ -93,21 +93,12 @@ func SpecFromProto(p *hodeiv1.JobSpec) (job.Spec, error) {
 		}
 		s.Timeout = p.Timeout.AsDuration()
 	}
-	if r := p.Retry; r != nil {
-		s.Retry = job.RetryPolicy{MaxAttempts: int(r.MaxAttempts), Jitter: r.Jitter, RetryableExitCodes: r.RetryableExitCodes}
-		if r.InitialBackoff != nil {
-			s.Retry.InitialBackoff = r.InitialBackoff.AsDuration()
+	if p.Retry != nil {
+		r, err := RetryFromProto(p.Retry)
+		if err != nil {
+			return s, err
 		}
-		if r.MaxBackoff != nil {
-			s.Retry.MaxBackoff = r.MaxBackoff.AsDuration()
-		}
-		for _, c := range r.RetryableClasses {
-			fc := ClassFromProto(c)
-			if fc == job.FailureNone {
-				return s, &job.FieldError{Field: "retry.retryable_classes", Rule: fmt.Sprintf("%s is not a failure class", c)}
-			}
-			s.Retry.RetryableClasses = append(s.Retry.RetryableClasses, fc)
-		}
+		s.Retry = r
 	}
 	return s, nil
 }
@@ -122,18 +113,43 @@ func SpecToProto(s job.Spec) *hodeiv1.JobSpec {
 	if s.Timeout != 0 {
 		p.Timeout = durationpb.New(s.Timeout)
 	}
-	r := s.Retry
-	if r.MaxAttempts != 0 || r.InitialBackoff != 0 || r.MaxBackoff != 0 || r.Jitter != 0 || len(r.RetryableClasses) > 0 || len(r.RetryableExitCodes) > 0 {
-		p.Retry = &hodeiv1.RetryPolicy{MaxAttempts: int32(r.MaxAttempts), Jitter: r.Jitter, RetryableExitCodes: r.RetryableExitCodes}
-		if r.InitialBackoff != 0 {
-			p.Retry.InitialBackoff = durationpb.New(r.InitialBackoff)
+	if !s.Retry.IsZero() {
+		p.Retry = RetryToProto(s.Retry)
+	}
+	return p
+}
+
+// RetryFromProto converts r (not nil) and validates nothing but its
+// failure classes; job.RetryPolicy.Validate does.
+func RetryFromProto(r *hodeiv1.RetryPolicy) (job.RetryPolicy, error) {
+	out := job.RetryPolicy{MaxAttempts: int(r.MaxAttempts), Jitter: r.Jitter, RetryableExitCodes: r.RetryableExitCodes}
+	if r.InitialBackoff != nil {
+		out.InitialBackoff = r.InitialBackoff.AsDuration()
+	}
+	if r.MaxBackoff != nil {
+		out.MaxBackoff = r.MaxBackoff.AsDuration()
+	}
+	for _, c := range r.RetryableClasses {
+		fc := ClassFromProto(c)
+		if fc == job.FailureNone {
+			return out, &job.FieldError{Field: "retry.retryable_classes", Rule: fmt.Sprintf("%s is not a failure class", c)}
 		}
-		if r.MaxBackoff != 0 {
-			p.Retry.MaxBackoff = durationpb.New(r.MaxBackoff)
-		}
-		for _, c := range r.RetryableClasses {
-			p.Retry.RetryableClasses = append(p.Retry.RetryableClasses, ClassToProto(c))
-		}
+		out.RetryableClasses = append(out.RetryableClasses, fc)
+	}
+	return out, nil
+}
+
+// RetryToProto is the message of r.
+func RetryToProto(r job.RetryPolicy) *hodeiv1.RetryPolicy {
+	p := &hodeiv1.RetryPolicy{MaxAttempts: int32(r.MaxAttempts), Jitter: r.Jitter, RetryableExitCodes: r.RetryableExitCodes}
+	if r.InitialBackoff != 0 {
+		p.InitialBackoff = durationpb.New(r.InitialBackoff)
+	}
+	if r.MaxBackoff != 0 {
+		p.MaxBackoff = durationpb.New(r.MaxBackoff)
+	}
+	for _, c := range r.RetryableClasses {
+		p.RetryableClasses = append(p.RetryableClasses, ClassToProto(c))
 	}
 	return p
 }

@@ -59,6 +59,9 @@ type Config struct {
 	HealthInterval time.Duration
 	// Docker configures the Docker provider; off when its MaxWorkers is 0.
 	Docker DockerConfig
+	// JobTypeDefaults, when set, is a file of job type retry defaults
+	// (server.ParseJobTypes) stored at start over those of the same names.
+	JobTypeDefaults string
 	// StopAllWorkers terminates every provider's workers on exit (dev mode,
 	// whose database goes with it). A server leaves Docker workers running
 	// so that they reconnect when it is back.
@@ -89,6 +92,13 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 		return err
 	}
 	defer st.Close()
+	if pc.JobTypeDefaults != "" {
+		n, err := server.LoadJobTypes(ctx, st, pc.JobTypeDefaults)
+		if err != nil {
+			return err
+		}
+		log.Info("job type defaults loaded", "file", pc.JobTypeDefaults, "job_types", n)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})

@@ -98,10 +98,11 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(hodeiv1connect.NewEventServiceHandler(eventService{s}, opt))
 	mux.Handle(hodeiv1connect.NewProviderServiceHandler(providerService{s}, opt))
 	mux.Handle(hodeiv1connect.NewWebhookServiceHandler(newWebhookService(s), opt))
+	mux.Handle(hodeiv1connect.NewJobTypeServiceHandler(jobTypeService{s}, opt))
 	reflector := grpcreflect.NewStaticReflector(
 		hodeiv1connect.JobServiceName, hodeiv1connect.WorkerServiceName,
 		hodeiv1connect.EventServiceName, hodeiv1connect.ProviderServiceName,
-		hodeiv1connect.WebhookServiceName,
+		hodeiv1connect.WebhookServiceName, hodeiv1connect.JobTypeServiceName,
 	)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))

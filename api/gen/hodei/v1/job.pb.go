@@ -210,7 +210,10 @@ func (LogStream) EnumDescriptor() ([]byte, []int) {
 // RetryPolicy decides whether and when a failed attempt is retried.
 type RetryPolicy struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// max_attempts counts all attempts, the first included; 0 = server default for the job type.
+	// max_attempts counts all attempts, the first included, whatever failed;
+	// 0 = the job type's, else the server's default (3), which only platform
+	// failures (worker_lost, provisioning) use: exit codes and timeouts are
+	// retried only under a max_attempts the spec or its type sets.
 	MaxAttempts int32 `protobuf:"varint,1,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
 	// initial_backoff defaults to 1s; it doubles per attempt up to max_backoff.
 	InitialBackoff *durationpb.Duration `protobuf:"bytes,2,opt,name=initial_backoff,json=initialBackoff,proto3" json:"initial_backoff,omitempty"`
