@@ -32,6 +32,7 @@ Jobs (talk to --server, default $HODEI_SERVER or 127.0.0.1:7070):
   hodei events tail [--type T] [--aggregate KIND:ID]
   hodei provider list|get|enable|disable|set ...
   hodei webhook add|list|remove|deliveries|replay ...
+  hodei jobtype set|list|get|delete ...
 `
 
 func main() {
@@ -68,7 +69,7 @@ func run() int {
 		fmt.Println("hodei", version)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
-	case "run", "job", "events", "provider", "webhook":
+	case "run", "job", "events", "provider", "webhook", "jobtype":
 		return cli.Main(ctx, os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Env: os.Getenv})
 	default:
 		fmt.Fprintf(os.Stderr, "hodei: unknown command %q\n\n%s", cmd, usage)

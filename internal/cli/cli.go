@@ -62,12 +62,16 @@ Commands:
   webhook deliveries NAME              its failed deliveries (event, type, attempts, last error)
   webhook replay NAME (--id ID... | --all)
                                        send failed deliveries again
+  jobtype set TYPE [--max-attempts N] [--retry-exit-code C]... [--backoff-initial D] [--backoff-max D]
+                                       retry defaults of the jobs of TYPE (docs/jobs.md)
+  jobtype list | get TYPE | delete TYPE
+                                       list job types; show one; delete one
 
 Flags on every command:
   --server ADDR   host:port or http://host:port (default $HODEI_SERVER, else 127.0.0.1:7070)
   -o FORMAT       table (default), json or yaml; on get, list, cancel, retry, watch, explain,
-                  provider list, webhook add|list|deliveries|replay; table or json on events
-                  tail; ignored by job submit
+                  provider list, webhook add|list|deliveries|replay, jobtype set|list|get;
+                  table or json on events tail; ignored by job submit
 
 Job flags (run, job submit):
   --name NAME              --image IMAGE             --type TYPE
@@ -155,6 +159,8 @@ func (e *env) main(ctx context.Context, args []string) int {
 		err = e.provider(ctx, args[1:])
 	case "webhook":
 		err = e.webhook(ctx, args[1:])
+	case "jobtype":
+		err = e.jobType(ctx, args[1:])
 	default:
 		if isHelp(args[0]) {
 			fmt.Fprint(e.Out, Usage)

@@ -18,6 +18,7 @@ type clients struct {
 	events    hodeiv1connect.EventServiceClient
 	providers hodeiv1connect.ProviderServiceClient
 	webhooks  hodeiv1connect.WebhookServiceClient
+	jobTypes  hodeiv1connect.JobTypeServiceClient
 }
 
 // dial builds gRPC clients for addr (host:port) over cleartext HTTP/2. It
@@ -40,6 +41,7 @@ func dial(addr string) *clients {
 		events:    hodeiv1connect.NewEventServiceClient(hc, base, connect.WithGRPC()),
 		providers: hodeiv1connect.NewProviderServiceClient(hc, base, connect.WithGRPC()),
 		webhooks:  hodeiv1connect.NewWebhookServiceClient(hc, base, connect.WithGRPC()),
+		jobTypes:  hodeiv1connect.NewJobTypeServiceClient(hc, base, connect.WithGRPC()),
 	}
 }
 

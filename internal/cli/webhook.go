@@ -23,13 +23,8 @@ const webhookUsage = `usage: hodei webhook add NAME URL --type T [--type T]... [
        hodei webhook deliveries NAME [--limit N]
        hodei webhook replay NAME (--id EVENT_ID [--id EVENT_ID]... | --all)`
 
-// webhookCommand is one parsed "webhook VERB ...": its positional
-// arguments, output format and clients.
-type webhookCommand struct {
-	args   []string
-	format string
-	c      *clients
-}
+// webhookCommand is one parsed "webhook VERB ...".
+type webhookCommand = subCommand
 
 func (e *env) webhook(ctx context.Context, args []string) error {
 	if len(args) > 0 && isHelp(args[0]) {
@@ -58,27 +53,7 @@ func (e *env) webhook(ctx context.Context, args []string) error {
 // parseWebhook parses "webhook <verb>" with --server, -o and what extra
 // registers, wanting synopsis's positional arguments (want of them).
 func (e *env) parseWebhook(verb, synopsis string, want int, args []string, extra func(fs *flag.FlagSet)) (*webhookCommand, error) {
-	fs := e.flagSet("webhook " + verb)
-	server := e.serverFlag(fs)
-	format := outputFlag(fs, formatTable, formatJSON, formatYAML)
-	if extra != nil {
-		extra(fs)
-	}
-	pos, err := e.parse(fs, synopsis, args, true)
-	if err != nil {
-		return nil, err
-	}
-	if len(pos) > want {
-		return nil, usagef("webhook %s: unexpected argument %q\n%s", verb, pos[want], webhookUsage)
-	}
-	if len(pos) < want {
-		return nil, usagef("webhook %s: want %s\n%s", verb, synopsis, webhookUsage)
-	}
-	addr, err := serverAddr(*server)
-	if err != nil {
-		return nil, usagef("%v", err)
-	}
-	return &webhookCommand{args: pos, format: format.value, c: dial(addr)}, nil
+	return e.parseSub("webhook", webhookUsage, verb, synopsis, want, args, extra)
 }
 
 func (e *env) webhookAdd(ctx context.Context, args []string) error {
