@@ -105,15 +105,22 @@ func TestAgentSIGTERMKillsJobIgnoringTERMAfterGrace(t *testing.T) {
 	if m := groupMembers(pgid); len(m) > 0 {
 		t.Errorf("processes %v of the job's group %d still alive after the agent exited", m, pgid)
 	}
-	j := pollJob(t, c, id, 5*time.Second, "final", isFinal)
-	if len(j.Attempts) != 1 || j.Attempts[0].FailureClass != hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST || j.Attempts[0].Signal != "SIGKILL" {
-		t.Errorf("job: state=%v attempts=%v, want one attempt failed as worker_lost by SIGKILL", j.State, j.Attempts)
+	j := pollJob(t, c, id, 5*time.Second, "attempt ended", firstAttemptEnded)
+	if len(j.Attempts) != 1 || j.Attempts[0].FailureClass != hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST || j.Attempts[0].Signal != "SIGKILL" ||
+		j.State != hodeiv1.JobState_JOB_STATE_RETRYING {
+		t.Errorf("job: state=%v attempts=%v, want one attempt failed as worker_lost by SIGKILL, the job retrying", j.State, j.Attempts)
 	}
 	eventually(t, 5*time.Second, "worker terminated", func() bool { return workerState(t, st, a.id) == "terminated" })
 	evs := eventTypes(t, st, a.id)
 	if !slices.Contains(evs, "WorkerGracefulShutdown") || slices.Contains(evs, "WorkerShutdownForced") {
 		t.Errorf("worker events %v, want WorkerGracefulShutdown and no WorkerShutdownForced", evs)
 	}
+}
+
+// firstAttemptEnded: the job's first attempt has finished (a lost worker's
+// job is then retrying: there is no other worker to run it).
+func firstAttemptEnded(j *hodeiv1.Job) bool {
+	return len(j.Attempts) > 0 && j.Attempts[0].FinishedAt != nil
 }
 
 // TestAgentSIGTERMForcedExitsOne: a job that ignores SIGTERM and a grace
@@ -150,9 +157,9 @@ func TestAgentSIGTERMForcedExitsOne(t *testing.T) {
 	eventually(t, 5*time.Second, "WorkerShutdownForced event", func() bool {
 		return slices.Contains(eventTypes(t, st, a.id), "WorkerShutdownForced")
 	})
-	j := pollJob(t, c, id, 10*time.Second, "final", isFinal)
-	if len(j.Attempts) != 1 || j.Attempts[0].FailureClass != hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST {
-		t.Errorf("job: state=%v attempts=%v, want its one attempt failed as worker_lost", j.State, j.Attempts)
+	j := pollJob(t, c, id, 10*time.Second, "attempt ended", firstAttemptEnded)
+	if len(j.Attempts) != 1 || j.Attempts[0].FailureClass != hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST || j.State != hodeiv1.JobState_JOB_STATE_RETRYING {
+		t.Errorf("job: state=%v attempts=%v, want its one attempt failed as worker_lost, the job retrying", j.State, j.Attempts)
 	}
 	eventually(t, 5*time.Second, "worker terminated", func() bool { return workerState(t, st, a.id) == "terminated" })
 	t.Logf("worker events: %v", eventTypes(t, st, a.id))

@@ -68,6 +68,20 @@ type Config struct {
 	StopAllWorkers bool
 }
 
+// loadJobTypes stores the job types of the file at path, when set, over
+// the stored ones of the same names.
+func loadJobTypes(ctx context.Context, log *slog.Logger, st *store.Store, path string) error {
+	if path == "" {
+		return nil
+	}
+	n, err := server.LoadJobTypes(ctx, st, path)
+	if err != nil {
+		return err
+	}
+	log.Info("job type defaults loaded", "file", path, "job_types", n)
+	return nil
+}
+
 // DockerConfig configures the Docker provider.
 type DockerConfig struct {
 	MaxWorkers int
@@ -92,12 +106,8 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 		return err
 	}
 	defer st.Close()
-	if pc.JobTypeDefaults != "" {
-		n, err := server.LoadJobTypes(ctx, st, pc.JobTypeDefaults)
-		if err != nil {
-			return err
-		}
-		log.Info("job type defaults loaded", "file", pc.JobTypeDefaults, "job_types", n)
+	if err := loadJobTypes(ctx, log, st, pc.JobTypeDefaults); err != nil {
+		return err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
