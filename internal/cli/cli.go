@@ -80,6 +80,8 @@ Job flags (run, job submit):
   --memory Q               MiB: 256, 512Mi, 1Gi
   --timeout D              Go duration: 30s, 5m, 1h30m
   --max-attempts N         --retry-exit-code N (repeatable)
+                           without --max-attempts (or a job type's) a job has 3 attempts,
+                           for platform failures only (worker lost, provisioning)
   --priority N             --idempotency-key KEY     --workdir DIR
   --script FILE            run FILE with /bin/sh instead of a command
 
