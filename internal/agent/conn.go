@@ -88,6 +88,14 @@ func (a *Agent) connectLoop(ctx context.Context, hc *http.Client) {
 func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen int) (connected bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	a.mu.Lock()
+	a.endSession = cancel
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.endSession = nil
+		a.mu.Unlock()
+	}()
 	c := hodeiv1connect.NewWorkerServiceClient(hc, baseURL(server), connect.WithGRPC())
 	stream := c.Connect(ctx)
 	defer stream.CloseRequest()
@@ -255,6 +263,7 @@ func (a *Agent) handle(m *hodeiv1.ConnectResponse) {
 	case *hodeiv1.ConnectResponse_Cancel:
 		a.stop(msg.Cancel.FencingToken, errors.New(msg.Cancel.Reason))
 	case *hodeiv1.ConnectResponse_Ack:
+		a.heard()
 		a.box.ack(msg.Ack)
 		if msg.Ack.Stale {
 			a.stop(msg.Ack.FencingToken, errors.New("attempt is stale"))
@@ -264,6 +273,10 @@ func (a *Agent) handle(m *hodeiv1.ConnectResponse) {
 		a.draining = true
 		a.mu.Unlock()
 	case *hodeiv1.ConnectResponse_Settings:
+		a.applySettings(msg.Settings)
+		a.heard()
+	case *hodeiv1.ConnectResponse_HeartbeatAck:
+		a.heard()
 	case *hodeiv1.ConnectResponse_Batch:
 		for _, m := range msg.Batch.Msgs {
 			if m.GetBatch() == nil {
