@@ -91,16 +91,7 @@ func (g *guard) close() {
 // every process group still listed, then returns.
 func RunGuardian(in io.Reader) error {
 	parent := os.Getppid()
-	var mu sync.Mutex
-	groups := map[int]struct{}{}
-	killAll := func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for pgid := range groups {
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		}
-		clear(groups)
-	}
+	g := &guardian{groups: map[int]struct{}{}}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	go func() {
@@ -108,27 +99,24 @@ func RunGuardian(in io.Reader) error {
 			// The parent-death signal, or a stray one while the agent
 			// lives (then ignored: the pipe says when the agent is gone).
 			if os.Getppid() != parent {
-				killAll()
+				g.killAll()
 				os.Exit(0)
 			}
 		}
 	}()
-	err := readGuardLines(in, func(op byte, pgid int) {
-		mu.Lock()
-		defer mu.Unlock()
-		if op == '+' {
-			groups[pgid] = struct{}{}
-		} else {
-			delete(groups, pgid)
-		}
-	})
-	killAll()
-	return err
+	return g.serve(in)
 }
 
-// readGuardLines calls apply for every well-formed line of in until its
-// end.
-func readGuardLines(in io.Reader, apply func(op byte, pgid int)) error {
+// guardian is the guardian's list of the agent's job groups.
+type guardian struct {
+	mu     sync.Mutex
+	groups map[int]struct{}
+}
+
+// serve follows the lines of in until its end, then kills every group
+// still listed.
+func (g *guardian) serve(in io.Reader) error {
+	defer g.killAll()
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		line := sc.Bytes()
@@ -139,10 +127,26 @@ func readGuardLines(in io.Reader, apply func(op byte, pgid int)) error {
 		if err != nil || pgid <= 1 {
 			continue
 		}
-		apply(line[0], pgid)
+		g.mu.Lock()
+		if line[0] == '+' {
+			g.groups[pgid] = struct{}{}
+		} else {
+			delete(g.groups, pgid)
+		}
+		g.mu.Unlock()
 	}
 	if err := sc.Err(); err != nil && !errors.Is(err, os.ErrClosed) {
 		return fmt.Errorf("read guardian pipe: %w", err)
 	}
 	return nil
+}
+
+// killAll sends SIGKILL to every listed group.
+func (g *guardian) killAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for pgid := range g.groups {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+	clear(g.groups)
 }
