@@ -1,7 +1,7 @@
 package agent
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // guard is the agent's end of its guardian: a small process, started once
@@ -113,32 +114,60 @@ type guardian struct {
 	groups map[int]struct{}
 }
 
+// guardPause is how long the guardian lets lines pile up in the pipe
+// between reads: it needs the list only when the agent dies, and waking
+// it for every line would cost a context switch per job start and end
+// (the pipe holds thousands of lines; the agent dying is noticed at most
+// this late).
+const guardPause = 20 * time.Millisecond
+
 // serve follows the lines of in until its end, then kills every group
 // still listed.
 func (g *guardian) serve(in io.Reader) error {
 	defer g.killAll()
-	sc := bufio.NewScanner(in)
-	for sc.Scan() {
-		line := sc.Bytes()
-		if len(line) < 2 || (line[0] != '+' && line[0] != '-') {
-			continue
+	buf := make([]byte, 64<<10)
+	held := 0 // bytes of an unfinished line at the start of buf
+	for {
+		n, err := in.Read(buf[held:])
+		lines := buf[:held+n]
+		for {
+			i := bytes.IndexByte(lines, '\n')
+			if i < 0 {
+				break
+			}
+			g.apply(lines[:i])
+			lines = lines[i+1:]
 		}
-		pgid, err := strconv.Atoi(string(line[1:]))
-		if err != nil || pgid <= 1 {
-			continue
+		held = copy(buf, lines)
+		if held == len(buf) {
+			held = 0 // not a line of ours
 		}
-		g.mu.Lock()
-		if line[0] == '+' {
-			g.groups[pgid] = struct{}{}
-		} else {
-			delete(g.groups, pgid)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("read guardian pipe: %w", err)
 		}
-		g.mu.Unlock()
+		time.Sleep(guardPause)
 	}
-	if err := sc.Err(); err != nil && !errors.Is(err, os.ErrClosed) {
-		return fmt.Errorf("read guardian pipe: %w", err)
+}
+
+// apply applies one line: "+PGID" lists a group, "-PGID" takes it off.
+func (g *guardian) apply(line []byte) {
+	if len(line) < 2 || (line[0] != '+' && line[0] != '-') {
+		return
 	}
-	return nil
+	pgid, err := strconv.Atoi(string(line[1:]))
+	if err != nil || pgid <= 1 {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if line[0] == '+' {
+		g.groups[pgid] = struct{}{}
+	} else {
+		delete(g.groups, pgid)
+	}
 }
 
 // killAll sends SIGKILL to every listed group.
