@@ -72,16 +72,32 @@ func (a *Agent) connectLoop(ctx context.Context, hc *http.Client) {
 		if connected {
 			backoff = time.Second
 		}
-		a.log.Warn("stream to server lost; reconnecting", "server", server, "err", err, "retry_in", backoff)
+		wait := a.retryIn(backoff)
+		a.log.Warn("stream to server lost; reconnecting", "server", server, "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64()))):
+		case <-time.After(time.Duration(float64(wait) * (0.8 + 0.4*rand.Float64()))):
 		}
 		if !connected {
 			backoff = min(backoff*2, a.cfg.MaxBackoff)
 		}
 	}
+}
+
+// retryIn is how long to wait before the next connection attempt: the
+// backoff, but while the agent holds attempts at most a quarter of the
+// silence after which it kills them, so that a server back in time is
+// reached in time.
+func (a *Agent) retryIn(backoff time.Duration) time.Duration {
+	after := time.Duration(a.fenceAfter.Load())
+	a.mu.Lock()
+	busy := len(a.attempts) > 0
+	a.mu.Unlock()
+	if busy && after > 0 {
+		return min(backoff, max(after/4, 100*time.Millisecond))
+	}
+	return backoff
 }
 
 // session runs one stream until it breaks.
