@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -248,5 +249,42 @@ func (px *proxy) copy(dst, src net.Conn) {
 			}
 			return
 		}
+	}
+}
+
+// TestAgentCutOffReportsTheJobsItKilled: an agent cut off long enough to
+// kill its job, and back before the server's lease runs out, reports the
+// attempt itself: worker_lost, "agent lost contact with the server for
+// Ns"; the retry runs on another agent and finds none of its processes.
+func TestAgentCutOffReportsTheJobsItKilled(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0", "--lease", "10s")
+	st := openStore(t, dbURL)
+	px := startProxy(t, p.addr)
+	a := spawnAgent(t, st, []string{px.addr()})
+	c := jobClient(p.addr)
+
+	dir := t.TempDir()
+	id := submit(t, c, overlapJob(dir))
+	pgid, sleepPID := overlapPids(t, dir)
+	pollJob(t, c, id, 10*time.Second, "running", isRunning)
+
+	px.blackhole(true)
+	cut := time.Now()
+	eventually(t, 20*time.Second, "the job's processes killed by the cut-off agent", func() bool {
+		return len(groupMembers(pgid)) == 0 && processGone(sleepPID)
+	})
+	px.blackhole(false)
+	t.Logf("job's group gone %s after the cut; forwarding again", time.Since(cut).Round(time.Millisecond))
+	spawnAgent(t, st, []string{p.addr}) // for the retry
+
+	j := checkRetry(t, st, p.addr, id)
+	t.Logf("attempt 1: %v %q", j.Attempts[0].FailureClass, j.Attempts[0].Message)
+	if a1 := j.Attempts[0]; a1.WorkerId != a.id || !strings.HasPrefix(a1.Message, "agent lost contact with the server for ") {
+		t.Errorf("attempt 1 on worker %s: %q, want the cut-off agent's own report (worker %s, agent lost contact ...)", a1.WorkerId, a1.Message, a.id)
+	}
+	if evs := eventTypes(t, st, a.id); slices.Contains(evs, "WorkerDisconnected") {
+		t.Errorf("worker events %v: the server expired the worker that came back within the lease", evs)
 	}
 }
