@@ -100,6 +100,10 @@ func RunGuardian(in io.Reader) error {
 			// The parent-death signal, or a stray one while the agent
 			// lives (then ignored: the pipe says when the agent is gone).
 			if os.Getppid() != parent {
+				// The end of the pipe normally follows at once, and serve
+				// reads the lines still in it first; act alone if another
+				// process holds the pipe open.
+				time.Sleep(time.Second)
 				g.killAll()
 				os.Exit(0)
 			}
