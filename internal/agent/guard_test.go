@@ -58,9 +58,12 @@ func TestGuardianKillsListedGroupsAtEOF(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the listed group's leader still runs after the end of the input")
 	}
-	// The grandchild is gone too (a zombie at most).
-	if live := liveMembers(listed); len(live) > 0 {
-		t.Errorf("processes %v of group %d alive after the end of the input", live, listed)
+	// The grandchild is gone too (a zombie at most; SIGKILL takes effect
+	// when it is next scheduled).
+	for deadline := time.Now().Add(5 * time.Second); len(liveMembers(listed)) > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("processes %v of group %d alive 5s after the end of the input", liveMembers(listed), listed)
+		}
 	}
 	select {
 	case <-removedDone:
