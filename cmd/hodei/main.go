@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/cli"
 )
 
@@ -61,6 +62,9 @@ func run() int {
 		err = runDev(ctx, args)
 	case "agent":
 		return runAgent(ctx, args)
+	case "agent-guard":
+		// Started by `hodei agent` only: kills its jobs when it dies.
+		err = agent.RunGuardian(os.Stdin)
 	case "testdb":
 		err = runTestDB(ctx, args)
 	case "bench":

@@ -126,11 +126,17 @@ func runAgent(ctx context.Context, args []string) int {
 		return 2
 	}
 	log := platform.NewLogger(os.Stderr)
+	var guard []string
+	if exe, err := os.Executable(); err == nil {
+		guard = []string{exe, "agent-guard"}
+	} else {
+		log.Warn("running without a guardian process: jobs would outlive this agent if it were killed", "err", err)
+	}
 	batch, _ := strconv.Atoi(os.Getenv("HODEI_LOG_BATCH_SIZE"))
 	flush, _ := time.ParseDuration(os.Getenv("HODEI_LOG_FLUSH_INTERVAL"))
 	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"),
 		Labels: labels, Slots: *slots, BatchLines: batch, FlushInterval: flush, Version: version, Logger: log, NoopExec: *noop,
-		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem, Prefetch: prefetch.n, AdaptivePrefetch: prefetch.adaptive})
+		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem, Prefetch: prefetch.n, AdaptivePrefetch: prefetch.adaptive, GuardCommand: guard})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hodei:", err)
 		return 2

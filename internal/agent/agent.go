@@ -4,6 +4,33 @@
 // (log batches, results) stay in an outbox until the server acknowledges
 // them and are re-sent after a reconnect, so none is lost. The agent never
 // touches the database.
+//
+// What the agent guarantees about a job's processes (each attempt runs as
+// its own process group):
+//
+//   - An attempt's processes end with it: when the group's leader exits,
+//     whatever it left in its group is killed (runner.Run).
+//   - They end with the agent too, however it dies (kill -9 included): a
+//     guardian process (`hodei agent-guard`), started once with the agent
+//     in its own process group, is told of each group as it starts and
+//     ends, over a pipe; when the pipe reaches its end (the agent is gone)
+//     or its parent-death signal comes, it sends SIGKILL to every group
+//     still listed. Without a guardian (it could not start, or it died) the
+//     agent says so in a warning and runs on without this guarantee.
+//     Processes that leave their group (setsid, setpgid) are not followed.
+//   - An agent cut off from every server kills its own jobs before the
+//     server could fail and retry them (self-fencing): the server states
+//     its lease in the settings and answers every heartbeat; after lease -
+//     2 heartbeat intervals without an answer (fenceAfter has the
+//     arithmetic) the agent sends SIGKILL to every attempt's group, ends
+//     the attempts waiting for a slot, and reports them all as worker_lost
+//     ("agent lost contact with the server for Ns") once it reconnects (a
+//     server that already failed them refuses the reports as stale). An
+//     answer before that changes nothing: the jobs run on.
+//
+// So a retry of an attempt lost with its worker never runs next to it, and
+// fencing tokens keep a late report of a lost attempt from changing its
+// job's result.
 package agent
 
 import (
@@ -12,6 +39,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -55,6 +83,10 @@ type Config struct {
 	// it asks for no more work, finishes what it has, and exits 0
 	// (ephemeral workers: --max-jobs 1).
 	MaxJobs int
+	// GuardCommand is the command line of the guardian process (`hodei
+	// agent-guard`), started once by Run: it kills the jobs' process
+	// groups when the agent dies. Empty: no guardian.
+	GuardCommand []string
 }
 
 // Agent is one worker.
@@ -82,6 +114,12 @@ type Agent struct {
 	startMu    sync.Mutex
 	starts     []*hodeiv1.ConnectRequest // AttemptStarted notices for the sender
 	wg         sync.WaitGroup
+
+	guard      *guard             // nil: no guardian
+	endSession context.CancelFunc // ends the current stream (a.mu)
+	epoch      time.Time          // contact is counted from here (monotonic)
+	contact    atomic.Int64       // when the server was last heard, since epoch
+	fenceAfter atomic.Int64       // silence after which the jobs are killed; 0: never
 }
 
 // New returns an agent.
@@ -119,13 +157,15 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Prefetch < 0 {
 		return nil, fmt.Errorf("agent: prefetch: %d is negative", cfg.Prefetch)
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger, box: newOutbox(512), slots: make(chan struct{}, cfg.Slots), attempts: map[int64]*attempt{}, retired: make(chan struct{}), rejected: make(chan struct{})}, nil
+	return &Agent{cfg: cfg, log: cfg.Logger, box: newOutbox(512), slots: make(chan struct{}, cfg.Slots), attempts: map[int64]*attempt{}, epoch: time.Now(), retired: make(chan struct{}), rejected: make(chan struct{})}, nil
 }
 
 // Run enrolls and serves until ctx ends (a graceful shutdown follows) or
 // the shutdown is forced. It returns ErrForced when it had to kill jobs
 // past the hard deadline.
 func (a *Agent) Run(ctx context.Context) error {
+	a.startGuard()
+	defer a.guard.close()
 	hc := HTTPClient()
 	if err := a.enroll(ctx, hc); err != nil {
 		return err
@@ -133,6 +173,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log = a.log.With("worker_id", a.workerID)
 	connCtx, stopConn := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopConn()
+	go a.fenceLoop(connCtx)
 	connDone := make(chan struct{})
 	go func() {
 		defer close(connDone)
@@ -154,6 +195,22 @@ func (a *Agent) Run(ctx context.Context) error {
 	stopConn()
 	<-connDone
 	return err
+}
+
+// startGuard starts the guardian; without it the agent runs on, warned
+// once: a kill -9 of the agent would then leave its jobs running.
+func (a *Agent) startGuard() {
+	if len(a.cfg.GuardCommand) == 0 {
+		return
+	}
+	g, err := startGuard(a.cfg.GuardCommand, func(err error) {
+		a.log.Warn("the guardian process is gone; jobs now outlive this agent if it is killed", "err", err)
+	})
+	if err != nil {
+		a.log.Warn("running without a guardian process: jobs would outlive this agent if it were killed", "err", err)
+		return
+	}
+	a.guard = g
 }
 
 // ErrRejected is returned by Run when the server refuses the worker's

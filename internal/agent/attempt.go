@@ -27,6 +27,7 @@ type attempt struct {
 	cancel context.CancelCauseFunc
 	done   chan struct{}
 	pgid   atomic.Int64 // the job's process group, once started
+	fenced bool         // killed for the lost contact (a.mu)
 }
 
 // logBlockFor is how long a job's output may wait for room in the log
@@ -111,6 +112,10 @@ func finishedMsg(jobID string, token int64, exit int32, signal string, class hod
 // shutdown) while it waited for a slot: it never started.
 func (a *Agent) notStarted(ctx context.Context, at *attempt) {
 	class, msg := hodeiv1.FailureClass_FAILURE_CLASS_CANCELLED, context.Cause(ctx).Error()
+	var lost *lostContact
+	if errors.As(context.Cause(ctx), &lost) {
+		class = hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST
+	}
 	if errors.Is(context.Cause(ctx), errShuttingDown) {
 		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, "stopped by the worker's shutdown before it started"
 	}
@@ -199,8 +204,16 @@ func (a *Agent) runProcess(ctx context.Context, at *attempt, spec *hodeiv1.JobSp
 		env = append(env, k+"="+v)
 	}
 	argv := job.Argv(spec.GetCommand(), spec.GetScript(), spec.GetInterpreter())
-	return runner.Run(ctx, runner.Spec{Argv: argv, Env: env, Dir: spec.GetWorkdir(), Timeout: spec.GetTimeout().AsDuration(), Grace: a.cfg.Grace,
-		Started: func(pid int) { at.pgid.Store(int64(pid)) }}, write)
+	res := runner.Run(ctx, runner.Spec{Argv: argv, Env: env, Dir: spec.GetWorkdir(), Timeout: spec.GetTimeout().AsDuration(), Grace: a.cfg.Grace,
+		Started: func(pid int) {
+			at.pgid.Store(int64(pid))
+			a.guard.add(pid)
+		}}, write)
+	// Run killed the group before it returned.
+	if pgid := at.pgid.Load(); pgid > 0 {
+		a.guard.remove(int(pgid))
+	}
+	return res
 }
 
 // outcome classifies a finished process: the failure class and message of
@@ -208,7 +221,12 @@ func (a *Agent) runProcess(ctx context.Context, at *attempt, spec *hodeiv1.JobSp
 func outcome(ctx context.Context, spec *hodeiv1.JobSpec, res runner.Result) (hodeiv1.FailureClass, string) {
 	class := hodeiv1.FailureClass_FAILURE_CLASS_UNSPECIFIED
 	msg := ""
+	var lost *lostContact
 	switch {
+	case errors.As(context.Cause(ctx), &lost):
+		// Killed by the agent itself (self-fencing), whatever the process
+		// made of it.
+		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, lost.Error()
 	case res.Err != nil && !res.Cancelled:
 		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_INVALID, res.Err.Error()
 	case res.TimedOut:

@@ -72,11 +72,12 @@ func (a *Agent) connectLoop(ctx context.Context, hc *http.Client) {
 		if connected {
 			backoff = time.Second
 		}
-		a.log.Warn("stream to server lost; reconnecting", "server", server, "err", err, "retry_in", backoff)
+		wait := a.retryIn(backoff)
+		a.log.Warn("stream to server lost; reconnecting", "server", server, "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Duration(float64(backoff) * (0.8 + 0.4*rand.Float64()))):
+		case <-time.After(time.Duration(float64(wait) * (0.8 + 0.4*rand.Float64()))):
 		}
 		if !connected {
 			backoff = min(backoff*2, a.cfg.MaxBackoff)
@@ -84,10 +85,33 @@ func (a *Agent) connectLoop(ctx context.Context, hc *http.Client) {
 	}
 }
 
+// retryIn is how long to wait before the next connection attempt: the
+// backoff, but while the agent holds attempts at most a quarter of the
+// silence after which it kills them, so that a server back in time is
+// reached in time.
+func (a *Agent) retryIn(backoff time.Duration) time.Duration {
+	after := time.Duration(a.fenceAfter.Load())
+	a.mu.Lock()
+	busy := len(a.attempts) > 0
+	a.mu.Unlock()
+	if busy && after > 0 {
+		return min(backoff, max(after/4, 100*time.Millisecond))
+	}
+	return backoff
+}
+
 // session runs one stream until it breaks.
 func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen int) (connected bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	a.mu.Lock()
+	a.endSession = cancel
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.endSession = nil
+		a.mu.Unlock()
+	}()
 	c := hodeiv1connect.NewWorkerServiceClient(hc, baseURL(server), connect.WithGRPC())
 	stream := c.Connect(ctx)
 	defer stream.CloseRequest()
@@ -255,6 +279,7 @@ func (a *Agent) handle(m *hodeiv1.ConnectResponse) {
 	case *hodeiv1.ConnectResponse_Cancel:
 		a.stop(msg.Cancel.FencingToken, errors.New(msg.Cancel.Reason))
 	case *hodeiv1.ConnectResponse_Ack:
+		a.heard()
 		a.box.ack(msg.Ack)
 		if msg.Ack.Stale {
 			a.stop(msg.Ack.FencingToken, errors.New("attempt is stale"))
@@ -264,6 +289,10 @@ func (a *Agent) handle(m *hodeiv1.ConnectResponse) {
 		a.draining = true
 		a.mu.Unlock()
 	case *hodeiv1.ConnectResponse_Settings:
+		a.applySettings(msg.Settings)
+		a.heard()
+	case *hodeiv1.ConnectResponse_HeartbeatAck:
+		a.heard()
 	case *hodeiv1.ConnectResponse_Batch:
 		for _, m := range msg.Batch.Msgs {
 			if m.GetBatch() == nil {

@@ -40,6 +40,7 @@ type rigConfig struct {
 	hold    bool
 	pgStats bool // the database loads pg_stat_statements
 	onRun   func(jobID string)
+	guard   []string // the agents' GuardCommand
 }
 
 // newBenchRig starts the platform and its agents and waits until every
@@ -80,7 +81,7 @@ func newBenchRig(ctx context.Context, rc rigConfig) (*benchRig, error) {
 			r.stop()
 			return nil, err
 		}
-		a, err := agent.New(agent.Config{Servers: []string{r.addr}, BootstrapToken: token, Slots: rc.slots, Prefetch: rc.prefetch, AdaptivePrefetch: rc.adaptive, NoopExec: rc.noop, OnRunJob: rc.onRun, Logger: log})
+		a, err := agent.New(agent.Config{Servers: []string{r.addr}, BootstrapToken: token, Slots: rc.slots, Prefetch: rc.prefetch, AdaptivePrefetch: rc.adaptive, NoopExec: rc.noop, OnRunJob: rc.onRun, Logger: log, GuardCommand: rc.guard})
 		if err != nil {
 			r.stop()
 			return nil, err

@@ -50,6 +50,9 @@ type ThroughputConfig struct {
 	// of river bench --num-total-jobs); otherwise submission is timed and
 	// runs while agents work.
 	Presubmit bool
+	// AgentGuard is the agents' guardian command (agent.Config.GuardCommand),
+	// as `hodei agent` starts it; empty: none.
+	AgentGuard []string
 }
 
 // Throughput submits jobs in bulk to connected agents and measures
@@ -158,7 +161,7 @@ func throughputMode(ctx context.Context, out io.Writer, cfg ThroughputConfig, mo
 func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop bool) (float64, error) {
 	n, submitters, batch, presubmit := cfg.Jobs, cfg.Submitters, cfg.Batch, cfg.Presubmit
 	rig, err := newBenchRig(ctx, rigConfig{agents: cfg.Agents, slots: cfg.Slots, prefetch: cfg.Prefetch, adaptive: cfg.AdaptivePrefetch,
-		noop: noop, hold: presubmit, pgStats: cfg.PGStats})
+		noop: noop, hold: presubmit, pgStats: cfg.PGStats, guard: cfg.AgentGuard})
 	if err != nil {
 		return 0, err
 	}

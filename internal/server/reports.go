@@ -24,6 +24,9 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 	for _, m := range msgs {
 		switch m.Msg.(type) {
 		case *hodeiv1.ConnectRequest_Heartbeat:
+			// Answered once received (c.lastSeen is already this late): the
+			// agent kills its jobs when the answers stop for about a lease.
+			c.send(&hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_HeartbeatAck{HeartbeatAck: &hodeiv1.HeartbeatAck{}}})
 		case *hodeiv1.ConnectRequest_Started, *hodeiv1.ConnectRequest_Logs, *hodeiv1.ConnectRequest_Finished:
 			r, n, err := toReport(m)
 			if err != nil {

@@ -29,7 +29,7 @@ func (h workerService) Enroll(ctx context.Context, req *connect.Request[hodeiv1.
 }
 
 func (s *Server) settings() *hodeiv1.WorkerSettings {
-	return &hodeiv1.WorkerSettings{HeartbeatInterval: durationpb.New(s.cfg.HeartbeatInterval), Batches: true}
+	return &hodeiv1.WorkerSettings{HeartbeatInterval: durationpb.New(s.cfg.HeartbeatInterval), Batches: true, Lease: durationpb.New(s.cfg.Lease)}
 }
 
 // Connect serves one worker's stream: authenticate the hello, reconcile

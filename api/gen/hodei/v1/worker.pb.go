@@ -244,7 +244,12 @@ type WorkerSettings struct {
 	LogBatchLines     int32                  `protobuf:"varint,2,opt,name=log_batch_lines,json=logBatchLines,proto3" json:"log_batch_lines,omitempty"`
 	LogFlushInterval  *durationpb.Duration   `protobuf:"bytes,3,opt,name=log_flush_interval,json=logFlushInterval,proto3" json:"log_flush_interval,omitempty"`
 	// batches: the server accepts ConnectRequest.batch.
-	Batches       bool `protobuf:"varint,4,opt,name=batches,proto3" json:"batches,omitempty"`
+	Batches bool `protobuf:"varint,4,opt,name=batches,proto3" json:"batches,omitempty"`
+	// lease: how long the server keeps a silent worker's attempts before it
+	// fails them as worker_lost. A server that states it answers every
+	// heartbeat with a HeartbeatAck; the agent kills its own jobs before a
+	// silence that long (self-fencing).
+	Lease         *durationpb.Duration `protobuf:"bytes,5,opt,name=lease,proto3" json:"lease,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -305,6 +310,13 @@ func (x *WorkerSettings) GetBatches() bool {
 		return x.Batches
 	}
 	return false
+}
+
+func (x *WorkerSettings) GetLease() *durationpb.Duration {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
 }
 
 // RunningAttempt identifies an attempt by its fencing token.
@@ -1352,6 +1364,7 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Settings
 	//	*ConnectResponse_Ack
 	//	*ConnectResponse_Batch
+	//	*ConnectResponse_HeartbeatAck
 	Msg           isConnectResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1448,6 +1461,15 @@ func (x *ConnectResponse) GetBatch() *ResponseBatch {
 	return nil
 }
 
+func (x *ConnectResponse) GetHeartbeatAck() *HeartbeatAck {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_HeartbeatAck); ok {
+			return x.HeartbeatAck
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Msg interface {
 	isConnectResponse_Msg()
 }
@@ -1476,6 +1498,10 @@ type ConnectResponse_Batch struct {
 	Batch *ResponseBatch `protobuf:"bytes,6,opt,name=batch,proto3,oneof"`
 }
 
+type ConnectResponse_HeartbeatAck struct {
+	HeartbeatAck *HeartbeatAck `protobuf:"bytes,7,opt,name=heartbeat_ack,json=heartbeatAck,proto3,oneof"`
+}
+
 func (*ConnectResponse_Run) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_Cancel) isConnectResponse_Msg() {}
@@ -1488,6 +1514,47 @@ func (*ConnectResponse_Ack) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_Batch) isConnectResponse_Msg() {}
 
+func (*ConnectResponse_HeartbeatAck) isConnectResponse_Msg() {}
+
+// HeartbeatAck answers a Heartbeat once the server has received it: the
+// agent's proof that the server still hears it (sent when the settings
+// state a lease).
+type HeartbeatAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HeartbeatAck) Reset() {
+	*x = HeartbeatAck{}
+	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HeartbeatAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HeartbeatAck) ProtoMessage() {}
+
+func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
+func (*HeartbeatAck) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{18}
+}
+
 // ResponseBatch carries several server messages in one frame, in order
 // (never another batch). Sent only to an agent whose hello says batches.
 type ResponseBatch struct {
@@ -1499,7 +1566,7 @@ type ResponseBatch struct {
 
 func (x *ResponseBatch) Reset() {
 	*x = ResponseBatch{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	mi := &file_hodei_v1_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1578,7 @@ func (x *ResponseBatch) String() string {
 func (*ResponseBatch) ProtoMessage() {}
 
 func (x *ResponseBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	mi := &file_hodei_v1_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1591,7 @@ func (x *ResponseBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseBatch.ProtoReflect.Descriptor instead.
 func (*ResponseBatch) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{18}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResponseBatch) GetMsgs() []*ConnectResponse {
@@ -1553,7 +1620,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[19]
+	mi := &file_hodei_v1_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1632,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[19]
+	mi := &file_hodei_v1_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1645,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{19}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Worker) GetId() string {
@@ -1674,12 +1741,13 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"credential\x18\x02 \x01(\tR\n" +
 	"credential\x124\n" +
-	"\bsettings\x18\x03 \x01(\v2\x18.hodei.v1.WorkerSettingsR\bsettings\"\xe5\x01\n" +
+	"\bsettings\x18\x03 \x01(\v2\x18.hodei.v1.WorkerSettingsR\bsettings\"\x96\x02\n" +
 	"\x0eWorkerSettings\x12H\n" +
 	"\x12heartbeat_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12&\n" +
 	"\x0flog_batch_lines\x18\x02 \x01(\x05R\rlogBatchLines\x12G\n" +
 	"\x12log_flush_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x10logFlushInterval\x12\x18\n" +
-	"\abatches\x18\x04 \x01(\bR\abatches\"f\n" +
+	"\abatches\x18\x04 \x01(\bR\abatches\x12/\n" +
+	"\x05lease\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x05lease\"f\n" +
 	"\x0eRunningAttempt\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12#\n" +
@@ -1755,15 +1823,17 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\rfencing_token\x18\x01 \x01(\x03R\ffencingToken\x12\x17\n" +
 	"\alog_seq\x18\x02 \x01(\x03R\x06logSeq\x12\x1a\n" +
 	"\bfinished\x18\x03 \x01(\bR\bfinished\x12\x14\n" +
-	"\x05stale\x18\x04 \x01(\bR\x05stale\"\xa6\x02\n" +
+	"\x05stale\x18\x04 \x01(\bR\x05stale\"\xe5\x02\n" +
 	"\x0fConnectResponse\x12$\n" +
 	"\x03run\x18\x01 \x01(\v2\x10.hodei.v1.RunJobH\x00R\x03run\x121\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x17.hodei.v1.CancelAttemptH\x00R\x06cancel\x12'\n" +
 	"\x05drain\x18\x03 \x01(\v2\x0f.hodei.v1.DrainH\x00R\x05drain\x126\n" +
 	"\bsettings\x18\x04 \x01(\v2\x18.hodei.v1.WorkerSettingsH\x00R\bsettings\x12!\n" +
 	"\x03ack\x18\x05 \x01(\v2\r.hodei.v1.AckH\x00R\x03ack\x12/\n" +
-	"\x05batch\x18\x06 \x01(\v2\x17.hodei.v1.ResponseBatchH\x00R\x05batchB\x05\n" +
-	"\x03msg\">\n" +
+	"\x05batch\x18\x06 \x01(\v2\x17.hodei.v1.ResponseBatchH\x00R\x05batch\x12=\n" +
+	"\rheartbeat_ack\x18\a \x01(\v2\x16.hodei.v1.HeartbeatAckH\x00R\fheartbeatAckB\x05\n" +
+	"\x03msg\"\x0e\n" +
+	"\fHeartbeatAck\">\n" +
 	"\rResponseBatch\x12-\n" +
 	"\x04msgs\x18\x01 \x03(\v2\x19.hodei.v1.ConnectResponseR\x04msgs\"\x8f\x03\n" +
 	"\x06Worker\x12\x0e\n" +
@@ -1807,7 +1877,7 @@ func file_hodei_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hodei_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_hodei_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_hodei_v1_worker_proto_goTypes = []any{
 	(WorkerState)(0),              // 0: hodei.v1.WorkerState
 	(*EnrollRequest)(nil),         // 1: hodei.v1.EnrollRequest
@@ -1828,57 +1898,60 @@ var file_hodei_v1_worker_proto_goTypes = []any{
 	(*Drain)(nil),                 // 16: hodei.v1.Drain
 	(*Ack)(nil),                   // 17: hodei.v1.Ack
 	(*ConnectResponse)(nil),       // 18: hodei.v1.ConnectResponse
-	(*ResponseBatch)(nil),         // 19: hodei.v1.ResponseBatch
-	(*Worker)(nil),                // 20: hodei.v1.Worker
-	nil,                           // 21: hodei.v1.EnrollRequest.LabelsEntry
-	nil,                           // 22: hodei.v1.Worker.LabelsEntry
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(LogStream)(0),                // 25: hodei.v1.LogStream
-	(FailureClass)(0),             // 26: hodei.v1.FailureClass
-	(*JobSpec)(nil),               // 27: hodei.v1.JobSpec
+	(*HeartbeatAck)(nil),          // 19: hodei.v1.HeartbeatAck
+	(*ResponseBatch)(nil),         // 20: hodei.v1.ResponseBatch
+	(*Worker)(nil),                // 21: hodei.v1.Worker
+	nil,                           // 22: hodei.v1.EnrollRequest.LabelsEntry
+	nil,                           // 23: hodei.v1.Worker.LabelsEntry
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(LogStream)(0),                // 26: hodei.v1.LogStream
+	(FailureClass)(0),             // 27: hodei.v1.FailureClass
+	(*JobSpec)(nil),               // 28: hodei.v1.JobSpec
 }
 var file_hodei_v1_worker_proto_depIdxs = []int32{
-	21, // 0: hodei.v1.EnrollRequest.labels:type_name -> hodei.v1.EnrollRequest.LabelsEntry
+	22, // 0: hodei.v1.EnrollRequest.labels:type_name -> hodei.v1.EnrollRequest.LabelsEntry
 	3,  // 1: hodei.v1.EnrollResponse.settings:type_name -> hodei.v1.WorkerSettings
-	23, // 2: hodei.v1.WorkerSettings.heartbeat_interval:type_name -> google.protobuf.Duration
-	23, // 3: hodei.v1.WorkerSettings.log_flush_interval:type_name -> google.protobuf.Duration
-	4,  // 4: hodei.v1.Hello.running:type_name -> hodei.v1.RunningAttempt
-	24, // 5: hodei.v1.AttemptStarted.time:type_name -> google.protobuf.Timestamp
-	25, // 6: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	24, // 7: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	8,  // 8: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	26, // 9: hodei.v1.AttemptFinished.failure_class:type_name -> hodei.v1.FailureClass
-	24, // 10: hodei.v1.AttemptFinished.time:type_name -> google.protobuf.Timestamp
-	5,  // 11: hodei.v1.ConnectRequest.hello:type_name -> hodei.v1.Hello
-	6,  // 12: hodei.v1.ConnectRequest.heartbeat:type_name -> hodei.v1.Heartbeat
-	7,  // 13: hodei.v1.ConnectRequest.started:type_name -> hodei.v1.AttemptStarted
-	9,  // 14: hodei.v1.ConnectRequest.logs:type_name -> hodei.v1.LogBatch
-	10, // 15: hodei.v1.ConnectRequest.finished:type_name -> hodei.v1.AttemptFinished
-	11, // 16: hodei.v1.ConnectRequest.shutdown:type_name -> hodei.v1.ShutdownNotice
-	13, // 17: hodei.v1.ConnectRequest.batch:type_name -> hodei.v1.RequestBatch
-	12, // 18: hodei.v1.RequestBatch.msgs:type_name -> hodei.v1.ConnectRequest
-	27, // 19: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
-	24, // 20: hodei.v1.RunJob.deadline:type_name -> google.protobuf.Timestamp
-	14, // 21: hodei.v1.ConnectResponse.run:type_name -> hodei.v1.RunJob
-	15, // 22: hodei.v1.ConnectResponse.cancel:type_name -> hodei.v1.CancelAttempt
-	16, // 23: hodei.v1.ConnectResponse.drain:type_name -> hodei.v1.Drain
-	3,  // 24: hodei.v1.ConnectResponse.settings:type_name -> hodei.v1.WorkerSettings
-	17, // 25: hodei.v1.ConnectResponse.ack:type_name -> hodei.v1.Ack
-	19, // 26: hodei.v1.ConnectResponse.batch:type_name -> hodei.v1.ResponseBatch
-	18, // 27: hodei.v1.ResponseBatch.msgs:type_name -> hodei.v1.ConnectResponse
-	0,  // 28: hodei.v1.Worker.state:type_name -> hodei.v1.WorkerState
-	22, // 29: hodei.v1.Worker.labels:type_name -> hodei.v1.Worker.LabelsEntry
-	24, // 30: hodei.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
-	1,  // 31: hodei.v1.WorkerService.Enroll:input_type -> hodei.v1.EnrollRequest
-	12, // 32: hodei.v1.WorkerService.Connect:input_type -> hodei.v1.ConnectRequest
-	2,  // 33: hodei.v1.WorkerService.Enroll:output_type -> hodei.v1.EnrollResponse
-	18, // 34: hodei.v1.WorkerService.Connect:output_type -> hodei.v1.ConnectResponse
-	33, // [33:35] is the sub-list for method output_type
-	31, // [31:33] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	24, // 2: hodei.v1.WorkerSettings.heartbeat_interval:type_name -> google.protobuf.Duration
+	24, // 3: hodei.v1.WorkerSettings.log_flush_interval:type_name -> google.protobuf.Duration
+	24, // 4: hodei.v1.WorkerSettings.lease:type_name -> google.protobuf.Duration
+	4,  // 5: hodei.v1.Hello.running:type_name -> hodei.v1.RunningAttempt
+	25, // 6: hodei.v1.AttemptStarted.time:type_name -> google.protobuf.Timestamp
+	26, // 7: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
+	25, // 8: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	8,  // 9: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
+	27, // 10: hodei.v1.AttemptFinished.failure_class:type_name -> hodei.v1.FailureClass
+	25, // 11: hodei.v1.AttemptFinished.time:type_name -> google.protobuf.Timestamp
+	5,  // 12: hodei.v1.ConnectRequest.hello:type_name -> hodei.v1.Hello
+	6,  // 13: hodei.v1.ConnectRequest.heartbeat:type_name -> hodei.v1.Heartbeat
+	7,  // 14: hodei.v1.ConnectRequest.started:type_name -> hodei.v1.AttemptStarted
+	9,  // 15: hodei.v1.ConnectRequest.logs:type_name -> hodei.v1.LogBatch
+	10, // 16: hodei.v1.ConnectRequest.finished:type_name -> hodei.v1.AttemptFinished
+	11, // 17: hodei.v1.ConnectRequest.shutdown:type_name -> hodei.v1.ShutdownNotice
+	13, // 18: hodei.v1.ConnectRequest.batch:type_name -> hodei.v1.RequestBatch
+	12, // 19: hodei.v1.RequestBatch.msgs:type_name -> hodei.v1.ConnectRequest
+	28, // 20: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
+	25, // 21: hodei.v1.RunJob.deadline:type_name -> google.protobuf.Timestamp
+	14, // 22: hodei.v1.ConnectResponse.run:type_name -> hodei.v1.RunJob
+	15, // 23: hodei.v1.ConnectResponse.cancel:type_name -> hodei.v1.CancelAttempt
+	16, // 24: hodei.v1.ConnectResponse.drain:type_name -> hodei.v1.Drain
+	3,  // 25: hodei.v1.ConnectResponse.settings:type_name -> hodei.v1.WorkerSettings
+	17, // 26: hodei.v1.ConnectResponse.ack:type_name -> hodei.v1.Ack
+	20, // 27: hodei.v1.ConnectResponse.batch:type_name -> hodei.v1.ResponseBatch
+	19, // 28: hodei.v1.ConnectResponse.heartbeat_ack:type_name -> hodei.v1.HeartbeatAck
+	18, // 29: hodei.v1.ResponseBatch.msgs:type_name -> hodei.v1.ConnectResponse
+	0,  // 30: hodei.v1.Worker.state:type_name -> hodei.v1.WorkerState
+	23, // 31: hodei.v1.Worker.labels:type_name -> hodei.v1.Worker.LabelsEntry
+	25, // 32: hodei.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
+	1,  // 33: hodei.v1.WorkerService.Enroll:input_type -> hodei.v1.EnrollRequest
+	12, // 34: hodei.v1.WorkerService.Connect:input_type -> hodei.v1.ConnectRequest
+	2,  // 35: hodei.v1.WorkerService.Enroll:output_type -> hodei.v1.EnrollResponse
+	18, // 36: hodei.v1.WorkerService.Connect:output_type -> hodei.v1.ConnectResponse
+	35, // [35:37] is the sub-list for method output_type
+	33, // [33:35] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_worker_proto_init() }
@@ -1903,6 +1976,7 @@ func file_hodei_v1_worker_proto_init() {
 		(*ConnectResponse_Settings)(nil),
 		(*ConnectResponse_Ack)(nil),
 		(*ConnectResponse_Batch)(nil),
+		(*ConnectResponse_HeartbeatAck)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1910,7 +1984,7 @@ func file_hodei_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_worker_proto_rawDesc), len(file_hodei_v1_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

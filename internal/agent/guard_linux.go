@@ -1,0 +1,9 @@
+package agent
+
+import "syscall"
+
+// guardProcAttr starts the guardian in its own process group, with SIGTERM
+// as its parent-death signal.
+func guardProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+}
