@@ -43,8 +43,13 @@ func NewLogger(w io.Writer) *slog.Logger {
 
 // Config configures a replica: what server and dev share.
 type Config struct {
-	Listen      string
+	Listen string
+	// Listener, when set, is served instead of listening on Listen.
+	Listener    net.Listener
 	DatabaseURL string
+	// DBWait bounds how long Run waits at start for a database that
+	// refuses connections; 0 waits until ctx ends.
+	DBWait      time.Duration
 	MaxWorkers  int
 	AgentLog    io.Writer
 	AgentBinary string        // default: this executable
@@ -84,20 +89,32 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	if pc.IdleTimeout <= 0 {
 		pc.IdleTimeout = time.Minute
 	}
-	st, err := store.Open(ctx, store.Config{URL: pc.DatabaseURL, Logger: log})
+	// Listen first: a taken address fails at once, and the address
+	// answers (not ready) while the database is awaited.
+	raw := pc.Listener
+	if raw == nil {
+		var err error
+		if raw, err = Listen(pc.Listen); err != nil {
+			return err
+		}
+	}
+	addr := raw.Addr().String()
+	lns := newHandoff(raw)
+	st, err := openStore(ctx, log, lns, pc)
 	if err != nil {
+		raw.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	defer st.Close()
+	ln := lns.turn(true)
+	defer ln.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
 
-	ln, err := net.Listen("tcp", pc.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	addr := ln.Addr().String()
 	replica := "replica-" + randomHex(6)
 	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease}, st, bus)
 	if err != nil {
