@@ -89,28 +89,16 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	if pc.IdleTimeout <= 0 {
 		pc.IdleTimeout = time.Minute
 	}
-	// Listen first: a taken address fails at once, and the address
-	// answers (not ready) while the database is awaited.
-	raw := pc.Listener
-	if raw == nil {
-		var err error
-		if raw, err = Listen(pc.Listen); err != nil {
-			return err
-		}
-	}
-	addr := raw.Addr().String()
-	lns := newHandoff(raw)
-	st, err := openStore(ctx, log, lns, pc)
+	st, ln, err := listenAndOpen(ctx, log, pc)
 	if err != nil {
-		raw.Close()
 		if ctx.Err() != nil {
 			return nil
 		}
 		return err
 	}
 	defer st.Close()
-	ln := lns.turn(true)
 	defer ln.Close()
+	addr := ln.Addr().String()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})

@@ -34,6 +34,26 @@ func Listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
+// listenAndOpen listens first, so that a taken address fails at once and
+// the address answers (not ready) while the database is awaited, then
+// opens the store. It returns the listener the server is to serve.
+func listenAndOpen(ctx context.Context, log *slog.Logger, pc Config) (*store.Store, net.Listener, error) {
+	ln := pc.Listener
+	if ln == nil {
+		var err error
+		if ln, err = Listen(pc.Listen); err != nil {
+			return nil, nil, err
+		}
+	}
+	h := newHandoff(ln)
+	st, err := openStore(ctx, log, h, pc)
+	if err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	return st, h.turn(true), nil
+}
+
 // openStore opens the store, waiting for the database as long as it
 // refuses or fails connections: every failed attempt is logged once with
 // its reason and retried with backoff (100 ms doubling up to 5 s), until
