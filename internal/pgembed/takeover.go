@@ -40,7 +40,10 @@ func (c *Cluster) lockDataDir() error {
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return fmt.Errorf("data dir %s is in use by another process%s", c.dataDir, lockHolder(c.dataDir))
 		}
-		return fmt.Errorf("lock data dir %s: %w", c.dataDir, err)
+		// A file system without flock: no lock, and so no takeover.
+		c.log.Warn("cannot lock the data dir; a postgres left running there will not be stopped",
+			slog.String("data_dir", c.dataDir), slog.Any("err", err))
+		return nil
 	}
 	c.lock = f
 	return nil
@@ -62,8 +65,12 @@ func (c *Cluster) unlockDataDir() {
 // directory is this data directory is signalled; a PID file naming any
 // other process (a reused PID) is left to postgres, which starts when that
 // process runs as another OS user and refuses otherwise. A dead PID needs
-// nothing: postgres replaces a stale file itself. c.lock must be held.
+// nothing: postgres replaces a stale file itself. Without the lock on the
+// data dir (a file system without flock), takeOver does nothing.
 func (c *Cluster) takeOver(ctx context.Context) error {
+	if c.lock == nil {
+		return nil
+	}
 	pidFile := filepath.Join(c.dataDir, "postmaster.pid")
 	b, err := os.ReadFile(pidFile)
 	if errors.Is(err, os.ErrNotExist) {
