@@ -30,6 +30,7 @@ func platformFlags(fs *flag.FlagSet, pc *platform.Config) {
 	fs.StringVar(&pc.Docker.Binary, "docker-binary", "", "static hodei binary mounted into containers (default: this executable)")
 	fs.Var((*cli.KVFlag)(&pc.Docker.Labels), "docker-worker-label", "label K=V of the Docker provider's workers (repeatable)")
 	fs.StringVar(&pc.JobTypeDefaults, "job-type-defaults", "", "YAML or JSON `file` mapping job types to retry policies, stored at start over the stored ones of the same names")
+	fs.DurationVar(&pc.DBWait, "db-wait", 0, "how long to wait at start for a database that refuses connections, retrying with backoff (0: no limit)")
 }
 
 func runServer(ctx context.Context, args []string) error {
@@ -56,6 +57,13 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	log := platform.NewLogger(os.Stderr)
+	// Listen before starting PostgreSQL: a taken address fails at once.
+	ln, err := platform.Listen(pc.Listen)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	pc.Listener = ln
 	url := os.Getenv("HODEI_DATABASE_URL")
 	if url == "" {
 		start := time.Now()

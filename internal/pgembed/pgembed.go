@@ -9,6 +9,12 @@
 // even when that process is killed with SIGKILL. It listens on 127.0.0.1 and
 // on a Unix socket in a private directory.
 //
+// The owning process holds an advisory lock on the data directory while
+// the cluster runs; a second Start on the same directory fails instead of
+// disturbing it. A Start on a directory whose previous owner died (kill -9)
+// takes it over at once: a postmaster still shutting down there, or still
+// running, is asked to stop and awaited before the new one starts.
+//
 // When the current process runs as root, initdb and postgres run as an
 // unprivileged OS user (Config.OSUser, default "postgres"), which is created
 // if missing, because PostgreSQL refuses to run as root.
@@ -89,6 +95,7 @@ type Cluster struct {
 	proc     *serverProc // nil while not running
 	stopped  bool
 	tempDirs []string // removed by Stop
+	lock     *os.File // flock on dataDir, held until Stop
 }
 
 // serverProc is one run of the postmaster.
@@ -124,15 +131,22 @@ func Start(ctx context.Context, cfg Config) (_ *Cluster, err error) {
 	}
 	defer func() {
 		if err != nil {
+			c.unlockDataDir()
 			_ = c.removeTempDirs()
 		}
 	}()
 	if err := c.prepareDirs(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	if err := c.lockDataDir(); err != nil {
+		return nil, err
+	}
 
 	if _, err := os.Stat(filepath.Join(c.dataDir, "PG_VERSION")); err == nil {
 		log.Info("reusing postgres data dir", slog.String("data_dir", c.dataDir))
+		if err := c.takeOver(ctx); err != nil {
+			return nil, err
+		}
 	} else if errors.Is(err, os.ErrNotExist) {
 		if err := c.initdb(ctx); err != nil {
 			return nil, err
@@ -233,6 +247,7 @@ func (c *Cluster) Stop(ctx context.Context) error {
 		c.proc = nil
 		errs = append(errs, c.shutdown(ctx, p))
 	}
+	c.unlockDataDir()
 	errs = append(errs, c.removeTempDirs())
 	return errors.Join(errs...)
 }
@@ -257,7 +272,7 @@ func (c *Cluster) prepareDirs(dataDir string) error {
 		}
 		c.dataDir = abs
 		// A separate short directory: socket paths are limited to ~107 bytes.
-		if c.socketDir, err = c.makeTempDir("pgembed-sock-"); err != nil {
+		if c.socketDir, err = c.makeTempDir(sockDirPrefix); err != nil {
 			return err
 		}
 	}

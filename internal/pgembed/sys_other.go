@@ -2,7 +2,10 @@
 
 package pgembed
 
-import "syscall"
+import (
+	"errors"
+	"syscall"
+)
 
 // serverSysProcAttr puts postgres in its own process group and runs it as
 // cred (when non-nil). Parent-death signals are Linux-only, so on other
@@ -18,3 +21,17 @@ func toolSysProcAttr(cred *syscall.Credential) *syscall.SysProcAttr {
 
 // childPIDs is not implemented outside Linux.
 func childPIDs(int) []int { return nil }
+
+// processGone reports whether pid has exited.
+func processGone(pid int) bool {
+	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
+
+// isPostmasterOf cannot tell outside Linux, so a live PID in
+// postmaster.pid is never signalled there.
+func isPostmasterOf(int, string) error {
+	return errors.New("cannot inspect processes on this system")
+}
+
+// lockHolder is not implemented outside Linux.
+func lockHolder(string) string { return "" }

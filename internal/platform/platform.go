@@ -43,8 +43,13 @@ func NewLogger(w io.Writer) *slog.Logger {
 
 // Config configures a replica: what server and dev share.
 type Config struct {
-	Listen      string
+	Listen string
+	// Listener, when set, is served instead of listening on Listen.
+	Listener    net.Listener
 	DatabaseURL string
+	// DBWait bounds how long Run waits at start for a database that
+	// refuses connections; 0 waits until ctx ends.
+	DBWait      time.Duration
 	MaxWorkers  int
 	AgentLog    io.Writer
 	AgentBinary string        // default: this executable
@@ -101,11 +106,16 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	if pc.IdleTimeout <= 0 {
 		pc.IdleTimeout = time.Minute
 	}
-	st, err := store.Open(ctx, store.Config{URL: pc.DatabaseURL, Logger: log})
+	st, ln, err := listenAndOpen(ctx, log, pc)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return err
 	}
 	defer st.Close()
+	defer ln.Close()
+	addr := ln.Addr().String()
 	if err := loadJobTypes(ctx, log, st, pc.JobTypeDefaults); err != nil {
 		return err
 	}
@@ -113,11 +123,6 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
 
-	ln, err := net.Listen("tcp", pc.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	addr := ln.Addr().String()
 	replica := "replica-" + randomHex(6)
 	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease}, st, bus)
 	if err != nil {

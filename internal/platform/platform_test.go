@@ -3,8 +3,11 @@ package platform_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,5 +78,39 @@ func TestRun(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("still running 30s after its context ended")
+	}
+}
+
+// TestRunFailsAtOnceOnAMissingDatabase: waiting cannot create a database,
+// so a URL naming one that does not exist ends Run at once (no retries),
+// with PostgreSQL's reason, and frees the address.
+func TestRunFailsAtOnceOnAMissingDatabase(t *testing.T) {
+	t.Parallel()
+	u, err := url.Parse(storetest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/no_such_database"
+	ln, err := platform.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- platform.Run(t.Context(), storetest.Logger(t), platform.Config{Listener: ln, DatabaseURL: u.String(), AgentLog: io.Discard})
+	}()
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), `database "no_such_database" does not exist`) {
+			t.Errorf("run: %v, want PostgreSQL's reason", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still running 10s after the database refused it")
+	}
+	if ln, err := net.Listen("tcp", addr); err != nil {
+		t.Errorf("address not freed: %v", err)
+	} else {
+		ln.Close()
 	}
 }
