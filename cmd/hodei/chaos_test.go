@@ -209,13 +209,13 @@ func (l *ledger) check(t *testing.T, st *store.Store, timeout, settle time.Durat
 	ctx := context.Background()
 	eventually(t, timeout, "every job final", func() bool {
 		var open int
-		err := st.SQLForTests().QueryRow(ctx, "SELECT count(*) FROM jobs WHERE id = ANY($1) AND finished_at IS NULL", l.ids).Scan(&open)
+		err := st.SQLForTests().QueryRow(ctx, "SELECT count(*) FROM jobs WHERE id = ANY($1::uuid[]) AND finished_at IS NULL", l.ids).Scan(&open)
 		return err == nil && open == 0
 	})
 	time.Sleep(settle)
 	rows, err := st.SQLForTests().Query(ctx, `SELECT j.id, j.state, j.attempt,
 		(SELECT count(*) FROM events e WHERE e.aggregate_id = j.id AND e.type IN ('JobCompleted', 'JobFailed', 'JobCancelled'))
-		FROM jobs j WHERE j.id = ANY($1)`, l.ids)
+		FROM jobs j WHERE j.id = ANY($1::uuid[])`, l.ids)
 	if err != nil {
 		t.Fatal(err)
 	}
