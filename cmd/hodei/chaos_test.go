@@ -202,7 +202,8 @@ func overlaps(t *testing.T, runs map[string][]interval) int {
 // check waits until every job of the ledger is final (reading st), then
 // for settle (so that processes that outlived their worker write their
 // end lines), and checks that every job succeeded, reached its final state
-// once, and finished its last attempt, with no overlapping attempts. It
+// once (a late result of a replaced attempt would add an event), and
+// finished its last attempt, with no overlapping attempts. It
 // prints the scenario's summary line.
 func (l *ledger) check(t *testing.T, st *store.Store, timeout, settle time.Duration, recovery time.Duration) {
 	t.Helper()
@@ -214,7 +215,8 @@ func (l *ledger) check(t *testing.T, st *store.Store, timeout, settle time.Durat
 	})
 	time.Sleep(settle)
 	rows, err := st.SQLForTests().Query(ctx, `SELECT j.id, j.state, j.attempt,
-		(SELECT count(*) FROM events e WHERE e.aggregate_id = j.id AND e.type IN ('JobCompleted', 'JobFailed', 'JobCancelled'))
+		(SELECT count(*) FROM events e WHERE e.aggregate_id = j.id::text AND e.type IN ('JobCompleted', 'JobCancelled')),
+		(SELECT count(*) FROM events e WHERE e.aggregate_id = j.id::text AND e.type = 'JobFailed')
 		FROM jobs j WHERE j.id = ANY($1::uuid[])`, l.ids)
 	if err != nil {
 		t.Fatal(err)
@@ -224,15 +226,18 @@ func (l *ledger) check(t *testing.T, st *store.Store, timeout, settle time.Durat
 	lost, seen := 0, 0
 	for rows.Next() {
 		var id, state string
-		var attempt, finals int
-		if err := rows.Scan(&id, &state, &attempt, &finals); err != nil {
+		var attempt, finals, failed int
+		if err := rows.Scan(&id, &state, &attempt, &finals, &failed); err != nil {
 			t.Fatal(err)
 		}
 		seen++
 		last := slices.IndexFunc(runs[id], func(iv interval) bool { return iv.attempt == attempt && iv.end != 0 })
-		if state != "succeeded" || finals != 1 || last < 0 {
+		// One final state: the last attempt's success, after one failure
+		// event per earlier attempt.
+		if state != "succeeded" || finals != 1 || failed != attempt-1 || last < 0 {
 			if lost < 10 {
-				t.Errorf("job %s: state %s after attempt %d, %d final events, last attempt ended: %v; want succeeded once", id, state, attempt, finals, last >= 0)
+				t.Errorf("job %s: state %s after attempt %d, %d final and %d failure events, last attempt ended: %v; want succeeded once",
+					id, state, attempt, finals, failed, last >= 0)
 			}
 			lost++
 		}
