@@ -256,6 +256,16 @@ func (l *ledger) check(t *testing.T, st *store.Store, timeout, settle time.Durat
 	}
 }
 
+// probe submits a job that runs ahead of the load (the highest
+// priority) and returns when it started: how soon the platform dispatches
+// again.
+func (l *ledger) probe(t *testing.T, c hodeiv1connect.JobServiceClient, n int, timeout time.Duration) time.Time {
+	t.Helper()
+	spec := l.spec(0, 5)
+	spec.Priority = 1000
+	return l.waitStarted(t, l.submit(t, c, n, spec), timeout)
+}
+
 // waitStarted waits until job id has a start line in the ledger and
 // returns when it was written.
 func (l *ledger) waitStarted(t *testing.T, id string, timeout time.Duration) time.Time {
