@@ -48,6 +48,7 @@ verify: ## fail when generated code drifts from its sources, or protos break lin
 
 lint: ## go vet and gofmt
 	$(GO) vet ./...
+	$(GO) vet -tags chaos ./cmd/hodei
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^api/gen/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 clean: ## remove build output

@@ -18,18 +18,17 @@ import (
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/pgembed"
 	"github.com/hodei-dev/hodei/internal/store"
-	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
 // startCluster starts a private PostgreSQL cluster on port (0: any) with
-// a database hodei, stopped when the test ends.
+// a database hodei, stopped when the test ends. It keeps PostgreSQL's
+// durability (fsync, synchronous commit): a crash of a cluster without it
+// loses commits, and with them the record of attempts already started.
 func startCluster(t *testing.T, port int) *pgembed.Cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cfg := storetest.TestConfig()
-	cfg.Port = port
-	c, err := pgembed.Start(ctx, cfg)
+	c, err := pgembed.Start(ctx, pgembed.Config{Port: port})
 	if err != nil {
 		t.Fatal(err)
 	}
