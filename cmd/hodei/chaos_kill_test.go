@@ -154,7 +154,7 @@ func (l *ledger) waitRetried(t *testing.T, timeout time.Duration) time.Time {
 	t.Helper()
 	var last int64
 	eventually(t, timeout, "every job retried", func() bool {
-		runs, _ := l.read(t)
+		runs, _, _ := l.read(t)
 		for _, id := range l.ids {
 			if len(runs[id]) < 2 {
 				return false

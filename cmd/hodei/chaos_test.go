@@ -138,18 +138,21 @@ type interval struct {
 	start, end int64
 }
 
-// read parses the ledger: the intervals of each job, by job id, and the
-// attempts that found an earlier one still alive.
-func (l *ledger) read(t *testing.T) (map[string][]interval, []string) {
+// read parses the ledger: the runs of each job, by job id (one interval
+// per start line, so that an attempt run twice shows as two), and what
+// the ledger refuses outright: attempts that found an earlier one's
+// process alive (alive), and attempts run more than once or ended without
+// a start (odd).
+func (l *ledger) read(t *testing.T) (runs map[string][]interval, alive, odd []string) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(l.dir, "ledger"))
 	if os.IsNotExist(err) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	runs, alive := map[string][]interval{}, []string(nil)
+	runs = map[string][]interval{}
 	for _, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
 		fs := strings.Fields(line)
 		if len(fs) != 4 {
@@ -158,21 +161,25 @@ func (l *ledger) read(t *testing.T) (map[string][]interval, []string) {
 		attempt, _ := strconv.Atoi(fs[2])
 		at, _ := strconv.ParseInt(fs[3], 10, 64)
 		id := fs[1]
-		i := slices.IndexFunc(runs[id], func(iv interval) bool { return iv.attempt == attempt })
-		switch {
-		case fs[0] == "alive":
+		seen := slices.IndexFunc(runs[id], func(iv interval) bool { return iv.attempt == attempt })
+		open := slices.IndexFunc(runs[id], func(iv interval) bool { return iv.attempt == attempt && iv.end == 0 })
+		switch fs[0] {
+		case "alive":
 			alive = append(alive, fmt.Sprintf("job %s attempt %d started while an earlier attempt's process was alive", id, attempt))
-		case fs[0] == "start" && i < 0:
+		case "start":
+			if seen >= 0 {
+				odd = append(odd, fmt.Sprintf("job %s attempt %d started more than once", id, attempt))
+			}
 			runs[id] = append(runs[id], interval{attempt: attempt, start: at})
-		case fs[0] == "start":
-			t.Errorf("job %s attempt %d started twice", id, attempt)
-		case i < 0:
-			t.Errorf("job %s attempt %d ended without a start", id, attempt)
 		default:
-			runs[id][i].end = at
+			if open < 0 {
+				odd = append(odd, fmt.Sprintf("job %s attempt %d ended without a start", id, attempt))
+				continue
+			}
+			runs[id][open].end = at
 		}
 	}
-	return runs, alive
+	return runs, alive, odd
 }
 
 // overlaps counts the pairs of attempts of one job that ran at the same
@@ -222,7 +229,7 @@ func (l *ledger) check(t *testing.T, st *store.Store, timeout, settle time.Durat
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	runs, alive := l.read(t)
+	runs, alive, odd := l.read(t)
 	lost, seen := 0, 0
 	for rows.Next() {
 		var id, state string
@@ -246,7 +253,7 @@ func (l *ledger) check(t *testing.T, st *store.Store, timeout, settle time.Durat
 		t.Fatal(err)
 	}
 	lost += len(l.ids) - seen
-	for _, a := range alive {
+	for _, a := range append(alive, odd...) {
 		t.Error(a)
 	}
 	ov := overlaps(t, runs) + len(alive)
@@ -272,7 +279,7 @@ func (l *ledger) waitStarted(t *testing.T, id string, timeout time.Duration) tim
 	t.Helper()
 	var at int64
 	eventually(t, timeout, "job "+id+" started", func() bool {
-		if runs, _ := l.read(t); len(runs[id]) > 0 {
+		if runs, _, _ := l.read(t); len(runs[id]) > 0 {
 			ivs := runs[id]
 			at = ivs[0].start
 			return true
