@@ -3,7 +3,7 @@ GO      ?= go
 TOOL    := $(GO) tool -modfile=tools/go.mod
 BIN     := bin/hodei
 
-.PHONY: help build run test bench generate verify lint deps images clean
+.PHONY: help build run test test-chaos bench generate verify lint deps images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ run: deps build ## start hodei dev (embedded PostgreSQL) and run a first job
 
 test: deps build lint verify images ## vet, verify generated code, and run every test with -race on a shared embedded PostgreSQL
 	@scripts/test.sh
+
+test-chaos: deps build ## the chaos suite: kill -9 servers, agents and replicas, crash PostgreSQL and cut the network under load (a few minutes)
+	HODEI_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test -tags chaos -count=1 -timeout 15m -run '^TestChaos' -v ./cmd/hodei
 
 images: ## build the local Docker images of the Docker provider and its tests (skipped without an engine)
 	@if docker version >/dev/null 2>&1; then scripts/build-images.sh; else echo "images: no Docker engine reachable; Docker tests will be skipped"; fi
@@ -45,6 +48,7 @@ verify: ## fail when generated code drifts from its sources, or protos break lin
 
 lint: ## go vet and gofmt
 	$(GO) vet ./...
+	$(GO) vet -tags chaos ./cmd/hodei
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^api/gen/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 clean: ## remove build output
