@@ -125,7 +125,6 @@ func TestChaosServerKill9UnderLoad(t *testing.T) {
 // one by the default retry policy once the lease expires, and their first
 // processes are gone before: they die with their agent.
 func TestChaosAgentKill9MidJob(t *testing.T) {
-	t.Skip("needs jobs that die with their agent (guardian) and worker_lost retried by default")
 	const lease = 3 * time.Second
 	dbURL := storetest.URL(t)
 	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0", "--lease", lease.String())
@@ -171,7 +170,6 @@ func (l *ledger) waitRetried(t *testing.T, timeout time.Duration) time.Time {
 // agent; the stopped attempt's process is gone before the retry starts,
 // and the resumed agent's late result changes nothing.
 func TestChaosAgentSIGSTOPPastLease(t *testing.T) {
-	t.Skip("needs an attempt of a stalled agent gone before its retry starts (guardian, self-fencing)")
 	const lease = 6 * time.Second // well above the 2 s heartbeat (see TestAgentSIGSTOPPastLeaseIsRetriedAndLateResultRejected)
 	dbURL := storetest.URL(t)
 	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0", "--lease", lease.String())

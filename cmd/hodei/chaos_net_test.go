@@ -158,7 +158,6 @@ func TestChaosNetworkDropShorterThanLease(t *testing.T) {
 // another agent; the cut-off agent fences itself (kills its jobs) before
 // the retries start.
 func TestChaosNetworkBlackholePastLease(t *testing.T) {
-	t.Skip("needs an agent cut off past the lease to kill its jobs (self-fencing)")
 	const lease = 6 * time.Second
 	dbURL := storetest.URL(t)
 	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0", "--lease", lease.String())

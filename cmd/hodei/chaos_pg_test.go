@@ -98,7 +98,6 @@ func TestChaosPostgresRestartUnderLoad(t *testing.T) {
 // refuses connections says so clearly and keeps retrying instead of
 // exiting; once PostgreSQL is up it serves and runs jobs.
 func TestChaosPostgresDownAtStart(t *testing.T) {
-	t.Skip("needs a server that waits for its database at start instead of exiting")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

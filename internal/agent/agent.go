@@ -120,6 +120,7 @@ type Agent struct {
 	epoch      time.Time          // contact is counted from here (monotonic)
 	contact    atomic.Int64       // when the server was last heard, since epoch
 	fenceAfter atomic.Int64       // silence after which the jobs are killed; 0: never
+	guardUntil atomic.Int64       // the deadline last sent to the guardian, since epoch
 }
 
 // New returns an agent.

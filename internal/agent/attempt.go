@@ -159,6 +159,12 @@ func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec)
 	}
 	sent, dropped := batcher.Stats()
 
+	if silent, after := a.silence(), time.Duration(a.fenceAfter.Load()); after > 0 && silent >= after {
+		// Past the fence (the guardian may have killed the process while
+		// this agent was frozen): the attempt is lost, whatever it exited
+		// with.
+		at.cancel(&lostContact{silent: silent})
+	}
 	class, msg := outcome(ctx, spec, res)
 	// One line per job is the server's record (events, attempts), not the
 	// agent's log: here it is a debug line, except when the agent could

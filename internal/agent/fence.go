@@ -41,8 +41,32 @@ func fenceAfter(lease, interval time.Duration) time.Duration {
 }
 
 // heard records a message of the server that proves it received this
-// agent's messages (an answer).
-func (a *Agent) heard() { a.contact.Store(int64(time.Since(a.epoch))) }
+// agent's messages (an answer), and moves the guardian's deadline on.
+func (a *Agent) heard() {
+	now := time.Since(a.epoch)
+	a.contact.Store(int64(now))
+	after := time.Duration(a.fenceAfter.Load())
+	if after <= 0 || a.guard == nil {
+		return
+	}
+	until := now + after + guardSlack
+	last := a.guardUntil.Load()
+	if until-time.Duration(last) < guardRenewStep || !a.guardUntil.CompareAndSwap(last, int64(until)) {
+		return
+	}
+	a.guard.renew(a.epoch.Add(until))
+}
+
+// The guardian fences a frozen agent (stopped, or stalled past its own
+// fence): the agent sends it contact + fenceAfter + guardSlack each time
+// that moves by guardRenewStep, and the guardian kills the listed groups
+// once that passes. The slack leaves a live agent's own fence the first
+// move; with the defaults the guardian acts 6.5 s into a silence, at least
+// 1.5 s before the server can retry.
+const (
+	guardSlack     = 500 * time.Millisecond
+	guardRenewStep = 250 * time.Millisecond
+)
 
 // silence is how long the agent has not heard from the server.
 func (a *Agent) silence() time.Duration {

@@ -20,7 +20,10 @@ import (
 // with the agent, that kills every job's process group still listed when
 // the agent dies, whatever killed it (kill -9 included). The agent tells it
 // "+PGID" when a job's group starts and "-PGID" when it has ended, one
-// pipe write each; the guardian acts when the pipe reaches end of file.
+// pipe write each; the guardian acts when the pipe reaches end of file. The
+// agent also sends "DNANOS", a deadline renewed while it hears the server:
+// a frozen agent (SIGSTOP, a stall) cannot fence itself, so the guardian
+// kills the listed groups when the deadline passes.
 type guard struct {
 	w      *os.File
 	failed atomic.Bool // a write failed: the guardian is gone
@@ -65,6 +68,10 @@ func (g *guard) add(pgid int) { g.write('+', pgid) }
 // remove takes an ended job's process group off the guardian's list.
 func (g *guard) remove(pgid int) { g.write('-', pgid) }
 
+// renew tells the guardian when to kill the listed groups if it hears
+// nothing more: "D" and the deadline in Unix nanoseconds.
+func (g *guard) renew(deadline time.Time) { g.write('D', int(deadline.UnixNano())) }
+
 // write sends one line; a line is shorter than PIPE_BUF, so concurrent
 // writes never interleave.
 func (g *guard) write(op byte, pgid int) {
@@ -93,6 +100,7 @@ func (g *guard) close() {
 func RunGuardian(in io.Reader) error {
 	parent := os.Getppid()
 	g := &guardian{groups: map[int]struct{}{}}
+	go g.watchDeadline()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	go func() {
@@ -114,8 +122,26 @@ func RunGuardian(in io.Reader) error {
 
 // guardian is the guardian's list of the agent's job groups.
 type guardian struct {
-	mu     sync.Mutex
-	groups map[int]struct{}
+	mu       sync.Mutex
+	groups   map[int]struct{}
+	deadline int64 // Unix nanoseconds; 0: none
+}
+
+// watchDeadline kills the listed groups when the agent's last deadline
+// passes: the agent is alive but has not heard the server (or run at all:
+// SIGSTOP) for nearly the lease. A renewal after that sets a new one.
+func (g *guardian) watchDeadline() {
+	for now := range time.Tick(guardPause) {
+		g.mu.Lock()
+		due := g.deadline > 0 && now.UnixNano() > g.deadline
+		if due {
+			g.deadline = 0
+		}
+		g.mu.Unlock()
+		if due {
+			g.killAll()
+		}
+	}
 }
 
 // guardPause is how long the guardian lets lines pile up in the pipe
@@ -156,20 +182,25 @@ func (g *guardian) serve(in io.Reader) error {
 	}
 }
 
-// apply applies one line: "+PGID" lists a group, "-PGID" takes it off.
+// apply applies one line: "+PGID" lists a group, "-PGID" takes it off,
+// "DNANOS" sets the deadline.
 func (g *guardian) apply(line []byte) {
-	if len(line) < 2 || (line[0] != '+' && line[0] != '-') {
+	if len(line) < 2 || (line[0] != '+' && line[0] != '-' && line[0] != 'D') {
 		return
 	}
-	pgid, err := strconv.Atoi(string(line[1:]))
-	if err != nil || pgid <= 1 {
+	n, err := strconv.ParseInt(string(line[1:]), 10, 64)
+	if err != nil || n <= 1 {
 		return
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if line[0] == '+' {
+	pgid := int(n)
+	switch line[0] {
+	case 'D':
+		g.deadline = n
+	case '+':
 		g.groups[pgid] = struct{}{}
-	} else {
+	default:
 		delete(g.groups, pgid)
 	}
 }

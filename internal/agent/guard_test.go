@@ -93,3 +93,38 @@ func liveMembers(pgid int) []int {
 	}
 	return out
 }
+
+// TestGuardianKillsAtTheDeadlineOfAFrozenAgent: with its input still open
+// (the agent lives but is frozen), the guardian kills the listed groups
+// once the last deadline passes, and not before; a renewed deadline puts
+// the kill off.
+func TestGuardianKillsAtTheDeadlineOfAFrozenAgent(t *testing.T) {
+	pgid, done := startGroup(t)
+	r, w := io.Pipe()
+	defer w.Close()
+	g := &guardian{groups: map[int]struct{}{}}
+	go g.watchDeadline()
+	go func() { _ = g.serve(r) }()
+	renew := func(d time.Duration) {
+		t.Helper()
+		if _, err := io.WriteString(w, "D"+strconv.FormatInt(time.Now().Add(d).UnixNano(), 10)+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := io.WriteString(w, "+"+strconv.Itoa(pgid)+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	renew(400 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
+	renew(800 * time.Millisecond) // moved on: the first deadline no longer counts
+	select {
+	case <-done:
+		t.Fatal("the group was killed before its deadline")
+	case <-time.After(500 * time.Millisecond):
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the group's leader still runs 5s after the deadline")
+	}
+}
