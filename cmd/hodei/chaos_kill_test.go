@@ -92,7 +92,6 @@ func startDev(t *testing.T, addr string, args ...string) *devProc {
 // a third of the way through and started again on the same data
 // directory. Every job completes, none twice at once.
 func TestChaosServerKill9UnderLoad(t *testing.T) {
-	t.Skip("needs hodei dev to dispatch at once after a restart on its data dir (the killed run's workers mark the process provider unhealthy)")
 	const jobs = 1000
 	dir, addr := devDataDir(t), freeAddr(t)
 	args := []string{"--data-dir", dir, "--max-workers", "8", "--lease", "3s"}

@@ -392,6 +392,11 @@ func (s *Store) FailOverdueAttempts(ctx context.Context, margin time.Duration) (
 	return n, nil
 }
 
+// ReasonNoHeartbeat is the reason of the WorkerDisconnected of a worker
+// expired by the leader's reaper: no replica heard it within the lease,
+// which is what happens to the workers of a replica that died.
+const ReasonNoHeartbeat = "no heartbeat within the lease"
+
 // ExpireSilentWorkers fails the attempts of workers not seen since before
 // cutoff (their replica died, or they vanished) as worker_lost.
 func (s *Store) ExpireSilentWorkers(ctx context.Context, cutoff time.Time) ([]string, error) {
@@ -401,7 +406,7 @@ func (s *Store) ExpireSilentWorkers(ctx context.Context, cutoff time.Time) ([]st
 	}
 	var out []string
 	for _, id := range ids {
-		if _, err := s.WorkerGone(ctx, id.String(), "disconnected", "no heartbeat within the lease", false); err != nil {
+		if _, err := s.WorkerGone(ctx, id.String(), "disconnected", ReasonNoHeartbeat, false); err != nil {
 			return out, err
 		}
 		out = append(out, id.String())
