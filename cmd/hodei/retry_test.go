@@ -40,6 +40,8 @@ touch %[1]s; echo $$ > %[2]s; exec sleep 600`, marker, pidFile, retried, release
 	}
 	spawnAgent(t, st, []string{addr})
 	eventually(t, 30*time.Second, "the retry running", func() bool { _, err := os.Stat(retried); return err == nil })
+	// The process runs; its start report may still be on its way.
+	pollJob(t, c, id, 10*time.Second, "running", isRunning)
 
 	r := p.hodei(t, "job", "get", id, "-o", "json")
 	if r.code != 0 {
