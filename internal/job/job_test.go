@@ -2,6 +2,7 @@ package job
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,6 +109,13 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"retry.retryable_exit_codes", func(s *Spec) { s.Retry.RetryableExitCodes = []int32{0} }},
 		{"retry.jitter", func(s *Spec) { s.Retry.Jitter = 2 }},
 		{"image", func(s *Spec) { s.Image = "bad image" }},
+		// Every field is bounded, so that the largest valid request is too.
+		{"interpreter", func(s *Spec) { s.Command, s.Script, s.Interpreter = nil, "echo", "/"+strings.Repeat("x", MaxPathLen) }},
+		{"workdir", func(s *Spec) { s.Workdir = "/" + strings.Repeat("x", MaxPathLen) }},
+		{"retry.retryable_exit_codes", func(s *Spec) { s.Retry.RetryableExitCodes = slices.Repeat([]int32{1}, MaxRetryableCodes+1) }},
+		{"retry.retryable_classes", func(s *Spec) {
+			s.Retry.RetryableClasses = slices.Repeat([]FailureClass{FailureTimeout}, MaxRetryableKinds+1)
+		}},
 		// PostgreSQL stores neither text nor JSON with a NUL in it: every
 		// string field must refuse one here, not fail later in the insert.
 		{"name", func(s *Spec) { s.Name = "a\x00b" }},

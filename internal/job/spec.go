@@ -54,6 +54,7 @@ const (
 	MaxArgs           = 1000
 	MaxCommandBytes   = 128 << 10
 	MaxScriptBytes    = 1 << 20
+	MaxPathLen        = 4096 // interpreter, workdir: Linux's PATH_MAX
 	MaxEnvVars        = 256
 	MaxEnvBytes       = 128 << 10
 	MaxLabels         = 32
@@ -65,6 +66,8 @@ const (
 	MaxTimeout        = 7 * 24 * time.Hour
 	MaxPriority       = 1000
 	MaxAttemptsLimit  = 100
+	MaxRetryableCodes = 255 // retry.retryable_exit_codes entries: one per exit code 1-255
+	MaxRetryableKinds = 4   // retry.retryable_classes entries: one per retryable class
 	MaxBackoffLimit   = time.Hour
 	MaxCPUMillis      = 1_000_000
 	MaxMemoryMiB      = 1 << 20
@@ -126,6 +129,9 @@ func (s *Spec) Validate() error {
 	if strings.IndexByte(s.Interpreter, 0) >= 0 {
 		return bad("interpreter", "must not contain a NUL byte")
 	}
+	if len(s.Interpreter) > MaxPathLen {
+		return bad("interpreter", "must be at most %d bytes, got %d", MaxPathLen, len(s.Interpreter))
+	}
 	if s.Image != "" && (len(s.Image) > MaxImageLen || !imageRe.MatchString(s.Image)) {
 		return bad("image", "must be an image reference of at most %d characters [A-Za-z0-9._/:@-]", MaxImageLen)
 	}
@@ -148,6 +154,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.Workdir != "" && (!strings.HasPrefix(s.Workdir, "/") || strings.IndexByte(s.Workdir, 0) >= 0) {
 		return bad("workdir", "must be an absolute path")
+	}
+	if len(s.Workdir) > MaxPathLen {
+		return bad("workdir", "must be at most %d bytes, got %d", MaxPathLen, len(s.Workdir))
 	}
 	if err := validateLabels("labels", s.Labels); err != nil {
 		return err
@@ -194,6 +203,12 @@ func (r *RetryPolicy) validate() error {
 	}
 	if r.Jitter < 0 || r.Jitter > 1 || math.IsNaN(r.Jitter) {
 		return bad("jitter", "must be between 0 and 1")
+	}
+	if len(r.RetryableClasses) > MaxRetryableKinds {
+		return bad("retryable_classes", "must have at most %d entries, got %d", MaxRetryableKinds, len(r.RetryableClasses))
+	}
+	if len(r.RetryableExitCodes) > MaxRetryableCodes {
+		return bad("retryable_exit_codes", "must have at most %d entries, got %d", MaxRetryableCodes, len(r.RetryableExitCodes))
 	}
 	for _, c := range r.RetryableClasses {
 		switch c {
