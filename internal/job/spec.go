@@ -126,11 +126,8 @@ func (s *Spec) Validate() error {
 	if s.Interpreter != "" && s.Script == "" {
 		return bad("interpreter", "only applies to a script")
 	}
-	if strings.IndexByte(s.Interpreter, 0) >= 0 {
-		return bad("interpreter", "must not contain a NUL byte")
-	}
-	if len(s.Interpreter) > MaxPathLen {
-		return bad("interpreter", "must be at most %d bytes, got %d", MaxPathLen, len(s.Interpreter))
+	if strings.IndexByte(s.Interpreter, 0) >= 0 || len(s.Interpreter) > MaxPathLen {
+		return bad("interpreter", "must be at most %d bytes, without NUL bytes", MaxPathLen)
 	}
 	if s.Image != "" && (len(s.Image) > MaxImageLen || !imageRe.MatchString(s.Image)) {
 		return bad("image", "must be an image reference of at most %d characters [A-Za-z0-9._/:@-]", MaxImageLen)
@@ -152,11 +149,8 @@ func (s *Spec) Validate() error {
 	if n > MaxEnvBytes {
 		return bad("env", "must be at most %d bytes in total, got %d", MaxEnvBytes, n)
 	}
-	if s.Workdir != "" && (!strings.HasPrefix(s.Workdir, "/") || strings.IndexByte(s.Workdir, 0) >= 0) {
-		return bad("workdir", "must be an absolute path")
-	}
-	if len(s.Workdir) > MaxPathLen {
-		return bad("workdir", "must be at most %d bytes, got %d", MaxPathLen, len(s.Workdir))
+	if s.Workdir != "" && (!strings.HasPrefix(s.Workdir, "/") || strings.IndexByte(s.Workdir, 0) >= 0 || len(s.Workdir) > MaxPathLen) {
+		return bad("workdir", "must be an absolute path of at most %d bytes", MaxPathLen)
 	}
 	if err := validateLabels("labels", s.Labels); err != nil {
 		return err
