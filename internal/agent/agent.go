@@ -45,6 +45,7 @@ import (
 	"connectrpc.com/connect"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/frame"
 )
 
 // Config configures an agent.
@@ -63,7 +64,7 @@ type Config struct {
 	// about as many jobs as this worker finished in the last 100 ms, so
 	// short jobs get a queue (and large batches) and long ones none.
 	AdaptivePrefetch bool
-	BatchLines       int           // HODEI_LOG_BATCH_SIZE; default 100
+	BatchLines       int           // HODEI_LOG_BATCH_SIZE; default 100, at most frame.MaxBatchLines
 	FlushInterval    time.Duration // HODEI_LOG_FLUSH_INTERVAL; default 250ms
 	Grace            time.Duration // SIGTERM -> SIGKILL for cancelled jobs; default 10s
 	DrainTimeout     time.Duration // on shutdown, how long running jobs may finish; default 30s
@@ -137,6 +138,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.BatchLines <= 0 {
 		cfg.BatchLines = 100
 	}
+	// The server refuses frames beyond frame.MaxFrameBytes.
+	cfg.BatchLines = min(cfg.BatchLines, frame.MaxBatchLines)
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 250 * time.Millisecond
 	}

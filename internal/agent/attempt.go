@@ -15,6 +15,7 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/agent/runner"
+	"github.com/hodei-dev/hodei/internal/frame"
 	"github.com/hodei-dev/hodei/internal/job"
 )
 
@@ -181,7 +182,7 @@ func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec)
 // outbox as a LogBatch report once the outbox has room, and *lastSeq
 // follows the last one.
 func (a *Agent) logBatcher(at *attempt, lastSeq *int64) *runner.Batcher {
-	return runner.NewBatcher(runner.BatcherConfig{MaxLines: a.cfg.BatchLines, FlushInterval: a.cfg.FlushInterval, BlockFor: logBlockFor}, func(ctx context.Context, b runner.Batch) error {
+	return runner.NewBatcher(runner.BatcherConfig{MaxLines: a.cfg.BatchLines, MaxLine: frame.MaxLineBytes, FlushInterval: a.cfg.FlushInterval, BlockFor: logBlockFor}, func(ctx context.Context, b runner.Batch) error {
 		for a.box.full() {
 			select {
 			case <-ctx.Done():
