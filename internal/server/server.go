@@ -89,16 +89,17 @@ func (s *Server) Workers() *WorkerSet { return s.workers }
 // reflection, /metrics and /healthz.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	handle := func(path string, h http.Handler) { mux.Handle(path, limitBodies(h)) }
 	// Small messages are not worth compressing (most of ours are small).
-	opt := connect.WithCompressMinBytes(4096)
-	mux.Handle(hodeiv1connect.NewJobServiceHandler(jobService{s}, opt))
+	opt := connect.WithHandlerOptions(connect.WithCompressMinBytes(4096), readLimits)
+	handle(hodeiv1connect.NewJobServiceHandler(jobService{s}, opt))
 	// The worker stream is never compressed: it carries many messages a
 	// second per worker, and workers sit on the same network as the server.
-	mux.Handle(hodeiv1connect.NewWorkerServiceHandler(workerService{s}, connect.WithCompressMinBytes(math.MaxInt)))
-	mux.Handle(hodeiv1connect.NewEventServiceHandler(eventService{s}, opt))
-	mux.Handle(hodeiv1connect.NewProviderServiceHandler(providerService{s}, opt))
-	mux.Handle(hodeiv1connect.NewWebhookServiceHandler(newWebhookService(s), opt))
-	mux.Handle(hodeiv1connect.NewJobTypeServiceHandler(jobTypeService{s}, opt))
+	handle(hodeiv1connect.NewWorkerServiceHandler(workerService{s}, connect.WithCompressMinBytes(math.MaxInt), readLimits))
+	handle(hodeiv1connect.NewEventServiceHandler(eventService{s}, opt))
+	handle(hodeiv1connect.NewProviderServiceHandler(providerService{s}, opt))
+	handle(hodeiv1connect.NewWebhookServiceHandler(newWebhookService(s), opt))
+	handle(hodeiv1connect.NewJobTypeServiceHandler(jobTypeService{s}, opt))
 	reflector := grpcreflect.NewStaticReflector(
 		hodeiv1connect.JobServiceName, hodeiv1connect.WorkerServiceName,
 		hodeiv1connect.EventServiceName, hodeiv1connect.ProviderServiceName,
