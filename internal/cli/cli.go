@@ -109,6 +109,10 @@ type env struct {
 	submitGrace time.Duration
 	// cancelTimeout bounds the CancelJob sent after an interrupt.
 	cancelTimeout time.Duration
+	// connectTimeout is --connect-timeout; envErr a bad value of the
+	// environment a flag defaults from, reported as a usage error.
+	connectTimeout time.Duration
+	envErr         error
 }
 
 func newEnv(streams IO) *env {
@@ -125,15 +129,16 @@ func newEnv(streams IO) *env {
 		streams.Env = func(string) string { return "" }
 	}
 	return &env{
-		IO:            streams,
-		now:           time.Now,
-		loc:           time.Local,
-		readFile:      readFileOS,
-		retryMin:      250 * time.Millisecond,
-		retryMax:      5 * time.Second,
-		giveUp:        2 * time.Minute,
-		submitGrace:   5 * time.Second,
-		cancelTimeout: 10 * time.Second,
+		IO:             streams,
+		now:            time.Now,
+		loc:            time.Local,
+		readFile:       readFileOS,
+		retryMin:       250 * time.Millisecond,
+		retryMax:       5 * time.Second,
+		giveUp:         2 * time.Minute,
+		submitGrace:    5 * time.Second,
+		cancelTimeout:  10 * time.Second,
+		connectTimeout: DefaultConnectTimeout,
 	}
 }
 
@@ -244,6 +249,10 @@ func (e *env) printErr(err error) {
 }
 
 func errorText(err error) string {
+	var na *noAnswerError
+	if errors.As(err, &na) {
+		return na.Error()
+	}
 	var ce *connect.Error
 	if errors.As(err, &ce) {
 		msg := ce.Message()
@@ -278,6 +287,9 @@ func (e *env) parse(fs *flag.FlagSet, synopsis string, args []string, interspers
 				return nil, errHelpShown
 			}
 			return nil, usagef("%s: %v\nusage: hodei %s %s", fs.Name(), err, fs.Name(), synopsis)
+		}
+		if e.envErr != nil {
+			return nil, usagef("%v", e.envErr)
 		}
 		rest := fs.Args()
 		if !interspersed || len(rest) == 0 {

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"net"
 	"net/http"
 	"time"
 
@@ -22,13 +21,14 @@ type clients struct {
 }
 
 // dial builds gRPC clients for addr (host:port) over cleartext HTTP/2. It
-// does not connect; the first call does.
-func dial(addr string) *clients {
+// does not connect; the first call does, and fails when the server does
+// not answer within --connect-timeout.
+func (e *env) dial(addr string) *clients {
 	p := new(http.Protocols)
 	p.SetUnencryptedHTTP2(true)
 	transport := &http.Transport{
 		Protocols:   p,
-		DialContext: (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext: dialer(addr, e.connectTimeout),
 		// Pings find a dead connection under a long-lived stream.
 		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 	}

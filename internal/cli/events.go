@@ -61,7 +61,7 @@ func (e *env) eventsTail(ctx context.Context, args []string) error {
 		}
 		req.AggregateKind, req.AggregateId = kind, id
 	}
-	c := dial(addr)
+	c := e.dial(addr)
 	defer c.close()
 
 	rc := e.reconnector("events")
@@ -168,7 +168,7 @@ func (e *env) provider(ctx context.Context, args []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	c := dial(addr)
+	c := e.dial(addr)
 	defer c.close()
 	var p *hodeiv1.Provider
 	switch verb {

@@ -17,12 +17,14 @@ import (
 
 func readFileOS(name string) ([]byte, error) { return os.ReadFile(name) }
 
-// serverFlag registers --server with its default from HODEI_SERVER.
+// serverFlag registers --server with its default from HODEI_SERVER, and
+// --connect-timeout.
 func (e *env) serverFlag(fs *flag.FlagSet) *string {
 	def := e.Env("HODEI_SERVER")
 	if def == "" {
 		def = DefaultServer
 	}
+	e.connectTimeoutFlag(fs)
 	return fs.String("server", def, "server `address`: host:port or http://host:port (env HODEI_SERVER)")
 }
 

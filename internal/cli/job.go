@@ -72,7 +72,7 @@ func (e *env) parseIDCommand(name string, args []string, extra func(*flag.FlagSe
 	if err != nil {
 		return nil, usagef("%v", err)
 	}
-	jc := &jobCommand{id: pos[0], c: dial(addr)}
+	jc := &jobCommand{id: pos[0], c: e.dial(addr)}
 	if format != nil {
 		jc.format = format.value
 	}
@@ -84,7 +84,7 @@ func (e *env) jobSubmit(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	c := dial(addr)
+	c := e.dial(addr)
 	defer c.close()
 	resp, err := c.jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec}))
 	if err != nil {
@@ -236,7 +236,7 @@ func (e *env) jobList(ctx context.Context, args []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	c := dial(addr)
+	c := e.dial(addr)
 	defer c.close()
 
 	req := &hodeiv1.ListJobsRequest{States: states, Labels: labels, Type: *typ, PageSize: int32(limit)}

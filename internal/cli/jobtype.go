@@ -50,7 +50,7 @@ func (e *env) parseSub(group, usage, verb, synopsis string, want int, args []str
 	if err != nil {
 		return nil, usagef("%v", err)
 	}
-	return &subCommand{args: pos, format: format.value, c: dial(addr)}, nil
+	return &subCommand{args: pos, format: format.value, c: e.dial(addr)}, nil
 }
 
 func (e *env) jobType(ctx context.Context, args []string) error {

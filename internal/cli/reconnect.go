@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -40,11 +41,15 @@ func (r *reconnector) progress() {
 // retry is called when the stream opened at opened ended with err (nil:
 // ended without reaching its end). It waits before the next attempt and
 // returns nil, or returns the error that ends the command: a non-transient
-// err, the give-up error, or ctx's error. A stream that stayed open a
-// while counts as healthy even if it delivered nothing (a quiet job).
+// err, a server that never answered, the give-up error, or ctx's error. A
+// stream that stayed open a while counts as healthy even if it delivered
+// nothing (a quiet job).
 func (r *reconnector) retry(ctx context.Context, opened time.Time, err error) error {
 	if err != nil && !transient(err) {
 		return err
+	}
+	if na := (*noAnswerError)(nil); errors.As(err, &na) && na.never {
+		return err // no server there to wait for
 	}
 	now := r.e.now()
 	if now.Sub(opened) >= r.e.retryMax {

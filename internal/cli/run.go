@@ -21,7 +21,7 @@ func (e *env) run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	c := dial(addr)
+	c := e.dial(addr)
 	defer c.close()
 
 	job, existing, err := e.submit(ctx, c, spec)
