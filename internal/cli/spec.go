@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -95,11 +96,21 @@ func (e *env) parseJobArgs(name, synopsis string, args []string, withFile bool) 
 		}
 	}
 	spec, err = specFromFlags(&jf, base, command, e.readFile)
+	if errors.Is(err, errNoCommand) {
+		hint := "[flags] -- CMD [ARGS...] or --script FILE"
+		if withFile {
+			hint = "[flags] -- CMD [ARGS...], --script FILE or -f FILE"
+		}
+		return "", nil, usagef("%s: a command is required: hodei %s %s", name, name, hint)
+	}
 	if err != nil {
 		return "", nil, err
 	}
 	return addr, spec, nil
 }
+
+// errNoCommand is a spec with neither a command nor a script.
+var errNoCommand = errors.New("a command is required")
 
 // specFromFlags builds a JobSpec: base (a spec file, or nil), then every
 // flag that was given, then the command. readFile reads --script. Errors
@@ -180,7 +191,7 @@ func specFromFlags(f *jobFlags, base *hodeiv1.JobSpec, command []string, readFil
 		spec.Interpreter = ""
 	}
 	if len(spec.Command) == 0 && spec.Script == "" {
-		return nil, usagef("a command is required: [flags] -- CMD [ARGS...], --script FILE or -f FILE")
+		return nil, errNoCommand
 	}
 	return spec, nil
 }
