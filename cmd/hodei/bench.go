@@ -22,6 +22,10 @@ func runBench(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return errors.New(benchUsage)
 	}
+	if isHelp(args[0]) {
+		fmt.Println(benchUsage)
+		return errHelp
+	}
 	switch args[0] {
 	case "startup":
 		return benchStartup(ctx, args[1:])
@@ -45,7 +49,7 @@ func benchStartup(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench startup", flag.ContinueOnError)
 	var cfg bench.StartupConfig
 	fs.IntVar(&cfg.Runs, "runs", 3, "repetitions; the median is reported")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	return bench.Startup(ctx, os.Stdout, cfg)
@@ -59,7 +63,7 @@ func benchEvents(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.BatchPerTx, "batch", 50, "events per transaction in the throughput phase")
 	fs.IntVar(&cfg.Rate, "rate", 1000, "events per second of the latency phase (one per transaction)")
 	fs.DurationVar(&cfg.RateDuration, "duration", 5*time.Second, "length of the latency phase")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	res, err := bench.Events(ctx, cfg, platform.NewLogger(io.Discard))
@@ -76,7 +80,7 @@ func benchDispatch(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Jobs, "jobs", 500, "jobs to submit")
 	fs.IntVar(&cfg.Rate, "rate", 100, "jobs per second")
 	fs.IntVar(&cfg.Agents, "agents", 4, "idle agents")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	return bench.Dispatch(ctx, os.Stdout, cfg)
@@ -98,7 +102,7 @@ func benchThroughput(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write an allocation profile of the run here (at its end)")
 	fs.BoolVar(&cfg.PGStats, "pgstats", false, "print to stderr the CPU used by this process, its job processes and PostgreSQL (in all and per job), and the costliest statements")
 	fs.BoolVar(&cfg.Presubmit, "presubmit", false, "submit every job before the agents start and time only their work, from the agents' start to the last job's end (the shape of river bench --num-total-jobs); default: submission is timed and runs while agents work")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	cfg.Prefetch, cfg.AdaptivePrefetch = prefetch.n, prefetch.adaptive
@@ -117,7 +121,7 @@ func benchLogs(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Rate, "rate", 50_000, "lines per second of the steady job")
 	fs.DurationVar(&cfg.Steady, "steady", 4*time.Second, "length of the steady job")
 	fs.Float64Var(&cfg.GiB, "gib", 0, "also run a job writing this many GiB (1 KiB lines) and report peak RSS")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	return bench.Logs(ctx, os.Stdout, cfg)
@@ -128,7 +132,7 @@ func benchProvision(ctx context.Context, args []string) error {
 	var cfg bench.ProvisionConfig
 	fs.IntVar(&cfg.Runs, "runs", 10, "workers per provider; the median is reported")
 	fs.StringVar(&cfg.DockerImage, "docker-image", "hodei-worker:dev", "image of the Docker workers")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	return bench.Provision(ctx, os.Stdout, cfg)
@@ -140,7 +144,7 @@ func benchEmit(args []string) error {
 	fs.Int64Var(&cfg.Lines, "lines", 1000, "lines")
 	fs.IntVar(&cfg.Rate, "rate", 0, "lines per second (0: unpaced)")
 	fs.IntVar(&cfg.Size, "size", 0, "pad lines to this many bytes")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	return bench.Emit(os.Stdout, cfg)

@@ -71,7 +71,7 @@ func run() int {
 		err = runBench(ctx, args)
 	case "version":
 		fmt.Println("hodei", version)
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help":
 		fmt.Print(usage)
 	case "run", "job", "events", "provider", "webhook", "jobtype":
 		return cli.Main(ctx, os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Env: os.Getenv})
@@ -79,9 +79,5 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "hodei: unknown command %q\n\n%s", cmd, usage)
 		return 2
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "hodei:", err)
-		return 1
-	}
-	return 0
+	return exitCode(err)
 }

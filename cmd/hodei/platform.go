@@ -38,7 +38,7 @@ func runServer(ctx context.Context, args []string) error {
 	pc := platform.Config{AgentLog: os.Stderr}
 	fs.StringVar(&pc.Listen, "listen", envOr("HODEI_LISTEN", "127.0.0.1:7070"), "address to serve on")
 	platformFlags(fs, &pc)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if pc.DatabaseURL = os.Getenv("HODEI_DATABASE_URL"); pc.DatabaseURL == "" {
@@ -53,7 +53,7 @@ func runDev(ctx context.Context, args []string) error {
 	fs.StringVar(&pc.Listen, "listen", "127.0.0.1:7070", "address to serve on")
 	dataDir := fs.String("data-dir", "", "keep the embedded PostgreSQL here (default: a temporary directory)")
 	platformFlags(fs, &pc)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	log := platform.NewLogger(os.Stderr)
@@ -130,8 +130,8 @@ func runAgent(ctx context.Context, args []string) int {
 	mem := fs.Int64("memory-mib", 0, "the most memory one job may use here, in MiB (0: not stated)")
 	var labels cli.KVFlag
 	fs.Var(&labels, "label", "worker label K=V (repeatable)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if err := parseFlags(fs, args); err != nil {
+		return exitCode(err)
 	}
 	log := platform.NewLogger(os.Stderr)
 	var guard []string
@@ -168,7 +168,7 @@ func envOr(k, def string) string {
 func runTestDB(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("testdb", flag.ContinueOnError)
 	urlFile := fs.String("url-file", "", "write the admin URL here when ready")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	c, err := pgembed.Start(ctx, pgembed.Config{Settings: pgembed.ThrowawaySettings(), Logger: platform.NewLogger(os.Stderr)})
