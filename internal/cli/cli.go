@@ -69,6 +69,9 @@ Commands:
 
 Flags on every command:
   --server ADDR   host:port or http://host:port (default $HODEI_SERVER, else 127.0.0.1:7070)
+  --connect-timeout D
+                  how long the server may take to answer (default $HODEI_CONNECT_TIMEOUT, else 10s);
+                  streams then follow without a limit
   -o FORMAT       table (default), json or yaml; on get, list, cancel, retry, watch, explain,
                   provider list, webhook add|list|deliveries|replay, jobtype set|list|get;
                   table or json on events tail; ignored by job submit
