@@ -15,10 +15,13 @@
 // Following streams (run, job logs -f, job watch, events tail) re-open the
 // stream after a transient failure (unavailable, unknown, internal, ...)
 // with a growing delay, and give up after a quiet period without any
-// progress. Logs resume by skipping the chunks already printed: the API has
-// no "after" field, so the CLI remembers the (attempt, seq, index within
-// seq) of the last chunk it printed and drops chunks up to it from the
-// replayed history. Events resume with after_id. Watches print state
+// progress. Every connection must be accepted and answered within
+// --connect-timeout; a stream whose server never answered ends at once
+// instead of reconnecting, and an answered stream is not bounded. Logs
+// resume by skipping the chunks already printed: the API has no "after"
+// field, so the CLI remembers the (attempt, seq, index within seq) of the
+// last chunk it printed and drops chunks up to it from the replayed
+// history. Events resume with after_id. Watches print state
 // changes only, so a replayed current state is not printed twice.
 //
 // # Concurrency
