@@ -17,7 +17,10 @@ func TestHelpExitsZero(t *testing.T) {
 		{}, {"dev"}, {"server"}, {"agent"}, {"testdb"}, {"bench"},
 		{"bench", "startup"}, {"bench", "events"}, {"bench", "dispatch"}, {"bench", "throughput"},
 		{"bench", "logs"}, {"bench", "provision"}, {"bench", "emit"},
-		{"run"}, {"job"}, {"events"}, {"events", "tail"}, {"provider"}, {"webhook"},
+		{"run"}, {"job"}, {"events"}, {"events", "tail"}, {"provider"}, {"webhook"}, {"jobtype"},
+	}
+	for _, sub := range []string{"set", "list", "get", "delete"} {
+		commands = append(commands, []string{"jobtype", sub})
 	}
 	for _, sub := range []string{"submit", "get", "list", "cancel", "retry", "logs", "watch", "explain"} {
 		commands = append(commands, []string{"job", sub})
