@@ -103,11 +103,17 @@ func (s *Store) DeleteJobType(ctx context.Context, name string) error {
 }
 
 func jobTypeFromRow(r db.JobType) (JobType, error) {
-	t := JobType{Name: r.Name, UpdatedAt: r.UpdatedAt}
-	if err := json.Unmarshal(r.Retry, &t.Retry); err != nil {
-		return t, fmt.Errorf("decode job type %s: %w", r.Name, err)
+	retry, err := decodeRetry(r.Name, r.Retry)
+	return JobType{Name: r.Name, Retry: retry, UpdatedAt: r.UpdatedAt}, err
+}
+
+// decodeRetry decodes the stored retry policy of job type name.
+func decodeRetry(name string, raw []byte) (job.RetryPolicy, error) {
+	var p job.RetryPolicy
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return p, fmt.Errorf("decode job type %s: %w", name, err)
 	}
-	return t, nil
+	return p, nil
 }
 
 // withTypeDefaults returns specs with the retry defaults of the types
@@ -135,9 +141,9 @@ func (s *Store) withTypeDefaults(ctx context.Context, specs []job.Spec) ([]job.S
 	}
 	byName := make(map[string]job.RetryPolicy, len(rows))
 	for _, r := range rows {
-		var p job.RetryPolicy
-		if err := json.Unmarshal(r.Retry, &p); err != nil {
-			return nil, fmt.Errorf("decode job type %s: %w", r.Name, err)
+		p, err := decodeRetry(r.Name, r.Retry)
+		if err != nil {
+			return nil, err
 		}
 		byName[r.Name] = p
 	}
