@@ -140,7 +140,11 @@ func TestChaosNetworkDropShorterThanLease(t *testing.T) {
 		l.waitStarted(t, id, 30*time.Second)
 	}
 	px.set("drop")
-	time.Sleep(lease / 3)
+	// The cut lasts until the agent has seen its stream go and failed to
+	// reconnect once through the proxy, well within the lease.
+	eventually(t, lease/2, "the agent's stream cut and a reconnect refused", func() bool {
+		return strings.Count(a.logs.String(), "stream to server lost") >= 2
+	})
 	px.set("pass")
 	healed := time.Now()
 	eventually(t, 10*time.Second, "the agent reconnected", func() bool {
