@@ -28,10 +28,14 @@ func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
 	var mu sync.Mutex
 	returned := map[string]time.Time{}
 	received := map[string]time.Time{}
+	all := make(chan struct{}) // closed when every job has reached an agent
 	onRun := func(id string) {
 		now := time.Now()
 		mu.Lock()
 		received[id] = now
+		if len(received) == cfg.Jobs {
+			close(all)
+		}
 		mu.Unlock()
 	}
 	rig, err := newBenchRig(ctx, rigConfig{agents: cfg.Agents, slots: 4, noop: true, onRun: onRun})
@@ -53,15 +57,9 @@ func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
 		returned[r.Msg.Job.Id] = now
 		mu.Unlock()
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		mu.Lock()
-		done := len(received) >= cfg.Jobs
-		mu.Unlock()
-		if done || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
+	select {
+	case <-all:
+	case <-time.After(30 * time.Second):
 	}
 	mu.Lock()
 	defer mu.Unlock()
