@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -29,6 +30,13 @@ type attempt struct {
 	done   chan struct{}
 	pgid   atomic.Int64 // the job's process group, once started
 	fenced bool         // killed for the lost contact (a.mu)
+}
+
+// kill sends SIGKILL to the attempt's process group, if it started one.
+func (at *attempt) kill() {
+	if pgid := at.pgid.Load(); pgid > 0 {
+		_ = syscall.Kill(-int(pgid), syscall.SIGKILL)
+	}
 }
 
 // logBlockFor is how long a job's output may wait for room in the log

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"syscall"
 	"time"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
@@ -133,9 +132,7 @@ func (a *Agent) fence(silent time.Duration, first bool) {
 		}
 		at.fenced = true
 		at.cancel(cause)
-		if pgid := at.pgid.Load(); pgid > 0 {
-			_ = syscall.Kill(-int(pgid), syscall.SIGKILL)
-		}
+		at.kill()
 		killed = append(killed, at.jobID)
 	}
 	endSession := a.endSession

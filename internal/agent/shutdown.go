@@ -2,7 +2,6 @@ package agent
 
 import (
 	"errors"
-	"syscall"
 	"time"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
@@ -86,9 +85,7 @@ func (a *Agent) cancelAll(cause error) {
 func (a *Agent) killAll() {
 	a.mu.Lock()
 	for _, at := range a.attempts {
-		if pgid := at.pgid.Load(); pgid > 0 {
-			_ = syscall.Kill(-int(pgid), syscall.SIGKILL)
-		}
+		at.kill()
 	}
 	a.mu.Unlock()
 }
