@@ -156,10 +156,9 @@ func (b *Batcher) Write(s Stream, p []byte) {
 				pl.time = now
 			}
 			k := b.cfg.MaxLine - len(pl.data)
-			piece := append(pl.data, chunk[:k]...)
+			pl.data = append(pl.data, chunk[:k]...)
 			chunk = chunk[k:]
-			pl.data, pl.since = nil, time.Time{}
-			b.push(Line{Stream: s, Data: piece, Partial: true, Time: pl.time})
+			b.push(pl.take())
 		}
 		if len(chunk) > 0 {
 			if len(pl.data) == 0 {
@@ -197,18 +196,13 @@ func (b *Batcher) Write(s Stream, p []byte) {
 func (b *Batcher) flushOtherPartials(s Stream) {
 	for i := range b.partials {
 		if pl := &b.partials[i]; pl.stream != s && len(pl.data) > 0 {
-			b.pushPartial(pl)
+			b.push(pl.take())
 		}
 	}
 }
 
-// pushPartial queues pl's data as a Partial line and empties pl. b.mu
-// must be held; like push, it may release it while waiting for room.
-func (b *Batcher) pushPartial(pl *partialLine) {
-	b.push(pl.take())
-}
-
-// take returns pl's data as a Partial line and empties pl.
+// take returns pl's data as a Partial line and empties pl (before a push
+// that may release b.mu while it waits for room).
 func (pl *partialLine) take() Line {
 	l := Line{Stream: pl.stream, Data: pl.data, Partial: true, Time: pl.time}
 	pl.data, pl.since = nil, time.Time{}
@@ -298,7 +292,7 @@ func (b *Batcher) Close() {
 	b.closed = true // first: push must not wait for room from here on
 	for i := range b.partials {
 		if pl := &b.partials[i]; len(pl.data) > 0 {
-			b.pushPartial(pl)
+			b.push(pl.take())
 		}
 	}
 	b.mu.Unlock()
