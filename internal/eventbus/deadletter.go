@@ -57,12 +57,12 @@ var ErrStillFailing = errors.New("handler failed again; event parked again")
 // Replay returns ErrStillFailing. Replay may run while the bus runs: the
 // subscriber's handler is still called one event at a time.
 func (b *Bus) Replay(ctx context.Context, deadLetterID int64) error {
-	return b.replay(ctx, deadLetterID, func(name string) (*subscriber, retryPolicy, error) {
+	return b.replay(ctx, deadLetterID, func(name string) (*subscriber, SubscriberConfig, error) {
 		s := b.registered(name)
 		if s == nil {
-			return nil, retryPolicy{}, fmt.Errorf("%q: %w", name, ErrUnknownSubscriber)
+			return nil, SubscriberConfig{}, fmt.Errorf("%q: %w", name, ErrUnknownSubscriber)
 		}
-		return s, s.cfg.policy(), nil
+		return s, s.cfg, nil
 	})
 }
 
@@ -75,24 +75,25 @@ func (b *Bus) Replay(ctx context.Context, deadLetterID int64) error {
 // alone: ReplayWith returns ErrOtherSubscriber.
 func (b *Bus) ReplayWith(ctx context.Context, deadLetterID int64, cfg SubscriberConfig, h Handler) error {
 	cfg = cfg.withDefaults()
-	return b.replay(ctx, deadLetterID, func(name string) (*subscriber, retryPolicy, error) {
+	return b.replay(ctx, deadLetterID, func(name string) (*subscriber, SubscriberConfig, error) {
 		if name != cfg.Name {
-			return nil, retryPolicy{}, fmt.Errorf("%q: %w", name, ErrOtherSubscriber)
+			return nil, SubscriberConfig{}, fmt.Errorf("%q: %w", name, ErrOtherSubscriber)
 		}
 		s := b.registered(name)
 		if s == nil {
 			s = &subscriber{bus: b, cfg: cfg, h: h}
 		}
-		return s, cfg.policy(), nil
+		return s, cfg, nil
 	})
 }
 
 // replay takes a dead letter and delivers its event to the subscriber
-// pick returns for the dead letter's subscriber name, with the policy it
-// returns. An error of pick leaves the dead letter as it was.
-func (b *Bus) replay(ctx context.Context, deadLetterID int64, pick func(name string) (*subscriber, retryPolicy, error)) error {
+// pick returns for the dead letter's subscriber name, with the attempts
+// and backoff of the config it returns. An error of pick leaves the dead
+// letter as it was.
+func (b *Bus) replay(ctx context.Context, deadLetterID int64, pick func(name string) (*subscriber, SubscriberConfig, error)) error {
 	var sub *subscriber
-	var p retryPolicy
+	var p SubscriberConfig // its attempts and backoff
 	var ev Event
 	err := pgxBeginFunc(ctx, b, func(q *db.Queries) error {
 		now := b.cfg.Now()

@@ -140,29 +140,18 @@ func (s *subscriber) countLag(ctx context.Context) {
 	s.m.lag(s.cfg.Name, n)
 }
 
-// retryPolicy is how often and how patiently a handler is called for one
-// event before it is parked.
-type retryPolicy struct {
-	attempts         int
-	initial, maxWait time.Duration
-}
-
-func (cfg SubscriberConfig) policy() retryPolicy {
-	return retryPolicy{attempts: cfg.MaxAttempts, initial: cfg.InitialBackoff, maxWait: cfg.MaxBackoff}
-}
-
 // deliver calls the handler until it succeeds (handled) or MaxAttempts is
 // reached, then parks the event. It only returns an error when ctx ends or
 // the dead letter cannot be stored.
 func (s *subscriber) deliver(ctx context.Context, e Event) (handled bool, err error) {
-	return s.deliverWith(ctx, e, s.cfg.policy())
+	return s.deliverWith(ctx, e, s.cfg)
 }
 
-// deliverWith is deliver with the given policy.
-func (s *subscriber) deliverWith(ctx context.Context, e Event, p retryPolicy) (handled bool, err error) {
-	delay := p.initial
+// deliverWith is deliver with the attempts and backoff of p.
+func (s *subscriber) deliverWith(ctx context.Context, e Event, p SubscriberConfig) (handled bool, err error) {
+	delay := p.InitialBackoff
 	var herr error
-	for attempt := 1; attempt <= p.attempts; attempt++ {
+	for attempt := 1; attempt <= p.MaxAttempts; attempt++ {
 		if herr = s.call(ctx, e); herr == nil {
 			return true, nil
 		}
@@ -170,7 +159,7 @@ func (s *subscriber) deliverWith(ctx context.Context, e Event, p retryPolicy) (h
 			return false, ctx.Err()
 		}
 		s.bus.log.Warn("event handler failed", "subscriber", s.cfg.Name, "event_id", e.ID, "type", e.Type, "attempt", attempt, "err", herr)
-		if attempt == p.attempts {
+		if attempt == p.MaxAttempts {
 			break
 		}
 		select {
@@ -178,10 +167,10 @@ func (s *subscriber) deliverWith(ctx context.Context, e Event, p retryPolicy) (h
 			return false, ctx.Err()
 		case <-time.After(jitter(delay)):
 		}
-		delay = min(delay*2, p.maxWait)
+		delay = min(delay*2, p.MaxBackoff)
 	}
 	s.m.deadLettered(s.cfg.Name, e)
-	if err := s.park(ctx, e, p.attempts, herr.Error()); err != nil {
+	if err := s.park(ctx, e, p.MaxAttempts, herr.Error()); err != nil {
 		return false, err
 	}
 	s.bus.log.Error("event dead-lettered", "subscriber", s.cfg.Name, "event_id", e.ID, "type", e.Type, "err", herr)
