@@ -5,8 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -116,11 +114,8 @@ func (e *env) webhookList(ctx context.Context, args []string) error {
 	tw := tabwriter.NewWriter(e.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tURL\tTYPES\tLABELS\tMAX ATTEMPTS\tCREATED")
 	for _, w := range resp.Msg.GetWebhooks() {
-		var labels []string
-		for _, k := range slices.Sorted(maps.Keys(w.GetLabels())) {
-			labels = append(labels, k+"="+w.GetLabels()[k])
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", w.GetName(), w.GetUrl(), strings.Join(w.GetTypes(), ","), dash(strings.Join(labels, ",")),
+		labels := KVFlag(w.GetLabels())
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", w.GetName(), w.GetUrl(), strings.Join(w.GetTypes(), ","), dash(labels.String()),
 			w.GetMaxAttempts(), w.GetCreatedAt().AsTime().In(e.loc).Format(time.RFC3339))
 	}
 	return tw.Flush()
