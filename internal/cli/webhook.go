@@ -21,9 +21,6 @@ const webhookUsage = `usage: hodei webhook add NAME URL --type T [--type T]... [
        hodei webhook deliveries NAME [--limit N]
        hodei webhook replay NAME (--id EVENT_ID [--id EVENT_ID]... | --all)`
 
-// webhookCommand is one parsed "webhook VERB ...".
-type webhookCommand = subCommand
-
 func (e *env) webhook(ctx context.Context, args []string) error {
 	if len(args) > 0 && isHelp(args[0]) {
 		fmt.Fprintln(e.Out, webhookUsage)
@@ -48,18 +45,12 @@ func (e *env) webhook(ctx context.Context, args []string) error {
 	}
 }
 
-// parseWebhook parses "webhook <verb>" with --server, -o and what extra
-// registers, wanting synopsis's positional arguments (want of them).
-func (e *env) parseWebhook(verb, synopsis string, want int, args []string, extra func(fs *flag.FlagSet)) (*webhookCommand, error) {
-	return e.parseSub("webhook", webhookUsage, verb, synopsis, want, args, extra)
-}
-
 func (e *env) webhookAdd(ctx context.Context, args []string) error {
 	var types stringsFlag
 	var labels KVFlag
 	var secretFile string
 	var maxAttempts int32Flag
-	cmd, err := e.parseWebhook("add", "NAME URL", 2, args, func(fs *flag.FlagSet) {
+	cmd, err := e.parseSub("webhook", webhookUsage, "add", "NAME URL", 2, args, func(fs *flag.FlagSet) {
 		fs.Var(&types, "type", "send events of this `type`, e.g. JobFailed (repeatable; at least one)")
 		fs.Var(&labels, "label", "only events of jobs with label `K=V` (repeatable)")
 		fs.StringVar(&secretFile, "secret-file", "", "sign with the secret in `FILE` (default: the server makes one and it is printed once)")
@@ -99,7 +90,7 @@ func (e *env) webhookAdd(ctx context.Context, args []string) error {
 }
 
 func (e *env) webhookList(ctx context.Context, args []string) error {
-	cmd, err := e.parseWebhook("list", "", 0, args, nil)
+	cmd, err := e.parseSub("webhook", webhookUsage, "list", "", 0, args, nil)
 	if err != nil {
 		return err
 	}
@@ -122,7 +113,7 @@ func (e *env) webhookList(ctx context.Context, args []string) error {
 }
 
 func (e *env) webhookRemove(ctx context.Context, args []string) error {
-	cmd, err := e.parseWebhook("remove", "NAME", 1, args, nil)
+	cmd, err := e.parseSub("webhook", webhookUsage, "remove", "NAME", 1, args, nil)
 	if err != nil {
 		return err
 	}
@@ -136,7 +127,7 @@ func (e *env) webhookRemove(ctx context.Context, args []string) error {
 
 func (e *env) webhookDeliveries(ctx context.Context, args []string) error {
 	var limit int32Flag
-	cmd, err := e.parseWebhook("deliveries", "NAME", 1, args, func(fs *flag.FlagSet) {
+	cmd, err := e.parseSub("webhook", webhookUsage, "deliveries", "NAME", 1, args, func(fs *flag.FlagSet) {
 		fs.Var(&limit, "limit", "the oldest `N` failed deliveries (default 100, at most 1000)")
 	})
 	if err != nil {
@@ -188,7 +179,7 @@ func (l *int64sFlag) Set(s string) error {
 func (e *env) webhookReplay(ctx context.Context, args []string) error {
 	var ids int64sFlag
 	var all bool
-	cmd, err := e.parseWebhook("replay", "NAME", 1, args, func(fs *flag.FlagSet) {
+	cmd, err := e.parseSub("webhook", webhookUsage, "replay", "NAME", 1, args, func(fs *flag.FlagSet) {
 		fs.Var(&ids, "id", "send the failed delivery of event `ID` again (repeatable)")
 		fs.BoolVar(&all, "all", false, "send every failed delivery again")
 	})
