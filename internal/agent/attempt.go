@@ -120,14 +120,7 @@ func finishedMsg(jobID string, token int64, exit int32, signal string, class hod
 // notStarted reports an attempt that was cancelled (or stopped by the
 // shutdown) while it waited for a slot: it never started.
 func (a *Agent) notStarted(ctx context.Context, at *attempt) {
-	class, msg := hodeiv1.FailureClass_FAILURE_CLASS_CANCELLED, context.Cause(ctx).Error()
-	var lost *lostContact
-	if errors.As(context.Cause(ctx), &lost) {
-		class = hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST
-	}
-	if errors.Is(context.Cause(ctx), errShuttingDown) {
-		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, "stopped by the worker's shutdown before it started"
-	}
+	class, msg := stopped(ctx, "stopped by the worker's shutdown before it started")
 	a.log.Info("attempt ended before it started", "job_id", at.jobID, "attempt", at.number, "class", class)
 	a.box.add(&pending{jobID: at.jobID, token: at.token, finished: true, msg: finishedMsg(at.jobID, at.token, -1, "", class, msg, 0, 0, 0)})
 }
@@ -234,24 +227,33 @@ func (a *Agent) runProcess(ctx context.Context, at *attempt, spec *hodeiv1.JobSp
 // outcome classifies a finished process: the failure class and message of
 // its result.
 func outcome(ctx context.Context, spec *hodeiv1.JobSpec, res runner.Result) (hodeiv1.FailureClass, string) {
-	class := hodeiv1.FailureClass_FAILURE_CLASS_UNSPECIFIED
-	msg := ""
 	var lost *lostContact
 	switch {
-	case errors.As(context.Cause(ctx), &lost):
-		// Killed by the agent itself (self-fencing), whatever the process
-		// made of it.
-		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, lost.Error()
-	case res.Err != nil && !res.Cancelled:
-		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_INVALID, res.Err.Error()
+	case errors.As(context.Cause(ctx), &lost), res.Cancelled:
+		// Killed by the agent itself (self-fencing) whatever the process
+		// made of it, or stopped.
+		return stopped(ctx, "stopped by the worker's shutdown")
+	case res.Err != nil:
+		return hodeiv1.FailureClass_FAILURE_CLASS_INVALID, res.Err.Error()
 	case res.TimedOut:
-		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_TIMEOUT, fmt.Sprintf("timed out after %s", spec.GetTimeout().AsDuration())
-	case res.Cancelled && errors.Is(context.Cause(ctx), errShuttingDown):
-		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, "stopped by the worker's shutdown"
-	case res.Cancelled:
-		class, msg = hodeiv1.FailureClass_FAILURE_CLASS_CANCELLED, context.Cause(ctx).Error()
+		return hodeiv1.FailureClass_FAILURE_CLASS_TIMEOUT, fmt.Sprintf("timed out after %s", spec.GetTimeout().AsDuration())
 	case res.ExitCode != 0:
-		class = hodeiv1.FailureClass_FAILURE_CLASS_EXIT_CODE
+		return hodeiv1.FailureClass_FAILURE_CLASS_EXIT_CODE, ""
 	}
-	return class, msg
+	return hodeiv1.FailureClass_FAILURE_CLASS_UNSPECIFIED, ""
+}
+
+// stopped is the failure class and message of an attempt ended by the
+// cause of ctx: worker_lost when the agent fenced itself or shut down
+// (shutdownMsg), cancelled otherwise.
+func stopped(ctx context.Context, shutdownMsg string) (hodeiv1.FailureClass, string) {
+	cause := context.Cause(ctx)
+	var lost *lostContact
+	switch {
+	case errors.As(cause, &lost):
+		return hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, lost.Error()
+	case errors.Is(cause, errShuttingDown):
+		return hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST, shutdownMsg
+	}
+	return hodeiv1.FailureClass_FAILURE_CLASS_CANCELLED, cause.Error()
 }
