@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hodei-dev/hodei/internal/bench"
+	"github.com/hodei-dev/hodei/internal/cli"
 	"github.com/hodei-dev/hodei/internal/platform"
 )
 
@@ -22,7 +23,7 @@ func runBench(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return errors.New(benchUsage)
 	}
-	if isHelp(args[0]) {
+	if cli.IsHelp(args[0]) {
 		fmt.Println(benchUsage)
 		return errHelp
 	}

@@ -15,15 +15,6 @@ var (
 	errUsage = errors.New("bad command line")
 )
 
-// isHelp reports whether arg asks for help.
-func isHelp(arg string) bool {
-	switch arg {
-	case "help", "-h", "-help", "--help":
-		return true
-	}
-	return false
-}
-
 // parseFlags parses args with fs. -h prints the command's flags to stdout
 // and returns errHelp; a bad flag is reported with the flags on stderr and
 // returns errUsage.

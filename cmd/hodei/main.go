@@ -71,13 +71,14 @@ func run() int {
 		err = runBench(ctx, args)
 	case "version":
 		fmt.Println("hodei", version)
-	case "help", "-h", "-help", "--help":
-		fmt.Print(usage)
 	case "run", "job", "events", "provider", "webhook", "jobtype":
 		return cli.Main(ctx, os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Env: os.Getenv})
 	default:
-		fmt.Fprintf(os.Stderr, "hodei: unknown command %q\n\n%s", cmd, usage)
-		return 2
+		if !cli.IsHelp(cmd) {
+			fmt.Fprintf(os.Stderr, "hodei: unknown command %q\n\n%s", cmd, usage)
+			return 2
+		}
+		fmt.Print(usage)
 	}
 	return exitCode(err)
 }

@@ -172,7 +172,7 @@ func (e *env) main(ctx context.Context, args []string) int {
 	case "jobtype":
 		err = e.jobType(ctx, args[1:])
 	default:
-		if isHelp(args[0]) {
+		if IsHelp(args[0]) {
 			fmt.Fprint(e.Out, Usage)
 			return ExitOK
 		}
@@ -204,8 +204,8 @@ func (x *exitError) Error() string {
 	return x.err.Error()
 }
 
-// isHelp reports whether arg asks for help.
-func isHelp(arg string) bool {
+// IsHelp reports whether arg asks for help; the hodei binary asks it too.
+func IsHelp(arg string) bool {
 	switch arg {
 	case "help", "-h", "-help", "--help":
 		return true

@@ -21,7 +21,7 @@ const (
 )
 
 func (e *env) events(ctx context.Context, args []string) error {
-	if len(args) > 0 && isHelp(args[0]) {
+	if len(args) > 0 && IsHelp(args[0]) {
 		fmt.Fprintln(e.Out, eventsUsage)
 		return errHelpShown
 	}
@@ -135,7 +135,7 @@ func payloadJSON(p *hodeiv1.EventPayload) (string, error) {
 }
 
 func (e *env) provider(ctx context.Context, args []string) error {
-	if len(args) > 0 && isHelp(args[0]) {
+	if len(args) > 0 && IsHelp(args[0]) {
 		fmt.Fprintln(e.Out, providerUsage)
 		return errHelpShown
 	}

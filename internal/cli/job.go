@@ -17,7 +17,7 @@ func (e *env) job(ctx context.Context, args []string) error {
 		return usagef("job: missing subcommand\n%s", jobUsage)
 	}
 	sub, args := args[0], args[1:]
-	if isHelp(sub) {
+	if IsHelp(sub) {
 		fmt.Fprintln(e.Out, jobUsage)
 		return errHelpShown
 	}

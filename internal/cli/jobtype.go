@@ -54,7 +54,7 @@ func (e *env) parseSub(group, usage, verb, synopsis string, want int, args []str
 }
 
 func (e *env) jobType(ctx context.Context, args []string) error {
-	if len(args) > 0 && isHelp(args[0]) {
+	if len(args) > 0 && IsHelp(args[0]) {
 		fmt.Fprintln(e.Out, jobTypeUsage)
 		return errHelpShown
 	}

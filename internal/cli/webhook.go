@@ -22,7 +22,7 @@ const webhookUsage = `usage: hodei webhook add NAME URL --type T [--type T]... [
        hodei webhook replay NAME (--id EVENT_ID [--id EVENT_ID]... | --all)`
 
 func (e *env) webhook(ctx context.Context, args []string) error {
-	if len(args) > 0 && isHelp(args[0]) {
+	if len(args) > 0 && IsHelp(args[0]) {
 		fmt.Fprintln(e.Out, webhookUsage)
 		return errHelpShown
 	}
