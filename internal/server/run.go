@@ -18,37 +18,33 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cancel forwarder: %w", err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// A job's end: JobFailed also ends an attempt that is retried (the
-	// follower wakes, finds the job not final and goes on waiting).
-	ends := s.bus.Watch(ctx, from, eventbus.Filter{Types: []string{"JobCompleted", "JobFailed", "JobCancelled"}, Lazy: true}, func(e eventbus.Event) error {
+	// A job's end wakes its log followers (JobFailed also ends an attempt
+	// that is retried: the follower wakes, finds the job not final and
+	// goes on waiting); a cancel also goes to the worker running the job.
+	tail := s.bus.Watch(ctx, from, eventbus.Filter{Types: []string{"JobCompleted", "JobFailed", "JobCancelled"}, Lazy: true}, func(e eventbus.Event) error {
 		s.logs.wake(e.AggregateID)
-		return nil
-	})
-	cancels := s.bus.Watch(ctx, from, eventbus.Filter{Types: []string{"JobCancelled"}}, func(e eventbus.Event) error {
-		s.forwardCancel(e.Payload.GetJobCancelled())
+		if e.Type != "JobCancelled" {
+			return nil
+		}
+		p, err := e.Decode()
+		if err != nil {
+			return err
+		}
+		s.forwardCancel(p.GetJobCancelled())
 		return nil
 	})
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer t.Stop()
 	for {
-		var err error
 		select {
-		case err = <-ends:
-			cancel()
-			<-cancels
-		case err = <-cancels:
-			cancel()
-			<-ends
+		case err := <-tail:
+			if err != nil {
+				return fmt.Errorf("event tail: %w", err)
+			}
+			return nil
 		case <-t.C:
 			s.beat(ctx)
-			continue
 		}
-		if err != nil {
-			return fmt.Errorf("event tails: %w", err)
-		}
-		return nil
 	}
 }
 
