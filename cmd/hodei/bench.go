@@ -109,9 +109,7 @@ func benchThroughput(ctx context.Context, args []string) error {
 	cfg.Prefetch, cfg.AdaptivePrefetch = prefetch.n, prefetch.adaptive
 	cfg.Modes = strings.Split(*modes, ",")
 	// The agents run with a guardian, as `hodei agent` does.
-	if exe, err := os.Executable(); err == nil {
-		cfg.AgentGuard = []string{exe, "agent-guard"}
-	}
+	cfg.AgentGuard, _ = guardCommand()
 	return bench.Throughput(ctx, os.Stdout, cfg)
 }
 

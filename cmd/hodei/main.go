@@ -36,6 +36,9 @@ Jobs (talk to --server, default $HODEI_SERVER or 127.0.0.1:7070):
   hodei jobtype set|list|get|delete ...
 `
 
+// agentGuard is the command of the guardian an agent starts (guardCommand).
+const agentGuard = "agent-guard"
+
 func main() {
 	os.Exit(run())
 }
@@ -62,8 +65,7 @@ func run() int {
 		err = runDev(ctx, args)
 	case "agent":
 		return runAgent(ctx, args)
-	case "agent-guard":
-		// Started by `hodei agent` only: kills its jobs when it dies.
+	case agentGuard: // started by guardCommand only
 		err = agent.RunGuardian(os.Stdin)
 	case "testdb":
 		err = runTestDB(ctx, args)

@@ -134,10 +134,8 @@ func runAgent(ctx context.Context, args []string) int {
 		return exitCode(err)
 	}
 	log := platform.NewLogger(os.Stderr)
-	var guard []string
-	if exe, err := os.Executable(); err == nil {
-		guard = []string{exe, "agent-guard"}
-	} else {
+	guard, err := guardCommand()
+	if err != nil {
 		log.Warn("running without a guardian process: jobs would outlive this agent if it were killed", "err", err)
 	}
 	batch, _ := strconv.Atoi(os.Getenv("HODEI_LOG_BATCH_SIZE"))
@@ -154,6 +152,16 @@ func runAgent(ctx context.Context, args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// guardCommand runs this executable as the guardian of an agent's jobs,
+// which kills them when the agent dies.
+func guardCommand() ([]string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return []string{exe, agentGuard}, nil
 }
 
 func envOr(k, def string) string {
