@@ -100,7 +100,6 @@ func (g *guard) close() {
 func RunGuardian(in io.Reader) error {
 	parent := os.Getppid()
 	g := &guardian{groups: map[int]struct{}{}}
-	go g.watchDeadline()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	go func() {
@@ -122,26 +121,13 @@ func RunGuardian(in io.Reader) error {
 
 // guardian is the guardian's list of the agent's job groups.
 type guardian struct {
-	mu       sync.Mutex
-	groups   map[int]struct{}
-	deadline int64 // Unix nanoseconds; 0: none
-}
-
-// watchDeadline kills the listed groups when the agent's last deadline
-// passes: the agent is alive but has not heard the server (or run at all:
-// SIGSTOP) for nearly the lease. A renewal after that sets a new one.
-func (g *guardian) watchDeadline() {
-	for now := range time.Tick(guardPause) {
-		g.mu.Lock()
-		due := g.deadline > 0 && now.UnixNano() > g.deadline
-		if due {
-			g.deadline = 0
-		}
-		g.mu.Unlock()
-		if due {
-			g.killAll()
-		}
-	}
+	mu     sync.Mutex
+	groups map[int]struct{}
+	// deadline kills the listed groups when the agent's last deadline
+	// passes: the agent is alive but has not heard the server (or run at
+	// all: SIGSTOP) for nearly the lease. A renewal after that sets a new
+	// one. nil until the first.
+	deadline *time.Timer
 }
 
 // guardPause is how long the guardian lets lines pile up in the pipe
@@ -197,7 +183,11 @@ func (g *guardian) apply(line []byte) {
 	pgid := int(n)
 	switch line[0] {
 	case 'D':
-		g.deadline = n
+		if d := time.Until(time.Unix(0, n)); g.deadline == nil {
+			g.deadline = time.AfterFunc(d, g.killAll)
+		} else {
+			g.deadline.Reset(d)
+		}
 	case '+':
 		g.groups[pgid] = struct{}{}
 	default:

@@ -103,7 +103,6 @@ func TestGuardianKillsAtTheDeadlineOfAFrozenAgent(t *testing.T) {
 	r, w := io.Pipe()
 	defer w.Close()
 	g := &guardian{groups: map[int]struct{}{}}
-	go g.watchDeadline()
 	go func() { _ = g.serve(r) }()
 	renew := func(d time.Duration) {
 		t.Helper()
