@@ -403,7 +403,7 @@ func TestRefusedWorkerExits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	agentCmd := startAgent(t, st, []string{addr}, 1)
+	ag := startAgent(t, st, []string{addr}, 1)
 	var id string
 	eventually(t, 30*time.Second, "agent connected", func() bool {
 		_ = st.SQLForTests().QueryRow(context.Background(), "SELECT id::text FROM workers WHERE state = 'connected'").Scan(&id)
@@ -416,15 +416,8 @@ func TestRefusedWorkerExits(t *testing.T) {
 		t.Fatal(err)
 	}
 	startServerOn(t, dbURL, addr, "--max-workers", "0")
-	exited := make(chan error, 1)
-	go func() { exited <- agentCmd.Wait() }()
-	select {
-	case err := <-exited:
-		if err == nil {
-			t.Fatal("refused agent exited 0, want an error exit")
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("refused agent did not exit")
+	if code := ag.exit(t, 30*time.Second); code == 0 {
+		t.Fatal("refused agent exited 0, want an error exit")
 	}
 	var n int
 	if err := st.SQLForTests().QueryRow(context.Background(), "SELECT count(*) FROM events WHERE type = 'WorkerRecoveryFailed' AND aggregate_id = $1", id).Scan(&n); err != nil {

@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,37 +19,10 @@ import (
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
-// startAgent enrolls a worker in st and runs `hodei agent` against servers
-// until the test ends.
-func startAgent(t *testing.T, st *store.Store, servers []string, slots int, args ...string) *exec.Cmd {
+// startAgent runs spawnAgent with slots and a short drain and grace.
+func startAgent(t *testing.T, st *store.Store, servers []string, slots int, args ...string) *agentProc {
 	t.Helper()
-	_, token, err := st.NewWorker(context.Background(), "test", "", nil, time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs syncBuffer
-	cmd := exec.Command(hodeiBin, append([]string{"agent", "--server", strings.Join(servers, ","), "--slots", fmt.Sprint(slots), "--drain-timeout", "1s", "--grace", "1s"}, args...)...)
-	cmd.Env = append(os.Environ(), "HODEI_BOOTSTRAP_TOKEN="+token)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("agent %d log:\n%s", cmd.Process.Pid, logs.String())
-		}
-	})
-	return cmd
+	return spawnAgent(t, st, servers, append([]string{"--slots", fmt.Sprint(slots), "--drain-timeout", "1s", "--grace", "1s"}, args...)...)
 }
 
 // TestReplicasSurviveAServerKill: three servers on one database, agents
