@@ -63,23 +63,23 @@ func startGuard(argv []string, onFail func(error)) (*guard, error) {
 }
 
 // add lists a job's process group with the guardian.
-func (g *guard) add(pgid int) { g.write('+', pgid) }
+func (g *guard) add(pgid int) { g.write('+', int64(pgid)) }
 
 // remove takes an ended job's process group off the guardian's list.
-func (g *guard) remove(pgid int) { g.write('-', pgid) }
+func (g *guard) remove(pgid int) { g.write('-', int64(pgid)) }
 
 // renew tells the guardian when to kill the listed groups if it hears
 // nothing more: "D" and the deadline in Unix nanoseconds.
-func (g *guard) renew(deadline time.Time) { g.write('D', int(deadline.UnixNano())) }
+func (g *guard) renew(deadline time.Time) { g.write('D', deadline.UnixNano()) }
 
-// write sends one line; a line is shorter than PIPE_BUF, so concurrent
+// write sends one line, op and n; a line is shorter than PIPE_BUF, so concurrent
 // writes never interleave.
-func (g *guard) write(op byte, pgid int) {
+func (g *guard) write(op byte, n int64) {
 	if g == nil || g.failed.Load() {
 		return
 	}
 	var buf [24]byte
-	b := strconv.AppendInt(append(buf[:0], op), int64(pgid), 10)
+	b := strconv.AppendInt(append(buf[:0], op), n, 10)
 	if _, err := g.w.Write(append(b, '\n')); err != nil {
 		g.failed.Store(true)
 		g.once.Do(func() { g.onFail(err) })
