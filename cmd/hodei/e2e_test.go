@@ -54,43 +54,21 @@ func startServer(t *testing.T) serverProc {
 // startServerOn runs `hodei server` on dbURL, listening on addr.
 func startServerOn(t *testing.T, dbURL, addr string, args ...string) serverProc {
 	t.Helper()
-	p := serverProc{addr: addr, dbURL: dbURL}
-	var logs syncBuffer
-	cmd := exec.Command(hodeiBin, append([]string{"server", "--listen", p.addr}, args...)...)
-	p.cmd = cmd
-	cmd.Env = append(os.Environ(), "HODEI_DATABASE_URL="+p.dbURL)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
+	sp := spawnPlatform(t, []string{"HODEI_DATABASE_URL=" + dbURL}, append([]string{"server", "--listen", addr}, args...)...)
+	eventually(t, 20*time.Second, "server listening on "+addr, func() bool {
 		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", logs.String())
-		}
-	})
-	eventually(t, 20*time.Second, "server listening on "+p.addr, func() bool {
-		select {
-		case <-done:
-			t.Fatalf("server exited:\n%s", logs.String())
+		case <-sp.done:
+			t.Fatalf("server exited:\n%s", sp.logs.String())
 		default:
 		}
-		c, err := net.Dial("tcp", p.addr)
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			return false
 		}
 		c.Close()
 		return true
 	})
-	return p
+	return serverProc{addr: addr, dbURL: dbURL, cmd: sp.cmd}
 }
 
 type result struct {
