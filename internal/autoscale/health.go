@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/hodei-dev/hodei/internal/eventbus"
-	"github.com/hodei-dev/hodei/internal/store"
 )
 
 // Health is the leader duty that checks every provider each
@@ -22,9 +21,9 @@ func (a *Autoscaler) Health(ctx context.Context) error {
 	disconnects := make(chan string, 64)
 	tail := a.bus.Watch(ctx, from, eventbus.Filter{Types: []string{"WorkerDisconnected"}}, func(e eventbus.Event) error {
 		d := e.Payload.GetWorkerDisconnected()
-		// Workers the reaper expires lost their replica (a server killed
-		// with its process workers, say): not their provider's fault.
-		if !d.GetExpected() && d.GetProvider() != "" && d.GetReason() != store.ReasonNoHeartbeat {
+		// Workers that lost their replica (a server killed with its process
+		// workers, say) say nothing about their provider.
+		if !d.GetExpected() && !d.GetReplicaLost() && d.GetProvider() != "" {
 			select {
 			case disconnects <- d.GetProvider():
 			case <-ctx.Done():

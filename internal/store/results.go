@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store/db"
@@ -392,13 +393,9 @@ func (s *Store) FailOverdueAttempts(ctx context.Context, margin time.Duration) (
 	return n, nil
 }
 
-// ReasonNoHeartbeat is the reason of the WorkerDisconnected of a worker
-// expired by the leader's reaper: no replica heard it within the lease,
-// which is what happens to the workers of a replica that died.
-const ReasonNoHeartbeat = "no heartbeat within the lease"
-
 // ExpireSilentWorkers fails the attempts of workers not seen since before
-// cutoff (their replica died, or they vanished) as worker_lost.
+// cutoff (their replica died, or they vanished) as worker_lost; their
+// WorkerDisconnected says replica_lost.
 func (s *Store) ExpireSilentWorkers(ctx context.Context, cutoff time.Time) ([]string, error) {
 	ids, err := s.q.ExpiredWorkers(ctx, &cutoff)
 	if err != nil {
@@ -406,7 +403,7 @@ func (s *Store) ExpireSilentWorkers(ctx context.Context, cutoff time.Time) ([]st
 	}
 	var out []string
 	for _, id := range ids {
-		if _, err := s.WorkerGone(ctx, id.String(), "disconnected", ReasonNoHeartbeat, false); err != nil {
+		if _, err := s.workerGone(ctx, &hodeiv1.WorkerDisconnected{WorkerId: id.String(), Reason: "no heartbeat within the lease", ReplicaLost: true}, "disconnected"); err != nil {
 			return out, err
 		}
 		out = append(out, id.String())

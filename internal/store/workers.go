@@ -187,6 +187,12 @@ func (s *Store) TouchWorkers(ctx context.Context, seen map[string]time.Time) (ex
 // unfinished attempts as worker_lost, applying their retry policies. It
 // returns the ids of the affected jobs.
 func (s *Store) WorkerGone(ctx context.Context, id, state, reason string, expected bool) ([]string, error) {
+	return s.workerGone(ctx, &hodeiv1.WorkerDisconnected{WorkerId: id, Reason: reason, Expected: expected}, state)
+}
+
+// workerGone is WorkerGone publishing d (its provider filled in).
+func (s *Store) workerGone(ctx context.Context, d *hodeiv1.WorkerDisconnected, state string) ([]string, error) {
+	id, reason := d.WorkerId, d.Reason
 	uid, err := uuid.Parse(id)
 	if err != nil {
 		return nil, err
@@ -222,7 +228,8 @@ func (s *Store) WorkerGone(ctx context.Context, id, state, reason string, expect
 			}
 			jobs = append(jobs, j.ID)
 		}
-		_, err = eventbus.Publish(ctx, tx, eventbus.New("worker", id, &hodeiv1.WorkerDisconnected{WorkerId: id, Reason: reason, Expected: expected, Provider: w.Provider}))
+		d.Provider = w.Provider
+		_, err = eventbus.Publish(ctx, tx, eventbus.New("worker", id, d))
 		return err
 	})
 	return jobs, err

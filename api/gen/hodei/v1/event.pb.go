@@ -1921,8 +1921,12 @@ type WorkerDisconnected struct {
 	WorkerId string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	Reason   string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// expected is true for a graceful shutdown or a termination we asked for.
-	Expected      bool   `protobuf:"varint,3,opt,name=expected,proto3" json:"expected,omitempty"`
-	Provider      string `protobuf:"bytes,4,opt,name=provider,proto3" json:"provider,omitempty"`
+	Expected bool   `protobuf:"varint,3,opt,name=expected,proto3" json:"expected,omitempty"`
+	Provider string `protobuf:"bytes,4,opt,name=provider,proto3" json:"provider,omitempty"`
+	// replica_lost is true when the leader's reaper recorded it: no replica
+	// heard the worker within the lease, which is what happens to the
+	// workers of a replica that died. Not a sign of its provider's health.
+	ReplicaLost   bool `protobuf:"varint,5,opt,name=replica_lost,json=replicaLost,proto3" json:"replica_lost,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1983,6 +1987,13 @@ func (x *WorkerDisconnected) GetProvider() string {
 		return x.Provider
 	}
 	return ""
+}
+
+func (x *WorkerDisconnected) GetReplicaLost() bool {
+	if x != nil {
+		return x.ReplicaLost
+	}
+	return false
 }
 
 type WorkerReconnected struct {
@@ -3233,12 +3244,13 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"\x11WorkerProvisioned\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12\x14\n" +
-	"\x05image\x18\x03 \x01(\tR\x05image\"\x81\x01\n" +
+	"\x05image\x18\x03 \x01(\tR\x05image\"\xa4\x01\n" +
 	"\x12WorkerDisconnected\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1a\n" +
 	"\bexpected\x18\x03 \x01(\bR\bexpected\x12\x1a\n" +
-	"\bprovider\x18\x04 \x01(\tR\bprovider\"\xa3\x01\n" +
+	"\bprovider\x18\x04 \x01(\tR\bprovider\x12!\n" +
+	"\freplica_lost\x18\x05 \x01(\bR\vreplicaLost\"\xa3\x01\n" +
 	"\x11WorkerReconnected\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1d\n" +
 	"\n" +
