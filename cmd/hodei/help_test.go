@@ -1,9 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"errors"
-	"os/exec"
 	"strings"
 	"testing"
 )
@@ -31,36 +28,20 @@ func TestHelpExitsZero(t *testing.T) {
 	for _, sub := range []string{"add", "list", "remove", "deliveries", "replay"} {
 		commands = append(commands, []string{"webhook", sub})
 	}
+	noServer := serverProc{addr: "127.0.0.1:1"} // nothing listens there
 	for _, words := range commands {
 		for _, h := range []string{"-h", "-help", "--help"} {
 			args := append(append([]string{}, words...), h)
-			code, stdout, stderr := runBinary(t, args...)
-			if code != 0 || strings.TrimSpace(stdout) == "" || stderr != "" {
-				t.Errorf("hodei %s: exit %d, stdout %.80q, stderr %q; want 0, the help on stdout", strings.Join(args, " "), code, stdout, stderr)
+			r := noServer.hodei(t, args...)
+			if r.code != 0 || strings.TrimSpace(r.stdout) == "" || r.stderr != "" {
+				t.Errorf("hodei %s: exit %d, stdout %.80q, stderr %q; want 0, the help on stdout", strings.Join(args, " "), r.code, r.stdout, r.stderr)
 			}
 		}
 	}
 	for _, words := range [][]string{{"dev"}, {"server"}, {"agent"}, {"bench", "startup"}} {
 		args := append(append([]string{}, words...), "--no-such-flag")
-		if code, _, stderr := runBinary(t, args...); code != 2 || !strings.Contains(stderr, "no-such-flag") {
-			t.Errorf("hodei %s: exit %d, stderr %q; want 2 and the flag named", strings.Join(args, " "), code, stderr)
+		if r := noServer.hodei(t, args...); r.code != 2 || !strings.Contains(r.stderr, "no-such-flag") {
+			t.Errorf("hodei %s: exit %d, stderr %q; want 2 and the flag named", strings.Join(args, " "), r.code, r.stderr)
 		}
 	}
-}
-
-// runBinary runs the hodei binary with args, without a server.
-func runBinary(t *testing.T, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	cmd := exec.Command(hodeiBin, args...)
-	cmd.Env = []string{"HODEI_SERVER=127.0.0.1:1"}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("hodei %v: %v", args, err)
-	}
-	return code, out.String(), errb.String()
 }
