@@ -404,11 +404,8 @@ func TestRefusedWorkerExits(t *testing.T) {
 	}
 	defer st.Close()
 	ag := startAgent(t, st, []string{addr}, 1)
-	var id string
-	eventually(t, 30*time.Second, "agent connected", func() bool {
-		_ = st.SQLForTests().QueryRow(context.Background(), "SELECT id::text FROM workers WHERE state = 'connected'").Scan(&id)
-		return id != ""
-	})
+	id := ag.id
+	eventually(t, 30*time.Second, "agent connected", func() bool { return workerState(t, st, id) == "connected" })
 	if err := a.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
