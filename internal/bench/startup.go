@@ -56,18 +56,11 @@ func startupOnce(ctx context.Context, binary string) (ready, firstJob time.Durat
 	if err := c.CreateDatabase(ctx, "hodei"); err != nil {
 		return 0, 0, err
 	}
-	readyc := make(chan string, 1)
-	errc := make(chan error, 1)
-	go func() {
-		errc <- platform.Run(ctx, log, platform.Config{Listen: "127.0.0.1:0", DatabaseURL: c.URL("hodei"), MaxWorkers: 1, AgentLog: io.Discard,
-			AgentBinary: binary, Ready: func(addr string) { readyc <- addr }})
-	}()
-	var addr string
-	select {
-	case addr = <-readyc:
-	case err := <-errc:
+	addr, stopPlatform, err := startPlatform(ctx, platform.Config{DatabaseURL: c.URL("hodei"), MaxWorkers: 1, AgentBinary: binary})
+	if err != nil {
 		return 0, 0, fmt.Errorf("server: %w", err)
 	}
+	defer stopPlatform()
 	ready = time.Since(start)
 	jobs := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
 	t0 := time.Now()
@@ -91,7 +84,5 @@ func startupOnce(ctx context.Context, binary string) (ready, firstJob time.Durat
 	if firstJob == 0 {
 		return 0, 0, fmt.Errorf("watch ended: %v", w.Err())
 	}
-	cancel()
-	<-errc
 	return ready, firstJob, nil
 }
