@@ -8,7 +8,6 @@ import (
 
 	"connectrpc.com/connect"
 
-	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/pgembed"
@@ -64,25 +63,9 @@ func startupOnce(ctx context.Context, binary string) (ready, firstJob time.Durat
 	ready = time.Since(start)
 	jobs := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
 	t0 := time.Now()
-	resp, err := jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: &hodeiv1.JobSpec{Command: []string{"true"}}}))
-	if err != nil {
-		return 0, 0, err
+	if _, err := runToEnd(ctx, jobs, []string{"true"}); err != nil {
+		return 0, 0, fmt.Errorf("first job: %w", err)
 	}
-	w, err := jobs.WatchJob(ctx, connect.NewRequest(&hodeiv1.WatchJobRequest{Id: resp.Msg.Job.Id}))
-	if err != nil {
-		return 0, 0, err
-	}
-	for w.Receive() {
-		if st := w.Msg().Job.State; st == hodeiv1.JobState_JOB_STATE_SUCCEEDED {
-			firstJob = time.Since(t0)
-			break
-		} else if st >= hodeiv1.JobState_JOB_STATE_FAILED && st <= hodeiv1.JobState_JOB_STATE_TIMED_OUT {
-			return 0, 0, fmt.Errorf("first job ended %s", st)
-		}
-	}
-	w.Close()
-	if firstJob == 0 {
-		return 0, 0, fmt.Errorf("watch ended: %v", w.Err())
-	}
+	firstJob = time.Since(t0)
 	return ready, firstJob, nil
 }
