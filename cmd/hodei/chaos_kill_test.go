@@ -5,7 +5,6 @@ package main
 import (
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"syscall"
@@ -19,10 +18,8 @@ import (
 
 // devProc is a `hodei dev` subprocess.
 type devProc struct {
-	cmd  *exec.Cmd
-	logs *syncBuffer
-	done chan struct{}
-	url  string // its embedded PostgreSQL's database
+	*platformProc
+	url string // its embedded PostgreSQL's database
 }
 
 // devDataDir is a path for a data directory that PostgreSQL's OS user can
@@ -46,26 +43,7 @@ var devURL = regexp.MustCompile(`embedded postgres ready" url="?([^"\s]+)`)
 // waits until it serves.
 func startDev(t *testing.T, addr string, args ...string) *devProc {
 	t.Helper()
-	d := &devProc{logs: &syncBuffer{}, done: make(chan struct{})}
-	d.cmd = exec.Command(hodeiBin, append([]string{"dev", "--listen", addr}, args...)...)
-	d.cmd.Env = append(os.Environ(), "HODEI_DATABASE_URL=")
-	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		_ = d.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-d.done:
-		case <-time.After(30 * time.Second):
-			d.cmd.Process.Kill()
-			<-d.done
-		}
-		if t.Failed() {
-			t.Logf("dev log:\n%s", d.logs.String())
-		}
-	})
+	d := &devProc{platformProc: spawnPlatform(t, nil, append([]string{"dev", "--listen", addr}, args...)...)}
 	eventually(t, 60*time.Second, "hodei dev serving on "+addr, func() bool {
 		select {
 		case <-d.done:
