@@ -128,6 +128,7 @@ func runAgent(ctx context.Context, args []string) int {
 	maxJobs := fs.Int("max-jobs", 0, "retire (exit 0) after running this many jobs; 0: no limit (ephemeral workers use 1)")
 	cpu := fs.Int64("cpu-millis", 0, "the most CPU one job may use here, in millicores (0: not stated)")
 	mem := fs.Int64("memory-mib", 0, "the most memory one job may use here, in MiB (0: not stated)")
+	connectTimeout := fs.Duration("connect-timeout", 10*time.Second, "how long to wait for a server's answer to enrollment or a new stream before trying the next server")
 	var labels cli.KVFlag
 	fs.Var(&labels, "label", "worker label K=V (repeatable)")
 	if err := parseFlags(fs, args); err != nil {
@@ -142,7 +143,8 @@ func runAgent(ctx context.Context, args []string) int {
 	flush, _ := time.ParseDuration(os.Getenv("HODEI_LOG_FLUSH_INTERVAL"))
 	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"),
 		Labels: labels, Slots: *slots, BatchLines: batch, FlushInterval: flush, Version: version, Logger: log, NoopExec: *noop,
-		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem, Prefetch: prefetch.n, AdaptivePrefetch: prefetch.adaptive, GuardCommand: guard})
+		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem, Prefetch: prefetch.n, AdaptivePrefetch: prefetch.adaptive, GuardCommand: guard,
+		ConnectTimeout: *connectTimeout})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hodei:", err)
 		return 2
