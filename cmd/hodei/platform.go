@@ -22,6 +22,7 @@ func platformFlags(fs *flag.FlagSet, pc *platform.Config) {
 	fs.DurationVar(&pc.IdleTimeout, "idle-timeout", time.Minute, "a process worker idle this long is stopped")
 	fs.Var((*cli.KVFlag)(&pc.WorkerLabels), "worker-label", "label K=V of the process provider's workers (repeatable)")
 	fs.DurationVar(&pc.EventRetention, "event-retention", 7*24*time.Hour, "delivered events older than this are pruned")
+	fs.DurationVar(&pc.JobRetention, "job-retention", 30*24*time.Hour, "jobs that finished longer ago than this are deleted, with their attempts and logs")
 	fs.DurationVar(&pc.Lease, "lease", 10*time.Second, "a worker silent this long loses its attempts (worker_lost)")
 	fs.DurationVar(&pc.HealthInterval, "health-interval", 30*time.Second, "time between health checks of each provider")
 	fs.IntVar(&pc.Docker.MaxWorkers, "docker-max-workers", 0, "most workers the Docker provider runs (0: no Docker provider)")

@@ -56,6 +56,9 @@ type Config struct {
 	Lease       time.Duration // default: the server's
 	// EventRetention is how long delivered events are kept; default 7 days.
 	EventRetention time.Duration
+	// JobRetention is how long finished jobs (with their attempts and
+	// logs) are kept; default 30 days.
+	JobRetention time.Duration
 	Ready          func(addr string) // called once the server listens
 	// IdleTimeout and WorkerLabels configure the process provider's
 	// workers (defaults 60s, none); HealthInterval the health monitor.
@@ -100,6 +103,9 @@ type DockerConfig struct {
 // ends. Shutdown order: stop accepting (listener), stop dispatch, stop
 // workers we started, close the store.
 func Run(ctx context.Context, log *slog.Logger, pc Config) error {
+	if pc.JobRetention <= 0 {
+		pc.JobRetention = 30 * 24 * time.Hour
+	}
 	if pc.EventRetention <= 0 {
 		pc.EventRetention = 7 * 24 * time.Hour
 	}
@@ -163,6 +169,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 		// coalesced write): the reaper allows for that on top of the lease.
 		scheduler.Reaper(st, srv.Lease()+2*srv.HeartbeatInterval(), srv.Lease()/2, log, disp.Kick),
 		func(ctx context.Context) error { return bus.RunRetention(ctx, time.Minute, pc.EventRetention) },
+		scheduler.JobRetention(st, time.Minute, pc.JobRetention, log),
 		scheduler.QueueDepth(st, bus, smetrics, 500*time.Millisecond, log),
 		webhook.New(webhook.Config{Logger: log, Metrics: webhook.NewMetrics(reg)}, st, bus).Run,
 	}}}

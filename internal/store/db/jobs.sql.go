@@ -150,6 +150,31 @@ func (q *Queries) CountActiveJobs(ctx context.Context) ([]CountActiveJobsRow, er
 	return items, nil
 }
 
+const deleteFinishedJobs = `-- name: DeleteFinishedJobs :execrows
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs
+    WHERE id < $1::uuid AND finished_at < $2::timestamptz
+    ORDER BY id LIMIT $3::int
+)
+`
+
+type DeleteFinishedJobsParams struct {
+	BeforeID uuid.UUID
+	Cutoff   time.Time
+	MaxRows  int32
+}
+
+// Jobs are found through the primary key: an id carries its creation
+// time (UUIDv7), and a job that finished before the cutoff was created
+// before it, so the scan covers only ids below the cutoff's, oldest first.
+func (q *Queries) DeleteFinishedJobs(ctx context.Context, arg DeleteFinishedJobsParams) (int64, error) {
+	result, err := q.db.Exec(ctx, deleteFinishedJobs, arg.BeforeID, arg.Cutoff, arg.MaxRows)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const earlierAttempts = `-- name: EarlierAttempts :many
 SELECT token, job_id, number, state, finished_at, failure_class FROM job_attempts WHERE token = ANY ($1::bigint[])
 `

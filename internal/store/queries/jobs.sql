@@ -203,3 +203,13 @@ WHERE j.id = ANY (@job_ids::uuid[]) AND j.id = u.job_id AND j.attempt_token = u.
 -- for one row and ran the arrays' unnest again for each job.
 UPDATE jobs j SET state = 'running', updated_at = @now, attempt_state = 'running', attempt_started_at = @now
 WHERE j.id = ANY (@job_ids::uuid[]) AND j.attempt_token = ANY (@tokens::bigint[]) AND (j.attempt_state = 'assigned') IS TRUE;
+
+-- name: DeleteFinishedJobs :execrows
+-- Jobs are found through the primary key: an id carries its creation
+-- time (UUIDv7), and a job that finished before the cutoff was created
+-- before it, so the scan covers only ids below the cutoff's, oldest first.
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs
+    WHERE id < sqlc.arg(before_id)::uuid AND finished_at < sqlc.arg(cutoff)::timestamptz
+    ORDER BY id LIMIT sqlc.arg(max_rows)::int
+);
