@@ -59,7 +59,7 @@ type Config struct {
 	// JobRetention is how long finished jobs (with their attempts and
 	// logs) are kept; default 30 days.
 	JobRetention time.Duration
-	Ready          func(addr string) // called once the server listens
+	Ready        func(addr string) // called once the server listens
 	// IdleTimeout and WorkerLabels configure the process provider's
 	// workers (defaults 60s, none); HealthInterval the health monitor.
 	IdleTimeout    time.Duration
