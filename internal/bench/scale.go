@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -127,6 +128,7 @@ type runShape struct {
 	tenths              []float64 // jobs/s of each tenth of the run's jobs, in finishing order
 	rssMiB              float64   // resident memory of this process (server, agents and client) at the end
 	tablesMiB, indexMiB float64   // jobs, job_logs and event_batches with their TOAST; their indexes
+	pages               pageTimes
 }
 
 // measureShape reads the finish times of the jobs that finished at or
@@ -189,4 +191,60 @@ func selfRSSMiB() float64 {
 		}
 	}
 	return 0
+}
+
+// pageTimes is how long the API takes, at the end of a run, for what a
+// person looks at first: the first page of ListJobs (all jobs, and only
+// the failed ones), and one job with its log (GetJob, then GetJobLogs of
+// the oldest job still stored). Each is the median of 15 calls.
+type pageTimes struct {
+	list, listFailed, job time.Duration
+}
+
+func measurePages(ctx context.Context, rig *benchRig) (pageTimes, error) {
+	var p pageTimes
+	var oldest string
+	if err := rig.db.QueryRow(ctx, "SELECT id::text FROM jobs ORDER BY id LIMIT 1").Scan(&oldest); err != nil {
+		return p, err
+	}
+	timeIt := func(f func() error) (time.Duration, error) {
+		var ds []time.Duration
+		for range 15 {
+			start := time.Now()
+			if err := f(); err != nil {
+				return 0, err
+			}
+			ds = append(ds, time.Since(start))
+		}
+		return median(ds), nil
+	}
+	var err error
+	if p.list, err = timeIt(func() error {
+		_, err := rig.jobs.ListJobs(ctx, connect.NewRequest(&hodeiv1.ListJobsRequest{PageSize: 50}))
+		return err
+	}); err != nil {
+		return p, fmt.Errorf("list jobs: %w", err)
+	}
+	if p.listFailed, err = timeIt(func() error {
+		_, err := rig.jobs.ListJobs(ctx, connect.NewRequest(&hodeiv1.ListJobsRequest{PageSize: 50, States: []hodeiv1.JobState{hodeiv1.JobState_JOB_STATE_FAILED}}))
+		return err
+	}); err != nil {
+		return p, fmt.Errorf("list failed jobs: %w", err)
+	}
+	if p.job, err = timeIt(func() error {
+		if _, err := rig.jobs.GetJob(ctx, connect.NewRequest(&hodeiv1.GetJobRequest{Id: oldest})); err != nil {
+			return err
+		}
+		s, err := rig.jobs.GetJobLogs(ctx, connect.NewRequest(&hodeiv1.GetJobLogsRequest{Id: oldest}))
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		for s.Receive() {
+		}
+		return s.Err()
+	}); err != nil {
+		return p, fmt.Errorf("job page: %w", err)
+	}
+	return p, nil
 }

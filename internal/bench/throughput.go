@@ -173,8 +173,8 @@ func throughputMode(ctx context.Context, out io.Writer, cfg ThroughputConfig, mo
 		prefetch = "auto"
 	}
 	sh := med.shape
-	scale := fmt.Sprintf("tenth_min_ratio=%.2f tenths=%s history=%d rss_mib=%.0f tables_mib=%.0f indexes_mib=%.0f",
-		sh.minTenth(med.rate), sh.tenthsText(), cfg.History, sh.rssMiB, sh.tablesMiB, sh.indexMiB)
+	scale := fmt.Sprintf("tenth_min_ratio=%.2f tenths=%s history=%d rss_mib=%.0f tables_mib=%.0f indexes_mib=%.0f list_ms=%.1f list_failed_ms=%.1f job_page_ms=%.1f",
+		sh.minTenth(med.rate), sh.tenthsText(), cfg.History, sh.rssMiB, sh.tablesMiB, sh.indexMiB, ms(sh.pages.list), ms(sh.pages.listFailed), ms(sh.pages.job))
 	if len(held) > 0 {
 		slices.SortFunc(held, func(a, b run) int { return cmp.Compare(figure(a), figure(b)) })
 		h := held[len(held)/2]
@@ -266,6 +266,10 @@ func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop, hold bool) 
 		printPGStats(ctx, rig, cpuStart, elapsed, n)
 	}
 	shape, err := measureShape(ctx, rig.db, start, n)
+	if err != nil {
+		return rate, shape, err
+	}
+	shape.pages, err = measurePages(ctx, rig)
 	return rate, shape, err
 }
 
