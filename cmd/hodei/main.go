@@ -34,6 +34,7 @@ Jobs (talk to --server, default $HODEI_SERVER or 127.0.0.1:7070):
   hodei provider list|get|enable|disable|set ...
   hodei webhook add|list|remove|deliveries|replay ...
   hodei jobtype set|list|get|delete ...
+  hodei secret set|list|delete|rotate-key|audit ...
 `
 
 // agentGuard is the command of the guardian an agent starts (guardCommand).
@@ -73,7 +74,7 @@ func run() int {
 		err = runBench(ctx, args)
 	case "version":
 		fmt.Println("hodei", version)
-	case "run", "job", "events", "provider", "webhook", "jobtype":
+	case "run", "job", "events", "provider", "webhook", "jobtype", "secret":
 		return cli.Main(ctx, os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Env: os.Getenv})
 	default:
 		if !cli.IsHelp(cmd) {

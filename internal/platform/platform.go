@@ -26,6 +26,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/provider/docker"
 	"github.com/hodei-dev/hodei/internal/provider/process"
 	"github.com/hodei-dev/hodei/internal/scheduler"
+	"github.com/hodei-dev/hodei/internal/secret"
 	"github.com/hodei-dev/hodei/internal/server"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/webhook"
@@ -67,6 +68,11 @@ type Config struct {
 	// JobTypeDefaults, when set, is a file of job type retry defaults
 	// (server.ParseJobTypes) stored at start over those of the same names.
 	JobTypeDefaults string
+	// SecretKeyFile is the file of the key-encryption keys of stored
+	// secrets (outside the database); empty turns secrets off. With
+	// CreateSecretKey a missing file is created with a new key (dev).
+	SecretKeyFile   string
+	CreateSecretKey bool
 	// StopAllWorkers terminates every provider's workers on exit (dev mode,
 	// whose database goes with it). A server leaves Docker workers running
 	// so that they reconnect when it is back.
@@ -123,8 +129,14 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
 
+	var keys *secret.Keyring
+	if pc.SecretKeyFile != "" {
+		if keys, err = secret.LoadKeyring(pc.SecretKeyFile, pc.CreateSecretKey); err != nil {
+			return err
+		}
+	}
 	replica := "replica-" + randomHex(6)
-	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease}, st, bus)
+	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, SecretKeys: keys}, st, bus)
 	if err != nil {
 		return err
 	}

@@ -116,6 +116,9 @@ func (s *Server) reconcile(ctx context.Context, c *workerConn, running []*hodeiv
 		}
 		if owned {
 			c.running[r.FencingToken] = r.JobId
+			if err := s.rememberSecrets(ctx, r.JobId, r.FencingToken); err != nil {
+				return nil, nil, connectError(err)
+			}
 		} else {
 			cancels = append(cancels, r.FencingToken)
 		}
