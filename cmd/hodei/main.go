@@ -68,6 +68,12 @@ func run() int {
 		return runAgent(ctx, args)
 	case agentGuard: // started by guardCommand only
 		err = agent.RunGuardian(os.Stdin)
+	case agent.ShimCommand: // started by agents for jobs with secrets only
+		err = agent.RunExecShim(os.Stdin, args)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "hodei", err)
+			return 127
+		}
 	case "testdb":
 		err = runTestDB(ctx, args)
 	case "bench":

@@ -149,12 +149,16 @@ func runAgent(ctx context.Context, args []string) int {
 	if err != nil {
 		log.Warn("running without a guardian process: jobs would outlive this agent if it were killed", "err", err)
 	}
+	var shim []string
+	if len(guard) > 0 {
+		shim = []string{guard[0], agent.ShimCommand}
+	}
 	batch, _ := strconv.Atoi(os.Getenv("HODEI_LOG_BATCH_SIZE"))
 	flush, _ := time.ParseDuration(os.Getenv("HODEI_LOG_FLUSH_INTERVAL"))
 	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"),
 		Labels: labels, Slots: *slots, BatchLines: batch, FlushInterval: flush, Version: version, Logger: log, NoopExec: *noop,
 		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem, Prefetch: prefetch.n, AdaptivePrefetch: prefetch.adaptive, GuardCommand: guard,
-		ConnectTimeout: *connectTimeout})
+		ConnectTimeout: *connectTimeout, ExecShim: shim})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hodei:", err)
 		return 2

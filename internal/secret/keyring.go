@@ -177,7 +177,9 @@ type Sealed struct {
 }
 
 // aad binds a seal to the secret's name and version.
-func aad(name string, version int32) []byte { return fmt.Appendf(nil, "hodei-secret\x00%s\x00%d", name, version) }
+func aad(name string, version int32) []byte {
+	return fmt.Appendf(nil, "hodei-secret\x00%s\x00%d", name, version)
+}
 
 // Seal seals value for secret name at version under the current key.
 func (k *Keyring) Seal(name string, version int32, value []byte) (Sealed, error) {

@@ -48,14 +48,20 @@ func (s *Server) resolveSecrets(workerID string, a store.Assignment, run *hodeiv
 	}
 	s.metrics.secretAccesses.WithLabelValues(store.AuditDispatch).Add(float64(len(sealed)))
 	secrets := make([]redact.Secret, 0, len(sealed)+1)
-	for i, x := range sealed {
+	values := make(map[string]*hodeiv1.SecretValue, len(sealed))
+	for _, x := range sealed {
 		v, err := keys.Open(x.Name, x.Version, x.Sealed)
 		if err != nil {
-			run.Secrets, run.SecretError = nil, fmt.Sprintf("open secret %s: %v", x.Name, errors.Unwrap(err))
+			run.SecretError = fmt.Sprintf("open secret %s: the key file cannot open it", x.Name)
+			s.log.Warn("open secret", "secret", x.Name, "err", err)
 			return
 		}
-		run.Secrets = append(run.Secrets, &hodeiv1.SecretValue{Name: x.Name, Env: a.Spec.Secrets[i].SecretEnv(), Value: v, Version: x.Version})
+		values[x.Name] = &hodeiv1.SecretValue{Name: x.Name, Value: v, Version: x.Version}
 		secrets = append(secrets, redact.Secret{Name: x.Name, Value: v})
+	}
+	for _, ref := range a.Spec.Secrets {
+		v := values[ref.Name]
+		run.Secrets = append(run.Secrets, &hodeiv1.SecretValue{Name: v.Name, Env: ref.SecretEnv(), Value: v.Value, Version: v.Version})
 	}
 	run.Canary = keys.Canary(a.Token)
 	secrets = append(secrets, redact.Secret{Name: CanaryName, Value: []byte(run.Canary)})

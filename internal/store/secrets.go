@@ -161,12 +161,13 @@ func (s *Store) MissingSecrets(ctx context.Context, names []string) ([]string, e
 	return missing, nil
 }
 
-// DispatchSecrets reads the sealed values of names for attempt of jobID
+// DispatchSecrets reads the sealed values of names (each once) for attempt of jobID
 // on workerID and records the read: an audit entry per secret and the
 // SecretInjected and SecretAccessAudited events, in one transaction, so
 // that no value is read unaudited. A missing name is job.ErrNotFound.
 func (s *Store) DispatchSecrets(ctx context.Context, names []string, jobID string, attempt int32, workerID, actor string) ([]SealedSecret, error) {
 	now := s.now().Truncate(time.Microsecond)
+	names = slices.Compact(slices.Sorted(slices.Values(names)))
 	var out []SealedSecret
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
 		rows, err := db.New(tx).SecretsByNames(ctx, names)
