@@ -10,13 +10,27 @@ import (
 )
 
 // Variants is a value and the forms a job may print it in: the value; each
-// line of a multi-line value; its base64 in the standard and URL alphabets
+// line of a multi-line value, with the forms of each line (jq -R encodes
+// line by line); its base64 in the standard and URL alphabets
 // at the three alignments it can have inside a longer encoded text (the
 // characters that depend on the value alone); its percent encoding
-// (everything but unreserved characters, upper and lower case hex, as
-// jq's @uri writes it) and its query encoding (space as '+'); and its JSON
+// (everything but unreserved characters, upper and lower case hex, with
+// and without "!*'()" as jq's @uri writes it in its versions) and its query encoding (space as '+'); and its JSON
 // string escaping (with and without HTML escaping, as Go and jq write it).
 func Variants(v []byte) [][]byte {
+	out := forms(v)
+	if bytes.ContainsAny(v, "\r\n") {
+		for _, line := range strings.FieldsFunc(string(v), func(r rune) bool { return r == '\n' || r == '\r' }) {
+			if len(line) >= MinPattern {
+				out = append(out, forms([]byte(line))...)
+			}
+		}
+	}
+	return out
+}
+
+// forms is v and its encoded forms.
+func forms(v []byte) [][]byte {
 	out := [][]byte{v}
 	add := func(b []byte) {
 		for _, o := range out {
@@ -26,21 +40,15 @@ func Variants(v []byte) [][]byte {
 		}
 		out = append(out, b)
 	}
-	if bytes.ContainsAny(v, "\r\n") {
-		for _, line := range strings.FieldsFunc(string(v), func(r rune) bool { return r == '\n' || r == '\r' }) {
-			if len(line) >= MinPattern {
-				add([]byte(line))
-			}
-		}
-	}
 	for _, enc := range []*base64.Encoding{base64.RawStdEncoding, base64.RawURLEncoding} {
 		for k := range 3 {
 			add(base64Core(enc, v, k))
 		}
 	}
-	pct := percent(v, "%%%02X")
-	add([]byte(pct))
-	add([]byte(percent(v, "%%%02x")))
+	for _, keep := range []string{"-._~", "-._~!*'()"} {
+		add([]byte(percent(v, "%%%02X", keep)))
+		add([]byte(percent(v, "%%%02x", keep)))
+	}
 	add([]byte(url.QueryEscape(string(v))))
 	for _, html := range []bool{true, false} {
 		var b bytes.Buffer
@@ -65,12 +73,13 @@ func base64Core(enc *base64.Encoding, v []byte, k int) []byte {
 	return []byte(full[from:to])
 }
 
-// percent encodes every byte of v but unreserved characters (RFC 3986:
-// A-Z a-z 0-9 - . _ ~) with format ("%%%02X").
-func percent(v []byte, format string) string {
+// percent encodes every byte of v but letters, digits and the bytes of
+// keep with format ("%%%02X"). RFC 3986 keeps "-._~"; jq 1.6's @uri and
+// JavaScript's encodeURIComponent also keep "!*'()".
+func percent(v []byte, format, keep string) string {
 	var b strings.Builder
 	for _, c := range v {
-		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || strings.IndexByte(keep, c) >= 0 {
 			b.WriteByte(c)
 		} else {
 			fmt.Fprintf(&b, format, c)
