@@ -117,3 +117,25 @@ func TestSecretDeliveredToTheJobOnlyThroughItsEnvironment(t *testing.T) {
 		t.Fatalf("run with a deleted secret: %+v", r)
 	}
 }
+
+// TestSecretDeliveredInADockerWorker: the exec shim is the static binary
+// mounted into the worker's container; the job there gets the value and
+// its output is masked.
+func TestSecretDeliveredInADockerWorker(t *testing.T) {
+	needDocker(t)
+	t.Parallel()
+	key := filepath.Join(t.TempDir(), "secret.key")
+	if err := os.WriteFile(key, []byte("k1 "+strings.Repeat("cd", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dbURL := storetest.URL(t)
+	installID(t, dbURL) // removes the test's containers at the end
+	p := startServerOn(t, dbURL, freeAddr(t), "--secret-key-file", key, "--max-workers", "0", "--docker-max-workers", "1", "--docker-binary", hodeiBin)
+	if r := p.hodeiIn(t, "in-a-container-9\n", "secret", "set", "db-pass"); r.code != 0 {
+		t.Fatalf("secret set: %+v", r)
+	}
+	r := p.hodei(t, "run", "--secret", "db-pass", "--", "sh", "-c", `echo "$SECRET_DB_PASS"; [ "$SECRET_DB_PASS" = in-a-container-9 ] && echo same; cat /proc/1/cmdline | tr '\0' ' ' | grep -c in-a-container || true`)
+	if want := "[REDACTED:db-pass]\nsame\n0\n"; r.code != 0 || r.stdout != want {
+		t.Fatalf("run in Docker: %+v, want stdout %q", r, want)
+	}
+}
