@@ -211,4 +211,3 @@ func dumpTables(t *testing.T, dbURL string) map[string][]byte {
 	}
 	return out
 }
-
