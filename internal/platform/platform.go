@@ -93,6 +93,25 @@ func loadJobTypes(ctx context.Context, log *slog.Logger, st *store.Store, path s
 	return nil
 }
 
+// setDefaults fills the unset durations that have defaults.
+func (pc *Config) setDefaults() {
+	if pc.EventRetention <= 0 {
+		pc.EventRetention = 7 * 24 * time.Hour
+	}
+	if pc.IdleTimeout <= 0 {
+		pc.IdleTimeout = time.Minute
+	}
+}
+
+// secretKeys reads the key file of stored secrets, when one is
+// configured (nil: secrets are off).
+func secretKeys(pc Config) (*secret.Keyring, error) {
+	if pc.SecretKeyFile == "" {
+		return nil, nil
+	}
+	return secret.LoadKeyring(pc.SecretKeyFile, pc.CreateSecretKey)
+}
+
 // DockerConfig configures the Docker provider.
 type DockerConfig struct {
 	MaxWorkers int
@@ -106,12 +125,7 @@ type DockerConfig struct {
 // ends. Shutdown order: stop accepting (listener), stop dispatch, stop
 // workers we started, close the store.
 func Run(ctx context.Context, log *slog.Logger, pc Config) error {
-	if pc.EventRetention <= 0 {
-		pc.EventRetention = 7 * 24 * time.Hour
-	}
-	if pc.IdleTimeout <= 0 {
-		pc.IdleTimeout = time.Minute
-	}
+	pc.setDefaults()
 	st, ln, err := listenAndOpen(ctx, log, pc)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -129,11 +143,9 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
 
-	var keys *secret.Keyring
-	if pc.SecretKeyFile != "" {
-		if keys, err = secret.LoadKeyring(pc.SecretKeyFile, pc.CreateSecretKey); err != nil {
-			return err
-		}
+	keys, err := secretKeys(pc)
+	if err != nil {
+		return err
 	}
 	replica := "replica-" + randomHex(6)
 	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, SecretKeys: keys}, st, bus)

@@ -260,12 +260,16 @@ func (k *Keyring) Canary(token int64) string {
 	return "hc_" + base64.RawURLEncoding.EncodeToString(m.Sum(nil))[:21]
 }
 
-func gcmSeal(key, plain, ad []byte) ([]byte, error) {
+func newGCM(key []byte) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, err
 	}
-	g, err := cipher.NewGCM(block)
+	return cipher.NewGCM(block)
+}
+
+func gcmSeal(key, plain, ad []byte) ([]byte, error) {
+	g, err := newGCM(key)
 	if err != nil {
 		return nil, err
 	}
@@ -275,11 +279,7 @@ func gcmSeal(key, plain, ad []byte) ([]byte, error) {
 }
 
 func gcmOpen(key, sealed, ad []byte) ([]byte, error) {
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	g, err := cipher.NewGCM(block)
+	g, err := newGCM(key)
 	if err != nil {
 		return nil, err
 	}
