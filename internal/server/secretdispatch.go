@@ -94,6 +94,24 @@ func (s *Server) rememberSecrets(ctx context.Context, jobID string, token int64)
 	return nil
 }
 
+// forgetSecrets drops the values held for the attempts of a stream that
+// ended: if the agent reconnects here, the hello's reconciliation reads
+// them again (rememberSecrets).
+func (s *Server) forgetSecrets(c *workerConn) {
+	if s.redact.n.Load() == 0 {
+		return
+	}
+	c.mu.Lock()
+	tokens := make([]int64, 0, len(c.running))
+	for t := range c.running {
+		tokens = append(tokens, t)
+	}
+	c.mu.Unlock()
+	for _, t := range tokens {
+		s.redact.forget(t)
+	}
+}
+
 // attemptRedactors holds the secret values of the attempts with secrets
 // that report to this replica, by fencing token, for the second
 // redaction. n keeps the lookup off the path of attempts without secrets.

@@ -61,6 +61,7 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	defer func() {
 		if s.workers.remove(c) {
 			s.afterDisconnect(c)
+			s.forgetSecrets(c)
 		}
 	}()
 	sendErr := c.sendLoop(ctx, stream)
