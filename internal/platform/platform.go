@@ -93,23 +93,17 @@ func loadJobTypes(ctx context.Context, log *slog.Logger, st *store.Store, path s
 	return nil
 }
 
-// setDefaults fills the unset durations that have defaults.
-func (pc *Config) setDefaults() {
-	if pc.EventRetention <= 0 {
-		pc.EventRetention = 7 * 24 * time.Hour
+// newServer builds the replica's RPC server, with the key file of stored
+// secrets when one is configured (without one, secrets are off).
+func newServer(pc Config, replica string, log *slog.Logger, reg *prometheus.Registry, st *store.Store, bus *eventbus.Bus) (*server.Server, error) {
+	var keys *secret.Keyring
+	if pc.SecretKeyFile != "" {
+		var err error
+		if keys, err = secret.LoadKeyring(pc.SecretKeyFile, pc.CreateSecretKey); err != nil {
+			return nil, err
+		}
 	}
-	if pc.IdleTimeout <= 0 {
-		pc.IdleTimeout = time.Minute
-	}
-}
-
-// secretKeys reads the key file of stored secrets, when one is
-// configured (nil: secrets are off).
-func secretKeys(pc Config) (*secret.Keyring, error) {
-	if pc.SecretKeyFile == "" {
-		return nil, nil
-	}
-	return secret.LoadKeyring(pc.SecretKeyFile, pc.CreateSecretKey)
+	return server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, SecretKeys: keys}, st, bus)
 }
 
 // DockerConfig configures the Docker provider.
@@ -125,7 +119,12 @@ type DockerConfig struct {
 // ends. Shutdown order: stop accepting (listener), stop dispatch, stop
 // workers we started, close the store.
 func Run(ctx context.Context, log *slog.Logger, pc Config) error {
-	pc.setDefaults()
+	if pc.EventRetention <= 0 {
+		pc.EventRetention = 7 * 24 * time.Hour
+	}
+	if pc.IdleTimeout <= 0 {
+		pc.IdleTimeout = time.Minute
+	}
 	st, ln, err := listenAndOpen(ctx, log, pc)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -143,12 +142,8 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
 
-	keys, err := secretKeys(pc)
-	if err != nil {
-		return err
-	}
 	replica := "replica-" + randomHex(6)
-	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, SecretKeys: keys}, st, bus)
+	srv, err := newServer(pc, replica, log, reg, st, bus)
 	if err != nil {
 		return err
 	}
