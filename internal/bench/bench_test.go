@@ -3,6 +3,7 @@ package bench_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -104,14 +105,16 @@ func TestLogs(t *testing.T) {
 		t.Skip("benchmark")
 	}
 	t.Parallel()
-	var out bytes.Buffer
-	if err := bench.Logs(context.Background(), &out, bench.LogsConfig{Lines: 5000, Rate: 2000, Steady: time.Second, Binary: hodeiBin}); err != nil {
-		t.Fatal(err)
+	for _, secrets := range []int{0, 2} {
+		var out bytes.Buffer
+		if err := bench.Logs(context.Background(), &out, bench.LogsConfig{Lines: 5000, Rate: 2000, Steady: time.Second, Binary: hodeiBin, Secrets: secrets}); err != nil {
+			t.Fatal(err)
+		}
+		checkLines(t, out.String(),
+			`fast: 5000 lines \(\d+\.\d MiB\) stored in \S+s, dropped 0, lost 0`,
+			`steady: 2000 lines \(\d+\.\d MiB\) stored in \S+s, dropped 0, lost 0`,
+			fmt.Sprintf(`result name=logs lines_per_sec=\d+ mib_per_sec=\d+\.\d lost=0 dropped=0 steady_rate=2000 steady_lost=0 steady_dropped=0 server_rss_mib=\d+ secrets=%d`, secrets))
 	}
-	checkLines(t, out.String(),
-		`fast: 5000 lines \(\d+\.\d MiB\) stored in \S+s, dropped 0, lost 0`,
-		`steady: 2000 lines \(\d+\.\d MiB\) stored in \S+s, dropped 0, lost 0`,
-		`result name=logs lines_per_sec=\d+ mib_per_sec=\d+\.\d lost=0 dropped=0 steady_rate=2000 steady_lost=0 steady_dropped=0 server_rss_mib=\d+`)
 }
 
 // TestProvision covers the Docker provider too when an engine is
