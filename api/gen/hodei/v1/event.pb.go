@@ -528,6 +528,8 @@ type EventPayload struct {
 	//	*EventPayload_LogBatchDropped
 	//	*EventPayload_WebhookCreated
 	//	*EventPayload_WebhookDeleted
+	//	*EventPayload_TokenCreated
+	//	*EventPayload_TokenRevoked
 	Kind          isEventPayload_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -867,6 +869,24 @@ func (x *EventPayload) GetWebhookDeleted() *WebhookDeleted {
 	return nil
 }
 
+func (x *EventPayload) GetTokenCreated() *TokenCreated {
+	if x != nil {
+		if x, ok := x.Kind.(*EventPayload_TokenCreated); ok {
+			return x.TokenCreated
+		}
+	}
+	return nil
+}
+
+func (x *EventPayload) GetTokenRevoked() *TokenRevoked {
+	if x != nil {
+		if x, ok := x.Kind.(*EventPayload_TokenRevoked); ok {
+			return x.TokenRevoked
+		}
+	}
+	return nil
+}
+
 type isEventPayload_Kind interface {
 	isEventPayload_Kind()
 }
@@ -1003,6 +1023,14 @@ type EventPayload_WebhookDeleted struct {
 	WebhookDeleted *WebhookDeleted `protobuf:"bytes,33,opt,name=webhook_deleted,json=webhookDeleted,proto3,oneof"`
 }
 
+type EventPayload_TokenCreated struct {
+	TokenCreated *TokenCreated `protobuf:"bytes,34,opt,name=token_created,json=tokenCreated,proto3,oneof"`
+}
+
+type EventPayload_TokenRevoked struct {
+	TokenRevoked *TokenRevoked `protobuf:"bytes,35,opt,name=token_revoked,json=tokenRevoked,proto3,oneof"`
+}
+
 func (*EventPayload_JobCreated) isEventPayload_Kind() {}
 
 func (*EventPayload_JobCreateFailed) isEventPayload_Kind() {}
@@ -1068,6 +1096,10 @@ func (*EventPayload_LogBatchDropped) isEventPayload_Kind() {}
 func (*EventPayload_WebhookCreated) isEventPayload_Kind() {}
 
 func (*EventPayload_WebhookDeleted) isEventPayload_Kind() {}
+
+func (*EventPayload_TokenCreated) isEventPayload_Kind() {}
+
+func (*EventPayload_TokenRevoked) isEventPayload_Kind() {}
 
 type JobCreated struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3096,6 +3128,130 @@ func (x *WebhookDeleted) GetName() string {
 	return ""
 }
 
+// TokenCreated: an API token was created (its secret is never in an
+// event).
+type TokenCreated struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Scopes        []string               `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenCreated) Reset() {
+	*x = TokenCreated{}
+	mi := &file_hodei_v1_event_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenCreated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenCreated) ProtoMessage() {}
+
+func (x *TokenCreated) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_event_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenCreated.ProtoReflect.Descriptor instead.
+func (*TokenCreated) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_event_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *TokenCreated) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TokenCreated) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TokenCreated) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *TokenCreated) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+// TokenRevoked: an API token was revoked; every replica refuses it from
+// then on.
+type TokenRevoked struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenRevoked) Reset() {
+	*x = TokenRevoked{}
+	mi := &file_hodei_v1_event_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenRevoked) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenRevoked) ProtoMessage() {}
+
+func (x *TokenRevoked) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_event_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenRevoked.ProtoReflect.Descriptor instead.
+func (*TokenRevoked) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_event_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *TokenRevoked) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TokenRevoked) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 var File_hodei_v1_event_proto protoreflect.FileDescriptor
 
 const file_hodei_v1_event_proto_rawDesc = "" +
@@ -3136,7 +3292,7 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"\faggregate_id\x18\x04 \x01(\tR\vaggregateId\x12.\n" +
 	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12%\n" +
 	"\x0ecorrelation_id\x18\x06 \x01(\tR\rcorrelationId\x120\n" +
-	"\apayload\x18\a \x01(\v2\x16.hodei.v1.EventPayloadR\apayload\"\xe2\x13\n" +
+	"\apayload\x18\a \x01(\v2\x16.hodei.v1.EventPayloadR\apayload\"\xe0\x14\n" +
 	"\fEventPayload\x127\n" +
 	"\vjob_created\x18\x01 \x01(\v2\x14.hodei.v1.JobCreatedH\x00R\n" +
 	"jobCreated\x12G\n" +
@@ -3174,7 +3330,9 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"\x0elog_batch_sent\x18\x1e \x01(\v2\x16.hodei.v1.LogBatchSentH\x00R\flogBatchSent\x12G\n" +
 	"\x11log_batch_dropped\x18\x1f \x01(\v2\x19.hodei.v1.LogBatchDroppedH\x00R\x0flogBatchDropped\x12C\n" +
 	"\x0fwebhook_created\x18  \x01(\v2\x18.hodei.v1.WebhookCreatedH\x00R\x0ewebhookCreated\x12C\n" +
-	"\x0fwebhook_deleted\x18! \x01(\v2\x18.hodei.v1.WebhookDeletedH\x00R\x0ewebhookDeletedB\x06\n" +
+	"\x0fwebhook_deleted\x18! \x01(\v2\x18.hodei.v1.WebhookDeletedH\x00R\x0ewebhookDeleted\x12=\n" +
+	"\rtoken_created\x18\" \x01(\v2\x16.hodei.v1.TokenCreatedH\x00R\ftokenCreated\x12=\n" +
+	"\rtoken_revoked\x18# \x01(\v2\x16.hodei.v1.TokenRevokedH\x00R\ftokenRevokedB\x06\n" +
 	"\x04kind\"\xf2\x01\n" +
 	"\n" +
 	"JobCreated\x12\x15\n" +
@@ -3328,7 +3486,16 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"$\n" +
 	"\x0eWebhookDeleted\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name2\x89\x02\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x85\x01\n" +
+	"\fTokenCreated\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06scopes\x18\x03 \x03(\tR\x06scopes\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"2\n" +
+	"\fTokenRevoked\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name2\x89\x02\n" +
 	"\fEventService\x12F\n" +
 	"\tSubscribe\x12\x1a.hodei.v1.SubscribeRequest\x1a\x1b.hodei.v1.SubscribeResponse0\x01\x12V\n" +
 	"\x0fListDeadLetters\x12 .hodei.v1.ListDeadLettersRequest\x1a!.hodei.v1.ListDeadLettersResponse\x12Y\n" +
@@ -3346,7 +3513,7 @@ func file_hodei_v1_event_proto_rawDescGZIP() []byte {
 	return file_hodei_v1_event_proto_rawDescData
 }
 
-var file_hodei_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_hodei_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_hodei_v1_event_proto_goTypes = []any{
 	(*SubscribeRequest)(nil),         // 0: hodei.v1.SubscribeRequest
 	(*SubscribeResponse)(nil),        // 1: hodei.v1.SubscribeResponse
@@ -3390,21 +3557,23 @@ var file_hodei_v1_event_proto_goTypes = []any{
 	(*LogBatchDropped)(nil),          // 39: hodei.v1.LogBatchDropped
 	(*WebhookCreated)(nil),           // 40: hodei.v1.WebhookCreated
 	(*WebhookDeleted)(nil),           // 41: hodei.v1.WebhookDeleted
-	nil,                              // 42: hodei.v1.JobCreated.LabelsEntry
-	nil,                              // 43: hodei.v1.WorkerRegistered.LabelsEntry
-	nil,                              // 44: hodei.v1.AutoScalingTriggered.LabelsEntry
-	nil,                              // 45: hodei.v1.WebhookCreated.LabelsEntry
-	(*timestamppb.Timestamp)(nil),    // 46: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 47: google.protobuf.Duration
-	(FailureClass)(0),                // 48: hodei.v1.FailureClass
-	(JobState)(0),                    // 49: hodei.v1.JobState
+	(*TokenCreated)(nil),             // 42: hodei.v1.TokenCreated
+	(*TokenRevoked)(nil),             // 43: hodei.v1.TokenRevoked
+	nil,                              // 44: hodei.v1.JobCreated.LabelsEntry
+	nil,                              // 45: hodei.v1.WorkerRegistered.LabelsEntry
+	nil,                              // 46: hodei.v1.AutoScalingTriggered.LabelsEntry
+	nil,                              // 47: hodei.v1.WebhookCreated.LabelsEntry
+	(*timestamppb.Timestamp)(nil),    // 48: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 49: google.protobuf.Duration
+	(FailureClass)(0),                // 50: hodei.v1.FailureClass
+	(JobState)(0),                    // 51: hodei.v1.JobState
 }
 var file_hodei_v1_event_proto_depIdxs = []int32{
 	7,  // 0: hodei.v1.SubscribeResponse.event:type_name -> hodei.v1.Event
 	7,  // 1: hodei.v1.DeadLetter.event:type_name -> hodei.v1.Event
-	46, // 2: hodei.v1.DeadLetter.parked_at:type_name -> google.protobuf.Timestamp
+	48, // 2: hodei.v1.DeadLetter.parked_at:type_name -> google.protobuf.Timestamp
 	2,  // 3: hodei.v1.ListDeadLettersResponse.dead_letters:type_name -> hodei.v1.DeadLetter
-	46, // 4: hodei.v1.Event.time:type_name -> google.protobuf.Timestamp
+	48, // 4: hodei.v1.Event.time:type_name -> google.protobuf.Timestamp
 	8,  // 5: hodei.v1.Event.payload:type_name -> hodei.v1.EventPayload
 	9,  // 6: hodei.v1.EventPayload.job_created:type_name -> hodei.v1.JobCreated
 	10, // 7: hodei.v1.EventPayload.job_create_failed:type_name -> hodei.v1.JobCreateFailed
@@ -3439,29 +3608,32 @@ var file_hodei_v1_event_proto_depIdxs = []int32{
 	39, // 36: hodei.v1.EventPayload.log_batch_dropped:type_name -> hodei.v1.LogBatchDropped
 	40, // 37: hodei.v1.EventPayload.webhook_created:type_name -> hodei.v1.WebhookCreated
 	41, // 38: hodei.v1.EventPayload.webhook_deleted:type_name -> hodei.v1.WebhookDeleted
-	42, // 39: hodei.v1.JobCreated.labels:type_name -> hodei.v1.JobCreated.LabelsEntry
-	47, // 40: hodei.v1.JobCompleted.duration:type_name -> google.protobuf.Duration
-	48, // 41: hodei.v1.JobFailed.failure_class:type_name -> hodei.v1.FailureClass
-	49, // 42: hodei.v1.JobFailed.state:type_name -> hodei.v1.JobState
-	46, // 43: hodei.v1.JobRetryScheduled.run_at:type_name -> google.protobuf.Timestamp
-	47, // 44: hodei.v1.JobRetryScheduled.delay:type_name -> google.protobuf.Duration
-	43, // 45: hodei.v1.WorkerRegistered.labels:type_name -> hodei.v1.WorkerRegistered.LabelsEntry
-	47, // 46: hodei.v1.ProviderRecovered.unhealthy_for:type_name -> google.protobuf.Duration
-	44, // 47: hodei.v1.AutoScalingTriggered.labels:type_name -> hodei.v1.AutoScalingTriggered.LabelsEntry
-	46, // 48: hodei.v1.CertificateRotated.not_after:type_name -> google.protobuf.Timestamp
-	46, // 49: hodei.v1.CertificateExpiring.not_after:type_name -> google.protobuf.Timestamp
-	45, // 50: hodei.v1.WebhookCreated.labels:type_name -> hodei.v1.WebhookCreated.LabelsEntry
-	0,  // 51: hodei.v1.EventService.Subscribe:input_type -> hodei.v1.SubscribeRequest
-	3,  // 52: hodei.v1.EventService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
-	5,  // 53: hodei.v1.EventService.ReplayDeadLetter:input_type -> hodei.v1.ReplayDeadLetterRequest
-	1,  // 54: hodei.v1.EventService.Subscribe:output_type -> hodei.v1.SubscribeResponse
-	4,  // 55: hodei.v1.EventService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
-	6,  // 56: hodei.v1.EventService.ReplayDeadLetter:output_type -> hodei.v1.ReplayDeadLetterResponse
-	54, // [54:57] is the sub-list for method output_type
-	51, // [51:54] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	42, // 39: hodei.v1.EventPayload.token_created:type_name -> hodei.v1.TokenCreated
+	43, // 40: hodei.v1.EventPayload.token_revoked:type_name -> hodei.v1.TokenRevoked
+	44, // 41: hodei.v1.JobCreated.labels:type_name -> hodei.v1.JobCreated.LabelsEntry
+	49, // 42: hodei.v1.JobCompleted.duration:type_name -> google.protobuf.Duration
+	50, // 43: hodei.v1.JobFailed.failure_class:type_name -> hodei.v1.FailureClass
+	51, // 44: hodei.v1.JobFailed.state:type_name -> hodei.v1.JobState
+	48, // 45: hodei.v1.JobRetryScheduled.run_at:type_name -> google.protobuf.Timestamp
+	49, // 46: hodei.v1.JobRetryScheduled.delay:type_name -> google.protobuf.Duration
+	45, // 47: hodei.v1.WorkerRegistered.labels:type_name -> hodei.v1.WorkerRegistered.LabelsEntry
+	49, // 48: hodei.v1.ProviderRecovered.unhealthy_for:type_name -> google.protobuf.Duration
+	46, // 49: hodei.v1.AutoScalingTriggered.labels:type_name -> hodei.v1.AutoScalingTriggered.LabelsEntry
+	48, // 50: hodei.v1.CertificateRotated.not_after:type_name -> google.protobuf.Timestamp
+	48, // 51: hodei.v1.CertificateExpiring.not_after:type_name -> google.protobuf.Timestamp
+	47, // 52: hodei.v1.WebhookCreated.labels:type_name -> hodei.v1.WebhookCreated.LabelsEntry
+	48, // 53: hodei.v1.TokenCreated.expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 54: hodei.v1.EventService.Subscribe:input_type -> hodei.v1.SubscribeRequest
+	3,  // 55: hodei.v1.EventService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	5,  // 56: hodei.v1.EventService.ReplayDeadLetter:input_type -> hodei.v1.ReplayDeadLetterRequest
+	1,  // 57: hodei.v1.EventService.Subscribe:output_type -> hodei.v1.SubscribeResponse
+	4,  // 58: hodei.v1.EventService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	6,  // 59: hodei.v1.EventService.ReplayDeadLetter:output_type -> hodei.v1.ReplayDeadLetterResponse
+	57, // [57:60] is the sub-list for method output_type
+	54, // [54:57] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_event_proto_init() }
@@ -3504,6 +3676,8 @@ func file_hodei_v1_event_proto_init() {
 		(*EventPayload_LogBatchDropped)(nil),
 		(*EventPayload_WebhookCreated)(nil),
 		(*EventPayload_WebhookDeleted)(nil),
+		(*EventPayload_TokenCreated)(nil),
+		(*EventPayload_TokenRevoked)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3511,7 +3685,7 @@ func file_hodei_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_event_proto_rawDesc), len(file_hodei_v1_event_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   46,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
