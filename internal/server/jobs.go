@@ -26,7 +26,7 @@ func (h jobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1.
 	if err != nil {
 		return nil, connectError(err)
 	}
-	j, existing, err := h.s.store.CreateJob(ctx, spec, h.s.cfg.DefaultMaxAttempts)
+	j, existing, err := h.s.store.CreateJobAs(ctx, caller(ctx), spec, h.s.cfg.DefaultMaxAttempts)
 	if err != nil {
 		return nil, connectError(err)
 	}
@@ -55,7 +55,7 @@ func (h jobService) SubmitJobs(ctx context.Context, req *connect.Request[hodeiv1
 		}
 		specs[i] = sp
 	}
-	jobs, existing, err := h.s.store.CreateJobs(ctx, specs, h.s.cfg.DefaultMaxAttempts)
+	jobs, existing, err := h.s.store.CreateJobsAs(ctx, caller(ctx), specs, h.s.cfg.DefaultMaxAttempts)
 	if err != nil {
 		return nil, connectError(err)
 	}
