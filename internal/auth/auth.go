@@ -10,6 +10,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 )
@@ -119,4 +120,35 @@ func CheckName(name string) error {
 		return fmt.Errorf("%q must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or a digit", name)
 	}
 	return nil
+}
+
+// WithBearer returns a client that sends every request of c with the
+// header "authorization: Bearer <token>".
+func WithBearer(c *http.Client, token string) *http.Client {
+	out := *c
+	base := c.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	out.Transport = bearerTransport{base: base, header: "Bearer " + token}
+	return &out
+}
+
+type bearerTransport struct {
+	base   http.RoundTripper
+	header string
+}
+
+func (t bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", t.header)
+	return t.base.RoundTrip(r)
+}
+
+// CloseIdleConnections closes the idle connections of the wrapped
+// transport (http.Client.CloseIdleConnections reaches it).
+func (t bearerTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }

@@ -47,7 +47,7 @@ type rigConfig struct {
 // agent is connected; with hold, the agents are registered but not
 // started (startAgents starts them).
 func newBenchRig(ctx context.Context, rc rigConfig) (*benchRig, error) {
-	url, addr, stopBench, err := startBench(ctx, rc.pgStats, platform.Config{})
+	url, addr, hc, stopBench, err := startBench(ctx, rc.pgStats, platform.Config{})
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +88,7 @@ func newBenchRig(ctx context.Context, rc rigConfig) (*benchRig, error) {
 		}
 		r.agents = append(r.agents, a)
 	}
-	r.jobs = hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+r.addr, connect.WithGRPC())
+	r.jobs = hodeiv1connect.NewJobServiceClient(hc, "http://"+r.addr, connect.WithGRPC())
 	if !rc.hold {
 		if err := r.startAgents(ctx); err != nil {
 			r.stop()

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -71,6 +72,13 @@ type Config struct {
 	// whose database goes with it). A server leaves Docker workers running
 	// so that they reconnect when it is back.
 	StopAllWorkers bool
+	// MetricsListen, when set, is an address that serves /metrics without
+	// a token (for a network only the operator reaches); the API port
+	// serves it to tokens with the metrics scope either way.
+	MetricsListen string
+	// Prepare, when set, runs once the store is open and migrated, before
+	// the server serves: dev mode creates its admin token there.
+	Prepare func(ctx context.Context, st *store.Store) error
 }
 
 // loadJobTypes stores the job types of the file at path, when set, over
@@ -118,6 +126,18 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	addr := ln.Addr().String()
 	if err := loadJobTypes(ctx, log, st, pc.JobTypeDefaults); err != nil {
 		return err
+	}
+	if pc.Prepare != nil {
+		if err := pc.Prepare(ctx, st); err != nil {
+			return err
+		}
+	}
+	var metricsLn net.Listener
+	if pc.MetricsListen != "" {
+		if metricsLn, err = Listen(pc.MetricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		defer metricsLn.Close()
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -181,6 +201,10 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error { return disp.Run(gctx) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })
+	if metricsLn != nil {
+		g.Go(func() error { return serveMetrics(gctx, metricsLn, srv.MetricsHandler()) })
+		log.Info("metrics served without a token", "addr", metricsLn.Addr().String())
+	}
 	log.Info("hodei server listening", "addr", addr, "replica_id", replica)
 	if pc.Ready != nil {
 		pc.Ready(addr)
@@ -197,6 +221,23 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
+	return nil
+}
+
+// serveMetrics serves /metrics (h) on ln until ctx ends.
+func serveMetrics(ctx context.Context, ln net.Listener, h http.Handler) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	hs.Close()
+	<-errc
 	return nil
 }
 
