@@ -81,7 +81,7 @@ func (p serverProc) hodei(t *testing.T, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, hodeiBin, args...)
-	cmd.Env = append(os.Environ(), "HODEI_SERVER="+p.addr)
+	cmd.Env = append(os.Environ(), cliEnv(p.addr)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -150,7 +150,7 @@ func TestGrpcurlListsServicesAndGetsAJob(t *testing.T) {
 	}
 	grpcurl := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command("go", append([]string{"tool", "-modfile=" + filepath.Join(root, "tools/go.mod"), "grpcurl", "-plaintext"}, args...)...)
+		cmd := exec.Command("go", append([]string{"tool", "-modfile=" + filepath.Join(root, "tools/go.mod"), "grpcurl", "-plaintext", "-H", "authorization: Bearer " + tokenFor(p.addr)}, args...)...)
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -229,7 +229,7 @@ func TestRunCtrlCCancelsTheJob(t *testing.T) {
 	t.Parallel()
 	p := startServer(t)
 	cmd := exec.Command(hodeiBin, "run", "--", "sleep", "30")
-	cmd.Env = append(os.Environ(), "HODEI_SERVER="+p.addr)
+	cmd.Env = append(os.Environ(), cliEnv(p.addr)...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,9 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/auth"
 	"github.com/hodei-dev/hodei/internal/platform"
+	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
@@ -33,6 +35,11 @@ func TestRun(t *testing.T) {
 	errc := make(chan error, 1)
 	pc := platform.Config{Listen: "127.0.0.1:0", DatabaseURL: storetest.URL(t), MaxWorkers: 3, AgentLog: io.Discard,
 		WorkerLabels: map[string]string{"zone": "a"}, Ready: func(addr string) { readyc <- addr }}
+	var token string
+	pc.Prepare = func(ctx context.Context, st *store.Store) (err error) {
+		_, token, err = st.CreateToken(ctx, "test-admin", []string{"admin"}, 0)
+		return err
+	}
 	go func() { errc <- platform.Run(ctx, storetest.Logger(t), pc) }()
 	var addr string
 	select {
@@ -51,7 +58,7 @@ func TestRun(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/readyz: %s", resp.Status)
 	}
-	providers := hodeiv1connect.NewProviderServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	providers := hodeiv1connect.NewProviderServiceClient(auth.WithBearer(agent.HTTPClient(), token), "http://"+addr, connect.WithGRPC())
 	list, err := providers.ListProviders(ctx, connect.NewRequest(&hodeiv1.ListProvidersRequest{}))
 	if err != nil {
 		t.Fatal(err)
