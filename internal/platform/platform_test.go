@@ -35,6 +35,8 @@ func TestRun(t *testing.T) {
 	errc := make(chan error, 1)
 	pc := platform.Config{Listen: "127.0.0.1:0", DatabaseURL: storetest.URL(t), MaxWorkers: 3, AgentLog: io.Discard,
 		WorkerLabels: map[string]string{"zone": "a"}, Ready: func(addr string) { readyc <- addr }}
+	metricsAddr := freeLoopbackAddr(t)
+	pc.MetricsListen = metricsAddr
 	var token string
 	pc.Prepare = func(ctx context.Context, st *store.Store) (err error) {
 		_, token, err = st.CreateToken(ctx, "test-admin", []string{"admin"}, 0)
@@ -57,6 +59,20 @@ func TestRun(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/readyz: %s", resp.Status)
+	}
+	// /metrics: open on --metrics-listen, for tokens on the API port.
+	for _, tc := range []struct {
+		url  string
+		want int
+	}{{"http://" + metricsAddr + "/metrics", http.StatusOK}, {"http://" + addr + "/metrics", http.StatusUnauthorized}} {
+		resp, err := http.Get(tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("GET %s without a token: %s, want %d", tc.url, resp.Status, tc.want)
+		}
 	}
 	providers := hodeiv1connect.NewProviderServiceClient(auth.WithBearer(agent.HTTPClient(), token), "http://"+addr, connect.WithGRPC())
 	list, err := providers.ListProviders(ctx, connect.NewRequest(&hodeiv1.ListProvidersRequest{}))
@@ -120,4 +136,14 @@ func TestRunFailsAtOnceOnAMissingDatabase(t *testing.T) {
 	} else {
 		ln.Close()
 	}
+}
+
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

@@ -119,11 +119,11 @@ func (c *tokenCache) verify(ctx context.Context, secret string) (*cachedToken, e
 		return nil, err
 	}
 	t = &cachedToken{hash: hash, id: st.ID, name: st.Name, scopes: st.Scopes, expires: st.ExpiresAt, verifiedAt: now}
+	t.lastUse.Store(now.UnixNano())
+	c.mu.Lock()
 	if old := c.entries[hash]; old != nil {
 		t.written.Store(old.written.Load())
 	}
-	t.lastUse.Store(now.UnixNano())
-	c.mu.Lock()
 	// A revocation that arrived while the row was read wins: the token is
 	// used for this call (it was live when read) but not remembered.
 	if c.gen == gen {
