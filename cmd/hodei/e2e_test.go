@@ -128,7 +128,7 @@ func TestEmptyCommandIsRejectedAndWritesNothing(t *testing.T) {
 	}
 	defer conn.Close(context.Background())
 	var jobs, events int
-	if err := conn.QueryRow(context.Background(), "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM events)").Scan(&jobs, &events); err != nil {
+	if err := conn.QueryRow(context.Background(), "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM events WHERE aggregate_kind <> 'token')").Scan(&jobs, &events); err != nil {
 		t.Fatal(err)
 	}
 	if jobs != 0 || events != 0 {

@@ -29,22 +29,30 @@ var apiTokens = struct {
 // the first time.
 func dbToken(t *testing.T, url string) string {
 	t.Helper()
+	tok, err := dbTokenErr(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func dbTokenErr(url string) (string, error) {
 	apiTokens.Lock()
 	defer apiTokens.Unlock()
 	if tok, ok := apiTokens.byDB[url]; ok {
-		return tok
+		return tok, nil
 	}
 	st, err := store.Open(context.Background(), store.Config{URL: url})
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	defer st.Close()
 	_, tok, err := st.CreateToken(context.Background(), "test-admin", []string{string(auth.Admin)}, 0)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	apiTokens.byDB[url] = tok
-	return tok
+	return tok, nil
 }
 
 // testConfig is the client configuration file of a test: every `hodei
@@ -116,8 +124,11 @@ func registerPlatform(t *testing.T, env []string, args []string) []string {
 	case len(args) > 0 && args[0] == "server":
 		for _, kv := range env {
 			if url, ok := strings.CutPrefix(kv, "HODEI_DATABASE_URL="); ok {
-				tok := dbToken(t, url)
-				serveToken(addr, func() string { return tok })
+				// Made at the first call: the database may not be up yet.
+				serveToken(addr, func() string {
+					tok, _ := dbTokenErr(url) // none yet: the call is refused and says so
+					return tok
+				})
 			}
 		}
 	}
