@@ -33,7 +33,11 @@ func (e *env) dial(addr string) *clients {
 		// Pings find a dead connection under a long-lived stream.
 		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 	}
-	hc := &http.Client{Transport: bearer{base: transport, token: e.token}}
+	token := e.token
+	if token == "" {
+		token = e.clientSettings().Token
+	}
+	hc := &http.Client{Transport: bearer{base: transport, token: token}}
 	base := "http://" + addr
 	return &clients{
 		addr:      addr,

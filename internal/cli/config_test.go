@@ -44,7 +44,9 @@ func TestClientSettingsPrecedence(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := []string{addr, e.token, e.clientSettings().CA}
+			c := e.dial(addr)
+			defer c.close()
+			got := []string{addr, c.http.Transport.(bearer).token, e.clientSettings().CA}
 			if diff := cmp.Diff([]string{tc.addr, tc.token, tc.caPEM}, got); diff != "" {
 				t.Errorf("addr, token, ca (-want +got):\n%s", diff)
 			}
@@ -92,5 +94,16 @@ func TestWriteConfigIsPrivate(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("read back (-want +got):\n%s", diff)
+	}
+}
+
+// TestHelpDoesNotPrintTheToken: -h lists --token without its value.
+func TestHelpDoesNotPrintTheToken(t *testing.T) {
+	e, out, _ := testEnv(t, nil, map[string]string{"HODEI_TOKEN": "hodei_secret-value"})
+	if code := e.main(t.Context(), []string{"job", "get", "-h"}); code != ExitOK {
+		t.Fatalf("exit %d", code)
+	}
+	if !strings.Contains(out.String(), "-token") || strings.Contains(out.String(), "secret-value") {
+		t.Errorf("help:\n%s\nwant --token listed without the token's value", out.String())
 	}
 }

@@ -27,7 +27,8 @@ func (e *env) serverFlag(fs *flag.FlagSet) *string {
 		def = DefaultServer
 	}
 	e.connectTimeoutFlag(fs)
-	fs.StringVar(&e.token, "token", c.Token, "API `token` sent with every call (env HODEI_TOKEN, else the configuration file's)")
+	// No default shown: help output must not print a secret.
+	fs.StringVar(&e.token, "token", "", "API `token` sent with every call (default: env HODEI_TOKEN, else the configuration file's)")
 	return fs.String("server", def, "server `address`: host:port or http://host:port (env HODEI_SERVER, else the configuration file's)")
 }
 
