@@ -78,10 +78,16 @@ type result struct {
 
 func (p serverProc) hodei(t *testing.T, args ...string) result {
 	t.Helper()
+	return runHodei(t, append(os.Environ(), cliEnv(p.addr)...), args...)
+}
+
+// runHodei runs the hodei CLI with env as its whole environment.
+func runHodei(t *testing.T, env []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, hodeiBin, args...)
-	cmd.Env = append(os.Environ(), cliEnv(p.addr)...)
+	cmd.Env = env
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

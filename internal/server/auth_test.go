@@ -343,4 +343,3 @@ func TestJobRecordsItsSubmitter(t *testing.T) {
 		t.Errorf("batch job: submitted by %q (%v), want ci-bot", j.SubmittedBy, err)
 	}
 }
-

@@ -2,22 +2,17 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"runtime"
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/auth"
-	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/frame"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
@@ -28,24 +23,8 @@ import (
 func serveOnLoopback(t *testing.T) (string, string) {
 	t.Helper()
 	st := storetest.Open(t)
-	token := newToken(t, st, "admin", 0, auth.Admin)
-	bus := st.NewBus(eventbus.Config{})
-	s, err := New(Config{ReplicaID: "limits", Registry: prometheus.NewRegistry()}, st, bus)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return "http://" + ln.Addr().String(), token
+	base, _ := apiServer(t, st)
+	return base, newToken(t, st, "admin", 0, auth.Admin)
 }
 
 // h2c is a cleartext HTTP/2 client, as agents and the CLI use.

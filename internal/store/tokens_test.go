@@ -81,7 +81,10 @@ func TestVerifyToken(t *testing.T) {
 	other, _ := auth.NewSecret()
 	for what, verify := range map[string]func() error{
 		"unknown": func() error { _, err := s.VerifyToken(ctx, auth.Hash(other), time.Now()); return err },
-		"expired": func() error { _, err := s.VerifyToken(ctx, auth.Hash(secret), time.Now().Add(time.Hour+time.Second)); return err },
+		"expired": func() error {
+			_, err := s.VerifyToken(ctx, auth.Hash(secret), time.Now().Add(time.Hour+time.Second))
+			return err
+		},
 	} {
 		if err := verify(); !errors.Is(err, store.ErrUnauthenticated) {
 			t.Errorf("%s token: %v, want ErrUnauthenticated", what, err)
