@@ -22,6 +22,7 @@ func platformFlags(fs *flag.FlagSet, pc *platform.Config) {
 	fs.DurationVar(&pc.IdleTimeout, "idle-timeout", time.Minute, "a process worker idle this long is stopped")
 	fs.Var((*cli.KVFlag)(&pc.WorkerLabels), "worker-label", "label K=V of the process provider's workers (repeatable)")
 	fs.DurationVar(&pc.EventRetention, "event-retention", 7*24*time.Hour, "delivered events older than this are pruned")
+	fs.DurationVar(&pc.JobRetention, "job-retention", 30*24*time.Hour, "jobs that finished longer ago than this are deleted, with their attempts and logs")
 	fs.DurationVar(&pc.Lease, "lease", 10*time.Second, "a worker silent this long loses its attempts (worker_lost)")
 	fs.DurationVar(&pc.HealthInterval, "health-interval", 30*time.Second, "time between health checks of each provider")
 	fs.IntVar(&pc.Docker.MaxWorkers, "docker-max-workers", 0, "most workers the Docker provider runs (0: no Docker provider)")
@@ -130,6 +131,7 @@ func runAgent(ctx context.Context, args []string) int {
 	maxJobs := fs.Int("max-jobs", 0, "retire (exit 0) after running this many jobs; 0: no limit (ephemeral workers use 1)")
 	cpu := fs.Int64("cpu-millis", 0, "the most CPU one job may use here, in millicores (0: not stated)")
 	mem := fs.Int64("memory-mib", 0, "the most memory one job may use here, in MiB (0: not stated)")
+	connectTimeout := fs.Duration("connect-timeout", 10*time.Second, "how long to wait for a server's answer to enrollment or a new stream before trying the next server")
 	var labels cli.KVFlag
 	fs.Var(&labels, "label", "worker label K=V (repeatable)")
 	if err := parseFlags(fs, args); err != nil {
@@ -144,7 +146,8 @@ func runAgent(ctx context.Context, args []string) int {
 	flush, _ := time.ParseDuration(os.Getenv("HODEI_LOG_FLUSH_INTERVAL"))
 	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"),
 		Labels: labels, Slots: *slots, BatchLines: batch, FlushInterval: flush, Version: version, Logger: log, NoopExec: *noop,
-		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem, Prefetch: prefetch.n, AdaptivePrefetch: prefetch.adaptive, GuardCommand: guard})
+		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem, Prefetch: prefetch.n, AdaptivePrefetch: prefetch.adaptive, GuardCommand: guard,
+		ConnectTimeout: *connectTimeout})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hodei:", err)
 		return 2

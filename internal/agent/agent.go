@@ -70,8 +70,12 @@ type Config struct {
 	DrainTimeout     time.Duration // on shutdown, how long running jobs may finish; default 30s
 	HardTimeout      time.Duration // on shutdown, when everything is killed; default DrainTimeout+Grace+10s
 	MaxBackoff       time.Duration // reconnect backoff cap; default 60s
-	Version          string
-	Logger           *slog.Logger
+	// ConnectTimeout bounds the wait for a server's answer to an
+	// enrollment or a stream's hello (a server that accepts connections
+	// but never answers); the next server is tried. Default 10s.
+	ConnectTimeout time.Duration
+	Version        string
+	Logger         *slog.Logger
 	// NoopExec skips the process and reports exit 0: a benchmark-only mode
 	// that measures the control plane. Never the default.
 	NoopExec bool
@@ -151,6 +155,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.HardTimeout <= 0 {
 		cfg.HardTimeout = cfg.DrainTimeout + cfg.Grace + 10*time.Second
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 10 * time.Second
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 60 * time.Second

@@ -57,7 +57,10 @@ type Config struct {
 	Lease       time.Duration // default: the server's
 	// EventRetention is how long delivered events are kept; default 7 days.
 	EventRetention time.Duration
-	Ready          func(addr string) // called once the server listens
+	// JobRetention is how long finished jobs (with their attempts and
+	// logs) are kept; default 30 days.
+	JobRetention time.Duration
+	Ready        func(addr string) // called once the server listens
 	// IdleTimeout and WorkerLabels configure the process provider's
 	// workers (defaults 60s, none); HealthInterval the health monitor.
 	IdleTimeout    time.Duration
@@ -83,6 +86,9 @@ type Config struct {
 
 // setDefaults sets the defaults of the fields left zero.
 func (pc *Config) setDefaults() {
+	if pc.JobRetention <= 0 {
+		pc.JobRetention = 30 * 24 * time.Hour
+	}
 	if pc.EventRetention <= 0 {
 		pc.EventRetention = 7 * 24 * time.Hour
 	}
@@ -173,14 +179,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics}, st, bus, srv.Workers())
 	scaler := autoscale.New(autoscale.Config{Logger: log, Registry: reg, HealthInterval: pc.HealthInterval}, st, bus, providers)
 
-	leaders := []*scheduler.Leader{{Store: st, Key: scheduler.HousekeepingLock, Name: "housekeeping", Logger: log, Duties: []scheduler.Duty{
-		// last_seen lags up to two heartbeat intervals (beat, then the
-		// coalesced write): the reaper allows for that on top of the lease.
-		scheduler.Reaper(st, srv.Lease()+2*srv.HeartbeatInterval(), srv.Lease()/2, log, disp.Kick),
-		func(ctx context.Context) error { return bus.RunRetention(ctx, time.Minute, pc.EventRetention) },
-		scheduler.QueueDepth(st, bus, smetrics, 500*time.Millisecond, log),
-		webhook.New(webhook.Config{Logger: log, Metrics: webhook.NewMetrics(reg)}, st, bus).Run,
-	}}}
+	leaders := []*scheduler.Leader{housekeeping(pc, log, st, bus, srv, disp, smetrics, reg)}
 	if len(providers) > 0 {
 		// Only replicas with providers campaign for scaling. Replicas that
 		// run providers should configure the same ones.
@@ -314,4 +313,19 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// housekeeping is the leadership of the singleton duties every replica
+// campaigns for.
+func housekeeping(pc Config, log *slog.Logger, st *store.Store, bus *eventbus.Bus, srv *server.Server, disp *scheduler.Dispatcher,
+	smetrics *scheduler.Metrics, reg *prometheus.Registry) *scheduler.Leader {
+	return &scheduler.Leader{Store: st, Key: scheduler.HousekeepingLock, Name: "housekeeping", Logger: log, Duties: []scheduler.Duty{
+		// last_seen lags up to two heartbeat intervals (beat, then the
+		// coalesced write): the reaper allows for that on top of the lease.
+		scheduler.Reaper(st, srv.Lease()+2*srv.HeartbeatInterval(), srv.Lease()/2, log, disp.Kick),
+		func(ctx context.Context) error { return bus.RunRetention(ctx, time.Minute, pc.EventRetention) },
+		scheduler.JobRetention(st, time.Minute, pc.JobRetention, log),
+		scheduler.QueueDepth(st, bus, smetrics, 500*time.Millisecond, log),
+		webhook.New(webhook.Config{Logger: log, Metrics: webhook.NewMetrics(reg)}, st, bus).Run,
+	}}
 }
