@@ -102,7 +102,14 @@ func (a authInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc)
 		if err != nil {
 			return err
 		}
-		return next(ctx, conn)
+		// A stream outlives neither its token's revocation nor its expiry.
+		ctx, stop := a.tokens.watch(ctx, ctx.Value(callerKey{}).(*cachedToken))
+		defer stop()
+		err = next(ctx, conn)
+		if cause := context.Cause(ctx); errors.Is(cause, errTokenRevoked) || errors.Is(cause, errTokenExpired) {
+			return connect.NewError(connect.CodeUnauthenticated, cause)
+		}
+		return err
 	}
 }
 
@@ -135,6 +142,12 @@ func bearer(v string) (string, error) {
 // errBadToken is the answer for any token that is not a live one: the
 // caller learns no more than that.
 var errBadToken = fmt.Errorf("API token unknown, revoked or expired: %w", store.ErrUnauthenticated)
+
+// The causes that end a stream whose token stopped being valid.
+var (
+	errTokenRevoked = errors.New("API token revoked during the call")
+	errTokenExpired = errors.New("API token expired during the call")
+)
 
 // metricsAuth guards /metrics with the metrics scope.
 func (s *Server) metricsAuth(next http.Handler) http.Handler {

@@ -19,6 +19,7 @@ import (
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/auth"
 	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
@@ -241,6 +242,26 @@ func TestRevokeOnOneReplicaIsEffectiveOnAnother(t *testing.T) {
 	if err := getJobCall(t, b, victim); err != nil {
 		t.Fatalf("before the revoke, on B: %v", err)
 	}
+	// A stream the token opened on B before the revoke ends with it: a
+	// watch of a job that stays queued (no workers).
+	queued, _, err := stA.CreateJob(context.Background(), job.Spec{Command: []string{"true"}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs := hodeiv1connect.NewJobServiceClient(auth.WithBearer(h2c(), victim), b, connect.WithGRPC())
+	stream, err := jobs.WatchJob(t.Context(), connect.NewRequest(&hodeiv1.WatchJobRequest{Id: queued.ID}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !stream.Receive() {
+		t.Fatalf("watch before the revoke: %v", stream.Err())
+	}
+	streamEnd := make(chan error, 1)
+	go func() {
+		for stream.Receive() {
+		}
+		streamEnd <- stream.Err()
+	}()
 	tokens := hodeiv1connect.NewTokenServiceClient(auth.WithBearer(h2c(), admin), a, connect.WithGRPC())
 	if _, err := tokens.RevokeToken(context.Background(), connect.NewRequest(&hodeiv1.RevokeTokenRequest{Token: "victim"})); err != nil {
 		t.Fatal(err)
@@ -259,6 +280,14 @@ func TestRevokeOnOneReplicaIsEffectiveOnAnother(t *testing.T) {
 	}
 	if err := getJobCall(t, a, victim); connect.CodeOf(err) != connect.CodeUnauthenticated {
 		t.Fatalf("A after the revoke: %v, want unauthenticated", err)
+	}
+	select {
+	case err := <-streamEnd:
+		if connect.CodeOf(err) != connect.CodeUnauthenticated {
+			t.Errorf("the stream opened before the revoke ended with %v, want unauthenticated", err)
+		}
+	case <-time.After(time.Second):
+		t.Errorf("the stream opened before the revoke still runs a second after it")
 	}
 	types := eventTypesOf(t, stA, "token")
 	if !slices.Contains(types, "TokenCreated") || !slices.Contains(types, "TokenRevoked") {

@@ -29,6 +29,9 @@ type tokenCache struct {
 	mu      sync.RWMutex
 	entries map[[sha256.Size]byte]*cachedToken
 	gen     uint64 // bumped by every invalidation
+	// streams holds the open streams by their token's hash: a revoke
+	// ends them.
+	streams map[[sha256.Size]byte]map[*context.CancelCauseFunc]struct{}
 }
 
 // tokenRecheck bounds how long a verified token is trusted without
@@ -50,10 +53,41 @@ type cachedToken struct {
 }
 
 func newTokenCache(st *store.Store) *tokenCache {
-	return &tokenCache{store: st, now: time.Now, entries: map[[sha256.Size]byte]*cachedToken{}}
+	return &tokenCache{store: st, now: time.Now, entries: map[[sha256.Size]byte]*cachedToken{},
+		streams: map[[sha256.Size]byte]map[*context.CancelCauseFunc]struct{}{}}
 }
 
-// invalidate drops the token whose hash is hexHash; "" drops every token.
+// watch returns a context for a stream made with t that ends when t is
+// revoked (a NOTIFY of its hash) or expires; stop releases it.
+func (c *tokenCache) watch(ctx context.Context, t *cachedToken) (_ context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	stopDeadline := func() {}
+	if !t.expires.IsZero() {
+		ctx, stopDeadline = context.WithDeadlineCause(ctx, t.expires, errTokenExpired)
+	}
+	key := &cancel
+	c.mu.Lock()
+	if c.streams[t.hash] == nil {
+		c.streams[t.hash] = map[*context.CancelCauseFunc]struct{}{}
+	}
+	c.streams[t.hash][key] = struct{}{}
+	c.mu.Unlock()
+	return ctx, func() {
+		c.mu.Lock()
+		delete(c.streams[t.hash], key)
+		if len(c.streams[t.hash]) == 0 {
+			delete(c.streams, t.hash)
+		}
+		c.mu.Unlock()
+		stopDeadline()
+		cancel(nil)
+	}
+}
+
+// invalidate drops the token whose hash is hexHash, a revoked one, and
+// ends its streams; "" drops every token (the listener reconnected and
+// may have missed revocations: tokens are read again at their next call,
+// while open streams go on).
 func (c *tokenCache) invalidate(hexHash string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -67,7 +101,11 @@ func (c *tokenCache) invalidate(hexHash string) {
 		clear(c.entries) // not ours to interpret: be safe
 		return
 	}
-	delete(c.entries, [sha256.Size]byte(b))
+	hash := [sha256.Size]byte(b)
+	delete(c.entries, hash)
+	for cancel := range c.streams[hash] {
+		(*cancel)(errTokenRevoked)
+	}
 }
 
 // check verifies the Authorization header value h and that its token
