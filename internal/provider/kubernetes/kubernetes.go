@@ -82,9 +82,9 @@ type Config struct {
 	// Resources are the requests and limits of a worker whose spec sets
 	// none (zero: none).
 	Resources Resources
-	Args   []string // extra agent arguments
-	Env    []string // extra environment (K=V)
-	Logger *slog.Logger
+	Args      []string // extra agent arguments
+	Env       []string // extra environment (K=V)
+	Logger    *slog.Logger
 }
 
 // Resources are a worker pod's CPU and memory, requested and limited.

@@ -285,7 +285,7 @@ func (n *Node) runContainer(pod *corev1.Pod, r *podRun, c corev1.Container, dir 
 	select {
 	case <-exited:
 	case grace := <-r.stop:
-		r.stop <- grace // for the containers after this one
+		r.stop <- grace                      // for the containers after this one
 		syscall.Kill(-pgid, syscall.SIGTERM) //nolint:errcheck
 		select {
 		case <-exited:
