@@ -64,12 +64,15 @@ type Config struct {
 	HealthInterval time.Duration
 	// Docker configures the Docker provider; off when its MaxWorkers is 0.
 	Docker DockerConfig
+	// Kubernetes configures the Kubernetes provider; off when its
+	// MaxWorkers is 0.
+	Kubernetes KubernetesConfig
 	// JobTypeDefaults, when set, is a file of job type retry defaults
 	// (server.ParseJobTypes) stored at start over those of the same names.
 	JobTypeDefaults string
 	// StopAllWorkers terminates every provider's workers on exit (dev mode,
-	// whose database goes with it). A server leaves Docker workers running
-	// so that they reconnect when it is back.
+	// whose database goes with it). A server leaves Docker and Kubernetes
+	// workers running so that they reconnect when it is back.
 	StopAllWorkers bool
 }
 
@@ -153,6 +156,13 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 		}
 		defer d.Close()
 		providers = append(providers, d)
+	}
+	if pc.Kubernetes.MaxWorkers > 0 {
+		k, err := newKubernetesProvider(ctx, log, st, addr, pc)
+		if err != nil {
+			return fmt.Errorf("kubernetes provider: %w", err)
+		}
+		providers = append(providers, k)
 	}
 	smetrics := scheduler.NewMetrics(reg)
 	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics}, st, bus, srv.Workers())

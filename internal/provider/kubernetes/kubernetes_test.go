@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -60,34 +59,12 @@ func TestMain(m *testing.M) {
 // startCluster starts the API server and the test node, whose image
 // hodei:dev holds the binary under test.
 func startCluster(bin string) (func(), error) {
-	dir, err := os.MkdirTemp("", "hodei-kube")
+	e, err := kubetest.StartEnv(bin, "", hodeiBin, kubernetes.AgentBinaryPath, output)
 	if err != nil {
 		return nil, err
 	}
-	root := filepath.Join(dir, "image-hodei")
-	if err := os.MkdirAll(filepath.Join(root, filepath.Dir(kubernetes.AgentBinaryPath)), 0o755); err != nil {
-		return nil, err
-	}
-	if err := os.Symlink(hodeiBin, filepath.Join(root, kubernetes.AgentBinaryPath)); err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cluster, err = kubetest.Start(ctx, bin, dir, io.Discard)
-	if err != nil {
-		cancel()
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	node = kubetest.NewNode(kubetest.NodeConfig{Client: cluster.Client, Images: map[string]string{"hodei:dev": root},
-		Dir: dir, Output: output})
-	done := make(chan error, 1)
-	go func() { done <- node.Run(ctx) }()
-	return func() {
-		cancel()
-		<-done
-		cluster.Stop()
-		os.RemoveAll(dir)
-	}, nil
+	cluster, node = e.Cluster, e.Node
+	return e.Stop, nil
 }
 
 func needCluster(t *testing.T) {

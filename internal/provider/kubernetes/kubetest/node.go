@@ -90,6 +90,14 @@ func (n *Node) Run(ctx context.Context) error {
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { n.sync(obj.(*corev1.Pod)) },
 		UpdateFunc: func(_, obj any) { n.sync(obj.(*corev1.Pod)) },
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if pod, ok := obj.(*corev1.Pod); ok {
+				n.gone(pod)
+			}
+		},
 	}); err != nil {
 		return err
 	}
@@ -135,6 +143,21 @@ func (n *Node) sync(pod *corev1.Pod) {
 			<-r.done
 			n.remove(pod)
 		})
+	}
+}
+
+// gone kills at once what still runs of a pod removed without grace.
+func (n *Node) gone(pod *corev1.Pod) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	r := n.pods[pod.UID]
+	if r == nil {
+		return
+	}
+	delete(n.pods, pod.UID)
+	if !r.stopping {
+		r.stopping = true
+		r.stop <- 0
 	}
 }
 
