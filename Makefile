@@ -3,7 +3,7 @@ GO      ?= go
 TOOL    := $(GO) tool -modfile=tools/go.mod
 BIN     := bin/hodei
 
-.PHONY: help build run test test-chaos bench generate verify lint deps images clean
+.PHONY: help build run test test-chaos test-heavy k8s-binaries bench generate verify lint deps images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -22,6 +22,14 @@ test: deps build lint verify images ## vet, verify generated code, and run every
 
 test-chaos: deps build ## the chaos suite: kill -9 servers, agents and replicas, crash PostgreSQL and cut the network under load (a few minutes)
 	HODEI_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test -tags chaos -count=1 -timeout 15m -run '^TestChaos' -v ./cmd/hodei
+
+k8s-binaries: ## build kube-apiserver and etcd from source for the Kubernetes tests, cached in ~/.cache/hodei/k8s/VERSION (about 10 minutes the first time)
+	@scripts/k8s-binaries.sh >/dev/null
+
+test-heavy: deps build images k8s-binaries ## the heavy tests: the Kubernetes provider against a real kube-apiserver and etcd, then the chaos suite
+	@scripts/test.sh ./internal/provider/kubernetes/...
+	@scripts/test.sh -run '^TestKubernetes' ./cmd/hodei
+	$(MAKE) test-chaos
 
 images: ## build the local Docker images of the Docker provider and its tests (skipped without an engine)
 	@if docker version >/dev/null 2>&1; then scripts/build-images.sh; else echo "images: no Docker engine reachable; Docker tests will be skipped"; fi

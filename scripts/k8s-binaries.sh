@@ -3,13 +3,17 @@
 # caches them under ~/.cache/hodei/k8s/<kubernetes version>/, so only the first run pays the
 # build (about 10 minutes cold on 2 cores). Prints the cache directory. The Kubernetes provider's
 # tests start these binaries; there is no kubelet, the tests bring their own node agent.
+# With --check it builds nothing: it prints the directory, or fails when the binaries are absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 k8s=$(awk '$1 == "k8s.io/kubernetes" {print $2}' tools/k8s/go.mod | head -1)
 etcd=$(awk '$1 == "go.etcd.io/etcd/server/v3" {print $2}' tools/k8s/etcd/go.mod | head -1)
-dir="${HODEI_K8S_CACHE:-$HOME/.cache/hodei/k8s}/$k8s"
+dir="$HOME/.cache/hodei/k8s/$k8s"
 if [ -x "$dir/kube-apiserver" ] && [ -x "$dir/etcd" ] && [ "$(cat "$dir/etcd.version" 2>/dev/null)" = "$etcd" ]; then
   echo "$dir"; exit 0
+fi
+if [ "${1:-}" = --check ]; then
+  echo "kube-apiserver $k8s and etcd $etcd are not built in $dir" >&2; exit 1
 fi
 mkdir -p "$dir"
 tmp=$(mktemp -d "$dir/.build.XXXXXX")
