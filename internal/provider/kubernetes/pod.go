@@ -7,7 +7,6 @@ import (
 	"math"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -97,22 +96,6 @@ func (p *Provider) agentEnv(workerID, secretName string) []corev1.EnvVar {
 	)
 }
 
-// agentArgs are the agent's arguments for a worker of res.
-func (p *Provider) agentArgs(spec provider.Spec, res Resources) []string {
-	args := append([]string{"agent", "--server", p.cfg.Server}, p.cfg.Args...)
-	if spec.Ephemeral {
-		args = append(args, "--max-jobs", "1")
-	}
-	// The agent states its limits, so that bigger jobs go elsewhere.
-	if res.CPUMillis > 0 {
-		args = append(args, "--cpu-millis", strconv.FormatInt(res.CPUMillis, 10))
-	}
-	if res.MemoryMiB > 0 {
-		args = append(args, "--memory-mib", strconv.FormatInt(res.MemoryMiB, 10))
-	}
-	return args
-}
-
 func requirements(res Resources) corev1.ResourceRequirements {
 	rl := corev1.ResourceList{}
 	if res.CPUMillis > 0 {
@@ -181,7 +164,7 @@ func (p *Provider) pod(workerID string, spec provider.Spec) *corev1.Pod {
 	}
 	c := &pod.Spec.Containers[0]
 	c.Command = []string{agentCommand}
-	c.Args = p.agentArgs(spec, res)
+	c.Args = provider.AgentArgs(p.cfg.Server, p.cfg.Args, spec, res.CPUMillis, res.MemoryMiB)
 	c.Env = append(c.Env, p.agentEnv(workerID, name)...)
 	return pod
 }
