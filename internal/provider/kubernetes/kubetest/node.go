@@ -57,10 +57,12 @@ type Node struct {
 
 // podRun is a pod the node runs.
 type podRun struct {
-	stop     chan int64 // receives the grace period when the pod is deleted
+	stop     chan int64    // receives the grace period when the pod is deleted
+	kill     chan struct{} // closed when the pod is gone: no grace left
 	evict    chan string
 	done     chan struct{}
 	stopping bool
+	killed   bool
 }
 
 // NewNode returns a node; Run runs it.
@@ -127,7 +129,7 @@ func (n *Node) sync(pod *corev1.Pod) {
 			}
 			return
 		}
-		r = &podRun{stop: make(chan int64, 1), evict: make(chan string, 1), done: make(chan struct{})}
+		r = &podRun{stop: make(chan int64, 1), kill: make(chan struct{}), evict: make(chan string, 1), done: make(chan struct{})}
 		n.pods[pod.UID] = r
 		n.wg.Go(func() { n.run(pod, r) })
 		return
@@ -155,9 +157,9 @@ func (n *Node) gone(pod *corev1.Pod) {
 		return
 	}
 	delete(n.pods, pod.UID)
-	if !r.stopping {
-		r.stopping = true
-		r.stop <- 0
+	if !r.killed {
+		r.killed = true
+		close(r.kill)
 	}
 }
 
@@ -278,6 +280,11 @@ func (n *Node) setStatus(pod *corev1.Pod, mutate func(*corev1.PodStatus)) {
 // runContainer runs one container to its end and returns its exit code
 // and, when it did not exit on its own, why. started runs once it runs.
 func (n *Node) runContainer(pod *corev1.Pod, r *podRun, c corev1.Container, dir string, vols map[string]string, started func()) (int32, string) {
+	select {
+	case <-r.kill: // the pod is gone: start nothing more
+		return 137, "Killed"
+	default:
+	}
 	argv, err := n.command(c, vols)
 	if err != nil {
 		n.log.Warn("container", "pod", pod.Name, "container", c.Name, "err", err)
@@ -313,9 +320,14 @@ func (n *Node) runContainer(pod *corev1.Pod, r *podRun, c corev1.Container, dir 
 		select {
 		case <-exited:
 		case <-time.After(time.Duration(grace) * time.Second):
-			syscall.Kill(-pgid, syscall.SIGKILL) //nolint:errcheck
-			<-exited
+		case <-r.kill:
+		case <-n.ctx.Done():
 		}
+		syscall.Kill(-pgid, syscall.SIGKILL) //nolint:errcheck
+		<-exited
+	case <-r.kill:
+		syscall.Kill(-pgid, syscall.SIGKILL) //nolint:errcheck
+		<-exited
 	case <-r.evict:
 		syscall.Kill(-pgid, syscall.SIGKILL) //nolint:errcheck
 		<-exited
