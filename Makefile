@@ -6,7 +6,7 @@ BIN     := bin/hodei
 .PHONY: help build run test test-chaos test-heavy k8s-binaries bench generate verify lint deps images clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 deps: ## install what the platform and tests need from Debian when missing (PostgreSQL)
 	@scripts/deps.sh
@@ -31,7 +31,7 @@ test-heavy: deps build images k8s-binaries ## the heavy tests: the Kubernetes pr
 	@scripts/test.sh -run '^TestKubernetes' ./cmd/hodei
 	$(MAKE) test-chaos
 
-images: ## build the local Docker images of the Docker provider and its tests (skipped without an engine)
+images: ## build the local Docker images: the workers', hodei:dev (server and worker pods on Kubernetes) and the tests' (skipped without an engine)
 	@if docker version >/dev/null 2>&1; then scripts/build-images.sh; else echo "images: no Docker engine reachable; Docker tests will be skipped"; fi
 
 bench: deps build images ## run the benchmarks; each prints a final `result name=...` line
