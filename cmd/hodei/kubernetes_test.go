@@ -118,42 +118,54 @@ func TestKubernetesJobRunsInAPodAndIdlePodsGo(t *testing.T) {
 	})
 }
 
-// TestKubernetesPodDeletedMidJobIsRetried: the pod running attempt 1 is
-// deleted at once (as by `kubectl delete --force`); the pod informer
-// fails the attempt as worker_lost well before the lease, and attempt 2
-// succeeds in another pod.
-func TestKubernetesPodDeletedMidJobIsRetried(t *testing.T) {
+// TestKubernetesPodEndedMidJobIsRetried: the pod running attempt 1 is
+// deleted at once (as by `kubectl delete --force`), or evicted by its
+// node; the pod informer fails the attempt as worker_lost well before
+// the lease, and attempt 2 succeeds in another pod.
+func TestKubernetesPodEndedMidJobIsRetried(t *testing.T) {
 	e := needKube(t)
-	t.Parallel()
-	ns := kubeNamespace(t, e)
-	const lease = 30 * time.Second
-	c := inProcessWith(t, platform.Config{IdleTimeout: time.Minute, Lease: lease,
-		Kubernetes: platform.KubernetesConfig{MaxWorkers: 2, Kubeconfig: e.Kubeconfig, Namespace: ns}})
-	marker := filepath.Join(t.TempDir(), "marker")
-	script := fmt.Sprintf(`if [ -e %[1]s ]; then echo attempt $HODEI_ATTEMPT; exit 0; fi; touch %[1]s; exec sleep 60`, marker)
-	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", script},
-		Retry: &hodeiv1.RetryPolicy{MaxAttempts: 2, InitialBackoff: durationpb.New(10 * time.Millisecond)}})
-	waitJob(t, c, id, 60*time.Second, func(j *hodeiv1.Job) bool { return j.State == hodeiv1.JobState_JOB_STATE_RUNNING })
-	eventually(t, 10*time.Second, "attempt 1 started", func() bool { _, err := os.Stat(marker); return err == nil })
-	pods, err := e.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
-	if err != nil || len(pods.Items) != 1 {
-		t.Fatalf("pods: %v, %v; want one", pods, err)
+	for _, tc := range []struct {
+		name string
+		end  func(ns, pod string) error
+	}{
+		{"deleted", func(ns, pod string) error {
+			zero := int64(0)
+			return e.Client.CoreV1().Pods(ns).Delete(context.Background(), pod, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+		}},
+		{"evicted", func(ns, pod string) error { return e.Node.Evict(ns, pod, "memory pressure") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ns := kubeNamespace(t, e)
+			const lease = 30 * time.Second
+			c := inProcessWith(t, platform.Config{IdleTimeout: time.Minute, Lease: lease,
+				Kubernetes: platform.KubernetesConfig{MaxWorkers: 2, Kubeconfig: e.Kubeconfig, Namespace: ns}})
+			marker := filepath.Join(t.TempDir(), "marker")
+			script := fmt.Sprintf(`if [ -e %[1]s ]; then echo attempt $HODEI_ATTEMPT; exit 0; fi; touch %[1]s; exec sleep 60`, marker)
+			id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", script},
+				Retry: &hodeiv1.RetryPolicy{MaxAttempts: 2, InitialBackoff: durationpb.New(10 * time.Millisecond)}})
+			waitJob(t, c, id, 60*time.Second, func(j *hodeiv1.Job) bool { return j.State == hodeiv1.JobState_JOB_STATE_RUNNING })
+			eventually(t, 10*time.Second, "attempt 1 started", func() bool { _, err := os.Stat(marker); return err == nil })
+			pods, err := e.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+			if err != nil || len(pods.Items) != 1 {
+				t.Fatalf("pods: %v, %v; want one", pods, err)
+			}
+			ended := time.Now()
+			if err := tc.end(ns, pods.Items[0].Name); err != nil {
+				t.Fatal(err)
+			}
+			j := waitJob(t, c, id, 60*time.Second, isFinal)
+			if j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || len(j.Attempts) != 2 {
+				t.Fatalf("job: %v with %d attempts, want SUCCEEDED on attempt 2", j.State, len(j.Attempts))
+			}
+			a1 := j.Attempts[0]
+			lost := a1.FinishedAt.AsTime().Sub(ended)
+			if a1.FailureClass != hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST || lost > lease/3 {
+				t.Fatalf("attempt 1: %v %s after its pod was %s; want worker_lost at once (lease %s)", a1.FailureClass, lost, tc.name, lease)
+			}
+			t.Logf("attempt 1 lost %s after its pod was %s (lease %s)", lost.Round(time.Millisecond), tc.name, lease)
+		})
 	}
-	zero := int64(0)
-	deleted := time.Now()
-	if err := e.Client.CoreV1().Pods(ns).Delete(context.Background(), pods.Items[0].Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
-		t.Fatal(err)
-	}
-	j := waitJob(t, c, id, 60*time.Second, isFinal)
-	if j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || len(j.Attempts) != 2 {
-		t.Fatalf("job: %v with %d attempts, want SUCCEEDED on attempt 2", j.State, len(j.Attempts))
-	}
-	a1 := j.Attempts[0]
-	lost := a1.FinishedAt.AsTime().Sub(deleted)
-	if a1.FailureClass != hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST || lost > lease/3 {
-		t.Fatalf("attempt 1: %v %s after the pod's deletion; want worker_lost at once (lease %s)", a1.FailureClass, lost, lease)
-	}
-	t.Logf("attempt 1 lost %s after its pod was deleted (lease %s)", lost.Round(time.Millisecond), lease)
 }
 
 // TestKubernetesOrphanPodsTerminated: the server is killed with SIGKILL
