@@ -141,6 +141,12 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Namespace == "" {
 		cfg.Namespace = ns
 	}
+	// client-go's default of 5 requests/s would make a scale-up of 20
+	// workers (3 requests each) take 12 s.
+	rc = rest.CopyConfig(rc)
+	if rc.QPS == 0 {
+		rc.QPS, rc.Burst = 50, 100
+	}
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes provider: %w", err)

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -162,4 +163,34 @@ func TestVersionMatchesTheToolsModule(t *testing.T) {
 	if !pinned {
 		t.Errorf("tools/k8s/go.mod does not pin k8s.io/kubernetes %s (kubetest.Version)", kubetest.Version)
 	}
+}
+
+// TestProvisionIsNotThrottled: a scale-up of 20 workers (3 requests
+// each) is not held back by client-go's default of 5 requests/s, which
+// would stretch it past 10 s. The pods' init containers fail (their
+// image is not on the node), so no agent runs.
+func TestProvisionIsNotThrottled(t *testing.T) {
+	needCluster(t)
+	ns := namespace(t, "throttle")
+	p := newProvider(t, kubernetes.Config{Server: "127.0.0.1:1", InstallID: providertest.NewInstall(), Namespace: ns, AgentImage: "hodei-missing:dev"})
+	ctx := context.Background()
+	began := time.Now()
+	var handles [][]byte
+	for range 20 {
+		h, err := p.Provision(ctx, providertest.NewInstall(), "token", provider.Spec{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		handles = append(handles, h)
+	}
+	took := time.Since(began)
+	for _, h := range handles {
+		if err := p.Terminate(ctx, h); err != nil {
+			t.Error(err)
+		}
+	}
+	if took > 5*time.Second {
+		t.Fatalf("20 provisions took %s: throttled by the client", took)
+	}
+	t.Logf("20 provisions in %s", took.Round(time.Millisecond))
 }
