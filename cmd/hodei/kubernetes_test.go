@@ -11,11 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/durationpb"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/platform"
 	"github.com/hodei-dev/hodei/internal/provider/kubernetes"
 	"github.com/hodei-dev/hodei/internal/provider/kubernetes/kubetest"
@@ -201,6 +204,39 @@ func TestKubernetesOrphanPodsTerminated(t *testing.T) {
 	}
 	startServerOn(t, dbURL, freeAddr(t), args...)
 	eventually(t, 60*time.Second, "no orphan pod or secret left", func() bool {
+		pods, secrets := kubeObjects(t, e, ns)
+		return pods == 0 && secrets == 0
+	})
+}
+
+// TestKubernetesEphemeralPodsTakeOneJobEach: with the provider in
+// ephemeral mode every job runs in a pod of its own, whose agent retires
+// after it; the ended pods are deleted with their secrets.
+func TestKubernetesEphemeralPodsTakeOneJobEach(t *testing.T) {
+	e := needKube(t)
+	t.Parallel()
+	ns := kubeNamespace(t, e)
+	c, addr := inProcessAt(t, platform.Config{IdleTimeout: time.Minute,
+		Kubernetes: platform.KubernetesConfig{MaxWorkers: 2, Kubeconfig: e.Kubeconfig, Namespace: ns}})
+	providers := hodeiv1connect.NewProviderServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	on := true
+	if _, err := providers.UpdateProvider(context.Background(), connect.NewRequest(&hodeiv1.UpdateProviderRequest{Name: "kubernetes", Ephemeral: &on})); err != nil {
+		t.Fatal(err)
+	}
+	workers := map[string]bool{}
+	for i := range 3 {
+		id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
+		j := waitJob(t, c, id, 60*time.Second, isFinal)
+		if j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || len(j.Attempts) != 1 {
+			t.Fatalf("job %d: %v with %d attempts", i, j.State, len(j.Attempts))
+		}
+		if w := j.Attempts[0].WorkerId; workers[w] {
+			t.Fatalf("worker %s ran a second job", w)
+		} else {
+			workers[w] = true
+		}
+	}
+	eventually(t, 30*time.Second, "every ephemeral pod and secret deleted", func() bool {
 		pods, secrets := kubeObjects(t, e, ns)
 		return pods == 0 && secrets == 0
 	})
