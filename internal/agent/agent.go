@@ -52,6 +52,12 @@ import (
 type Config struct {
 	Servers        []string // host:port or URLs; tried in turn
 	BootstrapToken string
+	// CA is the trust bundle (PEM) the server's certificate chains to:
+	// the agent then speaks TLS only, enrolls with a certificate request
+	// for a key it makes in memory, and presents the certificate it gets
+	// on its stream. Empty: cleartext h2c (a server run with
+	// --insecure-plaintext).
+	CA []byte
 	Labels         map[string]string
 	Slots          int // concurrent attempts; default 1
 	// Prefetch is how many attempts beyond Slots the agent accepts; they
@@ -97,6 +103,7 @@ type Agent struct {
 
 	workerID   string
 	credential string
+	id         *identity // nil: plaintext
 	box        *outbox
 	slots      chan struct{} // one token per running attempt (Slots)
 
@@ -171,6 +178,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.startGuard()
 	defer a.guard.close()
 	hc := HTTPClient()
+	if len(a.cfg.CA) > 0 {
+		id, err := newIdentity(a.cfg.CA)
+		if err != nil {
+			return fmt.Errorf("CA bundle: %w", err)
+		}
+		a.id, hc = id, id.httpClient()
+	}
 	if err := a.enroll(ctx, hc); err != nil {
 		return err
 	}

@@ -116,6 +116,9 @@ type env struct {
 	// environment a flag defaults from, reported as a usage error.
 	connectTimeout time.Duration
 	envErr         error
+	// cfg is the configuration file, once read; caFile is --ca-file.
+	cfg    *Config
+	caFile *string
 }
 
 func newEnv(streams IO) *env {

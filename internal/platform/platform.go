@@ -57,6 +57,9 @@ type Config struct {
 	// EventRetention is how long delivered events are kept; default 7 days.
 	EventRetention time.Duration
 	Ready          func(addr string) // called once the server listens
+	// Serving, when set, is called before Ready with the trust bundle
+	// clients need (PEM; nil when plaintext).
+	Serving func(addr string, bundle []byte)
 	// IdleTimeout and WorkerLabels configure the process provider's
 	// workers (defaults 60s, none); HealthInterval the health monitor.
 	IdleTimeout    time.Duration
@@ -71,6 +74,9 @@ type Config struct {
 	// whose database goes with it). A server leaves Docker workers running
 	// so that they reconnect when it is back.
 	StopAllWorkers bool
+	// TLS is the certificate source; Run refuses to start without one
+	// unless TLS.InsecurePlaintext.
+	TLS TLSConfig
 }
 
 // loadJobTypes stores the job types of the file at path, when set, over
@@ -106,6 +112,9 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	if pc.IdleTimeout <= 0 {
 		pc.IdleTimeout = time.Minute
 	}
+	if err := checkTLS(pc.TLS); err != nil {
+		return err
+	}
 	st, ln, err := listenAndOpen(ctx, log, pc)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -123,10 +132,20 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
 
-	replica := "replica-" + randomHex(6)
-	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease}, st, bus)
+	auth, err := authority(ctx, log, st, pc.TLS, addr)
 	if err != nil {
 		return err
+	}
+	replica := "replica-" + randomHex(6)
+	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, Authority: auth,
+		CertCheckInterval: pc.TLS.CheckInterval, RenewBefore: pc.TLS.RenewBefore, BadRenewals: pc.TLS.BadRenewals}, st, bus)
+	if err != nil {
+		return err
+	}
+	// Agents are handed the trust bundle with their bootstrap token.
+	var agentEnv []string
+	if auth != nil {
+		agentEnv = []string{"HODEI_CA=" + string(auth.Bundle())}
 	}
 	// Providers. With --max-workers 0 this server starts no workers:
 	// agents are started elsewhere (another host, a test) and connect on
@@ -135,7 +154,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	var local *process.Provider
 	if pc.MaxWorkers > 0 {
 		// Agents drain for 5 s and are killed after 20 s when the server stops.
-		local, err = process.New(process.Config{Server: addr, Stderr: pc.AgentLog, Grace: 20 * time.Second, Binary: pc.AgentBinary,
+		local, err = process.New(process.Config{Server: addr, Stderr: pc.AgentLog, Grace: 20 * time.Second, Binary: pc.AgentBinary, Env: agentEnv,
 			Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
 		if err != nil {
 			return err
@@ -147,7 +166,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 		providers = append(providers, local)
 	}
 	if pc.Docker.MaxWorkers > 0 {
-		d, err := newDockerProvider(ctx, log, st, addr, pc)
+		d, err := newDockerProvider(ctx, log, st, addr, agentEnv, pc)
 		if err != nil {
 			return err
 		}
@@ -179,9 +198,17 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 		g.Go(func() error { return l.Run(gctx) })
 	}
 	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return srv.RunCerts(gctx) })
 	g.Go(func() error { return disp.Run(gctx) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	log.Info("hodei server listening", "addr", addr, "replica_id", replica)
+	if pc.Serving != nil {
+		var bundle []byte
+		if auth != nil {
+			bundle = auth.Bundle()
+		}
+		pc.Serving(addr, bundle)
+	}
 	if pc.Ready != nil {
 		pc.Ready(addr)
 	}
@@ -217,7 +244,7 @@ func stopWorkers(ctx context.Context, log *slog.Logger, providers []provider.Pro
 }
 
 // newDockerProvider builds the Docker provider and registers it.
-func newDockerProvider(ctx context.Context, log *slog.Logger, st *store.Store, addr string, pc Config) (*docker.Provider, error) {
+func newDockerProvider(ctx context.Context, log *slog.Logger, st *store.Store, addr string, env []string, pc Config) (*docker.Provider, error) {
 	install, err := st.InstallationID(ctx)
 	if err != nil {
 		return nil, err
@@ -228,7 +255,7 @@ func newDockerProvider(ctx context.Context, log *slog.Logger, st *store.Store, a
 			return nil, err
 		}
 	}
-	d, err := docker.New(docker.Config{Host: pc.Docker.Host, Binary: bin, Server: addr, DefaultImage: pc.Docker.Image, InstallID: install, Logger: log,
+	d, err := docker.New(docker.Config{Host: pc.Docker.Host, Binary: bin, Server: addr, Env: env, DefaultImage: pc.Docker.Image, InstallID: install, Logger: log,
 		Grace: 20 * time.Second, Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
 	if err != nil {
 		return nil, fmt.Errorf("docker provider: %w", err)

@@ -91,8 +91,11 @@ type EnrollRequest struct {
 	Slots          int32                  `protobuf:"varint,5,opt,name=slots,proto3" json:"slots,omitempty"`
 	// cpu_millis and memory_mib: the most one job may use on this worker
 	// (0: not stated); bigger jobs go elsewhere.
-	CpuMillis     int64 `protobuf:"varint,6,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
-	MemoryMib     int64 `protobuf:"varint,7,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	CpuMillis int64 `protobuf:"varint,6,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
+	MemoryMib int64 `protobuf:"varint,7,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	// csr is a DER certificate request for the agent's key (made in memory).
+	// Required over TLS: the server signs it with the worker's identity.
+	Csr           []byte `protobuf:"bytes,8,opt,name=csr,proto3" json:"csr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -176,12 +179,24 @@ func (x *EnrollRequest) GetMemoryMib() int64 {
 	return 0
 }
 
+func (x *EnrollRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
 type EnrollResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	// credential authenticates the Connect stream (sent in the Hello).
-	Credential    string          `protobuf:"bytes,2,opt,name=credential,proto3" json:"credential,omitempty"`
-	Settings      *WorkerSettings `protobuf:"bytes,3,opt,name=settings,proto3" json:"settings,omitempty"`
+	Credential string          `protobuf:"bytes,2,opt,name=credential,proto3" json:"credential,omitempty"`
+	Settings   *WorkerSettings `protobuf:"bytes,3,opt,name=settings,proto3" json:"settings,omitempty"`
+	// certificate is the worker's client certificate (PEM), whose URI SAN
+	// hodei://worker/<worker_id> is its identity on the Connect stream;
+	// trust_bundle the CA certificates (PEM) it chains to.
+	Certificate   string `protobuf:"bytes,4,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	TrustBundle   string `protobuf:"bytes,5,opt,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -235,6 +250,20 @@ func (x *EnrollResponse) GetSettings() *WorkerSettings {
 		return x.Settings
 	}
 	return nil
+}
+
+func (x *EnrollResponse) GetCertificate() string {
+	if x != nil {
+		return x.Certificate
+	}
+	return ""
+}
+
+func (x *EnrollResponse) GetTrustBundle() string {
+	if x != nil {
+		return x.TrustBundle
+	}
+	return ""
 }
 
 // WorkerSettings are pushed by the server.
@@ -917,6 +946,8 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Finished
 	//	*ConnectRequest_Shutdown
 	//	*ConnectRequest_Batch
+	//	*ConnectRequest_CertificateRequest
+	//	*ConnectRequest_CertificateResult
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1022,6 +1053,24 @@ func (x *ConnectRequest) GetBatch() *RequestBatch {
 	return nil
 }
 
+func (x *ConnectRequest) GetCertificateRequest() *CertificateRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_CertificateRequest); ok {
+			return x.CertificateRequest
+		}
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetCertificateResult() *CertificateResult {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_CertificateResult); ok {
+			return x.CertificateResult
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -1054,6 +1103,14 @@ type ConnectRequest_Batch struct {
 	Batch *RequestBatch `protobuf:"bytes,7,opt,name=batch,proto3,oneof"`
 }
 
+type ConnectRequest_CertificateRequest struct {
+	CertificateRequest *CertificateRequest `protobuf:"bytes,8,opt,name=certificate_request,json=certificateRequest,proto3,oneof"`
+}
+
+type ConnectRequest_CertificateResult struct {
+	CertificateResult *CertificateResult `protobuf:"bytes,9,opt,name=certificate_result,json=certificateResult,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
@@ -1068,6 +1125,111 @@ func (*ConnectRequest_Shutdown) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Batch) isConnectRequest_Msg() {}
 
+func (*ConnectRequest_CertificateRequest) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_CertificateResult) isConnectRequest_Msg() {}
+
+// CertificateRequest answers RenewCertificate: a DER certificate request
+// for a new key, made in memory.
+type CertificateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Csr           []byte                 `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateRequest) Reset() {
+	*x = CertificateRequest{}
+	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateRequest) ProtoMessage() {}
+
+func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateRequest.ProtoReflect.Descriptor instead.
+func (*CertificateRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CertificateRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+// CertificateResult tells whether the agent switched to an
+// IssuedCertificate: serial is the certificate's (hex); error, when set,
+// says why it was discarded (the agent keeps its current one).
+type CertificateResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateResult) Reset() {
+	*x = CertificateResult{}
+	mi := &file_hodei_v1_worker_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateResult) ProtoMessage() {}
+
+func (x *CertificateResult) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_worker_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateResult.ProtoReflect.Descriptor instead.
+func (*CertificateResult) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CertificateResult) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *CertificateResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // RequestBatch carries several agent messages in one frame, in order
 // (never a hello or another batch). Sent only to a server whose
 // WorkerSettings say batches.
@@ -1080,7 +1242,7 @@ type RequestBatch struct {
 
 func (x *RequestBatch) Reset() {
 	*x = RequestBatch{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	mi := &file_hodei_v1_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1254,7 @@ func (x *RequestBatch) String() string {
 func (*RequestBatch) ProtoMessage() {}
 
 func (x *RequestBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	mi := &file_hodei_v1_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1267,7 @@ func (x *RequestBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestBatch.ProtoReflect.Descriptor instead.
 func (*RequestBatch) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{12}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RequestBatch) GetMsgs() []*ConnectRequest {
@@ -1129,7 +1291,7 @@ type RunJob struct {
 
 func (x *RunJob) Reset() {
 	*x = RunJob{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[13]
+	mi := &file_hodei_v1_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1303,7 @@ func (x *RunJob) String() string {
 func (*RunJob) ProtoMessage() {}
 
 func (x *RunJob) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[13]
+	mi := &file_hodei_v1_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1316,7 @@ func (x *RunJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJob.ProtoReflect.Descriptor instead.
 func (*RunJob) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{13}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RunJob) GetJobId() string {
@@ -1203,7 +1365,7 @@ type CancelAttempt struct {
 
 func (x *CancelAttempt) Reset() {
 	*x = CancelAttempt{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[14]
+	mi := &file_hodei_v1_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1377,7 @@ func (x *CancelAttempt) String() string {
 func (*CancelAttempt) ProtoMessage() {}
 
 func (x *CancelAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[14]
+	mi := &file_hodei_v1_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1390,7 @@ func (x *CancelAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelAttempt.ProtoReflect.Descriptor instead.
 func (*CancelAttempt) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{14}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CancelAttempt) GetFencingToken() int64 {
@@ -1254,7 +1416,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[15]
+	mi := &file_hodei_v1_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1428,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[15]
+	mi := &file_hodei_v1_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1441,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{15}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{17}
 }
 
 // Ack acknowledges what the server stored durably; the agent may forget it.
@@ -1298,7 +1460,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[16]
+	mi := &file_hodei_v1_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1472,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[16]
+	mi := &file_hodei_v1_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1485,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{16}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Ack) GetFencingToken() int64 {
@@ -1365,6 +1527,8 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Ack
 	//	*ConnectResponse_Batch
 	//	*ConnectResponse_HeartbeatAck
+	//	*ConnectResponse_RenewCertificate
+	//	*ConnectResponse_Certificate
 	Msg           isConnectResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1372,7 +1536,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[17]
+	mi := &file_hodei_v1_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1548,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[17]
+	mi := &file_hodei_v1_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1561,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{17}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -1470,6 +1634,24 @@ func (x *ConnectResponse) GetHeartbeatAck() *HeartbeatAck {
 	return nil
 }
 
+func (x *ConnectResponse) GetRenewCertificate() *RenewCertificate {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_RenewCertificate); ok {
+			return x.RenewCertificate
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetCertificate() *IssuedCertificate {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_Certificate); ok {
+			return x.Certificate
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Msg interface {
 	isConnectResponse_Msg()
 }
@@ -1502,6 +1684,14 @@ type ConnectResponse_HeartbeatAck struct {
 	HeartbeatAck *HeartbeatAck `protobuf:"bytes,7,opt,name=heartbeat_ack,json=heartbeatAck,proto3,oneof"`
 }
 
+type ConnectResponse_RenewCertificate struct {
+	RenewCertificate *RenewCertificate `protobuf:"bytes,8,opt,name=renew_certificate,json=renewCertificate,proto3,oneof"`
+}
+
+type ConnectResponse_Certificate struct {
+	Certificate *IssuedCertificate `protobuf:"bytes,9,opt,name=certificate,proto3,oneof"`
+}
+
 func (*ConnectResponse_Run) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_Cancel) isConnectResponse_Msg() {}
@@ -1516,6 +1706,104 @@ func (*ConnectResponse_Batch) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_HeartbeatAck) isConnectResponse_Msg() {}
 
+func (*ConnectResponse_RenewCertificate) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_Certificate) isConnectResponse_Msg() {}
+
+// RenewCertificate asks the agent for a CertificateRequest: its client
+// certificate expires soon.
+type RenewCertificate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificate) Reset() {
+	*x = RenewCertificate{}
+	mi := &file_hodei_v1_worker_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificate) ProtoMessage() {}
+
+func (x *RenewCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_worker_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificate.ProtoReflect.Descriptor instead.
+func (*RenewCertificate) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{20}
+}
+
+// IssuedCertificate is a renewed client certificate (PEM) and the trust
+// bundle (PEM). The agent checks it (chains to the bundle, names this
+// worker, certifies its new key, valid now) before it uses it for new
+// connections, and answers with a CertificateResult.
+type IssuedCertificate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificate   string                 `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	TrustBundle   string                 `protobuf:"bytes,2,opt,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssuedCertificate) Reset() {
+	*x = IssuedCertificate{}
+	mi := &file_hodei_v1_worker_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssuedCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssuedCertificate) ProtoMessage() {}
+
+func (x *IssuedCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_worker_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssuedCertificate.ProtoReflect.Descriptor instead.
+func (*IssuedCertificate) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *IssuedCertificate) GetCertificate() string {
+	if x != nil {
+		return x.Certificate
+	}
+	return ""
+}
+
+func (x *IssuedCertificate) GetTrustBundle() string {
+	if x != nil {
+		return x.TrustBundle
+	}
+	return ""
+}
+
 // HeartbeatAck answers a Heartbeat once the server has received it: the
 // agent's proof that the server still hears it (sent when the settings
 // state a lease).
@@ -1527,7 +1815,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	mi := &file_hodei_v1_worker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1827,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	mi := &file_hodei_v1_worker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1840,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{18}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{22}
 }
 
 // ResponseBatch carries several server messages in one frame, in order
@@ -1566,7 +1854,7 @@ type ResponseBatch struct {
 
 func (x *ResponseBatch) Reset() {
 	*x = ResponseBatch{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[19]
+	mi := &file_hodei_v1_worker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1578,7 +1866,7 @@ func (x *ResponseBatch) String() string {
 func (*ResponseBatch) ProtoMessage() {}
 
 func (x *ResponseBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[19]
+	mi := &file_hodei_v1_worker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1591,7 +1879,7 @@ func (x *ResponseBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseBatch.ProtoReflect.Descriptor instead.
 func (*ResponseBatch) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{19}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResponseBatch) GetMsgs() []*ConnectResponse {
@@ -1620,7 +1908,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[20]
+	mi := &file_hodei_v1_worker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1920,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[20]
+	mi := &file_hodei_v1_worker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1933,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{20}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Worker) GetId() string {
@@ -1722,7 +2010,7 @@ var File_hodei_v1_worker_proto protoreflect.FileDescriptor
 
 const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x15hodei/v1/worker.proto\x12\bhodei.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hodei/v1/job.proto\"\xba\x02\n" +
+	"\x15hodei/v1/worker.proto\x12\bhodei.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hodei/v1/job.proto\"\xcc\x02\n" +
 	"\rEnrollRequest\x12'\n" +
 	"\x0fbootstrap_token\x18\x01 \x01(\tR\x0ebootstrapToken\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x18\n" +
@@ -1732,16 +2020,19 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"cpu_millis\x18\x06 \x01(\x03R\tcpuMillis\x12\x1d\n" +
 	"\n" +
-	"memory_mib\x18\a \x01(\x03R\tmemoryMib\x1a9\n" +
+	"memory_mib\x18\a \x01(\x03R\tmemoryMib\x12\x10\n" +
+	"\x03csr\x18\b \x01(\fR\x03csr\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc8\x01\n" +
 	"\x0eEnrollResponse\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1e\n" +
 	"\n" +
 	"credential\x18\x02 \x01(\tR\n" +
 	"credential\x124\n" +
-	"\bsettings\x18\x03 \x01(\v2\x18.hodei.v1.WorkerSettingsR\bsettings\"\x96\x02\n" +
+	"\bsettings\x18\x03 \x01(\v2\x18.hodei.v1.WorkerSettingsR\bsettings\x12 \n" +
+	"\vcertificate\x18\x04 \x01(\tR\vcertificate\x12!\n" +
+	"\ftrust_bundle\x18\x05 \x01(\tR\vtrustBundle\"\x96\x02\n" +
 	"\x0eWorkerSettings\x12H\n" +
 	"\x12heartbeat_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12&\n" +
 	"\x0flog_batch_lines\x18\x02 \x01(\x05R\rlogBatchLines\x12G\n" +
@@ -1797,7 +2088,7 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	" \x01(\tR\x05jobId\">\n" +
 	"\x0eShutdownNotice\x12\x16\n" +
 	"\x06forced\x18\x01 \x01(\bR\x06forced\x12\x14\n" +
-	"\x05final\x18\x02 \x01(\bR\x05final\"\xf6\x02\n" +
+	"\x05final\x18\x02 \x01(\bR\x05final\"\x95\x04\n" +
 	"\x0eConnectRequest\x12'\n" +
 	"\x05hello\x18\x01 \x01(\v2\x0f.hodei.v1.HelloH\x00R\x05hello\x123\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x13.hodei.v1.HeartbeatH\x00R\theartbeat\x124\n" +
@@ -1805,8 +2096,15 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\x04logs\x18\x04 \x01(\v2\x12.hodei.v1.LogBatchH\x00R\x04logs\x127\n" +
 	"\bfinished\x18\x05 \x01(\v2\x19.hodei.v1.AttemptFinishedH\x00R\bfinished\x126\n" +
 	"\bshutdown\x18\x06 \x01(\v2\x18.hodei.v1.ShutdownNoticeH\x00R\bshutdown\x12.\n" +
-	"\x05batch\x18\a \x01(\v2\x16.hodei.v1.RequestBatchH\x00R\x05batchB\x05\n" +
-	"\x03msg\"<\n" +
+	"\x05batch\x18\a \x01(\v2\x16.hodei.v1.RequestBatchH\x00R\x05batch\x12O\n" +
+	"\x13certificate_request\x18\b \x01(\v2\x1c.hodei.v1.CertificateRequestH\x00R\x12certificateRequest\x12L\n" +
+	"\x12certificate_result\x18\t \x01(\v2\x1b.hodei.v1.CertificateResultH\x00R\x11certificateResultB\x05\n" +
+	"\x03msg\"&\n" +
+	"\x12CertificateRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\"A\n" +
+	"\x11CertificateResult\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"<\n" +
 	"\fRequestBatch\x12,\n" +
 	"\x04msgs\x18\x01 \x03(\v2\x18.hodei.v1.ConnectRequestR\x04msgs\"\xbd\x01\n" +
 	"\x06RunJob\x12\x15\n" +
@@ -1823,7 +2121,7 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\rfencing_token\x18\x01 \x01(\x03R\ffencingToken\x12\x17\n" +
 	"\alog_seq\x18\x02 \x01(\x03R\x06logSeq\x12\x1a\n" +
 	"\bfinished\x18\x03 \x01(\bR\bfinished\x12\x14\n" +
-	"\x05stale\x18\x04 \x01(\bR\x05stale\"\xe5\x02\n" +
+	"\x05stale\x18\x04 \x01(\bR\x05stale\"\xf1\x03\n" +
 	"\x0fConnectResponse\x12$\n" +
 	"\x03run\x18\x01 \x01(\v2\x10.hodei.v1.RunJobH\x00R\x03run\x121\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x17.hodei.v1.CancelAttemptH\x00R\x06cancel\x12'\n" +
@@ -1831,8 +2129,14 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\bsettings\x18\x04 \x01(\v2\x18.hodei.v1.WorkerSettingsH\x00R\bsettings\x12!\n" +
 	"\x03ack\x18\x05 \x01(\v2\r.hodei.v1.AckH\x00R\x03ack\x12/\n" +
 	"\x05batch\x18\x06 \x01(\v2\x17.hodei.v1.ResponseBatchH\x00R\x05batch\x12=\n" +
-	"\rheartbeat_ack\x18\a \x01(\v2\x16.hodei.v1.HeartbeatAckH\x00R\fheartbeatAckB\x05\n" +
-	"\x03msg\"\x0e\n" +
+	"\rheartbeat_ack\x18\a \x01(\v2\x16.hodei.v1.HeartbeatAckH\x00R\fheartbeatAck\x12I\n" +
+	"\x11renew_certificate\x18\b \x01(\v2\x1a.hodei.v1.RenewCertificateH\x00R\x10renewCertificate\x12?\n" +
+	"\vcertificate\x18\t \x01(\v2\x1b.hodei.v1.IssuedCertificateH\x00R\vcertificateB\x05\n" +
+	"\x03msg\"\x12\n" +
+	"\x10RenewCertificate\"X\n" +
+	"\x11IssuedCertificate\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\tR\vcertificate\x12!\n" +
+	"\ftrust_bundle\x18\x02 \x01(\tR\vtrustBundle\"\x0e\n" +
 	"\fHeartbeatAck\">\n" +
 	"\rResponseBatch\x12-\n" +
 	"\x04msgs\x18\x01 \x03(\v2\x19.hodei.v1.ConnectResponseR\x04msgs\"\x8f\x03\n" +
@@ -1877,7 +2181,7 @@ func file_hodei_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hodei_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_hodei_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_hodei_v1_worker_proto_goTypes = []any{
 	(WorkerState)(0),              // 0: hodei.v1.WorkerState
 	(*EnrollRequest)(nil),         // 1: hodei.v1.EnrollRequest
@@ -1892,66 +2196,74 @@ var file_hodei_v1_worker_proto_goTypes = []any{
 	(*AttemptFinished)(nil),       // 10: hodei.v1.AttemptFinished
 	(*ShutdownNotice)(nil),        // 11: hodei.v1.ShutdownNotice
 	(*ConnectRequest)(nil),        // 12: hodei.v1.ConnectRequest
-	(*RequestBatch)(nil),          // 13: hodei.v1.RequestBatch
-	(*RunJob)(nil),                // 14: hodei.v1.RunJob
-	(*CancelAttempt)(nil),         // 15: hodei.v1.CancelAttempt
-	(*Drain)(nil),                 // 16: hodei.v1.Drain
-	(*Ack)(nil),                   // 17: hodei.v1.Ack
-	(*ConnectResponse)(nil),       // 18: hodei.v1.ConnectResponse
-	(*HeartbeatAck)(nil),          // 19: hodei.v1.HeartbeatAck
-	(*ResponseBatch)(nil),         // 20: hodei.v1.ResponseBatch
-	(*Worker)(nil),                // 21: hodei.v1.Worker
-	nil,                           // 22: hodei.v1.EnrollRequest.LabelsEntry
-	nil,                           // 23: hodei.v1.Worker.LabelsEntry
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
-	(LogStream)(0),                // 26: hodei.v1.LogStream
-	(FailureClass)(0),             // 27: hodei.v1.FailureClass
-	(*JobSpec)(nil),               // 28: hodei.v1.JobSpec
+	(*CertificateRequest)(nil),    // 13: hodei.v1.CertificateRequest
+	(*CertificateResult)(nil),     // 14: hodei.v1.CertificateResult
+	(*RequestBatch)(nil),          // 15: hodei.v1.RequestBatch
+	(*RunJob)(nil),                // 16: hodei.v1.RunJob
+	(*CancelAttempt)(nil),         // 17: hodei.v1.CancelAttempt
+	(*Drain)(nil),                 // 18: hodei.v1.Drain
+	(*Ack)(nil),                   // 19: hodei.v1.Ack
+	(*ConnectResponse)(nil),       // 20: hodei.v1.ConnectResponse
+	(*RenewCertificate)(nil),      // 21: hodei.v1.RenewCertificate
+	(*IssuedCertificate)(nil),     // 22: hodei.v1.IssuedCertificate
+	(*HeartbeatAck)(nil),          // 23: hodei.v1.HeartbeatAck
+	(*ResponseBatch)(nil),         // 24: hodei.v1.ResponseBatch
+	(*Worker)(nil),                // 25: hodei.v1.Worker
+	nil,                           // 26: hodei.v1.EnrollRequest.LabelsEntry
+	nil,                           // 27: hodei.v1.Worker.LabelsEntry
+	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(LogStream)(0),                // 30: hodei.v1.LogStream
+	(FailureClass)(0),             // 31: hodei.v1.FailureClass
+	(*JobSpec)(nil),               // 32: hodei.v1.JobSpec
 }
 var file_hodei_v1_worker_proto_depIdxs = []int32{
-	22, // 0: hodei.v1.EnrollRequest.labels:type_name -> hodei.v1.EnrollRequest.LabelsEntry
+	26, // 0: hodei.v1.EnrollRequest.labels:type_name -> hodei.v1.EnrollRequest.LabelsEntry
 	3,  // 1: hodei.v1.EnrollResponse.settings:type_name -> hodei.v1.WorkerSettings
-	24, // 2: hodei.v1.WorkerSettings.heartbeat_interval:type_name -> google.protobuf.Duration
-	24, // 3: hodei.v1.WorkerSettings.log_flush_interval:type_name -> google.protobuf.Duration
-	24, // 4: hodei.v1.WorkerSettings.lease:type_name -> google.protobuf.Duration
+	28, // 2: hodei.v1.WorkerSettings.heartbeat_interval:type_name -> google.protobuf.Duration
+	28, // 3: hodei.v1.WorkerSettings.log_flush_interval:type_name -> google.protobuf.Duration
+	28, // 4: hodei.v1.WorkerSettings.lease:type_name -> google.protobuf.Duration
 	4,  // 5: hodei.v1.Hello.running:type_name -> hodei.v1.RunningAttempt
-	25, // 6: hodei.v1.AttemptStarted.time:type_name -> google.protobuf.Timestamp
-	26, // 7: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	25, // 8: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	29, // 6: hodei.v1.AttemptStarted.time:type_name -> google.protobuf.Timestamp
+	30, // 7: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
+	29, // 8: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
 	8,  // 9: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	27, // 10: hodei.v1.AttemptFinished.failure_class:type_name -> hodei.v1.FailureClass
-	25, // 11: hodei.v1.AttemptFinished.time:type_name -> google.protobuf.Timestamp
+	31, // 10: hodei.v1.AttemptFinished.failure_class:type_name -> hodei.v1.FailureClass
+	29, // 11: hodei.v1.AttemptFinished.time:type_name -> google.protobuf.Timestamp
 	5,  // 12: hodei.v1.ConnectRequest.hello:type_name -> hodei.v1.Hello
 	6,  // 13: hodei.v1.ConnectRequest.heartbeat:type_name -> hodei.v1.Heartbeat
 	7,  // 14: hodei.v1.ConnectRequest.started:type_name -> hodei.v1.AttemptStarted
 	9,  // 15: hodei.v1.ConnectRequest.logs:type_name -> hodei.v1.LogBatch
 	10, // 16: hodei.v1.ConnectRequest.finished:type_name -> hodei.v1.AttemptFinished
 	11, // 17: hodei.v1.ConnectRequest.shutdown:type_name -> hodei.v1.ShutdownNotice
-	13, // 18: hodei.v1.ConnectRequest.batch:type_name -> hodei.v1.RequestBatch
-	12, // 19: hodei.v1.RequestBatch.msgs:type_name -> hodei.v1.ConnectRequest
-	28, // 20: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
-	25, // 21: hodei.v1.RunJob.deadline:type_name -> google.protobuf.Timestamp
-	14, // 22: hodei.v1.ConnectResponse.run:type_name -> hodei.v1.RunJob
-	15, // 23: hodei.v1.ConnectResponse.cancel:type_name -> hodei.v1.CancelAttempt
-	16, // 24: hodei.v1.ConnectResponse.drain:type_name -> hodei.v1.Drain
-	3,  // 25: hodei.v1.ConnectResponse.settings:type_name -> hodei.v1.WorkerSettings
-	17, // 26: hodei.v1.ConnectResponse.ack:type_name -> hodei.v1.Ack
-	20, // 27: hodei.v1.ConnectResponse.batch:type_name -> hodei.v1.ResponseBatch
-	19, // 28: hodei.v1.ConnectResponse.heartbeat_ack:type_name -> hodei.v1.HeartbeatAck
-	18, // 29: hodei.v1.ResponseBatch.msgs:type_name -> hodei.v1.ConnectResponse
-	0,  // 30: hodei.v1.Worker.state:type_name -> hodei.v1.WorkerState
-	23, // 31: hodei.v1.Worker.labels:type_name -> hodei.v1.Worker.LabelsEntry
-	25, // 32: hodei.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
-	1,  // 33: hodei.v1.WorkerService.Enroll:input_type -> hodei.v1.EnrollRequest
-	12, // 34: hodei.v1.WorkerService.Connect:input_type -> hodei.v1.ConnectRequest
-	2,  // 35: hodei.v1.WorkerService.Enroll:output_type -> hodei.v1.EnrollResponse
-	18, // 36: hodei.v1.WorkerService.Connect:output_type -> hodei.v1.ConnectResponse
-	35, // [35:37] is the sub-list for method output_type
-	33, // [33:35] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	15, // 18: hodei.v1.ConnectRequest.batch:type_name -> hodei.v1.RequestBatch
+	13, // 19: hodei.v1.ConnectRequest.certificate_request:type_name -> hodei.v1.CertificateRequest
+	14, // 20: hodei.v1.ConnectRequest.certificate_result:type_name -> hodei.v1.CertificateResult
+	12, // 21: hodei.v1.RequestBatch.msgs:type_name -> hodei.v1.ConnectRequest
+	32, // 22: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
+	29, // 23: hodei.v1.RunJob.deadline:type_name -> google.protobuf.Timestamp
+	16, // 24: hodei.v1.ConnectResponse.run:type_name -> hodei.v1.RunJob
+	17, // 25: hodei.v1.ConnectResponse.cancel:type_name -> hodei.v1.CancelAttempt
+	18, // 26: hodei.v1.ConnectResponse.drain:type_name -> hodei.v1.Drain
+	3,  // 27: hodei.v1.ConnectResponse.settings:type_name -> hodei.v1.WorkerSettings
+	19, // 28: hodei.v1.ConnectResponse.ack:type_name -> hodei.v1.Ack
+	24, // 29: hodei.v1.ConnectResponse.batch:type_name -> hodei.v1.ResponseBatch
+	23, // 30: hodei.v1.ConnectResponse.heartbeat_ack:type_name -> hodei.v1.HeartbeatAck
+	21, // 31: hodei.v1.ConnectResponse.renew_certificate:type_name -> hodei.v1.RenewCertificate
+	22, // 32: hodei.v1.ConnectResponse.certificate:type_name -> hodei.v1.IssuedCertificate
+	20, // 33: hodei.v1.ResponseBatch.msgs:type_name -> hodei.v1.ConnectResponse
+	0,  // 34: hodei.v1.Worker.state:type_name -> hodei.v1.WorkerState
+	27, // 35: hodei.v1.Worker.labels:type_name -> hodei.v1.Worker.LabelsEntry
+	29, // 36: hodei.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
+	1,  // 37: hodei.v1.WorkerService.Enroll:input_type -> hodei.v1.EnrollRequest
+	12, // 38: hodei.v1.WorkerService.Connect:input_type -> hodei.v1.ConnectRequest
+	2,  // 39: hodei.v1.WorkerService.Enroll:output_type -> hodei.v1.EnrollResponse
+	20, // 40: hodei.v1.WorkerService.Connect:output_type -> hodei.v1.ConnectResponse
+	39, // [39:41] is the sub-list for method output_type
+	37, // [37:39] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_worker_proto_init() }
@@ -1968,8 +2280,10 @@ func file_hodei_v1_worker_proto_init() {
 		(*ConnectRequest_Finished)(nil),
 		(*ConnectRequest_Shutdown)(nil),
 		(*ConnectRequest_Batch)(nil),
+		(*ConnectRequest_CertificateRequest)(nil),
+		(*ConnectRequest_CertificateResult)(nil),
 	}
-	file_hodei_v1_worker_proto_msgTypes[17].OneofWrappers = []any{
+	file_hodei_v1_worker_proto_msgTypes[19].OneofWrappers = []any{
 		(*ConnectResponse_Run)(nil),
 		(*ConnectResponse_Cancel)(nil),
 		(*ConnectResponse_Drain)(nil),
@@ -1977,6 +2291,8 @@ func file_hodei_v1_worker_proto_init() {
 		(*ConnectResponse_Ack)(nil),
 		(*ConnectResponse_Batch)(nil),
 		(*ConnectResponse_HeartbeatAck)(nil),
+		(*ConnectResponse_RenewCertificate)(nil),
+		(*ConnectResponse_Certificate)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1984,7 +2300,7 @@ func file_hodei_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_worker_proto_rawDesc), len(file_hodei_v1_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
