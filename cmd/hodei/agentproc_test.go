@@ -17,8 +17,8 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
-	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/testbin"
 )
 
 // Helpers of the tests that run `hodei server` and `hodei agent` as real
@@ -81,7 +81,8 @@ func (a *agentProc) exit(t *testing.T, timeout time.Duration) int {
 }
 
 func jobClient(addr string) hodeiv1connect.JobServiceClient {
-	return hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	hc, base := testbin.Client(addr)
+	return hodeiv1connect.NewJobServiceClient(hc, base, connect.WithGRPC())
 }
 
 // getJob reads a job, or returns nil while the server does not answer.
@@ -214,7 +215,8 @@ func staleReports(t *testing.T, addr string) float64 {
 // metricValue reads an unlabelled series from a server's /metrics.
 func metricValue(t *testing.T, addr, name string) float64 {
 	t.Helper()
-	resp, err := agent.HTTPClient().Get("http://" + addr + "/metrics")
+	hc, base := testbin.Client(addr)
+	resp, err := hc.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -150,7 +150,7 @@ func TestGrpcurlListsServicesAndGetsAJob(t *testing.T) {
 	}
 	grpcurl := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command("go", append([]string{"tool", "-modfile=" + filepath.Join(root, "tools/go.mod"), "grpcurl", "-plaintext"}, args...)...)
+		cmd := exec.Command("go", append([]string{"tool", "-modfile=" + filepath.Join(root, "tools/go.mod"), "grpcurl", "-cacert", os.Getenv("HODEI_CA_FILE")}, args...)...)
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()
 		if err != nil {

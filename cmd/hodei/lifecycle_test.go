@@ -17,10 +17,10 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
-	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/platform"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
+	"github.com/hodei-dev/hodei/internal/testbin"
 )
 
 // inProcess runs the platform in this test process (agents are real
@@ -48,6 +48,9 @@ func inProcessAt(t *testing.T, pc platform.Config) (hodeiv1connect.JobServiceCli
 		pc.DatabaseURL = storetest.URL(t)
 	}
 	pc.Listen, pc.AgentBinary = "127.0.0.1:0", hodeiBin
+	if pc.TLS.CA == nil && !pc.TLS.InsecurePlaintext {
+		pc.TLS.CA = testbin.CA()
+	}
 	pc.Ready = func(a string) { readyc <- a }
 	go func() { errc <- platform.Run(ctx, storetest.Logger(t), pc) }()
 	t.Cleanup(func() {
@@ -58,7 +61,7 @@ func inProcessAt(t *testing.T, pc platform.Config) (hodeiv1connect.JobServiceCli
 	})
 	select {
 	case addr := <-readyc:
-		return hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC()), addr
+		return jobClient(addr), addr
 	case err := <-errc:
 		t.Fatalf("platform: %v", err)
 	}
@@ -308,7 +311,8 @@ func TestEphemeralWorkersTakeOneJobEach(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
 	c, addr := inProcessAt(t, platform.Config{DatabaseURL: dbURL, MaxWorkers: 2, IdleTimeout: time.Minute})
-	providers := hodeiv1connect.NewProviderServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	hc, base := testbin.Client(addr)
+	providers := hodeiv1connect.NewProviderServiceClient(hc, base, connect.WithGRPC())
 	on := true
 	if _, err := providers.UpdateProvider(context.Background(), connect.NewRequest(&hodeiv1.UpdateProviderRequest{Name: "process", Ephemeral: &on})); err != nil {
 		t.Fatal(err)
@@ -349,7 +353,7 @@ func oneSlotPlatform(t *testing.T, agentArgs ...string) (*store.Store, hodeiv1co
 	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
 	st := openStore(t, dbURL)
 	startAgent(t, st, []string{p.addr}, 1, agentArgs...)
-	return st, hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+p.addr, connect.WithGRPC()), p.addr
+	return st, jobClient(p.addr), p.addr
 }
 
 // TestFailedDispatchPassLeavesNothingAndRecovers: while every claim fails

@@ -57,9 +57,9 @@ type Config struct {
 	// for a key it makes in memory, and presents the certificate it gets
 	// on its stream. Empty: cleartext h2c (a server run with
 	// --insecure-plaintext).
-	CA []byte
-	Labels         map[string]string
-	Slots          int // concurrent attempts; default 1
+	CA     []byte
+	Labels map[string]string
+	Slots  int // concurrent attempts; default 1
 	// Prefetch is how many attempts beyond Slots the agent accepts; they
 	// wait here and start when a slot frees (no idle slot while the next
 	// job is claimed and sent). 0 suits long jobs: a queued job cannot

@@ -15,7 +15,6 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
-	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/platform"
 )
 
@@ -42,12 +41,12 @@ func Logs(ctx context.Context, out io.Writer, cfg LogsConfig) error {
 	if err != nil {
 		return err
 	}
-	url, addr, stop, err := startBench(ctx, false, platform.Config{MaxWorkers: 1, AgentBinary: self})
+	url, tgt, stop, err := startBench(ctx, false, platform.Config{MaxWorkers: 1, AgentBinary: self})
 	if err != nil {
 		return err
 	}
 	defer stop()
-	jobs := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	jobs := tgt.jobs()
 	// Warm up: the first job provisions the worker.
 	if _, err := runToEnd(ctx, jobs, []string{"true"}); err != nil {
 		return err

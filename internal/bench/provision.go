@@ -34,7 +34,7 @@ func Provision(ctx context.Context, out io.Writer, cfg ProvisionConfig) error {
 	if err != nil {
 		return err
 	}
-	url, addr, stop, err := startBench(ctx, false, platform.Config{})
+	url, tgt, stop, err := startBench(ctx, false, platform.Config{})
 	if err != nil {
 		return err
 	}
@@ -44,7 +44,7 @@ func Provision(ctx context.Context, out io.Writer, cfg ProvisionConfig) error {
 		return err
 	}
 	defer st.Close()
-	proc, err := process.New(process.Config{Server: addr, Binary: self})
+	proc, err := process.New(process.Config{Server: tgt.addr, Binary: self, Env: []string{"HODEI_CA=" + string(tgt.ca)}})
 	if err != nil {
 		return err
 	}
@@ -59,7 +59,7 @@ func Provision(ctx context.Context, out io.Writer, cfg ProvisionConfig) error {
 		if err != nil {
 			return err
 		}
-		d, err := docker.New(docker.Config{Binary: self, Server: addr, DefaultImage: cfg.DockerImage, InstallID: install, Grace: time.Second})
+		d, err := docker.New(docker.Config{Binary: self, Server: tgt.addr, Env: []string{"HODEI_CA=" + string(tgt.ca)}, DefaultImage: cfg.DockerImage, InstallID: install, Grace: time.Second})
 		if err != nil {
 			return fmt.Errorf("docker: %w (build a static binary with `make build`, images with `make images`)", err)
 		}

@@ -6,7 +6,6 @@ import (
 	"io"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
@@ -41,19 +40,22 @@ type rigConfig struct {
 	pgStats bool // the database loads pg_stat_statements
 	onRun   func(jobID string)
 	guard   []string // the agents' GuardCommand
+	// plaintext runs the platform with --insecure-plaintext (for
+	// comparison; TLS is the default).
+	plaintext bool
 }
 
 // newBenchRig starts the platform and its agents and waits until every
 // agent is connected; with hold, the agents are registered but not
 // started (startAgents starts them).
 func newBenchRig(ctx context.Context, rc rigConfig) (*benchRig, error) {
-	url, addr, stopBench, err := startBench(ctx, rc.pgStats, platform.Config{})
+	url, tgt, stopBench, err := startBench(ctx, rc.pgStats, platform.Config{TLS: platform.TLSConfig{InsecurePlaintext: rc.plaintext}})
 	if err != nil {
 		return nil, err
 	}
 	log := platform.NewLogger(io.Discard)
 	ctx, cancel := context.WithCancel(ctx)
-	r := &benchRig{addr: addr}
+	r := &benchRig{addr: tgt.addr}
 	var g errgroup.Group
 	r.run = func(a *agent.Agent) { g.Go(func() error { return a.Run(ctx) }) }
 	r.stop = func() {
@@ -81,14 +83,14 @@ func newBenchRig(ctx context.Context, rc rigConfig) (*benchRig, error) {
 			r.stop()
 			return nil, err
 		}
-		a, err := agent.New(agent.Config{Servers: []string{r.addr}, BootstrapToken: token, Slots: rc.slots, Prefetch: rc.prefetch, AdaptivePrefetch: rc.adaptive, NoopExec: rc.noop, OnRunJob: rc.onRun, Logger: log, GuardCommand: rc.guard})
+		a, err := agent.New(agent.Config{Servers: []string{r.addr}, BootstrapToken: token, CA: tgt.ca, Slots: rc.slots, Prefetch: rc.prefetch, AdaptivePrefetch: rc.adaptive, NoopExec: rc.noop, OnRunJob: rc.onRun, Logger: log, GuardCommand: rc.guard})
 		if err != nil {
 			r.stop()
 			return nil, err
 		}
 		r.agents = append(r.agents, a)
 	}
-	r.jobs = hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+r.addr, connect.WithGRPC())
+	r.jobs = tgt.jobs()
 	if !rc.hold {
 		if err := r.startAgents(ctx); err != nil {
 			r.stop()

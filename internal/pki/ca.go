@@ -278,3 +278,13 @@ func samePublicKey(a, b crypto.PublicKey) bool {
 	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && k.Equal(b)
 }
+
+// Ephemeral returns a new CA with a new key that lives for a day: for
+// benchmarks and tests, whose platforms live no longer than they do.
+func Ephemeral(name string) (*CA, error) {
+	key, err := GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	return NewCA(key, name, time.Now(), 24*time.Hour)
+}

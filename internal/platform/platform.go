@@ -22,6 +22,7 @@ import (
 
 	"github.com/hodei-dev/hodei/internal/autoscale"
 	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/pki"
 	"github.com/hodei-dev/hodei/internal/provider"
 	"github.com/hodei-dev/hodei/internal/provider/docker"
 	"github.com/hodei-dev/hodei/internal/provider/process"
@@ -142,37 +143,11 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	if err != nil {
 		return err
 	}
-	// Agents are handed the trust bundle with their bootstrap token.
-	var agentEnv []string
-	if auth != nil {
-		agentEnv = []string{"HODEI_CA=" + string(auth.Bundle())}
+	providers, local, closeProviders, err := newProviders(ctx, log, st, addr, auth, pc)
+	if err != nil {
+		return err
 	}
-	// Providers. With --max-workers 0 this server starts no workers:
-	// agents are started elsewhere (another host, a test) and connect on
-	// their own.
-	var providers []provider.Provider
-	var local *process.Provider
-	if pc.MaxWorkers > 0 {
-		// Agents drain for 5 s and are killed after 20 s when the server stops.
-		local, err = process.New(process.Config{Server: addr, Stderr: pc.AgentLog, Grace: 20 * time.Second, Binary: pc.AgentBinary, Env: agentEnv,
-			Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
-		if err != nil {
-			return err
-		}
-		if err := st.SeedProvider(ctx, store.Provider{Name: local.Name(), Kind: local.Kind(), MaxWorkers: pc.MaxWorkers,
-			IdleTimeout: pc.IdleTimeout, Labels: pc.WorkerLabels}); err != nil {
-			return err
-		}
-		providers = append(providers, local)
-	}
-	if pc.Docker.MaxWorkers > 0 {
-		d, err := newDockerProvider(ctx, log, st, addr, agentEnv, pc)
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		providers = append(providers, d)
-	}
+	defer closeProviders()
 	smetrics := scheduler.NewMetrics(reg)
 	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics}, st, bus, srv.Workers())
 	scaler := autoscale.New(autoscale.Config{Logger: log, Registry: reg, HealthInterval: pc.HealthInterval}, st, bus, providers)
@@ -225,6 +200,42 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 		return err
 	}
 	return nil
+}
+
+// newProviders builds the replica's providers: the process provider
+// (with MaxWorkers) and the Docker provider (with Docker.MaxWorkers).
+// Without either this server starts no workers: agents are started
+// elsewhere (another host, a test) and connect on their own. Agents are
+// handed the trust bundle with their bootstrap token.
+func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr string, auth *pki.Authority, pc Config) (
+	providers []provider.Provider, local *process.Provider, closeAll func(), err error) {
+	var agentEnv []string
+	if auth != nil {
+		agentEnv = []string{"HODEI_CA=" + string(auth.Bundle())}
+	}
+	closeAll = func() {}
+	if pc.MaxWorkers > 0 {
+		// Agents drain for 5 s and are killed after 20 s when the server stops.
+		local, err = process.New(process.Config{Server: addr, Stderr: pc.AgentLog, Grace: 20 * time.Second, Binary: pc.AgentBinary, Env: agentEnv,
+			Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if err := st.SeedProvider(ctx, store.Provider{Name: local.Name(), Kind: local.Kind(), MaxWorkers: pc.MaxWorkers,
+			IdleTimeout: pc.IdleTimeout, Labels: pc.WorkerLabels}); err != nil {
+			return nil, nil, nil, err
+		}
+		providers = append(providers, local)
+	}
+	if pc.Docker.MaxWorkers > 0 {
+		d, err := newDockerProvider(ctx, log, st, addr, agentEnv, pc)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		closeAll = func() { d.Close() }
+		providers = append(providers, d)
+	}
+	return providers, local, closeAll, nil
 }
 
 // stopWorkers terminates every worker of the providers.

@@ -16,7 +16,7 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
-	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/pki"
 	"github.com/hodei-dev/hodei/internal/platform"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
@@ -31,8 +31,9 @@ func TestRun(t *testing.T) {
 	defer cancel()
 	readyc := make(chan string, 1)
 	errc := make(chan error, 1)
+	ca := testCA(t)
 	pc := platform.Config{Listen: "127.0.0.1:0", DatabaseURL: storetest.URL(t), MaxWorkers: 3, AgentLog: io.Discard,
-		WorkerLabels: map[string]string{"zone": "a"}, Ready: func(addr string) { readyc <- addr }}
+		WorkerLabels: map[string]string{"zone": "a"}, Ready: func(addr string) { readyc <- addr }, TLS: platform.TLSConfig{CA: ca}}
 	go func() { errc <- platform.Run(ctx, storetest.Logger(t), pc) }()
 	var addr string
 	select {
@@ -43,7 +44,14 @@ func TestRun(t *testing.T) {
 		t.Fatal("not ready after 30s")
 	}
 
-	resp, err := http.Get("http://" + addr + "/readyz")
+	hc, base := client(t, ca)
+	// Plaintext gets no answer but the refusal.
+	if plain, err := http.Get("http://" + addr + "/readyz"); err != nil {
+		t.Fatal(err)
+	} else if plain.Body.Close(); plain.StatusCode != http.StatusBadRequest {
+		t.Errorf("plaintext /readyz: %s, want 400 (TLS only)", plain.Status)
+	}
+	resp, err := hc.Get("https://" + addr + "/readyz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +59,7 @@ func TestRun(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/readyz: %s", resp.Status)
 	}
-	providers := hodeiv1connect.NewProviderServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	providers := hodeiv1connect.NewProviderServiceClient(hc, base+addr, connect.WithGRPC())
 	list, err := providers.ListProviders(ctx, connect.NewRequest(&hodeiv1.ListProvidersRequest{}))
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +106,8 @@ func TestRunFailsAtOnceOnAMissingDatabase(t *testing.T) {
 	addr := ln.Addr().String()
 	errc := make(chan error, 1)
 	go func() {
-		errc <- platform.Run(t.Context(), storetest.Logger(t), platform.Config{Listener: ln, DatabaseURL: u.String(), AgentLog: io.Discard})
+		errc <- platform.Run(t.Context(), storetest.Logger(t), platform.Config{Listener: ln, DatabaseURL: u.String(), AgentLog: io.Discard,
+			TLS: platform.TLSConfig{CA: testCA(t)}})
 	}()
 	select {
 	case err := <-errc:
@@ -112,5 +121,36 @@ func TestRunFailsAtOnceOnAMissingDatabase(t *testing.T) {
 		t.Errorf("address not freed: %v", err)
 	} else {
 		ln.Close()
+	}
+}
+
+func testCA(t *testing.T) *pki.CA {
+	t.Helper()
+	ca, err := pki.Ephemeral("test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// client is an HTTP/2 client over TLS trusting ca, and the scheme of its
+// URLs.
+func client(t *testing.T, ca *pki.CA) (*http.Client, string) {
+	t.Helper()
+	cfg, err := pki.ClientTLS(ca.PEM, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pki.HTTPClient(cfg), "https://"
+}
+
+// TestRunRefusesToStartWithoutACertificateSource: no CA, no key and no
+// --insecure-plaintext is an error that names the flags, before anything
+// listens.
+func TestRunRefusesToStartWithoutACertificateSource(t *testing.T) {
+	t.Parallel()
+	err := platform.Run(t.Context(), storetest.Logger(t), platform.Config{Listen: "127.0.0.1:0", DatabaseURL: storetest.URL(t)})
+	if err == nil || !strings.Contains(err.Error(), "--ca-key-file") || !strings.Contains(err.Error(), "--insecure-plaintext") {
+		t.Errorf("run: %v, want an error naming --ca-key-file and --insecure-plaintext", err)
 	}
 }
