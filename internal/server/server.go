@@ -157,7 +157,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	} else {
 		p.SetUnencryptedHTTP2(true)
 	}
-	hs := &http.Server{Handler: s.Handler(), Protocols: p, ReadHeaderTimeout: 10 * time.Second,
+	// Failed handshakes (plaintext, refused client certificates) are
+	// logged at debug level.
+	hs := &http.Server{Handler: s.Handler(), Protocols: p, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
