@@ -271,4 +271,3 @@ func connected(t *testing.T, st *store.Store, id string) bool {
 	}
 	return false
 }
-
