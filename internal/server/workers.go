@@ -95,6 +95,7 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	s.workers.add(c)
 	defer func() {
 		if s.workers.remove(c) {
+			s.certMetrics.expiry.DeleteLabelValues("worker", c.id)
 			s.afterDisconnect(c)
 		}
 	}()
