@@ -68,7 +68,12 @@ Commands:
                                        list job types; show one; delete one
 
 Flags on every command:
-  --server ADDR   host:port or http://host:port (default $HODEI_SERVER, else 127.0.0.1:7070)
+  --server ADDR   host:port or https://host:port (TLS), http://host:port (a server run with
+                  --insecure-plaintext) (default $HODEI_SERVER, else the configuration file's
+                  server, else 127.0.0.1:7070)
+  --ca-file F     PEM CAs the server's certificate chains to (default $HODEI_CA_FILE, else the
+                  configuration file's ca, else the system's roots); the configuration file is
+                  $HODEI_CONFIG, default ~/.config/hodei/config.json, written by hodei dev
   --connect-timeout D
                   how long the server may take to answer (default $HODEI_CONNECT_TIMEOUT, else 10s);
                   streams then follow without a limit
