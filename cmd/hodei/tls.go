@@ -18,6 +18,7 @@ import (
 // tlsFlags are the certificate flags of server and dev.
 type tlsFlags struct {
 	caCert, caKey     string
+	trustCAs          string
 	tlsCert, tlsKey   string
 	sans              listFlag
 	insecurePlaintext bool
@@ -34,6 +35,7 @@ func (f *tlsFlags) register(fs *flag.FlagSet, pc *platform.TLSConfig) {
 	f.pc = pc
 	fs.StringVar(&f.caCert, "ca-cert-file", os.Getenv("HODEI_CA_CERT_FILE"), "PEM certificate of your own CA (with --ca-key-file); default: the CA of --ca-key-file recorded in the database, else a new one")
 	fs.StringVar(&f.caKey, "ca-key-file", os.Getenv("HODEI_CA_KEY_FILE"), "PEM key of the CA that signs worker and server certificates; created (mode 0600) when missing. Keep it safe and give every replica the same")
+	fs.StringVar(&f.trustCAs, "trust-ca-file", "", "PEM file of CA certificates to add to the trust bundle without signing with them (first step of a CA rotation)")
 	fs.StringVar(&f.tlsCert, "tls-cert-file", "", "PEM certificate chain of your own server certificate (with --tls-key-file); default: one issued by the CA")
 	fs.StringVar(&f.tlsKey, "tls-key-file", "", "PEM key of --tls-cert-file")
 	fs.Var(&f.sans, "tls-san", "extra name or address of the server's certificate (repeatable); 127.0.0.1, ::1, localhost, the host name and the listen address are always in it")
@@ -60,6 +62,13 @@ func (f *tlsFlags) load(defaultKey string, dev bool) error {
 	}
 	if f.insecurePlaintext {
 		return nil
+	}
+	if f.trustCAs != "" {
+		b, err := os.ReadFile(f.trustCAs)
+		if err != nil {
+			return fmt.Errorf("--trust-ca-file: %w", err)
+		}
+		pc.TrustCAs = b
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return errors.New("--tls-cert-file and --tls-key-file go together")

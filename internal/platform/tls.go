@@ -26,6 +26,9 @@ type TLSConfig struct {
 	// recorded in the database, else a new self-signed one recorded there.
 	CA    *pki.CA
 	CAKey crypto.Signer
+	// TrustCAs are more CA certificates (PEM) to record in the trust
+	// bundle without signing with them: the first step of a CA rotation.
+	TrustCAs []byte
 	// ServerCert is the operator's own server certificate (served as it
 	// is); default one issued by the CA for the listen address, 127.0.0.1,
 	// ::1, localhost, this host's name and SANs.
@@ -68,8 +71,8 @@ func authority(ctx context.Context, log *slog.Logger, st *store.Store, c TLSConf
 			return nil, err
 		}
 	}
-	if err := st.AddAuthority(ctx, pki.Fingerprint(ca.Cert), ca.PEM, ca.Cert.NotAfter); err != nil {
-		return nil, fmt.Errorf("record CA: %w", err)
+	if err := recordAuthorities(ctx, log, st, ca, c); err != nil {
+		return nil, err
 	}
 	bundle, err := st.TrustBundle(ctx)
 	if err != nil {
@@ -81,6 +84,43 @@ func authority(ctx context.Context, log *slog.Logger, st *store.Store, c TLSConf
 	}
 	log.Info("serving TLS", "ca", pki.Fingerprint(ca.Cert)[:16], "ca_not_after", ca.Cert.NotAfter, "server_cert_not_after", a.ServerCert().NotAfter)
 	return a, nil
+}
+
+// recordAuthorities records the CAs to trust in the database: TrustCAs
+// and the signing CA, before which the CAs recorded earlier leave the
+// bundle after the longest lifetime of a certificate they signed.
+func recordAuthorities(ctx context.Context, log *slog.Logger, st *store.Store, ca *pki.CA, c TLSConfig) error {
+	if len(c.TrustCAs) > 0 {
+		certs, err := pki.ParseCertificates(c.TrustCAs)
+		if err != nil {
+			return fmt.Errorf("CAs to trust: %w", err)
+		}
+		for _, t := range certs {
+			if !t.IsCA {
+				return fmt.Errorf("CAs to trust: %s is not a CA certificate", t.Subject)
+			}
+			if err := st.AddAuthority(ctx, pki.Fingerprint(t), pki.EncodeCert(t), t.NotAfter); err != nil {
+				return fmt.Errorf("record CA: %w", err)
+			}
+		}
+	}
+	fp := pki.Fingerprint(ca.Cert)
+	if err := st.AddAuthority(ctx, fp, ca.PEM, ca.Cert.NotAfter); err != nil {
+		return fmt.Errorf("record CA: %w", err)
+	}
+	ttl := c.CertTTL
+	if ttl <= 0 {
+		ttl = 90 * 24 * time.Hour
+	}
+	leaves := time.Now().Add(ttl)
+	n, err := st.RetireOlderAuthorities(ctx, fp, leaves)
+	if err != nil {
+		return fmt.Errorf("retire older CAs: %w", err)
+	}
+	if n > 0 {
+		log.Info("older CAs leave the trust bundle after the longest certificate lifetime", "cas", n, "leaves_at", leaves)
+	}
+	return nil
 }
 
 // caOfKey finds the recorded CA certificate of key, or creates and

@@ -1,7 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -36,6 +39,9 @@ import (
 type certState struct {
 	serial    string
 	notAfter  time.Time
+	issuer    []byte    // the signing CA's key id (AuthorityKeyId)
+	bundle    string    // the trust bundle the agent has, as bundleID
+	sent      string    // the bundle sent with the renewal under way
 	announced string    // serial whose CertificateExpiring was published
 	asked     time.Time // RenewCertificate sent, no result yet (zero: none)
 	failures  int
@@ -130,6 +136,7 @@ func (s *Server) checkCerts(ctx context.Context) {
 	}
 	now := time.Now()
 	s.certMetrics.expiry.WithLabelValues("ca", pki.Fingerprint(a.CA().Cert)[:16]).Set(float64(a.CA().Cert.NotAfter.Unix()))
+	s.bundle.Store(bundleID(a.Bundle()))
 	s.checkServerCert(ctx, now)
 	s.workers.mu.Lock()
 	conns := make([]*workerConn, 0, len(s.workers.conns))
@@ -147,10 +154,13 @@ func (s *Server) checkServerCert(ctx context.Context, now time.Time) {
 	c := a.ServerCert()
 	subject := "server/" + s.cfg.ReplicaID
 	s.certMetrics.expiry.WithLabelValues("server", subject).Set(float64(c.NotAfter.Unix()))
-	if c.NotAfter.Sub(now) >= s.cfg.RenewBefore || a.OwnServerCert() {
+	expiring := c.NotAfter.Sub(now) < s.cfg.RenewBefore
+	if a.OwnServerCert() || (!expiring && bytes.Equal(c.AuthorityKeyId, a.CA().Cert.SubjectKeyId)) {
 		return
 	}
-	s.publish(ctx, eventbus.New("certificate", subject, &hodeiv1.CertificateExpiring{Subject: subject, Kind: "server", NotAfter: timestamppb.New(c.NotAfter)}))
+	if expiring {
+		s.publish(ctx, eventbus.New("certificate", subject, &hodeiv1.CertificateExpiring{Subject: subject, Kind: "server", NotAfter: timestamppb.New(c.NotAfter)}))
+	}
 	n, err := a.RenewServer()
 	if err != nil {
 		s.certMetrics.rotations.WithLabelValues("server", "failure").Inc()
@@ -164,8 +174,13 @@ func (s *Server) checkServerCert(ctx context.Context, now time.Time) {
 }
 
 // checkWorkerCert asks the worker to renew a certificate that expires
-// within RenewBefore, unless a renewal is under way or backing off.
+// within RenewBefore, that another CA than the signing one signed, or
+// that came with another trust bundle than today's (CA rotation: the
+// new CA reaches every worker, then signs its certificate), unless a
+// renewal is under way or backing off.
 func (s *Server) checkWorkerCert(ctx context.Context, c *workerConn, now time.Time) {
+	signer := s.cfg.Authority.CA().Cert.SubjectKeyId
+	bundle, _ := s.bundle.Load().(string)
 	c.mu.Lock()
 	cs := &c.cert
 	if cs.serial == "" {
@@ -173,12 +188,15 @@ func (s *Server) checkWorkerCert(ctx context.Context, c *workerConn, now time.Ti
 		return
 	}
 	s.certMetrics.expiry.WithLabelValues("worker", c.id).Set(float64(cs.notAfter.Unix()))
-	if cs.notAfter.Sub(now) >= s.cfg.RenewBefore {
+	expiring := cs.notAfter.Sub(now) < s.cfg.RenewBefore
+	if !expiring && bytes.Equal(cs.issuer, signer) && (cs.bundle == bundle || bundle == "") {
 		c.mu.Unlock()
 		return
 	}
-	announce := cs.announced != cs.serial
-	cs.announced = cs.serial
+	announce := expiring && cs.announced != cs.serial
+	if expiring {
+		cs.announced = cs.serial
+	}
 	notAfter := cs.notAfter
 	if !cs.asked.IsZero() && now.Sub(cs.asked) > renewTimeout {
 		cs.asked = time.Time{}
@@ -225,8 +243,12 @@ func (s *Server) certificateRequest(ctx context.Context, c *workerConn, req *hod
 		s.workerRenewFailed(ctx, c, fmt.Sprintf("issue: %v", err))
 		return
 	}
+	bundle := s.cfg.Authority.Bundle()
+	c.mu.Lock()
+	c.cert.sent = bundleID(bundle)
+	c.mu.Unlock()
 	c.send(&hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Certificate{Certificate: &hodeiv1.IssuedCertificate{
-		Certificate: string(cert.PEM), TrustBundle: string(s.cfg.Authority.Bundle())}}})
+		Certificate: string(cert.PEM), TrustBundle: string(bundle)}}})
 }
 
 // badRenewal reports whether this worker's renewal is to be spoiled (the
@@ -266,7 +288,7 @@ func (s *Server) certificateResult(ctx context.Context, c *workerConn, res *hode
 		return
 	}
 	c.mu.Lock()
-	c.cert = certState{serial: res.Serial, notAfter: notAfter}
+	c.cert = certState{serial: res.Serial, notAfter: notAfter, issuer: s.cfg.Authority.CA().Cert.SubjectKeyId, bundle: c.cert.sent}
 	c.mu.Unlock()
 	s.certMetrics.rotations.WithLabelValues("worker", "success").Inc()
 	s.certMetrics.expiry.WithLabelValues("worker", c.id).Set(float64(notAfter.Unix()))
@@ -299,10 +321,21 @@ func (s *Server) publish(ctx context.Context, ev eventbus.Event) {
 	}
 }
 
-// certOf is a verified peer certificate's state for a new stream.
-func certOf(st *tls.ConnectionState) certState {
+// certOf is a verified peer certificate's state for a new stream: the
+// agent is taken to have the bundle of the moment (it got it at
+// enrollment, or with its last renewal; a CA rotation sends the new
+// bundle to every stream open).
+func (s *Server) certOf(st *tls.ConnectionState) certState {
 	if st == nil || len(st.PeerCertificates) == 0 {
 		return certState{}
 	}
-	return certState{serial: pki.Serial(st.PeerCertificates[0]), notAfter: st.PeerCertificates[0].NotAfter}
+	leaf := st.PeerCertificates[0]
+	bundle, _ := s.bundle.Load().(string)
+	return certState{serial: pki.Serial(leaf), notAfter: leaf.NotAfter, issuer: leaf.AuthorityKeyId, bundle: bundle}
+}
+
+// bundleID identifies a trust bundle.
+func bundleID(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -63,6 +64,7 @@ type Server struct {
 	commits *groupCommit // every stream's reports, applied together
 
 	certMetrics *certMetrics
+	bundle      atomic.Value   // bundleID of the trust bundle of the last check
 	badMu       sync.Mutex
 	bad         map[string]int // renewals spoiled per worker (BadRenewals)
 }
@@ -96,6 +98,9 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 	}
 	s := &Server{certMetrics: newCertMetrics(cfg.Registry), cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st), commits: &groupCommit{apply: st.ApplyReports},
 		logs: newLogHub(), workers: newWorkerSet()}
+	if cfg.Authority != nil {
+		s.bundle.Store(bundleID(cfg.Authority.Bundle()))
+	}
 	// Log output stored on any replica wakes this replica's followers.
 	bus.OnNotify(store.LogsChannel, func(jobID string) {
 		if jobID == "" {

@@ -82,7 +82,7 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	c := &workerConn{id: w.ID, provider: w.Provider, cpuMillis: w.CPUMillis, memoryMiB: w.MemoryMiB, labels: w.Labels, image: w.Image, slots: w.Slots, prefetch: int(hello.Prefetch), adaptive: hello.AdaptivePrefetch, batches: hello.Batches, out: make(chan *hodeiv1.ConnectResponse, 256),
 		cancel: cancel, done: make(chan struct{}), running: map[int64]string{}, lastSeen: time.Now()}
 	if st, _ := ctx.Value(peerKey{}).(*tls.ConnectionState); st != nil {
-		c.cert = certOf(st)
+		c.cert = s.certOf(st)
 	}
 	defer close(c.done)
 	log := s.log.With("worker_id", w.ID)

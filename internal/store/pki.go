@@ -22,11 +22,12 @@ func (s *Store) AddAuthority(ctx context.Context, fingerprint string, certPEM []
 	return s.q.AddCertificateAuthority(ctx, db.AddCertificateAuthorityParams{Fingerprint: fingerprint, CertPem: string(certPEM), NotAfter: notAfter, Now: s.now()})
 }
 
-// RetireAuthoritiesExcept makes every CA but fingerprint leave the trust
-// bundle at leavesAt (CA rotation: after the longest lifetime of a
-// certificate they signed). CAs already leaving keep their time.
-func (s *Store) RetireAuthoritiesExcept(ctx context.Context, fingerprint string, leavesAt time.Time) error {
-	return s.q.RetireAuthoritiesExcept(ctx, db.RetireAuthoritiesExceptParams{LeavesAt: &leavesAt, Fingerprint: fingerprint})
+// RetireOlderAuthorities makes the CAs recorded before fingerprint's
+// leave the trust bundle at leavesAt (CA rotation: after the longest
+// lifetime of a certificate they signed). CAs already leaving keep their
+// time. It returns how many it retired.
+func (s *Store) RetireOlderAuthorities(ctx context.Context, fingerprint string, leavesAt time.Time) (int64, error) {
+	return s.q.RetireOlderAuthorities(ctx, db.RetireOlderAuthoritiesParams{LeavesAt: &leavesAt, Fingerprint: fingerprint})
 }
 
 // TrustBundle returns the CA certificates trusted now, concatenated PEM.

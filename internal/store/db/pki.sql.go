@@ -71,20 +71,25 @@ func (q *Queries) InstallPendingWorkerCert(ctx context.Context, arg InstallPendi
 	return cert_not_after, err
 }
 
-const retireAuthoritiesExcept = `-- name: RetireAuthoritiesExcept :exec
-UPDATE certificate_authorities SET leaves_at = $1
-WHERE fingerprint <> $2 AND leaves_at IS NULL
+const retireOlderAuthorities = `-- name: RetireOlderAuthorities :execrows
+UPDATE certificate_authorities o SET leaves_at = $1
+WHERE o.leaves_at IS NULL AND o.fingerprint <> $2::text
+    AND o.created_at < (SELECT n.created_at FROM certificate_authorities n WHERE n.fingerprint = $2::text)
 `
 
-type RetireAuthoritiesExceptParams struct {
+type RetireOlderAuthoritiesParams struct {
 	LeavesAt    *time.Time
 	Fingerprint string
 }
 
-// A new CA signs from now on: the others leave the bundle at leaves_at.
-func (q *Queries) RetireAuthoritiesExcept(ctx context.Context, arg RetireAuthoritiesExceptParams) error {
-	_, err := q.db.Exec(ctx, retireAuthoritiesExcept, arg.LeavesAt, arg.Fingerprint)
-	return err
+// A newer CA signs from now on: the CAs recorded before it leave the
+// bundle at leaves_at (those already leaving keep their time).
+func (q *Queries) RetireOlderAuthorities(ctx context.Context, arg RetireOlderAuthoritiesParams) (int64, error) {
+	result, err := q.db.Exec(ctx, retireOlderAuthorities, arg.LeavesAt, arg.Fingerprint)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const setPendingWorkerCert = `-- name: SetPendingWorkerCert :exec

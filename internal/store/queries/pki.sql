@@ -9,10 +9,12 @@ SELECT fingerprint, cert_pem, not_after, leaves_at FROM certificate_authorities
 WHERE not_after > @now AND (leaves_at IS NULL OR leaves_at > @now)
 ORDER BY created_at, fingerprint;
 
--- name: RetireAuthoritiesExcept :exec
--- A new CA signs from now on: the others leave the bundle at leaves_at.
-UPDATE certificate_authorities SET leaves_at = @leaves_at
-WHERE fingerprint <> @fingerprint AND leaves_at IS NULL;
+-- name: RetireOlderAuthorities :execrows
+-- A newer CA signs from now on: the CAs recorded before it leave the
+-- bundle at leaves_at (those already leaving keep their time).
+UPDATE certificate_authorities o SET leaves_at = @leaves_at
+WHERE o.leaves_at IS NULL AND o.fingerprint <> @fingerprint::text
+    AND o.created_at < (SELECT n.created_at FROM certificate_authorities n WHERE n.fingerprint = @fingerprint::text);
 
 -- name: SetWorkerCert :exec
 UPDATE workers SET cert_serial = @serial, cert_not_after = @not_after,
