@@ -94,7 +94,9 @@ func TestCARotationReachesEveryWorker(t *testing.T) {
 	s.workers.mu.Lock()
 	s.workers.conns[id].close()
 	s.workers.mu.Unlock()
-	waitFor(t, "the worker reconnected", func() bool { return slices.Contains(workerEvents(t, st, id), "WorkerReconnected") && s.workers.Connected(id) })
+	waitFor(t, "the worker reconnected", func() bool {
+		return slices.Contains(workerEvents(t, st, id), "WorkerReconnected") && s.workers.Connected(id)
+	})
 	if !bytes.Equal(connCert(s, id).issuer, newCA.Cert.SubjectKeyId) {
 		t.Error("the worker reconnected with a certificate of another CA")
 	}

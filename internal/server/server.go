@@ -64,7 +64,7 @@ type Server struct {
 	commits *groupCommit // every stream's reports, applied together
 
 	certMetrics *certMetrics
-	bundle      atomic.Value   // bundleID of the trust bundle of the last check
+	bundle      atomic.Value // bundleID of the trust bundle of the last check
 	badMu       sync.Mutex
 	bad         map[string]int // renewals spoiled per worker (BadRenewals)
 }
