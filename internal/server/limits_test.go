@@ -19,6 +19,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/frame"
 	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
@@ -26,9 +27,14 @@ import (
 // the test ends and returns its base URL.
 func serveOnLoopback(t *testing.T) string {
 	t.Helper()
-	st := storetest.Open(t)
-	bus := st.NewBus(eventbus.Config{})
-	s, err := New(Config{ReplicaID: "limits", Registry: prometheus.NewRegistry()}, st, bus)
+	return "http://" + serve(t, storetest.Open(t), Config{ReplicaID: "limits", Registry: prometheus.NewRegistry()})
+}
+
+// serve serves a Server of cfg on st on 127.0.0.1 until the test ends
+// and returns its address.
+func serve(t *testing.T, st *store.Store, cfg Config) string {
+	t.Helper()
+	s, err := New(cfg, st, st.NewBus(eventbus.Config{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +49,7 @@ func serveOnLoopback(t *testing.T) string {
 		cancel()
 		<-done
 	})
-	return "http://" + ln.Addr().String()
+	return ln.Addr().String()
 }
 
 // h2c is a cleartext HTTP/2 client, as agents and the CLI use.

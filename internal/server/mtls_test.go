@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/tls"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -15,7 +14,6 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
-	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/pki"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
@@ -39,22 +37,8 @@ func serveTLS(t *testing.T) *mtlsServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{ReplicaID: "mtls", Registry: prometheus.NewRegistry(), Authority: auth, Logger: storetest.Logger(t)}, st, st.NewBus(eventbus.Config{}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return &mtlsServer{addr: ln.Addr().String(), st: st, ca: ca}
+	addr := serve(t, st, Config{ReplicaID: "mtls", Registry: prometheus.NewRegistry(), Authority: auth, Logger: storetest.Logger(t)})
+	return &mtlsServer{addr: addr, st: st, ca: ca}
 }
 
 // worker is an enrolled worker: its identity, key and certificate.
