@@ -70,9 +70,9 @@ func (r rotation) test(t *testing.T) {
 		if slices.Contains(types, "WorkerDisconnected") || slices.Contains(types, "WorkerReconnected") {
 			t.Errorf("worker %s: events %v, want no disconnection", w, types)
 		}
-		failed, rotated := slices.Index(types, "RotationFailed"), slices.Index(types, "CertificateRotated")
-		if failed < 0 || rotated < failed || count(types, "CertificateRotated") < 2 {
-			t.Errorf("worker %s: events %v, want RotationFailed (the spoiled renewal), then CertificateRotated at least twice", w, types)
+		expiring, failed, rotated := slices.Index(types, "CertificateExpiring"), slices.Index(types, "RotationFailed"), slices.Index(types, "CertificateRotated")
+		if expiring < 0 || failed < expiring || rotated < failed || count(types, "CertificateRotated") < 2 {
+			t.Errorf("worker %s: events %v, want CertificateExpiring, RotationFailed (the spoiled renewal), then CertificateRotated at least twice", w, types)
 		}
 	}
 	if n := queryOne[int64](t, st, "SELECT count(*) FROM events WHERE type = 'CertificateRotated' AND aggregate_id LIKE 'server/%'"); n < 2 {
