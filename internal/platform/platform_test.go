@@ -154,3 +154,46 @@ func TestRunRefusesToStartWithoutACertificateSource(t *testing.T) {
 		t.Errorf("run: %v, want an error naming --ca-key-file and --insecure-plaintext", err)
 	}
 }
+
+// TestRunServesTheOperatorsCertificate: with --tls-cert-file the replica
+// serves the operator's certificate (clients trusting its issuer verify
+// it, clients trusting only Hodei's CA do not), and the issuer in its
+// chain joins the bundle that agents are given.
+func TestRunServesTheOperatorsCertificate(t *testing.T) {
+	t.Parallel()
+	ca, corporate := testCA(t), testCA(t)
+	own, err := corporate.IssueServer([]string{"127.0.0.1"}, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own.Certificate = append(own.Certificate, corporate.Cert.Raw)
+	readyc := make(chan []byte, 1)
+	pc := platform.Config{Listen: "127.0.0.1:0", DatabaseURL: storetest.URL(t), AgentLog: io.Discard,
+		TLS:     platform.TLSConfig{CA: ca, ServerCert: own},
+		Serving: func(addr string, bundle []byte) { readyc <- append([]byte(addr+"\n"), bundle...) }}
+	errc := make(chan error, 1)
+	go func() { errc <- platform.Run(t.Context(), storetest.Logger(t), pc) }()
+	var addr, bundle string
+	select {
+	case b := <-readyc:
+		addr, bundle, _ = strings.Cut(string(b), "\n")
+	case err := <-errc:
+		t.Fatalf("run: %v", err)
+	}
+	if !strings.Contains(bundle, string(corporate.PEM)) || !strings.Contains(bundle, string(ca.PEM)) {
+		t.Error("the bundle lacks the operator's issuer or Hodei's CA")
+	}
+	hc, base := client(t, corporate)
+	resp, err := hc.Get(base + addr + "/healthz")
+	if err != nil {
+		t.Fatalf("a client trusting the operator's CA: %v", err)
+	}
+	resp.Body.Close()
+	if !resp.TLS.PeerCertificates[0].Equal(own.Leaf) {
+		t.Error("the server presented another certificate than the operator's")
+	}
+	hc, base = client(t, ca)
+	if _, err := hc.Get(base + addr + "/healthz"); err == nil {
+		t.Error("a client trusting only Hodei's CA verified the operator's certificate")
+	}
+}
