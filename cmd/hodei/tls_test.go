@@ -110,3 +110,31 @@ func TestServerNeedsACertificateSource(t *testing.T) {
 		t.Errorf("job list over cleartext: %v\n%s", err, stderr.String())
 	}
 }
+
+// TestTLSFlagsAreChecked: bad certificate flags end `hodei server` at
+// once with an error naming the flag.
+func TestTLSFlagsAreChecked(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.pem")
+	if err := os.WriteFile(junk, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--ca-key-file", junk, "--cert-ttl", "1h", "--cert-renew-before", "2h"}, "--cert-renew-before 2h0m0s: must be shorter than --cert-ttl 1h0m0s"},
+		{[]string{"--ca-cert-file", junk}, "--ca-cert-file needs --ca-key-file"},
+		{[]string{"--ca-key-file", junk}, "--ca-key-file: no PEM block"},
+		{[]string{"--ca-key-file", junk, "--tls-cert-file", junk}, "--tls-cert-file and --tls-key-file go together"},
+		{[]string{"--trust-ca-file", filepath.Join(dir, "missing.pem")}, "--trust-ca-file: open"},
+	} {
+		cmd := exec.Command(hodeiBin, append([]string{"server", "--listen", "127.0.0.1:0"}, tc.args...)...)
+		cmd.Env = append(os.Environ(), append(noTestCA(filepath.Join(dir, "config.json")), "HODEI_DATABASE_URL=postgres://127.0.0.1:1/none")...)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("hodei server %v: %v\n%s\nwant an error saying %q", tc.args, err, out, tc.want)
+		}
+	}
+}
