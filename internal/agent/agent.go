@@ -46,6 +46,7 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/frame"
+	"github.com/hodei-dev/hodei/internal/pki"
 )
 
 // Config configures an agent.
@@ -177,7 +178,7 @@ func New(cfg Config) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	a.startGuard()
 	defer a.guard.close()
-	hc := HTTPClient()
+	hc := pki.HTTPClient(nil) // cleartext h2c, unless a CA is given
 	if len(a.cfg.CA) > 0 {
 		id, err := newIdentity(a.cfg.CA)
 		if err != nil {

@@ -23,13 +23,6 @@ import (
 // with a TLS identity.
 func (a *Agent) baseURL(addr string) string { return pki.BaseURL(addr, a.id != nil) }
 
-// HTTPClient is an h2c client for plaintext gRPC.
-func HTTPClient() *http.Client {
-	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: &http.Transport{Protocols: p}}
-}
-
 // enroll trades the bootstrap token for the worker's identity, trying the
 // servers in turn.
 func (a *Agent) enroll(ctx context.Context, hc *http.Client) error {
