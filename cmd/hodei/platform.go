@@ -24,6 +24,7 @@ func platformFlags(fs *flag.FlagSet, pc *platform.Config) {
 	fs.DurationVar(&pc.IdleTimeout, "idle-timeout", time.Minute, "a process worker idle this long is stopped")
 	fs.Var((*cli.KVFlag)(&pc.WorkerLabels), "worker-label", "label K=V of the process provider's workers (repeatable)")
 	fs.DurationVar(&pc.EventRetention, "event-retention", 7*24*time.Hour, "delivered events older than this are pruned")
+	fs.DurationVar(&pc.JobRetention, "job-retention", 30*24*time.Hour, "jobs that finished longer ago than this are deleted, with their attempts and logs")
 	fs.DurationVar(&pc.Lease, "lease", 10*time.Second, "a worker silent this long loses its attempts (worker_lost)")
 	fs.DurationVar(&pc.HealthInterval, "health-interval", 30*time.Second, "time between health checks of each provider")
 	fs.IntVar(&pc.Docker.MaxWorkers, "docker-max-workers", 0, "most workers the Docker provider runs (0: no Docker provider)")
@@ -32,6 +33,7 @@ func platformFlags(fs *flag.FlagSet, pc *platform.Config) {
 	fs.StringVar(&pc.Docker.Binary, "docker-binary", "", "static hodei binary mounted into containers (default: this executable)")
 	fs.Var((*cli.KVFlag)(&pc.Docker.Labels), "docker-worker-label", "label K=V of the Docker provider's workers (repeatable)")
 	fs.StringVar(&pc.JobTypeDefaults, "job-type-defaults", "", "YAML or JSON `file` mapping job types to retry policies, stored at start over the stored ones of the same names")
+	fs.StringVar(&pc.SecretKeyFile, "secret-key-file", os.Getenv("HODEI_SECRET_KEY_FILE"), "`file` of the key-encryption keys of stored secrets, mode 0600, outside the database (empty: secrets off; hodei dev creates one in its data dir)")
 	fs.DurationVar(&pc.DBWait, "db-wait", 0, "how long to wait at start for a database that refuses connections, retrying with backoff (0: no limit)")
 }
 
@@ -86,6 +88,11 @@ func runDev(ctx context.Context, args []string) error {
 		}
 		url = c.URL("hodei")
 		log.Info("embedded postgres ready", "url", url, "took", time.Since(start).Round(time.Millisecond))
+		if pc.SecretKeyFile == "" {
+			// Beside the cluster, readable by this user only (not by the
+			// postgres user the cluster runs as).
+			pc.SecretKeyFile, pc.CreateSecretKey = filepath.Join(c.DataDir(), devSecretKeyFile), true
+		}
 	}
 	keyFile := ""
 	if *dataDir != "" {
@@ -102,6 +109,9 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	return platform.Run(ctx, log, pc)
 }
+
+// devSecretKeyFile is the key file hodei dev creates in its data dir.
+const devSecretKeyFile = "hodei-secret.key"
 
 // autoPrefetch bounds --prefetch auto: deep enough that very short jobs batch their claims and results.
 const autoPrefetch = 128
@@ -145,6 +155,7 @@ func runAgent(ctx context.Context, args []string) int {
 	maxJobs := fs.Int("max-jobs", 0, "retire (exit 0) after running this many jobs; 0: no limit (ephemeral workers use 1)")
 	cpu := fs.Int64("cpu-millis", 0, "the most CPU one job may use here, in millicores (0: not stated)")
 	mem := fs.Int64("memory-mib", 0, "the most memory one job may use here, in MiB (0: not stated)")
+	connectTimeout := fs.Duration("connect-timeout", 10*time.Second, "how long to wait for a server's answer to enrollment or a new stream before trying the next server")
 	var labels cli.KVFlag
 	fs.Var(&labels, "label", "worker label K=V (repeatable)")
 	caFile := fs.String("ca-file", "", "PEM `file` of the CAs the server's certificate chains to (default: the bundle in HODEI_CA, which providers set, else the file HODEI_CA_FILE; none: cleartext, for a server run with --insecure-plaintext)")
@@ -156,6 +167,10 @@ func runAgent(ctx context.Context, args []string) int {
 	if err != nil {
 		log.Warn("running without a guardian process: jobs would outlive this agent if it were killed", "err", err)
 	}
+	var shim []string
+	if len(guard) > 0 {
+		shim = []string{guard[0], agent.ShimCommand}
+	}
 	batch, _ := strconv.Atoi(os.Getenv("HODEI_LOG_BATCH_SIZE"))
 	flush, _ := time.ParseDuration(os.Getenv("HODEI_LOG_FLUSH_INTERVAL"))
 	ca, err := agentCA(*caFile)
@@ -165,7 +180,8 @@ func runAgent(ctx context.Context, args []string) int {
 	}
 	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"), CA: ca,
 		Labels: labels, Slots: *slots, BatchLines: batch, FlushInterval: flush, Version: version, Logger: log, NoopExec: *noop,
-		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem, Prefetch: prefetch.n, AdaptivePrefetch: prefetch.adaptive, GuardCommand: guard})
+		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem, Prefetch: prefetch.n, AdaptivePrefetch: prefetch.adaptive, GuardCommand: guard,
+		ConnectTimeout: *connectTimeout, ExecShim: shim})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hodei:", err)
 		return 2

@@ -39,7 +39,9 @@ func (a *Agent) enroll(ctx context.Context, hc *http.Client) error {
 	var lastErr error
 	for _, s := range a.cfg.Servers {
 		c := hodeiv1connect.NewWorkerServiceClient(hc, a.baseURL(s), connect.WithGRPC())
-		resp, err := c.Enroll(ctx, connect.NewRequest(req))
+		rctx, cancel := context.WithTimeout(ctx, a.cfg.ConnectTimeout)
+		resp, err := c.Enroll(rctx, connect.NewRequest(req))
+		cancel()
 		if err != nil {
 			lastErr = err
 			continue
@@ -125,7 +127,14 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 	if err := stream.Send(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Hello{Hello: a.hello()}}); err != nil {
 		return false, err
 	}
+	// A server that accepted the connection but does not answer the
+	// hello (blackholed, stalled) must not hold the agent: the next
+	// server is tried.
+	helloTimer := time.AfterFunc(a.cfg.ConnectTimeout, cancel)
 	first, err := stream.Receive()
+	if !helloTimer.Stop() {
+		return false, fmt.Errorf("no answer to the hello within %s: %w", a.cfg.ConnectTimeout, context.DeadlineExceeded)
+	}
 	if err != nil {
 		return false, err
 	}

@@ -97,6 +97,7 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 		if s.workers.remove(c) {
 			s.certMetrics.expiry.DeleteLabelValues("worker", c.id)
 			s.afterDisconnect(c)
+			s.forgetSecrets(c)
 		}
 	}()
 	sendErr := c.sendLoop(ctx, stream)
@@ -152,6 +153,9 @@ func (s *Server) reconcile(ctx context.Context, c *workerConn, running []*hodeiv
 		}
 		if owned {
 			c.running[r.FencingToken] = r.JobId
+			if err := s.rememberSecrets(ctx, r.JobId, r.FencingToken); err != nil {
+				return nil, nil, connectError(err)
+			}
 		} else {
 			cancels = append(cancels, r.FencingToken)
 		}
