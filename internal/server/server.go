@@ -74,8 +74,8 @@ type Server struct {
 	bundle      atomic.Value // bundleID of the trust bundle of the last check
 	badMu       sync.Mutex
 	bad         map[string]int // renewals spoiled per worker (BadRenewals)
-	access  SecretAccess
-	redact  *attemptRedactors // the second redaction of stored logs
+	access      SecretAccess
+	redact      *attemptRedactors // the second redaction of stored logs
 }
 
 // New returns a server.
