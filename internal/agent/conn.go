@@ -124,13 +124,17 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 	c := hodeiv1connect.NewWorkerServiceClient(hc, a.baseURL(server), connect.WithGRPC())
 	stream := c.Connect(ctx)
 	defer stream.CloseRequest()
-	if err := stream.Send(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Hello{Hello: a.hello()}}); err != nil {
-		return false, err
-	}
 	// A server that accepted the connection but does not answer the
 	// hello (blackholed, stalled) must not hold the agent: the next
-	// server is tried.
+	// server is tried. Over TLS the hello's send already waits for the
+	// handshake, so the clock starts before it.
 	helloTimer := time.AfterFunc(a.cfg.ConnectTimeout, cancel)
+	if err := stream.Send(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Hello{Hello: a.hello()}}); err != nil {
+		if !helloTimer.Stop() {
+			return false, fmt.Errorf("no answer to the hello within %s: %w", a.cfg.ConnectTimeout, context.DeadlineExceeded)
+		}
+		return false, err
+	}
 	first, err := stream.Receive()
 	if !helloTimer.Stop() {
 		return false, fmt.Errorf("no answer to the hello within %s: %w", a.cfg.ConnectTimeout, context.DeadlineExceeded)

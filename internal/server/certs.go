@@ -154,7 +154,9 @@ func (s *Server) checkServerCert(ctx context.Context, now time.Time) {
 	c := a.ServerCert()
 	subject := "server/" + s.cfg.ReplicaID
 	s.certMetrics.expiry.WithLabelValues("server", subject).Set(float64(c.NotAfter.Unix()))
-	expiring := c.NotAfter.Sub(now) < s.cfg.RenewBefore
+	// A certificate cut short by its CA's own end is not renewed: a new
+	// one would end no later (the CA's expiry metric and alert cover it).
+	expiring := c.NotAfter.Sub(now) < s.cfg.RenewBefore && a.CA().Cert.NotAfter.After(c.NotAfter)
 	if a.OwnServerCert() || (!expiring && bytes.Equal(c.AuthorityKeyId, a.CA().Cert.SubjectKeyId)) {
 		return
 	}
@@ -188,7 +190,7 @@ func (s *Server) checkWorkerCert(ctx context.Context, c *workerConn, now time.Ti
 		return
 	}
 	s.certMetrics.expiry.WithLabelValues("worker", c.id).Set(float64(cs.notAfter.Unix()))
-	expiring := cs.notAfter.Sub(now) < s.cfg.RenewBefore
+	expiring := cs.notAfter.Sub(now) < s.cfg.RenewBefore && s.cfg.Authority.CA().Cert.NotAfter.After(cs.notAfter)
 	if !expiring && bytes.Equal(cs.issuer, signer) && (cs.bundle == bundle || bundle == "") {
 		c.mu.Unlock()
 		return
