@@ -18,7 +18,6 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/store"
-	"github.com/hodei-dev/hodei/internal/testbin"
 )
 
 // Helpers of the tests that run `hodei server` and `hodei agent` as real
@@ -81,8 +80,7 @@ func (a *agentProc) exit(t *testing.T, timeout time.Duration) int {
 }
 
 func jobClient(addr string) hodeiv1connect.JobServiceClient {
-	hc, base := testbin.Client(addr)
-	return hodeiv1connect.NewJobServiceClient(hc, base, connect.WithGRPC())
+	return hodeiv1connect.NewJobServiceClient(apiClient(addr), "https://"+addr, connect.WithGRPC())
 }
 
 // getJob reads a job, or returns nil while the server does not answer.
@@ -215,8 +213,7 @@ func staleReports(t *testing.T, addr string) float64 {
 // metricValue reads an unlabelled series from a server's /metrics.
 func metricValue(t *testing.T, addr, name string) float64 {
 	t.Helper()
-	hc, base := testbin.Client(addr)
-	resp, err := hc.Get(base + "/metrics")
+	resp, err := apiClient(addr).Get("https://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,7 +61,9 @@ func inProcessAt(t *testing.T, pc platform.Config) (hodeiv1connect.JobServiceCli
 	})
 	select {
 	case addr := <-readyc:
-		return jobClient(addr), addr
+		tok := dbToken(t, pc.DatabaseURL)
+		serveToken(addr, func() string { return tok })
+		return hodeiv1connect.NewJobServiceClient(apiClient(addr), "https://"+addr, connect.WithGRPC()), addr
 	case err := <-errc:
 		t.Fatalf("platform: %v", err)
 	}
@@ -311,8 +313,7 @@ func TestEphemeralWorkersTakeOneJobEach(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
 	c, addr := inProcessAt(t, platform.Config{DatabaseURL: dbURL, MaxWorkers: 2, IdleTimeout: time.Minute})
-	hc, base := testbin.Client(addr)
-	providers := hodeiv1connect.NewProviderServiceClient(hc, base, connect.WithGRPC())
+	providers := hodeiv1connect.NewProviderServiceClient(apiClient(addr), "https://"+addr, connect.WithGRPC())
 	on := true
 	if _, err := providers.UpdateProvider(context.Background(), connect.NewRequest(&hodeiv1.UpdateProviderRequest{Name: "process", Ephemeral: &on})); err != nil {
 		t.Fatal(err)
@@ -353,7 +354,7 @@ func oneSlotPlatform(t *testing.T, agentArgs ...string) (*store.Store, hodeiv1co
 	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
 	st := openStore(t, dbURL)
 	startAgent(t, st, []string{p.addr}, 1, agentArgs...)
-	return st, jobClient(p.addr), p.addr
+	return st, hodeiv1connect.NewJobServiceClient(apiClient(p.addr), "https://"+p.addr, connect.WithGRPC()), p.addr
 }
 
 // TestFailedDispatchPassLeavesNothingAndRecovers: while every claim fails

@@ -35,6 +35,7 @@ func platformFlags(fs *flag.FlagSet, pc *platform.Config) {
 	fs.StringVar(&pc.JobTypeDefaults, "job-type-defaults", "", "YAML or JSON `file` mapping job types to retry policies, stored at start over the stored ones of the same names")
 	fs.StringVar(&pc.SecretKeyFile, "secret-key-file", os.Getenv("HODEI_SECRET_KEY_FILE"), "`file` of the key-encryption keys of stored secrets, mode 0600, outside the database (empty: secrets off; hodei dev creates one in its data dir)")
 	fs.DurationVar(&pc.DBWait, "db-wait", 0, "how long to wait at start for a database that refuses connections, retrying with backoff (0: no limit)")
+	fs.StringVar(&pc.MetricsListen, "metrics-listen", "", "also serve /metrics on this `address`, without a token (the API port serves it to tokens with the metrics scope)")
 }
 
 func runServer(ctx context.Context, args []string) error {
@@ -103,6 +104,7 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	pc.DatabaseURL = url
 	pc.StopAllWorkers = true
+	pc.Prepare = devClientConfig(log, ln.Addr().String())
 	pc.Serving = func(addr string, bundle []byte) { writeClientConfig(log, addr, bundle) }
 	pc.Ready = func(addr string) {
 		fmt.Fprintf(os.Stderr, "\nHodei is running on %s. Try:\n  hodei run -- echo hello\n\n", addr)
@@ -238,7 +240,7 @@ func writeClientConfig(log *slog.Logger, addr string, bundle []byte) {
 	if bundle == nil {
 		c.Server = "http://" + addr
 	}
-	if err := cli.SaveConfig(path, c); err != nil {
+	if err := cli.WriteConfig(path, c); err != nil {
 		log.Warn("client configuration not written", "file", path, "err", err)
 		return
 	}

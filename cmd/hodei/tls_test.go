@@ -103,7 +103,7 @@ func TestServerNeedsACertificateSource(t *testing.T) {
 		t.Error("no warning about plaintext")
 	}
 	list := exec.Command(hodeiBin, "job", "list", "--server", "http://"+addr)
-	list.Env = append(os.Environ(), noTestCA(config)...)
+	list.Env = append(os.Environ(), append(noTestCA(config), "HODEI_TOKEN="+dbToken(t, dbURL))...)
 	var stderr bytes.Buffer
 	list.Stderr = &stderr
 	if err := list.Run(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/auth"
 	"github.com/hodei-dev/hodei/internal/pgembed"
 	"github.com/hodei-dev/hodei/internal/pki"
 	"github.com/hodei-dev/hodei/internal/platform"
@@ -88,21 +90,22 @@ func execSQL(ctx context.Context, url, sql string) error {
 // target is a platform a bench talks to: its address and the trust
 // bundle of its certificate (nil: plaintext).
 type target struct {
-	addr string
-	ca   []byte
+	addr  string
+	ca    []byte
+	token string // an admin API token
 }
 
 // client returns an HTTP/2 client of the target (TLS, or h2c) and its
 // base URL.
 func (t target) client() (*http.Client, string) {
 	if t.ca == nil {
-		return pki.HTTPClient(nil), "http://" + t.addr
+		return auth.WithBearer(pki.HTTPClient(nil), t.token), "http://" + t.addr
 	}
 	cfg, err := pki.ClientTLS(t.ca, nil)
 	if err != nil {
 		panic(err) // the platform's own bundle
 	}
-	return pki.HTTPClient(cfg), "https://" + t.addr
+	return auth.WithBearer(pki.HTTPClient(cfg), t.token), "https://" + t.addr
 }
 
 // jobs is a JobService client of the target.
@@ -125,9 +128,15 @@ func startPlatform(ctx context.Context, pc platform.Config) (t target, stop func
 	errc := make(chan error, 1)
 	pc.Listen, pc.AgentLog = "127.0.0.1:0", io.Discard
 	pc.Serving = func(a string, bundle []byte) { readyc <- target{addr: a, ca: bundle} }
+	var secret string
+	pc.Prepare = func(ctx context.Context, st *store.Store) error {
+		_, secret, err = st.CreateToken(ctx, "bench-"+strconv.FormatInt(time.Now().UnixNano(), 36), []string{string(auth.Admin)}, 0)
+		return err
+	}
 	go func() { errc <- platform.Run(ctx, benchLogger(), pc) }()
 	select {
 	case t = <-readyc:
+		t.token = secret
 		return t, func() { cancel(); <-errc }, nil
 	case err := <-errc:
 		cancel()

@@ -23,6 +23,7 @@ type clients struct {
 	webhooks  hodeiv1connect.WebhookServiceClient
 	jobTypes  hodeiv1connect.JobTypeServiceClient
 	secrets   hodeiv1connect.SecretServiceClient
+	tokens    hodeiv1connect.TokenServiceClient
 }
 
 // dial builds gRPC clients for addr: over TLS for host:port, trusting
@@ -39,6 +40,10 @@ func (e *env) dial(addr string) *clients {
 		// Pings find a dead connection under a long-lived stream.
 		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 	}
+	token := e.token
+	if token == "" {
+		token = e.clientSettings().Token
+	}
 	base := "http://" + hostPort
 	if plain {
 		p.SetUnencryptedHTTP2(true)
@@ -47,7 +52,7 @@ func (e *env) dial(addr string) *clients {
 		transport.TLSClientConfig = e.clientTLS()
 		base = "https://" + hostPort
 	}
-	hc := &http.Client{Transport: transport}
+	hc := &http.Client{Transport: bearer{base: transport, token: token}}
 	return &clients{
 		addr:      hostPort,
 		http:      hc,
@@ -57,6 +62,7 @@ func (e *env) dial(addr string) *clients {
 		webhooks:  hodeiv1connect.NewWebhookServiceClient(hc, base, connect.WithGRPC()),
 		jobTypes:  hodeiv1connect.NewJobTypeServiceClient(hc, base, connect.WithGRPC()),
 		secrets:   hodeiv1connect.NewSecretServiceClient(hc, base, connect.WithGRPC()),
+		tokens:    hodeiv1connect.NewTokenServiceClient(hc, base, connect.WithGRPC()),
 	}
 }
 
@@ -66,7 +72,7 @@ func (e *env) dial(addr string) *clients {
 // what is wrong.
 func (e *env) clientTLS() *tls.Config {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	bundle := []byte(e.config().CA)
+	bundle := []byte(e.clientSettings().CA)
 	if e.caFile != nil && *e.caFile != "" {
 		b, err := e.readFile(*e.caFile)
 		if err != nil {
@@ -87,6 +93,22 @@ func (e *env) clientTLS() *tls.Config {
 }
 
 func (c *clients) close() { c.http.CloseIdleConnections() }
+
+// bearer sends the API token, when there is one, with every request.
+type bearer struct {
+	base  *http.Transport
+	token string
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	if b.token != "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+b.token)
+	}
+	return b.base.RoundTrip(r)
+}
+
+func (b bearer) CloseIdleConnections() { b.base.CloseIdleConnections() }
 
 // transient reports whether a stream that failed with err is worth
 // re-opening: the server went away or broke the connection, rather than

@@ -17,19 +17,20 @@ import (
 
 func readFileOS(name string) ([]byte, error) { return os.ReadFile(name) }
 
-// serverFlag registers --server with its default from HODEI_SERVER, else
-// the configuration file, --ca-file (HODEI_CA_FILE) and --connect-timeout.
+// serverFlag registers --server and --token with their defaults from
+// the environment (HODEI_SERVER, HODEI_TOKEN) over the client
+// configuration file, and --connect-timeout.
 func (e *env) serverFlag(fs *flag.FlagSet) *string {
-	def := e.Env("HODEI_SERVER")
-	if def == "" {
-		def = e.config().Server
-	}
+	c := e.clientSettings()
+	def := c.Server
 	if def == "" {
 		def = DefaultServer
 	}
 	e.connectTimeoutFlag(fs)
-	e.caFile = fs.String("ca-file", e.Env("HODEI_CA_FILE"), "PEM `file` of the CAs the server's certificate chains to (env HODEI_CA_FILE; default: the configuration file's, else the system's)")
-	return fs.String("server", def, "server `address`: host:port (TLS), https://host:port, or http://host:port for a server run with --insecure-plaintext (env HODEI_SERVER)")
+	e.caFile = fs.String("ca-file", "", "PEM `file` of the CAs the server's certificate chains to (default: env HODEI_CA_FILE, else the configuration file's, else the system's roots)")
+	// No default shown: help output must not print a secret.
+	fs.StringVar(&e.token, "token", "", "API `token` sent with every call (default: env HODEI_TOKEN, else the configuration file's)")
+	return fs.String("server", def, "server `address`: host:port (TLS), https://host:port, or http://host:port for a server run with --insecure-plaintext (env HODEI_SERVER, else the configuration file's)")
 }
 
 // serverAddr normalizes a --server value: host:port for TLS, or

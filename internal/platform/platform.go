@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -87,6 +88,26 @@ type Config struct {
 	// TLS is the certificate source; Run refuses to start without one
 	// unless TLS.InsecurePlaintext.
 	TLS TLSConfig
+	// MetricsListen, when set, is an address that serves /metrics without
+	// a token (for a network only the operator reaches); the API port
+	// serves it to tokens with the metrics scope either way.
+	MetricsListen string
+	// Prepare, when set, runs once the store is open and migrated, before
+	// the server serves: dev mode creates its admin token there.
+	Prepare func(ctx context.Context, st *store.Store) error
+}
+
+// setDefaults sets the defaults of the fields left zero.
+func (pc *Config) setDefaults() {
+	if pc.JobRetention <= 0 {
+		pc.JobRetention = 30 * 24 * time.Hour
+	}
+	if pc.EventRetention <= 0 {
+		pc.EventRetention = 7 * 24 * time.Hour
+	}
+	if pc.IdleTimeout <= 0 {
+		pc.IdleTimeout = time.Minute
+	}
 }
 
 // loadJobTypes stores the job types of the file at path, when set, over
@@ -130,15 +151,7 @@ type DockerConfig struct {
 // ends. Shutdown order: stop accepting (listener), stop dispatch, stop
 // workers we started, close the store.
 func Run(ctx context.Context, log *slog.Logger, pc Config) error {
-	if pc.JobRetention <= 0 {
-		pc.JobRetention = 30 * 24 * time.Hour
-	}
-	if pc.EventRetention <= 0 {
-		pc.EventRetention = 7 * 24 * time.Hour
-	}
-	if pc.IdleTimeout <= 0 {
-		pc.IdleTimeout = time.Minute
-	}
+	pc.setDefaults()
 	if err := checkTLS(pc.TLS); err != nil {
 		return err
 	}
@@ -152,9 +165,11 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	defer st.Close()
 	defer ln.Close()
 	addr := ln.Addr().String()
-	if err := loadJobTypes(ctx, log, st, pc.JobTypeDefaults); err != nil {
+	metrics, err := prepare(ctx, log, st, pc)
+	if err != nil {
 		return err
 	}
+	defer metrics.close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
@@ -194,6 +209,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	g.Go(func() error { return srv.RunCerts(gctx) })
 	g.Go(func() error { return disp.Run(gctx) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })
+	g.Go(func() error { return metrics.serve(gctx, log, srv.MetricsHandler()) })
 	log.Info("hodei server listening", "addr", addr, "replica_id", replica)
 	if pc.Serving != nil {
 		var bundle []byte
@@ -254,6 +270,59 @@ func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr s
 		providers = append(providers, d)
 	}
 	return providers, local, closeAll, nil
+}
+
+// prepare loads the job types of the file pc names, runs pc.Prepare and
+// listens on pc.MetricsListen, when set.
+func prepare(ctx context.Context, log *slog.Logger, st *store.Store, pc Config) (*metricsListener, error) {
+	if err := loadJobTypes(ctx, log, st, pc.JobTypeDefaults); err != nil {
+		return nil, err
+	}
+	if pc.Prepare != nil {
+		if err := pc.Prepare(ctx, st); err != nil {
+			return nil, err
+		}
+	}
+	if pc.MetricsListen == "" {
+		return &metricsListener{}, nil
+	}
+	ln, err := Listen(pc.MetricsListen)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-listen: %w", err)
+	}
+	return &metricsListener{ln: ln}, nil
+}
+
+// metricsListener is the --metrics-listen listener; without one, serve
+// and close do nothing.
+type metricsListener struct{ ln net.Listener }
+
+func (m *metricsListener) close() {
+	if m.ln != nil {
+		m.ln.Close()
+	}
+}
+
+// serve serves /metrics (h) without a token until ctx ends.
+func (m *metricsListener) serve(ctx context.Context, log *slog.Logger, h http.Handler) error {
+	if m.ln == nil {
+		return nil
+	}
+	ln := m.ln
+	log.Info("metrics served without a token", "addr", ln.Addr().String())
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	hs.Close()
+	<-errc
+	return nil
 }
 
 // stopWorkers terminates every worker of the providers.

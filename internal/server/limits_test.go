@@ -13,9 +13,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/auth"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/frame"
 	"github.com/hodei-dev/hodei/internal/job"
@@ -24,10 +23,12 @@ import (
 )
 
 // serveOnLoopback serves a Server on a fresh database on 127.0.0.1 until
-// the test ends and returns its base URL.
-func serveOnLoopback(t *testing.T) string {
+// the test ends and returns its base URL and an admin token.
+func serveOnLoopback(t *testing.T) (string, string) {
 	t.Helper()
-	return "http://" + serve(t, storetest.Open(t), Config{ReplicaID: "limits", Registry: prometheus.NewRegistry()})
+	st := storetest.Open(t)
+	base, _ := apiServer(t, st)
+	return base, newToken(t, st, "admin", 0, auth.Admin)
 }
 
 // serve serves a Server of cfg on st on 127.0.0.1 until the test ends
@@ -133,8 +134,8 @@ func post(t *testing.T, c *http.Client, url, procedure, contentType string, body
 // resource_exhausted; the server neither buffers it (its allocations grow
 // by far less than 100 MiB) nor reads it to its end.
 func TestOversizedRequestIsRefusedUnread(t *testing.T) {
-	url := serveOnLoopback(t)
-	c := h2c()
+	url, token := serveOnLoopback(t)
+	c := auth.WithBearer(h2c(), token)
 	const size = 100 << 20
 	grpcBody := func() *filler {
 		// SubmitJobRequest{spec: JobSpec{script: size bytes}}, in a gRPC frame.
@@ -236,8 +237,8 @@ func maximalSpec(b *bytes.Buffer) {
 // written in the longest JSON, is accepted by SubmitJob; 1,000 specs that
 // fill SubmitJobs' 32 MiB are accepted, and a few more bytes are refused.
 func TestLargestValidRequestsPass(t *testing.T) {
-	url := serveOnLoopback(t)
-	c := h2c()
+	url, token := serveOnLoopback(t)
+	c := auth.WithBearer(h2c(), token)
 	var b bytes.Buffer
 	b.WriteString(`{"spec":`)
 	maximalSpec(&b)
@@ -278,7 +279,7 @@ func TestLargestValidRequestsPass(t *testing.T) {
 // over frame.MaxFrameBytes ends the stream with resource_exhausted: the
 // server reads it only to discard it, without holding or decoding it.
 func TestOversizedWorkerFrameIsRefused(t *testing.T) {
-	url := serveOnLoopback(t)
+	url, _ := serveOnLoopback(t)
 	// ConnectRequest{logs: LogBatch{job_id: n bytes}}, in a gRPC frame,
 	// frame.MaxFrameBytes+1 bytes long.
 	size := uint64(frame.MaxFrameBytes + 1)

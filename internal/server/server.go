@@ -76,6 +76,7 @@ type Server struct {
 	bad         map[string]int // renewals spoiled per worker (BadRenewals)
 	access      SecretAccess
 	redact      *attemptRedactors // the second redaction of stored logs
+	tokens      *tokenCache       // verified API tokens
 }
 
 // New returns a server.
@@ -106,11 +107,13 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 		cfg.RenewBefore = 30 * 24 * time.Hour
 	}
 	if cfg.SecretAccess == nil {
-		cfg.SecretAccess = allowAll{}
+		cfg.SecretAccess = tokenSecretAccess{}
 	}
 	s := &Server{certMetrics: newCertMetrics(cfg.Registry), access: cfg.SecretAccess, redact: newAttemptRedactors(), cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st), commits: &groupCommit{apply: st.ApplyReports},
-		logs: newLogHub(), workers: newWorkerSet()}
+		logs: newLogHub(), workers: newWorkerSet(), tokens: newTokenCache(st)}
 	s.workers.resolve = s.resolveSecrets
+	// A token revoked on any replica is dropped here at once.
+	bus.OnNotify(store.TokensChannel, s.tokens.invalidate)
 	if cfg.Authority != nil {
 		s.bundle.Store(bundleID(cfg.Authority.Bundle()))
 	}
@@ -129,12 +132,14 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 func (s *Server) Workers() *WorkerSet { return s.workers }
 
 // Handler returns the HTTP handler serving every service, gRPC
-// reflection, /metrics and /healthz.
+// reflection, /metrics (for tokens with the metrics scope), /healthz and
+// /readyz. Every call but the worker stream's needs an API token
+// (procedureScopes).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(path string, h http.Handler) { mux.Handle(path, limitBodies(h)) }
 	// Small messages are not worth compressing (most of ours are small).
-	opt := connect.WithHandlerOptions(connect.WithCompressMinBytes(4096), readLimits)
+	opt := connect.WithHandlerOptions(connect.WithCompressMinBytes(4096), readLimits, connect.WithInterceptors(authInterceptor{s.tokens}))
 	handle(hodeiv1connect.NewJobServiceHandler(jobService{s}, opt))
 	// The worker stream is never compressed: it carries many messages a
 	// second per worker, and workers sit on the same network as the server.
@@ -145,15 +150,16 @@ func (s *Server) Handler() http.Handler {
 	handle(hodeiv1connect.NewWebhookServiceHandler(newWebhookService(s), opt))
 	handle(hodeiv1connect.NewJobTypeServiceHandler(jobTypeService{s}, opt))
 	handle(hodeiv1connect.NewSecretServiceHandler(secretService{s}, opt))
+	handle(hodeiv1connect.NewTokenServiceHandler(tokenService{s}, opt))
 	reflector := grpcreflect.NewStaticReflector(
 		hodeiv1connect.JobServiceName, hodeiv1connect.WorkerServiceName,
 		hodeiv1connect.EventServiceName, hodeiv1connect.ProviderServiceName,
 		hodeiv1connect.WebhookServiceName, hodeiv1connect.JobTypeServiceName,
-		hodeiv1connect.SecretServiceName,
+		hodeiv1connect.SecretServiceName, hodeiv1connect.TokenServiceName,
 	)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", s.metricsAuth(s.MetricsHandler()))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.store.Ping(r.Context()); err != nil {
@@ -163,6 +169,13 @@ func (s *Server) Handler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	return mux
+}
+
+// MetricsHandler serves the Prometheus metrics without asking for a
+// token: for a separate listener (--metrics-listen) that only the
+// operator's network reaches.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})
 }
 
 // Serve serves on ln until ctx ends, then shuts down (streams are cut):
