@@ -81,6 +81,7 @@ func benchDispatch(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Jobs, "jobs", 500, "jobs to submit")
 	fs.IntVar(&cfg.Rate, "rate", 100, "jobs per second")
 	fs.IntVar(&cfg.Agents, "agents", 4, "idle agents")
+	fs.BoolVar(&cfg.Plaintext, "insecure-plaintext", false, "run the platform without TLS, for comparison")
 	fs.IntVar(&cfg.Backlog, "backlog", 0, "jobs waiting, before the measurement, for a label no worker has (the explain-pending case)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -93,6 +94,7 @@ func benchThroughput(ctx context.Context, args []string) error {
 	var cfg bench.ThroughputConfig
 	fs.IntVar(&cfg.Jobs, "jobs", 5000, "jobs per mode")
 	fs.IntVar(&cfg.Agents, "agents", 4, "agents")
+	fs.BoolVar(&cfg.Plaintext, "insecure-plaintext", false, "run the platform without TLS, for comparison")
 	fs.IntVar(&cfg.Slots, "slots", 8, "slots per agent")
 	prefetch := prefetchFlag{adaptive: true, n: autoPrefetch}
 	fs.Var(&prefetch, "prefetch", "jobs each agent accepts beyond its slots, or auto (agent --prefetch, whose default is auto)")

@@ -161,7 +161,7 @@ func TestGrpcurlListsServicesAndGetsAJob(t *testing.T) {
 	}
 	grpcurl := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command("go", append([]string{"tool", "-modfile=" + filepath.Join(root, "tools/go.mod"), "grpcurl", "-plaintext", "-H", "authorization: Bearer " + tokenFor(p.addr)}, args...)...)
+		cmd := exec.Command("go", append([]string{"tool", "-modfile=" + filepath.Join(root, "tools/go.mod"), "grpcurl", "-cacert", os.Getenv("HODEI_CA_FILE"), "-H", "authorization: Bearer " + tokenFor(p.addr)}, args...)...)
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()
 		if err != nil {

@@ -217,7 +217,7 @@ func TestKubernetesEphemeralPodsTakeOneJobEach(t *testing.T) {
 	ns := kubeNamespace(t, e)
 	c, addr := inProcessAt(t, platform.Config{IdleTimeout: time.Minute,
 		Kubernetes: platform.KubernetesConfig{MaxWorkers: 2, Kubeconfig: e.Kubeconfig, Namespace: ns}})
-	providers := hodeiv1connect.NewProviderServiceClient(apiClient(addr), "http://"+addr, connect.WithGRPC())
+	providers := hodeiv1connect.NewProviderServiceClient(apiClient(addr), "https://"+addr, connect.WithGRPC())
 	on := true
 	if _, err := providers.UpdateProvider(context.Background(), connect.NewRequest(&hodeiv1.UpdateProviderRequest{Name: "kubernetes", Ephemeral: &on})); err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/platform"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
+	"github.com/hodei-dev/hodei/internal/testbin"
 )
 
 // inProcess runs the platform in this test process (agents are real
@@ -47,6 +48,9 @@ func inProcessAt(t *testing.T, pc platform.Config) (hodeiv1connect.JobServiceCli
 		pc.DatabaseURL = storetest.URL(t)
 	}
 	pc.Listen, pc.AgentBinary = "127.0.0.1:0", hodeiBin
+	if pc.TLS.CA == nil && !pc.TLS.InsecurePlaintext {
+		pc.TLS.CA = testbin.CA()
+	}
 	pc.Ready = func(a string) { readyc <- a }
 	go func() { errc <- platform.Run(ctx, storetest.Logger(t), pc) }()
 	t.Cleanup(func() {
@@ -59,7 +63,7 @@ func inProcessAt(t *testing.T, pc platform.Config) (hodeiv1connect.JobServiceCli
 	case addr := <-readyc:
 		tok := dbToken(t, pc.DatabaseURL)
 		serveToken(addr, func() string { return tok })
-		return hodeiv1connect.NewJobServiceClient(apiClient(addr), "http://"+addr, connect.WithGRPC()), addr
+		return hodeiv1connect.NewJobServiceClient(apiClient(addr), "https://"+addr, connect.WithGRPC()), addr
 	case err := <-errc:
 		t.Fatalf("platform: %v", err)
 	}
@@ -309,7 +313,7 @@ func TestEphemeralWorkersTakeOneJobEach(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
 	c, addr := inProcessAt(t, platform.Config{DatabaseURL: dbURL, MaxWorkers: 2, IdleTimeout: time.Minute})
-	providers := hodeiv1connect.NewProviderServiceClient(apiClient(addr), "http://"+addr, connect.WithGRPC())
+	providers := hodeiv1connect.NewProviderServiceClient(apiClient(addr), "https://"+addr, connect.WithGRPC())
 	on := true
 	if _, err := providers.UpdateProvider(context.Background(), connect.NewRequest(&hodeiv1.UpdateProviderRequest{Name: "process", Ephemeral: &on})); err != nil {
 		t.Fatal(err)
@@ -350,7 +354,7 @@ func oneSlotPlatform(t *testing.T, agentArgs ...string) (*store.Store, hodeiv1co
 	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
 	st := openStore(t, dbURL)
 	startAgent(t, st, []string{p.addr}, 1, agentArgs...)
-	return st, hodeiv1connect.NewJobServiceClient(apiClient(p.addr), "http://"+p.addr, connect.WithGRPC()), p.addr
+	return st, hodeiv1connect.NewJobServiceClient(apiClient(p.addr), "https://"+p.addr, connect.WithGRPC()), p.addr
 }
 
 // TestFailedDispatchPassLeavesNothingAndRecovers: while every claim fails

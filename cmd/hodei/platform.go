@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -51,7 +52,12 @@ func runServer(ctx context.Context, args []string) error {
 	pc := platform.Config{AgentLog: os.Stderr}
 	fs.StringVar(&pc.Listen, "listen", envOr("HODEI_LISTEN", "127.0.0.1:7070"), "address to serve on")
 	platformFlags(fs, &pc)
+	var tf tlsFlags
+	tf.register(fs, &pc.TLS)
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := tf.load("", false); err != nil {
 		return err
 	}
 	if pc.DatabaseURL = os.Getenv("HODEI_DATABASE_URL"); pc.DatabaseURL == "" {
@@ -64,8 +70,10 @@ func runDev(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	pc := platform.Config{AgentLog: os.Stderr}
 	fs.StringVar(&pc.Listen, "listen", "127.0.0.1:7070", "address to serve on")
-	dataDir := fs.String("data-dir", "", "keep the embedded PostgreSQL here (default: a temporary directory)")
+	dataDir := fs.String("data-dir", "", "keep the embedded PostgreSQL (and the CA key, hodei-ca.key, unless --ca-key-file) here (default: a temporary directory)")
 	platformFlags(fs, &pc)
+	var tf tlsFlags
+	tf.register(fs, &pc.TLS)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -96,11 +104,19 @@ func runDev(ctx context.Context, args []string) error {
 			pc.SecretKeyFile, pc.CreateSecretKey = filepath.Join(c.DataDir(), devSecretKeyFile), true
 		}
 	}
+	keyFile := ""
+	if *dataDir != "" {
+		keyFile = filepath.Join(*dataDir, "hodei-ca.key")
+	}
+	if err := tf.load(keyFile, true); err != nil {
+		return err
+	}
 	pc.DatabaseURL = url
 	pc.StopAllWorkers = true
 	pc.Prepare = devClientConfig(log, ln.Addr().String())
+	pc.Serving = func(addr string, bundle []byte) { writeClientConfig(log, addr, bundle) }
 	pc.Ready = func(addr string) {
-		fmt.Fprintf(os.Stderr, "\nHodei is running on %s. Try:\n  hodei run --server %s -- echo hello\n\n", addr, addr)
+		fmt.Fprintf(os.Stderr, "\nHodei is running on %s. Try:\n  hodei run -- echo hello\n\n", addr)
 	}
 	return platform.Run(ctx, log, pc)
 }
@@ -153,6 +169,7 @@ func runAgent(ctx context.Context, args []string) int {
 	connectTimeout := fs.Duration("connect-timeout", 10*time.Second, "how long to wait for a server's answer to enrollment or a new stream before trying the next server")
 	var labels cli.KVFlag
 	fs.Var(&labels, "label", "worker label K=V (repeatable)")
+	caFile := fs.String("ca-file", "", "PEM `file` of the CAs the server's certificate chains to (default: the bundle in HODEI_CA, which providers set, else the file HODEI_CA_FILE; none: cleartext, for a server run with --insecure-plaintext)")
 	if err := parseFlags(fs, args); err != nil {
 		return exitCode(err)
 	}
@@ -167,7 +184,12 @@ func runAgent(ctx context.Context, args []string) int {
 	}
 	batch, _ := strconv.Atoi(os.Getenv("HODEI_LOG_BATCH_SIZE"))
 	flush, _ := time.ParseDuration(os.Getenv("HODEI_LOG_FLUSH_INTERVAL"))
-	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"),
+	ca, err := agentCA(*caFile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hodei:", err)
+		return 2
+	}
+	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"), CA: ca,
 		Labels: labels, Slots: *slots, BatchLines: batch, FlushInterval: flush, Version: version, Logger: log, NoopExec: *noop,
 		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem, Prefetch: prefetch.n, AdaptivePrefetch: prefetch.adaptive, GuardCommand: guard,
 		ConnectTimeout: *connectTimeout, ExecShim: shim})
@@ -182,6 +204,25 @@ func runAgent(ctx context.Context, args []string) int {
 	return 0
 }
 
+// agentCA is the trust bundle of an agent: --ca-file, else HODEI_CA,
+// else the file HODEI_CA_FILE.
+func agentCA(file string) ([]byte, error) {
+	if b := os.Getenv("HODEI_CA"); file == "" && b != "" {
+		return []byte(b), nil
+	}
+	if file == "" {
+		file = os.Getenv("HODEI_CA_FILE")
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		return b, nil
+	}
+	return nil, nil
+}
+
 // guardCommand runs this executable as the guardian of an agent's jobs,
 // which kills them when the agent dies.
 func guardCommand() ([]string, error) {
@@ -190,6 +231,29 @@ func guardCommand() ([]string, error) {
 		return nil, err
 	}
 	return []string{exe, agentGuard}, nil
+}
+
+// writeClientConfig points the CLI's configuration file at this server
+// and its CA, keeping the rest of the file.
+func writeClientConfig(log *slog.Logger, addr string, bundle []byte) {
+	path := cli.ConfigPath(os.Getenv)
+	if path == "" {
+		return
+	}
+	c, err := cli.LoadConfig(path)
+	if err != nil {
+		log.Warn("client configuration not written", "file", path, "err", err)
+		return
+	}
+	c.Server, c.CA = addr, string(bundle)
+	if bundle == nil {
+		c.Server = "http://" + addr
+	}
+	if err := cli.WriteConfig(path, c); err != nil {
+		log.Warn("client configuration not written", "file", path, "err", err)
+		return
+	}
+	log.Info("client configuration written", "file", path)
 }
 
 func envOr(k, def string) string {

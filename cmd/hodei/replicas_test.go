@@ -55,7 +55,7 @@ func TestReplicasSurviveAServerKill(t *testing.T) {
 	dir := t.TempDir()
 	t.Logf("%s: start", time.Now().Format("15:04:05.000"))
 	client := func(addr string) hodeiv1connect.JobServiceClient {
-		return hodeiv1connect.NewJobServiceClient(apiClient(addr), "http://"+addr, connect.WithGRPC())
+		return hodeiv1connect.NewJobServiceClient(apiClient(addr), "https://"+addr, connect.WithGRPC())
 	}
 	spec := &hodeiv1.JobSpec{Command: []string{"sh", "-c", "echo $HODEI_ATTEMPT >> " + dir + "/$HODEI_JOB_ID"}}
 	var wg sync.WaitGroup

@@ -20,6 +20,7 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/pgembed"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
+	"github.com/hodei-dev/hodei/internal/testbin"
 )
 
 // Starting the platform: restarts on the same data dir, taken addresses
@@ -250,10 +251,11 @@ func TestServerWaitsForTheDatabase(t *testing.T) {
 	}
 }
 
-// httpGet returns the status and body of GET http://addr+path.
+// httpGet returns the status and body of GET https://addr+path.
 func httpGet(t *testing.T, addr, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + path)
+	hc, base := testbin.Client(addr)
+	resp, err := hc.Get(base + path)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}

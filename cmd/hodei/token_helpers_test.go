@@ -8,10 +8,10 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/auth"
 	"github.com/hodei-dev/hodei/internal/cli"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/testbin"
 )
 
 // Every API call of these tests carries an admin token: for servers, one
@@ -147,7 +147,7 @@ func cliEnv(addr string) []string {
 // apiClient is an HTTP client for the API of the server at addr: each
 // request carries the server's current token.
 func apiClient(addr string) *http.Client {
-	hc := agent.HTTPClient()
+	hc, _ := testbin.Client(addr)
 	hc.Transport = tokenTransport{base: hc.Transport, addr: addr}
 	return hc
 }

@@ -37,7 +37,9 @@ func TestDevWritesTheClientConfiguration(t *testing.T) {
 	if r := hodeiWith(t, withConfig, "run", "--", "echo", "hi"); r.stdout != "hi\n" || r.code != 0 {
 		t.Fatalf("hodei run with the configuration file: %+v", r)
 	}
-	none := hodeiWith(t, []string{"HODEI_CONFIG=" + cfg + ".none", "HODEI_SERVER=" + addr}, "job", "list")
+	// Without the configuration file: the server and its CA from the
+	// environment, no token.
+	none := hodeiWith(t, []string{"HODEI_CONFIG=" + cfg + ".none", "HODEI_SERVER=" + addr, "HODEI_CA_FILE=" + os.Getenv("HODEI_CA_FILE")}, "job", "list")
 	if none.code != 1 || !strings.Contains(none.stderr, "unauthenticated") {
 		t.Fatalf("job list without a token: %+v, want exit 1 and unauthenticated", none)
 	}

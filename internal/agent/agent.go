@@ -46,14 +46,21 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/frame"
+	"github.com/hodei-dev/hodei/internal/pki"
 )
 
 // Config configures an agent.
 type Config struct {
 	Servers        []string // host:port or URLs; tried in turn
 	BootstrapToken string
-	Labels         map[string]string
-	Slots          int // concurrent attempts; default 1
+	// CA is the trust bundle (PEM) the server's certificate chains to:
+	// the agent then speaks TLS only, enrolls with a certificate request
+	// for a key it makes in memory, and presents the certificate it gets
+	// on its stream. Empty: cleartext h2c (a server run with
+	// --insecure-plaintext).
+	CA     []byte
+	Labels map[string]string
+	Slots  int // concurrent attempts; default 1
 	// Prefetch is how many attempts beyond Slots the agent accepts; they
 	// wait here and start when a slot frees (no idle slot while the next
 	// job is claimed and sent). 0 suits long jobs: a queued job cannot
@@ -105,6 +112,7 @@ type Agent struct {
 
 	workerID   string
 	credential string
+	id         *identity // nil: plaintext
 	box        *outbox
 	slots      chan struct{} // one token per running attempt (Slots)
 
@@ -181,7 +189,14 @@ func New(cfg Config) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	a.startGuard()
 	defer a.guard.close()
-	hc := HTTPClient()
+	hc := pki.HTTPClient(nil) // cleartext h2c, unless a CA is given
+	if len(a.cfg.CA) > 0 {
+		id, err := newIdentity(a.cfg.CA)
+		if err != nil {
+			return fmt.Errorf("CA bundle: %w", err)
+		}
+		a.id, hc = id, id.httpClient()
+	}
 	if err := a.enroll(ctx, hc); err != nil {
 		return err
 	}

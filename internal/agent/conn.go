@@ -2,13 +2,13 @@ package agent
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"runtime"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -16,39 +16,43 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/frame"
+	"github.com/hodei-dev/hodei/internal/pki"
 )
 
-// baseURL makes a server address (host:port or a URL) a URL.
-func baseURL(addr string) string {
-	if strings.Contains(addr, "://") {
-		return addr
-	}
-	return "http://" + addr
-}
-
-// HTTPClient is an h2c client for plaintext gRPC.
-func HTTPClient() *http.Client {
-	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: &http.Transport{Protocols: p}}
-}
+// baseURL makes a server address (host:port or a URL) a URL: https://
+// with a TLS identity.
+func (a *Agent) baseURL(addr string) string { return pki.BaseURL(addr, a.id != nil) }
 
 // enroll trades the bootstrap token for the worker's identity, trying the
 // servers in turn.
 func (a *Agent) enroll(ctx context.Context, hc *http.Client) error {
 	host, _ := os.Hostname()
+	req := &hodeiv1.EnrollRequest{BootstrapToken: a.cfg.BootstrapToken, Hostname: host,
+		Version: a.cfg.Version, Labels: a.cfg.Labels, Slots: int32(a.cfg.Slots), CpuMillis: a.cfg.CPUMillis, MemoryMib: a.cfg.MemoryMiB}
+	var key crypto.Signer
+	if a.id != nil {
+		var err error
+		if key, req.Csr, err = newRequest(); err != nil {
+			return fmt.Errorf("enroll: %w", err)
+		}
+	}
 	var lastErr error
 	for _, s := range a.cfg.Servers {
-		c := hodeiv1connect.NewWorkerServiceClient(hc, baseURL(s), connect.WithGRPC())
+		c := hodeiv1connect.NewWorkerServiceClient(hc, a.baseURL(s), connect.WithGRPC())
 		rctx, cancel := context.WithTimeout(ctx, a.cfg.ConnectTimeout)
-		resp, err := c.Enroll(rctx, connect.NewRequest(&hodeiv1.EnrollRequest{BootstrapToken: a.cfg.BootstrapToken, Hostname: host,
-			Version: a.cfg.Version, Labels: a.cfg.Labels, Slots: int32(a.cfg.Slots), CpuMillis: a.cfg.CPUMillis, MemoryMib: a.cfg.MemoryMiB}))
+		resp, err := c.Enroll(rctx, connect.NewRequest(req))
 		cancel()
 		if err != nil {
 			lastErr = err
 			continue
 		}
 		a.workerID, a.credential = resp.Msg.WorkerId, resp.Msg.Credential
+		if a.id == nil {
+			return nil
+		}
+		if _, err := a.id.install(a.workerID, key, []byte(resp.Msg.Certificate), []byte(resp.Msg.TrustBundle)); err != nil {
+			return fmt.Errorf("enroll: the certificate issued: %w", err)
+		}
 		return nil
 	}
 	return fmt.Errorf("enroll: %w", lastErr)
@@ -60,6 +64,9 @@ func (a *Agent) connectLoop(ctx context.Context, hc *http.Client) {
 	backoff := time.Second
 	for gen := 1; ; gen++ {
 		server := a.cfg.Servers[(gen-1)%len(a.cfg.Servers)]
+		if a.id != nil {
+			hc = a.id.httpClient() // the bundle of the moment
+		}
 		connected, err := a.session(ctx, hc, server, gen)
 		if ctx.Err() != nil || a.isClosing() {
 			return
@@ -114,16 +121,20 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 		a.endSession = nil
 		a.mu.Unlock()
 	}()
-	c := hodeiv1connect.NewWorkerServiceClient(hc, baseURL(server), connect.WithGRPC())
+	c := hodeiv1connect.NewWorkerServiceClient(hc, a.baseURL(server), connect.WithGRPC())
 	stream := c.Connect(ctx)
 	defer stream.CloseRequest()
-	if err := stream.Send(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Hello{Hello: a.hello()}}); err != nil {
-		return false, err
-	}
 	// A server that accepted the connection but does not answer the
 	// hello (blackholed, stalled) must not hold the agent: the next
-	// server is tried.
+	// server is tried. Over TLS the hello's send already waits for the
+	// handshake, so the clock starts before it.
 	helloTimer := time.AfterFunc(a.cfg.ConnectTimeout, cancel)
+	if err := stream.Send(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Hello{Hello: a.hello()}}); err != nil {
+		if !helloTimer.Stop() {
+			return false, fmt.Errorf("no answer to the hello within %s: %w", a.cfg.ConnectTimeout, context.DeadlineExceeded)
+		}
+		return false, err
+	}
 	first, err := stream.Receive()
 	if !helloTimer.Stop() {
 		return false, fmt.Errorf("no answer to the hello within %s: %w", a.cfg.ConnectTimeout, context.DeadlineExceeded)
@@ -302,6 +313,10 @@ func (a *Agent) handle(m *hodeiv1.ConnectResponse) {
 		a.heard()
 	case *hodeiv1.ConnectResponse_HeartbeatAck:
 		a.heard()
+	case *hodeiv1.ConnectResponse_RenewCertificate:
+		a.renewCert()
+	case *hodeiv1.ConnectResponse_Certificate:
+		a.installCert(msg.Certificate)
 	case *hodeiv1.ConnectResponse_Batch:
 		for _, m := range msg.Batch.Msgs {
 			if m.GetBatch() == nil {

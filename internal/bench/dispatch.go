@@ -20,6 +20,9 @@ type DispatchConfig struct {
 	Jobs   int // jobs to submit
 	Rate   int // jobs per second
 	Agents int // idle agents
+	// Plaintext runs the platform without TLS (--insecure-plaintext),
+	// for comparison.
+	Plaintext bool
 	// Backlog jobs wait, submitted before the measurement, for a label
 	// no worker has.
 	Backlog int
@@ -43,7 +46,7 @@ func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
 		}
 		mu.Unlock()
 	}
-	rig, err := newBenchRig(ctx, rigConfig{agents: cfg.Agents, slots: 4, noop: true, onRun: onRun})
+	rig, err := newBenchRig(ctx, rigConfig{agents: cfg.Agents, slots: 4, noop: true, onRun: onRun, plaintext: cfg.Plaintext})
 	if err != nil {
 		return err
 	}

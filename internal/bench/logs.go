@@ -56,13 +56,13 @@ func Logs(ctx context.Context, out io.Writer, cfg LogsConfig) error {
 		defer os.RemoveAll(dir)
 		pc.SecretKeyFile, pc.CreateSecretKey = filepath.Join(dir, "secret.key"), true
 	}
-	url, addr, hc, stop, err := startBench(ctx, false, pc)
+	url, tgt, stop, err := startBench(ctx, false, pc)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	jobs := hodeiv1connect.NewJobServiceClient(hc, "http://"+addr, connect.WithGRPC())
-	refs, err := benchSecrets(ctx, hc, addr, cfg.Secrets)
+	jobs := tgt.jobs()
+	refs, err := benchSecrets(ctx, tgt, cfg.Secrets)
 	if err != nil {
 		return err
 	}
@@ -114,8 +114,9 @@ func Logs(ctx context.Context, out io.Writer, cfg LogsConfig) error {
 
 // benchSecrets stores n secrets of random values and returns references
 // to them.
-func benchSecrets(ctx context.Context, hc connect.HTTPClient, addr string, n int) ([]*hodeiv1.SecretRef, error) {
-	c := hodeiv1connect.NewSecretServiceClient(hc, "http://"+addr, connect.WithGRPC())
+func benchSecrets(ctx context.Context, tgt target, n int) ([]*hodeiv1.SecretRef, error) {
+	hc, base := tgt.client()
+	c := hodeiv1connect.NewSecretServiceClient(hc, base, connect.WithGRPC())
 	var refs []*hodeiv1.SecretRef
 	for i := range n {
 		v := make([]byte, 16)

@@ -11,11 +11,13 @@ import (
 	"strings"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/auth"
 	"github.com/hodei-dev/hodei/internal/pgembed"
+	"github.com/hodei-dev/hodei/internal/pki"
 	"github.com/hodei-dev/hodei/internal/platform"
 	"github.com/hodei-dev/hodei/internal/store"
 )
@@ -85,14 +87,47 @@ func execSQL(ctx context.Context, url, sql string) error {
 	return err
 }
 
+// target is a platform a bench talks to: its address and the trust
+// bundle of its certificate (nil: plaintext).
+type target struct {
+	addr  string
+	ca    []byte
+	token string // an admin API token
+}
+
+// client returns an HTTP/2 client of the target (TLS, or h2c) and its
+// base URL.
+func (t target) client() (*http.Client, string) {
+	if t.ca == nil {
+		return auth.WithBearer(pki.HTTPClient(nil), t.token), "http://" + t.addr
+	}
+	cfg, err := pki.ClientTLS(t.ca, nil)
+	if err != nil {
+		panic(err) // the platform's own bundle
+	}
+	return auth.WithBearer(pki.HTTPClient(cfg), t.token), "https://" + t.addr
+}
+
+// jobs is a JobService client of the target.
+func (t target) jobs() hodeiv1connect.JobServiceClient {
+	hc, base := t.client()
+	return hodeiv1connect.NewJobServiceClient(hc, base, connect.WithGRPC())
+}
+
 // startPlatform runs a quiet platform on a free loopback port until stop
-// is called; hc is an API client with an admin token of it.
-func startPlatform(ctx context.Context, pc platform.Config) (addr string, hc *http.Client, stop func(), err error) {
+// is called: over TLS with a CA of its own, unless pc.TLS says
+// plaintext.
+func startPlatform(ctx context.Context, pc platform.Config) (t target, stop func(), err error) {
+	if !pc.TLS.InsecurePlaintext && pc.TLS.CA == nil {
+		if pc.TLS.CA, err = pki.Ephemeral("Hodei bench CA"); err != nil {
+			return t, nil, err
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	readyc := make(chan string, 1)
+	readyc := make(chan target, 1)
 	errc := make(chan error, 1)
 	pc.Listen, pc.AgentLog = "127.0.0.1:0", io.Discard
-	pc.Ready = func(a string) { readyc <- a }
+	pc.Serving = func(a string, bundle []byte) { readyc <- target{addr: a, ca: bundle} }
 	var secret string
 	pc.Prepare = func(ctx context.Context, st *store.Store) error {
 		_, secret, err = st.CreateToken(ctx, "bench-"+strconv.FormatInt(time.Now().UnixNano(), 36), []string{string(auth.Admin)}, 0)
@@ -100,28 +135,29 @@ func startPlatform(ctx context.Context, pc platform.Config) (addr string, hc *ht
 	}
 	go func() { errc <- platform.Run(ctx, benchLogger(), pc) }()
 	select {
-	case addr = <-readyc:
-		return addr, auth.WithBearer(agent.HTTPClient(), secret), func() { cancel(); <-errc }, nil
+	case t = <-readyc:
+		t.token = secret
+		return t, func() { cancel(); <-errc }, nil
 	case err := <-errc:
 		cancel()
-		return "", nil, nil, err
+		return t, nil, err
 	}
 }
 
 // startBench starts a database (benchDatabase) and a platform on it
 // (startPlatform); stop stops both.
-func startBench(ctx context.Context, pgStats bool, pc platform.Config) (url, addr string, hc *http.Client, stop func(), err error) {
+func startBench(ctx context.Context, pgStats bool, pc platform.Config) (url string, t target, stop func(), err error) {
 	url, stopDB, err := benchDatabase(ctx, pgStats)
 	if err != nil {
-		return "", "", nil, nil, err
+		return "", t, nil, err
 	}
 	pc.DatabaseURL = url
-	addr, hc, stopPlatform, err := startPlatform(ctx, pc)
+	t, stopPlatform, err := startPlatform(ctx, pc)
 	if err != nil {
 		stopDB()
-		return "", "", nil, nil, err
+		return "", t, nil, err
 	}
-	return url, addr, hc, func() { stopPlatform(); stopDB() }, nil
+	return url, t, func() { stopPlatform(); stopDB() }, nil
 }
 
 // hodeiBinary is binary, or else this executable: the hodei binary that

@@ -37,7 +37,7 @@ func Provision(ctx context.Context, out io.Writer, cfg ProvisionConfig) error {
 	if err != nil {
 		return err
 	}
-	url, addr, _, stop, err := startBench(ctx, false, platform.Config{})
+	url, tgt, stop, err := startBench(ctx, false, platform.Config{})
 	if err != nil {
 		return err
 	}
@@ -47,7 +47,7 @@ func Provision(ctx context.Context, out io.Writer, cfg ProvisionConfig) error {
 		return err
 	}
 	defer st.Close()
-	proc, err := process.New(process.Config{Server: addr, Binary: self})
+	proc, err := process.New(process.Config{Server: tgt.addr, Binary: self, Env: []string{"HODEI_CA=" + string(tgt.ca)}})
 	if err != nil {
 		return err
 	}
@@ -62,7 +62,7 @@ func Provision(ctx context.Context, out io.Writer, cfg ProvisionConfig) error {
 		if err != nil {
 			return err
 		}
-		d, err := docker.New(docker.Config{Binary: self, Server: addr, DefaultImage: cfg.DockerImage, InstallID: install, Grace: time.Second})
+		d, err := docker.New(docker.Config{Binary: self, Server: tgt.addr, Env: []string{"HODEI_CA=" + string(tgt.ca)}, DefaultImage: cfg.DockerImage, InstallID: install, Grace: time.Second})
 		if err != nil {
 			return fmt.Errorf("docker: %w (build a static binary with `make build`, images with `make images`)", err)
 		}
@@ -74,7 +74,7 @@ func Provision(ctx context.Context, out io.Writer, cfg ProvisionConfig) error {
 		fmt.Fprintf(out, "docker: p50 %s\n", dp50.Round(100*time.Microsecond))
 		dockerField = fmt.Sprintf("docker_p50_ms=%.1f", ms(dp50))
 	}
-	k8sField, err := provisionKubernetes(ctx, out, st, self, addr, cfg.Runs)
+	k8sField, err := provisionKubernetes(ctx, out, st, self, tgt.addr, tgt.ca, cfg.Runs)
 	if err != nil {
 		return fmt.Errorf("kubernetes: %w", err)
 	}
@@ -86,7 +86,7 @@ func Provision(ctx context.Context, out io.Writer, cfg ProvisionConfig) error {
 // kube-apiserver and etcd (scripts/k8s-binaries.sh builds them), whose
 // pods kubetest.Node runs in place of a kubelet: pod and secret created
 // → agent registered. Without the binaries it is skipped.
-func provisionKubernetes(ctx context.Context, out io.Writer, st *store.Store, self, addr string, runs int) (string, error) {
+func provisionKubernetes(ctx context.Context, out io.Writer, st *store.Store, self, addr string, ca []byte, runs int) (string, error) {
 	bin, err := kubetest.BinDir()
 	if err != nil {
 		fmt.Fprintf(out, "kubernetes: skipped: %v\n", err)
@@ -102,7 +102,7 @@ func provisionKubernetes(ctx context.Context, out io.Writer, st *store.Store, se
 		return "", err
 	}
 	k, err := kubernetes.New(kubernetes.Config{Kubeconfig: env.Kubeconfig, Namespace: "default", Server: addr, InstallID: install,
-		AgentImage: kubetest.AgentImage, Grace: time.Second})
+		AgentImage: kubetest.AgentImage, Grace: time.Second, Env: []string{"HODEI_CA=" + string(ca)}})
 	if err != nil {
 		return "", err
 	}

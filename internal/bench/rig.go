@@ -6,7 +6,6 @@ import (
 	"io"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/sync/errgroup"
 
@@ -42,6 +41,9 @@ type rigConfig struct {
 	pgStats bool // the database loads pg_stat_statements
 	onRun   func(jobID string)
 	guard   []string // the agents' GuardCommand
+	// plaintext runs the platform with --insecure-plaintext (for
+	// comparison; TLS is the default).
+	plaintext bool
 	// prepare, if set, runs on the migrated database before the platform
 	// starts (loading a history).
 	prepare func(ctx context.Context, url string) error
@@ -61,7 +63,7 @@ func newBenchRig(ctx context.Context, rc rigConfig) (*benchRig, error) {
 			return nil, err
 		}
 	}
-	addr, hc, stopPlatform, err := startPlatform(ctx, platform.Config{DatabaseURL: url})
+	tgt, stopPlatform, err := startPlatform(ctx, platform.Config{DatabaseURL: url, TLS: platform.TLSConfig{InsecurePlaintext: rc.plaintext}})
 	if err != nil {
 		stopDB()
 		return nil, err
@@ -69,7 +71,7 @@ func newBenchRig(ctx context.Context, rc rigConfig) (*benchRig, error) {
 	stopBench := func() { stopPlatform(); stopDB() }
 	log := platform.NewLogger(io.Discard)
 	ctx, cancel := context.WithCancel(ctx)
-	r := &benchRig{addr: addr, url: url}
+	r := &benchRig{addr: tgt.addr, url: url}
 	var g errgroup.Group
 	r.run = func(a *agent.Agent) { g.Go(func() error { return a.Run(ctx) }) }
 	r.stop = func() {
@@ -97,14 +99,14 @@ func newBenchRig(ctx context.Context, rc rigConfig) (*benchRig, error) {
 			r.stop()
 			return nil, err
 		}
-		a, err := agent.New(agent.Config{Servers: []string{r.addr}, BootstrapToken: token, Slots: rc.slots, Prefetch: rc.prefetch, AdaptivePrefetch: rc.adaptive, NoopExec: rc.noop, OnRunJob: rc.onRun, Logger: log, GuardCommand: rc.guard})
+		a, err := agent.New(agent.Config{Servers: []string{r.addr}, BootstrapToken: token, CA: tgt.ca, Slots: rc.slots, Prefetch: rc.prefetch, AdaptivePrefetch: rc.adaptive, NoopExec: rc.noop, OnRunJob: rc.onRun, Logger: log, GuardCommand: rc.guard})
 		if err != nil {
 			r.stop()
 			return nil, err
 		}
 		r.agents = append(r.agents, a)
 	}
-	r.jobs = hodeiv1connect.NewJobServiceClient(hc, "http://"+r.addr, connect.WithGRPC())
+	r.jobs = tgt.jobs()
 	if !rc.hold {
 		if err := r.startAgents(ctx); err != nil {
 			r.stop()

@@ -22,9 +22,12 @@ import (
 
 // ThroughputConfig configures Throughput.
 type ThroughputConfig struct {
-	Jobs   int // jobs per mode
-	Agents int // in-process agents
-	Slots  int // slots per agent
+	Jobs int // jobs per mode
+	// Plaintext runs the platform without TLS (--insecure-plaintext),
+	// for comparison.
+	Plaintext bool
+	Agents    int // in-process agents
+	Slots     int // slots per agent
 	// Prefetch and AdaptivePrefetch are the agents' (agent --prefetch:
 	// a number of jobs, or auto, a bound).
 	Prefetch         int
@@ -194,7 +197,7 @@ func throughputMode(ctx context.Context, out io.Writer, cfg ThroughputConfig, mo
 func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop, hold bool) (float64, runShape, error) {
 	n, submitters, batch, presubmit := cfg.Jobs, cfg.Submitters, cfg.Batch, cfg.Presubmit
 	rc := rigConfig{agents: cfg.Agents, slots: cfg.Slots, prefetch: cfg.Prefetch, adaptive: cfg.AdaptivePrefetch,
-		noop: noop, hold: presubmit, pgStats: cfg.PGStats, guard: cfg.AgentGuard}
+		noop: noop, hold: presubmit, pgStats: cfg.PGStats, guard: cfg.AgentGuard, plaintext: cfg.Plaintext}
 	if cfg.History > 0 {
 		rc.prepare = func(ctx context.Context, url string) error { return loadHistory(ctx, url, cfg.History, os.Stderr) }
 	}

@@ -82,8 +82,11 @@ Commands:
   token list | revoke NAME|ID          list API tokens (never their secrets); revoke one
 
 Flags on every command:
-  --server ADDR   host:port or http://host:port (default $HODEI_SERVER, else the configuration
-                  file's, else 127.0.0.1:7070)
+  --server ADDR   host:port or https://host:port (TLS), http://host:port (a server run with
+                  --insecure-plaintext) (default $HODEI_SERVER, else the configuration file's,
+                  else 127.0.0.1:7070)
+  --ca-file F     PEM CAs the server's certificate chains to (default $HODEI_CA_FILE, else the
+                  configuration file's ca, else the system's roots)
   --token TOKEN   API token sent with every call (default $HODEI_TOKEN, else the configuration
                   file's: $HODEI_CONFIG, else ~/.config/hodei/config.json, which hodei dev writes)
   --connect-timeout D
@@ -142,6 +145,8 @@ type env struct {
 	// (clientSettings); token is --token, defaulting from it.
 	settings *ClientConfig
 	token    string
+	// caFile is --ca-file.
+	caFile *string
 }
 
 func newEnv(streams IO) *env {

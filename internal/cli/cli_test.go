@@ -40,7 +40,7 @@ func TestMainUsageErrors(t *testing.T) {
 		{args: []string{"job", "list", "--limit", "-1"}, wantCode: ExitUsage, wantStderr: "--limit"},
 		{args: []string{"job", "logs", "a", "--attempt", "x"}, wantCode: ExitUsage, wantStderr: "flag -attempt"},
 		{args: []string{"job", "submit"}, wantCode: ExitUsage, wantStderr: "a command is required"},
-		{args: []string{"job", "submit", "--server", "ftp://x:1", "true"}, wantCode: ExitUsage, wantStderr: "only http://"},
+		{args: []string{"job", "submit", "--server", "ftp://x:1", "true"}, wantCode: ExitUsage, wantStderr: "only https://"},
 		{args: []string{"events"}, wantCode: ExitUsage, wantStderr: "events tail"},
 		{args: []string{"events", "tail", "--aggregate", ":x"}, wantCode: ExitUsage, wantStderr: "--aggregate"},
 		{args: []string{"events", "tail", "--after", "-3"}, wantCode: ExitUsage, wantStderr: "flag -after"},

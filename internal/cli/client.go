@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -22,15 +26,17 @@ type clients struct {
 	tokens    hodeiv1connect.TokenServiceClient
 }
 
-// dial builds gRPC clients for addr (host:port) over cleartext HTTP/2. It
-// does not connect; the first call does, and fails when the server does
-// not answer within --connect-timeout.
+// dial builds gRPC clients for addr: over TLS for host:port, trusting
+// --ca-file, else the configuration file's CA, else the system's roots;
+// over cleartext HTTP/2 for http://host:port. It does not connect; the
+// first call does, and fails when the server does not answer within
+// --connect-timeout.
 func (e *env) dial(addr string) *clients {
 	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
+	hostPort, plain := strings.CutPrefix(addr, "http://")
 	transport := &http.Transport{
 		Protocols:   p,
-		DialContext: dialer(addr, e.connectTimeout),
+		DialContext: dialer(hostPort, e.connectTimeout),
 		// Pings find a dead connection under a long-lived stream.
 		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 	}
@@ -38,10 +44,17 @@ func (e *env) dial(addr string) *clients {
 	if token == "" {
 		token = e.clientSettings().Token
 	}
+	base := "http://" + hostPort
+	if plain {
+		p.SetUnencryptedHTTP2(true)
+	} else {
+		p.SetHTTP2(true)
+		transport.TLSClientConfig = e.clientTLS()
+		base = "https://" + hostPort
+	}
 	hc := &http.Client{Transport: bearer{base: transport, token: token}}
-	base := "http://" + addr
 	return &clients{
-		addr:      addr,
+		addr:      hostPort,
 		http:      hc,
 		jobs:      hodeiv1connect.NewJobServiceClient(hc, base, connect.WithGRPC()),
 		events:    hodeiv1connect.NewEventServiceClient(hc, base, connect.WithGRPC()),
@@ -51,6 +64,32 @@ func (e *env) dial(addr string) *clients {
 		secrets:   hodeiv1connect.NewSecretServiceClient(hc, base, connect.WithGRPC()),
 		tokens:    hodeiv1connect.NewTokenServiceClient(hc, base, connect.WithGRPC()),
 	}
+}
+
+// clientTLS trusts --ca-file, else the configuration file's CA, else the
+// system's roots. A CA that cannot be read is reported and the system's
+// roots used: the server's certificate then fails to verify, which says
+// what is wrong.
+func (e *env) clientTLS() *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	bundle := []byte(e.clientSettings().CA)
+	if e.caFile != nil && *e.caFile != "" {
+		b, err := e.readFile(*e.caFile)
+		if err != nil {
+			fmt.Fprintf(e.Err, "hodei: --ca-file: %v\n", err)
+			return cfg
+		}
+		bundle = b
+	}
+	if len(bundle) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(bundle) {
+			fmt.Fprintln(e.Err, "hodei: the CA bundle holds no PEM certificate")
+			return cfg
+		}
+		cfg.RootCAs = pool
+	}
+	return cfg
 }
 
 func (c *clients) close() { c.http.CloseIdleConnections() }

@@ -27,26 +27,34 @@ func (e *env) serverFlag(fs *flag.FlagSet) *string {
 		def = DefaultServer
 	}
 	e.connectTimeoutFlag(fs)
+	e.caFile = fs.String("ca-file", "", "PEM `file` of the CAs the server's certificate chains to (default: env HODEI_CA_FILE, else the configuration file's, else the system's roots)")
 	// No default shown: help output must not print a secret.
 	fs.StringVar(&e.token, "token", "", "API `token` sent with every call (default: env HODEI_TOKEN, else the configuration file's)")
-	return fs.String("server", def, "server `address`: host:port or http://host:port (env HODEI_SERVER, else the configuration file's)")
+	return fs.String("server", def, "server `address`: host:port (TLS), https://host:port, or http://host:port for a server run with --insecure-plaintext (env HODEI_SERVER, else the configuration file's)")
 }
 
-// serverAddr normalizes a --server value to host:port.
+// serverAddr normalizes a --server value: host:port for TLS, or
+// http://host:port for cleartext HTTP/2.
 func serverAddr(s string) (string, error) {
 	s = strings.TrimSpace(s)
+	plain := false
 	if rest, ok := strings.CutPrefix(s, "http://"); ok {
+		s, plain = rest, true
+	} else if rest, ok := strings.CutPrefix(s, "https://"); ok {
 		s = rest
 	} else if strings.Contains(s, "://") {
-		return "", fmt.Errorf("--server %q: only http:// (cleartext HTTP/2) is supported", s)
+		return "", fmt.Errorf("--server %q: only https:// (TLS) and http:// (cleartext HTTP/2) are supported", s)
 	}
 	s = strings.TrimSuffix(s, "/")
 	host, port, err := net.SplitHostPort(s)
 	if err != nil || host == "" || port == "" || strings.Contains(s, "/") {
-		return "", fmt.Errorf("--server %q: want host:port or http://host:port", s)
+		return "", fmt.Errorf("--server %q: want host:port, https://host:port or http://host:port", s)
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return "", fmt.Errorf("--server %q: bad port %q", s, port)
+	}
+	if plain {
+		return "http://" + s, nil
 	}
 	return s, nil
 }

@@ -117,9 +117,10 @@ func TestParseJobArgs(t *testing.T) {
 			name:     "server with scheme",
 			args:     []string{"--server", "http://10.0.0.1:9000/", "true"},
 			want:     &hodeiv1.JobSpec{Command: []string{"true"}},
-			wantAddr: "10.0.0.1:9000",
+			wantAddr: "http://10.0.0.1:9000", // cleartext
 		},
-		{name: "https server", args: []string{"--server", "https://h:1", "true"}, wantErr: "only http://"},
+		{name: "https server", args: []string{"--server", "https://h:1", "true"}, want: &hodeiv1.JobSpec{Command: []string{"true"}}, wantAddr: "h:1"},
+		{name: "other scheme", args: []string{"--server", "grpc://h:1", "true"}, wantErr: "only https://"},
 		{name: "server without port", args: []string{"--server", "h", "true"}, wantErr: "want host:port"},
 		{
 			name: "spec file in YAML, flags override",
@@ -188,7 +189,7 @@ func TestParseJobArgs(t *testing.T) {
 }
 
 func TestServerFromEnv(t *testing.T) {
-	e, _, _ := testEnv(t, nil, map[string]string{"HODEI_SERVER": "http://hodei.internal:7070"})
+	e, _, _ := testEnv(t, nil, map[string]string{"HODEI_SERVER": "https://hodei.internal:7070"})
 	addr, _, err := e.parseJobArgs("run", "", []string{"true"}, false)
 	if err != nil || addr != "hodei.internal:7070" {
 		t.Errorf("addr = %q, %v; want hodei.internal:7070 from HODEI_SERVER", addr, err)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/hodei-dev/hodei/internal/autoscale"
 	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/pki"
 	"github.com/hodei-dev/hodei/internal/provider"
 	"github.com/hodei-dev/hodei/internal/provider/docker"
 	"github.com/hodei-dev/hodei/internal/provider/process"
@@ -62,6 +63,9 @@ type Config struct {
 	// logs) are kept; default 30 days.
 	JobRetention time.Duration
 	Ready        func(addr string) // called once the server listens
+	// Serving, when set, is called before Ready with the trust bundle
+	// clients need (PEM; nil when plaintext).
+	Serving func(addr string, bundle []byte)
 	// IdleTimeout and WorkerLabels configure the process provider's
 	// workers (defaults 60s, none); HealthInterval the health monitor.
 	IdleTimeout    time.Duration
@@ -84,6 +88,9 @@ type Config struct {
 	// whose database goes with it). A server leaves Docker and Kubernetes
 	// workers running so that they reconnect when it is back.
 	StopAllWorkers bool
+	// TLS is the certificate source; Run refuses to start without one
+	// unless TLS.InsecurePlaintext.
+	TLS TLSConfig
 	// MetricsListen, when set, is an address that serves /metrics without
 	// a token (for a network only the operator reaches); the API port
 	// serves it to tokens with the metrics scope either way.
@@ -122,7 +129,7 @@ func loadJobTypes(ctx context.Context, log *slog.Logger, st *store.Store, path s
 
 // newServer builds the replica's RPC server, with the key file of stored
 // secrets when one is configured (without one, secrets are off).
-func newServer(pc Config, replica string, log *slog.Logger, reg *prometheus.Registry, st *store.Store, bus *eventbus.Bus) (*server.Server, error) {
+func newServer(pc Config, replica string, log *slog.Logger, reg *prometheus.Registry, st *store.Store, bus *eventbus.Bus, auth *pki.Authority) (*server.Server, error) {
 	var keys *secret.Keyring
 	if pc.SecretKeyFile != "" {
 		var err error
@@ -130,7 +137,8 @@ func newServer(pc Config, replica string, log *slog.Logger, reg *prometheus.Regi
 			return nil, err
 		}
 	}
-	return server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, SecretKeys: keys}, st, bus)
+	return server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, SecretKeys: keys, Authority: auth,
+		CertCheckInterval: pc.TLS.CheckInterval, RenewBefore: pc.TLS.RenewBefore, BadRenewals: pc.TLS.BadRenewals}, st, bus)
 }
 
 // DockerConfig configures the Docker provider.
@@ -147,6 +155,9 @@ type DockerConfig struct {
 // workers we started, close the store.
 func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	pc.setDefaults()
+	if err := checkTLS(pc.TLS); err != nil {
+		return err
+	}
 	st, ln, err := listenAndOpen(ctx, log, pc)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -166,12 +177,16 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
 
-	replica := "replica-" + randomHex(6)
-	srv, err := newServer(pc, replica, log, reg, st, bus)
+	auth, err := authority(ctx, log, st, pc.TLS, addr)
 	if err != nil {
 		return err
 	}
-	providers, local, closeProviders, err := newProviders(ctx, log, st, addr, pc)
+	replica := "replica-" + randomHex(6)
+	srv, err := newServer(pc, replica, log, reg, st, bus, auth)
+	if err != nil {
+		return err
+	}
+	providers, local, closeProviders, err := newProviders(ctx, log, st, addr, auth, pc)
 	if err != nil {
 		return err
 	}
@@ -194,10 +209,18 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 		g.Go(func() error { return l.Run(gctx) })
 	}
 	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return srv.RunCerts(gctx) })
 	g.Go(func() error { return disp.Run(gctx) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { return metrics.serve(gctx, log, srv.MetricsHandler()) })
 	log.Info("hodei server listening", "addr", addr, "replica_id", replica)
+	if pc.Serving != nil {
+		var bundle []byte
+		if auth != nil {
+			bundle = auth.Bundle()
+		}
+		pc.Serving(addr, bundle)
+	}
 	if pc.Ready != nil {
 		pc.Ready(addr)
 	}
@@ -273,8 +296,13 @@ func (m *metricsListener) serve(ctx context.Context, log *slog.Logger, h http.Ha
 // is the process provider, if any. With --max-workers 0 this server
 // starts no local workers: agents are started elsewhere (another host, a
 // test) and connect on their own.
-func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr string, pc Config) (_ []provider.Provider, local *process.Provider, closeAll func(), err error) {
+func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr string, auth *pki.Authority, pc Config) (_ []provider.Provider, local *process.Provider, closeAll func(), err error) {
 	var providers []provider.Provider
+	// Agents trust the CA bundle they are given (HODEI_CA).
+	var agentEnv []string
+	if auth != nil {
+		agentEnv = []string{"HODEI_CA=" + string(auth.Bundle())}
+	}
 	var closers []func() error
 	closeAll = func() {
 		for _, c := range closers {
@@ -288,7 +316,7 @@ func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr s
 	}()
 	if pc.MaxWorkers > 0 {
 		// Agents drain for 5 s and are killed after 20 s when the server stops.
-		local, err = process.New(process.Config{Server: addr, Stderr: pc.AgentLog, Grace: 20 * time.Second, Binary: pc.AgentBinary,
+		local, err = process.New(process.Config{Server: addr, Stderr: pc.AgentLog, Grace: 20 * time.Second, Binary: pc.AgentBinary, Env: agentEnv,
 			Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
 		if err != nil {
 			return nil, nil, nil, err
@@ -300,7 +328,7 @@ func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr s
 		providers = append(providers, local)
 	}
 	if pc.Docker.MaxWorkers > 0 {
-		d, err := newDockerProvider(ctx, log, st, addr, pc)
+		d, err := newDockerProvider(ctx, log, st, addr, agentEnv, pc)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -308,7 +336,7 @@ func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr s
 		providers = append(providers, d)
 	}
 	if pc.Kubernetes.MaxWorkers > 0 {
-		k, err := newKubernetesProvider(ctx, log, st, addr, pc)
+		k, err := newKubernetesProvider(ctx, log, st, addr, agentEnv, pc)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("kubernetes provider: %w", err)
 		}
@@ -334,7 +362,7 @@ func stopWorkers(ctx context.Context, log *slog.Logger, providers []provider.Pro
 }
 
 // newDockerProvider builds the Docker provider and registers it.
-func newDockerProvider(ctx context.Context, log *slog.Logger, st *store.Store, addr string, pc Config) (*docker.Provider, error) {
+func newDockerProvider(ctx context.Context, log *slog.Logger, st *store.Store, addr string, env []string, pc Config) (*docker.Provider, error) {
 	install, err := st.InstallationID(ctx)
 	if err != nil {
 		return nil, err
@@ -345,7 +373,7 @@ func newDockerProvider(ctx context.Context, log *slog.Logger, st *store.Store, a
 			return nil, err
 		}
 	}
-	d, err := docker.New(docker.Config{Host: pc.Docker.Host, Binary: bin, Server: addr, DefaultImage: pc.Docker.Image, InstallID: install, Logger: log,
+	d, err := docker.New(docker.Config{Host: pc.Docker.Host, Binary: bin, Server: addr, Env: env, DefaultImage: pc.Docker.Image, InstallID: install, Logger: log,
 		Grace: 20 * time.Second, Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
 	if err != nil {
 		return nil, fmt.Errorf("docker provider: %w", err)

@@ -2,6 +2,7 @@ package platform
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/hodei-dev/hodei/internal/pki"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
@@ -70,7 +72,7 @@ func openStore(ctx context.Context, log *slog.Logger, ln *handoff, pc Config) (*
 	began := time.Now()
 	var reason atomic.Value
 	reason.Store(err.Error())
-	stop := serveWaiting(ctx, ln.turn(false), &reason)
+	stop := serveWaiting(ctx, ln.turn(false), &reason, waitingTLS(log, pc))
 	defer stop()
 	wait := firstRetry
 	for attempt := 1; ; attempt++ {
@@ -121,8 +123,32 @@ func retryable(err error) bool {
 	return true
 }
 
-// serveWaiting serves ln while the database is awaited; stop ends it.
-func serveWaiting(ctx context.Context, ln net.Listener, reason *atomic.Value) (stop func()) {
+// waitingTLS is the TLS of a replica waiting for its database: the
+// operator's CA or server certificate, when given, serve it; a CA known
+// only by its key has its certificate in the database, so the wait is
+// served in cleartext (health only).
+func waitingTLS(log *slog.Logger, pc Config) *tls.Config {
+	if pc.TLS.InsecurePlaintext || (pc.TLS.CA == nil && pc.TLS.ServerCert == nil) {
+		return nil
+	}
+	ca := pc.TLS.CA
+	if ca == nil { // the operator's server certificate: any CA will do, none signs
+		var err error
+		if ca, err = pki.Ephemeral("unused"); err != nil {
+			return nil
+		}
+	}
+	a, err := pki.NewAuthority(pki.AuthorityConfig{CA: ca, Hosts: serverHosts(pc.Listen, pc.TLS.SANs), CertTTL: pc.TLS.CertTTL, ServerCert: pc.TLS.ServerCert})
+	if err != nil {
+		log.Warn("serving the wait for the database in cleartext", "err", err)
+		return nil
+	}
+	return a.ServerTLS()
+}
+
+// serveWaiting serves ln while the database is awaited, over TLS with
+// cfg (nil: cleartext); stop ends it.
+func serveWaiting(ctx context.Context, ln net.Listener, reason *atomic.Value, cfg *tls.Config) (stop func()) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -130,7 +156,12 @@ func serveWaiting(ctx context.Context, ln net.Listener, reason *atomic.Value) (s
 	})
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
+	if cfg != nil {
+		p.SetHTTP2(true)
+		ln = tls.NewListener(ln, cfg)
+	} else {
+		p.SetUnencryptedHTTP2(true)
+	}
 	hs := &http.Server{Handler: mux, Protocols: p, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan struct{})
 	go func() { defer close(done); hs.Serve(ln) }() //nolint:errcheck // ends with Shutdown

@@ -2,10 +2,12 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"runtime"
 	"strings"
@@ -13,8 +15,10 @@ import (
 
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/auth"
+	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/frame"
 	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
@@ -25,6 +29,28 @@ func serveOnLoopback(t *testing.T) (string, string) {
 	st := storetest.Open(t)
 	base, _ := apiServer(t, st)
 	return base, newToken(t, st, "admin", 0, auth.Admin)
+}
+
+// serve serves a Server of cfg on st on 127.0.0.1 until the test ends
+// and returns its address.
+func serve(t *testing.T, st *store.Store, cfg Config) string {
+	t.Helper()
+	s, err := New(cfg, st, st.NewBus(eventbus.Config{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return ln.Addr().String()
 }
 
 // h2c is a cleartext HTTP/2 client, as agents and the CLI use.

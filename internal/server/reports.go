@@ -49,6 +49,10 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 					return err
 				}
 			}
+		case *hodeiv1.ConnectRequest_CertificateRequest:
+			s.certificateRequest(ctx, c, m.GetCertificateRequest())
+		case *hodeiv1.ConnectRequest_CertificateResult:
+			s.certificateResult(ctx, c, m.GetCertificateResult())
 		case *hodeiv1.ConnectRequest_Hello:
 			return fmt.Errorf("hello sent twice")
 		default:

@@ -7,12 +7,14 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"math"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -23,6 +25,7 @@ import (
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/pki"
 	"github.com/hodei-dev/hodei/internal/secret"
 	"github.com/hodei-dev/hodei/internal/store"
 )
@@ -35,6 +38,19 @@ type Config struct {
 	HeartbeatInterval  time.Duration // asked of agents; default 2s
 	Logger             *slog.Logger
 	Registry           *prometheus.Registry // required: /metrics serves it
+	// Authority, when set, makes the server serve TLS only and workers
+	// authenticate with client certificates it issues. Nil: plaintext
+	// h2c, workers authenticate with their credential alone.
+	Authority *pki.Authority
+	// CertCheckInterval is how often the certificate manager checks
+	// expiries (default 24h); RenewBefore how long before its expiry a
+	// certificate is renewed (default 30 days).
+	CertCheckInterval time.Duration
+	RenewBefore       time.Duration
+	// BadRenewals, for tests only, spoils the first BadRenewals renewals
+	// of each worker (a certificate for another identity, which the agent
+	// must refuse).
+	BadRenewals int
 	// SecretKeys seals and opens stored secrets; nil turns secrets off
 	// (their calls and jobs that reference secrets are refused).
 	SecretKeys *secret.Keyring
@@ -53,9 +69,14 @@ type Server struct {
 	logs    *logHub
 	workers *WorkerSet
 	commits *groupCommit // every stream's reports, applied together
-	access  SecretAccess
-	redact  *attemptRedactors // the second redaction of stored logs
-	tokens  *tokenCache       // verified API tokens
+
+	certMetrics *certMetrics
+	bundle      atomic.Value // bundleID of the trust bundle of the last check
+	badMu       sync.Mutex
+	bad         map[string]int // renewals spoiled per worker (BadRenewals)
+	access      SecretAccess
+	redact      *attemptRedactors // the second redaction of stored logs
+	tokens      *tokenCache       // verified API tokens
 }
 
 // New returns a server.
@@ -79,14 +100,23 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.CertCheckInterval <= 0 {
+		cfg.CertCheckInterval = 24 * time.Hour
+	}
+	if cfg.RenewBefore <= 0 {
+		cfg.RenewBefore = 30 * 24 * time.Hour
+	}
 	if cfg.SecretAccess == nil {
 		cfg.SecretAccess = tokenSecretAccess{}
 	}
-	s := &Server{access: cfg.SecretAccess, redact: newAttemptRedactors(), cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st), commits: &groupCommit{apply: st.ApplyReports},
+	s := &Server{certMetrics: newCertMetrics(cfg.Registry), access: cfg.SecretAccess, redact: newAttemptRedactors(), cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st), commits: &groupCommit{apply: st.ApplyReports},
 		logs: newLogHub(), workers: newWorkerSet(), tokens: newTokenCache(st)}
 	s.workers.resolve = s.resolveSecrets
 	// A token revoked on any replica is dropped here at once.
 	bus.OnNotify(store.TokensChannel, s.tokens.invalidate)
+	if cfg.Authority != nil {
+		s.bundle.Store(bundleID(cfg.Authority.Bundle()))
+	}
 	// Log output stored on any replica wakes this replica's followers.
 	bus.OnNotify(store.LogsChannel, func(jobID string) {
 		if jobID == "" {
@@ -113,7 +143,8 @@ func (s *Server) Handler() http.Handler {
 	handle(hodeiv1connect.NewJobServiceHandler(jobService{s}, opt))
 	// The worker stream is never compressed: it carries many messages a
 	// second per worker, and workers sit on the same network as the server.
-	handle(hodeiv1connect.NewWorkerServiceHandler(workerService{s}, connect.WithCompressMinBytes(math.MaxInt), readLimits))
+	path, worker := hodeiv1connect.NewWorkerServiceHandler(workerService{s}, connect.WithCompressMinBytes(math.MaxInt), readLimits)
+	handle(path, withPeer(worker))
 	handle(hodeiv1connect.NewEventServiceHandler(eventService{s}, opt))
 	handle(hodeiv1connect.NewProviderServiceHandler(providerService{s}, opt))
 	handle(hodeiv1connect.NewWebhookServiceHandler(newWebhookService(s), opt))
@@ -147,12 +178,21 @@ func (s *Server) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})
 }
 
-// Serve serves on ln until ctx ends, then shuts down (streams are cut).
+// Serve serves on ln until ctx ends, then shuts down (streams are cut):
+// TLS only (HTTP/2 by ALPN, or HTTP/1.1) with an authority, else
+// cleartext HTTP/1.1 and h2c.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	hs := &http.Server{Handler: s.Handler(), Protocols: p, ReadHeaderTimeout: 10 * time.Second,
+	if s.cfg.Authority != nil {
+		p.SetHTTP2(true)
+		ln = tls.NewListener(ln, s.cfg.Authority.ServerTLS())
+	} else {
+		p.SetUnencryptedHTTP2(true)
+	}
+	// Failed handshakes (plaintext, refused client certificates) are
+	// logged at debug level.
+	hs := &http.Server{Handler: s.Handler(), Protocols: p, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

@@ -68,6 +68,10 @@ func (h tokenService) RevokeToken(ctx context.Context, req *connect.Request[hode
 	if err != nil {
 		return nil, connectError(err)
 	}
+	// This replica forgets it at once, before the NOTIFY comes back: the
+	// caller's next call must already be refused. (Its open streams end
+	// when the NOTIFY arrives.)
+	h.s.tokens.invalidate("")
 	h.s.log.Info("api token revoked", "token", t.Name, "by", caller(ctx))
 	return connect.NewResponse(&hodeiv1.RevokeTokenResponse{Token: TokenToProto(t)}), nil
 }

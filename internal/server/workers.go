@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/frame"
+	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
@@ -21,11 +23,30 @@ type workerService struct{ s *Server }
 
 func (h workerService) Enroll(ctx context.Context, req *connect.Request[hodeiv1.EnrollRequest]) (*connect.Response[hodeiv1.EnrollResponse], error) {
 	m := req.Msg
-	w, cred, err := h.s.store.Enroll(ctx, m.BootstrapToken, m.Hostname, m.Version, m.Labels, int(m.Slots), m.CpuMillis, m.MemoryMib)
+	e := store.Enrollment{Token: m.BootstrapToken, Hostname: m.Hostname, Version: m.Version, Labels: m.Labels, Slots: int(m.Slots),
+		CPUMillis: m.CpuMillis, MemoryMiB: m.MemoryMib}
+	a := h.s.cfg.Authority
+	if a != nil {
+		if len(m.Csr) == 0 {
+			return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("csr: a certificate request is required over TLS"))
+		}
+		e.Issue = func(id string) (store.Cert, error) {
+			c, err := h.s.issue(m.Csr, id)
+			if err != nil {
+				return c, &job.FieldError{Field: "csr", Rule: err.Error()}
+			}
+			return c, nil
+		}
+	}
+	w, cred, cert, err := h.s.store.Enroll(ctx, e)
 	if err != nil {
 		return nil, connectError(err)
 	}
-	return connect.NewResponse(&hodeiv1.EnrollResponse{WorkerId: w.ID, Credential: cred, Settings: h.s.settings()}), nil
+	resp := &hodeiv1.EnrollResponse{WorkerId: w.ID, Credential: cred, Settings: h.s.settings(), Certificate: string(cert.PEM)}
+	if a != nil {
+		resp.TrustBundle = string(a.Bundle())
+	}
+	return connect.NewResponse(resp), nil
 }
 
 func (s *Server) settings() *hodeiv1.WorkerSettings {
@@ -41,7 +62,18 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	if err != nil {
 		return err
 	}
-	w, err := s.store.ConnectWorker(ctx, hello.WorkerId, hello.Credential, s.cfg.ReplicaID)
+	var serial string
+	if s.cfg.Authority != nil {
+		id, sn, err := peerWorker(ctx)
+		if err != nil {
+			return err
+		}
+		if id != hello.WorkerId {
+			return connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("hello.worker_id %s is not the client certificate's worker %s", hello.WorkerId, id))
+		}
+		serial = sn
+	}
+	w, err := s.store.ConnectWorker(ctx, hello.WorkerId, hello.Credential, serial, s.cfg.ReplicaID)
 	if err != nil {
 		return connectError(err)
 	}
@@ -49,6 +81,9 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	defer cancel()
 	c := &workerConn{id: w.ID, provider: w.Provider, cpuMillis: w.CPUMillis, memoryMiB: w.MemoryMiB, labels: w.Labels, image: w.Image, slots: w.Slots, prefetch: int(hello.Prefetch), adaptive: hello.AdaptivePrefetch, batches: hello.Batches, out: make(chan *hodeiv1.ConnectResponse, 256),
 		cancel: cancel, done: make(chan struct{}), running: map[int64]string{}, lastSeen: time.Now()}
+	if st, _ := ctx.Value(peerKey{}).(*tls.ConnectionState); st != nil {
+		c.cert = s.certOf(st)
+	}
 	defer close(c.done)
 	log := s.log.With("worker_id", w.ID)
 
@@ -60,6 +95,7 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	s.workers.add(c)
 	defer func() {
 		if s.workers.remove(c) {
+			s.certMetrics.expiry.DeleteLabelValues("worker", c.id)
 			s.afterDisconnect(c)
 			s.forgetSecrets(c)
 		}

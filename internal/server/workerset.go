@@ -160,6 +160,7 @@ type workerConn struct {
 	draining bool
 	final    bool // the agent announced its final shutdown
 	expired  bool // closed for silence past the lease
+	cert     certState
 }
 
 // An adaptive worker's queue holds as many jobs as it finished in the last

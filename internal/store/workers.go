@@ -85,13 +85,35 @@ func (s *Store) WorkerProvisioned(ctx context.Context, id, provider, image strin
 	})
 }
 
+// Enrollment is what an agent states when it enrolls.
+type Enrollment struct {
+	Token, Hostname, Version string
+	Labels                   map[string]string
+	Slots                    int
+	CPUMillis, MemoryMiB     int64
+	// Issue, when set, issues the worker's client certificate once its
+	// identity is known; its serial is recorded with the worker in the
+	// same transaction.
+	Issue func(workerID string) (Cert, error)
+}
+
+// Cert is an issued certificate as the workers table records it.
+type Cert struct {
+	Serial   string
+	NotAfter time.Time
+	PEM      []byte
+}
+
 // Enroll trades a bootstrap token for the worker's identity and a stream
-// credential (returned once, stored hashed).
-func (s *Store) Enroll(ctx context.Context, token, hostname, version string, labels map[string]string, slots int, cpuMillis, memoryMiB int64) (Worker, string, error) {
+// credential (returned once, stored hashed), and its certificate when
+// e.Issue is set.
+func (s *Store) Enroll(ctx context.Context, e Enrollment) (Worker, string, Cert, error) {
+	token, hostname, version, labels, slots, cpuMillis, memoryMiB := e.Token, e.Hostname, e.Version, e.Labels, e.Slots, e.CPUMillis, e.MemoryMiB
 	now := s.now()
 	cred := randomToken()
 	l, _ := json.Marshal(nonNil(labels))
 	var w Worker
+	var cert Cert
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
 		q := db.New(tx)
 		id, err := q.UseBootstrapToken(ctx, db.UseBootstrapTokenParams{Now: &now, Hash: hash(token)})
@@ -107,17 +129,25 @@ func (s *Store) Enroll(ctx context.Context, token, hostname, version string, lab
 			return err
 		}
 		w = workerFromRow(row)
-		return nil
+		if e.Issue == nil {
+			return nil
+		}
+		if cert, err = e.Issue(w.ID); err != nil {
+			return err
+		}
+		return q.SetWorkerCert(ctx, db.SetWorkerCertParams{Serial: &cert.Serial, NotAfter: &cert.NotAfter, Now: now, ID: id})
 	})
 	if err != nil {
-		return Worker{}, "", fmt.Errorf("enroll: %w", err)
+		return Worker{}, "", Cert{}, fmt.Errorf("enroll: %w", err)
 	}
-	return w, cred, nil
+	return w, cred, cert, nil
 }
 
 // ConnectWorker authenticates a worker's stream on replica and publishes
-// WorkerRegistered (first connection) or WorkerReconnected.
-func (s *Store) ConnectWorker(ctx context.Context, id, credential, replica string) (Worker, error) {
+// WorkerRegistered (first connection) or WorkerReconnected. serial is
+// the stream's client certificate's ("" over plaintext): the worker's
+// current one or the pending one of a rotation.
+func (s *Store) ConnectWorker(ctx context.Context, id, credential, serial, replica string) (Worker, error) {
 	uid, err := uuid.Parse(id)
 	if err != nil {
 		return Worker{}, fmt.Errorf("worker id: %w", ErrUnauthenticated)
@@ -134,10 +164,10 @@ func (s *Store) ConnectWorker(ctx context.Context, id, credential, replica strin
 			}
 			return err
 		}
-		row, err := q.ConnectWorker(ctx, db.ConnectWorkerParams{ReplicaID: replica, Now: &now, ID: uid, CredentialHash: hash(credential)})
+		row, err := q.ConnectWorker(ctx, db.ConnectWorkerParams{ReplicaID: replica, Now: &now, Serial: serial, ID: uid, CredentialHash: hash(credential)})
 		if err != nil {
 			if IsNoRows(err) {
-				refused = fmt.Sprintf("worker is %s or its credential is wrong", before.State)
+				refused = fmt.Sprintf("worker is %s or its credential or certificate is wrong", before.State)
 				return fmt.Errorf("worker %s: %w", id, ErrUnauthenticated)
 			}
 			return err

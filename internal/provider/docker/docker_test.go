@@ -90,6 +90,7 @@ func needDocker(t *testing.T) {
 func newProvider(t *testing.T, server, install string) *docker.Provider {
 	t.Helper()
 	p, err := docker.New(docker.Config{Binary: hodeiBin, Server: server, InstallID: install, Grace: 10 * time.Second,
+		Env:    []string{"HODEI_CA=" + string(testbin.CA().PEM)},
 		Args:   []string{"--drain-timeout", "5s", "--grace", "5s"},
 		Labels: map[string]string{testLabel: strconv.Itoa(os.Getpid())}})
 	if err != nil {
@@ -195,7 +196,7 @@ func TestContainerSettings(t *testing.T) {
 		Entrypoint: []string{"/hodei"},
 		Labels: map[string]string{docker.LabelWorkerID: id, docker.LabelProvider: "docker", docker.LabelInstallID: install,
 			testLabel: strconv.Itoa(os.Getpid()), "dev.hodei.image": "test-x", "dev.hodei.inputs": c.Config.Labels["dev.hodei.inputs"]},
-		Env:         []string{"HODEI_BOOTSTRAP_TOKEN", "HODEI_WORKER_ID"},
+		Env:         []string{"HODEI_BOOTSTRAP_TOKEN", "HODEI_CA", "HODEI_WORKER_ID"},
 		Init:        true,
 		NetworkMode: "host",
 		NanoCPUs:    500_000_000,

@@ -113,6 +113,8 @@ func newProvider(t *testing.T, cfg kubernetes.Config) *kubernetes.Provider {
 	if cfg.Args == nil {
 		cfg.Args = []string{"--drain-timeout", "5s", "--grace", "5s"}
 	}
+	// The platforms of these tests serve TLS from the test CA.
+	cfg.Env = append(cfg.Env, "HODEI_CA="+string(testbin.CA().PEM))
 	p, err := kubernetes.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/pki"
 	"github.com/hodei-dev/hodei/internal/server"
 	"github.com/hodei-dev/hodei/internal/store"
 )
@@ -23,6 +24,10 @@ import (
 type PlatformConfig struct {
 	DatabaseURL string // required; migrated on open
 	Logger      *slog.Logger
+	// CA signs the server's and the agents' certificates; required: the
+	// platform serves TLS only. Agents must trust it (HODEI_CA_FILE or
+	// HODEI_CA).
+	CA *pki.CA
 }
 
 // Platform is a real server replica (store, event bus, RPC server on a
@@ -54,7 +59,17 @@ func NewPlatform(ctx context.Context, cfg PlatformConfig) (*Platform, error) {
 	bus := st.NewBus(eventbus.Config{Logger: cfg.Logger})
 	b := make([]byte, 4)
 	rand.Read(b)
-	srv, err := server.New(server.Config{ReplicaID: "providertest-" + hex.EncodeToString(b), Logger: cfg.Logger, Registry: prometheus.NewRegistry()}, st, bus)
+	if cfg.CA == nil {
+		st.Close()
+		return nil, errors.New("providertest: a CA is required")
+	}
+	auth, err := pki.NewAuthority(pki.AuthorityConfig{CA: cfg.CA, Hosts: []string{"127.0.0.1"}})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	srv, err := server.New(server.Config{ReplicaID: "providertest-" + hex.EncodeToString(b), Logger: cfg.Logger, Registry: prometheus.NewRegistry(),
+		Authority: auth}, st, bus)
 	if err != nil {
 		st.Close()
 		return nil, err

@@ -23,6 +23,7 @@ import (
 
 	"github.com/hodei-dev/hodei/internal/provider"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
+	"github.com/hodei-dev/hodei/internal/testbin"
 )
 
 // Harness describes a provider to the suite.
@@ -331,7 +332,7 @@ func sameSet(a, b map[string]bool) bool {
 func StartPlatform(t *testing.T) *Platform {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(Writer(t, ""), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	plat, err := NewPlatform(context.Background(), PlatformConfig{DatabaseURL: storetest.URL(t), Logger: log})
+	plat, err := NewPlatform(context.Background(), PlatformConfig{DatabaseURL: storetest.URL(t), Logger: log, CA: testbin.CA()})
 	if err != nil {
 		t.Fatalf("platform: %v", err)
 	}

@@ -44,6 +44,14 @@ type BootstrapToken struct {
 	UsedAt    *time.Time
 }
 
+type CertificateAuthority struct {
+	Fingerprint string
+	CertPem     string
+	NotAfter    time.Time
+	CreatedAt   time.Time
+	LeavesAt    *time.Time
+}
+
 type Event struct {
 	ID            int32
 	Xid           pgtype.Uint64
@@ -206,20 +214,24 @@ type Webhook struct {
 }
 
 type Worker struct {
-	ID             uuid.UUID
-	Provider       string
-	State          string
-	Labels         []byte
-	Slots          int32
-	Image          string
-	Version        string
-	Hostname       string
-	CredentialHash []byte
-	ReplicaID      string
-	Handle         []byte
-	LastSeen       *time.Time
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
-	CpuMillis      int64
-	MemoryMib      int64
+	ID                  uuid.UUID
+	Provider            string
+	State               string
+	Labels              []byte
+	Slots               int32
+	Image               string
+	Version             string
+	Hostname            string
+	CredentialHash      []byte
+	ReplicaID           string
+	Handle              []byte
+	LastSeen            *time.Time
+	CreatedAt           time.Time
+	UpdatedAt           time.Time
+	CpuMillis           int64
+	MemoryMib           int64
+	CertSerial          *string
+	CertNotAfter        *time.Time
+	PendingCertSerial   *string
+	PendingCertNotAfter *time.Time
 }

@@ -13,22 +13,33 @@ import (
 )
 
 const connectWorker = `-- name: ConnectWorker :one
-UPDATE workers SET state = 'connected', replica_id = $1, last_seen = $2, updated_at = $2
-WHERE id = $3 AND credential_hash = $4 AND state <> 'terminated'
-RETURNING id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at, cpu_millis, memory_mib
+UPDATE workers SET state = 'connected', replica_id = $1, last_seen = $2, updated_at = $2,
+    cert_serial = CASE WHEN pending_cert_serial = $3::text THEN pending_cert_serial ELSE cert_serial END,
+    cert_not_after = CASE WHEN pending_cert_serial = $3::text THEN pending_cert_not_after ELSE cert_not_after END,
+    pending_cert_serial = CASE WHEN pending_cert_serial = $3::text THEN NULL ELSE pending_cert_serial END,
+    pending_cert_not_after = CASE WHEN pending_cert_serial = $3::text THEN NULL ELSE pending_cert_not_after END
+WHERE id = $4 AND credential_hash = $5 AND state <> 'terminated'
+    AND (($3::text = '' AND cert_serial IS NULL) OR cert_serial = $3::text OR pending_cert_serial = $3::text)
+RETURNING id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at, cpu_millis, memory_mib, cert_serial, cert_not_after, pending_cert_serial, pending_cert_not_after
 `
 
 type ConnectWorkerParams struct {
 	ReplicaID      string
 	Now            *time.Time
+	Serial         string
 	ID             uuid.UUID
 	CredentialHash []byte
 }
 
+// A stream opens with the worker's credential and, over TLS, its client
+// certificate's serial: the current one, or the pending one of a rotation
+// (which then becomes current). Without a serial (plaintext) only a
+// worker that has no certificate connects.
 func (q *Queries) ConnectWorker(ctx context.Context, arg ConnectWorkerParams) (Worker, error) {
 	row := q.db.QueryRow(ctx, connectWorker,
 		arg.ReplicaID,
 		arg.Now,
+		arg.Serial,
 		arg.ID,
 		arg.CredentialHash,
 	)
@@ -50,6 +61,10 @@ func (q *Queries) ConnectWorker(ctx context.Context, arg ConnectWorkerParams) (W
 		&i.UpdatedAt,
 		&i.CpuMillis,
 		&i.MemoryMib,
+		&i.CertSerial,
+		&i.CertNotAfter,
+		&i.PendingCertSerial,
+		&i.PendingCertNotAfter,
 	)
 	return i, err
 }
@@ -58,7 +73,7 @@ const enrollWorker = `-- name: EnrollWorker :one
 UPDATE workers SET credential_hash = $1, hostname = $2, version = $3,
     labels = labels || $4::jsonb, slots = $5, cpu_millis = $6, memory_mib = $7, updated_at = $8
 WHERE id = $9
-RETURNING id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at, cpu_millis, memory_mib
+RETURNING id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at, cpu_millis, memory_mib, cert_serial, cert_not_after, pending_cert_serial, pending_cert_not_after
 `
 
 type EnrollWorkerParams struct {
@@ -103,6 +118,10 @@ func (q *Queries) EnrollWorker(ctx context.Context, arg EnrollWorkerParams) (Wor
 		&i.UpdatedAt,
 		&i.CpuMillis,
 		&i.MemoryMib,
+		&i.CertSerial,
+		&i.CertNotAfter,
+		&i.PendingCertSerial,
+		&i.PendingCertNotAfter,
 	)
 	return i, err
 }
@@ -134,7 +153,7 @@ func (q *Queries) ExpiredWorkers(ctx context.Context, cutoff *time.Time) ([]uuid
 }
 
 const getWorker = `-- name: GetWorker :one
-SELECT id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at, cpu_millis, memory_mib FROM workers WHERE id = $1
+SELECT id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at, cpu_millis, memory_mib, cert_serial, cert_not_after, pending_cert_serial, pending_cert_not_after FROM workers WHERE id = $1
 `
 
 func (q *Queries) GetWorker(ctx context.Context, id uuid.UUID) (Worker, error) {
@@ -157,6 +176,10 @@ func (q *Queries) GetWorker(ctx context.Context, id uuid.UUID) (Worker, error) {
 		&i.UpdatedAt,
 		&i.CpuMillis,
 		&i.MemoryMib,
+		&i.CertSerial,
+		&i.CertNotAfter,
+		&i.PendingCertSerial,
+		&i.PendingCertNotAfter,
 	)
 	return i, err
 }
@@ -205,7 +228,7 @@ func (q *Queries) InsertWorker(ctx context.Context, arg InsertWorkerParams) erro
 }
 
 const listWorkers = `-- name: ListWorkers :many
-SELECT id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at, cpu_millis, memory_mib FROM workers WHERE ($1::text = '' OR provider = $1::text) ORDER BY created_at
+SELECT id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at, cpu_millis, memory_mib, cert_serial, cert_not_after, pending_cert_serial, pending_cert_not_after FROM workers WHERE ($1::text = '' OR provider = $1::text) ORDER BY created_at
 `
 
 func (q *Queries) ListWorkers(ctx context.Context, provider string) ([]Worker, error) {
@@ -234,6 +257,10 @@ func (q *Queries) ListWorkers(ctx context.Context, provider string) ([]Worker, e
 			&i.UpdatedAt,
 			&i.CpuMillis,
 			&i.MemoryMib,
+			&i.CertSerial,
+			&i.CertNotAfter,
+			&i.PendingCertSerial,
+			&i.PendingCertNotAfter,
 		); err != nil {
 			return nil, err
 		}

@@ -20,8 +20,17 @@ RETURNING *;
 SELECT * FROM workers WHERE id = @id;
 
 -- name: ConnectWorker :one
-UPDATE workers SET state = 'connected', replica_id = @replica_id, last_seen = @now, updated_at = @now
+-- A stream opens with the worker's credential and, over TLS, its client
+-- certificate's serial: the current one, or the pending one of a rotation
+-- (which then becomes current). Without a serial (plaintext) only a
+-- worker that has no certificate connects.
+UPDATE workers SET state = 'connected', replica_id = @replica_id, last_seen = @now, updated_at = @now,
+    cert_serial = CASE WHEN pending_cert_serial = @serial::text THEN pending_cert_serial ELSE cert_serial END,
+    cert_not_after = CASE WHEN pending_cert_serial = @serial::text THEN pending_cert_not_after ELSE cert_not_after END,
+    pending_cert_serial = CASE WHEN pending_cert_serial = @serial::text THEN NULL ELSE pending_cert_serial END,
+    pending_cert_not_after = CASE WHEN pending_cert_serial = @serial::text THEN NULL ELSE pending_cert_not_after END
 WHERE id = @id AND credential_hash = @credential_hash AND state <> 'terminated'
+    AND ((@serial::text = '' AND cert_serial IS NULL) OR cert_serial = @serial::text OR pending_cert_serial = @serial::text)
 RETURNING *;
 
 -- name: SetWorkerState :exec

@@ -126,11 +126,11 @@ func ConnectedWorker(t testing.TB, s *store.Store) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, cred, err := s.Enroll(ctx, token, "host", "test", nil, 1, 0, 0)
+	_, cred, _, err := s.Enroll(ctx, store.Enrollment{Token: token, Hostname: "host", Version: "test", Slots: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ConnectWorker(ctx, id, cred, "test"); err != nil {
+	if _, err := s.ConnectWorker(ctx, id, cred, "", "test"); err != nil {
 		t.Fatal(err)
 	}
 	return id

@@ -2808,12 +2808,15 @@ func (x *SecretLeakBlocked) GetNames() []string {
 	return nil
 }
 
-// Reserved: not published yet; workers enroll with bootstrap tokens, and
-// the certificate rotation of mutual TLS will publish it.
+// CertificateRotated: a certificate was replaced by a fresh one. kind is
+// "worker" (subject worker/<id>) or "server" (subject server/<replica>).
 type CertificateRotated struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
-	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Subject  string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	NotAfter *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	Kind     string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
+	// serial is the new certificate's serial number (hex).
+	Serial        string `protobuf:"bytes,4,opt,name=serial,proto3" json:"serial,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2862,12 +2865,27 @@ func (x *CertificateRotated) GetNotAfter() *timestamppb.Timestamp {
 	return nil
 }
 
-// Reserved: not published yet; the certificate rotation of mutual TLS will
-// publish it.
+func (x *CertificateRotated) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *CertificateRotated) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+// CertificateExpiring: a certificate has less than the renewal margin
+// (--cert-renew-before) left; its renewal starts.
 type CertificateExpiring struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
 	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2916,12 +2934,21 @@ func (x *CertificateExpiring) GetNotAfter() *timestamppb.Timestamp {
 	return nil
 }
 
-// Reserved: not published yet; the certificate rotation of mutual TLS will
-// publish it.
+func (x *CertificateExpiring) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+// RotationFailed: a renewal did not happen (the worker discarded the
+// certificate, or the request could not be signed); the old certificate
+// stays in use and the renewal is retried with backoff.
 type RotationFailed struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
 	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	Kind          string                 `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2966,6 +2993,13 @@ func (x *RotationFailed) GetSubject() string {
 func (x *RotationFailed) GetReason() string {
 	if x != nil {
 		return x.Reason
+	}
+	return ""
+}
+
+func (x *RotationFailed) GetKind() string {
+	if x != nil {
+		return x.Kind
 	}
 	return ""
 }
@@ -3601,16 +3635,20 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"\x11SecretLeakBlocked\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x14\n" +
-	"\x05names\x18\x03 \x03(\tR\x05names\"g\n" +
+	"\x05names\x18\x03 \x03(\tR\x05names\"\x93\x01\n" +
 	"\x12CertificateRotated\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x127\n" +
-	"\tnot_after\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"h\n" +
+	"\tnot_after\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06serial\x18\x04 \x01(\tR\x06serial\"|\n" +
 	"\x13CertificateExpiring\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x127\n" +
-	"\tnot_after\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"B\n" +
+	"\tnot_after\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\"V\n" +
 	"\x0eRotationFailed\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"*\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04kind\x18\x03 \x01(\tR\x04kind\"*\n" +
 	"\x10MetricsCollected\x12\x16\n" +
 	"\x06series\x18\x01 \x01(\x03R\x06series\"\x85\x01\n" +
 	"\fLogBatchSent\x12\x15\n" +

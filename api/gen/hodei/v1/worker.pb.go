@@ -91,8 +91,11 @@ type EnrollRequest struct {
 	Slots          int32                  `protobuf:"varint,5,opt,name=slots,proto3" json:"slots,omitempty"`
 	// cpu_millis and memory_mib: the most one job may use on this worker
 	// (0: not stated); bigger jobs go elsewhere.
-	CpuMillis     int64 `protobuf:"varint,6,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
-	MemoryMib     int64 `protobuf:"varint,7,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	CpuMillis int64 `protobuf:"varint,6,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
+	MemoryMib int64 `protobuf:"varint,7,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	// csr is a DER certificate request for the agent's key (made in memory).
+	// Required over TLS: the server signs it with the worker's identity.
+	Csr           []byte `protobuf:"bytes,8,opt,name=csr,proto3" json:"csr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -176,12 +179,24 @@ func (x *EnrollRequest) GetMemoryMib() int64 {
 	return 0
 }
 
+func (x *EnrollRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
 type EnrollResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	// credential authenticates the Connect stream (sent in the Hello).
-	Credential    string          `protobuf:"bytes,2,opt,name=credential,proto3" json:"credential,omitempty"`
-	Settings      *WorkerSettings `protobuf:"bytes,3,opt,name=settings,proto3" json:"settings,omitempty"`
+	Credential string          `protobuf:"bytes,2,opt,name=credential,proto3" json:"credential,omitempty"`
+	Settings   *WorkerSettings `protobuf:"bytes,3,opt,name=settings,proto3" json:"settings,omitempty"`
+	// certificate is the worker's client certificate (PEM), whose URI SAN
+	// hodei://worker/<worker_id> is its identity on the Connect stream;
+	// trust_bundle the CA certificates (PEM) it chains to.
+	Certificate   string `protobuf:"bytes,4,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	TrustBundle   string `protobuf:"bytes,5,opt,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -235,6 +250,20 @@ func (x *EnrollResponse) GetSettings() *WorkerSettings {
 		return x.Settings
 	}
 	return nil
+}
+
+func (x *EnrollResponse) GetCertificate() string {
+	if x != nil {
+		return x.Certificate
+	}
+	return ""
+}
+
+func (x *EnrollResponse) GetTrustBundle() string {
+	if x != nil {
+		return x.TrustBundle
+	}
+	return ""
 }
 
 // WorkerSettings are pushed by the server.
@@ -926,6 +955,8 @@ type ConnectRequest struct {
 	//	*ConnectRequest_Finished
 	//	*ConnectRequest_Shutdown
 	//	*ConnectRequest_Batch
+	//	*ConnectRequest_CertificateRequest
+	//	*ConnectRequest_CertificateResult
 	Msg           isConnectRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1031,6 +1062,24 @@ func (x *ConnectRequest) GetBatch() *RequestBatch {
 	return nil
 }
 
+func (x *ConnectRequest) GetCertificateRequest() *CertificateRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_CertificateRequest); ok {
+			return x.CertificateRequest
+		}
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetCertificateResult() *CertificateResult {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectRequest_CertificateResult); ok {
+			return x.CertificateResult
+		}
+	}
+	return nil
+}
+
 type isConnectRequest_Msg interface {
 	isConnectRequest_Msg()
 }
@@ -1063,6 +1112,14 @@ type ConnectRequest_Batch struct {
 	Batch *RequestBatch `protobuf:"bytes,7,opt,name=batch,proto3,oneof"`
 }
 
+type ConnectRequest_CertificateRequest struct {
+	CertificateRequest *CertificateRequest `protobuf:"bytes,8,opt,name=certificate_request,json=certificateRequest,proto3,oneof"`
+}
+
+type ConnectRequest_CertificateResult struct {
+	CertificateResult *CertificateResult `protobuf:"bytes,9,opt,name=certificate_result,json=certificateResult,proto3,oneof"`
+}
+
 func (*ConnectRequest_Hello) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Heartbeat) isConnectRequest_Msg() {}
@@ -1077,6 +1134,111 @@ func (*ConnectRequest_Shutdown) isConnectRequest_Msg() {}
 
 func (*ConnectRequest_Batch) isConnectRequest_Msg() {}
 
+func (*ConnectRequest_CertificateRequest) isConnectRequest_Msg() {}
+
+func (*ConnectRequest_CertificateResult) isConnectRequest_Msg() {}
+
+// CertificateRequest answers RenewCertificate: a DER certificate request
+// for a new key, made in memory.
+type CertificateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Csr           []byte                 `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateRequest) Reset() {
+	*x = CertificateRequest{}
+	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateRequest) ProtoMessage() {}
+
+func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateRequest.ProtoReflect.Descriptor instead.
+func (*CertificateRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CertificateRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+// CertificateResult tells whether the agent switched to an
+// IssuedCertificate: serial is the certificate's (hex); error, when set,
+// says why it was discarded (the agent keeps its current one).
+type CertificateResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`
+	Error         string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateResult) Reset() {
+	*x = CertificateResult{}
+	mi := &file_hodei_v1_worker_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateResult) ProtoMessage() {}
+
+func (x *CertificateResult) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_worker_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateResult.ProtoReflect.Descriptor instead.
+func (*CertificateResult) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CertificateResult) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *CertificateResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // RequestBatch carries several agent messages in one frame, in order
 // (never a hello or another batch). Sent only to a server whose
 // WorkerSettings say batches.
@@ -1089,7 +1251,7 @@ type RequestBatch struct {
 
 func (x *RequestBatch) Reset() {
 	*x = RequestBatch{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	mi := &file_hodei_v1_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1101,7 +1263,7 @@ func (x *RequestBatch) String() string {
 func (*RequestBatch) ProtoMessage() {}
 
 func (x *RequestBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	mi := &file_hodei_v1_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1114,7 +1276,7 @@ func (x *RequestBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestBatch.ProtoReflect.Descriptor instead.
 func (*RequestBatch) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{12}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RequestBatch) GetMsgs() []*ConnectRequest {
@@ -1148,7 +1310,7 @@ type RunJob struct {
 
 func (x *RunJob) Reset() {
 	*x = RunJob{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[13]
+	mi := &file_hodei_v1_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1322,7 @@ func (x *RunJob) String() string {
 func (*RunJob) ProtoMessage() {}
 
 func (x *RunJob) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[13]
+	mi := &file_hodei_v1_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1335,7 @@ func (x *RunJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJob.ProtoReflect.Descriptor instead.
 func (*RunJob) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{13}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RunJob) GetJobId() string {
@@ -1245,7 +1407,7 @@ type SecretValue struct {
 
 func (x *SecretValue) Reset() {
 	*x = SecretValue{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[14]
+	mi := &file_hodei_v1_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1419,7 @@ func (x *SecretValue) String() string {
 func (*SecretValue) ProtoMessage() {}
 
 func (x *SecretValue) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[14]
+	mi := &file_hodei_v1_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1432,7 @@ func (x *SecretValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretValue.ProtoReflect.Descriptor instead.
 func (*SecretValue) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{14}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SecretValue) GetName() string {
@@ -1312,7 +1474,7 @@ type CancelAttempt struct {
 
 func (x *CancelAttempt) Reset() {
 	*x = CancelAttempt{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[15]
+	mi := &file_hodei_v1_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1486,7 @@ func (x *CancelAttempt) String() string {
 func (*CancelAttempt) ProtoMessage() {}
 
 func (x *CancelAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[15]
+	mi := &file_hodei_v1_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1499,7 @@ func (x *CancelAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelAttempt.ProtoReflect.Descriptor instead.
 func (*CancelAttempt) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{15}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CancelAttempt) GetFencingToken() int64 {
@@ -1363,7 +1525,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[16]
+	mi := &file_hodei_v1_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1537,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[16]
+	mi := &file_hodei_v1_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1550,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{16}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{18}
 }
 
 // Ack acknowledges what the server stored durably; the agent may forget it.
@@ -1407,7 +1569,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[17]
+	mi := &file_hodei_v1_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1581,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[17]
+	mi := &file_hodei_v1_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1594,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{17}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Ack) GetFencingToken() int64 {
@@ -1474,6 +1636,8 @@ type ConnectResponse struct {
 	//	*ConnectResponse_Ack
 	//	*ConnectResponse_Batch
 	//	*ConnectResponse_HeartbeatAck
+	//	*ConnectResponse_RenewCertificate
+	//	*ConnectResponse_Certificate
 	Msg           isConnectResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1481,7 +1645,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	mi := &file_hodei_v1_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1493,7 +1657,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	mi := &file_hodei_v1_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1506,7 +1670,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{18}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -1579,6 +1743,24 @@ func (x *ConnectResponse) GetHeartbeatAck() *HeartbeatAck {
 	return nil
 }
 
+func (x *ConnectResponse) GetRenewCertificate() *RenewCertificate {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_RenewCertificate); ok {
+			return x.RenewCertificate
+		}
+	}
+	return nil
+}
+
+func (x *ConnectResponse) GetCertificate() *IssuedCertificate {
+	if x != nil {
+		if x, ok := x.Msg.(*ConnectResponse_Certificate); ok {
+			return x.Certificate
+		}
+	}
+	return nil
+}
+
 type isConnectResponse_Msg interface {
 	isConnectResponse_Msg()
 }
@@ -1611,6 +1793,14 @@ type ConnectResponse_HeartbeatAck struct {
 	HeartbeatAck *HeartbeatAck `protobuf:"bytes,7,opt,name=heartbeat_ack,json=heartbeatAck,proto3,oneof"`
 }
 
+type ConnectResponse_RenewCertificate struct {
+	RenewCertificate *RenewCertificate `protobuf:"bytes,8,opt,name=renew_certificate,json=renewCertificate,proto3,oneof"`
+}
+
+type ConnectResponse_Certificate struct {
+	Certificate *IssuedCertificate `protobuf:"bytes,9,opt,name=certificate,proto3,oneof"`
+}
+
 func (*ConnectResponse_Run) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_Cancel) isConnectResponse_Msg() {}
@@ -1625,6 +1815,104 @@ func (*ConnectResponse_Batch) isConnectResponse_Msg() {}
 
 func (*ConnectResponse_HeartbeatAck) isConnectResponse_Msg() {}
 
+func (*ConnectResponse_RenewCertificate) isConnectResponse_Msg() {}
+
+func (*ConnectResponse_Certificate) isConnectResponse_Msg() {}
+
+// RenewCertificate asks the agent for a CertificateRequest: its client
+// certificate expires soon.
+type RenewCertificate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewCertificate) Reset() {
+	*x = RenewCertificate{}
+	mi := &file_hodei_v1_worker_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewCertificate) ProtoMessage() {}
+
+func (x *RenewCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_worker_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewCertificate.ProtoReflect.Descriptor instead.
+func (*RenewCertificate) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{21}
+}
+
+// IssuedCertificate is a renewed client certificate (PEM) and the trust
+// bundle (PEM). The agent checks it (chains to the bundle, names this
+// worker, certifies its new key, valid now) before it uses it for new
+// connections, and answers with a CertificateResult.
+type IssuedCertificate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Certificate   string                 `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	TrustBundle   string                 `protobuf:"bytes,2,opt,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssuedCertificate) Reset() {
+	*x = IssuedCertificate{}
+	mi := &file_hodei_v1_worker_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssuedCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssuedCertificate) ProtoMessage() {}
+
+func (x *IssuedCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_worker_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssuedCertificate.ProtoReflect.Descriptor instead.
+func (*IssuedCertificate) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *IssuedCertificate) GetCertificate() string {
+	if x != nil {
+		return x.Certificate
+	}
+	return ""
+}
+
+func (x *IssuedCertificate) GetTrustBundle() string {
+	if x != nil {
+		return x.TrustBundle
+	}
+	return ""
+}
+
 // HeartbeatAck answers a Heartbeat once the server has received it: the
 // agent's proof that the server still hears it (sent when the settings
 // state a lease).
@@ -1636,7 +1924,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[19]
+	mi := &file_hodei_v1_worker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1648,7 +1936,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[19]
+	mi := &file_hodei_v1_worker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1661,7 +1949,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{19}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{23}
 }
 
 // ResponseBatch carries several server messages in one frame, in order
@@ -1675,7 +1963,7 @@ type ResponseBatch struct {
 
 func (x *ResponseBatch) Reset() {
 	*x = ResponseBatch{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[20]
+	mi := &file_hodei_v1_worker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1687,7 +1975,7 @@ func (x *ResponseBatch) String() string {
 func (*ResponseBatch) ProtoMessage() {}
 
 func (x *ResponseBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[20]
+	mi := &file_hodei_v1_worker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1700,7 +1988,7 @@ func (x *ResponseBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseBatch.ProtoReflect.Descriptor instead.
 func (*ResponseBatch) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{20}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResponseBatch) GetMsgs() []*ConnectResponse {
@@ -1729,7 +2017,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[21]
+	mi := &file_hodei_v1_worker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +2029,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[21]
+	mi := &file_hodei_v1_worker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +2042,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{21}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Worker) GetId() string {
@@ -1831,7 +2119,7 @@ var File_hodei_v1_worker_proto protoreflect.FileDescriptor
 
 const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\n" +
-	"\x15hodei/v1/worker.proto\x12\bhodei.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hodei/v1/job.proto\"\xba\x02\n" +
+	"\x15hodei/v1/worker.proto\x12\bhodei.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12hodei/v1/job.proto\"\xcc\x02\n" +
 	"\rEnrollRequest\x12'\n" +
 	"\x0fbootstrap_token\x18\x01 \x01(\tR\x0ebootstrapToken\x12\x1a\n" +
 	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x18\n" +
@@ -1841,16 +2129,19 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\n" +
 	"cpu_millis\x18\x06 \x01(\x03R\tcpuMillis\x12\x1d\n" +
 	"\n" +
-	"memory_mib\x18\a \x01(\x03R\tmemoryMib\x1a9\n" +
+	"memory_mib\x18\a \x01(\x03R\tmemoryMib\x12\x10\n" +
+	"\x03csr\x18\b \x01(\fR\x03csr\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc8\x01\n" +
 	"\x0eEnrollResponse\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1e\n" +
 	"\n" +
 	"credential\x18\x02 \x01(\tR\n" +
 	"credential\x124\n" +
-	"\bsettings\x18\x03 \x01(\v2\x18.hodei.v1.WorkerSettingsR\bsettings\"\x96\x02\n" +
+	"\bsettings\x18\x03 \x01(\v2\x18.hodei.v1.WorkerSettingsR\bsettings\x12 \n" +
+	"\vcertificate\x18\x04 \x01(\tR\vcertificate\x12!\n" +
+	"\ftrust_bundle\x18\x05 \x01(\tR\vtrustBundle\"\x96\x02\n" +
 	"\x0eWorkerSettings\x12H\n" +
 	"\x12heartbeat_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x11heartbeatInterval\x12&\n" +
 	"\x0flog_batch_lines\x18\x02 \x01(\x05R\rlogBatchLines\x12G\n" +
@@ -1909,7 +2200,7 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	" \x01(\tR\x05jobId\">\n" +
 	"\x0eShutdownNotice\x12\x16\n" +
 	"\x06forced\x18\x01 \x01(\bR\x06forced\x12\x14\n" +
-	"\x05final\x18\x02 \x01(\bR\x05final\"\xf6\x02\n" +
+	"\x05final\x18\x02 \x01(\bR\x05final\"\x95\x04\n" +
 	"\x0eConnectRequest\x12'\n" +
 	"\x05hello\x18\x01 \x01(\v2\x0f.hodei.v1.HelloH\x00R\x05hello\x123\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x13.hodei.v1.HeartbeatH\x00R\theartbeat\x124\n" +
@@ -1917,8 +2208,15 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\x04logs\x18\x04 \x01(\v2\x12.hodei.v1.LogBatchH\x00R\x04logs\x127\n" +
 	"\bfinished\x18\x05 \x01(\v2\x19.hodei.v1.AttemptFinishedH\x00R\bfinished\x126\n" +
 	"\bshutdown\x18\x06 \x01(\v2\x18.hodei.v1.ShutdownNoticeH\x00R\bshutdown\x12.\n" +
-	"\x05batch\x18\a \x01(\v2\x16.hodei.v1.RequestBatchH\x00R\x05batchB\x05\n" +
-	"\x03msg\"<\n" +
+	"\x05batch\x18\a \x01(\v2\x16.hodei.v1.RequestBatchH\x00R\x05batch\x12O\n" +
+	"\x13certificate_request\x18\b \x01(\v2\x1c.hodei.v1.CertificateRequestH\x00R\x12certificateRequest\x12L\n" +
+	"\x12certificate_result\x18\t \x01(\v2\x1b.hodei.v1.CertificateResultH\x00R\x11certificateResultB\x05\n" +
+	"\x03msg\"&\n" +
+	"\x12CertificateRequest\x12\x10\n" +
+	"\x03csr\x18\x01 \x01(\fR\x03csr\"A\n" +
+	"\x11CertificateResult\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"<\n" +
 	"\fRequestBatch\x12,\n" +
 	"\x04msgs\x18\x01 \x03(\v2\x18.hodei.v1.ConnectRequestR\x04msgs\"\xa9\x02\n" +
 	"\x06RunJob\x12\x15\n" +
@@ -1943,7 +2241,7 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\rfencing_token\x18\x01 \x01(\x03R\ffencingToken\x12\x17\n" +
 	"\alog_seq\x18\x02 \x01(\x03R\x06logSeq\x12\x1a\n" +
 	"\bfinished\x18\x03 \x01(\bR\bfinished\x12\x14\n" +
-	"\x05stale\x18\x04 \x01(\bR\x05stale\"\xe5\x02\n" +
+	"\x05stale\x18\x04 \x01(\bR\x05stale\"\xf1\x03\n" +
 	"\x0fConnectResponse\x12$\n" +
 	"\x03run\x18\x01 \x01(\v2\x10.hodei.v1.RunJobH\x00R\x03run\x121\n" +
 	"\x06cancel\x18\x02 \x01(\v2\x17.hodei.v1.CancelAttemptH\x00R\x06cancel\x12'\n" +
@@ -1951,8 +2249,14 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\bsettings\x18\x04 \x01(\v2\x18.hodei.v1.WorkerSettingsH\x00R\bsettings\x12!\n" +
 	"\x03ack\x18\x05 \x01(\v2\r.hodei.v1.AckH\x00R\x03ack\x12/\n" +
 	"\x05batch\x18\x06 \x01(\v2\x17.hodei.v1.ResponseBatchH\x00R\x05batch\x12=\n" +
-	"\rheartbeat_ack\x18\a \x01(\v2\x16.hodei.v1.HeartbeatAckH\x00R\fheartbeatAckB\x05\n" +
-	"\x03msg\"\x0e\n" +
+	"\rheartbeat_ack\x18\a \x01(\v2\x16.hodei.v1.HeartbeatAckH\x00R\fheartbeatAck\x12I\n" +
+	"\x11renew_certificate\x18\b \x01(\v2\x1a.hodei.v1.RenewCertificateH\x00R\x10renewCertificate\x12?\n" +
+	"\vcertificate\x18\t \x01(\v2\x1b.hodei.v1.IssuedCertificateH\x00R\vcertificateB\x05\n" +
+	"\x03msg\"\x12\n" +
+	"\x10RenewCertificate\"X\n" +
+	"\x11IssuedCertificate\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\tR\vcertificate\x12!\n" +
+	"\ftrust_bundle\x18\x02 \x01(\tR\vtrustBundle\"\x0e\n" +
 	"\fHeartbeatAck\">\n" +
 	"\rResponseBatch\x12-\n" +
 	"\x04msgs\x18\x01 \x03(\v2\x19.hodei.v1.ConnectResponseR\x04msgs\"\x8f\x03\n" +
@@ -1997,7 +2301,7 @@ func file_hodei_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hodei_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_hodei_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_hodei_v1_worker_proto_goTypes = []any{
 	(WorkerState)(0),              // 0: hodei.v1.WorkerState
 	(*EnrollRequest)(nil),         // 1: hodei.v1.EnrollRequest
@@ -2012,68 +2316,76 @@ var file_hodei_v1_worker_proto_goTypes = []any{
 	(*AttemptFinished)(nil),       // 10: hodei.v1.AttemptFinished
 	(*ShutdownNotice)(nil),        // 11: hodei.v1.ShutdownNotice
 	(*ConnectRequest)(nil),        // 12: hodei.v1.ConnectRequest
-	(*RequestBatch)(nil),          // 13: hodei.v1.RequestBatch
-	(*RunJob)(nil),                // 14: hodei.v1.RunJob
-	(*SecretValue)(nil),           // 15: hodei.v1.SecretValue
-	(*CancelAttempt)(nil),         // 16: hodei.v1.CancelAttempt
-	(*Drain)(nil),                 // 17: hodei.v1.Drain
-	(*Ack)(nil),                   // 18: hodei.v1.Ack
-	(*ConnectResponse)(nil),       // 19: hodei.v1.ConnectResponse
-	(*HeartbeatAck)(nil),          // 20: hodei.v1.HeartbeatAck
-	(*ResponseBatch)(nil),         // 21: hodei.v1.ResponseBatch
-	(*Worker)(nil),                // 22: hodei.v1.Worker
-	nil,                           // 23: hodei.v1.EnrollRequest.LabelsEntry
-	nil,                           // 24: hodei.v1.Worker.LabelsEntry
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(LogStream)(0),                // 27: hodei.v1.LogStream
-	(FailureClass)(0),             // 28: hodei.v1.FailureClass
-	(*JobSpec)(nil),               // 29: hodei.v1.JobSpec
+	(*CertificateRequest)(nil),    // 13: hodei.v1.CertificateRequest
+	(*CertificateResult)(nil),     // 14: hodei.v1.CertificateResult
+	(*RequestBatch)(nil),          // 15: hodei.v1.RequestBatch
+	(*RunJob)(nil),                // 16: hodei.v1.RunJob
+	(*SecretValue)(nil),           // 17: hodei.v1.SecretValue
+	(*CancelAttempt)(nil),         // 18: hodei.v1.CancelAttempt
+	(*Drain)(nil),                 // 19: hodei.v1.Drain
+	(*Ack)(nil),                   // 20: hodei.v1.Ack
+	(*ConnectResponse)(nil),       // 21: hodei.v1.ConnectResponse
+	(*RenewCertificate)(nil),      // 22: hodei.v1.RenewCertificate
+	(*IssuedCertificate)(nil),     // 23: hodei.v1.IssuedCertificate
+	(*HeartbeatAck)(nil),          // 24: hodei.v1.HeartbeatAck
+	(*ResponseBatch)(nil),         // 25: hodei.v1.ResponseBatch
+	(*Worker)(nil),                // 26: hodei.v1.Worker
+	nil,                           // 27: hodei.v1.EnrollRequest.LabelsEntry
+	nil,                           // 28: hodei.v1.Worker.LabelsEntry
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(LogStream)(0),                // 31: hodei.v1.LogStream
+	(FailureClass)(0),             // 32: hodei.v1.FailureClass
+	(*JobSpec)(nil),               // 33: hodei.v1.JobSpec
 }
 var file_hodei_v1_worker_proto_depIdxs = []int32{
-	23, // 0: hodei.v1.EnrollRequest.labels:type_name -> hodei.v1.EnrollRequest.LabelsEntry
+	27, // 0: hodei.v1.EnrollRequest.labels:type_name -> hodei.v1.EnrollRequest.LabelsEntry
 	3,  // 1: hodei.v1.EnrollResponse.settings:type_name -> hodei.v1.WorkerSettings
-	25, // 2: hodei.v1.WorkerSettings.heartbeat_interval:type_name -> google.protobuf.Duration
-	25, // 3: hodei.v1.WorkerSettings.log_flush_interval:type_name -> google.protobuf.Duration
-	25, // 4: hodei.v1.WorkerSettings.lease:type_name -> google.protobuf.Duration
+	29, // 2: hodei.v1.WorkerSettings.heartbeat_interval:type_name -> google.protobuf.Duration
+	29, // 3: hodei.v1.WorkerSettings.log_flush_interval:type_name -> google.protobuf.Duration
+	29, // 4: hodei.v1.WorkerSettings.lease:type_name -> google.protobuf.Duration
 	4,  // 5: hodei.v1.Hello.running:type_name -> hodei.v1.RunningAttempt
-	26, // 6: hodei.v1.AttemptStarted.time:type_name -> google.protobuf.Timestamp
-	27, // 7: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	26, // 8: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	30, // 6: hodei.v1.AttemptStarted.time:type_name -> google.protobuf.Timestamp
+	31, // 7: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
+	30, // 8: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
 	8,  // 9: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	28, // 10: hodei.v1.AttemptFinished.failure_class:type_name -> hodei.v1.FailureClass
-	26, // 11: hodei.v1.AttemptFinished.time:type_name -> google.protobuf.Timestamp
+	32, // 10: hodei.v1.AttemptFinished.failure_class:type_name -> hodei.v1.FailureClass
+	30, // 11: hodei.v1.AttemptFinished.time:type_name -> google.protobuf.Timestamp
 	5,  // 12: hodei.v1.ConnectRequest.hello:type_name -> hodei.v1.Hello
 	6,  // 13: hodei.v1.ConnectRequest.heartbeat:type_name -> hodei.v1.Heartbeat
 	7,  // 14: hodei.v1.ConnectRequest.started:type_name -> hodei.v1.AttemptStarted
 	9,  // 15: hodei.v1.ConnectRequest.logs:type_name -> hodei.v1.LogBatch
 	10, // 16: hodei.v1.ConnectRequest.finished:type_name -> hodei.v1.AttemptFinished
 	11, // 17: hodei.v1.ConnectRequest.shutdown:type_name -> hodei.v1.ShutdownNotice
-	13, // 18: hodei.v1.ConnectRequest.batch:type_name -> hodei.v1.RequestBatch
-	12, // 19: hodei.v1.RequestBatch.msgs:type_name -> hodei.v1.ConnectRequest
-	29, // 20: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
-	26, // 21: hodei.v1.RunJob.deadline:type_name -> google.protobuf.Timestamp
-	15, // 22: hodei.v1.RunJob.secrets:type_name -> hodei.v1.SecretValue
-	14, // 23: hodei.v1.ConnectResponse.run:type_name -> hodei.v1.RunJob
-	16, // 24: hodei.v1.ConnectResponse.cancel:type_name -> hodei.v1.CancelAttempt
-	17, // 25: hodei.v1.ConnectResponse.drain:type_name -> hodei.v1.Drain
-	3,  // 26: hodei.v1.ConnectResponse.settings:type_name -> hodei.v1.WorkerSettings
-	18, // 27: hodei.v1.ConnectResponse.ack:type_name -> hodei.v1.Ack
-	21, // 28: hodei.v1.ConnectResponse.batch:type_name -> hodei.v1.ResponseBatch
-	20, // 29: hodei.v1.ConnectResponse.heartbeat_ack:type_name -> hodei.v1.HeartbeatAck
-	19, // 30: hodei.v1.ResponseBatch.msgs:type_name -> hodei.v1.ConnectResponse
-	0,  // 31: hodei.v1.Worker.state:type_name -> hodei.v1.WorkerState
-	24, // 32: hodei.v1.Worker.labels:type_name -> hodei.v1.Worker.LabelsEntry
-	26, // 33: hodei.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
-	1,  // 34: hodei.v1.WorkerService.Enroll:input_type -> hodei.v1.EnrollRequest
-	12, // 35: hodei.v1.WorkerService.Connect:input_type -> hodei.v1.ConnectRequest
-	2,  // 36: hodei.v1.WorkerService.Enroll:output_type -> hodei.v1.EnrollResponse
-	19, // 37: hodei.v1.WorkerService.Connect:output_type -> hodei.v1.ConnectResponse
-	36, // [36:38] is the sub-list for method output_type
-	34, // [34:36] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	15, // 18: hodei.v1.ConnectRequest.batch:type_name -> hodei.v1.RequestBatch
+	13, // 19: hodei.v1.ConnectRequest.certificate_request:type_name -> hodei.v1.CertificateRequest
+	14, // 20: hodei.v1.ConnectRequest.certificate_result:type_name -> hodei.v1.CertificateResult
+	12, // 21: hodei.v1.RequestBatch.msgs:type_name -> hodei.v1.ConnectRequest
+	33, // 22: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
+	30, // 23: hodei.v1.RunJob.deadline:type_name -> google.protobuf.Timestamp
+	17, // 24: hodei.v1.RunJob.secrets:type_name -> hodei.v1.SecretValue
+	16, // 25: hodei.v1.ConnectResponse.run:type_name -> hodei.v1.RunJob
+	18, // 26: hodei.v1.ConnectResponse.cancel:type_name -> hodei.v1.CancelAttempt
+	19, // 27: hodei.v1.ConnectResponse.drain:type_name -> hodei.v1.Drain
+	3,  // 28: hodei.v1.ConnectResponse.settings:type_name -> hodei.v1.WorkerSettings
+	20, // 29: hodei.v1.ConnectResponse.ack:type_name -> hodei.v1.Ack
+	25, // 30: hodei.v1.ConnectResponse.batch:type_name -> hodei.v1.ResponseBatch
+	24, // 31: hodei.v1.ConnectResponse.heartbeat_ack:type_name -> hodei.v1.HeartbeatAck
+	22, // 32: hodei.v1.ConnectResponse.renew_certificate:type_name -> hodei.v1.RenewCertificate
+	23, // 33: hodei.v1.ConnectResponse.certificate:type_name -> hodei.v1.IssuedCertificate
+	21, // 34: hodei.v1.ResponseBatch.msgs:type_name -> hodei.v1.ConnectResponse
+	0,  // 35: hodei.v1.Worker.state:type_name -> hodei.v1.WorkerState
+	28, // 36: hodei.v1.Worker.labels:type_name -> hodei.v1.Worker.LabelsEntry
+	30, // 37: hodei.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
+	1,  // 38: hodei.v1.WorkerService.Enroll:input_type -> hodei.v1.EnrollRequest
+	12, // 39: hodei.v1.WorkerService.Connect:input_type -> hodei.v1.ConnectRequest
+	2,  // 40: hodei.v1.WorkerService.Enroll:output_type -> hodei.v1.EnrollResponse
+	21, // 41: hodei.v1.WorkerService.Connect:output_type -> hodei.v1.ConnectResponse
+	40, // [40:42] is the sub-list for method output_type
+	38, // [38:40] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_worker_proto_init() }
@@ -2090,8 +2402,10 @@ func file_hodei_v1_worker_proto_init() {
 		(*ConnectRequest_Finished)(nil),
 		(*ConnectRequest_Shutdown)(nil),
 		(*ConnectRequest_Batch)(nil),
+		(*ConnectRequest_CertificateRequest)(nil),
+		(*ConnectRequest_CertificateResult)(nil),
 	}
-	file_hodei_v1_worker_proto_msgTypes[18].OneofWrappers = []any{
+	file_hodei_v1_worker_proto_msgTypes[20].OneofWrappers = []any{
 		(*ConnectResponse_Run)(nil),
 		(*ConnectResponse_Cancel)(nil),
 		(*ConnectResponse_Drain)(nil),
@@ -2099,6 +2413,8 @@ func file_hodei_v1_worker_proto_init() {
 		(*ConnectResponse_Ack)(nil),
 		(*ConnectResponse_Batch)(nil),
 		(*ConnectResponse_HeartbeatAck)(nil),
+		(*ConnectResponse_RenewCertificate)(nil),
+		(*ConnectResponse_Certificate)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2106,7 +2422,7 @@ func file_hodei_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_worker_proto_rawDesc), len(file_hodei_v1_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

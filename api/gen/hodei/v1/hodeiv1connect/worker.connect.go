@@ -41,7 +41,8 @@ const (
 
 // WorkerServiceClient is a client for the hodei.v1.WorkerService service.
 type WorkerServiceClient interface {
-	// Enroll trades a one-time bootstrap token for a worker identity and stream credential.
+	// Enroll trades a one-time bootstrap token for a worker identity, a
+	// stream credential and, over TLS, the worker's client certificate.
 	Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error)
 	// Connect is the worker's one bidirectional stream.
 	Connect(context.Context) *connect.BidiStreamForClient[v1.ConnectRequest, v1.ConnectResponse]
@@ -91,7 +92,8 @@ func (c *workerServiceClient) Connect(ctx context.Context) *connect.BidiStreamFo
 
 // WorkerServiceHandler is an implementation of the hodei.v1.WorkerService service.
 type WorkerServiceHandler interface {
-	// Enroll trades a one-time bootstrap token for a worker identity and stream credential.
+	// Enroll trades a one-time bootstrap token for a worker identity, a
+	// stream credential and, over TLS, the worker's client certificate.
 	Enroll(context.Context, *connect.Request[v1.EnrollRequest]) (*connect.Response[v1.EnrollResponse], error)
 	// Connect is the worker's one bidirectional stream.
 	Connect(context.Context, *connect.BidiStream[v1.ConnectRequest, v1.ConnectResponse]) error
