@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/cli"
 	"github.com/hodei-dev/hodei/internal/pgembed"
 	"github.com/hodei-dev/hodei/internal/platform"
+	"github.com/hodei-dev/hodei/internal/web"
 )
 
 // platformFlags registers the flags server and dev share.
@@ -45,6 +47,9 @@ func runServer(ctx context.Context, args []string) error {
 	if pc.DatabaseURL = os.Getenv("HODEI_DATABASE_URL"); pc.DatabaseURL == "" {
 		return errors.New("HODEI_DATABASE_URL is not set (use `hodei dev` for an embedded PostgreSQL)")
 	}
+	logins := web.NewLogins(0)
+	pc.UIAuth = logins
+	pc.Ready = func(addr string) { printLogins(os.Stderr, logins, addr) }
 	return platform.Run(ctx, platform.NewLogger(os.Stderr), pc)
 }
 
@@ -81,10 +86,21 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	pc.DatabaseURL = url
 	pc.StopAllWorkers = true
+	logins := web.NewLogins(0)
+	pc.UIAuth = logins
 	pc.Ready = func(addr string) {
-		fmt.Fprintf(os.Stderr, "\nHodei is running on %s. Try:\n  hodei run --server %s -- echo hello\n\n", addr, addr)
+		fmt.Fprintf(os.Stderr, "\nHodei is running on %s. Try:\n  hodei run --server %s -- echo hello\n", addr, addr)
+		printLogins(os.Stderr, logins, addr)
 	}
 	return platform.Run(ctx, log, pc)
+}
+
+// printLogins prints the one-time sign-in links of the dashboard: one
+// that may cancel and retry, one that may only look.
+func printLogins(w io.Writer, logins *web.Logins, addr string) {
+	base := "http://" + addr + web.Prefix + "login?t="
+	fmt.Fprintf(w, "\nDashboard (one-time sign-in links, valid 24h):\n  %s%s\n  read-only: %s%s\n\n",
+		base, logins.Issue(web.Principal{Name: "admin", Write: true}), base, logins.Issue(web.Principal{Name: "viewer"}))
 }
 
 // autoPrefetch bounds --prefetch auto: deep enough that very short jobs batch their claims and results.

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/scheduler"
 	"github.com/hodei-dev/hodei/internal/server"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/web"
 	"github.com/hodei-dev/hodei/internal/webhook"
 )
 
@@ -74,6 +76,9 @@ type Config struct {
 	// whose database goes with it). A server leaves Docker workers running
 	// so that they reconnect when it is back.
 	StopAllWorkers bool
+	// UIAuth signs browsers in to the dashboard under /ui/; nil serves no
+	// dashboard.
+	UIAuth web.Authenticator
 }
 
 // loadJobTypes stores the job types of the file at path, when set, over
@@ -130,7 +135,13 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
 
 	replica := "replica-" + randomHex(6)
-	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease}, st, bus)
+	scfg := server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease}
+	if pc.UIAuth != nil {
+		scfg.UI = func(api http.Handler) (http.Handler, error) {
+			return web.New(web.Config{API: api, Auth: pc.UIAuth, Logger: log})
+		}
+	}
+	srv, err := server.New(scfg, st, bus)
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,9 @@ type Config struct {
 	HeartbeatInterval  time.Duration // asked of agents; default 2s
 	Logger             *slog.Logger
 	Registry           *prometheus.Registry // required: /metrics serves it
+	// UI, when set, builds the handler served under /ui/ from the
+	// handler of the API (the dashboard calls the API through it).
+	UI func(api http.Handler) (http.Handler, error)
 }
 
 // Server is one replica's API.
@@ -86,8 +89,9 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 func (s *Server) Workers() *WorkerSet { return s.workers }
 
 // Handler returns the HTTP handler serving every service, gRPC
-// reflection, /metrics and /healthz.
-func (s *Server) Handler() http.Handler {
+// reflection, /metrics, /healthz and, when configured, the dashboard
+// under /ui/.
+func (s *Server) Handler() (http.Handler, error) {
 	mux := http.NewServeMux()
 	handle := func(path string, h http.Handler) { mux.Handle(path, limitBodies(h)) }
 	// Small messages are not worth compressing (most of ours are small).
@@ -116,7 +120,15 @@ func (s *Server) Handler() http.Handler {
 		}
 		w.Write([]byte("ok\n"))
 	})
-	return mux
+	if s.cfg.UI != nil {
+		ui, err := s.cfg.UI(mux)
+		if err != nil {
+			return nil, err
+		}
+		mux.Handle("/ui/", ui)
+		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
+	}
+	return mux, nil
 }
 
 // Serve serves on ln until ctx ends, then shuts down (streams are cut).
@@ -124,7 +136,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
-	hs := &http.Server{Handler: s.Handler(), Protocols: p, ReadHeaderTimeout: 10 * time.Second,
+	h, err := s.Handler()
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: h, Protocols: p, ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

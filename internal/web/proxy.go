@@ -1,0 +1,85 @@
+package web
+
+import (
+	"net/http"
+	"net/url"
+)
+
+// Procedures the dashboard may call, and whether each one writes.
+var procedures = map[string]bool{
+	"hodei.v1.JobService/GetJob":              false,
+	"hodei.v1.JobService/ListJobs":            false,
+	"hodei.v1.JobService/WatchJob":            false,
+	"hodei.v1.JobService/GetJobLogs":          false,
+	"hodei.v1.JobService/ExplainJob":          false,
+	"hodei.v1.EventService/Subscribe":         false,
+	"hodei.v1.ProviderService/ListProviders":  false,
+	"hodei.v1.ProviderService/GetProvider":    false,
+	"hodei.v1.JobService/CancelJob":           true,
+	"hodei.v1.JobService/RetryJob":            true,
+	"hodei.v1.ProviderService/UpdateProvider": true,
+}
+
+// csrfHeader carries the session's form token on every API call. A
+// cross-site page cannot set it without a CORS preflight, which the
+// dashboard never answers.
+const csrfHeader = "X-Hodei-Csrf"
+
+// proxy passes a page's Connect call (JSON protocol, unary or server
+// stream) to the API for the session's principal. It refuses calls
+// without a session, from another origin, without the session's form
+// token, to procedures outside the dashboard's list, and writes for a
+// principal that may only read.
+func (u *UI) proxy(w http.ResponseWriter, r *http.Request) {
+	proc := r.PathValue("service") + "/" + r.PathValue("method")
+	write, known := procedures[proc]
+	if !known {
+		http.Error(w, "procedure "+proc+" is not available to the dashboard", http.StatusNotFound)
+		return
+	}
+	sess, ok := u.session(r)
+	if !ok {
+		http.Error(w, "not signed in", http.StatusUnauthorized)
+		return
+	}
+	if reason := crossSite(r); reason != "" {
+		u.log.Warn("dashboard call refused", "procedure", proc, "reason", reason)
+		http.Error(w, "refused: "+reason, http.StatusForbidden)
+		return
+	}
+	if !sameSecret(r.Header.Get(csrfHeader), sess.csrf) {
+		http.Error(w, "refused: header "+csrfHeader+" is missing or does not match the session", http.StatusForbidden)
+		return
+	}
+	if write && !sess.p.Write {
+		http.Error(w, "refused: "+sess.p.Name+" may only read", http.StatusForbidden)
+		return
+	}
+	out := r.Clone(r.Context())
+	out.URL = &url.URL{Path: "/" + proc}
+	out.RequestURI = ""
+	out.Header.Del("Cookie")
+	out.Header.Del(csrfHeader)
+	out.Header.Del("Authorization")
+	if sess.p.Token != "" {
+		out.Header.Set("Authorization", "Bearer "+sess.p.Token)
+	}
+	u.cfg.API.ServeHTTP(w, out)
+}
+
+// crossSite says why a request does not come from the dashboard's own
+// pages, or "" when it does.
+func crossSite(r *http.Request) string {
+	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" {
+		return "Sec-Fetch-Site is " + s
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return ""
+	}
+	o, err := url.Parse(origin)
+	if err != nil || o.Host != r.Host {
+		return "Origin " + origin + " is not this server"
+	}
+	return ""
+}

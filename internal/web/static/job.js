@@ -1,0 +1,177 @@
+// One job: its state kept current by WatchJob, its attempts and spec,
+// "why is it waiting", its events since the page opened, and its log
+// followed live in a bounded window.
+"use strict";
+
+(() => {
+  const { call, stream, live, say, el, stateName, className, finalStates, time, duration, command } = hodei;
+  const id = document.body.dataset.job;
+  const ctl = new AbortController();
+  let current = null;
+
+  function render(job) {
+    current = job;
+    const s = stateName(job.state);
+    const badge = document.getElementById("job-state");
+    badge.textContent = s;
+    badge.className = "state s-" + s.replace(" ", "-");
+    document.getElementById("job-name").textContent = job.spec.name || "";
+    document.title = (job.spec.name || "Job " + id) + " · " + s + " · Hodei";
+    const final = finalStates.has(job.state);
+    const cancel = document.getElementById("cancel");
+    const retry = document.getElementById("retry");
+    if (cancel) cancel.hidden = final;
+    if (retry) retry.hidden = !final;
+    attempts(job);
+    spec(job.spec, job);
+    explain(job);
+  }
+
+  function attempts(job) {
+    const rows = (job.attempts || []).slice().reverse().map((a) => el("tr", {},
+      el("td", { "data-label": "#", text: a.number }),
+      el("td", { "data-label": "State", text: stateName(a.state) }),
+      el("td", { "data-label": "Worker", class: "mono", text: a.workerId || "" }),
+      el("td", { "data-label": "Exit", text: a.finishedAt ? String(a.exitCode || 0) + (a.signal ? " (" + a.signal + ")" : "") : "" }),
+      el("td", { "data-label": "Failure", text: className(a.failureClass) }),
+      el("td", { "data-label": "Assigned", text: time(a.assignedAt) }),
+      el("td", { "data-label": "Started", text: time(a.startedAt) }),
+      el("td", { "data-label": "Took", text: duration(a.startedAt || a.assignedAt, a.finishedAt) }),
+      el("td", { "data-label": "Message", text: a.message || "" })));
+    document.querySelector("#attempts tbody").replaceChildren(...rows);
+  }
+
+  function spec(sp, job) {
+    const items = [
+      ["Command", command(sp)], ["Interpreter", sp.interpreter], ["Image", sp.image], ["Type", sp.type],
+      ["Priority", sp.priority], ["Timeout", sp.timeout], ["Working directory", sp.workdir],
+      ["Labels", kv(sp.labels)], ["Tags", kv(sp.tags)], ["Environment", kv(sp.env)],
+      ["Resources", sp.resources ? (sp.resources.cpuMillis || 0) + "m CPU, " + (sp.resources.memoryMib || 0) + " MiB" : ""],
+      ["Attempts", (job.attempt || 0) + " of " + (job.maxAttempts || 0)], ["Created", time(job.createdAt)],
+      ["Finished", time(job.finishedAt)], ["Retry at", time(job.runAt)], ["Message", job.message],
+    ];
+    const dl = document.getElementById("spec");
+    dl.replaceChildren();
+    for (const [k, v] of items) if (v !== undefined && v !== "" && v !== null) dl.append(el("dt", { text: k }), el("dd", { class: "mono", text: String(v) }));
+  }
+  const kv = (m) => Object.entries(m || {}).map(([k, v]) => k + "=" + v).join("  ");
+
+  let explained = "";
+  async function explain(job) {
+    const box = document.getElementById("explain-box");
+    const waiting = !finalStates.has(job.state) && job.state !== "JOB_STATE_RUNNING";
+    box.hidden = !waiting;
+    if (!waiting || explained === job.state + job.updatedAt) return;
+    explained = job.state + job.updatedAt;
+    try {
+      const res = await call("JobService/ExplainJob", { id });
+      document.getElementById("explain").replaceChildren(...(res.reasons || []).map((r) => el("li", { text: r })));
+    } catch (e) { say("Could not explain the job: " + e.message); }
+  }
+
+  async function act(proc, verb) {
+    try {
+      const res = await call(proc, { id });
+      render(res.job);
+      say("Job " + verb + ".");
+    } catch (e) { say("Could not " + verb.replace(/led$|ed$/, "") + " the job: " + e.message); }
+  }
+  document.getElementById("cancel")?.addEventListener("click", () => act("JobService/CancelJob", "cancelled"));
+  document.getElementById("retry")?.addEventListener("click", () => { act("JobService/RetryJob", "retried").then(() => { if (!following) { watch(); followLog(); } }); });
+  document.getElementById("download").href = "/ui/jobs/" + id + "/log";
+
+  // The job's events since the page opened.
+  const evList = document.getElementById("events");
+  live("EventService/Subscribe", () => ({ aggregateKind: "job", aggregateId: id }), (m) => {
+    if (!m.event) return;
+    evList.append(el("li", {}, el("time", { text: time(m.event.time) }), " ", el("strong", { text: m.event.type }), " ", detail(m.event.payload)));
+  }, ctl.signal);
+  function detail(p) {
+    const body = Object.values(p || {})[0] || {};
+    return Object.entries(body).filter(([k]) => k !== "jobId").map(([k, v]) => k + "=" + (typeof v === "object" ? JSON.stringify(v) : v)).join(" ");
+  }
+
+  // State: WatchJob sends the job on every change and ends at a final state.
+  async function watch() {
+    try {
+      await stream("JobService/WatchJob", { id }, (m) => m.job && render(m.job), ctl.signal);
+    } catch (e) {
+      if (!ctl.signal.aborted) say("Watching the job stopped: " + e.message);
+    }
+  }
+
+  // The log: GetJobLogs followed; only the last window is kept on the page.
+  const maxChars = 2 * 1024 * 1024;
+  const pre = document.getElementById("log");
+  const follow = document.getElementById("follow");
+  let kept = 0, dropped = 0, following = false;
+  const decoders = {};
+  const sgr = {};
+  function append(chunk) {
+    const s = chunk.stream || "LOG_STREAM_STDOUT";
+    const dec = decoders[s] || (decoders[s] = new TextDecoder());
+    const bin = atob(chunk.data || "");
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    const text = dec.decode(bytes, { stream: true });
+    const cls = s === "LOG_STREAM_STDERR" ? "err" : s === "LOG_STREAM_SYSTEM" ? "sys" : "out";
+    const frag = ansi(text, cls, sgr[s] || (sgr[s] = { fg: "", bold: false }));
+    pre.append(frag);
+    kept += text.length;
+    while (kept > maxChars && pre.firstChild) {
+      kept -= pre.firstChild.textContent.length;
+      dropped += pre.firstChild.textContent.length;
+      pre.firstChild.remove();
+    }
+    if (dropped) document.getElementById("log-window").textContent = "Showing the last " + Math.round(kept / 1024) + " KiB; " + Math.round(dropped / 1024) + " KiB before it are in the download.";
+    if (follow.checked) pre.scrollTop = pre.scrollHeight;
+  }
+
+  // ansi renders SGR colour codes as classes; other escapes are dropped.
+  function ansi(text, cls, st) {
+    const frag = document.createDocumentFragment();
+    const re = /\x1b\[([0-9;]*)([A-Za-z])/g;
+    let at = 0, m;
+    const put = (s) => { if (s) frag.append(el("span", { class: [cls, st.fg, st.bold ? "b" : ""].filter(Boolean).join(" "), text: s })); };
+    while ((m = re.exec(text))) {
+      put(text.slice(at, m.index));
+      at = re.lastIndex;
+      if (m[2] !== "m") continue;
+      for (const c of (m[1] || "0").split(";").map(Number)) {
+        if (c === 0) { st.fg = ""; st.bold = false; }
+        else if (c === 1) st.bold = true;
+        else if (c === 22) st.bold = false;
+        else if ((c >= 30 && c <= 37) || (c >= 90 && c <= 97)) st.fg = "c" + c;
+        else if (c === 39) st.fg = "";
+      }
+    }
+    put(text.slice(at));
+    return frag;
+  }
+
+  async function followLog() {
+    following = true;
+    pre.replaceChildren(); kept = 0; dropped = 0;
+    try {
+      await stream("JobService/GetJobLogs", { id, follow: true }, (m) => {
+        for (const c of m.chunks || []) append(c);
+        if (m.job) render(m.job);
+      }, ctl.signal);
+      pre.dataset.done = "true";
+    } catch (e) {
+      if (!ctl.signal.aborted) say("The log stopped: " + e.message);
+    }
+    following = false;
+  }
+
+  document.addEventListener("keydown", (ev) => {
+    if (ev.target.closest("input, select, textarea, button") || ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    if (ev.key === "f") follow.click();
+    else if (ev.key === "u" || ev.key === "Backspace") location.href = "/ui/";
+    else return;
+    ev.preventDefault();
+  });
+
+  call("JobService/GetJob", { id }).then((res) => { render(res.job); watch(); followLog(); })
+    .catch((e) => say("Could not read the job: " + e.message));
+})();
