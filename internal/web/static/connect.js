@@ -6,6 +6,11 @@ const hodei = (() => {
   const csrf = document.querySelector('meta[name="hodei-csrf"]').content;
   const canWrite = document.body.dataset.write === "true";
   const base = "/ui/api/hodei.v1.";
+  // Leaving the page ends its streams at once: over HTTP/1.1 a browser
+  // opens few connections to a server, and the next page needs them.
+  const page = new AbortController();
+  window.addEventListener("pagehide", () => page.abort());
+  const within = (signal) => (signal ? AbortSignal.any([signal, page.signal]) : page.signal);
 
   class RPCError extends Error {
     constructor(code, message) { super(message || code); this.code = code; }
@@ -22,7 +27,7 @@ const hodei = (() => {
 
   // call runs a unary procedure ("JobService/GetJob") and returns its answer.
   async function call(proc, msg, signal) {
-    const res = await fetch(base + proc, { method: "POST", headers: headers("application/json"), body: JSON.stringify(msg || {}), signal, credentials: "same-origin" });
+    const res = await fetch(base + proc, { method: "POST", headers: headers("application/json"), body: JSON.stringify(msg || {}), signal: within(signal), credentials: "same-origin" });
     if (!res.ok) throw await failure(res);
     return res.json();
   }
@@ -34,7 +39,7 @@ const hodei = (() => {
     const env = new Uint8Array(5 + body.length);
     new DataView(env.buffer).setUint32(1, body.length);
     env.set(body, 5);
-    const res = await fetch(base + proc, { method: "POST", headers: headers("application/connect+json"), body: env, signal, credentials: "same-origin" });
+    const res = await fetch(base + proc, { method: "POST", headers: headers("application/connect+json"), body: env, signal: within(signal), credentials: "same-origin" });
     if (!res.ok) throw await failure(res);
     const reader = res.body.getReader();
     const dec = new TextDecoder();

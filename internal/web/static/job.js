@@ -1,4 +1,4 @@
-// One job: its state kept current by WatchJob, its attempts and spec,
+// One job: its state re-read on each of its events, its attempts and spec,
 // "why is it waiting", its events since the page opened, and its log
 // followed live in a bounded window.
 "use strict";
@@ -77,28 +77,26 @@
     } catch (e) { say("Could not " + verb.replace(/led$|ed$/, "") + " the job: " + e.message); }
   }
   document.getElementById("cancel")?.addEventListener("click", () => act("JobService/CancelJob", "cancelled"));
-  document.getElementById("retry")?.addEventListener("click", () => { act("JobService/RetryJob", "retried").then(() => { if (!following) { watch(); followLog(); } }); });
+  document.getElementById("retry")?.addEventListener("click", () => { act("JobService/RetryJob", "retried").then(() => { if (!following) followLog(); }); });
   document.getElementById("download").href = "/ui/jobs/" + id + "/log";
 
-  // The job's events since the page opened.
+  // The job's events since the page opened; each one re-reads the job.
   const evList = document.getElementById("events");
+  let reread = null;
   live("EventService/Subscribe", () => ({ aggregateKind: "job", aggregateId: id }), (m) => {
     if (!m.event) return;
     evList.append(el("li", {}, el("time", { text: time(m.event.time) }), " ", el("strong", { text: m.event.type }), " ", detail(m.event.payload)));
+    if (!reread) reread = setTimeout(refresh, 100);
   }, ctl.signal);
+  async function refresh() {
+    reread = null;
+    try { render((await call("JobService/GetJob", { id })).job); } catch (e) { say("Could not read the job: " + e.message); }
+  }
   function detail(p) {
     const body = Object.values(p || {})[0] || {};
     return Object.entries(body).filter(([k]) => k !== "jobId").map(([k, v]) => k + "=" + (typeof v === "object" ? JSON.stringify(v) : v)).join(" ");
   }
 
-  // State: WatchJob sends the job on every change and ends at a final state.
-  async function watch() {
-    try {
-      await stream("JobService/WatchJob", { id }, (m) => m.job && render(m.job), ctl.signal);
-    } catch (e) {
-      if (!ctl.signal.aborted) say("Watching the job stopped: " + e.message);
-    }
-  }
 
   // The log: GetJobLogs followed; only the last window is kept on the page.
   const maxChars = 2 * 1024 * 1024;
@@ -172,6 +170,6 @@
     ev.preventDefault();
   });
 
-  call("JobService/GetJob", { id }).then((res) => { render(res.job); watch(); followLog(); })
+  call("JobService/GetJob", { id }).then((res) => { render(res.job); followLog(); })
     .catch((e) => say("Could not read the job: " + e.message));
 })();
