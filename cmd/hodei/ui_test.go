@@ -153,7 +153,6 @@ func TestDashboardRefusesReadOnlyAndCrossSiteWrites(t *testing.T) {
 	}
 }
 
-
 // forgery serves, on host, a page that posts a cancel of job id to target
 // in every way a page of another origin can without CORS: a form, and
 // fetch in no-cors mode with the browser's cookies.
