@@ -113,7 +113,7 @@ func shotDir(t *testing.T) string {
 // screenshot saves the whole page as dir/name.png.
 func screenshot(t *testing.T, ctx context.Context, dir, name string) {
 	t.Helper()
-	png := value(t, ctx, 20*time.Second, "screenshot "+name, chromedp.FullScreenshot(90))
+	png := value(t, ctx, 20*time.Second, "screenshot "+name, chromedp.FullScreenshot(100))
 	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -60,6 +60,7 @@
     document.getElementById("first").disabled = !cursor;
     document.getElementById("empty").hidden = jobs.length > 0;
     document.body.dataset.loaded = Math.round(performance.now() - t0);
+    if (!document.body.dataset.rendered) document.body.dataset.rendered = Math.round(performance.now()); // since navigation
     select(Math.min(selected, tbody.rows.length - 1));
   }
 
