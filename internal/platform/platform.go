@@ -81,6 +81,18 @@ type Config struct {
 	UIAuth web.Authenticator
 }
 
+// serverConfig is the configuration of this replica's API, with the
+// dashboard when pc signs browsers in.
+func serverConfig(pc Config, replica string, log *slog.Logger, reg *prometheus.Registry) server.Config {
+	cfg := server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease}
+	if pc.UIAuth != nil {
+		cfg.UI = func(api http.Handler) (http.Handler, error) {
+			return web.New(web.Config{API: api, Auth: pc.UIAuth, Logger: log})
+		}
+	}
+	return cfg
+}
+
 // loadJobTypes stores the job types of the file at path, when set, over
 // the stored ones of the same names.
 func loadJobTypes(ctx context.Context, log *slog.Logger, st *store.Store, path string) error {
@@ -135,13 +147,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
 
 	replica := "replica-" + randomHex(6)
-	scfg := server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease}
-	if pc.UIAuth != nil {
-		scfg.UI = func(api http.Handler) (http.Handler, error) {
-			return web.New(web.Config{API: api, Auth: pc.UIAuth, Logger: log})
-		}
-	}
-	srv, err := server.New(scfg, st, bus)
+	srv, err := server.New(serverConfig(pc, replica, log, reg), st, bus)
 	if err != nil {
 		return err
 	}
