@@ -92,6 +92,7 @@ func TestDashboardInChromium(t *testing.T) {
 
 	// Providers and the event tail.
 	open(t, ctx, "http://"+d.addr+"/ui/workers", `#providers tr[data-name="process"]`)
+	waitJS(t, ctx, 20*time.Second, "a connected process worker with its slots", `[...document.querySelectorAll('#workers tr[data-state="connected"]')].some(r => r.cells[1].textContent === "process" && / \/ 1$/.test(r.cells[3].textContent))`)
 	screenshot(t, ctx, shots, "providers")
 	open(t, ctx, "http://"+d.addr+"/ui/events", `#tail`)
 	time.Sleep(300 * time.Millisecond) // the tail starts from now once its stream is open

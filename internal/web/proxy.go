@@ -15,6 +15,7 @@ var procedures = map[string]bool{
 	"hodei.v1.EventService/Subscribe":         false,
 	"hodei.v1.ProviderService/ListProviders":  false,
 	"hodei.v1.ProviderService/GetProvider":    false,
+	"hodei.v1.ProviderService/ListWorkers":    false,
 	"hodei.v1.JobService/CancelJob":           true,
 	"hodei.v1.JobService/RetryJob":            true,
 	"hodei.v1.ProviderService/UpdateProvider": true,

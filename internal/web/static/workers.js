@@ -1,5 +1,5 @@
-// Providers with their health, limits and enabled switch; workers as
-// their events arrive.
+// Providers with their health, limits and enabled switch; the workers
+// with their slots in use; both read again as events arrive.
 "use strict";
 
 (() => {
@@ -39,19 +39,35 @@
   }
 
   const workers = document.querySelector("#workers tbody");
+  function workerRow(w) {
+    const state = (w.state || "").replace("WORKER_STATE_", "").toLowerCase();
+    return el("tr", { "data-worker": w.id, "data-state": state },
+      el("td", { "data-label": "Worker", class: "mono", text: w.id + (w.hostname ? " (" + w.hostname + ")" : "") }),
+      el("td", { "data-label": "Provider", text: w.provider }),
+      el("td", { "data-label": "State", class: state === "draining" ? "bad" : "", text: state }),
+      el("td", { "data-label": "Slots in use", text: (w.running || 0) + " / " + (w.slots || 0) }),
+      el("td", { "data-label": "Labels", class: "mono", text: Object.entries(w.labels || {}).map(([k, v]) => k + "=" + v).join(" ") }),
+      el("td", { "data-label": "Last heartbeat", text: time(w.lastSeen) }),
+      el("td", { "data-label": "Replica", class: "mono", text: w.replicaId || "" }));
+  }
+  async function loadWorkers() {
+    try {
+      const res = await call("ProviderService/ListWorkers", {});
+      workers.replaceChildren(...(res.workers || []).map(workerRow));
+      document.getElementById("no-workers").hidden = workers.rows.length > 0;
+    } catch (e) { say("Could not list workers: " + e.message); }
+  }
+
+  // Worker events and the starts and ends of attempts change the tables;
+  // they are read again at most every 500 ms.
   let reload = null;
-  live("EventService/Subscribe", () => ({ aggregateKind: "worker" }), (m) => {
-    const ev = m.event;
-    if (!ev) return;
-    const body = Object.values(ev.payload || {})[0] || {};
-    const r = el("tr", { "data-worker": ev.aggregateId },
-      el("td", { "data-label": "Worker", class: "mono", text: ev.aggregateId }),
-      el("td", { "data-label": "Provider", text: body.provider || "" }),
-      el("td", { "data-label": "Last event", text: ev.type }),
-      el("td", { "data-label": "When", text: time(ev.time) }));
-    const old = workers.querySelector(`tr[data-worker="${ev.aggregateId}"]`);
-    if (old) old.replaceWith(r); else workers.prepend(r);
-    if (!reload) reload = setTimeout(() => { reload = null; load(); }, 300);
+  const types = ["WorkerRegistered", "WorkerProvisioned", "WorkerDisconnected", "WorkerReconnected", "WorkerGracefulShutdown",
+    "WorkerShutdownForced", "WorkerTerminated", "ProviderHealthChanged", "ProviderMarkedUnhealthy", "ProviderRecovered",
+    "JobAssigned", "JobCompleted", "JobFailed", "JobCancelled"];
+  live("EventService/Subscribe", () => ({ types }), (m) => {
+    if (!m.event || reload) return;
+    reload = setTimeout(() => { reload = null; load(); loadWorkers(); }, 500);
   }, ctl.signal);
   load();
+  loadWorkers();
 })();
