@@ -150,7 +150,10 @@ func open(t *testing.T, ctx context.Context, url, sel string) {
 		if try == 2 {
 			fatalPage(t, ctx, "open "+url, err)
 		}
-		t.Logf("open %s: %v; again", url, err)
+		sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+		state, _ := chromedp.Run(sctx, chromedp.Evaluate[string](`location.href + " " + document.readyState + " " + document.body.dataset.page`))
+		scancel()
+		t.Logf("open %s: %v (page: %s); again", url, err, state)
 	}
 }
 

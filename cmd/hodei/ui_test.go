@@ -100,6 +100,17 @@ func TestDashboardInChromium(t *testing.T) {
 	waitJS(t, ctx, 20*time.Second, "event tail shows the job", fmt.Sprintf(`[...document.querySelectorAll('#tail li[data-type="JobCompleted"] a')].some(a => a.textContent === %q)`, tailed))
 	screenshot(t, ctx, shots, "events")
 
+	// A long log: the page holds its last window, not the whole.
+	big := submit(t, d.jobs, &hodeiv1.JobSpec{Name: "big", Command: []string{"sh", "-c", "seq 1 600000; echo the-end"}})
+	pollJob(t, d.jobs, big, 60*time.Second, "final", isFinal)
+	open(t, ctx, "http://"+d.addr+"/ui/jobs/"+big, `#log[data-done="true"]`)
+	if n := eval[int](t, ctx, `document.getElementById("log").textContent.length`); n > 2100*1024 || n < 200*1024 {
+		t.Errorf("the page holds %d characters of a 4.2 MB log, want its last 2 MiB as stored", n)
+	}
+	if !eval[bool](t, ctx, `document.getElementById("log").textContent.endsWith("600000\nthe-end\n") && document.getElementById("log-window").textContent.includes("download")`) {
+		t.Errorf("the log window does not end with the job's last lines, or does not point to the download")
+	}
+
 	// Phone width: nothing wider than the screen.
 	open(t, ctx, "http://"+d.addr+"/ui/jobs/"+id, "#attempts")
 	browse(t, ctx, 20*time.Second, "phone width", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))

@@ -49,3 +49,45 @@ func TestLogCapTruncatesWithAMarker(t *testing.T) {
 		t.Fatalf("third batch %q is not the truncation marker", recs[2].Data)
 	}
 }
+
+// TestLogTailStart: the tail of a log that holds at least N bytes starts
+// at the right batch; a tail as long as the log is the whole log.
+func TestLogTailStart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, err := store.Open(ctx, store.Config{URL: storetest.URL(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	w := storetest.ConnectedWorker(t, s)
+	as, err := s.Claim(ctx, store.WorkerMatch{ID: w}, 1)
+	if err != nil || len(as) != 1 {
+		t.Fatalf("claim: %v %v", as, err)
+	}
+	for seq := int64(1); seq <= 10; seq++ { // ten batches of 100 bytes
+		b := store.LogBatchIn{JobID: jid(as[0]), Token: as[0].Token, Seq: seq, Lines: 1, Data: []byte(strings.Repeat("y", 100))}
+		if stale, err := s.AppendLogBatches(ctx, []store.LogBatchIn{b}); err != nil || len(stale) > 0 {
+			t.Fatalf("batch %d: stale=%v err=%v", seq, stale, err)
+		}
+	}
+	for _, tc := range []struct {
+		min     int64
+		seq     int64
+		skipped bool
+	}{
+		{1, 10, true}, {100, 10, true}, {101, 9, true}, {250, 8, true}, {900, 2, true},
+		{1000, 0, false}, {5000, 0, false},
+	} {
+		attempt, seq, skipped, err := s.LogTailStart(ctx, as[0].JobID, 0, tc.min)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if skipped != tc.skipped || (skipped && (attempt != 1 || seq != tc.seq)) {
+			t.Errorf("tail of %d bytes: attempt %d seq %d skipped %v, want seq %d skipped %v", tc.min, attempt, seq, skipped, tc.seq, tc.skipped)
+		}
+	}
+}

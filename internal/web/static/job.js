@@ -98,31 +98,44 @@
   }
 
 
-  // The log: GetJobLogs followed; only the last window is kept on the page.
+  // The log: the last 2 MiB stored, then followed (GetJobLogs with
+  // tail_bytes); only the last window is kept on the page.
+  const tailBytes = 2 * 1024 * 1024;
   const maxChars = 2 * 1024 * 1024;
   const pre = document.getElementById("log");
   const follow = document.getElementById("follow");
-  let kept = 0, dropped = 0, following = false;
+  let kept = 0, dropped = 0, skipped = false, following = false;
   const decoders = {};
   const sgr = {};
-  function append(chunk) {
-    const s = chunk.stream || "LOG_STREAM_STDOUT";
-    const dec = decoders[s] || (decoders[s] = new TextDecoder());
-    const bin = atob(chunk.data || "");
-    const bytes = new Uint8Array(bin.length);
-    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-    const text = dec.decode(bytes, { stream: true });
-    const cls = s === "LOG_STREAM_STDERR" ? "err" : s === "LOG_STREAM_SYSTEM" ? "sys" : "out";
-    const frag = ansi(text, cls, sgr[s] || (sgr[s] = { fg: "", bold: false }));
+  // append adds a message's chunks to the page in one change, trims the
+  // window, and scrolls once per frame: layout per chunk would make a
+  // long log quadratic.
+  let scrolling = false;
+  function append(chunks) {
+    const frag = document.createDocumentFragment();
+    for (const chunk of chunks) {
+      const s = chunk.stream || "LOG_STREAM_STDOUT";
+      const dec = decoders[s] || (decoders[s] = new TextDecoder());
+      const bin = atob(chunk.data || "");
+      const bytes = new Uint8Array(bin.length);
+      for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+      const text = dec.decode(bytes, { stream: true });
+      const cls = s === "LOG_STREAM_STDERR" ? "err" : s === "LOG_STREAM_SYSTEM" ? "sys" : "out";
+      frag.append(ansi(text, cls, sgr[s] || (sgr[s] = { fg: "", bold: false })));
+      kept += text.length;
+    }
     pre.append(frag);
-    kept += text.length;
     while (kept > maxChars && pre.firstChild) {
-      kept -= pre.firstChild.textContent.length;
-      dropped += pre.firstChild.textContent.length;
+      const n = pre.firstChild.textContent.length;
+      kept -= n;
+      dropped += n;
       pre.firstChild.remove();
     }
-    if (dropped) document.getElementById("log-window").textContent = "Showing the last " + Math.round(kept / 1024) + " KiB; " + Math.round(dropped / 1024) + " KiB before it are in the download.";
-    if (follow.checked) pre.scrollTop = pre.scrollHeight;
+    if (dropped || skipped) document.getElementById("log-window").textContent = "Showing the last " + Math.round(kept / 1024) + " KiB; the output before it is in the download.";
+    if (follow.checked && !scrolling) {
+      scrolling = true;
+      requestAnimationFrame(() => { scrolling = false; pre.scrollTop = pre.scrollHeight; });
+    }
   }
 
   // ansi renders SGR colour codes as classes; other escapes are dropped.
@@ -149,10 +162,11 @@
 
   async function followLog() {
     following = true;
-    pre.replaceChildren(); kept = 0; dropped = 0;
+    pre.replaceChildren(); kept = 0; dropped = 0; skipped = false;
     try {
-      await stream("JobService/GetJobLogs", { id, follow: true }, (m) => {
-        for (const c of m.chunks || []) append(c);
+      await stream("JobService/GetJobLogs", { id, follow: true, tailBytes: String(tailBytes) }, (m) => {
+        if (m.skipped) skipped = pre.dataset.skipped = true;
+        if (m.chunks) append(m.chunks);
         if (m.job) render(m.job);
       }, ctl.signal);
       pre.dataset.done = "true";

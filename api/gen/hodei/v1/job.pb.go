@@ -1493,7 +1493,10 @@ type GetJobLogsRequest struct {
 	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Follow bool                   `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
 	// attempt selects one attempt; 0 = all attempts.
-	Attempt       int32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt int32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// tail_bytes, when set, starts with the last stored batches that hold at
+	// least this many bytes instead of the start of the log.
+	TailBytes     int64 `protobuf:"varint,4,opt,name=tail_bytes,json=tailBytes,proto3" json:"tail_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1545,6 +1548,13 @@ func (x *GetJobLogsRequest) GetFollow() bool {
 func (x *GetJobLogsRequest) GetAttempt() int32 {
 	if x != nil {
 		return x.Attempt
+	}
+	return 0
+}
+
+func (x *GetJobLogsRequest) GetTailBytes() int64 {
+	if x != nil {
+		return x.TailBytes
 	}
 	return 0
 }
@@ -1630,7 +1640,9 @@ type GetJobLogsResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Chunks []*LogChunk            `protobuf:"bytes,1,rep,name=chunks,proto3" json:"chunks,omitempty"`
 	// final is set on the last message of a follow when the job reached a final state.
-	Job           *Job `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	Job *Job `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	// skipped is set on the first message when tail_bytes left earlier output out.
+	Skipped       bool `protobuf:"varint,3,opt,name=skipped,proto3" json:"skipped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1677,6 +1689,13 @@ func (x *GetJobLogsResponse) GetJob() *Job {
 		return x.Job
 	}
 	return nil
+}
+
+func (x *GetJobLogsResponse) GetSkipped() bool {
+	if x != nil {
+		return x.Skipped
+	}
+	return false
 }
 
 type ExplainJobRequest struct {
@@ -1895,20 +1914,23 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\x0fWatchJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"3\n" +
 	"\x10WatchJobResponse\x12\x1f\n" +
-	"\x03job\x18\x01 \x01(\v2\r.hodei.v1.JobR\x03job\"U\n" +
+	"\x03job\x18\x01 \x01(\v2\r.hodei.v1.JobR\x03job\"t\n" +
 	"\x11GetJobLogsRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06follow\x18\x02 \x01(\bR\x06follow\x12\x18\n" +
-	"\aattempt\x18\x03 \x01(\x05R\aattempt\"\xa7\x01\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1d\n" +
+	"\n" +
+	"tail_bytes\x18\x04 \x01(\x03R\ttailBytes\"\xa7\x01\n" +
 	"\bLogChunk\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12+\n" +
 	"\x06stream\x18\x03 \x01(\x0e2\x13.hodei.v1.LogStreamR\x06stream\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12.\n" +
-	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"a\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"{\n" +
 	"\x12GetJobLogsResponse\x12*\n" +
 	"\x06chunks\x18\x01 \x03(\v2\x12.hodei.v1.LogChunkR\x06chunks\x12\x1f\n" +
-	"\x03job\x18\x02 \x01(\v2\r.hodei.v1.JobR\x03job\"#\n" +
+	"\x03job\x18\x02 \x01(\v2\r.hodei.v1.JobR\x03job\x12\x18\n" +
+	"\askipped\x18\x03 \x01(\bR\askipped\"#\n" +
 	"\x11ExplainJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"X\n" +
 	"\x12ExplainJobResponse\x12(\n" +
