@@ -49,6 +49,7 @@ type Server struct {
 	logs    *logHub
 	workers *WorkerSet
 	commits *groupCommit // every stream's reports, applied together
+	stats   *jobStats    // rolling counters of job events (GetJobStats)
 }
 
 // New returns a server.
@@ -73,7 +74,7 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st), commits: &groupCommit{apply: st.ApplyReports},
-		logs: newLogHub(), workers: newWorkerSet()}
+		logs: newLogHub(), workers: newWorkerSet(), stats: newJobStats(time.Now())}
 	// Log output stored on any replica wakes this replica's followers.
 	bus.OnNotify(store.LogsChannel, func(jobID string) {
 		if jobID == "" {
