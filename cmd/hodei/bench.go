@@ -123,6 +123,7 @@ func benchLogs(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Rate, "rate", 50_000, "lines per second of the steady job")
 	fs.DurationVar(&cfg.Steady, "steady", 4*time.Second, "length of the steady job")
 	fs.Float64Var(&cfg.GiB, "gib", 0, "also run a job writing this many GiB (1 KiB lines) and report peak RSS")
+	fs.IntVar(&cfg.Secrets, "secrets", 0, "give the jobs this many secrets (values they never print): the cost of redaction")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

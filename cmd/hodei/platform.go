@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -33,6 +34,7 @@ func platformFlags(fs *flag.FlagSet, pc *platform.Config) {
 	fs.StringVar(&pc.Docker.Binary, "docker-binary", "", "static hodei binary mounted into containers (default: this executable)")
 	fs.Var((*cli.KVFlag)(&pc.Docker.Labels), "docker-worker-label", "label K=V of the Docker provider's workers (repeatable)")
 	fs.StringVar(&pc.JobTypeDefaults, "job-type-defaults", "", "YAML or JSON `file` mapping job types to retry policies, stored at start over the stored ones of the same names")
+	fs.StringVar(&pc.SecretKeyFile, "secret-key-file", os.Getenv("HODEI_SECRET_KEY_FILE"), "`file` of the key-encryption keys of stored secrets, mode 0600, outside the database (empty: secrets off; hodei dev creates one in its data dir)")
 	fs.DurationVar(&pc.DBWait, "db-wait", 0, "how long to wait at start for a database that refuses connections, retrying with backoff (0: no limit)")
 }
 
@@ -83,6 +85,11 @@ func runDev(ctx context.Context, args []string) error {
 		}
 		url = c.URL("hodei")
 		log.Info("embedded postgres ready", "url", url, "took", time.Since(start).Round(time.Millisecond))
+		if pc.SecretKeyFile == "" {
+			// Beside the cluster, readable by this user only (not by the
+			// postgres user the cluster runs as).
+			pc.SecretKeyFile, pc.CreateSecretKey = filepath.Join(c.DataDir(), devSecretKeyFile), true
+		}
 	}
 	pc.DatabaseURL = url
 	pc.StopAllWorkers = true
@@ -102,6 +109,9 @@ func printLogins(w io.Writer, logins *web.Logins, addr string) {
 	fmt.Fprintf(w, "\nDashboard (one-time sign-in links, valid 24h):\n  %s%s\n  read-only: %s%s\n\n",
 		base, logins.Issue(web.Principal{Name: "admin", Write: true}), base, logins.Issue(web.Principal{Name: "viewer"}))
 }
+
+// devSecretKeyFile is the key file hodei dev creates in its data dir.
+const devSecretKeyFile = "hodei-secret.key"
 
 // autoPrefetch bounds --prefetch auto: deep enough that very short jobs batch their claims and results.
 const autoPrefetch = 128
@@ -156,12 +166,16 @@ func runAgent(ctx context.Context, args []string) int {
 	if err != nil {
 		log.Warn("running without a guardian process: jobs would outlive this agent if it were killed", "err", err)
 	}
+	var shim []string
+	if len(guard) > 0 {
+		shim = []string{guard[0], agent.ShimCommand}
+	}
 	batch, _ := strconv.Atoi(os.Getenv("HODEI_LOG_BATCH_SIZE"))
 	flush, _ := time.ParseDuration(os.Getenv("HODEI_LOG_FLUSH_INTERVAL"))
 	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"),
 		Labels: labels, Slots: *slots, BatchLines: batch, FlushInterval: flush, Version: version, Logger: log, NoopExec: *noop,
 		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem, Prefetch: prefetch.n, AdaptivePrefetch: prefetch.adaptive, GuardCommand: guard,
-		ConnectTimeout: *connectTimeout})
+		ConnectTimeout: *connectTimeout, ExecShim: shim})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hodei:", err)
 		return 2

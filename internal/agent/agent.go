@@ -92,6 +92,10 @@ type Config struct {
 	// agent-guard`), started once by Run: it kills the jobs' process
 	// groups when the agent dies. Empty: no guardian.
 	GuardCommand []string
+	// ExecShim is the command line of the exec shim (`hodei exec-shim`)
+	// that starts the jobs with secrets: it takes their values on its
+	// stdin. Without it, attempts with secrets fail unstarted.
+	ExecShim []string
 }
 
 // Agent is one worker.

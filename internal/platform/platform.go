@@ -27,6 +27,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/provider/docker"
 	"github.com/hodei-dev/hodei/internal/provider/process"
 	"github.com/hodei-dev/hodei/internal/scheduler"
+	"github.com/hodei-dev/hodei/internal/secret"
 	"github.com/hodei-dev/hodei/internal/server"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/web"
@@ -72,6 +73,11 @@ type Config struct {
 	// JobTypeDefaults, when set, is a file of job type retry defaults
 	// (server.ParseJobTypes) stored at start over those of the same names.
 	JobTypeDefaults string
+	// SecretKeyFile is the file of the key-encryption keys of stored
+	// secrets (outside the database); empty turns secrets off. With
+	// CreateSecretKey a missing file is created with a new key (dev).
+	SecretKeyFile   string
+	CreateSecretKey bool
 	// StopAllWorkers terminates every provider's workers on exit (dev mode,
 	// whose database goes with it). A server leaves Docker workers running
 	// so that they reconnect when it is back.
@@ -79,18 +85,6 @@ type Config struct {
 	// UIAuth signs browsers in to the dashboard under /ui/; nil serves no
 	// dashboard.
 	UIAuth web.Authenticator
-}
-
-// serverConfig is the configuration of this replica's API, with the
-// dashboard when pc signs browsers in.
-func serverConfig(pc Config, replica string, log *slog.Logger, reg *prometheus.Registry) server.Config {
-	cfg := server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease}
-	if pc.UIAuth != nil {
-		cfg.UI = func(api http.Handler) (http.Handler, error) {
-			return web.New(web.Config{API: api, Auth: pc.UIAuth, Logger: log})
-		}
-	}
-	return cfg
 }
 
 // loadJobTypes stores the job types of the file at path, when set, over
@@ -105,6 +99,25 @@ func loadJobTypes(ctx context.Context, log *slog.Logger, st *store.Store, path s
 	}
 	log.Info("job type defaults loaded", "file", path, "job_types", n)
 	return nil
+}
+
+// newServer builds the replica's RPC server, with the key file of stored
+// secrets when one is configured (without one, secrets are off).
+func newServer(pc Config, replica string, log *slog.Logger, reg *prometheus.Registry, st *store.Store, bus *eventbus.Bus) (*server.Server, error) {
+	var keys *secret.Keyring
+	if pc.SecretKeyFile != "" {
+		var err error
+		if keys, err = secret.LoadKeyring(pc.SecretKeyFile, pc.CreateSecretKey); err != nil {
+			return nil, err
+		}
+	}
+	cfg := server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, SecretKeys: keys}
+	if pc.UIAuth != nil {
+		cfg.UI = func(api http.Handler) (http.Handler, error) {
+			return web.New(web.Config{API: api, Auth: pc.UIAuth, Logger: log})
+		}
+	}
+	return server.New(cfg, st, bus)
 }
 
 // DockerConfig configures the Docker provider.
@@ -147,7 +160,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
 
 	replica := "replica-" + randomHex(6)
-	srv, err := server.New(serverConfig(pc, replica, log, reg), st, bus)
+	srv, err := newServer(pc, replica, log, reg, st, bus)
 	if err != nil {
 		return err
 	}

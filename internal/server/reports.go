@@ -28,6 +28,7 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 			// agent kills its jobs when the answers stop for about a lease.
 			c.send(&hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_HeartbeatAck{HeartbeatAck: &hodeiv1.HeartbeatAck{}}})
 		case *hodeiv1.ConnectRequest_Started, *hodeiv1.ConnectRequest_Logs, *hodeiv1.ConnectRequest_Finished:
+			s.secondRedaction(ctx, m)
 			r, n, err := toReport(m)
 			if err != nil {
 				return err
@@ -88,6 +89,7 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 			// Log followers learn the job's end from its final event
 			// (Server.Run), on every replica.
 			c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Finished: true, Stale: o.Stale}))
+			s.redact.forget(r.Token)
 		}
 	}
 	return nil

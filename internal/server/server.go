@@ -23,6 +23,7 @@ import (
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/secret"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
@@ -37,6 +38,12 @@ type Config struct {
 	// UI, when set, builds the handler served under /ui/ from the
 	// handler of the API (the dashboard calls the API through it).
 	UI func(api http.Handler) (http.Handler, error)
+	// SecretKeys seals and opens stored secrets; nil turns secrets off
+	// (their calls and jobs that reference secrets are refused).
+	SecretKeys *secret.Keyring
+	// SecretAccess decides who may use which secret; nil allows every
+	// caller every secret (no token authentication).
+	SecretAccess SecretAccess
 }
 
 // Server is one replica's API.
@@ -50,6 +57,8 @@ type Server struct {
 	workers *WorkerSet
 	commits *groupCommit // every stream's reports, applied together
 	stats   *jobStats    // rolling counters of job events (GetJobStats)
+	access  SecretAccess
+	redact  *attemptRedactors // the second redaction of stored logs
 }
 
 // New returns a server.
@@ -73,8 +82,12 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st), commits: &groupCommit{apply: st.ApplyReports},
+	if cfg.SecretAccess == nil {
+		cfg.SecretAccess = allowAll{}
+	}
+	s := &Server{access: cfg.SecretAccess, redact: newAttemptRedactors(), cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st), commits: &groupCommit{apply: st.ApplyReports},
 		logs: newLogHub(), workers: newWorkerSet(), stats: newJobStats(time.Now())}
+	s.workers.resolve = s.resolveSecrets
 	// Log output stored on any replica wakes this replica's followers.
 	bus.OnNotify(store.LogsChannel, func(jobID string) {
 		if jobID == "" {
@@ -105,10 +118,12 @@ func (s *Server) Handler() (http.Handler, error) {
 	handle(hodeiv1connect.NewProviderServiceHandler(providerService{s}, opt))
 	handle(hodeiv1connect.NewWebhookServiceHandler(newWebhookService(s), opt))
 	handle(hodeiv1connect.NewJobTypeServiceHandler(jobTypeService{s}, opt))
+	handle(hodeiv1connect.NewSecretServiceHandler(secretService{s}, opt))
 	reflector := grpcreflect.NewStaticReflector(
 		hodeiv1connect.JobServiceName, hodeiv1connect.WorkerServiceName,
 		hodeiv1connect.EventServiceName, hodeiv1connect.ProviderServiceName,
 		hodeiv1connect.WebhookServiceName, hodeiv1connect.JobTypeServiceName,
+		hodeiv1connect.SecretServiceName,
 	)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
@@ -209,9 +224,12 @@ func (h *logHub) wake(jobID string) {
 }
 
 type metrics struct {
-	jobsCreated *prometheus.CounterVec
-	logLines    prometheus.Counter
-	toStarted   prometheus.Histogram
+	jobsCreated    *prometheus.CounterVec
+	logLines       prometheus.Counter
+	toStarted      prometheus.Histogram
+	secretAccesses *prometheus.CounterVec
+	redactions     prometheus.Counter
+	leaksBlocked   prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
@@ -220,10 +238,16 @@ func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
 		logLines:    prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_log_lines_stored_total", Help: "Log lines stored."}),
 		toStarted: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hodei_attempt_assigned_to_started_seconds",
 			Help: "From assignment to the agent's start report.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
+		secretAccesses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_secret_accesses_total",
+			Help: "Reads and changes of secrets, by operation (dispatch, set, delete, rotate-key)."}, []string{"operation"}),
+		redactions: prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_log_redactions_total",
+			Help: "Secret values masked in job output, by the agents and by the server's second redaction."}),
+		leaksBlocked: prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_secret_leaks_blocked_total",
+			Help: "Log lines that reached the server holding a secret value or canary the agent had not masked (always a bug)."}),
 	}
 	stale := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hodei_stale_reports_total",
 		Help: "Worker reports (start, logs, result) rejected for a stale fencing token."}, func() float64 { return float64(st.StaleReports()) })
-	reg.MustRegister(m.jobsCreated, m.logLines, m.toStarted, stale)
+	reg.MustRegister(m.jobsCreated, m.logLines, m.toStarted, stale, m.secretAccesses, m.redactions, m.leaksBlocked)
 	return m
 }
 

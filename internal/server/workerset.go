@@ -16,6 +16,9 @@ type WorkerSet struct {
 	mu       sync.Mutex
 	conns    map[string]*workerConn
 	capacity chan struct{}
+	// resolve fills the secrets of an attempt whose spec references some
+	// (Server.resolveSecrets).
+	resolve func(workerID string, a store.Assignment, run *hodeiv1.RunJob)
 }
 
 func newWorkerSet() *WorkerSet {
@@ -73,8 +76,11 @@ func (r *WorkerSet) Deliver(workerID string, as []store.Assignment) []store.Assi
 		return as
 	}
 	for i, a := range as {
-		msg := &hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Run{Run: &hodeiv1.RunJob{
-			JobId: a.JobID, Attempt: int32(a.Attempt), FencingToken: a.Token, Spec: jobpb.SpecToProto(a.Spec)}}}
+		run := &hodeiv1.RunJob{JobId: a.JobID, Attempt: int32(a.Attempt), FencingToken: a.Token, Spec: jobpb.SpecToProto(a.Spec)}
+		if len(a.Spec.Secrets) > 0 && r.resolve != nil {
+			r.resolve(workerID, a, run)
+		}
+		msg := &hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Run{Run: run}}
 		c.mu.Lock()
 		c.running[a.Token] = a.JobID
 		c.mu.Unlock()

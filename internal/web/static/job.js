@@ -46,6 +46,7 @@
       ["Command", command(sp)], ["Interpreter", sp.interpreter], ["Image", sp.image], ["Type", sp.type],
       ["Priority", sp.priority], ["Timeout", sp.timeout], ["Working directory", sp.workdir],
       ["Labels", kv(sp.labels)], ["Tags", kv(sp.tags)], ["Environment", kv(sp.env)],
+      ["Secrets", (sp.secrets || []).map((r) => (r.env || "SECRET_" + r.name.toUpperCase().replace(/[.-]/g, "_")) + " ← secret " + r.name).join("  ")],
       ["Resources", sp.resources ? (sp.resources.cpuMillis || 0) + "m CPU, " + (sp.resources.memoryMib || 0) + " MiB" : ""],
       ["Attempts", (job.attempt || 0) + " of " + (job.maxAttempts || 0)], ["Created", time(job.createdAt)],
       ["Finished", time(job.finishedAt)], ["Retry at", time(job.runAt)], ["Message", job.message],
