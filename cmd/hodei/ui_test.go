@@ -111,6 +111,11 @@ func TestDashboardInChromium(t *testing.T) {
 		t.Errorf("the log window does not end with the job's last lines, or does not point to the download")
 	}
 
+	// The overview counts the jobs that finished, from the server's counters.
+	open(t, ctx, "http://"+d.addr+"/ui/overview", `#chart g[data-finished]`)
+	waitJS(t, ctx, 20*time.Second, "overview counts 3 finished jobs, all succeeded", `Number(document.body.dataset.finished) >= 3 && document.getElementById("c-success").textContent === "100.0 %"`)
+	screenshot(t, ctx, shots, "overview")
+
 	// Phone width: nothing wider than the screen.
 	open(t, ctx, "http://"+d.addr+"/ui/jobs/"+id, "#attempts")
 	browse(t, ctx, 20*time.Second, "phone width", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))

@@ -12,6 +12,7 @@ var procedures = map[string]bool{
 	"hodei.v1.JobService/WatchJob":            false,
 	"hodei.v1.JobService/GetJobLogs":          false,
 	"hodei.v1.JobService/ExplainJob":          false,
+	"hodei.v1.JobService/GetJobStats":         false,
 	"hodei.v1.EventService/Subscribe":         false,
 	"hodei.v1.ProviderService/ListProviders":  false,
 	"hodei.v1.ProviderService/GetProvider":    false,

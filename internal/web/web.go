@@ -56,7 +56,7 @@ func New(cfg Config) (*UI, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"jobs", "job", "workers", "events", "login"} {
+	for _, name := range []string{"jobs", "job", "workers", "events", "overview", "login"} {
 		t, err := template.New("layout.html").ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
 		if err != nil {
 			return nil, err
@@ -79,6 +79,7 @@ func New(cfg Config) (*UI, error) {
 	mux.HandleFunc("GET /ui/jobs/{id}/log", u.download)
 	mux.HandleFunc("GET /ui/workers", u.page("workers"))
 	mux.HandleFunc("GET /ui/events", u.page("events"))
+	mux.HandleFunc("GET /ui/overview", u.page("overview"))
 	u.mux = mux
 	return u, nil
 }
