@@ -10,16 +10,16 @@ import (
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
-// TestLogCapTruncatesWithAMarker: past the per-job cap, one truncation
-// marker is stored and later batches are dropped (but accepted).
-func TestLogCapTruncatesWithAMarker(t *testing.T) {
-	t.Parallel()
+// runningJob opens a store with cfg (closed when the test ends) and
+// claims one new job for a connected worker.
+func runningJob(t *testing.T, cfg store.Config) (*store.Store, []store.Assignment) {
+	t.Helper()
 	ctx := context.Background()
-	s, err := store.Open(ctx, store.Config{URL: storetest.URL(t), LogCapBytes: 100})
+	s, err := store.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(s.Close)
 	if _, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -28,6 +28,15 @@ func TestLogCapTruncatesWithAMarker(t *testing.T) {
 	if err != nil || len(as) != 1 {
 		t.Fatalf("claim: %v %v", as, err)
 	}
+	return s, as
+}
+
+// TestLogCapTruncatesWithAMarker: past the per-job cap, one truncation
+// marker is stored and later batches are dropped (but accepted).
+func TestLogCapTruncatesWithAMarker(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, as := runningJob(t, store.Config{URL: storetest.URL(t), LogCapBytes: 100})
 	tok := as[0].Token
 	batch := func(seq int64) store.LogBatchIn {
 		return store.LogBatchIn{JobID: jid(as[0]), Token: tok, Seq: seq, Lines: 1, Data: []byte(strings.Repeat("x", 40))}
@@ -55,19 +64,7 @@ func TestLogCapTruncatesWithAMarker(t *testing.T) {
 func TestLogTailStart(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	s, err := store.Open(ctx, store.Config{URL: storetest.URL(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1); err != nil {
-		t.Fatal(err)
-	}
-	w := storetest.ConnectedWorker(t, s)
-	as, err := s.Claim(ctx, store.WorkerMatch{ID: w}, 1)
-	if err != nil || len(as) != 1 {
-		t.Fatalf("claim: %v %v", as, err)
-	}
+	s, as := runningJob(t, store.Config{URL: storetest.URL(t)})
 	for seq := int64(1); seq <= 10; seq++ { // ten batches of 100 bytes
 		b := store.LogBatchIn{JobID: jid(as[0]), Token: as[0].Token, Seq: seq, Lines: 1, Data: []byte(strings.Repeat("y", 100))}
 		if stale, err := s.AppendLogBatches(ctx, []store.LogBatchIn{b}); err != nil || len(stale) > 0 {
