@@ -10,6 +10,8 @@ const hodei = (() => {
   // opens few connections to a server, and the next page needs them.
   const page = new AbortController();
   window.addEventListener("pagehide", () => page.abort());
+  // A page brought back from the back/forward cache has no streams left.
+  window.addEventListener("pageshow", (ev) => { if (ev.persisted) location.reload(); });
   const within = (signal) => (signal ? AbortSignal.any([signal, page.signal]) : page.signal);
 
   class RPCError extends Error {
@@ -64,16 +66,17 @@ const hodei = (() => {
     }
   }
 
-  // live keeps a stream open, opening it again after a break.
+  // live keeps a stream open, opening it again (with msgFn's request)
+  // after a break, until signal or the page ends.
   function live(proc, msgFn, onMessage, signal) {
     let delay = 500;
+    const ended = () => signal.aborted || page.signal.aborted;
     (async () => {
-      while (!signal.aborted) {
+      while (!ended()) {
         try {
-          await stream(proc, msgFn(), (m) => { delay = 500; onMessage(m); }, signal);
-          if (!msgFn.again) return;
+          await stream(proc, msgFn(), (m) => { if (delay > 500) say(""); delay = 500; onMessage(m); }, signal);
         } catch (e) {
-          if (signal.aborted) return;
+          if (ended()) return;
           say("Live updates interrupted (" + e.message + "); reconnecting…");
         }
         await new Promise((r) => setTimeout(r, delay));
