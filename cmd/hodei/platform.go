@@ -103,11 +103,12 @@ func runDev(ctx context.Context, args []string) error {
 }
 
 // printLogins prints the one-time sign-in links of the dashboard: one
-// that may cancel and retry, one that may only look.
+// that may cancel and retry jobs and change providers, one that may only
+// look.
 func printLogins(w io.Writer, logins *web.Logins, addr string) {
 	base := "http://" + addr + web.Prefix + "login?t="
 	fmt.Fprintf(w, "\nDashboard (one-time sign-in links, valid 24h):\n  %s%s\n  read-only: %s%s\n\n",
-		base, logins.Issue(web.Principal{Name: "admin", Write: true}), base, logins.Issue(web.Principal{Name: "viewer"}))
+		base, logins.Issue(web.Principal{Name: "admin", Write: true, Admin: true}), base, logins.Issue(web.Principal{Name: "viewer"}))
 }
 
 // devSecretKeyFile is the key file hodei dev creates in its data dir.

@@ -137,8 +137,13 @@ func TestDashboardRefusesReadOnlyAndCrossSiteWrites(t *testing.T) {
 	open(t, ro, "http://"+d.addr+"/ui/jobs/"+id, `body[data-page="job"]`)
 	waitJS(t, ro, 20*time.Second, "running, no buttons", `document.getElementById("job-state").textContent === "running" && !document.getElementById("cancel") && !document.getElementById("retry")`)
 	status := eval[string](t, ro, fmt.Sprintf(`hodei.call("JobService/CancelJob", {id: %q}).then(() => "done", e => e.message)`, id))
-	if !strings.Contains(status, "may only read") {
+	if !strings.Contains(status, "may not call") {
 		t.Errorf("read-only cancel answered %q, want a refusal", status)
+	}
+
+	open(t, ro, "http://"+d.addr+"/ui/workers", `#providers tr[data-name="process"]`)
+	if eval[bool](t, ro, `!!document.querySelector("#providers button")`) {
+		t.Errorf("a read-only sign-in sees a provider switch")
 	}
 
 	// A used link signs nobody in.

@@ -18,8 +18,8 @@ var ErrBadLogin = errors.New("login link unknown, already used or expired")
 // Principal is who a session acts for.
 type Principal struct {
 	Name string
-	// Write allows cancelling and retrying jobs and changing providers.
-	Write bool
+	// Write allows cancelling and retrying jobs; Admin changing providers.
+	Write, Admin bool
 	// Token, when set, is sent to the API as a bearer token on every
 	// call the session makes.
 	Token string

@@ -5,21 +5,30 @@ import (
 	"net/url"
 )
 
-// Procedures the dashboard may call, and whether each one writes.
-var procedures = map[string]bool{
-	"hodei.v1.JobService/GetJob":              false,
-	"hodei.v1.JobService/ListJobs":            false,
-	"hodei.v1.JobService/WatchJob":            false,
-	"hodei.v1.JobService/GetJobLogs":          false,
-	"hodei.v1.JobService/ExplainJob":          false,
-	"hodei.v1.JobService/GetJobStats":         false,
-	"hodei.v1.EventService/Subscribe":         false,
-	"hodei.v1.ProviderService/ListProviders":  false,
-	"hodei.v1.ProviderService/GetProvider":    false,
-	"hodei.v1.ProviderService/ListWorkers":    false,
-	"hodei.v1.JobService/CancelJob":           true,
-	"hodei.v1.JobService/RetryJob":            true,
-	"hodei.v1.ProviderService/UpdateProvider": true,
+// access is what a procedure asks of a principal.
+type access int
+
+const (
+	read  access = iota
+	write        // Principal.Write
+	admin        // Principal.Admin
+)
+
+// Procedures the dashboard may call, and what each asks.
+var procedures = map[string]access{
+	"hodei.v1.JobService/GetJob":              read,
+	"hodei.v1.JobService/ListJobs":            read,
+	"hodei.v1.JobService/WatchJob":            read,
+	"hodei.v1.JobService/GetJobLogs":          read,
+	"hodei.v1.JobService/ExplainJob":          read,
+	"hodei.v1.JobService/GetJobStats":         read,
+	"hodei.v1.EventService/Subscribe":         read,
+	"hodei.v1.ProviderService/ListProviders":  read,
+	"hodei.v1.ProviderService/GetProvider":    read,
+	"hodei.v1.ProviderService/ListWorkers":    read,
+	"hodei.v1.JobService/CancelJob":           write,
+	"hodei.v1.JobService/RetryJob":            write,
+	"hodei.v1.ProviderService/UpdateProvider": admin,
 }
 
 // csrfHeader carries the session's form token on every API call. A
@@ -34,7 +43,7 @@ const csrfHeader = "X-Hodei-Csrf"
 // principal that may only read.
 func (u *UI) proxy(w http.ResponseWriter, r *http.Request) {
 	proc := r.PathValue("service") + "/" + r.PathValue("method")
-	write, known := procedures[proc]
+	need, known := procedures[proc]
 	if !known {
 		http.Error(w, "procedure "+proc+" is not available to the dashboard", http.StatusNotFound)
 		return
@@ -53,8 +62,8 @@ func (u *UI) proxy(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "refused: header "+csrfHeader+" is missing or does not match the session", http.StatusForbidden)
 		return
 	}
-	if write && !sess.p.Write {
-		http.Error(w, "refused: "+sess.p.Name+" may only read", http.StatusForbidden)
+	if (need == write && !sess.p.Write) || (need == admin && !sess.p.Admin) {
+		http.Error(w, "refused: "+sess.p.Name+" may not call "+proc, http.StatusForbidden)
 		return
 	}
 	out := r.Clone(r.Context())

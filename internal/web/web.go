@@ -109,6 +109,7 @@ type pageData struct {
 	Title string
 	User  string
 	Write bool
+	Admin bool
 	CSRF  string
 	JobID string
 	Error string
@@ -123,7 +124,7 @@ func (u *UI) page(name string) http.HandlerFunc {
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
-		d := pageData{Page: name, Title: strings.ToUpper(name[:1]) + name[1:], User: sess.p.Name, Write: sess.p.Write, CSRF: sess.csrf}
+		d := pageData{Page: name, Title: strings.ToUpper(name[:1]) + name[1:], User: sess.p.Name, Write: sess.p.Write, Admin: sess.p.Admin, CSRF: sess.csrf}
 		if name == "job" {
 			d.JobID = r.PathValue("id")
 			d.Title = "Job " + d.JobID
@@ -161,7 +162,7 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	cookie, _ := u.sessions.start(p)
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: cookie, Path: Prefix, HttpOnly: true, Secure: true,
 		SameSite: http.SameSiteStrictMode, MaxAge: int(u.cfg.SessionTTL / time.Second)})
-	u.log.Info("dashboard sign-in", "user", p.Name, "write", p.Write)
+	u.log.Info("dashboard sign-in", "user", p.Name, "write", p.Write, "admin", p.Admin)
 	u.render(w, "login", pageData{Page: "login", Title: "Signed in", User: p.Name})
 }
 

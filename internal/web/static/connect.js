@@ -5,6 +5,7 @@
 const hodei = (() => {
   const csrf = document.querySelector('meta[name="hodei-csrf"]').content;
   const canWrite = document.body.dataset.write === "true";
+  const canAdmin = document.body.dataset.admin === "true";
   const base = "/ui/api/hodei.v1.";
   // Leaving the page ends its streams at once: over HTTP/1.1 a browser
   // opens few connections to a server, and the next page needs them.
@@ -121,5 +122,5 @@ const hodei = (() => {
     return spec.script || "";
   }
 
-  return { call, stream, live, say, el, stateName, className, finalStates, time, duration, command, canWrite, RPCError };
+  return { call, stream, live, say, el, stateName, className, finalStates, time, duration, command, canWrite, canAdmin, RPCError };
 })();

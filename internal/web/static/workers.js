@@ -11,7 +11,7 @@
     const health = p.healthy ? "healthy" : "unhealthy" + (p.unhealthySince ? " since " + time(p.unhealthySince) : "");
     const limits = "max " + (p.maxWorkers || 0) + (p.idleTimeout ? ", idle " + p.idleTimeout : "") + (p.ephemeral ? ", ephemeral" : "");
     let enabled = el("span", { text: p.enabled ? "yes" : "no" });
-    if (hodei.canWrite) {
+    if (hodei.canAdmin) {
       enabled = el("button", { type: "button", class: "toggle", "aria-pressed": String(!!p.enabled), text: p.enabled ? "Disable" : "Enable" });
       enabled.addEventListener("click", async () => {
         try {
