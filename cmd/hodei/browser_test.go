@@ -119,17 +119,17 @@ func screenshot(t *testing.T, ctx context.Context, dir, name string) {
 	}
 }
 
-var loginLinks = regexp.MustCompile(`(http://\S+/ui/login\?t=[0-9a-f]+)\n\s+read-only: (http://\S+/ui/login\?t=[0-9a-f]+)`)
+var loginLink = regexp.MustCompile(`(http://\S+/ui/login\?t=[0-9a-f]+)`)
 
-// dashboardLogins returns the sign-in links a platform printed.
-func dashboardLogins(t *testing.T, p *platformProc) (admin, viewer string) {
+// dashboardLogin returns the one-time sign-in link a `hodei dev` printed.
+func dashboardLogin(t *testing.T, p *platformProc) string {
 	t.Helper()
-	p.waitLog(t, 60*time.Second, "read-only: ")
-	m := loginLinks.FindStringSubmatch(p.logs.String())
+	p.waitLog(t, 60*time.Second, "/ui/login?t=")
+	m := loginLink.FindStringSubmatch(p.logs.String())
 	if m == nil {
-		t.Fatalf("no sign-in links in the log:\n%s", p.logs.String())
+		t.Fatalf("no sign-in link in the log:\n%s", p.logs.String())
 	}
-	return m[1], m[2]
+	return m[1]
 }
 
 // open navigates to url and waits for sel. Navigation starts again
@@ -155,6 +155,14 @@ func open(t *testing.T, ctx context.Context, url, sel string) {
 		scancel()
 		t.Logf("open %s: %v (page: %s); again", url, err, state)
 	}
+}
+
+// signInWithToken signs in on the sign-in page's form with an API token.
+func signInWithToken(t *testing.T, ctx context.Context, addr, token string) {
+	t.Helper()
+	open(t, ctx, "http://"+addr+"/ui/login", "#token")
+	browse(t, ctx, 30*time.Second, "sign in with a token", chromedp.SendKeys(chromedp.CSS("#token"), token),
+		chromedp.Submit(chromedp.CSS("#token")), chromedp.WaitVisible(chromedp.CSS(`body[data-page="jobs"] #jobs`)))
 }
 
 // signIn opens a sign-in link and waits for the job list.

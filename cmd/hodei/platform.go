@@ -36,6 +36,7 @@ func platformFlags(fs *flag.FlagSet, pc *platform.Config) {
 	fs.StringVar(&pc.JobTypeDefaults, "job-type-defaults", "", "YAML or JSON `file` mapping job types to retry policies, stored at start over the stored ones of the same names")
 	fs.StringVar(&pc.SecretKeyFile, "secret-key-file", os.Getenv("HODEI_SECRET_KEY_FILE"), "`file` of the key-encryption keys of stored secrets, mode 0600, outside the database (empty: secrets off; hodei dev creates one in its data dir)")
 	fs.DurationVar(&pc.DBWait, "db-wait", 0, "how long to wait at start for a database that refuses connections, retrying with backoff (0: no limit)")
+	fs.StringVar(&pc.MetricsListen, "metrics-listen", "", "also serve /metrics on this `address`, without a token (the API port serves it to tokens with the metrics scope)")
 }
 
 func runServer(ctx context.Context, args []string) error {
@@ -49,9 +50,9 @@ func runServer(ctx context.Context, args []string) error {
 	if pc.DatabaseURL = os.Getenv("HODEI_DATABASE_URL"); pc.DatabaseURL == "" {
 		return errors.New("HODEI_DATABASE_URL is not set (use `hodei dev` for an embedded PostgreSQL)")
 	}
-	logins := web.NewLogins(0)
-	pc.UIAuth = logins
-	pc.Ready = func(addr string) { printLogins(os.Stderr, logins, addr) }
+	pc.Ready = func(addr string) {
+		fmt.Fprintf(os.Stderr, "\nDashboard: http://%s%s (sign in with an API token)\n\n", addr, web.Prefix)
+	}
 	return platform.Run(ctx, platform.NewLogger(os.Stderr), pc)
 }
 
@@ -93,22 +94,21 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	pc.DatabaseURL = url
 	pc.StopAllWorkers = true
-	logins := web.NewLogins(0)
-	pc.UIAuth = logins
+	var adminToken string
+	pc.UILogins = web.NewLogins(0)
+	pc.Prepare = devClientConfig(log, ln.Addr().String(), &adminToken)
 	pc.Ready = func(addr string) {
 		fmt.Fprintf(os.Stderr, "\nHodei is running on %s. Try:\n  hodei run --server %s -- echo hello\n", addr, addr)
-		printLogins(os.Stderr, logins, addr)
+		printLogin(os.Stderr, pc.UILogins, addr, adminToken)
 	}
 	return platform.Run(ctx, log, pc)
 }
 
-// printLogins prints the one-time sign-in links of the dashboard: one
-// that may cancel and retry jobs and change providers, one that may only
-// look.
-func printLogins(w io.Writer, logins *web.Logins, addr string) {
-	base := "http://" + addr + web.Prefix + "login?t="
-	fmt.Fprintf(w, "\nDashboard (one-time sign-in links, valid 24h):\n  %s%s\n  read-only: %s%s\n\n",
-		base, logins.Issue(web.Principal{Name: "admin", Write: true, Admin: true}), base, logins.Issue(web.Principal{Name: "viewer"}))
+// printLogin prints the one-time sign-in link of the dashboard, for the
+// admin token of the client configuration.
+func printLogin(w io.Writer, logins *web.Logins, addr, token string) {
+	secret := logins.Issue(web.Principal{Name: "admin", Write: true, Admin: true, Token: token})
+	fmt.Fprintf(w, "\nDashboard (one-time sign-in link, valid 24h):\n  http://%s%slogin?t=%s\n\n", addr, web.Prefix, secret)
 }
 
 // devSecretKeyFile is the key file hodei dev creates in its data dir.

@@ -15,6 +15,8 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/auth"
+	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
@@ -23,19 +25,29 @@ import (
 // the providers and events pages, keyboard and phone width, a read-only
 // sign-in, and forged cross-site writes.
 
-// dashboard is a server with its sign-in links and an API client.
+// dashboard is `hodei dev` on a fresh database, with its sign-in link,
+// a read-only API token and an API client.
 type dashboard struct {
 	addr          string
-	admin, viewer string
+	admin, viewer string // the one-time link; a jobs:read token
 	jobs          hodeiv1connect.JobServiceClient
 	proc          *platformProc
 }
 
 func startDashboard(t *testing.T, args ...string) dashboard {
 	t.Helper()
-	addr := freeAddr(t)
-	p := spawnPlatform(t, []string{"HODEI_DATABASE_URL=" + storetest.URL(t)}, append([]string{"server", "--listen", addr}, args...)...)
-	admin, viewer := dashboardLogins(t, p)
+	addr, url := freeAddr(t), storetest.URL(t)
+	p := spawnPlatform(t, []string{"HODEI_DATABASE_URL=" + url}, append([]string{"dev", "--listen", addr}, args...)...)
+	admin := dashboardLogin(t, p)
+	st, err := store.Open(context.Background(), store.Config{URL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, viewer, err := st.CreateToken(context.Background(), "viewer", []string{string(auth.JobsRead)}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return dashboard{addr: addr, admin: admin, viewer: viewer, jobs: jobClient(addr), proc: p}
 }
 
@@ -133,7 +145,7 @@ func TestDashboardRefusesReadOnlyAndCrossSiteWrites(t *testing.T) {
 
 	// A read-only sign-in sees no write buttons, and its calls are refused.
 	ro := tab(t, actx)
-	signIn(t, ro, d.viewer)
+	signInWithToken(t, ro, d.addr, d.viewer)
 	open(t, ro, "http://"+d.addr+"/ui/jobs/"+id, `body[data-page="job"]`)
 	waitJS(t, ro, 20*time.Second, "running, no buttons", `document.getElementById("job-state").textContent === "running" && !document.getElementById("cancel") && !document.getElementById("retry")`)
 	status := eval[string](t, ro, fmt.Sprintf(`hodei.call("JobService/CancelJob", {id: %q}).then(() => "done", e => e.message)`, id))
@@ -141,22 +153,24 @@ func TestDashboardRefusesReadOnlyAndCrossSiteWrites(t *testing.T) {
 		t.Errorf("read-only cancel answered %q, want a refusal", status)
 	}
 
-	open(t, ro, "http://"+d.addr+"/ui/workers", `#providers tr[data-name="process"]`)
+	// Providers are for admin tokens: the page says so and offers no switch.
+	open(t, ro, "http://"+d.addr+"/ui/workers", `#providers`)
+	waitJS(t, ro, 20*time.Second, "providers refused to a jobs:read token", `document.getElementById("status").textContent.includes("needs admin")`)
 	if eval[bool](t, ro, `!!document.querySelector("#providers button")`) {
 		t.Errorf("a read-only sign-in sees a provider switch")
 	}
 
-	// A used link signs nobody in.
+	// The one-time link signs in once; a second use signs nobody in.
+	admin := tab(t, actx)
+	signIn(t, admin, d.admin)
 	again := tab(t, actx)
-	browse(t, again, 20*time.Second, "used link", chromedp.Navigate(d.viewer))
+	browse(t, again, 20*time.Second, "used link", chromedp.Navigate(d.admin))
 	if !eval[bool](t, again, `!!document.querySelector(".error") && !document.querySelector("meta[name=hodei-csrf]")`) {
 		t.Errorf("a used sign-in link opened a session")
 	}
 
 	// Forged writes from another site and from another origin of this
 	// site, in a browser signed in with write rights.
-	admin := tab(t, actx)
-	signIn(t, admin, d.admin)
 	for _, host := range []string{"localhost", "127.0.0.1"} {
 		evil := forgery(t, host, "http://"+d.addr+"/ui/api/hodei.v1.JobService/CancelJob", id)
 		browse(t, admin, 20*time.Second, "forged page on "+host, chromedp.Navigate(evil),

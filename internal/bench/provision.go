@@ -34,7 +34,7 @@ func Provision(ctx context.Context, out io.Writer, cfg ProvisionConfig) error {
 	if err != nil {
 		return err
 	}
-	url, addr, stop, err := startBench(ctx, false, platform.Config{})
+	url, addr, _, stop, err := startBench(ctx, false, platform.Config{})
 	if err != nil {
 		return err
 	}

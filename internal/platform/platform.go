@@ -82,9 +82,29 @@ type Config struct {
 	// whose database goes with it). A server leaves Docker workers running
 	// so that they reconnect when it is back.
 	StopAllWorkers bool
-	// UIAuth signs browsers in to the dashboard under /ui/; nil serves no
-	// dashboard.
-	UIAuth web.Authenticator
+	// UILogins holds the one-time sign-in links of the dashboard under
+	// /ui/ (nil: none; API tokens sign in either way).
+	UILogins *web.Logins
+	// MetricsListen, when set, is an address that serves /metrics without
+	// a token (for a network only the operator reaches); the API port
+	// serves it to tokens with the metrics scope either way.
+	MetricsListen string
+	// Prepare, when set, runs once the store is open and migrated, before
+	// the server serves: dev mode creates its admin token there.
+	Prepare func(ctx context.Context, st *store.Store) error
+}
+
+// setDefaults sets the defaults of the fields left zero.
+func (pc *Config) setDefaults() {
+	if pc.JobRetention <= 0 {
+		pc.JobRetention = 30 * 24 * time.Hour
+	}
+	if pc.EventRetention <= 0 {
+		pc.EventRetention = 7 * 24 * time.Hour
+	}
+	if pc.IdleTimeout <= 0 {
+		pc.IdleTimeout = time.Minute
+	}
 }
 
 // loadJobTypes stores the job types of the file at path, when set, over
@@ -112,12 +132,32 @@ func newServer(pc Config, replica string, log *slog.Logger, reg *prometheus.Regi
 		}
 	}
 	cfg := server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, SecretKeys: keys}
-	if pc.UIAuth != nil {
-		cfg.UI = func(api http.Handler) (http.Handler, error) {
-			return web.New(web.Config{API: api, Auth: pc.UIAuth, Logger: log})
+	var srv *server.Server
+	cfg.UI = func(api http.Handler) (http.Handler, error) { // called once srv is set
+		return web.New(web.Config{API: api, Auth: uiAuth{links: pc.UILogins, srv: srv}, Logger: log})
+	}
+	srv, err := server.New(cfg, st, bus)
+	return srv, err
+}
+
+// uiAuth signs browsers in to the dashboard with a one-time link or an
+// API token (whose scopes say what the session may do).
+type uiAuth struct {
+	links *web.Logins
+	srv   *server.Server
+}
+
+func (a uiAuth) Login(ctx context.Context, secret string) (web.Principal, error) {
+	if a.links != nil {
+		if p, err := a.links.Login(ctx, secret); err == nil {
+			return p, nil
 		}
 	}
-	return server.New(cfg, st, bus)
+	name, write, admin, err := a.srv.TokenUser(ctx, secret)
+	if err != nil {
+		return web.Principal{}, web.ErrBadLogin
+	}
+	return web.Principal{Name: name, Write: write, Admin: admin, Token: secret}, nil
 }
 
 // DockerConfig configures the Docker provider.
@@ -133,15 +173,7 @@ type DockerConfig struct {
 // ends. Shutdown order: stop accepting (listener), stop dispatch, stop
 // workers we started, close the store.
 func Run(ctx context.Context, log *slog.Logger, pc Config) error {
-	if pc.JobRetention <= 0 {
-		pc.JobRetention = 30 * 24 * time.Hour
-	}
-	if pc.EventRetention <= 0 {
-		pc.EventRetention = 7 * 24 * time.Hour
-	}
-	if pc.IdleTimeout <= 0 {
-		pc.IdleTimeout = time.Minute
-	}
+	pc.setDefaults()
 	st, ln, err := listenAndOpen(ctx, log, pc)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -152,9 +184,11 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	defer st.Close()
 	defer ln.Close()
 	addr := ln.Addr().String()
-	if err := loadJobTypes(ctx, log, st, pc.JobTypeDefaults); err != nil {
+	metrics, err := prepare(ctx, log, st, pc)
+	if err != nil {
 		return err
 	}
+	defer metrics.close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
@@ -210,6 +244,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error { return disp.Run(gctx) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })
+	g.Go(func() error { return metrics.serve(gctx, log, srv.MetricsHandler()) })
 	log.Info("hodei server listening", "addr", addr, "replica_id", replica)
 	if pc.Ready != nil {
 		pc.Ready(addr)
@@ -226,6 +261,59 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
+	return nil
+}
+
+// prepare loads the job types of the file pc names, runs pc.Prepare and
+// listens on pc.MetricsListen, when set.
+func prepare(ctx context.Context, log *slog.Logger, st *store.Store, pc Config) (*metricsListener, error) {
+	if err := loadJobTypes(ctx, log, st, pc.JobTypeDefaults); err != nil {
+		return nil, err
+	}
+	if pc.Prepare != nil {
+		if err := pc.Prepare(ctx, st); err != nil {
+			return nil, err
+		}
+	}
+	if pc.MetricsListen == "" {
+		return &metricsListener{}, nil
+	}
+	ln, err := Listen(pc.MetricsListen)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-listen: %w", err)
+	}
+	return &metricsListener{ln: ln}, nil
+}
+
+// metricsListener is the --metrics-listen listener; without one, serve
+// and close do nothing.
+type metricsListener struct{ ln net.Listener }
+
+func (m *metricsListener) close() {
+	if m.ln != nil {
+		m.ln.Close()
+	}
+}
+
+// serve serves /metrics (h) without a token until ctx ends.
+func (m *metricsListener) serve(ctx context.Context, log *slog.Logger, h http.Handler) error {
+	if m.ln == nil {
+		return nil
+	}
+	ln := m.ln
+	log.Info("metrics served without a token", "addr", ln.Addr().String())
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	hs.Close()
+	<-errc
 	return nil
 }
 

@@ -36,7 +36,8 @@ type Config struct {
 	Logger             *slog.Logger
 	Registry           *prometheus.Registry // required: /metrics serves it
 	// UI, when set, builds the handler served under /ui/ from the
-	// handler of the API (the dashboard calls the API through it).
+	// handler of the API (the dashboard calls the API through it, with
+	// its sessions' tokens).
 	UI func(api http.Handler) (http.Handler, error)
 	// SecretKeys seals and opens stored secrets; nil turns secrets off
 	// (their calls and jobs that reference secrets are refused).
@@ -59,6 +60,7 @@ type Server struct {
 	stats   *jobStats    // rolling counters of job events (GetJobStats)
 	access  SecretAccess
 	redact  *attemptRedactors // the second redaction of stored logs
+	tokens  *tokenCache       // verified API tokens
 }
 
 // New returns a server.
@@ -83,11 +85,13 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.SecretAccess == nil {
-		cfg.SecretAccess = allowAll{}
+		cfg.SecretAccess = tokenSecretAccess{}
 	}
 	s := &Server{access: cfg.SecretAccess, redact: newAttemptRedactors(), cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st), commits: &groupCommit{apply: st.ApplyReports},
-		logs: newLogHub(), workers: newWorkerSet(), stats: newJobStats(time.Now())}
+		logs: newLogHub(), workers: newWorkerSet(), stats: newJobStats(time.Now()), tokens: newTokenCache(st)}
 	s.workers.resolve = s.resolveSecrets
+	// A token revoked on any replica is dropped here at once.
+	bus.OnNotify(store.TokensChannel, s.tokens.invalidate)
 	// Log output stored on any replica wakes this replica's followers.
 	bus.OnNotify(store.LogsChannel, func(jobID string) {
 		if jobID == "" {
@@ -103,13 +107,14 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 func (s *Server) Workers() *WorkerSet { return s.workers }
 
 // Handler returns the HTTP handler serving every service, gRPC
-// reflection, /metrics, /healthz and, when configured, the dashboard
-// under /ui/.
-func (s *Server) Handler() (http.Handler, error) {
+// reflection, /metrics (for tokens with the metrics scope), /healthz,
+// /readyz and, when configured, the dashboard under /ui/. Every call but
+// the worker stream's needs an API token (procedureScopes).
+func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(path string, h http.Handler) { mux.Handle(path, limitBodies(h)) }
 	// Small messages are not worth compressing (most of ours are small).
-	opt := connect.WithHandlerOptions(connect.WithCompressMinBytes(4096), readLimits)
+	opt := connect.WithHandlerOptions(connect.WithCompressMinBytes(4096), readLimits, connect.WithInterceptors(authInterceptor{s.tokens}))
 	handle(hodeiv1connect.NewJobServiceHandler(jobService{s}, opt))
 	// The worker stream is never compressed: it carries many messages a
 	// second per worker, and workers sit on the same network as the server.
@@ -119,15 +124,16 @@ func (s *Server) Handler() (http.Handler, error) {
 	handle(hodeiv1connect.NewWebhookServiceHandler(newWebhookService(s), opt))
 	handle(hodeiv1connect.NewJobTypeServiceHandler(jobTypeService{s}, opt))
 	handle(hodeiv1connect.NewSecretServiceHandler(secretService{s}, opt))
+	handle(hodeiv1connect.NewTokenServiceHandler(tokenService{s}, opt))
 	reflector := grpcreflect.NewStaticReflector(
 		hodeiv1connect.JobServiceName, hodeiv1connect.WorkerServiceName,
 		hodeiv1connect.EventServiceName, hodeiv1connect.ProviderServiceName,
 		hodeiv1connect.WebhookServiceName, hodeiv1connect.JobTypeServiceName,
-		hodeiv1connect.SecretServiceName,
+		hodeiv1connect.SecretServiceName, hodeiv1connect.TokenServiceName,
 	)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", s.metricsAuth(s.MetricsHandler()))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.store.Ping(r.Context()); err != nil {
@@ -138,13 +144,23 @@ func (s *Server) Handler() (http.Handler, error) {
 	})
 	if s.cfg.UI != nil {
 		ui, err := s.cfg.UI(mux)
-		if err != nil {
-			return nil, err
+		if err != nil { // its templates are embedded: a broken build
+			s.log.Error("dashboard", "err", err)
+			ui = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, "dashboard: "+err.Error(), http.StatusInternalServerError)
+			})
 		}
 		mux.Handle("/ui/", ui)
 		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
 	}
-	return mux, nil
+	return mux
+}
+
+// MetricsHandler serves the Prometheus metrics without asking for a
+// token: for a separate listener (--metrics-listen) that only the
+// operator's network reaches.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})
 }
 
 // Serve serves on ln until ctx ends, then shuts down (streams are cut).
@@ -152,11 +168,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(true)
-	h, err := s.Handler()
-	if err != nil {
-		return err
-	}
-	hs := &http.Server{Handler: h, Protocols: p, ReadHeaderTimeout: 10 * time.Second,
+	hs := &http.Server{Handler: s.Handler(), Protocols: p, ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return ctx }}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

@@ -13,7 +13,7 @@ import (
 
 // ErrBadLogin is returned for a login secret that is unknown, used or
 // expired.
-var ErrBadLogin = errors.New("login link unknown, already used or expired")
+var ErrBadLogin = errors.New("sign-in link or API token unknown, already used, revoked or expired")
 
 // Principal is who a session acts for.
 type Principal struct {
@@ -31,8 +31,7 @@ type Authenticator interface {
 }
 
 // Logins issues one-time login links: each secret signs in once, within
-// its lifetime. It is the dashboard's Authenticator while the API itself
-// takes no credentials.
+// its lifetime, as the principal it was issued for.
 type Logins struct {
 	ttl time.Duration
 	now func() time.Time

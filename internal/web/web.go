@@ -71,6 +71,7 @@ func New(cfg Config) (*UI, error) {
 		static: http.StripPrefix(Prefix+"static/", http.FileServerFS(sub))}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /ui/login", u.login)
+	mux.HandleFunc("POST /ui/login", u.login)
 	mux.HandleFunc("POST /ui/logout", u.logout)
 	mux.Handle("GET /ui/static/", u.static)
 	mux.HandleFunc("POST /ui/api/{service}/{method}", u.proxy)
@@ -148,12 +149,13 @@ func (u *UI) session(r *http.Request) (session, bool) {
 	return u.sessions.get(c.Value)
 }
 
-// login spends a login link's secret and opens a session. The answer is
+// login spends a login link's secret, or checks an API token (the form
+// of the sign-in page), and opens a session. The answer is
 // a page that moves on to the dashboard itself, so that the strict
 // cookie is sent from the first page on.
 func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	p, err := u.cfg.Auth.Login(r.Context(), r.URL.Query().Get("t"))
+	p, err := u.cfg.Auth.Login(r.Context(), r.FormValue("t"))
 	if err != nil {
 		w.WriteHeader(http.StatusUnauthorized)
 		u.render(w, "login", pageData{Page: "login", Title: "Sign in", Error: err.Error()})
