@@ -26,7 +26,12 @@ import (
 
 var hodeiBin string
 
-func TestMain(m *testing.M) { os.Exit(testbin.Main(m, &hodeiBin, storetest.Main)) }
+func TestMain(m *testing.M) {
+	os.Exit(testbin.Main(m, &hodeiBin, func(m *testing.M) int {
+		defer stopKube() // the Kubernetes tests' cluster, if one started
+		return storetest.Main(m)
+	}))
+}
 
 // serverProc is a `hodei server` subprocess on its database.
 type serverProc struct {

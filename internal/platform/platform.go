@@ -70,6 +70,9 @@ type Config struct {
 	HealthInterval time.Duration
 	// Docker configures the Docker provider; off when its MaxWorkers is 0.
 	Docker DockerConfig
+	// Kubernetes configures the Kubernetes provider; off when its
+	// MaxWorkers is 0.
+	Kubernetes KubernetesConfig
 	// JobTypeDefaults, when set, is a file of job type retry defaults
 	// (server.ParseJobTypes) stored at start over those of the same names.
 	JobTypeDefaults string
@@ -79,8 +82,8 @@ type Config struct {
 	SecretKeyFile   string
 	CreateSecretKey bool
 	// StopAllWorkers terminates every provider's workers on exit (dev mode,
-	// whose database goes with it). A server leaves Docker workers running
-	// so that they reconnect when it is back.
+	// whose database goes with it). A server leaves Docker and Kubernetes
+	// workers running so that they reconnect when it is back.
 	StopAllWorkers bool
 	// UILogins holds the one-time sign-in links of the dashboard under
 	// /ui/ (nil: none; API tokens sign in either way).
@@ -198,32 +201,11 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	if err != nil {
 		return err
 	}
-	// Providers. With --max-workers 0 this server starts no workers:
-	// agents are started elsewhere (another host, a test) and connect on
-	// their own.
-	var providers []provider.Provider
-	var local *process.Provider
-	if pc.MaxWorkers > 0 {
-		// Agents drain for 5 s and are killed after 20 s when the server stops.
-		local, err = process.New(process.Config{Server: addr, Stderr: pc.AgentLog, Grace: 20 * time.Second, Binary: pc.AgentBinary,
-			Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
-		if err != nil {
-			return err
-		}
-		if err := st.SeedProvider(ctx, store.Provider{Name: local.Name(), Kind: local.Kind(), MaxWorkers: pc.MaxWorkers,
-			IdleTimeout: pc.IdleTimeout, Labels: pc.WorkerLabels}); err != nil {
-			return err
-		}
-		providers = append(providers, local)
+	providers, local, closeProviders, err := newProviders(ctx, log, st, addr, pc)
+	if err != nil {
+		return err
 	}
-	if pc.Docker.MaxWorkers > 0 {
-		d, err := newDockerProvider(ctx, log, st, addr, pc)
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		providers = append(providers, d)
-	}
+	defer closeProviders()
 	smetrics := scheduler.NewMetrics(reg)
 	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics}, st, bus, srv.Workers())
 	scaler := autoscale.New(autoscale.Config{Logger: log, Registry: reg, HealthInterval: pc.HealthInterval}, st, bus, providers)
@@ -315,6 +297,54 @@ func (m *metricsListener) serve(ctx context.Context, log *slog.Logger, h http.Ha
 	hs.Close()
 	<-errc
 	return nil
+}
+
+// newProviders builds and registers the providers pc configures; local
+// is the process provider, if any. With --max-workers 0 this server
+// starts no local workers: agents are started elsewhere (another host, a
+// test) and connect on their own.
+func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr string, pc Config) (_ []provider.Provider, local *process.Provider, closeAll func(), err error) {
+	var providers []provider.Provider
+	var closers []func() error
+	closeAll = func() {
+		for _, c := range closers {
+			c() //nolint:errcheck // shutting down
+		}
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
+	if pc.MaxWorkers > 0 {
+		// Agents drain for 5 s and are killed after 20 s when the server stops.
+		local, err = process.New(process.Config{Server: addr, Stderr: pc.AgentLog, Grace: 20 * time.Second, Binary: pc.AgentBinary,
+			Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if err := st.SeedProvider(ctx, store.Provider{Name: local.Name(), Kind: local.Kind(), MaxWorkers: pc.MaxWorkers,
+			IdleTimeout: pc.IdleTimeout, Labels: pc.WorkerLabels}); err != nil {
+			return nil, nil, nil, err
+		}
+		providers = append(providers, local)
+	}
+	if pc.Docker.MaxWorkers > 0 {
+		d, err := newDockerProvider(ctx, log, st, addr, pc)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		closers = append(closers, d.Close)
+		providers = append(providers, d)
+	}
+	if pc.Kubernetes.MaxWorkers > 0 {
+		k, err := newKubernetesProvider(ctx, log, st, addr, pc)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("kubernetes provider: %w", err)
+		}
+		providers = append(providers, k)
+	}
+	return providers, local, closeAll, nil
 }
 
 // stopWorkers terminates every worker of the providers.
