@@ -18,7 +18,6 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
-	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/platform"
 	"github.com/hodei-dev/hodei/internal/provider/kubernetes"
 	"github.com/hodei-dev/hodei/internal/provider/kubernetes/kubetest"
@@ -218,7 +217,7 @@ func TestKubernetesEphemeralPodsTakeOneJobEach(t *testing.T) {
 	ns := kubeNamespace(t, e)
 	c, addr := inProcessAt(t, platform.Config{IdleTimeout: time.Minute,
 		Kubernetes: platform.KubernetesConfig{MaxWorkers: 2, Kubeconfig: e.Kubeconfig, Namespace: ns}})
-	providers := hodeiv1connect.NewProviderServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	providers := hodeiv1connect.NewProviderServiceClient(apiClient(addr), "http://"+addr, connect.WithGRPC())
 	on := true
 	if _, err := providers.UpdateProvider(context.Background(), connect.NewRequest(&hodeiv1.UpdateProviderRequest{Name: "kubernetes", Ephemeral: &on})); err != nil {
 		t.Fatal(err)
