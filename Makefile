@@ -3,12 +3,12 @@ GO      ?= go
 TOOL    := $(GO) tool -modfile=tools/go.mod
 BIN     := bin/hodei
 
-.PHONY: help build run test test-chaos test-heavy k8s-binaries bench generate verify lint deps images clean
+.PHONY: help build run test test-chaos test-heavy k8s-binaries bench generate verify lint deps images clean screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-deps: ## install what the platform and tests need from Debian when missing (PostgreSQL)
+deps: ## install what the platform and tests need from Debian when missing (PostgreSQL, Chromium)
 	@scripts/deps.sh
 
 build: ## build bin/hodei (static)
@@ -22,6 +22,9 @@ test: deps build lint verify images ## vet, verify generated code, and run every
 
 test-chaos: deps build ## the chaos suite: kill -9 servers, agents and replicas, crash PostgreSQL and cut the network under load (a few minutes)
 	HODEI_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test -tags chaos -count=1 -timeout 15m -run '^TestChaos' -v ./cmd/hodei
+
+screenshots: deps build ## regenerate the dashboard screenshots in docs/img from the browser tests
+	HODEI_SCREENSHOTS=$(CURDIR)/docs/img scripts/test.sh -run '^TestDashboardInChromium$$' ./cmd/hodei
 
 k8s-binaries: ## build kube-apiserver and etcd from source for the Kubernetes tests, cached in ~/.cache/hodei/k8s/VERSION (about 10 minutes the first time)
 	@scripts/k8s-binaries.sh >/dev/null

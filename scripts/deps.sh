@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Installs from Debian's packages what Hodei needs and the machine lacks.
+# Installs from Debian's packages what Hodei and its tests need and the
+# machine lacks: PostgreSQL, and Chromium for the dashboard's tests.
 set -euo pipefail
 need=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
   need+=(postgresql)
+fi
+# The dashboard's tests drive a real browser.
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  need+=(chromium)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

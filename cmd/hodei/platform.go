@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/cli"
 	"github.com/hodei-dev/hodei/internal/pgembed"
 	"github.com/hodei-dev/hodei/internal/platform"
+	"github.com/hodei-dev/hodei/internal/web"
 )
 
 // platformFlags registers the flags server and dev share.
@@ -62,6 +64,9 @@ func runServer(ctx context.Context, args []string) error {
 	}
 	if pc.DatabaseURL = os.Getenv("HODEI_DATABASE_URL"); pc.DatabaseURL == "" {
 		return errors.New("HODEI_DATABASE_URL is not set (use `hodei dev` for an embedded PostgreSQL)")
+	}
+	pc.Ready = func(addr string) {
+		fmt.Fprintf(os.Stderr, "\nDashboard: http://%s%s (sign in with an API token)\n\n", addr, web.Prefix)
 	}
 	return platform.Run(ctx, platform.NewLogger(os.Stderr), pc)
 }
@@ -113,12 +118,26 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	pc.DatabaseURL = url
 	pc.StopAllWorkers = true
-	pc.Prepare = devClientConfig(log, ln.Addr().String())
+	var adminToken string
+	pc.UILogins = web.NewLogins(0)
+	pc.Prepare = devClientConfig(log, ln.Addr().String(), &adminToken)
 	pc.Serving = func(addr string, bundle []byte) { writeClientConfig(log, addr, bundle) }
 	pc.Ready = func(addr string) {
-		fmt.Fprintf(os.Stderr, "\nHodei is running on %s. Try:\n  hodei run -- echo hello\n\n", addr)
+		fmt.Fprintf(os.Stderr, "\nHodei is running on %s. Try:\n  hodei run -- echo hello\n", addr)
+		scheme := "https"
+		if pc.TLS.InsecurePlaintext {
+			scheme = "http"
+		}
+		printLogin(os.Stderr, pc.UILogins, scheme, addr, adminToken)
 	}
 	return platform.Run(ctx, log, pc)
+}
+
+// printLogin prints the one-time sign-in link of the dashboard, for the
+// admin token of the client configuration.
+func printLogin(w io.Writer, logins *web.Logins, scheme, addr, token string) {
+	secret := logins.Issue(web.Principal{Name: "admin", Write: true, Admin: true, Token: token})
+	fmt.Fprintf(w, "\nDashboard (one-time sign-in link, valid 24h):\n  %s://%s%slogin?t=%s\n\n", scheme, addr, web.Prefix, secret)
 }
 
 // devSecretKeyFile is the key file hodei dev creates in its data dir.

@@ -44,7 +44,8 @@ const devTokenPrefix = "dev-admin-"
 // this database. A token the file holds already is kept when it is live
 // here (a restart on the same data dir); else a new one replaces it and
 // the earlier dev tokens are revoked.
-func devClientConfig(log *slog.Logger, addr string) func(ctx context.Context, st *store.Store) error {
+// The admin token it keeps or makes is also left in *token.
+func devClientConfig(log *slog.Logger, addr string, token *string) func(ctx context.Context, st *store.Store) error {
 	return func(ctx context.Context, st *store.Store) error {
 		path := cli.ConfigPath(os.Getenv)
 		if path == "" {
@@ -58,6 +59,7 @@ func devClientConfig(log *slog.Logger, addr string) func(ctx context.Context, st
 		if c.Token != "" && auth.Plausible(c.Token) {
 			if _, err := st.VerifyToken(ctx, auth.Hash(c.Token), time.Now()); err == nil {
 				log.Info("client configuration kept its admin token", "file", path)
+				*token = c.Token
 				return cli.WriteConfig(path, c)
 			}
 		}
@@ -68,7 +70,7 @@ func devClientConfig(log *slog.Logger, addr string) func(ctx context.Context, st
 		if err != nil {
 			return err
 		}
-		c.Token = secret
+		c.Token, *token = secret, secret
 		if err := cli.WriteConfig(path, c); err != nil {
 			return err
 		}

@@ -23,7 +23,8 @@ func deps(t *testing.T, pkg string) []string {
 // the agent never touches the database, the bus or the server; providers
 // do not import each other; the event bus knows nothing of the server, the
 // scheduler or the domain; the scheduler and the server do not import each
-// other, nor the server the autoscaler.
+// other, nor the server the autoscaler; the dashboard imports nothing of
+// ours.
 func TestImportRules(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs go list")
@@ -45,6 +46,8 @@ func TestImportRules(t *testing.T) {
 		// the server's worker set into it.
 		{"internal/scheduler", []string{module + "internal/server"}},
 		{"internal/server", []string{module + "internal/autoscale", module + "internal/scheduler"}},
+		// The dashboard reaches the API only over HTTP, as a browser does.
+		{"internal/web", []string{module}},
 	} {
 		for _, d := range deps(t, rule.pkg) {
 			if d == module+rule.pkg {

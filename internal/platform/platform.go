@@ -31,6 +31,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/secret"
 	"github.com/hodei-dev/hodei/internal/server"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/web"
 	"github.com/hodei-dev/hodei/internal/webhook"
 )
 
@@ -91,6 +92,9 @@ type Config struct {
 	// TLS is the certificate source; Run refuses to start without one
 	// unless TLS.InsecurePlaintext.
 	TLS TLSConfig
+	// UILogins holds the one-time sign-in links of the dashboard under
+	// /ui/ (nil: none; API tokens sign in either way).
+	UILogins *web.Logins
 	// MetricsListen, when set, is an address that serves /metrics without
 	// a token (for a network only the operator reaches); the API port
 	// serves it to tokens with the metrics scope either way.
@@ -137,8 +141,34 @@ func newServer(pc Config, replica string, log *slog.Logger, reg *prometheus.Regi
 			return nil, err
 		}
 	}
-	return server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, SecretKeys: keys, Authority: auth,
-		CertCheckInterval: pc.TLS.CheckInterval, RenewBefore: pc.TLS.RenewBefore, BadRenewals: pc.TLS.BadRenewals}, st, bus)
+	cfg := server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, SecretKeys: keys, Authority: auth,
+		CertCheckInterval: pc.TLS.CheckInterval, RenewBefore: pc.TLS.RenewBefore, BadRenewals: pc.TLS.BadRenewals}
+	var srv *server.Server
+	cfg.UI = func(api http.Handler) (http.Handler, error) { // called once srv is set
+		return web.New(web.Config{API: api, Auth: uiAuth{links: pc.UILogins, srv: srv}, Logger: log})
+	}
+	srv, err := server.New(cfg, st, bus)
+	return srv, err
+}
+
+// uiAuth signs browsers in to the dashboard with a one-time link or an
+// API token (whose scopes say what the session may do).
+type uiAuth struct {
+	links *web.Logins
+	srv   *server.Server
+}
+
+func (a uiAuth) Login(ctx context.Context, secret string) (web.Principal, error) {
+	if a.links != nil {
+		if p, err := a.links.Login(ctx, secret); err == nil {
+			return p, nil
+		}
+	}
+	name, write, admin, err := a.srv.TokenUser(ctx, secret)
+	if err != nil {
+		return web.Principal{}, web.ErrBadLogin
+	}
+	return web.Principal{Name: name, Write: write, Admin: admin, Token: secret}, nil
 }
 
 // DockerConfig configures the Docker provider.

@@ -217,10 +217,24 @@ func (h jobService) GetJobLogs(ctx context.Context, req *connect.Request[hodeiv1
 	if _, err := h.s.store.GetJob(ctx, id); err != nil {
 		return connectError(err)
 	}
+	if req.Msg.TailBytes < 0 {
+		return connectError(&job.FieldError{Field: "tail_bytes", Rule: "must not be negative"})
+	}
 	wake, unsubscribe := h.s.logs.subscribe(id)
 	defer unsubscribe()
 	var attempt int
 	var seq int64
+	skipped := false
+	if req.Msg.TailBytes > 0 {
+		a, s, ok, err := h.s.store.LogTailStart(ctx, id, int(req.Msg.Attempt), req.Msg.TailBytes)
+		if err != nil {
+			return connectError(err)
+		}
+		// Read from that batch on: after the position just before it.
+		if ok {
+			attempt, seq, skipped = a, s-1, true
+		}
+	}
 	for {
 		// Check the state before reading: logs stored before the job
 		// turned final are then certainly in the read that follows.
@@ -236,7 +250,8 @@ func (h jobService) GetJobLogs(ctx context.Context, req *connect.Request[hodeiv1
 			if len(recs) == 0 {
 				break
 			}
-			resp := &hodeiv1.GetJobLogsResponse{}
+			resp := &hodeiv1.GetJobLogsResponse{Skipped: skipped}
+			skipped = false
 			for _, r := range recs {
 				chunks, err := batchToChunks(r)
 				if err != nil {

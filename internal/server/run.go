@@ -21,9 +21,17 @@ func (s *Server) Run(ctx context.Context) error {
 	// A job's end wakes its log followers (JobFailed also ends an attempt
 	// that is retried: the follower wakes, finds the job not final and
 	// goes on waiting); a cancel also goes to the worker running the job.
-	tail := s.bus.Watch(ctx, from, eventbus.Filter{Types: []string{"JobCompleted", "JobFailed", "JobCancelled"}, Lazy: true}, func(e eventbus.Event) error {
-		s.logs.wake(e.AggregateID)
-		if e.Type != "JobCancelled" {
+	// The same events, with submissions, assignments and queue depths,
+	// feed the rolling counters of GetJobStats.
+	tail := s.bus.Watch(ctx, from, eventbus.Filter{Types: statsTypes, Lazy: true}, func(e eventbus.Event) error {
+		s.stats.add(e)
+		switch e.Type {
+		case "JobCompleted", "JobFailed":
+			s.logs.wake(e.AggregateID)
+			return nil
+		case "JobCancelled":
+			s.logs.wake(e.AggregateID)
+		default:
 			return nil
 		}
 		p, err := e.Decode()

@@ -51,6 +51,10 @@ type Config struct {
 	// of each worker (a certificate for another identity, which the agent
 	// must refuse).
 	BadRenewals int
+	// UI, when set, builds the handler served under /ui/ from the
+	// handler of the API (the dashboard calls the API through it, with
+	// its sessions' tokens).
+	UI func(api http.Handler) (http.Handler, error)
 	// SecretKeys seals and opens stored secrets; nil turns secrets off
 	// (their calls and jobs that reference secrets are refused).
 	SecretKeys *secret.Keyring
@@ -74,6 +78,7 @@ type Server struct {
 	bundle      atomic.Value // bundleID of the trust bundle of the last check
 	badMu       sync.Mutex
 	bad         map[string]int // renewals spoiled per worker (BadRenewals)
+	stats       *jobStats      // rolling counters of job events (GetJobStats)
 	access      SecretAccess
 	redact      *attemptRedactors // the second redaction of stored logs
 	tokens      *tokenCache       // verified API tokens
@@ -110,7 +115,7 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 		cfg.SecretAccess = tokenSecretAccess{}
 	}
 	s := &Server{certMetrics: newCertMetrics(cfg.Registry), access: cfg.SecretAccess, redact: newAttemptRedactors(), cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st), commits: &groupCommit{apply: st.ApplyReports},
-		logs: newLogHub(), workers: newWorkerSet(), tokens: newTokenCache(st)}
+		logs: newLogHub(), workers: newWorkerSet(), stats: newJobStats(time.Now()), tokens: newTokenCache(st)}
 	s.workers.resolve = s.resolveSecrets
 	// A token revoked on any replica is dropped here at once.
 	bus.OnNotify(store.TokensChannel, s.tokens.invalidate)
@@ -132,9 +137,9 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 func (s *Server) Workers() *WorkerSet { return s.workers }
 
 // Handler returns the HTTP handler serving every service, gRPC
-// reflection, /metrics (for tokens with the metrics scope), /healthz and
-// /readyz. Every call but the worker stream's needs an API token
-// (procedureScopes).
+// reflection, /metrics (for tokens with the metrics scope), /healthz,
+// /readyz and, when configured, the dashboard under /ui/. Every call but
+// the worker stream's needs an API token (procedureScopes).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(path string, h http.Handler) { mux.Handle(path, limitBodies(h)) }
@@ -168,6 +173,17 @@ func (s *Server) Handler() http.Handler {
 		}
 		w.Write([]byte("ok\n"))
 	})
+	if s.cfg.UI != nil {
+		ui, err := s.cfg.UI(mux)
+		if err != nil { // its templates are embedded: a broken build
+			s.log.Error("dashboard", "err", err)
+			ui = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Error(w, "dashboard: "+err.Error(), http.StatusInternalServerError)
+			})
+		}
+		mux.Handle("/ui/", ui)
+		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
+	}
 	return mux
 }
 

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/auth"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
 )
@@ -74,4 +75,18 @@ func (h tokenService) RevokeToken(ctx context.Context, req *connect.Request[hode
 	h.s.tokens.invalidate("")
 	h.s.log.Info("api token revoked", "token", t.Name, "by", caller(ctx))
 	return connect.NewResponse(&hodeiv1.RevokeTokenResponse{Token: TokenToProto(t)}), nil
+}
+
+// TokenUser is who an API token is: its name and whether its scopes allow
+// writing jobs and administering (the dashboard signs browsers in with
+// it).
+func (s *Server) TokenUser(ctx context.Context, secret string) (name string, write, admin bool, err error) {
+	if !auth.Plausible(secret) {
+		return "", false, false, errBadToken
+	}
+	t, err := s.tokens.verify(ctx, secret)
+	if err != nil {
+		return "", false, false, err
+	}
+	return t.name, auth.Allows(t.scopes, auth.JobsWrite), auth.Allows(t.scopes, auth.Admin), nil
 }

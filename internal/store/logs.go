@@ -40,6 +40,24 @@ func (s *Store) ReadLogs(ctx context.Context, jobID string, onlyAttempt, afterAt
 	return out, nil
 }
 
+// LogTailStart returns the position of the first batch of the shortest
+// tail of a job's log (one attempt, or all with 0) that holds at least
+// minBytes; ok is false when that tail is the whole log.
+func (s *Store) LogTailStart(ctx context.Context, jobID string, onlyAttempt int, minBytes int64) (attempt int, seq int64, ok bool, err error) {
+	uid, err := uuid.Parse(jobID)
+	if err != nil {
+		return 0, 0, false, &job.FieldError{Field: "id", Rule: "must be a job id (UUID)"}
+	}
+	rows, err := s.q.LogTailStart(ctx, db.LogTailStartParams{JobID: uid, OnlyAttempt: int32(onlyAttempt), MinBytes: minBytes})
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("log tail: %w", err)
+	}
+	if len(rows) == 0 || !rows[0].Earlier {
+		return 0, 0, false, nil
+	}
+	return int(rows[0].Attempt), rows[0].Seq, true, nil
+}
+
 // LogBatchIn is one log batch to store.
 type LogBatchIn struct {
 	JobID uuid.UUID

@@ -10,16 +10,16 @@ import (
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
-// TestLogCapTruncatesWithAMarker: past the per-job cap, one truncation
-// marker is stored and later batches are dropped (but accepted).
-func TestLogCapTruncatesWithAMarker(t *testing.T) {
-	t.Parallel()
+// runningJob opens a store with cfg (closed when the test ends) and
+// claims one new job for a connected worker.
+func runningJob(t *testing.T, cfg store.Config) (*store.Store, []store.Assignment) {
+	t.Helper()
 	ctx := context.Background()
-	s, err := store.Open(ctx, store.Config{URL: storetest.URL(t), LogCapBytes: 100})
+	s, err := store.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(s.Close)
 	if _, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -28,6 +28,15 @@ func TestLogCapTruncatesWithAMarker(t *testing.T) {
 	if err != nil || len(as) != 1 {
 		t.Fatalf("claim: %v %v", as, err)
 	}
+	return s, as
+}
+
+// TestLogCapTruncatesWithAMarker: past the per-job cap, one truncation
+// marker is stored and later batches are dropped (but accepted).
+func TestLogCapTruncatesWithAMarker(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, as := runningJob(t, store.Config{URL: storetest.URL(t), LogCapBytes: 100})
 	tok := as[0].Token
 	batch := func(seq int64) store.LogBatchIn {
 		return store.LogBatchIn{JobID: jid(as[0]), Token: tok, Seq: seq, Lines: 1, Data: []byte(strings.Repeat("x", 40))}
@@ -47,5 +56,35 @@ func TestLogCapTruncatesWithAMarker(t *testing.T) {
 	}
 	if !strings.Contains(string(recs[2].Data), "log truncated") {
 		t.Fatalf("third batch %q is not the truncation marker", recs[2].Data)
+	}
+}
+
+// TestLogTailStart: the tail of a log that holds at least N bytes starts
+// at the right batch; a tail as long as the log is the whole log.
+func TestLogTailStart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, as := runningJob(t, store.Config{URL: storetest.URL(t)})
+	for seq := int64(1); seq <= 10; seq++ { // ten batches of 100 bytes
+		b := store.LogBatchIn{JobID: jid(as[0]), Token: as[0].Token, Seq: seq, Lines: 1, Data: []byte(strings.Repeat("y", 100))}
+		if stale, err := s.AppendLogBatches(ctx, []store.LogBatchIn{b}); err != nil || len(stale) > 0 {
+			t.Fatalf("batch %d: stale=%v err=%v", seq, stale, err)
+		}
+	}
+	for _, tc := range []struct {
+		min     int64
+		seq     int64
+		skipped bool
+	}{
+		{1, 10, true}, {100, 10, true}, {101, 9, true}, {250, 8, true}, {900, 2, true},
+		{1000, 0, false}, {5000, 0, false},
+	} {
+		attempt, seq, skipped, err := s.LogTailStart(ctx, as[0].JobID, 0, tc.min)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if skipped != tc.skipped || (skipped && (attempt != 1 || seq != tc.seq)) {
+			t.Errorf("tail of %d bytes: attempt %d seq %d skipped %v, want seq %d skipped %v", tc.min, attempt, seq, skipped, tc.seq, tc.skipped)
+		}
 	}
 }

@@ -34,7 +34,8 @@ type Worker struct {
 	ReplicaID string
 	Handle    []byte
 	LastSeen  time.Time
-	Running   int // attempts running (WorkerLoad only)
+	Hostname  string
+	Running   int // attempts assigned or running (WorkerLoad and LiveWorkers only)
 	// CPUMillis and MemoryMiB are the most one job may use (0: not stated).
 	CPUMillis, MemoryMiB int64
 }
@@ -287,6 +288,25 @@ func (s *Store) ListWorkers(ctx context.Context, provider string) ([]Worker, err
 	out := make([]Worker, len(rows))
 	for i, r := range rows {
 		out[i] = workerFromRow(r)
+	}
+	return out, nil
+}
+
+// LiveWorkers lists the workers of a provider ("" = all) that are
+// starting, connected or draining, with the attempts each holds.
+func (s *Store) LiveWorkers(ctx context.Context, provider string) ([]Worker, error) {
+	rows, err := s.q.ListLiveWorkers(ctx, provider)
+	if err != nil {
+		return nil, fmt.Errorf("list live workers: %w", err)
+	}
+	out := make([]Worker, len(rows))
+	for i, r := range rows {
+		out[i] = Worker{ID: r.ID.String(), Provider: r.Provider, State: r.State, Slots: int(r.Slots), Image: r.Image, ReplicaID: r.ReplicaID,
+			Hostname: r.Hostname, Running: int(r.Running), CPUMillis: r.CpuMillis, MemoryMiB: r.MemoryMib}
+		if r.LastSeen != nil {
+			out[i].LastSeen = *r.LastSeen
+		}
+		_ = json.Unmarshal(r.Labels, &out[i].Labels)
 	}
 	return out, nil
 }

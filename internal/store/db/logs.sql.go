@@ -129,6 +129,57 @@ func (q *Queries) LogBudget(ctx context.Context, jobIds []uuid.UUID) ([]LogBudge
 	return items, nil
 }
 
+const logTailStart = `-- name: LogTailStart :many
+SELECT t.attempt, t.seq, EXISTS (
+    SELECT 1 FROM job_logs e
+    WHERE e.job_id = $1 AND ($2::integer = 0 OR e.attempt = $2::integer)
+      AND (e.attempt, e.seq) < (t.attempt, t.seq)
+)::boolean AS earlier FROM (
+    SELECT attempt, seq, sum(bytes) OVER (ORDER BY attempt DESC, seq DESC) AS acc
+    FROM job_logs
+    WHERE job_id = $1 AND ($2::integer = 0 OR attempt = $2::integer)
+    ORDER BY attempt DESC, seq DESC
+) t
+WHERE t.acc >= $3::bigint
+LIMIT 1
+`
+
+type LogTailStartParams struct {
+	JobID       uuid.UUID
+	OnlyAttempt int32
+	MinBytes    int64
+}
+
+type LogTailStartRow struct {
+	Attempt int32
+	Seq     int64
+	Earlier bool
+}
+
+// The first batch of the shortest tail of a job's log that holds at least
+// min_bytes, read backwards from the end by the primary key: a long log
+// is not read whole. No row when the whole log is shorter; earlier says
+// whether batches come before it.
+func (q *Queries) LogTailStart(ctx context.Context, arg LogTailStartParams) ([]LogTailStartRow, error) {
+	rows, err := q.db.Query(ctx, logTailStart, arg.JobID, arg.OnlyAttempt, arg.MinBytes)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []LogTailStartRow
+	for rows.Next() {
+		var i LogTailStartRow
+		if err := rows.Scan(&i.Attempt, &i.Seq, &i.Earlier); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const notifyMany = `-- name: NotifyMany :exec
 SELECT pg_notify($1::text, p) FROM unnest($2::text[]) AS p
 `

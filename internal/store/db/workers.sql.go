@@ -227,6 +227,64 @@ func (q *Queries) InsertWorker(ctx context.Context, arg InsertWorkerParams) erro
 	return err
 }
 
+const listLiveWorkers = `-- name: ListLiveWorkers :many
+SELECT w.id, w.provider, w.state, w.labels, w.slots, w.image, w.replica_id, w.last_seen, w.cpu_millis, w.memory_mib, w.hostname,
+       (SELECT count(*) FROM jobs j WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = w.id)::integer AS running
+FROM workers w
+WHERE w.state IN ('provisioning', 'connected', 'draining') AND ($1::text = '' OR w.provider = $1::text)
+ORDER BY w.provider, w.created_at
+`
+
+type ListLiveWorkersRow struct {
+	ID        uuid.UUID
+	Provider  string
+	State     string
+	Labels    []byte
+	Slots     int32
+	Image     string
+	ReplicaID string
+	LastSeen  *time.Time
+	CpuMillis int64
+	MemoryMib int64
+	Hostname  string
+	Running   int32
+}
+
+// Workers starting, connected or draining, with the number of attempts
+// each holds (through jobs_live_idx).
+func (q *Queries) ListLiveWorkers(ctx context.Context, provider string) ([]ListLiveWorkersRow, error) {
+	rows, err := q.db.Query(ctx, listLiveWorkers, provider)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ListLiveWorkersRow
+	for rows.Next() {
+		var i ListLiveWorkersRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Provider,
+			&i.State,
+			&i.Labels,
+			&i.Slots,
+			&i.Image,
+			&i.ReplicaID,
+			&i.LastSeen,
+			&i.CpuMillis,
+			&i.MemoryMib,
+			&i.Hostname,
+			&i.Running,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listWorkers = `-- name: ListWorkers :many
 SELECT id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at, cpu_millis, memory_mib, cert_serial, cert_not_after, pending_cert_serial, pending_cert_not_after FROM workers WHERE ($1::text = '' OR provider = $1::text) ORDER BY created_at
 `

@@ -5,6 +5,24 @@ WHERE job_id = @job_id AND (@only_attempt::integer = 0 OR attempt = @only_attemp
 ORDER BY attempt, seq
 LIMIT @max_rows;
 
+-- name: LogTailStart :many
+-- The first batch of the shortest tail of a job's log that holds at least
+-- min_bytes, read backwards from the end by the primary key: a long log
+-- is not read whole. No row when the whole log is shorter; earlier says
+-- whether batches come before it.
+SELECT t.attempt, t.seq, EXISTS (
+    SELECT 1 FROM job_logs e
+    WHERE e.job_id = @job_id AND (@only_attempt::integer = 0 OR e.attempt = @only_attempt::integer)
+      AND (e.attempt, e.seq) < (t.attempt, t.seq)
+)::boolean AS earlier FROM (
+    SELECT attempt, seq, sum(bytes) OVER (ORDER BY attempt DESC, seq DESC) AS acc
+    FROM job_logs
+    WHERE job_id = @job_id AND (@only_attempt::integer = 0 OR attempt = @only_attempt::integer)
+    ORDER BY attempt DESC, seq DESC
+) t
+WHERE t.acc >= @min_bytes::bigint
+LIMIT 1;
+
 -- name: AttemptIsLatest :one
 SELECT EXISTS (SELECT 1 FROM jobs WHERE id = @job_id AND attempt_token = @token::bigint);
 

@@ -53,6 +53,15 @@ RETURNING w.id, w.state;
 -- name: ListWorkers :many
 SELECT * FROM workers WHERE (@provider::text = '' OR provider = @provider::text) ORDER BY created_at;
 
+-- name: ListLiveWorkers :many
+-- Workers starting, connected or draining, with the number of attempts
+-- each holds (through jobs_live_idx).
+SELECT w.id, w.provider, w.state, w.labels, w.slots, w.image, w.replica_id, w.last_seen, w.cpu_millis, w.memory_mib, w.hostname,
+       (SELECT count(*) FROM jobs j WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = w.id)::integer AS running
+FROM workers w
+WHERE w.state IN ('provisioning', 'connected', 'draining') AND (@provider::text = '' OR w.provider = @provider::text)
+ORDER BY w.provider, w.created_at;
+
 -- name: ExpiredWorkers :many
 -- Workers that were connected or disconnected and have not been seen
 -- since before the lease cutoff.

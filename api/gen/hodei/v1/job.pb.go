@@ -1569,7 +1569,10 @@ type GetJobLogsRequest struct {
 	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Follow bool                   `protobuf:"varint,2,opt,name=follow,proto3" json:"follow,omitempty"`
 	// attempt selects one attempt; 0 = all attempts.
-	Attempt       int32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Attempt int32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// tail_bytes, when set, starts with the last stored batches that hold at
+	// least this many bytes instead of the start of the log.
+	TailBytes     int64 `protobuf:"varint,4,opt,name=tail_bytes,json=tailBytes,proto3" json:"tail_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1621,6 +1624,13 @@ func (x *GetJobLogsRequest) GetFollow() bool {
 func (x *GetJobLogsRequest) GetAttempt() int32 {
 	if x != nil {
 		return x.Attempt
+	}
+	return 0
+}
+
+func (x *GetJobLogsRequest) GetTailBytes() int64 {
+	if x != nil {
+		return x.TailBytes
 	}
 	return 0
 }
@@ -1706,7 +1716,9 @@ type GetJobLogsResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Chunks []*LogChunk            `protobuf:"bytes,1,rep,name=chunks,proto3" json:"chunks,omitempty"`
 	// final is set on the last message of a follow when the job reached a final state.
-	Job           *Job `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	Job *Job `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	// skipped is set on the first message when tail_bytes left earlier output out.
+	Skipped       bool `protobuf:"varint,3,opt,name=skipped,proto3" json:"skipped,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1753,6 +1765,13 @@ func (x *GetJobLogsResponse) GetJob() *Job {
 		return x.Job
 	}
 	return nil
+}
+
+func (x *GetJobLogsResponse) GetSkipped() bool {
+	if x != nil {
+		return x.Skipped
+	}
+	return false
 }
 
 type ExplainJobRequest struct {
@@ -1848,6 +1867,235 @@ func (x *ExplainJobResponse) GetState() JobState {
 func (x *ExplainJobResponse) GetReasons() []string {
 	if x != nil {
 		return x.Reasons
+	}
+	return nil
+}
+
+type GetJobStatsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobStatsRequest) Reset() {
+	*x = GetJobStatsRequest{}
+	mi := &file_hodei_v1_job_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobStatsRequest) ProtoMessage() {}
+
+func (x *GetJobStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_job_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobStatsRequest.ProtoReflect.Descriptor instead.
+func (*GetJobStatsRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{25}
+}
+
+// JobStatsMinute counts what happened to jobs in one minute.
+type JobStatsMinute struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Start     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=start,proto3" json:"start,omitempty"`
+	Created   int64                  `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	Succeeded int64                  `protobuf:"varint,3,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	// failed counts jobs that failed or timed out for good (no retry follows).
+	Failed    int64 `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
+	Cancelled int64 `protobuf:"varint,5,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
+	// dispatched counts attempts assigned to a worker.
+	Dispatched int64 `protobuf:"varint,6,opt,name=dispatched,proto3" json:"dispatched,omitempty"`
+	// dispatch_p50_ms and dispatch_p99_ms bound the time from a job's
+	// submission to its assignment (upper bounds of power-of-two buckets; a
+	// retried attempt counts from the submission too).
+	DispatchP50Ms float64 `protobuf:"fixed64,7,opt,name=dispatch_p50_ms,json=dispatchP50Ms,proto3" json:"dispatch_p50_ms,omitempty"`
+	DispatchP99Ms float64 `protobuf:"fixed64,8,opt,name=dispatch_p99_ms,json=dispatchP99Ms,proto3" json:"dispatch_p99_ms,omitempty"`
+	// queued is the last queue depth published in the minute; -1 = none.
+	Queued        int64 `protobuf:"varint,9,opt,name=queued,proto3" json:"queued,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobStatsMinute) Reset() {
+	*x = JobStatsMinute{}
+	mi := &file_hodei_v1_job_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobStatsMinute) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobStatsMinute) ProtoMessage() {}
+
+func (x *JobStatsMinute) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_job_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobStatsMinute.ProtoReflect.Descriptor instead.
+func (*JobStatsMinute) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *JobStatsMinute) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *JobStatsMinute) GetCreated() int64 {
+	if x != nil {
+		return x.Created
+	}
+	return 0
+}
+
+func (x *JobStatsMinute) GetSucceeded() int64 {
+	if x != nil {
+		return x.Succeeded
+	}
+	return 0
+}
+
+func (x *JobStatsMinute) GetFailed() int64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *JobStatsMinute) GetCancelled() int64 {
+	if x != nil {
+		return x.Cancelled
+	}
+	return 0
+}
+
+func (x *JobStatsMinute) GetDispatched() int64 {
+	if x != nil {
+		return x.Dispatched
+	}
+	return 0
+}
+
+func (x *JobStatsMinute) GetDispatchP50Ms() float64 {
+	if x != nil {
+		return x.DispatchP50Ms
+	}
+	return 0
+}
+
+func (x *JobStatsMinute) GetDispatchP99Ms() float64 {
+	if x != nil {
+		return x.DispatchP99Ms
+	}
+	return 0
+}
+
+func (x *JobStatsMinute) GetQueued() int64 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+type GetJobStatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// minutes, oldest first, up to 60, ending with the current minute.
+	Minutes  []*JobStatsMinute `protobuf:"bytes,1,rep,name=minutes,proto3" json:"minutes,omitempty"`
+	Queued   int64             `protobuf:"varint,2,opt,name=queued,proto3" json:"queued,omitempty"`
+	Retrying int64             `protobuf:"varint,3,opt,name=retrying,proto3" json:"retrying,omitempty"`
+	Running  int64             `protobuf:"varint,4,opt,name=running,proto3" json:"running,omitempty"`
+	// since is when this replica started counting.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetJobStatsResponse) Reset() {
+	*x = GetJobStatsResponse{}
+	mi := &file_hodei_v1_job_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetJobStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetJobStatsResponse) ProtoMessage() {}
+
+func (x *GetJobStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_job_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetJobStatsResponse.ProtoReflect.Descriptor instead.
+func (*GetJobStatsResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GetJobStatsResponse) GetMinutes() []*JobStatsMinute {
+	if x != nil {
+		return x.Minutes
+	}
+	return nil
+}
+
+func (x *GetJobStatsResponse) GetQueued() int64 {
+	if x != nil {
+		return x.Queued
+	}
+	return 0
+}
+
+func (x *GetJobStatsResponse) GetRetrying() int64 {
+	if x != nil {
+		return x.Retrying
+	}
+	return 0
+}
+
+func (x *GetJobStatsResponse) GetRunning() int64 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *GetJobStatsResponse) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
 	}
 	return nil
 }
@@ -1976,25 +2224,47 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\x0fWatchJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"3\n" +
 	"\x10WatchJobResponse\x12\x1f\n" +
-	"\x03job\x18\x01 \x01(\v2\r.hodei.v1.JobR\x03job\"U\n" +
+	"\x03job\x18\x01 \x01(\v2\r.hodei.v1.JobR\x03job\"t\n" +
 	"\x11GetJobLogsRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06follow\x18\x02 \x01(\bR\x06follow\x12\x18\n" +
-	"\aattempt\x18\x03 \x01(\x05R\aattempt\"\xa7\x01\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1d\n" +
+	"\n" +
+	"tail_bytes\x18\x04 \x01(\x03R\ttailBytes\"\xa7\x01\n" +
 	"\bLogChunk\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12+\n" +
 	"\x06stream\x18\x03 \x01(\x0e2\x13.hodei.v1.LogStreamR\x06stream\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12.\n" +
-	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"a\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"{\n" +
 	"\x12GetJobLogsResponse\x12*\n" +
 	"\x06chunks\x18\x01 \x03(\v2\x12.hodei.v1.LogChunkR\x06chunks\x12\x1f\n" +
-	"\x03job\x18\x02 \x01(\v2\r.hodei.v1.JobR\x03job\"#\n" +
+	"\x03job\x18\x02 \x01(\v2\r.hodei.v1.JobR\x03job\x12\x18\n" +
+	"\askipped\x18\x03 \x01(\bR\askipped\"#\n" +
 	"\x11ExplainJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"X\n" +
 	"\x12ExplainJobResponse\x12(\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x12.hodei.v1.JobStateR\x05state\x12\x18\n" +
-	"\areasons\x18\x02 \x03(\tR\areasons*\xe3\x01\n" +
+	"\areasons\x18\x02 \x03(\tR\areasons\"\x14\n" +
+	"\x12GetJobStatsRequest\"\xb8\x02\n" +
+	"\x0eJobStatsMinute\x120\n" +
+	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\x03R\acreated\x12\x1c\n" +
+	"\tsucceeded\x18\x03 \x01(\x03R\tsucceeded\x12\x16\n" +
+	"\x06failed\x18\x04 \x01(\x03R\x06failed\x12\x1c\n" +
+	"\tcancelled\x18\x05 \x01(\x03R\tcancelled\x12\x1e\n" +
+	"\n" +
+	"dispatched\x18\x06 \x01(\x03R\n" +
+	"dispatched\x12&\n" +
+	"\x0fdispatch_p50_ms\x18\a \x01(\x01R\rdispatchP50Ms\x12&\n" +
+	"\x0fdispatch_p99_ms\x18\b \x01(\x01R\rdispatchP99Ms\x12\x16\n" +
+	"\x06queued\x18\t \x01(\x03R\x06queued\"\xc9\x01\n" +
+	"\x13GetJobStatsResponse\x122\n" +
+	"\aminutes\x18\x01 \x03(\v2\x18.hodei.v1.JobStatsMinuteR\aminutes\x12\x16\n" +
+	"\x06queued\x18\x02 \x01(\x03R\x06queued\x12\x1a\n" +
+	"\bretrying\x18\x03 \x01(\x03R\bretrying\x12\x18\n" +
+	"\arunning\x18\x04 \x01(\x03R\arunning\x120\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since*\xe3\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10JOB_STATE_QUEUED\x10\x01\x12\x16\n" +
@@ -2017,7 +2287,7 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n" +
 	"\x11LOG_STREAM_STDERR\x10\x02\x12\x15\n" +
-	"\x11LOG_STREAM_SYSTEM\x10\x032\xfd\x04\n" +
+	"\x11LOG_STREAM_SYSTEM\x10\x032\xc9\x05\n" +
 	"\n" +
 	"JobService\x12D\n" +
 	"\tSubmitJob\x12\x1a.hodei.v1.SubmitJobRequest\x1a\x1b.hodei.v1.SubmitJobResponse\x12G\n" +
@@ -2031,7 +2301,8 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"GetJobLogs\x12\x1b.hodei.v1.GetJobLogsRequest\x1a\x1c.hodei.v1.GetJobLogsResponse0\x01\x12G\n" +
 	"\n" +
-	"ExplainJob\x12\x1b.hodei.v1.ExplainJobRequest\x1a\x1c.hodei.v1.ExplainJobResponseB5Z3github.com/hodei-dev/hodei/api/gen/hodei/v1;hodeiv1b\x06proto3"
+	"ExplainJob\x12\x1b.hodei.v1.ExplainJobRequest\x1a\x1c.hodei.v1.ExplainJobResponse\x12J\n" +
+	"\vGetJobStats\x12\x1c.hodei.v1.GetJobStatsRequest\x1a\x1d.hodei.v1.GetJobStatsResponseB5Z3github.com/hodei-dev/hodei/api/gen/hodei/v1;hodeiv1b\x06proto3"
 
 var (
 	file_hodei_v1_job_proto_rawDescOnce sync.Once
@@ -2046,7 +2317,7 @@ func file_hodei_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_hodei_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_hodei_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_hodei_v1_job_proto_goTypes = []any{
 	(JobState)(0),                 // 0: hodei.v1.JobState
 	(FailureClass)(0),             // 1: hodei.v1.FailureClass
@@ -2076,35 +2347,38 @@ var file_hodei_v1_job_proto_goTypes = []any{
 	(*GetJobLogsResponse)(nil),    // 25: hodei.v1.GetJobLogsResponse
 	(*ExplainJobRequest)(nil),     // 26: hodei.v1.ExplainJobRequest
 	(*ExplainJobResponse)(nil),    // 27: hodei.v1.ExplainJobResponse
-	nil,                           // 28: hodei.v1.JobSpec.EnvEntry
-	nil,                           // 29: hodei.v1.JobSpec.LabelsEntry
-	nil,                           // 30: hodei.v1.JobSpec.TagsEntry
-	nil,                           // 31: hodei.v1.ListJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
+	(*GetJobStatsRequest)(nil),    // 28: hodei.v1.GetJobStatsRequest
+	(*JobStatsMinute)(nil),        // 29: hodei.v1.JobStatsMinute
+	(*GetJobStatsResponse)(nil),   // 30: hodei.v1.GetJobStatsResponse
+	nil,                           // 31: hodei.v1.JobSpec.EnvEntry
+	nil,                           // 32: hodei.v1.JobSpec.LabelsEntry
+	nil,                           // 33: hodei.v1.JobSpec.TagsEntry
+	nil,                           // 34: hodei.v1.ListJobsRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 35: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
 }
 var file_hodei_v1_job_proto_depIdxs = []int32{
-	32, // 0: hodei.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
-	32, // 1: hodei.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
+	35, // 0: hodei.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
+	35, // 1: hodei.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
 	1,  // 2: hodei.v1.RetryPolicy.retryable_classes:type_name -> hodei.v1.FailureClass
-	28, // 3: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
-	29, // 4: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
+	31, // 3: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
+	32, // 4: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
 	4,  // 5: hodei.v1.JobSpec.resources:type_name -> hodei.v1.Resources
-	32, // 6: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	35, // 6: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
 	3,  // 7: hodei.v1.JobSpec.retry:type_name -> hodei.v1.RetryPolicy
-	30, // 8: hodei.v1.JobSpec.tags:type_name -> hodei.v1.JobSpec.TagsEntry
+	33, // 8: hodei.v1.JobSpec.tags:type_name -> hodei.v1.JobSpec.TagsEntry
 	6,  // 9: hodei.v1.JobSpec.secrets:type_name -> hodei.v1.SecretRef
 	0,  // 10: hodei.v1.Attempt.state:type_name -> hodei.v1.JobState
-	33, // 11: hodei.v1.Attempt.assigned_at:type_name -> google.protobuf.Timestamp
-	33, // 12: hodei.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	33, // 13: hodei.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
+	36, // 11: hodei.v1.Attempt.assigned_at:type_name -> google.protobuf.Timestamp
+	36, // 12: hodei.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	36, // 13: hodei.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
 	1,  // 14: hodei.v1.Attempt.failure_class:type_name -> hodei.v1.FailureClass
 	5,  // 15: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
 	0,  // 16: hodei.v1.Job.state:type_name -> hodei.v1.JobState
-	33, // 17: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	33, // 18: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	33, // 19: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	33, // 20: hodei.v1.Job.run_at:type_name -> google.protobuf.Timestamp
+	36, // 17: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	36, // 18: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	36, // 19: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	36, // 20: hodei.v1.Job.run_at:type_name -> google.protobuf.Timestamp
 	1,  // 21: hodei.v1.Job.failure_class:type_name -> hodei.v1.FailureClass
 	7,  // 22: hodei.v1.Job.attempts:type_name -> hodei.v1.Attempt
 	5,  // 23: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
@@ -2113,41 +2387,46 @@ var file_hodei_v1_job_proto_depIdxs = []int32{
 	8,  // 26: hodei.v1.SubmitJobsResponse.jobs:type_name -> hodei.v1.Job
 	8,  // 27: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
 	0,  // 28: hodei.v1.ListJobsRequest.states:type_name -> hodei.v1.JobState
-	31, // 29: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
-	33, // 30: hodei.v1.ListJobsRequest.created_after:type_name -> google.protobuf.Timestamp
-	33, // 31: hodei.v1.ListJobsRequest.created_before:type_name -> google.protobuf.Timestamp
+	34, // 29: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
+	36, // 30: hodei.v1.ListJobsRequest.created_after:type_name -> google.protobuf.Timestamp
+	36, // 31: hodei.v1.ListJobsRequest.created_before:type_name -> google.protobuf.Timestamp
 	8,  // 32: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
 	8,  // 33: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
 	8,  // 34: hodei.v1.RetryJobResponse.job:type_name -> hodei.v1.Job
 	8,  // 35: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
 	2,  // 36: hodei.v1.LogChunk.stream:type_name -> hodei.v1.LogStream
-	33, // 37: hodei.v1.LogChunk.time:type_name -> google.protobuf.Timestamp
+	36, // 37: hodei.v1.LogChunk.time:type_name -> google.protobuf.Timestamp
 	24, // 38: hodei.v1.GetJobLogsResponse.chunks:type_name -> hodei.v1.LogChunk
 	8,  // 39: hodei.v1.GetJobLogsResponse.job:type_name -> hodei.v1.Job
 	0,  // 40: hodei.v1.ExplainJobResponse.state:type_name -> hodei.v1.JobState
-	9,  // 41: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
-	11, // 42: hodei.v1.JobService.SubmitJobs:input_type -> hodei.v1.SubmitJobsRequest
-	13, // 43: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
-	15, // 44: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
-	17, // 45: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
-	19, // 46: hodei.v1.JobService.RetryJob:input_type -> hodei.v1.RetryJobRequest
-	21, // 47: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
-	23, // 48: hodei.v1.JobService.GetJobLogs:input_type -> hodei.v1.GetJobLogsRequest
-	26, // 49: hodei.v1.JobService.ExplainJob:input_type -> hodei.v1.ExplainJobRequest
-	10, // 50: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
-	12, // 51: hodei.v1.JobService.SubmitJobs:output_type -> hodei.v1.SubmitJobsResponse
-	14, // 52: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
-	16, // 53: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
-	18, // 54: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
-	20, // 55: hodei.v1.JobService.RetryJob:output_type -> hodei.v1.RetryJobResponse
-	22, // 56: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
-	25, // 57: hodei.v1.JobService.GetJobLogs:output_type -> hodei.v1.GetJobLogsResponse
-	27, // 58: hodei.v1.JobService.ExplainJob:output_type -> hodei.v1.ExplainJobResponse
-	50, // [50:59] is the sub-list for method output_type
-	41, // [41:50] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	36, // 41: hodei.v1.JobStatsMinute.start:type_name -> google.protobuf.Timestamp
+	29, // 42: hodei.v1.GetJobStatsResponse.minutes:type_name -> hodei.v1.JobStatsMinute
+	36, // 43: hodei.v1.GetJobStatsResponse.since:type_name -> google.protobuf.Timestamp
+	9,  // 44: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
+	11, // 45: hodei.v1.JobService.SubmitJobs:input_type -> hodei.v1.SubmitJobsRequest
+	13, // 46: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
+	15, // 47: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
+	17, // 48: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
+	19, // 49: hodei.v1.JobService.RetryJob:input_type -> hodei.v1.RetryJobRequest
+	21, // 50: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
+	23, // 51: hodei.v1.JobService.GetJobLogs:input_type -> hodei.v1.GetJobLogsRequest
+	26, // 52: hodei.v1.JobService.ExplainJob:input_type -> hodei.v1.ExplainJobRequest
+	28, // 53: hodei.v1.JobService.GetJobStats:input_type -> hodei.v1.GetJobStatsRequest
+	10, // 54: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
+	12, // 55: hodei.v1.JobService.SubmitJobs:output_type -> hodei.v1.SubmitJobsResponse
+	14, // 56: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
+	16, // 57: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
+	18, // 58: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
+	20, // 59: hodei.v1.JobService.RetryJob:output_type -> hodei.v1.RetryJobResponse
+	22, // 60: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
+	25, // 61: hodei.v1.JobService.GetJobLogs:output_type -> hodei.v1.GetJobLogsResponse
+	27, // 62: hodei.v1.JobService.ExplainJob:output_type -> hodei.v1.ExplainJobResponse
+	30, // 63: hodei.v1.JobService.GetJobStats:output_type -> hodei.v1.GetJobStatsResponse
+	54, // [54:64] is the sub-list for method output_type
+	44, // [44:54] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_job_proto_init() }
@@ -2161,7 +2440,7 @@ func file_hodei_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_job_proto_rawDesc), len(file_hodei_v1_job_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   29,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

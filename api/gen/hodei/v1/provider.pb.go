@@ -448,11 +448,100 @@ func (x *UpdateProviderResponse) GetProvider() *Provider {
 	return nil
 }
 
+type ListWorkersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// provider selects one provider's workers; empty = all.
+	Provider      string `protobuf:"bytes,1,opt,name=provider,proto3" json:"provider,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWorkersRequest) Reset() {
+	*x = ListWorkersRequest{}
+	mi := &file_hodei_v1_provider_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWorkersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWorkersRequest) ProtoMessage() {}
+
+func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_provider_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
+func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_provider_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListWorkersRequest) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+type ListWorkersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Workers       []*Worker              `protobuf:"bytes,1,rep,name=workers,proto3" json:"workers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListWorkersResponse) Reset() {
+	*x = ListWorkersResponse{}
+	mi := &file_hodei_v1_provider_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListWorkersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListWorkersResponse) ProtoMessage() {}
+
+func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_provider_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
+func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_provider_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListWorkersResponse) GetWorkers() []*Worker {
+	if x != nil {
+		return x.Workers
+	}
+	return nil
+}
+
 var File_hodei_v1_provider_proto protoreflect.FileDescriptor
 
 const file_hodei_v1_provider_proto_rawDesc = "" +
 	"\n" +
-	"\x17hodei/v1/provider.proto\x12\bhodei.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x03\n" +
+	"\x17hodei/v1/provider.proto\x12\bhodei.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15hodei/v1/worker.proto\"\xf9\x03\n" +
 	"\bProvider\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
@@ -491,11 +580,16 @@ const file_hodei_v1_provider_proto_rawDesc = "" +
 	"\n" +
 	"_ephemeral\"H\n" +
 	"\x16UpdateProviderResponse\x12.\n" +
-	"\bprovider\x18\x01 \x01(\v2\x12.hodei.v1.ProviderR\bprovider2\x84\x02\n" +
+	"\bprovider\x18\x01 \x01(\v2\x12.hodei.v1.ProviderR\bprovider\"0\n" +
+	"\x12ListWorkersRequest\x12\x1a\n" +
+	"\bprovider\x18\x01 \x01(\tR\bprovider\"A\n" +
+	"\x13ListWorkersResponse\x12*\n" +
+	"\aworkers\x18\x01 \x03(\v2\x10.hodei.v1.WorkerR\aworkers2\xd0\x02\n" +
 	"\x0fProviderService\x12P\n" +
 	"\rListProviders\x12\x1e.hodei.v1.ListProvidersRequest\x1a\x1f.hodei.v1.ListProvidersResponse\x12J\n" +
 	"\vGetProvider\x12\x1c.hodei.v1.GetProviderRequest\x1a\x1d.hodei.v1.GetProviderResponse\x12S\n" +
-	"\x0eUpdateProvider\x12\x1f.hodei.v1.UpdateProviderRequest\x1a .hodei.v1.UpdateProviderResponseB5Z3github.com/hodei-dev/hodei/api/gen/hodei/v1;hodeiv1b\x06proto3"
+	"\x0eUpdateProvider\x12\x1f.hodei.v1.UpdateProviderRequest\x1a .hodei.v1.UpdateProviderResponse\x12J\n" +
+	"\vListWorkers\x12\x1c.hodei.v1.ListWorkersRequest\x1a\x1d.hodei.v1.ListWorkersResponseB5Z3github.com/hodei-dev/hodei/api/gen/hodei/v1;hodeiv1b\x06proto3"
 
 var (
 	file_hodei_v1_provider_proto_rawDescOnce sync.Once
@@ -509,7 +603,7 @@ func file_hodei_v1_provider_proto_rawDescGZIP() []byte {
 	return file_hodei_v1_provider_proto_rawDescData
 }
 
-var file_hodei_v1_provider_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_hodei_v1_provider_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_hodei_v1_provider_proto_goTypes = []any{
 	(*Provider)(nil),               // 0: hodei.v1.Provider
 	(*ListProvidersRequest)(nil),   // 1: hodei.v1.ListProvidersRequest
@@ -518,29 +612,35 @@ var file_hodei_v1_provider_proto_goTypes = []any{
 	(*GetProviderResponse)(nil),    // 4: hodei.v1.GetProviderResponse
 	(*UpdateProviderRequest)(nil),  // 5: hodei.v1.UpdateProviderRequest
 	(*UpdateProviderResponse)(nil), // 6: hodei.v1.UpdateProviderResponse
-	nil,                            // 7: hodei.v1.Provider.LabelsEntry
-	(*durationpb.Duration)(nil),    // 8: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),  // 9: google.protobuf.Timestamp
+	(*ListWorkersRequest)(nil),     // 7: hodei.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),    // 8: hodei.v1.ListWorkersResponse
+	nil,                            // 9: hodei.v1.Provider.LabelsEntry
+	(*durationpb.Duration)(nil),    // 10: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 11: google.protobuf.Timestamp
+	(*Worker)(nil),                 // 12: hodei.v1.Worker
 }
 var file_hodei_v1_provider_proto_depIdxs = []int32{
-	8,  // 0: hodei.v1.Provider.idle_timeout:type_name -> google.protobuf.Duration
-	9,  // 1: hodei.v1.Provider.unhealthy_since:type_name -> google.protobuf.Timestamp
-	7,  // 2: hodei.v1.Provider.labels:type_name -> hodei.v1.Provider.LabelsEntry
+	10, // 0: hodei.v1.Provider.idle_timeout:type_name -> google.protobuf.Duration
+	11, // 1: hodei.v1.Provider.unhealthy_since:type_name -> google.protobuf.Timestamp
+	9,  // 2: hodei.v1.Provider.labels:type_name -> hodei.v1.Provider.LabelsEntry
 	0,  // 3: hodei.v1.ListProvidersResponse.providers:type_name -> hodei.v1.Provider
 	0,  // 4: hodei.v1.GetProviderResponse.provider:type_name -> hodei.v1.Provider
-	8,  // 5: hodei.v1.UpdateProviderRequest.idle_timeout:type_name -> google.protobuf.Duration
+	10, // 5: hodei.v1.UpdateProviderRequest.idle_timeout:type_name -> google.protobuf.Duration
 	0,  // 6: hodei.v1.UpdateProviderResponse.provider:type_name -> hodei.v1.Provider
-	1,  // 7: hodei.v1.ProviderService.ListProviders:input_type -> hodei.v1.ListProvidersRequest
-	3,  // 8: hodei.v1.ProviderService.GetProvider:input_type -> hodei.v1.GetProviderRequest
-	5,  // 9: hodei.v1.ProviderService.UpdateProvider:input_type -> hodei.v1.UpdateProviderRequest
-	2,  // 10: hodei.v1.ProviderService.ListProviders:output_type -> hodei.v1.ListProvidersResponse
-	4,  // 11: hodei.v1.ProviderService.GetProvider:output_type -> hodei.v1.GetProviderResponse
-	6,  // 12: hodei.v1.ProviderService.UpdateProvider:output_type -> hodei.v1.UpdateProviderResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	12, // 7: hodei.v1.ListWorkersResponse.workers:type_name -> hodei.v1.Worker
+	1,  // 8: hodei.v1.ProviderService.ListProviders:input_type -> hodei.v1.ListProvidersRequest
+	3,  // 9: hodei.v1.ProviderService.GetProvider:input_type -> hodei.v1.GetProviderRequest
+	5,  // 10: hodei.v1.ProviderService.UpdateProvider:input_type -> hodei.v1.UpdateProviderRequest
+	7,  // 11: hodei.v1.ProviderService.ListWorkers:input_type -> hodei.v1.ListWorkersRequest
+	2,  // 12: hodei.v1.ProviderService.ListProviders:output_type -> hodei.v1.ListProvidersResponse
+	4,  // 13: hodei.v1.ProviderService.GetProvider:output_type -> hodei.v1.GetProviderResponse
+	6,  // 14: hodei.v1.ProviderService.UpdateProvider:output_type -> hodei.v1.UpdateProviderResponse
+	8,  // 15: hodei.v1.ProviderService.ListWorkers:output_type -> hodei.v1.ListWorkersResponse
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_provider_proto_init() }
@@ -548,6 +648,7 @@ func file_hodei_v1_provider_proto_init() {
 	if File_hodei_v1_provider_proto != nil {
 		return
 	}
+	file_hodei_v1_worker_proto_init()
 	file_hodei_v1_provider_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -555,7 +656,7 @@ func file_hodei_v1_provider_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_provider_proto_rawDesc), len(file_hodei_v1_provider_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

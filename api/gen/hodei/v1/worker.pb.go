@@ -2000,17 +2000,22 @@ func (x *ResponseBatch) GetMsgs() []*ConnectResponse {
 
 // Worker is a registry entry.
 type Worker struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Provider      string                 `protobuf:"bytes,2,opt,name=provider,proto3" json:"provider,omitempty"`
-	State         WorkerState            `protobuf:"varint,3,opt,name=state,proto3,enum=hodei.v1.WorkerState" json:"state,omitempty"`
-	Labels        map[string]string      `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Slots         int32                  `protobuf:"varint,5,opt,name=slots,proto3" json:"slots,omitempty"`
-	Image         string                 `protobuf:"bytes,6,opt,name=image,proto3" json:"image,omitempty"`
-	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
-	Version       string                 `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
-	CpuMillis     int64                  `protobuf:"varint,9,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
-	MemoryMib     int64                  `protobuf:"varint,10,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Provider  string                 `protobuf:"bytes,2,opt,name=provider,proto3" json:"provider,omitempty"`
+	State     WorkerState            `protobuf:"varint,3,opt,name=state,proto3,enum=hodei.v1.WorkerState" json:"state,omitempty"`
+	Labels    map[string]string      `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Slots     int32                  `protobuf:"varint,5,opt,name=slots,proto3" json:"slots,omitempty"`
+	Image     string                 `protobuf:"bytes,6,opt,name=image,proto3" json:"image,omitempty"`
+	LastSeen  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	Version   string                 `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"`
+	CpuMillis int64                  `protobuf:"varint,9,opt,name=cpu_millis,json=cpuMillis,proto3" json:"cpu_millis,omitempty"`
+	MemoryMib int64                  `protobuf:"varint,10,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	// running is the number of attempts assigned to it or running on it.
+	Running int32 `protobuf:"varint,11,opt,name=running,proto3" json:"running,omitempty"`
+	// replica_id is the server replica that holds its stream.
+	ReplicaId     string `protobuf:"bytes,12,opt,name=replica_id,json=replicaId,proto3" json:"replica_id,omitempty"`
+	Hostname      string `protobuf:"bytes,13,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2113,6 +2118,27 @@ func (x *Worker) GetMemoryMib() int64 {
 		return x.MemoryMib
 	}
 	return 0
+}
+
+func (x *Worker) GetRunning() int32 {
+	if x != nil {
+		return x.Running
+	}
+	return 0
+}
+
+func (x *Worker) GetReplicaId() string {
+	if x != nil {
+		return x.ReplicaId
+	}
+	return ""
+}
+
+func (x *Worker) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
 }
 
 var File_hodei_v1_worker_proto protoreflect.FileDescriptor
@@ -2259,7 +2285,7 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\ftrust_bundle\x18\x02 \x01(\tR\vtrustBundle\"\x0e\n" +
 	"\fHeartbeatAck\">\n" +
 	"\rResponseBatch\x12-\n" +
-	"\x04msgs\x18\x01 \x03(\v2\x19.hodei.v1.ConnectResponseR\x04msgs\"\x8f\x03\n" +
+	"\x04msgs\x18\x01 \x03(\v2\x19.hodei.v1.ConnectResponseR\x04msgs\"\xe4\x03\n" +
 	"\x06Worker\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\bprovider\x18\x02 \x01(\tR\bprovider\x12+\n" +
@@ -2273,7 +2299,11 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"cpu_millis\x18\t \x01(\x03R\tcpuMillis\x12\x1d\n" +
 	"\n" +
 	"memory_mib\x18\n" +
-	" \x01(\x03R\tmemoryMib\x1a9\n" +
+	" \x01(\x03R\tmemoryMib\x12\x18\n" +
+	"\arunning\x18\v \x01(\x05R\arunning\x12\x1d\n" +
+	"\n" +
+	"replica_id\x18\f \x01(\tR\treplicaId\x12\x1a\n" +
+	"\bhostname\x18\r \x01(\tR\bhostname\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xbd\x01\n" +

@@ -51,6 +51,8 @@ const (
 	JobServiceGetJobLogsProcedure = "/hodei.v1.JobService/GetJobLogs"
 	// JobServiceExplainJobProcedure is the fully-qualified name of the JobService's ExplainJob RPC.
 	JobServiceExplainJobProcedure = "/hodei.v1.JobService/ExplainJob"
+	// JobServiceGetJobStatsProcedure is the fully-qualified name of the JobService's GetJobStats RPC.
+	JobServiceGetJobStatsProcedure = "/hodei.v1.JobService/GetJobStats"
 )
 
 // JobServiceClient is a client for the hodei.v1.JobService service.
@@ -75,6 +77,10 @@ type JobServiceClient interface {
 	GetJobLogs(context.Context, *connect.Request[v1.GetJobLogsRequest]) (*connect.ServerStreamForClient[v1.GetJobLogsResponse], error)
 	// ExplainJob says why a job is where it is.
 	ExplainJob(context.Context, *connect.Request[v1.ExplainJobRequest]) (*connect.Response[v1.ExplainJobResponse], error)
+	// GetJobStats returns the queue depth and, minute by minute over the
+	// last hour, the jobs submitted, dispatched and finished, from the
+	// rolling counters of the replica that answers.
+	GetJobStats(context.Context, *connect.Request[v1.GetJobStatsRequest]) (*connect.Response[v1.GetJobStatsResponse], error)
 }
 
 // NewJobServiceClient constructs a client for the hodei.v1.JobService service. By default, it uses
@@ -142,20 +148,27 @@ func NewJobServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			connect.WithSchema(jobServiceMethods.ByName("ExplainJob")),
 			connect.WithClientOptions(opts...),
 		),
+		getJobStats: connect.NewClient[v1.GetJobStatsRequest, v1.GetJobStatsResponse](
+			httpClient,
+			baseURL+JobServiceGetJobStatsProcedure,
+			connect.WithSchema(jobServiceMethods.ByName("GetJobStats")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // jobServiceClient implements JobServiceClient.
 type jobServiceClient struct {
-	submitJob  *connect.Client[v1.SubmitJobRequest, v1.SubmitJobResponse]
-	submitJobs *connect.Client[v1.SubmitJobsRequest, v1.SubmitJobsResponse]
-	getJob     *connect.Client[v1.GetJobRequest, v1.GetJobResponse]
-	listJobs   *connect.Client[v1.ListJobsRequest, v1.ListJobsResponse]
-	cancelJob  *connect.Client[v1.CancelJobRequest, v1.CancelJobResponse]
-	retryJob   *connect.Client[v1.RetryJobRequest, v1.RetryJobResponse]
-	watchJob   *connect.Client[v1.WatchJobRequest, v1.WatchJobResponse]
-	getJobLogs *connect.Client[v1.GetJobLogsRequest, v1.GetJobLogsResponse]
-	explainJob *connect.Client[v1.ExplainJobRequest, v1.ExplainJobResponse]
+	submitJob   *connect.Client[v1.SubmitJobRequest, v1.SubmitJobResponse]
+	submitJobs  *connect.Client[v1.SubmitJobsRequest, v1.SubmitJobsResponse]
+	getJob      *connect.Client[v1.GetJobRequest, v1.GetJobResponse]
+	listJobs    *connect.Client[v1.ListJobsRequest, v1.ListJobsResponse]
+	cancelJob   *connect.Client[v1.CancelJobRequest, v1.CancelJobResponse]
+	retryJob    *connect.Client[v1.RetryJobRequest, v1.RetryJobResponse]
+	watchJob    *connect.Client[v1.WatchJobRequest, v1.WatchJobResponse]
+	getJobLogs  *connect.Client[v1.GetJobLogsRequest, v1.GetJobLogsResponse]
+	explainJob  *connect.Client[v1.ExplainJobRequest, v1.ExplainJobResponse]
+	getJobStats *connect.Client[v1.GetJobStatsRequest, v1.GetJobStatsResponse]
 }
 
 // SubmitJob calls hodei.v1.JobService.SubmitJob.
@@ -203,6 +216,11 @@ func (c *jobServiceClient) ExplainJob(ctx context.Context, req *connect.Request[
 	return c.explainJob.CallUnary(ctx, req)
 }
 
+// GetJobStats calls hodei.v1.JobService.GetJobStats.
+func (c *jobServiceClient) GetJobStats(ctx context.Context, req *connect.Request[v1.GetJobStatsRequest]) (*connect.Response[v1.GetJobStatsResponse], error) {
+	return c.getJobStats.CallUnary(ctx, req)
+}
+
 // JobServiceHandler is an implementation of the hodei.v1.JobService service.
 type JobServiceHandler interface {
 	// SubmitJob validates and stores a job; with an idempotency key, a second
@@ -225,6 +243,10 @@ type JobServiceHandler interface {
 	GetJobLogs(context.Context, *connect.Request[v1.GetJobLogsRequest], *connect.ServerStream[v1.GetJobLogsResponse]) error
 	// ExplainJob says why a job is where it is.
 	ExplainJob(context.Context, *connect.Request[v1.ExplainJobRequest]) (*connect.Response[v1.ExplainJobResponse], error)
+	// GetJobStats returns the queue depth and, minute by minute over the
+	// last hour, the jobs submitted, dispatched and finished, from the
+	// rolling counters of the replica that answers.
+	GetJobStats(context.Context, *connect.Request[v1.GetJobStatsRequest]) (*connect.Response[v1.GetJobStatsResponse], error)
 }
 
 // NewJobServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -288,6 +310,12 @@ func NewJobServiceHandler(svc JobServiceHandler, opts ...connect.HandlerOption) 
 		connect.WithSchema(jobServiceMethods.ByName("ExplainJob")),
 		connect.WithHandlerOptions(opts...),
 	)
+	jobServiceGetJobStatsHandler := connect.NewUnaryHandler(
+		JobServiceGetJobStatsProcedure,
+		svc.GetJobStats,
+		connect.WithSchema(jobServiceMethods.ByName("GetJobStats")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hodei.v1.JobService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case JobServiceSubmitJobProcedure:
@@ -308,6 +336,8 @@ func NewJobServiceHandler(svc JobServiceHandler, opts ...connect.HandlerOption) 
 			jobServiceGetJobLogsHandler.ServeHTTP(w, r)
 		case JobServiceExplainJobProcedure:
 			jobServiceExplainJobHandler.ServeHTTP(w, r)
+		case JobServiceGetJobStatsProcedure:
+			jobServiceGetJobStatsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -351,4 +381,8 @@ func (UnimplementedJobServiceHandler) GetJobLogs(context.Context, *connect.Reque
 
 func (UnimplementedJobServiceHandler) ExplainJob(context.Context, *connect.Request[v1.ExplainJobRequest]) (*connect.Response[v1.ExplainJobResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.JobService.ExplainJob is not implemented"))
+}
+
+func (UnimplementedJobServiceHandler) GetJobStats(context.Context, *connect.Request[v1.GetJobStatsRequest]) (*connect.Response[v1.GetJobStatsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.JobService.GetJobStats is not implemented"))
 }

@@ -42,6 +42,9 @@ const (
 	// ProviderServiceUpdateProviderProcedure is the fully-qualified name of the ProviderService's
 	// UpdateProvider RPC.
 	ProviderServiceUpdateProviderProcedure = "/hodei.v1.ProviderService/UpdateProvider"
+	// ProviderServiceListWorkersProcedure is the fully-qualified name of the ProviderService's
+	// ListWorkers RPC.
+	ProviderServiceListWorkersProcedure = "/hodei.v1.ProviderService/ListWorkers"
 )
 
 // ProviderServiceClient is a client for the hodei.v1.ProviderService service.
@@ -52,6 +55,8 @@ type ProviderServiceClient interface {
 	GetProvider(context.Context, *connect.Request[v1.GetProviderRequest]) (*connect.Response[v1.GetProviderResponse], error)
 	// UpdateProvider changes a provider's settings: enabled, limits, ephemeral mode.
 	UpdateProvider(context.Context, *connect.Request[v1.UpdateProviderRequest]) (*connect.Response[v1.UpdateProviderResponse], error)
+	// ListWorkers lists the workers that are starting, connected or draining.
+	ListWorkers(context.Context, *connect.Request[v1.ListWorkersRequest]) (*connect.Response[v1.ListWorkersResponse], error)
 }
 
 // NewProviderServiceClient constructs a client for the hodei.v1.ProviderService service. By
@@ -83,6 +88,12 @@ func NewProviderServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(providerServiceMethods.ByName("UpdateProvider")),
 			connect.WithClientOptions(opts...),
 		),
+		listWorkers: connect.NewClient[v1.ListWorkersRequest, v1.ListWorkersResponse](
+			httpClient,
+			baseURL+ProviderServiceListWorkersProcedure,
+			connect.WithSchema(providerServiceMethods.ByName("ListWorkers")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -91,6 +102,7 @@ type providerServiceClient struct {
 	listProviders  *connect.Client[v1.ListProvidersRequest, v1.ListProvidersResponse]
 	getProvider    *connect.Client[v1.GetProviderRequest, v1.GetProviderResponse]
 	updateProvider *connect.Client[v1.UpdateProviderRequest, v1.UpdateProviderResponse]
+	listWorkers    *connect.Client[v1.ListWorkersRequest, v1.ListWorkersResponse]
 }
 
 // ListProviders calls hodei.v1.ProviderService.ListProviders.
@@ -108,6 +120,11 @@ func (c *providerServiceClient) UpdateProvider(ctx context.Context, req *connect
 	return c.updateProvider.CallUnary(ctx, req)
 }
 
+// ListWorkers calls hodei.v1.ProviderService.ListWorkers.
+func (c *providerServiceClient) ListWorkers(ctx context.Context, req *connect.Request[v1.ListWorkersRequest]) (*connect.Response[v1.ListWorkersResponse], error) {
+	return c.listWorkers.CallUnary(ctx, req)
+}
+
 // ProviderServiceHandler is an implementation of the hodei.v1.ProviderService service.
 type ProviderServiceHandler interface {
 	// ListProviders lists configured providers with their health.
@@ -116,6 +133,8 @@ type ProviderServiceHandler interface {
 	GetProvider(context.Context, *connect.Request[v1.GetProviderRequest]) (*connect.Response[v1.GetProviderResponse], error)
 	// UpdateProvider changes a provider's settings: enabled, limits, ephemeral mode.
 	UpdateProvider(context.Context, *connect.Request[v1.UpdateProviderRequest]) (*connect.Response[v1.UpdateProviderResponse], error)
+	// ListWorkers lists the workers that are starting, connected or draining.
+	ListWorkers(context.Context, *connect.Request[v1.ListWorkersRequest]) (*connect.Response[v1.ListWorkersResponse], error)
 }
 
 // NewProviderServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -143,6 +162,12 @@ func NewProviderServiceHandler(svc ProviderServiceHandler, opts ...connect.Handl
 		connect.WithSchema(providerServiceMethods.ByName("UpdateProvider")),
 		connect.WithHandlerOptions(opts...),
 	)
+	providerServiceListWorkersHandler := connect.NewUnaryHandler(
+		ProviderServiceListWorkersProcedure,
+		svc.ListWorkers,
+		connect.WithSchema(providerServiceMethods.ByName("ListWorkers")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hodei.v1.ProviderService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ProviderServiceListProvidersProcedure:
@@ -151,6 +176,8 @@ func NewProviderServiceHandler(svc ProviderServiceHandler, opts ...connect.Handl
 			providerServiceGetProviderHandler.ServeHTTP(w, r)
 		case ProviderServiceUpdateProviderProcedure:
 			providerServiceUpdateProviderHandler.ServeHTTP(w, r)
+		case ProviderServiceListWorkersProcedure:
+			providerServiceListWorkersHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -170,4 +197,8 @@ func (UnimplementedProviderServiceHandler) GetProvider(context.Context, *connect
 
 func (UnimplementedProviderServiceHandler) UpdateProvider(context.Context, *connect.Request[v1.UpdateProviderRequest]) (*connect.Response[v1.UpdateProviderResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.ProviderService.UpdateProvider is not implemented"))
+}
+
+func (UnimplementedProviderServiceHandler) ListWorkers(context.Context, *connect.Request[v1.ListWorkersRequest]) (*connect.Response[v1.ListWorkersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.ProviderService.ListWorkers is not implemented"))
 }
