@@ -128,6 +128,7 @@ func runAgent(ctx context.Context, args []string) int {
 	maxJobs := fs.Int("max-jobs", 0, "retire (exit 0) after running this many jobs; 0: no limit (ephemeral workers use 1)")
 	cpu := fs.Int64("cpu-millis", 0, "the most CPU one job may use here, in millicores (0: not stated)")
 	mem := fs.Int64("memory-mib", 0, "the most memory one job may use here, in MiB (0: not stated)")
+	metricsAddr := fs.String("metrics-listen", "", "serve this agent's counters on http://ADDR/metrics (the server exports them too, from heartbeats); off when empty")
 	var labels cli.KVFlag
 	fs.Var(&labels, "label", "worker label K=V (repeatable)")
 	if err := parseFlags(fs, args); err != nil {
@@ -146,6 +147,14 @@ func runAgent(ctx context.Context, args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hodei:", err)
 		return 2
+	}
+	if *metricsAddr != "" {
+		stop, err := listenAgentMetrics(log, *metricsAddr, a)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "hodei agent: --metrics-listen:", err)
+			return 2
+		}
+		defer stop()
 	}
 	if err := a.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "hodei agent:", err)

@@ -122,6 +122,7 @@ type Agent struct {
 	contact    atomic.Int64       // when the server was last heard, since epoch
 	fenceAfter atomic.Int64       // silence after which the jobs are killed; 0: never
 	guardUntil atomic.Int64       // the deadline last sent to the guardian, since epoch
+	counters   counters
 }
 
 // New returns an agent.

@@ -160,6 +160,7 @@ func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec)
 		<-batchDone
 	}
 	sent, dropped := batcher.Stats()
+	a.counters.attemptEnded(sent, dropped)
 
 	if silent, after := a.silence(), time.Duration(a.fenceAfter.Load()); after > 0 && silent >= after {
 		// Past the fence (the guardian may have killed the process while

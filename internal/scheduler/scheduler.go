@@ -99,7 +99,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.unhealthy[p.Name] = !p.Healthy
 	}
 	d.mu.Unlock()
-	tail := d.bus.Watch(ctx, from, eventbus.Filter{Types: triggers, Lazy: true}, func(e eventbus.Event) error {
+	tail := d.bus.Watch(ctx, from, eventbus.Filter{Types: triggers, Lazy: true, Consumer: "dispatcher"}, func(e eventbus.Event) error {
 		if e.Type == "ProviderHealthChanged" {
 			p, err := e.Decode()
 			if err != nil {
@@ -222,6 +222,7 @@ func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 			if a.Attempt == 1 {
 				d.cfg.Metrics.assigned(now.Sub(a.CreatedAt).Seconds())
 			}
+			d.cfg.Metrics.waited(a.Spec.Type, now.Sub(a.ReadyAt).Seconds())
 			byWorker[a.WorkerID] = append(byWorker[a.WorkerID], a)
 		}
 		for w, as := range byWorker {

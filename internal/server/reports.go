@@ -24,6 +24,9 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 	for _, m := range msgs {
 		switch m.Msg.(type) {
 		case *hodeiv1.ConnectRequest_Heartbeat:
+			if ct := m.GetHeartbeat().GetCounters(); ct != nil {
+				c.setAgentCounters(ct)
+			}
 			// Answered once received (c.lastSeen is already this late): the
 			// agent kills its jobs when the answers stop for about a lease.
 			c.send(&hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_HeartbeatAck{HeartbeatAck: &hodeiv1.HeartbeatAck{}}})

@@ -21,7 +21,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// A job's end wakes its log followers (JobFailed also ends an attempt
 	// that is retried: the follower wakes, finds the job not final and
 	// goes on waiting); a cancel also goes to the worker running the job.
-	tail := s.bus.Watch(ctx, from, eventbus.Filter{Types: []string{"JobCompleted", "JobFailed", "JobCancelled"}, Lazy: true}, func(e eventbus.Event) error {
+	tail := s.bus.Watch(ctx, from, eventbus.Filter{Types: []string{"JobCompleted", "JobFailed", "JobCancelled"}, Lazy: true, Consumer: "log_followers"}, func(e eventbus.Event) error {
 		s.logs.wake(e.AggregateID)
 		if e.Type != "JobCancelled" {
 			return nil

@@ -69,8 +69,9 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st), commits: &groupCommit{apply: st.ApplyReports},
+	s := &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, commits: &groupCommit{apply: st.ApplyReports},
 		logs: newLogHub(), workers: newWorkerSet()}
+	s.metrics = newMetrics(cfg.Registry, st, s.workers)
 	// Log output stored on any replica wakes this replica's followers.
 	bus.OnNotify(store.LogsChannel, func(jobID string) {
 		if jobID == "" {
@@ -91,11 +92,12 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(path string, h http.Handler) { mux.Handle(path, limitBodies(h)) }
 	// Small messages are not worth compressing (most of ours are small).
-	opt := connect.WithHandlerOptions(connect.WithCompressMinBytes(4096), readLimits)
+	rpc := connect.WithInterceptors(s.metrics.rpc)
+	opt := connect.WithHandlerOptions(connect.WithCompressMinBytes(4096), readLimits, rpc)
 	handle(hodeiv1connect.NewJobServiceHandler(jobService{s}, opt))
 	// The worker stream is never compressed: it carries many messages a
 	// second per worker, and workers sit on the same network as the server.
-	handle(hodeiv1connect.NewWorkerServiceHandler(workerService{s}, connect.WithCompressMinBytes(math.MaxInt), readLimits))
+	handle(hodeiv1connect.NewWorkerServiceHandler(workerService{s}, connect.WithCompressMinBytes(math.MaxInt), readLimits, rpc))
 	handle(hodeiv1connect.NewEventServiceHandler(eventService{s}, opt))
 	handle(hodeiv1connect.NewProviderServiceHandler(providerService{s}, opt))
 	handle(hodeiv1connect.NewWebhookServiceHandler(newWebhookService(s), opt))
@@ -189,25 +191,6 @@ func (h *logHub) wake(jobID string) {
 		default:
 		}
 	}
-}
-
-type metrics struct {
-	jobsCreated *prometheus.CounterVec
-	logLines    prometheus.Counter
-	toStarted   prometheus.Histogram
-}
-
-func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
-	m := &metrics{
-		jobsCreated: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_jobs_created_total", Help: "Jobs created, by type."}, []string{"type"}),
-		logLines:    prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_log_lines_stored_total", Help: "Log lines stored."}),
-		toStarted: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hodei_attempt_assigned_to_started_seconds",
-			Help: "From assignment to the agent's start report.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
-	}
-	stale := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hodei_stale_reports_total",
-		Help: "Worker reports (start, logs, result) rejected for a stale fencing token."}, func() float64 { return float64(st.StaleReports()) })
-	reg.MustRegister(m.jobsCreated, m.logLines, m.toStarted, stale)
-	return m
 }
 
 // Lease is how long a silent worker keeps its attempts.

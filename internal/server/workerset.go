@@ -154,6 +154,10 @@ type workerConn struct {
 	draining bool
 	final    bool // the agent announced its final shutdown
 	expired  bool // closed for silence past the lease
+	// agent holds the counters of the agent's latest heartbeat;
+	// agentReported is false until one carried them.
+	agent         agentCounters
+	agentReported bool
 }
 
 // An adaptive worker's queue holds as many jobs as it finished in the last
@@ -214,3 +218,11 @@ func (c *workerConn) resultArrived(token int64) {
 
 // Connected reports whether worker id has a stream on this replica.
 func (r *WorkerSet) Connected(id string) bool { return r.get(id) != nil }
+
+// setAgentCounters keeps the counters of the agent's latest heartbeat.
+func (c *workerConn) setAgentCounters(ct *hodeiv1.AgentCounters) {
+	c.mu.Lock()
+	c.agent = agentCounters{reconnects: ct.Reconnects, reconnectSeconds: ct.ReconnectSeconds, logLines: ct.LogLines, logDropped: ct.LogLinesDropped}
+	c.agentReported = true
+	c.mu.Unlock()
+}

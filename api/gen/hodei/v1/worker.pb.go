@@ -483,8 +483,11 @@ func (x *Hello) GetAdaptivePrefetch() bool {
 }
 
 type Heartbeat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FreeSlots     int32                  `protobuf:"varint,1,opt,name=free_slots,json=freeSlots,proto3" json:"free_slots,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	FreeSlots int32                  `protobuf:"varint,1,opt,name=free_slots,json=freeSlots,proto3" json:"free_slots,omitempty"`
+	// counters are the agent's totals since it started, sent with every
+	// beat; the server exports them per worker (hodei_agent_* series).
+	Counters      *AgentCounters `protobuf:"bytes,2,opt,name=counters,proto3" json:"counters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -526,6 +529,88 @@ func (x *Heartbeat) GetFreeSlots() int32 {
 	return 0
 }
 
+func (x *Heartbeat) GetCounters() *AgentCounters {
+	if x != nil {
+		return x.Counters
+	}
+	return nil
+}
+
+// AgentCounters are an agent's totals since its process started.
+type AgentCounters struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// reconnects counts streams re-established after one was lost;
+	// reconnect_seconds is the time those took, summed (loss to the
+	// server's welcome).
+	Reconnects       int64   `protobuf:"varint,1,opt,name=reconnects,proto3" json:"reconnects,omitempty"`
+	ReconnectSeconds float64 `protobuf:"fixed64,2,opt,name=reconnect_seconds,json=reconnectSeconds,proto3" json:"reconnect_seconds,omitempty"`
+	// log_lines counts the output lines the agent read from its jobs;
+	// log_lines_dropped the ones it discarded (a full outbox, or over a
+	// job's log limit).
+	LogLines        int64 `protobuf:"varint,3,opt,name=log_lines,json=logLines,proto3" json:"log_lines,omitempty"`
+	LogLinesDropped int64 `protobuf:"varint,4,opt,name=log_lines_dropped,json=logLinesDropped,proto3" json:"log_lines_dropped,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AgentCounters) Reset() {
+	*x = AgentCounters{}
+	mi := &file_hodei_v1_worker_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentCounters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentCounters) ProtoMessage() {}
+
+func (x *AgentCounters) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_worker_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentCounters.ProtoReflect.Descriptor instead.
+func (*AgentCounters) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AgentCounters) GetReconnects() int64 {
+	if x != nil {
+		return x.Reconnects
+	}
+	return 0
+}
+
+func (x *AgentCounters) GetReconnectSeconds() float64 {
+	if x != nil {
+		return x.ReconnectSeconds
+	}
+	return 0
+}
+
+func (x *AgentCounters) GetLogLines() int64 {
+	if x != nil {
+		return x.LogLines
+	}
+	return 0
+}
+
+func (x *AgentCounters) GetLogLinesDropped() int64 {
+	if x != nil {
+		return x.LogLinesDropped
+	}
+	return 0
+}
+
 type AttemptStarted struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	FencingToken int64                  `protobuf:"varint,1,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
@@ -539,7 +624,7 @@ type AttemptStarted struct {
 
 func (x *AttemptStarted) Reset() {
 	*x = AttemptStarted{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[6]
+	mi := &file_hodei_v1_worker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +636,7 @@ func (x *AttemptStarted) String() string {
 func (*AttemptStarted) ProtoMessage() {}
 
 func (x *AttemptStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[6]
+	mi := &file_hodei_v1_worker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +649,7 @@ func (x *AttemptStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttemptStarted.ProtoReflect.Descriptor instead.
 func (*AttemptStarted) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{6}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AttemptStarted) GetFencingToken() int64 {
@@ -601,7 +686,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[7]
+	mi := &file_hodei_v1_worker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -613,7 +698,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[7]
+	mi := &file_hodei_v1_worker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -626,7 +711,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{7}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LogLine) GetStream() LogStream {
@@ -672,7 +757,7 @@ type LogBatch struct {
 
 func (x *LogBatch) Reset() {
 	*x = LogBatch{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[8]
+	mi := &file_hodei_v1_worker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +769,7 @@ func (x *LogBatch) String() string {
 func (*LogBatch) ProtoMessage() {}
 
 func (x *LogBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[8]
+	mi := &file_hodei_v1_worker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +782,7 @@ func (x *LogBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
 func (*LogBatch) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{8}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LogBatch) GetFencingToken() int64 {
@@ -754,7 +839,7 @@ type AttemptFinished struct {
 
 func (x *AttemptFinished) Reset() {
 	*x = AttemptFinished{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[9]
+	mi := &file_hodei_v1_worker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +851,7 @@ func (x *AttemptFinished) String() string {
 func (*AttemptFinished) ProtoMessage() {}
 
 func (x *AttemptFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[9]
+	mi := &file_hodei_v1_worker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +864,7 @@ func (x *AttemptFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttemptFinished.ProtoReflect.Descriptor instead.
 func (*AttemptFinished) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{9}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AttemptFinished) GetFencingToken() int64 {
@@ -864,7 +949,7 @@ type ShutdownNotice struct {
 
 func (x *ShutdownNotice) Reset() {
 	*x = ShutdownNotice{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[10]
+	mi := &file_hodei_v1_worker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -876,7 +961,7 @@ func (x *ShutdownNotice) String() string {
 func (*ShutdownNotice) ProtoMessage() {}
 
 func (x *ShutdownNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[10]
+	mi := &file_hodei_v1_worker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -889,7 +974,7 @@ func (x *ShutdownNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownNotice.ProtoReflect.Descriptor instead.
 func (*ShutdownNotice) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{10}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ShutdownNotice) GetForced() bool {
@@ -924,7 +1009,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[11]
+	mi := &file_hodei_v1_worker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +1021,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[11]
+	mi := &file_hodei_v1_worker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1034,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{11}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ConnectRequest) GetMsg() isConnectRequest_Msg {
@@ -1080,7 +1165,7 @@ type RequestBatch struct {
 
 func (x *RequestBatch) Reset() {
 	*x = RequestBatch{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	mi := &file_hodei_v1_worker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1177,7 @@ func (x *RequestBatch) String() string {
 func (*RequestBatch) ProtoMessage() {}
 
 func (x *RequestBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	mi := &file_hodei_v1_worker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1190,7 @@ func (x *RequestBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestBatch.ProtoReflect.Descriptor instead.
 func (*RequestBatch) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{12}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RequestBatch) GetMsgs() []*ConnectRequest {
@@ -1129,7 +1214,7 @@ type RunJob struct {
 
 func (x *RunJob) Reset() {
 	*x = RunJob{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[13]
+	mi := &file_hodei_v1_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1226,7 @@ func (x *RunJob) String() string {
 func (*RunJob) ProtoMessage() {}
 
 func (x *RunJob) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[13]
+	mi := &file_hodei_v1_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1239,7 @@ func (x *RunJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJob.ProtoReflect.Descriptor instead.
 func (*RunJob) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{13}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RunJob) GetJobId() string {
@@ -1203,7 +1288,7 @@ type CancelAttempt struct {
 
 func (x *CancelAttempt) Reset() {
 	*x = CancelAttempt{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[14]
+	mi := &file_hodei_v1_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1300,7 @@ func (x *CancelAttempt) String() string {
 func (*CancelAttempt) ProtoMessage() {}
 
 func (x *CancelAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[14]
+	mi := &file_hodei_v1_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1313,7 @@ func (x *CancelAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelAttempt.ProtoReflect.Descriptor instead.
 func (*CancelAttempt) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{14}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CancelAttempt) GetFencingToken() int64 {
@@ -1254,7 +1339,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[15]
+	mi := &file_hodei_v1_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1351,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[15]
+	mi := &file_hodei_v1_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1364,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{15}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{16}
 }
 
 // Ack acknowledges what the server stored durably; the agent may forget it.
@@ -1298,7 +1383,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[16]
+	mi := &file_hodei_v1_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1395,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[16]
+	mi := &file_hodei_v1_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1408,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{16}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Ack) GetFencingToken() int64 {
@@ -1372,7 +1457,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[17]
+	mi := &file_hodei_v1_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1469,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[17]
+	mi := &file_hodei_v1_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1482,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{17}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -1527,7 +1612,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	mi := &file_hodei_v1_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1624,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	mi := &file_hodei_v1_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1637,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{18}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{19}
 }
 
 // ResponseBatch carries several server messages in one frame, in order
@@ -1566,7 +1651,7 @@ type ResponseBatch struct {
 
 func (x *ResponseBatch) Reset() {
 	*x = ResponseBatch{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[19]
+	mi := &file_hodei_v1_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1578,7 +1663,7 @@ func (x *ResponseBatch) String() string {
 func (*ResponseBatch) ProtoMessage() {}
 
 func (x *ResponseBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[19]
+	mi := &file_hodei_v1_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1591,7 +1676,7 @@ func (x *ResponseBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseBatch.ProtoReflect.Descriptor instead.
 func (*ResponseBatch) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{19}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResponseBatch) GetMsgs() []*ConnectResponse {
@@ -1620,7 +1705,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[20]
+	mi := &file_hodei_v1_worker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1632,7 +1717,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[20]
+	mi := &file_hodei_v1_worker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1645,7 +1730,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{20}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Worker) GetId() string {
@@ -1762,10 +1847,18 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"free_slots\x18\x04 \x01(\x05R\tfreeSlots\x12\x1a\n" +
 	"\bprefetch\x18\x05 \x01(\x05R\bprefetch\x12\x18\n" +
 	"\abatches\x18\x06 \x01(\bR\abatches\x12+\n" +
-	"\x11adaptive_prefetch\x18\a \x01(\bR\x10adaptivePrefetch\"*\n" +
+	"\x11adaptive_prefetch\x18\a \x01(\bR\x10adaptivePrefetch\"_\n" +
 	"\tHeartbeat\x12\x1d\n" +
 	"\n" +
-	"free_slots\x18\x01 \x01(\x05R\tfreeSlots\"|\n" +
+	"free_slots\x18\x01 \x01(\x05R\tfreeSlots\x123\n" +
+	"\bcounters\x18\x02 \x01(\v2\x17.hodei.v1.AgentCountersR\bcounters\"\xa5\x01\n" +
+	"\rAgentCounters\x12\x1e\n" +
+	"\n" +
+	"reconnects\x18\x01 \x01(\x03R\n" +
+	"reconnects\x12+\n" +
+	"\x11reconnect_seconds\x18\x02 \x01(\x01R\x10reconnectSeconds\x12\x1b\n" +
+	"\tlog_lines\x18\x03 \x01(\x03R\blogLines\x12*\n" +
+	"\x11log_lines_dropped\x18\x04 \x01(\x03R\x0flogLinesDropped\"|\n" +
 	"\x0eAttemptStarted\x12#\n" +
 	"\rfencing_token\x18\x01 \x01(\x03R\ffencingToken\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x15\n" +
@@ -1877,7 +1970,7 @@ func file_hodei_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hodei_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_hodei_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_hodei_v1_worker_proto_goTypes = []any{
 	(WorkerState)(0),              // 0: hodei.v1.WorkerState
 	(*EnrollRequest)(nil),         // 1: hodei.v1.EnrollRequest
@@ -1886,72 +1979,74 @@ var file_hodei_v1_worker_proto_goTypes = []any{
 	(*RunningAttempt)(nil),        // 4: hodei.v1.RunningAttempt
 	(*Hello)(nil),                 // 5: hodei.v1.Hello
 	(*Heartbeat)(nil),             // 6: hodei.v1.Heartbeat
-	(*AttemptStarted)(nil),        // 7: hodei.v1.AttemptStarted
-	(*LogLine)(nil),               // 8: hodei.v1.LogLine
-	(*LogBatch)(nil),              // 9: hodei.v1.LogBatch
-	(*AttemptFinished)(nil),       // 10: hodei.v1.AttemptFinished
-	(*ShutdownNotice)(nil),        // 11: hodei.v1.ShutdownNotice
-	(*ConnectRequest)(nil),        // 12: hodei.v1.ConnectRequest
-	(*RequestBatch)(nil),          // 13: hodei.v1.RequestBatch
-	(*RunJob)(nil),                // 14: hodei.v1.RunJob
-	(*CancelAttempt)(nil),         // 15: hodei.v1.CancelAttempt
-	(*Drain)(nil),                 // 16: hodei.v1.Drain
-	(*Ack)(nil),                   // 17: hodei.v1.Ack
-	(*ConnectResponse)(nil),       // 18: hodei.v1.ConnectResponse
-	(*HeartbeatAck)(nil),          // 19: hodei.v1.HeartbeatAck
-	(*ResponseBatch)(nil),         // 20: hodei.v1.ResponseBatch
-	(*Worker)(nil),                // 21: hodei.v1.Worker
-	nil,                           // 22: hodei.v1.EnrollRequest.LabelsEntry
-	nil,                           // 23: hodei.v1.Worker.LabelsEntry
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
-	(LogStream)(0),                // 26: hodei.v1.LogStream
-	(FailureClass)(0),             // 27: hodei.v1.FailureClass
-	(*JobSpec)(nil),               // 28: hodei.v1.JobSpec
+	(*AgentCounters)(nil),         // 7: hodei.v1.AgentCounters
+	(*AttemptStarted)(nil),        // 8: hodei.v1.AttemptStarted
+	(*LogLine)(nil),               // 9: hodei.v1.LogLine
+	(*LogBatch)(nil),              // 10: hodei.v1.LogBatch
+	(*AttemptFinished)(nil),       // 11: hodei.v1.AttemptFinished
+	(*ShutdownNotice)(nil),        // 12: hodei.v1.ShutdownNotice
+	(*ConnectRequest)(nil),        // 13: hodei.v1.ConnectRequest
+	(*RequestBatch)(nil),          // 14: hodei.v1.RequestBatch
+	(*RunJob)(nil),                // 15: hodei.v1.RunJob
+	(*CancelAttempt)(nil),         // 16: hodei.v1.CancelAttempt
+	(*Drain)(nil),                 // 17: hodei.v1.Drain
+	(*Ack)(nil),                   // 18: hodei.v1.Ack
+	(*ConnectResponse)(nil),       // 19: hodei.v1.ConnectResponse
+	(*HeartbeatAck)(nil),          // 20: hodei.v1.HeartbeatAck
+	(*ResponseBatch)(nil),         // 21: hodei.v1.ResponseBatch
+	(*Worker)(nil),                // 22: hodei.v1.Worker
+	nil,                           // 23: hodei.v1.EnrollRequest.LabelsEntry
+	nil,                           // 24: hodei.v1.Worker.LabelsEntry
+	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(LogStream)(0),                // 27: hodei.v1.LogStream
+	(FailureClass)(0),             // 28: hodei.v1.FailureClass
+	(*JobSpec)(nil),               // 29: hodei.v1.JobSpec
 }
 var file_hodei_v1_worker_proto_depIdxs = []int32{
-	22, // 0: hodei.v1.EnrollRequest.labels:type_name -> hodei.v1.EnrollRequest.LabelsEntry
+	23, // 0: hodei.v1.EnrollRequest.labels:type_name -> hodei.v1.EnrollRequest.LabelsEntry
 	3,  // 1: hodei.v1.EnrollResponse.settings:type_name -> hodei.v1.WorkerSettings
-	24, // 2: hodei.v1.WorkerSettings.heartbeat_interval:type_name -> google.protobuf.Duration
-	24, // 3: hodei.v1.WorkerSettings.log_flush_interval:type_name -> google.protobuf.Duration
-	24, // 4: hodei.v1.WorkerSettings.lease:type_name -> google.protobuf.Duration
+	25, // 2: hodei.v1.WorkerSettings.heartbeat_interval:type_name -> google.protobuf.Duration
+	25, // 3: hodei.v1.WorkerSettings.log_flush_interval:type_name -> google.protobuf.Duration
+	25, // 4: hodei.v1.WorkerSettings.lease:type_name -> google.protobuf.Duration
 	4,  // 5: hodei.v1.Hello.running:type_name -> hodei.v1.RunningAttempt
-	25, // 6: hodei.v1.AttemptStarted.time:type_name -> google.protobuf.Timestamp
-	26, // 7: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	25, // 8: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	8,  // 9: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	27, // 10: hodei.v1.AttemptFinished.failure_class:type_name -> hodei.v1.FailureClass
-	25, // 11: hodei.v1.AttemptFinished.time:type_name -> google.protobuf.Timestamp
-	5,  // 12: hodei.v1.ConnectRequest.hello:type_name -> hodei.v1.Hello
-	6,  // 13: hodei.v1.ConnectRequest.heartbeat:type_name -> hodei.v1.Heartbeat
-	7,  // 14: hodei.v1.ConnectRequest.started:type_name -> hodei.v1.AttemptStarted
-	9,  // 15: hodei.v1.ConnectRequest.logs:type_name -> hodei.v1.LogBatch
-	10, // 16: hodei.v1.ConnectRequest.finished:type_name -> hodei.v1.AttemptFinished
-	11, // 17: hodei.v1.ConnectRequest.shutdown:type_name -> hodei.v1.ShutdownNotice
-	13, // 18: hodei.v1.ConnectRequest.batch:type_name -> hodei.v1.RequestBatch
-	12, // 19: hodei.v1.RequestBatch.msgs:type_name -> hodei.v1.ConnectRequest
-	28, // 20: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
-	25, // 21: hodei.v1.RunJob.deadline:type_name -> google.protobuf.Timestamp
-	14, // 22: hodei.v1.ConnectResponse.run:type_name -> hodei.v1.RunJob
-	15, // 23: hodei.v1.ConnectResponse.cancel:type_name -> hodei.v1.CancelAttempt
-	16, // 24: hodei.v1.ConnectResponse.drain:type_name -> hodei.v1.Drain
-	3,  // 25: hodei.v1.ConnectResponse.settings:type_name -> hodei.v1.WorkerSettings
-	17, // 26: hodei.v1.ConnectResponse.ack:type_name -> hodei.v1.Ack
-	20, // 27: hodei.v1.ConnectResponse.batch:type_name -> hodei.v1.ResponseBatch
-	19, // 28: hodei.v1.ConnectResponse.heartbeat_ack:type_name -> hodei.v1.HeartbeatAck
-	18, // 29: hodei.v1.ResponseBatch.msgs:type_name -> hodei.v1.ConnectResponse
-	0,  // 30: hodei.v1.Worker.state:type_name -> hodei.v1.WorkerState
-	23, // 31: hodei.v1.Worker.labels:type_name -> hodei.v1.Worker.LabelsEntry
-	25, // 32: hodei.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
-	1,  // 33: hodei.v1.WorkerService.Enroll:input_type -> hodei.v1.EnrollRequest
-	12, // 34: hodei.v1.WorkerService.Connect:input_type -> hodei.v1.ConnectRequest
-	2,  // 35: hodei.v1.WorkerService.Enroll:output_type -> hodei.v1.EnrollResponse
-	18, // 36: hodei.v1.WorkerService.Connect:output_type -> hodei.v1.ConnectResponse
-	35, // [35:37] is the sub-list for method output_type
-	33, // [33:35] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	7,  // 6: hodei.v1.Heartbeat.counters:type_name -> hodei.v1.AgentCounters
+	26, // 7: hodei.v1.AttemptStarted.time:type_name -> google.protobuf.Timestamp
+	27, // 8: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
+	26, // 9: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	9,  // 10: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
+	28, // 11: hodei.v1.AttemptFinished.failure_class:type_name -> hodei.v1.FailureClass
+	26, // 12: hodei.v1.AttemptFinished.time:type_name -> google.protobuf.Timestamp
+	5,  // 13: hodei.v1.ConnectRequest.hello:type_name -> hodei.v1.Hello
+	6,  // 14: hodei.v1.ConnectRequest.heartbeat:type_name -> hodei.v1.Heartbeat
+	8,  // 15: hodei.v1.ConnectRequest.started:type_name -> hodei.v1.AttemptStarted
+	10, // 16: hodei.v1.ConnectRequest.logs:type_name -> hodei.v1.LogBatch
+	11, // 17: hodei.v1.ConnectRequest.finished:type_name -> hodei.v1.AttemptFinished
+	12, // 18: hodei.v1.ConnectRequest.shutdown:type_name -> hodei.v1.ShutdownNotice
+	14, // 19: hodei.v1.ConnectRequest.batch:type_name -> hodei.v1.RequestBatch
+	13, // 20: hodei.v1.RequestBatch.msgs:type_name -> hodei.v1.ConnectRequest
+	29, // 21: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
+	26, // 22: hodei.v1.RunJob.deadline:type_name -> google.protobuf.Timestamp
+	15, // 23: hodei.v1.ConnectResponse.run:type_name -> hodei.v1.RunJob
+	16, // 24: hodei.v1.ConnectResponse.cancel:type_name -> hodei.v1.CancelAttempt
+	17, // 25: hodei.v1.ConnectResponse.drain:type_name -> hodei.v1.Drain
+	3,  // 26: hodei.v1.ConnectResponse.settings:type_name -> hodei.v1.WorkerSettings
+	18, // 27: hodei.v1.ConnectResponse.ack:type_name -> hodei.v1.Ack
+	21, // 28: hodei.v1.ConnectResponse.batch:type_name -> hodei.v1.ResponseBatch
+	20, // 29: hodei.v1.ConnectResponse.heartbeat_ack:type_name -> hodei.v1.HeartbeatAck
+	19, // 30: hodei.v1.ResponseBatch.msgs:type_name -> hodei.v1.ConnectResponse
+	0,  // 31: hodei.v1.Worker.state:type_name -> hodei.v1.WorkerState
+	24, // 32: hodei.v1.Worker.labels:type_name -> hodei.v1.Worker.LabelsEntry
+	26, // 33: hodei.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
+	1,  // 34: hodei.v1.WorkerService.Enroll:input_type -> hodei.v1.EnrollRequest
+	13, // 35: hodei.v1.WorkerService.Connect:input_type -> hodei.v1.ConnectRequest
+	2,  // 36: hodei.v1.WorkerService.Enroll:output_type -> hodei.v1.EnrollResponse
+	19, // 37: hodei.v1.WorkerService.Connect:output_type -> hodei.v1.ConnectResponse
+	36, // [36:38] is the sub-list for method output_type
+	34, // [34:36] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_worker_proto_init() }
@@ -1960,7 +2055,7 @@ func file_hodei_v1_worker_proto_init() {
 		return
 	}
 	file_hodei_v1_job_proto_init()
-	file_hodei_v1_worker_proto_msgTypes[11].OneofWrappers = []any{
+	file_hodei_v1_worker_proto_msgTypes[12].OneofWrappers = []any{
 		(*ConnectRequest_Hello)(nil),
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_Started)(nil),
@@ -1969,7 +2064,7 @@ func file_hodei_v1_worker_proto_init() {
 		(*ConnectRequest_Shutdown)(nil),
 		(*ConnectRequest_Batch)(nil),
 	}
-	file_hodei_v1_worker_proto_msgTypes[17].OneofWrappers = []any{
+	file_hodei_v1_worker_proto_msgTypes[18].OneofWrappers = []any{
 		(*ConnectResponse_Run)(nil),
 		(*ConnectResponse_Cancel)(nil),
 		(*ConnectResponse_Drain)(nil),
@@ -1984,7 +2079,7 @@ func file_hodei_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_worker_proto_rawDesc), len(file_hodei_v1_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
