@@ -34,7 +34,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Subscriber reads that stopped before committed events because a transaction older than them was still open (the gap guard)."}, []string{"subscriber"}),
 	}
 	m.processing = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "hodei_event_processing_seconds",
-		Help: "From an event's commit to the end of its handling, by consuming component (dispatcher, autoscaler, queue depth, log followers, subscribers).",
+		Help:    "From an event's commit to the end of its handling, by consuming component (dispatcher, autoscaler, queue depth, log followers, subscribers).",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14)}, []string{"consumer"})
 	reg.MustRegister(m.published, m.delivered, m.failures, m.deadLetters, m.latency, m.reconnects, m.subscriberLag, m.heldBack, m.processing)
 	return m

@@ -52,10 +52,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.completed = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_jobs_completed_total",
 		Help: "Jobs that reached a final state, by type and outcome (leader)."}, []string{"type", "outcome"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "hodei_job_duration_seconds",
-		Help: "Run time of a job's last attempt (start, or assignment, to result), by type and outcome (leader).",
+		Help:    "Run time of a job's last attempt (start, or assignment, to result), by type and outcome (leader).",
 		Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 14)}, []string{"type", "outcome"})
 	m.queueWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "hodei_job_queue_wait_seconds",
-		Help: "From when an attempt could run (creation, or its retry's time) to its assignment, by job type.",
+		Help:    "From when an attempt could run (creation, or its retry's time) to its assignment, by job type.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 16)}, []string{"type"})
 	reg.MustRegister(m.createdToAssigned, m.passes, m.passFailures, m.claimsPerPass, m.queueDepth, m.attempts, m.retries,
 		m.completed, m.duration, m.queueWait)
