@@ -3,12 +3,12 @@ GO      ?= go
 TOOL    := $(GO) tool -modfile=tools/go.mod
 BIN     := bin/hodei
 
-.PHONY: help build run test test-chaos bench generate verify lint deps images clean
+.PHONY: help build run test test-chaos bench generate dashboards cover verify lint deps images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
-deps: ## install what the platform and tests need from Debian when missing (PostgreSQL)
+deps: ## install what the platform and tests need from Debian when missing (PostgreSQL, Prometheus)
 	@scripts/deps.sh
 
 build: ## build bin/hodei (static)
@@ -42,6 +42,12 @@ bench-river: deps ## River's no-op throughput here (tools/riverbench, own module
 generate: ## regenerate protobuf/Connect and sqlc code
 	$(TOOL) buf generate
 	$(TOOL) sqlc generate
+
+dashboards: ## regenerate the Grafana dashboards in deploy/grafana from tools/dashboards (Grafana Foundation SDK)
+	cd tools/dashboards && $(GO) run . -out $(CURDIR)/deploy/grafana
+
+cover: deps build images ## run the tests with -coverpkg=./... on one embedded PostgreSQL; writes coverage.html, prints the total and per package, fails under the floor in .ci/coverage-floor
+	@scripts/cover.sh
 
 verify: ## fail when generated code drifts from its sources, or protos break lint/compat
 	@scripts/verify.sh

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Installs from Debian's packages what Hodei needs and the machine lacks.
+# Installs from Debian's packages what Hodei and its tests need and the
+# machine lacks: PostgreSQL, Prometheus.
 set -euo pipefail
 need=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
   need+=(postgresql)
+fi
+# Prometheus: promtool checks the alert rules (make verify) and a test
+# scrapes a running hodei dev with a real Prometheus.
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  need+=(prometheus)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
