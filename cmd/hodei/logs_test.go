@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -106,5 +107,45 @@ func TestLogsKeepTheStartOfALineBeforeAnotherStreamsOutput(t *testing.T) {
 	want := []string{"LOG_STREAM_STDOUT:progress: ", "LOG_STREAM_STDERR:warn\n", "LOG_STREAM_STDOUT:done\n"}
 	if !slices.Equal(got, want) {
 		t.Errorf("chunks %q, want %q", got, want)
+	}
+}
+
+// TestMergedOutputIsStoredInWriteOrder: a job submitted with merge_output
+// that writes alternately to stdout and stderr as fast as it can has its
+// stored log, read back without following, in exactly the order written.
+func TestMergedOutputIsStoredInWriteOrder(t *testing.T) {
+	t.Parallel()
+	p := startServer(t)
+	c := jobClient(p.addr)
+	const n = 3000
+	script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do echo "out $i"; echo "err $i" >&2; i=$((i+1)); done`, n)
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", script}, MergeOutput: true})
+	if j := waitJob(t, c, id, 60*time.Second, isFinal); j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("job %v: %s", j.State, j.Message)
+	}
+	s, err := c.GetJobLogs(context.Background(), connect.NewRequest(&hodeiv1.GetJobLogsRequest{Id: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var got strings.Builder
+	for s.Receive() {
+		for _, ch := range s.Msg().Chunks {
+			if ch.Stream != hodeiv1.LogStream_LOG_STREAM_STDOUT {
+				t.Fatalf("chunk on %v, want every chunk on stdout", ch.Stream)
+			}
+			got.Write(ch.Data)
+		}
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	var want strings.Builder
+	for i := range n {
+		fmt.Fprintf(&want, "out %d\nerr %d\n", i, i)
+	}
+	if got.String() != want.String() {
+		g := strings.SplitN(got.String(), "\n", 5)
+		t.Errorf("stored log (%d bytes) is not the write order (%d bytes); it starts %q", got.Len(), want.Len(), g[:min(4, len(g))])
 	}
 }

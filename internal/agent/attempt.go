@@ -214,6 +214,7 @@ func (a *Agent) runProcess(ctx context.Context, at *attempt, spec *hodeiv1.JobSp
 	}
 	argv := job.Argv(spec.GetCommand(), spec.GetScript(), spec.GetInterpreter())
 	res := runner.Run(ctx, runner.Spec{Argv: argv, Env: env, Dir: spec.GetWorkdir(), Timeout: spec.GetTimeout().AsDuration(), Grace: a.cfg.Grace,
+		MergeOutput: spec.GetMergeOutput(),
 		Started: func(pid int) {
 			at.pgid.Store(int64(pid))
 			a.guard.add(pid)

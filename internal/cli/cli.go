@@ -87,6 +87,7 @@ Job flags (run, job submit):
                            for platform failures only (worker lost, provisioning)
   --priority N             --idempotency-key KEY     --workdir DIR
   --script FILE            run FILE with /bin/sh instead of a command
+  --merge-output           stderr into stdout's pipe: exact write order, all lines stdout
 
 Exit codes:
   0 success, 1 command failed, 2 usage error.

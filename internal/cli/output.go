@@ -106,6 +106,9 @@ func writeJobSummary(buf *bytes.Buffer, j *hodeiv1.Job, now time.Time, loc *time
 		row("Priority", strconv.Itoa(int(spec.GetPriority())))
 	}
 	row("Workdir", spec.GetWorkdir())
+	if spec.GetMergeOutput() {
+		row("Output", "stderr merged into stdout")
+	}
 	if r := spec.GetResources(); r != nil {
 		var parts []string
 		if r.GetCpuMillis() > 0 {

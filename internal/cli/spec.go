@@ -29,6 +29,7 @@ type jobFlags struct {
 	timeout               durationFlag
 	maxAttempts, priority int32Flag
 	retryExitCodes        int32sFlag
+	mergeOutput           bool
 
 	// set holds the names of the flags given on the command line, so a
 	// spec file is overridden only by what the user said.
@@ -51,6 +52,7 @@ func (f *jobFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.idempotencyKey, "idempotency-key", "", "a second submission with this `key` returns the first job")
 	fs.StringVar(&f.workdir, "workdir", "", "working `directory` (absolute)")
 	fs.StringVar(&f.script, "script", "", "run this `file` with /bin/sh instead of a command")
+	fs.BoolVar(&f.mergeOutput, "merge-output", false, "send stderr into stdout's pipe: the log keeps the exact write order, all lines as stdout")
 }
 
 // collect records which flags fs saw; call it after parsing.
@@ -138,6 +140,9 @@ func specFromFlags(f *jobFlags, base *hodeiv1.JobSpec, command []string, readFil
 	}
 	if set["priority"] {
 		spec.Priority = int32(f.priority)
+	}
+	if set["merge-output"] {
+		spec.MergeOutput = f.mergeOutput
 	}
 	spec.Env = mergeMap(spec.Env, f.env)
 	spec.Labels = mergeMap(spec.Labels, f.labels)

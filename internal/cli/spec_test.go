@@ -71,7 +71,7 @@ func TestParseJobArgs(t *testing.T) {
 				"--label", "gpu=true", "--tag", "team=core", "--cpu", "500m", "--memory", "1Gi",
 				"--timeout", "90s", "--max-attempts", "3", "--retry-exit-code", "2", "--retry-exit-code", "75",
 				"--priority", "-5", "--type", "ci", "--idempotency-key", "k1", "--workdir", "/src",
-				"--", "make", "test",
+				"--merge-output", "--", "make", "test",
 			},
 			want: &hodeiv1.JobSpec{
 				Name:           "build",
@@ -87,6 +87,7 @@ func TestParseJobArgs(t *testing.T) {
 				Retry:          &hodeiv1.RetryPolicy{MaxAttempts: 3, RetryableExitCodes: []int32{2, 75}},
 				IdempotencyKey: "k1",
 				Tags:           map[string]string{"team": "core"},
+				MergeOutput:    true,
 			},
 		},
 		{

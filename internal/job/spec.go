@@ -30,6 +30,7 @@ type Spec struct {
 	Retry          RetryPolicy       `json:"retry,omitzero"`
 	IdempotencyKey string            `json:"idempotency_key,omitempty"`
 	Tags           map[string]string `json:"tags,omitempty"`
+	MergeOutput    bool              `json:"merge_output,omitempty"`
 }
 
 // RetryPolicy decides whether and when a failed attempt is retried. Zero

@@ -83,7 +83,8 @@ func SpecFromProto(p *hodeiv1.JobSpec) (job.Spec, error) {
 		return job.Spec{}, &job.FieldError{Field: "spec", Rule: "is required"}
 	}
 	s := job.Spec{Name: p.Name, Command: p.Command, Script: p.Script, Interpreter: p.Interpreter, Image: p.Image, Env: p.Env,
-		Workdir: p.Workdir, Labels: p.Labels, Priority: p.Priority, Type: p.Type, IdempotencyKey: p.IdempotencyKey, Tags: p.Tags}
+		Workdir: p.Workdir, Labels: p.Labels, Priority: p.Priority, Type: p.Type, IdempotencyKey: p.IdempotencyKey, Tags: p.Tags,
+		MergeOutput: p.MergeOutput}
 	if p.Resources != nil {
 		s.CPUMillis, s.MemoryMiB = p.Resources.CpuMillis, p.Resources.MemoryMib
 	}
@@ -106,7 +107,8 @@ func SpecFromProto(p *hodeiv1.JobSpec) (job.Spec, error) {
 // SpecToProto is the message of s.
 func SpecToProto(s job.Spec) *hodeiv1.JobSpec {
 	p := &hodeiv1.JobSpec{Name: s.Name, Command: s.Command, Script: s.Script, Interpreter: s.Interpreter, Image: s.Image, Env: s.Env,
-		Workdir: s.Workdir, Labels: s.Labels, Priority: s.Priority, Type: s.Type, IdempotencyKey: s.IdempotencyKey, Tags: s.Tags}
+		Workdir: s.Workdir, Labels: s.Labels, Priority: s.Priority, Type: s.Type, IdempotencyKey: s.IdempotencyKey, Tags: s.Tags,
+		MergeOutput: s.MergeOutput}
 	if s.CPUMillis != 0 || s.MemoryMiB != 0 {
 		p.Resources = &hodeiv1.Resources{CpuMillis: s.CPUMillis, MemoryMib: s.MemoryMiB}
 	}

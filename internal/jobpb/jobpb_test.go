@@ -67,7 +67,7 @@ func TestSpecRoundTrip(t *testing.T) {
 		{Command: []string{"true"}},
 		{Name: "n", Script: "echo hi", Interpreter: "/bin/bash", Image: "alpine:3", Env: map[string]string{"A": "1"}, Workdir: "/tmp",
 			Labels: map[string]string{"gpu": "yes"}, CPUMillis: 500, MemoryMiB: 64, Timeout: time.Minute, Priority: -3, Type: "build",
-			IdempotencyKey: "k", Tags: map[string]string{"team": "a"},
+			IdempotencyKey: "k", Tags: map[string]string{"team": "a"}, MergeOutput: true,
 			Retry: job.RetryPolicy{MaxAttempts: 4, InitialBackoff: time.Second, MaxBackoff: time.Minute, Jitter: 0.5,
 				RetryableClasses: []job.FailureClass{job.FailureTimeout, job.FailureWorkerLost}, RetryableExitCodes: []int32{3, 4}}},
 	} {

@@ -50,6 +50,12 @@ type Spec struct {
 	// the same way as on cancellation. Zero means no timeout.
 	Timeout time.Duration
 
+	// MergeOutput gives the process one pipe for both stdout and stderr,
+	// so out sees the bytes in exactly the order they were written, all
+	// of them as StreamStdout. Separate pipes keep the stream of every
+	// byte but not the order across the two streams.
+	MergeOutput bool
+
 	// Grace is the time between SIGTERM and SIGKILL when the process is
 	// stopped because of cancellation or timeout. Zero or negative means
 	// DefaultGrace.
@@ -92,7 +98,8 @@ type Result struct {
 // and its output has been fully drained.
 //
 // The process runs in a new process group with stdin connected to
-// /dev/null. Its stdout and stderr are read through separate pipes with a
+// /dev/null. Its stdout and stderr are read through separate pipes (one
+// pipe, as stdout, with spec.MergeOutput) with a
 // 32 KiB buffer each, and every chunk read is passed to out with its stream:
 // the bytes are raw (binary data and invalid UTF-8 are preserved) and arrive
 // in order within each stream. The two streams are read on two goroutines,
@@ -144,14 +151,15 @@ func Run(ctx context.Context, spec Spec, out func(s Stream, p []byte)) Result {
 	if err != nil {
 		return Result{ExitCode: -1, Err: err}
 	}
-	defer p.stdout.Close()
-	defer p.stderr.Close()
+	defer p.closePipes()
 	p.stopWatching = context.AfterFunc(runCtx, func() { p.terminate(ctx, grace) })
 	defer p.unwatch()
 
 	var wg sync.WaitGroup
 	wg.Go(func() { drain(p.stdout, StreamStdout, out, p.leaderGone) })
-	wg.Go(func() { drain(p.stderr, StreamStderr, out, p.leaderGone) })
+	if p.stderr != nil {
+		wg.Go(func() { drain(p.stderr, StreamStderr, out, p.leaderGone) })
+	}
 
 	if spec.Started != nil {
 		spec.Started(p.pid)
@@ -166,7 +174,7 @@ func Run(ctx context.Context, spec Spec, out func(s Stream, p []byte)) Result {
 // ends of its output pipes, and what Run knows about stopping it.
 type process struct {
 	pid            int
-	stdout, stderr *os.File
+	stdout, stderr *os.File      // stderr is nil when merged into stdout
 	leaderGone     chan struct{} // closed once the leader has exited
 
 	// stopWatching ends the watch of Run's context (context.AfterFunc).
@@ -193,11 +201,14 @@ func start(spec Spec) (*process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create stdout pipe: %w", err)
 	}
-	stderrR, stderrW, err := outputPipe()
-	if err != nil {
-		stdoutR.Close()
-		syscall.Close(stdoutW)
-		return nil, fmt.Errorf("create stderr pipe: %w", err)
+	var stderrR *os.File
+	stderrW := stdoutW
+	if !spec.MergeOutput {
+		if stderrR, stderrW, err = outputPipe(); err != nil {
+			stdoutR.Close()
+			syscall.Close(stdoutW)
+			return nil, fmt.Errorf("create stderr pipe: %w", err)
+		}
 	}
 
 	// syscall.ForkExec, not os/exec or os.StartProcess: waiting and
@@ -208,10 +219,14 @@ func start(spec Spec) (*process, error) {
 		Sys: &syscall.SysProcAttr{Setpgid: true}}
 	pid, err := startProcess(spec.Argv, attr)
 	syscall.Close(stdoutW)
-	syscall.Close(stderrW)
+	if stderrW != stdoutW {
+		syscall.Close(stderrW)
+	}
 	if err != nil {
 		stdoutR.Close()
-		stderrR.Close()
+		if stderrR != nil {
+			stderrR.Close()
+		}
 		if werr := workdirError(spec.Dir); werr != nil {
 			err = werr
 		}
@@ -288,7 +303,17 @@ func (p *process) killGroup() {
 	// themselves after every chunk.
 	deadline := time.Now().Add(drainIdleTimeout)
 	_ = p.stdout.SetReadDeadline(deadline)
-	_ = p.stderr.SetReadDeadline(deadline)
+	if p.stderr != nil {
+		_ = p.stderr.SetReadDeadline(deadline)
+	}
+}
+
+// closePipes closes the read ends of the output pipes.
+func (p *process) closePipes() {
+	p.stdout.Close()
+	if p.stderr != nil {
+		p.stderr.Close()
+	}
 }
 
 // result is Run's Result for the leader's wait status.

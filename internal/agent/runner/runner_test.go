@@ -570,3 +570,31 @@ func TestRunReusesItsReadBuffers(t *testing.T) {
 		t.Fatalf("a run of true allocated %d bytes, more than its two read buffers would take (%d bytes each): they are not reused", perRun, readBufferSize)
 	}
 }
+
+// TestRunMergeOutputKeepsWriteOrder: with one pipe for both streams, lines
+// the process writes alternately to stdout and stderr arrive in exactly the
+// order written, all as stdout.
+func TestRunMergeOutputKeepsWriteOrder(t *testing.T) {
+	const n = 2000
+	script := `i=0; while [ $i -lt ` + strconv.Itoa(n) + ` ]; do echo "out $i"; echo "err $i" >&2; i=$((i+1)); done`
+	out := newOutput()
+	res := Run(t.Context(), Spec{Argv: []string{"sh", "-c", script}, Env: baseEnv(), MergeOutput: true}, out.write)
+	if res != (Result{}) {
+		t.Fatalf("Result = %+v, want success", res)
+	}
+	var want strings.Builder
+	for i := range n {
+		fmt.Fprintf(&want, "out %d\nerr %d\n", i, i)
+	}
+	if got := out.get(StreamStdout); got != want.String() {
+		t.Errorf("merged output is not in write order: %d bytes, want %d; first lines %q", len(got), want.Len(), firstLines(got, 6))
+	}
+	if got := out.get(StreamStderr); got != "" {
+		t.Errorf("stderr = %q, want nothing (merged into stdout)", got)
+	}
+}
+
+func firstLines(s string, n int) []string {
+	lines := strings.SplitN(s, "\n", n+1)
+	return lines[:min(n, len(lines))]
+}

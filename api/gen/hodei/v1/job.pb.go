@@ -376,8 +376,14 @@ type JobSpec struct {
 	Retry          *RetryPolicy         `protobuf:"bytes,13,opt,name=retry,proto3" json:"retry,omitempty"`
 	IdempotencyKey string               `protobuf:"bytes,14,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	Tags           map[string]string    `protobuf:"bytes,15,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// merge_output sends stderr into the stdout pipe, so the stored log
+	// keeps the exact order in which the job wrote its output; every line is
+	// then marked stdout. Without it the two streams are separate pipes and
+	// lines written to both within a short time may be stored in another
+	// order than written (each stream's own order is always kept).
+	MergeOutput   bool `protobuf:"varint,16,opt,name=merge_output,json=mergeOutput,proto3" json:"merge_output,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -513,6 +519,13 @@ func (x *JobSpec) GetTags() map[string]string {
 		return x.Tags
 	}
 	return nil
+}
+
+func (x *JobSpec) GetMergeOutput() bool {
+	if x != nil {
+		return x.MergeOutput
+	}
+	return false
 }
 
 // Attempt is one execution of a job on one worker.
@@ -1780,7 +1793,7 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"cpu_millis\x18\x01 \x01(\x03R\tcpuMillis\x12\x1d\n" +
 	"\n" +
-	"memory_mib\x18\x02 \x01(\x03R\tmemoryMib\"\xd1\x05\n" +
+	"memory_mib\x18\x02 \x01(\x03R\tmemoryMib\"\xf4\x05\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12\x16\n" +
@@ -1797,7 +1810,8 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\x04type\x18\f \x01(\tR\x04type\x12+\n" +
 	"\x05retry\x18\r \x01(\v2\x15.hodei.v1.RetryPolicyR\x05retry\x12'\n" +
 	"\x0fidempotency_key\x18\x0e \x01(\tR\x0eidempotencyKey\x12/\n" +
-	"\x04tags\x18\x0f \x03(\v2\x1b.hodei.v1.JobSpec.TagsEntryR\x04tags\x1a6\n" +
+	"\x04tags\x18\x0f \x03(\v2\x1b.hodei.v1.JobSpec.TagsEntryR\x04tags\x12!\n" +
+	"\fmerge_output\x18\x10 \x01(\bR\vmergeOutput\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
