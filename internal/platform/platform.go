@@ -31,14 +31,20 @@ import (
 	"github.com/hodei-dev/hodei/internal/webhook"
 )
 
-// NewLogger is the platform's logger: text lines on w, at debug level
-// with HODEI_LOG_LEVEL=debug, else info.
+// NewLogger is the platform's logger: text lines on w, JSON lines with
+// HODEI_LOG_FORMAT=json; at debug level with HODEI_LOG_LEVEL=debug, else
+// info. Lines about a job carry job_id, and attempt and worker_id where
+// they apply, so that one job's story can be grepped.
 func NewLogger(w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	if os.Getenv("HODEI_LOG_LEVEL") == "debug" {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	opts := &slog.HandlerOptions{Level: level}
+	if os.Getenv("HODEI_LOG_FORMAT") == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // Config configures a replica: what server and dev share.

@@ -218,11 +218,15 @@ func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 		claimed += len(as)
 		now := time.Now()
 		byWorker := map[string][]store.Assignment{}
+		debug := d.log.Enabled(ctx, slog.LevelDebug)
 		for _, a := range as {
 			if a.Attempt == 1 {
 				d.cfg.Metrics.assigned(now.Sub(a.CreatedAt).Seconds())
 			}
 			d.cfg.Metrics.waited(a.Spec.Type, now.Sub(a.ReadyAt).Seconds())
+			if debug {
+				d.log.Debug("job assigned", "job_id", a.JobID, "attempt", a.Attempt, "worker_id", a.WorkerID, "type", a.Spec.Type)
+			}
 			byWorker[a.WorkerID] = append(byWorker[a.WorkerID], a)
 		}
 		for w, as := range byWorker {
@@ -233,7 +237,7 @@ func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 					_, err = d.store.FinishAttempt(ctx, jobID, a.Token, store.Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "worker gone before the job was sent"})
 				}
 				if err != nil {
-					d.log.Error("undeliverable attempt", "job_id", a.JobID, "err", err)
+					d.log.Error("undeliverable attempt", "job_id", a.JobID, "attempt", a.Attempt, "worker_id", a.WorkerID, "err", err)
 				}
 			}
 		}

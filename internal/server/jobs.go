@@ -33,6 +33,7 @@ func (h jobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1.
 	if !existing {
 		h.s.metrics.jobsCreated.WithLabelValues(spec.Type).Inc()
 		h.s.workers.wakeDispatch() // this replica's dispatcher at once; the others by JobCreated
+		h.s.log.Debug("job created", "job_id", j.ID, "type", spec.Type)
 	}
 	return connect.NewResponse(&hodeiv1.SubmitJobResponse{Job: jobpb.JobToProto(j), Existing: existing}), nil
 }
@@ -148,6 +149,7 @@ func (h jobService) CancelJob(ctx context.Context, req *connect.Request[hodeiv1.
 		return nil, connectError(err)
 	}
 	// The worker running it hears of the JobCancelled event (Server.Run).
+	h.s.log.Info("job cancelled", "job_id", res.Job.ID, "attempt", res.Job.Attempt, "worker_id", res.WorkerID)
 	return connect.NewResponse(&hodeiv1.CancelJobResponse{Job: jobpb.JobToProto(res.Job)}), nil
 }
 
@@ -156,6 +158,7 @@ func (h jobService) RetryJob(ctx context.Context, req *connect.Request[hodeiv1.R
 	if err != nil {
 		return nil, connectError(err)
 	}
+	h.s.log.Info("job retried", "job_id", j.ID, "attempt", j.Attempt+1)
 	return connect.NewResponse(&hodeiv1.RetryJobResponse{Job: jobpb.JobToProto(j)}), nil
 }
 

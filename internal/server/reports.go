@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -64,6 +65,7 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 	if err != nil {
 		return err
 	}
+	debug := s.log.Enabled(ctx, slog.LevelDebug)
 	woken := map[string]bool{}
 	wake := func(id string) {
 		if !woken[id] {
@@ -91,6 +93,10 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 			// Log followers learn the job's end from its final event
 			// (Server.Run), on every replica.
 			c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Finished: true, Stale: o.Stale}))
+			if debug {
+				s.log.Debug("attempt result", "job_id", r.JobID.String(), "worker_id", c.id, "fencing_token", r.Token,
+					"exit_code", r.Finish.ExitCode, "state", string(o.Outcome.State), "stale", o.Stale, "duplicate", o.Outcome.Duplicate)
+			}
 		}
 	}
 	return nil
