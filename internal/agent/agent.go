@@ -46,6 +46,7 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/frame"
+	"github.com/hodei-dev/hodei/internal/tracing"
 )
 
 // Config configures an agent.
@@ -88,6 +89,9 @@ type Config struct {
 	// agent-guard`), started once by Run: it kills the jobs' process
 	// groups when the agent dies. Empty: no guardian.
 	GuardCommand []string
+	// Tracer records the agent's spans of the attempts whose RunJob
+	// carries a traceparent; nil: none.
+	Tracer *tracing.Tracer
 }
 
 // Agent is one worker.

@@ -42,6 +42,8 @@ func TestImportRules(t *testing.T) {
 		// the server's worker set into it.
 		{"internal/scheduler", []string{module + "internal/server"}},
 		{"internal/server", []string{module + "internal/autoscale", module + "internal/scheduler"}},
+		// Tracing is a leaf every component may use.
+		{"internal/tracing", []string{module}},
 	} {
 		for _, d := range deps(t, rule.pkg) {
 			if d == module+rule.pkg {

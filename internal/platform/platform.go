@@ -28,6 +28,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/scheduler"
 	"github.com/hodei-dev/hodei/internal/server"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/tracing"
 	"github.com/hodei-dev/hodei/internal/webhook"
 )
 
@@ -77,6 +78,9 @@ type Config struct {
 	// whose database goes with it). A server leaves Docker workers running
 	// so that they reconnect when it is back.
 	StopAllWorkers bool
+	// OTLPEndpoint, when set, is the OTLP/HTTP URL the server exports one
+	// trace per job attempt to; the agents it starts get it too.
+	OTLPEndpoint string
 }
 
 // loadJobTypes stores the job types of the file at path, when set, over
@@ -129,8 +133,17 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
 
+	tracer, err := tracing.New(ctx, pc.OTLPEndpoint, "hodei-server")
+	if err != nil {
+		return err
+	}
+	defer tracer.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // best effort at exit
+	agentArgs := []string{"--drain-timeout", "5s", "--grace", "5s"}
+	if pc.OTLPEndpoint != "" {
+		agentArgs = append(agentArgs, "--otlp-endpoint", pc.OTLPEndpoint)
+	}
 	replica := "replica-" + randomHex(6)
-	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease}, st, bus)
+	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, Tracer: tracer}, st, bus)
 	if err != nil {
 		return err
 	}
@@ -142,7 +155,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	if pc.MaxWorkers > 0 {
 		// Agents drain for 5 s and are killed after 20 s when the server stops.
 		local, err = process.New(process.Config{Server: addr, Stderr: pc.AgentLog, Grace: 20 * time.Second, Binary: pc.AgentBinary,
-			Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
+			Args: agentArgs})
 		if err != nil {
 			return err
 		}
@@ -153,7 +166,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 		providers = append(providers, local)
 	}
 	if pc.Docker.MaxWorkers > 0 {
-		d, err := newDockerProvider(ctx, log, st, addr, pc)
+		d, err := newDockerProvider(ctx, log, st, addr, pc, agentArgs)
 		if err != nil {
 			return err
 		}
@@ -161,7 +174,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 		providers = append(providers, d)
 	}
 	smetrics := scheduler.NewMetrics(reg)
-	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics}, st, bus, srv.Workers())
+	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics, Tracer: tracer}, st, bus, srv.Workers())
 	scaler := autoscale.New(autoscale.Config{Logger: log, Registry: reg, HealthInterval: pc.HealthInterval}, st, bus, providers)
 
 	leaders := []*scheduler.Leader{{Store: st, Key: scheduler.HousekeepingLock, Name: "housekeeping", Logger: log, Duties: []scheduler.Duty{
@@ -223,7 +236,7 @@ func stopWorkers(ctx context.Context, log *slog.Logger, providers []provider.Pro
 }
 
 // newDockerProvider builds the Docker provider and registers it.
-func newDockerProvider(ctx context.Context, log *slog.Logger, st *store.Store, addr string, pc Config) (*docker.Provider, error) {
+func newDockerProvider(ctx context.Context, log *slog.Logger, st *store.Store, addr string, pc Config, agentArgs []string) (*docker.Provider, error) {
 	install, err := st.InstallationID(ctx)
 	if err != nil {
 		return nil, err
@@ -235,7 +248,7 @@ func newDockerProvider(ctx context.Context, log *slog.Logger, st *store.Store, a
 		}
 	}
 	d, err := docker.New(docker.Config{Host: pc.Docker.Host, Binary: bin, Server: addr, DefaultImage: pc.Docker.Image, InstallID: install, Logger: log,
-		Grace: 20 * time.Second, Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
+		Grace: 20 * time.Second, Args: agentArgs})
 	if err != nil {
 		return nil, fmt.Errorf("docker provider: %w", err)
 	}

@@ -19,10 +19,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/tracing"
 )
 
 // Config configures the dispatcher.
@@ -31,7 +33,8 @@ type Config struct {
 	// negative disables it.
 	SafetySweep time.Duration
 	Logger      *slog.Logger
-	Metrics     *Metrics // nil = none
+	Metrics     *Metrics        // nil = none
+	Tracer      *tracing.Tracer // nil = no spans
 }
 
 // Workers is what the dispatcher needs of the workers connected to its
@@ -211,9 +214,17 @@ func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 				}
 			}
 		}
+		began := time.Now()
 		as, err := d.store.ClaimSlots(ctx, g.like, slots)
 		if err != nil {
 			return claimed, err
+		}
+		if d.cfg.Tracer.Enabled() {
+			for _, a := range as {
+				_, sp := d.cfg.Tracer.Span(tracing.Attempt(ctx, a.JobID, a.Attempt), "claim", began,
+					attribute.String("hodei.job_id", a.JobID), attribute.String("hodei.worker_id", a.WorkerID))
+				sp.End()
+			}
 		}
 		claimed += len(as)
 		now := time.Now()

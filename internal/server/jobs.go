@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/jobpb"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/tracing"
 )
 
 type jobService struct{ s *Server }
@@ -26,9 +29,16 @@ func (h jobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1.
 	if err != nil {
 		return nil, connectError(err)
 	}
+	begin := time.Now()
 	j, existing, err := h.s.store.CreateJob(ctx, spec, h.s.cfg.DefaultMaxAttempts)
 	if err != nil {
 		return nil, connectError(err)
+	}
+	if !existing && h.s.cfg.Tracer.Enabled() {
+		// In the first attempt's trace, linked to the caller's.
+		_, sp := h.s.cfg.Tracer.Span(tracing.Attempt(ctx, j.ID, 1), "submit", begin, attribute.String("hodei.job_id", j.ID), attribute.String("hodei.type", spec.Type))
+		sp.AddLink(trace.LinkFromContext(ctx))
+		sp.End()
 	}
 	if !existing {
 		h.s.metrics.jobsCreated.WithLabelValues(spec.Type).Inc()

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/tracing"
 )
 
 // metrics are the server's own series. Per-request and per-report work is
@@ -19,13 +20,13 @@ type metrics struct {
 	rpc         *rpcMetrics
 }
 
-func newMetrics(reg *prometheus.Registry, st *store.Store, ws *WorkerSet) *metrics {
+func newMetrics(reg *prometheus.Registry, st *store.Store, ws *WorkerSet, tr *tracing.Tracer) *metrics {
 	m := &metrics{
 		jobsCreated: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_jobs_created_total", Help: "Jobs created, by type."}, []string{"type"}),
 		logLines:    prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_log_lines_stored_total", Help: "Log lines stored."}),
 		toStarted: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hodei_attempt_assigned_to_started_seconds",
 			Help: "From assignment to the agent's start report.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
-		rpc: newRPCMetrics(reg),
+		rpc: newRPCMetrics(reg, tr),
 	}
 	stale := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hodei_stale_reports_total",
 		Help: "Worker reports (start, logs, result) rejected for a stale fencing token."}, func() float64 { return float64(st.StaleReports()) })

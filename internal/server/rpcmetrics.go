@@ -7,14 +7,21 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/hodei-dev/hodei/internal/tracing"
 )
 
-// rpcMetrics is the Connect interceptor that counts every procedure's
+// rpcMetrics is the Connect interceptor that traces unary calls when
+// tracing is on, and counts every procedure's
 // calls: a unary call once, with its code, and its latency; a stream by
 // the messages it receives (code "ok"), and once more with its code when
 // it ends in an error. The label values are the procedure (a fixed path
 // of the API) and the Connect code: bounded.
 type rpcMetrics struct {
+	tracer   *tracing.Tracer // unary calls get a span, under the caller's traceparent
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	procs    sync.Map // procedure -> *procSeries
@@ -27,8 +34,8 @@ type procSeries struct {
 	duration prometheus.Observer
 }
 
-func newRPCMetrics(reg prometheus.Registerer) *rpcMetrics {
-	m := &rpcMetrics{
+func newRPCMetrics(reg prometheus.Registerer, tr *tracing.Tracer) *rpcMetrics {
+	m := &rpcMetrics{tracer: tr,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_rpc_requests_total",
 			Help: "RPC calls by procedure and code; a stream counts each message it receives, and its end when that is an error."}, []string{"procedure", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "hodei_rpc_duration_seconds",
@@ -62,9 +69,19 @@ func (m *rpcMetrics) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		proc := req.Spec().Procedure
 		p := m.series(proc)
 		start := time.Now()
+		var span trace.Span
+		if m.tracer.Enabled() {
+			ctx, span = m.tracer.Span(tracing.Extract(ctx, propagation.HeaderCarrier(req.Header())), proc, start)
+		}
 		res, err := next(ctx, req)
 		p.duration.Observe(time.Since(start).Seconds())
 		m.ended(proc, p, err)
+		if span != nil {
+			if err != nil {
+				span.SetStatus(codes.Error, connect.CodeOf(err).String())
+			}
+			span.End()
+		}
 		return res, err
 	}
 }
@@ -77,6 +94,9 @@ func (m *rpcMetrics) WrapStreamingHandler(next connect.StreamingHandlerFunc) con
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		proc := conn.Spec().Procedure
 		p := m.series(proc)
+		if m.tracer.Enabled() {
+			ctx = tracing.Extract(ctx, propagation.HeaderCarrier(conn.RequestHeader()))
+		}
 		err := next(ctx, countingConn{conn, p.ok})
 		if err != nil {
 			m.ended(proc, p, err)

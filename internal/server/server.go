@@ -24,6 +24,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/tracing"
 )
 
 // Config configures a Server.
@@ -34,6 +35,7 @@ type Config struct {
 	HeartbeatInterval  time.Duration // asked of agents; default 2s
 	Logger             *slog.Logger
 	Registry           *prometheus.Registry // required: /metrics serves it
+	Tracer             *tracing.Tracer      // nil: no tracing
 }
 
 // Server is one replica's API.
@@ -70,8 +72,8 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, commits: &groupCommit{apply: st.ApplyReports},
-		logs: newLogHub(), workers: newWorkerSet()}
-	s.metrics = newMetrics(cfg.Registry, st, s.workers)
+		logs: newLogHub(), workers: newWorkerSet(cfg.Tracer)}
+	s.metrics = newMetrics(cfg.Registry, st, s.workers, cfg.Tracer)
 	// Log output stored on any replica wakes this replica's followers.
 	bus.OnNotify(store.LogsChannel, func(jobID string) {
 		if jobID == "" {

@@ -8,6 +8,7 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/jobpb"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/tracing"
 )
 
 // WorkerSet holds the workers whose streams are open on this replica: the
@@ -16,10 +17,11 @@ type WorkerSet struct {
 	mu       sync.Mutex
 	conns    map[string]*workerConn
 	capacity chan struct{}
+	tracer   *tracing.Tracer // RunJob carries the attempt's traceparent when set
 }
 
-func newWorkerSet() *WorkerSet {
-	return &WorkerSet{conns: map[string]*workerConn{}, capacity: make(chan struct{}, 1)}
+func newWorkerSet(tr *tracing.Tracer) *WorkerSet {
+	return &WorkerSet{conns: map[string]*workerConn{}, capacity: make(chan struct{}, 1), tracer: tr}
 }
 
 // Capacity receives when a worker connected, a slot freed up or this
@@ -73,8 +75,11 @@ func (r *WorkerSet) Deliver(workerID string, as []store.Assignment) []store.Assi
 		return as
 	}
 	for i, a := range as {
-		msg := &hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Run{Run: &hodeiv1.RunJob{
-			JobId: a.JobID, Attempt: int32(a.Attempt), FencingToken: a.Token, Spec: jobpb.SpecToProto(a.Spec)}}}
+		run := &hodeiv1.RunJob{JobId: a.JobID, Attempt: int32(a.Attempt), FencingToken: a.Token, Spec: jobpb.SpecToProto(a.Spec)}
+		if r.tracer.Enabled() {
+			run.Traceparent = tracing.Traceparent(tracing.Attempt(context.Background(), a.JobID, a.Attempt))
+		}
+		msg := &hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Run{Run: run}}
 		c.mu.Lock()
 		c.running[a.Token] = a.JobID
 		c.mu.Unlock()

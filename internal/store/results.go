@@ -36,6 +36,10 @@ type Outcome struct {
 	State     job.State
 	Duplicate bool      // the attempt had already finished: nothing changed
 	RunAt     time.Time // when State is retrying
+	// Attempt and AssignedAt are the attempt's number and when it was
+	// assigned (its trace's start).
+	Attempt    int32
+	AssignedAt time.Time
 }
 
 // FinishAttempt records the end of the attempt of job jobID with token
@@ -58,7 +62,7 @@ func (s *Store) finishAttempt(ctx context.Context, tx db.DBTX, jobID uuid.UUID, 
 	if err != nil {
 		return Outcome{}, err
 	}
-	out := Outcome{JobID: a.JobID.String()}
+	out := Outcome{JobID: a.JobID.String(), Attempt: a.Number, AssignedAt: a.AssignedAt}
 	if a.FinishedAt != nil && a.FailureClass != nil && *a.FailureClass == string(job.FailureWorkerLost) {
 		// The server gave up on this worker: its late result is stale.
 		s.staleReports.Add(1)
@@ -265,7 +269,7 @@ func (s *Store) addResult(b *resultBatch, reports []Report, i int, byToken map[i
 	fj.Classes = append(fj.Classes, class)
 	fj.Messages = append(fj.Messages, r.Message)
 	fj.StartedAts = append(fj.StartedAts, r.StartedAt)
-	out[i].Outcome = Outcome{JobID: j.ID, State: d.Next}
+	out[i].Outcome = Outcome{JobID: j.ID, State: d.Next, Attempt: a.Number, AssignedAt: a.AssignedAt}
 	return false, nil
 }
 

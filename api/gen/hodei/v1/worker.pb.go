@@ -1202,12 +1202,16 @@ func (x *RequestBatch) GetMsgs() []*ConnectRequest {
 
 // RunJob tells the agent to start an attempt.
 type RunJob struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	FencingToken  int64                  `protobuf:"varint,3,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
-	Spec          *JobSpec               `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"`
-	Deadline      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	JobId        string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt      int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	FencingToken int64                  `protobuf:"varint,3,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
+	Spec         *JobSpec               `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"`
+	Deadline     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// traceparent is the W3C trace context of the attempt's trace, set
+	// when the server traces (--otlp-endpoint): the agent's spans of the
+	// attempt join it. Empty otherwise.
+	Traceparent   string `protobuf:"bytes,6,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1275,6 +1279,13 @@ func (x *RunJob) GetDeadline() *timestamppb.Timestamp {
 		return x.Deadline
 	}
 	return nil
+}
+
+func (x *RunJob) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
 }
 
 // CancelAttempt tells the agent to stop an attempt.
@@ -1901,13 +1912,14 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\x05batch\x18\a \x01(\v2\x16.hodei.v1.RequestBatchH\x00R\x05batchB\x05\n" +
 	"\x03msg\"<\n" +
 	"\fRequestBatch\x12,\n" +
-	"\x04msgs\x18\x01 \x03(\v2\x18.hodei.v1.ConnectRequestR\x04msgs\"\xbd\x01\n" +
+	"\x04msgs\x18\x01 \x03(\v2\x18.hodei.v1.ConnectRequestR\x04msgs\"\xdf\x01\n" +
 	"\x06RunJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12#\n" +
 	"\rfencing_token\x18\x03 \x01(\x03R\ffencingToken\x12%\n" +
 	"\x04spec\x18\x04 \x01(\v2\x11.hodei.v1.JobSpecR\x04spec\x126\n" +
-	"\bdeadline\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"L\n" +
+	"\bdeadline\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12 \n" +
+	"\vtraceparent\x18\x06 \x01(\tR\vtraceparent\"L\n" +
 	"\rCancelAttempt\x12#\n" +
 	"\rfencing_token\x18\x01 \x01(\x03R\ffencingToken\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\a\n" +
