@@ -106,16 +106,21 @@ type DockerConfig struct {
 	Labels     map[string]string
 }
 
-// Run runs one server replica with the process provider until ctx
-// ends. Shutdown order: stop accepting (listener), stop dispatch, stop
-// workers we started, close the store.
-func Run(ctx context.Context, log *slog.Logger, pc Config) error {
+// setDefaults fills the settings left at zero.
+func (pc *Config) setDefaults() {
 	if pc.EventRetention <= 0 {
 		pc.EventRetention = 7 * 24 * time.Hour
 	}
 	if pc.IdleTimeout <= 0 {
 		pc.IdleTimeout = time.Minute
 	}
+}
+
+// Run runs one server replica with the process provider until ctx
+// ends. Shutdown order: stop accepting (listener), stop dispatch, stop
+// workers we started, close the store.
+func Run(ctx context.Context, log *slog.Logger, pc Config) error {
+	pc.setDefaults()
 	st, ln, err := listenAndOpen(ctx, log, pc)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -129,19 +134,12 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	if err := loadJobTypes(ctx, log, st, pc.JobTypeDefaults); err != nil {
 		return err
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
-
-	tracer, err := tracing.New(ctx, pc.OTLPEndpoint, "hodei-server")
+	reg, tracer, agentArgs, err := observability(ctx, pc)
 	if err != nil {
 		return err
 	}
 	defer tracer.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // best effort at exit
-	agentArgs := []string{"--drain-timeout", "5s", "--grace", "5s"}
-	if pc.OTLPEndpoint != "" {
-		agentArgs = append(agentArgs, "--otlp-endpoint", pc.OTLPEndpoint)
-	}
+	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
 	replica := "replica-" + randomHex(6)
 	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, Tracer: tracer}, st, bus)
 	if err != nil {
@@ -153,7 +151,6 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	var providers []provider.Provider
 	var local *process.Provider
 	if pc.MaxWorkers > 0 {
-		// Agents drain for 5 s and are killed after 20 s when the server stops.
 		local, err = process.New(process.Config{Server: addr, Stderr: pc.AgentLog, Grace: 20 * time.Second, Binary: pc.AgentBinary,
 			Args: agentArgs})
 		if err != nil {
@@ -217,6 +214,24 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 		return err
 	}
 	return nil
+}
+
+// observability returns the replica's metrics registry (with Go and
+// process metrics), its tracer (nil without an OTLP endpoint), and the
+// arguments of the agents its providers start, which trace when it does.
+func observability(ctx context.Context, pc Config) (*prometheus.Registry, *tracing.Tracer, []string, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	tracer, err := tracing.New(ctx, pc.OTLPEndpoint, "hodei-server")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	// Agents drain for 5 s and are killed after 20 s when the server stops.
+	agentArgs := []string{"--drain-timeout", "5s", "--grace", "5s"}
+	if pc.OTLPEndpoint != "" {
+		agentArgs = append(agentArgs, "--otlp-endpoint", pc.OTLPEndpoint)
+	}
+	return reg, tracer, agentArgs, nil
 }
 
 // stopWorkers terminates every worker of the providers.
