@@ -23,7 +23,7 @@ var (
 	agentReconnects  = prometheus.NewDesc("hodei_agent_reconnects_total", "Streams this agent re-established after losing one.", nil, nil)
 	agentReconnectS  = prometheus.NewDesc("hodei_agent_reconnect_seconds", "Time this agent's reconnects took, from the loss of its stream to the server's welcome.", nil, nil)
 	agentLogLines    = prometheus.NewDesc("hodei_agent_log_lines_total", "Output lines this agent read from its jobs.", nil, nil)
-	agentLogsDropped = prometheus.NewDesc("hodei_agent_log_lines_dropped_total", "Output lines this agent discarded (outbox full, or over a job's log limit).", nil, nil)
+	agentLogsDropped = prometheus.NewDesc("hodei_agent_log_lines_dropped_total", "Output lines this agent discarded (its log buffer stayed full for more than 5 s).", nil, nil)
 )
 
 func (c agentCounters) Describe(ch chan<- *prometheus.Desc) {

@@ -14,7 +14,7 @@ type Counters struct {
 	Reconnects      int64         // streams re-established after one was lost
 	ReconnectTime   time.Duration // summed: from the loss of a stream to the next welcome
 	LogLines        int64         // output lines read from jobs
-	LogLinesDropped int64         // of those, the ones discarded (outbox full, or over the log limit)
+	LogLinesDropped int64         // of those, the ones discarded (the log buffer stayed full)
 }
 
 // counters are updated once per attempt end and once per reconnect.

@@ -80,7 +80,7 @@ var (
 	agentReconnects  = prometheus.NewDesc("hodei_agent_reconnects_total", "Streams the agent re-established after losing one, since it started.", agentLabels, nil)
 	agentReconnectS  = prometheus.NewDesc("hodei_agent_reconnect_seconds", "Time the agent's reconnects took, from the loss of its stream to the server's welcome (count: reconnects).", agentLabels, nil)
 	agentLogLines    = prometheus.NewDesc("hodei_agent_log_lines_total", "Output lines the agent read from its jobs, since it started.", agentLabels, nil)
-	agentLogsDropped = prometheus.NewDesc("hodei_agent_log_lines_dropped_total", "Output lines the agent discarded (outbox full, or over a job's log limit), since it started.", agentLabels, nil)
+	agentLogsDropped = prometheus.NewDesc("hodei_agent_log_lines_dropped_total", "Output lines the agent discarded (its log buffer stayed full for more than 5 s), since it started.", agentLabels, nil)
 )
 
 // agentCollector reports the counters of the agents connected to this

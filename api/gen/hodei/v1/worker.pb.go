@@ -545,8 +545,8 @@ type AgentCounters struct {
 	Reconnects       int64   `protobuf:"varint,1,opt,name=reconnects,proto3" json:"reconnects,omitempty"`
 	ReconnectSeconds float64 `protobuf:"fixed64,2,opt,name=reconnect_seconds,json=reconnectSeconds,proto3" json:"reconnect_seconds,omitempty"`
 	// log_lines counts the output lines the agent read from its jobs;
-	// log_lines_dropped the ones it discarded (a full outbox, or over a
-	// job's log limit).
+	// log_lines_dropped the ones it discarded (a job's log buffer stayed
+	// full: it wrote faster than the server stored).
 	LogLines        int64 `protobuf:"varint,3,opt,name=log_lines,json=logLines,proto3" json:"log_lines,omitempty"`
 	LogLinesDropped int64 `protobuf:"varint,4,opt,name=log_lines_dropped,json=logLinesDropped,proto3" json:"log_lines_dropped,omitempty"`
 	unknownFields   protoimpl.UnknownFields
