@@ -13,7 +13,7 @@ mkdir "$work/cov"
 export GOCOVERDIR="$work/cov"
 # The binary the tests start, instrumented (static, as Docker workers need).
 CGO_ENABLED=0 go build -cover -covermode=atomic -coverpkg=./... -o "$work/hodei" ./cmd/hodei
-export HODEI_TEST_BINARY="$work/hodei"
+export HODEI_TEST_BINARY="$work/hodei" HODEI_TEST_COVERDIR="$GOCOVERDIR"
 if [ -z "${TEST_DATABASE_URL:-}" ]; then
   bin/hodei testdb --url-file "$work/url" &
   pid=$!
@@ -23,10 +23,11 @@ if [ -z "${TEST_DATABASE_URL:-}" ]; then
 fi
 pkgs=("$@"); [ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
 status=0
-go test -count=1 -timeout 20m -covermode=atomic -coverpkg=./... "${pkgs[@]}" -args -test.gocoverdir="$GOCOVERDIR" >"$work/test.log" 2>&1 || status=$?
-grep -E '^(ok|FAIL|---|panic)' "$work/test.log" || true
+go test -count=1 -timeout 20m -covermode=atomic -coverpkg=./... "${pkgs[@]}" -args -test.gocoverdir="$GOCOVERDIR" >coverage-tests.log 2>&1 || status=$?
+grep -E '^(ok|FAIL|panic)' coverage-tests.log || true
 if [ $status -ne 0 ]; then
-  echo "cover: tests failed; the figures below count the tests that ran" >&2
+  grep -E -A3 '^\s*--- FAIL' coverage-tests.log | grep -v 'level=' >&2 || true
+  echo "cover: tests failed (coverage-tests.log); the figures below count the tests that ran" >&2
 fi
 go tool covdata textfmt -i="$GOCOVERDIR" -o "$work/all.txt"
 # Generated code is left out of the figures.
