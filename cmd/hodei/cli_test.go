@@ -1,12 +1,20 @@
 package main
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
@@ -64,6 +72,35 @@ func TestCLIListsExplainsCancelsAndRetries(t *testing.T) {
 		t.Errorf("provider list: %+v, want the process provider", r)
 	}
 
+	if r := p.hodei(t, "provider", "get", "process", "-o", "json"); r.code != 0 || !strings.Contains(r.stdout, `"maxWorkers": 1`) {
+		t.Errorf("provider get process: %+v, want its max workers, 1", r)
+	}
+	// A fresh server has no dead letters; replaying one that does not
+	// exist is refused.
+	ev := hodeiv1connect.NewEventServiceClient(agent.HTTPClient(), "http://"+p.addr, connect.WithGRPC())
+	dls, err := ev.ListDeadLetters(context.Background(), connect.NewRequest(&hodeiv1.ListDeadLettersRequest{}))
+	if err != nil || len(dls.Msg.DeadLetters) != 0 {
+		t.Errorf("ListDeadLetters: %v, %v; want none", dls, err)
+	}
+	if _, err := ev.ReplayDeadLetter(context.Background(), connect.NewRequest(&hodeiv1.ReplayDeadLetterRequest{Id: 424242})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("ReplayDeadLetter of an unknown id: %v, want NotFound", err)
+	}
+
+	// events tail follows the job's events as they happen.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tail := exec.CommandContext(ctx, hodeiBin, "events", "tail", "--server", p.addr, "--type", "JobCreated", "--type", "JobCancelled", "--aggregate", "job", "-o", "json")
+	stdout, err := tail.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer tail.Wait()
+	defer cancel()
+	lines := bufio.NewScanner(stdout)
+
 	// A job that needs a label no worker has waits; explain names it.
 	r := p.hodei(t, "job", "submit", "--label", "gpu=a100", "--cpu", "64", "--", "echo", "never")
 	if r.code != 0 {
@@ -90,5 +127,18 @@ func TestCLIListsExplainsCancelsAndRetries(t *testing.T) {
 	}
 	if r := p.hodei(t, "job", "cancel", id); r.code != 0 {
 		t.Fatalf("second cancel: %+v", r)
+	}
+	var seen []string
+	for len(seen) < 3 && lines.Scan() {
+		var e struct{ Type, AggregateID string }
+		if err := json.Unmarshal(lines.Bytes(), &e); err != nil {
+			t.Fatalf("events tail line %q: %v", lines.Text(), err)
+		}
+		if strings.Contains(lines.Text(), id) {
+			seen = append(seen, e.Type)
+		}
+	}
+	if want := []string{"JobCreated", "JobCancelled", "JobCancelled"}; !slices.Equal(seen, want) {
+		t.Errorf("events tail of the job: %v, want %v", seen, want)
 	}
 }
