@@ -49,7 +49,7 @@ dashboards: ## regenerate the Grafana dashboards in deploy/grafana from tools/da
 cover: deps build images ## run the tests with -coverpkg=./... on one embedded PostgreSQL; writes coverage.html, prints the total and per package, fails under the floor in .ci/coverage-floor
 	@scripts/cover.sh
 
-verify: ## fail when generated code drifts from its sources, or protos break lint/compat
+verify: ## fail when generated code or dashboards drift from their sources, protos break lint/compat, or alert rules fail promtool
 	@scripts/verify.sh
 
 lint: ## go vet and gofmt
