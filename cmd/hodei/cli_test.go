@@ -75,31 +75,8 @@ func TestCLIListsExplainsCancelsAndRetries(t *testing.T) {
 	if r := p.hodei(t, "provider", "get", "process", "-o", "json"); r.code != 0 || !strings.Contains(r.stdout, `"maxWorkers": 1`) {
 		t.Errorf("provider get process: %+v, want its max workers, 1", r)
 	}
-	// A fresh server has no dead letters; replaying one that does not
-	// exist is refused.
-	ev := hodeiv1connect.NewEventServiceClient(agent.HTTPClient(), "http://"+p.addr, connect.WithGRPC())
-	dls, err := ev.ListDeadLetters(context.Background(), connect.NewRequest(&hodeiv1.ListDeadLettersRequest{}))
-	if err != nil || len(dls.Msg.DeadLetters) != 0 {
-		t.Errorf("ListDeadLetters: %v, %v; want none", dls, err)
-	}
-	if _, err := ev.ReplayDeadLetter(context.Background(), connect.NewRequest(&hodeiv1.ReplayDeadLetterRequest{Id: 424242})); connect.CodeOf(err) != connect.CodeNotFound {
-		t.Errorf("ReplayDeadLetter of an unknown id: %v, want NotFound", err)
-	}
-
-	// events tail follows the job's events as they happen.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	tail := exec.CommandContext(ctx, hodeiBin, "events", "tail", "--server", p.addr, "--type", "JobCreated", "--type", "JobCancelled", "--aggregate", "job", "-o", "json")
-	stdout, err := tail.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tail.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer tail.Wait()
-	defer cancel()
-	lines := bufio.NewScanner(stdout)
+	checkDeadLetterRPCs(t, p.addr)
+	lines := tailEvents(t, p.addr)
 
 	// A job that needs a label no worker has waits; explain names it.
 	r := p.hodei(t, "job", "submit", "--label", "gpu=a100", "--cpu", "64", "--", "echo", "never")
@@ -141,4 +118,39 @@ func TestCLIListsExplainsCancelsAndRetries(t *testing.T) {
 	if want := []string{"JobCreated", "JobCancelled", "JobCancelled"}; !slices.Equal(seen, want) {
 		t.Errorf("events tail of the job: %v, want %v", seen, want)
 	}
+}
+
+// checkDeadLetterRPCs: a fresh server has no dead letters, and replaying
+// one that does not exist is NotFound.
+func checkDeadLetterRPCs(t *testing.T, addr string) {
+	t.Helper()
+	ev := hodeiv1connect.NewEventServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	dls, err := ev.ListDeadLetters(context.Background(), connect.NewRequest(&hodeiv1.ListDeadLettersRequest{}))
+	if err != nil || len(dls.Msg.DeadLetters) != 0 {
+		t.Errorf("ListDeadLetters: %v, %v; want none", dls, err)
+	}
+	if _, err := ev.ReplayDeadLetter(context.Background(), connect.NewRequest(&hodeiv1.ReplayDeadLetterRequest{Id: 424242})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("ReplayDeadLetter of an unknown id: %v, want NotFound", err)
+	}
+}
+
+// tailEvents runs `hodei events tail` for jobs' JobCreated and
+// JobCancelled events since the first event (so that none is missed
+// while it connects), as JSON lines, until the test ends.
+func tailEvents(t *testing.T, addr string) *bufio.Scanner {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	tail := exec.CommandContext(ctx, hodeiBin, "events", "tail", "--server", addr, "--after", "1", "--type", "JobCreated", "--type", "JobCancelled", "--aggregate", "job", "-o", "json")
+	stdout, err := tail.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		tail.Wait()
+	})
+	return bufio.NewScanner(stdout)
 }
