@@ -81,6 +81,7 @@ func benchDispatch(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Jobs, "jobs", 500, "jobs to submit")
 	fs.IntVar(&cfg.Rate, "rate", 100, "jobs per second")
 	fs.IntVar(&cfg.Agents, "agents", 4, "idle agents")
+	fs.IntVar(&cfg.Backlog, "backlog", 0, "jobs waiting, before the measurement, for a label no worker has (the explain-pending case)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -103,6 +104,8 @@ func benchThroughput(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write an allocation profile of the run here (at its end)")
 	fs.BoolVar(&cfg.PGStats, "pgstats", false, "print to stderr the CPU used by this process, its job processes and PostgreSQL (in all and per job), and the costliest statements")
 	fs.BoolVar(&cfg.Presubmit, "presubmit", false, "submit every job before the agents start and time only their work, from the agents' start to the last job's end (the shape of river bench --num-total-jobs); default: submission is timed and runs while agents work")
+	fs.IntVar(&cfg.History, "history", 0, "load this many finished jobs (with log rows and events, spread over the last 29 days) into the database before each run")
+	fs.BoolVar(&cfg.HoldSnapshot, "hold-snapshot", false, "run each round twice, without and with a REPEATABLE READ snapshot held for the whole run (a long report query), and print held_ratio")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -120,6 +123,7 @@ func benchLogs(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Rate, "rate", 50_000, "lines per second of the steady job")
 	fs.DurationVar(&cfg.Steady, "steady", 4*time.Second, "length of the steady job")
 	fs.Float64Var(&cfg.GiB, "gib", 0, "also run a job writing this many GiB (1 KiB lines) and report peak RSS")
+	fs.IntVar(&cfg.Secrets, "secrets", 0, "give the jobs this many secrets (values they never print): the cost of redaction")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

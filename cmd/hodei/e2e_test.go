@@ -78,22 +78,7 @@ type result struct {
 
 func (p serverProc) hodei(t *testing.T, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, hodeiBin, args...)
-	cmd.Env = append(os.Environ(), "HODEI_SERVER="+p.addr)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	case err != nil:
-		t.Fatalf("hodei %v: %v", args, err)
-	}
-	return r
+	return p.hodeiIn(t, "", args...)
 }
 
 func TestRunStreamsOutputAndExitCode(t *testing.T) {

@@ -288,3 +288,48 @@ func TestAgentCutOffReportsTheJobsItKilled(t *testing.T) {
 		t.Errorf("worker events %v: the server expired the worker that came back within the lease", evs)
 	}
 }
+
+// TestAgentPassesOverAServerThatNeverAnswers: a server address that
+// accepts connections but never answers (blackholed) holds neither the
+// enrollment nor the stream: the agent tries the next server in its list
+// after --connect-timeout.
+func TestAgentPassesOverAServerThatNeverAnswers(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
+	st := openStore(t, dbURL)
+	px := startProxy(t, p.addr)
+	px.blackhole(true)
+	a := spawnAgent(t, st, []string{px.addr(), p.addr}, "--connect-timeout", "1s")
+	c := jobClient(p.addr)
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
+	j := pollJob(t, c, id, 20*time.Second, "final", isFinal)
+	if j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || j.Attempts[0].WorkerId != a.id {
+		t.Fatalf("job %v on worker %s (%s), want succeeded on %s", j.State, j.Attempts[0].WorkerId, j.Message, a.id)
+	}
+}
+
+// TestAgentLeavesAStreamThatWentSilent: a connection that stops carrying
+// anything (blackholed, never closed) is left once the server has been
+// silent for the fencing threshold; the agent reconnects to the next
+// server in its list and takes new work.
+func TestAgentLeavesAStreamThatWentSilent(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0", "--lease", "6s")
+	st := openStore(t, dbURL)
+	px := startProxy(t, p.addr)
+	a := spawnAgent(t, st, []string{px.addr(), p.addr}, "--connect-timeout", "1s")
+	c := jobClient(p.addr)
+	first := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
+	pollJob(t, c, first, 20*time.Second, "final", isFinal)
+
+	px.blackhole(true)
+	cut := time.Now()
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
+	j := pollJob(t, c, id, 30*time.Second, "final", isFinal)
+	if j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || j.Attempts[0].WorkerId != a.id {
+		t.Fatalf("job after the cut: %v on worker %s (%s), want succeeded on the cut-off agent %s", j.State, j.Attempts[0].WorkerId, j.Message, a.id)
+	}
+	t.Logf("the cut-off agent ran a new job %s after the cut", time.Since(cut).Round(time.Millisecond))
+}

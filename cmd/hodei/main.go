@@ -34,6 +34,7 @@ Jobs (talk to --server, default $HODEI_SERVER or 127.0.0.1:7070):
   hodei provider list|get|enable|disable|set ...
   hodei webhook add|list|remove|deliveries|replay ...
   hodei jobtype set|list|get|delete ...
+  hodei secret set|list|delete|rotate-key|audit ...
 `
 
 // agentGuard is the command of the guardian an agent starts (guardCommand).
@@ -67,13 +68,19 @@ func run() int {
 		return runAgent(ctx, args)
 	case agentGuard: // started by guardCommand only
 		err = agent.RunGuardian(os.Stdin)
+	case agent.ShimCommand: // started by agents for jobs with secrets only
+		err = agent.RunExecShim(os.Stdin, args)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "hodei", err)
+			return 127
+		}
 	case "testdb":
 		err = runTestDB(ctx, args)
 	case "bench":
 		err = runBench(ctx, args)
 	case "version":
 		fmt.Println("hodei", version)
-	case "run", "job", "events", "provider", "webhook", "jobtype":
+	case "run", "job", "events", "provider", "webhook", "jobtype", "secret":
 		return cli.Main(ctx, os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Env: os.Getenv})
 	default:
 		if !cli.IsHelp(cmd) {

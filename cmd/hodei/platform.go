@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -23,6 +24,7 @@ func platformFlags(fs *flag.FlagSet, pc *platform.Config) {
 	fs.DurationVar(&pc.IdleTimeout, "idle-timeout", time.Minute, "a process worker idle this long is stopped")
 	fs.Var((*cli.KVFlag)(&pc.WorkerLabels), "worker-label", "label K=V of the process provider's workers (repeatable)")
 	fs.DurationVar(&pc.EventRetention, "event-retention", 7*24*time.Hour, "delivered events older than this are pruned")
+	fs.DurationVar(&pc.JobRetention, "job-retention", 30*24*time.Hour, "jobs that finished longer ago than this are deleted, with their attempts and logs")
 	fs.DurationVar(&pc.Lease, "lease", 10*time.Second, "a worker silent this long loses its attempts (worker_lost)")
 	fs.DurationVar(&pc.HealthInterval, "health-interval", 30*time.Second, "time between health checks of each provider")
 	fs.IntVar(&pc.Docker.MaxWorkers, "docker-max-workers", 0, "most workers the Docker provider runs (0: no Docker provider)")
@@ -31,6 +33,7 @@ func platformFlags(fs *flag.FlagSet, pc *platform.Config) {
 	fs.StringVar(&pc.Docker.Binary, "docker-binary", "", "static hodei binary mounted into containers (default: this executable)")
 	fs.Var((*cli.KVFlag)(&pc.Docker.Labels), "docker-worker-label", "label K=V of the Docker provider's workers (repeatable)")
 	fs.StringVar(&pc.JobTypeDefaults, "job-type-defaults", "", "YAML or JSON `file` mapping job types to retry policies, stored at start over the stored ones of the same names")
+	fs.StringVar(&pc.SecretKeyFile, "secret-key-file", os.Getenv("HODEI_SECRET_KEY_FILE"), "`file` of the key-encryption keys of stored secrets, mode 0600, outside the database (empty: secrets off; hodei dev creates one in its data dir)")
 	fs.DurationVar(&pc.DBWait, "db-wait", 0, "how long to wait at start for a database that refuses connections, retrying with backoff (0: no limit)")
 	fs.StringVar(&pc.OTLPEndpoint, "otlp-endpoint", os.Getenv("HODEI_OTLP_ENDPOINT"), "OTLP/HTTP `URL` (http://collector:4318) to export one trace per job attempt to; the workers this server starts export theirs too (off when empty)")
 }
@@ -79,6 +82,11 @@ func runDev(ctx context.Context, args []string) error {
 		}
 		url = c.URL("hodei")
 		log.Info("embedded postgres ready", "url", url, "took", time.Since(start).Round(time.Millisecond))
+		if pc.SecretKeyFile == "" {
+			// Beside the cluster, readable by this user only (not by the
+			// postgres user the cluster runs as).
+			pc.SecretKeyFile, pc.CreateSecretKey = filepath.Join(c.DataDir(), devSecretKeyFile), true
+		}
 	}
 	pc.DatabaseURL = url
 	pc.StopAllWorkers = true
@@ -87,6 +95,9 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	return platform.Run(ctx, log, pc)
 }
+
+// devSecretKeyFile is the key file hodei dev creates in its data dir.
+const devSecretKeyFile = "hodei-secret.key"
 
 // autoPrefetch bounds --prefetch auto: deep enough that very short jobs batch their claims and results.
 const autoPrefetch = 128
@@ -132,6 +143,7 @@ func runAgent(ctx context.Context, args []string) int {
 	mem := fs.Int64("memory-mib", 0, "the most memory one job may use here, in MiB (0: not stated)")
 	otlp := fs.String("otlp-endpoint", os.Getenv("HODEI_OTLP_ENDPOINT"), "OTLP/HTTP `URL` to export this agent's spans of traced attempts to (off when empty)")
 	metricsAddr := fs.String("metrics-listen", "", "serve this agent's counters on http://ADDR/metrics (the server exports them too, from heartbeats); off when empty")
+	connectTimeout := fs.Duration("connect-timeout", 10*time.Second, "how long to wait for a server's answer to enrollment or a new stream before trying the next server")
 	var labels cli.KVFlag
 	fs.Var(&labels, "label", "worker label K=V (repeatable)")
 	if err := parseFlags(fs, args); err != nil {
@@ -148,12 +160,17 @@ func runAgent(ctx context.Context, args []string) int {
 		return 2
 	}
 	defer tracer.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // best effort at exit
+	var shim []string
+	if len(guard) > 0 {
+		shim = []string{guard[0], agent.ShimCommand}
+	}
 	batch, _ := strconv.Atoi(os.Getenv("HODEI_LOG_BATCH_SIZE"))
 	flush, _ := time.ParseDuration(os.Getenv("HODEI_LOG_FLUSH_INTERVAL"))
 	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"),
 		Labels: labels, Slots: *slots, BatchLines: batch, FlushInterval: flush, Version: version, Logger: log, NoopExec: *noop,
 		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem, Prefetch: prefetch.n, AdaptivePrefetch: prefetch.adaptive, GuardCommand: guard,
-		Tracer: tracer})
+		Tracer:         tracer,
+		ConnectTimeout: *connectTimeout, ExecShim: shim})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hodei:", err)
 		return 2

@@ -71,8 +71,12 @@ type Config struct {
 	DrainTimeout     time.Duration // on shutdown, how long running jobs may finish; default 30s
 	HardTimeout      time.Duration // on shutdown, when everything is killed; default DrainTimeout+Grace+10s
 	MaxBackoff       time.Duration // reconnect backoff cap; default 60s
-	Version          string
-	Logger           *slog.Logger
+	// ConnectTimeout bounds the wait for a server's answer to an
+	// enrollment or a stream's hello (a server that accepts connections
+	// but never answers); the next server is tried. Default 10s.
+	ConnectTimeout time.Duration
+	Version        string
+	Logger         *slog.Logger
 	// NoopExec skips the process and reports exit 0: a benchmark-only mode
 	// that measures the control plane. Never the default.
 	NoopExec bool
@@ -92,6 +96,10 @@ type Config struct {
 	// Tracer records the agent's spans of the attempts whose RunJob
 	// carries a traceparent; nil: none.
 	Tracer *tracing.Tracer
+	// ExecShim is the command line of the exec shim (`hodei exec-shim`)
+	// that starts the jobs with secrets: it takes their values on its
+	// stdin. Without it, attempts with secrets fail unstarted.
+	ExecShim []string
 }
 
 // Agent is one worker.
@@ -156,6 +164,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.HardTimeout <= 0 {
 		cfg.HardTimeout = cfg.DrainTimeout + cfg.Grace + 10*time.Second
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 10 * time.Second
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 60 * time.Second

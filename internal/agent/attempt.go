@@ -76,13 +76,13 @@ func (a *Agent) start(r *hodeiv1.RunJob) {
 		// Ask for no more work; a job already on its way still runs.
 		a.sendNow(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Shutdown{Shutdown: &hodeiv1.ShutdownNotice{}}})
 	}
-	go a.run(ctx, at, r.Spec)
+	go a.run(ctx, at, r)
 }
 
 // run waits for a slot and executes the attempt; a cancel or shutdown
 // meanwhile (a prefetched attempt) ends it without starting it. The last
 // attempt of a retiring agent retires it.
-func (a *Agent) run(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec) {
+func (a *Agent) run(ctx context.Context, at *attempt, r *hodeiv1.RunJob) {
 	defer a.wg.Done()
 	defer close(at.done)
 	if at.span != nil {
@@ -95,13 +95,14 @@ func (a *Agent) run(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec) {
 	case <-ctx.Done():
 	}
 	if acquired && ctx.Err() == nil {
-		a.execute(ctx, at, spec)
+		a.execute(ctx, at, r)
 	} else {
 		a.notStarted(ctx, at)
 	}
 	if acquired {
 		<-a.slots
 	}
+	forgetSecrets(r) // held in memory for the attempt only
 	a.mu.Lock()
 	delete(a.attempts, at.token)
 	done := a.retiring && len(a.attempts) == 0
@@ -136,16 +137,27 @@ func (a *Agent) notStarted(ctx context.Context, at *attempt) {
 	a.box.add(&pending{jobID: at.jobID, token: at.token, finished: true, msg: finishedMsg(at.jobID, at.token, -1, "", class, msg, 0, 0, 0)})
 }
 
-// execute runs the process, streams its logs through the batcher into the
-// outbox, and queues the result after the last batch.
-func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec) {
+// execute runs the process, streams its logs through the batcher (and the
+// redactor, when the attempt has secrets) into the outbox, and queues the
+// result after the last batch.
+func (a *Agent) execute(ctx context.Context, at *attempt, r *hodeiv1.RunJob) {
+	spec := r.Spec
+	var red *redactor
+	if len(r.Secrets) > 0 || r.SecretError != "" {
+		var msg string
+		if red, msg = a.prepareSecrets(r); red == nil {
+			a.log.Warn("attempt not started", "job_id", at.jobID, "attempt", at.number, "reason", msg)
+			a.box.add(&pending{jobID: at.jobID, token: at.token, finished: true, msg: finishedMsg(at.jobID, at.token, -1, "", hodeiv1.FailureClass_FAILURE_CLASS_INVALID, msg, 0, 0, 0)})
+			return
+		}
+	}
 	a.sendStarted(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Started{Started: &hodeiv1.AttemptStarted{JobId: at.jobID, FencingToken: at.token, Time: timestamppb.Now()}}})
 	if a.cfg.NoopExec {
 		a.box.add(&pending{jobID: at.jobID, token: at.token, finished: true, msg: finishedMsg(at.jobID, at.token, 0, "", 0, "noop execution (benchmark mode)", 0, 0, 0)})
 		return
 	}
 	var lastSeq int64
-	batcher := a.logBatcher(at, &lastSeq)
+	batcher := a.logBatcher(at, &lastSeq, red)
 	// The batcher's loop starts with the first output: most short jobs
 	// print nothing, and a goroutine, a context and a timer per job were
 	// a visible part of the agent's CPU with them.
@@ -164,7 +176,13 @@ func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec)
 		})
 		batcher.Write(s, p)
 	}
-	res := a.runProcess(ctx, at, spec, write)
+	if red != nil {
+		write = red.wrap(write)
+	}
+	res := a.runProcess(ctx, at, r, red, write)
+	if red != nil {
+		red.flush() // what it held back: the output ended
+	}
 	batchOnce.Do(func() {}) // no loop starts after this
 	batcher.Close()
 	if batchDone != nil {
@@ -197,7 +215,7 @@ func (a *Agent) execute(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec)
 // logBatcher returns the batcher of at's output: each batch goes to the
 // outbox as a LogBatch report once the outbox has room, and *lastSeq
 // follows the last one.
-func (a *Agent) logBatcher(at *attempt, lastSeq *int64) *runner.Batcher {
+func (a *Agent) logBatcher(at *attempt, lastSeq *int64, red *redactor) *runner.Batcher {
 	return runner.NewBatcher(runner.BatcherConfig{MaxLines: a.cfg.BatchLines, MaxLine: frame.MaxLineBytes, FlushInterval: a.cfg.FlushInterval, BlockFor: logBlockFor}, func(ctx context.Context, b runner.Batch) error {
 		for a.box.full() {
 			select {
@@ -211,8 +229,11 @@ func (a *Agent) logBatcher(at *attempt, lastSeq *int64) *runner.Batcher {
 		for i, l := range b.Lines {
 			lines[i] = &hodeiv1.LogLine{Stream: hodeiv1.LogStream(l.Stream), Data: l.Data, Partial: l.Partial, Time: timestamppb.New(l.Time)}
 		}
-		a.box.add(&pending{jobID: at.jobID, token: at.token, seq: b.Seq, msg: &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Logs{Logs: &hodeiv1.LogBatch{
-			JobId: at.jobID, FencingToken: at.token, Seq: b.Seq, Lines: lines, Dropped: b.Dropped}}}})
+		batch := &hodeiv1.LogBatch{JobId: at.jobID, FencingToken: at.token, Seq: b.Seq, Lines: lines, Dropped: b.Dropped}
+		if red != nil {
+			batch.Redactions = red.take()
+		}
+		a.box.add(&pending{jobID: at.jobID, token: at.token, seq: b.Seq, msg: &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Logs{Logs: batch}}})
 		*lastSeq = b.Seq
 		return nil
 	})
@@ -220,7 +241,8 @@ func (a *Agent) logBatcher(at *attempt, lastSeq *int64) *runner.Batcher {
 
 // runProcess runs the job's process with the agent's environment and the
 // job's, its output going to write.
-func (a *Agent) runProcess(ctx context.Context, at *attempt, spec *hodeiv1.JobSpec, write func(runner.Stream, []byte)) runner.Result {
+func (a *Agent) runProcess(ctx context.Context, at *attempt, r *hodeiv1.RunJob, red *redactor, write func(runner.Stream, []byte)) runner.Result {
+	spec := r.Spec
 	env := make([]string, 0, 4+len(spec.GetEnv()))
 	env = append(env, "PATH="+os.Getenv("PATH"), "HOME="+os.Getenv("HOME"), "HODEI_JOB_ID="+at.jobID, "HODEI_ATTEMPT="+strconv.Itoa(int(at.number)))
 	for k, v := range spec.GetEnv() {
@@ -233,7 +255,7 @@ func (a *Agent) runProcess(ctx context.Context, at *attempt, spec *hodeiv1.JobSp
 		defer func() { process.End() }()
 	}
 	res := runner.Run(ctx, runner.Spec{Argv: argv, Env: env, Dir: spec.GetWorkdir(), Timeout: spec.GetTimeout().AsDuration(), Grace: a.cfg.Grace,
-		MergeOutput: spec.GetMergeOutput(),
+		MergeOutput: spec.GetMergeOutput(), Shim: red.shim(), ShimInput: red.shimInput(),
 		Started: func(pid int) {
 			if process != nil {
 				process.AddEvent("process started", trace.WithAttributes(attribute.Int("pid", pid)))

@@ -40,8 +40,10 @@ func (a *Agent) enroll(ctx context.Context, hc *http.Client) error {
 	var lastErr error
 	for _, s := range a.cfg.Servers {
 		c := hodeiv1connect.NewWorkerServiceClient(hc, baseURL(s), connect.WithGRPC())
-		resp, err := c.Enroll(ctx, connect.NewRequest(&hodeiv1.EnrollRequest{BootstrapToken: a.cfg.BootstrapToken, Hostname: host,
+		rctx, cancel := context.WithTimeout(ctx, a.cfg.ConnectTimeout)
+		resp, err := c.Enroll(rctx, connect.NewRequest(&hodeiv1.EnrollRequest{BootstrapToken: a.cfg.BootstrapToken, Hostname: host,
 			Version: a.cfg.Version, Labels: a.cfg.Labels, Slots: int32(a.cfg.Slots), CpuMillis: a.cfg.CPUMillis, MemoryMib: a.cfg.MemoryMiB}))
+		cancel()
 		if err != nil {
 			lastErr = err
 			continue
@@ -119,7 +121,14 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 	if err := stream.Send(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Hello{Hello: a.hello()}}); err != nil {
 		return false, err
 	}
+	// A server that accepted the connection but does not answer the
+	// hello (blackholed, stalled) must not hold the agent: the next
+	// server is tried.
+	helloTimer := time.AfterFunc(a.cfg.ConnectTimeout, cancel)
 	first, err := stream.Receive()
+	if !helloTimer.Stop() {
+		return false, fmt.Errorf("no answer to the hello within %s: %w", a.cfg.ConnectTimeout, context.DeadlineExceeded)
+	}
 	if err != nil {
 		return false, err
 	}

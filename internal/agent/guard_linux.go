@@ -7,3 +7,6 @@ import "syscall"
 func guardProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 }
+
+// dupOnto makes fd newfd a copy of oldfd.
+func dupOnto(oldfd, newfd int) error { return syscall.Dup3(oldfd, newfd, 0) }

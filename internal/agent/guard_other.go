@@ -9,3 +9,6 @@ import "syscall"
 func guardProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }
+
+// dupOnto makes fd newfd a copy of oldfd.
+func dupOnto(oldfd, newfd int) error { return syscall.Dup2(oldfd, newfd) }

@@ -3,6 +3,7 @@ package bench_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
@@ -60,7 +61,7 @@ func TestDispatch(t *testing.T) {
 	if err := bench.Dispatch(context.Background(), &out, bench.DispatchConfig{Jobs: 20, Rate: 200, Agents: 2}); err != nil {
 		t.Fatal(err)
 	}
-	checkLines(t, out.String(), `result name=dispatch p50_ms=\d+\.\d\d p99_ms=\d+\.\d\d max_ms=\d+\.\d\d jobs=20 rate=200`)
+	checkLines(t, out.String(), `result name=dispatch p50_ms=\d+\.\d\d p99_ms=\d+\.\d\d max_ms=\d+\.\d\d jobs=20 rate=200 backlog=0 rss_mib=\d+`)
 }
 
 func TestThroughput(t *testing.T) {
@@ -75,8 +76,8 @@ func TestThroughput(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkLines(t, out.String(),
-		`result name=throughput mode=process jobs_per_sec=\d+ fork_exec_per_sec=\d+ ratio=\d+\.\d\d jobs=300 agents=2 slots=4 prefetch=auto batch=100 presubmit=false`,
-		`result name=throughput mode=noop jobs_per_sec=\d+ jobs=300 agents=2 slots=4 prefetch=auto batch=100 presubmit=false`)
+		`result name=throughput mode=process jobs_per_sec=\d+ fork_exec_per_sec=\d+ ratio=\d+\.\d\d jobs=300 agents=2 slots=4 prefetch=auto batch=100 presubmit=false tenth_min_ratio=\d+\.\d\d tenths=[\d/]+ history=0 rss_mib=\d+ tables_mib=\d+ indexes_mib=\d+ list_ms=\d+\.\d list_failed_ms=\d+\.\d job_page_ms=\d+\.\d`,
+		`result name=throughput mode=noop jobs_per_sec=\d+ jobs=300 agents=2 slots=4 prefetch=auto batch=100 presubmit=false tenth_min_ratio=\d+\.\d\d tenths=[\d/]+ history=0 rss_mib=\d+ tables_mib=\d+ indexes_mib=\d+ list_ms=\d+\.\d list_failed_ms=\d+\.\d job_page_ms=\d+\.\d`)
 }
 
 // TestThroughputRounds: several rounds report the median with the
@@ -93,7 +94,7 @@ func TestThroughputRounds(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkLines(t, out.String(),
-		`result name=throughput mode=noop jobs_per_sec=\d+ jobs_per_sec_min=\d+ jobs_per_sec_max=\d+ rounds=2 jobs=200 agents=1 slots=2 prefetch=3 batch=1 presubmit=true`)
+		`result name=throughput mode=noop jobs_per_sec=\d+ jobs_per_sec_min=\d+ jobs_per_sec_max=\d+ rounds=2 jobs=200 agents=1 slots=2 prefetch=3 batch=1 presubmit=true tenth_min_ratio=\d+\.\d\d tenths=[\d/]+ history=0 rss_mib=\d+ tables_mib=\d+ indexes_mib=\d+ list_ms=\d+\.\d list_failed_ms=\d+\.\d job_page_ms=\d+\.\d`)
 	if err := bench.Throughput(context.Background(), &out, bench.ThroughputConfig{Modes: []string{"noop"}}); err == nil {
 		t.Error("no error for 0 rounds")
 	}
@@ -104,14 +105,16 @@ func TestLogs(t *testing.T) {
 		t.Skip("benchmark")
 	}
 	t.Parallel()
-	var out bytes.Buffer
-	if err := bench.Logs(context.Background(), &out, bench.LogsConfig{Lines: 5000, Rate: 2000, Steady: time.Second, Binary: hodeiBin}); err != nil {
-		t.Fatal(err)
+	for _, secrets := range []int{0, 2} {
+		var out bytes.Buffer
+		if err := bench.Logs(context.Background(), &out, bench.LogsConfig{Lines: 5000, Rate: 2000, Steady: time.Second, Binary: hodeiBin, Secrets: secrets}); err != nil {
+			t.Fatal(err)
+		}
+		checkLines(t, out.String(),
+			`fast: 5000 lines \(\d+\.\d MiB\) stored in \S+s, dropped 0, lost 0`,
+			`steady: 2000 lines \(\d+\.\d MiB\) stored in \S+s, dropped 0, lost 0`,
+			fmt.Sprintf(`result name=logs lines_per_sec=\d+ mib_per_sec=\d+\.\d lost=0 dropped=0 steady_rate=2000 steady_lost=0 steady_dropped=0 server_rss_mib=\d+ secrets=%d`, secrets))
 	}
-	checkLines(t, out.String(),
-		`fast: 5000 lines \(\d+\.\d MiB\) stored in \S+s, dropped 0, lost 0`,
-		`steady: 2000 lines \(\d+\.\d MiB\) stored in \S+s, dropped 0, lost 0`,
-		`result name=logs lines_per_sec=\d+ mib_per_sec=\d+\.\d lost=0 dropped=0 steady_rate=2000 steady_lost=0 steady_dropped=0 server_rss_mib=\d+`)
 }
 
 // TestProvision covers the Docker provider too when an engine is
@@ -174,4 +177,38 @@ func TestEmitPaced(t *testing.T) {
 	if took < 490*time.Millisecond {
 		t.Errorf("500 lines at 1000/s took %s, want about 500ms", took)
 	}
+}
+
+// TestThroughputHistoryAndHeldSnapshot: a history is loaded before each
+// run (its jobs are in the database but not in the run's figures), and
+// a held snapshot makes each round run twice and report the ratio.
+func TestThroughputHistoryAndHeldSnapshot(t *testing.T) {
+	if testing.Short() {
+		t.Skip("benchmark")
+	}
+	t.Parallel()
+	var out bytes.Buffer
+	cfg := bench.ThroughputConfig{Jobs: 200, Agents: 1, Slots: 4, Prefetch: 8, Submitters: 1, Batch: 100,
+		Modes: []string{"noop"}, Rounds: 1, Presubmit: true, History: 3000, HoldSnapshot: true}
+	if err := bench.Throughput(context.Background(), &out, cfg); err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, out.String(),
+		`result name=throughput mode=noop jobs_per_sec=\d+ jobs=200 agents=1 slots=4 prefetch=8 batch=100 presubmit=true`+
+			` tenth_min_ratio=\d+\.\d\d tenths=[\d/]+ history=3000 rss_mib=\d+ tables_mib=\d+ indexes_mib=\d+ list_ms=\d+\.\d list_failed_ms=\d+\.\d job_page_ms=\d+\.\d`+
+			` held_jobs_per_sec=\d+ held_ratio=\d+\.\d\d held_tenth_min_ratio=\d+\.\d\d`)
+}
+
+// TestDispatchBehindABacklog: dispatch is measured with jobs waiting for
+// a label no worker has, and every measured job still reaches an agent.
+func TestDispatchBehindABacklog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("benchmark")
+	}
+	t.Parallel()
+	var out bytes.Buffer
+	if err := bench.Dispatch(context.Background(), &out, bench.DispatchConfig{Jobs: 20, Rate: 200, Agents: 2, Backlog: 2000}); err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, out.String(), `result name=dispatch p50_ms=\d+\.\d\d p99_ms=\d+\.\d\d max_ms=\d+\.\d\d jobs=20 rate=200 backlog=2000 rss_mib=\d+`)
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
+	"golang.org/x/sync/errgroup"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 )
@@ -18,6 +20,9 @@ type DispatchConfig struct {
 	Jobs   int // jobs to submit
 	Rate   int // jobs per second
 	Agents int // idle agents
+	// Backlog jobs wait, submitted before the measurement, for a label
+	// no worker has.
+	Backlog int
 }
 
 // Dispatch measures dispatch latency: idle agents are connected, jobs
@@ -43,6 +48,9 @@ func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
 		return err
 	}
 	defer rig.stop()
+	if err := submitBacklog(ctx, rig, cfg.Backlog); err != nil {
+		return err
+	}
 	spec := &hodeiv1.JobSpec{Command: []string{"true"}}
 	tick := time.NewTicker(time.Second / time.Duration(cfg.Rate))
 	defer tick.Stop()
@@ -73,6 +81,44 @@ func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
 		return fmt.Errorf("only %d of %d jobs reached an agent", len(lat), cfg.Jobs)
 	}
 	slices.Sort(lat)
-	fmt.Fprintf(out, "result name=dispatch p50_ms=%.2f p99_ms=%.2f max_ms=%.2f jobs=%d rate=%d\n", ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), ms(lat[len(lat)-1]), len(lat), cfg.Rate)
+	fmt.Fprintf(out, "result name=dispatch p50_ms=%.2f p99_ms=%.2f max_ms=%.2f jobs=%d rate=%d backlog=%d rss_mib=%.0f\n", ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), ms(lat[len(lat)-1]), len(lat), cfg.Rate, cfg.Backlog, selfRSSMiB())
+	return nil
+}
+
+// submitBacklog submits n jobs that wait for a label no worker has, 1,000
+// per call on 4 connections, and waits until the platform is quiet again.
+func submitBacklog(ctx context.Context, rig *benchRig, n int) error {
+	if n <= 0 {
+		return nil
+	}
+	start := time.Now()
+	spec := &hodeiv1.JobSpec{Command: []string{"true"}, Labels: map[string]string{"bench-backlog": "no-worker-has-it"}}
+	chunks := make(chan int, n/1000+1)
+	for left := n; left > 0; left -= 1000 {
+		chunks <- min(1000, left)
+	}
+	close(chunks)
+	var g errgroup.Group
+	for range 4 {
+		g.Go(func() error {
+			for size := range chunks {
+				req := &hodeiv1.SubmitJobsRequest{Specs: make([]*hodeiv1.JobSpec, size)}
+				for i := range req.Specs {
+					req.Specs[i] = spec
+				}
+				if _, err := rig.jobs.SubmitJobs(ctx, connect.NewRequest(req)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("backlog: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "backlog: %d jobs waiting (submitted in %.0fs)\n", n, time.Since(start).Seconds())
+	// Let the dispatcher and the autoscaler finish their reaction to the
+	// submission before the measurement starts.
+	time.Sleep(2 * time.Second)
 	return nil
 }

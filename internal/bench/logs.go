@@ -2,9 +2,12 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +29,9 @@ type LogsConfig struct {
 	Steady time.Duration // length of the steady job
 	// GiB, when above 0, adds a job writing this many GiB (1 KiB lines).
 	GiB float64
+	// Secrets, when above 0, gives both jobs this many secrets (random
+	// values they never print): the cost of redacting their output.
+	Secrets int
 	// Binary is the hodei binary, run as the worker and, with `bench
 	// emit`, as the steady and GiB jobs; default this executable.
 	Binary string
@@ -42,14 +48,27 @@ func Logs(ctx context.Context, out io.Writer, cfg LogsConfig) error {
 	if err != nil {
 		return err
 	}
-	url, addr, stop, err := startBench(ctx, false, platform.Config{MaxWorkers: 1, AgentBinary: self})
+	pc := platform.Config{MaxWorkers: 1, AgentBinary: self}
+	if cfg.Secrets > 0 {
+		dir, err := os.MkdirTemp("", "hodei-bench-key-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		pc.SecretKeyFile, pc.CreateSecretKey = filepath.Join(dir, "secret.key"), true
+	}
+	url, addr, stop, err := startBench(ctx, false, pc)
 	if err != nil {
 		return err
 	}
 	defer stop()
 	jobs := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	refs, err := benchSecrets(ctx, addr, cfg.Secrets)
+	if err != nil {
+		return err
+	}
 	// Warm up: the first job provisions the worker.
-	if _, err := runToEnd(ctx, jobs, []string{"true"}); err != nil {
+	if _, err := runToEnd(ctx, jobs, []string{"true"}, nil); err != nil {
 		return err
 	}
 	type run struct {
@@ -72,7 +91,7 @@ func Logs(ctx context.Context, out io.Writer, cfg LogsConfig) error {
 	}
 	for _, r := range runs {
 		start := time.Now()
-		j, err := runToEnd(ctx, jobs, r.argv)
+		j, err := runToEnd(ctx, jobs, r.argv, refs)
 		if err != nil {
 			return err
 		}
@@ -88,15 +107,32 @@ func Logs(ctx context.Context, out io.Writer, cfg LogsConfig) error {
 		fmt.Fprintf(out, "%s: %d lines (%.1f MiB) stored in %s, dropped %d, lost %d%s\n", r.name, r.lines, float64(r.bytes)/(1<<20), r.took.Round(time.Millisecond), r.dropped, lost, note)
 	}
 	fast, paced := runs[0], runs[1]
-	fmt.Fprintf(out, "result name=logs lines_per_sec=%.0f mib_per_sec=%.1f lost=%d dropped=%d steady_rate=%d steady_lost=%d steady_dropped=%d server_rss_mib=%.0f\n",
+	fmt.Fprintf(out, "result name=logs lines_per_sec=%.0f mib_per_sec=%.1f lost=%d dropped=%d steady_rate=%d steady_lost=%d steady_dropped=%d server_rss_mib=%.0f secrets=%d\n",
 		float64(fast.lines)/fast.took.Seconds(), float64(fast.bytes)/(1<<20)/fast.took.Seconds(), fast.want-fast.lines-fast.dropped, fast.dropped,
-		cfg.Rate, paced.want-paced.lines-paced.dropped, paced.dropped, peakRSSMiB())
+		cfg.Rate, paced.want-paced.lines-paced.dropped, paced.dropped, peakRSSMiB(), cfg.Secrets)
 	return nil
 }
 
-// runToEnd submits argv and waits until the job is final.
-func runToEnd(ctx context.Context, jobs hodeiv1connect.JobServiceClient, argv []string) (*hodeiv1.Job, error) {
-	r, err := jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: &hodeiv1.JobSpec{Command: argv}}))
+// benchSecrets stores n secrets of random values and returns references
+// to them.
+func benchSecrets(ctx context.Context, addr string, n int) ([]*hodeiv1.SecretRef, error) {
+	c := hodeiv1connect.NewSecretServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	var refs []*hodeiv1.SecretRef
+	for i := range n {
+		v := make([]byte, 16)
+		rand.Read(v)
+		name := fmt.Sprintf("bench-%d", i)
+		if _, err := c.SetSecret(ctx, connect.NewRequest(&hodeiv1.SetSecretRequest{Name: name, Value: []byte(hex.EncodeToString(v))})); err != nil {
+			return nil, fmt.Errorf("set secret %s: %w", name, err)
+		}
+		refs = append(refs, &hodeiv1.SecretRef{Name: name})
+	}
+	return refs, nil
+}
+
+// runToEnd submits argv (with secrets) and waits until the job is final.
+func runToEnd(ctx context.Context, jobs hodeiv1connect.JobServiceClient, argv []string, secrets []*hodeiv1.SecretRef) (*hodeiv1.Job, error) {
+	r, err := jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: &hodeiv1.JobSpec{Command: argv, Secrets: secrets}}))
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 // with in-process agents, for the dispatch benchmarks.
 type benchRig struct {
 	addr   string
+	url    string // the database's
 	store  *store.Store
 	db     *pgxpool.Pool // what the benchmark reads in the database itself
 	jobs   hodeiv1connect.JobServiceClient
@@ -41,19 +42,34 @@ type rigConfig struct {
 	pgStats bool // the database loads pg_stat_statements
 	onRun   func(jobID string)
 	guard   []string // the agents' GuardCommand
+	// prepare, if set, runs on the migrated database before the platform
+	// starts (loading a history).
+	prepare func(ctx context.Context, url string) error
 }
 
 // newBenchRig starts the platform and its agents and waits until every
 // agent is connected; with hold, the agents are registered but not
 // started (startAgents starts them).
 func newBenchRig(ctx context.Context, rc rigConfig) (*benchRig, error) {
-	url, addr, stopBench, err := startBench(ctx, rc.pgStats, platform.Config{})
+	url, stopDB, err := benchDatabase(ctx, rc.pgStats)
 	if err != nil {
 		return nil, err
 	}
+	if rc.prepare != nil {
+		if err := rc.prepare(ctx, url); err != nil {
+			stopDB()
+			return nil, err
+		}
+	}
+	addr, stopPlatform, err := startPlatform(ctx, platform.Config{DatabaseURL: url})
+	if err != nil {
+		stopDB()
+		return nil, err
+	}
+	stopBench := func() { stopPlatform(); stopDB() }
 	log := platform.NewLogger(io.Discard)
 	ctx, cancel := context.WithCancel(ctx)
-	r := &benchRig{addr: addr}
+	r := &benchRig{addr: addr, url: url}
 	var g errgroup.Group
 	r.run = func(a *agent.Agent) { g.Go(func() error { return a.Run(ctx) }) }
 	r.stop = func() {

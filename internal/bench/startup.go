@@ -63,7 +63,7 @@ func startupOnce(ctx context.Context, binary string) (ready, firstJob time.Durat
 	ready = time.Since(start)
 	jobs := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
 	t0 := time.Now()
-	if _, err := runToEnd(ctx, jobs, []string{"true"}); err != nil {
+	if _, err := runToEnd(ctx, jobs, []string{"true"}, nil); err != nil {
 		return 0, 0, fmt.Errorf("first job: %w", err)
 	}
 	firstJob = time.Since(t0)

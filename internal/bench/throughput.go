@@ -50,6 +50,13 @@ type ThroughputConfig struct {
 	// of river bench --num-total-jobs); otherwise submission is timed and
 	// runs while agents work.
 	Presubmit bool
+	// History is the number of finished jobs (with log rows and events)
+	// loaded into the database before each run (loadHistory).
+	History int
+	// HoldSnapshot runs every round twice, without and with a REPEATABLE
+	// READ snapshot held from before the agents start to the run's end,
+	// and reports the ratio of the two rates.
+	HoldSnapshot bool
 	// AgentGuard is the agents' guardian command (agent.Config.GuardCommand),
 	// as `hodei agent` starts it; empty: none.
 	AgentGuard []string
@@ -102,8 +109,11 @@ func throughputMode(ctx context.Context, out io.Writer, cfg ThroughputConfig, mo
 	// every platform run, at the same concurrency, and a run is
 	// compared with the mean of the two: this machine's speed drifts
 	// by ±25 % within minutes.
-	type run struct{ rate, fork float64 }
-	var runs []run
+	type run struct {
+		rate, fork float64
+		shape      runShape
+	}
+	var runs, held []run
 	var forkBefore float64
 	if mode == "process" {
 		var err error
@@ -111,21 +121,33 @@ func throughputMode(ctx context.Context, out io.Writer, cfg ThroughputConfig, mo
 			return err
 		}
 	}
-	for range cfg.Rounds {
-		rate, err := throughputOnce(ctx, cfg, mode == "noop")
-		if err != nil {
-			return err
+	for round := range cfg.Rounds {
+		// With HoldSnapshot, each round runs without and with the held
+		// snapshot, in alternating order.
+		holds := []bool{false}
+		if cfg.HoldSnapshot {
+			holds = []bool{round%2 == 1, round%2 == 0}
 		}
-		r := run{rate: rate}
-		if mode == "process" {
-			forkAfter, err := forkExecRate(ctx, cfg.Jobs/2, cfg.Agents*cfg.Slots)
+		for _, hold := range holds {
+			rate, shape, err := throughputOnce(ctx, cfg, mode == "noop", hold)
 			if err != nil {
 				return err
 			}
-			r.fork = (forkBefore + forkAfter) / 2
-			forkBefore = forkAfter
+			r := run{rate: rate, shape: shape}
+			if mode == "process" {
+				forkAfter, err := forkExecRate(ctx, cfg.Jobs/2, cfg.Agents*cfg.Slots)
+				if err != nil {
+					return err
+				}
+				r.fork = (forkBefore + forkAfter) / 2
+				forkBefore = forkAfter
+			}
+			if hold {
+				held = append(held, r)
+			} else {
+				runs = append(runs, r)
+			}
 		}
-		runs = append(runs, r)
 	}
 	// Runs in order of their figure (ratio, or rate for noop); the
 	// median one is reported.
@@ -150,22 +172,44 @@ func throughputMode(ctx context.Context, out io.Writer, cfg ThroughputConfig, mo
 	if cfg.AdaptivePrefetch {
 		prefetch = "auto"
 	}
+	sh := med.shape
+	scale := fmt.Sprintf("tenth_min_ratio=%.2f tenths=%s history=%d rss_mib=%.0f tables_mib=%.0f indexes_mib=%.0f list_ms=%.1f list_failed_ms=%.1f job_page_ms=%.1f",
+		sh.minTenth(med.rate), sh.tenthsText(), cfg.History, sh.rssMiB, sh.tablesMiB, sh.indexMiB, ms(sh.pages.list), ms(sh.pages.listFailed), ms(sh.pages.job))
+	if len(held) > 0 {
+		slices.SortFunc(held, func(a, b run) int { return cmp.Compare(figure(a), figure(b)) })
+		h := held[len(held)/2]
+		scale += fmt.Sprintf(" held_jobs_per_sec=%.0f held_ratio=%.2f held_tenth_min_ratio=%.2f", h.rate, figure(h)/figure(med), h.shape.minTenth(h.rate))
+	}
 	if mode == "noop" {
-		fmt.Fprintf(out, "result name=throughput mode=noop jobs_per_sec=%.0f %sjobs=%d agents=%d slots=%d prefetch=%s batch=%d presubmit=%t\n", med.rate, spread, cfg.Jobs, cfg.Agents, cfg.Slots, prefetch, cfg.Batch, cfg.Presubmit)
+		fmt.Fprintf(out, "result name=throughput mode=noop jobs_per_sec=%.0f %sjobs=%d agents=%d slots=%d prefetch=%s batch=%d presubmit=%t %s\n", med.rate, spread, cfg.Jobs, cfg.Agents, cfg.Slots, prefetch, cfg.Batch, cfg.Presubmit, scale)
 		return nil
 	}
-	fmt.Fprintf(out, "result name=throughput mode=process jobs_per_sec=%.0f fork_exec_per_sec=%.0f ratio=%.2f %sjobs=%d agents=%d slots=%d prefetch=%s batch=%d presubmit=%t\n", med.rate, med.fork, med.rate/med.fork, spread, cfg.Jobs, cfg.Agents, cfg.Slots, prefetch, cfg.Batch, cfg.Presubmit)
+	fmt.Fprintf(out, "result name=throughput mode=process jobs_per_sec=%.0f fork_exec_per_sec=%.0f ratio=%.2f %sjobs=%d agents=%d slots=%d prefetch=%s batch=%d presubmit=%t %s\n", med.rate, med.fork, med.rate/med.fork, spread, cfg.Jobs, cfg.Agents, cfg.Slots, prefetch, cfg.Batch, cfg.Presubmit, scale)
 	return nil
 }
 
-func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop bool) (float64, error) {
+// throughputOnce makes one run on a fresh platform; with hold, a
+// snapshot is held from before the agents start (or the submission, when
+// it is timed) to the run's end.
+func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop, hold bool) (float64, runShape, error) {
 	n, submitters, batch, presubmit := cfg.Jobs, cfg.Submitters, cfg.Batch, cfg.Presubmit
-	rig, err := newBenchRig(ctx, rigConfig{agents: cfg.Agents, slots: cfg.Slots, prefetch: cfg.Prefetch, adaptive: cfg.AdaptivePrefetch,
-		noop: noop, hold: presubmit, pgStats: cfg.PGStats, guard: cfg.AgentGuard})
+	rc := rigConfig{agents: cfg.Agents, slots: cfg.Slots, prefetch: cfg.Prefetch, adaptive: cfg.AdaptivePrefetch,
+		noop: noop, hold: presubmit, pgStats: cfg.PGStats, guard: cfg.AgentGuard}
+	if cfg.History > 0 {
+		rc.prepare = func(ctx context.Context, url string) error { return loadHistory(ctx, url, cfg.History, os.Stderr) }
+	}
+	rig, err := newBenchRig(ctx, rc)
 	if err != nil {
-		return 0, err
+		return 0, runShape{}, err
 	}
 	defer rig.stop()
+	var holder *snapshotHolder
+	if hold && !presubmit {
+		if holder, err = holdSnapshot(ctx, rig.url); err != nil {
+			return 0, runShape{}, err
+		}
+		defer holder.release()
+	}
 	spec := &hodeiv1.JobSpec{Command: []string{"true"}}
 	cpuStart := cpu.Now()
 	start := time.Now()
@@ -197,25 +241,36 @@ func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop bool) (float
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return 0, err
+		return 0, runShape{}, err
 	}
 	if presubmit {
+		if hold {
+			if holder, err = holdSnapshot(ctx, rig.url); err != nil {
+				return 0, runShape{}, err
+			}
+			defer holder.release()
+		}
 		// Every job is in; the clock starts with the agents.
 		cpuStart, start = cpu.Now(), time.Now()
 		if err := rig.startAgents(ctx); err != nil {
-			return 0, err
+			return 0, runShape{}, err
 		}
 	}
 	end, err := awaitFinished(ctx, rig, n)
 	if err != nil {
-		return 0, err
+		return 0, runShape{}, err
 	}
 	elapsed := end.Sub(start)
 	rate := float64(n) / elapsed.Seconds()
 	if cfg.PGStats {
 		printPGStats(ctx, rig, cpuStart, elapsed, n)
 	}
-	return rate, nil
+	shape, err := measureShape(ctx, rig.db, start, n)
+	if err != nil {
+		return rate, shape, err
+	}
+	shape.pages, err = measurePages(ctx, rig)
+	return rate, shape, err
 }
 
 // awaitFinished waits until every one of the n jobs is final and returns

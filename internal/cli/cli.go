@@ -66,6 +66,10 @@ Commands:
                                        retry defaults of the jobs of TYPE (docs/jobs.md)
   jobtype list | get TYPE | delete TYPE
                                        list job types; show one; delete one
+  secret set NAME [--from-file F]      store a value read from stdin (or F), encrypted; never from argv
+  secret list | delete NAME            names, versions, who changed them when (never values); delete one
+  secret rotate-key                    re-seal every value under a new key-encryption key
+  secret audit NAME [--limit N]        every read and change of a secret
 
 Flags on every command:
   --server ADDR   host:port or http://host:port (default $HODEI_SERVER, else 127.0.0.1:7070)
@@ -73,7 +77,8 @@ Flags on every command:
                   how long the server may take to answer (default $HODEI_CONNECT_TIMEOUT, else 10s);
                   streams then follow without a limit
   -o FORMAT       table (default), json or yaml; on get, list, cancel, retry, watch, explain,
-                  provider list, webhook add|list|deliveries|replay, jobtype set|list|get;
+                  provider list, webhook add|list|deliveries|replay, jobtype set|list|get,
+                  secret set|list|rotate-key|audit;
                   table or json on events tail; ignored by job submit
 
 Job flags (run, job submit):
@@ -86,6 +91,8 @@ Job flags (run, job submit):
                            without --max-attempts (or a job type's) a job has 3 attempts,
                            for platform failures only (worker lost, provisioning)
   --priority N             --idempotency-key KEY     --workdir DIR
+  --secret NAME            expose stored secret NAME as SECRET_NAME (upper case, '-' and '.' as '_')
+  --secret ENV=NAME        expose it as ENV (repeatable; values never enter the spec)
   --script FILE            run FILE with /bin/sh instead of a command
   --merge-output           stderr into stdout's pipe: exact write order, all lines stdout
 
@@ -172,6 +179,8 @@ func (e *env) main(ctx context.Context, args []string) int {
 		err = e.webhook(ctx, args[1:])
 	case "jobtype":
 		err = e.jobType(ctx, args[1:])
+	case "secret":
+		err = e.secret(ctx, args[1:])
 	default:
 		if IsHelp(args[0]) {
 			fmt.Fprint(e.Out, Usage)

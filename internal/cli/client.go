@@ -18,6 +18,7 @@ type clients struct {
 	providers hodeiv1connect.ProviderServiceClient
 	webhooks  hodeiv1connect.WebhookServiceClient
 	jobTypes  hodeiv1connect.JobTypeServiceClient
+	secrets   hodeiv1connect.SecretServiceClient
 }
 
 // dial builds gRPC clients for addr (host:port) over cleartext HTTP/2. It
@@ -42,6 +43,7 @@ func (e *env) dial(addr string) *clients {
 		providers: hodeiv1connect.NewProviderServiceClient(hc, base, connect.WithGRPC()),
 		webhooks:  hodeiv1connect.NewWebhookServiceClient(hc, base, connect.WithGRPC()),
 		jobTypes:  hodeiv1connect.NewJobTypeServiceClient(hc, base, connect.WithGRPC()),
+		secrets:   hodeiv1connect.NewSecretServiceClient(hc, base, connect.WithGRPC()),
 	}
 }
 

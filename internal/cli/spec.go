@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -30,6 +31,7 @@ type jobFlags struct {
 	maxAttempts, priority int32Flag
 	retryExitCodes        int32sFlag
 	mergeOutput           bool
+	secrets               secretsFlag
 
 	// set holds the names of the flags given on the command line, so a
 	// spec file is overridden only by what the user said.
@@ -52,6 +54,7 @@ func (f *jobFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.idempotencyKey, "idempotency-key", "", "a second submission with this `key` returns the first job")
 	fs.StringVar(&f.workdir, "workdir", "", "working `directory` (absolute)")
 	fs.StringVar(&f.script, "script", "", "run this `file` with /bin/sh instead of a command")
+	fs.Var(&f.secrets, "secret", "stored secret `NAME` as SECRET_NAME, or ENV=NAME as ENV (repeatable)")
 	fs.BoolVar(&f.mergeOutput, "merge-output", false, "send stderr into stdout's pipe: the log keeps the exact write order, all lines as stdout")
 }
 
@@ -145,6 +148,7 @@ func specFromFlags(f *jobFlags, base *hodeiv1.JobSpec, command []string, readFil
 		spec.MergeOutput = f.mergeOutput
 	}
 	spec.Env = mergeMap(spec.Env, f.env)
+	spec.Secrets = append(spec.Secrets, f.secrets...)
 	spec.Labels = mergeMap(spec.Labels, f.labels)
 	spec.Tags = mergeMap(spec.Tags, f.tags)
 	if set["cpu"] || set["memory"] {
@@ -228,4 +232,22 @@ func parseSpecFile(data []byte) (*hodeiv1.JobSpec, error) {
 		return nil, err
 	}
 	return spec, nil
+}
+
+// secretsFlag is --secret NAME or --secret ENV=NAME, repeatable: a
+// reference to a stored secret, never a value.
+type secretsFlag []*hodeiv1.SecretRef
+
+func (f *secretsFlag) String() string { return fmt.Sprint(len(*f), " secrets") }
+
+func (f *secretsFlag) Set(v string) error {
+	env, name, ok := strings.Cut(v, "=")
+	if !ok {
+		env, name = "", v
+	}
+	if name == "" || ok && env == "" {
+		return fmt.Errorf("%q: want NAME or ENV=NAME", v)
+	}
+	*f = append(*f, &hodeiv1.SecretRef{Name: name, Env: env})
+	return nil
 }

@@ -50,8 +50,12 @@ func TestLagMetric(t *testing.T) {
 	runBus(t, b)
 
 	<-blocked // in the second batch: the lag was counted after the first
-	if got := metricValue(t, reg, "hodei_event_subscriber_lag", "subscriber", "s"); got != 900 {
-		t.Errorf("lag after the first batch = %v, want 900", got)
+	// unless the gap guard held the read back (a transaction of another
+	// test on the shared cluster was open): then it is 0 by contract.
+	got := metricValue(t, reg, "hodei_event_subscriber_lag", "subscriber", "s")
+	held := metricValue(t, reg, "hodei_event_reads_held_back_total", "subscriber", "s")
+	if got != 900 && !(got == 0 && held > 0) {
+		t.Errorf("lag after the first batch = %v (reads held back %v), want 900", got, held)
 	}
 	close(release)
 	rec.waitSeen(t, 10*time.Second, ids...)

@@ -109,6 +109,14 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"retry.retryable_exit_codes", func(s *Spec) { s.Retry.RetryableExitCodes = []int32{0} }},
 		{"retry.jitter", func(s *Spec) { s.Retry.Jitter = 2 }},
 		{"image", func(s *Spec) { s.Image = "bad image" }},
+		{"secrets[0].name", func(s *Spec) { s.Secrets = []SecretRef{{Name: "DB_PASS"}} }},
+		{"secrets[1].env", func(s *Spec) { s.Secrets = []SecretRef{{Name: "a-b"}, {Name: "c", Env: "1X"}} }},
+		{"secrets[1].env", func(s *Spec) { s.Secrets = []SecretRef{{Name: "db.pass"}, {Name: "other", Env: "SECRET_DB_PASS"}} }},
+		{"secrets[0].env", func(s *Spec) {
+			s.Env = map[string]string{"PGPASSWORD": "x"}
+			s.Secrets = []SecretRef{{Name: "db", Env: "PGPASSWORD"}}
+		}},
+		{"secrets", func(s *Spec) { s.Secrets = slices.Repeat([]SecretRef{{Name: "x"}}, MaxSecrets+1) }},
 		// Every field is bounded, so that the largest valid request is too.
 		{"interpreter", func(s *Spec) { s.Command, s.Script, s.Interpreter = nil, "echo", "/"+strings.Repeat("x", MaxPathLen) }},
 		{"workdir", func(s *Spec) { s.Workdir = "/" + strings.Repeat("x", MaxPathLen) }},

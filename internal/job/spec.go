@@ -31,6 +31,40 @@ type Spec struct {
 	IdempotencyKey string            `json:"idempotency_key,omitempty"`
 	Tags           map[string]string `json:"tags,omitempty"`
 	MergeOutput    bool              `json:"merge_output,omitempty"`
+	Secrets        []SecretRef       `json:"secrets,omitempty"`
+}
+
+// SecretRef exposes the stored secret Name to the job as the environment
+// variable Env (empty: SECRET_ and the name in upper case, '.' and '-' as
+// '_'). A spec holds references only, never values.
+type SecretRef struct {
+	Name string `json:"name"`
+	Env  string `json:"env,omitempty"`
+}
+
+// SecretEnv is the variable r is exposed as.
+func (r SecretRef) SecretEnv() string {
+	if r.Env != "" {
+		return r.Env
+	}
+	return "SECRET_" + strings.Map(func(c rune) rune {
+		switch {
+		case c == '.' || c == '-':
+			return '_'
+		case c >= 'a' && c <= 'z':
+			return c - 'a' + 'A'
+		}
+		return c
+	}, r.Name)
+}
+
+// SecretNames lists the names of the secrets s references.
+func (s *Spec) SecretNames() []string {
+	names := make([]string, len(s.Secrets))
+	for i, r := range s.Secrets {
+		names[i] = r.Name
+	}
+	return names
 }
 
 // RetryPolicy decides whether and when a failed attempt is retried. Zero
@@ -72,6 +106,8 @@ const (
 	MaxBackoffLimit   = time.Hour
 	MaxCPUMillis      = 1_000_000
 	MaxMemoryMiB      = 1 << 20
+	MaxSecrets        = 64
+	MaxSecretNameLen  = 63
 )
 
 var (
@@ -79,6 +115,7 @@ var (
 	labelKeyRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$`)
 	imageRe    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:@-]*$`)
 	typeRe     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	secretRe   = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$`)
 )
 
 // Validate checks every rule and returns the first broken one as a
@@ -177,7 +214,43 @@ func (s *Spec) Validate() error {
 	if len(s.IdempotencyKey) > MaxIdempotencyLen || !storable(s.IdempotencyKey) {
 		return bad("idempotency_key", "must be valid UTF-8 without NUL bytes, of at most %d bytes", MaxIdempotencyLen)
 	}
+	if err := s.validateSecrets(); err != nil {
+		return err
+	}
 	return s.Retry.validate()
+}
+
+// ValidateSecretName checks a secret's name, naming field in its error:
+// 1-63 characters [a-z0-9._-], starting and ending alphanumeric.
+func ValidateSecretName(field, name string) error {
+	if len(name) > MaxSecretNameLen || !secretRe.MatchString(name) {
+		return &FieldError{Field: field, Rule: fmt.Sprintf("%q must be 1-%d characters [a-z0-9._-], starting and ending with a letter or digit", name, MaxSecretNameLen)}
+	}
+	return nil
+}
+
+// validateSecrets checks the secret references: valid names, and no two
+// exposed as the same variable or as one of env's.
+func (s *Spec) validateSecrets() error {
+	if len(s.Secrets) > MaxSecrets {
+		return &FieldError{Field: "secrets", Rule: fmt.Sprintf("must have at most %d entries, got %d", MaxSecrets, len(s.Secrets))}
+	}
+	seen := map[string]bool{}
+	for i, r := range s.Secrets {
+		field := fmt.Sprintf("secrets[%d]", i)
+		if err := ValidateSecretName(field+".name", r.Name); err != nil {
+			return err
+		}
+		if r.Env != "" && !envKeyRe.MatchString(r.Env) {
+			return &FieldError{Field: field + ".env", Rule: fmt.Sprintf("%q must match [A-Za-z_][A-Za-z0-9_]*", r.Env)}
+		}
+		env := r.SecretEnv()
+		if _, ok := s.Env[env]; ok || seen[env] {
+			return &FieldError{Field: field + ".env", Rule: fmt.Sprintf("%s is set twice (by env or another secret)", env)}
+		}
+		seen[env] = true
+	}
+	return nil
 }
 
 func (r *RetryPolicy) validate() error {

@@ -85,6 +85,9 @@ func SpecFromProto(p *hodeiv1.JobSpec) (job.Spec, error) {
 	s := job.Spec{Name: p.Name, Command: p.Command, Script: p.Script, Interpreter: p.Interpreter, Image: p.Image, Env: p.Env,
 		Workdir: p.Workdir, Labels: p.Labels, Priority: p.Priority, Type: p.Type, IdempotencyKey: p.IdempotencyKey, Tags: p.Tags,
 		MergeOutput: p.MergeOutput}
+	for _, r := range p.Secrets {
+		s.Secrets = append(s.Secrets, job.SecretRef{Name: r.Name, Env: r.Env})
+	}
 	if p.Resources != nil {
 		s.CPUMillis, s.MemoryMiB = p.Resources.CpuMillis, p.Resources.MemoryMib
 	}
@@ -109,6 +112,9 @@ func SpecToProto(s job.Spec) *hodeiv1.JobSpec {
 	p := &hodeiv1.JobSpec{Name: s.Name, Command: s.Command, Script: s.Script, Interpreter: s.Interpreter, Image: s.Image, Env: s.Env,
 		Workdir: s.Workdir, Labels: s.Labels, Priority: s.Priority, Type: s.Type, IdempotencyKey: s.IdempotencyKey, Tags: s.Tags,
 		MergeOutput: s.MergeOutput}
+	for _, r := range s.Secrets {
+		p.Secrets = append(p.Secrets, &hodeiv1.SecretRef{Name: r.Name, Env: r.Env})
+	}
 	if s.CPUMillis != 0 || s.MemoryMiB != 0 {
 		p.Resources = &hodeiv1.Resources{CpuMillis: s.CPUMillis, MemoryMib: s.MemoryMiB}
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/provider/docker"
 	"github.com/hodei-dev/hodei/internal/provider/process"
 	"github.com/hodei-dev/hodei/internal/scheduler"
+	"github.com/hodei-dev/hodei/internal/secret"
 	"github.com/hodei-dev/hodei/internal/server"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/tracing"
@@ -63,7 +64,10 @@ type Config struct {
 	Lease       time.Duration // default: the server's
 	// EventRetention is how long delivered events are kept; default 7 days.
 	EventRetention time.Duration
-	Ready          func(addr string) // called once the server listens
+	// JobRetention is how long finished jobs (with their attempts and
+	// logs) are kept; default 30 days.
+	JobRetention time.Duration
+	Ready        func(addr string) // called once the server listens
 	// IdleTimeout and WorkerLabels configure the process provider's
 	// workers (defaults 60s, none); HealthInterval the health monitor.
 	IdleTimeout    time.Duration
@@ -74,6 +78,11 @@ type Config struct {
 	// JobTypeDefaults, when set, is a file of job type retry defaults
 	// (server.ParseJobTypes) stored at start over those of the same names.
 	JobTypeDefaults string
+	// SecretKeyFile is the file of the key-encryption keys of stored
+	// secrets (outside the database); empty turns secrets off. With
+	// CreateSecretKey a missing file is created with a new key (dev).
+	SecretKeyFile   string
+	CreateSecretKey bool
 	// StopAllWorkers terminates every provider's workers on exit (dev mode,
 	// whose database goes with it). A server leaves Docker workers running
 	// so that they reconnect when it is back.
@@ -97,6 +106,19 @@ func loadJobTypes(ctx context.Context, log *slog.Logger, st *store.Store, path s
 	return nil
 }
 
+// newServer builds the replica's RPC server, with the key file of stored
+// secrets when one is configured (without one, secrets are off).
+func newServer(pc Config, replica string, log *slog.Logger, reg *prometheus.Registry, tracer *tracing.Tracer, st *store.Store, bus *eventbus.Bus) (*server.Server, error) {
+	var keys *secret.Keyring
+	if pc.SecretKeyFile != "" {
+		var err error
+		if keys, err = secret.LoadKeyring(pc.SecretKeyFile, pc.CreateSecretKey); err != nil {
+			return nil, err
+		}
+	}
+	return server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, SecretKeys: keys, Tracer: tracer}, st, bus)
+}
+
 // DockerConfig configures the Docker provider.
 type DockerConfig struct {
 	MaxWorkers int
@@ -108,6 +130,9 @@ type DockerConfig struct {
 
 // setDefaults fills the settings left at zero.
 func (pc *Config) setDefaults() {
+	if pc.JobRetention <= 0 {
+		pc.JobRetention = 30 * 24 * time.Hour
+	}
 	if pc.EventRetention <= 0 {
 		pc.EventRetention = 7 * 24 * time.Hour
 	}
@@ -141,7 +166,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	defer tracer.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // best effort at exit
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
 	replica := "replica-" + randomHex(6)
-	srv, err := server.New(server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, Tracer: tracer}, st, bus)
+	srv, err := newServer(pc, replica, log, reg, tracer, st, bus)
 	if err != nil {
 		return err
 	}
@@ -174,14 +199,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics, Tracer: tracer}, st, bus, srv.Workers())
 	scaler := autoscale.New(autoscale.Config{Logger: log, Registry: reg, HealthInterval: pc.HealthInterval}, st, bus, providers)
 
-	leaders := []*scheduler.Leader{{Store: st, Key: scheduler.HousekeepingLock, Name: "housekeeping", Logger: log, Duties: []scheduler.Duty{
-		// last_seen lags up to two heartbeat intervals (beat, then the
-		// coalesced write): the reaper allows for that on top of the lease.
-		scheduler.Reaper(st, srv.Lease()+2*srv.HeartbeatInterval(), srv.Lease()/2, log, disp.Kick),
-		func(ctx context.Context) error { return bus.RunRetention(ctx, time.Minute, pc.EventRetention) },
-		scheduler.QueueDepth(st, bus, smetrics, 500*time.Millisecond, log),
-		webhook.New(webhook.Config{Logger: log, Metrics: webhook.NewMetrics(reg)}, st, bus).Run,
-	}}}
+	leaders := []*scheduler.Leader{housekeeping(pc, log, st, bus, srv, disp, smetrics, reg)}
 	if len(providers) > 0 {
 		// Only replicas with providers campaign for scaling. Replicas that
 		// run providers should configure the same ones.
@@ -279,4 +297,19 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// housekeeping is the leadership of the singleton duties every replica
+// campaigns for.
+func housekeeping(pc Config, log *slog.Logger, st *store.Store, bus *eventbus.Bus, srv *server.Server, disp *scheduler.Dispatcher,
+	smetrics *scheduler.Metrics, reg *prometheus.Registry) *scheduler.Leader {
+	return &scheduler.Leader{Store: st, Key: scheduler.HousekeepingLock, Name: "housekeeping", Logger: log, Duties: []scheduler.Duty{
+		// last_seen lags up to two heartbeat intervals (beat, then the
+		// coalesced write): the reaper allows for that on top of the lease.
+		scheduler.Reaper(st, srv.Lease()+2*srv.HeartbeatInterval(), srv.Lease()/2, log, disp.Kick),
+		func(ctx context.Context) error { return bus.RunRetention(ctx, time.Minute, pc.EventRetention) },
+		scheduler.JobRetention(st, time.Minute, pc.JobRetention, log),
+		scheduler.QueueDepth(st, bus, smetrics, 500*time.Millisecond, log),
+		webhook.New(webhook.Config{Logger: log, Metrics: webhook.NewMetrics(reg)}, st, bus).Run,
+	}}
 }

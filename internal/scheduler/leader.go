@@ -131,3 +131,48 @@ func Reaper(st *store.Store, lease, interval time.Duration, log *slog.Logger, af
 		}
 	}
 }
+
+// retentionBatch is the number of jobs JobRetention deletes per
+// transaction.
+const retentionBatch = 1000
+
+// JobRetention returns the duty that deletes jobs that finished more than
+// olderThan ago, with their attempts and logs: every interval, in batches
+// of retentionBatch, oldest first, each batch followed by a pause as long
+// as it took, so that a large backlog of old jobs is worked off without
+// taking more than half of one connection from the hot path.
+func JobRetention(st *store.Store, interval, olderThan time.Duration, log *slog.Logger) Duty {
+	return func(ctx context.Context) error {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			var total int64
+			for ctx.Err() == nil {
+				start := time.Now()
+				n, err := st.DeleteFinishedJobs(ctx, st.Now().Add(-olderThan), retentionBatch)
+				if err != nil {
+					if ctx.Err() == nil {
+						log.Warn("job retention failed", "err", err, "deleted", total)
+					}
+					break
+				}
+				total += n
+				if n < retentionBatch {
+					break
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Since(start)):
+				}
+			}
+			if total > 0 {
+				log.Info("finished jobs deleted", "deleted", total, "older_than", olderThan)
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+		}
+	}
+}

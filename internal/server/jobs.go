@@ -29,6 +29,11 @@ func (h jobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1.
 	if err != nil {
 		return nil, connectError(err)
 	}
+	if len(spec.Secrets) > 0 {
+		if err := h.s.checkSecrets(ctx, []job.Spec{spec}, func(int) string { return "spec." }); err != nil {
+			return nil, err
+		}
+	}
 	begin := time.Now()
 	j, existing, err := h.s.store.CreateJob(ctx, spec, h.s.cfg.DefaultMaxAttempts)
 	if err != nil {
@@ -65,6 +70,9 @@ func (h jobService) SubmitJobs(ctx context.Context, req *connect.Request[hodeiv1
 			return nil, connectError(err)
 		}
 		specs[i] = sp
+	}
+	if err := h.s.checkSecrets(ctx, specs, func(i int) string { return fmt.Sprintf("specs[%d].", i) }); err != nil {
+		return nil, err
 	}
 	jobs, existing, err := h.s.store.CreateJobs(ctx, specs, h.s.cfg.DefaultMaxAttempts)
 	if err != nil {

@@ -18,6 +18,10 @@ type metrics struct {
 	logLines    prometheus.Counter
 	toStarted   prometheus.Histogram
 	rpc         *rpcMetrics
+
+	secretAccesses *prometheus.CounterVec
+	redactions     prometheus.Counter
+	leaksBlocked   prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, st *store.Store, ws *WorkerSet, tr *tracing.Tracer) *metrics {
@@ -27,10 +31,17 @@ func newMetrics(reg *prometheus.Registry, st *store.Store, ws *WorkerSet, tr *tr
 		toStarted: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hodei_attempt_assigned_to_started_seconds",
 			Help: "From assignment to the agent's start report.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		rpc: newRPCMetrics(reg, tr),
+		secretAccesses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_secret_accesses_total",
+			Help: "Reads and changes of secrets, by operation (dispatch, set, delete, rotate-key)."}, []string{"operation"}),
+		redactions: prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_log_redactions_total",
+			Help: "Secret values masked in job output, by the agents and by the server's second redaction."}),
+		leaksBlocked: prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_secret_leaks_blocked_total",
+			Help: "Log lines that reached the server holding a secret value or canary the agent had not masked (always a bug)."}),
 	}
 	stale := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hodei_stale_reports_total",
 		Help: "Worker reports (start, logs, result) rejected for a stale fencing token."}, func() float64 { return float64(st.StaleReports()) })
-	reg.MustRegister(m.jobsCreated, m.logLines, m.toStarted, stale, workerCounts{st}, agentCollector{ws})
+	reg.MustRegister(m.jobsCreated, m.logLines, m.toStarted, stale, workerCounts{st}, agentCollector{ws},
+		m.secretAccesses, m.redactions, m.leaksBlocked)
 	return m
 }
 

@@ -35,6 +35,7 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 			// agent kills its jobs when the answers stop for about a lease.
 			c.send(&hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_HeartbeatAck{HeartbeatAck: &hodeiv1.HeartbeatAck{}}})
 		case *hodeiv1.ConnectRequest_Started, *hodeiv1.ConnectRequest_Logs, *hodeiv1.ConnectRequest_Finished:
+			s.secondRedaction(ctx, m)
 			r, n, err := toReport(m)
 			if err != nil {
 				return err
@@ -100,6 +101,7 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 			// Log followers learn the job's end from its final event
 			// (Server.Run), on every replica.
 			c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Finished: true, Stale: o.Stale}))
+			s.redact.forget(r.Token)
 			if !begin.IsZero() && !o.Stale && !o.Outcome.Duplicate {
 				s.traceResult(ctx, c, r, o.Outcome, begin)
 			}

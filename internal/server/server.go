@@ -23,6 +23,7 @@ import (
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/secret"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/tracing"
 )
@@ -35,7 +36,13 @@ type Config struct {
 	HeartbeatInterval  time.Duration // asked of agents; default 2s
 	Logger             *slog.Logger
 	Registry           *prometheus.Registry // required: /metrics serves it
-	Tracer             *tracing.Tracer      // nil: no tracing
+	// SecretKeys seals and opens stored secrets; nil turns secrets off
+	// (their calls and jobs that reference secrets are refused).
+	SecretKeys *secret.Keyring
+	// SecretAccess decides who may use which secret; nil allows every
+	// caller every secret (no token authentication).
+	SecretAccess SecretAccess
+	Tracer       *tracing.Tracer // nil: no tracing
 }
 
 // Server is one replica's API.
@@ -48,6 +55,8 @@ type Server struct {
 	logs    *logHub
 	workers *WorkerSet
 	commits *groupCommit // every stream's reports, applied together
+	access  SecretAccess
+	redact  *attemptRedactors // the second redaction of stored logs
 }
 
 // New returns a server.
@@ -71,9 +80,13 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, store: st, bus: bus, log: cfg.Logger, commits: &groupCommit{apply: st.ApplyReports},
+	if cfg.SecretAccess == nil {
+		cfg.SecretAccess = allowAll{}
+	}
+	s := &Server{access: cfg.SecretAccess, redact: newAttemptRedactors(), cfg: cfg, store: st, bus: bus, log: cfg.Logger, commits: &groupCommit{apply: st.ApplyReports},
 		logs: newLogHub(), workers: newWorkerSet(cfg.Tracer)}
 	s.metrics = newMetrics(cfg.Registry, st, s.workers, cfg.Tracer)
+	s.workers.resolve = s.resolveSecrets
 	// Log output stored on any replica wakes this replica's followers.
 	bus.OnNotify(store.LogsChannel, func(jobID string) {
 		if jobID == "" {
@@ -104,10 +117,12 @@ func (s *Server) Handler() http.Handler {
 	handle(hodeiv1connect.NewProviderServiceHandler(providerService{s}, opt))
 	handle(hodeiv1connect.NewWebhookServiceHandler(newWebhookService(s), opt))
 	handle(hodeiv1connect.NewJobTypeServiceHandler(jobTypeService{s}, opt))
+	handle(hodeiv1connect.NewSecretServiceHandler(secretService{s}, opt))
 	reflector := grpcreflect.NewStaticReflector(
 		hodeiv1connect.JobServiceName, hodeiv1connect.WorkerServiceName,
 		hodeiv1connect.EventServiceName, hodeiv1connect.ProviderServiceName,
 		hodeiv1connect.WebhookServiceName, hodeiv1connect.JobTypeServiceName,
+		hodeiv1connect.SecretServiceName,
 	)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))

@@ -61,6 +61,7 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 	defer func() {
 		if s.workers.remove(c) {
 			s.afterDisconnect(c)
+			s.forgetSecrets(c)
 		}
 	}()
 	sendErr := c.sendLoop(ctx, stream)
@@ -116,6 +117,9 @@ func (s *Server) reconcile(ctx context.Context, c *workerConn, running []*hodeiv
 		}
 		if owned {
 			c.running[r.FencingToken] = r.JobId
+			if err := s.rememberSecrets(ctx, r.JobId, r.FencingToken); err != nil {
+				return nil, nil, connectError(err)
+			}
 		} else {
 			cancels = append(cancels, r.FencingToken)
 		}

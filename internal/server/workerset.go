@@ -18,6 +18,9 @@ type WorkerSet struct {
 	conns    map[string]*workerConn
 	capacity chan struct{}
 	tracer   *tracing.Tracer // RunJob carries the attempt's traceparent when set
+	// resolve fills the secrets of an attempt whose spec references some
+	// (Server.resolveSecrets).
+	resolve func(workerID string, a store.Assignment, run *hodeiv1.RunJob)
 }
 
 func newWorkerSet(tr *tracing.Tracer) *WorkerSet {
@@ -78,6 +81,9 @@ func (r *WorkerSet) Deliver(workerID string, as []store.Assignment) []store.Assi
 		run := &hodeiv1.RunJob{JobId: a.JobID, Attempt: int32(a.Attempt), FencingToken: a.Token, Spec: jobpb.SpecToProto(a.Spec)}
 		if r.tracer.Enabled() {
 			run.Traceparent = tracing.Traceparent(tracing.Attempt(context.Background(), a.JobID, a.Attempt))
+		}
+		if len(a.Spec.Secrets) > 0 && r.resolve != nil {
+			r.resolve(workerID, a, run)
 		}
 		msg := &hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_Run{Run: run}}
 		c.mu.Lock()

@@ -242,9 +242,20 @@ func migrateTo(ctx context.Context, pool *pgxpool.Pool, last int) error {
 	if _, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	var current int
-	if err := conn.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+	// Every migration not applied yet runs, in order, also one numbered
+	// below the latest applied: branches merged in another order than
+	// their numbers leave such gaps.
+	rows, err := conn.Query(ctx, `SELECT version FROM schema_migrations`)
+	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
+	}
+	versions, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	applied := make(map[int]bool, len(versions))
+	for _, v := range versions {
+		applied[int(v)] = true
 	}
 	for _, f := range files {
 		name := strings.TrimPrefix(f, "migrations/")
@@ -252,7 +263,7 @@ func migrateTo(ctx context.Context, pool *pgxpool.Pool, last int) error {
 		if err != nil {
 			return fmt.Errorf("migrate: bad migration name %q", name)
 		}
-		if v <= current || v > last {
+		if applied[v] || v > last {
 			continue
 		}
 		sql, err := migrations.ReadFile(f)

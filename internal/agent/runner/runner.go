@@ -61,6 +61,14 @@ type Spec struct {
 	// DefaultGrace.
 	Grace time.Duration
 
+	// Shim, when set, is the command the process is started through: Run
+	// looks Argv[0] up as usual and starts Shim followed by the path found
+	// and Argv, with ShimInput on a pipe as its stdin (closed after it).
+	// The shim reads its input, puts /dev/null in its place and execs the
+	// path (cmd/hodei's exec-shim). Neither is passed on anywhere else.
+	Shim      []string
+	ShimInput []byte
+
 	// Started, if set, is called with the process ID right after the
 	// process has started and before Run waits for it. The process is the
 	// leader of its own process group, so pid is also the process group
@@ -197,6 +205,16 @@ func start(spec Spec) (*process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", os.DevNull, err)
 	}
+	argv := spec.Argv
+	var feed func()
+	if spec.Shim != nil {
+		var r int
+		if argv, r, feed, err = shimmed(spec); err != nil {
+			return nil, err
+		}
+		defer syscall.Close(r)
+		stdin = r
+	}
 	stdoutR, stdoutW, err := outputPipe()
 	if err != nil {
 		return nil, fmt.Errorf("create stdout pipe: %w", err)
@@ -217,7 +235,10 @@ func start(spec Spec) (*process, error) {
 	// empty environment at this level.
 	attr := &syscall.ProcAttr{Dir: spec.Dir, Env: dedupEnv(spec.Env), Files: []uintptr{uintptr(stdin), uintptr(stdoutW), uintptr(stderrW)},
 		Sys: &syscall.SysProcAttr{Setpgid: true}}
-	pid, err := startProcess(spec.Argv, attr)
+	pid, err := startProcess(argv, attr)
+	if feed != nil {
+		feed() // also when the start failed: it closes the pipe
+	}
 	syscall.Close(stdoutW)
 	if stderrW != stdoutW {
 		syscall.Close(stderrW)

@@ -159,6 +159,29 @@ type Provider struct {
 	UpdatedAt      time.Time
 }
 
+type Secret struct {
+	Name       string
+	Version    int32
+	KeyID      string
+	WrappedKey []byte
+	Ciphertext []byte
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+	UpdatedBy  string
+}
+
+type SecretAudit struct {
+	ID        int64
+	At        time.Time
+	Name      string
+	Operation string
+	Version   int32
+	JobID     pgtype.UUID
+	Attempt   int32
+	WorkerID  string
+	Actor     string
+}
+
 type Webhook struct {
 	ID          int64
 	Name        string

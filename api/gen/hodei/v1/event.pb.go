@@ -528,6 +528,7 @@ type EventPayload struct {
 	//	*EventPayload_LogBatchDropped
 	//	*EventPayload_WebhookCreated
 	//	*EventPayload_WebhookDeleted
+	//	*EventPayload_SecretLeakBlocked
 	Kind          isEventPayload_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -867,6 +868,15 @@ func (x *EventPayload) GetWebhookDeleted() *WebhookDeleted {
 	return nil
 }
 
+func (x *EventPayload) GetSecretLeakBlocked() *SecretLeakBlocked {
+	if x != nil {
+		if x, ok := x.Kind.(*EventPayload_SecretLeakBlocked); ok {
+			return x.SecretLeakBlocked
+		}
+	}
+	return nil
+}
+
 type isEventPayload_Kind interface {
 	isEventPayload_Kind()
 }
@@ -1003,6 +1013,10 @@ type EventPayload_WebhookDeleted struct {
 	WebhookDeleted *WebhookDeleted `protobuf:"bytes,33,opt,name=webhook_deleted,json=webhookDeleted,proto3,oneof"`
 }
 
+type EventPayload_SecretLeakBlocked struct {
+	SecretLeakBlocked *SecretLeakBlocked `protobuf:"bytes,34,opt,name=secret_leak_blocked,json=secretLeakBlocked,proto3,oneof"`
+}
+
 func (*EventPayload_JobCreated) isEventPayload_Kind() {}
 
 func (*EventPayload_JobCreateFailed) isEventPayload_Kind() {}
@@ -1068,6 +1082,8 @@ func (*EventPayload_LogBatchDropped) isEventPayload_Kind() {}
 func (*EventPayload_WebhookCreated) isEventPayload_Kind() {}
 
 func (*EventPayload_WebhookDeleted) isEventPayload_Kind() {}
+
+func (*EventPayload_SecretLeakBlocked) isEventPayload_Kind() {}
 
 type JobCreated struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2566,12 +2582,16 @@ func (x *AutoScalingTriggered) GetDemand() int64 {
 	return 0
 }
 
-// Reserved: not published yet; the secrets feature will publish it.
+// SecretInjected: the values of an attempt's secrets were resolved at
+// dispatch and sent in its RunJob; names and versions, never values.
 type SecretInjected struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Names         []string               `protobuf:"bytes,3,rep,name=names,proto3" json:"names,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	JobId    string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt  int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Names    []string               `protobuf:"bytes,3,rep,name=names,proto3" json:"names,omitempty"`
+	WorkerId string                 `protobuf:"bytes,4,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// versions: the version of each of names, in the same order.
+	Versions      []int32 `protobuf:"varint,5,rep,packed,name=versions,proto3" json:"versions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2627,12 +2647,34 @@ func (x *SecretInjected) GetNames() []string {
 	return nil
 }
 
-// Reserved: not published yet; the secrets feature will publish it.
+func (x *SecretInjected) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *SecretInjected) GetVersions() []int32 {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+// SecretAccessAudited: a secret was read or changed: operation is
+// "dispatch" (its value read for an attempt), "set", "delete" or
+// "rotate-key". actor is the identity of the API token that caused it
+// (empty without token authentication; a dispatch has the job's
+// submitter's).
 type SecretAccessAudited struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	SecretName    string                 `protobuf:"bytes,2,opt,name=secret_name,json=secretName,proto3" json:"secret_name,omitempty"`
 	Actor         string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Operation     string                 `protobuf:"bytes,4,opt,name=operation,proto3" json:"operation,omitempty"`
+	Version       int32                  `protobuf:"varint,5,opt,name=version,proto3" json:"version,omitempty"`
+	Attempt       int32                  `protobuf:"varint,6,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	WorkerId      string                 `protobuf:"bytes,7,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2688,6 +2730,98 @@ func (x *SecretAccessAudited) GetActor() string {
 	return ""
 }
 
+func (x *SecretAccessAudited) GetOperation() string {
+	if x != nil {
+		return x.Operation
+	}
+	return ""
+}
+
+func (x *SecretAccessAudited) GetVersion() int32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SecretAccessAudited) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *SecretAccessAudited) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+// SecretLeakBlocked: a log batch reached the server holding a secret
+// value of its attempt (or the attempt's canary) that the agent had not
+// redacted; the server stored it redacted. Always a bug.
+type SecretLeakBlocked struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// names: the secrets found (the canary as "canary"), never values.
+	Names         []string `protobuf:"bytes,3,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretLeakBlocked) Reset() {
+	*x = SecretLeakBlocked{}
+	mi := &file_hodei_v1_event_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretLeakBlocked) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretLeakBlocked) ProtoMessage() {}
+
+func (x *SecretLeakBlocked) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_event_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretLeakBlocked.ProtoReflect.Descriptor instead.
+func (*SecretLeakBlocked) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_event_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *SecretLeakBlocked) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *SecretLeakBlocked) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *SecretLeakBlocked) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
 // Reserved: not published yet; workers enroll with bootstrap tokens, and
 // the certificate rotation of mutual TLS will publish it.
 type CertificateRotated struct {
@@ -2700,7 +2834,7 @@ type CertificateRotated struct {
 
 func (x *CertificateRotated) Reset() {
 	*x = CertificateRotated{}
-	mi := &file_hodei_v1_event_proto_msgTypes[34]
+	mi := &file_hodei_v1_event_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2712,7 +2846,7 @@ func (x *CertificateRotated) String() string {
 func (*CertificateRotated) ProtoMessage() {}
 
 func (x *CertificateRotated) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_event_proto_msgTypes[34]
+	mi := &file_hodei_v1_event_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2725,7 +2859,7 @@ func (x *CertificateRotated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateRotated.ProtoReflect.Descriptor instead.
 func (*CertificateRotated) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_event_proto_rawDescGZIP(), []int{34}
+	return file_hodei_v1_event_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CertificateRotated) GetSubject() string {
@@ -2754,7 +2888,7 @@ type CertificateExpiring struct {
 
 func (x *CertificateExpiring) Reset() {
 	*x = CertificateExpiring{}
-	mi := &file_hodei_v1_event_proto_msgTypes[35]
+	mi := &file_hodei_v1_event_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2766,7 +2900,7 @@ func (x *CertificateExpiring) String() string {
 func (*CertificateExpiring) ProtoMessage() {}
 
 func (x *CertificateExpiring) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_event_proto_msgTypes[35]
+	mi := &file_hodei_v1_event_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2779,7 +2913,7 @@ func (x *CertificateExpiring) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateExpiring.ProtoReflect.Descriptor instead.
 func (*CertificateExpiring) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_event_proto_rawDescGZIP(), []int{35}
+	return file_hodei_v1_event_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CertificateExpiring) GetSubject() string {
@@ -2808,7 +2942,7 @@ type RotationFailed struct {
 
 func (x *RotationFailed) Reset() {
 	*x = RotationFailed{}
-	mi := &file_hodei_v1_event_proto_msgTypes[36]
+	mi := &file_hodei_v1_event_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2820,7 +2954,7 @@ func (x *RotationFailed) String() string {
 func (*RotationFailed) ProtoMessage() {}
 
 func (x *RotationFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_event_proto_msgTypes[36]
+	mi := &file_hodei_v1_event_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2833,7 +2967,7 @@ func (x *RotationFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotationFailed.ProtoReflect.Descriptor instead.
 func (*RotationFailed) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_event_proto_rawDescGZIP(), []int{36}
+	return file_hodei_v1_event_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RotationFailed) GetSubject() string {
@@ -2861,7 +2995,7 @@ type MetricsCollected struct {
 
 func (x *MetricsCollected) Reset() {
 	*x = MetricsCollected{}
-	mi := &file_hodei_v1_event_proto_msgTypes[37]
+	mi := &file_hodei_v1_event_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2873,7 +3007,7 @@ func (x *MetricsCollected) String() string {
 func (*MetricsCollected) ProtoMessage() {}
 
 func (x *MetricsCollected) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_event_proto_msgTypes[37]
+	mi := &file_hodei_v1_event_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2886,7 +3020,7 @@ func (x *MetricsCollected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetricsCollected.ProtoReflect.Descriptor instead.
 func (*MetricsCollected) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_event_proto_rawDescGZIP(), []int{37}
+	return file_hodei_v1_event_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *MetricsCollected) GetSeries() int64 {
@@ -2910,7 +3044,7 @@ type LogBatchSent struct {
 
 func (x *LogBatchSent) Reset() {
 	*x = LogBatchSent{}
-	mi := &file_hodei_v1_event_proto_msgTypes[38]
+	mi := &file_hodei_v1_event_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2922,7 +3056,7 @@ func (x *LogBatchSent) String() string {
 func (*LogBatchSent) ProtoMessage() {}
 
 func (x *LogBatchSent) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_event_proto_msgTypes[38]
+	mi := &file_hodei_v1_event_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2935,7 +3069,7 @@ func (x *LogBatchSent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatchSent.ProtoReflect.Descriptor instead.
 func (*LogBatchSent) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_event_proto_rawDescGZIP(), []int{38}
+	return file_hodei_v1_event_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LogBatchSent) GetJobId() string {
@@ -2985,7 +3119,7 @@ type LogBatchDropped struct {
 
 func (x *LogBatchDropped) Reset() {
 	*x = LogBatchDropped{}
-	mi := &file_hodei_v1_event_proto_msgTypes[39]
+	mi := &file_hodei_v1_event_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2997,7 +3131,7 @@ func (x *LogBatchDropped) String() string {
 func (*LogBatchDropped) ProtoMessage() {}
 
 func (x *LogBatchDropped) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_event_proto_msgTypes[39]
+	mi := &file_hodei_v1_event_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3010,7 +3144,7 @@ func (x *LogBatchDropped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatchDropped.ProtoReflect.Descriptor instead.
 func (*LogBatchDropped) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_event_proto_rawDescGZIP(), []int{39}
+	return file_hodei_v1_event_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *LogBatchDropped) GetJobId() string {
@@ -3047,7 +3181,7 @@ type WebhookCreated struct {
 
 func (x *WebhookCreated) Reset() {
 	*x = WebhookCreated{}
-	mi := &file_hodei_v1_event_proto_msgTypes[40]
+	mi := &file_hodei_v1_event_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3059,7 +3193,7 @@ func (x *WebhookCreated) String() string {
 func (*WebhookCreated) ProtoMessage() {}
 
 func (x *WebhookCreated) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_event_proto_msgTypes[40]
+	mi := &file_hodei_v1_event_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3072,7 +3206,7 @@ func (x *WebhookCreated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookCreated.ProtoReflect.Descriptor instead.
 func (*WebhookCreated) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_event_proto_rawDescGZIP(), []int{40}
+	return file_hodei_v1_event_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *WebhookCreated) GetName() string {
@@ -3107,7 +3241,7 @@ type WebhookDeleted struct {
 
 func (x *WebhookDeleted) Reset() {
 	*x = WebhookDeleted{}
-	mi := &file_hodei_v1_event_proto_msgTypes[41]
+	mi := &file_hodei_v1_event_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3119,7 +3253,7 @@ func (x *WebhookDeleted) String() string {
 func (*WebhookDeleted) ProtoMessage() {}
 
 func (x *WebhookDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_event_proto_msgTypes[41]
+	mi := &file_hodei_v1_event_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3132,7 +3266,7 @@ func (x *WebhookDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WebhookDeleted.ProtoReflect.Descriptor instead.
 func (*WebhookDeleted) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_event_proto_rawDescGZIP(), []int{41}
+	return file_hodei_v1_event_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *WebhookDeleted) GetName() string {
@@ -3182,7 +3316,7 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"\faggregate_id\x18\x04 \x01(\tR\vaggregateId\x12.\n" +
 	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12%\n" +
 	"\x0ecorrelation_id\x18\x06 \x01(\tR\rcorrelationId\x120\n" +
-	"\apayload\x18\a \x01(\v2\x16.hodei.v1.EventPayloadR\apayload\"\xe2\x13\n" +
+	"\apayload\x18\a \x01(\v2\x16.hodei.v1.EventPayloadR\apayload\"\xb1\x14\n" +
 	"\fEventPayload\x127\n" +
 	"\vjob_created\x18\x01 \x01(\v2\x14.hodei.v1.JobCreatedH\x00R\n" +
 	"jobCreated\x12G\n" +
@@ -3220,7 +3354,8 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"\x0elog_batch_sent\x18\x1e \x01(\v2\x16.hodei.v1.LogBatchSentH\x00R\flogBatchSent\x12G\n" +
 	"\x11log_batch_dropped\x18\x1f \x01(\v2\x19.hodei.v1.LogBatchDroppedH\x00R\x0flogBatchDropped\x12C\n" +
 	"\x0fwebhook_created\x18  \x01(\v2\x18.hodei.v1.WebhookCreatedH\x00R\x0ewebhookCreated\x12C\n" +
-	"\x0fwebhook_deleted\x18! \x01(\v2\x18.hodei.v1.WebhookDeletedH\x00R\x0ewebhookDeletedB\x06\n" +
+	"\x0fwebhook_deleted\x18! \x01(\v2\x18.hodei.v1.WebhookDeletedH\x00R\x0ewebhookDeleted\x12M\n" +
+	"\x13secret_leak_blocked\x18\" \x01(\v2\x1b.hodei.v1.SecretLeakBlockedH\x00R\x11secretLeakBlockedB\x06\n" +
 	"\x04kind\"\xf2\x01\n" +
 	"\n" +
 	"JobCreated\x12\x15\n" +
@@ -3340,16 +3475,26 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"\x06demand\x18\x05 \x01(\x03R\x06demand\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"W\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x01\n" +
 	"\x0eSecretInjected\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x14\n" +
-	"\x05names\x18\x03 \x03(\tR\x05names\"c\n" +
+	"\x05names\x18\x03 \x03(\tR\x05names\x12\x1b\n" +
+	"\tworker_id\x18\x04 \x01(\tR\bworkerId\x12\x1a\n" +
+	"\bversions\x18\x05 \x03(\x05R\bversions\"\xd2\x01\n" +
 	"\x13SecretAccessAudited\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1f\n" +
 	"\vsecret_name\x18\x02 \x01(\tR\n" +
 	"secretName\x12\x14\n" +
-	"\x05actor\x18\x03 \x01(\tR\x05actor\"g\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x1c\n" +
+	"\toperation\x18\x04 \x01(\tR\toperation\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\x05R\aversion\x12\x18\n" +
+	"\aattempt\x18\x06 \x01(\x05R\aattempt\x12\x1b\n" +
+	"\tworker_id\x18\a \x01(\tR\bworkerId\"Z\n" +
+	"\x11SecretLeakBlocked\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x14\n" +
+	"\x05names\x18\x03 \x03(\tR\x05names\"g\n" +
 	"\x12CertificateRotated\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x127\n" +
 	"\tnot_after\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"h\n" +
@@ -3397,7 +3542,7 @@ func file_hodei_v1_event_proto_rawDescGZIP() []byte {
 	return file_hodei_v1_event_proto_rawDescData
 }
 
-var file_hodei_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_hodei_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_hodei_v1_event_proto_goTypes = []any{
 	(*SubscribeRequest)(nil),         // 0: hodei.v1.SubscribeRequest
 	(*SubscribeResponse)(nil),        // 1: hodei.v1.SubscribeResponse
@@ -3433,29 +3578,30 @@ var file_hodei_v1_event_proto_goTypes = []any{
 	(*AutoScalingTriggered)(nil),     // 31: hodei.v1.AutoScalingTriggered
 	(*SecretInjected)(nil),           // 32: hodei.v1.SecretInjected
 	(*SecretAccessAudited)(nil),      // 33: hodei.v1.SecretAccessAudited
-	(*CertificateRotated)(nil),       // 34: hodei.v1.CertificateRotated
-	(*CertificateExpiring)(nil),      // 35: hodei.v1.CertificateExpiring
-	(*RotationFailed)(nil),           // 36: hodei.v1.RotationFailed
-	(*MetricsCollected)(nil),         // 37: hodei.v1.MetricsCollected
-	(*LogBatchSent)(nil),             // 38: hodei.v1.LogBatchSent
-	(*LogBatchDropped)(nil),          // 39: hodei.v1.LogBatchDropped
-	(*WebhookCreated)(nil),           // 40: hodei.v1.WebhookCreated
-	(*WebhookDeleted)(nil),           // 41: hodei.v1.WebhookDeleted
-	nil,                              // 42: hodei.v1.JobCreated.LabelsEntry
-	nil,                              // 43: hodei.v1.WorkerRegistered.LabelsEntry
-	nil,                              // 44: hodei.v1.AutoScalingTriggered.LabelsEntry
-	nil,                              // 45: hodei.v1.WebhookCreated.LabelsEntry
-	(*timestamppb.Timestamp)(nil),    // 46: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 47: google.protobuf.Duration
-	(FailureClass)(0),                // 48: hodei.v1.FailureClass
-	(JobState)(0),                    // 49: hodei.v1.JobState
+	(*SecretLeakBlocked)(nil),        // 34: hodei.v1.SecretLeakBlocked
+	(*CertificateRotated)(nil),       // 35: hodei.v1.CertificateRotated
+	(*CertificateExpiring)(nil),      // 36: hodei.v1.CertificateExpiring
+	(*RotationFailed)(nil),           // 37: hodei.v1.RotationFailed
+	(*MetricsCollected)(nil),         // 38: hodei.v1.MetricsCollected
+	(*LogBatchSent)(nil),             // 39: hodei.v1.LogBatchSent
+	(*LogBatchDropped)(nil),          // 40: hodei.v1.LogBatchDropped
+	(*WebhookCreated)(nil),           // 41: hodei.v1.WebhookCreated
+	(*WebhookDeleted)(nil),           // 42: hodei.v1.WebhookDeleted
+	nil,                              // 43: hodei.v1.JobCreated.LabelsEntry
+	nil,                              // 44: hodei.v1.WorkerRegistered.LabelsEntry
+	nil,                              // 45: hodei.v1.AutoScalingTriggered.LabelsEntry
+	nil,                              // 46: hodei.v1.WebhookCreated.LabelsEntry
+	(*timestamppb.Timestamp)(nil),    // 47: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 48: google.protobuf.Duration
+	(FailureClass)(0),                // 49: hodei.v1.FailureClass
+	(JobState)(0),                    // 50: hodei.v1.JobState
 }
 var file_hodei_v1_event_proto_depIdxs = []int32{
 	7,  // 0: hodei.v1.SubscribeResponse.event:type_name -> hodei.v1.Event
 	7,  // 1: hodei.v1.DeadLetter.event:type_name -> hodei.v1.Event
-	46, // 2: hodei.v1.DeadLetter.parked_at:type_name -> google.protobuf.Timestamp
+	47, // 2: hodei.v1.DeadLetter.parked_at:type_name -> google.protobuf.Timestamp
 	2,  // 3: hodei.v1.ListDeadLettersResponse.dead_letters:type_name -> hodei.v1.DeadLetter
-	46, // 4: hodei.v1.Event.time:type_name -> google.protobuf.Timestamp
+	47, // 4: hodei.v1.Event.time:type_name -> google.protobuf.Timestamp
 	8,  // 5: hodei.v1.Event.payload:type_name -> hodei.v1.EventPayload
 	9,  // 6: hodei.v1.EventPayload.job_created:type_name -> hodei.v1.JobCreated
 	10, // 7: hodei.v1.EventPayload.job_create_failed:type_name -> hodei.v1.JobCreateFailed
@@ -3482,39 +3628,40 @@ var file_hodei_v1_event_proto_depIdxs = []int32{
 	31, // 28: hodei.v1.EventPayload.auto_scaling_triggered:type_name -> hodei.v1.AutoScalingTriggered
 	32, // 29: hodei.v1.EventPayload.secret_injected:type_name -> hodei.v1.SecretInjected
 	33, // 30: hodei.v1.EventPayload.secret_access_audited:type_name -> hodei.v1.SecretAccessAudited
-	34, // 31: hodei.v1.EventPayload.certificate_rotated:type_name -> hodei.v1.CertificateRotated
-	35, // 32: hodei.v1.EventPayload.certificate_expiring:type_name -> hodei.v1.CertificateExpiring
-	36, // 33: hodei.v1.EventPayload.rotation_failed:type_name -> hodei.v1.RotationFailed
-	37, // 34: hodei.v1.EventPayload.metrics_collected:type_name -> hodei.v1.MetricsCollected
-	38, // 35: hodei.v1.EventPayload.log_batch_sent:type_name -> hodei.v1.LogBatchSent
-	39, // 36: hodei.v1.EventPayload.log_batch_dropped:type_name -> hodei.v1.LogBatchDropped
-	40, // 37: hodei.v1.EventPayload.webhook_created:type_name -> hodei.v1.WebhookCreated
-	41, // 38: hodei.v1.EventPayload.webhook_deleted:type_name -> hodei.v1.WebhookDeleted
-	42, // 39: hodei.v1.JobCreated.labels:type_name -> hodei.v1.JobCreated.LabelsEntry
-	47, // 40: hodei.v1.JobCompleted.duration:type_name -> google.protobuf.Duration
-	48, // 41: hodei.v1.JobFailed.failure_class:type_name -> hodei.v1.FailureClass
-	49, // 42: hodei.v1.JobFailed.state:type_name -> hodei.v1.JobState
-	47, // 43: hodei.v1.JobFailed.duration:type_name -> google.protobuf.Duration
-	47, // 44: hodei.v1.JobCancelled.duration:type_name -> google.protobuf.Duration
-	46, // 45: hodei.v1.JobRetryScheduled.run_at:type_name -> google.protobuf.Timestamp
-	47, // 46: hodei.v1.JobRetryScheduled.delay:type_name -> google.protobuf.Duration
-	43, // 47: hodei.v1.WorkerRegistered.labels:type_name -> hodei.v1.WorkerRegistered.LabelsEntry
-	47, // 48: hodei.v1.ProviderRecovered.unhealthy_for:type_name -> google.protobuf.Duration
-	44, // 49: hodei.v1.AutoScalingTriggered.labels:type_name -> hodei.v1.AutoScalingTriggered.LabelsEntry
-	46, // 50: hodei.v1.CertificateRotated.not_after:type_name -> google.protobuf.Timestamp
-	46, // 51: hodei.v1.CertificateExpiring.not_after:type_name -> google.protobuf.Timestamp
-	45, // 52: hodei.v1.WebhookCreated.labels:type_name -> hodei.v1.WebhookCreated.LabelsEntry
-	0,  // 53: hodei.v1.EventService.Subscribe:input_type -> hodei.v1.SubscribeRequest
-	3,  // 54: hodei.v1.EventService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
-	5,  // 55: hodei.v1.EventService.ReplayDeadLetter:input_type -> hodei.v1.ReplayDeadLetterRequest
-	1,  // 56: hodei.v1.EventService.Subscribe:output_type -> hodei.v1.SubscribeResponse
-	4,  // 57: hodei.v1.EventService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
-	6,  // 58: hodei.v1.EventService.ReplayDeadLetter:output_type -> hodei.v1.ReplayDeadLetterResponse
-	56, // [56:59] is the sub-list for method output_type
-	53, // [53:56] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	35, // 31: hodei.v1.EventPayload.certificate_rotated:type_name -> hodei.v1.CertificateRotated
+	36, // 32: hodei.v1.EventPayload.certificate_expiring:type_name -> hodei.v1.CertificateExpiring
+	37, // 33: hodei.v1.EventPayload.rotation_failed:type_name -> hodei.v1.RotationFailed
+	38, // 34: hodei.v1.EventPayload.metrics_collected:type_name -> hodei.v1.MetricsCollected
+	39, // 35: hodei.v1.EventPayload.log_batch_sent:type_name -> hodei.v1.LogBatchSent
+	40, // 36: hodei.v1.EventPayload.log_batch_dropped:type_name -> hodei.v1.LogBatchDropped
+	41, // 37: hodei.v1.EventPayload.webhook_created:type_name -> hodei.v1.WebhookCreated
+	42, // 38: hodei.v1.EventPayload.webhook_deleted:type_name -> hodei.v1.WebhookDeleted
+	34, // 39: hodei.v1.EventPayload.secret_leak_blocked:type_name -> hodei.v1.SecretLeakBlocked
+	43, // 40: hodei.v1.JobCreated.labels:type_name -> hodei.v1.JobCreated.LabelsEntry
+	48, // 41: hodei.v1.JobCompleted.duration:type_name -> google.protobuf.Duration
+	49, // 42: hodei.v1.JobFailed.failure_class:type_name -> hodei.v1.FailureClass
+	50, // 43: hodei.v1.JobFailed.state:type_name -> hodei.v1.JobState
+	48, // 44: hodei.v1.JobFailed.duration:type_name -> google.protobuf.Duration
+	48, // 45: hodei.v1.JobCancelled.duration:type_name -> google.protobuf.Duration
+	47, // 46: hodei.v1.JobRetryScheduled.run_at:type_name -> google.protobuf.Timestamp
+	48, // 47: hodei.v1.JobRetryScheduled.delay:type_name -> google.protobuf.Duration
+	44, // 48: hodei.v1.WorkerRegistered.labels:type_name -> hodei.v1.WorkerRegistered.LabelsEntry
+	48, // 49: hodei.v1.ProviderRecovered.unhealthy_for:type_name -> google.protobuf.Duration
+	45, // 50: hodei.v1.AutoScalingTriggered.labels:type_name -> hodei.v1.AutoScalingTriggered.LabelsEntry
+	47, // 51: hodei.v1.CertificateRotated.not_after:type_name -> google.protobuf.Timestamp
+	47, // 52: hodei.v1.CertificateExpiring.not_after:type_name -> google.protobuf.Timestamp
+	46, // 53: hodei.v1.WebhookCreated.labels:type_name -> hodei.v1.WebhookCreated.LabelsEntry
+	0,  // 54: hodei.v1.EventService.Subscribe:input_type -> hodei.v1.SubscribeRequest
+	3,  // 55: hodei.v1.EventService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	5,  // 56: hodei.v1.EventService.ReplayDeadLetter:input_type -> hodei.v1.ReplayDeadLetterRequest
+	1,  // 57: hodei.v1.EventService.Subscribe:output_type -> hodei.v1.SubscribeResponse
+	4,  // 58: hodei.v1.EventService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	6,  // 59: hodei.v1.EventService.ReplayDeadLetter:output_type -> hodei.v1.ReplayDeadLetterResponse
+	57, // [57:60] is the sub-list for method output_type
+	54, // [54:57] is the sub-list for method input_type
+	54, // [54:54] is the sub-list for extension type_name
+	54, // [54:54] is the sub-list for extension extendee
+	0,  // [0:54] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_event_proto_init() }
@@ -3557,6 +3704,7 @@ func file_hodei_v1_event_proto_init() {
 		(*EventPayload_LogBatchDropped)(nil),
 		(*EventPayload_WebhookCreated)(nil),
 		(*EventPayload_WebhookDeleted)(nil),
+		(*EventPayload_SecretLeakBlocked)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3564,7 +3712,7 @@ func file_hodei_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_event_proto_rawDesc), len(file_hodei_v1_event_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   46,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

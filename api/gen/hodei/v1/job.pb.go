@@ -381,7 +381,11 @@ type JobSpec struct {
 	// then marked stdout. Without it the two streams are separate pipes and
 	// lines written to both within a short time may be stored in another
 	// order than written (each stream's own order is always kept).
-	MergeOutput   bool `protobuf:"varint,16,opt,name=merge_output,json=mergeOutput,proto3" json:"merge_output,omitempty"`
+	MergeOutput bool `protobuf:"varint,16,opt,name=merge_output,json=mergeOutput,proto3" json:"merge_output,omitempty"`
+	// secrets the job is given as environment variables: references to
+	// stored secrets (SecretService), never values. The values are resolved
+	// when an attempt is dispatched and reach only the job's process.
+	Secrets       []*SecretRef `protobuf:"bytes,17,rep,name=secrets,proto3" json:"secrets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -528,6 +532,68 @@ func (x *JobSpec) GetMergeOutput() bool {
 	return false
 }
 
+func (x *JobSpec) GetSecrets() []*SecretRef {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+// SecretRef exposes the stored secret name to a job as the environment
+// variable env; an empty env is SECRET_ and the name in upper case with
+// '.' and '-' as '_' (db-pass: SECRET_DB_PASS).
+type SecretRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Env           string                 `protobuf:"bytes,2,opt,name=env,proto3" json:"env,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretRef) Reset() {
+	*x = SecretRef{}
+	mi := &file_hodei_v1_job_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretRef) ProtoMessage() {}
+
+func (x *SecretRef) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_job_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretRef.ProtoReflect.Descriptor instead.
+func (*SecretRef) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SecretRef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SecretRef) GetEnv() string {
+	if x != nil {
+		return x.Env
+	}
+	return ""
+}
+
 // Attempt is one execution of a job on one worker.
 type Attempt struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -548,7 +614,7 @@ type Attempt struct {
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_hodei_v1_job_proto_msgTypes[3]
+	mi := &file_hodei_v1_job_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +626,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[3]
+	mi := &file_hodei_v1_job_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +639,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{3}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Attempt) GetNumber() int32 {
@@ -677,7 +743,7 @@ type Job struct {
 
 func (x *Job) Reset() {
 	*x = Job{}
-	mi := &file_hodei_v1_job_proto_msgTypes[4]
+	mi := &file_hodei_v1_job_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +755,7 @@ func (x *Job) String() string {
 func (*Job) ProtoMessage() {}
 
 func (x *Job) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[4]
+	mi := &file_hodei_v1_job_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +768,7 @@ func (x *Job) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Job.ProtoReflect.Descriptor instead.
 func (*Job) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{4}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Job) GetId() string {
@@ -805,7 +871,7 @@ type SubmitJobRequest struct {
 
 func (x *SubmitJobRequest) Reset() {
 	*x = SubmitJobRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[5]
+	mi := &file_hodei_v1_job_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +883,7 @@ func (x *SubmitJobRequest) String() string {
 func (*SubmitJobRequest) ProtoMessage() {}
 
 func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[5]
+	mi := &file_hodei_v1_job_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +896,7 @@ func (x *SubmitJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{5}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SubmitJobRequest) GetSpec() *JobSpec {
@@ -851,7 +917,7 @@ type SubmitJobResponse struct {
 
 func (x *SubmitJobResponse) Reset() {
 	*x = SubmitJobResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[6]
+	mi := &file_hodei_v1_job_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +929,7 @@ func (x *SubmitJobResponse) String() string {
 func (*SubmitJobResponse) ProtoMessage() {}
 
 func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[6]
+	mi := &file_hodei_v1_job_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +942,7 @@ func (x *SubmitJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{6}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SubmitJobResponse) GetJob() *Job {
@@ -902,7 +968,7 @@ type SubmitJobsRequest struct {
 
 func (x *SubmitJobsRequest) Reset() {
 	*x = SubmitJobsRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[7]
+	mi := &file_hodei_v1_job_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +980,7 @@ func (x *SubmitJobsRequest) String() string {
 func (*SubmitJobsRequest) ProtoMessage() {}
 
 func (x *SubmitJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[7]
+	mi := &file_hodei_v1_job_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +993,7 @@ func (x *SubmitJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobsRequest.ProtoReflect.Descriptor instead.
 func (*SubmitJobsRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{7}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SubmitJobsRequest) GetSpecs() []*JobSpec {
@@ -949,7 +1015,7 @@ type SubmitJobsResponse struct {
 
 func (x *SubmitJobsResponse) Reset() {
 	*x = SubmitJobsResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[8]
+	mi := &file_hodei_v1_job_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -961,7 +1027,7 @@ func (x *SubmitJobsResponse) String() string {
 func (*SubmitJobsResponse) ProtoMessage() {}
 
 func (x *SubmitJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[8]
+	mi := &file_hodei_v1_job_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -974,7 +1040,7 @@ func (x *SubmitJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJobsResponse.ProtoReflect.Descriptor instead.
 func (*SubmitJobsResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{8}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SubmitJobsResponse) GetJobs() []*Job {
@@ -1000,7 +1066,7 @@ type GetJobRequest struct {
 
 func (x *GetJobRequest) Reset() {
 	*x = GetJobRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[9]
+	mi := &file_hodei_v1_job_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1078,7 @@ func (x *GetJobRequest) String() string {
 func (*GetJobRequest) ProtoMessage() {}
 
 func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[9]
+	mi := &file_hodei_v1_job_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1091,7 @@ func (x *GetJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobRequest.ProtoReflect.Descriptor instead.
 func (*GetJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{9}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetJobRequest) GetId() string {
@@ -1044,7 +1110,7 @@ type GetJobResponse struct {
 
 func (x *GetJobResponse) Reset() {
 	*x = GetJobResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[10]
+	mi := &file_hodei_v1_job_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1122,7 @@ func (x *GetJobResponse) String() string {
 func (*GetJobResponse) ProtoMessage() {}
 
 func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[10]
+	mi := &file_hodei_v1_job_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1135,7 @@ func (x *GetJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobResponse.ProtoReflect.Descriptor instead.
 func (*GetJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{10}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetJobResponse) GetJob() *Job {
@@ -1095,7 +1161,7 @@ type ListJobsRequest struct {
 
 func (x *ListJobsRequest) Reset() {
 	*x = ListJobsRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[11]
+	mi := &file_hodei_v1_job_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1173,7 @@ func (x *ListJobsRequest) String() string {
 func (*ListJobsRequest) ProtoMessage() {}
 
 func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[11]
+	mi := &file_hodei_v1_job_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1186,7 @@ func (x *ListJobsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsRequest.ProtoReflect.Descriptor instead.
 func (*ListJobsRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{11}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListJobsRequest) GetStates() []JobState {
@@ -1182,7 +1248,7 @@ type ListJobsResponse struct {
 
 func (x *ListJobsResponse) Reset() {
 	*x = ListJobsResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[12]
+	mi := &file_hodei_v1_job_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1260,7 @@ func (x *ListJobsResponse) String() string {
 func (*ListJobsResponse) ProtoMessage() {}
 
 func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[12]
+	mi := &file_hodei_v1_job_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1273,7 @@ func (x *ListJobsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJobsResponse.ProtoReflect.Descriptor instead.
 func (*ListJobsResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{12}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListJobsResponse) GetJobs() []*Job {
@@ -1233,7 +1299,7 @@ type CancelJobRequest struct {
 
 func (x *CancelJobRequest) Reset() {
 	*x = CancelJobRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[13]
+	mi := &file_hodei_v1_job_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1311,7 @@ func (x *CancelJobRequest) String() string {
 func (*CancelJobRequest) ProtoMessage() {}
 
 func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[13]
+	mi := &file_hodei_v1_job_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1324,7 @@ func (x *CancelJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobRequest.ProtoReflect.Descriptor instead.
 func (*CancelJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{13}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CancelJobRequest) GetId() string {
@@ -1277,7 +1343,7 @@ type CancelJobResponse struct {
 
 func (x *CancelJobResponse) Reset() {
 	*x = CancelJobResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[14]
+	mi := &file_hodei_v1_job_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1289,7 +1355,7 @@ func (x *CancelJobResponse) String() string {
 func (*CancelJobResponse) ProtoMessage() {}
 
 func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[14]
+	mi := &file_hodei_v1_job_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1302,7 +1368,7 @@ func (x *CancelJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJobResponse.ProtoReflect.Descriptor instead.
 func (*CancelJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{14}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CancelJobResponse) GetJob() *Job {
@@ -1321,7 +1387,7 @@ type RetryJobRequest struct {
 
 func (x *RetryJobRequest) Reset() {
 	*x = RetryJobRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[15]
+	mi := &file_hodei_v1_job_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1333,7 +1399,7 @@ func (x *RetryJobRequest) String() string {
 func (*RetryJobRequest) ProtoMessage() {}
 
 func (x *RetryJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[15]
+	mi := &file_hodei_v1_job_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1346,7 +1412,7 @@ func (x *RetryJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryJobRequest.ProtoReflect.Descriptor instead.
 func (*RetryJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{15}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RetryJobRequest) GetId() string {
@@ -1365,7 +1431,7 @@ type RetryJobResponse struct {
 
 func (x *RetryJobResponse) Reset() {
 	*x = RetryJobResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[16]
+	mi := &file_hodei_v1_job_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1443,7 @@ func (x *RetryJobResponse) String() string {
 func (*RetryJobResponse) ProtoMessage() {}
 
 func (x *RetryJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[16]
+	mi := &file_hodei_v1_job_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1456,7 @@ func (x *RetryJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryJobResponse.ProtoReflect.Descriptor instead.
 func (*RetryJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{16}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RetryJobResponse) GetJob() *Job {
@@ -1409,7 +1475,7 @@ type WatchJobRequest struct {
 
 func (x *WatchJobRequest) Reset() {
 	*x = WatchJobRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[17]
+	mi := &file_hodei_v1_job_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1487,7 @@ func (x *WatchJobRequest) String() string {
 func (*WatchJobRequest) ProtoMessage() {}
 
 func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[17]
+	mi := &file_hodei_v1_job_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1500,7 @@ func (x *WatchJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobRequest.ProtoReflect.Descriptor instead.
 func (*WatchJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{17}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WatchJobRequest) GetId() string {
@@ -1453,7 +1519,7 @@ type WatchJobResponse struct {
 
 func (x *WatchJobResponse) Reset() {
 	*x = WatchJobResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[18]
+	mi := &file_hodei_v1_job_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1531,7 @@ func (x *WatchJobResponse) String() string {
 func (*WatchJobResponse) ProtoMessage() {}
 
 func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[18]
+	mi := &file_hodei_v1_job_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1544,7 @@ func (x *WatchJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchJobResponse.ProtoReflect.Descriptor instead.
 func (*WatchJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{18}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WatchJobResponse) GetJob() *Job {
@@ -1500,7 +1566,7 @@ type GetJobLogsRequest struct {
 
 func (x *GetJobLogsRequest) Reset() {
 	*x = GetJobLogsRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[19]
+	mi := &file_hodei_v1_job_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +1578,7 @@ func (x *GetJobLogsRequest) String() string {
 func (*GetJobLogsRequest) ProtoMessage() {}
 
 func (x *GetJobLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[19]
+	mi := &file_hodei_v1_job_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +1591,7 @@ func (x *GetJobLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobLogsRequest.ProtoReflect.Descriptor instead.
 func (*GetJobLogsRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{19}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetJobLogsRequest) GetId() string {
@@ -1563,7 +1629,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_hodei_v1_job_proto_msgTypes[20]
+	mi := &file_hodei_v1_job_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1641,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[20]
+	mi := &file_hodei_v1_job_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1654,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{20}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LogChunk) GetAttempt() int32 {
@@ -1637,7 +1703,7 @@ type GetJobLogsResponse struct {
 
 func (x *GetJobLogsResponse) Reset() {
 	*x = GetJobLogsResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[21]
+	mi := &file_hodei_v1_job_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1715,7 @@ func (x *GetJobLogsResponse) String() string {
 func (*GetJobLogsResponse) ProtoMessage() {}
 
 func (x *GetJobLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[21]
+	mi := &file_hodei_v1_job_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1728,7 @@ func (x *GetJobLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobLogsResponse.ProtoReflect.Descriptor instead.
 func (*GetJobLogsResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{21}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetJobLogsResponse) GetChunks() []*LogChunk {
@@ -1688,7 +1754,7 @@ type ExplainJobRequest struct {
 
 func (x *ExplainJobRequest) Reset() {
 	*x = ExplainJobRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[22]
+	mi := &file_hodei_v1_job_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1700,7 +1766,7 @@ func (x *ExplainJobRequest) String() string {
 func (*ExplainJobRequest) ProtoMessage() {}
 
 func (x *ExplainJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[22]
+	mi := &file_hodei_v1_job_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1713,7 +1779,7 @@ func (x *ExplainJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainJobRequest.ProtoReflect.Descriptor instead.
 func (*ExplainJobRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{22}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExplainJobRequest) GetId() string {
@@ -1734,7 +1800,7 @@ type ExplainJobResponse struct {
 
 func (x *ExplainJobResponse) Reset() {
 	*x = ExplainJobResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[23]
+	mi := &file_hodei_v1_job_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +1812,7 @@ func (x *ExplainJobResponse) String() string {
 func (*ExplainJobResponse) ProtoMessage() {}
 
 func (x *ExplainJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[23]
+	mi := &file_hodei_v1_job_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +1825,7 @@ func (x *ExplainJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainJobResponse.ProtoReflect.Descriptor instead.
 func (*ExplainJobResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{23}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExplainJobResponse) GetState() JobState {
@@ -1793,7 +1859,7 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\n" +
 	"cpu_millis\x18\x01 \x01(\x03R\tcpuMillis\x12\x1d\n" +
 	"\n" +
-	"memory_mib\x18\x02 \x01(\x03R\tmemoryMib\"\xf4\x05\n" +
+	"memory_mib\x18\x02 \x01(\x03R\tmemoryMib\"\xa3\x06\n" +
 	"\aJobSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12\x16\n" +
@@ -1811,7 +1877,8 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\x05retry\x18\r \x01(\v2\x15.hodei.v1.RetryPolicyR\x05retry\x12'\n" +
 	"\x0fidempotency_key\x18\x0e \x01(\tR\x0eidempotencyKey\x12/\n" +
 	"\x04tags\x18\x0f \x03(\v2\x1b.hodei.v1.JobSpec.TagsEntryR\x04tags\x12!\n" +
-	"\fmerge_output\x18\x10 \x01(\bR\vmergeOutput\x1a6\n" +
+	"\fmerge_output\x18\x10 \x01(\bR\vmergeOutput\x12-\n" +
+	"\asecrets\x18\x11 \x03(\v2\x13.hodei.v1.SecretRefR\asecrets\x1a6\n" +
 	"\bEnvEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a9\n" +
@@ -1820,7 +1887,10 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"1\n" +
+	"\tSecretRef\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03env\x18\x02 \x01(\tR\x03env\"\xce\x03\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12#\n" +
@@ -1965,7 +2035,7 @@ func file_hodei_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_hodei_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_hodei_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_hodei_v1_job_proto_goTypes = []any{
 	(JobState)(0),                 // 0: hodei.v1.JobState
 	(FailureClass)(0),             // 1: hodei.v1.FailureClass
@@ -1973,98 +2043,100 @@ var file_hodei_v1_job_proto_goTypes = []any{
 	(*RetryPolicy)(nil),           // 3: hodei.v1.RetryPolicy
 	(*Resources)(nil),             // 4: hodei.v1.Resources
 	(*JobSpec)(nil),               // 5: hodei.v1.JobSpec
-	(*Attempt)(nil),               // 6: hodei.v1.Attempt
-	(*Job)(nil),                   // 7: hodei.v1.Job
-	(*SubmitJobRequest)(nil),      // 8: hodei.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),     // 9: hodei.v1.SubmitJobResponse
-	(*SubmitJobsRequest)(nil),     // 10: hodei.v1.SubmitJobsRequest
-	(*SubmitJobsResponse)(nil),    // 11: hodei.v1.SubmitJobsResponse
-	(*GetJobRequest)(nil),         // 12: hodei.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 13: hodei.v1.GetJobResponse
-	(*ListJobsRequest)(nil),       // 14: hodei.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 15: hodei.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),      // 16: hodei.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 17: hodei.v1.CancelJobResponse
-	(*RetryJobRequest)(nil),       // 18: hodei.v1.RetryJobRequest
-	(*RetryJobResponse)(nil),      // 19: hodei.v1.RetryJobResponse
-	(*WatchJobRequest)(nil),       // 20: hodei.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),      // 21: hodei.v1.WatchJobResponse
-	(*GetJobLogsRequest)(nil),     // 22: hodei.v1.GetJobLogsRequest
-	(*LogChunk)(nil),              // 23: hodei.v1.LogChunk
-	(*GetJobLogsResponse)(nil),    // 24: hodei.v1.GetJobLogsResponse
-	(*ExplainJobRequest)(nil),     // 25: hodei.v1.ExplainJobRequest
-	(*ExplainJobResponse)(nil),    // 26: hodei.v1.ExplainJobResponse
-	nil,                           // 27: hodei.v1.JobSpec.EnvEntry
-	nil,                           // 28: hodei.v1.JobSpec.LabelsEntry
-	nil,                           // 29: hodei.v1.JobSpec.TagsEntry
-	nil,                           // 30: hodei.v1.ListJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 31: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*SecretRef)(nil),             // 6: hodei.v1.SecretRef
+	(*Attempt)(nil),               // 7: hodei.v1.Attempt
+	(*Job)(nil),                   // 8: hodei.v1.Job
+	(*SubmitJobRequest)(nil),      // 9: hodei.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),     // 10: hodei.v1.SubmitJobResponse
+	(*SubmitJobsRequest)(nil),     // 11: hodei.v1.SubmitJobsRequest
+	(*SubmitJobsResponse)(nil),    // 12: hodei.v1.SubmitJobsResponse
+	(*GetJobRequest)(nil),         // 13: hodei.v1.GetJobRequest
+	(*GetJobResponse)(nil),        // 14: hodei.v1.GetJobResponse
+	(*ListJobsRequest)(nil),       // 15: hodei.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),      // 16: hodei.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),      // 17: hodei.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),     // 18: hodei.v1.CancelJobResponse
+	(*RetryJobRequest)(nil),       // 19: hodei.v1.RetryJobRequest
+	(*RetryJobResponse)(nil),      // 20: hodei.v1.RetryJobResponse
+	(*WatchJobRequest)(nil),       // 21: hodei.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),      // 22: hodei.v1.WatchJobResponse
+	(*GetJobLogsRequest)(nil),     // 23: hodei.v1.GetJobLogsRequest
+	(*LogChunk)(nil),              // 24: hodei.v1.LogChunk
+	(*GetJobLogsResponse)(nil),    // 25: hodei.v1.GetJobLogsResponse
+	(*ExplainJobRequest)(nil),     // 26: hodei.v1.ExplainJobRequest
+	(*ExplainJobResponse)(nil),    // 27: hodei.v1.ExplainJobResponse
+	nil,                           // 28: hodei.v1.JobSpec.EnvEntry
+	nil,                           // 29: hodei.v1.JobSpec.LabelsEntry
+	nil,                           // 30: hodei.v1.JobSpec.TagsEntry
+	nil,                           // 31: hodei.v1.ListJobsRequest.LabelsEntry
+	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
 }
 var file_hodei_v1_job_proto_depIdxs = []int32{
-	31, // 0: hodei.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
-	31, // 1: hodei.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
+	32, // 0: hodei.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
+	32, // 1: hodei.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
 	1,  // 2: hodei.v1.RetryPolicy.retryable_classes:type_name -> hodei.v1.FailureClass
-	27, // 3: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
-	28, // 4: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
+	28, // 3: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
+	29, // 4: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
 	4,  // 5: hodei.v1.JobSpec.resources:type_name -> hodei.v1.Resources
-	31, // 6: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	32, // 6: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
 	3,  // 7: hodei.v1.JobSpec.retry:type_name -> hodei.v1.RetryPolicy
-	29, // 8: hodei.v1.JobSpec.tags:type_name -> hodei.v1.JobSpec.TagsEntry
-	0,  // 9: hodei.v1.Attempt.state:type_name -> hodei.v1.JobState
-	32, // 10: hodei.v1.Attempt.assigned_at:type_name -> google.protobuf.Timestamp
-	32, // 11: hodei.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	32, // 12: hodei.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
-	1,  // 13: hodei.v1.Attempt.failure_class:type_name -> hodei.v1.FailureClass
-	5,  // 14: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
-	0,  // 15: hodei.v1.Job.state:type_name -> hodei.v1.JobState
-	32, // 16: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	32, // 17: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	32, // 18: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	32, // 19: hodei.v1.Job.run_at:type_name -> google.protobuf.Timestamp
-	1,  // 20: hodei.v1.Job.failure_class:type_name -> hodei.v1.FailureClass
-	6,  // 21: hodei.v1.Job.attempts:type_name -> hodei.v1.Attempt
-	5,  // 22: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
-	7,  // 23: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
-	5,  // 24: hodei.v1.SubmitJobsRequest.specs:type_name -> hodei.v1.JobSpec
-	7,  // 25: hodei.v1.SubmitJobsResponse.jobs:type_name -> hodei.v1.Job
-	7,  // 26: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
-	0,  // 27: hodei.v1.ListJobsRequest.states:type_name -> hodei.v1.JobState
-	30, // 28: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
-	32, // 29: hodei.v1.ListJobsRequest.created_after:type_name -> google.protobuf.Timestamp
-	32, // 30: hodei.v1.ListJobsRequest.created_before:type_name -> google.protobuf.Timestamp
-	7,  // 31: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
-	7,  // 32: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
-	7,  // 33: hodei.v1.RetryJobResponse.job:type_name -> hodei.v1.Job
-	7,  // 34: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
-	2,  // 35: hodei.v1.LogChunk.stream:type_name -> hodei.v1.LogStream
-	32, // 36: hodei.v1.LogChunk.time:type_name -> google.protobuf.Timestamp
-	23, // 37: hodei.v1.GetJobLogsResponse.chunks:type_name -> hodei.v1.LogChunk
-	7,  // 38: hodei.v1.GetJobLogsResponse.job:type_name -> hodei.v1.Job
-	0,  // 39: hodei.v1.ExplainJobResponse.state:type_name -> hodei.v1.JobState
-	8,  // 40: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
-	10, // 41: hodei.v1.JobService.SubmitJobs:input_type -> hodei.v1.SubmitJobsRequest
-	12, // 42: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
-	14, // 43: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
-	16, // 44: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
-	18, // 45: hodei.v1.JobService.RetryJob:input_type -> hodei.v1.RetryJobRequest
-	20, // 46: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
-	22, // 47: hodei.v1.JobService.GetJobLogs:input_type -> hodei.v1.GetJobLogsRequest
-	25, // 48: hodei.v1.JobService.ExplainJob:input_type -> hodei.v1.ExplainJobRequest
-	9,  // 49: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
-	11, // 50: hodei.v1.JobService.SubmitJobs:output_type -> hodei.v1.SubmitJobsResponse
-	13, // 51: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
-	15, // 52: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
-	17, // 53: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
-	19, // 54: hodei.v1.JobService.RetryJob:output_type -> hodei.v1.RetryJobResponse
-	21, // 55: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
-	24, // 56: hodei.v1.JobService.GetJobLogs:output_type -> hodei.v1.GetJobLogsResponse
-	26, // 57: hodei.v1.JobService.ExplainJob:output_type -> hodei.v1.ExplainJobResponse
-	49, // [49:58] is the sub-list for method output_type
-	40, // [40:49] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	30, // 8: hodei.v1.JobSpec.tags:type_name -> hodei.v1.JobSpec.TagsEntry
+	6,  // 9: hodei.v1.JobSpec.secrets:type_name -> hodei.v1.SecretRef
+	0,  // 10: hodei.v1.Attempt.state:type_name -> hodei.v1.JobState
+	33, // 11: hodei.v1.Attempt.assigned_at:type_name -> google.protobuf.Timestamp
+	33, // 12: hodei.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	33, // 13: hodei.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
+	1,  // 14: hodei.v1.Attempt.failure_class:type_name -> hodei.v1.FailureClass
+	5,  // 15: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
+	0,  // 16: hodei.v1.Job.state:type_name -> hodei.v1.JobState
+	33, // 17: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	33, // 18: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	33, // 19: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	33, // 20: hodei.v1.Job.run_at:type_name -> google.protobuf.Timestamp
+	1,  // 21: hodei.v1.Job.failure_class:type_name -> hodei.v1.FailureClass
+	7,  // 22: hodei.v1.Job.attempts:type_name -> hodei.v1.Attempt
+	5,  // 23: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
+	8,  // 24: hodei.v1.SubmitJobResponse.job:type_name -> hodei.v1.Job
+	5,  // 25: hodei.v1.SubmitJobsRequest.specs:type_name -> hodei.v1.JobSpec
+	8,  // 26: hodei.v1.SubmitJobsResponse.jobs:type_name -> hodei.v1.Job
+	8,  // 27: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
+	0,  // 28: hodei.v1.ListJobsRequest.states:type_name -> hodei.v1.JobState
+	31, // 29: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
+	33, // 30: hodei.v1.ListJobsRequest.created_after:type_name -> google.protobuf.Timestamp
+	33, // 31: hodei.v1.ListJobsRequest.created_before:type_name -> google.protobuf.Timestamp
+	8,  // 32: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
+	8,  // 33: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
+	8,  // 34: hodei.v1.RetryJobResponse.job:type_name -> hodei.v1.Job
+	8,  // 35: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
+	2,  // 36: hodei.v1.LogChunk.stream:type_name -> hodei.v1.LogStream
+	33, // 37: hodei.v1.LogChunk.time:type_name -> google.protobuf.Timestamp
+	24, // 38: hodei.v1.GetJobLogsResponse.chunks:type_name -> hodei.v1.LogChunk
+	8,  // 39: hodei.v1.GetJobLogsResponse.job:type_name -> hodei.v1.Job
+	0,  // 40: hodei.v1.ExplainJobResponse.state:type_name -> hodei.v1.JobState
+	9,  // 41: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
+	11, // 42: hodei.v1.JobService.SubmitJobs:input_type -> hodei.v1.SubmitJobsRequest
+	13, // 43: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
+	15, // 44: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
+	17, // 45: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
+	19, // 46: hodei.v1.JobService.RetryJob:input_type -> hodei.v1.RetryJobRequest
+	21, // 47: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
+	23, // 48: hodei.v1.JobService.GetJobLogs:input_type -> hodei.v1.GetJobLogsRequest
+	26, // 49: hodei.v1.JobService.ExplainJob:input_type -> hodei.v1.ExplainJobRequest
+	10, // 50: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
+	12, // 51: hodei.v1.JobService.SubmitJobs:output_type -> hodei.v1.SubmitJobsResponse
+	14, // 52: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
+	16, // 53: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
+	18, // 54: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
+	20, // 55: hodei.v1.JobService.RetryJob:output_type -> hodei.v1.RetryJobResponse
+	22, // 56: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
+	25, // 57: hodei.v1.JobService.GetJobLogs:output_type -> hodei.v1.GetJobLogsResponse
+	27, // 58: hodei.v1.JobService.ExplainJob:output_type -> hodei.v1.ExplainJobResponse
+	50, // [50:59] is the sub-list for method output_type
+	41, // [41:50] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_job_proto_init() }
@@ -2078,7 +2150,7 @@ func file_hodei_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_job_proto_rawDesc), len(file_hodei_v1_job_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

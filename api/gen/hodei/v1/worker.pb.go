@@ -749,8 +749,10 @@ type LogBatch struct {
 	Seq   int64      `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
 	Lines []*LogLine `protobuf:"bytes,3,rep,name=lines,proto3" json:"lines,omitempty"`
 	// dropped counts lines dropped by backpressure since the previous batch.
-	Dropped       int64  `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`
-	JobId         string `protobuf:"bytes,5,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Dropped int64  `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	JobId   string `protobuf:"bytes,5,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	// redactions: secret values the agent masked in these lines.
+	Redactions    int64 `protobuf:"varint,6,opt,name=redactions,proto3" json:"redactions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -818,6 +820,13 @@ func (x *LogBatch) GetJobId() string {
 		return x.JobId
 	}
 	return ""
+}
+
+func (x *LogBatch) GetRedactions() int64 {
+	if x != nil {
+		return x.Redactions
+	}
+	return 0
 }
 
 type AttemptFinished struct {
@@ -1208,10 +1217,20 @@ type RunJob struct {
 	FencingToken int64                  `protobuf:"varint,3,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
 	Spec         *JobSpec               `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"`
 	Deadline     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// secrets: the values of spec.secrets, resolved at dispatch. The agent
+	// holds them in memory for the attempt only and hands them to the
+	// job's process through the exec shim's stdin.
+	Secrets []*SecretValue `protobuf:"bytes,6,rep,name=secrets,proto3" json:"secrets,omitempty"`
+	// canary: a value no job is given, set when secrets is not empty; the
+	// agent's redactor must mask it (a self-test) before the job starts.
+	Canary string `protobuf:"bytes,7,opt,name=canary,proto3" json:"canary,omitempty"`
+	// secret_error: why the secrets could not be resolved (a secret deleted
+	// since the submission): the agent fails the attempt with it, unstarted.
+	SecretError string `protobuf:"bytes,8,opt,name=secret_error,json=secretError,proto3" json:"secret_error,omitempty"`
 	// traceparent is the W3C trace context of the attempt's trace, set
 	// when the server traces (--otlp-endpoint): the agent's spans of the
 	// attempt join it. Empty otherwise.
-	Traceparent   string `protobuf:"bytes,6,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
+	Traceparent   string `protobuf:"bytes,9,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1281,11 +1300,101 @@ func (x *RunJob) GetDeadline() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *RunJob) GetSecrets() []*SecretValue {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+func (x *RunJob) GetCanary() string {
+	if x != nil {
+		return x.Canary
+	}
+	return ""
+}
+
+func (x *RunJob) GetSecretError() string {
+	if x != nil {
+		return x.SecretError
+	}
+	return ""
+}
+
 func (x *RunJob) GetTraceparent() string {
 	if x != nil {
 		return x.Traceparent
 	}
 	return ""
+}
+
+// SecretValue is one resolved secret of an attempt.
+type SecretValue struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Env           string                 `protobuf:"bytes,2,opt,name=env,proto3" json:"env,omitempty"`
+	Value         []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Version       int32                  `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecretValue) Reset() {
+	*x = SecretValue{}
+	mi := &file_hodei_v1_worker_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecretValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecretValue) ProtoMessage() {}
+
+func (x *SecretValue) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_worker_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecretValue.ProtoReflect.Descriptor instead.
+func (*SecretValue) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SecretValue) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SecretValue) GetEnv() string {
+	if x != nil {
+		return x.Env
+	}
+	return ""
+}
+
+func (x *SecretValue) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *SecretValue) GetVersion() int32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
 }
 
 // CancelAttempt tells the agent to stop an attempt.
@@ -1299,7 +1408,7 @@ type CancelAttempt struct {
 
 func (x *CancelAttempt) Reset() {
 	*x = CancelAttempt{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[15]
+	mi := &file_hodei_v1_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1420,7 @@ func (x *CancelAttempt) String() string {
 func (*CancelAttempt) ProtoMessage() {}
 
 func (x *CancelAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[15]
+	mi := &file_hodei_v1_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1433,7 @@ func (x *CancelAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelAttempt.ProtoReflect.Descriptor instead.
 func (*CancelAttempt) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{15}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CancelAttempt) GetFencingToken() int64 {
@@ -1350,7 +1459,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[16]
+	mi := &file_hodei_v1_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1471,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[16]
+	mi := &file_hodei_v1_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1484,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{16}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{17}
 }
 
 // Ack acknowledges what the server stored durably; the agent may forget it.
@@ -1394,7 +1503,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[17]
+	mi := &file_hodei_v1_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1515,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[17]
+	mi := &file_hodei_v1_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1528,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{17}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Ack) GetFencingToken() int64 {
@@ -1468,7 +1577,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	mi := &file_hodei_v1_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1589,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	mi := &file_hodei_v1_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1602,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{18}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -1623,7 +1732,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[19]
+	mi := &file_hodei_v1_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1744,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[19]
+	mi := &file_hodei_v1_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1757,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{19}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{20}
 }
 
 // ResponseBatch carries several server messages in one frame, in order
@@ -1662,7 +1771,7 @@ type ResponseBatch struct {
 
 func (x *ResponseBatch) Reset() {
 	*x = ResponseBatch{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[20]
+	mi := &file_hodei_v1_worker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1674,7 +1783,7 @@ func (x *ResponseBatch) String() string {
 func (*ResponseBatch) ProtoMessage() {}
 
 func (x *ResponseBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[20]
+	mi := &file_hodei_v1_worker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1687,7 +1796,7 @@ func (x *ResponseBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseBatch.ProtoReflect.Descriptor instead.
 func (*ResponseBatch) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{20}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResponseBatch) GetMsgs() []*ConnectResponse {
@@ -1716,7 +1825,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[21]
+	mi := &file_hodei_v1_worker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +1837,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[21]
+	mi := &file_hodei_v1_worker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +1850,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{21}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Worker) GetId() string {
@@ -1878,13 +1987,16 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\x06stream\x18\x01 \x01(\x0e2\x13.hodei.v1.LogStreamR\x06stream\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\x12\x18\n" +
 	"\apartial\x18\x03 \x01(\bR\apartial\x12.\n" +
-	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x9b\x01\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xbb\x01\n" +
 	"\bLogBatch\x12#\n" +
 	"\rfencing_token\x18\x01 \x01(\x03R\ffencingToken\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12'\n" +
 	"\x05lines\x18\x03 \x03(\v2\x11.hodei.v1.LogLineR\x05lines\x12\x18\n" +
 	"\adropped\x18\x04 \x01(\x03R\adropped\x12\x15\n" +
-	"\x06job_id\x18\x05 \x01(\tR\x05jobId\"\xef\x02\n" +
+	"\x06job_id\x18\x05 \x01(\tR\x05jobId\x12\x1e\n" +
+	"\n" +
+	"redactions\x18\x06 \x01(\x03R\n" +
+	"redactions\"\xef\x02\n" +
 	"\x0fAttemptFinished\x12#\n" +
 	"\rfencing_token\x18\x01 \x01(\x03R\ffencingToken\x12\x1b\n" +
 	"\texit_code\x18\x02 \x01(\x05R\bexitCode\x12\x16\n" +
@@ -1912,14 +2024,22 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\x05batch\x18\a \x01(\v2\x16.hodei.v1.RequestBatchH\x00R\x05batchB\x05\n" +
 	"\x03msg\"<\n" +
 	"\fRequestBatch\x12,\n" +
-	"\x04msgs\x18\x01 \x03(\v2\x18.hodei.v1.ConnectRequestR\x04msgs\"\xdf\x01\n" +
+	"\x04msgs\x18\x01 \x03(\v2\x18.hodei.v1.ConnectRequestR\x04msgs\"\xcb\x02\n" +
 	"\x06RunJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12#\n" +
 	"\rfencing_token\x18\x03 \x01(\x03R\ffencingToken\x12%\n" +
 	"\x04spec\x18\x04 \x01(\v2\x11.hodei.v1.JobSpecR\x04spec\x126\n" +
-	"\bdeadline\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12 \n" +
-	"\vtraceparent\x18\x06 \x01(\tR\vtraceparent\"L\n" +
+	"\bdeadline\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12/\n" +
+	"\asecrets\x18\x06 \x03(\v2\x15.hodei.v1.SecretValueR\asecrets\x12\x16\n" +
+	"\x06canary\x18\a \x01(\tR\x06canary\x12!\n" +
+	"\fsecret_error\x18\b \x01(\tR\vsecretError\x12 \n" +
+	"\vtraceparent\x18\t \x01(\tR\vtraceparent\"c\n" +
+	"\vSecretValue\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03env\x18\x02 \x01(\tR\x03env\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x05R\aversion\"L\n" +
 	"\rCancelAttempt\x12#\n" +
 	"\rfencing_token\x18\x01 \x01(\x03R\ffencingToken\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\a\n" +
@@ -1982,7 +2102,7 @@ func file_hodei_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hodei_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_hodei_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_hodei_v1_worker_proto_goTypes = []any{
 	(WorkerState)(0),              // 0: hodei.v1.WorkerState
 	(*EnrollRequest)(nil),         // 1: hodei.v1.EnrollRequest
@@ -2000,35 +2120,36 @@ var file_hodei_v1_worker_proto_goTypes = []any{
 	(*ConnectRequest)(nil),        // 13: hodei.v1.ConnectRequest
 	(*RequestBatch)(nil),          // 14: hodei.v1.RequestBatch
 	(*RunJob)(nil),                // 15: hodei.v1.RunJob
-	(*CancelAttempt)(nil),         // 16: hodei.v1.CancelAttempt
-	(*Drain)(nil),                 // 17: hodei.v1.Drain
-	(*Ack)(nil),                   // 18: hodei.v1.Ack
-	(*ConnectResponse)(nil),       // 19: hodei.v1.ConnectResponse
-	(*HeartbeatAck)(nil),          // 20: hodei.v1.HeartbeatAck
-	(*ResponseBatch)(nil),         // 21: hodei.v1.ResponseBatch
-	(*Worker)(nil),                // 22: hodei.v1.Worker
-	nil,                           // 23: hodei.v1.EnrollRequest.LabelsEntry
-	nil,                           // 24: hodei.v1.Worker.LabelsEntry
-	(*durationpb.Duration)(nil),   // 25: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
-	(LogStream)(0),                // 27: hodei.v1.LogStream
-	(FailureClass)(0),             // 28: hodei.v1.FailureClass
-	(*JobSpec)(nil),               // 29: hodei.v1.JobSpec
+	(*SecretValue)(nil),           // 16: hodei.v1.SecretValue
+	(*CancelAttempt)(nil),         // 17: hodei.v1.CancelAttempt
+	(*Drain)(nil),                 // 18: hodei.v1.Drain
+	(*Ack)(nil),                   // 19: hodei.v1.Ack
+	(*ConnectResponse)(nil),       // 20: hodei.v1.ConnectResponse
+	(*HeartbeatAck)(nil),          // 21: hodei.v1.HeartbeatAck
+	(*ResponseBatch)(nil),         // 22: hodei.v1.ResponseBatch
+	(*Worker)(nil),                // 23: hodei.v1.Worker
+	nil,                           // 24: hodei.v1.EnrollRequest.LabelsEntry
+	nil,                           // 25: hodei.v1.Worker.LabelsEntry
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(LogStream)(0),                // 28: hodei.v1.LogStream
+	(FailureClass)(0),             // 29: hodei.v1.FailureClass
+	(*JobSpec)(nil),               // 30: hodei.v1.JobSpec
 }
 var file_hodei_v1_worker_proto_depIdxs = []int32{
-	23, // 0: hodei.v1.EnrollRequest.labels:type_name -> hodei.v1.EnrollRequest.LabelsEntry
+	24, // 0: hodei.v1.EnrollRequest.labels:type_name -> hodei.v1.EnrollRequest.LabelsEntry
 	3,  // 1: hodei.v1.EnrollResponse.settings:type_name -> hodei.v1.WorkerSettings
-	25, // 2: hodei.v1.WorkerSettings.heartbeat_interval:type_name -> google.protobuf.Duration
-	25, // 3: hodei.v1.WorkerSettings.log_flush_interval:type_name -> google.protobuf.Duration
-	25, // 4: hodei.v1.WorkerSettings.lease:type_name -> google.protobuf.Duration
+	26, // 2: hodei.v1.WorkerSettings.heartbeat_interval:type_name -> google.protobuf.Duration
+	26, // 3: hodei.v1.WorkerSettings.log_flush_interval:type_name -> google.protobuf.Duration
+	26, // 4: hodei.v1.WorkerSettings.lease:type_name -> google.protobuf.Duration
 	4,  // 5: hodei.v1.Hello.running:type_name -> hodei.v1.RunningAttempt
 	7,  // 6: hodei.v1.Heartbeat.counters:type_name -> hodei.v1.AgentCounters
-	26, // 7: hodei.v1.AttemptStarted.time:type_name -> google.protobuf.Timestamp
-	27, // 8: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	26, // 9: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	27, // 7: hodei.v1.AttemptStarted.time:type_name -> google.protobuf.Timestamp
+	28, // 8: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
+	27, // 9: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
 	9,  // 10: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	28, // 11: hodei.v1.AttemptFinished.failure_class:type_name -> hodei.v1.FailureClass
-	26, // 12: hodei.v1.AttemptFinished.time:type_name -> google.protobuf.Timestamp
+	29, // 11: hodei.v1.AttemptFinished.failure_class:type_name -> hodei.v1.FailureClass
+	27, // 12: hodei.v1.AttemptFinished.time:type_name -> google.protobuf.Timestamp
 	5,  // 13: hodei.v1.ConnectRequest.hello:type_name -> hodei.v1.Hello
 	6,  // 14: hodei.v1.ConnectRequest.heartbeat:type_name -> hodei.v1.Heartbeat
 	8,  // 15: hodei.v1.ConnectRequest.started:type_name -> hodei.v1.AttemptStarted
@@ -2037,28 +2158,29 @@ var file_hodei_v1_worker_proto_depIdxs = []int32{
 	12, // 18: hodei.v1.ConnectRequest.shutdown:type_name -> hodei.v1.ShutdownNotice
 	14, // 19: hodei.v1.ConnectRequest.batch:type_name -> hodei.v1.RequestBatch
 	13, // 20: hodei.v1.RequestBatch.msgs:type_name -> hodei.v1.ConnectRequest
-	29, // 21: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
-	26, // 22: hodei.v1.RunJob.deadline:type_name -> google.protobuf.Timestamp
-	15, // 23: hodei.v1.ConnectResponse.run:type_name -> hodei.v1.RunJob
-	16, // 24: hodei.v1.ConnectResponse.cancel:type_name -> hodei.v1.CancelAttempt
-	17, // 25: hodei.v1.ConnectResponse.drain:type_name -> hodei.v1.Drain
-	3,  // 26: hodei.v1.ConnectResponse.settings:type_name -> hodei.v1.WorkerSettings
-	18, // 27: hodei.v1.ConnectResponse.ack:type_name -> hodei.v1.Ack
-	21, // 28: hodei.v1.ConnectResponse.batch:type_name -> hodei.v1.ResponseBatch
-	20, // 29: hodei.v1.ConnectResponse.heartbeat_ack:type_name -> hodei.v1.HeartbeatAck
-	19, // 30: hodei.v1.ResponseBatch.msgs:type_name -> hodei.v1.ConnectResponse
-	0,  // 31: hodei.v1.Worker.state:type_name -> hodei.v1.WorkerState
-	24, // 32: hodei.v1.Worker.labels:type_name -> hodei.v1.Worker.LabelsEntry
-	26, // 33: hodei.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
-	1,  // 34: hodei.v1.WorkerService.Enroll:input_type -> hodei.v1.EnrollRequest
-	13, // 35: hodei.v1.WorkerService.Connect:input_type -> hodei.v1.ConnectRequest
-	2,  // 36: hodei.v1.WorkerService.Enroll:output_type -> hodei.v1.EnrollResponse
-	19, // 37: hodei.v1.WorkerService.Connect:output_type -> hodei.v1.ConnectResponse
-	36, // [36:38] is the sub-list for method output_type
-	34, // [34:36] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	30, // 21: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
+	27, // 22: hodei.v1.RunJob.deadline:type_name -> google.protobuf.Timestamp
+	16, // 23: hodei.v1.RunJob.secrets:type_name -> hodei.v1.SecretValue
+	15, // 24: hodei.v1.ConnectResponse.run:type_name -> hodei.v1.RunJob
+	17, // 25: hodei.v1.ConnectResponse.cancel:type_name -> hodei.v1.CancelAttempt
+	18, // 26: hodei.v1.ConnectResponse.drain:type_name -> hodei.v1.Drain
+	3,  // 27: hodei.v1.ConnectResponse.settings:type_name -> hodei.v1.WorkerSettings
+	19, // 28: hodei.v1.ConnectResponse.ack:type_name -> hodei.v1.Ack
+	22, // 29: hodei.v1.ConnectResponse.batch:type_name -> hodei.v1.ResponseBatch
+	21, // 30: hodei.v1.ConnectResponse.heartbeat_ack:type_name -> hodei.v1.HeartbeatAck
+	20, // 31: hodei.v1.ResponseBatch.msgs:type_name -> hodei.v1.ConnectResponse
+	0,  // 32: hodei.v1.Worker.state:type_name -> hodei.v1.WorkerState
+	25, // 33: hodei.v1.Worker.labels:type_name -> hodei.v1.Worker.LabelsEntry
+	27, // 34: hodei.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
+	1,  // 35: hodei.v1.WorkerService.Enroll:input_type -> hodei.v1.EnrollRequest
+	13, // 36: hodei.v1.WorkerService.Connect:input_type -> hodei.v1.ConnectRequest
+	2,  // 37: hodei.v1.WorkerService.Enroll:output_type -> hodei.v1.EnrollResponse
+	20, // 38: hodei.v1.WorkerService.Connect:output_type -> hodei.v1.ConnectResponse
+	37, // [37:39] is the sub-list for method output_type
+	35, // [35:37] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_worker_proto_init() }
@@ -2076,7 +2198,7 @@ func file_hodei_v1_worker_proto_init() {
 		(*ConnectRequest_Shutdown)(nil),
 		(*ConnectRequest_Batch)(nil),
 	}
-	file_hodei_v1_worker_proto_msgTypes[18].OneofWrappers = []any{
+	file_hodei_v1_worker_proto_msgTypes[19].OneofWrappers = []any{
 		(*ConnectResponse_Run)(nil),
 		(*ConnectResponse_Cancel)(nil),
 		(*ConnectResponse_Drain)(nil),
@@ -2091,7 +2213,7 @@ func file_hodei_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_worker_proto_rawDesc), len(file_hodei_v1_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
