@@ -8,15 +8,13 @@ import (
 	"testing"
 )
 
-// securitySeries are the certificate and secret series the dashboards and
-// rules use: the TLS and secrets code registers them, and documents them
-// with it. Where that code is not part of the binary they are absent, and
-// their panels and rules stay empty.
+// securitySeries are the certificate series the dashboards and rules
+// use: the TLS code registers them, and documents them with it. Where
+// that code is not part of the binary they are absent, and their panels
+// and rules stay empty.
 var securitySeries = map[string]bool{
 	"hodei_certificate_expiry_timestamp_seconds": true,
 	"hodei_certificate_rotations_total":          true,
-	"hodei_secret_accesses_total":                true,
-	"hodei_log_redactions_total":                 true,
 }
 
 // registeredSeries are the hodei_* names the code registers (by

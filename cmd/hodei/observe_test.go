@@ -68,6 +68,9 @@ var seriesLabels = map[string][]string{
 	"hodei_agent_reconnect_seconds":             {"provider", "worker"},
 	"hodei_agent_log_lines_total":               {"provider", "worker"},
 	"hodei_agent_log_lines_dropped_total":       {"provider", "worker"},
+	"hodei_secret_accesses_total":               {"operation"},
+	"hodei_log_redactions_total":                nil,
+	"hodei_secret_leaks_blocked_total":          nil,
 }
 
 // jobMix runs one job of each ending on c: success (two), a failure, a
