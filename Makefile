@@ -3,10 +3,10 @@ GO      ?= go
 TOOL    := $(GO) tool -modfile=tools/go.mod
 BIN     := bin/hodei
 
-.PHONY: help build run test test-chaos bench generate dashboards cover verify lint deps images clean
+.PHONY: help build run test test-chaos test-heavy k8s-binaries bench generate dashboards cover verify lint deps images clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 deps: ## install what the platform and tests need from Debian when missing (PostgreSQL, Prometheus)
 	@scripts/deps.sh
@@ -23,7 +23,15 @@ test: deps build lint verify images ## vet, verify generated code, and run every
 test-chaos: deps build ## the chaos suite: kill -9 servers, agents and replicas, crash PostgreSQL and cut the network under load (a few minutes)
 	HODEI_TEST_BINARY=$(CURDIR)/$(BIN) $(GO) test -tags chaos -count=1 -timeout 15m -run '^TestChaos' -v ./cmd/hodei
 
-images: ## build the local Docker images of the Docker provider and its tests (skipped without an engine)
+k8s-binaries: ## build kube-apiserver and etcd from source for the Kubernetes tests, cached in ~/.cache/hodei/k8s/VERSION (about 10 minutes the first time)
+	@scripts/k8s-binaries.sh >/dev/null
+
+test-heavy: deps build images k8s-binaries ## the heavy tests: the Kubernetes provider against a real kube-apiserver and etcd, then the chaos suite
+	@scripts/test.sh ./internal/provider/kubernetes/...
+	@scripts/test.sh -run '^TestKubernetes' ./cmd/hodei
+	$(MAKE) test-chaos
+
+images: ## build the local Docker images: the workers', hodei:dev (server and worker pods on Kubernetes) and the tests' (skipped without an engine)
 	@if docker version >/dev/null 2>&1; then scripts/build-images.sh; else echo "images: no Docker engine reachable; Docker tests will be skipped"; fi
 
 bench: deps build images ## run the benchmarks; each prints a final `result name=...` line

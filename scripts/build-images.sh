@@ -7,6 +7,9 @@
 #                     The hodei binary is not in it: the provider mounts it.
 #   hodei-test-x:dev  hodei-worker:dev with /etc/hodei-image = hodei-test-x,
 #                     for "a job naming an image runs in a worker of it".
+#   hodei:dev         hodei-worker:dev with bin/hodei at /usr/local/bin/hodei
+#                     (built when bin/hodei exists: make build): the server
+#                     on Kubernetes and the binary worker pods copy.
 #
 # It is idempotent and quick when nothing changed: each image carries the
 # hash of its inputs in the label dev.hodei.inputs and is rebuilt only
@@ -75,4 +78,14 @@ if [ "$(label hodei-test-x:dev)" != "$testx_inputs" ]; then
 	mkdir -p "$ctx/test-x"
 	echo hodei-test-x >"$ctx/test-x/hodei-image"
 	build hodei-test-x:dev "$root/images/test-x/Dockerfile" "$ctx/test-x" "$testx_inputs"
+fi
+
+# hodei:dev needs bin/hodei (make build); without it, it is left as it is.
+if [ -x "$root/bin/hodei" ]; then
+	hodei_inputs=$( (cat "$root/images/hodei/Dockerfile" "$root/bin/hodei"; docker image inspect -f '{{.Id}}' hodei-worker:dev) | hash)
+	if [ "$(label hodei:dev)" != "$hodei_inputs" ]; then
+		mkdir -p "$ctx/hodei"
+		cp "$root/bin/hodei" "$ctx/hodei/hodei"
+		build hodei:dev "$root/images/hodei/Dockerfile" "$ctx/hodei" "$hodei_inputs"
+	fi
 fi

@@ -17,7 +17,6 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
-	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
@@ -81,7 +80,7 @@ func (a *agentProc) exit(t *testing.T, timeout time.Duration) int {
 }
 
 func jobClient(addr string) hodeiv1connect.JobServiceClient {
-	return hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	return hodeiv1connect.NewJobServiceClient(apiClient(addr), "http://"+addr, connect.WithGRPC())
 }
 
 // getJob reads a job, or returns nil while the server does not answer.
@@ -214,7 +213,7 @@ func staleReports(t *testing.T, addr string) float64 {
 // metricValue reads an unlabelled series from a server's /metrics.
 func metricValue(t *testing.T, addr, name string) float64 {
 	t.Helper()
-	resp, err := agent.HTTPClient().Get("http://" + addr + "/metrics")
+	resp, err := apiClient(addr).Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

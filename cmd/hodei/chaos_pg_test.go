@@ -144,6 +144,8 @@ func TestChaosPostgresDownAtStart(t *testing.T) {
 		}
 		return err == nil
 	})
+	tok := dbToken(t, pg.URL("hodei"))
+	serveToken(addr, func() string { return tok })
 	l := newLedger(t, "postgres_down_at_start")
 	id := l.submit(t, jobClient(addr), 0, l.spec(0, 3))
 	started := l.waitStarted(t, id, 30*time.Second)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -14,7 +15,6 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
-	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
@@ -124,7 +124,7 @@ func TestCLIListsExplainsCancelsAndRetries(t *testing.T) {
 // one that does not exist is NotFound.
 func checkDeadLetterRPCs(t *testing.T, addr string) {
 	t.Helper()
-	ev := hodeiv1connect.NewEventServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	ev := hodeiv1connect.NewEventServiceClient(apiClient(addr), "http://"+addr, connect.WithGRPC())
 	dls, err := ev.ListDeadLetters(context.Background(), connect.NewRequest(&hodeiv1.ListDeadLettersRequest{}))
 	if err != nil || len(dls.Msg.DeadLetters) != 0 {
 		t.Errorf("ListDeadLetters: %v, %v; want none", dls, err)
@@ -145,6 +145,7 @@ func tailEvents(t *testing.T, addr string) *bufio.Scanner {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tail.Env = append(os.Environ(), cliEnv(addr)...)
 	if err := tail.Start(); err != nil {
 		t.Fatal(err)
 	}

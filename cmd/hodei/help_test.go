@@ -15,6 +15,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{"bench", "startup"}, {"bench", "events"}, {"bench", "dispatch"}, {"bench", "throughput"},
 		{"bench", "logs"}, {"bench", "provision"}, {"bench", "emit"},
 		{"run"}, {"job"}, {"events"}, {"events", "tail"}, {"provider"}, {"webhook"}, {"jobtype"},
+		{"token"}, {"token", "create"}, {"token", "list"}, {"token", "revoke"},
 	}
 	for _, sub := range []string{"set", "list", "get", "delete"} {
 		commands = append(commands, []string{"jobtype", sub})

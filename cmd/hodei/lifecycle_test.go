@@ -17,7 +17,6 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
-	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/platform"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
@@ -58,7 +57,9 @@ func inProcessAt(t *testing.T, pc platform.Config) (hodeiv1connect.JobServiceCli
 	})
 	select {
 	case addr := <-readyc:
-		return hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC()), addr
+		tok := dbToken(t, pc.DatabaseURL)
+		serveToken(addr, func() string { return tok })
+		return hodeiv1connect.NewJobServiceClient(apiClient(addr), "http://"+addr, connect.WithGRPC()), addr
 	case err := <-errc:
 		t.Fatalf("platform: %v", err)
 	}
@@ -308,7 +309,7 @@ func TestEphemeralWorkersTakeOneJobEach(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
 	c, addr := inProcessAt(t, platform.Config{DatabaseURL: dbURL, MaxWorkers: 2, IdleTimeout: time.Minute})
-	providers := hodeiv1connect.NewProviderServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	providers := hodeiv1connect.NewProviderServiceClient(apiClient(addr), "http://"+addr, connect.WithGRPC())
 	on := true
 	if _, err := providers.UpdateProvider(context.Background(), connect.NewRequest(&hodeiv1.UpdateProviderRequest{Name: "process", Ephemeral: &on})); err != nil {
 		t.Fatal(err)
@@ -349,7 +350,7 @@ func oneSlotPlatform(t *testing.T, agentArgs ...string) (*store.Store, hodeiv1co
 	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0")
 	st := openStore(t, dbURL)
 	startAgent(t, st, []string{p.addr}, 1, agentArgs...)
-	return st, hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+p.addr, connect.WithGRPC()), p.addr
+	return st, hodeiv1connect.NewJobServiceClient(apiClient(p.addr), "http://"+p.addr, connect.WithGRPC()), p.addr
 }
 
 // TestFailedDispatchPassLeavesNothingAndRecovers: while every claim fails

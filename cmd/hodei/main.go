@@ -27,7 +27,9 @@ Platform:
                                                benchmarks (final line: result name=...)
   hodei version
 
-Jobs (talk to --server, default $HODEI_SERVER or 127.0.0.1:7070):
+Jobs (talk to --server with --token; defaults from $HODEI_SERVER, $HODEI_TOKEN,
+then the client configuration $HODEI_CONFIG or ~/.config/hodei/config.json,
+which hodei dev writes; server 127.0.0.1:7070):
   hodei run [flags] -- CMD [ARGS...]
   hodei job submit|get|list|cancel|retry|logs|watch|explain ...
   hodei events tail [--type T] [--aggregate KIND:ID]
@@ -35,6 +37,7 @@ Jobs (talk to --server, default $HODEI_SERVER or 127.0.0.1:7070):
   hodei webhook add|list|remove|deliveries|replay ...
   hodei jobtype set|list|get|delete ...
   hodei secret set|list|delete|rotate-key|audit ...
+  hodei token create|list|revoke ...           API tokens and their scopes
 `
 
 // agentGuard is the command of the guardian an agent starts (guardCommand).
@@ -80,8 +83,8 @@ func run() int {
 		err = runBench(ctx, args)
 	case "version":
 		fmt.Println("hodei", version)
-	case "run", "job", "events", "provider", "webhook", "jobtype", "secret":
-		return cli.Main(ctx, os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Env: os.Getenv})
+	case "run", "job", "events", "provider", "webhook", "jobtype", "secret", "token":
+		return cli.Main(ctx, os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, Env: os.Getenv, CreateTokenInDatabase: createTokenInDatabase})
 	default:
 		if !cli.IsHelp(cmd) {
 			fmt.Fprintf(os.Stderr, "hodei: unknown command %q\n\n%s", cmd, usage)

@@ -24,7 +24,6 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
-	"github.com/hodei-dev/hodei/internal/agent"
 )
 
 // seriesLabels is the label set of every hodei_* metric family. Labels
@@ -109,7 +108,7 @@ func jobMix(t *testing.T, c hodeiv1connect.JobServiceClient) []string {
 // scrape reads and parses a server's /metrics.
 func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := agent.HTTPClient().Get("http://" + addr + "/metrics")
+	resp, err := apiClient(addr).Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +330,7 @@ func checkPrometheus(t *testing.T, target string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [%q]\nscrape_configs:\n  - job_name: hodei\n    static_configs:\n      - targets: [%q]\n", rules, target)
+	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [%q]\nscrape_configs:\n  - job_name: hodei\n    authorization: {credentials: %q}\n    static_configs:\n      - targets: [%q]\n", rules, tokenFor(target), target)
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

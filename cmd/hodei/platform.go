@@ -32,10 +32,20 @@ func platformFlags(fs *flag.FlagSet, pc *platform.Config) {
 	fs.StringVar(&pc.Docker.Host, "docker-host", "", "Docker engine address (default: DOCKER_HOST, else the local socket)")
 	fs.StringVar(&pc.Docker.Binary, "docker-binary", "", "static hodei binary mounted into containers (default: this executable)")
 	fs.Var((*cli.KVFlag)(&pc.Docker.Labels), "docker-worker-label", "label K=V of the Docker provider's workers (repeatable)")
+	fs.IntVar(&pc.Kubernetes.MaxWorkers, "k8s-max-workers", 0, "most workers the Kubernetes provider runs as pods (0: no Kubernetes provider)")
+	fs.StringVar(&pc.Kubernetes.Kubeconfig, "k8s-kubeconfig", "", "kubeconfig `file` of the cluster (default: in-cluster configuration, else KUBECONFIG or ~/.kube/config)")
+	fs.StringVar(&pc.Kubernetes.Namespace, "k8s-namespace", "", "namespace of the worker pods (default: the kubeconfig's, in a cluster the server's own)")
+	fs.StringVar(&pc.Kubernetes.Server, "k8s-server", "", "address worker pods dial, e.g. a Service hodei.hodei.svc:7070 (default: --listen)")
+	fs.StringVar(&pc.Kubernetes.Image, "k8s-image", "hodei-worker:dev", "image of worker pods whose job names no image")
+	fs.StringVar(&pc.Kubernetes.AgentImage, "k8s-agent-image", "hodei:dev", "image whose /usr/local/bin/hodei the init container copies into worker pods")
+	fs.StringVar(&pc.Kubernetes.ServiceAccount, "k8s-service-account", "", "service account of the worker pods (default: the namespace's default)")
+	fs.StringVar(&pc.Kubernetes.PodOverrides, "k8s-pod-overrides", "", "YAML `file` of nodeSelector, tolerations and podTemplate applied to every worker pod")
+	fs.Var((*cli.KVFlag)(&pc.Kubernetes.Labels), "k8s-worker-label", "label K=V of the Kubernetes provider's workers (repeatable)")
 	fs.StringVar(&pc.JobTypeDefaults, "job-type-defaults", "", "YAML or JSON `file` mapping job types to retry policies, stored at start over the stored ones of the same names")
 	fs.StringVar(&pc.SecretKeyFile, "secret-key-file", os.Getenv("HODEI_SECRET_KEY_FILE"), "`file` of the key-encryption keys of stored secrets, mode 0600, outside the database (empty: secrets off; hodei dev creates one in its data dir)")
 	fs.DurationVar(&pc.DBWait, "db-wait", 0, "how long to wait at start for a database that refuses connections, retrying with backoff (0: no limit)")
 	fs.StringVar(&pc.OTLPEndpoint, "otlp-endpoint", os.Getenv("HODEI_OTLP_ENDPOINT"), "OTLP/HTTP `URL` (http://collector:4318) to export one trace per job attempt to; the workers this server starts export theirs too (off when empty)")
+	fs.StringVar(&pc.MetricsListen, "metrics-listen", "", "also serve /metrics on this `address`, without a token (the API port serves it to tokens with the metrics scope)")
 }
 
 func runServer(ctx context.Context, args []string) error {
@@ -90,6 +100,7 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	pc.DatabaseURL = url
 	pc.StopAllWorkers = true
+	pc.Prepare = devClientConfig(log, ln.Addr().String())
 	pc.Ready = func(addr string) {
 		fmt.Fprintf(os.Stderr, "\nHodei is running on %s. Try:\n  hodei run --server %s -- echo hello\n\n", addr, addr)
 	}

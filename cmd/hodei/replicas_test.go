@@ -14,7 +14,6 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
-	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
@@ -56,7 +55,7 @@ func TestReplicasSurviveAServerKill(t *testing.T) {
 	dir := t.TempDir()
 	t.Logf("%s: start", time.Now().Format("15:04:05.000"))
 	client := func(addr string) hodeiv1connect.JobServiceClient {
-		return hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+		return hodeiv1connect.NewJobServiceClient(apiClient(addr), "http://"+addr, connect.WithGRPC())
 	}
 	spec := &hodeiv1.JobSpec{Command: []string{"sh", "-c", "echo $HODEI_ATTEMPT >> " + dir + "/$HODEI_JOB_ID"}}
 	var wg sync.WaitGroup

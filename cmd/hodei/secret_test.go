@@ -20,7 +20,7 @@ func (p serverProc) hodeiIn(t *testing.T, stdin string, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, hodeiBin, args...)
-	cmd.Env = append(os.Environ(), "HODEI_SERVER="+p.addr)
+	cmd.Env = append(os.Environ(), cliEnv(p.addr)...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

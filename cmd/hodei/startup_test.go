@@ -36,6 +36,7 @@ type platformProc struct {
 // (without HODEI_DATABASE_URL) until the test ends.
 func spawnPlatform(t *testing.T, env []string, args ...string) *platformProc {
 	t.Helper()
+	env = registerPlatform(t, env, args)
 	p := &platformProc{cmd: exec.Command(hodeiBin, args...), logs: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "HODEI_DATABASE_URL=") }), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs

@@ -16,7 +16,7 @@ func TestQuietStreamOutlivesTheConnectTimeout(t *testing.T) {
 	p := startServer(t)
 	var out, errb syncBuffer
 	tail := exec.Command(hodeiBin, "events", "tail", "--type", "JobCreated", "--connect-timeout", "1s")
-	tail.Env = append(os.Environ(), "HODEI_SERVER="+p.addr)
+	tail.Env = append(os.Environ(), cliEnv(p.addr)...)
 	tail.Stdout, tail.Stderr = &out, &errb
 	if err := tail.Start(); err != nil {
 		t.Fatal(err)

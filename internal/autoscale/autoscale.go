@@ -109,7 +109,7 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 	clear(a.reported)
 	a.mu.Unlock()
 	a.reconcileOrphans(ctx)
-	// Providers that report worker deaths (Docker) end those workers at
+	// Providers that report worker deaths (Docker, Kubernetes) end those workers at
 	// once instead of after the lease.
 	for _, p := range a.providers {
 		if w, ok := p.(watcher); ok {
@@ -151,9 +151,9 @@ type watcher interface {
 	Events(ctx context.Context, died func(workerID string)) error
 }
 
-// died handles the death of a worker's container: a worker that was
-// still working fails its attempts now (worker_lost) instead of after the
-// lease; in every case what is left of the container is removed.
+// died handles the death of a worker's container or pod: a worker that
+// was still working fails its attempts now (worker_lost) instead of after
+// the lease; in every case what is left of it is removed.
 func (a *Autoscaler) died(ctx context.Context, id string) {
 	w, err := a.store.GetWorker(ctx, id)
 	if err != nil {
@@ -163,7 +163,7 @@ func (a *Autoscaler) died(ctx context.Context, id string) {
 	case "draining":
 		return // being terminated by scale-down, which cleans up
 	case "connected", "provisioning":
-		if _, err := a.store.WorkerGone(ctx, id, "disconnected", "its container died", false); err != nil {
+		if _, err := a.store.WorkerGone(ctx, id, "disconnected", "its container or pod died", false); err != nil {
 			a.log.Warn("record dead worker", "worker_id", id, "err", err)
 		}
 	}

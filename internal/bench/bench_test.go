@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hodei-dev/hodei/internal/bench"
+	"github.com/hodei-dev/hodei/internal/provider/kubernetes/kubetest"
 	"github.com/hodei-dev/hodei/internal/testbin"
 )
 
@@ -128,17 +129,23 @@ func TestProvision(t *testing.T) {
 	if err := bench.Provision(context.Background(), &out, bench.ProvisionConfig{Runs: 2, DockerImage: "hodei-worker:dev", Binary: hodeiBin}); err != nil {
 		t.Fatal(err)
 	}
-	if exec.Command("docker", "version").Run() != nil {
-		t.Log("no Docker engine: only the process provider was measured")
-		checkLines(t, out.String(),
-			`process: p50 \S+s`,
-			`result name=provision process_p50_ms=\d+\.\d docker_p50_ms=skipped runs=2`)
-		return
+	want := []string{`process: p50 \S+s`}
+	dockerField, k8sField := "docker_p50_ms=skipped", "k8s_p50_ms=skipped"
+	if exec.Command("docker", "version").Run() == nil {
+		want = append(want, `docker: p50 \S+s`)
+		dockerField = `docker_p50_ms=\d+\.\d`
+	} else {
+		t.Log("no Docker engine: the Docker provider was not measured")
 	}
-	checkLines(t, out.String(),
-		`process: p50 \S+s`,
-		`docker: p50 \S+s`,
-		`result name=provision process_p50_ms=\d+\.\d docker_p50_ms=\d+\.\d runs=2`)
+	if _, err := kubetest.BinDir(); err == nil {
+		want = append(want, `kubernetes: p50 \S+s \(kube-apiserver v\S+, test node\)`)
+		k8sField = `k8s_p50_ms=\d+\.\d`
+	} else {
+		want = append(want, `kubernetes: skipped: .*`)
+		t.Logf("the Kubernetes provider was not measured: %v", err)
+	}
+	want = append(want, `result name=provision process_p50_ms=\d+\.\d `+dockerField+` `+k8sField+` runs=2`)
+	checkLines(t, out.String(), want...)
 }
 
 func TestEmit(t *testing.T) {

@@ -18,7 +18,6 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
-	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/platform"
 )
 
@@ -57,13 +56,13 @@ func Logs(ctx context.Context, out io.Writer, cfg LogsConfig) error {
 		defer os.RemoveAll(dir)
 		pc.SecretKeyFile, pc.CreateSecretKey = filepath.Join(dir, "secret.key"), true
 	}
-	url, addr, stop, err := startBench(ctx, false, pc)
+	url, addr, hc, stop, err := startBench(ctx, false, pc)
 	if err != nil {
 		return err
 	}
 	defer stop()
-	jobs := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
-	refs, err := benchSecrets(ctx, addr, cfg.Secrets)
+	jobs := hodeiv1connect.NewJobServiceClient(hc, "http://"+addr, connect.WithGRPC())
+	refs, err := benchSecrets(ctx, hc, addr, cfg.Secrets)
 	if err != nil {
 		return err
 	}
@@ -115,8 +114,8 @@ func Logs(ctx context.Context, out io.Writer, cfg LogsConfig) error {
 
 // benchSecrets stores n secrets of random values and returns references
 // to them.
-func benchSecrets(ctx context.Context, addr string, n int) ([]*hodeiv1.SecretRef, error) {
-	c := hodeiv1connect.NewSecretServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+func benchSecrets(ctx context.Context, hc connect.HTTPClient, addr string, n int) ([]*hodeiv1.SecretRef, error) {
+	c := hodeiv1connect.NewSecretServiceClient(hc, "http://"+addr, connect.WithGRPC())
 	var refs []*hodeiv1.SecretRef
 	for i := range n {
 		v := make([]byte, 16)

@@ -4,13 +4,17 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/auth"
 	"github.com/hodei-dev/hodei/internal/pgembed"
 	"github.com/hodei-dev/hodei/internal/platform"
 	"github.com/hodei-dev/hodei/internal/store"
@@ -82,37 +86,42 @@ func execSQL(ctx context.Context, url, sql string) error {
 }
 
 // startPlatform runs a quiet platform on a free loopback port until stop
-// is called.
-func startPlatform(ctx context.Context, pc platform.Config) (addr string, stop func(), err error) {
+// is called; hc is an API client with an admin token of it.
+func startPlatform(ctx context.Context, pc platform.Config) (addr string, hc *http.Client, stop func(), err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	readyc := make(chan string, 1)
 	errc := make(chan error, 1)
 	pc.Listen, pc.AgentLog = "127.0.0.1:0", io.Discard
 	pc.Ready = func(a string) { readyc <- a }
+	var secret string
+	pc.Prepare = func(ctx context.Context, st *store.Store) error {
+		_, secret, err = st.CreateToken(ctx, "bench-"+strconv.FormatInt(time.Now().UnixNano(), 36), []string{string(auth.Admin)}, 0)
+		return err
+	}
 	go func() { errc <- platform.Run(ctx, benchLogger(), pc) }()
 	select {
 	case addr = <-readyc:
-		return addr, func() { cancel(); <-errc }, nil
+		return addr, auth.WithBearer(agent.HTTPClient(), secret), func() { cancel(); <-errc }, nil
 	case err := <-errc:
 		cancel()
-		return "", nil, err
+		return "", nil, nil, err
 	}
 }
 
 // startBench starts a database (benchDatabase) and a platform on it
 // (startPlatform); stop stops both.
-func startBench(ctx context.Context, pgStats bool, pc platform.Config) (url, addr string, stop func(), err error) {
+func startBench(ctx context.Context, pgStats bool, pc platform.Config) (url, addr string, hc *http.Client, stop func(), err error) {
 	url, stopDB, err := benchDatabase(ctx, pgStats)
 	if err != nil {
-		return "", "", nil, err
+		return "", "", nil, nil, err
 	}
 	pc.DatabaseURL = url
-	addr, stopPlatform, err := startPlatform(ctx, pc)
+	addr, hc, stopPlatform, err := startPlatform(ctx, pc)
 	if err != nil {
 		stopDB()
-		return "", "", nil, err
+		return "", "", nil, nil, err
 	}
-	return url, addr, func() { stopPlatform(); stopDB() }, nil
+	return url, addr, hc, func() { stopPlatform(); stopDB() }, nil
 }
 
 // hodeiBinary is binary, or else this executable: the hodei binary that

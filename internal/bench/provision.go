@@ -11,6 +11,8 @@ import (
 	"github.com/hodei-dev/hodei/internal/platform"
 	"github.com/hodei-dev/hodei/internal/provider"
 	"github.com/hodei-dev/hodei/internal/provider/docker"
+	"github.com/hodei-dev/hodei/internal/provider/kubernetes"
+	"github.com/hodei-dev/hodei/internal/provider/kubernetes/kubetest"
 	"github.com/hodei-dev/hodei/internal/provider/process"
 	"github.com/hodei-dev/hodei/internal/store"
 )
@@ -25,8 +27,9 @@ type ProvisionConfig struct {
 }
 
 // Provision measures provision request → WorkerRegistered (the agent
-// enrolled and its stream is open) for the process provider and, when an
-// engine is reachable, the Docker provider; workers are started one at a
+// enrolled and its stream is open) for the process provider, when an
+// engine is reachable the Docker provider, and when kube-apiserver and
+// etcd are built the Kubernetes provider; workers are started one at a
 // time and terminated between runs (not timed). It writes a line per
 // provider and the result line to out.
 func Provision(ctx context.Context, out io.Writer, cfg ProvisionConfig) error {
@@ -34,7 +37,7 @@ func Provision(ctx context.Context, out io.Writer, cfg ProvisionConfig) error {
 	if err != nil {
 		return err
 	}
-	url, addr, stop, err := startBench(ctx, false, platform.Config{})
+	url, addr, _, stop, err := startBench(ctx, false, platform.Config{})
 	if err != nil {
 		return err
 	}
@@ -71,8 +74,44 @@ func Provision(ctx context.Context, out io.Writer, cfg ProvisionConfig) error {
 		fmt.Fprintf(out, "docker: p50 %s\n", dp50.Round(100*time.Microsecond))
 		dockerField = fmt.Sprintf("docker_p50_ms=%.1f", ms(dp50))
 	}
-	fmt.Fprintf(out, "result name=provision process_p50_ms=%.1f %s runs=%d\n", ms(pp50), dockerField, cfg.Runs)
+	k8sField, err := provisionKubernetes(ctx, out, st, self, addr, cfg.Runs)
+	if err != nil {
+		return fmt.Errorf("kubernetes: %w", err)
+	}
+	fmt.Fprintf(out, "result name=provision process_p50_ms=%.1f %s %s runs=%d\n", ms(pp50), dockerField, k8sField, cfg.Runs)
 	return nil
+}
+
+// provisionKubernetes measures the Kubernetes provider against a local
+// kube-apiserver and etcd (scripts/k8s-binaries.sh builds them), whose
+// pods kubetest.Node runs in place of a kubelet: pod and secret created
+// → agent registered. Without the binaries it is skipped.
+func provisionKubernetes(ctx context.Context, out io.Writer, st *store.Store, self, addr string, runs int) (string, error) {
+	bin, err := kubetest.BinDir()
+	if err != nil {
+		fmt.Fprintf(out, "kubernetes: skipped: %v\n", err)
+		return "k8s_p50_ms=skipped", nil
+	}
+	env, err := kubetest.StartEnv(bin, "", self, kubernetes.AgentBinaryPath, io.Discard)
+	if err != nil {
+		return "", err
+	}
+	defer env.Stop()
+	install, err := st.InstallationID(ctx)
+	if err != nil {
+		return "", err
+	}
+	k, err := kubernetes.New(kubernetes.Config{Kubeconfig: env.Kubeconfig, Namespace: "default", Server: addr, InstallID: install,
+		AgentImage: kubetest.AgentImage, Grace: time.Second})
+	if err != nil {
+		return "", err
+	}
+	kp50, err := measureProvision(ctx, st, k, provider.Spec{}, runs)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(out, "kubernetes: p50 %s (kube-apiserver %s, test node)\n", kp50.Round(100*time.Microsecond), kubetest.Version)
+	return fmt.Sprintf("k8s_p50_ms=%.1f", ms(kp50)), nil
 }
 
 func measureProvision(ctx context.Context, st *store.Store, p provider.Provider, spec provider.Spec, runs int) (time.Duration, error) {

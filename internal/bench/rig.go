@@ -61,7 +61,7 @@ func newBenchRig(ctx context.Context, rc rigConfig) (*benchRig, error) {
 			return nil, err
 		}
 	}
-	addr, stopPlatform, err := startPlatform(ctx, platform.Config{DatabaseURL: url})
+	addr, hc, stopPlatform, err := startPlatform(ctx, platform.Config{DatabaseURL: url})
 	if err != nil {
 		stopDB()
 		return nil, err
@@ -104,7 +104,7 @@ func newBenchRig(ctx context.Context, rc rigConfig) (*benchRig, error) {
 		}
 		r.agents = append(r.agents, a)
 	}
-	r.jobs = hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+r.addr, connect.WithGRPC())
+	r.jobs = hodeiv1connect.NewJobServiceClient(hc, "http://"+r.addr, connect.WithGRPC())
 	if !rc.hold {
 		if err := r.startAgents(ctx); err != nil {
 			r.stop()

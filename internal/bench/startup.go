@@ -9,7 +9,6 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
-	"github.com/hodei-dev/hodei/internal/agent"
 	"github.com/hodei-dev/hodei/internal/pgembed"
 	"github.com/hodei-dev/hodei/internal/platform"
 )
@@ -55,13 +54,13 @@ func startupOnce(ctx context.Context, binary string) (ready, firstJob time.Durat
 	if err := c.CreateDatabase(ctx, "hodei"); err != nil {
 		return 0, 0, err
 	}
-	addr, stopPlatform, err := startPlatform(ctx, platform.Config{DatabaseURL: c.URL("hodei"), MaxWorkers: 1, AgentBinary: binary})
+	addr, hc, stopPlatform, err := startPlatform(ctx, platform.Config{DatabaseURL: c.URL("hodei"), MaxWorkers: 1, AgentBinary: binary})
 	if err != nil {
 		return 0, 0, fmt.Errorf("server: %w", err)
 	}
 	defer stopPlatform()
 	ready = time.Since(start)
-	jobs := hodeiv1connect.NewJobServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	jobs := hodeiv1connect.NewJobServiceClient(hc, "http://"+addr, connect.WithGRPC())
 	t0 := time.Now()
 	if _, err := runToEnd(ctx, jobs, []string{"true"}, nil); err != nil {
 		return 0, 0, fmt.Errorf("first job: %w", err)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+
+	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 )
 
 // IO bundles the process's streams so tests can capture them.
@@ -18,6 +20,9 @@ type IO struct {
 	Out, Err io.Writer
 	// Env looks up an environment variable; nil means none is set.
 	Env func(string) string
+	// CreateTokenInDatabase, when set, creates an API token directly in
+	// the database (token create --database: the first admin token).
+	CreateTokenInDatabase func(ctx context.Context, name string, scopes []string, ttl time.Duration) (*hodeiv1.CreateTokenResponse, error)
 }
 
 // Exit codes returned by Main.
@@ -70,15 +75,24 @@ Commands:
   secret list | delete NAME            names, versions, who changed them when (never values); delete one
   secret rotate-key                    re-seal every value under a new key-encryption key
   secret audit NAME [--limit N]        every read and change of a secret
+  token create NAME --scope S... [--ttl D] [--database]
+                                       create an API token and print its secret once; scopes jobs:read,
+                                       jobs:write, secrets:use, metrics, admin (--database: in HODEI_DATABASE_URL,
+                                       no server needed; the first admin token)
+  token list | revoke NAME|ID          list API tokens (never their secrets); revoke one
 
 Flags on every command:
-  --server ADDR   host:port or http://host:port (default $HODEI_SERVER, else 127.0.0.1:7070)
+  --server ADDR   host:port or http://host:port (default $HODEI_SERVER, else the configuration
+                  file's, else 127.0.0.1:7070)
+  --token TOKEN   API token sent with every call (default $HODEI_TOKEN, else the configuration
+                  file's: $HODEI_CONFIG, else ~/.config/hodei/config.json, which hodei dev writes)
   --connect-timeout D
                   how long the server may take to answer (default $HODEI_CONNECT_TIMEOUT, else 10s);
                   streams then follow without a limit
   -o FORMAT       table (default), json or yaml; on get, list, cancel, retry, watch, explain,
                   provider list, webhook add|list|deliveries|replay, jobtype set|list|get,
                   secret set|list|rotate-key|audit;
+                  token create|list|revoke;
                   table or json on events tail; ignored by job submit
 
 Job flags (run, job submit):
@@ -124,6 +138,10 @@ type env struct {
 	// environment a flag defaults from, reported as a usage error.
 	connectTimeout time.Duration
 	envErr         error
+	// settings is the client configuration with the environment over it
+	// (clientSettings); token is --token, defaulting from it.
+	settings *ClientConfig
+	token    string
 }
 
 func newEnv(streams IO) *env {
@@ -181,6 +199,8 @@ func (e *env) main(ctx context.Context, args []string) int {
 		err = e.jobType(ctx, args[1:])
 	case "secret":
 		err = e.secret(ctx, args[1:])
+	case "token":
+		err = e.tokenCmd(ctx, args[1:])
 	default:
 		if IsHelp(args[0]) {
 			fmt.Fprint(e.Out, Usage)
@@ -269,6 +289,9 @@ func errorText(err error) string {
 	var ce *connect.Error
 	if errors.As(err, &ce) {
 		msg := ce.Message()
+		if ce.Code() == connect.CodeUnauthenticated {
+			msg += " (the token comes from --token, HODEI_TOKEN or the client configuration file, HODEI_CONFIG or ~/.config/hodei/config.json; `hodei dev` writes one)"
+		}
 		if msg == "" {
 			return ce.Code().String()
 		}

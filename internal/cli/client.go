@@ -19,6 +19,7 @@ type clients struct {
 	webhooks  hodeiv1connect.WebhookServiceClient
 	jobTypes  hodeiv1connect.JobTypeServiceClient
 	secrets   hodeiv1connect.SecretServiceClient
+	tokens    hodeiv1connect.TokenServiceClient
 }
 
 // dial builds gRPC clients for addr (host:port) over cleartext HTTP/2. It
@@ -33,7 +34,11 @@ func (e *env) dial(addr string) *clients {
 		// Pings find a dead connection under a long-lived stream.
 		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 	}
-	hc := &http.Client{Transport: transport}
+	token := e.token
+	if token == "" {
+		token = e.clientSettings().Token
+	}
+	hc := &http.Client{Transport: bearer{base: transport, token: token}}
 	base := "http://" + addr
 	return &clients{
 		addr:      addr,
@@ -44,10 +49,27 @@ func (e *env) dial(addr string) *clients {
 		webhooks:  hodeiv1connect.NewWebhookServiceClient(hc, base, connect.WithGRPC()),
 		jobTypes:  hodeiv1connect.NewJobTypeServiceClient(hc, base, connect.WithGRPC()),
 		secrets:   hodeiv1connect.NewSecretServiceClient(hc, base, connect.WithGRPC()),
+		tokens:    hodeiv1connect.NewTokenServiceClient(hc, base, connect.WithGRPC()),
 	}
 }
 
 func (c *clients) close() { c.http.CloseIdleConnections() }
+
+// bearer sends the API token, when there is one, with every request.
+type bearer struct {
+	base  *http.Transport
+	token string
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	if b.token != "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+b.token)
+	}
+	return b.base.RoundTrip(r)
+}
+
+func (b bearer) CloseIdleConnections() { b.base.CloseIdleConnections() }
 
 // transient reports whether a stream that failed with err is worth
 // re-opening: the server went away or broke the connection, rather than

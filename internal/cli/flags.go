@@ -17,15 +17,19 @@ import (
 
 func readFileOS(name string) ([]byte, error) { return os.ReadFile(name) }
 
-// serverFlag registers --server with its default from HODEI_SERVER, and
-// --connect-timeout.
+// serverFlag registers --server and --token with their defaults from
+// the environment (HODEI_SERVER, HODEI_TOKEN) over the client
+// configuration file, and --connect-timeout.
 func (e *env) serverFlag(fs *flag.FlagSet) *string {
-	def := e.Env("HODEI_SERVER")
+	c := e.clientSettings()
+	def := c.Server
 	if def == "" {
 		def = DefaultServer
 	}
 	e.connectTimeoutFlag(fs)
-	return fs.String("server", def, "server `address`: host:port or http://host:port (env HODEI_SERVER)")
+	// No default shown: help output must not print a secret.
+	fs.StringVar(&e.token, "token", "", "API `token` sent with every call (default: env HODEI_TOKEN, else the configuration file's)")
+	return fs.String("server", def, "server `address`: host:port or http://host:port (env HODEI_SERVER, else the configuration file's)")
 }
 
 // serverAddr normalizes a --server value to host:port.

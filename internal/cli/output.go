@@ -102,6 +102,7 @@ func writeJobSummary(buf *bytes.Buffer, j *hodeiv1.Job, now time.Time, loc *time
 	}
 	row("Image", spec.GetImage())
 	row("Type", spec.GetType())
+	row("Submitted by", j.GetSubmittedBy())
 	if spec.GetPriority() != 0 {
 		row("Priority", strconv.Itoa(int(spec.GetPriority())))
 	}

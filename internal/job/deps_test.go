@@ -35,8 +35,11 @@ func TestImportRules(t *testing.T) {
 		{"internal/job", []string{module}},
 		{"internal/jobpb", []string{module + "internal/store", module + "internal/server", module + "internal/eventbus"}},
 		{"internal/agent", []string{module + "internal/store", module + "internal/eventbus", module + "internal/server", "github.com/jackc/pgx"}},
-		{"internal/provider/process", []string{module + "internal/provider/docker"}},
-		{"internal/provider/docker", []string{module + "internal/provider/process"}},
+		{"internal/provider/process", []string{module + "internal/provider/docker", module + "internal/provider/kubernetes"}},
+		{"internal/provider/docker", []string{module + "internal/provider/process", module + "internal/provider/kubernetes"}},
+		{"internal/provider/kubernetes", []string{module + "internal/provider/process", module + "internal/provider/docker", module + "internal/store"}},
+		// The test cluster and node are scaffolding: no provider runs on them.
+		{"internal/provider/kubernetes/kubetest", []string{module + "internal/provider/", module + "internal/store"}},
 		{"internal/eventbus", []string{module + "internal/server", module + "internal/scheduler", module + "internal/job"}},
 		// Dispatch declares what it needs of the worker streams; cmd wires
 		// the server's worker set into it.

@@ -114,6 +114,9 @@ type Job struct {
 	FailureClass FailureClass
 	Message      string
 	Attempts     []Attempt
+	// SubmittedBy names the API token that submitted the job ("" when
+	// none did).
+	SubmittedBy string
 }
 
 // Attempt is one execution of a job on one worker.

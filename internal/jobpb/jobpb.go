@@ -166,7 +166,7 @@ func RetryToProto(r job.RetryPolicy) *hodeiv1.RetryPolicy {
 func JobToProto(j job.Job) *hodeiv1.Job {
 	p := &hodeiv1.Job{Id: j.ID, Spec: SpecToProto(j.Spec), State: StateToProto(j.State), Attempt: int32(j.Attempt), MaxAttempts: int32(j.MaxAttempts),
 		CreatedAt: timestamppb.New(j.CreatedAt), UpdatedAt: timestamppb.New(j.UpdatedAt), ExitCode: int32(j.ExitCode),
-		FailureClass: ClassToProto(j.FailureClass), Message: j.Message}
+		FailureClass: ClassToProto(j.FailureClass), Message: j.Message, SubmittedBy: j.SubmittedBy}
 	if !j.FinishedAt.IsZero() {
 		p.FinishedAt = timestamppb.New(j.FinishedAt)
 	}

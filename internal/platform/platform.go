@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
@@ -75,6 +76,9 @@ type Config struct {
 	HealthInterval time.Duration
 	// Docker configures the Docker provider; off when its MaxWorkers is 0.
 	Docker DockerConfig
+	// Kubernetes configures the Kubernetes provider; off when its
+	// MaxWorkers is 0.
+	Kubernetes KubernetesConfig
 	// JobTypeDefaults, when set, is a file of job type retry defaults
 	// (server.ParseJobTypes) stored at start over those of the same names.
 	JobTypeDefaults string
@@ -84,12 +88,32 @@ type Config struct {
 	SecretKeyFile   string
 	CreateSecretKey bool
 	// StopAllWorkers terminates every provider's workers on exit (dev mode,
-	// whose database goes with it). A server leaves Docker workers running
-	// so that they reconnect when it is back.
+	// whose database goes with it). A server leaves Docker and Kubernetes
+	// workers running so that they reconnect when it is back.
 	StopAllWorkers bool
 	// OTLPEndpoint, when set, is the OTLP/HTTP URL the server exports one
 	// trace per job attempt to; the agents it starts get it too.
 	OTLPEndpoint string
+	// MetricsListen, when set, is an address that serves /metrics without
+	// a token (for a network only the operator reaches); the API port
+	// serves it to tokens with the metrics scope either way.
+	MetricsListen string
+	// Prepare, when set, runs once the store is open and migrated, before
+	// the server serves: dev mode creates its admin token there.
+	Prepare func(ctx context.Context, st *store.Store) error
+}
+
+// setDefaults sets the defaults of the fields left zero.
+func (pc *Config) setDefaults() {
+	if pc.JobRetention <= 0 {
+		pc.JobRetention = 30 * 24 * time.Hour
+	}
+	if pc.EventRetention <= 0 {
+		pc.EventRetention = 7 * 24 * time.Hour
+	}
+	if pc.IdleTimeout <= 0 {
+		pc.IdleTimeout = time.Minute
+	}
 }
 
 // loadJobTypes stores the job types of the file at path, when set, over
@@ -128,19 +152,6 @@ type DockerConfig struct {
 	Labels     map[string]string
 }
 
-// setDefaults fills the settings left at zero.
-func (pc *Config) setDefaults() {
-	if pc.JobRetention <= 0 {
-		pc.JobRetention = 30 * 24 * time.Hour
-	}
-	if pc.EventRetention <= 0 {
-		pc.EventRetention = 7 * 24 * time.Hour
-	}
-	if pc.IdleTimeout <= 0 {
-		pc.IdleTimeout = time.Minute
-	}
-}
-
 // Run runs one server replica with the process provider until ctx
 // ends. Shutdown order: stop accepting (listener), stop dispatch, stop
 // workers we started, close the store.
@@ -156,9 +167,11 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	defer st.Close()
 	defer ln.Close()
 	addr := ln.Addr().String()
-	if err := loadJobTypes(ctx, log, st, pc.JobTypeDefaults); err != nil {
+	metrics, err := prepare(ctx, log, st, pc)
+	if err != nil {
 		return err
 	}
+	defer metrics.close()
 	reg, tracer, agentArgs, err := observability(ctx, pc)
 	if err != nil {
 		return err
@@ -170,31 +183,11 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	if err != nil {
 		return err
 	}
-	// Providers. With --max-workers 0 this server starts no workers:
-	// agents are started elsewhere (another host, a test) and connect on
-	// their own.
-	var providers []provider.Provider
-	var local *process.Provider
-	if pc.MaxWorkers > 0 {
-		local, err = process.New(process.Config{Server: addr, Stderr: pc.AgentLog, Grace: 20 * time.Second, Binary: pc.AgentBinary,
-			Args: agentArgs})
-		if err != nil {
-			return err
-		}
-		if err := st.SeedProvider(ctx, store.Provider{Name: local.Name(), Kind: local.Kind(), MaxWorkers: pc.MaxWorkers,
-			IdleTimeout: pc.IdleTimeout, Labels: pc.WorkerLabels}); err != nil {
-			return err
-		}
-		providers = append(providers, local)
+	providers, local, closeProviders, err := newProviders(ctx, log, st, addr, pc, agentArgs)
+	if err != nil {
+		return err
 	}
-	if pc.Docker.MaxWorkers > 0 {
-		d, err := newDockerProvider(ctx, log, st, addr, pc, agentArgs)
-		if err != nil {
-			return err
-		}
-		defer d.Close()
-		providers = append(providers, d)
-	}
+	defer closeProviders()
 	smetrics := scheduler.NewMetrics(reg)
 	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics, Tracer: tracer}, st, bus, srv.Workers())
 	scaler := autoscale.New(autoscale.Config{Logger: log, Registry: reg, HealthInterval: pc.HealthInterval}, st, bus, providers)
@@ -215,6 +208,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error { return disp.Run(gctx) })
 	g.Go(func() error { return srv.Serve(gctx, ln) })
+	g.Go(func() error { return metrics.serve(gctx, log, srv.MetricsHandler()) })
 	log.Info("hodei server listening", "addr", addr, "replica_id", replica)
 	if pc.Ready != nil {
 		pc.Ready(addr)
@@ -250,6 +244,106 @@ func observability(ctx context.Context, pc Config) (*prometheus.Registry, *traci
 		agentArgs = append(agentArgs, "--otlp-endpoint", pc.OTLPEndpoint)
 	}
 	return reg, tracer, agentArgs, nil
+}
+
+// prepare loads the job types of the file pc names, runs pc.Prepare and
+// listens on pc.MetricsListen, when set.
+func prepare(ctx context.Context, log *slog.Logger, st *store.Store, pc Config) (*metricsListener, error) {
+	if err := loadJobTypes(ctx, log, st, pc.JobTypeDefaults); err != nil {
+		return nil, err
+	}
+	if pc.Prepare != nil {
+		if err := pc.Prepare(ctx, st); err != nil {
+			return nil, err
+		}
+	}
+	if pc.MetricsListen == "" {
+		return &metricsListener{}, nil
+	}
+	ln, err := Listen(pc.MetricsListen)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-listen: %w", err)
+	}
+	return &metricsListener{ln: ln}, nil
+}
+
+// metricsListener is the --metrics-listen listener; without one, serve
+// and close do nothing.
+type metricsListener struct{ ln net.Listener }
+
+func (m *metricsListener) close() {
+	if m.ln != nil {
+		m.ln.Close()
+	}
+}
+
+// serve serves /metrics (h) without a token until ctx ends.
+func (m *metricsListener) serve(ctx context.Context, log *slog.Logger, h http.Handler) error {
+	if m.ln == nil {
+		return nil
+	}
+	ln := m.ln
+	log.Info("metrics served without a token", "addr", ln.Addr().String())
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", h)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	hs.Close()
+	<-errc
+	return nil
+}
+
+// newProviders builds and registers the providers pc configures; local
+// is the process provider, if any. With --max-workers 0 this server
+// starts no local workers: agents are started elsewhere (another host, a
+// test) and connect on their own.
+func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr string, pc Config, agentArgs []string) (_ []provider.Provider, local *process.Provider, closeAll func(), err error) {
+	var providers []provider.Provider
+	var closers []func() error
+	closeAll = func() {
+		for _, c := range closers {
+			c() //nolint:errcheck // shutting down
+		}
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
+	if pc.MaxWorkers > 0 {
+		local, err = process.New(process.Config{Server: addr, Stderr: pc.AgentLog, Grace: 20 * time.Second, Binary: pc.AgentBinary,
+			Args: agentArgs})
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if err := st.SeedProvider(ctx, store.Provider{Name: local.Name(), Kind: local.Kind(), MaxWorkers: pc.MaxWorkers,
+			IdleTimeout: pc.IdleTimeout, Labels: pc.WorkerLabels}); err != nil {
+			return nil, nil, nil, err
+		}
+		providers = append(providers, local)
+	}
+	if pc.Docker.MaxWorkers > 0 {
+		d, err := newDockerProvider(ctx, log, st, addr, pc, agentArgs)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		closers = append(closers, d.Close)
+		providers = append(providers, d)
+	}
+	if pc.Kubernetes.MaxWorkers > 0 {
+		k, err := newKubernetesProvider(ctx, log, st, addr, pc)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("kubernetes provider: %w", err)
+		}
+		providers = append(providers, k)
+	}
+	return providers, local, closeAll, nil
 }
 
 // stopWorkers terminates every worker of the providers.

@@ -17,7 +17,9 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/agent"
+	"github.com/hodei-dev/hodei/internal/auth"
 	"github.com/hodei-dev/hodei/internal/platform"
+	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
@@ -33,6 +35,13 @@ func TestRun(t *testing.T) {
 	errc := make(chan error, 1)
 	pc := platform.Config{Listen: "127.0.0.1:0", DatabaseURL: storetest.URL(t), MaxWorkers: 3, AgentLog: io.Discard,
 		WorkerLabels: map[string]string{"zone": "a"}, Ready: func(addr string) { readyc <- addr }}
+	metricsAddr := freeLoopbackAddr(t)
+	pc.MetricsListen = metricsAddr
+	var token string
+	pc.Prepare = func(ctx context.Context, st *store.Store) (err error) {
+		_, token, err = st.CreateToken(ctx, "test-admin", []string{"admin"}, 0)
+		return err
+	}
 	go func() { errc <- platform.Run(ctx, storetest.Logger(t), pc) }()
 	var addr string
 	select {
@@ -51,7 +60,21 @@ func TestRun(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/readyz: %s", resp.Status)
 	}
-	providers := hodeiv1connect.NewProviderServiceClient(agent.HTTPClient(), "http://"+addr, connect.WithGRPC())
+	// /metrics: open on --metrics-listen, for tokens on the API port.
+	for _, tc := range []struct {
+		url  string
+		want int
+	}{{"http://" + metricsAddr + "/metrics", http.StatusOK}, {"http://" + addr + "/metrics", http.StatusUnauthorized}} {
+		resp, err := http.Get(tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("GET %s without a token: %s, want %d", tc.url, resp.Status, tc.want)
+		}
+	}
+	providers := hodeiv1connect.NewProviderServiceClient(auth.WithBearer(agent.HTTPClient(), token), "http://"+addr, connect.WithGRPC())
 	list, err := providers.ListProviders(ctx, connect.NewRequest(&hodeiv1.ListProvidersRequest{}))
 	if err != nil {
 		t.Fatal(err)
@@ -113,4 +136,14 @@ func TestRunFailsAtOnceOnAMissingDatabase(t *testing.T) {
 	} else {
 		ln.Close()
 	}
+}
+
+func freeLoopbackAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

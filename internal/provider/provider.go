@@ -6,6 +6,7 @@ package provider
 
 import (
 	"context"
+	"strconv"
 )
 
 // Spec is what a worker must offer.
@@ -43,4 +44,22 @@ type Provider interface {
 type Instance struct {
 	WorkerID string
 	Handle   []byte
+}
+
+// AgentArgs are the arguments of `hodei agent` for a worker of spec
+// dialling server, with extra arguments and the worker's CPU and memory
+// limits (0: none): an ephemeral worker retires after one job, and the
+// agent states its limits so that bigger jobs go elsewhere.
+func AgentArgs(server string, extra []string, spec Spec, cpuMillis, memoryMiB int64) []string {
+	args := append([]string{"agent", "--server", server}, extra...)
+	if spec.Ephemeral {
+		args = append(args, "--max-jobs", "1")
+	}
+	if cpuMillis > 0 {
+		args = append(args, "--cpu-millis", strconv.FormatInt(cpuMillis, 10))
+	}
+	if memoryMiB > 0 {
+		args = append(args, "--memory-mib", strconv.FormatInt(memoryMiB, 10))
+	}
+	return args
 }

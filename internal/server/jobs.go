@@ -35,7 +35,7 @@ func (h jobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1.
 		}
 	}
 	begin := time.Now()
-	j, existing, err := h.s.store.CreateJob(ctx, spec, h.s.cfg.DefaultMaxAttempts)
+	j, existing, err := h.s.store.CreateJobAs(ctx, caller(ctx), spec, h.s.cfg.DefaultMaxAttempts)
 	if err != nil {
 		return nil, connectError(err)
 	}
@@ -74,7 +74,7 @@ func (h jobService) SubmitJobs(ctx context.Context, req *connect.Request[hodeiv1
 	if err := h.s.checkSecrets(ctx, specs, func(i int) string { return fmt.Sprintf("specs[%d].", i) }); err != nil {
 		return nil, err
 	}
-	jobs, existing, err := h.s.store.CreateJobs(ctx, specs, h.s.cfg.DefaultMaxAttempts)
+	jobs, existing, err := h.s.store.CreateJobsAs(ctx, caller(ctx), specs, h.s.cfg.DefaultMaxAttempts)
 	if err != nil {
 		return nil, connectError(err)
 	}

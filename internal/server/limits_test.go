@@ -2,48 +2,29 @@ package server
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"runtime"
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
-	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/auth"
 	"github.com/hodei-dev/hodei/internal/frame"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
 // serveOnLoopback serves a Server on a fresh database on 127.0.0.1 until
-// the test ends and returns its base URL.
-func serveOnLoopback(t *testing.T) string {
+// the test ends and returns its base URL and an admin token.
+func serveOnLoopback(t *testing.T) (string, string) {
 	t.Helper()
 	st := storetest.Open(t)
-	bus := st.NewBus(eventbus.Config{})
-	s, err := New(Config{ReplicaID: "limits", Registry: prometheus.NewRegistry()}, st, bus)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return "http://" + ln.Addr().String()
+	base, _ := apiServer(t, st)
+	return base, newToken(t, st, "admin", 0, auth.Admin)
 }
 
 // h2c is a cleartext HTTP/2 client, as agents and the CLI use.
@@ -127,8 +108,8 @@ func post(t *testing.T, c *http.Client, url, procedure, contentType string, body
 // resource_exhausted; the server neither buffers it (its allocations grow
 // by far less than 100 MiB) nor reads it to its end.
 func TestOversizedRequestIsRefusedUnread(t *testing.T) {
-	url := serveOnLoopback(t)
-	c := h2c()
+	url, token := serveOnLoopback(t)
+	c := auth.WithBearer(h2c(), token)
 	const size = 100 << 20
 	grpcBody := func() *filler {
 		// SubmitJobRequest{spec: JobSpec{script: size bytes}}, in a gRPC frame.
@@ -230,8 +211,8 @@ func maximalSpec(b *bytes.Buffer) {
 // written in the longest JSON, is accepted by SubmitJob; 1,000 specs that
 // fill SubmitJobs' 32 MiB are accepted, and a few more bytes are refused.
 func TestLargestValidRequestsPass(t *testing.T) {
-	url := serveOnLoopback(t)
-	c := h2c()
+	url, token := serveOnLoopback(t)
+	c := auth.WithBearer(h2c(), token)
 	var b bytes.Buffer
 	b.WriteString(`{"spec":`)
 	maximalSpec(&b)
@@ -272,7 +253,7 @@ func TestLargestValidRequestsPass(t *testing.T) {
 // over frame.MaxFrameBytes ends the stream with resource_exhausted: the
 // server reads it only to discard it, without holding or decoding it.
 func TestOversizedWorkerFrameIsRefused(t *testing.T) {
-	url := serveOnLoopback(t)
+	url, _ := serveOnLoopback(t)
 	// ConnectRequest{logs: LogBatch{job_id: n bytes}}, in a gRPC frame,
 	// frame.MaxFrameBytes+1 bytes long.
 	size := uint64(frame.MaxFrameBytes + 1)

@@ -11,8 +11,8 @@ import (
 
 // Run does this replica's background duties until ctx ends: one write for
 // all heartbeats per interval, lease expiry of silent streams, forwarding
-// JobCancelled to the worker running the job, and waking the log followers
-// of a job that ended.
+// JobCancelled to the worker running the job, waking the log followers
+// of a job that ended, and recording when API tokens were last used.
 func (s *Server) Run(ctx context.Context) error {
 	from, err := s.bus.Now(ctx)
 	if err != nil {
@@ -44,6 +44,9 @@ func (s *Server) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			s.beat(ctx)
+			if err := s.tokens.flushUsage(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("record token use", "err", err)
+			}
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/auth"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/secret"
 	"github.com/hodei-dev/hodei/internal/store"
@@ -16,8 +17,8 @@ import (
 
 // SecretAccess decides who may use which secret. The server asks it at
 // every submission that references secrets and records Actor in the audit
-// trail. Without token authentication (allowAll) everyone may use every
-// secret and the actor is empty.
+// trail. The default (tokenSecretAccess) asks the call's API token for the
+// secrets:use scope.
 type SecretAccess interface {
 	// MayUseSecret returns nil when the caller of ctx may reference the
 	// secret name in a job, else an error saying why (a connect error
@@ -27,10 +28,22 @@ type SecretAccess interface {
 	Actor(ctx context.Context) string
 }
 
-type allowAll struct{}
+// tokenSecretAccess lets a call use secrets when its API token has the
+// secrets:use scope (admin has every scope); the actor is the token's
+// name. A context without a token is not an API call (the server's own
+// work): it may.
+type tokenSecretAccess struct{}
 
-func (allowAll) MayUseSecret(context.Context, string) error { return nil }
-func (allowAll) Actor(context.Context) string               { return "" }
+func (tokenSecretAccess) MayUseSecret(ctx context.Context, name string) error {
+	t, _ := ctx.Value(callerKey{}).(*cachedToken)
+	if t == nil || auth.Allows(t.scopes, auth.SecretsUse) {
+		return nil
+	}
+	return connect.NewError(connect.CodePermissionDenied,
+		fmt.Errorf("token %q may not use secrets: it needs the %s scope", t.name, auth.SecretsUse))
+}
+
+func (tokenSecretAccess) Actor(ctx context.Context) string { return caller(ctx) }
 
 // errNoSecretKey is the answer of every secret call on a server without a
 // key file.

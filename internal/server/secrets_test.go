@@ -3,15 +3,20 @@ package server
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
+	"github.com/hodei-dev/hodei/internal/auth"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/secret"
@@ -175,3 +180,46 @@ func (forbidSecret) Actor(context.Context) string { return "" }
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// TestSecretReferencesNeedTheSecretsUseScope: through the API, a token
+// that may submit jobs but lacks secrets:use cannot submit one that
+// references a secret; with the scope (or admin) it can.
+func TestSecretReferencesNeedTheSecretsUseScope(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := storetest.Open(t)
+	keys, err := secret.LoadKeyring(filepath.Join(t.TempDir(), "key"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.SetSecret(ctx, "db-pass", "", func(v int32) (secret.Sealed, error) { return keys.Seal("db-pass", v, []byte("value-db")) }); err != nil {
+		t.Fatal(err)
+	}
+	bus := st.NewBus(eventbus.Config{Logger: storetest.Logger(t)})
+	s, err := New(Config{ReplicaID: "secrets-scope", Registry: prometheus.NewRegistry(), Logger: storetest.Logger(t), SecretKeys: keys}, st, bus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(s.Handler())
+	srv.EnableHTTP2 = true
+	srv.Start()
+	defer srv.Close()
+	spec := &hodeiv1.JobSpec{Command: []string{"true"}, Secrets: []*hodeiv1.SecretRef{{Name: "db-pass"}}}
+	for _, c := range []struct {
+		scopes []auth.Scope
+		want   connect.Code // 0: accepted
+	}{
+		{[]auth.Scope{auth.JobsWrite}, connect.CodePermissionDenied},
+		{[]auth.Scope{auth.JobsWrite, auth.SecretsUse}, 0},
+		{[]auth.Scope{auth.Admin}, 0},
+	} {
+		tok := newToken(t, st, fmt.Sprintf("t%d", len(c.scopes))+string(c.scopes[0][0]), 0, c.scopes...)
+		jc := hodeiv1connect.NewJobServiceClient(srv.Client(), srv.URL)
+		req := connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec})
+		req.Header().Set("Authorization", "Bearer "+tok)
+		_, err := jc.SubmitJob(ctx, req)
+		if got := connect.CodeOf(err); (err == nil) != (c.want == 0) || err != nil && got != c.want {
+			t.Errorf("token with %v: %v, want code %v", c.scopes, err, c.want)
+		}
+	}
+}

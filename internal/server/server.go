@@ -57,6 +57,7 @@ type Server struct {
 	commits *groupCommit // every stream's reports, applied together
 	access  SecretAccess
 	redact  *attemptRedactors // the second redaction of stored logs
+	tokens  *tokenCache       // verified API tokens
 }
 
 // New returns a server.
@@ -81,12 +82,14 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.SecretAccess == nil {
-		cfg.SecretAccess = allowAll{}
+		cfg.SecretAccess = tokenSecretAccess{}
 	}
 	s := &Server{access: cfg.SecretAccess, redact: newAttemptRedactors(), cfg: cfg, store: st, bus: bus, log: cfg.Logger, commits: &groupCommit{apply: st.ApplyReports},
-		logs: newLogHub(), workers: newWorkerSet(cfg.Tracer)}
+		logs: newLogHub(), workers: newWorkerSet(cfg.Tracer), tokens: newTokenCache(st)}
 	s.metrics = newMetrics(cfg.Registry, st, s.workers, cfg.Tracer)
 	s.workers.resolve = s.resolveSecrets
+	// A token revoked on any replica is dropped here at once.
+	bus.OnNotify(store.TokensChannel, s.tokens.invalidate)
 	// Log output stored on any replica wakes this replica's followers.
 	bus.OnNotify(store.LogsChannel, func(jobID string) {
 		if jobID == "" {
@@ -102,31 +105,35 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 func (s *Server) Workers() *WorkerSet { return s.workers }
 
 // Handler returns the HTTP handler serving every service, gRPC
-// reflection, /metrics and /healthz.
+// reflection, /metrics (for tokens with the metrics scope), /healthz and
+// /readyz. Every call but the worker stream's needs an API token
+// (procedureScopes).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(path string, h http.Handler) { mux.Handle(path, limitBodies(h)) }
 	// Small messages are not worth compressing (most of ours are small).
-	rpc := connect.WithInterceptors(s.metrics.rpc)
-	opt := connect.WithHandlerOptions(connect.WithCompressMinBytes(4096), readLimits, rpc)
+	// The RPC metrics (and spans) wrap the authentication: refused calls
+	// are counted with their code.
+	opt := connect.WithHandlerOptions(connect.WithCompressMinBytes(4096), readLimits, connect.WithInterceptors(s.metrics.rpc, authInterceptor{s.tokens}))
 	handle(hodeiv1connect.NewJobServiceHandler(jobService{s}, opt))
 	// The worker stream is never compressed: it carries many messages a
 	// second per worker, and workers sit on the same network as the server.
-	handle(hodeiv1connect.NewWorkerServiceHandler(workerService{s}, connect.WithCompressMinBytes(math.MaxInt), readLimits, rpc))
+	handle(hodeiv1connect.NewWorkerServiceHandler(workerService{s}, connect.WithCompressMinBytes(math.MaxInt), readLimits, connect.WithInterceptors(s.metrics.rpc)))
 	handle(hodeiv1connect.NewEventServiceHandler(eventService{s}, opt))
 	handle(hodeiv1connect.NewProviderServiceHandler(providerService{s}, opt))
 	handle(hodeiv1connect.NewWebhookServiceHandler(newWebhookService(s), opt))
 	handle(hodeiv1connect.NewJobTypeServiceHandler(jobTypeService{s}, opt))
 	handle(hodeiv1connect.NewSecretServiceHandler(secretService{s}, opt))
+	handle(hodeiv1connect.NewTokenServiceHandler(tokenService{s}, opt))
 	reflector := grpcreflect.NewStaticReflector(
 		hodeiv1connect.JobServiceName, hodeiv1connect.WorkerServiceName,
 		hodeiv1connect.EventServiceName, hodeiv1connect.ProviderServiceName,
 		hodeiv1connect.WebhookServiceName, hodeiv1connect.JobTypeServiceName,
-		hodeiv1connect.SecretServiceName,
+		hodeiv1connect.SecretServiceName, hodeiv1connect.TokenServiceName,
 	)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", s.metricsAuth(s.MetricsHandler()))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.store.Ping(r.Context()); err != nil {
@@ -136,6 +143,13 @@ func (s *Server) Handler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	return mux
+}
+
+// MetricsHandler serves the Prometheus metrics without asking for a
+// token: for a separate listener (--metrics-listen) that only the
+// operator's network reaches.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{})
 }
 
 // Serve serves on ln until ctx ends, then shuts down (streams are cut).

@@ -27,7 +27,13 @@ type createHook func(stage string) error
 // dispatch queue) and its JobCreated event in one transaction. With an idempotency key that was
 // used before, it returns the earlier job and existing=true.
 func (s *Store) CreateJob(ctx context.Context, spec job.Spec, defaultMaxAttempts int) (job.Job, bool, error) {
-	jobs, existing, err := s.CreateJobs(ctx, []job.Spec{spec}, defaultMaxAttempts)
+	return s.CreateJobAs(ctx, "", spec, defaultMaxAttempts)
+}
+
+// CreateJobAs is CreateJob recording submitter (an API token's name; ""
+// for none) as the job's submitter.
+func (s *Store) CreateJobAs(ctx context.Context, submitter string, spec job.Spec, defaultMaxAttempts int) (job.Job, bool, error) {
+	jobs, existing, err := s.CreateJobsAs(ctx, submitter, []job.Spec{spec}, defaultMaxAttempts)
 	if err != nil {
 		var fe *job.FieldError
 		if errors.As(err, &fe) { // one spec: name its field without the index
@@ -46,6 +52,12 @@ func (s *Store) CreateJob(ctx context.Context, spec job.Spec, defaultMaxAttempts
 // defaults of its type (JobType) for the fields it leaves unset, and
 // max_attempts defaultMaxAttempts when neither sets one.
 func (s *Store) CreateJobs(ctx context.Context, specs []job.Spec, defaultMaxAttempts int) ([]job.Job, []bool, error) {
+	return s.CreateJobsAs(ctx, "", specs, defaultMaxAttempts)
+}
+
+// CreateJobsAs is CreateJobs recording submitter (an API token's name;
+// "" for none) as the submitter of the jobs it creates.
+func (s *Store) CreateJobsAs(ctx context.Context, submitter string, specs []job.Spec, defaultMaxAttempts int) ([]job.Job, []bool, error) {
 	for i := range specs {
 		if err := specs[i].Validate(); err != nil {
 			var fe *job.FieldError
@@ -60,7 +72,7 @@ func (s *Store) CreateJobs(ctx context.Context, specs []job.Spec, defaultMaxAtte
 		return nil, nil, err
 	}
 	for try := 0; ; try++ {
-		jobs, existing, err := s.createJobs(ctx, specs, defaultMaxAttempts)
+		jobs, existing, err := s.createJobs(ctx, submitter, specs, defaultMaxAttempts)
 		var pgErr *pgconn.PgError
 		if try == 0 && errors.As(err, &pgErr) && pgErr.Code == "23505" {
 			continue // a concurrent submission used one of the keys: it is existing now
@@ -69,7 +81,7 @@ func (s *Store) CreateJobs(ctx context.Context, specs []job.Spec, defaultMaxAtte
 	}
 }
 
-func (s *Store) createJobs(ctx context.Context, specs []job.Spec, defaultMaxAttempts int) ([]job.Job, []bool, error) {
+func (s *Store) createJobs(ctx context.Context, submitter string, specs []job.Spec, defaultMaxAttempts int) ([]job.Job, []bool, error) {
 	jobs := make([]job.Job, len(specs))
 	existing := make([]bool, len(specs))
 	// Keys used before.
@@ -97,6 +109,9 @@ func (s *Store) createJobs(ctx context.Context, specs []job.Spec, defaultMaxAtte
 	var ins db.InsertJobsParams
 	var events []eventbus.Event
 	ins.Now = now
+	if submitter != "" {
+		ins.SubmittedBy = &submitter
+	}
 	for i, spec := range specs {
 		if k := spec.IdempotencyKey; k != "" {
 			if j, ok := byKey[k]; ok {
@@ -126,7 +141,7 @@ func (s *Store) createJobs(ctx context.Context, specs []job.Spec, defaultMaxAtte
 		ins.CpuMillis = append(ins.CpuMillis, spec.CPUMillis)
 		ins.MemoryMib = append(ins.MemoryMib, spec.MemoryMiB)
 		events = append(events, jobCreated(id.String(), &spec))
-		jobs[i] = job.Job{ID: id.String(), Spec: spec, State: job.StateQueued, MaxAttempts: maxAttempts, CreatedAt: now, UpdatedAt: now}
+		jobs[i] = job.Job{ID: id.String(), Spec: spec, State: job.StateQueued, MaxAttempts: maxAttempts, CreatedAt: now, UpdatedAt: now, SubmittedBy: submitter}
 		if spec.IdempotencyKey != "" {
 			byKey[spec.IdempotencyKey] = jobs[i] // a repeat later in this call
 		}
@@ -254,6 +269,9 @@ func (s *Store) ListJobs(ctx context.Context, f ListFilter) ([]job.Job, error) {
 func fromRow(r db.Job) (job.Job, error) {
 	j := job.Job{ID: r.ID.String(), State: job.State(r.State), Attempt: int(r.Attempt), MaxAttempts: int(r.MaxAttempts),
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, Message: r.Message}
+	if r.SubmittedBy != nil {
+		j.SubmittedBy = *r.SubmittedBy
+	}
 	if err := json.Unmarshal(r.Spec, &j.Spec); err != nil {
 		return j, fmt.Errorf("decode spec of job %s: %w", r.ID, err)
 	}

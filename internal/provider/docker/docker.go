@@ -26,7 +26,6 @@ import (
 	"log/slog"
 	"math"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -207,17 +206,7 @@ func (p *Provider) Provision(ctx context.Context, workerID, token string, spec p
 	env := append(append([]string{}, p.cfg.Env...), "HODEI_BOOTSTRAP_TOKEN="+token, "HODEI_WORKER_ID="+workerID)
 	stop := int(math.Ceil(p.cfg.Grace.Seconds()))
 	useInit := true
-	cmd := append([]string{"agent", "--server", p.cfg.Server}, p.cfg.Args...)
-	if spec.Ephemeral {
-		cmd = append(cmd, "--max-jobs", "1")
-	}
-	// The agent states its limits, so that bigger jobs go elsewhere.
-	if res.CPUMillis > 0 {
-		cmd = append(cmd, "--cpu-millis", strconv.FormatInt(res.CPUMillis, 10))
-	}
-	if res.MemoryMiB > 0 {
-		cmd = append(cmd, "--memory-mib", strconv.FormatInt(res.MemoryMiB, 10))
-	}
+	cmd := provider.AgentArgs(p.cfg.Server, p.cfg.Args, spec, res.CPUMillis, res.MemoryMiB)
 	opts := client.ContainerCreateOptions{
 		Image: image,
 		Config: &container.Config{

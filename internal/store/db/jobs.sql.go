@@ -364,7 +364,7 @@ func (q *Queries) GetAttempt(ctx context.Context, arg GetAttemptParams) (GetAtte
 
 const getJob = `-- name: GetJob :one
 
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib, attempt_token, attempt_worker_id, attempt_state, attempt_assigned_at, attempt_started_at, attempt_finished_at, attempt_exit_code, attempt_signal, attempt_failure_class, attempt_message FROM jobs WHERE id = $1
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib, attempt_token, attempt_worker_id, attempt_state, attempt_assigned_at, attempt_started_at, attempt_finished_at, attempt_exit_code, attempt_signal, attempt_failure_class, attempt_message, submitted_by FROM jobs WHERE id = $1
 `
 
 // Statements on the hot path that act on a list of keys say so with
@@ -411,12 +411,13 @@ func (q *Queries) GetJob(ctx context.Context, id uuid.UUID) (Job, error) {
 		&i.AttemptSignal,
 		&i.AttemptFailureClass,
 		&i.AttemptMessage,
+		&i.SubmittedBy,
 	)
 	return i, err
 }
 
 const getJobForUpdate = `-- name: GetJobForUpdate :one
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib, attempt_token, attempt_worker_id, attempt_state, attempt_assigned_at, attempt_started_at, attempt_finished_at, attempt_exit_code, attempt_signal, attempt_failure_class, attempt_message FROM jobs WHERE id = $1 FOR UPDATE
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib, attempt_token, attempt_worker_id, attempt_state, attempt_assigned_at, attempt_started_at, attempt_finished_at, attempt_exit_code, attempt_signal, attempt_failure_class, attempt_message, submitted_by FROM jobs WHERE id = $1 FOR UPDATE
 `
 
 func (q *Queries) GetJobForUpdate(ctx context.Context, id uuid.UUID) (Job, error) {
@@ -455,15 +456,16 @@ func (q *Queries) GetJobForUpdate(ctx context.Context, id uuid.UUID) (Job, error
 		&i.AttemptSignal,
 		&i.AttemptFailureClass,
 		&i.AttemptMessage,
+		&i.SubmittedBy,
 	)
 	return i, err
 }
 
 const insertJobs = `-- name: InsertJobs :exec
-INSERT INTO jobs (id, name, type, spec, state, priority, image, labels, idempotency_key, max_attempts, cpu_millis, memory_mib, created_at, updated_at)
+INSERT INTO jobs (id, name, type, spec, state, priority, image, labels, idempotency_key, max_attempts, cpu_millis, memory_mib, submitted_by, created_at, updated_at)
 SELECT unnest($1::uuid[]), unnest($2::text[]), unnest($3::text[]), unnest($4::jsonb[]), 'queued',
        unnest($5::integer[]), unnest($6::text[]), unnest($7::jsonb[]), nullif(unnest($8::text[]), ''),
-       unnest($9::integer[]), unnest($10::bigint[]), unnest($11::bigint[]), $12, $12
+       unnest($9::integer[]), unnest($10::bigint[]), unnest($11::bigint[]), $12::text, $13, $13
 `
 
 type InsertJobsParams struct {
@@ -478,6 +480,7 @@ type InsertJobsParams struct {
 	MaxAttempts []int32
 	CpuMillis   []int64
 	MemoryMib   []int64
+	SubmittedBy *string
 	Now         time.Time
 }
 
@@ -495,13 +498,14 @@ func (q *Queries) InsertJobs(ctx context.Context, arg InsertJobsParams) error {
 		arg.MaxAttempts,
 		arg.CpuMillis,
 		arg.MemoryMib,
+		arg.SubmittedBy,
 		arg.Now,
 	)
 	return err
 }
 
 const jobsByIdempotencyKeys = `-- name: JobsByIdempotencyKeys :many
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib, attempt_token, attempt_worker_id, attempt_state, attempt_assigned_at, attempt_started_at, attempt_finished_at, attempt_exit_code, attempt_signal, attempt_failure_class, attempt_message FROM jobs WHERE idempotency_key = ANY ($1::text[])
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib, attempt_token, attempt_worker_id, attempt_state, attempt_assigned_at, attempt_started_at, attempt_finished_at, attempt_exit_code, attempt_signal, attempt_failure_class, attempt_message, submitted_by FROM jobs WHERE idempotency_key = ANY ($1::text[])
 `
 
 func (q *Queries) JobsByIdempotencyKeys(ctx context.Context, keys []string) ([]Job, error) {
@@ -546,6 +550,7 @@ func (q *Queries) JobsByIdempotencyKeys(ctx context.Context, keys []string) ([]J
 			&i.AttemptSignal,
 			&i.AttemptFailureClass,
 			&i.AttemptMessage,
+			&i.SubmittedBy,
 		); err != nil {
 			return nil, err
 		}
@@ -595,7 +600,7 @@ func (q *Queries) ListAttempts(ctx context.Context, jobID uuid.UUID) ([]Attempt,
 }
 
 const listJobs = `-- name: ListJobs :many
-SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib, attempt_token, attempt_worker_id, attempt_state, attempt_assigned_at, attempt_started_at, attempt_finished_at, attempt_exit_code, attempt_signal, attempt_failure_class, attempt_message FROM jobs
+SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib, attempt_token, attempt_worker_id, attempt_state, attempt_assigned_at, attempt_started_at, attempt_finished_at, attempt_exit_code, attempt_signal, attempt_failure_class, attempt_message, submitted_by FROM jobs
 WHERE (cardinality($1::text[]) = 0 OR state = ANY ($1::text[]))
   AND ($2::jsonb = '{}'::jsonb OR labels @> $2::jsonb)
   AND ($3::text = '' OR type = $3::text)
@@ -675,6 +680,7 @@ func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]Job, erro
 			&i.AttemptSignal,
 			&i.AttemptFailureClass,
 			&i.AttemptMessage,
+			&i.SubmittedBy,
 		); err != nil {
 			return nil, err
 		}

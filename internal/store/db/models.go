@@ -11,6 +11,17 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 )
 
+type ApiToken struct {
+	ID         uuid.UUID
+	Name       string
+	Hash       []byte
+	Scopes     []string
+	CreatedAt  time.Time
+	ExpiresAt  *time.Time
+	RevokedAt  *time.Time
+	LastUsedAt *time.Time
+}
+
 type Attempt struct {
 	JobID        uuid.UUID
 	Number       int32
@@ -111,6 +122,7 @@ type Job struct {
 	AttemptSignal       string
 	AttemptFailureClass *string
 	AttemptMessage      string
+	SubmittedBy         *string
 }
 
 type JobAttempt struct {

@@ -155,10 +155,10 @@ SELECT state, count(*)::bigint AS n FROM jobs WHERE state IN ('assigned', 'runni
 
 -- name: InsertJobs :exec
 -- Many jobs in one statement, in order.
-INSERT INTO jobs (id, name, type, spec, state, priority, image, labels, idempotency_key, max_attempts, cpu_millis, memory_mib, created_at, updated_at)
+INSERT INTO jobs (id, name, type, spec, state, priority, image, labels, idempotency_key, max_attempts, cpu_millis, memory_mib, submitted_by, created_at, updated_at)
 SELECT unnest(@ids::uuid[]), unnest(@names::text[]), unnest(@types::text[]), unnest(@specs::jsonb[]), 'queued',
        unnest(@priorities::integer[]), unnest(@images::text[]), unnest(@labels::jsonb[]), nullif(unnest(@keys::text[]), ''),
-       unnest(@max_attempts::integer[]), unnest(@cpu_millis::bigint[]), unnest(@memory_mib::bigint[]), @now, @now;
+       unnest(@max_attempts::integer[]), unnest(@cpu_millis::bigint[]), unnest(@memory_mib::bigint[]), sqlc.narg(submitted_by)::text, @now, @now;
 
 -- name: JobsByIdempotencyKeys :many
 SELECT * FROM jobs WHERE idempotency_key = ANY (@keys::text[]);

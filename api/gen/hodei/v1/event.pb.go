@@ -529,6 +529,8 @@ type EventPayload struct {
 	//	*EventPayload_WebhookCreated
 	//	*EventPayload_WebhookDeleted
 	//	*EventPayload_SecretLeakBlocked
+	//	*EventPayload_TokenCreated
+	//	*EventPayload_TokenRevoked
 	Kind          isEventPayload_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -877,6 +879,24 @@ func (x *EventPayload) GetSecretLeakBlocked() *SecretLeakBlocked {
 	return nil
 }
 
+func (x *EventPayload) GetTokenCreated() *TokenCreated {
+	if x != nil {
+		if x, ok := x.Kind.(*EventPayload_TokenCreated); ok {
+			return x.TokenCreated
+		}
+	}
+	return nil
+}
+
+func (x *EventPayload) GetTokenRevoked() *TokenRevoked {
+	if x != nil {
+		if x, ok := x.Kind.(*EventPayload_TokenRevoked); ok {
+			return x.TokenRevoked
+		}
+	}
+	return nil
+}
+
 type isEventPayload_Kind interface {
 	isEventPayload_Kind()
 }
@@ -1017,6 +1037,14 @@ type EventPayload_SecretLeakBlocked struct {
 	SecretLeakBlocked *SecretLeakBlocked `protobuf:"bytes,34,opt,name=secret_leak_blocked,json=secretLeakBlocked,proto3,oneof"`
 }
 
+type EventPayload_TokenCreated struct {
+	TokenCreated *TokenCreated `protobuf:"bytes,35,opt,name=token_created,json=tokenCreated,proto3,oneof"`
+}
+
+type EventPayload_TokenRevoked struct {
+	TokenRevoked *TokenRevoked `protobuf:"bytes,36,opt,name=token_revoked,json=tokenRevoked,proto3,oneof"`
+}
+
 func (*EventPayload_JobCreated) isEventPayload_Kind() {}
 
 func (*EventPayload_JobCreateFailed) isEventPayload_Kind() {}
@@ -1084,6 +1112,10 @@ func (*EventPayload_WebhookCreated) isEventPayload_Kind() {}
 func (*EventPayload_WebhookDeleted) isEventPayload_Kind() {}
 
 func (*EventPayload_SecretLeakBlocked) isEventPayload_Kind() {}
+
+func (*EventPayload_TokenCreated) isEventPayload_Kind() {}
+
+func (*EventPayload_TokenRevoked) isEventPayload_Kind() {}
 
 type JobCreated struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -3276,6 +3308,130 @@ func (x *WebhookDeleted) GetName() string {
 	return ""
 }
 
+// TokenCreated: an API token was created (its secret is never in an
+// event).
+type TokenCreated struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Scopes        []string               `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenCreated) Reset() {
+	*x = TokenCreated{}
+	mi := &file_hodei_v1_event_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenCreated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenCreated) ProtoMessage() {}
+
+func (x *TokenCreated) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_event_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenCreated.ProtoReflect.Descriptor instead.
+func (*TokenCreated) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_event_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *TokenCreated) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TokenCreated) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TokenCreated) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *TokenCreated) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+// TokenRevoked: an API token was revoked; every replica refuses it from
+// then on.
+type TokenRevoked struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenRevoked) Reset() {
+	*x = TokenRevoked{}
+	mi := &file_hodei_v1_event_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenRevoked) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenRevoked) ProtoMessage() {}
+
+func (x *TokenRevoked) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_event_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenRevoked.ProtoReflect.Descriptor instead.
+func (*TokenRevoked) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_event_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *TokenRevoked) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TokenRevoked) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 var File_hodei_v1_event_proto protoreflect.FileDescriptor
 
 const file_hodei_v1_event_proto_rawDesc = "" +
@@ -3316,7 +3472,7 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"\faggregate_id\x18\x04 \x01(\tR\vaggregateId\x12.\n" +
 	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12%\n" +
 	"\x0ecorrelation_id\x18\x06 \x01(\tR\rcorrelationId\x120\n" +
-	"\apayload\x18\a \x01(\v2\x16.hodei.v1.EventPayloadR\apayload\"\xb1\x14\n" +
+	"\apayload\x18\a \x01(\v2\x16.hodei.v1.EventPayloadR\apayload\"\xaf\x15\n" +
 	"\fEventPayload\x127\n" +
 	"\vjob_created\x18\x01 \x01(\v2\x14.hodei.v1.JobCreatedH\x00R\n" +
 	"jobCreated\x12G\n" +
@@ -3355,7 +3511,9 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"\x11log_batch_dropped\x18\x1f \x01(\v2\x19.hodei.v1.LogBatchDroppedH\x00R\x0flogBatchDropped\x12C\n" +
 	"\x0fwebhook_created\x18  \x01(\v2\x18.hodei.v1.WebhookCreatedH\x00R\x0ewebhookCreated\x12C\n" +
 	"\x0fwebhook_deleted\x18! \x01(\v2\x18.hodei.v1.WebhookDeletedH\x00R\x0ewebhookDeleted\x12M\n" +
-	"\x13secret_leak_blocked\x18\" \x01(\v2\x1b.hodei.v1.SecretLeakBlockedH\x00R\x11secretLeakBlockedB\x06\n" +
+	"\x13secret_leak_blocked\x18\" \x01(\v2\x1b.hodei.v1.SecretLeakBlockedH\x00R\x11secretLeakBlocked\x12=\n" +
+	"\rtoken_created\x18# \x01(\v2\x16.hodei.v1.TokenCreatedH\x00R\ftokenCreated\x12=\n" +
+	"\rtoken_revoked\x18$ \x01(\v2\x16.hodei.v1.TokenRevokedH\x00R\ftokenRevokedB\x06\n" +
 	"\x04kind\"\xf2\x01\n" +
 	"\n" +
 	"JobCreated\x12\x15\n" +
@@ -3524,7 +3682,16 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"$\n" +
 	"\x0eWebhookDeleted\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name2\x89\x02\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x85\x01\n" +
+	"\fTokenCreated\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x16\n" +
+	"\x06scopes\x18\x03 \x03(\tR\x06scopes\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"2\n" +
+	"\fTokenRevoked\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name2\x89\x02\n" +
 	"\fEventService\x12F\n" +
 	"\tSubscribe\x12\x1a.hodei.v1.SubscribeRequest\x1a\x1b.hodei.v1.SubscribeResponse0\x01\x12V\n" +
 	"\x0fListDeadLetters\x12 .hodei.v1.ListDeadLettersRequest\x1a!.hodei.v1.ListDeadLettersResponse\x12Y\n" +
@@ -3542,7 +3709,7 @@ func file_hodei_v1_event_proto_rawDescGZIP() []byte {
 	return file_hodei_v1_event_proto_rawDescData
 }
 
-var file_hodei_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_hodei_v1_event_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_hodei_v1_event_proto_goTypes = []any{
 	(*SubscribeRequest)(nil),         // 0: hodei.v1.SubscribeRequest
 	(*SubscribeResponse)(nil),        // 1: hodei.v1.SubscribeResponse
@@ -3587,21 +3754,23 @@ var file_hodei_v1_event_proto_goTypes = []any{
 	(*LogBatchDropped)(nil),          // 40: hodei.v1.LogBatchDropped
 	(*WebhookCreated)(nil),           // 41: hodei.v1.WebhookCreated
 	(*WebhookDeleted)(nil),           // 42: hodei.v1.WebhookDeleted
-	nil,                              // 43: hodei.v1.JobCreated.LabelsEntry
-	nil,                              // 44: hodei.v1.WorkerRegistered.LabelsEntry
-	nil,                              // 45: hodei.v1.AutoScalingTriggered.LabelsEntry
-	nil,                              // 46: hodei.v1.WebhookCreated.LabelsEntry
-	(*timestamppb.Timestamp)(nil),    // 47: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 48: google.protobuf.Duration
-	(FailureClass)(0),                // 49: hodei.v1.FailureClass
-	(JobState)(0),                    // 50: hodei.v1.JobState
+	(*TokenCreated)(nil),             // 43: hodei.v1.TokenCreated
+	(*TokenRevoked)(nil),             // 44: hodei.v1.TokenRevoked
+	nil,                              // 45: hodei.v1.JobCreated.LabelsEntry
+	nil,                              // 46: hodei.v1.WorkerRegistered.LabelsEntry
+	nil,                              // 47: hodei.v1.AutoScalingTriggered.LabelsEntry
+	nil,                              // 48: hodei.v1.WebhookCreated.LabelsEntry
+	(*timestamppb.Timestamp)(nil),    // 49: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 50: google.protobuf.Duration
+	(FailureClass)(0),                // 51: hodei.v1.FailureClass
+	(JobState)(0),                    // 52: hodei.v1.JobState
 }
 var file_hodei_v1_event_proto_depIdxs = []int32{
 	7,  // 0: hodei.v1.SubscribeResponse.event:type_name -> hodei.v1.Event
 	7,  // 1: hodei.v1.DeadLetter.event:type_name -> hodei.v1.Event
-	47, // 2: hodei.v1.DeadLetter.parked_at:type_name -> google.protobuf.Timestamp
+	49, // 2: hodei.v1.DeadLetter.parked_at:type_name -> google.protobuf.Timestamp
 	2,  // 3: hodei.v1.ListDeadLettersResponse.dead_letters:type_name -> hodei.v1.DeadLetter
-	47, // 4: hodei.v1.Event.time:type_name -> google.protobuf.Timestamp
+	49, // 4: hodei.v1.Event.time:type_name -> google.protobuf.Timestamp
 	8,  // 5: hodei.v1.Event.payload:type_name -> hodei.v1.EventPayload
 	9,  // 6: hodei.v1.EventPayload.job_created:type_name -> hodei.v1.JobCreated
 	10, // 7: hodei.v1.EventPayload.job_create_failed:type_name -> hodei.v1.JobCreateFailed
@@ -3637,31 +3806,34 @@ var file_hodei_v1_event_proto_depIdxs = []int32{
 	41, // 37: hodei.v1.EventPayload.webhook_created:type_name -> hodei.v1.WebhookCreated
 	42, // 38: hodei.v1.EventPayload.webhook_deleted:type_name -> hodei.v1.WebhookDeleted
 	34, // 39: hodei.v1.EventPayload.secret_leak_blocked:type_name -> hodei.v1.SecretLeakBlocked
-	43, // 40: hodei.v1.JobCreated.labels:type_name -> hodei.v1.JobCreated.LabelsEntry
-	48, // 41: hodei.v1.JobCompleted.duration:type_name -> google.protobuf.Duration
-	49, // 42: hodei.v1.JobFailed.failure_class:type_name -> hodei.v1.FailureClass
-	50, // 43: hodei.v1.JobFailed.state:type_name -> hodei.v1.JobState
-	48, // 44: hodei.v1.JobFailed.duration:type_name -> google.protobuf.Duration
-	48, // 45: hodei.v1.JobCancelled.duration:type_name -> google.protobuf.Duration
-	47, // 46: hodei.v1.JobRetryScheduled.run_at:type_name -> google.protobuf.Timestamp
-	48, // 47: hodei.v1.JobRetryScheduled.delay:type_name -> google.protobuf.Duration
-	44, // 48: hodei.v1.WorkerRegistered.labels:type_name -> hodei.v1.WorkerRegistered.LabelsEntry
-	48, // 49: hodei.v1.ProviderRecovered.unhealthy_for:type_name -> google.protobuf.Duration
-	45, // 50: hodei.v1.AutoScalingTriggered.labels:type_name -> hodei.v1.AutoScalingTriggered.LabelsEntry
-	47, // 51: hodei.v1.CertificateRotated.not_after:type_name -> google.protobuf.Timestamp
-	47, // 52: hodei.v1.CertificateExpiring.not_after:type_name -> google.protobuf.Timestamp
-	46, // 53: hodei.v1.WebhookCreated.labels:type_name -> hodei.v1.WebhookCreated.LabelsEntry
-	0,  // 54: hodei.v1.EventService.Subscribe:input_type -> hodei.v1.SubscribeRequest
-	3,  // 55: hodei.v1.EventService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
-	5,  // 56: hodei.v1.EventService.ReplayDeadLetter:input_type -> hodei.v1.ReplayDeadLetterRequest
-	1,  // 57: hodei.v1.EventService.Subscribe:output_type -> hodei.v1.SubscribeResponse
-	4,  // 58: hodei.v1.EventService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
-	6,  // 59: hodei.v1.EventService.ReplayDeadLetter:output_type -> hodei.v1.ReplayDeadLetterResponse
-	57, // [57:60] is the sub-list for method output_type
-	54, // [54:57] is the sub-list for method input_type
-	54, // [54:54] is the sub-list for extension type_name
-	54, // [54:54] is the sub-list for extension extendee
-	0,  // [0:54] is the sub-list for field type_name
+	43, // 40: hodei.v1.EventPayload.token_created:type_name -> hodei.v1.TokenCreated
+	44, // 41: hodei.v1.EventPayload.token_revoked:type_name -> hodei.v1.TokenRevoked
+	45, // 42: hodei.v1.JobCreated.labels:type_name -> hodei.v1.JobCreated.LabelsEntry
+	50, // 43: hodei.v1.JobCompleted.duration:type_name -> google.protobuf.Duration
+	51, // 44: hodei.v1.JobFailed.failure_class:type_name -> hodei.v1.FailureClass
+	52, // 45: hodei.v1.JobFailed.state:type_name -> hodei.v1.JobState
+	50, // 46: hodei.v1.JobFailed.duration:type_name -> google.protobuf.Duration
+	50, // 47: hodei.v1.JobCancelled.duration:type_name -> google.protobuf.Duration
+	49, // 48: hodei.v1.JobRetryScheduled.run_at:type_name -> google.protobuf.Timestamp
+	50, // 49: hodei.v1.JobRetryScheduled.delay:type_name -> google.protobuf.Duration
+	46, // 50: hodei.v1.WorkerRegistered.labels:type_name -> hodei.v1.WorkerRegistered.LabelsEntry
+	50, // 51: hodei.v1.ProviderRecovered.unhealthy_for:type_name -> google.protobuf.Duration
+	47, // 52: hodei.v1.AutoScalingTriggered.labels:type_name -> hodei.v1.AutoScalingTriggered.LabelsEntry
+	49, // 53: hodei.v1.CertificateRotated.not_after:type_name -> google.protobuf.Timestamp
+	49, // 54: hodei.v1.CertificateExpiring.not_after:type_name -> google.protobuf.Timestamp
+	48, // 55: hodei.v1.WebhookCreated.labels:type_name -> hodei.v1.WebhookCreated.LabelsEntry
+	49, // 56: hodei.v1.TokenCreated.expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 57: hodei.v1.EventService.Subscribe:input_type -> hodei.v1.SubscribeRequest
+	3,  // 58: hodei.v1.EventService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	5,  // 59: hodei.v1.EventService.ReplayDeadLetter:input_type -> hodei.v1.ReplayDeadLetterRequest
+	1,  // 60: hodei.v1.EventService.Subscribe:output_type -> hodei.v1.SubscribeResponse
+	4,  // 61: hodei.v1.EventService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	6,  // 62: hodei.v1.EventService.ReplayDeadLetter:output_type -> hodei.v1.ReplayDeadLetterResponse
+	60, // [60:63] is the sub-list for method output_type
+	57, // [57:60] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_event_proto_init() }
@@ -3705,6 +3877,8 @@ func file_hodei_v1_event_proto_init() {
 		(*EventPayload_WebhookCreated)(nil),
 		(*EventPayload_WebhookDeleted)(nil),
 		(*EventPayload_SecretLeakBlocked)(nil),
+		(*EventPayload_TokenCreated)(nil),
+		(*EventPayload_TokenRevoked)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3712,7 +3886,7 @@ func file_hodei_v1_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_event_proto_rawDesc), len(file_hodei_v1_event_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   47,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -732,11 +732,14 @@ type Job struct {
 	UpdatedAt   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	FinishedAt  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
 	// run_at is when a retrying job becomes eligible again.
-	RunAt         *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=run_at,json=runAt,proto3" json:"run_at,omitempty"`
-	ExitCode      int32                  `protobuf:"varint,10,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	FailureClass  FailureClass           `protobuf:"varint,11,opt,name=failure_class,json=failureClass,proto3,enum=hodei.v1.FailureClass" json:"failure_class,omitempty"`
-	Message       string                 `protobuf:"bytes,12,opt,name=message,proto3" json:"message,omitempty"`
-	Attempts      []*Attempt             `protobuf:"bytes,13,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	RunAt        *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=run_at,json=runAt,proto3" json:"run_at,omitempty"`
+	ExitCode     int32                  `protobuf:"varint,10,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	FailureClass FailureClass           `protobuf:"varint,11,opt,name=failure_class,json=failureClass,proto3,enum=hodei.v1.FailureClass" json:"failure_class,omitempty"`
+	Message      string                 `protobuf:"bytes,12,opt,name=message,proto3" json:"message,omitempty"`
+	Attempts     []*Attempt             `protobuf:"bytes,13,rep,name=attempts,proto3" json:"attempts,omitempty"`
+	// submitted_by is the name of the API token that submitted the job;
+	// empty for jobs submitted before the server required tokens.
+	SubmittedBy   string `protobuf:"bytes,14,opt,name=submitted_by,json=submittedBy,proto3" json:"submitted_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -860,6 +863,13 @@ func (x *Job) GetAttempts() []*Attempt {
 		return x.Attempts
 	}
 	return nil
+}
+
+func (x *Job) GetSubmittedBy() string {
+	if x != nil {
+		return x.SubmittedBy
+	}
+	return ""
 }
 
 type SubmitJobRequest struct {
@@ -1906,7 +1916,7 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\x06signal\x18\t \x01(\tR\x06signal\x12;\n" +
 	"\rfailure_class\x18\n" +
 	" \x01(\x0e2\x16.hodei.v1.FailureClassR\ffailureClass\x12\x18\n" +
-	"\amessage\x18\v \x01(\tR\amessage\"\xac\x04\n" +
+	"\amessage\x18\v \x01(\tR\amessage\"\xcf\x04\n" +
 	"\x03Job\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
 	"\x04spec\x18\x02 \x01(\v2\x11.hodei.v1.JobSpecR\x04spec\x12(\n" +
@@ -1924,7 +1934,8 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	" \x01(\x05R\bexitCode\x12;\n" +
 	"\rfailure_class\x18\v \x01(\x0e2\x16.hodei.v1.FailureClassR\ffailureClass\x12\x18\n" +
 	"\amessage\x18\f \x01(\tR\amessage\x12-\n" +
-	"\battempts\x18\r \x03(\v2\x11.hodei.v1.AttemptR\battempts\"9\n" +
+	"\battempts\x18\r \x03(\v2\x11.hodei.v1.AttemptR\battempts\x12!\n" +
+	"\fsubmitted_by\x18\x0e \x01(\tR\vsubmittedBy\"9\n" +
 	"\x10SubmitJobRequest\x12%\n" +
 	"\x04spec\x18\x01 \x01(\v2\x11.hodei.v1.JobSpecR\x04spec\"P\n" +
 	"\x11SubmitJobResponse\x12\x1f\n" +

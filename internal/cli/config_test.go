@@ -1,0 +1,109 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestClientSettingsPrecedence: flags over the environment over the
+// configuration file over the defaults.
+func TestClientSettingsPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.json")
+	if err := WriteConfig(cfg, ClientConfig{Server: "file.example:7070", Token: "hodei_file", CA: "file-ca"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteConfig(filepath.Join(dir, "home", ".config", "hodei", "config.json"), ClientConfig{Server: "home.example:3"}); err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, []byte("env-ca"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name               string
+		vars               map[string]string
+		args               []string
+		addr, token, caPEM string
+	}{
+		{"defaults without a file", map[string]string{"HODEI_CONFIG": filepath.Join(dir, "none.json")}, nil, DefaultServer, "", ""},
+		{"the file", map[string]string{"HODEI_CONFIG": cfg}, nil, "file.example:7070", "hodei_file", "file-ca"},
+		{"the file under HOME", map[string]string{"HOME": dir + "/home"}, nil, "home.example:3", "", ""},
+		{"environment over the file", map[string]string{"HODEI_CONFIG": cfg, "HODEI_SERVER": "env.example:1", "HODEI_TOKEN": "hodei_env", "HODEI_CA_FILE": ca},
+			nil, "env.example:1", "hodei_env", "env-ca"},
+		{"flags over the environment", map[string]string{"HODEI_CONFIG": cfg, "HODEI_SERVER": "env.example:1", "HODEI_TOKEN": "hodei_env"},
+			[]string{"--server", "flag.example:2", "--token", "hodei_flag"}, "flag.example:2", "hodei_flag", "file-ca"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _, _ := testEnv(t, nil, tc.vars)
+			addr, _, err := e.parseJobArgs("run", "", append(tc.args, "true"), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := e.dial(addr)
+			defer c.close()
+			got := []string{addr, c.http.Transport.(bearer).token, e.clientSettings().CA}
+			if diff := cmp.Diff([]string{tc.addr, tc.token, tc.caPEM}, got); diff != "" {
+				t.Errorf("addr, token, ca (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestConfigFileReadableByOthersIsRefused: a configuration file other
+// users may read is a usage error naming the file and the fix.
+func TestConfigFileReadableByOthersIsRefused(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	if err := WriteConfig(cfg, ClientConfig{Token: "hodei_x"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e, _, errOut := testEnv(t, nil, map[string]string{"HODEI_CONFIG": cfg})
+	code := e.main(t.Context(), []string{"job", "get", "x"})
+	if code != ExitUsage || !strings.Contains(errOut.String(), cfg) || !strings.Contains(errOut.String(), "chmod 600") {
+		t.Fatalf("exit %d, stderr %q; want a usage error naming %s and chmod 600", code, errOut.String(), cfg)
+	}
+}
+
+// TestWriteConfigIsPrivate: the file is 0600, its new directory 0700, and
+// it reads back.
+func TestWriteConfigIsPrivate(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "hodei", "config.json")
+	want := ClientConfig{Server: "127.0.0.1:7070", CA: "-----BEGIN CERTIFICATE-----\n", Token: "hodei_abc"}
+	if err := WriteConfig(cfg, want); err != nil {
+		t.Fatal(err)
+	}
+	for path, mode := range map[string]os.FileMode{cfg: 0o600, filepath.Dir(cfg): 0o700} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != mode {
+			t.Errorf("%s: mode %04o, want %04o", path, fi.Mode().Perm(), mode)
+		}
+	}
+	got, err := LoadConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("read back (-want +got):\n%s", diff)
+	}
+}
+
+// TestHelpDoesNotPrintTheToken: -h lists --token without its value.
+func TestHelpDoesNotPrintTheToken(t *testing.T) {
+	e, out, _ := testEnv(t, nil, map[string]string{"HODEI_TOKEN": "hodei_secret-value"})
+	if code := e.main(t.Context(), []string{"job", "get", "-h"}); code != ExitOK {
+		t.Fatalf("exit %d", code)
+	}
+	if !strings.Contains(out.String(), "-token") || strings.Contains(out.String(), "secret-value") {
+		t.Errorf("help:\n%s\nwant --token listed without the token's value", out.String())
+	}
+}

@@ -1,0 +1,51 @@
+package kubernetes
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Events calls died with the worker id of each pod of this provider and
+// installation that stops serving: it failed or ended (its agent exited),
+// was evicted, or is being deleted or is gone. A pod informer watches
+// them (list, then watch, relisting when the watch breaks) until ctx
+// ends; then Events returns nil. Pods already dead when it starts are
+// reported too, and a death may be reported more than once: died must be
+// idempotent. died runs on the informer's goroutine and should not block
+// long.
+func (p *Provider) Events(ctx context.Context, died func(workerID string)) error {
+	f := informers.NewSharedInformerFactoryWithOptions(p.cs, 0, informers.WithNamespace(p.cfg.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = p.selector() }))
+	inf := f.Core().V1().Pods().Informer()
+	check := func(obj any) {
+		if pod, ok := obj.(*corev1.Pod); ok && !alive(pod) {
+			p.log.Debug("worker pod stopped", "pod", pod.Name, "phase", pod.Status.Phase, "reason", pod.Status.Reason,
+				"deleting", pod.DeletionTimestamp != nil)
+			died(pod.Labels[LabelWorkerID])
+		}
+	}
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { check(obj) },
+		UpdateFunc: func(_, obj any) { check(obj) },
+		DeleteFunc: func(obj any) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if pod, ok := obj.(*corev1.Pod); ok {
+				died(pod.Labels[LabelWorkerID])
+			}
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("pod informer: %w", err)
+	}
+	f.Start(ctx.Done())
+	<-ctx.Done()
+	f.Shutdown()
+	return nil
+}
