@@ -81,10 +81,10 @@ func api() *dashboard.DashboardBuilder {
 
 func security() *dashboard.DashboardBuilder {
 	return board("hodei-security", "Hodei / Security", "Certificate expiry and rotations, secret accesses and log redactions.").
-		WithPanel(graph("Certificate expires in", "s", "Time left before each certificate expires.",
-			query("min by (name) (hodei_certificate_expiry_timestamp_seconds) - time()", "{{name}}"))).
+		WithPanel(graph("Certificate expires in", "s", "Time left before each certificate expires, by kind (server, ca, worker) and subject.",
+			query("min by (kind, subject) (hodei_certificate_expiry_timestamp_seconds) - time()", "{{kind}} {{subject}}"))).
 		WithPanel(graph("Certificate rotations", "short", "Rotations in the last hour.",
-			query("sum(increase(hodei_certificate_rotations_total[1h]))", "rotations"))).
+			query("sum by (kind, result) (increase(hodei_certificate_rotations_total[1h]))", "{{kind}} {{result}}"))).
 		WithPanel(graph("Secret accesses", "ops", "", query(rate("hodei_secret_accesses_total", "operation"), "{{operation}}"))).
 		WithPanel(graph("Log redactions", "ops", "Secret values masked in job output.",
 			query("sum(rate(hodei_log_redactions_total[$__rate_interval]))", "redactions")))
