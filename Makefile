@@ -3,12 +3,12 @@ GO      ?= go
 TOOL    := $(GO) tool -modfile=tools/go.mod
 BIN     := bin/hodei
 
-.PHONY: help build run test test-chaos test-heavy k8s-binaries bench generate verify lint deps images clean screenshots
+.PHONY: help build run test test-chaos test-heavy k8s-binaries bench generate dashboards cover verify lint deps images clean screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-deps: ## install what the platform and tests need from Debian when missing (PostgreSQL, Chromium)
+deps: ## install what the platform and tests need from Debian when missing (PostgreSQL, Prometheus, Chromium)
 	@scripts/deps.sh
 
 build: ## build bin/hodei (static)
@@ -54,7 +54,13 @@ generate: ## regenerate protobuf/Connect and sqlc code
 	$(TOOL) buf generate
 	$(TOOL) sqlc generate
 
-verify: ## fail when generated code drifts from its sources, or protos break lint/compat
+dashboards: ## regenerate the Grafana dashboards in deploy/grafana from tools/dashboards (Grafana Foundation SDK)
+	cd tools/dashboards && $(GO) run . -out $(CURDIR)/deploy/grafana
+
+cover: deps build images ## run the tests with -coverpkg=./... on one embedded PostgreSQL; writes coverage.html, prints the total and per package, fails under the floor in .ci/coverage-floor
+	@scripts/cover.sh
+
+verify: ## fail when generated code or dashboards drift from their sources, protos break lint/compat, or alert rules fail promtool
 	@scripts/verify.sh
 
 lint: ## go vet and gofmt

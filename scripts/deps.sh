@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs from Debian's packages what Hodei and its tests need and the
-# machine lacks: PostgreSQL, and Chromium for the dashboard's tests.
+# machine lacks: PostgreSQL, Prometheus, and Chromium for the dashboard's tests.
 set -euo pipefail
 need=()
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
@@ -9,6 +9,11 @@ fi
 # The dashboard's tests drive a real browser.
 if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
   need+=(chromium)
+fi
+# Prometheus: promtool checks the alert rules (make verify) and a test
+# scrapes a running hodei dev with a real Prometheus.
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  need+=(prometheus)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

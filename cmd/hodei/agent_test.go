@@ -176,7 +176,8 @@ func TestServerKill9WhileJobRuns(t *testing.T) {
 	addr := freeAddr(t)
 	p := startServerOn(t, dbURL, addr, "--max-workers", "0")
 	st := openStore(t, dbURL)
-	a := spawnAgent(t, st, []string{addr}, "--drain-timeout", "5s", "--grace", "1s")
+	agentMetrics := freeAddr(t)
+	a := spawnAgent(t, st, []string{addr}, "--drain-timeout", "5s", "--grace", "1s", "--metrics-listen", agentMetrics)
 	c := jobClient(addr)
 
 	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", `for i in $(seq 1 300); do echo line $i; sleep 0.01; done`}})
@@ -232,6 +233,24 @@ func TestServerKill9WhileJobRuns(t *testing.T) {
 	if r.stdout != want.String() {
 		got := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
 		t.Errorf("hodei job logs: %d lines, want lines 1..300 exactly once in order; first difference: %s", len(got), firstDiff(got, strings.Split(strings.TrimSuffix(want.String(), "\n"), "\n")))
+	}
+	// The agent counts the reconnect and the job's lines, serves them on
+	// --metrics-listen, and sends them to the new server with its beats.
+	for name, want := range map[string]float64{"hodei_agent_reconnects_total": 1, "hodei_agent_reconnect_seconds_count": 1,
+		"hodei_agent_log_lines_total": 300, "hodei_agent_log_lines_dropped_total": 0} {
+		if got := metricValue(t, agentMetrics, name); got != want {
+			t.Errorf("agent's %s = %v, want %v", name, got, want)
+		}
+		if got := metricValue(t, agentMetrics, "hodei_agent_reconnect_seconds_sum"); got <= 0 || got > reconnected.Seconds()+back.Sub(killed).Seconds()+1 {
+			t.Errorf("agent's reconnect time %vs, want about %v", got, (back.Sub(killed) + reconnected).Round(time.Millisecond))
+		}
+		if name == "hodei_agent_reconnect_seconds_count" {
+			continue
+		}
+		eventually(t, 10*time.Second, name+" of the worker on the server", func() bool {
+			m := series(scrape(t, addr)[name], map[string]string{"provider": "test", "worker": a.id})
+			return m != nil && m.GetCounter().GetValue() == want
+		})
 	}
 }
 

@@ -8,21 +8,13 @@ import (
 	"testing"
 )
 
-// TestAlertRulesUseRealMetrics: every hodei_* series an alert rule uses is
-// a metric the code registers (histogram suffixes allowed) and is
-// documented in docs/metrics.md.
-func TestAlertRulesUseRealMetrics(t *testing.T) {
-	rules, err := os.ReadFile("../../deploy/prometheus/alerts.yml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	docs, err := os.ReadFile("../../docs/metrics.md")
-	if err != nil {
-		t.Fatal(err)
-	}
+// registeredSeries are the hodei_* names the code registers (by
+// prometheus Opts or NewDesc).
+func registeredSeries(t *testing.T) map[string]bool {
+	t.Helper()
 	defined := map[string]bool{}
-	nameRe := regexp.MustCompile(`Name:\s+"(hodei_[a-z_]+)"`)
-	err = filepath.WalkDir("../../internal", func(path string, d os.DirEntry, err error) error {
+	nameRe := regexp.MustCompile(`(?:Name:\s+|NewDesc\()"(hodei_[a-z_]+)"`)
+	err := filepath.WalkDir("../../internal", func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
 			return err
 		}
@@ -35,22 +27,50 @@ func TestAlertRulesUseRealMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	used := regexp.MustCompile(`hodei_[a-z_]+`).FindAllString(string(rules), -1)
-	if len(used) == 0 {
-		t.Fatal("no hodei metric in the alert rules")
+	return defined
+}
+
+// TestAlertRulesUseRealMetrics: every hodei_* series an alert rule or a
+// dashboard uses is a metric the code registers (histogram and summary
+// suffixes allowed) and is documented in docs/metrics.md.
+func TestAlertRulesUseRealMetrics(t *testing.T) {
+	docs, err := os.ReadFile("../../docs/metrics.md")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, m := range used {
-		base := m
-		for _, suffix := range []string{"_sum", "_count", "_bucket"} {
-			if b, ok := strings.CutSuffix(m, suffix); ok && defined[b] {
-				base = b
+	defined := registeredSeries(t)
+	files, err := filepath.Glob("../../deploy/grafana/*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no dashboards in deploy/grafana (%v)", err)
+	}
+	files = append(files, "../../deploy/prometheus/alerts.yml")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		used := regexp.MustCompile(`hodei_[a-z_]+`).FindAllString(string(b), -1)
+		if len(used) == 0 {
+			t.Fatalf("no hodei metric in %s", f)
+		}
+		seen := map[string]bool{}
+		for _, m := range used {
+			base := m
+			for _, suffix := range []string{"_sum", "_count", "_bucket"} {
+				if b, ok := strings.CutSuffix(m, suffix); ok && defined[b] {
+					base = b
+				}
 			}
-		}
-		if !defined[base] {
-			t.Errorf("alert rules use %s, which the code does not register", m)
-		}
-		if !strings.Contains(string(docs), "`"+base) {
-			t.Errorf("%s is not documented in docs/metrics.md", base)
+			if seen[base] {
+				continue
+			}
+			seen[base] = true
+			if !defined[base] {
+				t.Errorf("%s uses %s, which the code does not register", filepath.Base(f), m)
+			}
+			if !strings.Contains(string(docs), "`"+base) {
+				t.Errorf("%s (in %s) is not documented in docs/metrics.md", base, filepath.Base(f))
+			}
 		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/cli"
 	"github.com/hodei-dev/hodei/internal/pgembed"
 	"github.com/hodei-dev/hodei/internal/platform"
+	"github.com/hodei-dev/hodei/internal/tracing"
 	"github.com/hodei-dev/hodei/internal/web"
 )
 
@@ -46,6 +47,7 @@ func platformFlags(fs *flag.FlagSet, pc *platform.Config) {
 	fs.StringVar(&pc.JobTypeDefaults, "job-type-defaults", "", "YAML or JSON `file` mapping job types to retry policies, stored at start over the stored ones of the same names")
 	fs.StringVar(&pc.SecretKeyFile, "secret-key-file", os.Getenv("HODEI_SECRET_KEY_FILE"), "`file` of the key-encryption keys of stored secrets, mode 0600, outside the database (empty: secrets off; hodei dev creates one in its data dir)")
 	fs.DurationVar(&pc.DBWait, "db-wait", 0, "how long to wait at start for a database that refuses connections, retrying with backoff (0: no limit)")
+	fs.StringVar(&pc.OTLPEndpoint, "otlp-endpoint", os.Getenv("HODEI_OTLP_ENDPOINT"), "OTLP/HTTP `URL` (http://collector:4318) to export one trace per job attempt to; the workers this server starts export theirs too (off when empty)")
 	fs.StringVar(&pc.MetricsListen, "metrics-listen", "", "also serve /metrics on this `address`, without a token (the API port serves it to tokens with the metrics scope)")
 }
 
@@ -185,6 +187,8 @@ func runAgent(ctx context.Context, args []string) int {
 	maxJobs := fs.Int("max-jobs", 0, "retire (exit 0) after running this many jobs; 0: no limit (ephemeral workers use 1)")
 	cpu := fs.Int64("cpu-millis", 0, "the most CPU one job may use here, in millicores (0: not stated)")
 	mem := fs.Int64("memory-mib", 0, "the most memory one job may use here, in MiB (0: not stated)")
+	otlp := fs.String("otlp-endpoint", os.Getenv("HODEI_OTLP_ENDPOINT"), "OTLP/HTTP `URL` to export this agent's spans of traced attempts to (off when empty)")
+	metricsAddr := fs.String("metrics-listen", "", "serve this agent's counters on http://ADDR/metrics (the server exports them too, from heartbeats); off when empty")
 	connectTimeout := fs.Duration("connect-timeout", 10*time.Second, "how long to wait for a server's answer to enrollment or a new stream before trying the next server")
 	var labels cli.KVFlag
 	fs.Var(&labels, "label", "worker label K=V (repeatable)")
@@ -197,6 +201,12 @@ func runAgent(ctx context.Context, args []string) int {
 	if err != nil {
 		log.Warn("running without a guardian process: jobs would outlive this agent if it were killed", "err", err)
 	}
+	tracer, err := tracing.New(ctx, *otlp, "hodei-agent")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hodei agent: --otlp-endpoint:", err)
+		return 2
+	}
+	defer tracer.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // best effort at exit
 	var shim []string
 	if len(guard) > 0 {
 		shim = []string{guard[0], agent.ShimCommand}
@@ -211,10 +221,19 @@ func runAgent(ctx context.Context, args []string) int {
 	a, err := agent.New(agent.Config{Servers: strings.Split(*servers, ","), BootstrapToken: os.Getenv("HODEI_BOOTSTRAP_TOKEN"), CA: ca,
 		Labels: labels, Slots: *slots, BatchLines: batch, FlushInterval: flush, Version: version, Logger: log, NoopExec: *noop,
 		DrainTimeout: *drain, Grace: *grace, HardTimeout: *hard, MaxJobs: *maxJobs, CPUMillis: *cpu, MemoryMiB: *mem, Prefetch: prefetch.n, AdaptivePrefetch: prefetch.adaptive, GuardCommand: guard,
+		Tracer:         tracer,
 		ConnectTimeout: *connectTimeout, ExecShim: shim})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hodei:", err)
 		return 2
+	}
+	if *metricsAddr != "" {
+		stop, err := listenAgentMetrics(log, *metricsAddr, a)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "hodei agent: --metrics-listen:", err)
+			return 2
+		}
+		defer stop()
 	}
 	if err := a.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "hodei agent:", err)

@@ -47,6 +47,7 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/frame"
 	"github.com/hodei-dev/hodei/internal/pki"
+	"github.com/hodei-dev/hodei/internal/tracing"
 )
 
 // Config configures an agent.
@@ -99,6 +100,9 @@ type Config struct {
 	// agent-guard`), started once by Run: it kills the jobs' process
 	// groups when the agent dies. Empty: no guardian.
 	GuardCommand []string
+	// Tracer records the agent's spans of the attempts whose RunJob
+	// carries a traceparent; nil: none.
+	Tracer *tracing.Tracer
 	// ExecShim is the command line of the exec shim (`hodei exec-shim`)
 	// that starts the jobs with secrets: it takes their values on its
 	// stdin. Without it, attempts with secrets fail unstarted.
@@ -138,6 +142,7 @@ type Agent struct {
 	contact    atomic.Int64       // when the server was last heard, since epoch
 	fenceAfter atomic.Int64       // silence after which the jobs are killed; 0: never
 	guardUntil atomic.Int64       // the deadline last sent to the guardian, since epoch
+	counters   counters
 }
 
 // New returns an agent.

@@ -12,12 +12,15 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/agent/runner"
 	"github.com/hodei-dev/hodei/internal/frame"
 	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/tracing"
 )
 
 // attempt is one attempt the agent holds, from its RunJob until its
@@ -30,6 +33,7 @@ type attempt struct {
 	done   chan struct{}
 	pgid   atomic.Int64 // the job's process group, once started
 	fenced bool         // killed for the lost contact (a.mu)
+	span   trace.Span   // the agent's span of the attempt; nil when not traced
 }
 
 // kill sends SIGKILL to the attempt's process group, if it started one.
@@ -58,6 +62,10 @@ func (a *Agent) start(r *hodeiv1.RunJob) {
 	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	at := &attempt{jobID: r.JobId, number: r.Attempt, token: r.FencingToken, cancel: cancel, done: make(chan struct{})}
+	if a.cfg.Tracer.Enabled() && r.Traceparent != "" {
+		ctx, at.span = a.cfg.Tracer.Span(tracing.WithTraceparent(ctx, r.Traceparent), "run job", time.Now(),
+			attribute.String("hodei.job_id", r.JobId), attribute.Int("hodei.attempt", int(r.Attempt)), attribute.String("hodei.worker_id", a.workerID))
+	}
 	a.attempts[r.FencingToken] = at
 	a.wg.Add(1)
 	a.started++
@@ -77,6 +85,9 @@ func (a *Agent) start(r *hodeiv1.RunJob) {
 func (a *Agent) run(ctx context.Context, at *attempt, r *hodeiv1.RunJob) {
 	defer a.wg.Done()
 	defer close(at.done)
+	if at.span != nil {
+		defer at.span.End()
+	}
 	acquired := false
 	select {
 	case a.slots <- struct{}{}:
@@ -178,6 +189,10 @@ func (a *Agent) execute(ctx context.Context, at *attempt, r *hodeiv1.RunJob) {
 		<-batchDone
 	}
 	sent, dropped := batcher.Stats()
+	a.counters.attemptEnded(sent, dropped)
+	if at.span != nil {
+		at.span.AddEvent("result", trace.WithAttributes(attribute.Int("exit_code", res.ExitCode), attribute.Int64("lines", sent), attribute.Int64("dropped", dropped)))
+	}
 
 	if silent, after := a.silence(), time.Duration(a.fenceAfter.Load()); after > 0 && silent >= after {
 		// Past the fence (the guardian may have killed the process while
@@ -234,9 +249,17 @@ func (a *Agent) runProcess(ctx context.Context, at *attempt, r *hodeiv1.RunJob, 
 		env = append(env, k+"="+v)
 	}
 	argv := job.Argv(spec.GetCommand(), spec.GetScript(), spec.GetInterpreter())
+	var process trace.Span
+	if at.span != nil {
+		_, process = a.cfg.Tracer.Span(ctx, "process", time.Now(), attribute.String("hodei.job_id", at.jobID), attribute.String("hodei.program", argv[0]))
+		defer func() { process.End() }()
+	}
 	res := runner.Run(ctx, runner.Spec{Argv: argv, Env: env, Dir: spec.GetWorkdir(), Timeout: spec.GetTimeout().AsDuration(), Grace: a.cfg.Grace,
 		MergeOutput: spec.GetMergeOutput(), Shim: red.shim(), ShimInput: red.shimInput(),
 		Started: func(pid int) {
+			if process != nil {
+				process.AddEvent("process started", trace.WithAttributes(attribute.Int("pid", pid)))
+			}
 			at.pgid.Store(int64(pid))
 			a.guard.add(pid)
 		}}, write)

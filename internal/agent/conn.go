@@ -80,6 +80,7 @@ func (a *Agent) connectLoop(ctx context.Context, hc *http.Client) {
 		}
 		if connected {
 			backoff = time.Second
+			a.counters.lost(time.Now())
 		}
 		wait := a.retryIn(backoff)
 		a.log.Warn("stream to server lost; reconnecting", "server", server, "err", err, "retry_in", wait)
@@ -150,6 +151,7 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 		a.stream = nil
 		a.mu.Unlock()
 	}()
+	a.counters.welcomed(time.Now())
 	a.log.Info("connected", "server", server)
 	interval := 2 * time.Second
 	if s := first.GetSettings(); s != nil && s.HeartbeatInterval != nil {
@@ -229,7 +231,7 @@ func (a *Agent) sender(ctx context.Context, stream *connect.BidiStreamForClient[
 			// process mode 5,338 → 2,159.
 			runtime.Gosched()
 		case <-hb.C:
-			if err := a.send(stream, &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Heartbeat{Heartbeat: &hodeiv1.Heartbeat{FreeSlots: int32(a.free())}}}); err != nil {
+			if err := a.send(stream, &hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Heartbeat{Heartbeat: &hodeiv1.Heartbeat{FreeSlots: int32(a.free()), Counters: a.counters.proto()}}}); err != nil {
 				return err
 			}
 		}

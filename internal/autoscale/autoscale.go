@@ -120,7 +120,7 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 			}()
 		}
 	}
-	tail := a.bus.Watch(ctx, from, eventbus.Filter{Types: scaleTriggers, Lazy: true}, func(eventbus.Event) error {
+	tail := a.bus.Watch(ctx, from, eventbus.Filter{Types: scaleTriggers, Lazy: true, Consumer: "autoscaler"}, func(eventbus.Event) error {
 		a.Kick()
 		return nil
 	})

@@ -19,7 +19,7 @@ func (a *Autoscaler) Health(ctx context.Context) error {
 		return err
 	}
 	disconnects := make(chan string, 64)
-	tail := a.bus.Watch(ctx, from, eventbus.Filter{Types: []string{"WorkerDisconnected"}}, func(e eventbus.Event) error {
+	tail := a.bus.Watch(ctx, from, eventbus.Filter{Types: []string{"WorkerDisconnected"}, Consumer: "provider_health"}, func(e eventbus.Event) error {
 		d := e.Payload.GetWorkerDisconnected()
 		// Workers that lost their replica (a server killed with its process
 		// workers, say) say nothing about their provider.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/hodei-dev/hodei/internal/store/db"
 )
 
@@ -51,6 +53,10 @@ var ErrOtherSubscriber = errors.New("dead letter of another subscriber")
 // ErrStillFailing is returned by Replay when the handler failed again and
 // the event was parked again.
 var ErrStillFailing = errors.New("handler failed again; event parked again")
+
+// ErrNoDeadLetter is returned by Replay and ReplayWith for an id that
+// names no parked event (never parked, or replayed already).
+var ErrNoDeadLetter = errors.New("no such dead letter")
 
 // Replay re-delivers a parked event to its subscriber's handler, with the
 // subscriber's retry policy; if it fails again it is parked again and
@@ -98,6 +104,9 @@ func (b *Bus) replay(ctx context.Context, deadLetterID int64, pick func(name str
 	err := pgxBeginFunc(ctx, b, func(q *db.Queries) error {
 		now := b.cfg.Now()
 		r, err := q.TakeDeadLetter(ctx, db.TakeDeadLetterParams{ID: deadLetterID, Now: &now})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("dead letter %d: %w", deadLetterID, ErrNoDeadLetter)
+		}
 		if err != nil {
 			return fmt.Errorf("dead letter %d: %w", deadLetterID, err)
 		}

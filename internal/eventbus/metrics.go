@@ -16,6 +16,7 @@ type Metrics struct {
 	reconnects    prometheus.Counter
 	subscriberLag *prometheus.GaugeVec
 	heldBack      *prometheus.CounterVec
+	processing    *prometheus.HistogramVec
 }
 
 // NewMetrics creates the series and registers them with reg.
@@ -32,7 +33,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		heldBack: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_event_reads_held_back_total",
 			Help: "Subscriber reads that stopped before committed events because a transaction older than them was still open (the gap guard)."}, []string{"subscriber"}),
 	}
-	reg.MustRegister(m.published, m.delivered, m.failures, m.deadLetters, m.latency, m.reconnects, m.subscriberLag, m.heldBack)
+	m.processing = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "hodei_event_processing_seconds",
+		Help:    "From an event's commit to the end of its handling, by consuming component (dispatcher, autoscaler, queue depth, log followers, subscribers).",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14)}, []string{"consumer"})
+	reg.MustRegister(m.published, m.delivered, m.failures, m.deadLetters, m.latency, m.reconnects, m.subscriberLag, m.heldBack, m.processing)
 	return m
 }
 
@@ -95,4 +99,27 @@ func (m *Metrics) forget(sub string) {
 	m.latency.DeleteLabelValues(sub)
 	m.subscriberLag.DeleteLabelValues(sub)
 	m.heldBack.DeleteLabelValues(sub)
+}
+
+// timed wraps a named tail's handler so that it observes each event's
+// processing latency; the series is resolved once per tail.
+func (m *Metrics) timed(consumer string, fn func(Event) error) func(Event) error {
+	if m == nil || consumer == "" {
+		return fn
+	}
+	o := m.processing.WithLabelValues(consumer)
+	return func(e Event) error {
+		err := fn(e)
+		if !e.Time.IsZero() {
+			o.Observe(time.Since(e.Time).Seconds())
+		}
+		return err
+	}
+}
+
+// processed observes a durable subscriber's processing latency of e.
+func (m *Metrics) processed(sub string, e Event) {
+	if m != nil && !e.Time.IsZero() {
+		m.processing.WithLabelValues(sub).Observe(time.Since(e.Time).Seconds())
+	}
 }

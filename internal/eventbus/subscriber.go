@@ -185,6 +185,7 @@ func (s *subscriber) call(ctx context.Context, e Event) error {
 	start := time.Now()
 	err := s.h(ctx, e)
 	s.m.handled(s.cfg.Name, e, time.Since(start), err)
+	s.m.processed(s.cfg.Name, e)
 	return err
 }
 

@@ -15,6 +15,10 @@ type Filter struct {
 	// nil and Decode decodes it. For a tail that reads the payload of few
 	// of its events or none (decoding is most of what a tail costs).
 	Lazy bool
+	// Consumer names the tail in hodei_event_processing_seconds{consumer}
+	// (a fixed name per component, never an id); an unnamed tail is not
+	// measured.
+	Consumer string
 }
 
 // ErrUnknownType is returned for a filter naming a type that is not in
@@ -93,6 +97,7 @@ func (b *Bus) TailFrom(ctx context.Context, c Cursor, f Filter, fn func(Event) e
 	if err := f.Validate(); err != nil {
 		return err
 	}
+	fn = b.cfg.Metrics.timed(f.Consumer, fn)
 	wake := make(chan struct{}, 1)
 	b.addWaker(wake)
 	defer b.removeWaker(wake)

@@ -30,7 +30,7 @@ type KubernetesConfig struct {
 }
 
 // newKubernetesProvider builds the Kubernetes provider and registers it.
-func newKubernetesProvider(ctx context.Context, log *slog.Logger, st *store.Store, addr string, env []string, pc Config) (*kubernetes.Provider, error) {
+func newKubernetesProvider(ctx context.Context, log *slog.Logger, st *store.Store, addr string, env []string, pc Config, agentArgs []string) (*kubernetes.Provider, error) {
 	kc := pc.Kubernetes
 	install, err := st.InstallationID(ctx)
 	if err != nil {
@@ -47,7 +47,7 @@ func newKubernetesProvider(ctx context.Context, log *slog.Logger, st *store.Stor
 	}
 	k, err := kubernetes.New(kubernetes.Config{Kubeconfig: kc.Kubeconfig, Namespace: kc.Namespace, Server: addr, DefaultImage: kc.Image,
 		AgentImage: kc.AgentImage, ServiceAccount: kc.ServiceAccount, Overrides: o, InstallID: install, Logger: log,
-		Grace: 20 * time.Second, Args: []string{"--drain-timeout", "5s", "--grace", "5s"}, Env: env})
+		Grace: 20 * time.Second, Args: agentArgs, Env: env})
 	if err != nil {
 		return nil, err
 	}

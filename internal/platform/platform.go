@@ -31,18 +31,25 @@ import (
 	"github.com/hodei-dev/hodei/internal/secret"
 	"github.com/hodei-dev/hodei/internal/server"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/tracing"
 	"github.com/hodei-dev/hodei/internal/web"
 	"github.com/hodei-dev/hodei/internal/webhook"
 )
 
-// NewLogger is the platform's logger: text lines on w, at debug level
-// with HODEI_LOG_LEVEL=debug, else info.
+// NewLogger is the platform's logger: text lines on w, JSON lines with
+// HODEI_LOG_FORMAT=json; at debug level with HODEI_LOG_LEVEL=debug, else
+// info. Lines about a job carry job_id, and attempt and worker_id where
+// they apply, so that one job's story can be grepped.
 func NewLogger(w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	if os.Getenv("HODEI_LOG_LEVEL") == "debug" {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	opts := &slog.HandlerOptions{Level: level}
+	if os.Getenv("HODEI_LOG_FORMAT") == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // Config configures a replica: what server and dev share.
@@ -95,6 +102,9 @@ type Config struct {
 	// UILogins holds the one-time sign-in links of the dashboard under
 	// /ui/ (nil: none; API tokens sign in either way).
 	UILogins *web.Logins
+	// OTLPEndpoint, when set, is the OTLP/HTTP URL the server exports one
+	// trace per job attempt to; the agents it starts get it too.
+	OTLPEndpoint string
 	// MetricsListen, when set, is an address that serves /metrics without
 	// a token (for a network only the operator reaches); the API port
 	// serves it to tokens with the metrics scope either way.
@@ -133,7 +143,7 @@ func loadJobTypes(ctx context.Context, log *slog.Logger, st *store.Store, path s
 
 // newServer builds the replica's RPC server, with the key file of stored
 // secrets when one is configured (without one, secrets are off).
-func newServer(pc Config, replica string, log *slog.Logger, reg *prometheus.Registry, st *store.Store, bus *eventbus.Bus, auth *pki.Authority) (*server.Server, error) {
+func newServer(pc Config, replica string, log *slog.Logger, reg *prometheus.Registry, tracer *tracing.Tracer, st *store.Store, bus *eventbus.Bus, auth *pki.Authority) (*server.Server, error) {
 	var keys *secret.Keyring
 	if pc.SecretKeyFile != "" {
 		var err error
@@ -141,7 +151,7 @@ func newServer(pc Config, replica string, log *slog.Logger, reg *prometheus.Regi
 			return nil, err
 		}
 	}
-	cfg := server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, SecretKeys: keys, Authority: auth,
+	cfg := server.Config{ReplicaID: replica, Logger: log, Registry: reg, Lease: pc.Lease, SecretKeys: keys, Authority: auth, Tracer: tracer,
 		CertCheckInterval: pc.TLS.CheckInterval, RenewBefore: pc.TLS.RenewBefore, BadRenewals: pc.TLS.BadRenewals}
 	var srv *server.Server
 	cfg.UI = func(api http.Handler) (http.Handler, error) { // called once srv is set
@@ -203,26 +213,28 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 		return err
 	}
 	defer metrics.close()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg, tracer, agentArgs, err := observability(ctx, pc)
+	if err != nil {
+		return err
+	}
+	defer tracer.Shutdown(context.WithoutCancel(ctx)) //nolint:errcheck // best effort at exit
 	bus := st.NewBus(eventbus.Config{Logger: log, Metrics: eventbus.NewMetrics(reg)})
-
 	auth, err := authority(ctx, log, st, pc.TLS, addr)
 	if err != nil {
 		return err
 	}
 	replica := "replica-" + randomHex(6)
-	srv, err := newServer(pc, replica, log, reg, st, bus, auth)
+	srv, err := newServer(pc, replica, log, reg, tracer, st, bus, auth)
 	if err != nil {
 		return err
 	}
-	providers, local, closeProviders, err := newProviders(ctx, log, st, addr, auth, pc)
+	providers, local, closeProviders, err := newProviders(ctx, log, st, addr, auth, pc, agentArgs)
 	if err != nil {
 		return err
 	}
 	defer closeProviders()
 	smetrics := scheduler.NewMetrics(reg)
-	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics}, st, bus, srv.Workers())
+	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics, Tracer: tracer}, st, bus, srv.Workers())
 	scaler := autoscale.New(autoscale.Config{Logger: log, Registry: reg, HealthInterval: pc.HealthInterval}, st, bus, providers)
 
 	leaders := []*scheduler.Leader{housekeeping(pc, log, st, bus, srv, disp, smetrics, reg)}
@@ -267,6 +279,24 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 		return err
 	}
 	return nil
+}
+
+// observability returns the replica's metrics registry (with Go and
+// process metrics), its tracer (nil without an OTLP endpoint), and the
+// arguments of the agents its providers start, which trace when it does.
+func observability(ctx context.Context, pc Config) (*prometheus.Registry, *tracing.Tracer, []string, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	tracer, err := tracing.New(ctx, pc.OTLPEndpoint, "hodei-server")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	// Agents drain for 5 s and are killed after 20 s when the server stops.
+	agentArgs := []string{"--drain-timeout", "5s", "--grace", "5s"}
+	if pc.OTLPEndpoint != "" {
+		agentArgs = append(agentArgs, "--otlp-endpoint", pc.OTLPEndpoint)
+	}
+	return reg, tracer, agentArgs, nil
 }
 
 // prepare loads the job types of the file pc names, runs pc.Prepare and
@@ -326,7 +356,7 @@ func (m *metricsListener) serve(ctx context.Context, log *slog.Logger, h http.Ha
 // is the process provider, if any. With --max-workers 0 this server
 // starts no local workers: agents are started elsewhere (another host, a
 // test) and connect on their own.
-func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr string, auth *pki.Authority, pc Config) (_ []provider.Provider, local *process.Provider, closeAll func(), err error) {
+func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr string, auth *pki.Authority, pc Config, agentArgs []string) (_ []provider.Provider, local *process.Provider, closeAll func(), err error) {
 	var providers []provider.Provider
 	// Agents trust the CA bundle they are given (HODEI_CA).
 	var agentEnv []string
@@ -345,9 +375,8 @@ func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr s
 		}
 	}()
 	if pc.MaxWorkers > 0 {
-		// Agents drain for 5 s and are killed after 20 s when the server stops.
 		local, err = process.New(process.Config{Server: addr, Stderr: pc.AgentLog, Grace: 20 * time.Second, Binary: pc.AgentBinary, Env: agentEnv,
-			Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
+			Args: agentArgs})
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -358,7 +387,7 @@ func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr s
 		providers = append(providers, local)
 	}
 	if pc.Docker.MaxWorkers > 0 {
-		d, err := newDockerProvider(ctx, log, st, addr, agentEnv, pc)
+		d, err := newDockerProvider(ctx, log, st, addr, agentEnv, pc, agentArgs)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -366,7 +395,7 @@ func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr s
 		providers = append(providers, d)
 	}
 	if pc.Kubernetes.MaxWorkers > 0 {
-		k, err := newKubernetesProvider(ctx, log, st, addr, agentEnv, pc)
+		k, err := newKubernetesProvider(ctx, log, st, addr, agentEnv, pc, agentArgs)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("kubernetes provider: %w", err)
 		}
@@ -392,7 +421,7 @@ func stopWorkers(ctx context.Context, log *slog.Logger, providers []provider.Pro
 }
 
 // newDockerProvider builds the Docker provider and registers it.
-func newDockerProvider(ctx context.Context, log *slog.Logger, st *store.Store, addr string, env []string, pc Config) (*docker.Provider, error) {
+func newDockerProvider(ctx context.Context, log *slog.Logger, st *store.Store, addr string, env []string, pc Config, agentArgs []string) (*docker.Provider, error) {
 	install, err := st.InstallationID(ctx)
 	if err != nil {
 		return nil, err
@@ -404,7 +433,7 @@ func newDockerProvider(ctx context.Context, log *slog.Logger, st *store.Store, a
 		}
 	}
 	d, err := docker.New(docker.Config{Host: pc.Docker.Host, Binary: bin, Server: addr, Env: env, DefaultImage: pc.Docker.Image, InstallID: install, Logger: log,
-		Grace: 20 * time.Second, Args: []string{"--drain-timeout", "5s", "--grace", "5s"}})
+		Grace: 20 * time.Second, Args: agentArgs})
 	if err != nil {
 		return nil, fmt.Errorf("docker provider: %w", err)
 	}

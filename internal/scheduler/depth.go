@@ -43,7 +43,7 @@ func QueueDepth(st *store.Store, bus *eventbus.Bus, m *Metrics, debounce time.Du
 			default:
 			}
 		}
-		tail := bus.Watch(ctx, from, eventbus.Filter{Types: jobEvents, Lazy: true}, func(e eventbus.Event) error {
+		tail := bus.Watch(ctx, from, eventbus.Filter{Types: jobEvents, Lazy: true, Consumer: "queue_depth"}, func(e eventbus.Event) error {
 			if err := m.jobEvent(e); err != nil {
 				return err
 			}

@@ -19,10 +19,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/tracing"
 )
 
 // Config configures the dispatcher.
@@ -31,7 +33,8 @@ type Config struct {
 	// negative disables it.
 	SafetySweep time.Duration
 	Logger      *slog.Logger
-	Metrics     *Metrics // nil = none
+	Metrics     *Metrics        // nil = none
+	Tracer      *tracing.Tracer // nil = no spans
 }
 
 // Workers is what the dispatcher needs of the workers connected to its
@@ -99,7 +102,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.unhealthy[p.Name] = !p.Healthy
 	}
 	d.mu.Unlock()
-	tail := d.bus.Watch(ctx, from, eventbus.Filter{Types: triggers, Lazy: true}, func(e eventbus.Event) error {
+	tail := d.bus.Watch(ctx, from, eventbus.Filter{Types: triggers, Lazy: true, Consumer: "dispatcher"}, func(e eventbus.Event) error {
 		if e.Type == "ProviderHealthChanged" {
 			p, err := e.Decode()
 			if err != nil {
@@ -211,16 +214,29 @@ func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 				}
 			}
 		}
+		began := time.Now()
 		as, err := d.store.ClaimSlots(ctx, g.like, slots)
 		if err != nil {
 			return claimed, err
 		}
+		if d.cfg.Tracer.Enabled() {
+			for _, a := range as {
+				_, sp := d.cfg.Tracer.Span(tracing.Attempt(ctx, a.JobID, a.Attempt), "claim", began,
+					attribute.String("hodei.job_id", a.JobID), attribute.String("hodei.worker_id", a.WorkerID))
+				sp.End()
+			}
+		}
 		claimed += len(as)
 		now := time.Now()
 		byWorker := map[string][]store.Assignment{}
+		debug := d.log.Enabled(ctx, slog.LevelDebug)
 		for _, a := range as {
 			if a.Attempt == 1 {
 				d.cfg.Metrics.assigned(now.Sub(a.CreatedAt).Seconds())
+			}
+			d.cfg.Metrics.waited(a.Spec.Type, now.Sub(a.ReadyAt).Seconds())
+			if debug {
+				d.log.Debug("job assigned", "job_id", a.JobID, "attempt", a.Attempt, "worker_id", a.WorkerID, "type", a.Spec.Type)
 			}
 			byWorker[a.WorkerID] = append(byWorker[a.WorkerID], a)
 		}
@@ -232,7 +248,7 @@ func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 					_, err = d.store.FinishAttempt(ctx, jobID, a.Token, store.Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "worker gone before the job was sent"})
 				}
 				if err != nil {
-					d.log.Error("undeliverable attempt", "job_id", a.JobID, "err", err)
+					d.log.Error("undeliverable attempt", "job_id", a.JobID, "attempt", a.Attempt, "worker_id", a.WorkerID, "err", err)
 				}
 			}
 		}

@@ -49,6 +49,8 @@ func (h eventService) ReplayDeadLetter(ctx context.Context, req *connect.Request
 			return nil, connect.NewError(connect.CodeFailedPrecondition, err)
 		case errors.Is(err, eventbus.ErrStillFailing):
 			return nil, connect.NewError(connect.CodeAborted, err)
+		case errors.Is(err, eventbus.ErrNoDeadLetter):
+			return nil, connect.NewError(connect.CodeNotFound, err)
 		}
 		return nil, connectError(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/jobpb"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/tracing"
 )
 
 type jobService struct{ s *Server }
@@ -31,13 +34,21 @@ func (h jobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1.
 			return nil, err
 		}
 	}
+	begin := time.Now()
 	j, existing, err := h.s.store.CreateJobAs(ctx, caller(ctx), spec, h.s.cfg.DefaultMaxAttempts)
 	if err != nil {
 		return nil, connectError(err)
 	}
+	if !existing && h.s.cfg.Tracer.Enabled() {
+		// In the first attempt's trace, linked to the caller's.
+		_, sp := h.s.cfg.Tracer.Span(tracing.Attempt(ctx, j.ID, 1), "submit", begin, attribute.String("hodei.job_id", j.ID), attribute.String("hodei.type", spec.Type))
+		sp.AddLink(trace.LinkFromContext(ctx))
+		sp.End()
+	}
 	if !existing {
 		h.s.metrics.jobsCreated.WithLabelValues(spec.Type).Inc()
 		h.s.workers.wakeDispatch() // this replica's dispatcher at once; the others by JobCreated
+		h.s.log.Debug("job created", "job_id", j.ID, "type", spec.Type)
 	}
 	return connect.NewResponse(&hodeiv1.SubmitJobResponse{Job: jobpb.JobToProto(j), Existing: existing}), nil
 }
@@ -156,6 +167,7 @@ func (h jobService) CancelJob(ctx context.Context, req *connect.Request[hodeiv1.
 		return nil, connectError(err)
 	}
 	// The worker running it hears of the JobCancelled event (Server.Run).
+	h.s.log.Info("job cancelled", "job_id", res.Job.ID, "attempt", res.Job.Attempt, "worker_id", res.WorkerID)
 	return connect.NewResponse(&hodeiv1.CancelJobResponse{Job: jobpb.JobToProto(res.Job)}), nil
 }
 
@@ -164,6 +176,7 @@ func (h jobService) RetryJob(ctx context.Context, req *connect.Request[hodeiv1.R
 	if err != nil {
 		return nil, connectError(err)
 	}
+	h.s.log.Info("job retried", "job_id", j.ID, "attempt", j.Attempt+1)
 	return connect.NewResponse(&hodeiv1.RetryJobResponse{Job: jobpb.JobToProto(j)}), nil
 }
 

@@ -100,8 +100,8 @@ func (h providerService) UpdateProvider(ctx context.Context, req *connect.Reques
 	return connect.NewResponse(&hodeiv1.UpdateProviderResponse{Provider: h.toProto(ctx, p, count)}), nil
 }
 
-// workerStates maps the registry's states to their proto names.
-var workerStates = map[string]hodeiv1.WorkerState{
+// workerStateNames maps the registry's states to their proto names.
+var workerStateNames = map[string]hodeiv1.WorkerState{
 	"provisioning": hodeiv1.WorkerState_WORKER_STATE_PROVISIONING,
 	"connected":    hodeiv1.WorkerState_WORKER_STATE_CONNECTED,
 	"disconnected": hodeiv1.WorkerState_WORKER_STATE_DISCONNECTED,
@@ -116,7 +116,7 @@ func (h providerService) ListWorkers(ctx context.Context, req *connect.Request[h
 	}
 	resp := &hodeiv1.ListWorkersResponse{Workers: make([]*hodeiv1.Worker, len(ws))}
 	for i, w := range ws {
-		pw := &hodeiv1.Worker{Id: w.ID, Provider: w.Provider, State: workerStates[w.State], Labels: w.Labels, Slots: int32(w.Slots),
+		pw := &hodeiv1.Worker{Id: w.ID, Provider: w.Provider, State: workerStateNames[w.State], Labels: w.Labels, Slots: int32(w.Slots),
 			Image: w.Image, CpuMillis: w.CPUMillis, MemoryMib: w.MemoryMiB, Running: int32(w.Running), ReplicaId: w.ReplicaID, Hostname: w.Hostname}
 		if !w.LastSeen.IsZero() {
 			pw.LastSeen = timestamppb.New(w.LastSeen)

@@ -3,15 +3,19 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/protobuf/proto"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/jobpb"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/tracing"
 )
 
 // applyReports applies agent messages in order: attempt reports (start,
@@ -24,6 +28,9 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 	for _, m := range msgs {
 		switch m.Msg.(type) {
 		case *hodeiv1.ConnectRequest_Heartbeat:
+			if ct := m.GetHeartbeat().GetCounters(); ct != nil {
+				c.setAgentCounters(ct)
+			}
 			// Answered once received (c.lastSeen is already this late): the
 			// agent kills its jobs when the answers stop for about a lease.
 			c.send(&hodeiv1.ConnectResponse{Msg: &hodeiv1.ConnectResponse_HeartbeatAck{HeartbeatAck: &hodeiv1.HeartbeatAck{}}})
@@ -62,10 +69,15 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 	if len(reports) == 0 {
 		return nil
 	}
+	var begin time.Time
+	if s.cfg.Tracer.Enabled() {
+		begin = time.Now()
+	}
 	outcomes, err := s.commits.Apply(ctx, reports)
 	if err != nil {
 		return err
 	}
+	debug := s.log.Enabled(ctx, slog.LevelDebug)
 	woken := map[string]bool{}
 	wake := func(id string) {
 		if !woken[id] {
@@ -94,6 +106,13 @@ func (s *Server) applyReports(ctx context.Context, c *workerConn, msgs []*hodeiv
 			// (Server.Run), on every replica.
 			c.send(ackMsg(&hodeiv1.Ack{FencingToken: r.Token, Finished: true, Stale: o.Stale}))
 			s.redact.forget(r.Token)
+			if !begin.IsZero() && !o.Stale && !o.Outcome.Duplicate {
+				s.traceResult(ctx, c, r, o.Outcome, begin)
+			}
+			if debug {
+				s.log.Debug("attempt result", "job_id", r.JobID.String(), "worker_id", c.id, "fencing_token", r.Token,
+					"exit_code", r.Finish.ExitCode, "state", string(o.Outcome.State), "stale", o.Stale, "duplicate", o.Outcome.Duplicate)
+			}
 		}
 	}
 	return nil
@@ -146,4 +165,13 @@ func workerShutdownEvent(c *workerConn, forced bool) eventbus.Event {
 		return eventbus.New("worker", c.id, &hodeiv1.WorkerShutdownForced{WorkerId: c.id, KilledJobs: int32(n)})
 	}
 	return eventbus.New("worker", c.id, &hodeiv1.WorkerGracefulShutdown{WorkerId: c.id, RunningJobs: int32(n)})
+}
+
+// traceResult records the commit of an attempt's result, and the
+// attempt's root span from its assignment to now.
+func (s *Server) traceResult(ctx context.Context, c *workerConn, r store.Report, o store.Outcome, begin time.Time) {
+	jobID, n := r.JobID.String(), int(o.Attempt)
+	_, sp := s.cfg.Tracer.Span(tracing.Attempt(ctx, jobID, n), "commit result", begin, attribute.String("hodei.job_id", jobID), attribute.String("hodei.state", string(o.State)))
+	sp.End()
+	s.cfg.Tracer.Root(ctx, jobID, n, o.AssignedAt, time.Now(), attribute.String("hodei.worker_id", c.id), attribute.String("hodei.state", string(o.State)))
 }

@@ -23,7 +23,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// goes on waiting); a cancel also goes to the worker running the job.
 	// The same events, with submissions, assignments and queue depths,
 	// feed the rolling counters of GetJobStats.
-	tail := s.bus.Watch(ctx, from, eventbus.Filter{Types: statsTypes, Lazy: true}, func(e eventbus.Event) error {
+	tail := s.bus.Watch(ctx, from, eventbus.Filter{Types: statsTypes, Lazy: true, Consumer: "log_followers"}, func(e eventbus.Event) error {
 		s.stats.add(e)
 		switch e.Type {
 		case "JobCompleted", "JobFailed":

@@ -28,6 +28,7 @@ import (
 	"github.com/hodei-dev/hodei/internal/pki"
 	"github.com/hodei-dev/hodei/internal/secret"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/tracing"
 )
 
 // Config configures a Server.
@@ -61,6 +62,7 @@ type Config struct {
 	// SecretAccess decides who may use which secret; nil allows every
 	// caller every secret (no token authentication).
 	SecretAccess SecretAccess
+	Tracer       *tracing.Tracer // nil: no tracing
 }
 
 // Server is one replica's API.
@@ -114,8 +116,9 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 	if cfg.SecretAccess == nil {
 		cfg.SecretAccess = tokenSecretAccess{}
 	}
-	s := &Server{certMetrics: newCertMetrics(cfg.Registry), access: cfg.SecretAccess, redact: newAttemptRedactors(), cfg: cfg, store: st, bus: bus, log: cfg.Logger, metrics: newMetrics(cfg.Registry, st), commits: &groupCommit{apply: st.ApplyReports},
-		logs: newLogHub(), workers: newWorkerSet(), stats: newJobStats(time.Now()), tokens: newTokenCache(st)}
+	s := &Server{certMetrics: newCertMetrics(cfg.Registry), access: cfg.SecretAccess, redact: newAttemptRedactors(), cfg: cfg, store: st, bus: bus, log: cfg.Logger, commits: &groupCommit{apply: st.ApplyReports},
+		logs: newLogHub(), workers: newWorkerSet(cfg.Tracer), stats: newJobStats(time.Now()), tokens: newTokenCache(st)}
+	s.metrics = newMetrics(cfg.Registry, st, s.workers, cfg.Tracer)
 	s.workers.resolve = s.resolveSecrets
 	// A token revoked on any replica is dropped here at once.
 	bus.OnNotify(store.TokensChannel, s.tokens.invalidate)
@@ -144,11 +147,13 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	handle := func(path string, h http.Handler) { mux.Handle(path, limitBodies(h)) }
 	// Small messages are not worth compressing (most of ours are small).
-	opt := connect.WithHandlerOptions(connect.WithCompressMinBytes(4096), readLimits, connect.WithInterceptors(authInterceptor{s.tokens}))
+	// The RPC metrics (and spans) wrap the authentication: refused calls
+	// are counted with their code.
+	opt := connect.WithHandlerOptions(connect.WithCompressMinBytes(4096), readLimits, connect.WithInterceptors(s.metrics.rpc, authInterceptor{s.tokens}))
 	handle(hodeiv1connect.NewJobServiceHandler(jobService{s}, opt))
 	// The worker stream is never compressed: it carries many messages a
 	// second per worker, and workers sit on the same network as the server.
-	path, worker := hodeiv1connect.NewWorkerServiceHandler(workerService{s}, connect.WithCompressMinBytes(math.MaxInt), readLimits)
+	path, worker := hodeiv1connect.NewWorkerServiceHandler(workerService{s}, connect.WithCompressMinBytes(math.MaxInt), readLimits, connect.WithInterceptors(s.metrics.rpc))
 	handle(path, withPeer(worker))
 	handle(hodeiv1connect.NewEventServiceHandler(eventService{s}, opt))
 	handle(hodeiv1connect.NewProviderServiceHandler(providerService{s}, opt))
@@ -273,34 +278,6 @@ func (h *logHub) wake(jobID string) {
 		default:
 		}
 	}
-}
-
-type metrics struct {
-	jobsCreated    *prometheus.CounterVec
-	logLines       prometheus.Counter
-	toStarted      prometheus.Histogram
-	secretAccesses *prometheus.CounterVec
-	redactions     prometheus.Counter
-	leaksBlocked   prometheus.Counter
-}
-
-func newMetrics(reg *prometheus.Registry, st *store.Store) *metrics {
-	m := &metrics{
-		jobsCreated: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_jobs_created_total", Help: "Jobs created, by type."}, []string{"type"}),
-		logLines:    prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_log_lines_stored_total", Help: "Log lines stored."}),
-		toStarted: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "hodei_attempt_assigned_to_started_seconds",
-			Help: "From assignment to the agent's start report.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
-		secretAccesses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "hodei_secret_accesses_total",
-			Help: "Reads and changes of secrets, by operation (dispatch, set, delete, rotate-key)."}, []string{"operation"}),
-		redactions: prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_log_redactions_total",
-			Help: "Secret values masked in job output, by the agents and by the server's second redaction."}),
-		leaksBlocked: prometheus.NewCounter(prometheus.CounterOpts{Name: "hodei_secret_leaks_blocked_total",
-			Help: "Log lines that reached the server holding a secret value or canary the agent had not masked (always a bug)."}),
-	}
-	stale := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "hodei_stale_reports_total",
-		Help: "Worker reports (start, logs, result) rejected for a stale fencing token."}, func() float64 { return float64(st.StaleReports()) })
-	reg.MustRegister(m.jobsCreated, m.logLines, m.toStarted, stale, m.secretAccesses, m.redactions, m.leaksBlocked)
-	return m
 }
 
 // Lease is how long a silent worker keeps its attempts.

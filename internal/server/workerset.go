@@ -8,6 +8,7 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/jobpb"
 	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/tracing"
 )
 
 // WorkerSet holds the workers whose streams are open on this replica: the
@@ -16,13 +17,14 @@ type WorkerSet struct {
 	mu       sync.Mutex
 	conns    map[string]*workerConn
 	capacity chan struct{}
+	tracer   *tracing.Tracer // RunJob carries the attempt's traceparent when set
 	// resolve fills the secrets of an attempt whose spec references some
 	// (Server.resolveSecrets).
 	resolve func(workerID string, a store.Assignment, run *hodeiv1.RunJob)
 }
 
-func newWorkerSet() *WorkerSet {
-	return &WorkerSet{conns: map[string]*workerConn{}, capacity: make(chan struct{}, 1)}
+func newWorkerSet(tr *tracing.Tracer) *WorkerSet {
+	return &WorkerSet{conns: map[string]*workerConn{}, capacity: make(chan struct{}, 1), tracer: tr}
 }
 
 // Capacity receives when a worker connected, a slot freed up or this
@@ -77,6 +79,9 @@ func (r *WorkerSet) Deliver(workerID string, as []store.Assignment) []store.Assi
 	}
 	for i, a := range as {
 		run := &hodeiv1.RunJob{JobId: a.JobID, Attempt: int32(a.Attempt), FencingToken: a.Token, Spec: jobpb.SpecToProto(a.Spec)}
+		if r.tracer.Enabled() {
+			run.Traceparent = tracing.Traceparent(tracing.Attempt(context.Background(), a.JobID, a.Attempt))
+		}
 		if len(a.Spec.Secrets) > 0 && r.resolve != nil {
 			r.resolve(workerID, a, run)
 		}
@@ -161,6 +166,10 @@ type workerConn struct {
 	final    bool // the agent announced its final shutdown
 	expired  bool // closed for silence past the lease
 	cert     certState
+	// agent holds the counters of the agent's latest heartbeat;
+	// agentReported is false until one carried them.
+	agent         agentCounters
+	agentReported bool
 }
 
 // An adaptive worker's queue holds as many jobs as it finished in the last
@@ -221,3 +230,11 @@ func (c *workerConn) resultArrived(token int64) {
 
 // Connected reports whether worker id has a stream on this replica.
 func (r *WorkerSet) Connected(id string) bool { return r.get(id) != nil }
+
+// setAgentCounters keeps the counters of the agent's latest heartbeat.
+func (c *workerConn) setAgentCounters(ct *hodeiv1.AgentCounters) {
+	c.mu.Lock()
+	c.agent = agentCounters{reconnects: ct.Reconnects, reconnectSeconds: ct.ReconnectSeconds, logLines: ct.LogLines, logDropped: ct.LogLinesDropped}
+	c.agentReported = true
+	c.mu.Unlock()
+}

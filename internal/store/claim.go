@@ -20,6 +20,7 @@ type Assignment struct {
 	Token     int64
 	Spec      job.Spec
 	CreatedAt time.Time // the job's
+	ReadyAt   time.Time // since when the attempt could run: its retry's time, else the job's creation
 	WorkerID  string
 }
 
@@ -72,7 +73,7 @@ func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string
 		events := make([]eventbus.Event, 0, len(rows))
 		out = make([]Assignment, 0, len(rows))
 		for _, r := range rows {
-			out = append(out, Assignment{JobID: r.ID.String(), Attempt: int(r.Attempt), Token: r.Token, CreatedAt: r.CreatedAt, WorkerID: r.WorkerID.String()})
+			out = append(out, Assignment{JobID: r.ID.String(), Attempt: int(r.Attempt), Token: r.Token, CreatedAt: r.CreatedAt, ReadyAt: r.ReadyAt, WorkerID: r.WorkerID.String()})
 			a := &out[len(out)-1]
 			if err := json.Unmarshal(r.Spec, &a.Spec); err != nil {
 				return fmt.Errorf("decode spec of job %s: %w", r.ID, err)

@@ -28,18 +28,20 @@ func jobStarted(id string, attempt int32, workerID string) eventbus.Event {
 }
 
 // appendResultEvents appends to evs the events of the end of attempt
-// number of job j, as d decided it with result r: how the attempt ended,
-// the retry it schedules or the retries it exhausted, and its log
-// accounting.
-func appendResultEvents(evs []eventbus.Event, j *job.Job, number int32, r *Result, d *job.Decision) []eventbus.Event {
+// number of job j, as d decided it with result r after the attempt ran
+// for ran: how the attempt ended, the retry it schedules or the retries
+// it exhausted, and its log accounting.
+func appendResultEvents(evs []eventbus.Event, j *job.Job, number int32, r *Result, d *job.Decision, ran time.Duration) []eventbus.Event {
 	id := j.ID
+	dur := durationpb.New(ran)
 	switch d.Attempt {
 	case job.StateSucceeded:
-		evs = append(evs, jobCompleted(id, number))
+		evs = append(evs, eventbus.New("job", id, &hodeiv1.JobCompleted{JobId: id, Attempt: number, Type: j.Spec.Type, Duration: dur}))
 	case job.StateCancelled:
-		evs = append(evs, jobCancelled(id, number, r.Message))
+		evs = append(evs, eventbus.New("job", id, &hodeiv1.JobCancelled{JobId: id, Attempt: number, Reason: r.Message, Type: j.Spec.Type, Duration: dur}))
 	default:
-		evs = append(evs, jobFailed(id, number, d, r.ExitCode, r.Message))
+		evs = append(evs, eventbus.New("job", id, &hodeiv1.JobFailed{JobId: id, Attempt: number, FailureClass: jobpb.ClassToProto(d.Class),
+			ExitCode: int32(r.ExitCode), Message: r.Message, Final: d.Final(), State: jobpb.StateToProto(d.Next), Type: j.Spec.Type, Duration: dur}))
 	}
 	switch {
 	case d.Next == job.StateRetrying:
@@ -56,17 +58,9 @@ func appendResultEvents(evs []eventbus.Event, j *job.Job, number int32, r *Resul
 	return evs
 }
 
-func jobCompleted(id string, attempt int32) eventbus.Event {
-	return eventbus.New("job", id, &hodeiv1.JobCompleted{JobId: id, Attempt: attempt})
-}
-
-func jobCancelled(id string, attempt int32, reason string) eventbus.Event {
-	return eventbus.New("job", id, &hodeiv1.JobCancelled{JobId: id, Attempt: attempt, Reason: reason})
-}
-
-func jobFailed(id string, attempt int32, d *job.Decision, exitCode int, message string) eventbus.Event {
-	return eventbus.New("job", id, &hodeiv1.JobFailed{JobId: id, Attempt: attempt, FailureClass: jobpb.ClassToProto(d.Class),
-		ExitCode: int32(exitCode), Message: message, Final: d.Final(), State: jobpb.StateToProto(d.Next)})
+// jobCancelled announces the cancel of job j before it was assigned.
+func jobCancelled(j *job.Job, reason string) eventbus.Event {
+	return eventbus.New("job", j.ID, &hodeiv1.JobCancelled{JobId: j.ID, Attempt: int32(j.Attempt), Reason: reason, Type: j.Spec.Type})
 }
 
 // jobRetryScheduled announces attempt next of job id, at runAt after delay.

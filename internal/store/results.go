@@ -36,6 +36,10 @@ type Outcome struct {
 	State     job.State
 	Duplicate bool      // the attempt had already finished: nothing changed
 	RunAt     time.Time // when State is retrying
+	// Attempt and AssignedAt are the attempt's number and when it was
+	// assigned (its trace's start).
+	Attempt    int32
+	AssignedAt time.Time
 }
 
 // FinishAttempt records the end of the attempt of job jobID with token
@@ -58,7 +62,7 @@ func (s *Store) finishAttempt(ctx context.Context, tx db.DBTX, jobID uuid.UUID, 
 	if err != nil {
 		return Outcome{}, err
 	}
-	out := Outcome{JobID: a.JobID.String()}
+	out := Outcome{JobID: a.JobID.String(), Attempt: a.Number, AssignedAt: a.AssignedAt}
 	if a.FinishedAt != nil && a.FailureClass != nil && *a.FailureClass == string(job.FailureWorkerLost) {
 		// The server gave up on this worker: its late result is stale.
 		s.staleReports.Add(1)
@@ -82,13 +86,17 @@ func (s *Store) finishAttempt(ctx context.Context, tx db.DBTX, jobID uuid.UUID, 
 	} else {
 		r.StartedAt = time.Time{}
 	}
-	err = s.finish(ctx, q, tx, j, a.Number, token, r, &out, started...)
+	err = s.finish(ctx, q, tx, j, a.Number, token, r, &out, ranFrom(a.AssignedAt, a.StartedAt), started...)
 	return out, err
 }
 
-// finish ends the current attempt of j (locked) and moves the job on.
-func (s *Store) finish(ctx context.Context, q *db.Queries, tx db.DBTX, j job.Job, number int32, token int64, r Result, out *Outcome, before ...eventbus.Event) error {
+// finish ends the current attempt of j (locked), which started (or was
+// assigned, when no start was reported) at from, and moves the job on.
+func (s *Store) finish(ctx context.Context, q *db.Queries, tx db.DBTX, j job.Job, number int32, token int64, r Result, out *Outcome, from time.Time, before ...eventbus.Event) error {
 	now := s.now()
+	if !r.StartedAt.IsZero() {
+		from = r.StartedAt
+	}
 	d, err := job.Decide(j, job.Result{ExitCode: r.ExitCode, Class: r.Class}, now, nil)
 	if err != nil {
 		return err
@@ -112,7 +120,7 @@ func (s *Store) finish(ctx context.Context, q *db.Queries, tx db.DBTX, j job.Job
 	if err := q.FinishJobAttempt(ctx, upd); err != nil {
 		return err
 	}
-	if _, err := eventbus.Publish(ctx, tx, appendResultEvents(before, &j, number, &r, &d)...); err != nil {
+	if _, err := eventbus.Publish(ctx, tx, appendResultEvents(before, &j, number, &r, &d, now.Sub(from))...); err != nil {
 		return err
 	}
 	out.State = d.Next
@@ -225,6 +233,7 @@ func (s *Store) addResult(b *resultBatch, reports []Report, i int, byToken map[i
 		return false, nil
 	}
 	j := job.Job{ID: a.JobID.String(), State: st, Attempt: int(a.Number), MaxAttempts: int(a.MaxAttempts)}
+	j.Spec.Type = a.Type
 	res := job.Result{ExitCode: r.ExitCode, Class: r.Class}
 	if res.NeedsRetryPolicy() {
 		// Decoded apart so that j stays off the heap when it is not.
@@ -242,12 +251,14 @@ func (s *Store) addResult(b *resultBatch, reports []Report, i int, byToken map[i
 		return true, nil
 	}
 	seen[a.Token] = d.Attempt
+	from := a.RanFrom
 	if !r.StartedAt.IsZero() && a.State == string(job.StateAssigned) {
 		b.events = append(b.events, jobStarted(j.ID, a.Number, a.WorkerID.String()))
+		from = r.StartedAt
 	} else {
 		r.StartedAt = time.Time{}
 	}
-	b.events = appendResultEvents(b.events, &j, a.Number, &r, &d)
+	b.events = appendResultEvents(b.events, &j, a.Number, &r, &d, b.now.Sub(from))
 	class := string(d.Class) // "" for none
 	fj := &b.fj
 	fj.JobIds = append(fj.JobIds, a.JobID)
@@ -258,7 +269,7 @@ func (s *Store) addResult(b *resultBatch, reports []Report, i int, byToken map[i
 	fj.Classes = append(fj.Classes, class)
 	fj.Messages = append(fj.Messages, r.Message)
 	fj.StartedAts = append(fj.StartedAts, r.StartedAt)
-	out[i].Outcome = Outcome{JobID: j.ID, State: d.Next}
+	out[i].Outcome = Outcome{JobID: j.ID, State: d.Next, Attempt: a.Number, AssignedAt: a.AssignedAt}
 	return false, nil
 }
 
@@ -319,7 +330,7 @@ func (s *Store) CancelJob(ctx context.Context, id, reason string) (CancelResult,
 				FailureClass: ptr(string(job.FailureCancelled)), Message: reason}); err != nil {
 				return err
 			}
-			_, err = eventbus.Publish(ctx, tx, jobCancelled(id, int32(j.Attempt), reason))
+			_, err = eventbus.Publish(ctx, tx, jobCancelled(&j, reason))
 			return err
 		default:
 			attempts, err := q.ListAttempts(ctx, uid)
@@ -329,7 +340,7 @@ func (s *Store) CancelJob(ctx context.Context, id, reason string) (CancelResult,
 			cur := attempts[len(attempts)-1]
 			res.Token, res.WorkerID = cur.Token, cur.WorkerID.String()
 			var out Outcome
-			return s.finish(ctx, q, tx, j, cur.Number, cur.Token, Result{ExitCode: -1, Class: job.FailureCancelled, Message: reason}, &out)
+			return s.finish(ctx, q, tx, j, cur.Number, cur.Token, Result{ExitCode: -1, Class: job.FailureCancelled, Message: reason}, &out, ranFrom(cur.AssignedAt, cur.StartedAt))
 		}
 	})
 	if err != nil {
@@ -421,4 +432,13 @@ func lockJob(ctx context.Context, q *db.Queries, uid uuid.UUID) (job.Job, error)
 		return job.Job{}, err
 	}
 	return fromRow(row)
+}
+
+// ranFrom is the origin of an attempt's duration: its start, or its
+// assignment when no start was reported.
+func ranFrom(assigned time.Time, started *time.Time) time.Time {
+	if started != nil {
+		return *started
+	}
+	return assigned
 }

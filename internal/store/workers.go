@@ -254,7 +254,7 @@ func (s *Store) workerGone(ctx context.Context, d *hodeiv1.WorkerDisconnected, s
 				continue
 			}
 			var out Outcome
-			if err := s.finish(ctx, q, tx, j, a.Number, a.Token, Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "worker lost: " + reason}, &out); err != nil {
+			if err := s.finish(ctx, q, tx, j, a.Number, a.Token, Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "worker lost: " + reason}, &out, a.RanFrom); err != nil {
 				return err
 			}
 			jobs = append(jobs, j.ID)
@@ -395,6 +395,26 @@ func (s *Store) UnlistedAttempts(ctx context.Context, workerID string, listed ma
 		if _, err := s.FinishAttempt(ctx, a.JobID, a.Token, Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "the agent reconnected without this attempt"}); err != nil && !errors.Is(err, job.ErrStale) {
 			return nil, err
 		}
+	}
+	return out, nil
+}
+
+// WorkerCount is how many workers of a provider are in a state.
+type WorkerCount struct {
+	Provider, State string
+	N               int64
+}
+
+// CountWorkers counts the workers that are not terminated by provider
+// and state.
+func (s *Store) CountWorkers(ctx context.Context) ([]WorkerCount, error) {
+	rows, err := s.q.CountWorkers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("count workers: %w", err)
+	}
+	out := make([]WorkerCount, len(rows))
+	for i, r := range rows {
+		out[i] = WorkerCount{Provider: r.Provider, State: r.State, N: r.N}
 	}
 	return out, nil
 }

@@ -33,6 +33,12 @@ func Main(m *testing.M, path *string, run func(*testing.M) int) int {
 		return 1
 	}
 	defer cleanup()
+	// go test points GOCOVERDIR at a directory of its own; the hodei
+	// processes the tests start write their coverage counters where
+	// scripts/cover.sh wants them.
+	if d := os.Getenv("HODEI_TEST_COVERDIR"); d != "" {
+		os.Setenv("GOCOVERDIR", d)
+	}
 	if b := os.Getenv("HODEI_TEST_BINARY"); b != "" && isStatic(b) {
 		*path = b
 		return run(m)

@@ -23,10 +23,10 @@ WITH live AS (
     FROM unnest($2::uuid[]) WITH ORDINALITY AS s(w, n)
     WHERE s.w IN (SELECT id FROM live)
 ), picked AS (
-    SELECT r.id, r.attempt, row_number() OVER (ORDER BY r.priority DESC, r.id) AS rank FROM (
+    SELECT r.id, r.attempt, r.run_at, row_number() OVER (ORDER BY r.priority DESC, r.id) AS rank FROM (
         -- jobs_ready_idx walked in dispatch order; the state test is
         -- written plainly so that it matches the index's predicate.
-        SELECT j.id, j.attempt, j.priority FROM jobs j
+        SELECT j.id, j.attempt, j.priority, j.run_at FROM jobs j
         WHERE j.state IN ('queued', 'retrying')
           AND (j.run_at IS NULL OR j.run_at <= $1::timestamptz)
           AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
@@ -50,7 +50,8 @@ SET state = 'assigned', attempt = j.attempt + 1, updated_at = $1, run_at = NULL,
     exit_code = NULL, failure_class = NULL, message = ''
 FROM picked p
 WHERE j.id = p.id AND (j.state IN ('queued', 'retrying')) IS TRUE
-RETURNING j.id, j.attempt, j.spec, j.created_at, j.attempt_token::bigint AS token, j.attempt_worker_id::uuid AS worker_id, j.priority
+RETURNING j.id, j.attempt, j.spec, j.created_at, j.attempt_token::bigint AS token, j.attempt_worker_id::uuid AS worker_id, j.priority,
+    coalesce(p.run_at, j.created_at)::timestamptz AS ready_at
 `
 
 type ClaimJobsParams struct {
@@ -70,6 +71,7 @@ type ClaimJobsRow struct {
 	Token     int64
 	WorkerID  uuid.UUID
 	Priority  int32
+	ReadyAt   time.Time
 }
 
 // Claims ready jobs for a list of slots (worker ids, one per free slot;
@@ -106,6 +108,7 @@ func (q *Queries) ClaimJobs(ctx context.Context, arg ClaimJobsParams) ([]ClaimJo
 			&i.Token,
 			&i.WorkerID,
 			&i.Priority,
+			&i.ReadyAt,
 		); err != nil {
 			return nil, err
 		}
@@ -690,18 +693,20 @@ func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]Job, erro
 }
 
 const listRunningAttemptsOfWorker = `-- name: ListRunningAttemptsOfWorker :many
-SELECT j.id AS job_id, j.attempt AS number, j.attempt_token::bigint AS token, j.attempt_state::text AS state, j.spec
+SELECT j.id AS job_id, j.attempt AS number, j.attempt_token::bigint AS token, j.attempt_state::text AS state, j.spec,
+       coalesce(j.attempt_started_at, j.attempt_assigned_at)::timestamptz AS ran_from
 FROM jobs j
 WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = $1::uuid
 ORDER BY j.id
 `
 
 type ListRunningAttemptsOfWorkerRow struct {
-	JobID  uuid.UUID
-	Number int32
-	Token  int64
-	State  string
-	Spec   []byte
+	JobID   uuid.UUID
+	Number  int32
+	Token   int64
+	State   string
+	Spec    []byte
+	RanFrom time.Time
 }
 
 // Only a job's latest attempt can be unfinished, and only while the job
@@ -721,6 +726,7 @@ func (q *Queries) ListRunningAttemptsOfWorker(ctx context.Context, workerID uuid
 			&i.Token,
 			&i.State,
 			&i.Spec,
+			&i.RanFrom,
 		); err != nil {
 			return nil, err
 		}
@@ -735,7 +741,8 @@ func (q *Queries) ListRunningAttemptsOfWorker(ctx context.Context, workerID uuid
 const lockAttempts = `-- name: LockAttempts :many
 SELECT j.attempt_token::bigint AS token, j.id AS job_id, j.attempt AS number, j.attempt_worker_id::uuid AS worker_id,
        j.attempt_state::text AS state, j.attempt_finished_at AS finished_at, j.attempt_failure_class AS failure_class,
-       j.attempt_assigned_at::timestamptz AS assigned_at, j.state AS job_state, j.max_attempts,
+       j.attempt_assigned_at::timestamptz AS assigned_at, j.state AS job_state, j.max_attempts, j.type,
+       coalesce(j.attempt_started_at, j.attempt_assigned_at)::timestamptz AS ran_from,
        coalesce(j.spec->'retry', 'null')::jsonb AS retry
 FROM jobs j
 WHERE j.id = ANY ($1::uuid[])
@@ -754,12 +761,16 @@ type LockAttemptsRow struct {
 	AssignedAt   time.Time
 	JobState     string
 	MaxAttempts  int32
+	Type         string
+	RanFrom      time.Time
 	Retry        []byte
 }
 
 // The latest attempts of these jobs, the jobs locked (in id order, so that
 // concurrent batches cannot deadlock). Of the spec only the retry policy
-// matters here, and only for failures.
+// matters here, and only for failures. ran_from is when the attempt
+// started, or was assigned when no start was reported (its duration's
+// origin).
 func (q *Queries) LockAttempts(ctx context.Context, jobIds []uuid.UUID) ([]LockAttemptsRow, error) {
 	rows, err := q.db.Query(ctx, lockAttempts, jobIds)
 	if err != nil {
@@ -780,6 +791,8 @@ func (q *Queries) LockAttempts(ctx context.Context, jobIds []uuid.UUID) ([]LockA
 			&i.AssignedAt,
 			&i.JobState,
 			&i.MaxAttempts,
+			&i.Type,
+			&i.RanFrom,
 			&i.Retry,
 		); err != nil {
 			return nil, err

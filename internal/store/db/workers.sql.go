@@ -69,6 +69,38 @@ func (q *Queries) ConnectWorker(ctx context.Context, arg ConnectWorkerParams) (W
 	return i, err
 }
 
+const countWorkers = `-- name: CountWorkers :many
+SELECT provider, state, count(*)::bigint AS n FROM workers WHERE state <> 'terminated' GROUP BY provider, state
+`
+
+type CountWorkersRow struct {
+	Provider string
+	State    string
+	N        int64
+}
+
+// Workers by provider and state, terminated ones left out (they are
+// history): the hodei_workers gauge.
+func (q *Queries) CountWorkers(ctx context.Context) ([]CountWorkersRow, error) {
+	rows, err := q.db.Query(ctx, countWorkers)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []CountWorkersRow
+	for rows.Next() {
+		var i CountWorkersRow
+		if err := rows.Scan(&i.Provider, &i.State, &i.N); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const enrollWorker = `-- name: EnrollWorker :one
 UPDATE workers SET credential_hash = $1, hostname = $2, version = $3,
     labels = labels || $4::jsonb, slots = $5, cpu_millis = $6, memory_mib = $7, updated_at = $8

@@ -55,10 +55,10 @@ WITH live AS (
     FROM unnest(@worker_ids::uuid[]) WITH ORDINALITY AS s(w, n)
     WHERE s.w IN (SELECT id FROM live)
 ), picked AS (
-    SELECT r.id, r.attempt, row_number() OVER (ORDER BY r.priority DESC, r.id) AS rank FROM (
+    SELECT r.id, r.attempt, r.run_at, row_number() OVER (ORDER BY r.priority DESC, r.id) AS rank FROM (
         -- jobs_ready_idx walked in dispatch order; the state test is
         -- written plainly so that it matches the index's predicate.
-        SELECT j.id, j.attempt, j.priority FROM jobs j
+        SELECT j.id, j.attempt, j.priority, j.run_at FROM jobs j
         WHERE j.state IN ('queued', 'retrying')
           AND (j.run_at IS NULL OR j.run_at <= @now::timestamptz)
           AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
@@ -82,7 +82,8 @@ SET state = 'assigned', attempt = j.attempt + 1, updated_at = @now, run_at = NUL
     exit_code = NULL, failure_class = NULL, message = ''
 FROM picked p
 WHERE j.id = p.id AND (j.state IN ('queued', 'retrying')) IS TRUE
-RETURNING j.id, j.attempt, j.spec, j.created_at, j.attempt_token::bigint AS token, j.attempt_worker_id::uuid AS worker_id, j.priority;
+RETURNING j.id, j.attempt, j.spec, j.created_at, j.attempt_token::bigint AS token, j.attempt_worker_id::uuid AS worker_id, j.priority,
+    coalesce(p.run_at, j.created_at)::timestamptz AS ready_at;
 
 -- name: GetAttempt :one
 -- The attempt of a job with this token (the job's latest or an earlier
@@ -114,7 +115,8 @@ WHERE id = @id;
 -- name: ListRunningAttemptsOfWorker :many
 -- Only a job's latest attempt can be unfinished, and only while the job
 -- is assigned or running (jobs_live_idx).
-SELECT j.id AS job_id, j.attempt AS number, j.attempt_token::bigint AS token, j.attempt_state::text AS state, j.spec
+SELECT j.id AS job_id, j.attempt AS number, j.attempt_token::bigint AS token, j.attempt_state::text AS state, j.spec,
+       coalesce(j.attempt_started_at, j.attempt_assigned_at)::timestamptz AS ran_from
 FROM jobs j
 WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = @worker_id::uuid
 ORDER BY j.id;
@@ -164,10 +166,13 @@ SELECT * FROM jobs WHERE idempotency_key = ANY (@keys::text[]);
 -- name: LockAttempts :many
 -- The latest attempts of these jobs, the jobs locked (in id order, so that
 -- concurrent batches cannot deadlock). Of the spec only the retry policy
--- matters here, and only for failures.
+-- matters here, and only for failures. ran_from is when the attempt
+-- started, or was assigned when no start was reported (its duration's
+-- origin).
 SELECT j.attempt_token::bigint AS token, j.id AS job_id, j.attempt AS number, j.attempt_worker_id::uuid AS worker_id,
        j.attempt_state::text AS state, j.attempt_finished_at AS finished_at, j.attempt_failure_class AS failure_class,
-       j.attempt_assigned_at::timestamptz AS assigned_at, j.state AS job_state, j.max_attempts,
+       j.attempt_assigned_at::timestamptz AS assigned_at, j.state AS job_state, j.max_attempts, j.type,
+       coalesce(j.attempt_started_at, j.attempt_assigned_at)::timestamptz AS ran_from,
        coalesce(j.spec->'retry', 'null')::jsonb AS retry
 FROM jobs j
 WHERE j.id = ANY (@job_ids::uuid[])

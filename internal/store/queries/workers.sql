@@ -75,3 +75,8 @@ FROM workers w WHERE w.state = 'connected' ORDER BY w.created_at;
 
 -- name: SetWorkerHandle :exec
 UPDATE workers SET handle = @handle, updated_at = @now WHERE id = @id;
+
+-- name: CountWorkers :many
+-- Workers by provider and state, terminated ones left out (they are
+-- history): the hodei_workers gauge.
+SELECT provider, state, count(*)::bigint AS n FROM workers WHERE state <> 'terminated' GROUP BY provider, state;

@@ -1436,10 +1436,14 @@ func (x *JobStarted) GetWorkerId() string {
 }
 
 type JobCompleted struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Duration      *durationpb.Duration   `protobuf:"bytes,3,opt,name=duration,proto3" json:"duration,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// duration is how long the attempt ran: from its start (its assignment
+	// when no start was reported) to its result, on the server's clock.
+	Duration *durationpb.Duration `protobuf:"bytes,3,opt,name=duration,proto3" json:"duration,omitempty"`
+	// type is the job's type (its spec's), "" for none.
+	Type          string `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1495,6 +1499,13 @@ func (x *JobCompleted) GetDuration() *durationpb.Duration {
 	return nil
 }
 
+func (x *JobCompleted) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
 type JobFailed struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	JobId        string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
@@ -1503,8 +1514,11 @@ type JobFailed struct {
 	ExitCode     int32                  `protobuf:"varint,4,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
 	Message      string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
 	// final is false when a retry follows.
-	Final         bool     `protobuf:"varint,6,opt,name=final,proto3" json:"final,omitempty"`
-	State         JobState `protobuf:"varint,7,opt,name=state,proto3,enum=hodei.v1.JobState" json:"state,omitempty"`
+	Final bool     `protobuf:"varint,6,opt,name=final,proto3" json:"final,omitempty"`
+	State JobState `protobuf:"varint,7,opt,name=state,proto3,enum=hodei.v1.JobState" json:"state,omitempty"`
+	// type and duration as in JobCompleted.
+	Type          string               `protobuf:"bytes,8,opt,name=type,proto3" json:"type,omitempty"`
+	Duration      *durationpb.Duration `protobuf:"bytes,9,opt,name=duration,proto3" json:"duration,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1588,11 +1602,29 @@ func (x *JobFailed) GetState() JobState {
 	return JobState_JOB_STATE_UNSPECIFIED
 }
 
+func (x *JobFailed) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *JobFailed) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
 type JobCancelled struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Attempt       int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	JobId   string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Attempt int32                  `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Reason  string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// type as in JobCompleted; duration is unset for a job cancelled
+	// before it was assigned.
+	Type          string               `protobuf:"bytes,4,opt,name=type,proto3" json:"type,omitempty"`
+	Duration      *durationpb.Duration `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1646,6 +1678,20 @@ func (x *JobCancelled) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *JobCancelled) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *JobCancelled) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
 }
 
 type JobRetryScheduled struct {
@@ -3529,11 +3575,12 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"JobStarted\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x1b\n" +
-	"\tworker_id\x18\x03 \x01(\tR\bworkerId\"v\n" +
+	"\tworker_id\x18\x03 \x01(\tR\bworkerId\"\x8a\x01\n" +
 	"\fJobCompleted\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x125\n" +
-	"\bduration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xf0\x01\n" +
+	"\bduration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x12\n" +
+	"\x04type\x18\x04 \x01(\tR\x04type\"\xbb\x02\n" +
 	"\tJobFailed\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12;\n" +
@@ -3541,11 +3588,15 @@ const file_hodei_v1_event_proto_rawDesc = "" +
 	"\texit_code\x18\x04 \x01(\x05R\bexitCode\x12\x18\n" +
 	"\amessage\x18\x05 \x01(\tR\amessage\x12\x14\n" +
 	"\x05final\x18\x06 \x01(\bR\x05final\x12(\n" +
-	"\x05state\x18\a \x01(\x0e2\x12.hodei.v1.JobStateR\x05state\"W\n" +
+	"\x05state\x18\a \x01(\x0e2\x12.hodei.v1.JobStateR\x05state\x12\x12\n" +
+	"\x04type\x18\b \x01(\tR\x04type\x125\n" +
+	"\bduration\x18\t \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xa2\x01\n" +
 	"\fJobCancelled\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xb1\x01\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04type\x18\x04 \x01(\tR\x04type\x125\n" +
+	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\"\xb1\x01\n" +
 	"\x11JobRetryScheduled\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12!\n" +
 	"\fnext_attempt\x18\x02 \x01(\x05R\vnextAttempt\x121\n" +
@@ -3799,26 +3850,28 @@ var file_hodei_v1_event_proto_depIdxs = []int32{
 	50, // 43: hodei.v1.JobCompleted.duration:type_name -> google.protobuf.Duration
 	51, // 44: hodei.v1.JobFailed.failure_class:type_name -> hodei.v1.FailureClass
 	52, // 45: hodei.v1.JobFailed.state:type_name -> hodei.v1.JobState
-	49, // 46: hodei.v1.JobRetryScheduled.run_at:type_name -> google.protobuf.Timestamp
-	50, // 47: hodei.v1.JobRetryScheduled.delay:type_name -> google.protobuf.Duration
-	46, // 48: hodei.v1.WorkerRegistered.labels:type_name -> hodei.v1.WorkerRegistered.LabelsEntry
-	50, // 49: hodei.v1.ProviderRecovered.unhealthy_for:type_name -> google.protobuf.Duration
-	47, // 50: hodei.v1.AutoScalingTriggered.labels:type_name -> hodei.v1.AutoScalingTriggered.LabelsEntry
-	49, // 51: hodei.v1.CertificateRotated.not_after:type_name -> google.protobuf.Timestamp
-	49, // 52: hodei.v1.CertificateExpiring.not_after:type_name -> google.protobuf.Timestamp
-	48, // 53: hodei.v1.WebhookCreated.labels:type_name -> hodei.v1.WebhookCreated.LabelsEntry
-	49, // 54: hodei.v1.TokenCreated.expires_at:type_name -> google.protobuf.Timestamp
-	0,  // 55: hodei.v1.EventService.Subscribe:input_type -> hodei.v1.SubscribeRequest
-	3,  // 56: hodei.v1.EventService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
-	5,  // 57: hodei.v1.EventService.ReplayDeadLetter:input_type -> hodei.v1.ReplayDeadLetterRequest
-	1,  // 58: hodei.v1.EventService.Subscribe:output_type -> hodei.v1.SubscribeResponse
-	4,  // 59: hodei.v1.EventService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
-	6,  // 60: hodei.v1.EventService.ReplayDeadLetter:output_type -> hodei.v1.ReplayDeadLetterResponse
-	58, // [58:61] is the sub-list for method output_type
-	55, // [55:58] is the sub-list for method input_type
-	55, // [55:55] is the sub-list for extension type_name
-	55, // [55:55] is the sub-list for extension extendee
-	0,  // [0:55] is the sub-list for field type_name
+	50, // 46: hodei.v1.JobFailed.duration:type_name -> google.protobuf.Duration
+	50, // 47: hodei.v1.JobCancelled.duration:type_name -> google.protobuf.Duration
+	49, // 48: hodei.v1.JobRetryScheduled.run_at:type_name -> google.protobuf.Timestamp
+	50, // 49: hodei.v1.JobRetryScheduled.delay:type_name -> google.protobuf.Duration
+	46, // 50: hodei.v1.WorkerRegistered.labels:type_name -> hodei.v1.WorkerRegistered.LabelsEntry
+	50, // 51: hodei.v1.ProviderRecovered.unhealthy_for:type_name -> google.protobuf.Duration
+	47, // 52: hodei.v1.AutoScalingTriggered.labels:type_name -> hodei.v1.AutoScalingTriggered.LabelsEntry
+	49, // 53: hodei.v1.CertificateRotated.not_after:type_name -> google.protobuf.Timestamp
+	49, // 54: hodei.v1.CertificateExpiring.not_after:type_name -> google.protobuf.Timestamp
+	48, // 55: hodei.v1.WebhookCreated.labels:type_name -> hodei.v1.WebhookCreated.LabelsEntry
+	49, // 56: hodei.v1.TokenCreated.expires_at:type_name -> google.protobuf.Timestamp
+	0,  // 57: hodei.v1.EventService.Subscribe:input_type -> hodei.v1.SubscribeRequest
+	3,  // 58: hodei.v1.EventService.ListDeadLetters:input_type -> hodei.v1.ListDeadLettersRequest
+	5,  // 59: hodei.v1.EventService.ReplayDeadLetter:input_type -> hodei.v1.ReplayDeadLetterRequest
+	1,  // 60: hodei.v1.EventService.Subscribe:output_type -> hodei.v1.SubscribeResponse
+	4,  // 61: hodei.v1.EventService.ListDeadLetters:output_type -> hodei.v1.ListDeadLettersResponse
+	6,  // 62: hodei.v1.EventService.ReplayDeadLetter:output_type -> hodei.v1.ReplayDeadLetterResponse
+	60, // [60:63] is the sub-list for method output_type
+	57, // [57:60] is the sub-list for method input_type
+	57, // [57:57] is the sub-list for extension type_name
+	57, // [57:57] is the sub-list for extension extendee
+	0,  // [0:57] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_event_proto_init() }

@@ -512,8 +512,11 @@ func (x *Hello) GetAdaptivePrefetch() bool {
 }
 
 type Heartbeat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FreeSlots     int32                  `protobuf:"varint,1,opt,name=free_slots,json=freeSlots,proto3" json:"free_slots,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	FreeSlots int32                  `protobuf:"varint,1,opt,name=free_slots,json=freeSlots,proto3" json:"free_slots,omitempty"`
+	// counters are the agent's totals since it started, sent with every
+	// beat; the server exports them per worker (hodei_agent_* series).
+	Counters      *AgentCounters `protobuf:"bytes,2,opt,name=counters,proto3" json:"counters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -555,6 +558,88 @@ func (x *Heartbeat) GetFreeSlots() int32 {
 	return 0
 }
 
+func (x *Heartbeat) GetCounters() *AgentCounters {
+	if x != nil {
+		return x.Counters
+	}
+	return nil
+}
+
+// AgentCounters are an agent's totals since its process started.
+type AgentCounters struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// reconnects counts streams re-established after one was lost;
+	// reconnect_seconds is the time those took, summed (loss to the
+	// server's welcome).
+	Reconnects       int64   `protobuf:"varint,1,opt,name=reconnects,proto3" json:"reconnects,omitempty"`
+	ReconnectSeconds float64 `protobuf:"fixed64,2,opt,name=reconnect_seconds,json=reconnectSeconds,proto3" json:"reconnect_seconds,omitempty"`
+	// log_lines counts the output lines the agent read from its jobs;
+	// log_lines_dropped the ones it discarded (a job's log buffer stayed
+	// full: it wrote faster than the server stored).
+	LogLines        int64 `protobuf:"varint,3,opt,name=log_lines,json=logLines,proto3" json:"log_lines,omitempty"`
+	LogLinesDropped int64 `protobuf:"varint,4,opt,name=log_lines_dropped,json=logLinesDropped,proto3" json:"log_lines_dropped,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *AgentCounters) Reset() {
+	*x = AgentCounters{}
+	mi := &file_hodei_v1_worker_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentCounters) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentCounters) ProtoMessage() {}
+
+func (x *AgentCounters) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_worker_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentCounters.ProtoReflect.Descriptor instead.
+func (*AgentCounters) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AgentCounters) GetReconnects() int64 {
+	if x != nil {
+		return x.Reconnects
+	}
+	return 0
+}
+
+func (x *AgentCounters) GetReconnectSeconds() float64 {
+	if x != nil {
+		return x.ReconnectSeconds
+	}
+	return 0
+}
+
+func (x *AgentCounters) GetLogLines() int64 {
+	if x != nil {
+		return x.LogLines
+	}
+	return 0
+}
+
+func (x *AgentCounters) GetLogLinesDropped() int64 {
+	if x != nil {
+		return x.LogLinesDropped
+	}
+	return 0
+}
+
 type AttemptStarted struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	FencingToken int64                  `protobuf:"varint,1,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
@@ -568,7 +653,7 @@ type AttemptStarted struct {
 
 func (x *AttemptStarted) Reset() {
 	*x = AttemptStarted{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[6]
+	mi := &file_hodei_v1_worker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -580,7 +665,7 @@ func (x *AttemptStarted) String() string {
 func (*AttemptStarted) ProtoMessage() {}
 
 func (x *AttemptStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[6]
+	mi := &file_hodei_v1_worker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -593,7 +678,7 @@ func (x *AttemptStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttemptStarted.ProtoReflect.Descriptor instead.
 func (*AttemptStarted) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{6}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AttemptStarted) GetFencingToken() int64 {
@@ -630,7 +715,7 @@ type LogLine struct {
 
 func (x *LogLine) Reset() {
 	*x = LogLine{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[7]
+	mi := &file_hodei_v1_worker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +727,7 @@ func (x *LogLine) String() string {
 func (*LogLine) ProtoMessage() {}
 
 func (x *LogLine) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[7]
+	mi := &file_hodei_v1_worker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +740,7 @@ func (x *LogLine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogLine.ProtoReflect.Descriptor instead.
 func (*LogLine) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{7}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *LogLine) GetStream() LogStream {
@@ -703,7 +788,7 @@ type LogBatch struct {
 
 func (x *LogBatch) Reset() {
 	*x = LogBatch{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[8]
+	mi := &file_hodei_v1_worker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +800,7 @@ func (x *LogBatch) String() string {
 func (*LogBatch) ProtoMessage() {}
 
 func (x *LogBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[8]
+	mi := &file_hodei_v1_worker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +813,7 @@ func (x *LogBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBatch.ProtoReflect.Descriptor instead.
 func (*LogBatch) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{8}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LogBatch) GetFencingToken() int64 {
@@ -792,7 +877,7 @@ type AttemptFinished struct {
 
 func (x *AttemptFinished) Reset() {
 	*x = AttemptFinished{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[9]
+	mi := &file_hodei_v1_worker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +889,7 @@ func (x *AttemptFinished) String() string {
 func (*AttemptFinished) ProtoMessage() {}
 
 func (x *AttemptFinished) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[9]
+	mi := &file_hodei_v1_worker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +902,7 @@ func (x *AttemptFinished) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttemptFinished.ProtoReflect.Descriptor instead.
 func (*AttemptFinished) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{9}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AttemptFinished) GetFencingToken() int64 {
@@ -902,7 +987,7 @@ type ShutdownNotice struct {
 
 func (x *ShutdownNotice) Reset() {
 	*x = ShutdownNotice{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[10]
+	mi := &file_hodei_v1_worker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +999,7 @@ func (x *ShutdownNotice) String() string {
 func (*ShutdownNotice) ProtoMessage() {}
 
 func (x *ShutdownNotice) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[10]
+	mi := &file_hodei_v1_worker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1012,7 @@ func (x *ShutdownNotice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShutdownNotice.ProtoReflect.Descriptor instead.
 func (*ShutdownNotice) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{10}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ShutdownNotice) GetForced() bool {
@@ -964,7 +1049,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[11]
+	mi := &file_hodei_v1_worker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1061,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[11]
+	mi := &file_hodei_v1_worker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1074,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{11}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ConnectRequest) GetMsg() isConnectRequest_Msg {
@@ -1149,7 +1234,7 @@ type CertificateRequest struct {
 
 func (x *CertificateRequest) Reset() {
 	*x = CertificateRequest{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	mi := &file_hodei_v1_worker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1246,7 @@ func (x *CertificateRequest) String() string {
 func (*CertificateRequest) ProtoMessage() {}
 
 func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[12]
+	mi := &file_hodei_v1_worker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1259,7 @@ func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateRequest.ProtoReflect.Descriptor instead.
 func (*CertificateRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{12}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CertificateRequest) GetCsr() []byte {
@@ -1197,7 +1282,7 @@ type CertificateResult struct {
 
 func (x *CertificateResult) Reset() {
 	*x = CertificateResult{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[13]
+	mi := &file_hodei_v1_worker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1294,7 @@ func (x *CertificateResult) String() string {
 func (*CertificateResult) ProtoMessage() {}
 
 func (x *CertificateResult) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[13]
+	mi := &file_hodei_v1_worker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1307,7 @@ func (x *CertificateResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateResult.ProtoReflect.Descriptor instead.
 func (*CertificateResult) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{13}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CertificateResult) GetSerial() string {
@@ -1251,7 +1336,7 @@ type RequestBatch struct {
 
 func (x *RequestBatch) Reset() {
 	*x = RequestBatch{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[14]
+	mi := &file_hodei_v1_worker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1348,7 @@ func (x *RequestBatch) String() string {
 func (*RequestBatch) ProtoMessage() {}
 
 func (x *RequestBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[14]
+	mi := &file_hodei_v1_worker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1361,7 @@ func (x *RequestBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestBatch.ProtoReflect.Descriptor instead.
 func (*RequestBatch) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{14}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RequestBatch) GetMsgs() []*ConnectRequest {
@@ -1303,14 +1388,18 @@ type RunJob struct {
 	Canary string `protobuf:"bytes,7,opt,name=canary,proto3" json:"canary,omitempty"`
 	// secret_error: why the secrets could not be resolved (a secret deleted
 	// since the submission): the agent fails the attempt with it, unstarted.
-	SecretError   string `protobuf:"bytes,8,opt,name=secret_error,json=secretError,proto3" json:"secret_error,omitempty"`
+	SecretError string `protobuf:"bytes,8,opt,name=secret_error,json=secretError,proto3" json:"secret_error,omitempty"`
+	// traceparent is the W3C trace context of the attempt's trace, set
+	// when the server traces (--otlp-endpoint): the agent's spans of the
+	// attempt join it. Empty otherwise.
+	Traceparent   string `protobuf:"bytes,9,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunJob) Reset() {
 	*x = RunJob{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[15]
+	mi := &file_hodei_v1_worker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1411,7 @@ func (x *RunJob) String() string {
 func (*RunJob) ProtoMessage() {}
 
 func (x *RunJob) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[15]
+	mi := &file_hodei_v1_worker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1424,7 @@ func (x *RunJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunJob.ProtoReflect.Descriptor instead.
 func (*RunJob) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{15}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RunJob) GetJobId() string {
@@ -1394,6 +1483,13 @@ func (x *RunJob) GetSecretError() string {
 	return ""
 }
 
+func (x *RunJob) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
+}
+
 // SecretValue is one resolved secret of an attempt.
 type SecretValue struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1407,7 +1503,7 @@ type SecretValue struct {
 
 func (x *SecretValue) Reset() {
 	*x = SecretValue{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[16]
+	mi := &file_hodei_v1_worker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1515,7 @@ func (x *SecretValue) String() string {
 func (*SecretValue) ProtoMessage() {}
 
 func (x *SecretValue) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[16]
+	mi := &file_hodei_v1_worker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1528,7 @@ func (x *SecretValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretValue.ProtoReflect.Descriptor instead.
 func (*SecretValue) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{16}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SecretValue) GetName() string {
@@ -1474,7 +1570,7 @@ type CancelAttempt struct {
 
 func (x *CancelAttempt) Reset() {
 	*x = CancelAttempt{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[17]
+	mi := &file_hodei_v1_worker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1582,7 @@ func (x *CancelAttempt) String() string {
 func (*CancelAttempt) ProtoMessage() {}
 
 func (x *CancelAttempt) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[17]
+	mi := &file_hodei_v1_worker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1595,7 @@ func (x *CancelAttempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelAttempt.ProtoReflect.Descriptor instead.
 func (*CancelAttempt) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{17}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CancelAttempt) GetFencingToken() int64 {
@@ -1525,7 +1621,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	mi := &file_hodei_v1_worker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1633,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[18]
+	mi := &file_hodei_v1_worker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1646,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{18}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{19}
 }
 
 // Ack acknowledges what the server stored durably; the agent may forget it.
@@ -1569,7 +1665,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[19]
+	mi := &file_hodei_v1_worker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1677,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[19]
+	mi := &file_hodei_v1_worker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1690,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{19}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Ack) GetFencingToken() int64 {
@@ -1645,7 +1741,7 @@ type ConnectResponse struct {
 
 func (x *ConnectResponse) Reset() {
 	*x = ConnectResponse{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[20]
+	mi := &file_hodei_v1_worker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1657,7 +1753,7 @@ func (x *ConnectResponse) String() string {
 func (*ConnectResponse) ProtoMessage() {}
 
 func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[20]
+	mi := &file_hodei_v1_worker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1670,7 +1766,7 @@ func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
 func (*ConnectResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{20}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ConnectResponse) GetMsg() isConnectResponse_Msg {
@@ -1829,7 +1925,7 @@ type RenewCertificate struct {
 
 func (x *RenewCertificate) Reset() {
 	*x = RenewCertificate{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[21]
+	mi := &file_hodei_v1_worker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1937,7 @@ func (x *RenewCertificate) String() string {
 func (*RenewCertificate) ProtoMessage() {}
 
 func (x *RenewCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[21]
+	mi := &file_hodei_v1_worker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +1950,7 @@ func (x *RenewCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewCertificate.ProtoReflect.Descriptor instead.
 func (*RenewCertificate) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{21}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{22}
 }
 
 // IssuedCertificate is a renewed client certificate (PEM) and the trust
@@ -1871,7 +1967,7 @@ type IssuedCertificate struct {
 
 func (x *IssuedCertificate) Reset() {
 	*x = IssuedCertificate{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[22]
+	mi := &file_hodei_v1_worker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +1979,7 @@ func (x *IssuedCertificate) String() string {
 func (*IssuedCertificate) ProtoMessage() {}
 
 func (x *IssuedCertificate) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[22]
+	mi := &file_hodei_v1_worker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +1992,7 @@ func (x *IssuedCertificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssuedCertificate.ProtoReflect.Descriptor instead.
 func (*IssuedCertificate) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{22}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *IssuedCertificate) GetCertificate() string {
@@ -1924,7 +2020,7 @@ type HeartbeatAck struct {
 
 func (x *HeartbeatAck) Reset() {
 	*x = HeartbeatAck{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[23]
+	mi := &file_hodei_v1_worker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2032,7 @@ func (x *HeartbeatAck) String() string {
 func (*HeartbeatAck) ProtoMessage() {}
 
 func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[23]
+	mi := &file_hodei_v1_worker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2045,7 @@ func (x *HeartbeatAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatAck.ProtoReflect.Descriptor instead.
 func (*HeartbeatAck) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{23}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{24}
 }
 
 // ResponseBatch carries several server messages in one frame, in order
@@ -1963,7 +2059,7 @@ type ResponseBatch struct {
 
 func (x *ResponseBatch) Reset() {
 	*x = ResponseBatch{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[24]
+	mi := &file_hodei_v1_worker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1975,7 +2071,7 @@ func (x *ResponseBatch) String() string {
 func (*ResponseBatch) ProtoMessage() {}
 
 func (x *ResponseBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[24]
+	mi := &file_hodei_v1_worker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1988,7 +2084,7 @@ func (x *ResponseBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseBatch.ProtoReflect.Descriptor instead.
 func (*ResponseBatch) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{24}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResponseBatch) GetMsgs() []*ConnectResponse {
@@ -2022,7 +2118,7 @@ type Worker struct {
 
 func (x *Worker) Reset() {
 	*x = Worker{}
-	mi := &file_hodei_v1_worker_proto_msgTypes[25]
+	mi := &file_hodei_v1_worker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2034,7 +2130,7 @@ func (x *Worker) String() string {
 func (*Worker) ProtoMessage() {}
 
 func (x *Worker) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_worker_proto_msgTypes[25]
+	mi := &file_hodei_v1_worker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2047,7 +2143,7 @@ func (x *Worker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Worker.ProtoReflect.Descriptor instead.
 func (*Worker) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{25}
+	return file_hodei_v1_worker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Worker) GetId() string {
@@ -2188,10 +2284,18 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"free_slots\x18\x04 \x01(\x05R\tfreeSlots\x12\x1a\n" +
 	"\bprefetch\x18\x05 \x01(\x05R\bprefetch\x12\x18\n" +
 	"\abatches\x18\x06 \x01(\bR\abatches\x12+\n" +
-	"\x11adaptive_prefetch\x18\a \x01(\bR\x10adaptivePrefetch\"*\n" +
+	"\x11adaptive_prefetch\x18\a \x01(\bR\x10adaptivePrefetch\"_\n" +
 	"\tHeartbeat\x12\x1d\n" +
 	"\n" +
-	"free_slots\x18\x01 \x01(\x05R\tfreeSlots\"|\n" +
+	"free_slots\x18\x01 \x01(\x05R\tfreeSlots\x123\n" +
+	"\bcounters\x18\x02 \x01(\v2\x17.hodei.v1.AgentCountersR\bcounters\"\xa5\x01\n" +
+	"\rAgentCounters\x12\x1e\n" +
+	"\n" +
+	"reconnects\x18\x01 \x01(\x03R\n" +
+	"reconnects\x12+\n" +
+	"\x11reconnect_seconds\x18\x02 \x01(\x01R\x10reconnectSeconds\x12\x1b\n" +
+	"\tlog_lines\x18\x03 \x01(\x03R\blogLines\x12*\n" +
+	"\x11log_lines_dropped\x18\x04 \x01(\x03R\x0flogLinesDropped\"|\n" +
 	"\x0eAttemptStarted\x12#\n" +
 	"\rfencing_token\x18\x01 \x01(\x03R\ffencingToken\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x15\n" +
@@ -2244,7 +2348,7 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\"<\n" +
 	"\fRequestBatch\x12,\n" +
-	"\x04msgs\x18\x01 \x03(\v2\x18.hodei.v1.ConnectRequestR\x04msgs\"\xa9\x02\n" +
+	"\x04msgs\x18\x01 \x03(\v2\x18.hodei.v1.ConnectRequestR\x04msgs\"\xcb\x02\n" +
 	"\x06RunJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12#\n" +
@@ -2253,7 +2357,8 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\bdeadline\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12/\n" +
 	"\asecrets\x18\x06 \x03(\v2\x15.hodei.v1.SecretValueR\asecrets\x12\x16\n" +
 	"\x06canary\x18\a \x01(\tR\x06canary\x12!\n" +
-	"\fsecret_error\x18\b \x01(\tR\vsecretError\"c\n" +
+	"\fsecret_error\x18\b \x01(\tR\vsecretError\x12 \n" +
+	"\vtraceparent\x18\t \x01(\tR\vtraceparent\"c\n" +
 	"\vSecretValue\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
 	"\x03env\x18\x02 \x01(\tR\x03env\x12\x14\n" +
@@ -2331,7 +2436,7 @@ func file_hodei_v1_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hodei_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_hodei_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_hodei_v1_worker_proto_goTypes = []any{
 	(WorkerState)(0),              // 0: hodei.v1.WorkerState
 	(*EnrollRequest)(nil),         // 1: hodei.v1.EnrollRequest
@@ -2340,82 +2445,84 @@ var file_hodei_v1_worker_proto_goTypes = []any{
 	(*RunningAttempt)(nil),        // 4: hodei.v1.RunningAttempt
 	(*Hello)(nil),                 // 5: hodei.v1.Hello
 	(*Heartbeat)(nil),             // 6: hodei.v1.Heartbeat
-	(*AttemptStarted)(nil),        // 7: hodei.v1.AttemptStarted
-	(*LogLine)(nil),               // 8: hodei.v1.LogLine
-	(*LogBatch)(nil),              // 9: hodei.v1.LogBatch
-	(*AttemptFinished)(nil),       // 10: hodei.v1.AttemptFinished
-	(*ShutdownNotice)(nil),        // 11: hodei.v1.ShutdownNotice
-	(*ConnectRequest)(nil),        // 12: hodei.v1.ConnectRequest
-	(*CertificateRequest)(nil),    // 13: hodei.v1.CertificateRequest
-	(*CertificateResult)(nil),     // 14: hodei.v1.CertificateResult
-	(*RequestBatch)(nil),          // 15: hodei.v1.RequestBatch
-	(*RunJob)(nil),                // 16: hodei.v1.RunJob
-	(*SecretValue)(nil),           // 17: hodei.v1.SecretValue
-	(*CancelAttempt)(nil),         // 18: hodei.v1.CancelAttempt
-	(*Drain)(nil),                 // 19: hodei.v1.Drain
-	(*Ack)(nil),                   // 20: hodei.v1.Ack
-	(*ConnectResponse)(nil),       // 21: hodei.v1.ConnectResponse
-	(*RenewCertificate)(nil),      // 22: hodei.v1.RenewCertificate
-	(*IssuedCertificate)(nil),     // 23: hodei.v1.IssuedCertificate
-	(*HeartbeatAck)(nil),          // 24: hodei.v1.HeartbeatAck
-	(*ResponseBatch)(nil),         // 25: hodei.v1.ResponseBatch
-	(*Worker)(nil),                // 26: hodei.v1.Worker
-	nil,                           // 27: hodei.v1.EnrollRequest.LabelsEntry
-	nil,                           // 28: hodei.v1.Worker.LabelsEntry
-	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
-	(LogStream)(0),                // 31: hodei.v1.LogStream
-	(FailureClass)(0),             // 32: hodei.v1.FailureClass
-	(*JobSpec)(nil),               // 33: hodei.v1.JobSpec
+	(*AgentCounters)(nil),         // 7: hodei.v1.AgentCounters
+	(*AttemptStarted)(nil),        // 8: hodei.v1.AttemptStarted
+	(*LogLine)(nil),               // 9: hodei.v1.LogLine
+	(*LogBatch)(nil),              // 10: hodei.v1.LogBatch
+	(*AttemptFinished)(nil),       // 11: hodei.v1.AttemptFinished
+	(*ShutdownNotice)(nil),        // 12: hodei.v1.ShutdownNotice
+	(*ConnectRequest)(nil),        // 13: hodei.v1.ConnectRequest
+	(*CertificateRequest)(nil),    // 14: hodei.v1.CertificateRequest
+	(*CertificateResult)(nil),     // 15: hodei.v1.CertificateResult
+	(*RequestBatch)(nil),          // 16: hodei.v1.RequestBatch
+	(*RunJob)(nil),                // 17: hodei.v1.RunJob
+	(*SecretValue)(nil),           // 18: hodei.v1.SecretValue
+	(*CancelAttempt)(nil),         // 19: hodei.v1.CancelAttempt
+	(*Drain)(nil),                 // 20: hodei.v1.Drain
+	(*Ack)(nil),                   // 21: hodei.v1.Ack
+	(*ConnectResponse)(nil),       // 22: hodei.v1.ConnectResponse
+	(*RenewCertificate)(nil),      // 23: hodei.v1.RenewCertificate
+	(*IssuedCertificate)(nil),     // 24: hodei.v1.IssuedCertificate
+	(*HeartbeatAck)(nil),          // 25: hodei.v1.HeartbeatAck
+	(*ResponseBatch)(nil),         // 26: hodei.v1.ResponseBatch
+	(*Worker)(nil),                // 27: hodei.v1.Worker
+	nil,                           // 28: hodei.v1.EnrollRequest.LabelsEntry
+	nil,                           // 29: hodei.v1.Worker.LabelsEntry
+	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(LogStream)(0),                // 32: hodei.v1.LogStream
+	(FailureClass)(0),             // 33: hodei.v1.FailureClass
+	(*JobSpec)(nil),               // 34: hodei.v1.JobSpec
 }
 var file_hodei_v1_worker_proto_depIdxs = []int32{
-	27, // 0: hodei.v1.EnrollRequest.labels:type_name -> hodei.v1.EnrollRequest.LabelsEntry
+	28, // 0: hodei.v1.EnrollRequest.labels:type_name -> hodei.v1.EnrollRequest.LabelsEntry
 	3,  // 1: hodei.v1.EnrollResponse.settings:type_name -> hodei.v1.WorkerSettings
-	29, // 2: hodei.v1.WorkerSettings.heartbeat_interval:type_name -> google.protobuf.Duration
-	29, // 3: hodei.v1.WorkerSettings.log_flush_interval:type_name -> google.protobuf.Duration
-	29, // 4: hodei.v1.WorkerSettings.lease:type_name -> google.protobuf.Duration
+	30, // 2: hodei.v1.WorkerSettings.heartbeat_interval:type_name -> google.protobuf.Duration
+	30, // 3: hodei.v1.WorkerSettings.log_flush_interval:type_name -> google.protobuf.Duration
+	30, // 4: hodei.v1.WorkerSettings.lease:type_name -> google.protobuf.Duration
 	4,  // 5: hodei.v1.Hello.running:type_name -> hodei.v1.RunningAttempt
-	30, // 6: hodei.v1.AttemptStarted.time:type_name -> google.protobuf.Timestamp
-	31, // 7: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
-	30, // 8: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
-	8,  // 9: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
-	32, // 10: hodei.v1.AttemptFinished.failure_class:type_name -> hodei.v1.FailureClass
-	30, // 11: hodei.v1.AttemptFinished.time:type_name -> google.protobuf.Timestamp
-	5,  // 12: hodei.v1.ConnectRequest.hello:type_name -> hodei.v1.Hello
-	6,  // 13: hodei.v1.ConnectRequest.heartbeat:type_name -> hodei.v1.Heartbeat
-	7,  // 14: hodei.v1.ConnectRequest.started:type_name -> hodei.v1.AttemptStarted
-	9,  // 15: hodei.v1.ConnectRequest.logs:type_name -> hodei.v1.LogBatch
-	10, // 16: hodei.v1.ConnectRequest.finished:type_name -> hodei.v1.AttemptFinished
-	11, // 17: hodei.v1.ConnectRequest.shutdown:type_name -> hodei.v1.ShutdownNotice
-	15, // 18: hodei.v1.ConnectRequest.batch:type_name -> hodei.v1.RequestBatch
-	13, // 19: hodei.v1.ConnectRequest.certificate_request:type_name -> hodei.v1.CertificateRequest
-	14, // 20: hodei.v1.ConnectRequest.certificate_result:type_name -> hodei.v1.CertificateResult
-	12, // 21: hodei.v1.RequestBatch.msgs:type_name -> hodei.v1.ConnectRequest
-	33, // 22: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
-	30, // 23: hodei.v1.RunJob.deadline:type_name -> google.protobuf.Timestamp
-	17, // 24: hodei.v1.RunJob.secrets:type_name -> hodei.v1.SecretValue
-	16, // 25: hodei.v1.ConnectResponse.run:type_name -> hodei.v1.RunJob
-	18, // 26: hodei.v1.ConnectResponse.cancel:type_name -> hodei.v1.CancelAttempt
-	19, // 27: hodei.v1.ConnectResponse.drain:type_name -> hodei.v1.Drain
-	3,  // 28: hodei.v1.ConnectResponse.settings:type_name -> hodei.v1.WorkerSettings
-	20, // 29: hodei.v1.ConnectResponse.ack:type_name -> hodei.v1.Ack
-	25, // 30: hodei.v1.ConnectResponse.batch:type_name -> hodei.v1.ResponseBatch
-	24, // 31: hodei.v1.ConnectResponse.heartbeat_ack:type_name -> hodei.v1.HeartbeatAck
-	22, // 32: hodei.v1.ConnectResponse.renew_certificate:type_name -> hodei.v1.RenewCertificate
-	23, // 33: hodei.v1.ConnectResponse.certificate:type_name -> hodei.v1.IssuedCertificate
-	21, // 34: hodei.v1.ResponseBatch.msgs:type_name -> hodei.v1.ConnectResponse
-	0,  // 35: hodei.v1.Worker.state:type_name -> hodei.v1.WorkerState
-	28, // 36: hodei.v1.Worker.labels:type_name -> hodei.v1.Worker.LabelsEntry
-	30, // 37: hodei.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
-	1,  // 38: hodei.v1.WorkerService.Enroll:input_type -> hodei.v1.EnrollRequest
-	12, // 39: hodei.v1.WorkerService.Connect:input_type -> hodei.v1.ConnectRequest
-	2,  // 40: hodei.v1.WorkerService.Enroll:output_type -> hodei.v1.EnrollResponse
-	21, // 41: hodei.v1.WorkerService.Connect:output_type -> hodei.v1.ConnectResponse
-	40, // [40:42] is the sub-list for method output_type
-	38, // [38:40] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	7,  // 6: hodei.v1.Heartbeat.counters:type_name -> hodei.v1.AgentCounters
+	31, // 7: hodei.v1.AttemptStarted.time:type_name -> google.protobuf.Timestamp
+	32, // 8: hodei.v1.LogLine.stream:type_name -> hodei.v1.LogStream
+	31, // 9: hodei.v1.LogLine.time:type_name -> google.protobuf.Timestamp
+	9,  // 10: hodei.v1.LogBatch.lines:type_name -> hodei.v1.LogLine
+	33, // 11: hodei.v1.AttemptFinished.failure_class:type_name -> hodei.v1.FailureClass
+	31, // 12: hodei.v1.AttemptFinished.time:type_name -> google.protobuf.Timestamp
+	5,  // 13: hodei.v1.ConnectRequest.hello:type_name -> hodei.v1.Hello
+	6,  // 14: hodei.v1.ConnectRequest.heartbeat:type_name -> hodei.v1.Heartbeat
+	8,  // 15: hodei.v1.ConnectRequest.started:type_name -> hodei.v1.AttemptStarted
+	10, // 16: hodei.v1.ConnectRequest.logs:type_name -> hodei.v1.LogBatch
+	11, // 17: hodei.v1.ConnectRequest.finished:type_name -> hodei.v1.AttemptFinished
+	12, // 18: hodei.v1.ConnectRequest.shutdown:type_name -> hodei.v1.ShutdownNotice
+	16, // 19: hodei.v1.ConnectRequest.batch:type_name -> hodei.v1.RequestBatch
+	14, // 20: hodei.v1.ConnectRequest.certificate_request:type_name -> hodei.v1.CertificateRequest
+	15, // 21: hodei.v1.ConnectRequest.certificate_result:type_name -> hodei.v1.CertificateResult
+	13, // 22: hodei.v1.RequestBatch.msgs:type_name -> hodei.v1.ConnectRequest
+	34, // 23: hodei.v1.RunJob.spec:type_name -> hodei.v1.JobSpec
+	31, // 24: hodei.v1.RunJob.deadline:type_name -> google.protobuf.Timestamp
+	18, // 25: hodei.v1.RunJob.secrets:type_name -> hodei.v1.SecretValue
+	17, // 26: hodei.v1.ConnectResponse.run:type_name -> hodei.v1.RunJob
+	19, // 27: hodei.v1.ConnectResponse.cancel:type_name -> hodei.v1.CancelAttempt
+	20, // 28: hodei.v1.ConnectResponse.drain:type_name -> hodei.v1.Drain
+	3,  // 29: hodei.v1.ConnectResponse.settings:type_name -> hodei.v1.WorkerSettings
+	21, // 30: hodei.v1.ConnectResponse.ack:type_name -> hodei.v1.Ack
+	26, // 31: hodei.v1.ConnectResponse.batch:type_name -> hodei.v1.ResponseBatch
+	25, // 32: hodei.v1.ConnectResponse.heartbeat_ack:type_name -> hodei.v1.HeartbeatAck
+	23, // 33: hodei.v1.ConnectResponse.renew_certificate:type_name -> hodei.v1.RenewCertificate
+	24, // 34: hodei.v1.ConnectResponse.certificate:type_name -> hodei.v1.IssuedCertificate
+	22, // 35: hodei.v1.ResponseBatch.msgs:type_name -> hodei.v1.ConnectResponse
+	0,  // 36: hodei.v1.Worker.state:type_name -> hodei.v1.WorkerState
+	29, // 37: hodei.v1.Worker.labels:type_name -> hodei.v1.Worker.LabelsEntry
+	31, // 38: hodei.v1.Worker.last_seen:type_name -> google.protobuf.Timestamp
+	1,  // 39: hodei.v1.WorkerService.Enroll:input_type -> hodei.v1.EnrollRequest
+	13, // 40: hodei.v1.WorkerService.Connect:input_type -> hodei.v1.ConnectRequest
+	2,  // 41: hodei.v1.WorkerService.Enroll:output_type -> hodei.v1.EnrollResponse
+	22, // 42: hodei.v1.WorkerService.Connect:output_type -> hodei.v1.ConnectResponse
+	41, // [41:43] is the sub-list for method output_type
+	39, // [39:41] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_worker_proto_init() }
@@ -2424,7 +2531,7 @@ func file_hodei_v1_worker_proto_init() {
 		return
 	}
 	file_hodei_v1_job_proto_init()
-	file_hodei_v1_worker_proto_msgTypes[11].OneofWrappers = []any{
+	file_hodei_v1_worker_proto_msgTypes[12].OneofWrappers = []any{
 		(*ConnectRequest_Hello)(nil),
 		(*ConnectRequest_Heartbeat)(nil),
 		(*ConnectRequest_Started)(nil),
@@ -2435,7 +2542,7 @@ func file_hodei_v1_worker_proto_init() {
 		(*ConnectRequest_CertificateRequest)(nil),
 		(*ConnectRequest_CertificateResult)(nil),
 	}
-	file_hodei_v1_worker_proto_msgTypes[20].OneofWrappers = []any{
+	file_hodei_v1_worker_proto_msgTypes[21].OneofWrappers = []any{
 		(*ConnectResponse_Run)(nil),
 		(*ConnectResponse_Cancel)(nil),
 		(*ConnectResponse_Drain)(nil),
@@ -2452,7 +2559,7 @@ func file_hodei_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_worker_proto_rawDesc), len(file_hodei_v1_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
