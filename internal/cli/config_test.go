@@ -1,12 +1,16 @@
 package cli
 
 import (
+	"crypto/x509"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/hodei-dev/hodei/internal/pki"
 )
 
 // TestClientSettingsPrecedence: flags over the environment over the
@@ -105,5 +109,50 @@ func TestHelpDoesNotPrintTheToken(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "-token") || strings.Contains(out.String(), "secret-value") {
 		t.Errorf("help:\n%s\nwant --token listed without the token's value", out.String())
+	}
+}
+
+// TestCAPrecedence: the server's certificate is verified against
+// --ca-file, else HODEI_CA_FILE, else the configuration file's ca.
+func TestCAPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	var cas [3]*pki.CA
+	for i := range cas {
+		ca, err := pki.Ephemeral("CA " + strconv.Itoa(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cas[i] = ca
+	}
+	fromFile, fromEnv, fromFlag := cas[0], cas[1], cas[2]
+	cfg := filepath.Join(dir, "config.json")
+	if err := WriteConfig(cfg, ClientConfig{CA: string(fromFile.PEM)}); err != nil {
+		t.Fatal(err)
+	}
+	envCA := filepath.Join(dir, "env.pem")
+	if err := os.WriteFile(envCA, fromEnv.PEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		vars map[string]string
+		args []string
+		want *pki.CA
+	}{
+		{"the file", map[string]string{"HODEI_CONFIG": cfg}, nil, fromFile},
+		{"environment over the file", map[string]string{"HODEI_CONFIG": cfg, "HODEI_CA_FILE": envCA}, nil, fromEnv},
+		{"flag over the environment", map[string]string{"HODEI_CONFIG": cfg, "HODEI_CA_FILE": envCA}, []string{"--ca-file", "flag.pem"}, fromFlag},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _, errOut := testEnv(t, map[string]string{"flag.pem": string(fromFlag.PEM)}, tc.vars)
+			if _, _, err := e.parseJobArgs("run", "", append(tc.args, "true"), false); err != nil {
+				t.Fatal(err)
+			}
+			want := x509.NewCertPool()
+			want.AddCert(tc.want.Cert)
+			if got := e.clientTLS().RootCAs; got == nil || !got.Equal(want) {
+				t.Errorf("trusted roots are not %s's (stderr %q)", tc.want.Cert.Subject.CommonName, errOut.String())
+			}
+		})
 	}
 }
