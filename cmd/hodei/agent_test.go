@@ -238,10 +238,10 @@ func TestServerKill9WhileJobRuns(t *testing.T) {
 	// --metrics-listen, and sends them to the new server with its beats.
 	for name, want := range map[string]float64{"hodei_agent_reconnects_total": 1, "hodei_agent_reconnect_seconds_count": 1,
 		"hodei_agent_log_lines_total": 300, "hodei_agent_log_lines_dropped_total": 0} {
-		if got := metricValue(t, agentMetrics, name); got != want {
+		if got := metricValue(t, "http://"+agentMetrics, name); got != want {
 			t.Errorf("agent's %s = %v, want %v", name, got, want)
 		}
-		if got := metricValue(t, agentMetrics, "hodei_agent_reconnect_seconds_sum"); got <= 0 || got > reconnected.Seconds()+back.Sub(killed).Seconds()+1 {
+		if got := metricValue(t, "http://"+agentMetrics, "hodei_agent_reconnect_seconds_sum"); got <= 0 || got > reconnected.Seconds()+back.Sub(killed).Seconds()+1 {
 			t.Errorf("agent's reconnect time %vs, want about %v", got, (back.Sub(killed) + reconnected).Round(time.Millisecond))
 		}
 		if name == "hodei_agent_reconnect_seconds_count" {

@@ -124,7 +124,7 @@ func TestCLIListsExplainsCancelsAndRetries(t *testing.T) {
 // one that does not exist is NotFound.
 func checkDeadLetterRPCs(t *testing.T, addr string) {
 	t.Helper()
-	ev := hodeiv1connect.NewEventServiceClient(apiClient(addr), "http://"+addr, connect.WithGRPC())
+	ev := hodeiv1connect.NewEventServiceClient(apiClient(addr), "https://"+addr, connect.WithGRPC())
 	dls, err := ev.ListDeadLetters(context.Background(), connect.NewRequest(&hodeiv1.ListDeadLettersRequest{}))
 	if err != nil || len(dls.Msg.DeadLetters) != 0 {
 		t.Errorf("ListDeadLetters: %v, %v; want none", dls, err)

@@ -237,7 +237,7 @@ func TestDockerProviderHealth(t *testing.T) {
 		return h
 	}
 	start := time.Now()
-	eventually(t, 3*interval, "provider marked unhealthy within a check interval (plus start-up)", func() bool { return !healthy() })
+	eventually(t, 6*interval, "provider marked unhealthy within a check interval (plus start-up)", func() bool { return !healthy() })
 	t.Logf("unhealthy %s after the engine went away (interval %s)", time.Since(start).Round(time.Millisecond), interval)
 	id := submit(t, c, &hodeiv1.JobSpec{Image: "hodei-test-x:dev", Command: []string{"true"}})
 	r, err := c.ExplainJob(context.Background(), connect.NewRequest(&hodeiv1.ExplainJobRequest{Id: id}))

@@ -110,7 +110,7 @@ func jobMix(t *testing.T, c hodeiv1connect.JobServiceClient) []string {
 // scrape reads and parses a server's /metrics.
 func scrape(t *testing.T, addr string) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := apiClient(addr).Get("http://" + addr + "/metrics")
+	resp, err := apiClient(addr).Get("https://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
