@@ -110,6 +110,11 @@ func TestSecretDeliveredToTheJobOnlyThroughItsEnvironment(t *testing.T) {
 	if n := strings.Count(audit.stdout, " dispatch "); n != 2 {
 		t.Errorf("audit has %d dispatches, want 2 (one per attempt):\n%s", n, audit.stdout)
 	}
+	for _, line := range strings.Split(audit.stdout, "\n") {
+		if strings.Contains(line, " dispatch ") && !strings.HasSuffix(strings.TrimSpace(line), "test-admin") {
+			t.Errorf("a dispatch does not name the token that submitted the job (test-admin): %q", line)
+		}
+	}
 	if r := p.hodei(t, "secret", "delete", "db-pass"); r.code != 0 {
 		t.Fatalf("secret delete: %+v", r)
 	}

@@ -36,7 +36,7 @@ func (s *Server) resolveSecrets(workerID string, a store.Assignment, run *hodeiv
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 	defer cancel()
-	sealed, err := s.store.DispatchSecrets(ctx, a.Spec.SecretNames(), a.JobID, int32(a.Attempt), workerID, "")
+	sealed, err := s.store.DispatchSecrets(ctx, a.Spec.SecretNames(), a.JobID, int32(a.Attempt), workerID, "") // the actor: the job's submitter
 	if err != nil {
 		if errors.Is(err, job.ErrNotFound) {
 			run.SecretError = err.Error()

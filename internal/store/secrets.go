@@ -164,7 +164,8 @@ func (s *Store) MissingSecrets(ctx context.Context, names []string) ([]string, e
 // DispatchSecrets reads the sealed values of names (each once) for attempt of jobID
 // on workerID and records the read: an audit entry per secret and the
 // SecretInjected and SecretAccessAudited events, in one transaction, so
-// that no value is read unaudited. A missing name is job.ErrNotFound.
+// that no value is read unaudited. A missing name is job.ErrNotFound. An
+// empty actor is the token that submitted the job.
 func (s *Store) DispatchSecrets(ctx context.Context, names []string, jobID string, attempt int32, workerID, actor string) ([]SealedSecret, error) {
 	now := s.now().Truncate(time.Microsecond)
 	names = slices.Compact(slices.Sorted(slices.Values(names)))
@@ -187,6 +188,16 @@ func (s *Store) DispatchSecrets(ctx context.Context, names []string, jobID strin
 			}
 			out = append(out, SealedSecret{Name: n, Version: r.Version, Sealed: secret.Sealed{KeyID: r.KeyID, WrappedKey: r.WrappedKey, Ciphertext: r.Ciphertext}})
 			versions = append(versions, r.Version)
+		}
+		if actor == "" {
+			// The read is caused by whoever submitted the job.
+			var by *string
+			if err := tx.QueryRow(ctx, "SELECT submitted_by FROM jobs WHERE id = $1", jobID).Scan(&by); err != nil && !IsNoRows(err) {
+				return err
+			}
+			if by != nil {
+				actor = *by
+			}
 		}
 		if _, err := eventbus.Publish(ctx, tx, eventbus.New("job", jobID, &hodeiv1.SecretInjected{JobId: jobID, Attempt: attempt, Names: names,
 			WorkerId: workerID, Versions: versions})); err != nil {
