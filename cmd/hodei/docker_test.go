@@ -170,9 +170,10 @@ func TestDockerOrphansRemovedAfterServerKill(t *testing.T) {
 // socketProxy forwards connections on a unix socket to the Docker
 // engine's socket, so a test can make the engine vanish and come back.
 type socketProxy struct {
-	path string
-	mu   sync.Mutex
-	ln   net.Listener
+	path  string
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]bool // open client connections: stop closes them
 }
 
 func (p *socketProxy) start(t *testing.T) {
@@ -191,8 +192,19 @@ func (p *socketProxy) start(t *testing.T) {
 			if err != nil {
 				return
 			}
+			p.mu.Lock()
+			if p.conns == nil {
+				p.conns = map[net.Conn]bool{}
+			}
+			p.conns[c] = true
+			p.mu.Unlock()
 			go func() {
-				defer c.Close()
+				defer func() {
+					p.mu.Lock()
+					delete(p.conns, c)
+					p.mu.Unlock()
+					c.Close()
+				}()
 				u, err := net.Dial("unix", "/var/run/docker.sock")
 				if err != nil {
 					return
@@ -211,6 +223,10 @@ func (p *socketProxy) stop() {
 	if p.ln != nil {
 		p.ln.Close()
 		p.ln = nil
+	}
+	// A kept-alive connection would still reach the engine.
+	for c := range p.conns {
+		c.Close()
 	}
 }
 
