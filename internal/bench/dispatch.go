@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"golang.org/x/sync/errgroup"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 )
@@ -96,27 +95,7 @@ func submitBacklog(ctx context.Context, rig *benchRig, n int) error {
 	}
 	start := time.Now()
 	spec := &hodeiv1.JobSpec{Command: []string{"true"}, Labels: map[string]string{"bench-backlog": "no-worker-has-it"}}
-	chunks := make(chan int, n/1000+1)
-	for left := n; left > 0; left -= 1000 {
-		chunks <- min(1000, left)
-	}
-	close(chunks)
-	var g errgroup.Group
-	for range 4 {
-		g.Go(func() error {
-			for size := range chunks {
-				req := &hodeiv1.SubmitJobsRequest{Specs: make([]*hodeiv1.JobSpec, size)}
-				for i := range req.Specs {
-					req.Specs[i] = spec
-				}
-				if _, err := rig.jobs.SubmitJobs(ctx, connect.NewRequest(req)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	if err := submitAll(ctx, rig.jobs, spec, n, 1000, 4); err != nil {
 		return fmt.Errorf("backlog: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "backlog: %d jobs waiting (submitted in %.0fs)\n", n, time.Since(start).Seconds())

@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -133,9 +134,7 @@ type runShape struct {
 
 // measureShape reads the finish times of the jobs that finished at or
 // after start (the run's) and the sizes.
-func measureShape(ctx context.Context, db interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, start time.Time, n int) (runShape, error) {
+func measureShape(ctx context.Context, db *pgxpool.Pool, start time.Time, n int) (runShape, error) {
 	var s runShape
 	var marks []time.Time
 	err := db.QueryRow(ctx, `SELECT percentile_disc(ARRAY[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]) WITHIN GROUP (ORDER BY finished_at)

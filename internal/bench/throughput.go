@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/bench/cpu"
 )
 
@@ -216,34 +217,7 @@ func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop, hold bool) 
 	spec := &hodeiv1.JobSpec{Command: []string{"true"}}
 	cpuStart := cpu.Now()
 	start := time.Now()
-	var g errgroup.Group
-	batch = max(batch, 1)
-	chunks := make(chan int, n/batch+1) // sizes of the SubmitJobs calls
-	for left := n; left > 0; left -= batch {
-		chunks <- min(batch, left)
-	}
-	close(chunks)
-	for w := 0; w < submitters; w++ {
-		g.Go(func() error {
-			for size := range chunks {
-				if size == 1 {
-					if _, err := rig.jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec})); err != nil {
-						return err
-					}
-					continue
-				}
-				req := &hodeiv1.SubmitJobsRequest{}
-				for i := 0; i < size; i++ {
-					req.Specs = append(req.Specs, spec)
-				}
-				if _, err := rig.jobs.SubmitJobs(ctx, connect.NewRequest(req)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	if err := submitAll(ctx, rig.jobs, spec, n, batch, submitters); err != nil {
 		return 0, runShape{}, err
 	}
 	if presubmit {
@@ -350,4 +324,37 @@ func forkExecRate(ctx context.Context, n, concurrency int) (float64, error) {
 		return 0, err
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// submitAll submits n copies of spec, batch per SubmitJobs call (1:
+// SubmitJob one at a time), on submitters concurrent connections.
+func submitAll(ctx context.Context, jobs hodeiv1connect.JobServiceClient, spec *hodeiv1.JobSpec, n, batch, submitters int) error {
+	var g errgroup.Group
+	batch = max(batch, 1)
+	chunks := make(chan int, n/batch+1) // sizes of the SubmitJobs calls
+	for left := n; left > 0; left -= batch {
+		chunks <- min(batch, left)
+	}
+	close(chunks)
+	for w := 0; w < submitters; w++ {
+		g.Go(func() error {
+			for size := range chunks {
+				if size == 1 {
+					if _, err := jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec})); err != nil {
+						return err
+					}
+					continue
+				}
+				req := &hodeiv1.SubmitJobsRequest{}
+				for i := 0; i < size; i++ {
+					req.Specs = append(req.Specs, spec)
+				}
+				if _, err := jobs.SubmitJobs(ctx, connect.NewRequest(req)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
