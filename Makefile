@@ -57,7 +57,7 @@ generate: ## regenerate protobuf/Connect and sqlc code
 dashboards: ## regenerate the Grafana dashboards in deploy/grafana from tools/dashboards (Grafana Foundation SDK)
 	cd tools/dashboards && $(GO) run . -out $(CURDIR)/deploy/grafana
 
-cover: deps build images ## run the tests with -coverpkg=./... on one embedded PostgreSQL; writes coverage.html, prints the total and per package, fails under the floor in .ci/coverage-floor
+cover: deps build images k8s-binaries ## run the tests with -coverpkg=./... on one embedded PostgreSQL; writes coverage.html, prints the total and per package, fails under the floor in .ci/coverage-floor
 	@scripts/cover.sh
 
 verify: ## fail when generated code or dashboards drift from their sources, protos break lint/compat, or alert rules fail promtool
