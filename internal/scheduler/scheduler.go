@@ -10,6 +10,7 @@
 package scheduler
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -61,6 +62,8 @@ type Dispatcher struct {
 
 	mu        sync.Mutex
 	unhealthy map[string]bool // providers whose workers get no jobs
+
+	cursors cursors
 }
 
 // New returns a dispatcher.
@@ -71,7 +74,8 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus, ws Workers) *Dispatcher
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Dispatcher{cfg: cfg, store: st, bus: bus, ws: ws, log: cfg.Logger, kick: make(chan struct{}, 1), unhealthy: map[string]bool{}}
+	return &Dispatcher{cfg: cfg, store: st, bus: bus, ws: ws, log: cfg.Logger, kick: make(chan struct{}, 1), unhealthy: map[string]bool{},
+		cursors: cursors{at: map[string]store.Cursor{}}}
 }
 
 // Kick asks for a dispatch pass.
@@ -103,7 +107,17 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 	tail := d.bus.Watch(ctx, from, eventbus.Filter{Types: triggers, Lazy: true, Consumer: "dispatcher"}, func(e eventbus.Event) error {
-		if e.Type == "ProviderHealthChanged" {
+		switch e.Type {
+		case "JobCreated":
+			if id, err := uuid.Parse(e.AggregateID); err == nil {
+				d.cursors.created(id)
+			} else {
+				d.cursors.reset()
+			}
+		case "JobRetryScheduled":
+			// A retry, due now or at its run_at, keeps its place (its id).
+			d.cursors.reset()
+		case "ProviderHealthChanged":
 			p, err := e.Decode()
 			if err != nil {
 				return err
@@ -139,8 +153,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			trigger = "event"
 		case <-sweep:
 			trigger = "sweep"
+			d.cursors.reset() // whatever a claim skipped while it was locked
 		case <-timer.C:
 			trigger = "timer"
+			d.cursors.reset() // retries whose run_at came
 		}
 		next, err := d.pass(ctx, trigger)
 		if err != nil {
@@ -148,6 +164,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 				return nil
 			}
 			d.log.Error("dispatch pass", "err", err)
+			d.cursors.reset()
 			d.cfg.Metrics.passFailed()
 			next = time.Now().Add(time.Second)
 		}
@@ -215,10 +232,12 @@ func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 			}
 		}
 		began := time.Now()
-		as, err := d.store.ClaimSlots(ctx, g.like, slots)
+		from, epoch := d.cursors.get(key)
+		as, next, err := d.store.ClaimSlots(ctx, g.like, slots, from)
 		if err != nil {
 			return claimed, err
 		}
+		d.cursors.advance(key, epoch, next)
 		if d.cfg.Tracer.Enabled() {
 			for _, a := range as {
 				_, sp := d.cfg.Tracer.Span(tracing.Attempt(ctx, a.JobID, a.Attempt), "claim", began,
@@ -268,4 +287,81 @@ func labelKey(m map[string]string) string {
 		b.WriteString(k + "=" + m[k] + "\x00")
 	}
 	return b.String()
+}
+
+// cursors are where the next claim for each kind of worker starts in
+// dispatch order: after the last job claimed for it (store.Cursor), so
+// that claims do not walk again over the index entries of the jobs
+// claimed before. A job created with a smaller id than a cursor's (ids
+// are taken before commit, so commits come out of order) moves that
+// cursor back to just before it, also when it was created while a claim
+// was under way; a job of a higher or lower priority than the cursor's is
+// on the claim's walk anyway (ClaimJobs). Cursors are dropped, and the
+// next claims start from the head, on a retry (scheduled, or its run_at
+// came: the job keeps its old id), a failed pass, and each safety sweep
+// (a job a claim skipped while another transaction held its row). A drop
+// starts a new epoch: a claim that began in an older one does not set
+// its cursor. Claims run one at a time (the dispatcher's passes); the
+// bus's goroutine reports created jobs concurrently.
+type cursors struct {
+	mu    sync.Mutex
+	epoch uint64
+	at    map[string]store.Cursor // by kind of worker (claimAll's key)
+	low   *uuid.UUID              // the smallest id created since the claim under way began
+}
+
+func (c *cursors) get(key string) (*store.Cursor, uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.low = nil
+	if cur, ok := c.at[key]; ok {
+		return &cur, c.epoch
+	}
+	return nil, c.epoch
+}
+
+func (c *cursors) advance(key string, epoch uint64, next *store.Cursor) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if next == nil || epoch != c.epoch {
+		return
+	}
+	n := *next
+	if c.low != nil && bytes.Compare(c.low[:], n.ID[:]) <= 0 {
+		n.ID = before(*c.low)
+	}
+	c.at[key] = n
+}
+
+func (c *cursors) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.epoch++
+	clear(c.at)
+}
+
+func (c *cursors) created(id uuid.UUID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key, cur := range c.at {
+		if bytes.Compare(id[:], cur.ID[:]) <= 0 {
+			cur.ID = before(id)
+			c.at[key] = cur
+		}
+	}
+	if c.low == nil || bytes.Compare(id[:], c.low[:]) < 0 {
+		c.low = &id
+	}
+}
+
+// before is the id just below id (as 128-bit big-endian numbers: the
+// order of uuids in PostgreSQL).
+func before(id uuid.UUID) uuid.UUID {
+	for i := len(id) - 1; i >= 0; i-- {
+		id[i]--
+		if id[i] != 0xff {
+			break
+		}
+	}
+	return id
 }

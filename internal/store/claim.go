@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -42,28 +43,56 @@ func (s *Store) Claim(ctx context.Context, w WorkerMatch, n int) ([]Assignment, 
 	for i := range slots {
 		slots[i] = w.ID
 	}
-	return s.ClaimSlots(ctx, w, slots)
+	as, _, err := s.ClaimSlots(ctx, w, slots, nil)
+	return as, err
+}
+
+// Cursor is a position in dispatch order (priority, then id): the last
+// job claimed for workers of one kind. A claim that starts after it does
+// not step again over the jobs claimed before, whose dead index entries
+// stay until a vacuum removes them. A job that becomes ready behind the
+// cursor (an earlier id committed late, a retry, a job another claim
+// skipped while locked) is found only by a claim from the head (nil):
+// the caller drops its cursor when that may have happened.
+type Cursor struct {
+	Priority int32
+	ID       uuid.UUID
+}
+
+// Before reports whether c comes before d in dispatch order.
+func (c Cursor) Before(d Cursor) bool {
+	if c.Priority != d.Priority {
+		return c.Priority > d.Priority
+	}
+	return bytes.Compare(c.ID[:], d.ID[:]) < 0
 }
 
 // ClaimSlots claims jobs for a list of free slots (a worker id per slot,
 // in the order jobs should go to them) of workers that share labels,
 // image and per-job limits (given by like), in one statement and one
 // transaction. Slots of workers that are no longer connected get nothing.
-func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string) ([]Assignment, error) {
+// The walk starts after from (nil: at the head); the cursor returned is
+// the last job claimed, or from when none was.
+func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string, from *Cursor) ([]Assignment, *Cursor, error) {
 	ids := make([]uuid.UUID, len(slots))
 	for i, id := range slots {
 		u, err := uuid.Parse(id)
 		if err != nil {
-			return nil, fmt.Errorf("claim: worker id: %w", err)
+			return nil, from, fmt.Errorf("claim: worker id: %w", err)
 		}
 		ids[i] = u
 	}
 	l, _ := json.Marshal(nonNil(like.Labels))
+	after := Cursor{Priority: job.MaxPriority + 1} // above every job: the head
+	if from != nil {
+		after = *from
+	}
 	var out []Assignment
+	var last *Cursor
 	err := s.inTxDeferred(ctx, func(tx db.DBTX, later db.DBTX) error {
-		out = nil
+		out, last = nil, nil
 		rows, err := db.New(tx).ClaimJobs(ctx, db.ClaimJobsParams{WorkerIds: ids, Now: s.now(), WorkerLabels: l, WorkerImage: like.Image,
-			WorkerCpuMillis: like.CPUMillis, WorkerMemoryMib: like.MemoryMiB})
+			WorkerCpuMillis: like.CPUMillis, WorkerMemoryMib: like.MemoryMiB, AfterPriority: int64(after.Priority), AfterID: after.ID})
 		if err != nil {
 			return err
 		}
@@ -79,11 +108,17 @@ func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string
 				return fmt.Errorf("decode spec of job %s: %w", r.ID, err)
 			}
 			events = append(events, jobAssigned(a))
+			if c := (Cursor{Priority: r.Priority, ID: r.ID}); last == nil || last.Before(c) {
+				last = &c
+			}
 		}
 		return eventbus.Append(ctx, later, events...)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("claim jobs: %w", err)
+		return nil, from, fmt.Errorf("claim jobs: %w", err)
 	}
-	return out, nil
+	if last == nil {
+		return out, from, nil
+	}
+	return out, last, nil
 }

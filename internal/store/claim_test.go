@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
@@ -47,7 +49,7 @@ func TestClaimSlotsSpreadsJobsOverConnectedWorkers(t *testing.T) {
 	}
 	a, b := storetest.ConnectedWorker(t, s), storetest.ConnectedWorker(t, s)
 	gone, _, _ := s.NewWorker(ctx, "test", "", nil, time.Minute)
-	as, err := s.ClaimSlots(ctx, store.WorkerMatch{}, []string{a, b, gone, a})
+	as, _, err := s.ClaimSlots(ctx, store.WorkerMatch{}, []string{a, b, gone, a}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +146,7 @@ func TestHeartbeatsAndClaimsDoNotDeadlock(t *testing.T) {
 				// Slots in a shuffled order: the claim must not lock in it.
 				slots := slices.Clone(ids)
 				rand.Shuffle(len(slots), func(i, j int) { slots[i], slots[j] = slots[j], slots[i] })
-				if _, err := s.ClaimSlots(ctx, store.WorkerMatch{}, slots); err != nil {
+				if _, _, err := s.ClaimSlots(ctx, store.WorkerMatch{}, slots, nil); err != nil {
 					errs <- fmt.Errorf("claim: %w", err)
 					return
 				}
@@ -155,5 +157,57 @@ func TestHeartbeatsAndClaimsDoNotDeadlock(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestClaimStartsAfterTheCursor: a claim from a cursor takes the jobs
+// after it in dispatch order (a higher priority first, then the cursor's
+// priority after its id, then lower priorities) and passes over the ones
+// before it at its priority.
+func TestClaimStartsAfterTheCursor(t *testing.T) {
+	t.Parallel()
+	s := storetest.Open(t)
+	ctx := context.Background()
+	submit := func(priority int32) uuid.UUID {
+		t.Helper()
+		j, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}, Priority: priority}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return uuid.MustParse(j.ID)
+	}
+	behind := submit(5)
+	at := submit(5)
+	after := submit(5)
+	lower := submit(1)
+	higher := submit(9)
+	w := storetest.ConnectedWorker(t, s)
+	claim := func(from *store.Cursor) ([]uuid.UUID, *store.Cursor) {
+		t.Helper()
+		as, next, err := s.ClaimSlots(ctx, store.WorkerMatch{ID: w}, []string{w, w, w, w, w, w}, from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []uuid.UUID
+		for _, a := range as {
+			got = append(got, jid(a))
+		}
+		return got, next
+	}
+	from := &store.Cursor{Priority: 5, ID: at}
+	got, next := claim(from)
+	if want := []uuid.UUID{higher, after, lower}; !slices.Equal(got, want) {
+		t.Fatalf("claim after %v took %v, want %v (higher, after, lower)", at, got, want)
+	}
+	if want := (store.Cursor{Priority: 1, ID: lower}); next == nil || *next != want {
+		t.Fatalf("cursor after the claim %v, want the last job taken %v", next, want)
+	}
+	// From there, the two jobs passed over are of a higher priority.
+	got, next = claim(next)
+	if want := []uuid.UUID{behind, at}; !slices.Equal(got, want) {
+		t.Fatalf("claim after the lower job took %v, want the priority-5 jobs passed over %v", got, want)
+	}
+	if got, again := claim(next); len(got) != 0 || again != next {
+		t.Fatalf("claim after the last job: %v, cursor %v (want none, the same cursor)", got, again)
 	}
 }

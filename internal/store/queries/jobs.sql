@@ -55,17 +55,51 @@ WITH live AS (
     FROM unnest(@worker_ids::uuid[]) WITH ORDINALITY AS s(w, n)
     WHERE s.w IN (SELECT id FROM live)
 ), picked AS (
+    -- The walk starts at the dispatcher's cursor (@after_priority,
+    -- @after_id: the last job it claimed for workers like these), not at
+    -- the head of jobs_ready_idx: the entries before it are mostly jobs
+    -- claimed since, dead index entries that every claim would step over
+    -- again until a vacuum removes them (and none can while an older
+    -- snapshot is held). Three ranges of the index in dispatch order:
+    -- higher priorities (from their head: a new urgent job), the cursor's
+    -- priority after its id, lower priorities. Without a cursor the first
+    -- two are empty (@after_priority above the highest priority). The
+    -- dispatcher restarts from the head whenever a job may have become
+    -- ready behind its cursor (scheduler.cursors).
     SELECT r.id, r.attempt, r.run_at, row_number() OVER (ORDER BY r.priority DESC, r.id) AS rank FROM (
-        -- jobs_ready_idx walked in dispatch order; the state test is
-        -- written plainly so that it matches the index's predicate.
-        SELECT j.id, j.attempt, j.priority, j.run_at FROM jobs j
-        WHERE j.state IN ('queued', 'retrying')
-          AND (j.run_at IS NULL OR j.run_at <= @now::timestamptz)
-          AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
-              @worker_labels::jsonb, @worker_image::text, @worker_cpu_millis::bigint, @worker_memory_mib::bigint)
-        ORDER BY j.priority DESC, j.id
+        SELECT * FROM (
+            SELECT j.id, j.attempt, j.priority, j.run_at FROM jobs j
+            WHERE j.state IN ('queued', 'retrying') AND j.priority > @after_priority::bigint
+              AND (j.run_at IS NULL OR j.run_at <= @now::timestamptz)
+              AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
+                  @worker_labels::jsonb, @worker_image::text, @worker_cpu_millis::bigint, @worker_memory_mib::bigint)
+            ORDER BY j.priority DESC, j.id
+            LIMIT (SELECT cardinality(ws) FROM usable)
+            FOR UPDATE SKIP LOCKED
+        ) higher
+        UNION ALL
+        SELECT * FROM (
+            SELECT j.id, j.attempt, j.priority, j.run_at FROM jobs j
+            WHERE j.state IN ('queued', 'retrying') AND j.priority = @after_priority::bigint AND j.id > @after_id::uuid
+              AND (j.run_at IS NULL OR j.run_at <= @now::timestamptz)
+              AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
+                  @worker_labels::jsonb, @worker_image::text, @worker_cpu_millis::bigint, @worker_memory_mib::bigint)
+            ORDER BY j.priority DESC, j.id
+            LIMIT (SELECT cardinality(ws) FROM usable)
+            FOR UPDATE SKIP LOCKED
+        ) same
+        UNION ALL
+        SELECT * FROM (
+            SELECT j.id, j.attempt, j.priority, j.run_at FROM jobs j
+            WHERE j.state IN ('queued', 'retrying') AND j.priority < @after_priority::bigint
+              AND (j.run_at IS NULL OR j.run_at <= @now::timestamptz)
+              AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
+                  @worker_labels::jsonb, @worker_image::text, @worker_cpu_millis::bigint, @worker_memory_mib::bigint)
+            ORDER BY j.priority DESC, j.id
+            LIMIT (SELECT cardinality(ws) FROM usable)
+            FOR UPDATE SKIP LOCKED
+        ) lower
         LIMIT (SELECT cardinality(ws) FROM usable)
-        FOR UPDATE SKIP LOCKED
     ) r
 ), archived AS (
     INSERT INTO job_attempts (job_id, number, token, worker_id, state, assigned_at, started_at, finished_at, exit_code, signal, failure_class, message)
