@@ -8,64 +8,92 @@ import (
 	"github.com/hodei-dev/hodei/internal/store"
 )
 
-func id(b byte) uuid.UUID { return uuid.UUID{15: b} }
+func pos(priority int32, b byte) store.Cursor {
+	return store.Cursor{Priority: priority, ID: uuid.UUID{15: b}}
+}
 
-// TestCursors: a claim's cursor is kept unless a job may have become ready
-// behind it; then it moves back before that job, or is dropped.
+// TestCursors: a claim's cursor is kept unless a job its workers can run
+// may have become ready before it; then it moves back just before that
+// job, or is dropped.
 func TestCursors(t *testing.T) {
-	at := func(c *cursors, key string) *store.Cursor {
-		cur, _ := c.get(key)
-		return cur
+	plain := store.WorkerMatch{}
+	gpu := store.WorkerMatch{Labels: map[string]string{"gpu": "a100"}, Image: "cuda"}
+	newCursors := func() *cursors { return &cursors{at: map[string]*cursor{}} }
+	claim := func(c *cursors, key string, like store.WorkerMatch, stop store.Cursor) {
+		_, epoch := c.get(key, like)
+		c.advance(key, epoch, &stop)
 	}
-	t.Run("advances after a claim", func(t *testing.T) {
-		c := cursors{at: map[string]store.Cursor{}}
-		from, epoch := c.get("a")
+	at := func(c *cursors, key string) *store.Cursor {
+		return c.at[key].at
+	}
+	same := func(got *store.Cursor, want store.Cursor) bool { return got != nil && *got == want }
+
+	t.Run("a claim moves it to where it stopped", func(t *testing.T) {
+		c := newCursors()
+		from, _ := c.get("p", plain)
 		if from != nil {
 			t.Fatalf("a new kind of worker starts at %v, want the head", from)
 		}
-		c.advance("a", epoch, &store.Cursor{Priority: 3, ID: id(10)})
-		if got := at(&c, "a"); got == nil || *got != (store.Cursor{Priority: 3, ID: id(10)}) {
+		claim(c, "p", plain, pos(3, 10))
+		if got := at(c, "p"); !same(got, pos(3, 10)) {
 			t.Fatalf("cursor %v, want the claim's last job", got)
 		}
 	})
-	t.Run("a job created behind moves it back", func(t *testing.T) {
-		c := cursors{at: map[string]store.Cursor{"a": {Priority: 3, ID: id(10)}, "b": {Priority: 3, ID: id(4)}}}
-		c.created(id(7))
-		if got := at(&c, "a"); got == nil || *got != (store.Cursor{Priority: 3, ID: id(6)}) {
-			t.Fatalf("cursor a %v, want just before the new job", got)
+	t.Run("a job created before it moves it back, for the workers that can run it", func(t *testing.T) {
+		c := newCursors()
+		claim(c, "p", plain, store.End)
+		claim(c, "g", gpu, store.End)
+		claim(c, "early", plain, pos(3, 4))
+		c.ready(pos(3, 7), map[string]string{"gpu": "a100"}, "")
+		if got := at(c, "g"); !same(got, pos(3, 6)) {
+			t.Fatalf("gpu cursor %v, want just before the new job", got)
 		}
-		if got := at(&c, "b"); got == nil || *got != (store.Cursor{Priority: 3, ID: id(4)}) {
-			t.Fatalf("cursor b %v, want it unchanged (the new job is after it)", got)
+		if got := at(c, "p"); !same(got, store.End) {
+			t.Fatalf("plain cursor %v, want it at the end (plain workers cannot run the job)", got)
+		}
+		if got := at(c, "early"); !same(got, pos(3, 4)) {
+			t.Fatalf("cursor %v, want it unchanged (the new job is after it)", got)
+		}
+		c.ready(pos(1, 0), nil, "other-image")
+		if got := at(c, "p"); !same(got, store.End) {
+			t.Fatalf("plain cursor %v, want it unchanged by a job of another image", got)
+		}
+		c.ready(pos(9, 200), nil, "")
+		if got := at(c, "early"); !same(got, pos(9, 199)) {
+			t.Fatalf("cursor %v, want it before a job of a higher priority", got)
 		}
 	})
 	t.Run("a job created during a claim it passes", func(t *testing.T) {
-		c := cursors{at: map[string]store.Cursor{}}
-		_, epoch := c.get("a")
-		c.created(id(7))
-		c.created(id(9))
-		c.advance("a", epoch, &store.Cursor{Priority: 3, ID: id(12)})
-		if got := at(&c, "a"); got == nil || *got != (store.Cursor{Priority: 3, ID: id(6)}) {
+		c := newCursors()
+		_, epoch := c.get("p", plain)
+		c.ready(pos(3, 9), nil, "")
+		c.ready(pos(3, 7), nil, "")
+		c.ready(pos(5, 20), map[string]string{"gpu": "a100"}, "") // not for these workers
+		c.advance("p", epoch, &store.End)
+		if got := at(c, "p"); !same(got, pos(3, 6)) {
 			t.Fatalf("cursor %v, want just before the first job created during the claim", got)
 		}
 		// The next claim: jobs created before it began are visible to it.
-		_, epoch = c.get("a")
-		c.advance("a", epoch, &store.Cursor{Priority: 3, ID: id(20)})
-		if got := at(&c, "a"); got == nil || got.ID != id(20) {
+		claim(c, "p", plain, pos(3, 30))
+		if got := at(c, "p"); !same(got, pos(3, 30)) {
 			t.Fatalf("cursor %v, want the claim's last job", got)
 		}
 	})
 	t.Run("a reset drops every cursor and the claim under way", func(t *testing.T) {
-		c := cursors{at: map[string]store.Cursor{"a": {Priority: 3, ID: id(10)}}}
-		_, epoch := c.get("b")
+		c := newCursors()
+		claim(c, "p", plain, pos(3, 10))
+		_, epoch := c.get("g", gpu)
 		c.reset()
-		c.advance("b", epoch, &store.Cursor{Priority: 3, ID: id(12)})
-		if a, b := at(&c, "a"), at(&c, "b"); a != nil || b != nil {
-			t.Fatalf("after a reset: a %v, b %v, want both at the head", a, b)
+		c.advance("g", epoch, &store.End)
+		if p, g := at(c, "p"), at(c, "g"); p != nil || g != nil {
+			t.Fatalf("after a reset: %v, %v, want both at the head", p, g)
 		}
 	})
-	t.Run("before borrows", func(t *testing.T) {
-		if got, want := before(uuid.UUID{14: 1}), (uuid.UUID{15: 0xff}); got != want {
-			t.Fatalf("before(%v) = %v, want %v", uuid.UUID{14: 1}, got, want)
-		}
-	})
+}
+
+func TestJustBeforeBorrows(t *testing.T) {
+	got := store.Cursor{Priority: 2, ID: uuid.UUID{14: 1}}.JustBefore()
+	if want := (store.Cursor{Priority: 2, ID: uuid.UUID{15: 0xff}}); got != want {
+		t.Fatalf("JustBefore = %v, want %v", got, want)
+	}
 }

@@ -10,7 +10,6 @@
 package scheduler
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -75,7 +74,7 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus, ws Workers) *Dispatcher
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Dispatcher{cfg: cfg, store: st, bus: bus, ws: ws, log: cfg.Logger, kick: make(chan struct{}, 1), unhealthy: map[string]bool{},
-		cursors: cursors{at: map[string]store.Cursor{}}}
+		cursors: cursors{at: map[string]*cursor{}}}
 }
 
 // Kick asks for a dispatch pass.
@@ -109,13 +108,21 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	tail := d.bus.Watch(ctx, from, eventbus.Filter{Types: triggers, Lazy: true, Consumer: "dispatcher"}, func(e eventbus.Event) error {
 		switch e.Type {
 		case "JobCreated":
-			if id, err := uuid.Parse(e.AggregateID); err == nil {
-				d.cursors.created(id)
-			} else {
+			p, err := e.Decode()
+			if err != nil {
 				d.cursors.reset()
+				break
 			}
+			c := p.GetJobCreated()
+			id, err := uuid.Parse(c.GetJobId())
+			if err != nil {
+				d.cursors.reset()
+				break
+			}
+			d.cursors.ready(store.Cursor{Priority: c.GetPriority(), ID: id}, c.GetLabels(), c.GetImage())
 		case "JobRetryScheduled":
-			// A retry, due now or at its run_at, keeps its place (its id).
+			// The job keeps its place (its id and priority), which the
+			// event does not tell.
 			d.cursors.reset()
 		case "ProviderHealthChanged":
 			p, err := e.Decode()
@@ -232,7 +239,7 @@ func (d *Dispatcher) claimAll(ctx context.Context) (claimed int, err error) {
 			}
 		}
 		began := time.Now()
-		from, epoch := d.cursors.get(key)
+		from, epoch := d.cursors.get(key, g.like)
 		as, next, err := d.store.ClaimSlots(ctx, g.like, slots, from)
 		if err != nil {
 			return claimed, err
@@ -290,78 +297,107 @@ func labelKey(m map[string]string) string {
 }
 
 // cursors are where the next claim for each kind of worker starts in
-// dispatch order: after the last job claimed for it (store.Cursor), so
-// that claims do not walk again over the index entries of the jobs
-// claimed before. A job created with a smaller id than a cursor's (ids
-// are taken before commit, so commits come out of order) moves that
-// cursor back to just before it, also when it was created while a claim
-// was under way; a job of a higher or lower priority than the cursor's is
-// on the claim's walk anyway (ClaimJobs). Cursors are dropped, and the
-// next claims start from the head, on a retry (scheduled, or its run_at
-// came: the job keeps its old id), a failed pass, and each safety sweep
-// (a job a claim skipped while another transaction held its row). A drop
-// starts a new epoch: a claim that began in an older one does not set
-// its cursor. Claims run one at a time (the dispatcher's passes); the
-// bus's goroutine reports created jobs concurrently.
+// dispatch order (store.Cursor): after the last job claimed for it, or at
+// the end when a claim found nothing more it can run, so that claims walk
+// neither again over the index entries of the jobs claimed before nor
+// over a backlog these workers cannot run. A job created before a
+// cursor, one these workers can run (ids are taken before commit, so
+// commits come out of order; priorities jump ahead), moves that cursor
+// back to just before it, also when it was created while a claim was
+// under way. Cursors are dropped, and the next claims start from the
+// head, on a retry (the job keeps its place, which its event does not
+// tell), when a delayed retry's run_at comes (the timer's pass), on a
+// failed pass, and on each safety sweep (a job a claim skipped while
+// another transaction held its row). A drop starts a new epoch: a claim
+// that began in an older one does not set its cursor. Claims run one at a
+// time (the dispatcher's passes); the bus's goroutine reports created
+// jobs concurrently.
 type cursors struct {
 	mu    sync.Mutex
 	epoch uint64
-	at    map[string]store.Cursor // by kind of worker (claimAll's key)
-	low   *uuid.UUID              // the smallest id created since the claim under way began
+	at    map[string]*cursor // by kind of worker (claimAll's key)
+	// The claim under way: its kind of worker, and the first position
+	// of a job it can run created since it began.
+	claiming *cursor
+	first    *store.Cursor
 }
 
-func (c *cursors) get(key string) (*store.Cursor, uint64) {
+type cursor struct {
+	like store.WorkerMatch
+	at   *store.Cursor // nil: the head
+}
+
+// get returns where the claim for workers like these starts, and the
+// epoch it starts in.
+func (c *cursors) get(key string, like store.WorkerMatch) (*store.Cursor, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.low = nil
-	if cur, ok := c.at[key]; ok {
-		return &cur, c.epoch
+	cur := c.at[key]
+	if cur == nil {
+		cur = &cursor{like: like}
+		c.at[key] = cur
 	}
-	return nil, c.epoch
+	c.claiming, c.first = cur, nil
+	return cur.at, c.epoch
 }
 
+// advance records where the claim that began in epoch stopped.
 func (c *cursors) advance(key string, epoch uint64, next *store.Cursor) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if next == nil || epoch != c.epoch {
+	cur := c.at[key]
+	c.claiming = nil
+	if cur == nil || next == nil || epoch != c.epoch {
 		return
 	}
 	n := *next
-	if c.low != nil && bytes.Compare(c.low[:], n.ID[:]) <= 0 {
-		n.ID = before(*c.low)
+	if c.first != nil && !n.Before(*c.first) {
+		n = c.first.JustBefore()
 	}
-	c.at[key] = n
+	cur.at = &n
 }
 
 func (c *cursors) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.epoch++
-	clear(c.at)
+	for _, cur := range c.at {
+		cur.at = nil
+	}
 }
 
-func (c *cursors) created(id uuid.UUID) {
+// ready moves back the cursors that are past a job created at pos with
+// these labels and image, of the workers that can run it (as far as
+// labels and image tell: resources are left out, which only moves a
+// cursor back for nothing).
+func (c *cursors) ready(pos store.Cursor, labels map[string]string, image string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for key, cur := range c.at {
-		if bytes.Compare(id[:], cur.ID[:]) <= 0 {
-			cur.ID = before(id)
-			c.at[key] = cur
+	for _, cur := range c.at {
+		if !fits(labels, image, cur.like) {
+			continue
 		}
-	}
-	if c.low == nil || bytes.Compare(id[:], c.low[:]) < 0 {
-		c.low = &id
+		if cur.at != nil && !cur.at.Before(pos) {
+			b := pos.JustBefore()
+			cur.at = &b
+		}
+		if cur == c.claiming && (c.first == nil || pos.Before(*c.first)) {
+			p := pos
+			c.first = &p
+		}
 	}
 }
 
-// before is the id just below id (as 128-bit big-endian numbers: the
-// order of uuids in PostgreSQL).
-func before(id uuid.UUID) uuid.UUID {
-	for i := len(id) - 1; i >= 0; i-- {
-		id[i]--
-		if id[i] != 0xff {
-			break
+// fits reports whether a worker like w can run a job with these labels
+// and image (hodei_job_fits without resources).
+func fits(labels map[string]string, image string, w store.WorkerMatch) bool {
+	if image != "" && image != w.Image {
+		return false
+	}
+	for k, v := range labels {
+		if got, ok := w.Labels[k]; !ok || got != v {
+			return false
 		}
 	}
-	return id
+	return true
 }

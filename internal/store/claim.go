@@ -47,17 +47,22 @@ func (s *Store) Claim(ctx context.Context, w WorkerMatch, n int) ([]Assignment, 
 	return as, err
 }
 
-// Cursor is a position in dispatch order (priority, then id): the last
-// job claimed for workers of one kind. A claim that starts after it does
-// not step again over the jobs claimed before, whose dead index entries
-// stay until a vacuum removes them. A job that becomes ready behind the
-// cursor (an earlier id committed late, a retry, a job another claim
-// skipped while locked) is found only by a claim from the head (nil):
-// the caller drops its cursor when that may have happened.
+// Cursor is a position in dispatch order (priority, then id) where a
+// claim for workers of one kind starts: after the last job claimed for
+// them, or at the end when a claim found nothing more they can run. A
+// claim from it does not walk again over the jobs claimed before, whose
+// dead index entries stay until a vacuum removes them, nor over the jobs
+// these workers cannot run. A job that becomes ready before the cursor
+// (an earlier id committed late, a retry, a job a claim skipped while
+// another transaction held it) is found only once the caller moves its
+// cursor back before it (Before) or drops it (nil: the head).
 type Cursor struct {
 	Priority int32
 	ID       uuid.UUID
 }
+
+// End is the cursor after every job.
+var End = Cursor{Priority: -job.MaxPriority - 1}
 
 // Before reports whether c comes before d in dispatch order.
 func (c Cursor) Before(d Cursor) bool {
@@ -67,12 +72,27 @@ func (c Cursor) Before(d Cursor) bool {
 	return bytes.Compare(c.ID[:], d.ID[:]) < 0
 }
 
+// JustBefore is the cursor just before the job at c: a claim from it
+// starts with that job.
+func (c Cursor) JustBefore() Cursor {
+	id := c.ID
+	for i := len(id) - 1; i >= 0; i-- { // 128-bit big-endian, uuid order in PostgreSQL
+		id[i]--
+		if id[i] != 0xff {
+			break
+		}
+	}
+	return Cursor{Priority: c.Priority, ID: id}
+}
+
 // ClaimSlots claims jobs for a list of free slots (a worker id per slot,
 // in the order jobs should go to them) of workers that share labels,
 // image and per-job limits (given by like), in one statement and one
 // transaction. Slots of workers that are no longer connected get nothing.
 // The walk starts after from (nil: at the head); the cursor returned is
-// the last job claimed, or from when none was.
+// the last job claimed, End when the walk reached the end of the ready
+// jobs (it found fewer than the usable slots), or from when no slot was
+// usable.
 func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string, from *Cursor) ([]Assignment, *Cursor, error) {
 	ids := make([]uuid.UUID, len(slots))
 	for i, id := range slots {
@@ -88,37 +108,48 @@ func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string
 		after = *from
 	}
 	var out []Assignment
-	var last *Cursor
+	var next *Cursor
 	err := s.inTxDeferred(ctx, func(tx db.DBTX, later db.DBTX) error {
-		out, last = nil, nil
+		out, next = nil, from
 		rows, err := db.New(tx).ClaimJobs(ctx, db.ClaimJobsParams{WorkerIds: ids, Now: s.now(), WorkerLabels: l, WorkerImage: like.Image,
 			WorkerCpuMillis: like.CPUMillis, WorkerMemoryMib: like.MemoryMiB, AfterPriority: int64(after.Priority), AfterID: after.ID})
 		if err != nil {
 			return err
 		}
-		if len(rows) == 0 {
-			return nil
-		}
+		usable := 0
 		events := make([]eventbus.Event, 0, len(rows))
 		out = make([]Assignment, 0, len(rows))
 		for _, r := range rows {
-			out = append(out, Assignment{JobID: r.ID.String(), Attempt: int(r.Attempt), Token: r.Token, CreatedAt: r.CreatedAt, ReadyAt: r.ReadyAt, WorkerID: r.WorkerID.String()})
+			usable = int(r.Usable)
+			if !r.ID.Valid { // the one row of a claim that took nothing
+				continue
+			}
+			id := uuid.UUID(r.ID.Bytes)
+			out = append(out, Assignment{JobID: id.String(), Attempt: int(*r.Attempt), Token: *r.Token, CreatedAt: *r.CreatedAt, ReadyAt: *r.ReadyAt,
+				WorkerID: uuid.UUID(r.WorkerID.Bytes).String()})
 			a := &out[len(out)-1]
 			if err := json.Unmarshal(r.Spec, &a.Spec); err != nil {
-				return fmt.Errorf("decode spec of job %s: %w", r.ID, err)
+				return fmt.Errorf("decode spec of job %s: %w", id, err)
 			}
 			events = append(events, jobAssigned(a))
-			if c := (Cursor{Priority: r.Priority, ID: r.ID}); last == nil || last.Before(c) {
-				last = &c
+			if c := (Cursor{Priority: *r.Priority, ID: id}); next == nil || next.Before(c) {
+				next = &c
 			}
+		}
+		switch {
+		case usable == 0:
+			next = from
+		case len(out) < usable:
+			end := End
+			next = &end
+		}
+		if len(out) == 0 {
+			return nil
 		}
 		return eventbus.Append(ctx, later, events...)
 	})
 	if err != nil {
 		return nil, from, fmt.Errorf("claim jobs: %w", err)
 	}
-	if last == nil {
-		return out, from, nil
-	}
-	return out, last, nil
+	return out, next, nil
 }

@@ -161,9 +161,9 @@ func TestHeartbeatsAndClaimsDoNotDeadlock(t *testing.T) {
 }
 
 // TestClaimStartsAfterTheCursor: a claim from a cursor takes the jobs
-// after it in dispatch order (a higher priority first, then the cursor's
-// priority after its id, then lower priorities) and passes over the ones
-// before it at its priority.
+// after it in dispatch order (its priority after its id, then lower
+// priorities) and returns where it stopped: its last job, or the end when
+// it found fewer jobs than slots.
 func TestClaimStartsAfterTheCursor(t *testing.T) {
 	t.Parallel()
 	s := storetest.Open(t)
@@ -182,9 +182,9 @@ func TestClaimStartsAfterTheCursor(t *testing.T) {
 	lower := submit(1)
 	higher := submit(9)
 	w := storetest.ConnectedWorker(t, s)
-	claim := func(from *store.Cursor) ([]uuid.UUID, *store.Cursor) {
+	claim := func(from *store.Cursor, slots int) ([]uuid.UUID, *store.Cursor) {
 		t.Helper()
-		as, next, err := s.ClaimSlots(ctx, store.WorkerMatch{ID: w}, []string{w, w, w, w, w, w}, from)
+		as, next, err := s.ClaimSlots(ctx, store.WorkerMatch{ID: w}, slices.Repeat([]string{w}, slots), from)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,20 +194,41 @@ func TestClaimStartsAfterTheCursor(t *testing.T) {
 		}
 		return got, next
 	}
-	from := &store.Cursor{Priority: 5, ID: at}
-	got, next := claim(from)
-	if want := []uuid.UUID{higher, after, lower}; !slices.Equal(got, want) {
-		t.Fatalf("claim after %v took %v, want %v (higher, after, lower)", at, got, want)
+	got, next := claim(&store.Cursor{Priority: 5, ID: at}, 6)
+	if want := []uuid.UUID{after, lower}; !slices.Equal(got, want) {
+		t.Fatalf("claim after %v took %v, want %v (after it, then the lower priority)", at, got, want)
 	}
-	if want := (store.Cursor{Priority: 1, ID: lower}); next == nil || *next != want {
-		t.Fatalf("cursor after the claim %v, want the last job taken %v", next, want)
+	if next == nil || *next != store.End {
+		t.Fatalf("cursor after a claim that found fewer jobs than slots: %v, want the end", next)
 	}
-	// From there, the two jobs passed over are of a higher priority.
-	got, next = claim(next)
-	if want := []uuid.UUID{behind, at}; !slices.Equal(got, want) {
-		t.Fatalf("claim after the lower job took %v, want the priority-5 jobs passed over %v", got, want)
+	if got, again := claim(next, 6); len(got) != 0 || again == nil || *again != store.End {
+		t.Fatalf("claim from the end: %v, cursor %v (want none, the end)", got, again)
 	}
-	if got, again := claim(next); len(got) != 0 || again != next {
-		t.Fatalf("claim after the last job: %v, cursor %v (want none, the same cursor)", got, again)
+	got, next = claim(nil, 1)
+	if want := []uuid.UUID{higher}; !slices.Equal(got, want) {
+		t.Fatalf("claim of one from the head took %v, want %v", got, want)
+	}
+	if want := (store.Cursor{Priority: 9, ID: higher}); next == nil || *next != want {
+		t.Fatalf("cursor %v, want the job taken %v", next, want)
+	}
+	if got, _ := claim(next, 6); !slices.Equal(got, []uuid.UUID{behind, at}) {
+		t.Fatalf("claim after the first job took %v, want the two jobs passed over before %v", got, []uuid.UUID{behind, at})
+	}
+}
+
+// TestClaimWithNoUsableSlotKeepsTheCursor: a claim for workers that are
+// no longer connected walks nothing, and says so by returning its cursor.
+func TestClaimWithNoUsableSlotKeepsTheCursor(t *testing.T) {
+	t.Parallel()
+	s := storetest.Open(t)
+	ctx := context.Background()
+	if _, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1); err != nil {
+		t.Fatal(err)
+	}
+	gone, _, _ := s.NewWorker(ctx, "test", "", nil, time.Minute)
+	from := &store.Cursor{Priority: 0}
+	as, next, err := s.ClaimSlots(ctx, store.WorkerMatch{ID: gone}, []string{gone}, from)
+	if err != nil || len(as) != 0 || next != from {
+		t.Fatalf("claim for a worker not connected: %v, cursor %v, %v; want nothing and the same cursor", as, next, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const claimJobs = `-- name: ClaimJobs :many
@@ -17,41 +18,30 @@ WITH live AS (
     -- Only connected workers take jobs; the share lock orders a claim
     -- against a concurrent drain of the worker (scale-down). Rows are
     -- locked in id order, as heartbeats lock them (no deadlock).
-    SELECT w.id FROM workers w WHERE w.id = ANY ($2::uuid[]) AND w.state = 'connected' ORDER BY w.id FOR SHARE
+    SELECT w.id FROM workers w WHERE w.id = ANY ($1::uuid[]) AND w.state = 'connected' ORDER BY w.id FOR SHARE
 ), usable AS (
     SELECT coalesce(array_agg(s.w ORDER BY s.n), '{}') AS ws
-    FROM unnest($2::uuid[]) WITH ORDINALITY AS s(w, n)
+    FROM unnest($1::uuid[]) WITH ORDINALITY AS s(w, n)
     WHERE s.w IN (SELECT id FROM live)
 ), picked AS (
     -- The walk starts at the dispatcher's cursor (@after_priority,
-    -- @after_id: the last job it claimed for workers like these), not at
-    -- the head of jobs_ready_idx: the entries before it are mostly jobs
-    -- claimed since, dead index entries that every claim would step over
-    -- again until a vacuum removes them (and none can while an older
-    -- snapshot is held). Three ranges of the index in dispatch order:
-    -- higher priorities (from their head: a new urgent job), the cursor's
-    -- priority after its id, lower priorities. Without a cursor the first
-    -- two are empty (@after_priority above the highest priority). The
-    -- dispatcher restarts from the head whenever a job may have become
-    -- ready behind its cursor (scheduler.cursors).
+    -- @after_id: where its last claim for workers like these stopped),
+    -- not at the head of jobs_ready_idx: the entries before it are mostly
+    -- jobs claimed since, dead index entries that every claim would step
+    -- over again until a vacuum removes them (none can while an older
+    -- snapshot is held), and jobs these workers cannot run. Two ranges of
+    -- the index, in dispatch order: the cursor's priority after its id,
+    -- then the lower priorities. With @after_priority above the highest
+    -- priority the walk starts at the head; below the lowest, it is empty.
+    -- The dispatcher moves its cursor back whenever a job becomes ready
+    -- before it (scheduler.cursors).
     SELECT r.id, r.attempt, r.run_at, row_number() OVER (ORDER BY r.priority DESC, r.id) AS rank FROM (
         SELECT id, attempt, priority, run_at FROM (
             SELECT j.id, j.attempt, j.priority, j.run_at FROM jobs j
-            WHERE j.state IN ('queued', 'retrying') AND j.priority > $3::bigint
-              AND (j.run_at IS NULL OR j.run_at <= $1::timestamptz)
+            WHERE j.state IN ('queued', 'retrying') AND j.priority = $2::bigint AND j.id > $3::uuid
+              AND (j.run_at IS NULL OR j.run_at <= $4::timestamptz)
               AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
-                  $4::jsonb, $5::text, $6::bigint, $7::bigint)
-            ORDER BY j.priority DESC, j.id
-            LIMIT (SELECT cardinality(ws) FROM usable)
-            FOR UPDATE SKIP LOCKED
-        ) higher
-        UNION ALL
-        SELECT id, attempt, priority, run_at FROM (
-            SELECT j.id, j.attempt, j.priority, j.run_at FROM jobs j
-            WHERE j.state IN ('queued', 'retrying') AND j.priority = $3::bigint AND j.id > $8::uuid
-              AND (j.run_at IS NULL OR j.run_at <= $1::timestamptz)
-              AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
-                  $4::jsonb, $5::text, $6::bigint, $7::bigint)
+                  $5::jsonb, $6::text, $7::bigint, $8::bigint)
             ORDER BY j.priority DESC, j.id
             LIMIT (SELECT cardinality(ws) FROM usable)
             FOR UPDATE SKIP LOCKED
@@ -59,10 +49,10 @@ WITH live AS (
         UNION ALL
         SELECT id, attempt, priority, run_at FROM (
             SELECT j.id, j.attempt, j.priority, j.run_at FROM jobs j
-            WHERE j.state IN ('queued', 'retrying') AND j.priority < $3::bigint
-              AND (j.run_at IS NULL OR j.run_at <= $1::timestamptz)
+            WHERE j.state IN ('queued', 'retrying') AND j.priority < $2::bigint
+              AND (j.run_at IS NULL OR j.run_at <= $4::timestamptz)
               AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
-                  $4::jsonb, $5::text, $6::bigint, $7::bigint)
+                  $5::jsonb, $6::text, $7::bigint, $8::bigint)
             ORDER BY j.priority DESC, j.id
             LIMIT (SELECT cardinality(ws) FROM usable)
             FOR UPDATE SKIP LOCKED
@@ -75,39 +65,43 @@ WITH live AS (
            j.attempt_finished_at, j.attempt_exit_code, j.attempt_signal, j.attempt_failure_class, j.attempt_message
     FROM jobs j
     WHERE j.id = ANY (ARRAY(SELECT id FROM picked WHERE attempt > 0))
+), claimed AS (
+    UPDATE jobs j
+    SET state = 'assigned', attempt = j.attempt + 1, updated_at = $4, run_at = NULL,
+        attempt_token = nextval('fencing_token_seq'), attempt_worker_id = (SELECT ws FROM usable)[p.rank],
+        attempt_state = 'assigned', attempt_assigned_at = $4, attempt_started_at = NULL, attempt_finished_at = NULL,
+        attempt_exit_code = NULL, attempt_signal = '', attempt_failure_class = NULL, attempt_message = '',
+        exit_code = NULL, failure_class = NULL, message = ''
+    FROM picked p
+    WHERE j.id = p.id AND (j.state IN ('queued', 'retrying')) IS TRUE
+    RETURNING j.id, j.attempt, j.spec, j.created_at, j.attempt_token::bigint AS token, j.attempt_worker_id::uuid AS worker_id, j.priority,
+        coalesce(p.run_at, j.created_at)::timestamptz AS ready_at
 )
-UPDATE jobs j
-SET state = 'assigned', attempt = j.attempt + 1, updated_at = $1, run_at = NULL,
-    attempt_token = nextval('fencing_token_seq'), attempt_worker_id = (SELECT ws FROM usable)[p.rank],
-    attempt_state = 'assigned', attempt_assigned_at = $1, attempt_started_at = NULL, attempt_finished_at = NULL,
-    attempt_exit_code = NULL, attempt_signal = '', attempt_failure_class = NULL, attempt_message = '',
-    exit_code = NULL, failure_class = NULL, message = ''
-FROM picked p
-WHERE j.id = p.id AND (j.state IN ('queued', 'retrying')) IS TRUE
-RETURNING j.id, j.attempt, j.spec, j.created_at, j.attempt_token::bigint AS token, j.attempt_worker_id::uuid AS worker_id, j.priority,
-    coalesce(p.run_at, j.created_at)::timestamptz AS ready_at
+SELECT (SELECT cardinality(ws) FROM usable)::int AS usable, c.id, c.attempt, c.spec, c.created_at, c.token, c.worker_id, c.priority, c.ready_at
+FROM (SELECT 1) one LEFT JOIN claimed c ON true
 `
 
 type ClaimJobsParams struct {
-	Now             time.Time
 	WorkerIds       []uuid.UUID
 	AfterPriority   int64
+	AfterID         uuid.UUID
+	Now             time.Time
 	WorkerLabels    []byte
 	WorkerImage     string
 	WorkerCpuMillis int64
 	WorkerMemoryMib int64
-	AfterID         uuid.UUID
 }
 
 type ClaimJobsRow struct {
-	ID        uuid.UUID
-	Attempt   int32
+	Usable    int32
+	ID        pgtype.UUID
+	Attempt   *int32
 	Spec      []byte
-	CreatedAt time.Time
-	Token     int64
-	WorkerID  uuid.UUID
-	Priority  int32
-	ReadyAt   time.Time
+	CreatedAt *time.Time
+	Token     *int64
+	WorkerID  pgtype.UUID
+	Priority  *int32
+	ReadyAt   *time.Time
 }
 
 // Claims ready jobs for a list of slots (worker ids, one per free slot;
@@ -120,16 +114,19 @@ type ClaimJobsRow struct {
 // travel as an array, and a job's rank, its position in it, comes from a
 // window over the claimed rows in dispatch order. The job's outcome (a
 // retried attempt's failure) is cleared: it stays on that attempt.
+// One row per claimed job, or one row of nulls when none was; each
+// carries the number of usable slots: a claim that took fewer jobs walked
+// to the end of the index.
 func (q *Queries) ClaimJobs(ctx context.Context, arg ClaimJobsParams) ([]ClaimJobsRow, error) {
 	rows, err := q.db.Query(ctx, claimJobs,
-		arg.Now,
 		arg.WorkerIds,
 		arg.AfterPriority,
+		arg.AfterID,
+		arg.Now,
 		arg.WorkerLabels,
 		arg.WorkerImage,
 		arg.WorkerCpuMillis,
 		arg.WorkerMemoryMib,
-		arg.AfterID,
 	)
 	if err != nil {
 		return nil, err
@@ -139,6 +136,7 @@ func (q *Queries) ClaimJobs(ctx context.Context, arg ClaimJobsParams) ([]ClaimJo
 	for rows.Next() {
 		var i ClaimJobsRow
 		if err := rows.Scan(
+			&i.Usable,
 			&i.ID,
 			&i.Attempt,
 			&i.Spec,

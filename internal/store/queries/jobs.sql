@@ -56,28 +56,17 @@ WITH live AS (
     WHERE s.w IN (SELECT id FROM live)
 ), picked AS (
     -- The walk starts at the dispatcher's cursor (@after_priority,
-    -- @after_id: the last job it claimed for workers like these), not at
-    -- the head of jobs_ready_idx: the entries before it are mostly jobs
-    -- claimed since, dead index entries that every claim would step over
-    -- again until a vacuum removes them (and none can while an older
-    -- snapshot is held). Three ranges of the index in dispatch order:
-    -- higher priorities (from their head: a new urgent job), the cursor's
-    -- priority after its id, lower priorities. Without a cursor the first
-    -- two are empty (@after_priority above the highest priority). The
-    -- dispatcher restarts from the head whenever a job may have become
-    -- ready behind its cursor (scheduler.cursors).
+    -- @after_id: where its last claim for workers like these stopped),
+    -- not at the head of jobs_ready_idx: the entries before it are mostly
+    -- jobs claimed since, dead index entries that every claim would step
+    -- over again until a vacuum removes them (none can while an older
+    -- snapshot is held), and jobs these workers cannot run. Two ranges of
+    -- the index, in dispatch order: the cursor's priority after its id,
+    -- then the lower priorities. With @after_priority above the highest
+    -- priority the walk starts at the head; below the lowest, it is empty.
+    -- The dispatcher moves its cursor back whenever a job becomes ready
+    -- before it (scheduler.cursors).
     SELECT r.id, r.attempt, r.run_at, row_number() OVER (ORDER BY r.priority DESC, r.id) AS rank FROM (
-        SELECT * FROM (
-            SELECT j.id, j.attempt, j.priority, j.run_at FROM jobs j
-            WHERE j.state IN ('queued', 'retrying') AND j.priority > @after_priority::bigint
-              AND (j.run_at IS NULL OR j.run_at <= @now::timestamptz)
-              AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
-                  @worker_labels::jsonb, @worker_image::text, @worker_cpu_millis::bigint, @worker_memory_mib::bigint)
-            ORDER BY j.priority DESC, j.id
-            LIMIT (SELECT cardinality(ws) FROM usable)
-            FOR UPDATE SKIP LOCKED
-        ) higher
-        UNION ALL
         SELECT * FROM (
             SELECT j.id, j.attempt, j.priority, j.run_at FROM jobs j
             WHERE j.state IN ('queued', 'retrying') AND j.priority = @after_priority::bigint AND j.id > @after_id::uuid
@@ -107,17 +96,23 @@ WITH live AS (
            j.attempt_finished_at, j.attempt_exit_code, j.attempt_signal, j.attempt_failure_class, j.attempt_message
     FROM jobs j
     WHERE j.id = ANY (ARRAY(SELECT id FROM picked WHERE attempt > 0))
+), claimed AS (
+    UPDATE jobs j
+    SET state = 'assigned', attempt = j.attempt + 1, updated_at = @now, run_at = NULL,
+        attempt_token = nextval('fencing_token_seq'), attempt_worker_id = (SELECT ws FROM usable)[p.rank],
+        attempt_state = 'assigned', attempt_assigned_at = @now, attempt_started_at = NULL, attempt_finished_at = NULL,
+        attempt_exit_code = NULL, attempt_signal = '', attempt_failure_class = NULL, attempt_message = '',
+        exit_code = NULL, failure_class = NULL, message = ''
+    FROM picked p
+    WHERE j.id = p.id AND (j.state IN ('queued', 'retrying')) IS TRUE
+    RETURNING j.id, j.attempt, j.spec, j.created_at, j.attempt_token::bigint AS token, j.attempt_worker_id::uuid AS worker_id, j.priority,
+        coalesce(p.run_at, j.created_at)::timestamptz AS ready_at
 )
-UPDATE jobs j
-SET state = 'assigned', attempt = j.attempt + 1, updated_at = @now, run_at = NULL,
-    attempt_token = nextval('fencing_token_seq'), attempt_worker_id = (SELECT ws FROM usable)[p.rank],
-    attempt_state = 'assigned', attempt_assigned_at = @now, attempt_started_at = NULL, attempt_finished_at = NULL,
-    attempt_exit_code = NULL, attempt_signal = '', attempt_failure_class = NULL, attempt_message = '',
-    exit_code = NULL, failure_class = NULL, message = ''
-FROM picked p
-WHERE j.id = p.id AND (j.state IN ('queued', 'retrying')) IS TRUE
-RETURNING j.id, j.attempt, j.spec, j.created_at, j.attempt_token::bigint AS token, j.attempt_worker_id::uuid AS worker_id, j.priority,
-    coalesce(p.run_at, j.created_at)::timestamptz AS ready_at;
+-- One row per claimed job, or one row of nulls when none was; each
+-- carries the number of usable slots: a claim that took fewer jobs walked
+-- to the end of the index.
+SELECT (SELECT cardinality(ws) FROM usable)::int AS usable, c.id, c.attempt, c.spec, c.created_at, c.token, c.worker_id, c.priority, c.ready_at
+FROM (SELECT 1) one LEFT JOIN claimed c ON true;
 
 -- name: GetAttempt :one
 -- The attempt of a job with this token (the job's latest or an earlier
