@@ -235,6 +235,7 @@ func Run(ctx context.Context, log *slog.Logger, pc Config) error {
 	defer closeProviders()
 	smetrics := scheduler.NewMetrics(reg)
 	disp := scheduler.New(scheduler.Config{Logger: log, Metrics: smetrics, Tracer: tracer}, st, bus, srv.Workers())
+	srv.Workers().OnCreated(disp.JobsCreated)
 	scaler := autoscale.New(autoscale.Config{Logger: log, Registry: reg, HealthInterval: pc.HealthInterval}, st, bus, providers)
 
 	leaders := []*scheduler.Leader{housekeeping(pc, log, st, bus, srv, disp, smetrics, reg)}

@@ -85,6 +85,21 @@ func (d *Dispatcher) Kick() {
 	}
 }
 
+// JobsCreated tells the dispatcher of jobs its own replica just created,
+// before their JobCreated events come through the log (which can lag
+// behind a large submission), so that its claim cursors move back for
+// them at once.
+func (d *Dispatcher) JobsCreated(js []job.Job) {
+	for _, j := range js {
+		id, err := uuid.Parse(j.ID)
+		if err != nil {
+			d.cursors.reset()
+			continue
+		}
+		d.cursors.ready(store.Cursor{Priority: j.Spec.Priority, ID: id}, j.Spec.Labels, j.Spec.Image)
+	}
+}
+
 // triggers are the events that can make a job dispatchable.
 var triggers = []string{"JobCreated", "WorkerRegistered", "WorkerProvisioned", "WorkerReconnected", "JobRetryScheduled", "ProviderHealthChanged"}
 

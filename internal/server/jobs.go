@@ -47,7 +47,7 @@ func (h jobService) SubmitJob(ctx context.Context, req *connect.Request[hodeiv1.
 	}
 	if !existing {
 		h.s.metrics.jobsCreated.WithLabelValues(spec.Type).Inc()
-		h.s.workers.wakeDispatch() // this replica's dispatcher at once; the others by JobCreated
+		h.s.workers.created([]job.Job{j}) // this replica's dispatcher at once; the others by JobCreated
 		h.s.log.Debug("job created", "job_id", j.ID, "type", spec.Type)
 	}
 	return connect.NewResponse(&hodeiv1.SubmitJobResponse{Job: jobpb.JobToProto(j), Existing: existing}), nil
@@ -79,16 +79,16 @@ func (h jobService) SubmitJobs(ctx context.Context, req *connect.Request[hodeiv1
 		return nil, connectError(err)
 	}
 	resp := &hodeiv1.SubmitJobsResponse{Existing: existing}
-	created := false
+	created := make([]job.Job, 0, len(jobs))
 	for i, j := range jobs {
 		resp.Jobs = append(resp.Jobs, jobpb.JobToProto(j))
 		if !existing[i] {
 			h.s.metrics.jobsCreated.WithLabelValues(j.Spec.Type).Inc()
-			created = true
+			created = append(created, j)
 		}
 	}
-	if created {
-		h.s.workers.wakeDispatch() // this replica's dispatcher at once; the others by JobCreated
+	if len(created) > 0 {
+		h.s.workers.created(created) // this replica's dispatcher at once; the others by JobCreated
 	}
 	return connect.NewResponse(resp), nil
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/jobpb"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/tracing"
@@ -20,7 +21,8 @@ type WorkerSet struct {
 	tracer   *tracing.Tracer // RunJob carries the attempt's traceparent when set
 	// resolve fills the secrets of an attempt whose spec references some
 	// (Server.resolveSecrets).
-	resolve func(workerID string, a store.Assignment, run *hodeiv1.RunJob)
+	resolve   func(workerID string, a store.Assignment, run *hodeiv1.RunJob)
+	onCreated func([]job.Job) // OnCreated
 }
 
 func newWorkerSet(tr *tracing.Tracer) *WorkerSet {
@@ -32,6 +34,19 @@ func newWorkerSet(tr *tracing.Tracer) *WorkerSet {
 // replicas hear of new jobs through JobCreated.) Wake-ups fold: one
 // pending receive stands for any number of them.
 func (r *WorkerSet) Capacity() <-chan struct{} { return r.capacity }
+
+// OnCreated sets what hears of the jobs this replica creates, before its
+// dispatcher is woken for them (the dispatcher's JobsCreated). Set it
+// before the server runs.
+func (r *WorkerSet) OnCreated(fn func([]job.Job)) { r.onCreated = fn }
+
+// created tells of jobs this replica created and wakes its dispatcher.
+func (r *WorkerSet) created(js []job.Job) {
+	if r.onCreated != nil && len(js) > 0 {
+		r.onCreated(js)
+	}
+	r.wakeDispatch()
+}
 
 // wakeDispatch signals Capacity.
 func (r *WorkerSet) wakeDispatch() {
