@@ -1,0 +1,138 @@
+package scheduler_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/job"
+	"github.com/hodei-dev/hodei/internal/scheduler"
+	"github.com/hodei-dev/hodei/internal/store"
+	"github.com/hodei-dev/hodei/internal/store/storetest"
+)
+
+// handed is the dispatcher's side of one connected worker's stream in
+// these tests: it has room for any number of attempts and records the
+// attempts it is handed, in order.
+type handed struct {
+	worker   store.WorkerMatch
+	capacity chan struct{}
+	mu       sync.Mutex
+	got      []store.Assignment
+}
+
+func (h *handed) Free() []store.Slot { return []store.Slot{{Worker: h.worker, Free: 16}} }
+
+func (h *handed) Deliver(_ string, as []store.Assignment) []store.Assignment {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.got = append(h.got, as...)
+	return nil
+}
+
+func (h *handed) Capacity() <-chan struct{} { return h.capacity }
+
+// waitFor waits until the worker was handed attempt n of job id.
+func (h *handed) waitFor(t *testing.T, what string, id string, n int) store.Assignment {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		h.mu.Lock()
+		i := slices.IndexFunc(h.got, func(a store.Assignment) bool { return a.JobID == id && a.Attempt == n })
+		var a store.Assignment
+		if i >= 0 {
+			a = h.got[i]
+		}
+		h.mu.Unlock()
+		if i >= 0 {
+			return a
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s: job %s attempt %d was not dispatched in 15s", what, id, n)
+	return store.Assignment{}
+}
+
+// TestDispatchFindsJobsBehindTheClaimCursor: claims start where the last
+// one stopped (at the end of the ready jobs once they ran out), and still
+// every job that becomes ready before that point is dispatched without
+// the safety sweep (disabled here): a job whose id is older than the
+// jobs already claimed (a late commit), one of a higher and one of a
+// lower priority, a retried job, and jobs created while a backlog that no
+// worker can run waits.
+func TestDispatchFindsJobsBehindTheClaimCursor(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	url := storetest.URL(t)
+	st, err := store.Open(ctx, store.Config{URL: url, Logger: storetest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// Ids carry their creation time: this store's are a minute old, as
+	// those of a transaction that commits late.
+	late, err := store.Open(ctx, store.Config{URL: url, Logger: storetest.Logger(t), Now: func() time.Time { return time.Now().Add(-time.Minute) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	bus := st.NewBus(eventbus.Config{Logger: storetest.Logger(t), SafetyPoll: -1})
+	w := &handed{worker: store.WorkerMatch{ID: storetest.ConnectedWorker(t, st)}, capacity: make(chan struct{}, 1)}
+	d := scheduler.New(scheduler.Config{SafetySweep: -1, Logger: storetest.Logger(t)}, st, bus, w)
+	done := make(chan error, 2)
+	go func() { done <- bus.Run(ctx) }()
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		<-done
+	}()
+	create := func(s *store.Store, spec job.Spec) string {
+		t.Helper()
+		spec.Command = []string{"true"}
+		j, _, err := s.CreateJob(ctx, spec, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j.ID
+	}
+
+	first := w.waitFor(t, "a first job", create(st, job.Spec{}), 1)
+	w.waitFor(t, "a second job", create(st, job.Spec{}), 1)
+	w.waitFor(t, "a job older than those claimed", create(late, job.Spec{}), 1)
+	w.waitFor(t, "a job of a higher priority", create(st, job.Spec{Priority: 5}), 1)
+	w.waitFor(t, "a job of a lower priority", create(st, job.Spec{Priority: -5}), 1)
+	// A retry keeps the job's place, before everything claimed since.
+	if _, err := st.FinishAttempt(ctx, uuid.MustParse(first.JobID), first.Token, store.Result{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.RetryJob(ctx, first.JobID); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor(t, "a retried job", first.JobID, 2)
+	// A backlog the worker cannot run, then jobs it can, older and newer.
+	specs := make([]job.Spec, 500)
+	for i := range specs {
+		specs[i] = job.Spec{Command: []string{"true"}, Labels: map[string]string{"gpu": "a100"}}
+	}
+	if _, _, err := st.CreateJobs(ctx, specs, 3); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		w.waitFor(t, fmt.Sprintf("job %d after a backlog", i), create(st, job.Spec{}), 1)
+		w.waitFor(t, fmt.Sprintf("late job %d after a backlog", i), create(late, job.Spec{}), 1)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, a := range w.got {
+		if a.Spec.Labels["gpu"] != "" {
+			t.Fatalf("job %s, which needs a gpu label, went to a worker without it", a.JobID)
+		}
+	}
+}
