@@ -79,6 +79,20 @@ func TestCursors(t *testing.T) {
 			t.Fatalf("cursor %v, want the claim's last job", got)
 		}
 	})
+	t.Run("a recheck moves it back to the first job only when it is behind", func(t *testing.T) {
+		c := newCursors()
+		claim(c, "p", plain, pos(3, 10))
+		claim(c, "g", gpu, store.End)
+		if moved := c.lowerTo("p", pos(3, 12)); moved || !same(at(c, "p"), pos(3, 10)) {
+			t.Fatalf("a first job after the cursor: moved %v, cursor %v; want it unchanged", moved, at(c, "p"))
+		}
+		if moved := c.lowerTo("p", pos(3, 5)); !moved || !same(at(c, "p"), pos(3, 4)) {
+			t.Fatalf("a first job before the cursor: moved %v, cursor %v; want just before it", moved, at(c, "p"))
+		}
+		if got := c.set(); len(got) != 2 {
+			t.Fatalf("cursors past the head: %v, want both", got)
+		}
+	})
 	t.Run("a reset drops every cursor and the claim under way", func(t *testing.T) {
 		c := newCursors()
 		claim(c, "p", plain, pos(3, 10))

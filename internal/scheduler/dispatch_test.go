@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
@@ -82,7 +83,7 @@ func TestDispatchFindsJobsBehindTheClaimCursor(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer late.Close()
-	bus := st.NewBus(eventbus.Config{Logger: storetest.Logger(t), SafetyPoll: -1})
+	bus := st.NewBus(eventbus.Config{Logger: storetest.Logger(t), SafetyPoll: 100 * time.Millisecond})
 	w := &handed{worker: store.WorkerMatch{ID: storetest.ConnectedWorker(t, st)}, capacity: make(chan struct{}, 1)}
 	d := scheduler.New(scheduler.Config{SafetySweep: -1, Logger: storetest.Logger(t)}, st, bus, w)
 	done := make(chan error, 2)
@@ -135,4 +136,61 @@ func TestDispatchFindsJobsBehindTheClaimCursor(t *testing.T) {
 			t.Fatalf("job %s, which needs a gpu label, went to a worker without it", a.JobID)
 		}
 	}
+}
+
+// TestSweepFindsAJobAClaimSkippedWhileLocked: a claim passes over a job
+// another transaction holds (SKIP LOCKED) and moves its cursor past it;
+// when that transaction lets the job go unchanged, no event says so, and
+// the safety sweep's recheck of the cursor finds it.
+func TestSweepFindsAJobAClaimSkippedWhileLocked(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	url := storetest.URL(t)
+	st, err := store.Open(ctx, store.Config{URL: url, Logger: storetest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	bus := st.NewBus(eventbus.Config{Logger: storetest.Logger(t), SafetyPoll: 100 * time.Millisecond})
+	w := &handed{worker: store.WorkerMatch{ID: storetest.ConnectedWorker(t, st)}, capacity: make(chan struct{}, 1)}
+	d := scheduler.New(scheduler.Config{SafetySweep: 200 * time.Millisecond, Logger: storetest.Logger(t)}, st, bus, w)
+	held, _, err := st.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", held.ID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
+	go func() { done <- bus.Run(ctx) }()
+	go func() { done <- d.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		<-done
+	}()
+	after, _, err := st.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor(t, "a job after the held one", after.ID, 1)
+	w.mu.Lock()
+	n := len(w.got)
+	w.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d attempts handed while the first job was held, want 1", n)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor(t, "the job let go", held.ID, 1)
 }

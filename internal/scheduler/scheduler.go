@@ -58,6 +58,9 @@ type Dispatcher struct {
 	ws    Workers // this replica's connected workers
 	log   *slog.Logger
 	kick  chan struct{}
+	// recheck asks for a check of the claim cursors against the first
+	// ready job of each kind of worker (rechecking).
+	recheck chan struct{}
 
 	mu        sync.Mutex
 	unhealthy map[string]bool // providers whose workers get no jobs
@@ -73,7 +76,7 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus, ws Workers) *Dispatcher
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Dispatcher{cfg: cfg, store: st, bus: bus, ws: ws, log: cfg.Logger, kick: make(chan struct{}, 1), unhealthy: map[string]bool{},
+	return &Dispatcher{cfg: cfg, store: st, bus: bus, ws: ws, log: cfg.Logger, kick: make(chan struct{}, 1), recheck: make(chan struct{}, 1), unhealthy: map[string]bool{},
 		cursors: cursors{at: map[string]*cursor{}}}
 }
 
@@ -97,6 +100,45 @@ func (d *Dispatcher) JobsCreated(js []job.Job) {
 			continue
 		}
 		d.cursors.ready(store.Cursor{Priority: j.Spec.Priority, ID: id}, j.Spec.Labels, j.Spec.Image)
+	}
+}
+
+func (d *Dispatcher) askRecheck() {
+	select {
+	case d.recheck <- struct{}{}:
+	default:
+	}
+}
+
+// rechecking moves each claim cursor back to the first job its workers
+// can run now when that job is before it, one check at a time, until ctx
+// ends. It runs beside the passes, so that a check that walks a long
+// backlog these workers cannot run delays no claim.
+func (d *Dispatcher) rechecking(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.recheck:
+		}
+		moved := false
+		for key, like := range d.cursors.set() {
+			first, err := d.store.FirstReady(ctx, like)
+			if err != nil {
+				if ctx.Err() == nil {
+					d.log.Error("recheck claim cursor", "err", err)
+					d.cursors.reset()
+					moved = true
+				}
+				break
+			}
+			if first != nil && d.cursors.lowerTo(key, *first) {
+				moved = true
+			}
+		}
+		if moved {
+			d.Kick()
+		}
 	}
 }
 
@@ -138,7 +180,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case "JobRetryScheduled":
 			// The job keeps its place (its id and priority), which the
 			// event does not tell.
-			d.cursors.reset()
+			d.askRecheck()
 		case "ProviderHealthChanged":
 			p, err := e.Decode()
 			if err != nil {
@@ -160,6 +202,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	rctx, stopRecheck := context.WithCancel(ctx)
+	defer stopRecheck()
+	wg.Go(func() { d.rechecking(rctx) })
 	d.Kick()
 	for {
 		var trigger string
@@ -175,10 +222,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			trigger = "event"
 		case <-sweep:
 			trigger = "sweep"
-			d.cursors.reset() // whatever a claim skipped while it was locked
+			d.askRecheck() // whatever a claim skipped while it was locked
 		case <-timer.C:
 			trigger = "timer"
-			d.cursors.reset() // retries whose run_at came
+			d.askRecheck() // retries whose run_at came
 		}
 		next, err := d.pass(ctx, trigger)
 		if err != nil {
@@ -319,14 +366,16 @@ func labelKey(m map[string]string) string {
 // cursor, one these workers can run (ids are taken before commit, so
 // commits come out of order; priorities jump ahead), moves that cursor
 // back to just before it, also when it was created while a claim was
-// under way. Cursors are dropped, and the next claims start from the
-// head, on a retry (the job keeps its place, which its event does not
-// tell), when a delayed retry's run_at comes (the timer's pass), on a
-// failed pass, and on each safety sweep (a job a claim skipped while
-// another transaction held its row). A drop starts a new epoch: a claim
-// that began in an older one does not set its cursor. Claims run one at a
-// time (the dispatcher's passes); the bus's goroutine reports created
-// jobs concurrently.
+// under way. On a retry (the job keeps its place, which its event does
+// not tell), when a delayed retry's run_at comes (the timer) and on each
+// safety sweep (a job a claim skipped while another transaction held its
+// row), each cursor is checked against the first job its workers can run
+// now, found beside the passes (rechecking), and moved back before it
+// when it is behind. A failed pass drops every cursor: the next claims
+// start from the head. A drop starts a new epoch: a claim that began in
+// an older one does not set its cursor. Claims run one at a time (the
+// dispatcher's passes); the bus's goroutine and the recheck move cursors
+// back concurrently.
 type cursors struct {
 	mu    sync.Mutex
 	epoch uint64
@@ -381,6 +430,45 @@ func (c *cursors) reset() {
 	}
 }
 
+// set lists the kinds of workers whose cursor is past the head.
+func (c *cursors) set() map[string]store.WorkerMatch {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]store.WorkerMatch{}
+	for key, cur := range c.at {
+		if cur.at != nil {
+			out[key] = cur.like
+		}
+	}
+	return out
+}
+
+// lowerTo moves the cursor of key back to just before the job at pos, if
+// it is past it, and reports whether it moved.
+func (c *cursors) lowerTo(key string, pos store.Cursor) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur := c.at[key]
+	if cur == nil {
+		return false
+	}
+	c.behind(cur, pos)
+	return cur.at != nil && *cur.at == pos.JustBefore()
+}
+
+// behind moves cur back to just before pos if it is past it, and notes
+// pos for the claim under way on cur.
+func (c *cursors) behind(cur *cursor, pos store.Cursor) {
+	if cur.at != nil && !cur.at.Before(pos) {
+		b := pos.JustBefore()
+		cur.at = &b
+	}
+	if cur == c.claiming && (c.first == nil || pos.Before(*c.first)) {
+		p := pos
+		c.first = &p
+	}
+}
+
 // ready moves back the cursors that are past a job created at pos with
 // these labels and image, of the workers that can run it (as far as
 // labels and image tell: resources are left out, which only moves a
@@ -389,16 +477,8 @@ func (c *cursors) ready(pos store.Cursor, labels map[string]string, image string
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, cur := range c.at {
-		if !fits(labels, image, cur.like) {
-			continue
-		}
-		if cur.at != nil && !cur.at.Before(pos) {
-			b := pos.JustBefore()
-			cur.at = &b
-		}
-		if cur == c.claiming && (c.first == nil || pos.Before(*c.first)) {
-			p := pos
-			c.first = &p
+		if fits(labels, image, cur.like) {
+			c.behind(cur, pos)
 		}
 	}
 }

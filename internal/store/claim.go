@@ -153,3 +153,19 @@ func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string
 	}
 	return out, next, nil
 }
+
+// FirstReady returns the position of the first job in dispatch order that
+// workers like these can run now, or nil when there is none. It locks
+// nothing: a job another transaction holds is found too.
+func (s *Store) FirstReady(ctx context.Context, like WorkerMatch) (*Cursor, error) {
+	l, _ := json.Marshal(nonNil(like.Labels))
+	rows, err := s.q.FirstReadyJob(ctx, db.FirstReadyJobParams{Now: s.now(), WorkerLabels: l, WorkerImage: like.Image,
+		WorkerCpuMillis: like.CPUMillis, WorkerMemoryMib: like.MemoryMiB})
+	if err != nil {
+		return nil, fmt.Errorf("first ready job: %w", err)
+	}
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	return &Cursor{Priority: rows[0].Priority, ID: rows[0].ID}, nil
+}

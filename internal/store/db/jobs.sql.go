@@ -350,6 +350,58 @@ func (q *Queries) FinishJobs(ctx context.Context, arg FinishJobsParams) error {
 	return err
 }
 
+const firstReadyJob = `-- name: FirstReadyJob :many
+SELECT j.priority, j.id FROM jobs j
+WHERE j.state IN ('queued', 'retrying')
+  AND (j.run_at IS NULL OR j.run_at <= $1::timestamptz)
+  AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
+      $2::jsonb, $3::text, $4::bigint, $5::bigint)
+ORDER BY j.priority DESC, j.id
+LIMIT 1
+`
+
+type FirstReadyJobParams struct {
+	Now             time.Time
+	WorkerLabels    []byte
+	WorkerImage     string
+	WorkerCpuMillis int64
+	WorkerMemoryMib int64
+}
+
+type FirstReadyJobRow struct {
+	Priority int32
+	ID       uuid.UUID
+}
+
+// The first job in dispatch order that workers like these can run now,
+// if any, without locking it: the furthest a dispatcher's claim cursor
+// for them may be (scheduler's recheck of its cursors).
+func (q *Queries) FirstReadyJob(ctx context.Context, arg FirstReadyJobParams) ([]FirstReadyJobRow, error) {
+	rows, err := q.db.Query(ctx, firstReadyJob,
+		arg.Now,
+		arg.WorkerLabels,
+		arg.WorkerImage,
+		arg.WorkerCpuMillis,
+		arg.WorkerMemoryMib,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []FirstReadyJobRow
+	for rows.Next() {
+		var i FirstReadyJobRow
+		if err := rows.Scan(&i.Priority, &i.ID); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const getAttempt = `-- name: GetAttempt :one
 SELECT a.job_id, a.number, a.token, a.worker_id, a.state, a.assigned_at, a.started_at, a.finished_at, a.failure_class,
        j.state AS job_state, j.attempt AS job_attempt

@@ -251,3 +251,15 @@ DELETE FROM jobs WHERE id IN (
     WHERE id < sqlc.arg(before_id)::uuid AND finished_at < sqlc.arg(cutoff)::timestamptz
     ORDER BY id LIMIT sqlc.arg(max_rows)::int
 );
+
+-- name: FirstReadyJob :many
+-- The first job in dispatch order that workers like these can run now,
+-- if any, without locking it: the furthest a dispatcher's claim cursor
+-- for them may be (scheduler's recheck of its cursors).
+SELECT j.priority, j.id FROM jobs j
+WHERE j.state IN ('queued', 'retrying')
+  AND (j.run_at IS NULL OR j.run_at <= @now::timestamptz)
+  AND hodei_job_fits(j.labels, j.image, j.cpu_millis, j.memory_mib,
+      @worker_labels::jsonb, @worker_image::text, @worker_cpu_millis::bigint, @worker_memory_mib::bigint)
+ORDER BY j.priority DESC, j.id
+LIMIT 1;
