@@ -103,7 +103,7 @@ func (h jobService) GetJob(ctx context.Context, req *connect.Request[hodeiv1.Get
 
 func (h jobService) ListJobs(ctx context.Context, req *connect.Request[hodeiv1.ListJobsRequest]) (*connect.Response[hodeiv1.ListJobsResponse], error) {
 	m := req.Msg
-	f := store.ListFilter{Labels: m.Labels, Type: m.Type, Limit: int(m.PageSize)}
+	f := store.ListFilter{Labels: m.Labels, Type: m.Type, Text: m.Text, Limit: int(m.PageSize)}
 	if f.Limit <= 0 || f.Limit > 1000 {
 		f.Limit = 100
 	}
@@ -129,17 +129,19 @@ func (h jobService) ListJobs(ctx context.Context, req *connect.Request[hodeiv1.L
 		}
 		f.AfterID = id
 	}
-	jobs, err := h.s.store.ListJobs(ctx, f)
+	page, err := h.s.store.ListJobs(ctx, f)
 	if err != nil {
 		return nil, connectError(err)
 	}
 	resp := &hodeiv1.ListJobsResponse{}
-	for _, j := range jobs {
+	for _, j := range page.Jobs {
 		resp.Jobs = append(resp.Jobs, jobpb.JobToProto(j))
 	}
-	if len(jobs) == f.Limit {
-		last := jobs[len(jobs)-1]
-		resp.NextPageToken = encodePageToken(last.CreatedAt, last.ID)
+	if page.More {
+		resp.NextPageToken = encodePageToken(page.Next.CreatedAt, page.Next.ID)
+	}
+	if page.Bounded {
+		resp.SearchedTo = timestamppb.New(page.Next.CreatedAt)
 	}
 	return connect.NewResponse(resp), nil
 }
