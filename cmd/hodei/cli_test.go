@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"slices"
@@ -154,4 +155,71 @@ func tailEvents(t *testing.T, addr string) *bufio.Scanner {
 		tail.Wait()
 	})
 	return bufio.NewScanner(stdout)
+}
+
+// TestCLIListsJobsByText: a text held by two jobs older than 20,000
+// others is found by `job list --text`, which goes on through the
+// server's bounded searches; the API answers the first search with no
+// job, how far it searched and a token to go on. A text over 200
+// characters is refused, naming the field.
+func TestCLIListsJobsByText(t *testing.T) {
+	t.Parallel()
+	p := startServerOn(t, storetest.URL(t), freeAddr(t), "--max-workers", "0")
+	c := jobClient(p.addr)
+	ctx := context.Background()
+	named := submit(t, c, &hodeiv1.JobSpec{Name: "Find-The-Needle", Command: []string{"true"}})
+	scripted := submit(t, c, &hodeiv1.JobSpec{Script: "grep -q needle /etc/hosts\n"})
+	const others = 20_050
+	for n := 0; n < others; {
+		specs := make([]*hodeiv1.JobSpec, min(1000, others-n))
+		for i := range specs {
+			specs[i] = &hodeiv1.JobSpec{Name: fmt.Sprintf("hay-%d", n+i), Command: []string{"echo", "hay"}}
+		}
+		if _, err := c.SubmitJobs(ctx, connect.NewRequest(&hodeiv1.SubmitJobsRequest{Specs: specs})); err != nil {
+			t.Fatal(err)
+		}
+		n += len(specs)
+	}
+
+	r := p.hodei(t, "job", "list", "--text", "NEEDLE", "--limit", "5", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("job list --text: %+v", r)
+	}
+	var out struct{ Jobs []struct{ ID string } }
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatalf("job list --text: %v\n%s", err, r.stdout)
+	}
+	var got []string
+	for _, j := range out.Jobs {
+		got = append(got, j.ID)
+	}
+	if want := []string{scripted, named}; !slices.Equal(got, want) {
+		t.Errorf("job list --text NEEDLE: %v, want %v (newest first)", got, want)
+	}
+
+	first, err := c.ListJobs(ctx, connect.NewRequest(&hodeiv1.ListJobsRequest{Text: "needle", PageSize: 5}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(first.Msg.Jobs) != 0 || first.Msg.SearchedTo == nil || first.Msg.NextPageToken == "" {
+		t.Fatalf("first search: %d jobs, searched to %v, token %q; want none, how far, and a token", len(first.Msg.Jobs), first.Msg.SearchedTo, first.Msg.NextPageToken)
+	}
+	if to := first.Msg.SearchedTo.AsTime(); to.After(time.Now()) || time.Since(to) > 10*time.Minute {
+		t.Errorf("searched to %v: not the creation time of a job submitted just now", to)
+	}
+	second, err := c.ListJobs(ctx, connect.NewRequest(&hodeiv1.ListJobsRequest{Text: "needle", PageSize: 5, PageToken: first.Msg.NextPageToken}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(second.Msg.Jobs) != 2 || second.Msg.NextPageToken != "" {
+		t.Errorf("second search: %d jobs, token %q; want the 2 needles and the end", len(second.Msg.Jobs), second.Msg.NextPageToken)
+	}
+
+	long := strings.Repeat("x", 201)
+	if _, err := c.ListJobs(ctx, connect.NewRequest(&hodeiv1.ListJobsRequest{Text: long})); connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "text") {
+		t.Errorf("ListJobs with 201 characters of text: %v, want invalid_argument naming text", err)
+	}
+	if r := p.hodei(t, "job", "list", "--text", long); r.code == 0 || !strings.Contains(r.stderr, "text") {
+		t.Errorf("job list --text of 201 characters: %+v, want a failure naming text", r)
+	}
 }
