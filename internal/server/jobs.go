@@ -235,13 +235,22 @@ func (h jobService) GetJobLogs(ctx context.Context, req *connect.Request[hodeiv1
 	if req.Msg.TailBytes < 0 {
 		return connectError(&job.FieldError{Field: "tail_bytes", Rule: "must not be negative"})
 	}
+	before := store.LogEnd
+	switch m := req.Msg; {
+	case m.BeforeAttempt < 0 || m.BeforeSeq < 0:
+		return connectError(&job.FieldError{Field: "before_attempt", Rule: "must not be negative"})
+	case m.BeforeAttempt > 0 && m.Follow:
+		return connectError(&job.FieldError{Field: "before_attempt", Rule: "ends the log: not with follow"})
+	case m.BeforeAttempt > 0:
+		before = store.LogPos{Attempt: int(m.BeforeAttempt), Seq: m.BeforeSeq}
+	}
 	wake, unsubscribe := h.s.logs.subscribe(id)
 	defer unsubscribe()
 	var attempt int
 	var seq int64
 	skipped := false
 	if req.Msg.TailBytes > 0 {
-		a, s, ok, err := h.s.store.LogTailStart(ctx, id, int(req.Msg.Attempt), req.Msg.TailBytes)
+		a, s, ok, err := h.s.store.LogTailStart(ctx, id, int(req.Msg.Attempt), before, req.Msg.TailBytes)
 		if err != nil {
 			return connectError(err)
 		}
@@ -258,7 +267,7 @@ func (h jobService) GetJobLogs(ctx context.Context, req *connect.Request[hodeiv1
 			return connectError(err)
 		}
 		for {
-			recs, err := h.s.store.ReadLogs(ctx, id, int(req.Msg.Attempt), attempt, seq, 200)
+			recs, err := h.s.store.ReadLogs(ctx, id, int(req.Msg.Attempt), store.LogPos{Attempt: attempt, Seq: seq}, before, 200)
 			if err != nil {
 				return connectError(err)
 			}
