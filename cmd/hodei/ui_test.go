@@ -130,9 +130,27 @@ func TestDashboardInChromium(t *testing.T) {
 	})
 	screenshot(t, ctx, shots, "events")
 
-	// A long log (5.8 MB): the page holds its last window, not the whole;
-	// "Load earlier" puts the window before it above it, where the reader
-	// was, and pressed again until it goes, reaches the start.
+	checkLogWindows(t, ctx, d)
+
+	// The overview counts the jobs that finished, from the server's counters.
+	open(t, ctx, "https://"+d.addr+"/ui/overview", `#chart g[data-finished]`)
+	waitJS(t, ctx, 20*time.Second, "overview counts 3 finished jobs, all succeeded", `Number(document.body.dataset.finished) >= 3 && document.getElementById("c-success").textContent === "100.0 %"`)
+	screenshot(t, ctx, shots, "overview")
+
+	// Phone width: nothing wider than the screen.
+	open(t, ctx, "https://"+d.addr+"/ui/jobs/"+id, "#attempts")
+	browse(t, ctx, 20*time.Second, "phone width", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	waitJS(t, ctx, 10*time.Second, "attempts shown", `document.querySelectorAll("#attempts tbody tr").length === 1`)
+	waitJS(t, ctx, 10*time.Second, "no horizontal scroll at 390 px", `document.documentElement.scrollWidth <= 391`)
+	screenshot(t, ctx, shots, "job-phone")
+}
+
+// checkLogWindows: a long log (5.8 MB) on its job's page is its last
+// window, not the whole; "Load earlier" puts the window before it above
+// it, where the reader was, and pressed again until it goes, reaches the
+// start.
+func checkLogWindows(t *testing.T, ctx context.Context, d dashboard) {
+	t.Helper()
 	big := submit(t, d.jobs, &hodeiv1.JobSpec{Name: "big", Command: []string{"sh", "-c", "seq -f 'line %06g of a log long enough for three windows' 1 100000; echo the-end"}})
 	pollJob(t, d.jobs, big, 60*time.Second, "final", isFinal)
 	open(t, ctx, "https://"+d.addr+"/ui/jobs/"+big, `#log[data-done="true"]`)
@@ -167,18 +185,6 @@ func TestDashboardInChromium(t *testing.T) {
 	if !eval[bool](t, ctx, `document.getElementById("log").textContent.startsWith("line 000001 of a log")`) {
 		t.Errorf("with no earlier output left to load, the log does not start with its first line")
 	}
-
-	// The overview counts the jobs that finished, from the server's counters.
-	open(t, ctx, "https://"+d.addr+"/ui/overview", `#chart g[data-finished]`)
-	waitJS(t, ctx, 20*time.Second, "overview counts 3 finished jobs, all succeeded", `Number(document.body.dataset.finished) >= 3 && document.getElementById("c-success").textContent === "100.0 %"`)
-	screenshot(t, ctx, shots, "overview")
-
-	// Phone width: nothing wider than the screen.
-	open(t, ctx, "https://"+d.addr+"/ui/jobs/"+id, "#attempts")
-	browse(t, ctx, 20*time.Second, "phone width", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
-	waitJS(t, ctx, 10*time.Second, "attempts shown", `document.querySelectorAll("#attempts tbody tr").length === 1`)
-	waitJS(t, ctx, 10*time.Second, "no horizontal scroll at 390 px", `document.documentElement.scrollWidth <= 391`)
-	screenshot(t, ctx, shots, "job-phone")
 }
 
 func TestDashboardRefusesReadOnlyAndCrossSiteWrites(t *testing.T) {

@@ -53,7 +53,9 @@
       el("td", { "data-label": "Created", text: time(job.createdAt) }));
   }
 
+  let loadedAt = 0, reload = null;
   async function load() {
+    loadedAt = Date.now();
     const t0 = performance.now();
     const res = await call("JobService/ListJobs", request(cursor));
     const jobs = res.jobs || [];
@@ -100,7 +102,12 @@
     timer = null;
     const ids = [...changed];
     changed.clear();
-    if (ids.length > pageSize && !cursor) return load();
+    if (ids.length > pageSize && !cursor) {
+      if (!filter.q) return load();
+      // A search reads up to 20,000 jobs: under a burst, at most every 2 s.
+      if (!reload) reload = setTimeout(() => { reload = null; load().catch((e) => say("Could not list jobs: " + e.message)); }, Math.max(0, loadedAt + 2000 - Date.now()));
+      return;
+    }
     for (const id of ids) {
       const have = tbody.querySelector(`tr[data-id="${id}"]`);
       if (!have && cursor) continue; // older pages only change in place
