@@ -149,3 +149,75 @@ func TestMergedOutputIsStoredInWriteOrder(t *testing.T) {
 		t.Errorf("stored log (%d bytes) is not the write order (%d bytes); it starts %q", got.Len(), want.Len(), g[:min(4, len(g))])
 	}
 }
+
+// TestLogWindowsBeforeABatch: the window before the first batch of a log's
+// tail ends exactly where that tail starts, windows taken back that way
+// give the whole log, and a window before a batch does not follow.
+func TestLogWindowsBeforeABatch(t *testing.T) {
+	t.Parallel()
+	p := startServer(t)
+	c := jobClient(p.addr)
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", "seq 1 20000"}})
+	pollJob(t, c, id, 30*time.Second, "final", isFinal)
+	ctx := context.Background()
+
+	// read returns a window's text, the place of its first batch and
+	// whether output comes before it.
+	read := func(req *hodeiv1.GetJobLogsRequest) (text string, first *hodeiv1.LogChunk, skipped bool) {
+		t.Helper()
+		s, err := c.GetJobLogs(ctx, connect.NewRequest(req))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		var b strings.Builder
+		for s.Receive() {
+			skipped = skipped || s.Msg().Skipped
+			for _, ch := range s.Msg().Chunks {
+				if first == nil {
+					first = ch
+				}
+				b.Write(ch.Data)
+			}
+		}
+		if err := s.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return b.String(), first, skipped
+	}
+	var windows []string
+	text, first, skipped := read(&hodeiv1.GetJobLogsRequest{Id: id, TailBytes: 16 << 10})
+	windows = append(windows, text)
+	for skipped {
+		if len(windows) > 100 {
+			t.Fatalf("%d windows of 16 KiB without reaching the start of the log", len(windows))
+		}
+		text, first, skipped = read(&hodeiv1.GetJobLogsRequest{Id: id, TailBytes: 16 << 10, BeforeAttempt: first.Attempt, BeforeSeq: first.Seq})
+		if text == "" {
+			t.Fatalf("an empty window before attempt %d seq %d, said to have output before it", first.GetAttempt(), first.GetSeq())
+		}
+		windows = append(windows, text)
+	}
+	if len(windows) < 3 {
+		t.Errorf("%d windows of 16 KiB for a log of 109 KB", len(windows))
+	}
+	slices.Reverse(windows)
+	var want strings.Builder
+	for i := 1; i <= 20000; i++ {
+		fmt.Fprintf(&want, "%d\n", i)
+	}
+	if got := strings.Join(windows, ""); got != want.String() {
+		t.Errorf("the windows joined hold %d bytes, not the log's %d as written", len(got), want.Len())
+	}
+
+	s, err := c.GetJobLogs(ctx, connect.NewRequest(&hodeiv1.GetJobLogsRequest{Id: id, Follow: true, BeforeAttempt: 1, BeforeSeq: 5}))
+	if err == nil {
+		for s.Receive() {
+		}
+		err = s.Err()
+		s.Close()
+	}
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "before_attempt") {
+		t.Errorf("follow with before_attempt: %v, want invalid_argument naming before_attempt", err)
+	}
+}

@@ -93,6 +93,8 @@ func TestDashboardInChromium(t *testing.T) {
 		t.Fatalf("job %s after cancel from the page, want CANCELLED", j.State)
 	}
 	waitJS(t, ctx, 10*time.Second, "retry offered once final", `!document.getElementById("retry").hidden && document.getElementById("cancel").hidden`)
+	// The history, read when the page opened, went on as the job was cancelled.
+	waitJS(t, ctx, 10*time.Second, "history through the cancel", `[...document.querySelectorAll("#history li")].map(li => li.dataset.type).join() === "JobCreated,JobAssigned,JobStarted,JobCancelled"`)
 	if !eval[bool](t, ctx, `fetch(document.getElementById("download").href).then(r => r.text()).then(s => s.includes("\x1b[32mline 1\x1b[0m\n") && s.includes("warn 1\n") && s.includes("line 5\x1b"))`) {
 		t.Errorf("the downloaded log does not hold the job's output from its first line")
 	}
@@ -103,6 +105,12 @@ func TestDashboardInChromium(t *testing.T) {
 	browse(t, ctx, 10*time.Second, "keys", chromedp.KeyEvent("j"), chromedp.KeyEvent("k"), chromedp.KeyEvent(kb.Enter),
 		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`body[data-job="%s"]`, other))))
 	waitJS(t, ctx, 30*time.Second, "finished job shows succeeded", `document.getElementById("job-state").textContent === "succeeded"`)
+	// A finished job's page tells its whole history, oldest first.
+	open(t, ctx, "https://"+d.addr+"/ui/jobs/"+other, `#history li`)
+	waitJS(t, ctx, 10*time.Second, "history of a finished job", `[...document.querySelectorAll("#history li")].map(li => li.dataset.type).join() === "JobCreated,JobAssigned,JobStarted,JobCompleted"`)
+	if got := text(t, ctx, `#history li[data-type="JobAssigned"]`); !strings.Contains(got, "attempt 1") || !strings.Contains(got, "worker ") {
+		t.Errorf("assignment in the history: %q, want its attempt and worker", got)
+	}
 
 	// Providers and the event tail.
 	open(t, ctx, "https://"+d.addr+"/ui/workers", `#providers tr[data-name="process"]`)
@@ -122,16 +130,7 @@ func TestDashboardInChromium(t *testing.T) {
 	})
 	screenshot(t, ctx, shots, "events")
 
-	// A long log: the page holds its last window, not the whole.
-	big := submit(t, d.jobs, &hodeiv1.JobSpec{Name: "big", Command: []string{"sh", "-c", "seq 1 600000; echo the-end"}})
-	pollJob(t, d.jobs, big, 60*time.Second, "final", isFinal)
-	open(t, ctx, "https://"+d.addr+"/ui/jobs/"+big, `#log[data-done="true"]`)
-	if n := eval[int](t, ctx, `document.getElementById("log").textContent.length`); n > 2100*1024 || n < 200*1024 {
-		t.Errorf("the page holds %d characters of a 4.2 MB log, want its last 2 MiB as stored", n)
-	}
-	if !eval[bool](t, ctx, `document.getElementById("log").textContent.endsWith("600000\nthe-end\n") && document.getElementById("log-window").textContent.includes("download")`) {
-		t.Errorf("the log window does not end with the job's last lines, or does not point to the download")
-	}
+	checkLogWindows(t, ctx, d)
 
 	// The overview counts the jobs that finished, from the server's counters.
 	open(t, ctx, "https://"+d.addr+"/ui/overview", `#chart g[data-finished]`)
@@ -144,6 +143,48 @@ func TestDashboardInChromium(t *testing.T) {
 	waitJS(t, ctx, 10*time.Second, "attempts shown", `document.querySelectorAll("#attempts tbody tr").length === 1`)
 	waitJS(t, ctx, 10*time.Second, "no horizontal scroll at 390 px", `document.documentElement.scrollWidth <= 391`)
 	screenshot(t, ctx, shots, "job-phone")
+}
+
+// checkLogWindows: a long log (5.8 MB) on its job's page is its last
+// window, not the whole; "Load earlier" puts the window before it above
+// it, where the reader was, and pressed again until it goes, reaches the
+// start.
+func checkLogWindows(t *testing.T, ctx context.Context, d dashboard) {
+	t.Helper()
+	big := submit(t, d.jobs, &hodeiv1.JobSpec{Name: "big", Command: []string{"sh", "-c", "seq -f 'line %06g of a log long enough for three windows' 1 100000; echo the-end"}})
+	pollJob(t, d.jobs, big, 60*time.Second, "final", isFinal)
+	open(t, ctx, "https://"+d.addr+"/ui/jobs/"+big, `#log[data-done="true"]`)
+	if n := eval[int](t, ctx, `document.getElementById("log").textContent.length`); n > 2100*1024 || n < 200*1024 {
+		t.Errorf("the page holds %d characters of a 5.8 MB log, want its last 2 MiB as stored", n)
+	}
+	if !eval[bool](t, ctx, `document.getElementById("log").textContent.endsWith("line 100000 of a log long enough for three windows\nthe-end\n") && document.getElementById("log-window").textContent.includes("download")`) {
+		t.Errorf("the log window does not end with the job's last lines, or does not point to the download")
+	}
+	first := eval[int](t, ctx, `(() => { const pre = document.getElementById("log"); pre.scrollTop = 0; window.firstBatch = pre.firstElementChild;
+		window.offset = () => window.firstBatch.getBoundingClientRect().top - pre.getBoundingClientRect().top;
+		window.offsetBefore = window.offset(); return Number(pre.textContent.slice(5, 11)); })()`)
+	browse(t, ctx, 10*time.Second, "load earlier", chromedp.Click(chromedp.CSS("#load-earlier")))
+	waitJS(t, ctx, 20*time.Second, "earlier window loaded", `document.getElementById("log").firstElementChild !== window.firstBatch`)
+	if !eval[bool](t, ctx, fmt.Sprintf(`document.getElementById("log").textContent.includes("\nline %06d of a log") && !document.getElementById("log").textContent.startsWith("line 000001 ")`, first-1)) {
+		t.Errorf("after Load earlier the log does not hold line %d, just before the window, or holds the log from its start", first-1)
+	}
+	if moved := eval[float64](t, ctx, `window.offset() - window.offsetBefore`); moved < -2 || moved > 2 {
+		t.Errorf("the line at the top of the view moved by %.0f px when the earlier window came in", moved)
+	}
+	if n := eval[int](t, ctx, `document.getElementById("log").textContent.length`); n > 4200*1024 {
+		t.Errorf("after one Load earlier the page holds %d characters, more than two windows", n)
+	}
+	for press := 2; eval[bool](t, ctx, `!document.getElementById("load-earlier").hidden`); press++ {
+		if press > 10 {
+			t.Fatalf("Load earlier pressed %d times without reaching the start of the log", press-1)
+		}
+		before := eval[int](t, ctx, `document.getElementById("log").textContent.length`)
+		browse(t, ctx, 10*time.Second, "load earlier again", chromedp.Click(chromedp.CSS("#load-earlier")))
+		waitJS(t, ctx, 20*time.Second, "another earlier window", fmt.Sprintf(`document.getElementById("log").textContent.length > %d`, before))
+	}
+	if !eval[bool](t, ctx, `document.getElementById("log").textContent.startsWith("line 000001 of a log")`) {
+		t.Errorf("with no earlier output left to load, the log does not start with its first line")
+	}
 }
 
 func TestDashboardRefusesReadOnlyAndCrossSiteWrites(t *testing.T) {
@@ -264,5 +305,48 @@ func TestDashboardJobListBudget(t *testing.T) {
 	}
 	if got := text(t, ctx, `#jobs tbody tr:first-child td[data-label="Name"]`); got != fmt.Sprintf("bulk-%d", total-1) {
 		t.Errorf("first row %q, want the newest job bulk-%d", got, total-1)
+	}
+}
+
+// TestDashboardSearchesJobsByText: typing a text in the job list shows a
+// matching job that is not on the first page, and, where the server's
+// bounded search stopped, how far it searched and a button to search
+// older jobs, which finds one older than 20,000 others.
+func TestDashboardSearchesJobsByText(t *testing.T) {
+	t.Parallel()
+	d := startDashboard(t, "--max-workers", "0")
+	actx := browser(t)
+	hay := func(n int) {
+		for n > 0 {
+			specs := make([]*hodeiv1.JobSpec, min(n, 1000))
+			for i := range specs {
+				specs[i] = &hodeiv1.JobSpec{Name: "hay", Command: []string{"echo", "hay"}}
+			}
+			if _, err := d.jobs.SubmitJobs(context.Background(), connect.NewRequest(&hodeiv1.SubmitJobsRequest{Specs: specs})); err != nil {
+				t.Fatal(err)
+			}
+			n -= len(specs)
+		}
+	}
+	old := submit(t, d.jobs, &hodeiv1.JobSpec{Name: "old", Script: "grep needle /var/log/syslog\n"})
+	hay(20_100)
+	recent := submit(t, d.jobs, &hodeiv1.JobSpec{Name: "Needle-recent", Command: []string{"true"}})
+	hay(100)
+
+	ctx := tab(t, actx)
+	signIn(t, ctx, d.admin)
+	open(t, ctx, "https://"+d.addr+"/ui/", `#jobs tbody tr:nth-child(50)`)
+	if eval[bool](t, ctx, fmt.Sprintf(`!!document.querySelector('#jobs tr[data-id="%s"]')`, recent)) {
+		t.Fatalf("the job searched for is on the first page already")
+	}
+	browse(t, ctx, 10*time.Second, "type a text", chromedp.SendKeys(chromedp.CSS("#f-q"), "NEEDLE\n"))
+	waitJS(t, ctx, 20*time.Second, "the recent match, alone", fmt.Sprintf(`document.querySelectorAll("#jobs tbody tr").length === 1 && !!document.querySelector('#jobs tr[data-id="%s"]')`, recent))
+	if !eval[bool](t, ctx, `!document.getElementById("searched").hidden && document.getElementById("searched-to").textContent.startsWith("Searched to ") && document.getElementById("empty").hidden`) {
+		t.Errorf("a search stopped at its bound does not say how far it searched")
+	}
+	browse(t, ctx, 10*time.Second, "search older", chromedp.Click(chromedp.CSS("#search-older")))
+	waitJS(t, ctx, 20*time.Second, "the old match", fmt.Sprintf(`document.querySelectorAll("#jobs tbody tr").length === 1 && !!document.querySelector('#jobs tr[data-id="%s"]') && document.getElementById("searched").hidden`, old))
+	if !strings.Contains(eval[string](t, ctx, `location.search`), "q=NEEDLE") {
+		t.Errorf("the text is not kept in the address")
 	}
 }

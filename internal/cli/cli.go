@@ -51,8 +51,9 @@ Commands:
   job submit -f FILE [job flags]       submit a JobSpec (YAML or JSON, proto JSON names; - is stdin);
                                        prints the job id; flags override fields of the file
   job get ID                           show a job and its attempts
-  job list [--state S]... [--label K=V]... [--type T] [--limit N] [--all]
-                                       list jobs, newest first (--limit: page size, --all: every page)
+  job list [--state S]... [--label K=V]... [--type T] [--text TEXT] [--limit N] [--all]
+                                       list jobs, newest first (--limit: page size, --all: every page,
+                                       --text: in the name, command or script, any case)
   job cancel ID                        cancel a job that is not final
   job retry ID                         start a new attempt of a final job
   job logs ID [-f] [--attempt N]       print a job's output (-f: follow until the job is final)

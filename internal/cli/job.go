@@ -220,7 +220,8 @@ func (e *env) jobList(ctx context.Context, args []string) error {
 	fs.Var(&states, "state", "only jobs in this `state`: queued, running, failed, ... (repeatable)")
 	fs.Var(&labels, "label", "only jobs requiring label `K=V` (repeatable)")
 	typ := fs.String("type", "", "only jobs of this `type`")
-	fs.Var(&limit, "limit", "jobs per page: `N` (0: server default)")
+	fs.Var(&limit, "limit", "jobs per page: `N` (0: server default, 100)")
+	text := fs.String("text", "", "only jobs whose name, command or script contains `TEXT`, in any case")
 	all := fs.Bool("all", false, "fetch every page")
 	pos, err := e.parse(fs, "[flags]", args, true)
 	if err != nil {
@@ -239,7 +240,17 @@ func (e *env) jobList(ctx context.Context, args []string) error {
 	c := e.dial(addr)
 	defer c.close()
 
-	req := &hodeiv1.ListJobsRequest{States: states, Labels: labels, Type: *typ, PageSize: int32(limit)}
+	// A text search examines a bounded number of jobs per call and may
+	// answer a short page with a token to go on: the page is filled from
+	// as many calls as it takes.
+	want := int(limit)
+	if want == 0 {
+		want = 100
+	}
+	req := &hodeiv1.ListJobsRequest{States: states, Labels: labels, Type: *typ, Text: *text, PageSize: int32(limit)}
+	if *text != "" {
+		req.PageSize = int32(want)
+	}
 	out := &hodeiv1.ListJobsResponse{}
 	seen := map[string]bool{}
 	for {
@@ -249,8 +260,10 @@ func (e *env) jobList(ctx context.Context, args []string) error {
 		}
 		out.Jobs = append(out.Jobs, resp.Msg.GetJobs()...)
 		out.NextPageToken = resp.Msg.GetNextPageToken()
+		out.SearchedTo = resp.Msg.GetSearchedTo()
 		next := resp.Msg.GetNextPageToken()
-		if !*all || next == "" {
+		short := resp.Msg.GetSearchedTo() != nil && len(out.Jobs) < want
+		if next == "" || !*all && !short {
 			break
 		}
 		if seen[next] {
@@ -258,6 +271,9 @@ func (e *env) jobList(ctx context.Context, args []string) error {
 		}
 		seen[next] = true
 		req.PageToken = next
+		if short && !*all {
+			req.PageSize = int32(want - len(out.Jobs))
+		}
 	}
 	if format.value != formatTable {
 		return e.printMessage(format.value, out)

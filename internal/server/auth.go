@@ -19,16 +19,17 @@ import (
 // everyone (and fails TestEveryProcedureHasAScope). WorkerService is not
 // here: workers authenticate with their own credentials (tokenFree).
 var procedureScopes = map[string]auth.Scope{
-	hodeiv1connect.JobServiceSubmitJobProcedure:   auth.JobsWrite,
-	hodeiv1connect.JobServiceSubmitJobsProcedure:  auth.JobsWrite,
-	hodeiv1connect.JobServiceCancelJobProcedure:   auth.JobsWrite,
-	hodeiv1connect.JobServiceRetryJobProcedure:    auth.JobsWrite,
-	hodeiv1connect.JobServiceGetJobProcedure:      auth.JobsRead,
-	hodeiv1connect.JobServiceListJobsProcedure:    auth.JobsRead,
-	hodeiv1connect.JobServiceWatchJobProcedure:    auth.JobsRead,
-	hodeiv1connect.JobServiceGetJobLogsProcedure:  auth.JobsRead,
-	hodeiv1connect.JobServiceExplainJobProcedure:  auth.JobsRead,
-	hodeiv1connect.JobServiceGetJobStatsProcedure: auth.JobsRead,
+	hodeiv1connect.JobServiceSubmitJobProcedure:      auth.JobsWrite,
+	hodeiv1connect.JobServiceSubmitJobsProcedure:     auth.JobsWrite,
+	hodeiv1connect.JobServiceCancelJobProcedure:      auth.JobsWrite,
+	hodeiv1connect.JobServiceRetryJobProcedure:       auth.JobsWrite,
+	hodeiv1connect.JobServiceGetJobProcedure:         auth.JobsRead,
+	hodeiv1connect.JobServiceListJobsProcedure:       auth.JobsRead,
+	hodeiv1connect.JobServiceWatchJobProcedure:       auth.JobsRead,
+	hodeiv1connect.JobServiceGetJobLogsProcedure:     auth.JobsRead,
+	hodeiv1connect.JobServiceExplainJobProcedure:     auth.JobsRead,
+	hodeiv1connect.JobServiceGetJobStatsProcedure:    auth.JobsRead,
+	hodeiv1connect.JobServiceListJobHistoryProcedure: auth.JobsRead,
 
 	hodeiv1connect.EventServiceSubscribeProcedure:        auth.JobsRead,
 	hodeiv1connect.EventServiceListDeadLettersProcedure:  auth.Admin,

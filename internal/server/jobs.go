@@ -103,7 +103,7 @@ func (h jobService) GetJob(ctx context.Context, req *connect.Request[hodeiv1.Get
 
 func (h jobService) ListJobs(ctx context.Context, req *connect.Request[hodeiv1.ListJobsRequest]) (*connect.Response[hodeiv1.ListJobsResponse], error) {
 	m := req.Msg
-	f := store.ListFilter{Labels: m.Labels, Type: m.Type, Limit: int(m.PageSize)}
+	f := store.ListFilter{Labels: m.Labels, Type: m.Type, Text: m.Text, Limit: int(m.PageSize)}
 	if f.Limit <= 0 || f.Limit > 1000 {
 		f.Limit = 100
 	}
@@ -129,17 +129,19 @@ func (h jobService) ListJobs(ctx context.Context, req *connect.Request[hodeiv1.L
 		}
 		f.AfterID = id
 	}
-	jobs, err := h.s.store.ListJobs(ctx, f)
+	page, err := h.s.store.ListJobs(ctx, f)
 	if err != nil {
 		return nil, connectError(err)
 	}
 	resp := &hodeiv1.ListJobsResponse{}
-	for _, j := range jobs {
+	for _, j := range page.Jobs {
 		resp.Jobs = append(resp.Jobs, jobpb.JobToProto(j))
 	}
-	if len(jobs) == f.Limit {
-		last := jobs[len(jobs)-1]
-		resp.NextPageToken = encodePageToken(last.CreatedAt, last.ID)
+	if page.More {
+		resp.NextPageToken = encodePageToken(page.Next.CreatedAt, page.Next.ID)
+	}
+	if page.Bounded {
+		resp.SearchedTo = timestamppb.New(page.Next.CreatedAt)
 	}
 	return connect.NewResponse(resp), nil
 }
@@ -233,13 +235,22 @@ func (h jobService) GetJobLogs(ctx context.Context, req *connect.Request[hodeiv1
 	if req.Msg.TailBytes < 0 {
 		return connectError(&job.FieldError{Field: "tail_bytes", Rule: "must not be negative"})
 	}
+	before := store.LogEnd
+	switch m := req.Msg; {
+	case m.BeforeAttempt < 0 || m.BeforeSeq < 0:
+		return connectError(&job.FieldError{Field: "before_attempt", Rule: "must not be negative"})
+	case m.BeforeAttempt > 0 && m.Follow:
+		return connectError(&job.FieldError{Field: "before_attempt", Rule: "ends the log: not with follow"})
+	case m.BeforeAttempt > 0:
+		before = store.LogPos{Attempt: int(m.BeforeAttempt), Seq: m.BeforeSeq}
+	}
 	wake, unsubscribe := h.s.logs.subscribe(id)
 	defer unsubscribe()
 	var attempt int
 	var seq int64
 	skipped := false
 	if req.Msg.TailBytes > 0 {
-		a, s, ok, err := h.s.store.LogTailStart(ctx, id, int(req.Msg.Attempt), req.Msg.TailBytes)
+		a, s, ok, err := h.s.store.LogTailStart(ctx, id, int(req.Msg.Attempt), before, req.Msg.TailBytes)
 		if err != nil {
 			return connectError(err)
 		}
@@ -256,7 +267,7 @@ func (h jobService) GetJobLogs(ctx context.Context, req *connect.Request[hodeiv1
 			return connectError(err)
 		}
 		for {
-			recs, err := h.s.store.ReadLogs(ctx, id, int(req.Msg.Attempt), attempt, seq, 200)
+			recs, err := h.s.store.ReadLogs(ctx, id, int(req.Msg.Attempt), store.LogPos{Attempt: attempt, Seq: seq}, before, 200)
 			if err != nil {
 				return connectError(err)
 			}

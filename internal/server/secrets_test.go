@@ -86,7 +86,7 @@ func TestServerResolvesSecretsAndMasksWhatTheAgentMissed(t *testing.T) {
 	if err := s.applyReports(ctx, c, msgs); err != nil {
 		t.Fatal(err)
 	}
-	recs, err := st.ReadLogs(ctx, a.JobID, 0, 0, 0, 10)
+	recs, err := st.ReadLogs(ctx, a.JobID, 0, store.LogPos{}, store.LogEnd, 10)
 	if err != nil || len(recs) != 1 {
 		t.Fatalf("logs %v %v", recs, err)
 	}

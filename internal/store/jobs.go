@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -213,48 +214,144 @@ type ListFilter struct {
 	Type          string
 	CreatedAfter  time.Time
 	CreatedBefore time.Time
-	// AfterID is the cursor: the last job of the previous page.
+	// Text keeps jobs whose name, command (its arguments joined by
+	// spaces) or script contains it, in any case; at most MaxListText
+	// characters.
+	Text string
+	// ScanLimit bounds how many jobs a call with Text examines; 0 is
+	// DefaultScanLimit.
+	ScanLimit int
+	// AfterID is the cursor: the last job of the previous page, or the
+	// last job the previous text search examined.
 	AfterID string
 	Limit   int
 }
 
-// ListJobs returns one page of jobs, newest first; attempts are not loaded.
-func (s *Store) ListJobs(ctx context.Context, f ListFilter) ([]job.Job, error) {
-	p := db.ListJobsParams{Type: f.Type, MaxRows: int32(f.Limit), States: []string{}}
-	for _, st := range f.States {
-		p.States = append(p.States, string(st))
+const (
+	// MaxListText is the longest text ListJobs searches for, in characters.
+	MaxListText = 200
+	// DefaultScanLimit is how many jobs one text search examines at most:
+	// a search costs at most this many rows read, whatever the table's
+	// size, and continues from where it stopped on the next call.
+	DefaultScanLimit = 20_000
+)
+
+// JobPage is one page of ListJobs.
+type JobPage struct {
+	Jobs []job.Job
+	// More says that jobs after this page may match; the next page starts
+	// below Next.
+	More bool
+	Next JobPos
+	// Bounded is set when a text search examined its ScanLimit of jobs
+	// before it filled the page: Next is then the last job it examined,
+	// not the page's last, and jobs created before Next.CreatedAt were
+	// not examined yet.
+	Bounded bool
+}
+
+// JobPos is a place in the listing: a job's id and creation time.
+type JobPos struct {
+	ID        string
+	CreatedAt time.Time
+}
+
+// ListJobs returns one page of jobs, newest first; attempts are not
+// loaded. With a text it examines at most f.ScanLimit jobs, so that a
+// rare text costs a bounded read per call on any number of jobs.
+func (s *Store) ListJobs(ctx context.Context, f ListFilter) (JobPage, error) {
+	if n := utf8.RuneCountInString(f.Text); n > MaxListText {
+		return JobPage{}, &job.FieldError{Field: "text", Rule: fmt.Sprintf("must be at most %d characters, not %d", MaxListText, n)}
 	}
-	p.Labels, _ = json.Marshal(nonNil(f.Labels))
+	states := []string{}
+	for _, st := range f.States {
+		states = append(states, string(st))
+	}
+	labels, _ := json.Marshal(nonNil(f.Labels))
+	var after, before *time.Time
 	if !f.CreatedAfter.IsZero() {
-		p.CreatedAfter = &f.CreatedAfter
+		after = &f.CreatedAfter
 	}
 	if !f.CreatedBefore.IsZero() {
-		p.CreatedBefore = &f.CreatedBefore
+		before = &f.CreatedBefore
 	}
 	// Bounds on the id for the creation-time filters (a job's id carries
 	// its creation's millisecond, jobIDs; ids of jobs created before
 	// migration 12 were drawn microseconds after it, hence a second of
 	// slack on the upper bound), and the cursor.
-	p.MinID, p.BeforeID = uuid.UUID{}, uuid.Max
+	minID, beforeID := uuid.UUID{}, uuid.Max
 	if !f.CreatedAfter.IsZero() {
-		p.MinID = uuidV7Floor(f.CreatedAfter.UnixMilli())
+		minID = uuidV7Floor(f.CreatedAfter.UnixMilli())
 	}
 	if !f.CreatedBefore.IsZero() {
-		p.BeforeID = uuidV7Floor(f.CreatedBefore.UnixMilli() + 1000)
+		beforeID = uuidV7Floor(f.CreatedBefore.UnixMilli() + 1000)
 	}
 	if f.AfterID != "" {
 		id, err := uuid.Parse(f.AfterID)
 		if err != nil {
-			return nil, &job.FieldError{Field: "page_token", Rule: "is not a valid page token"}
+			return JobPage{}, &job.FieldError{Field: "page_token", Rule: "is not a valid page token"}
 		}
-		if bytes.Compare(id[:], p.BeforeID[:]) < 0 {
-			p.BeforeID = id
+		if bytes.Compare(id[:], beforeID[:]) < 0 {
+			beforeID = id
 		}
 	}
-	rows, err := s.q.ListJobs(ctx, p)
+	var page JobPage
+	var err error
+	if f.Text == "" {
+		var rows []db.Job
+		rows, err = s.q.ListJobs(ctx, db.ListJobsParams{Type: f.Type, MaxRows: int32(f.Limit), States: states, Labels: labels,
+			CreatedAfter: after, CreatedBefore: before, MinID: minID, BeforeID: beforeID})
+		if err == nil {
+			page.Jobs, err = fromRows(rows)
+		}
+	} else {
+		page, err = s.searchJobs(ctx, f, db.SearchJobsParams{Type: f.Type, MaxRows: int32(f.Limit), States: states, Labels: labels,
+			CreatedAfter: after, CreatedBefore: before, MinID: minID, BeforeID: beforeID, Text: f.Text})
+	}
 	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
+		return JobPage{}, fmt.Errorf("list jobs: %w", err)
 	}
+	if !page.More && f.Limit > 0 && len(page.Jobs) == f.Limit {
+		last := page.Jobs[len(page.Jobs)-1]
+		page.More, page.Next = true, JobPos{ID: last.ID, CreatedAt: last.CreatedAt}
+	}
+	return page, nil
+}
+
+// searchJobs runs a text search and, when it did not fill the page, finds
+// the last job it examined, both in one snapshot: a job submitted between
+// the two reads must not move the place where the next call continues.
+func (s *Store) searchJobs(ctx context.Context, f ListFilter, p db.SearchJobsParams) (JobPage, error) {
+	scan := f.ScanLimit
+	if scan <= 0 {
+		scan = DefaultScanLimit
+	}
+	p.ScanRows = int32(scan)
+	var page JobPage
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		rows, err := q.SearchJobs(ctx, p)
+		if err != nil {
+			return err
+		}
+		if page.Jobs, err = fromRows(rows); err != nil {
+			return err
+		}
+		if len(rows) == int(p.MaxRows) {
+			return nil
+		}
+		end, err := q.JobScanEnd(ctx, db.JobScanEndParams{MinID: p.MinID, BeforeID: p.BeforeID, Skip: int32(scan - 1)})
+		if err != nil || len(end) < 2 { // the search reached the last job
+			return err
+		}
+		page.More, page.Bounded = true, true
+		page.Next = JobPos{ID: end[0].ID.String(), CreatedAt: end[0].CreatedAt}
+		return nil
+	})
+	return page, err
+}
+
+func fromRows(rows []db.Job) ([]job.Job, error) {
 	out := make([]job.Job, 0, len(rows))
 	for _, r := range rows {
 		j, err := fromRow(r)

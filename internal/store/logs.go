@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,13 +24,24 @@ type LogRecord struct {
 	Time    time.Time
 }
 
-// ReadLogs returns stored batches after (attempt, seq), in order.
-func (s *Store) ReadLogs(ctx context.Context, jobID string, onlyAttempt, afterAttempt int, afterSeq int64, limit int) ([]LogRecord, error) {
+// LogPos is the place of a stored batch in a job's log: batches are in
+// (attempt, seq) order.
+type LogPos struct {
+	Attempt int
+	Seq     int64
+}
+
+// LogEnd is after every batch: the bound of a read to the end of a log.
+var LogEnd = LogPos{Attempt: math.MaxInt32, Seq: math.MaxInt64}
+
+// ReadLogs returns stored batches after after and before before, in order.
+func (s *Store) ReadLogs(ctx context.Context, jobID string, onlyAttempt int, after, before LogPos, limit int) ([]LogRecord, error) {
 	uid, err := uuid.Parse(jobID)
 	if err != nil {
 		return nil, &job.FieldError{Field: "id", Rule: "must be a job id (UUID)"}
 	}
-	rows, err := s.q.ReadLogs(ctx, db.ReadLogsParams{JobID: uid, OnlyAttempt: int32(onlyAttempt), AfterAttempt: int32(afterAttempt), AfterSeq: afterSeq, MaxRows: int32(limit)})
+	rows, err := s.q.ReadLogs(ctx, db.ReadLogsParams{JobID: uid, OnlyAttempt: int32(onlyAttempt), AfterAttempt: int32(after.Attempt), AfterSeq: after.Seq,
+		BeforeAttempt: int32(before.Attempt), BeforeSeq: before.Seq, MaxRows: int32(limit)})
 	if err != nil {
 		return nil, fmt.Errorf("read logs: %w", err)
 	}
@@ -41,14 +53,16 @@ func (s *Store) ReadLogs(ctx context.Context, jobID string, onlyAttempt, afterAt
 }
 
 // LogTailStart returns the position of the first batch of the shortest
-// tail of a job's log (one attempt, or all with 0) that holds at least
-// minBytes; ok is false when that tail is the whole log.
-func (s *Store) LogTailStart(ctx context.Context, jobID string, onlyAttempt int, minBytes int64) (attempt int, seq int64, ok bool, err error) {
+// tail of a job's log (one attempt, or all with 0) before before that
+// holds at least minBytes; ok is false when that tail is all the log
+// before before.
+func (s *Store) LogTailStart(ctx context.Context, jobID string, onlyAttempt int, before LogPos, minBytes int64) (attempt int, seq int64, ok bool, err error) {
 	uid, err := uuid.Parse(jobID)
 	if err != nil {
 		return 0, 0, false, &job.FieldError{Field: "id", Rule: "must be a job id (UUID)"}
 	}
-	rows, err := s.q.LogTailStart(ctx, db.LogTailStartParams{JobID: uid, OnlyAttempt: int32(onlyAttempt), MinBytes: minBytes})
+	rows, err := s.q.LogTailStart(ctx, db.LogTailStartParams{JobID: uid, OnlyAttempt: int32(onlyAttempt), MinBytes: minBytes,
+		BeforeAttempt: int32(before.Attempt), BeforeSeq: before.Seq})
 	if err != nil {
 		return 0, 0, false, fmt.Errorf("log tail: %w", err)
 	}

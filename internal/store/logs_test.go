@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -46,7 +47,7 @@ func TestLogCapTruncatesWithAMarker(t *testing.T) {
 			t.Fatalf("batch %d: stale=%v err=%v", seq, stale, err)
 		}
 	}
-	recs, err := s.ReadLogs(ctx, as[0].JobID, 0, 0, 0, 100)
+	recs, err := s.ReadLogs(ctx, as[0].JobID, 0, store.LogPos{}, store.LogEnd, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,12 +80,39 @@ func TestLogTailStart(t *testing.T) {
 		{1, 10, true}, {100, 10, true}, {101, 9, true}, {250, 8, true}, {900, 2, true},
 		{1000, 0, false}, {5000, 0, false},
 	} {
-		attempt, seq, skipped, err := s.LogTailStart(ctx, as[0].JobID, 0, tc.min)
+		attempt, seq, skipped, err := s.LogTailStart(ctx, as[0].JobID, 0, store.LogEnd, tc.min)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if skipped != tc.skipped || (skipped && (attempt != 1 || seq != tc.seq)) {
 			t.Errorf("tail of %d bytes: attempt %d seq %d skipped %v, want seq %d skipped %v", tc.min, attempt, seq, skipped, tc.seq, tc.skipped)
 		}
+	}
+
+	// The window before a batch: the tail of what precedes it, read up to it.
+	before := store.LogPos{Attempt: 1, Seq: 6}
+	for _, tc := range []struct {
+		min     int64
+		seq     int64
+		skipped bool
+	}{{250, 3, true}, {400, 2, true}, {500, 0, false}} {
+		attempt, seq, skipped, err := s.LogTailStart(ctx, as[0].JobID, 0, before, tc.min)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if skipped != tc.skipped || (skipped && (attempt != 1 || seq != tc.seq)) {
+			t.Errorf("tail of %d bytes before seq 6: attempt %d seq %d skipped %v, want seq %d skipped %v", tc.min, attempt, seq, skipped, tc.seq, tc.skipped)
+		}
+	}
+	recs, err := s.ReadLogs(ctx, as[0].JobID, 0, store.LogPos{Attempt: 1, Seq: 2}, before, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []int64
+	for _, r := range recs {
+		seqs = append(seqs, r.Seq)
+	}
+	if want := []int64{3, 4, 5}; !slices.Equal(seqs, want) {
+		t.Errorf("batches after seq 2 and before seq 6: %v, want %v", seqs, want)
 	}
 }

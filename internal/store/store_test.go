@@ -139,17 +139,16 @@ func TestListJobsPagesWithoutGapsUnderInserts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, j := range page {
+		for _, j := range page.Jobs {
 			if seen[j.ID] {
 				t.Fatalf("job %s listed twice", j.ID)
 			}
 			seen[j.ID] = true
 		}
-		if len(page) < f.Limit {
+		if !page.More {
 			break
 		}
-		last := page[len(page)-1]
-		f.AfterID = last.ID
+		f.AfterID = page.Next.ID
 	}
 	close(stop)
 	n := <-inserted
@@ -280,7 +279,7 @@ func TestJobIDsCarryTheCreationTime(t *testing.T) {
 			t.Fatal(err)
 		}
 		var ids, want []string
-		for _, j := range got {
+		for _, j := range got.Jobs {
 			ids = append(ids, j.ID)
 		}
 		for _, i := range w.want {

@@ -22,6 +22,7 @@ var procedures = map[string]access{
 	"hodei.v1.JobService/GetJobLogs":          read,
 	"hodei.v1.JobService/ExplainJob":          read,
 	"hodei.v1.JobService/GetJobStats":         read,
+	"hodei.v1.JobService/ListJobHistory":      read,
 	"hodei.v1.EventService/Subscribe":         read,
 	"hodei.v1.ProviderService/ListProviders":  read,
 	"hodei.v1.ProviderService/GetProvider":    read,

@@ -592,6 +592,47 @@ func (q *Queries) InsertJobs(ctx context.Context, arg InsertJobsParams) error {
 	return err
 }
 
+const jobScanEnd = `-- name: JobScanEnd :many
+SELECT id, created_at FROM jobs
+WHERE id >= $1::uuid AND id < $2::uuid
+ORDER BY id DESC
+LIMIT 2 OFFSET $3
+`
+
+type JobScanEndParams struct {
+	MinID    uuid.UUID
+	BeforeID uuid.UUID
+	Skip     int32
+}
+
+type JobScanEndRow struct {
+	ID        uuid.UUID
+	CreatedAt time.Time
+}
+
+// The last job a SearchJobs with the same bounds examined (the one after
+// the first @skip below before_id, @skip = scan_rows - 1), and the next
+// one if any: none or one row when nothing is left below the search.
+func (q *Queries) JobScanEnd(ctx context.Context, arg JobScanEndParams) ([]JobScanEndRow, error) {
+	rows, err := q.db.Query(ctx, jobScanEnd, arg.MinID, arg.BeforeID, arg.Skip)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []JobScanEndRow
+	for rows.Next() {
+		var i JobScanEndRow
+		if err := rows.Scan(&i.ID, &i.CreatedAt); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const jobsByIdempotencyKeys = `-- name: JobsByIdempotencyKeys :many
 SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib, attempt_token, attempt_worker_id, attempt_state, attempt_assigned_at, attempt_started_at, attempt_finished_at, attempt_exit_code, attempt_signal, attempt_failure_class, attempt_message, submitted_by FROM jobs WHERE idempotency_key = ANY ($1::text[])
 `
@@ -1007,6 +1048,109 @@ type RequeueJobParams struct {
 func (q *Queries) RequeueJob(ctx context.Context, arg RequeueJobParams) error {
 	_, err := q.db.Exec(ctx, requeueJob, arg.Now, arg.MaxAttempts, arg.ID)
 	return err
+}
+
+const searchJobs = `-- name: SearchJobs :many
+SELECT s.id, s.name, s.type, s.spec, s.state, s.priority, s.image, s.labels, s.idempotency_key, s.attempt, s.max_attempts, s.run_at, s.exit_code, s.failure_class, s.message, s.created_at, s.updated_at, s.finished_at, s.log_bytes, s.log_truncated, s.cpu_millis, s.memory_mib, s.attempt_token, s.attempt_worker_id, s.attempt_state, s.attempt_assigned_at, s.attempt_started_at, s.attempt_finished_at, s.attempt_exit_code, s.attempt_signal, s.attempt_failure_class, s.attempt_message, s.submitted_by FROM (
+    SELECT id, name, type, spec, state, priority, image, labels, idempotency_key, attempt, max_attempts, run_at, exit_code, failure_class, message, created_at, updated_at, finished_at, log_bytes, log_truncated, cpu_millis, memory_mib, attempt_token, attempt_worker_id, attempt_state, attempt_assigned_at, attempt_started_at, attempt_finished_at, attempt_exit_code, attempt_signal, attempt_failure_class, attempt_message, submitted_by FROM jobs
+    WHERE id >= $1::uuid AND id < $2::uuid
+    ORDER BY id DESC
+    LIMIT $3
+) s
+WHERE (cardinality($4::text[]) = 0 OR s.state = ANY ($4::text[]))
+  AND ($5::jsonb = '{}'::jsonb OR s.labels @> $5::jsonb)
+  AND ($6::text = '' OR s.type = $6::text)
+  AND ($7::timestamptz IS NULL OR s.created_at >= $7::timestamptz)
+  AND ($8::timestamptz IS NULL OR s.created_at < $8::timestamptz)
+  AND (strpos(lower(s.name), lower($9::text)) > 0
+       OR strpos(lower(coalesce(s.spec->>'script', '')), lower($9::text)) > 0
+       OR strpos(lower(array_to_string(ARRAY(SELECT jsonb_array_elements_text(coalesce(s.spec->'command', '[]'::jsonb))), ' ')), lower($9::text)) > 0)
+ORDER BY s.id DESC
+LIMIT $10
+`
+
+type SearchJobsParams struct {
+	MinID         uuid.UUID
+	BeforeID      uuid.UUID
+	ScanRows      int32
+	States        []string
+	Labels        []byte
+	Type          string
+	CreatedAfter  *time.Time
+	CreatedBefore *time.Time
+	Text          string
+	MaxRows       int32
+}
+
+// ListJobs with a text: the jobs whose name, command (its arguments joined
+// by spaces) or script contains @text in any case, among at most
+// @scan_rows jobs below before_id, newest first. The inner LIMIT bounds
+// what one call examines, walking the primary key back, and the outer one
+// stops the walk as soon as the page is full. No index serves the text:
+// one would cost every submission.
+func (q *Queries) SearchJobs(ctx context.Context, arg SearchJobsParams) ([]Job, error) {
+	rows, err := q.db.Query(ctx, searchJobs,
+		arg.MinID,
+		arg.BeforeID,
+		arg.ScanRows,
+		arg.States,
+		arg.Labels,
+		arg.Type,
+		arg.CreatedAfter,
+		arg.CreatedBefore,
+		arg.Text,
+		arg.MaxRows,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []Job
+	for rows.Next() {
+		var i Job
+		if err := rows.Scan(
+			&i.ID,
+			&i.Name,
+			&i.Type,
+			&i.Spec,
+			&i.State,
+			&i.Priority,
+			&i.Image,
+			&i.Labels,
+			&i.IdempotencyKey,
+			&i.Attempt,
+			&i.MaxAttempts,
+			&i.RunAt,
+			&i.ExitCode,
+			&i.FailureClass,
+			&i.Message,
+			&i.CreatedAt,
+			&i.UpdatedAt,
+			&i.FinishedAt,
+			&i.LogBytes,
+			&i.LogTruncated,
+			&i.CpuMillis,
+			&i.MemoryMib,
+			&i.AttemptToken,
+			&i.AttemptWorkerID,
+			&i.AttemptState,
+			&i.AttemptAssignedAt,
+			&i.AttemptStartedAt,
+			&i.AttemptFinishedAt,
+			&i.AttemptExitCode,
+			&i.AttemptSignal,
+			&i.AttemptFailureClass,
+			&i.AttemptMessage,
+			&i.SubmittedBy,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const startJobAttempts = `-- name: StartJobAttempts :exec

@@ -138,16 +138,19 @@ SELECT t.attempt, t.seq, EXISTS (
     SELECT attempt, seq, sum(bytes) OVER (ORDER BY attempt DESC, seq DESC) AS acc
     FROM job_logs
     WHERE job_id = $1 AND ($2::integer = 0 OR attempt = $2::integer)
+      AND (attempt, seq) < ($3::integer, $4::bigint)
     ORDER BY attempt DESC, seq DESC
 ) t
-WHERE t.acc >= $3::bigint
+WHERE t.acc >= $5::bigint
 LIMIT 1
 `
 
 type LogTailStartParams struct {
-	JobID       uuid.UUID
-	OnlyAttempt int32
-	MinBytes    int64
+	JobID         uuid.UUID
+	OnlyAttempt   int32
+	BeforeAttempt int32
+	BeforeSeq     int64
+	MinBytes      int64
 }
 
 type LogTailStartRow struct {
@@ -156,12 +159,18 @@ type LogTailStartRow struct {
 	Earlier bool
 }
 
-// The first batch of the shortest tail of a job's log that holds at least
-// min_bytes, read backwards from the end by the primary key: a long log
-// is not read whole. No row when the whole log is shorter; earlier says
-// whether batches come before it.
+// The first batch of the shortest tail of a job's log before (before_attempt,
+// before_seq) that holds at least min_bytes, read backwards from there by
+// the primary key: a long log is not read whole. No row when the whole log
+// before that is shorter; earlier says whether batches come before it.
 func (q *Queries) LogTailStart(ctx context.Context, arg LogTailStartParams) ([]LogTailStartRow, error) {
-	rows, err := q.db.Query(ctx, logTailStart, arg.JobID, arg.OnlyAttempt, arg.MinBytes)
+	rows, err := q.db.Query(ctx, logTailStart,
+		arg.JobID,
+		arg.OnlyAttempt,
+		arg.BeforeAttempt,
+		arg.BeforeSeq,
+		arg.MinBytes,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -198,16 +207,19 @@ const readLogs = `-- name: ReadLogs :many
 SELECT attempt, seq, data, created_at FROM job_logs
 WHERE job_id = $1 AND ($2::integer = 0 OR attempt = $2::integer)
   AND (attempt, seq) > ($3::integer, $4::bigint)
+  AND (attempt, seq) < ($5::integer, $6::bigint)
 ORDER BY attempt, seq
-LIMIT $5
+LIMIT $7
 `
 
 type ReadLogsParams struct {
-	JobID        uuid.UUID
-	OnlyAttempt  int32
-	AfterAttempt int32
-	AfterSeq     int64
-	MaxRows      int32
+	JobID         uuid.UUID
+	OnlyAttempt   int32
+	AfterAttempt  int32
+	AfterSeq      int64
+	BeforeAttempt int32
+	BeforeSeq     int64
+	MaxRows       int32
 }
 
 type ReadLogsRow struct {
@@ -223,6 +235,8 @@ func (q *Queries) ReadLogs(ctx context.Context, arg ReadLogsParams) ([]ReadLogsR
 		arg.OnlyAttempt,
 		arg.AfterAttempt,
 		arg.AfterSeq,
+		arg.BeforeAttempt,
+		arg.BeforeSeq,
 		arg.MaxRows,
 	)
 	if err != nil {

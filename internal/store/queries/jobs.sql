@@ -34,6 +34,39 @@ WHERE (cardinality(@states::text[]) = 0 OR state = ANY (@states::text[]))
 ORDER BY id DESC
 LIMIT @max_rows;
 
+-- name: SearchJobs :many
+-- ListJobs with a text: the jobs whose name, command (its arguments joined
+-- by spaces) or script contains @text in any case, among at most
+-- @scan_rows jobs below before_id, newest first. The inner LIMIT bounds
+-- what one call examines, walking the primary key back, and the outer one
+-- stops the walk as soon as the page is full. No index serves the text:
+-- one would cost every submission.
+SELECT s.* FROM (
+    SELECT * FROM jobs
+    WHERE id >= @min_id::uuid AND id < @before_id::uuid
+    ORDER BY id DESC
+    LIMIT @scan_rows
+) s
+WHERE (cardinality(@states::text[]) = 0 OR s.state = ANY (@states::text[]))
+  AND (@labels::jsonb = '{}'::jsonb OR s.labels @> @labels::jsonb)
+  AND (@type::text = '' OR s.type = @type::text)
+  AND (sqlc.narg(created_after)::timestamptz IS NULL OR s.created_at >= sqlc.narg(created_after)::timestamptz)
+  AND (sqlc.narg(created_before)::timestamptz IS NULL OR s.created_at < sqlc.narg(created_before)::timestamptz)
+  AND (strpos(lower(s.name), lower(@text::text)) > 0
+       OR strpos(lower(coalesce(s.spec->>'script', '')), lower(@text::text)) > 0
+       OR strpos(lower(array_to_string(ARRAY(SELECT jsonb_array_elements_text(coalesce(s.spec->'command', '[]'::jsonb))), ' ')), lower(@text::text)) > 0)
+ORDER BY s.id DESC
+LIMIT @max_rows;
+
+-- name: JobScanEnd :many
+-- The last job a SearchJobs with the same bounds examined (the one after
+-- the first @skip below before_id, @skip = scan_rows - 1), and the next
+-- one if any: none or one row when nothing is left below the search.
+SELECT id, created_at FROM jobs
+WHERE id >= @min_id::uuid AND id < @before_id::uuid
+ORDER BY id DESC
+LIMIT 2 OFFSET @skip;
+
 -- name: ClaimJobs :many
 -- Claims ready jobs for a list of slots (worker ids, one per free slot;
 -- all with the same labels and image), priority then FIFO, and starts

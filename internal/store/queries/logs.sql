@@ -2,14 +2,15 @@
 SELECT attempt, seq, data, created_at FROM job_logs
 WHERE job_id = @job_id AND (@only_attempt::integer = 0 OR attempt = @only_attempt::integer)
   AND (attempt, seq) > (@after_attempt::integer, @after_seq::bigint)
+  AND (attempt, seq) < (@before_attempt::integer, @before_seq::bigint)
 ORDER BY attempt, seq
 LIMIT @max_rows;
 
 -- name: LogTailStart :many
--- The first batch of the shortest tail of a job's log that holds at least
--- min_bytes, read backwards from the end by the primary key: a long log
--- is not read whole. No row when the whole log is shorter; earlier says
--- whether batches come before it.
+-- The first batch of the shortest tail of a job's log before (before_attempt,
+-- before_seq) that holds at least min_bytes, read backwards from there by
+-- the primary key: a long log is not read whole. No row when the whole log
+-- before that is shorter; earlier says whether batches come before it.
 SELECT t.attempt, t.seq, EXISTS (
     SELECT 1 FROM job_logs e
     WHERE e.job_id = @job_id AND (@only_attempt::integer = 0 OR e.attempt = @only_attempt::integer)
@@ -18,6 +19,7 @@ SELECT t.attempt, t.seq, EXISTS (
     SELECT attempt, seq, sum(bytes) OVER (ORDER BY attempt DESC, seq DESC) AS acc
     FROM job_logs
     WHERE job_id = @job_id AND (@only_attempt::integer = 0 OR attempt = @only_attempt::integer)
+      AND (attempt, seq) < (@before_attempt::integer, @before_seq::bigint)
     ORDER BY attempt DESC, seq DESC
 ) t
 WHERE t.acc >= @min_bytes::bigint

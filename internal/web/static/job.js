@@ -1,10 +1,11 @@
-// One job: its state re-read on each of its events, its attempts and spec,
-// "why is it waiting", its events since the page opened, and its log
-// followed live in a bounded window.
+// One job: its state, attempts and spec, kept current by WatchJob; "why
+// is it waiting"; its history from its creation on, continued as it
+// changes; and its log followed live in a bounded window, with earlier
+// windows loaded on demand.
 "use strict";
 
 (() => {
-  const { call, stream, live, say, el, stateName, className, finalStates, time, duration, command } = hodei;
+  const { call, stream, say, el, stateName, className, finalStates, time, duration, command } = hodei;
   const id = document.body.dataset.job;
   const ctl = new AbortController();
   let current = null;
@@ -74,70 +75,179 @@
     try {
       const res = await call(proc, { id });
       render(res.job);
+      moreHistory();
       say("Job " + verb + ".");
     } catch (e) { say("Could not " + verb.replace(/led$|ed$/, "") + " the job: " + e.message); }
   }
   document.getElementById("cancel")?.addEventListener("click", () => act("JobService/CancelJob", "cancelled"));
-  document.getElementById("retry")?.addEventListener("click", () => { act("JobService/RetryJob", "retried").then(() => { if (!following) followLog(); }); });
+  document.getElementById("retry")?.addEventListener("click", () => {
+    act("JobService/RetryJob", "retried").then(() => { if (!following) followLog(); if (!watching) watch(); });
+  });
   document.getElementById("download").href = "/ui/jobs/" + id + "/log";
 
-  // The job's events since the page opened; each one re-reads the job.
-  const evList = document.getElementById("events");
-  let reread = null;
-  live("EventService/Subscribe", () => ({ aggregateKind: "job", aggregateId: id }), (m) => {
-    if (!m.event) return;
-    evList.append(el("li", {}, el("time", { text: time(m.event.time) }), " ", el("strong", { text: m.event.type }), " ", detail(m.event.payload)));
-    if (!reread) reread = setTimeout(refresh, 100);
-  }, ctl.signal);
-  async function refresh() {
-    reread = null;
-    try { render((await call("JobService/GetJob", { id })).job); } catch (e) { say("Could not read the job: " + e.message); }
+  // The job as it changes: WatchJob sends it at once, then on each change
+  // of its state, until it is final (a retry watches again).
+  let watching = false;
+  async function watch() {
+    watching = true;
+    let delay = 500;
+    while (!ctl.signal.aborted) {
+      let final = false;
+      try {
+        await stream("JobService/WatchJob", { id }, (m) => {
+          if (delay > 500) say("");
+          delay = 500;
+          render(m.job);
+          final = finalStates.has(m.job.state);
+          moreHistory();
+        }, ctl.signal);
+      } catch (e) {
+        if (ctl.signal.aborted) break;
+        say("Live updates interrupted (" + e.message + "); reconnecting…");
+      }
+      if (final) break;
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 10000);
+    }
+    watching = false;
   }
-  function detail(p) {
-    const body = Object.values(p || {})[0] || {};
-    return Object.entries(body).filter(([k]) => k !== "jobId").map(([k, v]) => k + "=" + (typeof v === "object" ? JSON.stringify(v) : v)).join(" ");
+
+  // The history (ListJobHistory: from the job and its attempts as
+  // stored, oldest first), read on from the last entry shown whenever the
+  // job changes; reads never overlap, and a change during one reads again.
+  const histList = document.getElementById("history");
+  let resume = "", histRun = null, histAgain = false;
+  function moreHistory() {
+    if (histRun) { histAgain = true; return; }
+    histRun = (async () => {
+      do {
+        histAgain = false;
+        try {
+          for (;;) {
+            const res = await call("JobService/ListJobHistory", { id, pageToken: resume, pageSize: 500 }, ctl.signal);
+            histList.append(...(res.entries || []).map(entry));
+            resume = res.resumeToken || resume;
+            if (!res.nextPageToken) break;
+          }
+        } catch (e) {
+          if (!ctl.signal.aborted) say("Could not read the job's history: " + e.message);
+        }
+      } while (histAgain && !ctl.signal.aborted);
+      histRun = null;
+    })();
+  }
+  function entry(e) {
+    const bits = [];
+    if (e.attempt) bits.push("attempt " + e.attempt);
+    if (e.type === "JobAssigned" && e.workerId) bits.push("worker " + e.workerId);
+    if (e.type === "JobFailed") bits.push(stateName(e.state));
+    if (e.failureClass) bits.push(className(e.failureClass));
+    if (e.exitCode) bits.push("exit " + e.exitCode);
+    if (e.signal) bits.push(e.signal);
+    if (e.message) bits.push(e.message);
+    return el("li", { "data-type": e.type }, el("time", { datetime: e.time, text: time(e.time) }), " ",
+      el("strong", { text: e.type }), bits.length ? " " + bits.join(", ") : "");
   }
 
 
   // The log: the last 2 MiB stored, then followed (GetJobLogs with
-  // tail_bytes); only the last window is kept on the page.
+  // tail_bytes); only the last window is kept on the page as output
+  // follows. "Load earlier" puts the 2 MiB before the first batch shown
+  // above it (tail_bytes with before_attempt and before_seq). Each chunk
+  // is an element that names its batch, so that a window is trimmed and
+  // continued by whole batches.
   const tailBytes = 2 * 1024 * 1024;
   const maxChars = 2 * 1024 * 1024;
   const pre = document.getElementById("log");
   const follow = document.getElementById("follow");
-  let kept = 0, dropped = 0, skipped = false, following = false;
-  const decoders = {};
-  const sgr = {};
+  const earlierBtn = document.getElementById("load-earlier");
+  let kept = 0, limit = maxChars, earlier = false, following = false, loading = false;
+  let decoders = {}, sgr = {};
+
+  // chunkEl renders a chunk, decoding its bytes with the decoders and
+  // colour states of one run of the log (a window continues its own).
+  function chunkEl(chunk, decs, states) {
+    const s = chunk.stream || "LOG_STREAM_STDOUT";
+    const dec = decs[s] || (decs[s] = new TextDecoder());
+    const bin = atob(chunk.data || "");
+    const bytes = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+    const text = dec.decode(bytes, { stream: true });
+    const cls = s === "LOG_STREAM_STDERR" ? "err" : s === "LOG_STREAM_SYSTEM" ? "sys" : "out";
+    const w = el("span", { "data-a": chunk.attempt || 0, "data-s": chunk.seq || 0 });
+    w.append(ansi(text, cls, states[s] || (states[s] = { fg: "", bold: false })));
+    return { w, n: text.length };
+  }
+
   // append adds a message's chunks to the page in one change, trims the
-  // window, and scrolls once per frame: layout per chunk would make a
-  // long log quadratic.
+  // window by whole batches, and scrolls once per frame: layout per chunk
+  // would make a long log quadratic.
   let scrolling = false;
   function append(chunks) {
     const frag = document.createDocumentFragment();
     for (const chunk of chunks) {
-      const s = chunk.stream || "LOG_STREAM_STDOUT";
-      const dec = decoders[s] || (decoders[s] = new TextDecoder());
-      const bin = atob(chunk.data || "");
-      const bytes = new Uint8Array(bin.length);
-      for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-      const text = dec.decode(bytes, { stream: true });
-      const cls = s === "LOG_STREAM_STDERR" ? "err" : s === "LOG_STREAM_SYSTEM" ? "sys" : "out";
-      frag.append(ansi(text, cls, sgr[s] || (sgr[s] = { fg: "", bold: false })));
-      kept += text.length;
+      const { w, n } = chunkEl(chunk, decoders, sgr);
+      frag.append(w);
+      kept += n;
     }
     pre.append(frag);
-    while (kept > maxChars && pre.firstChild) {
-      const n = pre.firstChild.textContent.length;
-      kept -= n;
-      dropped += n;
-      pre.firstChild.remove();
+    while (!loading && kept > limit && pre.firstElementChild) { // not under a window being loaded
+      const batch = pre.firstElementChild.dataset.a + ":" + pre.firstElementChild.dataset.s;
+      for (let c = pre.firstElementChild; c && c.dataset.a + ":" + c.dataset.s === batch; c = pre.firstElementChild) {
+        kept -= c.textContent.length;
+        c.remove();
+      }
+      earlier = true;
     }
-    if (dropped || skipped) document.getElementById("log-window").textContent = "Showing the last " + Math.round(kept / 1024) + " KiB; the output before it is in the download.";
+    windowNote();
     if (follow.checked && !scrolling) {
       scrolling = true;
       requestAnimationFrame(() => { scrolling = false; pre.scrollTop = pre.scrollHeight; });
     }
   }
+
+  function windowNote() {
+    earlierBtn.hidden = !earlier;
+    document.getElementById("log-window").textContent = earlier
+      ? "Showing " + Math.round(kept / 1024) + " KiB; the output before it: Load earlier, or all of it in the download." : "";
+  }
+
+  // loadEarlier puts the window before the first batch shown above it,
+  // where it keeps the scroll position; following stops, so that what is
+  // read stays in view.
+  async function loadEarlier() {
+    const first = pre.firstElementChild;
+    if (loading || !first || Number(first.dataset.a) < 1) return;
+    loading = true;
+    earlierBtn.disabled = true;
+    follow.checked = false;
+    const frag = document.createDocumentFragment();
+    const decs = {}, states = {};
+    let chars = 0, more = false;
+    try {
+      await stream("JobService/GetJobLogs", { id, tailBytes: String(tailBytes), beforeAttempt: Number(first.dataset.a), beforeSeq: first.dataset.s }, (m) => {
+        if (m.skipped) more = true;
+        for (const chunk of m.chunks || []) {
+          const { w, n } = chunkEl(chunk, decs, states);
+          frag.append(w);
+          chars += n;
+        }
+      }, ctl.signal);
+      const height = pre.scrollHeight, top = pre.scrollTop;
+      pre.prepend(frag);
+      pre.scrollTop = top + (pre.scrollHeight - height);
+      kept += chars;
+      limit += chars;
+      earlier = more;
+      windowNote();
+      if (!earlier) pre.focus({ preventScroll: true });
+    } catch (e) {
+      if (!ctl.signal.aborted) say("Could not load the earlier output: " + e.message);
+    }
+    earlierBtn.disabled = false;
+    loading = false;
+  }
+  earlierBtn.addEventListener("click", loadEarlier);
 
   // ansi renders SGR colour codes as classes; other escapes are dropped.
   function ansi(text, cls, st) {
@@ -163,12 +273,13 @@
 
   async function followLog() {
     following = true;
-    pre.replaceChildren(); kept = 0; dropped = 0; skipped = false;
+    pre.replaceChildren(); kept = 0; limit = maxChars; earlier = false; decoders = {}; sgr = {};
+    windowNote();
     try {
       await stream("JobService/GetJobLogs", { id, follow: true, tailBytes: String(tailBytes) }, (m) => {
-        if (m.skipped) skipped = pre.dataset.skipped = true;
+        if (m.skipped) earlier = true;
         if (m.chunks) append(m.chunks);
-        if (m.job) render(m.job);
+        if (m.job) { render(m.job); moreHistory(); }
       }, ctl.signal);
       pre.dataset.done = "true";
     } catch (e) {
@@ -185,6 +296,6 @@
     ev.preventDefault();
   });
 
-  call("JobService/GetJob", { id }).then((res) => { render(res.job); followLog(); })
+  call("JobService/GetJob", { id }).then((res) => { render(res.job); followLog(); watch(); })
     .catch((e) => say("Could not read the job: " + e.message));
 })();

@@ -1,5 +1,7 @@
 // The job list: filters in the address, cursor pages of ListJobs, rows
-// kept current by the event stream.
+// kept current by the event stream. The text filter is the server's: a
+// search examines a bounded number of jobs per call, so a page may hold
+// few matches or none and still go on ("searched to", "Search older").
 "use strict";
 
 (() => {
@@ -17,6 +19,7 @@
     const req = { pageSize, pageToken: token };
     if (filter.state) req.states = [filter.state];
     if (filter.type) req.type = filter.type;
+    if (filter.q) req.text = filter.q;
     if (filter.label) {
       const [k, v] = filter.label.split("=");
       req.labels = { [k.trim()]: (v || "").trim() };
@@ -50,15 +53,24 @@
       el("td", { "data-label": "Created", text: time(job.createdAt) }));
   }
 
+  let loadedAt = 0, reload = null;
   async function load() {
+    loadedAt = Date.now();
     const t0 = performance.now();
     const res = await call("JobService/ListJobs", request(cursor));
-    const jobs = (res.jobs || []).filter(matches);
+    const jobs = res.jobs || [];
     tbody.replaceChildren(...jobs.map(row));
     next = res.nextPageToken || "";
     document.getElementById("next").disabled = !next;
     document.getElementById("first").disabled = !cursor;
-    document.getElementById("empty").hidden = jobs.length > 0;
+    // A search that stopped at its bound has not looked at older jobs:
+    // say how far it got rather than that nothing matches.
+    const searched = document.getElementById("searched");
+    searched.hidden = !res.searchedTo;
+    if (res.searchedTo) {
+      document.getElementById("searched-to").textContent = (jobs.length ? "" : "No match yet. ") + "Searched to " + time(res.searchedTo) + ".";
+    }
+    document.getElementById("empty").hidden = jobs.length > 0 || !!res.searchedTo;
     document.body.dataset.loaded = Math.round(performance.now() - t0);
     if (!document.body.dataset.rendered) document.body.dataset.rendered = Math.round(performance.now()); // since navigation
     select(Math.min(selected, tbody.rows.length - 1));
@@ -80,6 +92,7 @@
     go("");
   });
   document.getElementById("next").addEventListener("click", () => go(next));
+  document.getElementById("search-older").addEventListener("click", () => go(next));
   document.getElementById("first").addEventListener("click", () => go(""));
 
   // Live: gather the ids of changed jobs, then read each once.
@@ -89,7 +102,12 @@
     timer = null;
     const ids = [...changed];
     changed.clear();
-    if (ids.length > pageSize && !cursor) return load();
+    if (ids.length > pageSize && !cursor) {
+      if (!filter.q) return load();
+      // A search reads up to 20,000 jobs: under a burst, at most every 2 s.
+      if (!reload) reload = setTimeout(() => { reload = null; load().catch((e) => say("Could not list jobs: " + e.message)); }, Math.max(0, loadedAt + 2000 - Date.now()));
+      return;
+    }
     for (const id of ids) {
       const have = tbody.querySelector(`tr[data-id="${id}"]`);
       if (!have && cursor) continue; // older pages only change in place

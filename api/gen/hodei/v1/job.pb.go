@@ -1165,6 +1165,12 @@ type ListJobsRequest struct {
 	CreatedBefore *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_before,json=createdBefore,proto3" json:"created_before,omitempty"`
 	PageSize      int32                  `protobuf:"varint,6,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	PageToken     string                 `protobuf:"bytes,7,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// text keeps jobs whose name, or command (its arguments joined by
+	// spaces) or script, contains it, in any case; at most 200 characters.
+	// A request with text examines at most a bounded number of jobs (20,000),
+	// newest first from the page token: a page may hold fewer jobs than
+	// asked, or none, and still have a next_page_token (see searched_to).
+	Text          string `protobuf:"bytes,8,opt,name=text,proto3" json:"text,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1248,10 +1254,21 @@ func (x *ListJobsRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListJobsRequest) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
 type ListJobsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Jobs          []*Job                 `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
 	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// searched_to is set when a text search stopped at its bound before it
+	// filled the page: jobs created before it were not examined yet, and
+	// next_page_token continues with them.
+	SearchedTo    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=searched_to,json=searchedTo,proto3" json:"searched_to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1298,6 +1315,13 @@ func (x *ListJobsResponse) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+func (x *ListJobsResponse) GetSearchedTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SearchedTo
+	}
+	return nil
 }
 
 type CancelJobRequest struct {
@@ -1572,7 +1596,12 @@ type GetJobLogsRequest struct {
 	Attempt int32 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// tail_bytes, when set, starts with the last stored batches that hold at
 	// least this many bytes instead of the start of the log.
-	TailBytes     int64 `protobuf:"varint,4,opt,name=tail_bytes,json=tailBytes,proto3" json:"tail_bytes,omitempty"`
+	TailBytes int64 `protobuf:"varint,4,opt,name=tail_bytes,json=tailBytes,proto3" json:"tail_bytes,omitempty"`
+	// before_attempt and before_seq, when before_attempt is set, end the log
+	// before that batch (a chunk's attempt and seq): with tail_bytes, the
+	// output just before what a client already shows. Not with follow.
+	BeforeAttempt int32 `protobuf:"varint,5,opt,name=before_attempt,json=beforeAttempt,proto3" json:"before_attempt,omitempty"`
+	BeforeSeq     int64 `protobuf:"varint,6,opt,name=before_seq,json=beforeSeq,proto3" json:"before_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1631,6 +1660,20 @@ func (x *GetJobLogsRequest) GetAttempt() int32 {
 func (x *GetJobLogsRequest) GetTailBytes() int64 {
 	if x != nil {
 		return x.TailBytes
+	}
+	return 0
+}
+
+func (x *GetJobLogsRequest) GetBeforeAttempt() int32 {
+	if x != nil {
+		return x.BeforeAttempt
+	}
+	return 0
+}
+
+func (x *GetJobLogsRequest) GetBeforeSeq() int64 {
+	if x != nil {
+		return x.BeforeSeq
 	}
 	return 0
 }
@@ -1871,6 +1914,247 @@ func (x *ExplainJobResponse) GetReasons() []string {
 	return nil
 }
 
+type ListJobHistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// page_size: 0 = 100; at most 1,000.
+	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobHistoryRequest) Reset() {
+	*x = ListJobHistoryRequest{}
+	mi := &file_hodei_v1_job_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobHistoryRequest) ProtoMessage() {}
+
+func (x *ListJobHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_job_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobHistoryRequest.ProtoReflect.Descriptor instead.
+func (*ListJobHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListJobHistoryRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ListJobHistoryRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListJobHistoryRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// JobHistoryEntry is one thing that happened to a job. type names the
+// event that announced it: JobCreated, JobAssigned, JobStarted,
+// JobCompleted, JobFailed or JobCancelled.
+type JobHistoryEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Time  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	Type  string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// attempt is the attempt it concerns; 0 for JobCreated and for a cancel
+	// before the first assignment.
+	Attempt  int32  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	WorkerId string `protobuf:"bytes,4,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// state is the attempt's state at its end (JobCompleted, JobFailed,
+	// JobCancelled).
+	State         JobState     `protobuf:"varint,5,opt,name=state,proto3,enum=hodei.v1.JobState" json:"state,omitempty"`
+	ExitCode      int32        `protobuf:"varint,6,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Signal        string       `protobuf:"bytes,7,opt,name=signal,proto3" json:"signal,omitempty"`
+	FailureClass  FailureClass `protobuf:"varint,8,opt,name=failure_class,json=failureClass,proto3,enum=hodei.v1.FailureClass" json:"failure_class,omitempty"`
+	Message       string       `protobuf:"bytes,9,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobHistoryEntry) Reset() {
+	*x = JobHistoryEntry{}
+	mi := &file_hodei_v1_job_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobHistoryEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobHistoryEntry) ProtoMessage() {}
+
+func (x *JobHistoryEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_job_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobHistoryEntry.ProtoReflect.Descriptor instead.
+func (*JobHistoryEntry) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *JobHistoryEntry) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *JobHistoryEntry) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *JobHistoryEntry) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *JobHistoryEntry) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *JobHistoryEntry) GetState() JobState {
+	if x != nil {
+		return x.State
+	}
+	return JobState_JOB_STATE_UNSPECIFIED
+}
+
+func (x *JobHistoryEntry) GetExitCode() int32 {
+	if x != nil {
+		return x.ExitCode
+	}
+	return 0
+}
+
+func (x *JobHistoryEntry) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+func (x *JobHistoryEntry) GetFailureClass() FailureClass {
+	if x != nil {
+		return x.FailureClass
+	}
+	return FailureClass_FAILURE_CLASS_UNSPECIFIED
+}
+
+func (x *JobHistoryEntry) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type ListJobHistoryResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*JobHistoryEntry     `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// next_page_token is set when more entries follow this page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// resume_token is the place after the last entry returned (after the
+	// request's page_token when none was): a later call with it as
+	// page_token returns only what happened since. A live view keeps
+	// calling with it as the job changes.
+	ResumeToken   string `protobuf:"bytes,3,opt,name=resume_token,json=resumeToken,proto3" json:"resume_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJobHistoryResponse) Reset() {
+	*x = ListJobHistoryResponse{}
+	mi := &file_hodei_v1_job_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJobHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJobHistoryResponse) ProtoMessage() {}
+
+func (x *ListJobHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hodei_v1_job_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJobHistoryResponse.ProtoReflect.Descriptor instead.
+func (*ListJobHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListJobHistoryResponse) GetEntries() []*JobHistoryEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListJobHistoryResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListJobHistoryResponse) GetResumeToken() string {
+	if x != nil {
+		return x.ResumeToken
+	}
+	return ""
+}
+
 type GetJobStatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1879,7 +2163,7 @@ type GetJobStatsRequest struct {
 
 func (x *GetJobStatsRequest) Reset() {
 	*x = GetJobStatsRequest{}
-	mi := &file_hodei_v1_job_proto_msgTypes[25]
+	mi := &file_hodei_v1_job_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1891,7 +2175,7 @@ func (x *GetJobStatsRequest) String() string {
 func (*GetJobStatsRequest) ProtoMessage() {}
 
 func (x *GetJobStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[25]
+	mi := &file_hodei_v1_job_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1904,7 +2188,7 @@ func (x *GetJobStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetJobStatsRequest) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{25}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{28}
 }
 
 // JobStatsMinute counts what happened to jobs in one minute.
@@ -1931,7 +2215,7 @@ type JobStatsMinute struct {
 
 func (x *JobStatsMinute) Reset() {
 	*x = JobStatsMinute{}
-	mi := &file_hodei_v1_job_proto_msgTypes[26]
+	mi := &file_hodei_v1_job_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1943,7 +2227,7 @@ func (x *JobStatsMinute) String() string {
 func (*JobStatsMinute) ProtoMessage() {}
 
 func (x *JobStatsMinute) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[26]
+	mi := &file_hodei_v1_job_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1956,7 +2240,7 @@ func (x *JobStatsMinute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatsMinute.ProtoReflect.Descriptor instead.
 func (*JobStatsMinute) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{26}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *JobStatsMinute) GetStart() *timestamppb.Timestamp {
@@ -2037,7 +2321,7 @@ type GetJobStatsResponse struct {
 
 func (x *GetJobStatsResponse) Reset() {
 	*x = GetJobStatsResponse{}
-	mi := &file_hodei_v1_job_proto_msgTypes[27]
+	mi := &file_hodei_v1_job_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2049,7 +2333,7 @@ func (x *GetJobStatsResponse) String() string {
 func (*GetJobStatsResponse) ProtoMessage() {}
 
 func (x *GetJobStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hodei_v1_job_proto_msgTypes[27]
+	mi := &file_hodei_v1_job_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2062,7 +2346,7 @@ func (x *GetJobStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetJobStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetJobStatsResponse) Descriptor() ([]byte, []int) {
-	return file_hodei_v1_job_proto_rawDescGZIP(), []int{27}
+	return file_hodei_v1_job_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetJobStatsResponse) GetMinutes() []*JobStatsMinute {
@@ -2197,7 +2481,7 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\rGetJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"1\n" +
 	"\x0eGetJobResponse\x12\x1f\n" +
-	"\x03job\x18\x01 \x01(\v2\r.hodei.v1.JobR\x03job\"\x8b\x03\n" +
+	"\x03job\x18\x01 \x01(\v2\r.hodei.v1.JobR\x03job\"\x9f\x03\n" +
 	"\x0fListJobsRequest\x12*\n" +
 	"\x06states\x18\x01 \x03(\x0e2\x12.hodei.v1.JobStateR\x06states\x12=\n" +
 	"\x06labels\x18\x02 \x03(\v2%.hodei.v1.ListJobsRequest.LabelsEntryR\x06labels\x12\x12\n" +
@@ -2206,13 +2490,16 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\x0ecreated_before\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rcreatedBefore\x12\x1b\n" +
 	"\tpage_size\x18\x06 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\a \x01(\tR\tpageToken\x1a9\n" +
+	"page_token\x18\a \x01(\tR\tpageToken\x12\x12\n" +
+	"\x04text\x18\b \x01(\tR\x04text\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"]\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9a\x01\n" +
 	"\x10ListJobsResponse\x12!\n" +
 	"\x04jobs\x18\x01 \x03(\v2\r.hodei.v1.JobR\x04jobs\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\"\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12;\n" +
+	"\vsearched_to\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"searchedTo\"\"\n" +
 	"\x10CancelJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"4\n" +
 	"\x11CancelJobResponse\x12\x1f\n" +
@@ -2224,13 +2511,16 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\x0fWatchJobRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"3\n" +
 	"\x10WatchJobResponse\x12\x1f\n" +
-	"\x03job\x18\x01 \x01(\v2\r.hodei.v1.JobR\x03job\"t\n" +
+	"\x03job\x18\x01 \x01(\v2\r.hodei.v1.JobR\x03job\"\xba\x01\n" +
 	"\x11GetJobLogsRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06follow\x18\x02 \x01(\bR\x06follow\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1d\n" +
 	"\n" +
-	"tail_bytes\x18\x04 \x01(\x03R\ttailBytes\"\xa7\x01\n" +
+	"tail_bytes\x18\x04 \x01(\x03R\ttailBytes\x12%\n" +
+	"\x0ebefore_attempt\x18\x05 \x01(\x05R\rbeforeAttempt\x12\x1d\n" +
+	"\n" +
+	"before_seq\x18\x06 \x01(\x03R\tbeforeSeq\"\xa7\x01\n" +
 	"\bLogChunk\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x03R\x03seq\x12+\n" +
@@ -2245,7 +2535,26 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"X\n" +
 	"\x12ExplainJobResponse\x12(\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x12.hodei.v1.JobStateR\x05state\x12\x18\n" +
-	"\areasons\x18\x02 \x03(\tR\areasons\"\x14\n" +
+	"\areasons\x18\x02 \x03(\tR\areasons\"c\n" +
+	"\x15ListJobHistoryRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\xc2\x02\n" +
+	"\x0fJobHistoryEntry\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1b\n" +
+	"\tworker_id\x18\x04 \x01(\tR\bworkerId\x12(\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x12.hodei.v1.JobStateR\x05state\x12\x1b\n" +
+	"\texit_code\x18\x06 \x01(\x05R\bexitCode\x12\x16\n" +
+	"\x06signal\x18\a \x01(\tR\x06signal\x12;\n" +
+	"\rfailure_class\x18\b \x01(\x0e2\x16.hodei.v1.FailureClassR\ffailureClass\x12\x18\n" +
+	"\amessage\x18\t \x01(\tR\amessage\"\x98\x01\n" +
+	"\x16ListJobHistoryResponse\x123\n" +
+	"\aentries\x18\x01 \x03(\v2\x19.hodei.v1.JobHistoryEntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12!\n" +
+	"\fresume_token\x18\x03 \x01(\tR\vresumeToken\"\x14\n" +
 	"\x12GetJobStatsRequest\"\xb8\x02\n" +
 	"\x0eJobStatsMinute\x120\n" +
 	"\x05start\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12\x18\n" +
@@ -2287,7 +2596,7 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n" +
 	"\x11LOG_STREAM_STDERR\x10\x02\x12\x15\n" +
-	"\x11LOG_STREAM_SYSTEM\x10\x032\xc9\x05\n" +
+	"\x11LOG_STREAM_SYSTEM\x10\x032\x9e\x06\n" +
 	"\n" +
 	"JobService\x12D\n" +
 	"\tSubmitJob\x12\x1a.hodei.v1.SubmitJobRequest\x1a\x1b.hodei.v1.SubmitJobResponse\x12G\n" +
@@ -2302,7 +2611,8 @@ const file_hodei_v1_job_proto_rawDesc = "" +
 	"GetJobLogs\x12\x1b.hodei.v1.GetJobLogsRequest\x1a\x1c.hodei.v1.GetJobLogsResponse0\x01\x12G\n" +
 	"\n" +
 	"ExplainJob\x12\x1b.hodei.v1.ExplainJobRequest\x1a\x1c.hodei.v1.ExplainJobResponse\x12J\n" +
-	"\vGetJobStats\x12\x1c.hodei.v1.GetJobStatsRequest\x1a\x1d.hodei.v1.GetJobStatsResponseB5Z3github.com/hodei-dev/hodei/api/gen/hodei/v1;hodeiv1b\x06proto3"
+	"\vGetJobStats\x12\x1c.hodei.v1.GetJobStatsRequest\x1a\x1d.hodei.v1.GetJobStatsResponse\x12S\n" +
+	"\x0eListJobHistory\x12\x1f.hodei.v1.ListJobHistoryRequest\x1a .hodei.v1.ListJobHistoryResponseB5Z3github.com/hodei-dev/hodei/api/gen/hodei/v1;hodeiv1b\x06proto3"
 
 var (
 	file_hodei_v1_job_proto_rawDescOnce sync.Once
@@ -2317,68 +2627,71 @@ func file_hodei_v1_job_proto_rawDescGZIP() []byte {
 }
 
 var file_hodei_v1_job_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_hodei_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_hodei_v1_job_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_hodei_v1_job_proto_goTypes = []any{
-	(JobState)(0),                 // 0: hodei.v1.JobState
-	(FailureClass)(0),             // 1: hodei.v1.FailureClass
-	(LogStream)(0),                // 2: hodei.v1.LogStream
-	(*RetryPolicy)(nil),           // 3: hodei.v1.RetryPolicy
-	(*Resources)(nil),             // 4: hodei.v1.Resources
-	(*JobSpec)(nil),               // 5: hodei.v1.JobSpec
-	(*SecretRef)(nil),             // 6: hodei.v1.SecretRef
-	(*Attempt)(nil),               // 7: hodei.v1.Attempt
-	(*Job)(nil),                   // 8: hodei.v1.Job
-	(*SubmitJobRequest)(nil),      // 9: hodei.v1.SubmitJobRequest
-	(*SubmitJobResponse)(nil),     // 10: hodei.v1.SubmitJobResponse
-	(*SubmitJobsRequest)(nil),     // 11: hodei.v1.SubmitJobsRequest
-	(*SubmitJobsResponse)(nil),    // 12: hodei.v1.SubmitJobsResponse
-	(*GetJobRequest)(nil),         // 13: hodei.v1.GetJobRequest
-	(*GetJobResponse)(nil),        // 14: hodei.v1.GetJobResponse
-	(*ListJobsRequest)(nil),       // 15: hodei.v1.ListJobsRequest
-	(*ListJobsResponse)(nil),      // 16: hodei.v1.ListJobsResponse
-	(*CancelJobRequest)(nil),      // 17: hodei.v1.CancelJobRequest
-	(*CancelJobResponse)(nil),     // 18: hodei.v1.CancelJobResponse
-	(*RetryJobRequest)(nil),       // 19: hodei.v1.RetryJobRequest
-	(*RetryJobResponse)(nil),      // 20: hodei.v1.RetryJobResponse
-	(*WatchJobRequest)(nil),       // 21: hodei.v1.WatchJobRequest
-	(*WatchJobResponse)(nil),      // 22: hodei.v1.WatchJobResponse
-	(*GetJobLogsRequest)(nil),     // 23: hodei.v1.GetJobLogsRequest
-	(*LogChunk)(nil),              // 24: hodei.v1.LogChunk
-	(*GetJobLogsResponse)(nil),    // 25: hodei.v1.GetJobLogsResponse
-	(*ExplainJobRequest)(nil),     // 26: hodei.v1.ExplainJobRequest
-	(*ExplainJobResponse)(nil),    // 27: hodei.v1.ExplainJobResponse
-	(*GetJobStatsRequest)(nil),    // 28: hodei.v1.GetJobStatsRequest
-	(*JobStatsMinute)(nil),        // 29: hodei.v1.JobStatsMinute
-	(*GetJobStatsResponse)(nil),   // 30: hodei.v1.GetJobStatsResponse
-	nil,                           // 31: hodei.v1.JobSpec.EnvEntry
-	nil,                           // 32: hodei.v1.JobSpec.LabelsEntry
-	nil,                           // 33: hodei.v1.JobSpec.TagsEntry
-	nil,                           // 34: hodei.v1.ListJobsRequest.LabelsEntry
-	(*durationpb.Duration)(nil),   // 35: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 36: google.protobuf.Timestamp
+	(JobState)(0),                  // 0: hodei.v1.JobState
+	(FailureClass)(0),              // 1: hodei.v1.FailureClass
+	(LogStream)(0),                 // 2: hodei.v1.LogStream
+	(*RetryPolicy)(nil),            // 3: hodei.v1.RetryPolicy
+	(*Resources)(nil),              // 4: hodei.v1.Resources
+	(*JobSpec)(nil),                // 5: hodei.v1.JobSpec
+	(*SecretRef)(nil),              // 6: hodei.v1.SecretRef
+	(*Attempt)(nil),                // 7: hodei.v1.Attempt
+	(*Job)(nil),                    // 8: hodei.v1.Job
+	(*SubmitJobRequest)(nil),       // 9: hodei.v1.SubmitJobRequest
+	(*SubmitJobResponse)(nil),      // 10: hodei.v1.SubmitJobResponse
+	(*SubmitJobsRequest)(nil),      // 11: hodei.v1.SubmitJobsRequest
+	(*SubmitJobsResponse)(nil),     // 12: hodei.v1.SubmitJobsResponse
+	(*GetJobRequest)(nil),          // 13: hodei.v1.GetJobRequest
+	(*GetJobResponse)(nil),         // 14: hodei.v1.GetJobResponse
+	(*ListJobsRequest)(nil),        // 15: hodei.v1.ListJobsRequest
+	(*ListJobsResponse)(nil),       // 16: hodei.v1.ListJobsResponse
+	(*CancelJobRequest)(nil),       // 17: hodei.v1.CancelJobRequest
+	(*CancelJobResponse)(nil),      // 18: hodei.v1.CancelJobResponse
+	(*RetryJobRequest)(nil),        // 19: hodei.v1.RetryJobRequest
+	(*RetryJobResponse)(nil),       // 20: hodei.v1.RetryJobResponse
+	(*WatchJobRequest)(nil),        // 21: hodei.v1.WatchJobRequest
+	(*WatchJobResponse)(nil),       // 22: hodei.v1.WatchJobResponse
+	(*GetJobLogsRequest)(nil),      // 23: hodei.v1.GetJobLogsRequest
+	(*LogChunk)(nil),               // 24: hodei.v1.LogChunk
+	(*GetJobLogsResponse)(nil),     // 25: hodei.v1.GetJobLogsResponse
+	(*ExplainJobRequest)(nil),      // 26: hodei.v1.ExplainJobRequest
+	(*ExplainJobResponse)(nil),     // 27: hodei.v1.ExplainJobResponse
+	(*ListJobHistoryRequest)(nil),  // 28: hodei.v1.ListJobHistoryRequest
+	(*JobHistoryEntry)(nil),        // 29: hodei.v1.JobHistoryEntry
+	(*ListJobHistoryResponse)(nil), // 30: hodei.v1.ListJobHistoryResponse
+	(*GetJobStatsRequest)(nil),     // 31: hodei.v1.GetJobStatsRequest
+	(*JobStatsMinute)(nil),         // 32: hodei.v1.JobStatsMinute
+	(*GetJobStatsResponse)(nil),    // 33: hodei.v1.GetJobStatsResponse
+	nil,                            // 34: hodei.v1.JobSpec.EnvEntry
+	nil,                            // 35: hodei.v1.JobSpec.LabelsEntry
+	nil,                            // 36: hodei.v1.JobSpec.TagsEntry
+	nil,                            // 37: hodei.v1.ListJobsRequest.LabelsEntry
+	(*durationpb.Duration)(nil),    // 38: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),  // 39: google.protobuf.Timestamp
 }
 var file_hodei_v1_job_proto_depIdxs = []int32{
-	35, // 0: hodei.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
-	35, // 1: hodei.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
+	38, // 0: hodei.v1.RetryPolicy.initial_backoff:type_name -> google.protobuf.Duration
+	38, // 1: hodei.v1.RetryPolicy.max_backoff:type_name -> google.protobuf.Duration
 	1,  // 2: hodei.v1.RetryPolicy.retryable_classes:type_name -> hodei.v1.FailureClass
-	31, // 3: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
-	32, // 4: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
+	34, // 3: hodei.v1.JobSpec.env:type_name -> hodei.v1.JobSpec.EnvEntry
+	35, // 4: hodei.v1.JobSpec.labels:type_name -> hodei.v1.JobSpec.LabelsEntry
 	4,  // 5: hodei.v1.JobSpec.resources:type_name -> hodei.v1.Resources
-	35, // 6: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
+	38, // 6: hodei.v1.JobSpec.timeout:type_name -> google.protobuf.Duration
 	3,  // 7: hodei.v1.JobSpec.retry:type_name -> hodei.v1.RetryPolicy
-	33, // 8: hodei.v1.JobSpec.tags:type_name -> hodei.v1.JobSpec.TagsEntry
+	36, // 8: hodei.v1.JobSpec.tags:type_name -> hodei.v1.JobSpec.TagsEntry
 	6,  // 9: hodei.v1.JobSpec.secrets:type_name -> hodei.v1.SecretRef
 	0,  // 10: hodei.v1.Attempt.state:type_name -> hodei.v1.JobState
-	36, // 11: hodei.v1.Attempt.assigned_at:type_name -> google.protobuf.Timestamp
-	36, // 12: hodei.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
-	36, // 13: hodei.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
+	39, // 11: hodei.v1.Attempt.assigned_at:type_name -> google.protobuf.Timestamp
+	39, // 12: hodei.v1.Attempt.started_at:type_name -> google.protobuf.Timestamp
+	39, // 13: hodei.v1.Attempt.finished_at:type_name -> google.protobuf.Timestamp
 	1,  // 14: hodei.v1.Attempt.failure_class:type_name -> hodei.v1.FailureClass
 	5,  // 15: hodei.v1.Job.spec:type_name -> hodei.v1.JobSpec
 	0,  // 16: hodei.v1.Job.state:type_name -> hodei.v1.JobState
-	36, // 17: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
-	36, // 18: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
-	36, // 19: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
-	36, // 20: hodei.v1.Job.run_at:type_name -> google.protobuf.Timestamp
+	39, // 17: hodei.v1.Job.created_at:type_name -> google.protobuf.Timestamp
+	39, // 18: hodei.v1.Job.updated_at:type_name -> google.protobuf.Timestamp
+	39, // 19: hodei.v1.Job.finished_at:type_name -> google.protobuf.Timestamp
+	39, // 20: hodei.v1.Job.run_at:type_name -> google.protobuf.Timestamp
 	1,  // 21: hodei.v1.Job.failure_class:type_name -> hodei.v1.FailureClass
 	7,  // 22: hodei.v1.Job.attempts:type_name -> hodei.v1.Attempt
 	5,  // 23: hodei.v1.SubmitJobRequest.spec:type_name -> hodei.v1.JobSpec
@@ -2387,46 +2700,53 @@ var file_hodei_v1_job_proto_depIdxs = []int32{
 	8,  // 26: hodei.v1.SubmitJobsResponse.jobs:type_name -> hodei.v1.Job
 	8,  // 27: hodei.v1.GetJobResponse.job:type_name -> hodei.v1.Job
 	0,  // 28: hodei.v1.ListJobsRequest.states:type_name -> hodei.v1.JobState
-	34, // 29: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
-	36, // 30: hodei.v1.ListJobsRequest.created_after:type_name -> google.protobuf.Timestamp
-	36, // 31: hodei.v1.ListJobsRequest.created_before:type_name -> google.protobuf.Timestamp
+	37, // 29: hodei.v1.ListJobsRequest.labels:type_name -> hodei.v1.ListJobsRequest.LabelsEntry
+	39, // 30: hodei.v1.ListJobsRequest.created_after:type_name -> google.protobuf.Timestamp
+	39, // 31: hodei.v1.ListJobsRequest.created_before:type_name -> google.protobuf.Timestamp
 	8,  // 32: hodei.v1.ListJobsResponse.jobs:type_name -> hodei.v1.Job
-	8,  // 33: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
-	8,  // 34: hodei.v1.RetryJobResponse.job:type_name -> hodei.v1.Job
-	8,  // 35: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
-	2,  // 36: hodei.v1.LogChunk.stream:type_name -> hodei.v1.LogStream
-	36, // 37: hodei.v1.LogChunk.time:type_name -> google.protobuf.Timestamp
-	24, // 38: hodei.v1.GetJobLogsResponse.chunks:type_name -> hodei.v1.LogChunk
-	8,  // 39: hodei.v1.GetJobLogsResponse.job:type_name -> hodei.v1.Job
-	0,  // 40: hodei.v1.ExplainJobResponse.state:type_name -> hodei.v1.JobState
-	36, // 41: hodei.v1.JobStatsMinute.start:type_name -> google.protobuf.Timestamp
-	29, // 42: hodei.v1.GetJobStatsResponse.minutes:type_name -> hodei.v1.JobStatsMinute
-	36, // 43: hodei.v1.GetJobStatsResponse.since:type_name -> google.protobuf.Timestamp
-	9,  // 44: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
-	11, // 45: hodei.v1.JobService.SubmitJobs:input_type -> hodei.v1.SubmitJobsRequest
-	13, // 46: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
-	15, // 47: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
-	17, // 48: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
-	19, // 49: hodei.v1.JobService.RetryJob:input_type -> hodei.v1.RetryJobRequest
-	21, // 50: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
-	23, // 51: hodei.v1.JobService.GetJobLogs:input_type -> hodei.v1.GetJobLogsRequest
-	26, // 52: hodei.v1.JobService.ExplainJob:input_type -> hodei.v1.ExplainJobRequest
-	28, // 53: hodei.v1.JobService.GetJobStats:input_type -> hodei.v1.GetJobStatsRequest
-	10, // 54: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
-	12, // 55: hodei.v1.JobService.SubmitJobs:output_type -> hodei.v1.SubmitJobsResponse
-	14, // 56: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
-	16, // 57: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
-	18, // 58: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
-	20, // 59: hodei.v1.JobService.RetryJob:output_type -> hodei.v1.RetryJobResponse
-	22, // 60: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
-	25, // 61: hodei.v1.JobService.GetJobLogs:output_type -> hodei.v1.GetJobLogsResponse
-	27, // 62: hodei.v1.JobService.ExplainJob:output_type -> hodei.v1.ExplainJobResponse
-	30, // 63: hodei.v1.JobService.GetJobStats:output_type -> hodei.v1.GetJobStatsResponse
-	54, // [54:64] is the sub-list for method output_type
-	44, // [44:54] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	39, // 33: hodei.v1.ListJobsResponse.searched_to:type_name -> google.protobuf.Timestamp
+	8,  // 34: hodei.v1.CancelJobResponse.job:type_name -> hodei.v1.Job
+	8,  // 35: hodei.v1.RetryJobResponse.job:type_name -> hodei.v1.Job
+	8,  // 36: hodei.v1.WatchJobResponse.job:type_name -> hodei.v1.Job
+	2,  // 37: hodei.v1.LogChunk.stream:type_name -> hodei.v1.LogStream
+	39, // 38: hodei.v1.LogChunk.time:type_name -> google.protobuf.Timestamp
+	24, // 39: hodei.v1.GetJobLogsResponse.chunks:type_name -> hodei.v1.LogChunk
+	8,  // 40: hodei.v1.GetJobLogsResponse.job:type_name -> hodei.v1.Job
+	0,  // 41: hodei.v1.ExplainJobResponse.state:type_name -> hodei.v1.JobState
+	39, // 42: hodei.v1.JobHistoryEntry.time:type_name -> google.protobuf.Timestamp
+	0,  // 43: hodei.v1.JobHistoryEntry.state:type_name -> hodei.v1.JobState
+	1,  // 44: hodei.v1.JobHistoryEntry.failure_class:type_name -> hodei.v1.FailureClass
+	29, // 45: hodei.v1.ListJobHistoryResponse.entries:type_name -> hodei.v1.JobHistoryEntry
+	39, // 46: hodei.v1.JobStatsMinute.start:type_name -> google.protobuf.Timestamp
+	32, // 47: hodei.v1.GetJobStatsResponse.minutes:type_name -> hodei.v1.JobStatsMinute
+	39, // 48: hodei.v1.GetJobStatsResponse.since:type_name -> google.protobuf.Timestamp
+	9,  // 49: hodei.v1.JobService.SubmitJob:input_type -> hodei.v1.SubmitJobRequest
+	11, // 50: hodei.v1.JobService.SubmitJobs:input_type -> hodei.v1.SubmitJobsRequest
+	13, // 51: hodei.v1.JobService.GetJob:input_type -> hodei.v1.GetJobRequest
+	15, // 52: hodei.v1.JobService.ListJobs:input_type -> hodei.v1.ListJobsRequest
+	17, // 53: hodei.v1.JobService.CancelJob:input_type -> hodei.v1.CancelJobRequest
+	19, // 54: hodei.v1.JobService.RetryJob:input_type -> hodei.v1.RetryJobRequest
+	21, // 55: hodei.v1.JobService.WatchJob:input_type -> hodei.v1.WatchJobRequest
+	23, // 56: hodei.v1.JobService.GetJobLogs:input_type -> hodei.v1.GetJobLogsRequest
+	26, // 57: hodei.v1.JobService.ExplainJob:input_type -> hodei.v1.ExplainJobRequest
+	31, // 58: hodei.v1.JobService.GetJobStats:input_type -> hodei.v1.GetJobStatsRequest
+	28, // 59: hodei.v1.JobService.ListJobHistory:input_type -> hodei.v1.ListJobHistoryRequest
+	10, // 60: hodei.v1.JobService.SubmitJob:output_type -> hodei.v1.SubmitJobResponse
+	12, // 61: hodei.v1.JobService.SubmitJobs:output_type -> hodei.v1.SubmitJobsResponse
+	14, // 62: hodei.v1.JobService.GetJob:output_type -> hodei.v1.GetJobResponse
+	16, // 63: hodei.v1.JobService.ListJobs:output_type -> hodei.v1.ListJobsResponse
+	18, // 64: hodei.v1.JobService.CancelJob:output_type -> hodei.v1.CancelJobResponse
+	20, // 65: hodei.v1.JobService.RetryJob:output_type -> hodei.v1.RetryJobResponse
+	22, // 66: hodei.v1.JobService.WatchJob:output_type -> hodei.v1.WatchJobResponse
+	25, // 67: hodei.v1.JobService.GetJobLogs:output_type -> hodei.v1.GetJobLogsResponse
+	27, // 68: hodei.v1.JobService.ExplainJob:output_type -> hodei.v1.ExplainJobResponse
+	33, // 69: hodei.v1.JobService.GetJobStats:output_type -> hodei.v1.GetJobStatsResponse
+	30, // 70: hodei.v1.JobService.ListJobHistory:output_type -> hodei.v1.ListJobHistoryResponse
+	60, // [60:71] is the sub-list for method output_type
+	49, // [49:60] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_hodei_v1_job_proto_init() }
@@ -2440,7 +2760,7 @@ func file_hodei_v1_job_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hodei_v1_job_proto_rawDesc), len(file_hodei_v1_job_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   32,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

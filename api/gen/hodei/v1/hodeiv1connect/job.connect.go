@@ -53,6 +53,9 @@ const (
 	JobServiceExplainJobProcedure = "/hodei.v1.JobService/ExplainJob"
 	// JobServiceGetJobStatsProcedure is the fully-qualified name of the JobService's GetJobStats RPC.
 	JobServiceGetJobStatsProcedure = "/hodei.v1.JobService/GetJobStats"
+	// JobServiceListJobHistoryProcedure is the fully-qualified name of the JobService's ListJobHistory
+	// RPC.
+	JobServiceListJobHistoryProcedure = "/hodei.v1.JobService/ListJobHistory"
 )
 
 // JobServiceClient is a client for the hodei.v1.JobService service.
@@ -81,6 +84,11 @@ type JobServiceClient interface {
 	// last hour, the jobs submitted, dispatched and finished, from the
 	// rolling counters of the replica that answers.
 	GetJobStats(context.Context, *connect.Request[v1.GetJobStatsRequest]) (*connect.Response[v1.GetJobStatsResponse], error)
+	// ListJobHistory lists what happened to a job, oldest first: its
+	// creation, and each attempt's assignment, start and end. It is read
+	// from the job and its attempts as stored, so it is there as long as
+	// the job is, whatever the event log's retention.
+	ListJobHistory(context.Context, *connect.Request[v1.ListJobHistoryRequest]) (*connect.Response[v1.ListJobHistoryResponse], error)
 }
 
 // NewJobServiceClient constructs a client for the hodei.v1.JobService service. By default, it uses
@@ -154,21 +162,28 @@ func NewJobServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			connect.WithSchema(jobServiceMethods.ByName("GetJobStats")),
 			connect.WithClientOptions(opts...),
 		),
+		listJobHistory: connect.NewClient[v1.ListJobHistoryRequest, v1.ListJobHistoryResponse](
+			httpClient,
+			baseURL+JobServiceListJobHistoryProcedure,
+			connect.WithSchema(jobServiceMethods.ByName("ListJobHistory")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // jobServiceClient implements JobServiceClient.
 type jobServiceClient struct {
-	submitJob   *connect.Client[v1.SubmitJobRequest, v1.SubmitJobResponse]
-	submitJobs  *connect.Client[v1.SubmitJobsRequest, v1.SubmitJobsResponse]
-	getJob      *connect.Client[v1.GetJobRequest, v1.GetJobResponse]
-	listJobs    *connect.Client[v1.ListJobsRequest, v1.ListJobsResponse]
-	cancelJob   *connect.Client[v1.CancelJobRequest, v1.CancelJobResponse]
-	retryJob    *connect.Client[v1.RetryJobRequest, v1.RetryJobResponse]
-	watchJob    *connect.Client[v1.WatchJobRequest, v1.WatchJobResponse]
-	getJobLogs  *connect.Client[v1.GetJobLogsRequest, v1.GetJobLogsResponse]
-	explainJob  *connect.Client[v1.ExplainJobRequest, v1.ExplainJobResponse]
-	getJobStats *connect.Client[v1.GetJobStatsRequest, v1.GetJobStatsResponse]
+	submitJob      *connect.Client[v1.SubmitJobRequest, v1.SubmitJobResponse]
+	submitJobs     *connect.Client[v1.SubmitJobsRequest, v1.SubmitJobsResponse]
+	getJob         *connect.Client[v1.GetJobRequest, v1.GetJobResponse]
+	listJobs       *connect.Client[v1.ListJobsRequest, v1.ListJobsResponse]
+	cancelJob      *connect.Client[v1.CancelJobRequest, v1.CancelJobResponse]
+	retryJob       *connect.Client[v1.RetryJobRequest, v1.RetryJobResponse]
+	watchJob       *connect.Client[v1.WatchJobRequest, v1.WatchJobResponse]
+	getJobLogs     *connect.Client[v1.GetJobLogsRequest, v1.GetJobLogsResponse]
+	explainJob     *connect.Client[v1.ExplainJobRequest, v1.ExplainJobResponse]
+	getJobStats    *connect.Client[v1.GetJobStatsRequest, v1.GetJobStatsResponse]
+	listJobHistory *connect.Client[v1.ListJobHistoryRequest, v1.ListJobHistoryResponse]
 }
 
 // SubmitJob calls hodei.v1.JobService.SubmitJob.
@@ -221,6 +236,11 @@ func (c *jobServiceClient) GetJobStats(ctx context.Context, req *connect.Request
 	return c.getJobStats.CallUnary(ctx, req)
 }
 
+// ListJobHistory calls hodei.v1.JobService.ListJobHistory.
+func (c *jobServiceClient) ListJobHistory(ctx context.Context, req *connect.Request[v1.ListJobHistoryRequest]) (*connect.Response[v1.ListJobHistoryResponse], error) {
+	return c.listJobHistory.CallUnary(ctx, req)
+}
+
 // JobServiceHandler is an implementation of the hodei.v1.JobService service.
 type JobServiceHandler interface {
 	// SubmitJob validates and stores a job; with an idempotency key, a second
@@ -247,6 +267,11 @@ type JobServiceHandler interface {
 	// last hour, the jobs submitted, dispatched and finished, from the
 	// rolling counters of the replica that answers.
 	GetJobStats(context.Context, *connect.Request[v1.GetJobStatsRequest]) (*connect.Response[v1.GetJobStatsResponse], error)
+	// ListJobHistory lists what happened to a job, oldest first: its
+	// creation, and each attempt's assignment, start and end. It is read
+	// from the job and its attempts as stored, so it is there as long as
+	// the job is, whatever the event log's retention.
+	ListJobHistory(context.Context, *connect.Request[v1.ListJobHistoryRequest]) (*connect.Response[v1.ListJobHistoryResponse], error)
 }
 
 // NewJobServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -316,6 +341,12 @@ func NewJobServiceHandler(svc JobServiceHandler, opts ...connect.HandlerOption) 
 		connect.WithSchema(jobServiceMethods.ByName("GetJobStats")),
 		connect.WithHandlerOptions(opts...),
 	)
+	jobServiceListJobHistoryHandler := connect.NewUnaryHandler(
+		JobServiceListJobHistoryProcedure,
+		svc.ListJobHistory,
+		connect.WithSchema(jobServiceMethods.ByName("ListJobHistory")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hodei.v1.JobService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case JobServiceSubmitJobProcedure:
@@ -338,6 +369,8 @@ func NewJobServiceHandler(svc JobServiceHandler, opts ...connect.HandlerOption) 
 			jobServiceExplainJobHandler.ServeHTTP(w, r)
 		case JobServiceGetJobStatsProcedure:
 			jobServiceGetJobStatsHandler.ServeHTTP(w, r)
+		case JobServiceListJobHistoryProcedure:
+			jobServiceListJobHistoryHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -385,4 +418,8 @@ func (UnimplementedJobServiceHandler) ExplainJob(context.Context, *connect.Reque
 
 func (UnimplementedJobServiceHandler) GetJobStats(context.Context, *connect.Request[v1.GetJobStatsRequest]) (*connect.Response[v1.GetJobStatsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.JobService.GetJobStats is not implemented"))
+}
+
+func (UnimplementedJobServiceHandler) ListJobHistory(context.Context, *connect.Request[v1.ListJobHistoryRequest]) (*connect.Response[v1.ListJobHistoryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hodei.v1.JobService.ListJobHistory is not implemented"))
 }
