@@ -13,7 +13,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -23,7 +22,6 @@ import (
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/api/gen/hodei/v1/hodeiv1connect"
 	"github.com/hodei-dev/hodei/internal/auth"
-	"github.com/hodei-dev/hodei/internal/eventbus"
 	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
@@ -126,23 +124,8 @@ func TestAttemptsEndedByTheServerHaveARootSpan(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	bus := st.NewBus(eventbus.Config{Logger: storetest.Logger(t)})
-	s, err := New(Config{ReplicaID: "traces", Registry: prometheus.NewRegistry(), Logger: storetest.Logger(t), Tracer: tr}, st, bus)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(sctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	jobs := hodeiv1connect.NewJobServiceClient(auth.WithBearer(h2c(), newToken(t, st, "admin", 0, auth.Admin)), "http://"+ln.Addr().String(), connect.WithGRPC())
+	base, _ := serveAPI(t, st, Config{ReplicaID: "traces", Tracer: tr})
+	jobs := hodeiv1connect.NewJobServiceClient(auth.WithBearer(h2c(), newToken(t, st, "admin", 0, auth.Admin)), base, connect.WithGRPC())
 	submit := func(spec *hodeiv1.JobSpec) string {
 		t.Helper()
 		r, err := jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec}))
@@ -211,10 +194,6 @@ func TestAttemptsEndedByTheServerHaveARootSpan(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	type root struct {
-		Outcome, State, Worker, EndedBy string
-		Since                           time.Time
-	}
 	for _, c := range []struct {
 		name, id string
 		want     root
@@ -225,30 +204,43 @@ func TestAttemptsEndedByTheServerHaveARootSpan(t *testing.T) {
 		{"timed out by the reaper", overdue, root{"timeout", "timed_out", overdueOn.WorkerID, "server", assignedAt(t, st, overdue)}},
 		{"undeliverable", undelivered, root{"worker_lost", "retrying", undeliveredTo.WorkerID, "server", assignedAt(t, st, undelivered)}},
 	} {
-		rs := sink.roots(c.id)
-		if len(rs) != 1 {
-			t.Errorf("%s: %d root spans, want 1 (of attempt 1)", c.name, len(rs))
-			continue
-		}
-		sp := rs[0]
-		got := root{attr(sp, "hodei.outcome"), attr(sp, "hodei.state"), attr(sp, "hodei.worker_id"), attr(sp, "hodei.ended_by"), time.Unix(0, int64(sp.StartTimeUnixNano))}
-		if d := cmp.Diff(c.want, got); d != "" {
-			t.Errorf("%s: root span (-want +got):\n%s", c.name, d)
-		}
-		if end := time.Unix(0, int64(sp.EndTimeUnixNano)); end.Before(got.Since) || end.After(ended) {
-			t.Errorf("%s: root span ends at %v, want between its start %v and %v", c.name, end, got.Since, ended)
-		}
-		if len(sp.ParentSpanId) != 0 {
-			t.Errorf("%s: root span has a parent %x", c.name, sp.ParentSpanId)
-		}
-		tid, sid := attemptIDs(c.id, 1)
-		if string(sp.TraceId) != string(tid) || string(sp.SpanId) != string(sid) {
-			t.Errorf("%s: root span %x/%x, want the attempt's %x/%x", c.name, sp.TraceId, sp.SpanId, tid, sid)
-		}
-		// The submit span hangs from it.
-		if sub := sink.named(c.id, "submit"); len(sub) != 1 || string(sub[0].ParentSpanId) != string(sp.SpanId) {
-			t.Errorf("%s: submit spans %v, want one under the root span", c.name, sub)
-		}
+		checkRoot(t, sink, c.name, c.id, c.want, ended)
+	}
+}
+
+// root is what an attempt's root span says.
+type root struct {
+	Outcome, State, Worker, EndedBy string
+	Since                           time.Time
+}
+
+// checkRoot checks that attempt 1 of job id, and no other attempt, has
+// one root span, as want says, ending by ended, with the attempt's ids and
+// the job's submit span under it.
+func checkRoot(t *testing.T, sink *otlpSink, name, id string, want root, ended time.Time) {
+	t.Helper()
+	rs := sink.roots(id)
+	if len(rs) != 1 {
+		t.Errorf("%s: %d root spans, want 1 (of attempt 1)", name, len(rs))
+		return
+	}
+	sp := rs[0]
+	got := root{attr(sp, "hodei.outcome"), attr(sp, "hodei.state"), attr(sp, "hodei.worker_id"), attr(sp, "hodei.ended_by"), time.Unix(0, int64(sp.StartTimeUnixNano))}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("%s: root span (-want +got):\n%s", name, d)
+	}
+	if end := time.Unix(0, int64(sp.EndTimeUnixNano)); end.Before(got.Since) || end.After(ended) {
+		t.Errorf("%s: root span ends at %v, want between its start %v and %v", name, end, got.Since, ended)
+	}
+	if len(sp.ParentSpanId) != 0 {
+		t.Errorf("%s: root span has a parent %x", name, sp.ParentSpanId)
+	}
+	tid, sid := attemptIDs(id, 1)
+	if string(sp.TraceId) != string(tid) || string(sp.SpanId) != string(sid) {
+		t.Errorf("%s: root span %x/%x, want the attempt's %x/%x", name, sp.TraceId, sp.SpanId, tid, sid)
+	}
+	if sub := sink.named(id, "submit"); len(sub) != 1 || string(sub[0].ParentSpanId) != string(sp.SpanId) {
+		t.Errorf("%s: submit spans %v, want one under the root span", name, sub)
 	}
 }
 
