@@ -20,14 +20,6 @@ import (
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
-// refusedWith fails unless err has code and its message holds want.
-func refusedWith(t *testing.T, what string, err error, code connect.Code, want string) {
-	t.Helper()
-	if connect.CodeOf(err) != code || !strings.Contains(err.Error(), want) {
-		t.Errorf("%s: %v, want %v naming %q", what, err, code, want)
-	}
-}
-
 func testKeyring(t *testing.T) *secret.Keyring {
 	t.Helper()
 	keys, err := secret.LoadKeyring(filepath.Join(t.TempDir(), "key"), true)
@@ -71,11 +63,11 @@ func TestSecretLifecycleThroughTheAPI(t *testing.T) {
 		return r.Msg.Secret, nil
 	}
 	_, err := set("Bad Name", "a-long-value")
-	refusedWith(t, "a bad name", err, connect.CodeInvalidArgument, "name")
+	refused(t, err, connect.CodeInvalidArgument, "name")
 	_, err = set("db-pass", "abc")
-	refusedWith(t, "a short value", err, connect.CodeInvalidArgument, "value must be at least 4 bytes")
+	refused(t, err, connect.CodeInvalidArgument, "value must be at least 4 bytes")
 	_, err = set("db-pass", "nul\x00byte")
-	refusedWith(t, "a NUL byte", err, connect.CodeInvalidArgument, "value must not contain a NUL byte")
+	refused(t, err, connect.CodeInvalidArgument, "value must not contain a NUL byte")
 	if l, err := c.ListSecrets(ctx, connect.NewRequest(&hodeiv1.ListSecretsRequest{})); err != nil || len(l.Msg.Secrets) != 0 {
 		t.Fatalf("secrets after refused sets: %v, %v; want none", l, err)
 	}
@@ -108,16 +100,16 @@ func TestSecretLifecycleThroughTheAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = c.DeleteSecret(ctx, connect.NewRequest(&hodeiv1.DeleteSecretRequest{Name: "db-pass"}))
-	refusedWith(t, "a second delete", err, connect.CodeNotFound, "db-pass")
+	refused(t, err, connect.CodeNotFound, "db-pass")
 	if d := cmp.Diff([]string{store.AuditSet, store.AuditSet, store.AuditRotateKey, store.AuditDelete}, auditOps(t, c, "db-pass")); d != "" {
 		t.Errorf("audit trail (-want +got):\n%s", d)
 	}
 	for _, bad := range []int32{-1, 1001} {
 		_, err := c.ListSecretAudit(ctx, connect.NewRequest(&hodeiv1.ListSecretAuditRequest{Name: "db-pass", Limit: bad}))
-		refusedWith(t, "audit limit", err, connect.CodeInvalidArgument, "limit")
+		refused(t, err, connect.CodeInvalidArgument, "limit")
 	}
 	_, err = c.ListSecretAudit(ctx, connect.NewRequest(&hodeiv1.ListSecretAuditRequest{Name: "-bad-"}))
-	refusedWith(t, "audit of a bad name", err, connect.CodeInvalidArgument, "name")
+	refused(t, err, connect.CodeInvalidArgument, "name")
 	if a, err := c.ListSecretAudit(ctx, connect.NewRequest(&hodeiv1.ListSecretAuditRequest{Name: "db-pass", Limit: 1})); err != nil || len(a.Msg.Entries) != 1 {
 		t.Errorf("audit with limit 1: %v, %v; want one entry", a, err)
 	}
@@ -139,12 +131,12 @@ func TestSecretsOffWithoutAKeyFile(t *testing.T) {
 	hc := auth.WithBearer(h2c(), newToken(t, st, "ops", 0, auth.Admin))
 	c := hodeiv1connect.NewSecretServiceClient(hc, base, connect.WithGRPC())
 	_, err := c.SetSecret(ctx, connect.NewRequest(&hodeiv1.SetSecretRequest{Name: "db-pass", Value: []byte("a-long-value")}))
-	refusedWith(t, "set", err, connect.CodeFailedPrecondition, "--secret-key-file")
+	refused(t, err, connect.CodeFailedPrecondition, "--secret-key-file")
 	_, err = c.RotateSecretKey(ctx, connect.NewRequest(&hodeiv1.RotateSecretKeyRequest{}))
-	refusedWith(t, "rotate", err, connect.CodeFailedPrecondition, "--secret-key-file")
+	refused(t, err, connect.CodeFailedPrecondition, "--secret-key-file")
 	jobs := hodeiv1connect.NewJobServiceClient(hc, base, connect.WithGRPC())
 	_, err = jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: &hodeiv1.JobSpec{Command: []string{"true"}, Secrets: []*hodeiv1.SecretRef{{Name: "db-pass"}}}}))
-	refusedWith(t, "submit with a secret", err, connect.CodeFailedPrecondition, "--secret-key-file")
+	refused(t, err, connect.CodeFailedPrecondition, "--secret-key-file")
 
 	run := &hodeiv1.RunJob{}
 	s.resolveSecrets("w", store.Assignment{JobID: "j", Spec: job.Spec{Secrets: []job.SecretRef{{Name: "db-pass"}}}}, run)
