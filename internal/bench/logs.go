@@ -43,6 +43,9 @@ type LogsConfig struct {
 // subprocess, so server_rss_mib (this process's peak RSS) is the server's.
 // It writes a line per job and the result line to out.
 func Logs(ctx context.Context, out io.Writer, cfg LogsConfig) error {
+	if err := cfg.check(); err != nil {
+		return err
+	}
 	self, err := hodeiBinary(cfg.Binary)
 	if err != nil {
 		return err
