@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -82,22 +83,27 @@ func TestThroughput(t *testing.T) {
 }
 
 // TestThroughputRounds: several rounds report the median with the
-// range; a fixed prefetch is printed as its number.
+// range; a fixed prefetch is printed as its number; the CPU and
+// allocation profiles asked for are written.
 func TestThroughputRounds(t *testing.T) {
 	if testing.Short() {
 		t.Skip("benchmark")
 	}
 	t.Parallel()
 	var out bytes.Buffer
+	dir := t.TempDir()
 	cfg := bench.ThroughputConfig{Jobs: 200, Agents: 1, Slots: 2, Prefetch: 3, Submitters: 1, Batch: 1,
-		Modes: []string{"noop"}, Rounds: 2, Presubmit: true}
+		Modes: []string{"noop"}, Rounds: 2, Presubmit: true, CPUProfile: filepath.Join(dir, "cpu.pprof"), MemProfile: filepath.Join(dir, "mem.pprof")}
 	if err := bench.Throughput(context.Background(), &out, cfg); err != nil {
 		t.Fatal(err)
 	}
 	checkLines(t, out.String(),
 		`result name=throughput mode=noop jobs_per_sec=\d+ jobs_per_sec_min=\d+ jobs_per_sec_max=\d+ rounds=2 jobs=200 agents=1 slots=2 prefetch=3 batch=1 presubmit=true tenth_min_ratio=\d+\.\d\d tenths=[\d/]+ history=0 rss_mib=\d+ tables_mib=\d+ indexes_mib=\d+ list_ms=\d+\.\d list_failed_ms=\d+\.\d job_page_ms=\d+\.\d`)
-	if err := bench.Throughput(context.Background(), &out, bench.ThroughputConfig{Modes: []string{"noop"}}); err == nil {
-		t.Error("no error for 0 rounds")
+	for _, f := range []string{cfg.CPUProfile, cfg.MemProfile} {
+		// A profile is gzipped protobuf.
+		if b, err := os.ReadFile(f); err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("profile %s: %d bytes, %v; want a gzipped profile", filepath.Base(f), len(b), err)
+		}
 	}
 }
 

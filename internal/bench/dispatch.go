@@ -32,6 +32,9 @@ type DispatchConfig struct {
 // SubmitJob's return to the agent receiving RunJob. It writes the result
 // line to out.
 func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
+	if err := cfg.check(); err != nil {
+		return err
+	}
 	var mu sync.Mutex
 	returned := map[string]time.Time{}
 	received := map[string]time.Time{}

@@ -76,6 +76,9 @@ func Events(ctx context.Context, cfg EventsConfig, log *slog.Logger) (EventsResu
 	cfg.Rate = cmp.Or(cfg.Rate, 1000)
 	cfg.RateDuration = cmp.Or(cfg.RateDuration, 5*time.Second)
 	cfg.CatchUp = cmp.Or(cfg.CatchUp, 60*time.Second)
+	if err := cfg.check(); err != nil {
+		return EventsResult{}, err
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -43,6 +43,9 @@ type LogsConfig struct {
 // subprocess, so server_rss_mib (this process's peak RSS) is the server's.
 // It writes a line per job and the result line to out.
 func Logs(ctx context.Context, out io.Writer, cfg LogsConfig) error {
+	if err := cfg.check(); err != nil {
+		return err
+	}
 	self, err := hodeiBinary(cfg.Binary)
 	if err != nil {
 		return err
@@ -131,8 +134,15 @@ func benchSecrets(ctx context.Context, tgt target, n int) ([]*hodeiv1.SecretRef,
 }
 
 // runToEnd submits argv (with secrets) and waits until the job is final.
+// A hodei built with coverage (GOCOVERDIR set) passes the directory on to
+// the jobs, so that the emitter writes its counters there instead of a
+// warning into the output measured.
 func runToEnd(ctx context.Context, jobs hodeiv1connect.JobServiceClient, argv []string, secrets []*hodeiv1.SecretRef) (*hodeiv1.Job, error) {
-	r, err := jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: &hodeiv1.JobSpec{Command: argv, Secrets: secrets}}))
+	spec := &hodeiv1.JobSpec{Command: argv, Secrets: secrets}
+	if d := os.Getenv("GOCOVERDIR"); d != "" {
+		spec.Env = map[string]string{"GOCOVERDIR": d}
+	}
+	r, err := jobs.SubmitJob(ctx, connect.NewRequest(&hodeiv1.SubmitJobRequest{Spec: spec}))
 	if err != nil {
 		return nil, err
 	}

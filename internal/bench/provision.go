@@ -33,6 +33,9 @@ type ProvisionConfig struct {
 // time and terminated between runs (not timed). It writes a line per
 // provider and the result line to out.
 func Provision(ctx context.Context, out io.Writer, cfg ProvisionConfig) error {
+	if err := cfg.check(); err != nil {
+		return err
+	}
 	self, err := hodeiBinary(cfg.Binary)
 	if err != nil {
 		return err

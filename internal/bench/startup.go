@@ -25,6 +25,9 @@ type StartupConfig struct {
 // PostgreSQL's defaults (fsync on). It writes a line per run and the
 // result line to out.
 func Startup(ctx context.Context, out io.Writer, cfg StartupConfig) error {
+	if err := cfg.check(); err != nil {
+		return err
+	}
 	var ready, first []time.Duration
 	for i := 0; i < cfg.Runs; i++ {
 		r, f, err := startupOnce(ctx, cfg.Binary)

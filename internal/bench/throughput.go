@@ -73,6 +73,9 @@ type ThroughputConfig struct {
 // (mode=noop: benchmark only, the control plane alone). It writes a
 // result line per mode to out.
 func Throughput(ctx context.Context, out io.Writer, cfg ThroughputConfig) error {
+	if err := cfg.check(); err != nil {
+		return err
+	}
 	if cfg.CPUProfile != "" {
 		f, err := os.Create(cfg.CPUProfile)
 		if err != nil {
@@ -91,9 +94,6 @@ func Throughput(ctx context.Context, out io.Writer, cfg ThroughputConfig) error 
 				f.Close()
 			}
 		}()
-	}
-	if cfg.Rounds < 1 {
-		return fmt.Errorf("bench throughput: rounds: %d is less than 1", cfg.Rounds)
 	}
 	for _, mode := range []string{"process", "noop"} {
 		if !slices.Contains(cfg.Modes, mode) {

@@ -63,8 +63,10 @@ func ParseKey(b []byte) (crypto.Signer, error) {
 		k, err = x509.ParseECPrivateKey(block.Bytes)
 	case "RSA PRIVATE KEY":
 		k, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	default:
+	case "PRIVATE KEY":
 		k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("a %s block is not a private key", block.Type)
 	}
 	if err != nil {
 		return nil, err

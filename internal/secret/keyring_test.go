@@ -97,3 +97,84 @@ func TestValidateValue(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyringRefusesTamperedValues: a value whose ciphertext or wrapped
+// key was altered or cut short does not open, and the error says which
+// part failed; a value under a key the file lacks cannot be re-wrapped.
+func TestKeyringRefusesTamperedValues(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "key")
+	// Blank lines are allowed; the first key is the current one.
+	file := "\n k1 " + strings.Repeat("1", 64) + "\n\nk2 " + strings.Repeat("2", 64) + "\n"
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k, err := LoadKeyring(path, false)
+	if err != nil || k.Current() != "k1" {
+		t.Fatalf("keyring %v, %v; want k1 current", k, err)
+	}
+	s, err := k.Seal("db", 1, []byte("hunter2-hunter2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flip := func(b []byte) []byte {
+		b = bytes.Clone(b)
+		b[len(b)-1] ^= 1
+		return b
+	}
+	for _, c := range []struct {
+		name string
+		s    Sealed
+		want string
+	}{
+		{"ciphertext altered", Sealed{KeyID: s.KeyID, WrappedKey: s.WrappedKey, Ciphertext: flip(s.Ciphertext)}, "open secret db"},
+		{"ciphertext cut short", Sealed{KeyID: s.KeyID, WrappedKey: s.WrappedKey, Ciphertext: s.Ciphertext[:4]}, "too short"},
+		{"wrapped key altered", Sealed{KeyID: s.KeyID, WrappedKey: flip(s.WrappedKey), Ciphertext: s.Ciphertext}, "open data key of secret db"},
+	} {
+		if _, err := k.Open("db", 1, c.s); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+	if _, err := k.Rewrap("db", 1, Sealed{KeyID: s.KeyID, WrappedKey: flip(s.WrappedKey), Ciphertext: s.Ciphertext}); err == nil || !strings.Contains(err.Error(), "open data key") {
+		t.Errorf("rewrap of an altered wrapped key: %v", err)
+	}
+	if _, err := k.Rewrap("db", 1, Sealed{KeyID: "k9", WrappedKey: s.WrappedKey, Ciphertext: s.Ciphertext}); !errors.Is(err, ErrNoKey) {
+		t.Errorf("rewrap under an unknown key: %v, want ErrNoKey", err)
+	}
+}
+
+// TestKeyringKeepsItsKeysWhenTheFileCannotBeWritten: a rotation or a
+// retirement whose key file cannot be written fails and changes nothing:
+// the current key stays, and values still open.
+func TestKeyringKeepsItsKeysWhenTheFileCannotBeWritten(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys")
+	if _, err := LoadKeyring(filepath.Join(dir, "key"), true); err == nil {
+		t.Error("a key file was created in a missing directory")
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	k, err := LoadKeyring(filepath.Join(dir, "key"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := k.Seal("db", 1, []byte("hunter2-hunter2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := k.Current()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Rotate(); err == nil || !strings.Contains(err.Error(), "write secret key file") {
+		t.Errorf("rotate without a directory: %v", err)
+	}
+	if err := k.Retire(); err == nil {
+		t.Error("retire without a directory succeeded")
+	}
+	if k.Current() != cur || len(k.keys) != 1 {
+		t.Errorf("after failed writes: current %s of %d keys, want %s alone", k.Current(), len(k.keys), cur)
+	}
+	if v, err := k.Open("db", 1, s); err != nil || string(v) != "hunter2-hunter2" {
+		t.Errorf("open after failed writes: %q, %v", v, err)
+	}
+}

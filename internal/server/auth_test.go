@@ -97,8 +97,16 @@ func wantScope(m protoreflect.MethodDescriptor) auth.Scope {
 // test ends.
 func apiServer(t *testing.T, st *store.Store) (base string, s *Server) {
 	t.Helper()
+	return serveAPI(t, st, Config{ReplicaID: "auth-" + t.Name()})
+}
+
+// serveAPI serves a Server of cfg (with a registry and the test's
+// logger) on st on loopback until the test ends.
+func serveAPI(t *testing.T, st *store.Store, cfg Config) (base string, s *Server) {
+	t.Helper()
 	bus := st.NewBus(eventbus.Config{Logger: storetest.Logger(t)})
-	s, err := New(Config{ReplicaID: "auth-" + t.Name(), Registry: prometheus.NewRegistry(), Logger: storetest.Logger(t)}, st, bus)
+	cfg.Registry, cfg.Logger = prometheus.NewRegistry(), storetest.Logger(t)
+	s, err := New(cfg, st, bus)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,20 +66,23 @@ func (s *Server) explain(ctx context.Context, j job.Job) ([]string, error) {
 		healthy[p.Name] = p
 	}
 	var matching []store.Worker
+	matched := false // some worker has the job's labels and image
 	for _, w := range workers {
-		if job.MatchedBy(j.Spec.Image, j.Spec.Labels, w.Image, w.Labels) && !job.Fits(j.Spec.CPUMillis, j.Spec.MemoryMiB, w.CPUMillis, w.MemoryMiB) {
+		if !job.MatchedBy(j.Spec.Image, j.Spec.Labels, w.Image, w.Labels) {
+			continue
+		}
+		matched = true
+		if !job.Fits(j.Spec.CPUMillis, j.Spec.MemoryMiB, w.CPUMillis, w.MemoryMiB) {
 			reasons = append(reasons, fmt.Sprintf("worker %s matches, but allows %s per job and the job needs %s",
 				w.ID, limits(w.CPUMillis, w.MemoryMiB), limits(j.Spec.CPUMillis, j.Spec.MemoryMiB)))
 			continue
 		}
-		if job.MatchedBy(j.Spec.Image, j.Spec.Labels, w.Image, w.Labels) {
-			if p, ok := healthy[w.Provider]; ok && !p.Healthy {
-				reasons = append(reasons, fmt.Sprintf("worker %s matches, but its provider %s is unhealthy since %s: %s",
-					w.ID, p.Name, p.UnhealthySince.UTC().Format(time.RFC3339), p.HealthMessage))
-				continue
-			}
-			matching = append(matching, w)
+		if p, ok := healthy[w.Provider]; ok && !p.Healthy {
+			reasons = append(reasons, fmt.Sprintf("worker %s matches, but its provider %s is unhealthy since %s: %s",
+				w.ID, p.Name, p.UnhealthySince.UTC().Format(time.RFC3339), p.HealthMessage))
+			continue
 		}
+		matching = append(matching, w)
 	}
 	if len(matching) > 0 {
 		slots, busy := 0, 0
@@ -96,10 +99,10 @@ func (s *Server) explain(ctx context.Context, j job.Job) ([]string, error) {
 	}
 	if missing := missingLabels(workers, j.Spec.Labels); len(missing) > 0 {
 		reasons = append(reasons, fmt.Sprintf("waiting for a worker with label %s: no connected worker has it", strings.Join(missing, ", ")))
-	} else if len(j.Spec.Labels) > 0 {
+	} else if len(j.Spec.Labels) > 0 && !matched {
 		reasons = append(reasons, fmt.Sprintf("no connected worker has all of the labels %s", formatLabels(j.Spec.Labels)))
 	}
-	if j.Spec.Image != "" {
+	if j.Spec.Image != "" && !matched {
 		reasons = append(reasons, fmt.Sprintf("no connected worker runs image %q", j.Spec.Image))
 	}
 	if len(workers) == 0 && len(j.Spec.Labels) == 0 && j.Spec.Image == "" {

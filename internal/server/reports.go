@@ -13,6 +13,7 @@ import (
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/eventbus"
+	"github.com/hodei-dev/hodei/internal/job"
 	"github.com/hodei-dev/hodei/internal/jobpb"
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/tracing"
@@ -173,5 +174,27 @@ func (s *Server) traceResult(ctx context.Context, c *workerConn, r store.Report,
 	jobID, n := r.JobID.String(), int(o.Attempt)
 	_, sp := s.cfg.Tracer.Span(tracing.Attempt(ctx, jobID, n), "commit result", begin, attribute.String("hodei.job_id", jobID), attribute.String("hodei.state", string(o.State)))
 	sp.End()
-	s.cfg.Tracer.Root(ctx, jobID, n, o.AssignedAt, time.Now(), attribute.String("hodei.worker_id", c.id), attribute.String("hodei.state", string(o.State)))
+	class := job.Result{ExitCode: r.Finish.ExitCode, Class: r.Finish.Class}.FailureClass()
+	s.cfg.Tracer.Root(ctx, jobID, n, o.AssignedAt, time.Now(), attribute.String("hodei.worker_id", c.id), attribute.String("hodei.state", string(o.State)),
+		attribute.String("hodei.outcome", outcome(class)), attribute.String("hodei.ended_by", "agent"))
+}
+
+// traceEnd records the root span of an attempt that ended without a
+// result from its agent (store.OnAttemptEnd), from its assignment to its
+// end, with what ended it (hodei.outcome, hodei.message).
+func (s *Server) traceEnd(e store.AttemptEnd) {
+	attrs := []attribute.KeyValue{attribute.String("hodei.state", string(e.State)), attribute.String("hodei.outcome", outcome(e.Class)),
+		attribute.String("hodei.ended_by", "server"), attribute.String("hodei.message", e.Message)}
+	if e.WorkerID != "" {
+		attrs = append(attrs, attribute.String("hodei.worker_id", e.WorkerID))
+	}
+	s.cfg.Tracer.Root(context.Background(), e.JobID, int(e.Attempt), e.Since, e.At, attrs...)
+}
+
+// outcome names how an attempt ended: its failure class, or succeeded.
+func outcome(c job.FailureClass) string {
+	if c == job.FailureNone {
+		return "succeeded"
+	}
+	return string(c)
 }

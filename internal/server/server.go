@@ -62,7 +62,10 @@ type Config struct {
 	// SecretAccess decides who may use which secret; nil allows every
 	// caller every secret (no token authentication).
 	SecretAccess SecretAccess
-	Tracer       *tracing.Tracer // nil: no tracing
+	// Tracer, when set, records the spans of job attempts, among them the
+	// root span of every attempt the store ends without an agent's result
+	// (New registers it with the store's OnAttemptEnd). nil: no tracing.
+	Tracer *tracing.Tracer
 }
 
 // Server is one replica's API.
@@ -120,6 +123,9 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus) (*Server, error) {
 		logs: newLogHub(), workers: newWorkerSet(cfg.Tracer), stats: newJobStats(time.Now()), tokens: newTokenCache(st)}
 	s.metrics = newMetrics(cfg.Registry, st, s.workers, cfg.Tracer)
 	s.workers.resolve = s.resolveSecrets
+	if cfg.Tracer.Enabled() {
+		st.OnAttemptEnd(s.traceEnd)
+	}
 	// A token revoked on any replica is dropped here at once.
 	bus.OnNotify(store.TokensChannel, s.tokens.invalidate)
 	if cfg.Authority != nil {

@@ -37,15 +37,53 @@ type Outcome struct {
 	Duplicate bool      // the attempt had already finished: nothing changed
 	RunAt     time.Time // when State is retrying
 	// Attempt and AssignedAt are the attempt's number and when it was
-	// assigned (its trace's start).
+	// assigned (its trace's start); WorkerID its worker.
 	Attempt    int32
 	AssignedAt time.Time
+	WorkerID   uuid.UUID
+}
+
+// AttemptEnd is an attempt that ended without a result from its agent:
+// the server cancelled it, lost its worker, timed it out, or could not
+// deliver it. A job cancelled before its first assignment ends its
+// attempt 1 unassigned: WorkerID is empty and Since is the job's creation.
+type AttemptEnd struct {
+	JobID    string
+	Attempt  int32
+	WorkerID string
+	// Since is the attempt's assignment, At its end.
+	Since, At time.Time
+	Class     job.FailureClass // cancelled, timeout, worker_lost
+	State     job.State        // the job's state after it
+	Message   string
+}
+
+// OnAttemptEnd has fn called with every attempt the store ends other than
+// by an agent's result (ApplyReports): CancelJob, FinishAttempt,
+// WorkerGone, ExpireSilentWorkers, FailOverdueAttempts and
+// UnlistedAttempts call it after their commit, in the caller's goroutine.
+// Set it before the store is used.
+func (s *Store) OnAttemptEnd(fn func(AttemptEnd)) { s.attemptEnded = fn }
+
+// ended passes the attempts a committed transaction ended to the
+// OnAttemptEnd function.
+func (s *Store) ended(ends []AttemptEnd) {
+	if s.attemptEnded == nil {
+		return
+	}
+	now := s.now()
+	for _, e := range ends {
+		e.At = now
+		s.attemptEnded(e)
+	}
 }
 
 // FinishAttempt records the end of the attempt of job jobID with token
 // and applies the retry policy: the job succeeds, retries after a
 // backoff, or fails. A token that is no longer current is rejected with
 // job.ErrStale; a repeated report of a finished attempt returns Duplicate.
+// The server calls it for attempts it ends itself (agents' results go
+// through ApplyReports), and reports them to OnAttemptEnd.
 func (s *Store) FinishAttempt(ctx context.Context, jobID uuid.UUID, token int64, r Result) (Outcome, error) {
 	var out Outcome
 	err := s.InTx(ctx, func(tx pgx.Tx) error {
@@ -53,6 +91,10 @@ func (s *Store) FinishAttempt(ctx context.Context, jobID uuid.UUID, token int64,
 		out, err = s.finishAttempt(ctx, tx, jobID, token, r)
 		return err
 	})
+	if err == nil && !out.Duplicate {
+		s.ended([]AttemptEnd{{JobID: out.JobID, Attempt: out.Attempt, WorkerID: out.WorkerID.String(), Since: out.AssignedAt,
+			Class: job.Result{ExitCode: r.ExitCode, Class: r.Class}.FailureClass(), State: out.State, Message: r.Message}})
+	}
 	return out, err
 }
 
@@ -62,7 +104,7 @@ func (s *Store) finishAttempt(ctx context.Context, tx db.DBTX, jobID uuid.UUID, 
 	if err != nil {
 		return Outcome{}, err
 	}
-	out := Outcome{JobID: a.JobID.String(), Attempt: a.Number, AssignedAt: a.AssignedAt}
+	out := Outcome{JobID: a.JobID.String(), Attempt: a.Number, AssignedAt: a.AssignedAt, WorkerID: a.WorkerID}
 	if a.FinishedAt != nil && a.FailureClass != nil && *a.FailureClass == string(job.FailureWorkerLost) {
 		// The server gave up on this worker: its late result is stale.
 		s.staleReports.Add(1)
@@ -314,7 +356,9 @@ func (s *Store) CancelJob(ctx context.Context, id, reason string) (CancelResult,
 		return CancelResult{}, &job.FieldError{Field: "id", Rule: "must be a job id (UUID)"}
 	}
 	var res CancelResult
+	var ends []AttemptEnd
 	err = s.InTx(ctx, func(tx pgx.Tx) error {
+		ends = nil
 		q := db.New(tx)
 		j, err := lockJob(ctx, q, uid)
 		if err != nil {
@@ -330,6 +374,9 @@ func (s *Store) CancelJob(ctx context.Context, id, reason string) (CancelResult,
 				FailureClass: ptr(string(job.FailureCancelled)), Message: reason}); err != nil {
 				return err
 			}
+			if j.Attempt == 0 { // its first attempt ends before its assignment
+				ends = append(ends, AttemptEnd{JobID: j.ID, Attempt: 1, Since: j.CreatedAt, Class: job.FailureCancelled, State: job.StateCancelled, Message: reason})
+			}
 			_, err = eventbus.Publish(ctx, tx, jobCancelled(&j, reason))
 			return err
 		default:
@@ -340,12 +387,18 @@ func (s *Store) CancelJob(ctx context.Context, id, reason string) (CancelResult,
 			cur := attempts[len(attempts)-1]
 			res.Token, res.WorkerID = cur.Token, cur.WorkerID.String()
 			var out Outcome
-			return s.finish(ctx, q, tx, j, cur.Number, cur.Token, Result{ExitCode: -1, Class: job.FailureCancelled, Message: reason}, &out, ranFrom(cur.AssignedAt, cur.StartedAt))
+			r := Result{ExitCode: -1, Class: job.FailureCancelled, Message: reason}
+			if err := s.finish(ctx, q, tx, j, cur.Number, cur.Token, r, &out, ranFrom(cur.AssignedAt, cur.StartedAt)); err != nil {
+				return err
+			}
+			ends = append(ends, AttemptEnd{JobID: j.ID, Attempt: cur.Number, WorkerID: res.WorkerID, Since: cur.AssignedAt, Class: r.Class, State: out.State, Message: reason})
+			return nil
 		}
 	})
 	if err != nil {
 		return CancelResult{}, fmt.Errorf("cancel job %s: %w", id, err)
 	}
+	s.ended(ends)
 	res.Job, err = s.GetJob(ctx, id)
 	return res, err
 }

@@ -39,6 +39,7 @@ type Store struct {
 
 	logCap       int64
 	createHook   createHook
+	attemptEnded func(AttemptEnd) // OnAttemptEnd
 	staleReports atomic.Int64
 	ids          jobIDs
 }

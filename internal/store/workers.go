@@ -229,7 +229,9 @@ func (s *Store) workerGone(ctx context.Context, d *hodeiv1.WorkerDisconnected, s
 		return nil, err
 	}
 	var jobs []string
+	var ends []AttemptEnd
 	err = s.InTx(ctx, func(tx pgx.Tx) error {
+		jobs, ends = nil, nil
 		q := db.New(tx)
 		w, err := q.GetWorker(ctx, uid)
 		if err != nil {
@@ -254,16 +256,22 @@ func (s *Store) workerGone(ctx context.Context, d *hodeiv1.WorkerDisconnected, s
 				continue
 			}
 			var out Outcome
-			if err := s.finish(ctx, q, tx, j, a.Number, a.Token, Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "worker lost: " + reason}, &out, a.RanFrom); err != nil {
+			r := Result{ExitCode: -1, Class: job.FailureWorkerLost, Message: "worker lost: " + reason}
+			if err := s.finish(ctx, q, tx, j, a.Number, a.Token, r, &out, a.RanFrom); err != nil {
 				return err
 			}
 			jobs = append(jobs, j.ID)
+			ends = append(ends, AttemptEnd{JobID: j.ID, Attempt: a.Number, WorkerID: id, Since: a.AssignedAt, Class: r.Class, State: out.State, Message: r.Message})
 		}
 		d.Provider = w.Provider
 		_, err = eventbus.Publish(ctx, tx, eventbus.New("worker", id, d))
 		return err
 	})
-	return jobs, err
+	if err != nil {
+		return nil, err
+	}
+	s.ended(ends)
+	return jobs, nil
 }
 
 // GetWorker returns a worker.

@@ -1,6 +1,7 @@
 // Package tracing gives each job attempt one OpenTelemetry trace across
 // the processes it crosses: submit and claim (server), RunJob, process
-// start and result (agent), and the result's commit (server). The trace
+// start and result (agent), and the result's commit or the attempt's end
+// without a result: cancelled, its worker lost, timed out (server). The trace
 // and its root span have ids derived from the job id and the attempt
 // number, so that every component finds the attempt's trace without
 // storing it; the worker stream carries a W3C traceparent to the agent

@@ -823,19 +823,20 @@ func (q *Queries) ListJobs(ctx context.Context, arg ListJobsParams) ([]Job, erro
 
 const listRunningAttemptsOfWorker = `-- name: ListRunningAttemptsOfWorker :many
 SELECT j.id AS job_id, j.attempt AS number, j.attempt_token::bigint AS token, j.attempt_state::text AS state, j.spec,
-       coalesce(j.attempt_started_at, j.attempt_assigned_at)::timestamptz AS ran_from
+       coalesce(j.attempt_started_at, j.attempt_assigned_at)::timestamptz AS ran_from, j.attempt_assigned_at::timestamptz AS assigned_at
 FROM jobs j
 WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = $1::uuid
 ORDER BY j.id
 `
 
 type ListRunningAttemptsOfWorkerRow struct {
-	JobID   uuid.UUID
-	Number  int32
-	Token   int64
-	State   string
-	Spec    []byte
-	RanFrom time.Time
+	JobID      uuid.UUID
+	Number     int32
+	Token      int64
+	State      string
+	Spec       []byte
+	RanFrom    time.Time
+	AssignedAt time.Time
 }
 
 // Only a job's latest attempt can be unfinished, and only while the job
@@ -856,6 +857,7 @@ func (q *Queries) ListRunningAttemptsOfWorker(ctx context.Context, workerID uuid
 			&i.State,
 			&i.Spec,
 			&i.RanFrom,
+			&i.AssignedAt,
 		); err != nil {
 			return nil, err
 		}

@@ -178,7 +178,7 @@ WHERE id = @id;
 -- Only a job's latest attempt can be unfinished, and only while the job
 -- is assigned or running (jobs_live_idx).
 SELECT j.id AS job_id, j.attempt AS number, j.attempt_token::bigint AS token, j.attempt_state::text AS state, j.spec,
-       coalesce(j.attempt_started_at, j.attempt_assigned_at)::timestamptz AS ran_from
+       coalesce(j.attempt_started_at, j.attempt_assigned_at)::timestamptz AS ran_from, j.attempt_assigned_at::timestamptz AS assigned_at
 FROM jobs j
 WHERE j.state IN ('assigned', 'running') AND j.attempt_worker_id = @worker_id::uuid
 ORDER BY j.id;
