@@ -166,10 +166,10 @@ func TestLogReadsRefuseABadJobID(t *testing.T) {
 	s := storetest.Open(t)
 	ctx := context.Background()
 	var fe *job.FieldError
-	if _, err := s.ReadLogs(ctx, "not-an-id", 0, 0, 0, 10); !errors.As(err, &fe) || fe.Field != "id" {
+	if _, err := s.ReadLogs(ctx, "not-an-id", 0, store.LogPos{}, store.LogEnd, 10); !errors.As(err, &fe) || fe.Field != "id" {
 		t.Errorf("logs of a bad id: %v, want a field error on id", err)
 	}
-	if _, _, _, err := s.LogTailStart(ctx, "not-an-id", 0, 10); !errors.As(err, &fe) || fe.Field != "id" {
+	if _, _, _, err := s.LogTailStart(ctx, "not-an-id", 0, store.LogEnd, 10); !errors.As(err, &fe) || fe.Field != "id" {
 		t.Errorf("log tail of a bad id: %v, want a field error on id", err)
 	}
 }
