@@ -83,6 +83,7 @@ func benchDispatch(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Agents, "agents", 4, "idle agents")
 	fs.BoolVar(&cfg.Plaintext, "insecure-plaintext", false, "run the platform without TLS, for comparison")
 	fs.IntVar(&cfg.Backlog, "backlog", 0, "jobs waiting, before the measurement, for a label no worker has (the explain-pending case)")
+	fs.IntVar(&cfg.History, "history", 0, "load this many finished jobs (with log rows and events, spread over the last 29 days) into the database before the run")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -63,7 +63,7 @@ func TestDispatch(t *testing.T) {
 	if err := bench.Dispatch(context.Background(), &out, bench.DispatchConfig{Jobs: 20, Rate: 200, Agents: 2}); err != nil {
 		t.Fatal(err)
 	}
-	checkLines(t, out.String(), `result name=dispatch p50_ms=\d+\.\d\d p99_ms=\d+\.\d\d max_ms=\d+\.\d\d jobs=20 rate=200 backlog=0 rss_mib=\d+`)
+	checkLines(t, out.String(), `result name=dispatch p50_ms=\d+\.\d\d p99_ms=\d+\.\d\d max_ms=\d+\.\d\d jobs=20 rate=200 backlog=0 history=0 rss_mib=\d+`)
 }
 
 func TestThroughput(t *testing.T) {
@@ -213,15 +213,16 @@ func TestThroughputHistoryAndHeldSnapshot(t *testing.T) {
 }
 
 // TestDispatchBehindABacklog: dispatch is measured with jobs waiting for
-// a label no worker has, and every measured job still reaches an agent.
+// a label no worker has, over a history of finished jobs, and every
+// measured job still reaches an agent.
 func TestDispatchBehindABacklog(t *testing.T) {
 	if testing.Short() {
 		t.Skip("benchmark")
 	}
 	t.Parallel()
 	var out bytes.Buffer
-	if err := bench.Dispatch(context.Background(), &out, bench.DispatchConfig{Jobs: 20, Rate: 200, Agents: 2, Backlog: 2000}); err != nil {
+	if err := bench.Dispatch(context.Background(), &out, bench.DispatchConfig{Jobs: 20, Rate: 200, Agents: 2, Backlog: 2000, History: 1000}); err != nil {
 		t.Fatal(err)
 	}
-	checkLines(t, out.String(), `result name=dispatch p50_ms=\d+\.\d\d p99_ms=\d+\.\d\d max_ms=\d+\.\d\d jobs=20 rate=200 backlog=2000 rss_mib=\d+`)
+	checkLines(t, out.String(), `result name=dispatch p50_ms=\d+\.\d\d p99_ms=\d+\.\d\d max_ms=\d+\.\d\d jobs=20 rate=200 backlog=2000 history=1000 rss_mib=\d+`)
 }

@@ -25,6 +25,9 @@ type DispatchConfig struct {
 	// Backlog jobs wait, submitted before the measurement, for a label
 	// no worker has.
 	Backlog int
+	// History finished jobs (with log rows and events) are loaded into
+	// the database before the platform starts (loadHistory).
+	History int
 }
 
 // Dispatch measures dispatch latency: idle agents are connected, jobs
@@ -48,7 +51,11 @@ func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
 		}
 		mu.Unlock()
 	}
-	rig, err := newBenchRig(ctx, rigConfig{agents: cfg.Agents, slots: 4, noop: true, onRun: onRun, plaintext: cfg.Plaintext})
+	rc := rigConfig{agents: cfg.Agents, slots: 4, noop: true, onRun: onRun, plaintext: cfg.Plaintext}
+	if cfg.History > 0 {
+		rc.prepare = func(ctx context.Context, url string) error { return loadHistory(ctx, url, cfg.History, os.Stderr) }
+	}
+	rig, err := newBenchRig(ctx, rc)
 	if err != nil {
 		return err
 	}
@@ -86,7 +93,7 @@ func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
 		return fmt.Errorf("only %d of %d jobs reached an agent", len(lat), cfg.Jobs)
 	}
 	slices.Sort(lat)
-	fmt.Fprintf(out, "result name=dispatch p50_ms=%.2f p99_ms=%.2f max_ms=%.2f jobs=%d rate=%d backlog=%d rss_mib=%.0f\n", ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), ms(lat[len(lat)-1]), len(lat), cfg.Rate, cfg.Backlog, selfRSSMiB())
+	fmt.Fprintf(out, "result name=dispatch p50_ms=%.2f p99_ms=%.2f max_ms=%.2f jobs=%d rate=%d backlog=%d history=%d rss_mib=%.0f\n", ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), ms(lat[len(lat)-1]), len(lat), cfg.Rate, cfg.Backlog, cfg.History, selfRSSMiB())
 	return nil
 }
 

@@ -36,7 +36,7 @@ func (cfg ProvisionConfig) check() error {
 
 func (cfg DispatchConfig) check() error {
 	return checkSettings("dispatch", setting{"jobs", int64(cfg.Jobs), 1, 0}, setting{"rate", int64(cfg.Rate), 1, int64(time.Second)},
-		setting{"agents", int64(cfg.Agents), 1, 0}, setting{"backlog", int64(cfg.Backlog), 0, 0})
+		setting{"agents", int64(cfg.Agents), 1, 0}, setting{"backlog", int64(cfg.Backlog), 0, 0}, setting{"history", int64(cfg.History), 0, 0})
 }
 
 func (cfg ThroughputConfig) check() error {
