@@ -129,6 +129,11 @@ func TestTLSFlagsAreChecked(t *testing.T) {
 		{[]string{"--ca-key-file", junk}, "--ca-key-file: no PEM block"},
 		{[]string{"--ca-key-file", junk, "--tls-cert-file", junk}, "--tls-cert-file and --tls-key-file go together"},
 		{[]string{"--trust-ca-file", filepath.Join(dir, "missing.pem")}, "--trust-ca-file: open"},
+		{[]string{"--ca-key-file", junk, "--cert-check-interval", "0s"}, "--cert-check-interval 0s: must be positive"},
+		{[]string{"--ca-cert-file", junk, "--ca-key-file", junk}, "--ca-cert-file/--ca-key-file: "},
+		{[]string{"--ca-key-file", junk, "--tls-cert-file", junk, "--tls-key-file", junk}, "--tls-cert-file: "},
+		{[]string{"--trust-ca-file", junk, "--ca-key-file", junk}, "--ca-key-file: no PEM block"},
+		{[]string{"--ca-key-file", dir}, "--ca-key-file: read " + dir + ": is a directory"},
 	} {
 		cmd := exec.Command(hodeiBin, append([]string{"server", "--listen", "127.0.0.1:0"}, tc.args...)...)
 		cmd.Env = append(os.Environ(), append(noTestCA(filepath.Join(dir, "config.json")), "HODEI_DATABASE_URL=postgres://127.0.0.1:1/none")...)
