@@ -15,7 +15,8 @@ import (
 )
 
 // TestBinaryCommandLine: the binary without a command, or with one it
-// does not know, prints its usage to stderr and exits 2.
+// does not know, prints its usage to stderr and exits 2; bench names the
+// benchmarks it has.
 func TestBinaryCommandLine(t *testing.T) {
 	t.Parallel()
 	if r := hodeiWith(t, nil); r.code != 2 || r.stdout != "" || !strings.HasPrefix(r.stderr, "hodei: a job execution platform\n") {
@@ -24,6 +25,16 @@ func TestBinaryCommandLine(t *testing.T) {
 	r := hodeiWith(t, nil, "serve")
 	if r.code != 2 || !strings.HasPrefix(r.stderr, "hodei: unknown command \"serve\"\n\nhodei: a job execution platform\n") {
 		t.Errorf("hodei serve: %+v, want exit 2 naming the command, then the usage", r)
+	}
+	if r := hodeiWith(t, nil, "bench"); r.code != 1 || r.stderr != "hodei: usage: hodei bench startup|events|dispatch|throughput|logs|provision [flags]\n" {
+		t.Errorf("hodei bench: %+v, want exit 1 and the benchmarks listed", r)
+	}
+	if r := hodeiWith(t, nil, "bench", "speed"); r.code != 1 || !strings.HasPrefix(r.stderr, "hodei: unknown benchmark \"speed\"; usage: hodei bench ") {
+		t.Errorf("hodei bench speed: %+v, want exit 1 naming the benchmark", r)
+	}
+	// The load generator of bench logs: numbered lines padded to --size.
+	if r := hodeiWith(t, nil, "bench", "emit", "--lines", "3", "--size", "10"); r.code != 0 || r.stdout != "line 1xxx\nline 2xxx\nline 3xxx\n" {
+		t.Errorf("hodei bench emit: %+v, want three lines of 10 bytes", r)
 	}
 }
 
