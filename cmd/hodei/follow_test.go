@@ -157,3 +157,26 @@ func TestFollowingCommandsOutliveAServerRestart(t *testing.T) {
 		t.Errorf("events tail interrupted: exit %d, want %d", code, cli.ExitCancelled)
 	}
 }
+
+// TestRunFollowsTheJobOfAnIdempotencyKey: a second `hodei run` with the
+// same idempotency key starts no job: it says which job it follows, and
+// prints that job's output and ends with its exit code.
+func TestRunFollowsTheJobOfAnIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	p := startServerOn(t, storetest.URL(t), freeAddr(t), "--max-workers", "1")
+	args := []string{"run", "--idempotency-key", "deploy-42", "--", "sh", "-c", "echo ran; exit 4"}
+	if r := p.hodei(t, args...); r.code != 4 || r.stdout != "ran\n" || r.stderr != "" {
+		t.Fatalf("first run: %+v, want the job's output and exit 4", r)
+	}
+	r := p.hodei(t, args...)
+	var list struct{ Jobs []struct{ ID string } }
+	if err := json.Unmarshal([]byte(p.hodei(t, "job", "list", "-o", "json").stdout), &list); err != nil {
+		t.Fatal(err)
+	}
+	if r.code != 4 || r.stdout != "ran\n" || !strings.HasPrefix(r.stderr, "hodei: the idempotency key matches job ") || !strings.HasSuffix(r.stderr, "; following it\n") {
+		t.Errorf("second run: %+v, want the first job's output and exit code, and which job it follows", r)
+	}
+	if len(list.Jobs) != 1 || !strings.Contains(r.stderr, list.Jobs[0].ID) {
+		t.Errorf("jobs after two runs with one idempotency key: %+v, want the one the second run named", list.Jobs)
+	}
+}
