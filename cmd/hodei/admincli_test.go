@@ -189,3 +189,61 @@ func TestTokenCommands(t *testing.T) {
 		t.Errorf("job list with the revoked token: %+v, want unauthenticated", r)
 	}
 }
+
+// TestJobTypeAndJobListOutputs: job types are set, shown, listed and
+// deleted in each output format; a job list cut short by --limit says
+// there are more; explain answers in JSON too.
+func TestJobTypeAndJobListOutputs(t *testing.T) {
+	t.Parallel()
+	p := startServerOn(t, storetest.URL(t), freeAddr(t), "--max-workers", "0")
+	const header = "TYPE MAX ATTEMPTS RETRY EXIT CODES BACKOFF UPDATED"
+	if got := tableRows(t, "jobtype list", p.hodei(t, "jobtype", "list"), header); len(got) != 0 {
+		t.Errorf("jobtype list of a new installation: %v, want none", got)
+	}
+	var set struct {
+		JobType struct {
+			Name  string
+			Retry struct{ MaxAttempts int }
+		}
+	}
+	r := p.hodei(t, "jobtype", "set", "nightly", "--max-attempts", "2", "-o", "json")
+	if err := json.Unmarshal([]byte(r.stdout), &set); r.code != 0 || err != nil || set.JobType.Name != "nightly" || set.JobType.Retry.MaxAttempts != 2 {
+		t.Errorf("jobtype set -o json: %+v (%v)", r, err)
+	}
+	if got := tableRows(t, "jobtype get", p.hodei(t, "jobtype", "get", "nightly"), header); len(got) != 1 || strings.Join(got[0][:4], " ") != "nightly 2 - 1s..32s" {
+		t.Errorf("jobtype get nightly: %v, want 2 attempts, no exit codes, the default backoff", got)
+	}
+	if r := p.hodei(t, "jobtype", "list", "-o", "yaml"); r.code != 0 || !strings.Contains(r.stdout, "name: nightly\n") {
+		t.Errorf("jobtype list -o yaml: %+v", r)
+	}
+	if r := p.hodei(t, "jobtype", "delete", "nightly"); r.code != 0 || r.stdout != "job type nightly deleted\n" {
+		t.Errorf("jobtype delete: %+v", r)
+	}
+	for _, verb := range []string{"get", "delete"} {
+		if r := p.hodei(t, "jobtype", verb, "nightly"); r.code != 1 || !strings.HasPrefix(r.stderr, "hodei: not_found: ") {
+			t.Errorf("jobtype %s of a deleted type: %+v, want not_found", verb, r)
+		}
+	}
+
+	var ids []string
+	for range 2 {
+		r := p.hodei(t, "job", "submit", "--label", "pool=none", "--", "true")
+		if r.code != 0 {
+			t.Fatalf("job submit: %+v", r)
+		}
+		ids = append(ids, strings.TrimSpace(r.stdout))
+	}
+	r = p.hodei(t, "job", "list", "--limit", "1")
+	if got := tableRows(t, "job list --limit 1", r, "ID NAME STATE ATTEMPT AGE"); len(got) != 1 || got[0][0] != ids[1] ||
+		r.stderr != "hodei: more jobs; use --all or a larger --limit\n" {
+		t.Errorf("job list --limit 1: %v, stderr %q; want the newest job and a note that there are more", got, r.stderr)
+	}
+	var explain struct{ Reasons []string }
+	r = p.hodei(t, "job", "explain", ids[0], "-o", "json")
+	if err := json.Unmarshal([]byte(r.stdout), &explain); r.code != 0 || err != nil || len(explain.Reasons) == 0 || !strings.Contains(strings.Join(explain.Reasons, "\n"), "pool") {
+		t.Errorf("job explain -o json: %+v (%v), want reasons naming the label", r, err)
+	}
+	if r := p.hodei(t, "job", "explain", "01a2483c-b32b-7479-a6ca-dd0f07d8c7a1"); r.code != 1 || !strings.HasPrefix(r.stderr, "hodei: not_found: ") {
+		t.Errorf("job explain of an unknown job: %+v, want not_found", r)
+	}
+}
