@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
 // TestBinaryCommandLine: the binary without a command, or with one it
@@ -152,5 +154,54 @@ func TestTestDBServesUntilInterrupted(t *testing.T) {
 	if c, err := pgx.Connect(ctx, string(url)); err == nil {
 		c.Close(ctx)
 		t.Errorf("%s still takes connections after hodei testdb ended", url)
+	}
+}
+
+// TestDevRefusesABadSetup: `hodei dev` without a place for the client
+// configuration, with a configuration file others may read, with a data
+// dir that is a file or holding a CA key that is not one, exits 1 at
+// start naming what is wrong, and leaves the configuration file as it
+// was.
+func TestDevRefusesABadSetup(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	dbURL := storetest.URL(t)
+	readable := filepath.Join(dir, "readable.json")
+	if err := os.WriteFile(readable, []byte(`{"server": "elsewhere:1"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dataFile := filepath.Join(dir, "data")
+	if err := os.WriteFile(dataFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	badKeyDir := filepath.Join(dir, "keys")
+	if err := os.Mkdir(badKeyDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(badKeyDir, "hodei-ca.key"), []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config := filepath.Join(dir, "config.json")
+	for _, tc := range []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{[]string{"HODEI_DATABASE_URL=" + dbURL, "HODEI_CONFIG=", "HOME="}, nil, "hodei: client configuration: set HODEI_CONFIG or HOME\n"},
+		{[]string{"HODEI_DATABASE_URL=" + dbURL, "HODEI_CONFIG=" + readable}, nil, "hodei: client configuration " + readable + ": mode 0644 lets other users read or change it"},
+		{[]string{"HODEI_CONFIG=" + config}, []string{"--data-dir", dataFile}, "hodei: embedded postgres: data dir " + dataFile + " is not a directory\n"},
+		{[]string{"HODEI_DATABASE_URL=" + dbURL, "HODEI_CONFIG=" + config}, []string{"--data-dir", badKeyDir}, "hodei: CA key: "},
+	} {
+		env := append(append(noTestCA(config), "HODEI_DATABASE_URL="), tc.env...)
+		r := hodeiWith(t, env, append([]string{"dev", "--listen", freeAddr(t), "--max-workers", "0"}, tc.args...)...)
+		if r.code != 1 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v hodei dev %v: exit %d, stderr:\n%s\nwant exit 1 and %q", tc.env, tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+	if b, _ := os.ReadFile(readable); string(b) != `{"server": "elsewhere:1"}` {
+		t.Errorf("%s after the refused start: %q, want it unchanged", readable, b)
+	}
+	if _, err := os.Stat(config); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s written by a dev that did not start: %v", config, err)
 	}
 }
