@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,6 +78,9 @@ func TestServerRefusesABadConfiguration(t *testing.T) {
 		{dbURL, []string{"--k8s-max-workers", "1", "--k8s-kubeconfig", kubeconfig, "--k8s-pod-overrides", junk}, "hodei: kubernetes provider: --k8s-pod-overrides: "},
 		{"postgres://hodei@" + freeAddr(t) + "/none", []string{"--db-wait", "300ms"}, "hodei: database not reachable after "},
 		{"", nil, "hodei: HODEI_DATABASE_URL is not set (use `hodei dev` for an embedded PostgreSQL)"},
+		// Failures that waiting cannot mend end the start at once.
+		{"postgres://hodei@127.0.0.1:%zz/none", nil, "hodei: parse database url: "},
+		{withDB(dbURL, "no_such_database"), nil, `database "no_such_database" does not exist`},
 	} {
 		env := append(os.Environ(), "HODEI_DATABASE_URL="+tc.db)
 		r := runHodei(t, env, append([]string{"server", "--listen", freeAddr(t), "--max-workers", "0"}, tc.args...)...)
@@ -131,5 +135,57 @@ func TestServerWithTheOperatorsCertificate(t *testing.T) {
 	}
 	if !bytes.Contains(bundle, bytes.TrimSpace(other.PEM)) {
 		t.Errorf("trust bundle lacks the CA of --trust-ca-file:\n%s", bundle)
+	}
+}
+
+// withDB is url naming database name instead.
+func withDB(url, name string) string {
+	i := strings.LastIndex(url, "/")
+	rest := ""
+	if q := strings.IndexByte(url[i:], '?'); q >= 0 {
+		rest = url[i+q:]
+	}
+	return url[:i+1] + name + rest
+}
+
+// TestServerWaitingForItsDatabaseAnswersHealth: while the database is
+// down, a server whose CA is known only by its key (its certificate is in
+// the database) answers /healthz in cleartext; one with the operator's
+// certificate answers it over TLS with that certificate.
+func TestServerWaitingForItsDatabaseAnswersHealth(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	certFile, keyFile := operatorCert(t, dir)
+	down := "HODEI_DATABASE_URL=postgres://hodei@" + freeAddr(t) + "/none"
+	for _, tc := range []struct {
+		name string
+		args []string
+		get  func(addr string) (*http.Response, error)
+	}{
+		{"CA key only", nil, func(addr string) (*http.Response, error) { return http.Get("http://" + addr + "/healthz") }},
+		{"operator's certificate", []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile}, func(addr string) (*http.Response, error) {
+			hc, base := testbin.Client(addr)
+			return hc.Get(base + "/healthz")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := freeAddr(t)
+			args := append([]string{"server", "--listen", addr, "--ca-key-file", filepath.Join(dir, tc.name, "ca.key")}, tc.args...)
+			p := spawnPlatform(t, append(noTestCA(filepath.Join(dir, "config.json")), down), args...)
+			p.waitLog(t, 20*time.Second, "attempt=1")
+			resp, err := tc.get(addr)
+			if err != nil {
+				t.Fatalf("GET /healthz while waiting: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET /healthz while waiting: %s, want 200", resp.Status)
+			}
+			_ = p.cmd.Process.Signal(os.Interrupt)
+			<-p.done
+			if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+				t.Errorf("server stopped while waiting: exit %d, want 0", code)
+			}
+		})
 	}
 }
