@@ -192,7 +192,8 @@ func TestTokenCommands(t *testing.T) {
 
 // TestJobTypeAndJobListOutputs: job types are set, shown, listed and
 // deleted in each output format; a job list cut short by --limit says
-// there are more; explain answers in JSON too.
+// there are more; explain answers in JSON too; explaining, watching or
+// following the logs of a job that does not exist ends at once.
 func TestJobTypeAndJobListOutputs(t *testing.T) {
 	t.Parallel()
 	p := startServerOn(t, storetest.URL(t), freeAddr(t), "--max-workers", "0")
@@ -243,7 +244,11 @@ func TestJobTypeAndJobListOutputs(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &explain); r.code != 0 || err != nil || len(explain.Reasons) == 0 || !strings.Contains(strings.Join(explain.Reasons, "\n"), "pool") {
 		t.Errorf("job explain -o json: %+v (%v), want reasons naming the label", r, err)
 	}
-	if r := p.hodei(t, "job", "explain", "01a2483c-b32b-7479-a6ca-dd0f07d8c7a1"); r.code != 1 || !strings.HasPrefix(r.stderr, "hodei: not_found: ") {
-		t.Errorf("job explain of an unknown job: %+v, want not_found", r)
+	// A following command on a job that does not exist ends at once.
+	for _, args := range [][]string{{"explain"}, {"watch"}, {"logs", "-f"}} {
+		args = append([]string{"job"}, append(args, "01a2483c-b32b-7479-a6ca-dd0f07d8c7a1")...)
+		if r := p.hodei(t, args...); r.code != 1 || !strings.HasPrefix(r.stderr, "hodei: not_found: ") {
+			t.Errorf("hodei %s of an unknown job: %+v, want not_found", strings.Join(args, " "), r)
+		}
 	}
 }

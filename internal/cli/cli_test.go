@@ -50,6 +50,7 @@ func TestMainUsageErrors(t *testing.T) {
 		{args: []string{"events", "-h"}, wantCode: ExitOK, wantStdout: "events tail"},
 		{args: []string{"job", "get", "-h"}, wantCode: ExitOK, wantStdout: "usage: hodei job get ID"},
 		{args: []string{"job", "list", "--server", "ftp://x:1"}, wantCode: ExitUsage, wantStderr: "only https://"},
+		{args: []string{"job", "get", "j1", "--server", "ftp://x:1"}, wantCode: ExitUsage, wantStderr: "only https://"},
 		{args: []string{"job", "logs", "a", "--attempt", "-1"}, wantCode: ExitUsage, wantStderr: "job logs: --attempt must not be negative"},
 		{args: []string{"events", "tail", "extra"}, wantCode: ExitUsage, wantStderr: `events tail: unexpected argument "extra"`},
 		{args: []string{"events", "tail", "--server", "ftp://x:1"}, wantCode: ExitUsage, wantStderr: "only https://"},
