@@ -8,11 +8,21 @@ import (
 	"testing"
 )
 
+// showsNoValue fails the test when r's output holds one of values.
+func showsNoValue(t *testing.T, what string, r result, values ...string) {
+	t.Helper()
+	for _, v := range values {
+		if strings.Contains(r.stdout+r.stderr, v) {
+			t.Errorf("%s shows a secret's value: %+v", what, r)
+		}
+	}
+}
+
 // TestSecretCommands manages secrets through the CLI without running a
 // job: values come from a file or stdin and never show in any output,
 // versions count up, the audit lists every change, a key rotation
 // re-seals every value, a deleted secret is gone, and bad command lines
-// and a server without a key file are refused with what is wrong named.
+// are refused with what is wrong named.
 func TestSecretCommands(t *testing.T) {
 	t.Parallel()
 	p, _ := startSecretServer(t)
@@ -21,14 +31,7 @@ func TestSecretCommands(t *testing.T) {
 	if err := os.WriteFile(file, []byte(fromFile+"\r\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	noValue := func(what string, r result) {
-		t.Helper()
-		for _, v := range []string{fromFile, fromStdin} {
-			if strings.Contains(r.stdout+r.stderr, v) {
-				t.Errorf("%s shows a secret's value: %+v", what, r)
-			}
-		}
-	}
+	noValue := func(what string, r result) { t.Helper(); showsNoValue(t, what, r, fromFile, fromStdin) }
 
 	r := p.hodei(t, "secret", "set", "api-key", "--from-file", file, "-o", "json")
 	var set struct {
@@ -113,6 +116,13 @@ func TestSecretCommands(t *testing.T) {
 		t.Errorf("secret list after delete: %+v, want no api-key", r)
 	}
 
+	refusesBadSecretCommands(t, p, file)
+}
+
+// refusesBadSecretCommands: bad secret command lines are usage errors
+// naming what is wrong, and store nothing.
+func refusesBadSecretCommands(t *testing.T, p serverProc, file string) {
+	t.Helper()
 	for _, tc := range []struct {
 		args  []string
 		stdin string
@@ -139,8 +149,12 @@ func TestSecretCommands(t *testing.T) {
 	if r := p.hodei(t, "secret", "list"); r.code != 0 || strings.Count(r.stdout, "\n") != 1 {
 		t.Errorf("secret list after the refused command lines: %+v, want the header only", r)
 	}
+}
 
-	// A server without a key file stores no secret and says why.
+// TestSecretCommandsWithoutAKeyFile: a server without a key file stores
+// no secret and says why.
+func TestSecretCommandsWithoutAKeyFile(t *testing.T) {
+	t.Parallel()
 	plain := startServer(t)
 	for _, args := range [][]string{{"secret", "set", "db"}, {"secret", "rotate-key"}} {
 		if r := plain.hodeiIn(t, "value-1\n", args...); r.code != 1 || !strings.Contains(r.stderr, "failed_precondition: secrets are off: the server has no --secret-key-file") {
