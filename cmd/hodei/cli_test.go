@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -142,7 +143,8 @@ func checkDeadLetterRPCs(t *testing.T, addr string) {
 
 // tailEvents runs `hodei events tail` for jobs' JobCreated and
 // JobCancelled events since the first event (so that none is missed
-// while it connects), as JSON lines, until the test ends.
+// while it connects), as JSON lines, until the test ends; it must then
+// end on Ctrl-C, with exit code 130.
 func tailEvents(t *testing.T, addr string) *bufio.Scanner {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -152,12 +154,18 @@ func tailEvents(t *testing.T, addr string) *bufio.Scanner {
 		t.Fatal(err)
 	}
 	tail.Env = append(os.Environ(), cliEnv(addr)...)
+	// Ended as a user ends it, with Ctrl-C.
+	tail.Cancel = func() error { return tail.Process.Signal(os.Interrupt) }
+	tail.WaitDelay = 10 * time.Second
 	if err := tail.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		cancel()
-		tail.Wait()
+		var ee *exec.ExitError
+		if err := tail.Wait(); !errors.As(err, &ee) || ee.ExitCode() != 130 {
+			t.Errorf("events tail after Ctrl-C: %v, want exit 130", err)
+		}
 	})
 	return bufio.NewScanner(stdout)
 }

@@ -14,7 +14,7 @@ func TestHelpExitsZero(t *testing.T) {
 		{}, {"dev"}, {"server"}, {"agent"}, {"testdb"}, {"bench"},
 		{"bench", "startup"}, {"bench", "events"}, {"bench", "dispatch"}, {"bench", "throughput"},
 		{"bench", "logs"}, {"bench", "provision"}, {"bench", "emit"},
-		{"run"}, {"job"}, {"events"}, {"events", "tail"}, {"provider"}, {"webhook"}, {"jobtype"},
+		{"run"}, {"job"}, {"events"}, {"events", "tail"}, {"provider"}, {"webhook"}, {"jobtype"}, {"secret"},
 		{"token"}, {"token", "create"}, {"token", "list"}, {"token", "revoke"},
 	}
 	for _, sub := range []string{"set", "list", "get", "delete"} {
@@ -28,6 +28,9 @@ func TestHelpExitsZero(t *testing.T) {
 	}
 	for _, sub := range []string{"add", "list", "remove", "deliveries", "replay"} {
 		commands = append(commands, []string{"webhook", sub})
+	}
+	for _, sub := range []string{"set", "list", "delete", "rotate-key", "audit"} {
+		commands = append(commands, []string{"secret", sub})
 	}
 	noServer := serverProc{addr: "127.0.0.1:1"} // nothing listens there
 	for _, words := range commands {

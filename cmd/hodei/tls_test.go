@@ -129,6 +129,11 @@ func TestTLSFlagsAreChecked(t *testing.T) {
 		{[]string{"--ca-key-file", junk}, "--ca-key-file: no PEM block"},
 		{[]string{"--ca-key-file", junk, "--tls-cert-file", junk}, "--tls-cert-file and --tls-key-file go together"},
 		{[]string{"--trust-ca-file", filepath.Join(dir, "missing.pem")}, "--trust-ca-file: open"},
+		{[]string{"--ca-key-file", junk, "--cert-check-interval", "0s"}, "--cert-check-interval 0s: must be positive"},
+		{[]string{"--ca-cert-file", junk, "--ca-key-file", junk}, "--ca-cert-file/--ca-key-file: "},
+		{[]string{"--ca-key-file", junk, "--tls-cert-file", junk, "--tls-key-file", junk}, "--tls-cert-file: "},
+		{[]string{"--trust-ca-file", junk, "--ca-key-file", junk}, "--ca-key-file: no PEM block"},
+		{[]string{"--ca-key-file", dir}, "--ca-key-file: read " + dir + ": is a directory"},
 	} {
 		cmd := exec.Command(hodeiBin, append([]string{"server", "--listen", "127.0.0.1:0"}, tc.args...)...)
 		cmd.Env = append(os.Environ(), append(noTestCA(filepath.Join(dir, "config.json")), "HODEI_DATABASE_URL=postgres://127.0.0.1:1/none")...)
@@ -137,4 +142,47 @@ func TestTLSFlagsAreChecked(t *testing.T) {
 			t.Errorf("hodei server %v: %v\n%s\nwant an error saying %q", tc.args, err, out, tc.want)
 		}
 	}
+}
+
+// TestDevOnADatabaseURLKeepsItsToken: `hodei dev` with HODEI_DATABASE_URL
+// and no CA of its own serves TLS with a CA made for the run; restarted
+// with --insecure-plaintext on the same database, it keeps the admin token
+// of the client configuration, points the configuration at http://, and
+// prints an http:// sign-in link; the CLI works with the configuration
+// alone both times.
+func TestDevOnADatabaseURLKeepsItsToken(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	config, addr, dbURL := filepath.Join(dir, "config.json"), freeAddr(t), storetest.URL(t)
+	env := append(noTestCA(config), "HODEI_DATABASE_URL="+dbURL)
+	list := func(what string) {
+		t.Helper()
+		if r := hodeiWith(t, []string{"HODEI_CONFIG=" + config}, "job", "list"); r.code != 0 {
+			t.Errorf("job list %s: %+v", what, r)
+		}
+	}
+	dev := spawnPlatform(t, env, "dev", "--listen", addr, "--max-workers", "0")
+	dev.waitLog(t, 60*time.Second, "Hodei is running on "+addr)
+	first := readConfig(t, config)
+	token := configToken(config)()
+	if first.Server != addr || !strings.Contains(first.CA, "BEGIN CERTIFICATE") || token == "" {
+		t.Fatalf("configuration %+v, want server %s, a CA and a token", first, addr)
+	}
+	list("over TLS")
+	_ = dev.cmd.Process.Signal(os.Interrupt)
+	<-dev.done
+
+	again := spawnPlatform(t, env, "dev", "--listen", addr, "--max-workers", "0", "--insecure-plaintext")
+	again.waitLog(t, 60*time.Second, "Hodei is running on "+addr)
+	if got := readConfig(t, config); got.Server != "http://"+addr || got.CA != "" {
+		t.Errorf("configuration after the restart: %+v, want server http://%s and no CA", got, addr)
+	}
+	if got := configToken(config)(); got != token {
+		t.Errorf("the restart replaced the admin token of the configuration")
+	}
+	if !strings.Contains(again.logs.String(), "client configuration kept its admin token") ||
+		!strings.Contains(again.logs.String(), "Dashboard (one-time sign-in link, valid 24h):\n  http://"+addr+"/ui/login?t=") {
+		t.Errorf("restarted dev log lacks the kept token or an http:// sign-in link:\n%s", again.logs.String())
+	}
+	list("over cleartext")
 }

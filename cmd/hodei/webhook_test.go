@@ -139,6 +139,10 @@ func TestWebhookThroughTheCLI(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "ci ") || !strings.Contains(r.stdout, "gen ") || !strings.Contains(r.stdout, "team=a") {
 		t.Errorf("webhook list: %+v", r)
 	}
+	r = p.hodei(t, "webhook", "list", "-o", "json")
+	if r.code != 0 || strings.Count(r.stdout, `"name": `) != 2 || strings.Contains(r.stdout, secret) {
+		t.Errorf("webhook list -o json: %+v, want the two webhooks without their secrets", r)
+	}
 
 	// Run one after the other: when the last one's event arrives, the
 	// others' have been handled.
@@ -175,12 +179,21 @@ func TestWebhookThroughTheCLI(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, got[1].delivery+"  JobFailed  1") || !strings.Contains(r.stdout, "answered 503 Service Unavailable") {
 		t.Fatalf("webhook deliveries: %+v", r)
 	}
+	r = p.hodei(t, "webhook", "deliveries", "ci", "-o", "json")
+	if r.code != 0 || !strings.Contains(r.stdout, `"type": "JobFailed"`) || !strings.Contains(r.stdout, `"attempts": 1`) {
+		t.Errorf("webhook deliveries -o json: %+v", r)
+	}
+	// Replayed while the endpoint still fails: exit 1, naming the event.
+	r = p.hodei(t, "webhook", "replay", "ci", "--id", got[1].delivery, "-o", "json")
+	if r.code != 1 || !strings.HasPrefix(r.stderr, "hodei: event "+got[1].delivery+" failed again: ") || !strings.Contains(r.stdout, `"failedEventId": "`+got[1].delivery+`"`) {
+		t.Errorf("webhook replay --id of a delivery that fails again: %+v", r)
+	}
 	h.failing.Store(false)
 	if r := p.hodei(t, "webhook", "replay", "ci", "--all"); r.code != 0 || r.stdout != "delivered 1\n" {
 		t.Fatalf("webhook replay: %+v", r)
 	}
-	if got := h.requests(); len(got) != 3 || got[2].delivery != got[1].delivery || got[2].status != http.StatusOK {
-		t.Errorf("after the replay the webhook was sent %d requests, want the failed one again", len(got))
+	if got := h.requests(); len(got) != 4 || got[3].delivery != got[1].delivery || got[3].status != http.StatusOK {
+		t.Errorf("after the replays the webhook was sent %d requests, want the failed one twice again", len(got))
 	}
 	if r := p.hodei(t, "webhook", "deliveries", "ci"); r.code != 0 || strings.Contains(r.stdout, "JobFailed") {
 		t.Errorf("webhook deliveries after the replay: %+v", r)

@@ -156,3 +156,61 @@ func TestCAPrecedence(t *testing.T) {
 		})
 	}
 }
+
+// TestBadConfigFileIsAUsageError: a configuration file that is not the
+// expected JSON, or an unreadable HODEI_CA_FILE, ends any command with a
+// usage error naming the file, before anything is sent.
+func TestBadConfigFileIsAUsageError(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	unknown := write("unknown.json", `{"server": "x:1", "tokne": "hodei_x"}`)
+	notJSON := write("yaml.json", "server: x:1\n")
+	asDir := filepath.Join(dir, "dir.json")
+	if err := os.Mkdir(asDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		vars map[string]string
+		want string
+	}{
+		{map[string]string{"HODEI_CONFIG": unknown}, "client configuration " + unknown + `: json: unknown field "tokne" (want {"server": "host:port", "ca": "PEM", "token": "..."})`},
+		{map[string]string{"HODEI_CONFIG": notJSON}, "client configuration " + notJSON + ": invalid character"},
+		{map[string]string{"HODEI_CONFIG": asDir}, "client configuration " + asDir + ": read " + asDir + ": is a directory"},
+		{map[string]string{"HODEI_CONFIG": filepath.Join(dir, "none.json"), "HODEI_CA_FILE": filepath.Join(dir, "ca.pem")}, "HODEI_CA_FILE: open " + filepath.Join(dir, "ca.pem")},
+	} {
+		e, out, errOut := testEnv(t, nil, tc.vars)
+		if code := e.main(t.Context(), []string{"job", "list"}); code != ExitUsage || !strings.Contains(errOut.String(), tc.want) || out.Len() != 0 {
+			t.Errorf("%v: exit %d, stderr %q; want a usage error with %q", tc.vars, code, errOut.String(), tc.want)
+		}
+	}
+	if err := WriteConfig(filepath.Join(unknown, "config.json"), ClientConfig{}); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("WriteConfig under a file: %v, want an error", err)
+	}
+}
+
+// TestUnreadableCAFile: a --ca-file that cannot be read, or holds no
+// certificate, is reported, and the system's roots are used instead (the
+// server's certificate then fails to verify, which says what is wrong).
+func TestUnreadableCAFile(t *testing.T) {
+	for _, tc := range []struct {
+		files map[string]string
+		want  string
+	}{
+		{nil, "hodei: --ca-file: open ca.pem: file does not exist\n"},
+		{map[string]string{"ca.pem": "not a PEM file"}, "hodei: the CA bundle holds no PEM certificate\n"},
+	} {
+		e, _, errOut := testEnv(t, tc.files, map[string]string{"HODEI_CONFIG": filepath.Join(t.TempDir(), "none.json")})
+		if _, _, err := e.parseJobArgs("run", "", []string{"--ca-file", "ca.pem", "true"}, false); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.clientTLS().RootCAs; got != nil || errOut.String() != tc.want {
+			t.Errorf("--ca-file with %v: roots %v, stderr %q; want the system's roots and %q", tc.files, got, errOut.String(), tc.want)
+		}
+	}
+}

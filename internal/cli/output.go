@@ -235,6 +235,9 @@ func timeText(t *timestamppb.Timestamp, now time.Time, loc *time.Location) strin
 		return ""
 	}
 	at := t.AsTime()
+	if ahead := at.Sub(now); ahead >= time.Second { // a retry's run_at
+		return fmt.Sprintf("%s (in %s)", at.In(loc).Format(time.RFC3339), ageText(ahead))
+	}
 	return fmt.Sprintf("%s (%s ago)", at.In(loc).Format(time.RFC3339), ageText(now.Sub(at)))
 }
 

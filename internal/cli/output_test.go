@@ -117,6 +117,38 @@ func TestPrintJobTable(t *testing.T) {
 	}
 }
 
+// TestPrintJobTableOfAWaitingScript: a script job waiting to be retried
+// shows its script's size and interpreter, priority, working directory,
+// merged output and when it runs again.
+func TestPrintJobTableOfAWaitingScript(t *testing.T) {
+	for interp, want := range map[string]string{"": "/bin/sh", "/bin/bash": "/bin/bash"} {
+		e, out, _ := testEnv(t, nil, nil)
+		j := &hodeiv1.Job{
+			Id: "j3",
+			Spec: &hodeiv1.JobSpec{Script: "make\nmake test\n", Interpreter: interp, Priority: 5, Workdir: "/src", MergeOutput: true,
+				Type: "build", Resources: &hodeiv1.Resources{MemoryMib: 64}},
+			State: hodeiv1.JobState_JOB_STATE_RETRYING, Attempt: 1, MaxAttempts: 3, SubmittedBy: "ci",
+			FailureClass: hodeiv1.FailureClass_FAILURE_CLASS_EXIT_CODE, ExitCode: 2,
+			RunAt: timestamppb.New(testNow.Add(30 * time.Second)),
+		}
+		if err := e.printJob(formatTable, j); err != nil {
+			t.Fatal(err)
+		}
+		for _, row := range []string{
+			"State:         retrying\n", "Exit code:     2\n", "Script:        15 bytes, run by " + want + "\n", "Type:          build\n",
+			"Submitted by:  ci\n", "Priority:      5\n", "Workdir:       /src\n", "Output:        stderr merged into stdout\n",
+			"Resources:     memory 64Mi\n", "Retry at:      2026-03-01T12:00:30Z (in 30s)\n",
+		} {
+			if !strings.Contains(out.String(), row) {
+				t.Errorf("table lacks %q:\n%s", row, out.String())
+			}
+		}
+		if strings.Contains(out.String(), "Command:") || strings.Contains(out.String(), "Attempts:") {
+			t.Errorf("table of a script job without attempts shows a command or attempts:\n%s", out.String())
+		}
+	}
+}
+
 func TestPrintJobList(t *testing.T) {
 	e, out, _ := testEnv(t, nil, nil)
 	queued := &hodeiv1.Job{Id: "j2", State: hodeiv1.JobState_JOB_STATE_QUEUED, CreatedAt: timestamppb.New(testNow.Add(-5 * time.Second))}

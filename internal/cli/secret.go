@@ -65,13 +65,8 @@ func (e *env) secretSet(ctx context.Context, args []string) error {
 		if value, err = e.readFile(fromFile); err != nil {
 			return usagef("secret set: --from-file: %v", err)
 		}
-	} else {
-		if e.In == nil {
-			return usagef("secret set: no value: give it on stdin or with --from-file")
-		}
-		if value, err = io.ReadAll(io.LimitReader(e.In, 1<<20)); err != nil {
-			return fmt.Errorf("secret set: read stdin: %w", err)
-		}
+	} else if value, err = io.ReadAll(io.LimitReader(e.In, 1<<20)); err != nil {
+		return fmt.Errorf("secret set: read stdin: %w", err)
 	}
 	defer clear(value)
 	value = bytes.TrimSuffix(value, []byte("\n"))

@@ -365,14 +365,16 @@ func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr s
 		agentEnv = []string{"HODEI_CA=" + string(auth.Bundle())}
 	}
 	var closers []func() error
-	closeAll = func() {
+	// Not closeAll itself: a failed return sets it to nil before the
+	// deferred call runs.
+	closeProviders := func() {
 		for _, c := range closers {
 			c() //nolint:errcheck // shutting down
 		}
 	}
 	defer func() {
 		if err != nil {
-			closeAll()
+			closeProviders()
 		}
 	}()
 	if pc.MaxWorkers > 0 {
@@ -402,7 +404,7 @@ func newProviders(ctx context.Context, log *slog.Logger, st *store.Store, addr s
 		}
 		providers = append(providers, k)
 	}
-	return providers, local, closeAll, nil
+	return providers, local, closeProviders, nil
 }
 
 // stopWorkers terminates every worker of the providers.
