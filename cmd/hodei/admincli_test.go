@@ -252,3 +252,15 @@ func TestJobTypeAndJobListOutputs(t *testing.T) {
 		}
 	}
 }
+
+// TestEventsTailAfterAnUnknownEvent: `events tail --after` an id the log
+// does not hold fails at once, naming the field, instead of reconnecting
+// forever.
+func TestEventsTailAfterAnUnknownEvent(t *testing.T) {
+	t.Parallel()
+	p := startServerOn(t, storetest.URL(t), freeAddr(t), "--max-workers", "0")
+	r := p.hodei(t, "events", "tail", "--after", "987654321")
+	if r.code == 0 || r.code == -1 || !strings.Contains(r.stderr, "after_id") {
+		t.Errorf("events tail --after an unknown id: exit %d, stderr %q; want a failure naming after_id", r.code, r.stderr)
+	}
+}

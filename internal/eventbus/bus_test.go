@@ -285,3 +285,17 @@ func TestWatch(t *testing.T) {
 		t.Fatal("watch did not end with its context")
 	}
 }
+
+// TestTailAfterAnUnknownEvent: a tail asked to start after an event id
+// the log does not hold ends at once with ErrUnknownEvent, so that a
+// client is told instead of retrying forever.
+func TestTailAfterAnUnknownEvent(t *testing.T) {
+	pool := openPool(t, storetest.URL(t))
+	b := eventbus.NewBus(pool, busConfig(t))
+	runBus(t, b)
+	last := publish(t, pool, jobEvent("u", 0))[0]
+	err := b.Tail(context.Background(), last+1000, eventbus.Filter{}, func(eventbus.Event) error { return nil })
+	if !errors.Is(err, eventbus.ErrUnknownEvent) {
+		t.Fatalf("tail after event %d, which does not exist: %v, want ErrUnknownEvent", last+1000, err)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Filter selects events of a live tail; empty fields match everything.
@@ -61,8 +63,13 @@ func (f Filter) match(e Event) bool {
 	return false
 }
 
+// ErrUnknownEvent: a tail was asked to start after an event id the log
+// does not hold (never written, or pruned by retention).
+var ErrUnknownEvent = errors.New("no event has this id (never written, or pruned by retention)")
+
 // Tail calls fn for every event matching f, live, starting after event
-// afterID (0 = now), until ctx ends (nil) or fn returns an error. Nothing
+// afterID (0 = now; ErrUnknownEvent when the log does not hold it), until
+// ctx ends (nil) or fn returns an error. Nothing
 // is stored: a tail is for people, dashboards and wake-ups, not for work.
 // Once started, a tail outlives database outages: failed reads are retried
 // with the reconnect backoff, from where the tail was.
@@ -71,7 +78,9 @@ func (b *Bus) Tail(ctx context.Context, afterID int64, f Filter, fn func(Event) 
 	var err error
 	if afterID > 0 {
 		c.ID = afterID
-		if c.XID, err = b.PositionOf(ctx, afterID); err != nil {
+		if c.XID, err = b.PositionOf(ctx, afterID); errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("tail: event %d: %w", afterID, ErrUnknownEvent)
+		} else if err != nil {
 			return fmt.Errorf("tail: event %d: %w", afterID, err)
 		}
 	} else if c, err = b.Now(ctx); err != nil {

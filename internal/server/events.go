@@ -23,6 +23,9 @@ func (h eventService) Subscribe(ctx context.Context, req *connect.Request[hodeiv
 	err := h.s.bus.Tail(ctx, m.AfterId, f, func(e eventbus.Event) error {
 		return stream.Send(&hodeiv1.SubscribeResponse{Event: e.Proto()})
 	})
+	if errors.Is(err, eventbus.ErrUnknownEvent) {
+		return connectError(&job.FieldError{Field: "after_id", Rule: eventbus.ErrUnknownEvent.Error()})
+	}
 	if err != nil && ctx.Err() == nil {
 		return connectError(err)
 	}
