@@ -64,18 +64,6 @@ func (p *cliProc) wait(t *testing.T, timeout time.Duration, what string) int {
 	}
 }
 
-// within reports whether cond holds within timeout.
-func within(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return true
-}
-
 // TestFollowingCommandsOutliveAServerRestart: `job watch`, `job logs -f`
 // and `events tail` follow a job while its only server is killed and a
 // new one starts on the same address, which then stops (SIGINT) for a
@@ -98,9 +86,17 @@ func TestFollowingCommandsOutliveAServerRestart(t *testing.T) {
 	// The tail starts from now: jobs are submitted until one shows, so
 	// that the job followed below is created after it subscribed.
 	tail := startCLI(t, addr, "events", "tail", "--aggregate", "job", "--type", "JobCreated", "--type", "JobCancelled", "-o", "json")
+	var probes []string
+	var probed time.Time
 	eventually(t, 20*time.Second, "events tail subscribed", func() bool {
-		probe := submit()
-		return within(time.Second, func() bool { return strings.Contains(tail.stdout.String(), probe) })
+		out := tail.stdout.String()
+		if slices.ContainsFunc(probes, func(p string) bool { return strings.Contains(out, p) }) {
+			return true
+		}
+		if time.Since(probed) > time.Second {
+			probes, probed = append(probes, submit()), time.Now()
+		}
+		return false
 	})
 	id := submit()
 	watch := startCLI(t, addr, "job", "watch", id, "-o", "yaml")

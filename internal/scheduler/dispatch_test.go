@@ -22,10 +22,11 @@ import (
 // these tests: it has room for any number of attempts and records the
 // attempts it is handed, in order.
 type handed struct {
-	worker   store.WorkerMatch
-	capacity chan struct{}
-	mu       sync.Mutex
-	got      []store.Assignment
+	worker    store.WorkerMatch
+	capacity  chan struct{}
+	delivered chan struct{} // signalled on each delivery
+	mu        sync.Mutex
+	got       []store.Assignment
 }
 
 func (h *handed) Free() []store.Slot { return []store.Slot{{Worker: h.worker, Free: 16}} }
@@ -34,6 +35,10 @@ func (h *handed) Deliver(_ string, as []store.Assignment) []store.Assignment {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.got = append(h.got, as...)
+	select {
+	case h.delivered <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
@@ -42,8 +47,8 @@ func (h *handed) Capacity() <-chan struct{} { return h.capacity }
 // waitFor waits until the worker was handed attempt n of job id.
 func (h *handed) waitFor(t *testing.T, what string, id string, n int) store.Assignment {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
+	timeout := time.After(15 * time.Second)
+	for {
 		h.mu.Lock()
 		i := slices.IndexFunc(h.got, func(a store.Assignment) bool { return a.JobID == id && a.Attempt == n })
 		var a store.Assignment
@@ -54,10 +59,32 @@ func (h *handed) waitFor(t *testing.T, what string, id string, n int) store.Assi
 		if i >= 0 {
 			return a
 		}
-		time.Sleep(10 * time.Millisecond)
+		select {
+		case <-h.delivered:
+		case <-timeout:
+			t.Fatalf("%s: job %s attempt %d was not dispatched in 15s", what, id, n)
+		}
 	}
-	t.Fatalf("%s: job %s attempt %d was not dispatched in 15s", what, id, n)
-	return store.Assignment{}
+}
+
+// dispatching runs a bus and a dispatcher with this safety sweep on st
+// until the test ends, for one connected worker, and returns the worker's
+// side of its stream.
+func dispatching(t *testing.T, st *store.Store, sweep time.Duration) *handed {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	bus := st.NewBus(eventbus.Config{Logger: storetest.Logger(t), SafetyPoll: 100 * time.Millisecond})
+	w := &handed{worker: store.WorkerMatch{ID: storetest.ConnectedWorker(t, st)}, capacity: make(chan struct{}, 1), delivered: make(chan struct{}, 1)}
+	d := scheduler.New(scheduler.Config{SafetySweep: sweep, Logger: storetest.Logger(t)}, st, bus, w)
+	done := make(chan error, 2)
+	go func() { done <- bus.Run(ctx) }()
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		<-done
+	})
+	return w
 }
 
 // TestDispatchFindsJobsBehindTheClaimCursor: claims start where the last
@@ -75,25 +102,15 @@ func TestDispatchFindsJobsBehindTheClaimCursor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(st.Close)
 	// Ids carry their creation time: this store's are a minute old, as
 	// those of a transaction that commits late.
 	late, err := store.Open(ctx, store.Config{URL: url, Logger: storetest.Logger(t), Now: func() time.Time { return time.Now().Add(-time.Minute) }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer late.Close()
-	bus := st.NewBus(eventbus.Config{Logger: storetest.Logger(t), SafetyPoll: 100 * time.Millisecond})
-	w := &handed{worker: store.WorkerMatch{ID: storetest.ConnectedWorker(t, st)}, capacity: make(chan struct{}, 1)}
-	d := scheduler.New(scheduler.Config{SafetySweep: -1, Logger: storetest.Logger(t)}, st, bus, w)
-	done := make(chan error, 2)
-	go func() { done <- bus.Run(ctx) }()
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-		<-done
-	}()
+	t.Cleanup(late.Close)
+	w := dispatching(t, st, -1)
 	create := func(s *store.Store, spec job.Spec) string {
 		t.Helper()
 		spec.Command = []string{"true"}
@@ -150,10 +167,7 @@ func TestSweepFindsAJobAClaimSkippedWhileLocked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	bus := st.NewBus(eventbus.Config{Logger: storetest.Logger(t), SafetyPoll: 100 * time.Millisecond})
-	w := &handed{worker: store.WorkerMatch{ID: storetest.ConnectedWorker(t, st)}, capacity: make(chan struct{}, 1)}
-	d := scheduler.New(scheduler.Config{SafetySweep: 200 * time.Millisecond, Logger: storetest.Logger(t)}, st, bus, w)
+	t.Cleanup(st.Close)
 	held, _, err := st.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -170,14 +184,7 @@ func TestSweepFindsAJobAClaimSkippedWhileLocked(t *testing.T) {
 	if _, err := tx.Exec(ctx, "SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", held.ID); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 2)
-	go func() { done <- bus.Run(ctx) }()
-	go func() { done <- d.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-		<-done
-	}()
+	w := dispatching(t, st, 200*time.Millisecond)
 	after, _, err := st.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1)
 	if err != nil {
 		t.Fatal(err)

@@ -452,21 +452,22 @@ func (c *cursors) lowerTo(key string, pos store.Cursor) bool {
 	if cur == nil {
 		return false
 	}
-	c.behind(cur, pos)
-	return cur.at != nil && *cur.at == pos.JustBefore()
+	return c.behind(cur, pos)
 }
 
-// behind moves cur back to just before pos if it is past it, and notes
-// pos for the claim under way on cur.
-func (c *cursors) behind(cur *cursor, pos store.Cursor) {
-	if cur.at != nil && !cur.at.Before(pos) {
-		b := pos.JustBefore()
-		cur.at = &b
-	}
+// behind moves cur back to just before pos if it is past it, notes pos
+// for the claim under way on cur, and reports whether cur moved.
+func (c *cursors) behind(cur *cursor, pos store.Cursor) bool {
 	if cur == c.claiming && (c.first == nil || pos.Before(*c.first)) {
 		p := pos
 		c.first = &p
 	}
+	if cur.at == nil || cur.at.Before(pos) {
+		return false
+	}
+	b := pos.JustBefore()
+	cur.at = &b
+	return true
 }
 
 // ready moves back the cursors that are past a job created at pos with
