@@ -36,17 +36,27 @@ type agentProc struct {
 // args...` until the test ends. The agent runs in its own process group.
 func spawnAgent(t *testing.T, st *store.Store, servers []string, args ...string) *agentProc {
 	t.Helper()
+	return spawnAgentFrom(t, st, hodeiBin, nil, servers, args...)
+}
+
+// spawnAgentFrom is spawnAgent with the binary bin, calling started (if
+// not nil) with the agent's pid as soon as it runs bin's code.
+func spawnAgentFrom(t *testing.T, st *store.Store, bin string, started func(pid int), servers []string, args ...string) *agentProc {
+	t.Helper()
 	id, token, err := st.NewWorker(context.Background(), "test", "", nil, time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a := &agentProc{id: id, logs: &syncBuffer{}, done: make(chan struct{})}
-	a.cmd = exec.Command(hodeiBin, append([]string{"agent", "--server", strings.Join(servers, ",")}, args...)...)
+	a.cmd = exec.Command(bin, append([]string{"agent", "--server", strings.Join(servers, ",")}, args...)...)
 	a.cmd.Env = append(os.Environ(), "HODEI_BOOTSTRAP_TOKEN="+token)
 	a.cmd.Stdout, a.cmd.Stderr = a.logs, a.logs
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := a.cmd.Start(); err != nil {
 		t.Fatal(err)
+	}
+	if started != nil {
+		started(a.cmd.Process.Pid)
 	}
 	go func() { a.cmd.Wait(); close(a.done) }()
 	t.Cleanup(func() {

@@ -112,6 +112,48 @@ func TestAgentKill9KillsItsJobs(t *testing.T) {
 	checkRetry(t, st, p.addr, id)
 }
 
+// TestAgentKill9KillsItsJobsAfterItsBinaryIsGone: the agent's binary is
+// removed as the agent starts (an upgrade or a rebuild replacing the file
+// under a running agent), before it starts its guardian. The guardian
+// still starts, from the running binary itself, and kills the job's
+// processes when the agent is killed with SIGKILL.
+func TestAgentKill9KillsItsJobsAfterItsBinaryIsGone(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	p := startServerOn(t, dbURL, freeAddr(t), "--max-workers", "0", "--lease", "6s")
+	st := openStore(t, dbURL)
+	bin := filepath.Join(t.TempDir(), "hodei")
+	copyFile(t, hodeiBin, bin, 0o755)
+	// Stopped the moment it runs (its runtime is still starting, long
+	// before the guardian), the file removed, then resumed.
+	a := spawnAgentFrom(t, st, bin, func(pid int) {
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(bin); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+	}, []string{p.addr})
+	c := jobClient(p.addr)
+
+	dir := t.TempDir()
+	id := submit(t, c, overlapJob(dir))
+	pgid, sleepPID := overlapPids(t, dir)
+	pollJob(t, c, id, 10*time.Second, "running", isRunning)
+
+	if err := a.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the job's processes gone after kill -9 of its agent", func() bool {
+		return len(groupMembers(pgid)) == 0 && processGone(sleepPID)
+	})
+	spawnAgent(t, st, []string{p.addr})
+	checkRetry(t, st, p.addr, id)
+}
+
 // TestAgentCutOffKillsItsJobsBeforeTheLease: the agent reaches the server
 // through a proxy that then stops forwarding without closing anything (a
 // blackholed connection). Before the server expires the worker (lease
@@ -332,4 +374,16 @@ func TestAgentLeavesAStreamThatWentSilent(t *testing.T) {
 		t.Fatalf("job after the cut: %v on worker %s (%s), want succeeded on the cut-off agent %s", j.State, j.Attempts[0].WorkerId, j.Message, a.id)
 	}
 	t.Logf("the cut-off agent ran a new job %s after the cut", time.Since(cut).Round(time.Millisecond))
+}
+
+// copyFile copies the file src to dst with mode perm.
+func copyFile(t *testing.T, src, dst string, perm os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, perm); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -199,7 +200,8 @@ func runAgent(ctx context.Context, args []string) int {
 	log := platform.NewLogger(os.Stderr)
 	guard, err := guardCommand()
 	if err != nil {
-		log.Warn("running without a guardian process: jobs would outlive this agent if it were killed", "err", err)
+		fmt.Fprintln(os.Stderr, "hodei agent: the guardian of its jobs:", err)
+		return 1
 	}
 	tracer, err := tracing.New(ctx, *otlp, "hodei-agent")
 	if err != nil {
@@ -264,11 +266,23 @@ func agentCA(file string) ([]byte, error) {
 // guardCommand runs this executable as the guardian of an agent's jobs,
 // which kills them when the agent dies.
 func guardCommand() ([]string, error) {
-	exe, err := os.Executable()
+	exe, err := selfExe()
 	if err != nil {
 		return nil, err
 	}
 	return []string{exe, agentGuard}, nil
+}
+
+// selfExe is a path that runs this very program. On Linux it is
+// /proc/self/exe, which names the running binary even after its file was
+// replaced or removed (an upgrade, a rebuild): the path of the file would
+// then start another version, or nothing, and an agent whose guardian
+// could not start would leave its jobs running if it were killed.
+func selfExe() (string, error) {
+	if runtime.GOOS == "linux" {
+		return "/proc/self/exe", nil
+	}
+	return os.Executable()
 }
 
 // writeClientConfig points the CLI's configuration file at this server

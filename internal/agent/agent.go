@@ -192,7 +192,9 @@ func New(cfg Config) (*Agent, error) {
 // the shutdown is forced. It returns ErrForced when it had to kill jobs
 // past the hard deadline.
 func (a *Agent) Run(ctx context.Context) error {
-	a.startGuard()
+	if err := a.startGuard(); err != nil {
+		return err
+	}
 	defer a.guard.close()
 	hc := pki.HTTPClient(nil) // cleartext h2c, unless a CA is given
 	if len(a.cfg.CA) > 0 {
@@ -232,20 +234,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
-// startGuard starts the guardian; without it the agent runs on, warned
-// once: a kill -9 of the agent would then leave its jobs running.
-func (a *Agent) startGuard() {
+// startGuard starts the guardian. An agent that cannot start it does not
+// run jobs: killed, it would leave them running beside their retries.
+func (a *Agent) startGuard() error {
 	if len(a.cfg.GuardCommand) == 0 {
-		return
+		return nil
 	}
 	g, err := startGuard(a.cfg.GuardCommand, func(err error) {
-		a.log.Warn("the guardian process is gone; jobs now outlive this agent if it is killed", "err", err)
+		a.log.Error("the guardian process is gone; jobs now outlive this agent if it is killed", "err", err)
 	})
 	if err != nil {
-		a.log.Warn("running without a guardian process: jobs would outlive this agent if it were killed", "err", err)
-		return
+		return err
 	}
 	a.guard = g
+	return nil
 }
 
 // ErrRejected is returned by Run when the server refuses the worker's

@@ -132,13 +132,14 @@ type runShape struct {
 	pages               pageTimes
 }
 
-// measureShape reads the finish times of the jobs that finished at or
-// after start (the run's) and the sizes.
-func measureShape(ctx context.Context, db *pgxpool.Pool, start time.Time, n int) (runShape, error) {
+// measureShape reads the finish times of the run's jobs (created at or
+// after submitted, through the creation-time index) counted from start,
+// and the sizes.
+func measureShape(ctx context.Context, db *pgxpool.Pool, submitted, start time.Time, n int) (runShape, error) {
 	var s runShape
 	var marks []time.Time
 	err := db.QueryRow(ctx, `SELECT percentile_disc(ARRAY[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]) WITHIN GROUP (ORDER BY finished_at)
-		FROM jobs WHERE finished_at >= $1`, start).Scan(&marks)
+		FROM jobs WHERE created_at >= $1`, submitted).Scan(&marks)
 	if err != nil {
 		return s, fmt.Errorf("tenths: %w", err)
 	}

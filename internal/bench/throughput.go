@@ -217,6 +217,7 @@ func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop, hold bool) 
 	spec := &hodeiv1.JobSpec{Command: []string{"true"}}
 	cpuStart := cpu.Now()
 	start := time.Now()
+	submitted := start // the run's jobs were created from here on
 	if err := submitAll(ctx, rig.jobs, spec, n, batch, submitters); err != nil {
 		return 0, runShape{}, err
 	}
@@ -233,7 +234,7 @@ func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop, hold bool) 
 			return 0, runShape{}, err
 		}
 	}
-	end, err := awaitFinished(ctx, rig, n)
+	end, err := awaitFinished(ctx, rig, n, submitted)
 	if err != nil {
 		return 0, runShape{}, err
 	}
@@ -242,7 +243,7 @@ func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop, hold bool) 
 	if cfg.PGStats {
 		printPGStats(ctx, rig, cpuStart, elapsed, n)
 	}
-	shape, err := measureShape(ctx, rig.db, start, n)
+	shape, err := measureShape(ctx, rig.db, submitted, start, n)
 	if err != nil {
 		return rate, shape, err
 	}
@@ -250,19 +251,22 @@ func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop, hold bool) 
 	return rate, shape, err
 }
 
-// awaitFinished waits until every one of the n jobs is final and returns
-// the last one's finish time.
-func awaitFinished(ctx context.Context, rig *benchRig, n int) (time.Time, error) {
+// awaitFinished waits until every one of the n jobs (created at or after
+// submitted) is final and returns the last one's finish time.
+func awaitFinished(ctx context.Context, rig *benchRig, n int, submitted time.Time) (time.Time, error) {
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
-		// Asks whether any job is not yet final (a partial index holds
-		// just those), four times a second: the first one found answers,
-		// where a count read every unfinished job and, polled faster,
-		// loaded the database being measured. The end of the run is the
+		// Asks whether any job is not yet final, four times a second: the
+		// first one found answers, where a count read every unfinished job
+		// and, polled faster, loaded the database being measured. Each
+		// EXISTS matches the predicate of a partial index (ready, live);
+		// one over all four states matched neither, and with a long
+		// history the planner scanned the whole table for it, seconds of
+		// a core taken from the run measured. The end of the run is the
 		// last job's finish time, not the moment the poll noticed it.
-		const unfinished = "FROM jobs WHERE state IN ('queued', 'assigned', 'running', 'retrying')"
 		var busy bool
-		if err := rig.db.QueryRow(ctx, "SELECT EXISTS (SELECT 1 "+unfinished+")").Scan(&busy); err != nil {
+		if err := rig.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('queued', 'retrying'))
+			OR EXISTS (SELECT 1 FROM jobs WHERE state IN ('assigned', 'running'))`).Scan(&busy); err != nil {
 			return time.Time{}, err
 		}
 		if !busy {
@@ -270,15 +274,17 @@ func awaitFinished(ctx context.Context, rig *benchRig, n int) (time.Time, error)
 		}
 		if time.Now().After(deadline) {
 			var left int
-			if err := rig.db.QueryRow(ctx, "SELECT count(*) "+unfinished).Scan(&left); err != nil {
+			if err := rig.db.QueryRow(ctx, "SELECT count(*) FROM jobs WHERE state IN ('queued', 'retrying', 'assigned', 'running')").Scan(&left); err != nil {
 				return time.Time{}, err
 			}
 			return time.Time{}, fmt.Errorf("%d of %d jobs not done", left, n)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+	// The run's jobs only, through the creation-time index: a history
+	// loaded before the run would otherwise be read whole.
 	var end time.Time
-	if err := rig.db.QueryRow(ctx, "SELECT max(finished_at) FROM jobs").Scan(&end); err != nil {
+	if err := rig.db.QueryRow(ctx, "SELECT max(finished_at) FROM jobs WHERE created_at >= $1", submitted).Scan(&end); err != nil {
 		return time.Time{}, err
 	}
 	return end, nil
