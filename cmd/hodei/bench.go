@@ -84,6 +84,7 @@ func benchDispatch(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.Plaintext, "insecure-plaintext", false, "run the platform without TLS, for comparison")
 	fs.IntVar(&cfg.Backlog, "backlog", 0, "jobs waiting, before the measurement, for a label no worker has (the explain-pending case)")
 	fs.IntVar(&cfg.History, "history", 0, "load this many finished jobs (with log rows and events, spread over the last 29 days) into the database before the run")
+	fs.BoolVar(&cfg.PGStats, "pgstats", false, "print to stderr the CPU used by this process and PostgreSQL while jobs are submitted, and the costliest statements")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
+	"github.com/hodei-dev/hodei/internal/bench/cpu"
 )
 
 // DispatchConfig configures Dispatch.
@@ -28,6 +29,9 @@ type DispatchConfig struct {
 	// History finished jobs (with log rows and events) are loaded into
 	// the database before the platform starts (loadHistory).
 	History int
+	// PGStats prints to stderr the CPU used and the costliest statements
+	// of the measured part (after the backlog), as Throughput's does.
+	PGStats bool
 }
 
 // Dispatch measures dispatch latency: idle agents are connected, jobs
@@ -51,7 +55,7 @@ func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
 		}
 		mu.Unlock()
 	}
-	rc := rigConfig{agents: cfg.Agents, slots: 4, noop: true, onRun: onRun, plaintext: cfg.Plaintext}
+	rc := rigConfig{agents: cfg.Agents, slots: 4, noop: true, onRun: onRun, plaintext: cfg.Plaintext, pgStats: cfg.PGStats}
 	if cfg.History > 0 {
 		rc.prepare = func(ctx context.Context, url string) error { return loadHistory(ctx, url, cfg.History, os.Stderr) }
 	}
@@ -63,6 +67,12 @@ func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
 	if err := submitBacklog(ctx, rig, cfg.Backlog); err != nil {
 		return err
 	}
+	if cfg.PGStats {
+		if _, err := rig.db.Exec(ctx, "SELECT pg_stat_statements_reset()"); err != nil {
+			return err
+		}
+	}
+	cpuStart, start := cpu.Now(), time.Now()
 	spec := &hodeiv1.JobSpec{Command: []string{"true"}}
 	tick := time.NewTicker(time.Second / time.Duration(cfg.Rate))
 	defer tick.Stop()
@@ -80,6 +90,9 @@ func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
 	select {
 	case <-all:
 	case <-time.After(30 * time.Second):
+	}
+	if cfg.PGStats {
+		printPGStats(ctx, rig, cpuStart, time.Since(start), cfg.Jobs)
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -229,6 +229,13 @@ func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop, hold bool) 
 			defer holder.release()
 		}
 		// Every job is in; the clock starts with the agents.
+		if cfg.PGStats {
+			// The statements of the run only, not the history's load or
+			// the submissions.
+			if _, err := rig.db.Exec(ctx, "SELECT pg_stat_statements_reset()"); err != nil {
+				return 0, runShape{}, err
+			}
+		}
 		cpuStart, start = cpu.Now(), time.Now()
 		if err := rig.startAgents(ctx); err != nil {
 			return 0, runShape{}, err

@@ -201,3 +201,60 @@ func TestSweepFindsAJobAClaimSkippedWhileLocked(t *testing.T) {
 	}
 	w.waitFor(t, "the job let go", held.ID, 1)
 }
+
+// TestDelayedRetriesWakeTheDispatcher: with the safety sweep off, a retry
+// waiting out its backoff is dispatched when the backoff ends and not
+// before, with no other wake-up: a retry scheduled after another one but
+// due before it (its event moves the timer earlier), then the other one
+// (found again once the timer has fired).
+func TestDelayedRetriesWakeTheDispatcher(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := store.Open(ctx, store.Config{URL: storetest.URL(t), Logger: storetest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	w := dispatching(t, st, -1)
+	// fail fails the first attempt of a new job whose retry waits backoff,
+	// and returns the job and when its retry is due.
+	fail := func(backoff time.Duration) (string, time.Time) {
+		t.Helper()
+		j, _, err := st.CreateJob(ctx, job.Spec{Command: []string{"false"}, Retry: job.RetryPolicy{MaxAttempts: 2, InitialBackoff: backoff, MaxBackoff: backoff, RetryableExitCodes: []int32{1}}}, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := w.waitFor(t, "a first attempt", j.ID, 1)
+		out, err := st.FinishAttempt(ctx, uuid.MustParse(j.ID), a.Token, store.Result{ExitCode: 1, Class: job.FailureExitCode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var runAt time.Time
+		if err := st.SQLForTests().QueryRow(ctx, "SELECT run_at FROM jobs WHERE id = $1 AND state = 'retrying'", j.ID).Scan(&runAt); err != nil {
+			t.Fatalf("job %s not waiting for its retry (%s): %v", j.ID, out.State, err)
+		}
+		return j.ID, runAt
+	}
+	late, lateAt := fail(4 * time.Second)
+	early, earlyAt := fail(500 * time.Millisecond)
+	if !earlyAt.Before(lateAt) {
+		t.Fatalf("retries due at %v and %v, want the second one first", earlyAt, lateAt)
+	}
+	for _, r := range []struct {
+		what string
+		id   string
+		due  time.Time
+	}{{"the retry due first", early, earlyAt}, {"the retry due last", late, lateAt}} {
+		w.waitFor(t, r.what, r.id, 2)
+		got := time.Now()
+		if got.Before(r.due) {
+			t.Errorf("%s dispatched at %v, before its backoff ended at %v", r.what, got, r.due)
+		}
+		if got.Sub(r.due) > 2*time.Second {
+			t.Errorf("%s dispatched %v after its backoff ended, want the timer's wake-up", r.what, got.Sub(r.due))
+		}
+		if r.id == early && !got.Before(lateAt) {
+			t.Errorf("%s dispatched at %v, after the other retry was due (%v): the timer was not moved earlier", r.what, got, lateAt)
+		}
+	}
+}

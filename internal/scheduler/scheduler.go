@@ -64,8 +64,69 @@ type Dispatcher struct {
 
 	mu        sync.Mutex
 	unhealthy map[string]bool // providers whose workers get no jobs
+	// delayed is the earliest run_at of a retry waiting out its backoff
+	// that the dispatcher knows of, for its timer (d.mu).
+	delayed delayedRetries
 
 	cursors cursors
+}
+
+// delayedRetries is what the dispatcher knows of the retries waiting out
+// a backoff: the earliest run_at, read from the store at the first pass,
+// when the timer or a sweep fires, and after a failed pass, and lowered in
+// between by the run_at each JobRetryScheduled carries. A retry leaving
+// that state early only makes the timer fire for nothing, and the read
+// that follows finds the next one. So a pass does not read it every time:
+// with a backlog, the planner could answer that read by walking the whole
+// ready index.
+type delayedRetries struct {
+	next  time.Time // the earliest known run_at; noRetry: none
+	noted time.Time // the earliest run_at heard of since the last read began
+	stale bool      // the next pass reads it from the store
+}
+
+// noRetry stands for "no delayed retry": the store's answer when none waits.
+var noRetry = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// retryScheduled notes the run_at of a retry that was just scheduled.
+func (d *Dispatcher) retryScheduled(at time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if at.Before(d.delayed.next) {
+		d.delayed.next = at
+	}
+	if at.Before(d.delayed.noted) {
+		d.delayed.noted = at
+	}
+}
+
+// nextRetry is when the earliest delayed retry becomes ready, read from
+// the store when refresh is set or the last read is stale.
+func (d *Dispatcher) nextRetry(ctx context.Context, now time.Time, refresh bool) (time.Time, error) {
+	d.mu.Lock()
+	if !refresh && !d.delayed.stale {
+		defer d.mu.Unlock()
+		return d.delayed.next, nil
+	}
+	d.delayed.noted = noRetry
+	d.mu.Unlock()
+	at, err := d.store.NextRunAt(ctx, now)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		d.delayed.stale = true
+		return now, err
+	}
+	// A retry scheduled while the read ran may be missing from it.
+	d.delayed.next, d.delayed.stale = minTime(at, d.delayed.noted), false
+	return d.delayed.next, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // New returns a dispatcher.
@@ -77,7 +138,7 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus, ws Workers) *Dispatcher
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Dispatcher{cfg: cfg, store: st, bus: bus, ws: ws, log: cfg.Logger, kick: make(chan struct{}, 1), recheck: make(chan struct{}, 1), unhealthy: map[string]bool{},
-		cursors: cursors{at: map[string]*cursor{}}}
+		delayed: delayedRetries{next: noRetry, noted: noRetry, stale: true}, cursors: cursors{at: map[string]*cursor{}}}
 }
 
 // Kick asks for a dispatch pass.
@@ -181,6 +242,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			// The job keeps its place (its id and priority), which the
 			// event does not tell.
 			d.askRecheck()
+			if p, err := e.Decode(); err == nil && p.GetJobRetryScheduled().GetRunAt() != nil {
+				d.retryScheduled(p.GetJobRetryScheduled().GetRunAt().AsTime())
+			} else {
+				d.mu.Lock()
+				d.delayed.stale = true
+				d.mu.Unlock()
+			}
 		case "ProviderHealthChanged":
 			p, err := e.Decode()
 			if err != nil {
@@ -258,7 +326,7 @@ func (d *Dispatcher) pass(ctx context.Context, trigger string) (time.Time, error
 		}
 	}
 	d.cfg.Metrics.pass(trigger, claimed)
-	return d.store.NextRunAt(ctx, now)
+	return d.nextRetry(ctx, now, trigger != "event")
 }
 
 // claimAll claims jobs for every worker with free slots, one statement
