@@ -109,6 +109,7 @@ func benchThroughput(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.PGStats, "pgstats", false, "print to stderr the CPU used by this process, its job processes and PostgreSQL (in all and per job), and the costliest statements")
 	fs.BoolVar(&cfg.Presubmit, "presubmit", false, "submit every job before the agents start and time only their work, from the agents' start to the last job's end (the shape of river bench --num-total-jobs); default: submission is timed and runs while agents work")
 	fs.IntVar(&cfg.History, "history", 0, "load this many finished jobs (with log rows and events, spread over the last 29 days) into the database before each run")
+	fs.BoolVar(&cfg.HistoryExpired, "history-expired", false, "make the --history jobs 31 to 60 days old, past the default job retention, so that the retention duty deletes them during the run (prints history_deleted)")
 	fs.BoolVar(&cfg.HoldSnapshot, "hold-snapshot", false, "run each round twice, without and with a REPEATABLE READ snapshot held for the whole run (a long report query), and print held_ratio")
 	if err := parseFlags(fs, args); err != nil {
 		return err

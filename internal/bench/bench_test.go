@@ -212,6 +212,24 @@ func TestThroughputHistoryAndHeldSnapshot(t *testing.T) {
 			` held_jobs_per_sec=\d+ held_ratio=\d+\.\d\d held_tenth_min_ratio=\d+\.\d\d`)
 }
 
+// TestThroughputWithAnExpiredHistory: a history older than the job
+// retention is deleted by the retention duty while the run goes on, and
+// the result line tells how much of it was gone at the end.
+func TestThroughputWithAnExpiredHistory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("benchmark")
+	}
+	t.Parallel()
+	var out bytes.Buffer
+	cfg := bench.ThroughputConfig{Jobs: 200, Agents: 1, Slots: 4, Prefetch: 8, Submitters: 1, Batch: 100,
+		Modes: []string{"noop"}, Rounds: 1, Presubmit: true, History: 3000, HistoryExpired: true}
+	if err := bench.Throughput(context.Background(), &out, cfg); err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, out.String(),
+		`result name=throughput mode=noop jobs_per_sec=\d+ jobs=200 .* history=3000 .* history_expired=true history_deleted=([1-9]\d{0,2}|[12]\d{3}|3000)`)
+}
+
 // TestDispatchBehindABacklog: dispatch is measured with jobs waiting for
 // a label no worker has, over a history of finished jobs, and every
 // measured job still reaches an agent.

@@ -57,7 +57,9 @@ func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
 	}
 	rc := rigConfig{agents: cfg.Agents, slots: 4, noop: true, onRun: onRun, plaintext: cfg.Plaintext, pgStats: cfg.PGStats}
 	if cfg.History > 0 {
-		rc.prepare = func(ctx context.Context, url string) error { return loadHistory(ctx, url, cfg.History, os.Stderr) }
+		rc.prepare = func(ctx context.Context, url string) error {
+			return loadHistory(ctx, url, cfg.History, false, os.Stderr)
+		}
 	}
 	rig, err := newBenchRig(ctx, rc)
 	if err != nil {

@@ -27,6 +27,11 @@ const historyChunk = 250_000
 // retention duty deleting it.
 const historySpan = 29 * 24 * time.Hour
 
+// expiredAge is how much older an expired history is (HistoryExpired):
+// it then spans 31 to 60 days ago, past the default job retention, and
+// the retention duty deletes it while the run is measured.
+const expiredAge = 31 * 24 * time.Hour
+
 // loadHistory inserts n finished jobs into the migrated database at url,
 // as months of use leave them: each succeeded on its first attempt, with
 // one log batch and two events (JobCreated, JobCompleted, in batches of
@@ -34,7 +39,7 @@ const historySpan = 29 * 24 * time.Hour
 // It runs before the platform starts, so the history's events are behind
 // every subscriber's cursor. It ends with VACUUM ANALYZE and a checkpoint,
 // as a database that lived that long has been vacuumed.
-func loadHistory(ctx context.Context, url string, n int, progress io.Writer) error {
+func loadHistory(ctx context.Context, url string, n int, expired bool, progress io.Writer) error {
 	if n <= 0 {
 		return nil
 	}
@@ -49,6 +54,9 @@ func loadHistory(ctx context.Context, url string, n int, progress io.Writer) err
 	}
 	start := time.Now()
 	base := start.Add(-historySpan)
+	if expired {
+		base = base.Add(-expiredAge)
+	}
 	step := historySpan / time.Duration(n)
 	for lo := 0; lo < n; lo += historyChunk {
 		hi := min(lo+historyChunk, n) - 1
@@ -130,6 +138,7 @@ type runShape struct {
 	rssMiB              float64   // resident memory of this process (server, agents and client) at the end
 	tablesMiB, indexMiB float64   // jobs, job_logs and event_batches with their TOAST; their indexes
 	pages               pageTimes
+	historyDeleted      int // jobs of an expired history deleted by the end of the run
 }
 
 // measureShape reads the finish times of the run's jobs (created at or

@@ -45,6 +45,9 @@ func (cfg ThroughputConfig) check() error {
 		setting{"batch", int64(cfg.Batch), 1, 1000}, setting{"rounds", int64(cfg.Rounds), 1, 0}, setting{"history", int64(cfg.History), 0, 0}); err != nil {
 		return err
 	}
+	if cfg.HistoryExpired && cfg.History == 0 {
+		return fmt.Errorf("bench throughput: history-expired: needs --history N, the jobs it makes expired")
+	}
 	if len(cfg.Modes) == 0 {
 		return fmt.Errorf("bench throughput: modes: none given (process, noop)")
 	}

@@ -52,6 +52,7 @@ func TestSettingsOutOfRangeAreRefused(t *testing.T) {
 		{throughput(func(c *bench.ThroughputConfig) { c.Prefetch = -1 }), "bench throughput: prefetch: -1 is less than 0"},
 		{throughput(func(c *bench.ThroughputConfig) { c.Modes = []string{"noop", "fast"} }), `bench throughput: modes: "fast" is not a mode (process, noop)`},
 		{throughput(func(c *bench.ThroughputConfig) { c.Modes = nil }), "bench throughput: modes: none given (process, noop)"},
+		{throughput(func(c *bench.ThroughputConfig) { c.HistoryExpired = true }), "bench throughput: history-expired: needs --history N, the jobs it makes expired"},
 		{logs(func(c *bench.LogsConfig) { c.Lines = 0 }), "bench logs: lines: 0 is less than 1"},
 		{logs(func(c *bench.LogsConfig) { c.Steady = 500 * time.Millisecond }), "bench logs: steady: 500ms is less than 1s"},
 		{logs(func(c *bench.LogsConfig) { c.GiB = -1 }), "bench logs: gib: -1 is negative"},

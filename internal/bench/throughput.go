@@ -57,6 +57,10 @@ type ThroughputConfig struct {
 	// History is the number of finished jobs (with log rows and events)
 	// loaded into the database before each run (loadHistory).
 	History int
+	// HistoryExpired makes the history older than the job retention, so
+	// that the retention duty deletes it during the run; the result line
+	// then tells how many of its jobs were gone at the end.
+	HistoryExpired bool
 	// HoldSnapshot runs every round twice, without and with a REPEATABLE
 	// READ snapshot held from before the agents start to the run's end,
 	// and reports the ratio of the two rates.
@@ -179,6 +183,9 @@ func throughputMode(ctx context.Context, out io.Writer, cfg ThroughputConfig, mo
 	sh := med.shape
 	scale := fmt.Sprintf("tenth_min_ratio=%.2f tenths=%s history=%d rss_mib=%.0f tables_mib=%.0f indexes_mib=%.0f list_ms=%.1f list_failed_ms=%.1f job_page_ms=%.1f",
 		sh.minTenth(med.rate), sh.tenthsText(), cfg.History, sh.rssMiB, sh.tablesMiB, sh.indexMiB, ms(sh.pages.list), ms(sh.pages.listFailed), ms(sh.pages.job))
+	if cfg.HistoryExpired {
+		scale += fmt.Sprintf(" history_expired=true history_deleted=%d", sh.historyDeleted)
+	}
 	if len(held) > 0 {
 		slices.SortFunc(held, func(a, b run) int { return cmp.Compare(figure(a), figure(b)) })
 		h := held[len(held)/2]
@@ -200,7 +207,9 @@ func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop, hold bool) 
 	rc := rigConfig{agents: cfg.Agents, slots: cfg.Slots, prefetch: cfg.Prefetch, adaptive: cfg.AdaptivePrefetch,
 		noop: noop, hold: presubmit, pgStats: cfg.PGStats, guard: cfg.AgentGuard, plaintext: cfg.Plaintext}
 	if cfg.History > 0 {
-		rc.prepare = func(ctx context.Context, url string) error { return loadHistory(ctx, url, cfg.History, os.Stderr) }
+		rc.prepare = func(ctx context.Context, url string) error {
+			return loadHistory(ctx, url, cfg.History, cfg.HistoryExpired, os.Stderr)
+		}
 	}
 	rig, err := newBenchRig(ctx, rc)
 	if err != nil {
@@ -253,6 +262,15 @@ func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop, hold bool) 
 	shape, err := measureShape(ctx, rig.db, submitted, start, n)
 	if err != nil {
 		return rate, shape, err
+	}
+	if cfg.HistoryExpired {
+		// The history's jobs were created before the run's, through the
+		// creation-time index.
+		var left int
+		if err := rig.db.QueryRow(ctx, "SELECT count(*) FROM jobs WHERE created_at < $1", submitted).Scan(&left); err != nil {
+			return rate, shape, err
+		}
+		shape.historyDeleted = cfg.History - left
 	}
 	shape.pages, err = measurePages(ctx, rig)
 	return rate, shape, err
