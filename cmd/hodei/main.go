@@ -70,7 +70,7 @@ func run() int {
 	case "agent":
 		return runAgent(ctx, args)
 	case agentGuard: // started by guardCommand only
-		err = agent.RunGuardian(os.Stdin)
+		err = agent.RunGuardian(os.Stdin, os.Stdout)
 	case agent.ShimCommand: // started by agents for jobs with secrets only
 		err = agent.RunExecShim(os.Stdin, args)
 		if err != nil {

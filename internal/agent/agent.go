@@ -207,6 +207,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.enroll(ctx, hc); err != nil {
 		return err
 	}
+	// Jobs come over the connection: none starts before the guardian is
+	// ready (it started while the agent enrolled).
+	if err := a.guard.waitReady(guardReadyTimeout); err != nil {
+		return err
+	}
 	a.log = a.log.With("worker_id", a.workerID)
 	connCtx, stopConn := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopConn()
@@ -233,6 +238,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	<-connDone
 	return err
 }
+
+// guardReadyTimeout is how long an agent waits for its guardian to be
+// ready: it is a process start, longer only on a machine under heavy load.
+const guardReadyTimeout = 30 * time.Second
 
 // startGuard starts the guardian. An agent that cannot start it does not
 // run jobs: killed, it would leave them running beside their retries.

@@ -29,7 +29,15 @@ type guard struct {
 	failed atomic.Bool // a write failed: the guardian is gone
 	onFail func(error) // called once, on the first failed write
 	once   sync.Once
+	// ready is closed when the guardian has said it is ready (it handles
+	// the parent-death signal) or is gone (readyErr).
+	ready    chan struct{}
+	readyErr error
 }
+
+// guardReadyLine is what the guardian writes to its standard output once
+// it is ready.
+const guardReadyLine = "ready\n"
 
 // startGuard starts argv as the guardian, in its own process group (a
 // signal to the agent's group does not reach it), its standard input the
@@ -42,14 +50,21 @@ func startGuard(argv []string, onFail func(error)) (*guard, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create guardian pipe: %w", err)
 	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("create guardian pipe: %w", err)
+	}
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with the guardian's wait
 		cmd := exec.Command(argv[0], argv[1:]...)
-		cmd.Stdin, cmd.Stderr = r, os.Stderr
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = r, readyW, os.Stderr
 		cmd.SysProcAttr = guardProcAttr()
 		err := cmd.Start()
 		r.Close()
+		readyW.Close()
 		started <- err
 		if err == nil {
 			_ = cmd.Wait()
@@ -57,9 +72,36 @@ func startGuard(argv []string, onFail func(error)) (*guard, error) {
 	}()
 	if err := <-started; err != nil {
 		w.Close()
+		readyR.Close()
 		return nil, fmt.Errorf("start guardian %s: %w", argv[0], err)
 	}
-	return &guard{w: w, onFail: onFail}, nil
+	g := &guard{w: w, onFail: onFail, ready: make(chan struct{})}
+	go func() {
+		defer readyR.Close()
+		defer close(g.ready)
+		buf := make([]byte, len(guardReadyLine))
+		if _, err := io.ReadFull(readyR, buf); err != nil || string(buf) != guardReadyLine {
+			g.readyErr = fmt.Errorf("guardian %s exited before it was ready (%q, %v)", argv[0], buf, err)
+		}
+	}()
+	return g, nil
+}
+
+// waitReady waits until the guardian is ready, at most timeout. Until
+// then a parent-death signal would kill it before it could act: a job
+// started in that window would outlive a killed agent.
+func (g *guard) waitReady(timeout time.Duration) error {
+	if g == nil {
+		return nil
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-g.ready:
+		return g.readyErr
+	case <-t.C:
+		return fmt.Errorf("guardian not ready after %s", timeout)
+	}
 }
 
 // add lists a job's process group with the guardian.
@@ -96,12 +138,17 @@ func (g *guard) close() {
 // RunGuardian is the guardian process (`hodei agent-guard`): it reads
 // "+PGID" and "-PGID" lines from in and, when in reaches its end (the
 // agent exited or died) or the parent-death signal comes, sends SIGKILL to
-// every process group still listed, then returns.
-func RunGuardian(in io.Reader) error {
+// every process group still listed, then returns. Once it handles that
+// signal it writes the ready line to ready and closes it.
+func RunGuardian(in io.Reader, ready io.WriteCloser) error {
 	parent := os.Getppid()
 	g := &guardian{groups: map[int]struct{}{}}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	if _, err := io.WriteString(ready, guardReadyLine); err != nil {
+		return fmt.Errorf("guardian: say ready: %w", err)
+	}
+	ready.Close()
 	go func() {
 		for range sig {
 			// The parent-death signal, or a stray one while the agent

@@ -127,3 +127,30 @@ func TestGuardianKillsAtTheDeadlineOfAFrozenAgent(t *testing.T) {
 		t.Fatal("the group's leader still runs 5s after the deadline")
 	}
 }
+
+// TestGuardWaitsUntilTheGuardianIsReady: waitReady returns once the
+// guardian has written its ready line, and fails when the guardian exits
+// without it.
+func TestGuardWaitsUntilTheGuardianIsReady(t *testing.T) {
+	g, err := startGuard([]string{"sh", "-c", "sleep 0.2; printf 'ready\\n'; cat >/dev/null"}, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.close()
+	select {
+	case <-g.ready:
+		t.Fatal("ready before the guardian said so")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err := g.waitReady(10 * time.Second); err != nil {
+		t.Fatalf("waitReady: %v", err)
+	}
+	gone, err := startGuard([]string{"sh", "-c", "exit 0"}, func(error) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gone.close()
+	if err := gone.waitReady(10 * time.Second); err == nil || !strings.Contains(err.Error(), "exited before it was ready") {
+		t.Fatalf("waitReady of a guardian that exited: %v, want an error saying so", err)
+	}
+}

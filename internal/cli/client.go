@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -112,13 +113,15 @@ func (b bearer) CloseIdleConnections() { b.base.CloseIdleConnections() }
 
 // transient reports whether a stream that failed with err is worth
 // re-opening: the server went away or broke the connection, rather than
-// answering.
-func transient(err error) bool {
-	if err == nil {
+// answering. Canceled counts when the command's own context is not done:
+// a server killed mid-stream resets the connection, which the client
+// reports as a cancelled stream.
+func transient(ctx context.Context, err error) bool {
+	if err == nil || ctx.Err() != nil {
 		return false
 	}
 	switch connect.CodeOf(err) {
-	case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeInternal,
+	case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeInternal, connect.CodeCanceled,
 		connect.CodeAborted, connect.CodeDeadlineExceeded, connect.CodeResourceExhausted:
 		return true
 	}

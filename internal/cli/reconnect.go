@@ -45,7 +45,7 @@ func (r *reconnector) progress() {
 // stream that stayed open a while counts as healthy even if it delivered
 // nothing (a quiet job).
 func (r *reconnector) retry(ctx context.Context, opened time.Time, err error) error {
-	if err != nil && !transient(err) {
+	if err != nil && !transient(ctx, err) {
 		return err
 	}
 	if na := (*noAnswerError)(nil); errors.As(err, &na) && na.never {

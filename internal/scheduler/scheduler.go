@@ -88,10 +88,17 @@ type delayedRetries struct {
 // noRetry stands for "no delayed retry": the store's answer when none waits.
 var noRetry = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// retryScheduled notes the run_at of a retry that was just scheduled.
-func (d *Dispatcher) retryScheduled(at time.Time) {
+// retryScheduled notes the run_at of the retry JobRetryScheduled e
+// announces; one it cannot read makes the next pass read them all.
+func (d *Dispatcher) retryScheduled(e eventbus.Event) {
+	p, err := e.Decode()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if err != nil || p.GetJobRetryScheduled().GetRunAt() == nil {
+		d.delayed.stale = true
+		return
+	}
+	at := p.GetJobRetryScheduled().GetRunAt().AsTime()
 	if at.Before(d.delayed.next) {
 		d.delayed.next = at
 	}
@@ -242,13 +249,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			// The job keeps its place (its id and priority), which the
 			// event does not tell.
 			d.askRecheck()
-			if p, err := e.Decode(); err == nil && p.GetJobRetryScheduled().GetRunAt() != nil {
-				d.retryScheduled(p.GetJobRetryScheduled().GetRunAt().AsTime())
-			} else {
-				d.mu.Lock()
-				d.delayed.stale = true
-				d.mu.Unlock()
-			}
+			d.retryScheduled(e)
 		case "ProviderHealthChanged":
 			p, err := e.Decode()
 			if err != nil {
