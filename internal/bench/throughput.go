@@ -272,7 +272,13 @@ func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop, hold bool) 
 		}
 		shape.historyDeleted = cfg.History - left
 	}
-	shape.pages, err = measurePages(ctx, rig)
+	// The oldest job stored, unless the retention is deleting the
+	// history: then the oldest of the run's.
+	var oldestFrom time.Time
+	if cfg.HistoryExpired {
+		oldestFrom = submitted
+	}
+	shape.pages, err = measurePages(ctx, rig, oldestFrom)
 	return rate, shape, err
 }
 
