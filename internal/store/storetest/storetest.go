@@ -136,15 +136,33 @@ func ConnectedWorker(t testing.TB, s *store.Store) string {
 	return id
 }
 
-// Logger routes slog output to t.Log.
+// Logger routes slog output to t.Log until the test's cleanups run, and
+// to standard error after that: a goroutine of the code under test (a
+// timer) may still log once the test is over, which t.Log does not allow.
 func Logger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w := &tWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.over = true
+		w.mu.Unlock()
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type tWriter struct{ t testing.TB }
+type tWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	over bool // the test's cleanups have run
+}
 
-func (w tWriter) Write(p []byte) (int, error) {
+func (w *tWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.over {
+		fmt.Fprintf(os.Stderr, "%s (after the test): %s", w.t.Name(), p)
+		return len(p), nil
+	}
 	w.t.Log(string(p[:len(p)-1]))
 	return len(p), nil
 }
