@@ -271,7 +271,8 @@ fetch(%[1]q, {method: "POST", mode: "no-cors", credentials: "include", headers: 
 }
 
 // TestDashboardJobListBudget: with 100,000 jobs stored, the job list
-// shows its first page within 300 ms of the navigation.
+// shows its first page, newest first, within 300 ms of the navigation
+// (the time is not held against a coverage-instrumented build).
 func TestDashboardJobListBudget(t *testing.T) {
 	t.Parallel()
 	d := startDashboard(t, "--max-workers", "0")
@@ -300,7 +301,9 @@ func TestDashboardJobListBudget(t *testing.T) {
 		}
 	}
 	t.Logf("first page of %d jobs rendered %d ms after the navigation (best of 3)", total, best)
-	if best >= 300 {
+	// A coverage run (make cover) instruments the server with atomic
+	// counters on every statement: its times say nothing of the product's.
+	if best >= 300 && testing.CoverMode() == "" {
 		t.Errorf("first page rendered after %d ms, budget 300 ms", best)
 	}
 	if got := text(t, ctx, `#jobs tbody tr:first-child td[data-label="Name"]`); got != fmt.Sprintf("bulk-%d", total-1) {
