@@ -45,6 +45,12 @@ bench: deps build images ## run the benchmarks; each prints a final `result name
 	$(BIN) bench throughput --modes noop --jobs 30000 --rounds 3 --presubmit
 	$(BIN) bench logs
 	$(BIN) bench provision
+	$(BIN) bench throughput --modes noop --jobs 1000000 --presubmit
+	$(BIN) bench throughput --modes noop --jobs 30000 --presubmit --hold-snapshot
+	$(BIN) bench dispatch --backlog 1000000
+	$(BIN) bench throughput --modes noop --jobs 30000 --presubmit --history 10000000
+	$(BIN) bench dispatch --history 10000000
+	$(BIN) bench throughput --modes noop --jobs 30000 --presubmit --history 1000000 --history-expired
 
 .PHONY: bench-river
 bench-river: deps ## River's no-op throughput here (tools/riverbench, own module), to compare with bench throughput; ARGS="--jobs 30000 --rounds 3" (work only) or ARGS="--duration 10s" (continuous)
