@@ -2,10 +2,6 @@ package server
 
 import (
 	"context"
-	"io"
-	"net"
-	"net/http"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,9 +10,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/trace"
-	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
@@ -26,83 +19,8 @@ import (
 	"github.com/hodei-dev/hodei/internal/store"
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 	"github.com/hodei-dev/hodei/internal/tracing"
+	"github.com/hodei-dev/hodei/internal/tracing/tracetest"
 )
-
-// otlpSink is an OTLP/HTTP collector in the test's process: it keeps the
-// spans exported to it.
-type otlpSink struct {
-	mu    sync.Mutex
-	spans []*tracepb.Span
-}
-
-func startOTLPSink(t *testing.T) (*otlpSink, string) {
-	t.Helper()
-	s := &otlpSink{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, err := io.ReadAll(r.Body)
-		var req coltrace.ExportTraceServiceRequest
-		if err == nil {
-			err = proto.Unmarshal(b, &req)
-		}
-		if err != nil || r.URL.Path != "/v1/traces" {
-			http.Error(w, "bad export", http.StatusBadRequest)
-			return
-		}
-		s.mu.Lock()
-		for _, rs := range req.ResourceSpans {
-			for _, ss := range rs.ScopeSpans {
-				s.spans = append(s.spans, ss.Spans...)
-			}
-		}
-		s.mu.Unlock()
-		b, _ = proto.Marshal(&coltrace.ExportTraceServiceResponse{})
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		w.Write(b)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return s, "http://" + ln.Addr().String()
-}
-
-// roots returns the attempt root spans ("job attempt") exported for job id.
-func (s *otlpSink) roots(id string) []*tracepb.Span {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []*tracepb.Span
-	for _, sp := range s.spans {
-		if sp.Name == "job attempt" && attr(sp, "hodei.job_id") == id {
-			out = append(out, sp)
-		}
-	}
-	return out
-}
-
-// named returns the spans called name exported for job id.
-func (s *otlpSink) named(id, name string) []*tracepb.Span {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []*tracepb.Span
-	for _, sp := range s.spans {
-		if sp.Name == name && attr(sp, "hodei.job_id") == id {
-			out = append(out, sp)
-		}
-	}
-	return out
-}
-
-// attr is a span's text attribute key ("" when it has none).
-func attr(sp *tracepb.Span, key string) string {
-	for _, a := range sp.Attributes {
-		if a.Key == key {
-			return a.GetValue().GetStringValue()
-		}
-	}
-	return ""
-}
 
 // TestAttemptsEndedByTheServerHaveARootSpan: an attempt that ends without
 // a result from its agent (cancelled before it was assigned or before it
@@ -112,7 +30,7 @@ func attr(sp *tracepb.Span, key string) string {
 func TestAttemptsEndedByTheServerHaveARootSpan(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	sink, endpoint := startOTLPSink(t)
+	sink, endpoint := tracetest.Start(t)
 	tr, err := tracing.New(ctx, endpoint, "hodei-server")
 	if err != nil {
 		t.Fatal(err)
@@ -217,15 +135,15 @@ type root struct {
 // checkRoot checks that attempt 1 of job id, and no other attempt, has
 // one root span, as want says, ending by ended, with the attempt's ids and
 // the job's submit span under it.
-func checkRoot(t *testing.T, sink *otlpSink, name, id string, want root, ended time.Time) {
+func checkRoot(t *testing.T, sink *tracetest.Sink, name, id string, want root, ended time.Time) {
 	t.Helper()
-	rs := sink.roots(id)
+	rs := sink.Named(id, "job attempt")
 	if len(rs) != 1 {
 		t.Errorf("%s: %d root spans, want 1 (of attempt 1)", name, len(rs))
 		return
 	}
 	sp := rs[0]
-	got := root{attr(sp, "hodei.outcome"), attr(sp, "hodei.state"), attr(sp, "hodei.worker_id"), attr(sp, "hodei.ended_by"), time.Unix(0, int64(sp.StartTimeUnixNano))}
+	got := root{tracetest.Attr(sp, "hodei.outcome"), tracetest.Attr(sp, "hodei.state"), tracetest.Attr(sp, "hodei.worker_id"), tracetest.Attr(sp, "hodei.ended_by"), time.Unix(0, int64(sp.StartTimeUnixNano))}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("%s: root span (-want +got):\n%s", name, d)
 	}
@@ -239,7 +157,7 @@ func checkRoot(t *testing.T, sink *otlpSink, name, id string, want root, ended t
 	if string(sp.TraceId) != string(tid) || string(sp.SpanId) != string(sid) {
 		t.Errorf("%s: root span %x/%x, want the attempt's %x/%x", name, sp.TraceId, sp.SpanId, tid, sid)
 	}
-	if sub := sink.named(id, "submit"); len(sub) != 1 || string(sub[0].ParentSpanId) != string(sp.SpanId) {
+	if sub := sink.Named(id, "submit"); len(sub) != 1 || string(sub[0].ParentSpanId) != string(sp.SpanId) {
 		t.Errorf("%s: submit spans %v, want one under the root span", name, sub)
 	}
 }
