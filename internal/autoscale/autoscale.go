@@ -159,11 +159,8 @@ func (a *Autoscaler) died(ctx context.Context, id string) {
 	if err != nil {
 		return
 	}
-	switch w.State {
-	case "draining":
-		return // being terminated by scale-down, which cleans up
-	case "connected", "provisioning":
-		if _, err := a.store.WorkerGone(ctx, id, "disconnected", "its container or pod died", false); err != nil {
+	if w.State != "terminated" && w.State != "disconnected" {
+		if _, err := a.store.WorkerDied(ctx, id, "its container or pod died"); err != nil {
 			a.log.Warn("record dead worker", "worker_id", id, "err", err)
 		}
 	}

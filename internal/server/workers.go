@@ -238,6 +238,10 @@ func (s *Server) receiveLoop(ctx context.Context, c *workerConn, stream *connect
 	return msgs, recvErr
 }
 
+// lastReportsTimeout bounds applying the reports that arrived just
+// before a worker's stream ended.
+const lastReportsTimeout = 10 * time.Second
+
 // serveReports applies the worker's messages as they arrive, every
 // report waiting at that moment in one transaction (group commit), in
 // order, until the stream ends.
@@ -254,7 +258,12 @@ func (s *Server) serveReports(ctx context.Context, c *workerConn, msgs <-chan *h
 				rest = append(rest, <-msgs)
 			}
 			if len(rest) > 0 {
-				if aerr := s.applyReports(ctx, c, rest); aerr != nil {
+				// The stream's context may be cancelled already (the
+				// connection broke): what arrived is applied all the same.
+				actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lastReportsTimeout)
+				aerr := s.applyReports(actx, c, rest)
+				cancel()
+				if aerr != nil {
 					log.Warn("worker reports failed", "err", aerr)
 				}
 			}

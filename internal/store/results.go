@@ -467,7 +467,7 @@ func (s *Store) ExpireSilentWorkers(ctx context.Context, cutoff time.Time) ([]st
 	}
 	var out []string
 	for _, id := range ids {
-		if _, err := s.workerGone(ctx, &hodeiv1.WorkerDisconnected{WorkerId: id.String(), Reason: "no heartbeat within the lease", ReplicaLost: true}, "disconnected"); err != nil {
+		if _, err := s.workerGone(ctx, &hodeiv1.WorkerDisconnected{WorkerId: id.String(), Reason: "no heartbeat within the lease", ReplicaLost: true}, "disconnected", false); err != nil {
 			return out, err
 		}
 		out = append(out, id.String())

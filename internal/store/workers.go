@@ -218,11 +218,24 @@ func (s *Store) TouchWorkers(ctx context.Context, seen map[string]time.Time) (ex
 // unfinished attempts as worker_lost, applying their retry policies. It
 // returns the ids of the affected jobs.
 func (s *Store) WorkerGone(ctx context.Context, id, state, reason string, expected bool) ([]string, error) {
-	return s.workerGone(ctx, &hodeiv1.WorkerDisconnected{WorkerId: id, Reason: reason, Expected: expected}, state)
+	return s.workerGone(ctx, &hodeiv1.WorkerDisconnected{WorkerId: id, Reason: reason, Expected: expected}, state, false)
 }
 
-// workerGone is WorkerGone publishing d (its provider filled in).
-func (s *Store) workerGone(ctx context.Context, d *hodeiv1.WorkerDisconnected, state string) ([]string, error) {
+// WorkerDied records that a worker's container or pod stopped, as its
+// provider saw it: the worker is disconnected and its unfinished attempts
+// fail as worker_lost now, not when its lease runs out. That holds for a
+// draining worker too (it drains because its pod is being deleted, and
+// the pod ended before the drain did); only a draining worker with
+// nothing unfinished is left as it is, since scale-down is terminating it
+// and records that itself.
+func (s *Store) WorkerDied(ctx context.Context, id, reason string) ([]string, error) {
+	return s.workerGone(ctx, &hodeiv1.WorkerDisconnected{WorkerId: id, Reason: reason}, "disconnected", true)
+}
+
+// workerGone is WorkerGone publishing d (its provider filled in). A
+// terminated worker stays terminated. died is WorkerDied's rule: a
+// draining worker with no unfinished attempt is left alone.
+func (s *Store) workerGone(ctx context.Context, d *hodeiv1.WorkerDisconnected, state string, died bool) ([]string, error) {
 	id, reason := d.WorkerId, d.Reason
 	uid, err := uuid.Parse(id)
 	if err != nil {
@@ -243,6 +256,15 @@ func (s *Store) workerGone(ctx context.Context, d *hodeiv1.WorkerDisconnected, s
 		}
 		if w.State == state && len(attempts) == 0 {
 			return nil // already recorded (another replica or the leader got here first)
+		}
+		if died && w.State == "draining" && len(attempts) == 0 {
+			return nil
+		}
+		if w.State == "terminated" {
+			state = "terminated"
+			if len(attempts) == 0 {
+				return nil
+			}
 		}
 		if err := q.SetWorkerState(ctx, db.SetWorkerStateParams{State: state, Now: s.now(), ID: uid}); err != nil {
 			return err

@@ -173,3 +173,45 @@ func TestLogReadsRefuseABadJobID(t *testing.T) {
 		t.Errorf("log tail of a bad id: %v, want a field error on id", err)
 	}
 }
+
+// TestWorkerDied: a worker whose pod or container its provider saw stop
+// loses its unfinished attempts at once, also while it drains on its own
+// (its pod is being deleted); a draining worker with nothing unfinished
+// is left to scale-down, and a terminated worker stays terminated.
+func TestWorkerDied(t *testing.T) {
+	t.Parallel()
+	s := storetest.Open(t)
+	ctx := context.Background()
+	busy, idle, ended := storetest.ConnectedWorker(t, s), storetest.ConnectedWorker(t, s), storetest.ConnectedWorker(t, s)
+	j, _, err := s.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimOne(t, s, busy)
+	for _, id := range []string{busy, idle} {
+		if err := s.MarkDraining(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.WorkerTerminated(ctx, ended, "process", "idle"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{busy, idle, ended} {
+		if _, err := s.WorkerDied(ctx, id, "its container or pod died"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct{ id, state, name string }{{busy, "disconnected", "busy draining"}, {idle, "draining", "idle draining"}, {ended, "terminated", "terminated"}} {
+		if w, err := s.GetWorker(ctx, c.id); err != nil || w.State != c.state {
+			t.Errorf("%s worker: state %q (%v), want %s", c.name, w.State, err, c.state)
+		}
+	}
+	got, err := s.GetJob(ctx, j.ID)
+	if err != nil || len(got.Attempts) != 1 || got.Attempts[0].FailureClass != job.FailureWorkerLost {
+		t.Fatalf("job of the busy worker: %+v (%v), want its attempt lost", got.Attempts, err)
+	}
+	var disconnected int
+	if err := s.SQLForTests().QueryRow(ctx, "SELECT count(*) FROM events WHERE type = 'WorkerDisconnected'").Scan(&disconnected); err != nil || disconnected != 2 {
+		t.Errorf("WorkerDisconnected events: %d (%v), want two (the terminated worker's, then the busy worker's)", disconnected, err)
+	}
+}
