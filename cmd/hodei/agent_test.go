@@ -167,9 +167,10 @@ func TestAgentSIGTERMForcedExitsOne(t *testing.T) {
 
 // TestServerKill9WhileJobRuns: the only server is killed with SIGKILL in
 // the middle of a job that prints 300 numbered lines; a new server starts
-// on the same address and database. The agent reconnects within 2 s, the
-// job keeps its one attempt and succeeds, and `hodei job logs` prints
-// lines 1..300 exactly once each, in order.
+// on the same address and database. The agent reconnects within its
+// retry interval (a few seconds), the job keeps its one attempt and
+// succeeds, and `hodei job logs` prints lines 1..300 exactly once each,
+// in order.
 func TestServerKill9WhileJobRuns(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
@@ -207,8 +208,11 @@ func TestServerKill9WhileJobRuns(t *testing.T) {
 	})
 	t.Logf("killed with %d lines stored; new server up %s after the kill; agent reconnected %s after that",
 		lines, back.Sub(killed).Round(time.Millisecond), reconnected.Round(time.Millisecond))
-	if reconnected > 2*time.Second {
-		t.Errorf("agent reconnected %s after the server was back, want within 2s", reconnected)
+	// While it holds an attempt the agent retries at least every quarter
+	// of its fence (2.5 s with the default 10 s lease, 3 s with jitter);
+	// the rest of the bound is room for a loaded machine.
+	if reconnected > 5*time.Second {
+		t.Errorf("agent reconnected %s after the server was back, want within 5s", reconnected)
 	}
 
 	j := pollJob(t, c, id, 20*time.Second, "final", isFinal)

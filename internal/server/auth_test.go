@@ -231,8 +231,14 @@ func TestExpiredTokenIsRefused(t *testing.T) {
 }
 
 // TestRevokeOnOneReplicaIsEffectiveOnAnother: a token cached by replica B
-// and revoked through replica A is refused by B within a second.
+// and revoked through replica A is refused by B as soon as the revoke's
+// NOTIFY arrives: well before the cache's own recheck (tokenRecheck, a
+// minute). The bound is revokeReach, loose enough for a loaded machine.
 func TestRevokeOnOneReplicaIsEffectiveOnAnother(t *testing.T) {
+	const revokeReach = 10 * time.Second
+	if revokeReach >= tokenRecheck {
+		t.Fatal("revokeReach must stay under tokenRecheck, or the recheck alone would pass this test")
+	}
 	url := storetest.URL(t)
 	open := func() *store.Store {
 		st, err := store.Open(context.Background(), store.Config{URL: url, Logger: storetest.Logger(t)})
@@ -281,8 +287,8 @@ func TestRevokeOnOneReplicaIsEffectiveOnAnother(t *testing.T) {
 			t.Logf("B refuses the token %s after its revoke on A", time.Since(revoked).Round(time.Millisecond))
 			break
 		}
-		if time.Since(revoked) > time.Second {
-			t.Fatalf("B still accepts the token a second after its revoke on A (%v)", err)
+		if time.Since(revoked) > revokeReach {
+			t.Fatalf("B still accepts the token %s after its revoke on A (%v)", revokeReach, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -294,8 +300,8 @@ func TestRevokeOnOneReplicaIsEffectiveOnAnother(t *testing.T) {
 		if connect.CodeOf(err) != connect.CodeUnauthenticated {
 			t.Errorf("the stream opened before the revoke ended with %v, want unauthenticated", err)
 		}
-	case <-time.After(time.Second):
-		t.Errorf("the stream opened before the revoke still runs a second after it")
+	case <-time.After(revokeReach):
+		t.Errorf("the stream opened before the revoke still runs %s after it", revokeReach)
 	}
 	types := eventTypesOf(t, stA, "token")
 	if !slices.Contains(types, "TokenCreated") || !slices.Contains(types, "TokenRevoked") {
