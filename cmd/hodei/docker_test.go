@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	hodeiv1 "github.com/hodei-dev/hodei/api/gen/hodei/v1"
 	"github.com/hodei-dev/hodei/internal/platform"
@@ -301,5 +302,49 @@ func TestDockerWorkerGetsTheJobsResources(t *testing.T) {
 	}
 	if got, want := strings.TrimSpace(string(limits)), fmt.Sprintf("%d %d", 500_000_000, 64<<20); got != want {
 		t.Fatalf("container limits %q, want %q (NanoCpus Memory)", got, want)
+	}
+}
+
+// TestDockerContainerKilledWhileDrainingLosesItsJobAtOnce: a worker's
+// container is sent SIGTERM (its agent drains: the job may finish) and
+// then killed; the engine's report of its death fails the attempt as
+// worker_lost at once, not when the lease runs out, and the retry
+// succeeds in a new container.
+func TestDockerContainerKilledWhileDrainingLosesItsJobAtOnce(t *testing.T) {
+	needDocker(t)
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	st, install := installID(t, dbURL)
+	const lease = time.Minute
+	c := inProcessWith(t, platform.Config{DatabaseURL: dbURL, IdleTimeout: time.Minute, Lease: lease,
+		Docker: platform.DockerConfig{MaxWorkers: 1, Image: "hodei-worker:dev", Binary: hodeiBin}})
+	id := submit(t, c, &hodeiv1.JobSpec{Image: "hodei-test-x:dev", Command: []string{"sh", "-c", `[ "$HODEI_ATTEMPT" = 2 ] && exit 0; exec sleep 600`},
+		Retry: &hodeiv1.RetryPolicy{MaxAttempts: 2, InitialBackoff: durationpb.New(10 * time.Millisecond)}})
+	j := waitJob(t, c, id, 60*time.Second, func(j *hodeiv1.Job) bool { return j.State == hodeiv1.JobState_JOB_STATE_RUNNING })
+	worker := j.Attempts[0].WorkerId
+	out, err := exec.Command("docker", "ps", "-q", "--filter", "label=dev.hodei.install-id="+install).Output()
+	if err != nil || len(strings.Fields(string(out))) != 1 {
+		t.Fatalf("containers: %q %v, want one", out, err)
+	}
+	container := strings.TrimSpace(string(out))
+	if out, err := exec.Command("docker", "kill", "--signal", "TERM", container).CombinedOutput(); err != nil {
+		t.Fatalf("docker kill --signal TERM: %v: %s", err, out)
+	}
+	eventually(t, 10*time.Second, "the worker draining", func() bool {
+		return queryOne[string](t, st, "SELECT state FROM workers WHERE id = $1", worker) == "draining"
+	})
+	killed := time.Now()
+	if out, err := exec.Command("docker", "kill", container).CombinedOutput(); err != nil {
+		t.Fatalf("docker kill: %v: %s", err, out)
+	}
+	j = waitJob(t, c, id, lease+30*time.Second, isFinal)
+	if j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || len(j.Attempts) != 2 {
+		t.Fatalf("job: %v with %d attempts, want SUCCEEDED on attempt 2", j.State, len(j.Attempts))
+	}
+	a1 := j.Attempts[0]
+	if lost := a1.FinishedAt.AsTime().Sub(killed); a1.FailureClass != hodeiv1.FailureClass_FAILURE_CLASS_WORKER_LOST || lost > lease/4 {
+		t.Fatalf("attempt 1: %v %s after its draining container was killed; want worker_lost at once (lease %s)", a1.FailureClass, lost, lease)
+	} else {
+		t.Logf("attempt 1 lost %s after its draining container was killed (lease %s)", lost.Round(time.Millisecond), lease)
 	}
 }
