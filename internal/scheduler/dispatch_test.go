@@ -258,3 +258,49 @@ func TestDelayedRetriesWakeTheDispatcher(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryWaitingWhenTheDispatcherStartsIsDispatched: a retry scheduled
+// before the dispatcher started (its JobRetryScheduled is older than the
+// dispatcher) is dispatched when its backoff ends, with the safety sweep
+// off, although the dispatcher's claims went past its place meanwhile.
+func TestRetryWaitingWhenTheDispatcherStartsIsDispatched(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := store.Open(ctx, store.Config{URL: storetest.URL(t), Logger: storetest.Logger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	const backoff = 2 * time.Second
+	retried, _, err := st.CreateJob(ctx, job.Spec{Command: []string{"false"}, Retry: job.RetryPolicy{MaxAttempts: 2, InitialBackoff: backoff, MaxBackoff: backoff, RetryableExitCodes: []int32{1}}}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := storetest.ConnectedWorker(t, st)
+	as, err := st.Claim(ctx, store.WorkerMatch{ID: before}, 1)
+	if err != nil || len(as) != 1 {
+		t.Fatalf("claim before the dispatcher: %v, %v", as, err)
+	}
+	if _, err := st.FinishAttempt(ctx, uuid.MustParse(retried.ID), as[0].Token, store.Result{ExitCode: 1, Class: job.FailureExitCode}); err != nil {
+		t.Fatal(err)
+	}
+	var runAt time.Time
+	if err := st.SQLForTests().QueryRow(ctx, "SELECT run_at FROM jobs WHERE id = $1 AND state = 'retrying'", retried.ID).Scan(&runAt); err != nil {
+		t.Fatalf("job %s not waiting for its retry: %v", retried.ID, err)
+	}
+	w := dispatching(t, st, -1)
+	// A job after the retried one: its claim moves the cursor past the
+	// retried job's place (at the end, where the claim ran out of jobs).
+	next, _, err := st.CreateJob(ctx, job.Spec{Command: []string{"true"}}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor(t, "a job created after the retried one", next.ID, 1)
+	if time.Now().After(runAt) {
+		t.Fatalf("the retry was due before the dispatcher claimed past it; raise the backoff (%s)", backoff)
+	}
+	w.waitFor(t, "a retry scheduled before the dispatcher started", retried.ID, 2)
+	if got := time.Now(); got.Before(runAt) {
+		t.Errorf("retry dispatched at %v, before its backoff ended at %v", got, runAt)
+	}
+}

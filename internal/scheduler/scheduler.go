@@ -69,6 +69,7 @@ type Dispatcher struct {
 	delayed delayedRetries
 
 	cursors cursors
+	retries *pendingRetries
 }
 
 // delayedRetries is what the dispatcher knows of the retries waiting out
@@ -88,17 +89,25 @@ type delayedRetries struct {
 // noRetry stands for "no delayed retry": the store's answer when none waits.
 var noRetry = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// retryScheduled notes the run_at of the retry JobRetryScheduled e
-// announces; one it cannot read makes the next pass read them all.
+// retryScheduled notes the retry JobRetryScheduled e announces: its
+// run_at for the timer, and the retry for the cursors (pendingRetries).
+// One it cannot read makes the next pass read the run_at of them all and
+// the cursors be checked against the first job of each kind of worker.
 func (d *Dispatcher) retryScheduled(e eventbus.Event) {
 	p, err := e.Decode()
+	var id uuid.UUID
+	if err == nil {
+		id, err = uuid.Parse(p.GetJobRetryScheduled().GetJobId())
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err != nil || p.GetJobRetryScheduled().GetRunAt() == nil {
 		d.delayed.stale = true
+		d.askRecheck()
 		return
 	}
 	at := p.GetJobRetryScheduled().GetRunAt().AsTime()
+	d.retries.add(id, at)
 	if at.Before(d.delayed.next) {
 		d.delayed.next = at
 	}
@@ -145,7 +154,7 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus, ws Workers) *Dispatcher
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Dispatcher{cfg: cfg, store: st, bus: bus, ws: ws, log: cfg.Logger, kick: make(chan struct{}, 1), recheck: make(chan struct{}, 1), unhealthy: map[string]bool{},
-		delayed: delayedRetries{next: noRetry, noted: noRetry, stale: true}, cursors: cursors{at: map[string]*cursor{}}}
+		delayed: delayedRetries{next: noRetry, noted: noRetry, stale: true}, cursors: cursors{at: map[string]*cursor{}}, retries: newPendingRetries()}
 }
 
 // Kick asks for a dispatch pass.
@@ -178,35 +187,59 @@ func (d *Dispatcher) askRecheck() {
 	}
 }
 
-// rechecking moves each claim cursor back to the first job its workers
-// can run now when that job is before it, one check at a time, until ctx
-// ends. It runs beside the passes, so that a check that walks a long
-// backlog these workers cannot run delays no claim.
+// rechecking moves the claim cursors back, beside the passes, so that a
+// read that walks a long backlog delays no claim, until ctx ends: for
+// each retry when its run_at comes (placeDueRetries), and, when asked
+// (the safety sweep, an event it could not read), each cursor to the
+// first job its workers can run now when that job is before it.
 func (d *Dispatcher) rechecking(ctx context.Context) {
+	loaded := d.loadDelayed(ctx) == nil
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-d.recheck:
+			d.recheckAll(ctx)
+		case <-d.retries.wake:
+		case <-timer.C:
 		}
-		moved := false
-		for key, like := range d.cursors.set() {
-			first, err := d.store.FirstReady(ctx, like)
-			if err != nil {
+		if !loaded {
+			if err := d.loadDelayed(ctx); err != nil {
 				if ctx.Err() == nil {
-					d.log.Error("recheck claim cursor", "err", err)
-					d.cursors.reset()
-					moved = true
+					d.log.Error("load delayed retries", "err", err)
 				}
-				break
+				timer.Reset(time.Second)
+				continue
 			}
-			if first != nil && d.cursors.lowerTo(key, *first) {
+			loaded = true
+		}
+		next := d.placeDueRetries(ctx)
+		timer.Reset(max(time.Until(next), 0))
+	}
+}
+
+// recheckAll moves each claim cursor back to the first job its workers
+// can run now when that job is before it.
+func (d *Dispatcher) recheckAll(ctx context.Context) {
+	moved := false
+	for key, like := range d.cursors.set() {
+		first, err := d.store.FirstReady(ctx, like)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Error("recheck claim cursor", "err", err)
+				d.cursors.reset()
 				moved = true
 			}
+			break
 		}
-		if moved {
-			d.Kick()
+		if first != nil && d.cursors.lowerTo(key, *first) {
+			moved = true
 		}
+	}
+	if moved {
+		d.Kick()
 	}
 }
 
@@ -246,9 +279,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 			d.cursors.ready(store.Cursor{Priority: c.GetPriority(), ID: id}, c.GetLabels(), c.GetImage())
 		case "JobRetryScheduled":
-			// The job keeps its place (its id and priority), which the
-			// event does not tell.
-			d.askRecheck()
 			d.retryScheduled(e)
 		case "ProviderHealthChanged":
 			p, err := e.Decode()
@@ -294,7 +324,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			d.askRecheck() // whatever a claim skipped while it was locked
 		case <-timer.C:
 			trigger = "timer"
-			d.askRecheck() // retries whose run_at came
 		}
 		next, err := d.pass(ctx, trigger)
 		if err != nil {
@@ -435,12 +464,12 @@ func labelKey(m map[string]string) string {
 // cursor, one these workers can run (ids are taken before commit, so
 // commits come out of order; priorities jump ahead), moves that cursor
 // back to just before it, also when it was created while a claim was
-// under way. On a retry (the job keeps its place, which its event does
-// not tell), when a delayed retry's run_at comes (the timer) and on each
-// safety sweep (a job a claim skipped while another transaction held its
-// row), each cursor is checked against the first job its workers can run
-// now, found beside the passes (rechecking), and moved back before it
-// when it is behind. A failed pass drops every cursor: the next claims
+// under way. A retried job keeps its place: when its run_at comes, its
+// place is read and moves back the cursors past it (pendingRetries). On
+// each safety sweep (a job a claim skipped while another transaction
+// held its row), each cursor is checked against the first job its
+// workers can run now, found beside the passes (rechecking), and moved
+// back before it when it is behind. A failed pass drops every cursor: the next claims
 // start from the head. A drop starts a new epoch: a claim that began in
 // an older one does not set its cursor. Claims run one at a time (the
 // dispatcher's passes); the bus's goroutine and the recheck move cursors

@@ -154,6 +154,53 @@ func (s *Store) ClaimSlots(ctx context.Context, like WorkerMatch, slots []string
 	return out, next, nil
 }
 
+// Place is where a waiting job stands in dispatch order, with the labels
+// and image a worker needs to run it.
+type Place struct {
+	Pos    Cursor
+	Labels map[string]string
+	Image  string
+}
+
+// RetryPlaces returns the places of the jobs among ids that wait to be
+// claimed (queued or retrying); the others are left out.
+func (s *Store) RetryPlaces(ctx context.Context, ids []uuid.UUID) ([]Place, error) {
+	rows, err := s.q.RetryPlaces(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("retry places: %w", err)
+	}
+	out := make([]Place, len(rows))
+	for i, r := range rows {
+		out[i] = Place{Pos: Cursor{Priority: r.Priority, ID: r.ID}, Image: r.Image}
+		if err := json.Unmarshal(r.Labels, &out[i].Labels); err != nil {
+			return nil, fmt.Errorf("retry places: labels of job %s: %w", r.ID, err)
+		}
+	}
+	return out, nil
+}
+
+// DelayedRetry is a retry waiting out its backoff until RunAt.
+type DelayedRetry struct {
+	ID    uuid.UUID
+	RunAt time.Time
+}
+
+// DelayedRetries lists the retries waiting out a backoff after now,
+// earliest first (an index range of the retrying jobs).
+func (s *Store) DelayedRetries(ctx context.Context, now time.Time) ([]DelayedRetry, error) {
+	rows, err := s.q.DelayedRetries(ctx, now)
+	if err != nil {
+		return nil, fmt.Errorf("delayed retries: %w", err)
+	}
+	out := make([]DelayedRetry, 0, len(rows))
+	for _, r := range rows {
+		if r.RunAt != nil {
+			out = append(out, DelayedRetry{ID: r.ID, RunAt: *r.RunAt})
+		}
+	}
+	return out, nil
+}
+
 // FirstReady returns the position of the first job in dispatch order that
 // workers like these can run now, or nil when there is none. It locks
 // nothing: a job another transaction holds is found too.

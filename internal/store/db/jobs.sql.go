@@ -189,6 +189,36 @@ func (q *Queries) CountActiveJobs(ctx context.Context) ([]CountActiveJobsRow, er
 	return items, nil
 }
 
+const delayedRetries = `-- name: DelayedRetries :many
+SELECT j.id, j.run_at FROM jobs j WHERE j.state = 'retrying' AND j.run_at > $1::timestamptz ORDER BY j.run_at
+`
+
+type DelayedRetriesRow struct {
+	ID    uuid.UUID
+	RunAt *time.Time
+}
+
+// The retries waiting out a backoff, earliest first.
+func (q *Queries) DelayedRetries(ctx context.Context, now time.Time) ([]DelayedRetriesRow, error) {
+	rows, err := q.db.Query(ctx, delayedRetries, now)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []DelayedRetriesRow
+	for rows.Next() {
+		var i DelayedRetriesRow
+		if err := rows.Scan(&i.ID, &i.RunAt); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const deleteFinishedJobs = `-- name: DeleteFinishedJobs :execrows
 DELETE FROM jobs WHERE id IN (
     SELECT id FROM jobs
@@ -1050,6 +1080,45 @@ type RequeueJobParams struct {
 func (q *Queries) RequeueJob(ctx context.Context, arg RequeueJobParams) error {
 	_, err := q.db.Exec(ctx, requeueJob, arg.Now, arg.MaxAttempts, arg.ID)
 	return err
+}
+
+const retryPlaces = `-- name: RetryPlaces :many
+SELECT j.priority, j.id, j.labels, j.image FROM jobs j
+WHERE j.id = ANY ($1::uuid[]) AND j.state IN ('queued', 'retrying')
+`
+
+type RetryPlacesRow struct {
+	Priority int32
+	ID       uuid.UUID
+	Labels   []byte
+	Image    string
+}
+
+// Where retried jobs that are waiting stand in dispatch order, with what
+// a worker needs to run them (scheduler: a retry moves claim cursors back).
+func (q *Queries) RetryPlaces(ctx context.Context, ids []uuid.UUID) ([]RetryPlacesRow, error) {
+	rows, err := q.db.Query(ctx, retryPlaces, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []RetryPlacesRow
+	for rows.Next() {
+		var i RetryPlacesRow
+		if err := rows.Scan(
+			&i.Priority,
+			&i.ID,
+			&i.Labels,
+			&i.Image,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const searchJobs = `-- name: SearchJobs :many

@@ -296,3 +296,13 @@ WHERE j.state IN ('queued', 'retrying')
       @worker_labels::jsonb, @worker_image::text, @worker_cpu_millis::bigint, @worker_memory_mib::bigint)
 ORDER BY j.priority DESC, j.id
 LIMIT 1;
+
+-- name: RetryPlaces :many
+-- Where retried jobs that are waiting stand in dispatch order, with what
+-- a worker needs to run them (scheduler: a retry moves claim cursors back).
+SELECT j.priority, j.id, j.labels, j.image FROM jobs j
+WHERE j.id = ANY (@ids::uuid[]) AND j.state IN ('queued', 'retrying');
+
+-- name: DelayedRetries :many
+-- The retries waiting out a backoff, earliest first.
+SELECT j.id, j.run_at FROM jobs j WHERE j.state = 'retrying' AND j.run_at > @now::timestamptz ORDER BY j.run_at;
