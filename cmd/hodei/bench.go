@@ -85,6 +85,7 @@ func benchDispatch(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.Backlog, "backlog", 0, "jobs waiting, before the measurement, for a label no worker has (the explain-pending case)")
 	fs.IntVar(&cfg.History, "history", 0, "load this many finished jobs (with log rows and events, spread over the last 29 days) into the database before the run")
 	fs.BoolVar(&cfg.PGStats, "pgstats", false, "print to stderr the CPU used by this process and PostgreSQL while jobs are submitted, and the costliest statements")
+	fs.BoolVar(&cfg.Retries, "retries", false, "retry each job once through RetryJob when it has run, and report the retries' latency apart (retry_p50_ms, retry_p99_ms)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -232,7 +232,7 @@ func TestThroughputWithAnExpiredHistory(t *testing.T) {
 
 // TestDispatchBehindABacklog: dispatch is measured with jobs waiting for
 // a label no worker has, over a history of finished jobs, and every
-// measured job still reaches an agent.
+// measured job still reaches an agent; with Retries, so does its retry.
 func TestDispatchBehindABacklog(t *testing.T) {
 	if testing.Short() {
 		t.Skip("benchmark")
@@ -243,4 +243,9 @@ func TestDispatchBehindABacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkLines(t, out.String(), `result name=dispatch p50_ms=\d+\.\d\d p99_ms=\d+\.\d\d max_ms=\d+\.\d\d jobs=20 rate=200 backlog=2000 history=1000 rss_mib=\d+`)
+	out.Reset()
+	if err := bench.Dispatch(context.Background(), &out, bench.DispatchConfig{Jobs: 20, Rate: 200, Agents: 2, Backlog: 2000, Retries: true}); err != nil {
+		t.Fatal(err)
+	}
+	checkLines(t, out.String(), `result name=dispatch p50_ms=\d+\.\d\d p99_ms=\d+\.\d\d max_ms=\d+\.\d\d jobs=20 rate=200 backlog=2000 history=0 retries=20 retry_p50_ms=\d+\.\d\d retry_p99_ms=\d+\.\d\d retry_max_ms=\d+\.\d\d rss_mib=\d+`)
 }

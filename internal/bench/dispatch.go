@@ -32,6 +32,10 @@ type DispatchConfig struct {
 	// PGStats prints to stderr the CPU used and the costliest statements
 	// of the measured part (after the backlog), as Throughput's does.
 	PGStats bool
+	// Retries retries each job once through RetryJob when it has run
+	// (a JobRetryScheduled per job), and measures the retries' latency
+	// apart: from RetryJob's return to the agent receiving the retry.
+	Retries bool
 }
 
 // Dispatch measures dispatch latency: idle agents are connected, jobs
@@ -43,17 +47,25 @@ func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
 		return err
 	}
 	var mu sync.Mutex
-	returned := map[string]time.Time{}
-	received := map[string]time.Time{}
-	all := make(chan struct{}) // closed when every job has reached an agent
+	returned, received := map[string]time.Time{}, map[string]time.Time{}
+	retried, retryReceived := map[string]time.Time{}, map[string]time.Time{}
+	all := make(chan struct{}) // closed when every job (and retry) has reached an agent
+	var rig *benchRig
 	onRun := func(id string) {
 		now := time.Now()
 		mu.Lock()
-		received[id] = now
-		if len(received) == cfg.Jobs {
+		defer mu.Unlock()
+		if _, again := received[id]; again {
+			retryReceived[id] = now
+		} else {
+			received[id] = now
+			if cfg.Retries {
+				go retryOnce(ctx, rig, id, func(at time.Time) { mu.Lock(); retried[id] = at; mu.Unlock() })
+			}
+		}
+		if len(received) == cfg.Jobs && (!cfg.Retries || len(retryReceived) == cfg.Jobs) {
 			close(all)
 		}
-		mu.Unlock()
 	}
 	rc := rigConfig{agents: cfg.Agents, slots: 4, noop: true, onRun: onRun, plaintext: cfg.Plaintext, pgStats: cfg.PGStats}
 	if cfg.History > 0 {
@@ -98,18 +110,45 @@ func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	var lat []time.Duration
-	for id, t0 := range returned {
-		if t1, ok := received[id]; ok {
-			lat = append(lat, max(t1.Sub(t0), 0))
-		}
-	}
+	lat := latencies(returned, received)
 	if len(lat) < cfg.Jobs {
 		return fmt.Errorf("only %d of %d jobs reached an agent", len(lat), cfg.Jobs)
 	}
-	slices.Sort(lat)
-	fmt.Fprintf(out, "result name=dispatch p50_ms=%.2f p99_ms=%.2f max_ms=%.2f jobs=%d rate=%d backlog=%d history=%d rss_mib=%.0f\n", ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), ms(lat[len(lat)-1]), len(lat), cfg.Rate, cfg.Backlog, cfg.History, selfRSSMiB())
+	line := fmt.Sprintf("result name=dispatch p50_ms=%.2f p99_ms=%.2f max_ms=%.2f jobs=%d rate=%d backlog=%d history=%d", ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), ms(lat[len(lat)-1]), len(lat), cfg.Rate, cfg.Backlog, cfg.History)
+	if cfg.Retries {
+		rl := latencies(retried, retryReceived)
+		if len(rl) < cfg.Jobs {
+			return fmt.Errorf("only %d of %d retries reached an agent", len(rl), cfg.Jobs)
+		}
+		line += fmt.Sprintf(" retries=%d retry_p50_ms=%.2f retry_p99_ms=%.2f retry_max_ms=%.2f", len(rl), ms(rl[len(rl)/2]), ms(rl[len(rl)*99/100]), ms(rl[len(rl)-1]))
+	}
+	fmt.Fprintf(out, "%s rss_mib=%.0f\n", line, selfRSSMiB())
 	return nil
+}
+
+// latencies lists, sorted, the time from from[id] to to[id] of each id in
+// both.
+func latencies(from, to map[string]time.Time) []time.Duration {
+	var lat []time.Duration
+	for id, t0 := range from {
+		if t1, ok := to[id]; ok {
+			lat = append(lat, max(t1.Sub(t0), 0))
+		}
+	}
+	slices.Sort(lat)
+	return lat
+}
+
+// retryOnce retries job id through RetryJob once it has ended (its agent
+// has just received it), and calls done with the time RetryJob returned.
+func retryOnce(ctx context.Context, rig *benchRig, id string, done func(time.Time)) {
+	for ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+		if _, err := rig.jobs.RetryJob(ctx, connect.NewRequest(&hodeiv1.RetryJobRequest{Id: id})); err == nil {
+			done(time.Now())
+			return
+		}
+	}
 }
 
 // submitBacklog submits n jobs that wait for a label no worker has, 1,000
