@@ -48,6 +48,7 @@ bench: deps build images ## run the benchmarks; each prints a final `result name
 	$(BIN) bench throughput --modes noop --jobs 1000000 --presubmit
 	$(BIN) bench throughput --modes noop --jobs 30000 --presubmit --hold-snapshot
 	$(BIN) bench dispatch --backlog 1000000
+	$(BIN) bench dispatch --backlog 1000000 --retries
 	$(BIN) bench throughput --modes noop --jobs 30000 --presubmit --history 10000000
 	$(BIN) bench dispatch --history 10000000
 	$(BIN) bench throughput --modes noop --jobs 30000 --presubmit --history 1000000 --history-expired
