@@ -170,6 +170,33 @@ func TestKubernetesPodEndedMidJobIsRetried(t *testing.T) {
 	}
 }
 
+// TestKubernetesPodDeletedGracefullyLetsItsJobFinish: a worker pod
+// deleted with its grace period (as by `kubectl delete pod`) has its
+// agent drain: the job running in it finishes there, once, and is not
+// taken for lost while the pod terminates.
+func TestKubernetesPodDeletedGracefullyLetsItsJobFinish(t *testing.T) {
+	e := needKube(t)
+	t.Parallel()
+	ns := kubeNamespace(t, e)
+	c := inProcessWith(t, platform.Config{IdleTimeout: time.Minute, Lease: 30 * time.Second,
+		Kubernetes: platform.KubernetesConfig{MaxWorkers: 2, Kubeconfig: e.Kubeconfig, Namespace: ns}})
+	marker := filepath.Join(t.TempDir(), "marker")
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sh", "-c", fmt.Sprintf(`touch %s; sleep 3; echo attempt $HODEI_ATTEMPT`, marker)},
+		Retry: &hodeiv1.RetryPolicy{MaxAttempts: 2, InitialBackoff: durationpb.New(10 * time.Millisecond)}})
+	eventually(t, 60*time.Second, "the job started", func() bool { _, err := os.Stat(marker); return err == nil })
+	pods, err := e.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil || len(pods.Items) != 1 {
+		t.Fatalf("pods: %v, %v; want one", pods, err)
+	}
+	if err := e.Client.CoreV1().Pods(ns).Delete(context.Background(), pods.Items[0].Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, c, id, 60*time.Second, isFinal)
+	if j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || len(j.Attempts) != 1 {
+		t.Fatalf("job: %v with %d attempts (%v), want SUCCEEDED at its first attempt, in the draining pod", j.State, len(j.Attempts), j.Attempts)
+	}
+}
+
 // TestKubernetesOrphanPodsTerminated: the server is killed with SIGKILL
 // while worker pods run jobs; a new server on the same database (another
 // address, so the old workers cannot reconnect) deletes their pods and
