@@ -447,3 +447,43 @@ func TestRefusedWorkerExits(t *testing.T) {
 		t.Fatal("no WorkerRecoveryFailed event")
 	}
 }
+
+// TestDrainingAgentStaysDrainingAcrossAReconnect: an agent draining on
+// SIGTERM (a long job still running) reconnects to a new server after
+// the old one is killed; it tells the new server it drains, so it gets
+// no new job (which it would refuse, spending one of the job's
+// attempts), and its running job keeps its one attempt.
+func TestDrainingAgentStaysDrainingAcrossAReconnect(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.URL(t)
+	addr := freeAddr(t)
+	p := startServerOn(t, dbURL, addr, "--max-workers", "0")
+	st := openStore(t, dbURL)
+	a := spawnAgent(t, st, []string{addr}, "--drain-timeout", "60s", "--grace", "1s")
+	c := jobClient(addr)
+	long := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sleep", "30"}})
+	pollJob(t, c, long, 15*time.Second, "running", isRunning)
+	if err := syscall.Kill(a.pid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	state := func() string { return queryOne[string](t, st, "SELECT state FROM workers WHERE id = $1", a.id) }
+	eventually(t, 10*time.Second, "the worker draining", func() bool { return state() == "draining" })
+	replica := queryOne[string](t, st, "SELECT replica_id FROM workers WHERE id = $1", a.id)
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "killed server gone", func() bool { return processGone(p.cmd.Process.Pid) })
+	startServerOn(t, dbURL, addr, "--max-workers", "0")
+	eventually(t, 15*time.Second, "agent reconnected to the new server", func() bool {
+		return queryOne[string](t, st, "SELECT replica_id FROM workers WHERE id = $1", a.id) != replica
+	})
+	eventually(t, 5*time.Second, "the worker draining again after its reconnect", func() bool { return state() == "draining" })
+	short := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
+	time.Sleep(2 * time.Second)
+	if j := pollJob(t, c, short, 5*time.Second, "got", func(*hodeiv1.Job) bool { return true }); len(j.Attempts) != 0 {
+		t.Fatalf("a job submitted after the reconnect went to the draining agent: %v", j.Attempts)
+	}
+	if j := pollJob(t, c, long, 5*time.Second, "got", func(*hodeiv1.Job) bool { return true }); j.State != hodeiv1.JobState_JOB_STATE_RUNNING || len(j.Attempts) != 1 {
+		t.Fatalf("the long job: %v with %d attempts, want running at its first", j.State, len(j.Attempts))
+	}
+}

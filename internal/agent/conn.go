@@ -153,6 +153,15 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 	}()
 	a.counters.welcomed(time.Now())
 	a.log.Info("connected", "server", server)
+	a.mu.Lock()
+	draining := a.draining
+	a.mu.Unlock()
+	if draining {
+		// A new server (or one that lost this worker's stream) does not
+		// know it drains: say so again before it hands out a job, which
+		// this agent would refuse.
+		a.sendNow(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Shutdown{Shutdown: &hodeiv1.ShutdownNotice{}}})
+	}
 	interval := 2 * time.Second
 	if s := first.GetSettings(); s != nil && s.HeartbeatInterval != nil {
 		interval = s.HeartbeatInterval.AsDuration()
