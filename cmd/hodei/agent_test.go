@@ -450,9 +450,10 @@ func TestRefusedWorkerExits(t *testing.T) {
 
 // TestDrainingAgentStaysDrainingAcrossAReconnect: an agent draining on
 // SIGTERM (a long job still running) reconnects to a new server after
-// the old one is killed; it tells the new server it drains, so it gets
-// no new job (which it would refuse, spending one of the job's
-// attempts), and its running job keeps its one attempt.
+// the old one is killed; it tells the new server it drains, so a new job
+// goes to another worker at its first attempt (the draining agent would
+// refuse it, spending one of the job's attempts), and its running job
+// keeps its one attempt.
 func TestDrainingAgentStaysDrainingAcrossAReconnect(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
@@ -479,9 +480,11 @@ func TestDrainingAgentStaysDrainingAcrossAReconnect(t *testing.T) {
 	})
 	eventually(t, 5*time.Second, "the worker draining again after its reconnect", func() bool { return state() == "draining" })
 	short := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
-	time.Sleep(2 * time.Second)
-	if j := pollJob(t, c, short, 5*time.Second, "got", func(*hodeiv1.Job) bool { return true }); len(j.Attempts) != 0 {
-		t.Fatalf("a job submitted after the reconnect went to the draining agent: %v", j.Attempts)
+	// A worker that takes jobs joins: the job must run there, at its first
+	// attempt, not be handed first to the draining agent.
+	other := spawnAgent(t, st, []string{addr})
+	if j := pollJob(t, c, short, 15*time.Second, "final", isFinal); j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || len(j.Attempts) != 1 || j.Attempts[0].WorkerId != other.id {
+		t.Fatalf("a job submitted after the reconnect: %v, attempts %v; want succeeded at its first attempt on %s, not on the draining %s", j.State, j.Attempts, other.id, a.id)
 	}
 	if j := pollJob(t, c, long, 5*time.Second, "got", func(*hodeiv1.Job) bool { return true }); j.State != hodeiv1.JobState_JOB_STATE_RUNNING || len(j.Attempts) != 1 {
 		t.Fatalf("the long job: %v with %d attempts, want running at its first", j.State, len(j.Attempts))

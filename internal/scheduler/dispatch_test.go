@@ -264,13 +264,8 @@ func TestDelayedRetriesWakeTheDispatcher(t *testing.T) {
 // dispatcher) is dispatched when its backoff ends, with the safety sweep
 // off, although the dispatcher's claims went past its place meanwhile.
 func TestRetryWaitingWhenTheDispatcherStartsIsDispatched(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	st, err := store.Open(ctx, store.Config{URL: storetest.URL(t), Logger: storetest.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
+	ctx := t.Context()
+	st := storetest.Open(t)
 	const backoff = 2 * time.Second
 	retried, _, err := st.CreateJob(ctx, job.Spec{Command: []string{"false"}, Retry: job.RetryPolicy{MaxAttempts: 2, InitialBackoff: backoff, MaxBackoff: backoff, RetryableExitCodes: []int32{1}}}, 2)
 	if err != nil {
