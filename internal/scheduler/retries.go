@@ -15,17 +15,35 @@ import (
 // their run_at each moves back the claim cursors of the workers that can
 // run it (a retried job keeps its place in dispatch order, before cursors
 // that went past it). They come from JobRetryScheduled and, when the
-// dispatcher starts, from the retries already waiting out a backoff. So a
-// retry costs a read of its own row, not a walk of the ready index from
-// its head (which, behind a backlog nobody can run, reads every job).
+// dispatcher starts (and after an event it could not read), from the
+// retries waiting out a backoff in the store. So a retry costs a read of
+// its own row, not a walk of the ready index from its head (which,
+// behind a backlog nobody can run, reads every job), and no pass reads
+// when the next retry is due.
 type pendingRetries struct {
-	mu   sync.Mutex
-	at   retryHeap
-	wake chan struct{} // an entry was added
+	mu    sync.Mutex
+	at    retryHeap
+	stale bool          // the retries are to be read from the store (loadDelayed)
+	wake  chan struct{} // an entry was added, or stale set
 }
 
 func newPendingRetries() *pendingRetries {
-	return &pendingRetries{wake: make(chan struct{}, 1)}
+	return &pendingRetries{stale: true, wake: make(chan struct{}, 1)}
+}
+
+// reload asks for the retries to be read from the store again.
+func (p *pendingRetries) reload() {
+	p.mu.Lock()
+	p.stale = true
+	p.mu.Unlock()
+	p.signal()
+}
+
+func (p *pendingRetries) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
 }
 
 // add notes the retry of job id at runAt.
@@ -33,10 +51,7 @@ func (p *pendingRetries) add(id uuid.UUID, runAt time.Time) {
 	p.mu.Lock()
 	heap.Push(&p.at, store.DelayedRetry{ID: id, RunAt: runAt})
 	p.mu.Unlock()
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
+	p.signal()
 }
 
 // due removes and returns the ids of the retries whose run_at is not
@@ -92,20 +107,38 @@ func (d *Dispatcher) placeDueRetries(ctx context.Context) time.Time {
 			d.cursors.ready(p.Pos, p.Labels, p.Image)
 		}
 		if len(places) > 0 {
-			d.Kick()
+			select {
+			case d.due <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
 
-// loadDelayed adds the retries already waiting out a backoff when the
-// dispatcher starts (later ones come with their JobRetryScheduled).
+// loadDelayed adds the retries waiting out a backoff in the store when
+// they are stale: when the dispatcher starts (later ones come with their
+// JobRetryScheduled), or after an event it could not read. A retry
+// listed twice only moves the cursors back twice.
 func (d *Dispatcher) loadDelayed(ctx context.Context) error {
+	p := d.retries
+	p.mu.Lock()
+	stale := p.stale
+	p.stale = false
+	p.mu.Unlock()
+	if !stale {
+		return nil
+	}
 	rs, err := d.store.DelayedRetries(ctx, d.store.Now())
 	if err != nil {
+		p.mu.Lock()
+		p.stale = true
+		p.mu.Unlock()
 		return err
 	}
+	p.mu.Lock()
 	for _, r := range rs {
-		d.retries.add(r.ID, r.RunAt)
+		heap.Push(&p.at, r)
 	}
+	p.mu.Unlock()
 	return nil
 }

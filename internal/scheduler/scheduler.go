@@ -64,85 +64,31 @@ type Dispatcher struct {
 
 	mu        sync.Mutex
 	unhealthy map[string]bool // providers whose workers get no jobs
-	// delayed is the earliest run_at of a retry waiting out its backoff
-	// that the dispatcher knows of, for its timer (d.mu).
-	delayed delayedRetries
 
 	cursors cursors
 	retries *pendingRetries
+	// due asks for a pass when retries came due and moved cursors back.
+	due chan struct{}
 }
 
-// delayedRetries is what the dispatcher knows of the retries waiting out
-// a backoff: the earliest run_at, read from the store at the first pass,
-// when the timer or a sweep fires, and after a failed pass, and lowered in
-// between by the run_at each JobRetryScheduled carries. A retry leaving
-// that state early only makes the timer fire for nothing, and the read
-// that follows finds the next one. So a pass does not read it every time:
-// with a backlog, the planner could answer that read by walking the whole
-// ready index.
-type delayedRetries struct {
-	next  time.Time // the earliest known run_at; noRetry: none
-	noted time.Time // the earliest run_at heard of since the last read began
-	stale bool      // the next pass reads it from the store
-}
-
-// noRetry stands for "no delayed retry": the store's answer when none waits.
+// noRetry stands for "no delayed retry".
 var noRetry = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// retryScheduled notes the retry JobRetryScheduled e announces: its
-// run_at for the timer, and the retry for the cursors (pendingRetries).
-// One it cannot read makes the next pass read the run_at of them all and
-// the cursors be checked against the first job of each kind of worker.
+// retryScheduled notes the retry JobRetryScheduled e announces, for its
+// run_at (pendingRetries). One it cannot read makes the dispatcher read
+// every delayed retry from the store again and check its cursors.
 func (d *Dispatcher) retryScheduled(e eventbus.Event) {
 	p, err := e.Decode()
 	var id uuid.UUID
 	if err == nil {
 		id, err = uuid.Parse(p.GetJobRetryScheduled().GetJobId())
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	if err != nil || p.GetJobRetryScheduled().GetRunAt() == nil {
-		d.delayed.stale = true
-		d.askRecheck()
+		d.retries.reload()
+		d.askRecheck() // in case its run_at has come already
 		return
 	}
-	at := p.GetJobRetryScheduled().GetRunAt().AsTime()
-	d.retries.add(id, at)
-	if at.Before(d.delayed.next) {
-		d.delayed.next = at
-	}
-	if at.Before(d.delayed.noted) {
-		d.delayed.noted = at
-	}
-}
-
-// nextRetry is when the earliest delayed retry becomes ready, read from
-// the store when refresh is set or the last read is stale.
-func (d *Dispatcher) nextRetry(ctx context.Context, now time.Time, refresh bool) (time.Time, error) {
-	d.mu.Lock()
-	if !refresh && !d.delayed.stale {
-		defer d.mu.Unlock()
-		return d.delayed.next, nil
-	}
-	d.delayed.noted = noRetry
-	d.mu.Unlock()
-	at, err := d.store.NextRunAt(ctx, now)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err != nil {
-		d.delayed.stale = true
-		return now, err
-	}
-	// A retry scheduled while the read ran may be missing from it.
-	d.delayed.next, d.delayed.stale = minTime(at, d.delayed.noted), false
-	return d.delayed.next, nil
-}
-
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
+	d.retries.add(id, p.GetJobRetryScheduled().GetRunAt().AsTime())
 }
 
 // New returns a dispatcher.
@@ -154,7 +100,7 @@ func New(cfg Config, st *store.Store, bus *eventbus.Bus, ws Workers) *Dispatcher
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Dispatcher{cfg: cfg, store: st, bus: bus, ws: ws, log: cfg.Logger, kick: make(chan struct{}, 1), recheck: make(chan struct{}, 1), unhealthy: map[string]bool{},
-		delayed: delayedRetries{next: noRetry, noted: noRetry, stale: true}, cursors: cursors{at: map[string]*cursor{}}, retries: newPendingRetries()}
+		cursors: cursors{at: map[string]*cursor{}}, retries: newPendingRetries(), due: make(chan struct{}, 1)}
 }
 
 // Kick asks for a dispatch pass.
@@ -193,7 +139,6 @@ func (d *Dispatcher) askRecheck() {
 // (the safety sweep, an event it could not read), each cursor to the
 // first job its workers can run now when that job is before it.
 func (d *Dispatcher) rechecking(ctx context.Context) {
-	loaded := d.loadDelayed(ctx) == nil
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -205,15 +150,12 @@ func (d *Dispatcher) rechecking(ctx context.Context) {
 		case <-d.retries.wake:
 		case <-timer.C:
 		}
-		if !loaded {
-			if err := d.loadDelayed(ctx); err != nil {
-				if ctx.Err() == nil {
-					d.log.Error("load delayed retries", "err", err)
-				}
-				timer.Reset(time.Second)
-				continue
+		if err := d.loadDelayed(ctx); err != nil {
+			if ctx.Err() == nil {
+				d.log.Error("load delayed retries", "err", err)
 			}
-			loaded = true
+			timer.Reset(time.Second)
+			continue
 		}
 		next := d.placeDueRetries(ctx)
 		timer.Reset(max(time.Until(next), 0))
@@ -322,41 +264,39 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case <-sweep:
 			trigger = "sweep"
 			d.askRecheck() // whatever a claim skipped while it was locked
+		case <-d.due:
+			trigger = "timer"
 		case <-timer.C:
 			trigger = "timer"
 		}
-		next, err := d.pass(ctx, trigger)
-		if err != nil {
+		if err := d.pass(ctx, trigger); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			d.log.Error("dispatch pass", "err", err)
 			d.cursors.reset()
 			d.cfg.Metrics.passFailed()
-			next = time.Now().Add(time.Second)
+			timer.Reset(time.Second)
 		}
-		timer.Reset(max(time.Until(next), 0))
 	}
 }
 
 // pass claims jobs for every worker with free slots until nothing more
-// matches, asks for workers if ready jobs remain, and returns when the
-// next delayed job becomes ready.
-func (d *Dispatcher) pass(ctx context.Context, trigger string) (time.Time, error) {
-	now := d.store.Now()
+// matches.
+func (d *Dispatcher) pass(ctx context.Context, trigger string) error {
 	claimed := 0
 	for {
 		n, err := d.claimAll(ctx)
 		claimed += n
 		if err != nil {
-			return now, err
+			return err
 		}
 		if n == 0 {
 			break
 		}
 	}
 	d.cfg.Metrics.pass(trigger, claimed)
-	return d.nextRetry(ctx, now, trigger != "event")
+	return nil
 }
 
 // claimAll claims jobs for every worker with free slots, one statement
