@@ -263,6 +263,9 @@ func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop, hold bool) 
 	if err != nil {
 		return rate, shape, err
 	}
+	// The job page is the oldest job stored's, unless the retention is
+	// deleting the history: then the oldest of the run's.
+	var oldestFrom time.Time
 	if cfg.HistoryExpired {
 		// The history's jobs were created before the run's, through the
 		// creation-time index.
@@ -271,11 +274,6 @@ func throughputOnce(ctx context.Context, cfg ThroughputConfig, noop, hold bool) 
 			return rate, shape, err
 		}
 		shape.historyDeleted = cfg.History - left
-	}
-	// The oldest job stored, unless the retention is deleting the
-	// history: then the oldest of the run's.
-	var oldestFrom time.Time
-	if cfg.HistoryExpired {
 		oldestFrom = submitted
 	}
 	shape.pages, err = measurePages(ctx, rig, oldestFrom)
