@@ -50,6 +50,16 @@ func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
 	returned, received := map[string]time.Time{}, map[string]time.Time{}
 	retried, retryReceived := map[string]time.Time{}, map[string]time.Time{}
 	all := make(chan struct{}) // closed when every job (and retry) has reached an agent
+	// complete closes all once every record is in; called with mu held.
+	// A retry may reach its agent before RetryJob has returned to us, so
+	// both the agent's side and RetryJob's return can be the last record.
+	closed := false
+	complete := func() {
+		if !closed && len(received) == cfg.Jobs && (!cfg.Retries || len(retryReceived) == cfg.Jobs && len(retried) == cfg.Jobs) {
+			closed = true
+			close(all)
+		}
+	}
 	var rig *benchRig
 	onRun := func(id string) {
 		now := time.Now()
@@ -60,12 +70,10 @@ func Dispatch(ctx context.Context, out io.Writer, cfg DispatchConfig) error {
 		} else {
 			received[id] = now
 			if cfg.Retries {
-				go retryOnce(ctx, rig, id, func(at time.Time) { mu.Lock(); retried[id] = at; mu.Unlock() })
+				go retryOnce(ctx, rig, id, func(at time.Time) { mu.Lock(); defer mu.Unlock(); retried[id] = at; complete() })
 			}
 		}
-		if len(received) == cfg.Jobs && (!cfg.Retries || len(retryReceived) == cfg.Jobs) {
-			close(all)
-		}
+		complete()
 	}
 	rc := rigConfig{agents: cfg.Agents, slots: 4, noop: true, onRun: onRun, plaintext: cfg.Plaintext, pgStats: cfg.PGStats}
 	if cfg.History > 0 {
