@@ -449,18 +449,20 @@ func TestRefusedWorkerExits(t *testing.T) {
 }
 
 // TestDrainingAgentStaysDrainingAcrossAReconnect: an agent draining on
-// SIGTERM (a long job still running) reconnects to a new server after
-// the old one is killed; it tells the new server it drains, so a new job
-// goes to another worker at its first attempt (the draining agent would
-// refuse it, spending one of the job's attempts), and its running job
-// keeps its one attempt.
+// SIGTERM (a long job still running, room for more) reconnects to a new
+// server after the old one is killed, while a job waits. Its hello says
+// that it drains, so the new server claims nothing for it, not even at
+// once on its connect: the waiting job and one submitted after the
+// reconnect go to another worker at their first attempt (the draining
+// agent would refuse them, spending one of their attempts), and its
+// running job keeps its one attempt.
 func TestDrainingAgentStaysDrainingAcrossAReconnect(t *testing.T) {
 	t.Parallel()
 	dbURL := storetest.URL(t)
 	addr := freeAddr(t)
 	p := startServerOn(t, dbURL, addr, "--max-workers", "0")
 	st := openStore(t, dbURL)
-	a := spawnAgent(t, st, []string{addr}, "--drain-timeout", "60s", "--grace", "1s")
+	a := spawnAgent(t, st, []string{addr}, "--drain-timeout", "60s", "--grace", "1s", "--prefetch", "2")
 	c := jobClient(addr)
 	long := submit(t, c, &hodeiv1.JobSpec{Command: []string{"sleep", "30"}})
 	pollJob(t, c, long, 15*time.Second, "running", isRunning)
@@ -470,6 +472,7 @@ func TestDrainingAgentStaysDrainingAcrossAReconnect(t *testing.T) {
 	state := func() string { return queryOne[string](t, st, "SELECT state FROM workers WHERE id = $1", a.id) }
 	eventually(t, 10*time.Second, "the worker draining", func() bool { return state() == "draining" })
 	replica := queryOne[string](t, st, "SELECT replica_id FROM workers WHERE id = $1", a.id)
+	waiting := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
 	if err := p.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -483,8 +486,10 @@ func TestDrainingAgentStaysDrainingAcrossAReconnect(t *testing.T) {
 	// A worker that takes jobs joins: the job must run there, at its first
 	// attempt, not be handed first to the draining agent.
 	other := spawnAgent(t, st, []string{addr})
-	if j := pollJob(t, c, short, 15*time.Second, "final", isFinal); j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || len(j.Attempts) != 1 || j.Attempts[0].WorkerId != other.id {
-		t.Fatalf("a job submitted after the reconnect: %v, attempts %v; want succeeded at its first attempt on %s, not on the draining %s", j.State, j.Attempts, other.id, a.id)
+	for name, id := range map[string]string{"waiting at the reconnect": waiting, "submitted after the reconnect": short} {
+		if j := pollJob(t, c, id, 15*time.Second, "final", isFinal); j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED || len(j.Attempts) != 1 || j.Attempts[0].WorkerId != other.id {
+			t.Fatalf("the job %s: %v, attempts %v; want succeeded at its first attempt on %s, not on the draining %s", name, j.State, j.Attempts, other.id, a.id)
+		}
 	}
 	if j := pollJob(t, c, long, 5*time.Second, "got", func(*hodeiv1.Job) bool { return true }); j.State != hodeiv1.JobState_JOB_STATE_RUNNING || len(j.Attempts) != 1 {
 		t.Fatalf("the long job: %v with %d attempts, want running at its first", j.State, len(j.Attempts))

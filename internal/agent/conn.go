@@ -153,15 +153,6 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 	}()
 	a.counters.welcomed(time.Now())
 	a.log.Info("connected", "server", server)
-	a.mu.Lock()
-	draining := a.draining
-	a.mu.Unlock()
-	if draining {
-		// A new server (or one that lost this worker's stream) does not
-		// know it drains: say so again before it hands out a job, which
-		// this agent would refuse.
-		a.sendNow(&hodeiv1.ConnectRequest{Msg: &hodeiv1.ConnectRequest_Shutdown{Shutdown: &hodeiv1.ShutdownNotice{}}})
-	}
 	interval := 2 * time.Second
 	if s := first.GetSettings(); s != nil && s.HeartbeatInterval != nil {
 		interval = s.HeartbeatInterval.AsDuration()
@@ -197,6 +188,10 @@ func (a *Agent) session(ctx context.Context, hc *http.Client, server string, gen
 func (a *Agent) hello() *hodeiv1.Hello {
 	hello := &hodeiv1.Hello{WorkerId: a.workerID, Credential: a.credential, FreeSlots: int32(a.free()), Prefetch: int32(a.cfg.Prefetch), AdaptivePrefetch: a.cfg.AdaptivePrefetch, Batches: true}
 	a.mu.Lock()
+	// A new server (or one that lost this worker's stream) does not know
+	// that this agent drains: the hello says so, before any job could be
+	// handed out that this agent would refuse.
+	hello.Draining = a.draining
 	known := map[int64]bool{}
 	for _, at := range a.attempts {
 		known[at.token] = true

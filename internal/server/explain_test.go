@@ -73,7 +73,7 @@ func (e explainer) worker(provider string, labels map[string]string, slots int, 
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if _, err := e.st.ConnectWorker(ctx, id, cred, "", "test"); err != nil {
+	if _, err := e.st.ConnectWorker(ctx, id, cred, "", "test", false); err != nil {
 		e.t.Fatal(err)
 	}
 	return id

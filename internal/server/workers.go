@@ -73,13 +73,13 @@ func (h workerService) Connect(ctx context.Context, stream *connect.BidiStream[h
 		}
 		serial = sn
 	}
-	w, err := s.store.ConnectWorker(ctx, hello.WorkerId, hello.Credential, serial, s.cfg.ReplicaID)
+	w, err := s.store.ConnectWorker(ctx, hello.WorkerId, hello.Credential, serial, s.cfg.ReplicaID, hello.Draining)
 	if err != nil {
 		return connectError(err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	c := &workerConn{id: w.ID, provider: w.Provider, cpuMillis: w.CPUMillis, memoryMiB: w.MemoryMiB, labels: w.Labels, image: w.Image, slots: w.Slots, prefetch: int(hello.Prefetch), adaptive: hello.AdaptivePrefetch, batches: hello.Batches, out: make(chan *hodeiv1.ConnectResponse, 256),
+	c := &workerConn{id: w.ID, provider: w.Provider, cpuMillis: w.CPUMillis, memoryMiB: w.MemoryMiB, labels: w.Labels, image: w.Image, slots: w.Slots, prefetch: int(hello.Prefetch), adaptive: hello.AdaptivePrefetch, batches: hello.Batches, draining: hello.Draining, out: make(chan *hodeiv1.ConnectResponse, 256),
 		cancel: cancel, done: make(chan struct{}), running: map[int64]string{}, lastSeen: time.Now()}
 	if st, _ := ctx.Value(peerKey{}).(*tls.ConnectionState); st != nil {
 		c.cert = s.certOf(st)

@@ -17,6 +17,9 @@ import (
 	"github.com/hodei-dev/hodei/internal/store/storetest"
 )
 
+// TestClaimSkipsWorkersThatAreNotConnected: no job is claimed for a
+// worker that never connected, nor for one that connected draining (its
+// hello said so).
 func TestClaimSkipsWorkersThatAreNotConnected(t *testing.T) {
 	t.Parallel()
 	s := storetest.Open(t)
@@ -27,6 +30,20 @@ func TestClaimSkipsWorkersThatAreNotConnected(t *testing.T) {
 	w, _, _ := s.NewWorker(ctx, "test", "", nil, time.Minute) // provisioning, never connected
 	if as, err := s.Claim(ctx, store.WorkerMatch{ID: w}, 1); err != nil || len(as) != 0 {
 		t.Fatalf("claim for a worker that is not connected: %v %v", as, err)
+	}
+	d, token, err := s.NewWorker(ctx, "test", "", nil, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cred, _, err := s.Enroll(ctx, store.Enrollment{Token: token, Hostname: "host", Version: "test", Slots: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dw, err := s.ConnectWorker(ctx, d, cred, "", "test", true); err != nil || dw.State != "draining" {
+		t.Fatalf("connect draining: %+v, %v; want state draining", dw, err)
+	}
+	if as, err := s.Claim(ctx, store.WorkerMatch{ID: d}, 1); err != nil || len(as) != 0 {
+		t.Fatalf("claim for a worker that connected draining: %v %v", as, err)
 	}
 	if as, err := s.Claim(ctx, store.WorkerMatch{ID: storetest.ConnectedWorker(t, s)}, 1); err != nil || len(as) != 1 {
 		t.Fatalf("claim for a connected worker: %v %v", as, err)

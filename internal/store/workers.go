@@ -148,7 +148,7 @@ func (s *Store) Enroll(ctx context.Context, e Enrollment) (Worker, string, Cert,
 // WorkerRegistered (first connection) or WorkerReconnected. serial is
 // the stream's client certificate's ("" over plaintext): the worker's
 // current one or the pending one of a rotation.
-func (s *Store) ConnectWorker(ctx context.Context, id, credential, serial, replica string) (Worker, error) {
+func (s *Store) ConnectWorker(ctx context.Context, id, credential, serial, replica string, draining bool) (Worker, error) {
 	uid, err := uuid.Parse(id)
 	if err != nil {
 		return Worker{}, fmt.Errorf("worker id: %w", ErrUnauthenticated)
@@ -165,7 +165,7 @@ func (s *Store) ConnectWorker(ctx context.Context, id, credential, serial, repli
 			}
 			return err
 		}
-		row, err := q.ConnectWorker(ctx, db.ConnectWorkerParams{ReplicaID: replica, Now: &now, Serial: serial, ID: uid, CredentialHash: hash(credential)})
+		row, err := q.ConnectWorker(ctx, db.ConnectWorkerParams{Draining: draining, ReplicaID: replica, Now: &now, Serial: serial, ID: uid, CredentialHash: hash(credential)})
 		if err != nil {
 			if IsNoRows(err) {
 				refused = fmt.Sprintf("worker is %s or its credential or certificate is wrong", before.State)

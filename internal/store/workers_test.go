@@ -52,12 +52,12 @@ func TestWorkerAuthentication(t *testing.T) {
 		"an unknown id":    {uuid.NewString(), cred},
 		"a bad credential": {id, "wrong"},
 	} {
-		if _, err := s.ConnectWorker(ctx, c.id, c.cred, "", "r1"); !errors.Is(err, store.ErrUnauthenticated) {
+		if _, err := s.ConnectWorker(ctx, c.id, c.cred, "", "r1", false); !errors.Is(err, store.ErrUnauthenticated) {
 			t.Errorf("connect with %s: %v, want unauthenticated", name, err)
 		}
 	}
 	for range 2 {
-		if _, err := s.ConnectWorker(ctx, id, cred, "", "r1"); err != nil {
+		if _, err := s.ConnectWorker(ctx, id, cred, "", "r1", false); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -13,17 +13,18 @@ import (
 )
 
 const connectWorker = `-- name: ConnectWorker :one
-UPDATE workers SET state = 'connected', replica_id = $1, last_seen = $2, updated_at = $2,
-    cert_serial = CASE WHEN pending_cert_serial = $3::text THEN pending_cert_serial ELSE cert_serial END,
-    cert_not_after = CASE WHEN pending_cert_serial = $3::text THEN pending_cert_not_after ELSE cert_not_after END,
-    pending_cert_serial = CASE WHEN pending_cert_serial = $3::text THEN NULL ELSE pending_cert_serial END,
-    pending_cert_not_after = CASE WHEN pending_cert_serial = $3::text THEN NULL ELSE pending_cert_not_after END
-WHERE id = $4 AND credential_hash = $5 AND state <> 'terminated'
-    AND (($3::text = '' AND cert_serial IS NULL) OR cert_serial = $3::text OR pending_cert_serial = $3::text)
+UPDATE workers SET state = CASE WHEN $1::bool THEN 'draining' ELSE 'connected' END, replica_id = $2, last_seen = $3, updated_at = $3,
+    cert_serial = CASE WHEN pending_cert_serial = $4::text THEN pending_cert_serial ELSE cert_serial END,
+    cert_not_after = CASE WHEN pending_cert_serial = $4::text THEN pending_cert_not_after ELSE cert_not_after END,
+    pending_cert_serial = CASE WHEN pending_cert_serial = $4::text THEN NULL ELSE pending_cert_serial END,
+    pending_cert_not_after = CASE WHEN pending_cert_serial = $4::text THEN NULL ELSE pending_cert_not_after END
+WHERE id = $5 AND credential_hash = $6 AND state <> 'terminated'
+    AND (($4::text = '' AND cert_serial IS NULL) OR cert_serial = $4::text OR pending_cert_serial = $4::text)
 RETURNING id, provider, state, labels, slots, image, version, hostname, credential_hash, replica_id, handle, last_seen, created_at, updated_at, cpu_millis, memory_mib, cert_serial, cert_not_after, pending_cert_serial, pending_cert_not_after
 `
 
 type ConnectWorkerParams struct {
+	Draining       bool
 	ReplicaID      string
 	Now            *time.Time
 	Serial         string
@@ -34,9 +35,11 @@ type ConnectWorkerParams struct {
 // A stream opens with the worker's credential and, over TLS, its client
 // certificate's serial: the current one, or the pending one of a rotation
 // (which then becomes current). Without a serial (plaintext) only a
-// worker that has no certificate connects.
+// worker that has no certificate connects. A worker that drains (it said
+// so in its hello) connects as draining: no claim is made for it.
 func (q *Queries) ConnectWorker(ctx context.Context, arg ConnectWorkerParams) (Worker, error) {
 	row := q.db.QueryRow(ctx, connectWorker,
+		arg.Draining,
 		arg.ReplicaID,
 		arg.Now,
 		arg.Serial,

@@ -23,8 +23,9 @@ SELECT * FROM workers WHERE id = @id;
 -- A stream opens with the worker's credential and, over TLS, its client
 -- certificate's serial: the current one, or the pending one of a rotation
 -- (which then becomes current). Without a serial (plaintext) only a
--- worker that has no certificate connects.
-UPDATE workers SET state = 'connected', replica_id = @replica_id, last_seen = @now, updated_at = @now,
+-- worker that has no certificate connects. A worker that drains (it said
+-- so in its hello) connects as draining: no claim is made for it.
+UPDATE workers SET state = CASE WHEN @draining::bool THEN 'draining' ELSE 'connected' END, replica_id = @replica_id, last_seen = @now, updated_at = @now,
     cert_serial = CASE WHEN pending_cert_serial = @serial::text THEN pending_cert_serial ELSE cert_serial END,
     cert_not_after = CASE WHEN pending_cert_serial = @serial::text THEN pending_cert_not_after ELSE cert_not_after END,
     pending_cert_serial = CASE WHEN pending_cert_serial = @serial::text THEN NULL ELSE pending_cert_serial END,

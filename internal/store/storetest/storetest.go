@@ -130,7 +130,7 @@ func ConnectedWorker(t testing.TB, s *store.Store) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ConnectWorker(ctx, id, cred, "", "test"); err != nil {
+	if _, err := s.ConnectWorker(ctx, id, cred, "", "test", false); err != nil {
 		t.Fatal(err)
 	}
 	return id

@@ -428,8 +428,12 @@ type Hello struct {
 	// worker about as many jobs as it finished in the last 100 ms (none for
 	// jobs that take longer than that).
 	AdaptivePrefetch bool `protobuf:"varint,7,opt,name=adaptive_prefetch,json=adaptivePrefetch,proto3" json:"adaptive_prefetch,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// draining: the agent began to drain before this stream (SIGTERM, or a
+	// shutdown notice on an earlier stream). The worker connects as
+	// draining: no job is claimed for it, from its first message on.
+	Draining      bool `protobuf:"varint,8,opt,name=draining,proto3" json:"draining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -507,6 +511,13 @@ func (x *Hello) GetBatches() bool {
 func (x *Hello) GetAdaptivePrefetch() bool {
 	if x != nil {
 		return x.AdaptivePrefetch
+	}
+	return false
+}
+
+func (x *Hello) GetDraining() bool {
+	if x != nil {
+		return x.Draining
 	}
 	return false
 }
@@ -2273,7 +2284,7 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"\x0eRunningAttempt\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x05R\aattempt\x12#\n" +
-	"\rfencing_token\x18\x03 \x01(\x03R\ffencingToken\"\xfa\x01\n" +
+	"\rfencing_token\x18\x03 \x01(\x03R\ffencingToken\"\x96\x02\n" +
 	"\x05Hello\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1e\n" +
 	"\n" +
@@ -2284,7 +2295,8 @@ const file_hodei_v1_worker_proto_rawDesc = "" +
 	"free_slots\x18\x04 \x01(\x05R\tfreeSlots\x12\x1a\n" +
 	"\bprefetch\x18\x05 \x01(\x05R\bprefetch\x12\x18\n" +
 	"\abatches\x18\x06 \x01(\bR\abatches\x12+\n" +
-	"\x11adaptive_prefetch\x18\a \x01(\bR\x10adaptivePrefetch\"_\n" +
+	"\x11adaptive_prefetch\x18\a \x01(\bR\x10adaptivePrefetch\x12\x1a\n" +
+	"\bdraining\x18\b \x01(\bR\bdraining\"_\n" +
 	"\tHeartbeat\x12\x1d\n" +
 	"\n" +
 	"free_slots\x18\x01 \x01(\x05R\tfreeSlots\x123\n" +
