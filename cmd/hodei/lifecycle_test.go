@@ -307,6 +307,29 @@ func TestAutoscalerStaysWithinMaxWorkersAndScalesDown(t *testing.T) {
 	t.Logf("peak %d workers; all scaled down", peak)
 }
 
+// TestAJobBehindAnUnservableBacklogGetsAWorker: more jobs than the
+// autoscaler reads at once wait for a label no provider has; a job
+// behind them that the process provider can run still gets a worker
+// started for it, and runs.
+func TestAJobBehindAnUnservableBacklogGetsAWorker(t *testing.T) {
+	t.Parallel()
+	c := inProcessWith(t, platform.Config{DatabaseURL: storetest.URL(t), MaxWorkers: 1})
+	spec := &hodeiv1.JobSpec{Command: []string{"true"}, Labels: map[string]string{"gpu": "true"}}
+	for range 3 {
+		req := &hodeiv1.SubmitJobsRequest{}
+		for range 500 {
+			req.Specs = append(req.Specs, spec)
+		}
+		if _, err := c.SubmitJobs(context.Background(), connect.NewRequest(req)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := submit(t, c, &hodeiv1.JobSpec{Command: []string{"true"}})
+	if j := waitJob(t, c, id, 30*time.Second, isFinal); j.State != hodeiv1.JobState_JOB_STATE_SUCCEEDED {
+		t.Fatalf("the job behind 1,500 unservable ones: %v, want succeeded", j.State)
+	}
+}
+
 // TestEphemeralWorkersTakeOneJobEach: with the provider in ephemeral mode
 // every job runs on a worker of its own, which then goes away.
 func TestEphemeralWorkersTakeOneJobEach(t *testing.T) {

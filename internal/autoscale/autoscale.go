@@ -64,6 +64,26 @@ type Autoscaler struct {
 	mu       sync.Mutex
 	reported map[string]bool // jobs given JobSchedulingFailed this term
 	kick     chan struct{}
+
+	// kindsDue is when a pass may read the ready jobs' kinds again (the
+	// pass's goroutine only).
+	kindsDue time.Time
+}
+
+// readPage is how many ready jobs a pass reads, in dispatch order. When
+// that many are ready, jobs past them are demand too: the pass then reads
+// every ready job's kind (ReadyKinds), at most once a second and at most
+// a twentieth of the time, so that a backlog nobody can serve does not
+// hide a job behind it that a provider could serve.
+const readPage = 1000
+
+// snapshot is what one pass decides on, read in one snapshot.
+type snapshot struct {
+	provs     []store.Provider
+	live      map[string][]store.ProviderWorker
+	ready     []db.ReadyJobsRow
+	kinds     []db.ReadyKindsRow // nil unless the ready page was full and the kinds were due
+	connected []store.Worker
 }
 
 // New returns an autoscaler over the given providers (by name).
@@ -187,40 +207,56 @@ type need struct {
 	// cpuMillis and memoryMiB are the jobs' resources: the limits of the
 	// workers started for them, where the provider enforces limits.
 	cpuMillis, memoryMiB int64
-	jobs                 []string
+	jobs                 []string // the jobs of the first page of ready ones
+	beyond               int      // more jobs of this kind, past that page
+}
+
+func (n need) count() int { return len(n.jobs) + n.beyond }
+
+// read reads what a pass decides on. Everything comes from one snapshot:
+// read one by one, a job could look unserved because the worker that
+// just took it (and drained, being ephemeral) is read after the queue.
+func (a *Autoscaler) read(ctx context.Context, now time.Time) (snapshot, error) {
+	sn := snapshot{live: map[string][]store.ProviderWorker{}}
+	err := a.store.ReadSnapshot(ctx, func(st *store.Store) error {
+		var err error
+		if sn.provs, err = st.ListProviders(ctx); err != nil {
+			return err
+		}
+		for _, p := range sn.provs {
+			if sn.live[p.Name], err = st.ProviderWorkers(ctx, p.Name); err != nil {
+				return err
+			}
+		}
+		if sn.ready, err = st.ReadyJobs(ctx, now, readPage); err != nil {
+			return err
+		}
+		if len(sn.ready) == readPage && !time.Now().Before(a.kindsDue) {
+			t0 := time.Now()
+			if sn.kinds, err = st.ReadyKinds(ctx, now); err != nil {
+				return err
+			}
+			a.kindsDue = time.Now().Add(max(20*time.Since(t0), time.Second))
+		}
+		sn.connected, err = st.WorkerLoad(ctx)
+		return err
+	})
+	return sn, err
 }
 
 // pass scales up and down once and returns when it wants to look again
 // (the next idle timeout or start deadline).
 func (a *Autoscaler) pass(ctx context.Context) (time.Duration, error) {
 	now := a.store.Now()
-	// Everything the decision reads comes from one snapshot: read one by
-	// one, a job could look unserved because the worker that just took it
-	// (and drained, being ephemeral) is read after the queue.
-	var provs []store.Provider
-	var ready []db.ReadyJobsRow
-	var connected []store.Worker
-	live := map[string][]store.ProviderWorker{}
-	err := a.store.ReadSnapshot(ctx, func(st *store.Store) error {
-		var err error
-		if provs, err = st.ListProviders(ctx); err != nil {
-			return err
-		}
-		for _, p := range provs {
-			if live[p.Name], err = st.ProviderWorkers(ctx, p.Name); err != nil {
-				return err
-			}
-		}
-		if ready, err = st.ReadyJobs(ctx, now, 1000); err != nil {
-			return err
-		}
-		connected, err = st.WorkerLoad(ctx)
-		return err
-	})
+	sn, err := a.read(ctx, now)
 	if err != nil {
 		return 0, err
 	}
+	provs, live := sn.provs, sn.live
 	next := time.Hour
+	if len(sn.ready) == readPage && sn.kinds == nil {
+		next = time.Until(a.kindsDue) // look past the page once the kinds are due
+	}
 	for _, p := range provs {
 		if d, err := a.scaleDown(ctx, p, live[p.Name], now); err != nil {
 			return 0, err
@@ -228,7 +264,7 @@ func (a *Autoscaler) pass(ctx context.Context) (time.Duration, error) {
 			next = min(next, d)
 		}
 	}
-	needs := demand(ready, connected, live)
+	needs := demand(sn.ready, sn.kinds, sn.connected, live)
 	// A job in retry backoff becomes demand when its run_at comes.
 	if at, err := a.store.NextRunAt(ctx, now); err != nil {
 		return 0, err
@@ -236,7 +272,7 @@ func (a *Autoscaler) pass(ctx context.Context) (time.Duration, error) {
 		next = d
 	}
 	for _, n := range needs {
-		left := len(n.jobs)
+		left := n.count()
 		reason := "no provider is configured"
 		order := provs
 		if n.image == "" { // any worker will do: prefer providers without images (cheaper)
@@ -273,15 +309,22 @@ func (a *Autoscaler) pass(ctx context.Context) (time.Duration, error) {
 			reason = ""
 		}
 		if left > 0 && reason != "" {
-			a.reportUnservable(ctx, n.jobs[len(n.jobs)-left:], reason)
+			a.reportUnservable(ctx, n.jobs[max(len(n.jobs)-left, 0):], reason)
 		}
 	}
 	return max(next, 100*time.Millisecond), nil
 }
 
+// kindKey names what a job needs: image, labels, CPU and memory.
+func kindKey(image string, labels []byte, cpuMillis, memoryMiB int64) string {
+	return fmt.Sprintf("%s\x00%s\x00%d\x00%d", image, labels, cpuMillis, memoryMiB)
+}
+
 // demand returns the ready jobs no connected worker has room for, minus
-// what starting workers will take, grouped by what they need.
-func demand(rows []db.ReadyJobsRow, workers []store.Worker, live map[string][]store.ProviderWorker) []need {
+// what starting workers will take, grouped by what they need: the jobs
+// of the first page one by one (rows), then the other jobs of each kind
+// (kinds, nil when not read).
+func demand(rows []db.ReadyJobsRow, kinds []db.ReadyKindsRow, workers []store.Worker, live map[string][]store.ProviderWorker) []need {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -320,12 +363,43 @@ rows:
 				continue rows
 			}
 		}
-		key := fmt.Sprintf("%s\x00%s\x00%d\x00%d", r.Image, r.Labels, r.CpuMillis, r.MemoryMib)
+		key := kindKey(r.Image, r.Labels, r.CpuMillis, r.MemoryMib)
 		if byKey[key] == nil {
 			byKey[key] = &need{image: r.Image, labels: labels, cpuMillis: r.CpuMillis, memoryMiB: r.MemoryMib}
 			order = append(order, key)
 		}
 		byKey[key].jobs = append(byKey[key].jobs, r.JobID.String())
+	}
+	// Past the page: each kind's jobs not in it, in the same way, many at
+	// a time.
+	inPage := map[string]int{}
+	for _, r := range rows {
+		inPage[kindKey(r.Image, r.Labels, r.CpuMillis, r.MemoryMib)]++
+	}
+	for _, k := range kinds {
+		key := kindKey(k.Image, k.Labels, k.CpuMillis, k.MemoryMib)
+		left := int(k.N) - inPage[key]
+		var labels map[string]string
+		_ = json.Unmarshal(k.Labels, &labels)
+		for i, w := range workers {
+			if left > 0 && free[i] > 0 && job.MatchedBy(k.Image, labels, w.Image, w.Labels) && job.Fits(k.CpuMillis, k.MemoryMib, w.CPUMillis, w.MemoryMiB) {
+				take := min(left, free[i])
+				free[i], left = free[i]-take, left-take
+			}
+		}
+		for i, w := range starting {
+			if left > 0 && startFree[i] > 0 && job.MatchedBy(k.Image, labels, w.Image, w.Labels) {
+				take := min(left, startFree[i])
+				startFree[i], left = startFree[i]-take, left-take
+			}
+		}
+		if left > 0 {
+			if byKey[key] == nil {
+				byKey[key] = &need{image: k.Image, labels: labels, cpuMillis: k.CpuMillis, memoryMiB: k.MemoryMib}
+				order = append(order, key)
+			}
+			byKey[key].beyond += left
+		}
 	}
 	out := make([]need, 0, len(order))
 	for _, k := range order {
@@ -338,7 +412,7 @@ rows:
 // how many started.
 func (a *Autoscaler) provision(ctx context.Context, impl provider.Provider, p store.Provider, n need, k int) int {
 	if err := a.store.PublishEvents(ctx, eventbus.New("provider", p.Name, &hodeiv1.AutoScalingTriggered{Provider: p.Name, Requested: int32(k),
-		Image: n.image, Labels: n.labels, Demand: int64(len(n.jobs))})); err != nil {
+		Image: n.image, Labels: n.labels, Demand: int64(n.count())})); err != nil {
 		a.log.Warn("autoscaler", "err", err)
 	}
 	started := 0

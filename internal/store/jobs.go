@@ -437,6 +437,12 @@ func (s *Store) NextRunAt(ctx context.Context, now time.Time) (time.Time, error)
 	return at, nil
 }
 
+// ReadyKinds groups the jobs ready to run at now by what they need, with
+// how many need it. It reads every ready job.
+func (s *Store) ReadyKinds(ctx context.Context, now time.Time) ([]db.ReadyKindsRow, error) {
+	return s.q.ReadyKinds(ctx, now)
+}
+
 // ReadyJobs lists up to limit jobs ready to run at now, in dispatch order.
 func (s *Store) ReadyJobs(ctx context.Context, now time.Time, limit int) ([]db.ReadyJobsRow, error) {
 	rows, err := s.q.ReadyJobs(ctx, db.ReadyJobsParams{Now: now, MaxRows: int32(limit)})

@@ -1064,6 +1064,48 @@ func (q *Queries) ReadyJobs(ctx context.Context, arg ReadyJobsParams) ([]ReadyJo
 	return items, nil
 }
 
+const readyKinds = `-- name: ReadyKinds :many
+SELECT image, labels, cpu_millis, memory_mib, count(*)::bigint AS n FROM jobs
+WHERE state IN ('queued', 'retrying') AND (run_at IS NULL OR run_at <= $1::timestamptz)
+GROUP BY image, labels, cpu_millis, memory_mib
+`
+
+type ReadyKindsRow struct {
+	Image     string
+	Labels    []byte
+	CpuMillis int64
+	MemoryMib int64
+	N         int64
+}
+
+// The ready jobs grouped by what they need, with how many need it: demand
+// past the first page of ReadyJobs. Reads every ready job.
+func (q *Queries) ReadyKinds(ctx context.Context, now time.Time) ([]ReadyKindsRow, error) {
+	rows, err := q.db.Query(ctx, readyKinds, now)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ReadyKindsRow
+	for rows.Next() {
+		var i ReadyKindsRow
+		if err := rows.Scan(
+			&i.Image,
+			&i.Labels,
+			&i.CpuMillis,
+			&i.MemoryMib,
+			&i.N,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const requeueJob = `-- name: RequeueJob :exec
 UPDATE jobs SET state = 'queued', updated_at = $1, finished_at = NULL, run_at = NULL, exit_code = NULL,
     failure_class = NULL, message = '', max_attempts = $2

@@ -208,6 +208,13 @@ SELECT id AS job_id, image, labels, cpu_millis, memory_mib FROM jobs
 WHERE state IN ('queued', 'retrying') AND (run_at IS NULL OR run_at <= @now::timestamptz)
 ORDER BY priority DESC, id LIMIT @max_rows;
 
+-- name: ReadyKinds :many
+-- The ready jobs grouped by what they need, with how many need it: demand
+-- past the first page of ReadyJobs. Reads every ready job.
+SELECT image, labels, cpu_millis, memory_mib, count(*)::bigint AS n FROM jobs
+WHERE state IN ('queued', 'retrying') AND (run_at IS NULL OR run_at <= @now::timestamptz)
+GROUP BY image, labels, cpu_millis, memory_mib;
+
 -- name: CountActiveJobs :many
 -- Jobs in each non-final state: the waiting ones through jobs_ready_idx,
 -- the ones on a worker through jobs_live_idx.
