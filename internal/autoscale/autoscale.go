@@ -345,60 +345,50 @@ func demand(rows []db.ReadyJobsRow, kinds []db.ReadyKindsRow, workers []store.Wo
 	for i, w := range starting {
 		startFree[i] = w.Slots
 	}
+	// absorb takes n jobs of a kind from the free slots of the workers
+	// that can run them, connected ones first, and returns how many are left.
+	absorb := func(image string, labels map[string]string, cpuMillis, memoryMiB int64, n int) int {
+		for i, w := range workers {
+			if n > 0 && free[i] > 0 && job.MatchedBy(image, labels, w.Image, w.Labels) && job.Fits(cpuMillis, memoryMiB, w.CPUMillis, w.MemoryMiB) {
+				take := min(n, free[i])
+				free[i], n = free[i]-take, n-take
+			}
+		}
+		for i, w := range starting {
+			if n > 0 && startFree[i] > 0 && job.MatchedBy(image, labels, w.Image, w.Labels) {
+				take := min(n, startFree[i])
+				startFree[i], n = startFree[i]-take, n-take
+			}
+		}
+		return n
+	}
 	byKey := map[string]*need{}
 	var order []string
-rows:
-	for _, r := range rows {
-		var labels map[string]string
-		_ = json.Unmarshal(r.Labels, &labels)
-		for i, w := range workers {
-			if free[i] > 0 && job.MatchedBy(r.Image, labels, w.Image, w.Labels) && job.Fits(r.CpuMillis, r.MemoryMib, w.CPUMillis, w.MemoryMiB) {
-				free[i]--
-				continue rows
-			}
-		}
-		for i, w := range starting {
-			if startFree[i] > 0 && job.MatchedBy(r.Image, labels, w.Image, w.Labels) {
-				startFree[i]--
-				continue rows
-			}
-		}
-		key := kindKey(r.Image, r.Labels, r.CpuMillis, r.MemoryMib)
+	needOf := func(key, image string, labels map[string]string, cpuMillis, memoryMiB int64) *need {
 		if byKey[key] == nil {
-			byKey[key] = &need{image: r.Image, labels: labels, cpuMillis: r.CpuMillis, memoryMiB: r.MemoryMib}
+			byKey[key] = &need{image: image, labels: labels, cpuMillis: cpuMillis, memoryMiB: memoryMiB}
 			order = append(order, key)
 		}
-		byKey[key].jobs = append(byKey[key].jobs, r.JobID.String())
+		return byKey[key]
 	}
-	// Past the page: each kind's jobs not in it, in the same way, many at
-	// a time.
 	inPage := map[string]int{}
 	for _, r := range rows {
-		inPage[kindKey(r.Image, r.Labels, r.CpuMillis, r.MemoryMib)]++
+		key := kindKey(r.Image, r.Labels, r.CpuMillis, r.MemoryMib)
+		inPage[key]++
+		var labels map[string]string
+		_ = json.Unmarshal(r.Labels, &labels)
+		if absorb(r.Image, labels, r.CpuMillis, r.MemoryMib, 1) > 0 {
+			n := needOf(key, r.Image, labels, r.CpuMillis, r.MemoryMib)
+			n.jobs = append(n.jobs, r.JobID.String())
+		}
 	}
+	// Past the page: each kind's jobs not in it, many at a time.
 	for _, k := range kinds {
 		key := kindKey(k.Image, k.Labels, k.CpuMillis, k.MemoryMib)
-		left := int(k.N) - inPage[key]
 		var labels map[string]string
 		_ = json.Unmarshal(k.Labels, &labels)
-		for i, w := range workers {
-			if left > 0 && free[i] > 0 && job.MatchedBy(k.Image, labels, w.Image, w.Labels) && job.Fits(k.CpuMillis, k.MemoryMib, w.CPUMillis, w.MemoryMiB) {
-				take := min(left, free[i])
-				free[i], left = free[i]-take, left-take
-			}
-		}
-		for i, w := range starting {
-			if left > 0 && startFree[i] > 0 && job.MatchedBy(k.Image, labels, w.Image, w.Labels) {
-				take := min(left, startFree[i])
-				startFree[i], left = startFree[i]-take, left-take
-			}
-		}
-		if left > 0 {
-			if byKey[key] == nil {
-				byKey[key] = &need{image: k.Image, labels: labels, cpuMillis: k.CpuMillis, memoryMiB: k.MemoryMib}
-				order = append(order, key)
-			}
-			byKey[key].beyond += left
+		if left := absorb(k.Image, labels, k.CpuMillis, k.MemoryMib, int(k.N)-inPage[key]); left > 0 {
+			needOf(key, k.Image, labels, k.CpuMillis, k.MemoryMib).beyond += left
 		}
 	}
 	out := make([]need, 0, len(order))
